@@ -1,0 +1,649 @@
+"""The durable store: one SQLite file in WAL mode, written by one writer thread.
+
+Why a writer thread: a ``synchronous=FULL`` commit costs 0.2 ms or more (an fsync), which must not
+run on the event loop. Callers ``await store.write(fn)``; ``fn(conn)`` runs on the writer thread.
+Everything queued while a commit is in flight shares the next transaction (group commit), each
+operation in its own SAVEPOINT so a failing one rolls back alone. The awaiting coroutines resume
+only after COMMIT returned, so "committed before published" holds for whoever publishes after
+``await``.
+
+Reads use their own connections (WAL readers never block the writer), on a small thread pool for
+``await store.read(fn)`` or on the calling thread for ``read_sync``.
+
+The schema is versioned with ``PRAGMA user_version`` and forward migrations (:data:`MIGRATIONS`).
+The file carries ``PRAGMA application_id`` so a database of another program is recognised and
+refused. A damaged, foreign or newer file gives a clear error naming it and is never overwritten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import platformdirs
+
+from core.errors import (
+    ConfigError,
+    CorruptDatabaseError,
+    ForeignDatabaseError,
+    OrderNotFoundError,
+    SchemaTooNewError,
+    StoreError,
+)
+from core.orders import Order, OrderStatus
+from core.wire import now_utc
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+APPLICATION_ID = 0x4C43534C  # "LCSL"
+DB_FILENAME = "labconsole.sqlite3"
+DATA_DIR_ENV = "LABCONSOLE_DATA_DIR"
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+MIGRATIONS: list[str] = [
+    # v1: orders, transition log, audit log, id sequences
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE sequences (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    CREATE TABLE orders (
+        id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        parent_id TEXT,
+        source_id TEXT,
+        run_after_id TEXT,
+        template_name TEXT,
+        template_version TEXT,
+        status INTEGER NOT NULL,
+        priority INTEGER NOT NULL,
+        numeric_priority INTEGER NOT NULL DEFAULT 50,
+        assigned_to TEXT,
+        created REAL,
+        scheduled REAL,
+        started REAL,
+        ended REAL,
+        updated REAL NOT NULL,
+        status_details TEXT,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX orders_by_status ON orders (status, priority, numeric_priority DESC, scheduled, seq);
+    CREATE INDEX orders_by_parent ON orders (parent_id);
+    CREATE INDEX orders_by_template ON orders (template_name, created);
+    CREATE INDEX orders_by_created ON orders (created);
+    CREATE INDEX orders_by_assigned ON orders (assigned_to, status);
+    CREATE TABLE transitions (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        order_id TEXT NOT NULL,
+        from_status INTEGER,
+        to_status INTEGER NOT NULL,
+        at REAL NOT NULL,
+        who TEXT NOT NULL,
+        why TEXT
+    );
+    CREATE INDEX transitions_by_order ON transitions (order_id, seq);
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        who TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT,
+        reason TEXT,
+        details TEXT
+    );
+    CREATE INDEX audit_by_target ON audit (target, seq);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+ORDER_ROW_COLUMNS: tuple[str, ...] = (
+    "id", "parent_id", "template_name", "template_version", "status", "priority",
+    "numeric_priority", "assigned_to", "created", "started", "ended", "status_details",
+)
+"""The light row views work with (no JSON decoding): ``SELECT {ORDER_ROW_SQL} FROM orders``."""
+ORDER_ROW_SQL = ", ".join(ORDER_ROW_COLUMNS)
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("labconsole", appauthor=False))
+
+
+def resolve_data_dir(flag: str | os.PathLike[str] | None = None) -> Path:
+    """``--data-dir`` flag, else ``$LABCONSOLE_DATA_DIR``, else the platform's user data dir."""
+    chosen = flag or os.environ.get(DATA_DIR_ENV) or default_data_dir()
+    path = Path(chosen).expanduser()
+    if path.exists() and not path.is_dir():
+        source = "--data-dir" if flag else DATA_DIR_ENV if os.environ.get(DATA_DIR_ENV) else "data dir"
+        raise ConfigError.at(f"{path} exists and is not a directory", field=source)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _ts(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    seq: int
+    order_id: str
+    from_status: OrderStatus | None
+    to_status: OrderStatus
+    at: float
+    who: str
+    why: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    seq: int
+    at: float
+    who: str
+    action: str
+    target: str | None
+    reason: str | None
+    details: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """What :meth:`Store.set_status` did: the transition and the order's new row."""
+
+    seq: int
+    order_id: str
+    from_status: OrderStatus
+    to_status: OrderStatus
+    row: tuple
+    order: Order
+
+
+class _Op:
+    __slots__ = ("fn", "future", "loop")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any],
+                 future: asyncio.Future | concurrent.futures.Future,
+                 loop: asyncio.AbstractEventLoop | None) -> None:
+        self.fn, self.future, self.loop = fn, future, loop
+
+
+_STOP = object()
+
+
+class Store:
+    """The SQLite store. Open with :meth:`open`; close with :meth:`close`."""
+
+    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL",
+                 group_commit: bool = True, max_batch: int = 2000) -> None:
+        self.path = Path(path)
+        self.synchronous = synchronous.upper()
+        if self.synchronous not in ("FULL", "NORMAL", "EXTRA", "OFF"):
+            raise ConfigError.at(f"synchronous must be FULL, NORMAL, EXTRA or OFF, not {synchronous!r}",
+                                 field="synchronous")
+        self.group_commit = group_commit
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._read_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.commit_count = 0
+        self.commit_seconds = 0.0
+        self.on_commit: Callable[[int, float], None] | None = None
+        """Called on the writer thread after each commit with (operations, seconds)."""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def open_in(cls, data_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> Store:
+        return cls(resolve_data_dir(data_dir) / DB_FILENAME, **kwargs).open()
+
+    def open(self) -> Store:
+        """Check the file, apply migrations and start the writer thread."""
+        if self._check_header():
+            probe = self._connect(readonly=True)
+            try:
+                self._check_ownership(probe)
+            finally:
+                probe.close()
+        conn = self._connect()
+        try:
+            self._check_ownership(conn)
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._read_pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="store-read")
+        self._thread = threading.Thread(target=self._writer, args=(conn,), name="store-writer",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Finish queued writes, stop the writer and close every connection."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join()
+            self._thread = None
+        if self._read_pool is not None:
+            self._read_pool.shutdown(wait=True)
+            self._read_pool = None
+        with self._readers_lock:
+            for conn in self._readers:
+                try:
+                    conn.close()
+                except sqlite3.ProgrammingError:  # created in another thread; it is gone with it
+                    pass
+            self._readers.clear()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_header(self) -> bool:
+        """True if the file exists (and looks like SQLite); raises if it is something else."""
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return False
+        with open(self.path, "rb") as f:
+            header = f.read(16)
+        if header != SQLITE_HEADER:
+            raise CorruptDatabaseError(self.path, "is not a SQLite database (bad header); "
+                                       "it was left untouched — move it away or pass --data-dir")
+        return True
+
+    def _connect(self, *, readonly: bool = False) -> sqlite3.Connection:
+        try:
+            if readonly:
+                conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                       check_same_thread=False, isolation_level=None)
+            else:
+                conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout = 5000")
+            if not readonly:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode.lower() != "wal":
+                    raise StoreError(self.path, f"cannot switch to WAL journal mode (got {mode})")
+                conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            return conn
+        except sqlite3.DatabaseError as exc:
+            raise CorruptDatabaseError(self.path, f"cannot be opened as a database: {exc}; "
+                                       "it was left untouched") from None
+
+    def _check_ownership(self, conn: sqlite3.Connection) -> int:
+        """Raise unless the file is a labconsole store this version can read; return its version."""
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = [r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
+        except sqlite3.DatabaseError as exc:
+            raise CorruptDatabaseError(self.path, f"is damaged: {exc}; it was left untouched") from None
+        if app_id != APPLICATION_ID and (app_id != 0 or tables):
+            raise ForeignDatabaseError(self.path, "is a SQLite database of another program "
+                                       f"(application_id={app_id}, tables: {', '.join(tables[:8]) or 'none'}); "
+                                       "it was left untouched — choose another --data-dir")
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNewError(self.path, f"has schema version {version}, newer than this "
+                                    f"labconsole understands ({SCHEMA_VERSION}); upgrade labconsole")
+        return version
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for number in range(version, SCHEMA_VERSION):
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in _split_sql(MIGRATIONS[number]):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version = {number + 1}")
+                conn.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                conn.execute("ROLLBACK")
+                raise StoreError(self.path, f"migration to schema {number + 1} failed: {exc}") from None
+            log.info("%s: migrated schema to version %d", self.path, number + 1)
+
+    # ------------------------------------------------------------------ writer
+
+    def _writer(self, conn: sqlite3.Connection) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch = [first]
+            if self.group_commit:
+                while len(batch) < self.max_batch:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _STOP:
+                        stop = True
+                        break
+                    batch.append(item)
+            self._run_batch(conn, batch)
+        conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
+        results: list[tuple[_Op, bool, Any]] = []
+        t0 = time.perf_counter()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    value = op.fn(conn)
+                except BaseException as exc:  # noqa: BLE001 - delivered to the caller
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append((op, False, exc))
+                else:
+                    conn.execute("RELEASE op")
+                    results.append((op, True, value))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            err = StoreError(self.path, f"commit failed: {exc}")
+            results = [(op, False, err) for op in batch]
+        seconds = time.perf_counter() - t0
+        self.commit_count += 1
+        self.commit_seconds += seconds
+        if self.on_commit is not None:
+            try:
+                self.on_commit(len(batch), seconds)
+            except Exception:
+                log.exception("on_commit hook failed")
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Op, bool, Any]]] = {}
+        for item in results:
+            op = item[0]
+            if op.loop is None:
+                fut: concurrent.futures.Future = op.future  # type: ignore[assignment]
+                if item[1]:
+                    fut.set_result(item[2])
+                else:
+                    fut.set_exception(item[2])
+            else:
+                by_loop.setdefault(op.loop, []).append(item)
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # loop closed: nobody is waiting any more
+                pass
+
+    def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        if self._thread is None:
+            raise StoreError(self.path, "store is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Op(fn, future, loop))
+        return future
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` on the writer thread inside a transaction; return after COMMIT."""
+        return await self._submit(fn)
+
+    def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Blocking variant of :meth:`write` for scripts and the headless CLI (not the GUI)."""
+        if self._thread is None:
+            raise StoreError(self.path, "store is not open")
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._queue.put(_Op(fn, future, None))
+        return future.result()
+
+    # ------------------------------------------------------------------ readers
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect(readonly=True)
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` on a read-only connection of the calling thread."""
+        return fn(self._reader())
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` on a reader thread; never blocks the event loop."""
+        if self._read_pool is None:
+            raise StoreError(self.path, "store is not open")
+        return await asyncio.wrap_future(self._read_pool.submit(self.read_sync, fn))
+
+    # ------------------------------------------------------------------ orders
+
+    def new_order_op(self, order: Order, *, who: str, why: str | None = None,
+                     numeric_priority: int = 50) -> Callable[[sqlite3.Connection], tuple[Order, tuple]]:
+        """The write operation that inserts ``order`` (id assigned if missing) and logs Created."""
+
+        def op(conn: sqlite3.Connection) -> tuple[Order, tuple]:
+            o = order.model_copy(deep=True)
+            seq = _next_seq(conn, "order")
+            if not o.identifier:
+                o.identifier = f"Order_{seq:05d}"
+            now = now_utc()
+            if o.creationTime is None:
+                o.creationTime = now
+            if o.sourceIdentifier is None:
+                o.sourceIdentifier = _source_of(conn, o)
+            row = _order_row(o, numeric_priority)
+            try:
+                conn.execute(
+                    "INSERT INTO orders (id, seq, parent_id, source_id, run_after_id, template_name, "
+                    "template_version, status, priority, numeric_priority, assigned_to, created, "
+                    "scheduled, started, ended, updated, status_details, data) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (o.identifier, seq, o.parentIdentifier, o.sourceIdentifier, o.runAfterIdentifier,
+                     o.templateName, o.templateVersion, int(o.status), int(o.priority),
+                     numeric_priority, o.assignedTo, _ts(o.creationTime), _ts(o.scheduledStartTime),
+                     _ts(o.actualStartTime), _ts(o.actualEndTime), now.timestamp(),
+                     o.statusDetails, o.to_json()))
+            except sqlite3.IntegrityError:
+                raise StoreError(self.path, f"order {o.identifier} already exists") from None
+            conn.execute("INSERT INTO transitions (order_id, from_status, to_status, at, who, why) "
+                         "VALUES (?,?,?,?,?,?)", (o.identifier, None, int(o.status), now.timestamp(),
+                                                  who, why))
+            return o, row
+
+        return op
+
+    async def insert_order(self, order: Order, *, who: str, why: str | None = None,
+                           numeric_priority: int = 50) -> tuple[Order, tuple]:
+        return await self.write(self.new_order_op(order, who=who, why=why,
+                                                  numeric_priority=numeric_priority))
+
+    def status_op(self, order_id: str, to_status: OrderStatus, *, who: str, why: str | None = None,
+                  expected: Iterable[OrderStatus] | None = None,
+                  changes: dict[str, Any] | None = None) -> Callable[[sqlite3.Connection], StatusChange]:
+        """The write operation for one status transition (plus optional field changes).
+
+        ``expected``: the transition happens only from one of these statuses, otherwise
+        :class:`IllegalTransitionError` and nothing changes. Running sets ``actualStartTime`` (once),
+        a terminal status or Error sets ``actualEndTime`` and ``statusDetails`` (from ``why``).
+        """
+        allowed = frozenset(expected) if expected is not None else None
+
+        def op(conn: sqlite3.Connection) -> StatusChange:
+            from core.errors import IllegalTransitionError
+
+            found = conn.execute("SELECT status, data, numeric_priority FROM orders WHERE id = ?",
+                                 (order_id,)).fetchone()
+            if found is None:
+                raise OrderNotFoundError(order_id)
+            current = OrderStatus(found[0])
+            if allowed is not None and current not in allowed:
+                raise IllegalTransitionError(f"order {order_id}", current, to_status)
+            o = Order.model_validate_json(found[1])
+            now = now_utc()
+            o.status = to_status
+            if to_status is OrderStatus.Running and o.actualStartTime is None:
+                o.actualStartTime = now
+            if to_status.is_terminal or to_status is OrderStatus.Error:
+                o.actualEndTime = now
+                if why is not None:
+                    o.statusDetails = why
+            elif why is not None and to_status is not OrderStatus.Running:
+                o.statusDetails = why
+            for key, value in (changes or {}).items():
+                setattr(o, key, value)
+            row = _order_row(o, found[2])
+            _write_order(conn, o, now)
+            cur = conn.execute("INSERT INTO transitions (order_id, from_status, to_status, at, who, why) "
+                               "VALUES (?,?,?,?,?,?)",
+                               (order_id, int(current), int(to_status), now.timestamp(), who, why))
+            return StatusChange(cur.lastrowid or 0, order_id, current, to_status, row, o)
+
+        return op
+
+    async def set_status(self, order_id: str, to_status: OrderStatus, *, who: str,
+                         why: str | None = None, expected: Iterable[OrderStatus] | None = None,
+                         changes: dict[str, Any] | None = None) -> StatusChange:
+        return await self.write(self.status_op(order_id, to_status, who=who, why=why,
+                                               expected=expected, changes=changes))
+
+    def update_op(self, order_id: str, changes: dict[str, Any],
+                  numeric_priority: int | None = None) -> Callable[[sqlite3.Connection], tuple[Order, tuple]]:
+        """Change fields other than status (outputs, assignment, priority ...)."""
+
+        def op(conn: sqlite3.Connection) -> tuple[Order, tuple]:
+            found = conn.execute("SELECT data, numeric_priority FROM orders WHERE id = ?",
+                                 (order_id,)).fetchone()
+            if found is None:
+                raise OrderNotFoundError(order_id)
+            o = Order.model_validate_json(found[0])
+            for key, value in changes.items():
+                setattr(o, key, value)
+            npri = found[1] if numeric_priority is None else numeric_priority
+            _write_order(conn, o, now_utc(), npri)
+            return o, _order_row(o, npri)
+
+        return op
+
+    def audit_op(self, who: str, action: str, target: str | None = None, reason: str | None = None,
+                 details: dict[str, Any] | None = None) -> Callable[[sqlite3.Connection], int]:
+        def op(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "INSERT INTO audit (at, who, action, target, reason, details) VALUES (?,?,?,?,?,?)",
+                (now_utc().timestamp(), who, action, target, reason,
+                 json.dumps(details) if details is not None else None))
+            return cur.lastrowid or 0
+
+        return op
+
+    async def audit(self, who: str, action: str, target: str | None = None,
+                    reason: str | None = None, details: dict[str, Any] | None = None) -> int:
+        return await self.write(self.audit_op(who, action, target, reason, details))
+
+    # ------------------------------------------------------------------ queries (sync; wrap in read())
+
+    def get_order(self, order_id: str) -> Order:
+        row = self.read_sync(lambda c: c.execute("SELECT data FROM orders WHERE id = ?",
+                                                 (order_id,)).fetchone())
+        if row is None:
+            raise OrderNotFoundError(order_id)
+        return Order.model_validate_json(row[0])
+
+    def order_rows(self, where: str = "", params: Sequence[Any] = (), order_by: str = "seq",
+                   limit: int | None = None) -> list[tuple]:
+        sql = f"SELECT {ORDER_ROW_SQL} FROM orders"
+        if where:
+            sql += f" WHERE {where}"
+        sql += f" ORDER BY {order_by}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return self.read_sync(lambda c: c.execute(sql, tuple(params)).fetchall())
+
+    def count_orders(self, where: str = "", params: Sequence[Any] = ()) -> int:
+        sql = "SELECT count(*) FROM orders" + (f" WHERE {where}" if where else "")
+        return self.read_sync(lambda c: c.execute(sql, tuple(params)).fetchone()[0])
+
+    def transitions(self, order_id: str | None = None) -> list[Transition]:
+        sql = "SELECT seq, order_id, from_status, to_status, at, who, why FROM transitions"
+        params: tuple = ()
+        if order_id is not None:
+            sql += " WHERE order_id = ?"
+            params = (order_id,)
+        rows = self.read_sync(lambda c: c.execute(sql + " ORDER BY seq", params).fetchall())
+        return [Transition(r[0], r[1], OrderStatus(r[2]) if r[2] is not None else None,
+                           OrderStatus(r[3]), r[4], r[5], r[6]) for r in rows]
+
+    def audit_entries(self, target: str | None = None) -> list[AuditEntry]:
+        sql = "SELECT seq, at, who, action, target, reason, details FROM audit"
+        params: tuple = ()
+        if target is not None:
+            sql += " WHERE target = ?"
+            params = (target,)
+        rows = self.read_sync(lambda c: c.execute(sql + " ORDER BY seq", params).fetchall())
+        return [AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5],
+                           json.loads(r[6]) if r[6] else None) for r in rows]
+
+    def integrity_check(self) -> str:
+        return self.read_sync(lambda c: c.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def _deliver(items: list[tuple[_Op, bool, Any]]) -> None:
+    for op, ok, value in items:
+        fut: asyncio.Future = op.future  # type: ignore[assignment]
+        if fut.done():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+
+def _split_sql(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _next_seq(conn: sqlite3.Connection, name: str) -> int:
+    row = conn.execute("UPDATE sequences SET value = value + 1 WHERE name = ? RETURNING value",
+                       (name,)).fetchone()
+    if row is None:
+        conn.execute("INSERT INTO sequences (name, value) VALUES (?, 1)", (name,))
+        return 1
+    return row[0]
+
+
+def _source_of(conn: sqlite3.Connection, o: Order) -> str | None:
+    if not o.parentIdentifier:
+        return o.identifier
+    found = conn.execute("SELECT source_id FROM orders WHERE id = ?", (o.parentIdentifier,)).fetchone()
+    return (found[0] if found and found[0] else o.parentIdentifier)
+
+
+def _order_row(o: Order, numeric_priority: int) -> tuple:
+    return (o.identifier, o.parentIdentifier, o.templateName, o.templateVersion, int(o.status),
+            int(o.priority), numeric_priority, o.assignedTo, _ts(o.creationTime),
+            _ts(o.actualStartTime), _ts(o.actualEndTime), o.statusDetails)
+
+
+def _write_order(conn: sqlite3.Connection, o: Order, now: datetime,
+                 numeric_priority: int | None = None) -> None:
+    conn.execute(
+        "UPDATE orders SET parent_id=?, run_after_id=?, template_name=?, template_version=?, "
+        "status=?, priority=?, numeric_priority=COALESCE(?, numeric_priority), assigned_to=?, "
+        "scheduled=?, started=?, ended=?, updated=?, status_details=?, data=? WHERE id=?",
+        (o.parentIdentifier, o.runAfterIdentifier, o.templateName, o.templateVersion,
+         int(o.status), int(o.priority), numeric_priority, o.assignedTo,
+         _ts(o.scheduledStartTime), _ts(o.actualStartTime), _ts(o.actualEndTime),
+         now.timestamp(), o.statusDetails, o.to_json(), o.identifier))

@@ -1,0 +1,84 @@
+"""The main window on the qasync loop: Jobs table over the real store, fed by the bridge."""
+
+from __future__ import annotations
+
+from conftest import save_screenshot
+from PySide6.QtCore import Qt
+
+from console.app import settings_for
+from console.bridge import EventBridge
+from console.main_window import MainWindow
+from core import demo
+from core.events import OrderUpdated
+from core.facade import Core
+from core.orders import Order, OrderStatus
+from panels.jobs import STATUS_COLUMN
+
+
+def _window(store, data_dir, qtbot):
+    core = Core(store)
+    window = MainWindow(core, settings_for(data_dir))
+    qtbot.addWidget(window)
+    window.show()
+    return core, window
+
+
+def test_jobs_table_shows_the_store_and_follows_events(store, data_dir, qtbot, qrun):
+    made = demo.generate(store, 1000)
+    core, window = _window(store, data_dir, qtbot)
+    assert qrun(window.load_orders()) == made
+    model = window.jobs_model
+    assert model.rowCount() == made == store.count_orders()
+    assert window.jobs.summary.text() == f"{made:,} orders"
+
+    # a new order and a status change arrive through the bridge, coalesced into one frame
+    order = qrun(core.create_order(Order(templateName="ELISA Readout")))
+    for status in (OrderStatus.Scheduled, OrderStatus.Running, OrderStatus.Error):
+        qrun(core.set_status(order.identifier, status, why="Plate not detected"))
+    frames_before = window.bridge.frames
+    qtbot.waitUntil(lambda: model.row_of(order.identifier) is not None)
+    row = model.row_of(order.identifier)
+    qtbot.waitUntil(lambda: model.index(row, STATUS_COLUMN).data() == "Error")
+    assert window.bridge.frames - frames_before <= 2, "events are coalesced per frame"
+    assert model.rowCount() == made + 1
+
+    # sorting happens in the model
+    window.jobs.view.sortByColumn(STATUS_COLUMN, Qt.SortOrder.AscendingOrder)
+    statuses = [model.row_data(i)[4] for i in range(model.rowCount())]
+    assert statuses == sorted(statuses)
+    assert model.row_data(model.row_of(order.identifier))[0] == order.identifier
+
+    window.jobs.view.sortByColumn(0, Qt.SortOrder.DescendingOrder)
+    window.jobs.view.scrollToTop()
+    qtbot.wait(50)
+    path = save_screenshot(window, "main-window-1000-orders")
+    assert path.stat().st_size > 10_000
+    window.close()
+
+
+def test_layout_is_restored(store, data_dir, qtbot, qrun):
+    core, window = _window(store, data_dir, qtbot)
+    window.docks["Metrics"].hide()
+    window.resize(640, 480)
+    window.close()
+    again = MainWindow(core, settings_for(data_dir))
+    qtbot.addWidget(again)
+    again.show()
+    assert (again.size().width(), again.size().height()) == (640, 480)
+    assert not again.docks["Metrics"].isVisible()
+    again.close()
+
+
+def test_bridge_coalesces_thousands_of_events_into_one_frame(store, qtbot, qrun):
+    core = Core(store)
+    bridge = EventBridge(core.bus, interval_ms=10_000)
+    frames = []
+    bridge.orders_changed.connect(frames.append)
+    orders = [qrun(core.create_order(Order(templateName="T"))) for _ in range(20)]
+    for _ in range(10):
+        for o in orders:
+            core.bus.publish(OrderUpdated(order_id=o.identifier, row=(o.identifier,) + (None,) * 11))
+    assert bridge.events_seen == 220
+    bridge.flush()
+    assert len(frames) == 1 and len(frames[0]) == 20
+    bridge.close()

@@ -1,0 +1,206 @@
+"""The SQLite store: migrations, transitions and audit, refusal of foreign or damaged files."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+
+import pytest
+
+from core.errors import (
+    CorruptDatabaseError,
+    ForeignDatabaseError,
+    IllegalTransitionError,
+    OrderNotFoundError,
+    SchemaTooNewError,
+)
+from core.events import EventBus, OrderCreated, OrderStatusChanged
+from core.facade import Core
+from core.orders import Order, OrderStatus
+from core.store import APPLICATION_ID, DB_FILENAME, SCHEMA_VERSION, Store, resolve_data_dir
+
+
+def test_new_store_is_wal_versioned_and_ours(store):
+    conn = sqlite3.connect(store.path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    conn.close()
+
+
+def test_data_dir_flag_beats_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABCONSOLE_DATA_DIR", str(tmp_path / "env"))
+    assert resolve_data_dir() == tmp_path / "env"
+    assert resolve_data_dir(tmp_path / "flag") == tmp_path / "flag"
+    assert (tmp_path / "flag").is_dir()
+
+
+def test_transitions_and_audit_are_logged_with_who_and_why(store):
+    async def scenario():
+        core = Core(store)
+        seen = []
+        core.bus.subscribe(seen.append)
+        order = await core.create_order(Order(templateName="ELISA"), who="lims")
+        await core.set_status(order.identifier, OrderStatus.Running, who="dispatcher")
+        await core.operator_status(order.identifier, OrderStatus.Canceled, action="cancel",
+                                   reason="plate dropped", who="alice")
+        return order, seen
+
+    order, seen = asyncio.run(scenario())
+    log = store.transitions(order.identifier)
+    assert [(t.from_status, t.to_status, t.who, t.why) for t in log] == [
+        (None, OrderStatus.Created, "lims", None),
+        (OrderStatus.Created, OrderStatus.Running, "dispatcher", None),
+        (OrderStatus.Running, OrderStatus.Canceled, "alice", "plate dropped")]
+    audit = store.audit_entries(order.identifier)
+    assert [(a.who, a.action, a.reason) for a in audit] == [("alice", "cancel", "plate dropped")]
+    saved = store.get_order(order.identifier)
+    assert saved.status is OrderStatus.Canceled
+    assert saved.actualStartTime is not None and saved.actualEndTime is not None
+    assert saved.statusDetails == "plate dropped"
+    assert saved.sourceIdentifier == saved.identifier == "Order_00001"
+    assert [type(e).__name__ for e in seen] == ["OrderCreated", "OrderStatusChanged",
+                                                "OrderStatusChanged", "OperatorAction"]
+
+
+def test_event_is_published_only_after_commit(store):
+    """A subscriber reading the store from another connection sees the committed change."""
+
+    async def scenario():
+        bus = EventBus()
+        core = Core(store, bus)
+        observed = []
+
+        def check(event):
+            other = sqlite3.connect(store.path)
+            status = other.execute("SELECT status FROM orders WHERE id = ?", (event.order_id,)).fetchone()
+            count = other.execute("SELECT count(*) FROM transitions WHERE order_id = ?",
+                                  (event.order_id,)).fetchone()[0]
+            other.close()
+            observed.append((type(event).__name__, status[0] if status else None, count))
+
+        bus.subscribe(check, (OrderCreated, OrderStatusChanged))
+        order = await core.create_order(Order(templateName="T"))
+        await core.set_status(order.identifier, OrderStatus.Running)
+
+        return observed
+
+    assert asyncio.run(scenario()) == [("OrderCreated", int(OrderStatus.Created), 1),
+                                       ("OrderStatusChanged", int(OrderStatus.Running), 2)]
+
+
+def test_illegal_transition_changes_nothing(store):
+    async def scenario():
+        core = Core(store)
+        order = await core.create_order(Order(templateName="T"))
+        await core.set_status(order.identifier, OrderStatus.Complete)
+        with pytest.raises(IllegalTransitionError, match="Complete -> Running"):
+            await core.set_status(order.identifier, OrderStatus.Running,
+                                  expected={OrderStatus.Created, OrderStatus.Scheduled})
+        with pytest.raises(OrderNotFoundError, match="OrderNotFound"):
+            await core.set_status("Order_99999", OrderStatus.Running)
+        return order
+
+    order = asyncio.run(scenario())
+    assert store.get_order(order.identifier).status is OrderStatus.Complete
+    assert len(store.transitions(order.identifier)) == 2
+
+
+def test_concurrent_writes_share_commits_and_failures_stay_alone(store):
+    async def scenario():
+        core = Core(store)
+        first = await core.create_order(Order(templateName="T"))
+        commits_before = store.commit_count
+        results = await asyncio.gather(
+            *[core.create_order(Order(templateName="T")) for _ in range(300)],
+            core.set_status("Order_missing", OrderStatus.Running), return_exceptions=True)
+        return first, results, store.commit_count - commits_before
+
+    first, results, commits = asyncio.run(scenario())
+    assert isinstance(results[-1], OrderNotFoundError)
+    assert all(isinstance(r, Order) for r in results[:-1])
+    assert commits < 300, "group commit: concurrent writes share transactions"
+    assert store.count_orders() == 301
+    assert len({r.identifier for r in results[:-1]}) == 300
+
+
+def test_writes_do_not_block_the_loop(store):
+    """The loop keeps turning while FULL-synchronous commits happen on the writer thread."""
+
+    async def scenario():
+        core = Core(store)
+        lags = []
+        stop = False
+
+        async def probe():
+            while not stop:
+                t0 = time.perf_counter()
+                await asyncio.sleep(0.002)
+                lags.append(time.perf_counter() - t0 - 0.002)
+
+        task = asyncio.create_task(probe())
+        for _ in range(200):
+            await core.create_order(Order(templateName="T"))
+        stop = True
+        await task
+        return lags
+
+    lags = asyncio.run(scenario())
+    assert len(lags) > 5, "the probe ran while the writes were in flight"
+
+
+def test_foreign_database_is_refused_and_untouched(tmp_path):
+    path = tmp_path / DB_FILENAME
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE invoices (id INTEGER)")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(ForeignDatabaseError, match=r"labconsole.sqlite3.*another program.*invoices"):
+        Store(path).open()
+    assert path.read_bytes() == before
+
+
+def test_garbage_file_is_refused_and_untouched(tmp_path):
+    path = tmp_path / DB_FILENAME
+    path.write_bytes(b"this is a spreadsheet, not a database" * 100)
+    before = path.read_bytes()
+    with pytest.raises(CorruptDatabaseError, match=str(path)):
+        Store(path).open()
+    assert path.read_bytes() == before
+
+
+def test_damaged_database_is_refused(tmp_path):
+    path = tmp_path / DB_FILENAME
+    Store(path).open().close()
+    data = bytearray(path.read_bytes())
+    data[100:4096] = b"\xff" * (4096 - 100)  # wipe the schema page after the header
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptDatabaseError, match="damaged|cannot be opened"):
+        Store(path).open()
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / DB_FILENAME
+    Store(path).open().close()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
+    conn.close()
+    with pytest.raises(SchemaTooNewError, match="newer than this labconsole"):
+        Store(path).open()
+
+
+def test_reopen_keeps_ids_increasing(tmp_path):
+    path = tmp_path / DB_FILENAME
+
+    async def make(n):
+        s = Store(path).open()
+        try:
+            return [(await s.insert_order(Order(templateName="T"), who="t"))[0].identifier
+                    for _ in range(n)]
+        finally:
+            s.close()
+
+    assert asyncio.run(make(2)) == ["Order_00001", "Order_00002"]
+    assert asyncio.run(make(1)) == ["Order_00003"]
