@@ -38,12 +38,13 @@ from core.errors import (
     ConfigError,
     CorruptDatabaseError,
     ForeignDatabaseError,
+    IllegalTransitionError,
     OrderNotFoundError,
     SchemaTooNewError,
     StoreError,
 )
-from core.orders import Order, OrderStatus
-from core.wire import now_utc
+from core.orders import Order, OrderPriority, OrderStatus
+from core.wire import format_datetime, now_utc, parse_datetime
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -156,7 +157,7 @@ class AuditEntry:
     details: dict[str, Any] | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class StatusChange:
     """What :meth:`Store.set_status` did: the transition and the order's new row."""
 
@@ -165,7 +166,12 @@ class StatusChange:
     from_status: OrderStatus
     to_status: OrderStatus
     row: tuple
-    order: Order
+    data: dict[str, Any]
+    """The order as Data Services JSON after the change."""
+
+    @property
+    def order(self) -> Order:
+        return Order.model_validate(self.data)
 
 
 class _Op:
@@ -483,34 +489,50 @@ class Store:
         allowed = frozenset(expected) if expected is not None else None
 
         def op(conn: sqlite3.Connection) -> StatusChange:
-            from core.errors import IllegalTransitionError
-
-            found = conn.execute("SELECT status, data, numeric_priority FROM orders WHERE id = ?",
-                                 (order_id,)).fetchone()
+            found = conn.execute("SELECT status, data, numeric_priority, started FROM orders "
+                                 "WHERE id = ?", (order_id,)).fetchone()
             if found is None:
                 raise OrderNotFoundError(order_id)
             current = OrderStatus(found[0])
             if allowed is not None and current not in allowed:
                 raise IllegalTransitionError(f"order {order_id}", current, to_status)
-            o = Order.model_validate_json(found[1])
             now = now_utc()
-            o.status = to_status
-            if to_status is OrderStatus.Running and o.actualStartTime is None:
-                o.actualStartTime = now
+            if changes:
+                o = Order.model_validate_json(found[1])
+                for key, value in changes.items():
+                    setattr(o, key, value)
+                data = o.to_wire()
+            else:  # the hot path: plain JSON, no model round trip
+                data = json.loads(found[1])
+            data["status"] = to_status.name
+            started = found[3]
+            if to_status is OrderStatus.Running and started is None:
+                data["actualStartTime"] = format_datetime(now)
+                started = now.timestamp()
+            ended = None
             if to_status.is_terminal or to_status is OrderStatus.Error:
-                o.actualEndTime = now
+                data["actualEndTime"] = format_datetime(now)
+                ended = now.timestamp()
                 if why is not None:
-                    o.statusDetails = why
+                    data["statusDetails"] = why
             elif why is not None and to_status is not OrderStatus.Running:
-                o.statusDetails = why
-            for key, value in (changes or {}).items():
-                setattr(o, key, value)
-            row = _order_row(o, found[2])
-            _write_order(conn, o, now)
+                data["statusDetails"] = why
+            if ended is None:
+                ended = _ts(parse_datetime(data.get("actualEndTime")))
+            details = data.get("statusDetails")
+            conn.execute("UPDATE orders SET status=?, assigned_to=?, started=?, ended=?, updated=?, "
+                         "status_details=?, data=? WHERE id=?",
+                         (int(to_status), data.get("assignedTo"), started, ended, now.timestamp(),
+                          details, json.dumps(data, separators=(",", ":")), order_id))
             cur = conn.execute("INSERT INTO transitions (order_id, from_status, to_status, at, who, why) "
                                "VALUES (?,?,?,?,?,?)",
                                (order_id, int(current), int(to_status), now.timestamp(), who, why))
-            return StatusChange(cur.lastrowid or 0, order_id, current, to_status, row, o)
+            row = (order_id, data.get("parentIdentifier"), data.get("templateName"),
+                   data.get("templateVersion"), int(to_status),
+                   int(OrderPriority.parse(data.get("priority", "Standard"))), found[2],
+                   data.get("assignedTo"), _ts(parse_datetime(data.get("creationTime"))),
+                   started, ended, details)
+            return StatusChange(cur.lastrowid or 0, order_id, current, to_status, row, data)
 
         return op
 
