@@ -54,58 +54,9 @@ DB_FILENAME = "labconsole.sqlite3"
 DATA_DIR_ENV = "LABCONSOLE_DATA_DIR"
 SQLITE_HEADER = b"SQLite format 3\x00"
 
-MIGRATIONS: list[str] = [
-    # v1: orders, transition log, audit log, id sequences
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE sequences (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-    CREATE TABLE orders (
-        id TEXT PRIMARY KEY,
-        seq INTEGER NOT NULL,
-        parent_id TEXT,
-        source_id TEXT,
-        run_after_id TEXT,
-        template_name TEXT,
-        template_version TEXT,
-        status INTEGER NOT NULL,
-        priority INTEGER NOT NULL,
-        numeric_priority INTEGER NOT NULL DEFAULT 50,
-        assigned_to TEXT,
-        created REAL,
-        scheduled REAL,
-        started REAL,
-        ended REAL,
-        updated REAL NOT NULL,
-        status_details TEXT,
-        data TEXT NOT NULL
-    );
-    CREATE INDEX orders_by_status ON orders (status, priority, numeric_priority DESC, scheduled, seq);
-    CREATE INDEX orders_by_parent ON orders (parent_id);
-    CREATE INDEX orders_by_template ON orders (template_name, created);
-    CREATE INDEX orders_by_created ON orders (created);
-    CREATE INDEX orders_by_assigned ON orders (assigned_to, status);
-    CREATE TABLE transitions (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        order_id TEXT NOT NULL,
-        from_status INTEGER,
-        to_status INTEGER NOT NULL,
-        at REAL NOT NULL,
-        who TEXT NOT NULL,
-        why TEXT
-    );
-    CREATE INDEX transitions_by_order ON transitions (order_id, seq);
-    CREATE TABLE audit (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        at REAL NOT NULL,
-        who TEXT NOT NULL,
-        action TEXT NOT NULL,
-        target TEXT,
-        reason TEXT,
-        details TEXT
-    );
-    CREATE INDEX audit_by_target ON audit (target, seq);
-    """,
-]
+SCHEMA_DIR = Path(__file__).with_name("schema")
+MIGRATIONS: list[str] = [p.read_text() for p in sorted(SCHEMA_DIR.glob("[0-9][0-9][0-9]_*.sql"))]
+"""Forward migrations, one file each in core/schema/ (NNN_name.sql); user_version = files applied."""
 SCHEMA_VERSION = len(MIGRATIONS)
 
 ORDER_ROW_COLUMNS: tuple[str, ...] = (
@@ -634,7 +585,8 @@ def _deliver(items: list[tuple[_Op, bool, Any]]) -> None:
 
 
 def _split_sql(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
+    lines = [line for line in script.splitlines() if not line.lstrip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
 def _next_seq(conn: sqlite3.Connection, name: str) -> int:
