@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.orders import OrderStatus
+from core.orders import ModuleStatus, OrderStatus
 from core.wire import now_utc
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,26 @@ class OperatorAction(Event):
     action: str
     target: str | None = None
     reason: str | None = None
+
+
+class InstrumentStatusChanged(Event):
+    """An instrument (module) changed state: Ready/Busy/Error/Offline, with details."""
+
+    instrument_id: str
+    status: ModuleStatus
+    detail: str = ""
+    current_orders: tuple[str, ...] = ()
+    enabled: bool = True
+    in_service: bool = True
+
+
+class StepProgress(Event):
+    """An instrument reported progress (0..1) on an order; not persisted, coalesced by views."""
+
+    order_id: str
+    instrument_id: str | None = None
+    progress: float | None = None
+    values: dict[str, Any] | None = None
 
 
 class StoreCommitted(Event):
