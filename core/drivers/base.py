@@ -1,0 +1,326 @@
+"""The driver protocol: how the core talks to any instrument.
+
+Every instrument — simulated, SiLA 2, a remote robot agent — is one object satisfying
+:class:`Driver`. The core never knows which kind it holds. The contract, in short:
+
+- :meth:`Driver.connect` / :meth:`Driver.disconnect` open and close the link;
+- :meth:`Driver.execute` runs one order (one step) and returns its output parameters,
+  reporting progress through a :class:`ProgressSink` while it runs;
+- :meth:`Driver.cancel` asks the instrument to stop one running order;
+- :meth:`Driver.heartbeat` proves the instrument is still there;
+- :meth:`Driver.status` says what it is doing now.
+
+Ownership rules that every implementation and every caller relies on:
+
+- **The engine owns timeouts and retries.** A driver never imposes its own deadline on a
+  command (it may on a network round trip). On a step timeout or an operator cancel the
+  engine calls :meth:`Driver.cancel` first, then cancels its own task.
+- **Errors are** :class:`DriverError` **and its subclasses**, each with a ``code`` (a SiLA
+  defined-error identifier or one of ours) and a ``retryable`` flag that feeds the retry
+  policy. :class:`OutcomeUnknown` is never retried unless the step is idempotent.
+- **Drivers do not persist anything.** They report; the engine records.
+
+The one mapping from :class:`DriverState` to Data Services' :class:`~core.orders.ModuleStatus`
+lives here (:attr:`DriverState.module_status`), so every view and the Data Services exchange
+agree on what "Ready" means.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from core.errors import LabconsoleError
+from core.orders import ModuleStatus
+
+if TYPE_CHECKING:
+    from core.orders import Order
+
+__all__ = [
+    "MODULE_STATUS",
+    "Driver",
+    "DriverError",
+    "DriverInfo",
+    "DriverState",
+    "DriverStatus",
+    "InstrumentUnavailable",
+    "OrderCancelled",
+    "OutcomeUnknown",
+    "ProgressSink",
+    "UnsupportedCapability",
+    "no_progress",
+    "resolve_capability",
+]
+
+
+class DriverState(StrEnum):
+    """What a driver is doing, as the Robots panel shows it."""
+
+    DISCONNECTED = "disconnected"
+    """No link to the instrument (never connected, closed, or lost)."""
+    CONNECTING = "connecting"
+    """:meth:`Driver.connect` is in progress."""
+    IDLE = "idle"
+    """Connected, nothing running; accepts orders."""
+    BUSY = "busy"
+    """Connected, at least one order running."""
+    ERROR = "error"
+    """The instrument reported a fault it cannot clear by itself."""
+    NEEDS_OPERATOR = "needs_operator"
+    """Someone has to look at the instrument (e.g. it restarted while an order was in flight)."""
+
+    @property
+    def module_status(self) -> ModuleStatus:
+        """The Data Services module status for this state (see :data:`MODULE_STATUS`)."""
+        return MODULE_STATUS[self]
+
+
+MODULE_STATUS: Mapping[DriverState, ModuleStatus] = {
+    DriverState.DISCONNECTED: ModuleStatus.Offline,
+    DriverState.CONNECTING: ModuleStatus.Offline,
+    DriverState.IDLE: ModuleStatus.Ready,
+    DriverState.BUSY: ModuleStatus.Busy,
+    DriverState.ERROR: ModuleStatus.Error,
+    DriverState.NEEDS_OPERATOR: ModuleStatus.Error,
+}
+"""DriverState -> ModuleStatus, the only place this mapping is written down."""
+
+
+@dataclass(frozen=True)
+class DriverInfo:
+    """Identity of an instrument, shown in the Robots panel and used for dispatch.
+
+    Attributes:
+        name: Display name (e.g. ``"Plate reader 1"``). The instrument *id* is the key under
+            which the workcell holds the driver, not part of this record.
+        kind: Instrument kind (``"PlateReader"``, ``"LiquidHandler"`` ...).
+        vendor: Manufacturer, if known.
+        model: Model name, if known.
+        serial: Serial number, if known.
+        capabilities: Commands the instrument accepts, each ``"Feature.Command"``
+            (``"PlateReader.ReadPlate"``). The dispatcher matches a step's capability here.
+    """
+
+    name: str
+    kind: str
+    vendor: str = ""
+    model: str = ""
+    serial: str = ""
+    capabilities: frozenset[str] = frozenset()
+
+
+@dataclass
+class DriverStatus:
+    """A driver's answer to :meth:`Driver.status`.
+
+    Attributes:
+        state: What the driver is doing.
+        detail: Human-readable detail (``"connection lost during PlateReader.ReadPlate"``).
+        running: Identifiers of the orders running on the instrument now.
+        last_heartbeat: When the instrument last answered (UTC), or None if never.
+    """
+
+    state: DriverState
+    detail: str = ""
+    running: list[str] = field(default_factory=list)
+    last_heartbeat: datetime | None = None
+
+    @property
+    def module_status(self) -> ModuleStatus:
+        """Data Services module status of :attr:`state`."""
+        return MODULE_STATUS[self.state]
+
+
+class DriverError(LabconsoleError):
+    """An instrument command failed.
+
+    Args:
+        message: What went wrong, for a person (names the instrument and the command).
+        code: Machine-readable reason: the SiLA defined-error identifier
+            (``"PlateNotPresent"``) or one of labconsole's own. Defaults to the class's code.
+        retryable: Whether running the same order again may succeed. Feeds the retry policy.
+            Defaults to the class's value.
+        instrument_id: The instrument that raised it, when known.
+    """
+
+    code: str = "DriverError"
+    retryable: bool = False
+
+    def __init__(self, message: str = "", *, code: str | None = None,
+                 retryable: bool | None = None, instrument_id: str | None = None) -> None:
+        if code is not None:
+            self.code = code
+        if retryable is not None:
+            self.retryable = retryable
+        self.instrument_id = instrument_id
+        super().__init__(message or self.code)
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.code
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.message!r}, code={self.code!r}, "
+                f"retryable={self.retryable!r})")
+
+
+class InstrumentUnavailable(DriverError):
+    """The instrument cannot be reached: connect or heartbeat failed, or the link dropped.
+
+    Retryable by default: the same order may run once the instrument is back.
+    """
+
+    code = "InstrumentUnavailable"
+    retryable = True
+
+
+class OrderCancelled(DriverError):
+    """The order stopped because :meth:`Driver.cancel` was called for it."""
+
+    code = "OrderCancelled"
+    retryable = False
+
+
+class OutcomeUnknown(DriverError):
+    """The link was lost *after* the command was sent: it may or may not have run.
+
+    Not retryable by default; the engine retries it only for steps marked idempotent and
+    otherwise asks the operator.
+    """
+
+    code = "OutcomeUnknown"
+    retryable = False
+
+
+class UnsupportedCapability(DriverError):
+    """The order asks for a command the instrument does not offer."""
+
+    code = "UnsupportedCapability"
+    retryable = False
+
+
+ProgressSink = Callable[[float | None, Mapping[str, Any] | None], None]
+"""Receives progress while an order runs: ``sink(fraction, values)``.
+
+``fraction`` is 0..1 (None if the instrument cannot tell); ``values`` are intermediate
+responses (e.g. ``{"WellsRead": 48}``) or None. Called synchronously from the driver, so it must
+be cheap (store the latest value; never start a task per call).
+"""
+
+
+def no_progress(fraction: float | None, values: Mapping[str, Any] | None) -> None:
+    """A :data:`ProgressSink` that ignores everything."""
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """One instrument, as the core sees it. All methods are coroutines on the core's loop.
+
+    Attributes:
+        info: Identity and capabilities; fixed after :meth:`connect` (a SiLA driver fills it
+            from the server's feature definitions).
+    """
+
+    info: DriverInfo
+
+    async def connect(self) -> None:
+        """Open the link and make the instrument ready for orders.
+
+        Also used to reconnect after the link was lost. Idempotent when already connected.
+
+        Raises:
+            InstrumentUnavailable: the instrument cannot be reached.
+        """
+        ...
+
+    async def disconnect(self) -> None:
+        """Close the link. Orders still running end with :class:`InstrumentUnavailable`.
+
+        Never raises for an instrument that is already gone.
+        """
+        ...
+
+    async def status(self) -> DriverStatus:
+        """What the instrument is doing now. Cheap; never waits on a command."""
+        ...
+
+    async def execute(self, order: Order, progress: ProgressSink) -> dict[str, Any]:
+        """Run one order and return its output parameters (name -> value).
+
+        The command is chosen from the order's ``templateName`` (see :func:`resolve_capability`);
+        its parameters are the order's input parameters. Progress and intermediate values go to
+        ``progress`` while it runs. The driver applies no deadline of its own to the command.
+
+        Raises:
+            OrderCancelled: :meth:`cancel` was called for this order while it ran.
+            InstrumentUnavailable: not connected, or the link dropped before the command ran.
+            OutcomeUnknown: the link dropped after the command was sent.
+            UnsupportedCapability: the instrument has no such command.
+            DriverError: the instrument reported an error (``code`` says which).
+            asyncio.CancelledError: the caller cancelled its own task; nothing is reported.
+        """
+        ...
+
+    async def cancel(self, order_id: str) -> bool:
+        """Ask the instrument to stop the running order ``order_id``.
+
+        Returns True if the instrument confirmed it will stop (the pending :meth:`execute` then
+        raises :class:`OrderCancelled` promptly), False if it cannot cancel or the order is not
+        running there (the engine then stops waiting and may flag the instrument for an
+        operator).
+        """
+        ...
+
+    async def heartbeat(self) -> float:
+        """Check the instrument is alive; return the round trip in seconds.
+
+        Raises:
+            InstrumentUnavailable: no answer, or not connected.
+        """
+        ...
+
+
+_WORDS = re.compile(r"[^a-z0-9]")
+
+
+def _norm(text: str) -> str:
+    return _WORDS.sub("", text.lower())
+
+
+def resolve_capability(order: Order, capabilities: Collection[str],
+                       instrument_id: str | None = None) -> str:
+    """The capability (``"Feature.Command"``) an order asks for, among ``capabilities``.
+
+    Matched against the order's ``templateName``, first exactly, then ignoring case, spaces,
+    ``_`` and ``-``, against the full name (``"PlateReader.ReadPlate"``) or the command alone
+    (``"ReadPlate"``, ``"read_plate"``). An order without a template name goes to the only
+    capability of a single-capability instrument. Shared by all drivers so they choose commands the same way.
+
+    Raises:
+        UnsupportedCapability: nothing matches, or the command name is ambiguous.
+    """
+    name = order.templateName or ""
+    if name in capabilities:
+        return name
+    wanted = _norm(name)
+    full = [c for c in capabilities if _norm(c) == wanted]
+    if len(full) == 1:
+        return full[0]
+    short = [c for c in capabilities if _norm(c.rpartition(".")[2]) == wanted]
+    if len(short) == 1:
+        return short[0]
+    if not wanted and len(capabilities) == 1:
+        return next(iter(capabilities))
+    who = f"{instrument_id}: " if instrument_id else ""
+    offered = ", ".join(sorted(capabilities)) or "none"
+    if len(short) > 1:
+        raise UnsupportedCapability(
+            f"{who}order {order.identifier} asks for {name!r}, which matches several commands "
+            f"({', '.join(sorted(short))}); use the full name", instrument_id=instrument_id)
+    raise UnsupportedCapability(
+        f"{who}order {order.identifier} asks for {name!r}, which this instrument does not "
+        f"offer (capabilities: {offered})", instrument_id=instrument_id)
