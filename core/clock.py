@@ -19,7 +19,7 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Clock(Protocol):
@@ -61,11 +61,19 @@ class VirtualClock:
     """Time that moves only on :meth:`advance`. Deterministic."""
 
     def __init__(self, start: float = 1_800_000_000.0,
-                 settle: Callable[[], Awaitable[None]] | None = None) -> None:
+                 settle: Callable[[], Awaitable[None]] | None = None,
+                 activity: Callable[[], int] | None = None) -> None:
         self._now = start
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
         self.settle_hook = settle
+        self.activity = activity
+        """A counter that grows while work happens outside the loop (e.g. store writes)."""
+
+    @classmethod
+    def for_store(cls, store: Any, start: float = 1_800_000_000.0) -> VirtualClock:
+        """A clock that also waits for the store's writer before deciding things have settled."""
+        return cls(start, settle=store.drain, activity=lambda: store.submitted)
 
     def now(self) -> float:
         return self._now
@@ -90,13 +98,16 @@ class VirtualClock:
 
     async def settle(self) -> None:
         """Let every runnable task run until nothing more happens without time moving."""
-        for _ in range(3):
-            for _ in range(20):
+        last = None
+        for _ in range(10_000):
+            for _ in range(10):
                 await asyncio.sleep(0)
             if self.settle_hook is not None:
                 await self.settle_hook()
-        for _ in range(20):
-            await asyncio.sleep(0)
+            mark = (self.activity() if self.activity else 0, len(self._sleepers))
+            if mark == last:
+                return
+            last = mark
 
     async def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds``, waking sleepers in order and settling after each."""

@@ -89,6 +89,28 @@ class StepProgress(Event):
     values: dict[str, Any] | None = None
 
 
+class RunChanged(Event):
+    """A workflow run changed status (engine vocabulary: pending, running, paused ...)."""
+
+    run_id: str
+    template_name: str
+    template_version: int
+    status: str
+    detail: str | None = None
+
+
+class StepChanged(Event):
+    """A step of a run changed status (pending, queued, running, completed, failed, retrying ...)."""
+
+    run_id: str
+    step_id: str
+    order_id: str
+    status: str
+    attempt: int = 0
+    detail: str | None = None
+    instrument: str | None = None
+
+
 class StoreCommitted(Event):
     """One group commit finished: how many operations and how long the commit took."""
 

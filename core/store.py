@@ -157,6 +157,11 @@ class Store:
         self._read_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.commit_count = 0
         self.commit_seconds = 0.0
+        self.submitted = 0
+        """Asynchronous writes submitted so far (a counter tests use to tell when things settle)."""
+        self.in_flight = 0
+        self._pending: set[asyncio.Future] = set()
+        """Asynchronous writes submitted and not yet delivered to their caller."""
         self.on_commit: Callable[[int, float], None] | None = None
         """Called on the writer thread after each commit with (operations, seconds)."""
 
@@ -189,6 +194,7 @@ class Store:
 
     def close(self) -> None:
         """Finish queued writes, stop the writer and close every connection."""
+        self._local = threading.local()
         if self._thread is not None:
             self._queue.put(_STOP)
             self._thread.join()
@@ -350,8 +356,21 @@ class Store:
             raise StoreError(self.path, "store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        self.submitted += 1
+        self.in_flight += 1
+        self._pending.add(future)
+        future.add_done_callback(self._delivered)
         self._queue.put(_Op(fn, future, loop))
         return future
+
+    def _delivered(self, future: asyncio.Future) -> None:
+        self.in_flight -= 1
+        self._pending.discard(future)
+
+    async def drain(self) -> None:
+        """Wait until every asynchronous write submitted so far has been delivered."""
+        while self._pending:
+            await asyncio.wait(list(self._pending))
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` on the writer thread inside a transaction; return after COMMIT."""
@@ -377,7 +396,16 @@ class Store:
         return conn
 
     def read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(conn)`` on a read-only connection of the calling thread."""
+        """Run ``fn(conn)`` on a read-only connection of the calling thread.
+
+        After :meth:`close` a short-lived connection is used, so a closed store can still be read.
+        """
+        if self._thread is None:
+            conn = self._connect(readonly=True)
+            try:
+                return fn(conn)
+            finally:
+                conn.close()
         return fn(self._reader())
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:

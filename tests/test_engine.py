@@ -1,0 +1,293 @@
+"""The engine on a virtual clock: DAGs, conditions, retries, timeouts, policies, operator control."""
+
+from __future__ import annotations
+
+import pytest
+from enginekit import run_kit, template
+
+from core.engine import RunStatus
+from core.errors import IllegalTransitionError, InputError, StateError
+from core.orders import OrderStatus
+
+DIAMOND = template("Diamond", [
+    {"id": "a", "kind": "LiquidHandler.Transfer"},
+    {"id": "b", "kind": "PlateReader.ReadPlate", "depends_on": ["a"]},
+    {"id": "c", "kind": "Sealer.Seal", "depends_on": ["a"], "condition": "input_data['seal'] == True"},
+    {"id": "d", "kind": "noop", "depends_on": ["b", "c"],
+     "input_mapping": {"reading": "step_outputs.b.in_plate"}},
+], inputs=[{"name": "seal", "type": "boolean"}, {"name": "plate", "type": "string"}])
+DIAMOND["definition"]["steps"][1]["input_mapping"] = {"plate": "input_data.plate"}
+
+
+def test_diamond_runs_in_parallel_and_records_orders(data_dir):
+    async def scenario(kit):
+        await kit.publish(DIAMOND)
+        run_id = await kit.run("Diamond", {"seal": "false", "plate": "PL1"})
+        used = await kit.until_done(run_id)
+        return run_id, used, kit
+
+    run_id, used, kit = run_kit(data_dir, scenario, durations={"*": 60})
+    inst = kit.engine.get_instance(run_id)
+    assert inst["status"] == "completed" and inst["template_version"] == 1
+    steps = {s["id"]: s for s in inst["steps"]}
+    assert steps["c"]["status"] == "skipped"
+    assert steps["d"]["status"] == "completed"
+    assert used == pytest.approx(120)  # a (60) then b (60); c skipped; d is a no-op
+    # the run is a parent order, each step a child order pointing at what it waited for
+    parent = kit.store.get_order(run_id)
+    assert parent.status is OrderStatus.Complete and parent.templateVersion == "1"
+    children = {s["id"]: kit.store.get_order(s["order_id"]) for s in inst["steps"]}
+    assert all(c.parentIdentifier == run_id for c in children.values())
+    assert children["d"].runAfterIdentifier == f"{steps['b']['order_id']},{steps['c']['order_id']}"
+    assert children["b"].get_input_parameter_value("plate") == "PL1"
+    assert children["c"].status is OrderStatus.Canceled and "condition is false" in children["c"].statusDetails
+    assert children["b"].get_output_parameter_value("Success") is True
+    # every change went through the transition log
+    log = kit.store.transitions(steps["b"]["order_id"])
+    assert [t.to_status for t in log] == [OrderStatus.Created, OrderStatus.Scheduled,
+                                          OrderStatus.Running, OrderStatus.Complete]
+
+
+def test_retry_backoff_runs_hours_of_virtual_time_instantly(data_dir):
+    async def scenario(kit):
+        await kit.publish(template("Flaky", [
+            {"id": "read", "kind": "PlateReader.ReadPlate",
+             "retry_policy": {"max_attempts": 4, "initial_interval": "30m", "backoff_multiplier": 2,
+                              "max_backoff_seconds": "1h", "jitter": 0}}]))
+        run_id = await kit.run("Flaky")
+        used = await kit.until_done(run_id)
+        return run_id, used, kit
+
+    run_id, used, kit = run_kit(data_dir, scenario, fail_kinds={"PlateReader.ReadPlate": 3})
+    assert used == pytest.approx(1800 + 3600 + 3600)  # 30 min, 60 min, capped at 60 min
+    step = kit.steps(run_id)["read"]
+    assert step["status"] == "completed" and step["attempt"] == 4
+    log = [t.why for t in kit.store.transitions(step["order_id"]) if t.why and t.why.startswith("Retry")]
+    assert log[0].startswith("Retry 2/4 in 1800.0 s after SimulatedFailure")
+    assert len(log) == 3
+
+
+def test_timeout_stops_the_instrument_first_then_retries_then_fails(data_dir):
+    async def scenario(kit):
+        await kit.publish(template("Hang", [
+            {"id": "spin", "kind": "Centrifuge.Spin", "timeout_seconds": "5m",
+             "retry_policy": {"max_attempts": 2, "initial_interval": 10, "jitter": 0}}],
+            failure_policy="abort"))
+        run_id = await kit.run("Hang")
+        used = await kit.until_done(run_id)
+        return run_id, used, kit
+
+    run_id, used, kit = run_kit(data_dir, scenario, hang_kinds={"Centrifuge.Spin"})
+    step = kit.steps(run_id)["spin"]
+    assert kit.engine.get_instance(run_id)["status"] == "failed"
+    assert step["status"] == "failed" and step["error_code"] == "Timeout" and step["attempt"] == 2
+    assert kit.executor.cancelled == [step["order_id"], step["order_id"]]
+    assert used == pytest.approx(300 + 10 + 300)
+
+
+def test_abort_policy_runs_the_error_handler_and_cancels_the_rest(data_dir):
+    async def scenario(kit):
+        await kit.publish(template("Abort", [
+            {"id": "a", "kind": "Robot.Move"},
+            {"id": "b", "kind": "Reader.Read", "depends_on": ["a"]},
+            {"id": "c", "kind": "Sealer.Seal", "depends_on": ["b"]},
+            {"id": "park", "kind": "Robot.Park"},
+        ], error_handlers={"b": "park"}, failure_policy="abort"))
+        run_id = await kit.run("Abort")
+        await kit.until_done(run_id)
+        return run_id, kit
+
+    run_id, kit = run_kit(data_dir, scenario, fail_kinds={"Reader.Read": 5})
+    steps = kit.steps(run_id)
+    assert [steps[s]["status"] for s in "abc"] == ["completed", "failed", "cancelled"]
+    assert steps["park"]["status"] == "completed"
+    inst = kit.engine.get_instance(run_id)
+    assert inst["status"] == "failed" and "step 'b' failed" in inst["error"]
+    assert kit.store.get_order(run_id).status is OrderStatus.Error
+
+
+def test_continue_policy_lets_other_branches_finish(data_dir):
+    async def scenario(kit):
+        await kit.publish(template("Cont", [
+            {"id": "a", "kind": "Reader.Read"},
+            {"id": "a2", "kind": "noop", "depends_on": ["a"]},
+            {"id": "b", "kind": "Sealer.Seal"},
+        ], failure_policy="continue"))
+        run_id = await kit.run("Cont")
+        await kit.until_done(run_id)
+        return run_id, kit
+
+    run_id, kit = run_kit(data_dir, scenario, fail_kinds={"Reader.Read": 1})
+    steps = kit.steps(run_id)
+    assert (steps["a"]["status"], steps["a2"]["status"], steps["b"]["status"]) == ("failed", "skipped", "completed")
+    assert kit.engine.get_instance(run_id)["status"] == "failed"
+
+
+def test_pause_policy_then_operator_retries_the_step(data_dir):
+    async def scenario(kit):
+        await kit.publish(template("Pause", [
+            {"id": "a", "kind": "Reader.Read"}, {"id": "b", "kind": "noop", "depends_on": ["a"]}],
+            failure_policy="pause"))
+        run_id = await kit.run("Pause")
+        await kit.until_done(run_id)
+        paused = kit.engine.get_instance(run_id)["status"]
+        await kit.engine.retry_step(run_id, "a", who="alice", reason="plate reseated")
+        await kit.until_done(run_id)
+        return run_id, paused, kit
+
+    run_id, paused, kit = run_kit(data_dir, scenario, fail_kinds={"Reader.Read": 1})
+    assert paused == "paused"
+    assert kit.engine.get_instance(run_id)["status"] == "completed"
+    audit = kit.store.audit_entries(kit.steps(run_id)["a"]["order_id"])
+    assert [(a.who, a.action, a.reason) for a in audit] == [("alice", "retry step", "plate reseated")]
+
+
+def test_pause_lets_running_steps_finish_and_starts_nothing_new(data_dir):
+    async def scenario(kit):
+        await kit.publish(template("Seq", [{"id": "a", "kind": "X.Y"}, {"id": "b", "kind": "X.Y", "depends_on": ["a"]}]))
+        run_id = await kit.run("Seq")
+        await kit.clock.advance(10)
+        await kit.engine.pause(run_id, who="bob", reason="door open")
+        await kit.clock.advance(500)
+        during = {k: v["status"] for k, v in kit.steps(run_id).items()}
+        with pytest.raises(IllegalTransitionError):
+            await kit.engine.pause(run_id, who="bob")
+        await kit.engine.resume(run_id, who="bob")
+        await kit.until_done(run_id)
+        return run_id, during, kit
+
+    run_id, during, kit = run_kit(data_dir, scenario, durations={"*": 60})
+    assert during == {"a": "completed", "b": "pending"}
+    assert kit.engine.get_instance(run_id)["status"] == "completed"
+    assert [a.action for a in kit.store.audit_entries(run_id)] == ["pause", "resume"]
+
+
+def test_cancel_run_and_cancel_step(data_dir):
+    async def scenario(kit):
+        await kit.publish(template("Two", [{"id": "a", "kind": "X.Y"}, {"id": "b", "kind": "X.Z"},
+                                           {"id": "c", "kind": "noop", "depends_on": ["b"]}],
+                                   failure_policy="continue"))
+        r1 = await kit.run("Two")
+        await kit.clock.advance(5)
+        await kit.engine.cancel_step(r1, "b", who="carol", reason="wrong plate")
+        await kit.until_done(r1)
+        r2 = await kit.run("Two")
+        await kit.clock.advance(5)
+        await kit.engine.cancel(r2, who="carol", reason="shift over")
+        with pytest.raises(IllegalTransitionError):
+            await kit.engine.cancel(r2)
+        return r1, r2, kit
+
+    r1, r2, kit = run_kit(data_dir, scenario, durations={"*": 60})
+    s1 = kit.steps(r1)
+    assert (s1["a"]["status"], s1["b"]["status"], s1["c"]["status"]) == ("completed", "cancelled", "skipped")
+    assert kit.engine.get_instance(r1)["status"] == "cancelled"
+    s2 = kit.steps(r2)
+    assert {v["status"] for v in s2.values()} == {"cancelled"}
+    assert kit.engine.get_instance(r2)["status"] == "cancelled"
+    assert len(kit.executor.cancelled) == 3  # b of r1, a and b of r2: asked to stop first
+    assert kit.store.get_order(r2).statusDetails == "Canceled by carol: shift over"
+
+
+def test_recover_from_step_keeps_upstream_and_counts_attempts(data_dir):
+    async def scenario(kit):
+        await kit.publish(template("Rec", [
+            {"id": "a", "kind": "X.A"}, {"id": "b", "kind": "X.B", "depends_on": ["a"]},
+            {"id": "c", "kind": "X.C", "depends_on": ["b"]}],
+            failure_policy="pause", max_recovery_attempts=1))
+        run_id = await kit.run("Rec")
+        await kit.until_done(run_id)
+        calls_a = sum(1 for c in kit.executor.calls if c.kind == "X.A")
+        await kit.engine.recover(run_id, "b", who="dana", reason="recalibrated")
+        await kit.until_done(run_id)
+        with pytest.raises(StateError, match="recovery limit reached"):
+            await kit.engine.recover(run_id, "b")
+        return run_id, calls_a, kit
+
+    run_id, calls_a, kit = run_kit(data_dir, scenario, fail_kinds={"X.C": 1})
+    assert sum(1 for c in kit.executor.calls if c.kind == "X.A") == calls_a == 1  # upstream kept
+    assert sum(1 for c in kit.executor.calls if c.kind == "X.B") == 2
+    progress = kit.engine.get_workflow_progress(run_id)
+    assert progress["status"] == "completed" and progress["recovery_attempts"] == 1
+    assert progress["max_recovery_attempts"] == 1 and progress["progress"] == 100
+
+
+def test_skip_failed_step_with_outputs(data_dir):
+    async def scenario(kit):
+        await kit.publish(template("Skip", [
+            {"id": "a", "kind": "X.A"},
+            {"id": "b", "kind": "X.B", "depends_on": ["a"], "input_mapping": {"v": "step_outputs.a.value"}}],
+            failure_policy="pause"))
+        run_id = await kit.run("Skip")
+        await kit.until_done(run_id)
+        await kit.engine.skip_step(run_id, "a", {"value": 42}, who="erin", reason="measured by hand")
+        await kit.until_done(run_id)
+        return run_id, kit
+
+    run_id, kit = run_kit(data_dir, scenario, fail_kinds={"X.A": 1})
+    steps = kit.steps(run_id)
+    assert steps["a"]["status"] == "skipped" and steps["a"]["outputs"] == {"value": 42}
+    assert kit.store.get_order(steps["b"]["order_id"]).get_input_parameter_value("v") == 42
+
+
+def test_run_timeout_and_long_delay_steps(data_dir):
+    async def scenario(kit):
+        await kit.publish(template("Slow", [{"id": "wait", "kind": "delay", "parameters": {"seconds": "3h"}},
+                                            {"id": "after", "kind": "noop", "depends_on": ["wait"]}],
+                                   default_timeout_seconds="2h"))
+        await kit.publish(template("Soak", [{"id": "wait", "kind": "delay", "parameters": {"duration": "6h"}}]))
+        slow = await kit.run("Slow")
+        soak = await kit.run("Soak")
+        used = await kit.until_done(soak)
+        return slow, soak, used, kit
+
+    slow, soak, used, kit = run_kit(data_dir, scenario)
+    assert used == pytest.approx(6 * 3600)
+    assert kit.engine.get_instance(soak)["status"] == "completed"
+    inst = kit.engine.get_instance(slow)
+    assert inst["status"] == "failed" and "timed out after 7200 s" in inst["error"]
+
+
+def test_inputs_are_checked_and_statistics_and_queries(data_dir):
+    async def scenario(kit):
+        await kit.publish(DIAMOND)
+        with pytest.raises(InputError) as info:
+            await kit.engine.create_instance("Diamond", {"seal": "maybe", "extra": 1})
+        ids = [await kit.run("Diamond", {"seal": True, "plate": f"P{i}"}, priority=10 * i) for i in range(5)]
+        for run_id in ids:
+            await kit.until_done(run_id)
+        return info.value, ids, kit
+
+    error, ids, kit = run_kit(data_dir, scenario, durations={"*": 1})
+    text = str(error)
+    assert "seal: 'maybe' is not a boolean" in text and "extra: unknown input" in text
+    assert "plate: required input missing" in text
+    stats = kit.engine.get_statistics("Diamond")
+    assert stats["total_instances"] == 5 and stats["completed_instances"] == 5
+    assert stats["success_rate"] == 100.0 and stats["avg_duration_seconds"] == pytest.approx(2.0)  # a, then b and c together
+    high, total = kit.engine.query_instances(priority_min=20, template="Diamond")
+    assert total == 3 and {r["id"] for r in high} == set(ids[2:])
+    done, total = kit.engine.query_instances(status="completed")
+    assert total == 5
+    plan = kit.store.read_sync(lambda c: c.execute(
+        "EXPLAIN QUERY PLAN SELECT count(*) FROM runs WHERE priority >= 20").fetchall())
+    assert "USING" in str(plan) and "INDEX" in str(plan).upper()
+
+
+def test_versions_are_immutable_and_runs_record_theirs(data_dir):
+    async def scenario(kit):
+        v1 = await kit.publish(template("V", [{"id": "a", "kind": "noop"}]))
+        same = await kit.publish(template("V", [{"id": "a", "kind": "noop"}]))
+        v2 = await kit.publish(template("V", [{"id": "a", "kind": "noop"}, {"id": "b", "kind": "noop"}]))
+        r1 = await kit.run("V", version=1)
+        r2 = await kit.run("V")
+        await kit.until_done(r2)
+        return v1, same, v2, r1, r2, kit
+
+    v1, same, v2, r1, r2, kit = run_kit(data_dir, scenario)
+    assert (v1.version, same.version, v2.version) == (1, 1, 2)
+    assert kit.engine.templates.versions("V") == [1, 2]
+    assert kit.engine.get_instance(r1)["template_version"] == 1 and len(kit.steps(r1)) == 1
+    assert kit.engine.get_instance(r2)["template_version"] == 2 and len(kit.steps(r2)) == 2
+    assert kit.engine.templates.get("V", 1).steps == v1.steps
+    assert RunStatus.COMPLETED.value == kit.engine.get_instance(r2)["status"]
