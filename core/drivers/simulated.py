@@ -1,0 +1,467 @@
+"""Simulated instruments: realistic durations, progress, outputs and injected faults.
+
+A :class:`SimulatedDriver` is one instrument of the workcell file run in pure asyncio. Every
+wait goes through the injected :class:`~core.clock.Clock`, so under a ``VirtualClock`` a
+90-minute incubation takes no real time, and under a ``ScaledClock`` a rehearsal runs 100x.
+It costs no thread and no task of its own: ``execute`` runs in the caller's task.
+
+Determinism: each order run draws from its own generator seeded with
+``(seed, instrument id, run number)``, so the same seed and the same sequence of orders give
+the same durations, outputs and faults, whatever else runs concurrently.
+
+Faults (:class:`~core.drivers.faults.Faults`) strike at a random point of the run, after some
+progress: a failure raises ``DriverError(code="SimulatedFailure")``; a hang waits until the
+order is cancelled; a disconnect raises ``InstrumentUnavailable`` in every running order and
+leaves the instrument offline until :meth:`SimulatedDriver.connect`; an unknown outcome runs
+the command to the end, then raises ``OutcomeUnknown``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from dataclasses import dataclass, replace
+from typing import Any
+
+from core.clock import Clock, to_datetime
+from core.drivers.base import (
+    DriverError,
+    DriverInfo,
+    DriverState,
+    DriverStatus,
+    InstrumentUnavailable,
+    OrderCancelled,
+    OutcomeUnknown,
+    ProgressSink,
+    resolve_capability,
+)
+from core.drivers.faults import Faults, FaultSpec
+from core.durations import DurationError, parse_duration
+from core.events import EventBus, InstrumentStatusChanged
+from core.orders import Order
+from core.workcell import CapabilitySpec, InstrumentConfig, OutputSpec
+
+__all__ = ["DEFAULT_OUTPUTS", "SimulatedDriver", "generate_outputs"]
+
+
+def _o(**kwargs: Any) -> OutputSpec:
+    return OutputSpec(**kwargs)
+
+
+DEFAULT_OUTPUTS: dict[str, dict[str, OutputSpec]] = {
+    "PlateReader.ReadPlate": {
+        "PlateId": _o(type="string", from_input="PlateId"),
+        "Wavelength": _o(type="integer", from_input="Wavelength", value=None, min=450, max=450),
+        "WellValues": _o(type="list", count=96, min=0.04, max=3.2, decimals=4, unit="OD"),
+        "MeanAbsorbance": _o(of="WellValues", reduce="mean", decimals=4, unit="OD"),
+        "Temperature": _o(min=24.5, max=25.5, decimals=1, unit="°C"),
+    },
+    "LiquidHandler.Transfer": {
+        "VolumeTransferred": _o(from_input="Volume", spread=0.01, min=20, max=200, decimals=1,
+                                unit="uL"),
+        "TipsUsed": _o(type="integer", min=8, max=96),
+        "Channels": _o(type="integer", value=8),
+    },
+    "LiquidHandler.Aspirate": {
+        "VolumeAspirated": _o(from_input="Volume", spread=0.01, min=20, max=200, decimals=1,
+                              unit="uL"),
+    },
+    "LiquidHandler.Dispense": {
+        "VolumeDispensed": _o(from_input="Volume", spread=0.01, min=20, max=200, decimals=1,
+                              unit="uL"),
+    },
+    "LiquidHandler.Dilute": {
+        "DilutionFactor": _o(from_input="Factor", min=2, max=10, decimals=1),
+        "FinalVolume": _o(min=150, max=200, decimals=1, unit="uL"),
+    },
+    "Incubator.Incubate": {
+        "Temperature": _o(from_input="Temperature", spread=0.005, min=36.8, max=37.2,
+                          decimals=1, unit="°C"),
+        "CO2": _o(min=4.9, max=5.1, decimals=2, unit="%"),
+        "Humidity": _o(min=92, max=96, decimals=1, unit="%"),
+        "Slot": _o(type="integer", min=1, max=44),
+    },
+    "Incubator.Load": {"Slot": _o(type="integer", min=1, max=44)},
+    "Incubator.Unload": {"Slot": _o(type="integer", min=1, max=44)},
+    "RobotArm.MovePlate": {
+        "PlateId": _o(type="string", from_input="PlateId"),
+        "From": _o(type="string", from_input="From"),
+        "To": _o(type="string", from_input="To"),
+        "GripForce": _o(min=14.5, max=15.5, decimals=2, unit="N"),
+    },
+    "Sealer.Seal": {
+        "SealTemperature": _o(from_input="Temperature", spread=0.005, min=164, max=166,
+                              decimals=1, unit="°C"),
+        "SealTime": _o(from_input="SealTime", min=2.0, max=3.0, decimals=2, unit="s"),
+    },
+    "Sealer.Peel": {"PeelVerified": _o(type="boolean", value=True)},
+    "Centrifuge.Spin": {
+        "Speed": _o(from_input="Speed", spread=0.002, min=1000, max=1000, decimals=0, unit="rpm"),
+        "Temperature": _o(min=20, max=22, decimals=1, unit="°C"),
+        "Imbalance": _o(min=0.0, max=0.8, decimals=2, unit="g"),
+    },
+    "Decapper.Decap": {"TubesDecapped": _o(type="integer", from_input="TubeCount", min=24, max=96)},
+    "Decapper.Recap": {"TubesRecapped": _o(type="integer", from_input="TubeCount", min=24, max=96)},
+    "BarcodeReader.Scan": {
+        "Barcode": _o(type="string", choices=["PLT-000142", "PLT-000143", "PLT-000144"]),
+    },
+}
+"""Built-in plausible outputs by capability, used when the workcell declares none."""
+
+
+def generate_outputs(capability: str, spec: CapabilitySpec, order: Order,
+                     rng: random.Random) -> dict[str, Any]:
+    """Output parameters of one simulated run: the spec's outputs (or the built-in ones for
+    well-known commands) plus ``Success: True``."""
+    specs = spec.outputs if spec.outputs is not None else DEFAULT_OUTPUTS.get(capability, {})
+    out: dict[str, Any] = {}
+    reductions = []
+    for name, o in specs.items():
+        if o.of is not None:
+            reductions.append((name, o))
+        else:
+            out[name] = _value(o, order, rng)
+    for name, o in reductions:
+        values = out.get(o.of or "")
+        if isinstance(values, list) and values:
+            result = {"mean": sum(values) / len(values), "sum": sum(values),
+                      "min": min(values), "max": max(values)}[o.reduce or "mean"]
+            out[name] = round(result, o.decimals)
+    out.setdefault("Success", True)
+    return out
+
+
+def _value(o: OutputSpec, order: Order, rng: random.Random) -> Any:
+    if o.value is not None:
+        return o.value
+    if o.from_input is not None:
+        given = order.get_input_parameter_value(o.from_input)
+        if given is not None and given != "":
+            return _scatter(o, given, rng)
+    if o.choices:
+        return rng.choice(o.choices)
+    if o.type == "list":
+        return [_number(o, rng) for _ in range(o.count or 0)]
+    if o.type == "boolean":
+        return True
+    if o.type == "string":
+        return ""
+    return _number(o, rng)
+
+
+def _number(o: OutputSpec, rng: random.Random) -> float | int:
+    lo = o.min if o.min is not None else 0.0
+    hi = o.max if o.max is not None else (lo + 1.0)
+    if o.type == "integer":
+        return rng.randint(math.ceil(lo), math.floor(hi))
+    return round(rng.uniform(lo, hi), o.decimals)
+
+
+def _scatter(o: OutputSpec, given: Any, rng: random.Random) -> Any:
+    try:
+        number = float(given)
+    except (TypeError, ValueError):
+        return given
+    if o.spread:
+        number *= 1 + rng.uniform(-o.spread, o.spread)
+    if o.type == "integer":
+        return round(number)
+    if o.type in ("string", "boolean"):
+        return given
+    return round(number, o.decimals)
+
+
+@dataclass
+class _Run:
+    order_id: str
+    capability: str
+    task: asyncio.Task[Any] | None
+    interrupt: DriverError | None = None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    duration: float
+    fault: str | None  # "fail" | "hang" | "disconnect" | "unknown"
+    fault_at: float  # fraction of the duration where the fault strikes
+    rng: random.Random
+
+
+class SimulatedDriver:
+    """A simulated instrument satisfying :class:`~core.drivers.base.Driver`.
+
+    Args:
+        config: The instrument as the workcell file declares it (capabilities, durations,
+            jitter, outputs, ``max_concurrent``, ``options``).
+        clock: Every wait goes through it.
+        seed: Seed for all random draws; None picks one (kept in :attr:`seed`, so a run can be
+            repeated).
+        faults: Fault injection: a :class:`Faults`, a :class:`FaultSpec` (this instrument's
+            part is used) or spec text; applied on top of ``options.faults`` of the config.
+        bus: If given, state changes are published as ``InstrumentStatusChanged``.
+    """
+
+    def __init__(self, config: InstrumentConfig, clock: Clock, *, seed: int | str | None = 0,
+                 faults: Faults | FaultSpec | str | None = None,
+                 bus: EventBus | None = None) -> None:
+        self.config = config
+        self.instrument_id = config.id
+        self.info = DriverInfo(name=config.display_name, kind=config.kind, vendor=config.vendor,
+                               model=config.model, serial=config.serial or f"SIM-{config.id}",
+                               capabilities=frozenset(config.capabilities))
+        self.max_concurrent = config.max_concurrent
+        self.clock = clock
+        self.seed = random.randrange(2**32) if seed is None else seed
+        self.bus = bus
+        options = config.simulated_options
+        self._connect_time = options.connect_time
+        self._heartbeat_latency = options.heartbeat_latency
+        base = FaultSpec.parse(options.faults, source=f"{config.id}.options.faults"
+                               ).for_instrument(config.id) if options.faults else Faults()
+        if isinstance(faults, str):
+            faults = FaultSpec.parse(faults)
+        if isinstance(faults, FaultSpec):
+            faults = faults.for_instrument(config.id, base)
+        self._faults = faults or base
+        self._fail_next = self._faults.fail_next
+        self._unknown_next = self._faults.unknown_next
+        self._connect_fail = self._faults.connect_fail
+        self._disconnect_in = self._faults.disconnect_after
+        self._runs: dict[str, _Run] = {}
+        self._connected = False
+        self._connecting = False
+        self._detail = "not connected"
+        self._last_heartbeat: float | None = None
+        self._run_count = 0
+        self._published: tuple[Any, ...] | None = None
+
+    # ------------------------------------------------------------------ faults
+
+    @property
+    def faults(self) -> Faults:
+        """The faults in force now."""
+        return self._faults
+
+    def inject(self, faults: Faults | None = None, **changes: Any) -> Faults:
+        """Replace the faults in force (``faults``) or change some (``fail_next=2``).
+
+        Counters (``fail_next``, ``unknown_next``, ``connect_fail``, ``disconnect_after``)
+        restart from the new values. Returns the faults now in force.
+        """
+        self._faults = replace(faults or self._faults, **changes)
+        self._fail_next = self._faults.fail_next
+        self._unknown_next = self._faults.unknown_next
+        self._connect_fail = self._faults.connect_fail
+        self._disconnect_in = self._faults.disconnect_after
+        return self._faults
+
+    # ------------------------------------------------------------------ Driver protocol
+
+    async def connect(self) -> None:
+        if self._connected:
+            return
+        self._connecting = True
+        self._announce()
+        try:
+            if self._connect_time > 0:
+                await self.clock.sleep(self._connect_time)
+            if self._connect_fail > 0:
+                self._connect_fail -= 1
+                self._detail = "connection refused (simulated)"
+                raise InstrumentUnavailable(f"{self.instrument_id}: connection refused (simulated)",
+                                            instrument_id=self.instrument_id)
+        finally:
+            self._connecting = False
+        self._connected = True
+        self._detail = ""
+        self._last_heartbeat = self.clock.now()
+        self._announce()
+
+    async def disconnect(self) -> None:
+        self._drop(f"{self.instrument_id}: disconnected", "disconnected")
+
+    async def status(self) -> DriverStatus:
+        return DriverStatus(self.state, self._detail, list(self._runs),
+                            to_datetime(self._last_heartbeat) if self._last_heartbeat else None)
+
+    async def heartbeat(self) -> float:
+        self._require_connected()
+        mode = self._faults.heartbeat
+        if mode == "missing":
+            raise InstrumentUnavailable(f"{self.instrument_id}: no heartbeat answer (simulated)",
+                                        instrument_id=self.instrument_id)
+        if mode == "hang":
+            await asyncio.get_running_loop().create_future()  # until the caller gives up
+        latency = self._faults.heartbeat_delay if mode == "slow" else self._heartbeat_latency
+        if latency > 0:
+            await self.clock.sleep(latency)
+            self._require_connected()
+        self._last_heartbeat = self.clock.now()
+        return latency
+
+    async def cancel(self, order_id: str) -> bool:
+        run = self._runs.get(order_id)
+        if run is None or run.task is None:
+            return False
+        if run.interrupt is None:
+            run.interrupt = OrderCancelled(f"{self.instrument_id}: {run.capability} of order "
+                                           f"{order_id} cancelled", instrument_id=self.instrument_id)
+            run.task.cancel()
+        return True
+
+    async def execute(self, order: Order, progress: ProgressSink) -> dict[str, Any]:
+        self._require_connected()
+        capability = resolve_capability(order, self.info.capabilities, self.instrument_id)
+        order_id = order.identifier or f"{self.instrument_id}-run-{self._run_count + 1}"
+        if order_id in self._runs:
+            raise DriverError(f"{self.instrument_id}: order {order_id} is already running here",
+                              code="AlreadyRunning", instrument_id=self.instrument_id)
+        if len(self._runs) >= self.max_concurrent:
+            raise DriverError(f"{self.instrument_id}: busy ({len(self._runs)} of "
+                              f"{self.max_concurrent} orders running)", code="InstrumentBusy",
+                              retryable=True, instrument_id=self.instrument_id)
+        spec = self.config.capabilities[capability]
+        plan = self._plan(spec, order)
+        run = _Run(order_id, capability, asyncio.current_task())
+        self._runs[order_id] = run
+        self._announce()
+        try:
+            return await self._run(run, spec, plan, order, progress)
+        except asyncio.CancelledError:
+            if run.interrupt is None:
+                raise
+            if run.task is not None:
+                run.task.uncancel()
+            raise run.interrupt from None
+        finally:
+            del self._runs[order_id]
+            self._announce()
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def state(self) -> DriverState:
+        if self._connecting:
+            return DriverState.CONNECTING
+        if not self._connected:
+            return DriverState.DISCONNECTED
+        return DriverState.BUSY if self._runs else DriverState.IDLE
+
+    @property
+    def running(self) -> list[str]:
+        """Ids of the orders running now."""
+        return list(self._runs)
+
+    def _require_connected(self) -> None:
+        if not self._connected:
+            raise InstrumentUnavailable(f"{self.instrument_id}: not connected"
+                                        + (f" ({self._detail})" if self._detail else ""),
+                                        instrument_id=self.instrument_id)
+
+    def _drop(self, message: str, detail: str, *, except_run: _Run | None = None) -> None:
+        """Lose the link: every running order (but ``except_run``) ends InstrumentUnavailable."""
+        self._connected = False
+        self._detail = detail
+        for run in list(self._runs.values()):
+            if run is not except_run and run.interrupt is None and run.task is not None:
+                run.interrupt = InstrumentUnavailable(f"{message} during {run.capability} of "
+                                                      f"order {run.order_id}",
+                                                      instrument_id=self.instrument_id)
+                run.task.cancel()
+        self._announce()
+
+    def _announce(self) -> None:
+        if self.bus is None:
+            return
+        state = self.state
+        key = (state, self._detail, tuple(self._runs))
+        if key == self._published:
+            return
+        self._published = key
+        self.bus.publish(InstrumentStatusChanged(
+            instrument_id=self.instrument_id, status=state.module_status,
+            detail=self._detail or state.value, current_orders=key[2],
+            enabled=self.config.enabled))
+
+    # ------------------------------------------------------------------ one run
+
+    def _plan(self, spec: CapabilitySpec, order: Order) -> _Plan:
+        self._run_count += 1
+        rng = random.Random(f"{self.seed}:{self.instrument_id}:{self._run_count}")
+        f = self._faults
+        # Always the same number of draws, so turning a fault on does not shift durations.
+        draw_disconnect, draw_hang, draw_fail, draw_unknown, fault_at = (rng.random()
+                                                                          for _ in range(5))
+        fault = None
+        if self._disconnect_in is not None:
+            if self._disconnect_in == 0:
+                fault, self._disconnect_in = "disconnect", None
+            else:
+                self._disconnect_in -= 1
+        if fault is None and draw_disconnect < f.disconnect_rate:
+            fault = "disconnect"
+        if fault is None and (f.hang or draw_hang < f.hang_rate):
+            fault = "hang"
+        if fault is None and self._fail_next > 0:
+            self._fail_next -= 1
+            fault = "fail"
+        if fault is None and draw_fail < f.rate:
+            fault = "fail"
+        if fault is None and self._unknown_next > 0:
+            self._unknown_next -= 1
+            fault = "unknown"
+        if fault is None and draw_unknown < f.unknown_rate:
+            fault = "unknown"
+        duration = self._nominal(spec, order)
+        spread = spec.jitter.spread(duration)
+        if spread:
+            duration = max(0.0, duration + rng.uniform(-spread, spread))
+        return _Plan(duration, fault, 0.1 + 0.8 * fault_at, rng)
+
+    def _nominal(self, spec: CapabilitySpec, order: Order) -> float:
+        if spec.duration_input:
+            given = order.get_input_parameter_value(spec.duration_input)
+            if given is not None and given != "":
+                try:
+                    return parse_duration(given)
+                except DurationError as exc:
+                    raise DriverError(f"{self.instrument_id}: input {spec.duration_input}: {exc}",
+                                      code="InvalidParameter",
+                                      instrument_id=self.instrument_id) from None
+        return spec.duration
+
+    async def _run(self, run: _Run, spec: CapabilitySpec, plan: _Plan, order: Order,
+                   progress: ProgressSink) -> dict[str, Any]:
+        total = plan.duration
+        stop_at = total * plan.fault_at if plan.fault in ("fail", "hang", "disconnect") else total
+        steps = spec.progress_steps if total > 0 else 1
+        done = 0.0
+        for i in range(1, steps + 1):
+            mark = total * i / steps
+            if mark > stop_at:
+                break
+            if mark > done:
+                await self.clock.sleep(mark - done)
+                done = mark
+            progress(i / steps, {"Elapsed": round(done, 3), "Remaining": round(total - done, 3)})
+        if stop_at > done:
+            await self.clock.sleep(stop_at - done)
+        where = f"{self.instrument_id}: {run.capability} of order {run.order_id}"
+        if plan.fault == "fail":
+            raise DriverError(f"{where} failed (simulated fault)", code="SimulatedFailure",
+                              retryable=self._faults.retryable, instrument_id=self.instrument_id)
+        if plan.fault == "hang":
+            await asyncio.get_running_loop().create_future()  # never finishes; cancel ends it
+        if plan.fault == "disconnect":
+            self._drop(f"{self.instrument_id}: connection lost", "connection lost (simulated)",
+                       except_run=run)
+            raise InstrumentUnavailable(f"{where}: connection lost (simulated)",
+                                        instrument_id=self.instrument_id)
+        if plan.fault == "unknown":
+            raise OutcomeUnknown(f"{where}: connection lost after the command was sent; it may "
+                                 f"or may not have run (simulated)", instrument_id=self.instrument_id)
+        return generate_outputs(run.capability, spec, order, plan.rng)
+
+    def __repr__(self) -> str:
+        return f"SimulatedDriver({self.instrument_id!r}, state={self.state.value})"
