@@ -183,7 +183,9 @@ class OutputSpec(_Strict):
     count: int | None = Field(None, ge=0, le=100_000)
     """Number of values of a ``list`` output (e.g. 96 wells)."""
     choices: list[str] | None = None
-    from_input: str | None = None
+    from_input: list[str] | None = None
+    """Input parameter(s) to take the value from: the first one the order has (a name or a
+    list; matched ignoring case, ``_`` and spaces)."""
     spread: float = Field(0.0, ge=0, le=1)
     """Relative scatter applied to a numeric ``from_input`` value (0.01 = +-1 %)."""
     of: str | None = None
@@ -199,6 +201,11 @@ class OutputSpec(_Strict):
         kind = ("boolean" if isinstance(data, bool) else "integer" if isinstance(data, int)
                 else "double" if isinstance(data, float) else "string")
         return {"type": kind, "value": data}
+
+    @field_validator("from_input", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _consistent(self) -> OutputSpec:
@@ -221,14 +228,19 @@ class CapabilitySpec(_Strict):
     """Nominal duration of the command (seconds; may be 0)."""
     jitter: Annotated[Jitter, PlainValidator(parse_jitter)] = Jitter()
     """Random spread around :attr:`duration` (uniform, never below 0)."""
-    duration_input: str | None = None
-    """Input parameter whose value (seconds or a duration string), when present, replaces
-    :attr:`duration` (e.g. ``Duration`` of ``Incubator.Incubate``)."""
+    duration_input: list[str] | None = None
+    """Input parameter(s) whose value (seconds or a duration string), when the order has it,
+    replaces :attr:`duration` (e.g. ``duration`` of ``Incubator.Incubate``)."""
     progress_steps: int = Field(10, ge=1, le=1000)
     """How many progress reports a simulated run makes."""
     outputs: dict[str, OutputSpec] | None = None
     """Output parameters; None uses built-in plausible outputs for well-known commands."""
     description: str | None = None
+
+    @field_validator("duration_input", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
     @model_validator(mode="before")
     @classmethod

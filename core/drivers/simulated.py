@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -42,86 +43,116 @@ from core.events import EventBus, InstrumentStatusChanged
 from core.orders import Order
 from core.workcell import CapabilitySpec, InstrumentConfig, OutputSpec
 
-__all__ = ["DEFAULT_OUTPUTS", "SimulatedDriver", "generate_outputs"]
+__all__ = ["DEFAULT_OUTPUTS", "SimulatedDriver", "generate_outputs", "order_inputs"]
 
 
 def _o(**kwargs: Any) -> OutputSpec:
     return OutputSpec(**kwargs)
 
 
+_PLATE = ["plate", "plate_id", "PlateId", "barcode"]
 DEFAULT_OUTPUTS: dict[str, dict[str, OutputSpec]] = {
     "PlateReader.ReadPlate": {
-        "PlateId": _o(type="string", from_input="PlateId"),
-        "Wavelength": _o(type="integer", from_input="Wavelength", value=None, min=450, max=450),
-        "WellValues": _o(type="list", count=96, min=0.04, max=3.2, decimals=4, unit="OD"),
-        "MeanAbsorbance": _o(of="WellValues", reduce="mean", decimals=4, unit="OD"),
-        "Temperature": _o(min=24.5, max=25.5, decimals=1, unit="°C"),
+        "plate": _o(type="string", from_input=_PLATE),
+        "wavelength": _o(type="integer", from_input=["wavelength", "wavelength_nm"], min=450,
+                         max=450, unit="nm"),
+        "well_values": _o(type="list", count=96, min=0.04, max=3.2, decimals=4, unit="OD"),
+        "absorbance": _o(of="well_values", reduce="mean", decimals=4, unit="OD"),
+        "temperature": _o(min=24.5, max=25.5, decimals=1, unit="°C"),
     },
     "LiquidHandler.Transfer": {
-        "VolumeTransferred": _o(from_input="Volume", spread=0.01, min=20, max=200, decimals=1,
-                                unit="uL"),
-        "TipsUsed": _o(type="integer", min=8, max=96),
-        "Channels": _o(type="integer", value=8),
+        "volume_ul": _o(from_input=["volume_ul", "volume"], spread=0.01, min=20, max=200,
+                        decimals=1, unit="uL"),
+        "tips_used": _o(type="integer", min=8, max=96),
     },
     "LiquidHandler.Aspirate": {
-        "VolumeAspirated": _o(from_input="Volume", spread=0.01, min=20, max=200, decimals=1,
-                              unit="uL"),
+        "volume_ul": _o(from_input=["volume_ul", "volume"], spread=0.01, min=20, max=200,
+                        decimals=1, unit="uL"),
     },
     "LiquidHandler.Dispense": {
-        "VolumeDispensed": _o(from_input="Volume", spread=0.01, min=20, max=200, decimals=1,
-                              unit="uL"),
+        "volume_ul": _o(from_input=["volume_ul", "volume"], spread=0.01, min=20, max=200,
+                        decimals=1, unit="uL"),
     },
     "LiquidHandler.Dilute": {
-        "DilutionFactor": _o(from_input="Factor", min=2, max=10, decimals=1),
-        "FinalVolume": _o(min=150, max=200, decimals=1, unit="uL"),
+        "dilution_factor": _o(from_input=["factor", "dilution_factor"], min=2, max=10, decimals=1),
+        "final_volume_ul": _o(min=150, max=200, decimals=1, unit="uL"),
     },
     "Incubator.Incubate": {
-        "Temperature": _o(from_input="Temperature", spread=0.005, min=36.8, max=37.2,
-                          decimals=1, unit="°C"),
-        "CO2": _o(min=4.9, max=5.1, decimals=2, unit="%"),
-        "Humidity": _o(min=92, max=96, decimals=1, unit="%"),
-        "Slot": _o(type="integer", min=1, max=44),
+        "plate": _o(type="string", from_input=_PLATE),
+        "temperature": _o(from_input="temperature", spread=0.005, min=36.8, max=37.2, decimals=1,
+                          unit="°C"),
+        "co2_percent": _o(min=4.9, max=5.1, decimals=2, unit="%"),
+        "humidity_percent": _o(min=92, max=96, decimals=1, unit="%"),
+        "slot": _o(type="integer", min=1, max=44),
     },
-    "Incubator.Load": {"Slot": _o(type="integer", min=1, max=44)},
-    "Incubator.Unload": {"Slot": _o(type="integer", min=1, max=44)},
+    "Incubator.Load": {"slot": _o(type="integer", min=1, max=44)},
+    "Incubator.Unload": {"slot": _o(type="integer", min=1, max=44)},
     "RobotArm.MovePlate": {
-        "PlateId": _o(type="string", from_input="PlateId"),
-        "From": _o(type="string", from_input="From"),
-        "To": _o(type="string", from_input="To"),
-        "GripForce": _o(min=14.5, max=15.5, decimals=2, unit="N"),
+        "plate": _o(type="string", from_input=_PLATE),
+        "source": _o(type="string", from_input=["source", "from"]),
+        "destination": _o(type="string", from_input=["destination", "to"]),
+        "grip_force_n": _o(min=14.5, max=15.5, decimals=2, unit="N"),
     },
     "Sealer.Seal": {
-        "SealTemperature": _o(from_input="Temperature", spread=0.005, min=164, max=166,
-                              decimals=1, unit="°C"),
-        "SealTime": _o(from_input="SealTime", min=2.0, max=3.0, decimals=2, unit="s"),
+        "plate": _o(type="string", from_input=_PLATE),
+        "seal_temperature": _o(from_input=["seal_temperature", "temperature"], spread=0.005,
+                               min=164, max=166, decimals=1, unit="°C"),
+        "seal_time_s": _o(from_input=["seal_time", "seal_time_s"], min=2.0, max=3.0,
+                          decimals=2, unit="s"),
     },
-    "Sealer.Peel": {"PeelVerified": _o(type="boolean", value=True)},
+    "Sealer.Peel": {"peel_verified": _o(type="boolean", value=True)},
     "Centrifuge.Spin": {
-        "Speed": _o(from_input="Speed", spread=0.002, min=1000, max=1000, decimals=0, unit="rpm"),
-        "Temperature": _o(min=20, max=22, decimals=1, unit="°C"),
-        "Imbalance": _o(min=0.0, max=0.8, decimals=2, unit="g"),
+        "speed_rpm": _o(from_input=["speed_rpm", "speed", "rpm"], spread=0.002, min=2000,
+                        max=2000, decimals=0, unit="rpm"),
+        "temperature": _o(min=20, max=22, decimals=1, unit="°C"),
+        "imbalance_g": _o(min=0.0, max=0.8, decimals=2, unit="g"),
     },
-    "Decapper.Decap": {"TubesDecapped": _o(type="integer", from_input="TubeCount", min=24, max=96)},
-    "Decapper.Recap": {"TubesRecapped": _o(type="integer", from_input="TubeCount", min=24, max=96)},
+    "Decapper.Decap": {
+        "tubes_decapped": _o(type="integer", from_input=["tube_count", "tubes"], min=96, max=96),
+    },
+    "Decapper.Recap": {
+        "tubes_recapped": _o(type="integer", from_input=["tube_count", "tubes"], min=96, max=96),
+    },
     "BarcodeReader.Scan": {
-        "Barcode": _o(type="string", choices=["PLT-000142", "PLT-000143", "PLT-000144"]),
+        "barcode": _o(type="string", choices=["PLT-000142", "PLT-000143", "PLT-000144"]),
     },
 }
 """Built-in plausible outputs by capability, used when the workcell declares none."""
 
 
+def _key(name: str) -> str:
+    return "".join(c for c in name.lower() if c.isalnum())
+
+
+def order_inputs(order: Order) -> dict[str, Any]:
+    """The order's input values (typed), keyed by name without case, ``_`` or spaces."""
+    return {_key(p.name): p.typed_value for p in order.inputParameters}
+
+
+def _lookup(inputs: Mapping[str, Any], names: list[str] | None) -> Any:
+    for name in names or ():
+        value = inputs.get(_key(name))
+        if value is not None and value != "":
+            return value
+    return None
+
+
 def generate_outputs(capability: str, spec: CapabilitySpec, order: Order,
                      rng: random.Random) -> dict[str, Any]:
     """Output parameters of one simulated run: the spec's outputs (or the built-in ones for
-    well-known commands) plus ``Success: True``."""
+    well-known commands) plus ``Success: True``. A string output echoing an input the order
+    does not have is left out."""
     specs = spec.outputs if spec.outputs is not None else DEFAULT_OUTPUTS.get(capability, {})
+    inputs = order_inputs(order)
     out: dict[str, Any] = {}
     reductions = []
     for name, o in specs.items():
         if o.of is not None:
             reductions.append((name, o))
         else:
-            out[name] = _value(o, order, rng)
+            value = _value(o, inputs, rng)
+            if value is not None:  # e.g. an echo of an input the order does not have
+                out[name] = value
     for name, o in reductions:
         values = out.get(o.of or "")
         if isinstance(values, list) and values:
@@ -132,13 +163,12 @@ def generate_outputs(capability: str, spec: CapabilitySpec, order: Order,
     return out
 
 
-def _value(o: OutputSpec, order: Order, rng: random.Random) -> Any:
+def _value(o: OutputSpec, inputs: Mapping[str, Any], rng: random.Random) -> Any:
     if o.value is not None:
         return o.value
-    if o.from_input is not None:
-        given = order.get_input_parameter_value(o.from_input)
-        if given is not None and given != "":
-            return _scatter(o, given, rng)
+    given = _lookup(inputs, o.from_input)
+    if given is not None:
+        return _scatter(o, given, rng)
     if o.choices:
         return rng.choice(o.choices)
     if o.type == "list":
@@ -146,7 +176,7 @@ def _value(o: OutputSpec, order: Order, rng: random.Random) -> Any:
     if o.type == "boolean":
         return True
     if o.type == "string":
-        return ""
+        return None
     return _number(o, rng)
 
 
@@ -421,12 +451,13 @@ class SimulatedDriver:
 
     def _nominal(self, spec: CapabilitySpec, order: Order) -> float:
         if spec.duration_input:
-            given = order.get_input_parameter_value(spec.duration_input)
-            if given is not None and given != "":
+            given = _lookup(order_inputs(order), spec.duration_input)
+            if given is not None:
                 try:
                     return parse_duration(given)
                 except DurationError as exc:
-                    raise DriverError(f"{self.instrument_id}: input {spec.duration_input}: {exc}",
+                    raise DriverError(f"{self.instrument_id}: order {order.identifier}: input "
+                                      f"{'/'.join(spec.duration_input)}: {exc}",
                                       code="InvalidParameter",
                                       instrument_id=self.instrument_id) from None
         return spec.duration
