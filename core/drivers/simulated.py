@@ -253,11 +253,8 @@ class SimulatedDriver:
             faults = FaultSpec.parse(faults)
         if isinstance(faults, FaultSpec):
             faults = faults.for_instrument(config.id, base)
-        self._faults = faults or base
-        self._fail_next = self._faults.fail_next
-        self._unknown_next = self._faults.unknown_next
-        self._connect_fail = self._faults.connect_fail
-        self._disconnect_in = self._faults.disconnect_after
+        self._faults = Faults()
+        self.inject(faults or base)
         self._runs: dict[str, _Run] = {}
         self._connected = False
         self._connecting = False
@@ -276,14 +273,20 @@ class SimulatedDriver:
     def inject(self, faults: Faults | None = None, **changes: Any) -> Faults:
         """Replace the faults in force (``faults``) or change some (``fail_next=2``).
 
-        Counters (``fail_next``, ``unknown_next``, ``connect_fail``, ``disconnect_after``)
-        restart from the new values. Returns the faults now in force.
+        The countdowns (``fail_next``, ``unknown_next``, ``connect_fail``,
+        ``disconnect_after``) restart for the fields given (all of them when ``faults`` is
+        given); the others keep counting. Returns the faults now in force.
         """
         self._faults = replace(faults or self._faults, **changes)
-        self._fail_next = self._faults.fail_next
-        self._unknown_next = self._faults.unknown_next
-        self._connect_fail = self._faults.connect_fail
-        self._disconnect_in = self._faults.disconnect_after
+        given = set(changes) if faults is None else None
+        if given is None or "fail_next" in given:
+            self._fail_next = self._faults.fail_next
+        if given is None or "unknown_next" in given:
+            self._unknown_next = self._faults.unknown_next
+        if given is None or "connect_fail" in given:
+            self._connect_fail = self._faults.connect_fail
+        if given is None or "disconnect_after" in given:
+            self._disconnect_in = self._faults.disconnect_after
         return self._faults
 
     # ------------------------------------------------------------------ Driver protocol
