@@ -6,8 +6,12 @@ VENV := .venv
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 ARGS ?=
 PYTEST_ARGS ?=
+# Biosero's own client (biosero-data-models), in its own venv: its pins clash with ours. The
+# Data Services tests drive the embedded server with it.
+BDM_VENV := .bdm-venv
+BDM_STAMP := $(BDM_VENV)/.installed-biosero-data-models-0.2.9
 
-.PHONY: run test bench lint clean
+.PHONY: run test bench lint clean bdm-venv
 
 $(STAMP): pyproject.toml
 	bash .ci/system-deps
@@ -17,10 +21,18 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
+$(BDM_STAMP):
+	rm -rf $(BDM_VENV)
+	$(PY) -m venv $(BDM_VENV)
+	$(BDM_VENV)/bin/python -m pip install -q biosero-data-models==0.2.9
+	touch $(BDM_STAMP)
+
+bdm-venv: $(BDM_STAMP)
+
 run: $(STAMP)
 	$(VENV)/bin/labconsole $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(BDM_STAMP)
 	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -1,0 +1,139 @@
+"""Where Data Services is: the URL, configured the way Biosero sites do it.
+
+Sources, first found wins:
+
+1. the ``--data-services-url`` command-line flag;
+2. the ``LABCONSOLE_DATA_SERVICES_URL`` environment variable;
+3. ``config.ini``::
+
+       [DATA SERVICES]
+       url = http://10.0.0.234:8105
+
+A URL must be ``http`` or ``https`` with a host, and an origin only (no path, query or user
+info): clients append ``/api/v2.0/...`` to it, and biosero-data-models needs a bare origin.
+A bad value raises :class:`~core.errors.ConfigError` naming where it came from: the flag, the
+variable, or the file, ``DATA SERVICES.url`` and the line.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from core.errors import ConfigError
+
+URL_FLAG = "--data-services-url"
+URL_ENV = "LABCONSOLE_DATA_SERVICES_URL"
+SECTION = "DATA SERVICES"
+KEY = "url"
+FIELD = f"{SECTION}.{KEY}"
+
+
+@dataclass(frozen=True)
+class DataServicesSettings:
+    """The resolved URL and where it came from (for status messages and errors)."""
+
+    url: str
+    source: str
+    """``--data-services-url``, ``LABCONSOLE_DATA_SERVICES_URL`` or ``<file>:<line>``."""
+
+
+def check_url(text: str) -> str:
+    """Return ``text`` as a normalised origin (``http://host:port``), or raise ValueError saying why."""
+    value = text.strip()
+    if not value:
+        raise ValueError("is empty; expected e.g. http://10.0.0.234:8105")
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError(f"{text!r} is not an http:// or https:// URL "
+                         "(expected e.g. http://10.0.0.234:8105)")
+    if not parts.hostname:
+        raise ValueError(f"{text!r} has no host (expected e.g. http://10.0.0.234:8105)")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{text!r} has an invalid port (expected 1-65535)") from None
+    if port == 0:
+        raise ValueError(f"{text!r} has port 0 (expected 1-65535)")
+    if parts.username or parts.password:
+        raise ValueError(f"{text!r} contains user info; Data Services takes no credentials in the URL")
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        raise ValueError(f"{text!r} has a path, query or fragment; give only the origin, e.g. "
+                         f"{parts.scheme}://{parts.netloc}")
+    return f"{parts.scheme.lower()}://{parts.netloc}"
+
+
+def url_from_ini(path: str | os.PathLike[str]) -> DataServicesSettings | None:
+    """The ``[DATA SERVICES] url`` of a config.ini, or None if the file, section or key is absent."""
+    file = Path(path)
+    if not file.exists():
+        return None
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError.at(f"cannot read config file: {exc}", file=file) from None
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read_string(text, source=str(file))
+    except configparser.MissingSectionHeaderError as exc:
+        raise ConfigError.at("the file must start with a [SECTION] header such as "
+                             f"[{SECTION}]", file=file, line=exc.lineno) from None
+    except configparser.ParsingError as exc:
+        line, content = exc.errors[0] if exc.errors else (None, "")
+        raise ConfigError.at(f"cannot parse line {content!s} (expected 'key = value')",
+                             file=file, line=line) from None
+    except configparser.DuplicateOptionError as exc:
+        raise ConfigError.at(f"'{exc.option}' is given twice in [{exc.section}]", file=file,
+                             field=f"{exc.section}.{exc.option}", line=exc.lineno) from None
+    except configparser.Error as exc:
+        raise ConfigError.at(str(exc), file=file) from None
+    section = next((s for s in parser.sections() if s.strip().upper() == SECTION), None)
+    if section is None or not parser.has_option(section, KEY):
+        return None
+    line = _line_of(text, section, KEY)
+    try:
+        url = check_url(parser.get(section, KEY))
+    except ValueError as exc:
+        raise ConfigError.at(f"Data Services URL {exc}", file=file, field=FIELD, line=line) from None
+    return DataServicesSettings(url, f"{file}:{line}" if line else str(file))
+
+
+def resolve_url(flag: str | None = None, *, config_file: str | os.PathLike[str] | None = None,
+                environ: Mapping[str, str] | None = None) -> DataServicesSettings | None:
+    """The Data Services URL from flag, environment or config.ini (in that order), or None."""
+    env = os.environ if environ is None else environ
+    if flag is not None:
+        return DataServicesSettings(_checked(flag, URL_FLAG), URL_FLAG)
+    if env.get(URL_ENV) is not None:
+        return DataServicesSettings(_checked(env[URL_ENV], URL_ENV), URL_ENV)
+    if config_file is not None:
+        return url_from_ini(config_file)
+    return None
+
+
+def _checked(value: str, field: str) -> str:
+    try:
+        return check_url(value)
+    except ValueError as exc:
+        raise ConfigError.at(f"Data Services URL {exc}", field=field) from None
+
+
+def _line_of(text: str, section: str, key: str) -> int | None:
+    """1-based line of ``key`` inside ``[section]`` (configparser keeps no line numbers)."""
+    inside = False
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line.startswith("[") and line.endswith("]"):
+            inside = line[1:-1].strip().upper() == section.strip().upper()
+        elif inside and line and line[0] not in "#;":
+            name = line.split("=", 1)[0].split(":", 1)[0].strip()
+            if name.lower() == key.lower():
+                return number
+    return None
+
+
+__all__ = ["DataServicesSettings", "URL_ENV", "URL_FLAG", "check_url", "resolve_url", "url_from_ini"]
