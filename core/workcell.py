@@ -531,6 +531,8 @@ def _problems(exc: ValidationError, doc: Document, prefix: tuple[str | int, ...]
                                             else "")
         elif kind == "missing":
             msg = f"missing required key {str(loc[-1])!r}" if loc else "missing"
+        elif kind == "too_short":
+            msg = "must not be empty" if err.get("ctx", {}).get("min_length") == 1 else msg
         elif kind in ("value_error", "assertion_error"):
             msg = msg.split(", ", 1)[1] if ", " in msg else msg
         elif "input" in err and not isinstance(err["input"], dict | list):
