@@ -1,11 +1,28 @@
-"""Command line: ``labconsole`` opens the console; subcommands work headless on the same store."""
+"""Command line: ``labconsole`` opens the console; subcommands work headless on the same store.
+
+    labconsole [--data-dir D] [--demo-orders N]          the console window
+    labconsole demo-orders N                             fill the store with demo orders
+    labconsole templates validate FILE...                check template files (file:line: field: problem)
+    labconsole templates publish FILE...                 publish them as new versions
+    labconsole templates list                            published templates and versions
+    labconsole workflow run NAME --input JSON [--wait]   start a run
+    labconsole workflow status ID                        progress of a run
+    labconsole workflow list [--status S]                runs, newest first
+    labconsole workflow terminate ID --reason R          cancel a run
+    labconsole workflow retry ID [--wait]                retry the failed steps of a run
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from core.errors import LabconsoleError
 
@@ -18,11 +35,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--demo-orders", type=int, default=0, metavar="N",
                         help="fill the store with about N demo orders before opening the window")
     sub = parser.add_subparsers(dest="command")
-    gui = sub.add_parser("gui", help="open the console window (the default)")
-    gui.set_defaults(command="gui")
+    sub.add_parser("gui", help="open the console window (the default)")
     demo = sub.add_parser("demo-orders", help="fill the store with about N demo orders, headless")
     demo.add_argument("count", type=int)
     demo.add_argument("--seed", type=int, default=7)
+
+    templates = sub.add_parser("templates", help="workflow templates").add_subparsers(dest="action", required=True)
+    validate = templates.add_parser("validate", help="check template files; exit 1 if any is bad")
+    validate.add_argument("files", nargs="+", type=Path)
+    publish = templates.add_parser("publish", help="publish template files as new versions")
+    publish.add_argument("files", nargs="+", type=Path)
+    templates.add_parser("list", help="published templates")
+
+    workflow = sub.add_parser("workflow", help="workflow runs").add_subparsers(dest="action", required=True)
+    run = workflow.add_parser("run", help="start a run of a published template")
+    run.add_argument("name")
+    run.add_argument("--input", default="{}", help="inputs as a JSON object")
+    run.add_argument("--priority", type=int, default=50)
+    run.add_argument("--version", type=int, default=None)
+    run.add_argument("--wait", action="store_true", help="execute now and wait for the end")
+    status = workflow.add_parser("status", help="progress of a run")
+    status.add_argument("id")
+    listing = workflow.add_parser("list", help="runs, newest first")
+    listing.add_argument("--status")
+    listing.add_argument("--template")
+    listing.add_argument("--limit", type=int, default=50)
+    terminate = workflow.add_parser("terminate", help="cancel a run")
+    terminate.add_argument("id")
+    terminate.add_argument("--reason", required=True)
+    retry = workflow.add_parser("retry", help="retry the failed steps of a run")
+    retry.add_argument("id")
+    retry.add_argument("--wait", action="store_true")
     return parser
 
 
@@ -33,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.setswitchinterval(0.001)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.command == "templates" and args.action == "validate":
+            return _validate(args.files)
         from core.store import resolve_data_dir
 
         data_dir = resolve_data_dir(args.data_dir)
@@ -48,10 +93,106 @@ def main(argv: Sequence[str] | None = None) -> int:
                 made = demo.generate(store, args.count, seed=args.seed)
             print(f"{made} demo orders written to {store.path}")
             return 0
+        return asyncio.run(_headless(args, data_dir))
     except LabconsoleError as exc:
         print(f"labconsole: {exc}", file=sys.stderr)
         return 2
+
+
+def _validate(files: list[Path]) -> int:
+    from core.templates import load_template
+
+    bad = 0
+    for path in files:
+        try:
+            t = load_template(path)
+        except LabconsoleError as exc:
+            bad += 1
+            print(exc)
+        else:
+            print(f"{path}: ok ({t.name}, {len(t.steps)} steps)")
+    return 1 if bad else 0
+
+
+async def _headless(args: argparse.Namespace, data_dir: Path) -> int:
+    from core.runtime import Runtime
+
+    runtime = Runtime.build(data_dir)
+    try:
+        # The console executes runs; the command line only executes the run it waits for.
+        await runtime.start(execute=False)
+        engine = runtime.engine
+        if args.command == "templates":
+            if args.action == "publish":
+                from core.templates import load_template
+
+                for path in args.files:
+                    t = await engine.publish(load_template(path))
+                    print(f"{t.name}: version {t.version}")
+            else:
+                for t in engine.templates.latest():
+                    print(f"{t.name}  v{t.version}  {len(t.steps)} steps  {', '.join(t.tags)}")
+            return 0
+        if args.action == "run":
+            try:
+                inputs = json.loads(args.input)
+            except json.JSONDecodeError as exc:
+                print(f"labconsole: --input is not JSON: {exc.msg} (column {exc.colno})", file=sys.stderr)
+                return 2
+            if not isinstance(inputs, dict):
+                print("labconsole: --input must be a JSON object", file=sys.stderr)
+                return 2
+            run_id = await engine.create_instance(args.name, inputs, priority=args.priority,
+                                                  version=args.version)
+            print(run_id)
+            if args.wait:
+                await engine.execute_workflow(run_id, async_execution=False)
+                _print_progress(engine.get_workflow_progress(run_id))
+                return 0 if engine.run_status(run_id).value == "completed" else 1
+            return 0
+        if args.action == "status":
+            _print_progress(engine.get_workflow_progress(args.id))
+            return 0
+        if args.action == "list":
+            rows, total = engine.query_instances(status=args.status, template=args.template, limit=args.limit)
+            for r in rows:
+                print(f"{r['id']}  {r['status']:<10} {r['template_name']} v{r['template_version']}  "
+                      f"priority {r['priority']}  {_when(r['created_at'])}")
+            print(f"{len(rows)} of {total} runs")
+            return 0
+        if args.action == "terminate":
+            await engine.cancel(args.id, reason=args.reason)
+            print(f"{args.id}: cancelled")
+            return 0
+        if args.action == "retry":
+            inst = engine.get_instance(args.id)
+            failed = [s["id"] for s in inst["steps"] if s["status"] in ("failed", "unknown", "cancelled")]
+            if not failed:
+                print(f"labconsole: run {args.id} has no failed step to retry", file=sys.stderr)
+                return 2
+            for step in failed:
+                await engine.retry_step(args.id, step, reason="retry from the command line")
+            if args.wait:
+                await engine.wait(args.id)
+            else:
+                print("the console continues the run when it next looks at the store")
+            _print_progress(engine.get_workflow_progress(args.id))
+            return 0
+    finally:
+        await runtime.close()
     return 1
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def _print_progress(p: dict[str, Any]) -> None:
+    print(f"{p['workflow_id']}: {p['status']}, {p['progress']}% ({p['completed_tasks']}/{p['total_tasks']} "
+          f"steps), recovery {p['recovery_attempts']}/{p['max_recovery_attempts']}")
+    for t in p["tasks"]:
+        err = f"  {t['error_message']}" if t["error_message"] else ""
+        print(f"  {t['id']:<16} {t['status']:<10} {t['type']:<28} retries {t['retry_count']}{err}")
 
 
 if __name__ == "__main__":

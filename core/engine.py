@@ -389,11 +389,36 @@ class Engine:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
-        """Start the timer and resume whatever was in flight when the console last stopped."""
+    async def start(self, *, resume: bool = True) -> None:
+        """Start the timer and (``resume``) whatever was in flight when the console last stopped."""
         if self._timer_task is None:
             self._timer_task = asyncio.create_task(self._timer_loop(), name="engine-timers")
-        await self.recover_in_flight()
+        if resume:
+            await self.recover_in_flight()
+
+    async def sync_with_store(self) -> tuple[list[str], list[str]]:
+        """Pick up changes other processes made to the store (the command line, Data Services).
+
+        Runs created elsewhere and still pending are started; runs this engine is executing that
+        were cancelled elsewhere are stopped. Returns (started, stopped) run ids. Cheap: two
+        indexed queries.
+        """
+        rows = await self.store.read(lambda c: c.execute(
+            "SELECT run_id, status FROM runs WHERE status IN ('pending', 'cancelled') "
+            "ORDER BY created").fetchall())
+        started, stopped = [], []
+        for run_id, status in rows:
+            run = self._runs.get(run_id)
+            if status == "pending" and run is None:
+                await self.recover_in_flight(only=run_id)
+                started.append(run_id)
+            elif status == "cancelled" and run is not None and run.status not in RUN_FINAL:
+                why = "Canceled outside the console"
+                run.error = why
+                await self._abort_rest(run, why)
+                await self._finish(run, RunStatus.CANCELLED, why)
+                stopped.append(run_id)
+        return started, stopped
 
     async def close(self) -> None:
         """Stop timers and detach from running steps (their state stays in the store)."""
@@ -539,7 +564,7 @@ class Engine:
 
     async def execute_workflow(self, instance_id: str, async_execution: bool = True) -> RunStatus:
         """Start a created run. With ``async_execution=False`` wait until it ends."""
-        run = self._run(instance_id)
+        run = await self._reopen(instance_id)
         if run.status is RunStatus.PENDING:
             run.started = self.clock.now()
             if run.template.default_timeout:
@@ -563,7 +588,7 @@ class Engine:
 
     async def wait(self, run_id: str, timeout: float | None = None) -> RunStatus:
         """Wait (real time) until the run ends or pauses for the operator."""
-        run = self._run(run_id)
+        run = await self._reopen(run_id)
         if timeout is None:
             await run.done.wait()
         else:
@@ -934,7 +959,7 @@ class Engine:
     async def cancel(self, run_id: str, *, who: str | None = None, reason: str | None = None) -> RunStatus:
         """Cancel a run: stop running steps on their instruments, cancel the rest."""
         who = who or os_user()
-        run = self._run(run_id)
+        run = await self._reopen(run_id)
         if run.status in RUN_FINAL:
             raise IllegalTransitionError(f"run {run_id}", run.status.value, RunStatus.CANCELLED.value)
         why = f"Canceled by {who}" + (f": {reason}" if reason else "")
@@ -947,7 +972,7 @@ class Engine:
     async def cancel_step(self, run_id: str, step_id: str, *, who: str | None = None,
                           reason: str | None = None) -> StepStatus:
         who = who or os_user()
-        run = self._run(run_id)
+        run = await self._reopen(run_id)
         state = self._step(run, step_id)
         if state.status in STEP_FINAL:
             raise IllegalTransitionError(f"step {step_id} of {run_id}", state.status.value, "cancelled")
@@ -966,7 +991,7 @@ class Engine:
     async def pause(self, run_id: str, *, who: str | None = None, reason: str | None = None) -> RunStatus:
         """No new step starts; running steps finish."""
         who = who or os_user()
-        run = self._run(run_id)
+        run = await self._reopen(run_id)
         if run.status in RUN_FINAL or run.paused:
             raise IllegalTransitionError(f"run {run_id}", run.status.value, RunStatus.PAUSED.value)
         run.paused = True
@@ -976,7 +1001,7 @@ class Engine:
 
     async def resume(self, run_id: str, *, who: str | None = None, reason: str | None = None) -> RunStatus:
         who = who or os_user()
-        run = self._run(run_id)
+        run = await self._reopen(run_id)
         if run.status is not RunStatus.PAUSED:
             raise IllegalTransitionError(f"run {run_id}", run.status.value, RunStatus.RUNNING.value)
         blocked = [s.step.id for s in run.steps.values() if s.status is StepStatus.UNKNOWN]
@@ -1105,11 +1130,11 @@ class Engine:
 
     # ------------------------------------------------------------------ crash recovery
 
-    async def recover_in_flight(self) -> list[str]:
-        """Resume every run the store says was not finished. Returns their ids."""
+    async def recover_in_flight(self, only: str | None = None) -> list[str]:
+        """Resume every run the store says was not finished (or just ``only``). Returns their ids."""
         rows = await self.store.read(lambda c: c.execute(
             "SELECT run_id FROM runs WHERE status IN ('pending', 'running', 'paused', 'recovering') "
-            "ORDER BY created").fetchall())
+            + ("AND run_id = ? " if only else "") + "ORDER BY created", (only,) if only else ()).fetchall())
         resumed = []
         for (run_id,) in rows:
             if run_id in self._runs:
@@ -1119,13 +1144,15 @@ class Engine:
                 continue
             resumed.append(run_id)
             unknown = False
+            rerun: list[_StepState] = []
             for state in run.steps.values():
                 if state.status is StepStatus.QUEUED:
                     await self._set_step(run, state, StepStatus.PENDING, "Requeued after restart")
                 elif state.status is StepStatus.RUNNING:
-                    if state.step.idempotent:
+                    if state.step.idempotent or state.step.is_builtin:
                         await self._set_step(run, state, StepStatus.PENDING,
                                              "Re-run after restart (idempotent step)")
+                        rerun.append(state)
                     else:
                         state.error = ("outcome unknown: the console stopped while this step was executing "
                                        f"on {state.instrument or 'its instrument'}")
@@ -1143,6 +1170,8 @@ class Engine:
                 await self._set_run(run, RunStatus.PAUSED, "waiting for the operator after a restart: "
                                     "a step's outcome is unknown", who=ENGINE)
                 run.done.set()
+                for state in rerun:  # interrupted idempotent steps finish what they had started
+                    await self._start_attempt(run, state)
             elif run.status is RunStatus.PENDING:
                 await self.execute_workflow(run_id)
             elif not run.paused:

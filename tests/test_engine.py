@@ -291,3 +291,25 @@ def test_versions_are_immutable_and_runs_record_theirs(data_dir):
     assert kit.engine.get_instance(r2)["template_version"] == 2 and len(kit.steps(r2)) == 2
     assert kit.engine.templates.get("V", 1).steps == v1.steps
     assert RunStatus.COMPLETED.value == kit.engine.get_instance(r2)["status"]
+
+
+def test_console_picks_up_runs_created_and_cancelled_elsewhere(data_dir):
+    from core.engine import Engine
+
+    async def scenario(kit):
+        await kit.publish(template("Long", [{"id": "a", "kind": "X.Y"}, {"id": "b", "kind": "X.Y", "depends_on": ["a"]}]))
+        other = Engine(kit.core, kit.executor, clock=kit.clock)  # e.g. the command line
+        run_id = await other.create_instance("Long", {})
+        started, _ = await kit.engine.sync_with_store()
+        await kit.clock.advance(10)
+        running = kit.steps(run_id)["a"]["status"]
+        await other.cancel(run_id, who="cli", reason="not needed")
+        _, stopped = await kit.engine.sync_with_store()
+        await kit.clock.advance(100)
+        return run_id, started, running, stopped, kit
+
+    run_id, started, running, stopped, kit = run_kit(data_dir, scenario, durations={"*": 60})
+    assert started == [run_id] and running == "running" and stopped == [run_id]
+    assert kit.engine.run_status(run_id) is RunStatus.CANCELLED
+    assert [c.step_id for c in kit.executor.calls] == ["a"]  # b never started
+    assert kit.executor.cancelled  # the instrument was asked to stop a

@@ -1,0 +1,62 @@
+"""The headless command line against a real store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = """name: Quick
+inputs: [{name: n, type: integer}]
+definition:
+  steps:
+    - {id: a, kind: noop}
+    - {id: b, kind: noop, depends_on: [a], condition: "input_data['n'] > 1"}
+"""
+
+
+def lc(*args: str, data_dir: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, LABCONSOLE_DATA_DIR=str(data_dir), PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-m", "console", *args], capture_output=True, text=True,
+                            env=env, timeout=120, cwd=ROOT)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_validate_reports_each_bad_file_with_lines(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: B\ndefinition:\n  steps:\n    - {id: a, kind: noop, depends_on: [zz]}\n")
+    good = ROOT / "resources" / "templates" / "elisa_readout.yaml"
+    result = lc("templates", "validate", str(good), str(bad), data_dir=tmp_path, check=False)
+    assert result.returncode == 1
+    assert f"{good}: ok (ELISA Readout, 6 steps)" in result.stdout
+    assert "bad.yaml:4: definition.steps[0].depends_on[0]: depends on unknown step 'zz'" in result.stdout
+
+
+def test_run_status_list_terminate(tmp_path):
+    quick = tmp_path / "quick.yaml"
+    quick.write_text(QUICK)
+    assert "Quick: version 1" in lc("templates", "publish", str(quick), data_dir=tmp_path).stdout
+    done = lc("workflow", "run", "Quick", "--input", '{"n": 1}', "--wait", data_dir=tmp_path).stdout
+    run_id = done.splitlines()[0]
+    assert f"{run_id}: completed, 100% (2/2 steps)" in done
+    assert "b                skipped" in done
+    pending = lc("workflow", "run", "Quick", "--input", '{"n": 2}', data_dir=tmp_path).stdout.strip()
+    listing = lc("workflow", "list", data_dir=tmp_path).stdout
+    assert "2 of 2 runs" in listing and run_id in listing
+    # the second run was created by a process that exited; the next one resumes it
+    status = lc("workflow", "status", pending, data_dir=tmp_path).stdout
+    assert f"{pending}: pending, 0%" in status  # the command line never executes other runs
+    assert "wrong plate" not in status
+    result = lc("workflow", "terminate", pending, "--reason", "wrong plate", data_dir=tmp_path)
+    assert f"{pending}: cancelled" in result.stdout
+    assert f"{pending}: cancelled" in lc("workflow", "status", pending, data_dir=tmp_path).stdout
+    again = lc("workflow", "terminate", pending, "--reason", "again", data_dir=tmp_path, check=False)
+    assert again.returncode == 2 and "illegal transition cancelled -> cancelled" in again.stderr
+    bad = lc("workflow", "run", "Nope", data_dir=tmp_path, check=False)
+    assert bad.returncode == 2 and "no template 'Nope'" in bad.stderr
+    bad_input = lc("workflow", "run", "Quick", "--input", '{"n": "x"}', data_dir=tmp_path, check=False)
+    assert bad_input.returncode == 2 and "inputs of Quick: n: invalid literal for int()" in bad_input.stderr
