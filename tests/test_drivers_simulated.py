@@ -229,6 +229,20 @@ def test_cancelling_the_callers_task_is_not_turned_into_order_cancelled():
     arun(scenario)
 
 
+def test_cancel_then_caller_cancels_its_task_too():
+    """The engine's way: driver.cancel() first, then cancel its own task. It sees CancelledError."""
+    async def scenario():
+        clock, driver = await connected()
+        task = asyncio.ensure_future(driver.execute(order("O1"), no_progress))
+        await clock.advance(10)
+        assert await driver.cancel("O1")
+        task.cancel()
+        await clock.settle()
+        assert task.cancelled()
+        assert (await driver.status()).running == []
+    arun(scenario)
+
+
 def test_heartbeat_and_last_heartbeat():
     async def scenario():
         clock, driver = await connected(instrument(options={"heartbeat_latency": "20ms"}))

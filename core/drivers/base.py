@@ -261,7 +261,8 @@ class Driver(Protocol):
             OutcomeUnknown: the link dropped after the command was sent.
             UnsupportedCapability: the instrument has no such command.
             DriverError: the instrument reported an error (``code`` says which).
-            asyncio.CancelledError: the caller cancelled its own task; nothing is reported.
+            asyncio.CancelledError: the caller cancelled its own task (also when it called
+                :meth:`cancel` first); the caller's cancellation always wins.
         """
         ...
 
@@ -269,7 +270,8 @@ class Driver(Protocol):
         """Ask the instrument to stop the running order ``order_id``.
 
         Returns True if the instrument confirmed it will stop (the pending :meth:`execute` then
-        raises :class:`OrderCancelled` promptly), False if it cannot cancel or the order is not
+        raises :class:`OrderCancelled` promptly, or ``CancelledError`` if the caller also
+        cancelled the task running it), False if it cannot cancel or the order is not
         running there (the engine then stops waiting and may flag the instrument for an
         operator).
         """

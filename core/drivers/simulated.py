@@ -364,8 +364,8 @@ class SimulatedDriver:
         except asyncio.CancelledError:
             if run.interrupt is None:
                 raise
-            if run.task is not None:
-                run.task.uncancel()
+            if run.task is not None and run.task.uncancel() > 0:
+                raise  # the caller cancelled its task as well: its cancellation wins
             raise run.interrupt from None
         finally:
             del self._runs[order_id]
