@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import uuid
 from collections.abc import Iterable, Mapping
@@ -205,11 +206,21 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.
 _RETRY_STATUS = frozenset({502, 503, 504})
 
 
+def _os_error(exc: BaseException) -> str | None:
+    """The operating system's reason inside an httpx error chain (e.g. "Connection refused")."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return f"{os.strerror(seen.errno)} [errno {seen.errno}]"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _describe(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, httpx.ConnectTimeout):
         return "connection timed out (host unreachable or not answering)"
     if isinstance(exc, httpx.ConnectError):
-        return f"cannot connect: {exc or type(exc).__name__}"
+        return f"cannot connect: {_os_error(exc) or exc or type(exc).__name__}"
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
         return f"no answer within {timeout:g} s"
     if isinstance(exc, httpx.RemoteProtocolError):
@@ -565,8 +576,13 @@ def create_body(order: Order) -> dict[str, Any]:
     wire = order.to_wire()
     body: dict[str, Any] = {key: wire[key] for key in (
         "parentIdentifier", "runAfterIdentifier", "restrictToModuleIds",
-        "moduleRestrictionStrategy", "createdBy", "notes", "templateName", "inputParameters",
-        "outputParameters", "schedulingStrategy", "priority") if wire.get(key) is not None}
+        "moduleRestrictionStrategy", "createdBy", "notes", "templateName",
+        "schedulingStrategy", "priority") if wire.get(key) is not None}
+    # Only what the caller set on each parameter: the server takes the rest (valueType, unit ...)
+    # from the template, as it does for the {name, value} pairs other clients send.
+    for key in ("inputParameters", "outputParameters"):
+        body[key] = [{"name": p.name, "value": p.value,
+                      **p.model_dump(mode="json", exclude_unset=True)} for p in getattr(order, key)]
     if order.identifier:
         body["identifier"] = order.identifier
     if order.scheduledStartTime is not None:
