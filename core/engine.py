@@ -339,6 +339,17 @@ class _Run:
     deadline: float | None = None
     timer: _Timer | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    unfinished: int = 0
+    """Steps not in a final state (kept up to date by Engine._set_steps)."""
+    children: dict[str, list[str]] = field(default_factory=dict)
+
+    def index(self) -> None:
+        """Compute the dependants map and the unfinished count from the steps."""
+        self.children = {}
+        for sid, state in self.steps.items():
+            for dep in state.step.depends_on:
+                self.children.setdefault(dep, []).append(sid)
+        self.unfinished = sum(1 for s in self.steps.values() if s.status not in STEP_FINAL)
 
     @property
     def context(self) -> dict[str, Any]:
@@ -557,6 +568,7 @@ class Engine:
         run = _Run(run_id, template, inputs, priority, created=now)
         for (order, _row), s in zip(made[1:], template.steps, strict=True):
             run.steps[s.id] = _StepState(s, order.identifier or "")
+        run.index()
         self._runs[run_id] = run
         self.core.bus.publish(RunChanged(run_id=run_id, template_name=template.name,
                                          template_version=template.version, status=run.status.value))
@@ -603,19 +615,25 @@ class Engine:
 
     # ------------------------------------------------------------------ scheduling steps
 
-    async def _advance(self, run: _Run) -> None:
-        """Start every step whose dependencies are met; finish the run when nothing is left."""
+    async def _advance(self, run: _Run, after: _StepState | None = None) -> None:
+        """Start every step whose dependencies are met; finish the run when nothing is left.
+
+        With ``after`` only that step's dependants are looked at (a completion cannot make any
+        other step ready), so a wide fan-out costs O(n), not O(n²).
+        """
         if self._closing or run.status in RUN_FINAL:
             return
-        progressed = True
-        while progressed:
-            progressed = False
-            for state in list(run.steps.values()):
+        candidates = [run.steps[c] for c in run.children.get(after.step.id, ())] if after else \
+            list(run.steps.values())
+        while candidates:
+            to_start: list[_StepState] = []
+            changed: list[_StepState] = []
+            for state in candidates:
                 if state.status is not StepStatus.PENDING or state.step.id in run.template.handler_steps \
                         and state.handler_for is None:
                     continue
                 if run.paused or run.status is RunStatus.PAUSED:
-                    return
+                    break
                 deps = [run.steps[d] for d in state.step.depends_on]
                 if any(d.status in (StepStatus.FAILED, StepStatus.CANCELLED, StepStatus.UNKNOWN) for d in deps):
                     if run.template.failure_policy is FailurePolicy.CONTINUE or any(
@@ -623,7 +641,7 @@ class Engine:
                         blocker = next(d for d in deps if d.status not in DONE_OK)
                         await self._set_step(run, state, StepStatus.SKIPPED,
                                              f"Skipped: upstream step '{blocker.step.id}' {blocker.status.value}")
-                        progressed = True
+                        changed.append(state)
                     continue
                 if not all(d.status in DONE_OK for d in deps):
                     continue
@@ -633,27 +651,49 @@ class Engine:
                                       input_data=run.input_data, context=run.context)
                     except ConditionError as exc:
                         await self._fail_for_good(run, state, StepFailure(str(exc), "ConditionError", False))
-                        progressed = True
                         continue
                     if not ok:
                         await self._set_step(run, state, StepStatus.SKIPPED,
                                              f"Skipped: condition is false: {state.step.condition}")
-                        progressed = True
+                        changed.append(state)
                         continue
-                await self._start_attempt(run, state)
+                to_start.append(state)
+            if to_start:
+                await self._start_attempts(run, to_start)
+            # skipped steps satisfy their dependants: look at those next
+            candidates = [run.steps[c] for st in changed for c in run.children.get(st.step.id, ())]
         await self._maybe_finish(run)
 
     async def _start_attempt(self, run: _Run, state: _StepState) -> None:
+        await self._start_attempts(run, [state])
+
+    async def _start_attempts(self, run: _Run, states: list[_StepState]) -> None:
+        """Queue the next attempt of each step: one transaction for all, then call the executor."""
         ready_at = self.clock.now()
-        state.attempt += 1
-        state.next_attempt_at = None
-        try:
-            params = self._resolve_parameters(run, state.step)
-        except StepFailure as failure:
-            await self._fail_for_good(run, state, failure)
+        batch: list[tuple[_StepState, StepRequest]] = []
+        for state in states:
+            state.attempt += 1
+            state.next_attempt_at = None
+            try:
+                params = self._resolve_parameters(run, state.step)
+            except StepFailure as failure:
+                await self._fail_for_good(run, state, failure)
+                continue
+            batch.append((state, self._request(run, state, params)))
+        if not batch:
             return
+        await self._set_steps(run, [
+            (state, StepStatus.QUEUED, f"attempt {state.attempt}" if state.attempt > 1 else None,
+             {"inputParameters": request.order.inputParameters}) for state, request in batch])
+        now = self.clock.now()
+        for state, request in batch:
+            if state.status is not StepStatus.QUEUED or state.request is not request:
+                continue  # cancelled while the write was in flight
+            self.step_dispatch_latencies.append(now - ready_at)
+            state.task = self._spawn(self._run_attempt(run, state, request), f"step-{state.order_id}")
+
+    def _request(self, run: _Run, state: _StepState, params: dict[str, Any]) -> StepRequest:
         step = state.step
-        timeout = step.timeout
         order = Order(identifier=state.order_id, parentIdentifier=run.run_id, templateName=step.kind,
                       templateVersion=str(run.template.version),
                       inputParameters=[_param(k, v) for k, v in params.items()])
@@ -664,17 +704,11 @@ class Engine:
                 self._spawn(self._mark_running(run, _state, _attempt), f"running-{_state.order_id}")
 
         request = StepRequest(run.run_id, step.id, state.order_id, step.kind, params, state.attempt,
-                              timeout, step.idempotent, run.priority, run.template.name,
+                              step.timeout, step.idempotent, run.priority, run.template.name,
                               run.template.version, order, started)
         state.request = request
         state.cancel_reason = None
-        detail = f"attempt {state.attempt}" if state.attempt > 1 else None
-        await self._set_step(run, state, StepStatus.QUEUED, detail,
-                             changes={"inputParameters": order.inputParameters})
-        if state.status is not StepStatus.QUEUED or state.request is not request:
-            return  # cancelled while the write was in flight
-        self.step_dispatch_latencies.append(self.clock.now() - ready_at)
-        state.task = self._spawn(self._run_attempt(run, state, request), f"step-{state.order_id}")
+        return request
 
     async def _mark_running(self, run: _Run, state: _StepState, attempt: int) -> None:
         if state.attempt != attempt or state.status is not StepStatus.QUEUED:
@@ -688,7 +722,7 @@ class Engine:
 
     def _resolve_parameters(self, run: _Run, step: Step) -> dict[str, Any]:
         params = dict(step.parameters)
-        outputs = run.outputs()
+        outputs = run.outputs() if any(v.startswith("step_outputs.") for v in step.input_mapping.values()) else {}
         for name, source in step.input_mapping.items():
             parts = source.split(".")
             try:
@@ -735,7 +769,7 @@ class Engine:
             state.started = state.started or state.ended
         await self._set_step(run, state, StepStatus.COMPLETED, None,
                              changes={"outputParameters": [_param(k, v) for k, v in state.outputs.items()]})
-        await self._advance(run)
+        await self._advance(run, after=state)
 
     async def _builtin(self, run: _Run, state: _StepState, request: StepRequest) -> dict[str, Any]:
         request.started(None)
@@ -857,9 +891,9 @@ class Engine:
     async def _maybe_finish(self, run: _Run) -> None:
         if run.status in RUN_FINAL:
             return
-        active = [s for s in run.steps.values() if s.status not in STEP_FINAL and not (
-            s.step.id in run.template.handler_steps and s.handler_for is None and s.status is StepStatus.PENDING)]
-        if active:
+        idle_handlers = sum(1 for h in run.template.handler_steps
+                            if run.steps[h].handler_for is None and run.steps[h].status is StepStatus.PENDING)
+        if run.unfinished - idle_handlers > 0:
             return
         real = [s for s in run.steps.values() if s.step.id not in run.template.handler_steps or s.handler_for]
         if any(s.status in (StepStatus.FAILED, StepStatus.UNKNOWN) for s in real):
@@ -895,38 +929,48 @@ class Engine:
     # ------------------------------------------------------------------ persistence
 
     async def _set_step(self, run: _Run, state: _StepState, status: StepStatus, detail: str | None, *,
-                        changes: dict[str, Any] | None = None, who: str = ENGINE,
-                        audit: tuple[str, str | None] | None = None) -> None:
-        previous = state.status
-        state.status = status
-        order_status = STEP_ORDER_STATUS[status]
+                        changes: dict[str, Any] | None = None, who: str = ENGINE) -> None:
+        await self._set_steps(run, [(state, status, detail, changes)], who=who)
+
+    async def _set_steps(self, run: _Run, items: list[tuple[_StepState, StepStatus, str | None,
+                                                             dict[str, Any] | None]], *, who: str = ENGINE) -> None:
+        """Change steps' states in one transaction (step_runs rows + child orders), then publish."""
         store = self.store
-        row = (status.value, state.attempt, json.dumps(state.outputs) if state.outputs is not None else None,
-               state.error if status in (StepStatus.FAILED, StepStatus.UNKNOWN, StepStatus.RETRYING) else None,
-               state.error_code, state.started, state.ended, state.next_attempt_at, state.instrument,
-               run.run_id, state.step.id)
-        order_changes = dict(changes or {})
-        if detail is not None and status in (StepStatus.QUEUED, StepStatus.RETRYING, StepStatus.PENDING):
-            order_changes["statusDetails"] = detail
-        current_order = STEP_ORDER_STATUS[previous]
-        status_op = store.status_op(state.order_id, order_status, who=who, why=detail,
-                                    changes=order_changes or None) \
-            if order_status is not current_order or order_changes or detail else None
-        audit_op = store.audit_op(who, audit[0], state.order_id, audit[1]) if audit else None
+        ops = []
+        for state, status, detail, changes in items:
+            previous = state.status
+            state.status = status
+            if (previous in STEP_FINAL) != (status in STEP_FINAL):
+                run.unfinished += -1 if status in STEP_FINAL else 1
+            row = (status.value, state.attempt, json.dumps(state.outputs) if state.outputs is not None else None,
+                   state.error if status in (StepStatus.FAILED, StepStatus.UNKNOWN, StepStatus.RETRYING) else None,
+                   state.error_code, state.started, state.ended, state.next_attempt_at, state.instrument,
+                   run.run_id, state.step.id)
+            order_changes = dict(changes or {})
+            if detail is not None and status in (StepStatus.QUEUED, StepStatus.RETRYING, StepStatus.PENDING):
+                order_changes["statusDetails"] = detail
+            order_status = STEP_ORDER_STATUS[status]
+            status_op = store.status_op(state.order_id, order_status, who=who, why=detail,
+                                        changes=order_changes or None) \
+                if order_status is not STEP_ORDER_STATUS[previous] or order_changes or detail else None
+            ops.append((row, status_op))
 
-        def op(conn: sqlite3.Connection) -> StatusChange | None:
-            conn.execute("UPDATE step_runs SET status=?, attempt=?, outputs=?, error=?, error_code=?, "
-                         "started=?, ended=?, next_attempt_at=?, instrument=? WHERE run_id=? AND step_id=?", row)
-            if audit_op:
-                audit_op(conn)
-            return status_op(conn) if status_op else None
+        def op(conn: sqlite3.Connection) -> list[StatusChange | None]:
+            out = []
+            for row, status_op in ops:
+                conn.execute("UPDATE step_runs SET status=?, attempt=?, outputs=?, error=?, error_code=?, "
+                             "started=?, ended=?, next_attempt_at=?, instrument=? WHERE run_id=? AND step_id=?",
+                             row)
+                out.append(status_op(conn) if status_op else None)
+            return out
 
-        change = await store.write(op)
-        if change is not None:
-            self.core.publish_change(change, who, detail)
-        self.core.bus.publish(StepChanged(run_id=run.run_id, step_id=state.step.id, order_id=state.order_id,
-                                          status=status.value, attempt=state.attempt, detail=detail,
-                                          instrument=state.instrument))
+        changes_made = await store.write(op)
+        for (state, status, detail, _), change in zip(items, changes_made, strict=True):
+            if change is not None:
+                self.core.publish_change(change, who, detail)
+            self.core.bus.publish(StepChanged(run_id=run.run_id, step_id=state.step.id, order_id=state.order_id,
+                                              status=status.value, attempt=state.attempt, detail=detail,
+                                              instrument=state.instrument))
 
     async def _set_run(self, run: _Run, status: RunStatus, detail: str | None, *, who: str,
                        extra: str | None = None, extra_params: tuple = (),
@@ -1202,6 +1246,7 @@ class Engine:
             run.steps[step.id] = _StepState(step, s[1], StepStatus(s[2]), s[3],
                                             json.loads(s[4]) if s[4] else None, s[5], s[6],
                                             instrument=s[10], started=s[7], ended=s[8], next_attempt_at=s[9])
+        run.index()
         if run.status in RUN_FINAL:
             run.done.set()
         self._runs[run_id] = run

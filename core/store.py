@@ -466,6 +466,7 @@ class Store:
         a terminal status or Error sets ``actualEndTime`` and ``statusDetails`` (from ``why``).
         """
         allowed = frozenset(expected) if expected is not None else None
+        wire_changes = wire_fields(changes) if changes else None
 
         def op(conn: sqlite3.Connection) -> StatusChange:
             found = conn.execute("SELECT status, data, numeric_priority, started FROM orders "
@@ -476,13 +477,9 @@ class Store:
             if allowed is not None and current not in allowed:
                 raise IllegalTransitionError(f"order {order_id}", current, to_status)
             now = now_utc()
-            if changes:
-                o = Order.model_validate_json(found[1])
-                for key, value in changes.items():
-                    setattr(o, key, value)
-                data = o.to_wire()
-            else:  # the hot path: plain JSON, no model round trip
-                data = json.loads(found[1])
+            data = json.loads(found[1])  # plain JSON, no model round trip: this is the hot path
+            if wire_changes:
+                data.update(wire_changes)
             data["status"] = to_status.name
             started = found[3]
             if to_status is OrderStatus.Running and started is None:
@@ -599,6 +596,22 @@ class Store:
 
     def integrity_check(self) -> str:
         return self.read_sync(lambda c: c.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+_ORDER_FIELDS = frozenset(Order.model_fields)
+
+
+def wire_fields(changes: dict[str, Any]) -> dict[str, Any]:
+    """Order field changes as Data Services JSON values, validated by the Order model.
+
+    Done on the caller's side, so the writer thread only merges dicts.
+    """
+    unknown = set(changes) - _ORDER_FIELDS
+    if unknown:
+        raise ValueError(f"not Order fields: {', '.join(sorted(unknown))}")
+    probe = Order.model_validate(changes)  # validates and coerces each value
+    wire = probe.to_wire()
+    return {key: wire[key] for key in changes}
 
 
 def _deliver(items: list[tuple[_Op, bool, Any]]) -> None:
