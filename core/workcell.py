@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import random
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -82,6 +83,7 @@ __all__ = [
     "StepType",
     "Workcell",
     "build_drivers",
+    "instrument_ids",
     "load_workcell",
     "parse_workcell",
 ]
@@ -589,7 +591,8 @@ def build_drivers(workcell: Workcell, clock: Clock, bus: EventBus | None = None,
         bus: If given, drivers announce their state changes as ``InstrumentStatusChanged``.
         faults: Fault injection for simulated instruments (a :class:`FaultSpec` or its text),
             on top of each instrument's own ``options.faults``.
-        seed: Overrides the spec's ``seed=`` and the workcell's ``seed``.
+        seed: Overrides the spec's ``seed=`` and the workcell's ``seed``. With none of the
+            three, one fresh seed is drawn for all instruments (see each driver's ``seed``).
 
     Raises:
         WorkcellError: an instrument uses a driver this build does not provide.
@@ -609,6 +612,8 @@ def build_drivers(workcell: Workcell, clock: Clock, bus: EventBus | None = None,
         raise WorkcellError(f"cannot start workcell {workcell.name!r}", unavailable)
     if seed is None:
         seed = spec.seed if spec is not None and spec.seed is not None else workcell.seed
+    if seed is None:  # one fresh seed for the whole workcell, so one number repeats the run
+        seed = random.randrange(2**32)
     drivers: dict[str, Driver] = {}
     for inst in workcell.instruments:
         drivers[inst.id] = SimulatedDriver(inst, clock, seed=seed, faults=spec, bus=bus)

@@ -285,6 +285,8 @@ def test_build_drivers_with_faults_and_seed():
     assert drivers["Arm1"].faults.rate == 0.1
     assert drivers["PR1"].seed == 4
     assert build_drivers(wc, VirtualClock(), faults="seed=4", seed=9)["PR1"].seed == 9
+    unseeded = build_drivers(wc, VirtualClock())
+    assert len({d.seed for d in unseeded.values()}) == 1  # one seed repeats the whole workcell
     with pytest.raises(FaultSpecError, match="--faults.*no instrument 'Reader7'"):
         build_drivers(wc, VirtualClock(), faults="hang=Reader7")
 

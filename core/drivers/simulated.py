@@ -171,8 +171,11 @@ def _value(o: OutputSpec, inputs: Mapping[str, Any], rng: random.Random) -> Any:
         return _scatter(o, given, rng)
     if o.choices:
         return rng.choice(o.choices)
-    if o.type == "list":
-        return [_number(o, rng) for _ in range(o.count or 0)]
+    if o.type == "list":  # e.g. 96 wells: the same draws as _number, without the call per value
+        lo = o.min if o.min is not None else 0.0
+        span = (o.max if o.max is not None else lo + 1.0) - lo
+        draw, decimals = rng.random, o.decimals
+        return [round(lo + span * draw(), decimals) for _ in range(o.count or 0)]
     if o.type == "boolean":
         return True
     if o.type == "string":
