@@ -169,15 +169,18 @@ class LossyProxy:
         writer.close()
 
 
-async def run_bdm_script(script: str, *args: str, timeout: float = 60) -> dict[str, Any]:
+async def run_bdm_script(script: str, *args: str, interpreter: Path | None = None,
+                         timeout: float = 60) -> dict[str, Any]:
     """Run ``tests/helpers/<script>`` with Biosero's client (.bdm-venv); return its JSON result.
 
     The script prints one JSON object on its last stdout line. Fails with a clear message if the
-    venv is missing or biosero-data-models cannot be imported.
+    venv is missing or biosero-data-models cannot be imported. ``interpreter`` runs it with
+    another Python instead (labconsole's own, for the import-change comparison).
     """
-    check_bdm_venv()
+    if interpreter is None:
+        check_bdm_venv()
     proc = await asyncio.create_subprocess_exec(
-        str(BDM_PYTHON), str(SCRIPTS / script), *args, cwd=str(ROOT),
+        str(interpreter or BDM_PYTHON), str(SCRIPTS / script), *args, cwd=str(ROOT),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
