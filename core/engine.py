@@ -28,6 +28,7 @@ Steps reach instruments through a :class:`StepExecutor` (the dispatcher implemen
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import heapq
 import itertools
 import json
@@ -41,7 +42,9 @@ from typing import Any, Protocol
 
 from core.clock import Clock, SystemClock
 from core.conditions import ConditionError, evaluate
+from core.drivers.base import ProgressSink
 from core.errors import (
+    DuplicateSubmissionError,
     IllegalTransitionError,
     InputError,
     NotFoundError,
@@ -124,8 +127,6 @@ RUN_FINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLE
 
 # ============================================================================ executor interface
 
-ProgressSink = Callable[[float | None, Mapping[str, Any] | None], None]
-
 
 @dataclass(frozen=True)
 class StepRequest:
@@ -144,6 +145,8 @@ class StepRequest:
     template_version: int
     order: Order
     started: Callable[[str | None], None] = lambda instrument: None
+    reserve: tuple[str, ...] = ()
+    """More capabilities to hold for the whole step (reserved with the main one, atomically)."""
     """The executor calls this when an instrument actually starts the step (Scheduled → Running)."""
 
 
@@ -329,6 +332,7 @@ class _Run:
     input_data: dict[str, Any]
     priority: int
     status: RunStatus = RunStatus.PENDING
+    biosero_priority: OrderPriority = OrderPriority.Standard
     steps: dict[str, _StepState] = field(default_factory=dict)
     recovery_attempts: int = 0
     paused: bool = False
@@ -381,13 +385,16 @@ class Engine:
     """Runs workflow templates as durable DAGs of orders. See the module docstring."""
 
     def __init__(self, core: Core, executor: StepExecutor, *, clock: Clock | None = None,
-                 registry: TemplateRegistry | None = None, seed: int | None = None) -> None:
+                 registry: TemplateRegistry | None = None, seed: int | None = None,
+                 duplicate_window: float = 10.0) -> None:
         self.core = core
         self.store = core.store
         self.executor = executor
         self.clock = clock or SystemClock()
         self.templates = registry or TemplateRegistry(core.store)
         self.rng = random.Random(seed)
+        self.duplicate_window = duplicate_window
+        """Seconds within which the same template + inputs + requester is refused as a duplicate."""
         self._runs: dict[str, _Run] = {}
         self._heap: list[_Timer] = []
         self._seq = itertools.count()
@@ -525,8 +532,13 @@ class Engine:
     async def create_instance(self, template_name: str, input_data: Mapping[str, Any] | None = None, *,
                               priority: int = 50, version: int | None = None, who: str = "labconsole",
                               biosero_priority: OrderPriority = OrderPriority.Standard,
-                              parent_identifier: str | None = None) -> str:
-        """Create a run (parent order + one child order per step) in one transaction; return its id."""
+                              parent_identifier: str | None = None, requester: str | None = None,
+                              allow_duplicate: bool = False) -> str:
+        """Create a run (parent order + one child order per step) in one transaction; return its id.
+
+        The same template + inputs + requester within ``duplicate_window`` seconds is refused
+        with :class:`DuplicateSubmissionError` naming the earlier run, unless ``allow_duplicate``.
+        """
         template = self.templates.get(template_name, version)
         inputs = self._check_inputs(template, input_data or {})
         if not 0 <= priority <= 100:
@@ -538,14 +550,28 @@ class Engine:
                        creationTime=_dt(now), estimatedDuration=None)
         store = self.store
         step_ids = [s.id for s in template.steps]
+        requester = requester or who
+        dedup = hashlib.sha256(json.dumps([template.name, inputs, requester], sort_keys=True,
+                                          default=str).encode()).hexdigest()[:24]
+        window = 0.0 if allow_duplicate else self.duplicate_window
 
         def op(conn: sqlite3.Connection) -> tuple[str, list[tuple[Order, tuple]]]:
+            if window > 0:
+                earlier = conn.execute("SELECT run_id, created FROM runs WHERE dedup_key = ? AND created > ? "
+                                       "ORDER BY created DESC LIMIT 1", (dedup, now - window)).fetchone()
+                if earlier is not None:
+                    raise DuplicateSubmissionError(
+                        f"{template.name} with the same inputs was already submitted by {requester} "
+                        f"{now - earlier[1]:.0f} s ago as run {earlier[0]} (duplicate window "
+                        f"{window:g} s); pass allow_duplicate to run it again", earlier[0])
             made = [store.new_order_op(parent, who=who, why=f"run of {template.name} v{template.version}",
                                        numeric_priority=priority)(conn)]
             run_id = made[0][0].identifier or ""
             ids: dict[str, str] = {}
             for s in template.steps:
                 child = Order(parentIdentifier=run_id, templateName=s.kind,
+                              restrictToModuleIds=",".join(s.restrict_to) or None,
+                              moduleRestrictionStrategy=s.module_restriction,
                               templateVersion=str(template.version), createdBy=run_id,
                               notes=f"{s.id}: {s.label}", creationTime=_dt(now),
                               runAfterIdentifier=",".join(ids.get(d, d) for d in s.depends_on) or None,
@@ -554,9 +580,9 @@ class Engine:
                 made.append(store.new_order_op(child, who=who, numeric_priority=priority)(conn))
                 ids[s.id] = made[-1][0].identifier or ""
             conn.execute("INSERT INTO runs (run_id, template_name, template_version, status, priority, "
-                         "input_data, context, created) VALUES (?,?,?,?,?,?,?,?)",
+                         "input_data, context, created, dedup_key, requester) VALUES (?,?,?,?,?,?,?,?,?,?)",
                          (run_id, template.name, template.version, RunStatus.PENDING.value, priority,
-                          json.dumps(inputs), "{}", now))
+                          json.dumps(inputs), "{}", now, dedup, requester))
             conn.executemany("INSERT INTO step_runs (run_id, step_id, order_id, status) VALUES (?,?,?,?)",
                              [(run_id, sid, ids[sid], StepStatus.PENDING.value) for sid in step_ids])
             return run_id, made
@@ -565,7 +591,7 @@ class Engine:
         for order, row in made:
             self.core.bus.publish(OrderCreated(order_id=order.identifier or "", parent_id=order.parentIdentifier,
                                                template_name=order.templateName, row=row))
-        run = _Run(run_id, template, inputs, priority, created=now)
+        run = _Run(run_id, template, inputs, priority, created=now, biosero_priority=biosero_priority)
         for (order, _row), s in zip(made[1:], template.steps, strict=True):
             run.steps[s.id] = _StepState(s, order.identifier or "")
         run.index()
@@ -695,7 +721,9 @@ class Engine:
     def _request(self, run: _Run, state: _StepState, params: dict[str, Any]) -> StepRequest:
         step = state.step
         order = Order(identifier=state.order_id, parentIdentifier=run.run_id, templateName=step.kind,
-                      templateVersion=str(run.template.version),
+                      templateVersion=str(run.template.version), priority=run.biosero_priority,
+                      restrictToModuleIds=",".join(step.restrict_to) or None,
+                      moduleRestrictionStrategy=step.module_restriction,
                       inputParameters=[_param(k, v) for k, v in params.items()])
 
         def started(instrument: str | None, _state: _StepState = state, _attempt: int = state.attempt) -> None:
@@ -705,7 +733,7 @@ class Engine:
 
         request = StepRequest(run.run_id, step.id, state.order_id, step.kind, params, state.attempt,
                               step.timeout, step.idempotent, run.priority, run.template.name,
-                              run.template.version, order, started)
+                              run.template.version, order, started, step.reserve)
         state.request = request
         state.cancel_reason = None
         return request

@@ -138,6 +138,14 @@ class Step(_Model):
     idempotent: bool = False
     estimated_duration: float | None = Field(None, ge=0)
     execution_mode: str = "sequential"
+    restrict_to: tuple[str, ...] = ()
+    """Instrument (module) ids the step may run on, with ``module_restriction`` semantics."""
+    module_restriction: str = "NoRestriction"
+    """A Biosero ModuleRestrictionStrategy name: NoRestriction, UnlessBusy, UnlessError,
+    UnlessOffline, FullRestriction."""
+    reserve: tuple[str, ...] = ()
+    """More capabilities held for the whole step, reserved together with the one that runs it
+    (e.g. the robot arm that keeps the plate at the reader): all or nothing, never one by one."""
     position: tuple[float, float] | None = None
     """Where the editor drew the step (kept so a layout survives a save)."""
 
@@ -206,6 +214,12 @@ class WorkflowTemplate(_Model):
                 d["idempotent"] = True
             if s.estimated_duration is not None:
                 d["estimated_duration"] = s.estimated_duration
+            if s.reserve:
+                d["reserve"] = list(s.reserve)
+            if s.restrict_to:
+                d["restrict_to"] = list(s.restrict_to)
+            if s.module_restriction != "NoRestriction":
+                d["module_restriction"] = s.module_restriction
             if s.position is not None:
                 d["position"] = list(s.position)
             steps.append(d)
@@ -315,7 +329,8 @@ class _Raw:
 
 _STEP_KEYS_001 = {"id", "name", "kind", "handler", "parameters", "input_mapping", "depends_on",
                   "condition", "retry_policy", "timeout_seconds", "timeout", "idempotent",
-                  "estimated_duration", "execution_mode", "position", "description"}
+                  "estimated_duration", "execution_mode", "position", "description", "reserve",
+                  "restrict_to", "module_restriction"}
 _RETRY_KEYS = {"max_attempts", "initial_interval", "initial_interval_seconds", "backoff_multiplier",
                "max_backoff_seconds", "max_backoff", "jitter", "non_retryable", "retry_on_timeout"}
 _TOP_KEYS_001 = {"name", "version", "description", "tags", "inputs", "definition", "steps",
@@ -405,6 +420,12 @@ def _from_definition(doc: Document, problems: ProblemList) -> _Raw | None:
         step: dict[str, Any] = {k: s[k] for k in ("id", "name", "parameters", "input_mapping",
                                                   "condition", "idempotent", "execution_mode",
                                                   "position") if k in s}
+        for key in ("reserve", "restrict_to"):
+            if key in s:
+                step[key] = tuple(s[key] or ()) if isinstance(s[key], list | tuple) else \
+                    tuple(x.strip() for x in str(s[key]).split(",") if x.strip())
+        if "module_restriction" in s:
+            step["module_restriction"] = s["module_restriction"]
         if "kind" in s or "handler" in s:
             step["kind"] = s.get("kind", s.get("handler"))
         else:
@@ -627,6 +648,14 @@ def check_template(t: WorkflowTemplate, *, capabilities: Iterable[str] | None = 
                             f"({', '.join(sorted(BUILTIN_KINDS))}) nor a capability 'Kind.Command'"))
             elif caps is not None and s.kind not in caps:
                 out.append((("steps", i, "kind"), f"no instrument of the workcell offers '{s.kind}'"))
+        if s.module_restriction.lower() not in _RESTRICTIONS:
+            out.append((("steps", i, "module_restriction"), f"'{s.module_restriction}' is not a module "
+                        f"restriction strategy ({', '.join(_RESTRICTIONS.values())})"))
+        for j, extra in enumerate(s.reserve):
+            if caps is not None and extra not in caps:
+                out.append((("steps", i, "reserve", j), f"no instrument of the workcell offers '{extra}'"))
+            if extra == s.kind:
+                out.append((("steps", i, "reserve", j), f"'{extra}' is already the step's kind"))
         if s.kind == "delay" and "seconds" not in s.parameters and "duration" not in s.parameters:
             out.append((("steps", i, "parameters"), "a delay step needs parameters.seconds or parameters.duration"))
         if s.condition:
@@ -637,6 +666,10 @@ def check_template(t: WorkflowTemplate, *, capabilities: Iterable[str] | None = 
             if message:
                 out.append((("steps", i, "input_mapping", param), message))
     return out
+
+
+_RESTRICTIONS = {n.lower(): n for n in ("NoRestriction", "UnlessBusy", "UnlessError", "UnlessOffline",
+                                         "FullRestriction")}
 
 
 def _check_mapping(source: str, step_id: str, ids: dict[str, int], inputs: set[str] | None,

@@ -31,6 +31,7 @@ class Kit:
         return await self.engine.publish(template_from_dict(data))
 
     async def run(self, name: str, inputs: dict[str, Any] | None = None, **kw: Any) -> str:
+        kw.setdefault("allow_duplicate", True)
         run_id = await self.engine.create_instance(name, inputs or {}, **kw)
         await self.engine.execute_workflow(run_id)
         return run_id

@@ -1,0 +1,872 @@
+"""How orders reach instruments: the job queue, instrument selection, reservations, heartbeats.
+
+:class:`JobQueue` is a priority queue with an explicit job state machine (seed 003)::
+
+    PENDING -> QUEUED -> DISPATCHED -> RUNNING -> COMPLETED | FAILED | CANCELLED | TIMEOUT
+
+An illegal transition raises :class:`~core.errors.IllegalTransitionError` and changes nothing.
+Order of service: Biosero priority (Elevated first), then numeric priority (0-100, higher
+first), then scheduled start time, then FIFO. Jobs are indexed in heaps by capability and, for
+restricted jobs, by module and restriction strategy, so a dispatch decision looks only at the
+heads of a few heaps — never at every queued job.
+
+:class:`Dispatcher` owns the instruments (one :class:`~core.drivers.base.Driver` each) and
+implements the engine's :class:`~core.engine.StepExecutor`: a step becomes a job, waits in the
+queue, and runs on the instrument chosen by capability, ``restrictToModuleIds`` with its
+ModuleRestrictionStrategy, and the load-balancing strategy (round_robin, least_loaded, random,
+affinity). A step that needs several instruments at once reserves all of them atomically or none
+(no hold-and-wait, so no deadlock); a blocked high-priority job earmarks the free instruments it
+needs, so lower-priority jobs cannot starve it.
+
+One ticker task does heartbeats (every ``heartbeat_interval``), declares an instrument Offline
+when its last good heartbeat is older than ``stale_timeout`` (its running orders fail as
+retryable for idempotent steps, "outcome unknown" otherwise), releases FirstAvailableSlot jobs
+when their time comes, and re-tries connecting to Offline instruments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import json
+import logging
+import random
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from core.clock import Clock, SystemClock, to_datetime
+from core.drivers.base import (
+    Driver,
+    DriverError,
+    InstrumentUnavailable,
+    OrderCancelled,
+    OutcomeUnknown,
+    ProgressSink,
+)
+from core.errors import IllegalTransitionError, NotFoundError, StateError
+from core.events import EventBus, InstrumentStatusChanged, OperatorAction
+from core.orders import (
+    ModuleRestrictionStrategy,
+    ModuleStatus,
+    Order,
+    OrderStatus,
+    SchedulingStrategy,
+)
+from core.store import Store
+
+log = logging.getLogger(__name__)
+
+
+# ============================================================================ job state machine
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    QUEUED = "queued"
+    DISPATCHED = "dispatched"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+
+
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.PENDING: frozenset({JobStatus.QUEUED, JobStatus.CANCELLED}),
+    JobStatus.QUEUED: frozenset({JobStatus.DISPATCHED, JobStatus.CANCELLED, JobStatus.TIMEOUT}),
+    JobStatus.DISPATCHED: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED,
+                                     JobStatus.TIMEOUT}),
+    JobStatus.RUNNING: frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED,
+                                  JobStatus.TIMEOUT}),
+}
+"""Every legal transition; anything else raises."""
+
+JOB_ORDER_STATUS: dict[JobStatus, OrderStatus] = {
+    JobStatus.PENDING: OrderStatus.Created,
+    JobStatus.QUEUED: OrderStatus.Scheduled,
+    JobStatus.DISPATCHED: OrderStatus.Scheduled,
+    JobStatus.RUNNING: OrderStatus.Running,
+    JobStatus.COMPLETED: OrderStatus.Complete,
+    JobStatus.FAILED: OrderStatus.Error,
+    JobStatus.CANCELLED: OrderStatus.Canceled,
+    JobStatus.TIMEOUT: OrderStatus.Error,
+}
+"""The one table from job states to Biosero OrderStatus."""
+
+FINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMEOUT})
+
+
+class LoadBalancing(StrEnum):
+    ROUND_ROBIN = "round_robin"
+    LEAST_LOADED = "least_loaded"
+    RANDOM = "random"
+    AFFINITY = "affinity"
+
+
+@dataclass(eq=False)
+class Job:
+    """One order waiting for, or running on, an instrument."""
+
+    order_id: str
+    order: Order
+    capability: str
+    reserve: tuple[str, ...] = ()
+    restrict: tuple[str, ...] = ()
+    strategy: ModuleRestrictionStrategy = ModuleRestrictionStrategy.NoRestriction
+    biosero: int = 0
+    priority: int = 50
+    scheduled: float | None = None
+    seq: int = 0
+    run_id: str | None = None
+    workflow: str | None = None
+    idempotent: bool = False
+    submitted: float = 0.0
+    status: JobStatus = JobStatus.PENDING
+    version: int = 0
+    instruments: tuple[str, ...] = ()
+    started: float | None = None
+    ended: float | None = None
+    future: asyncio.Future | None = None
+    task: asyncio.Task | None = None
+    interrupt: DriverError | None = None
+    on_started: Any = None
+    progress: ProgressSink | None = None
+
+    def key(self) -> tuple:
+        return (self.biosero, -self.priority, self.scheduled or 0.0, self.seq)
+
+    def to(self, status: JobStatus) -> None:
+        if status not in TRANSITIONS.get(self.status, frozenset()):
+            raise IllegalTransitionError(f"job {self.order_id}", self.status.value, status.value)
+        self.status = status
+
+
+class JobQueue:
+    """Queued jobs in heaps by capability ("any" module) and by (capability, module, strategy).
+
+    Entries are removed lazily: a popped entry whose job is no longer QUEUED, or whose version
+    changed (reprioritised), is dropped. Jobs with a future ``scheduled`` start (FirstAvailableSlot)
+    wait in a time heap until :meth:`release_due` moves them in.
+    """
+
+    def __init__(self) -> None:
+        self.heaps: dict[tuple, list[tuple[tuple, int, int, Job]]] = {}
+        self.jobs: dict[str, Job] = {}
+        self._later: list[tuple[float, int, Job]] = []
+        self._seq = itertools.count(1)
+        self._tie = itertools.count()
+        self.queued = 0
+
+    def __len__(self) -> int:
+        return self.queued
+
+    def heap_keys(self, job: Job) -> list[tuple]:
+        if not job.restrict or job.strategy is ModuleRestrictionStrategy.NoRestriction:
+            return [("any", job.capability)]
+        return [("pin", job.capability, m, job.strategy) for m in job.restrict]
+
+    def enqueue(self, job: Job, now: float) -> None:
+        if job.order_id in self.jobs and self.jobs[job.order_id].status not in FINAL:
+            raise StateError(f"order {job.order_id} is already queued")
+        job.to(JobStatus.QUEUED)
+        job.seq = job.seq or next(self._seq)
+        job.submitted = now
+        self.jobs[job.order_id] = job
+        self.queued += 1
+        if job.scheduled is not None and job.scheduled > now:
+            heapq.heappush(self._later, (job.scheduled, next(self._tie), job))
+        else:
+            self._push(job)
+
+    def _push(self, job: Job) -> None:
+        for hk in self.heap_keys(job):
+            heapq.heappush(self.heaps.setdefault(hk, []), (job.key(), job.version, next(self._tie), job))
+
+    def release_due(self, now: float) -> int:
+        moved = 0
+        while self._later and self._later[0][0] <= now:
+            _, _, job = heapq.heappop(self._later)
+            if job.status is JobStatus.QUEUED:
+                self._push(job)
+                moved += 1
+        return moved
+
+    @property
+    def next_scheduled(self) -> float | None:
+        while self._later and self._later[0][2].status is not JobStatus.QUEUED:
+            heapq.heappop(self._later)
+        return self._later[0][0] if self._later else None
+
+    def waiting_for_time(self, job: Job, now: float) -> bool:
+        return job.status is JobStatus.QUEUED and job.scheduled is not None and job.scheduled > now
+
+    def head(self, hk: tuple) -> Job | None:
+        heap = self.heaps.get(hk)
+        while heap:
+            _, version, _, job = heap[0]
+            if job.status is JobStatus.QUEUED and version == job.version:
+                return job
+            heapq.heappop(heap)
+        return None
+
+    def take(self, job: Job, status: JobStatus = JobStatus.DISPATCHED) -> None:
+        """Leave the queue (dispatched, cancelled or timed out); heap entries go lazily."""
+        job.to(status)
+        self.queued -= 1
+
+    def reprioritise(self, order_id: str, *, priority: int | None = None, biosero: int | None = None) -> Job:
+        job = self.jobs.get(order_id)
+        if job is None or job.status is not JobStatus.QUEUED:
+            raise StateError(f"order {order_id} is not queued (only queued orders can be reprioritised)")
+        if priority is not None:
+            if not 0 <= priority <= 100:
+                raise ValueError(f"priority must be 0..100, not {priority}")
+            job.priority = priority
+        if biosero is not None:
+            job.biosero = biosero
+        job.version += 1
+        if job.scheduled is None or not any(entry[2] is job for entry in self._later):
+            self._push(job)
+        return job
+
+    def ahead_of(self, job: Job) -> int:
+        """How many queued jobs of the same capability are served before ``job`` (O(n), on demand)."""
+        key = job.key()
+        return sum(1 for other in self.jobs.values()
+                   if other is not job and other.status is JobStatus.QUEUED
+                   and other.capability == job.capability and other.key() < key)
+
+    def forget(self, job: Job) -> None:
+        if self.jobs.get(job.order_id) is job and job.status in FINAL:
+            del self.jobs[job.order_id]
+
+
+# ============================================================================ instruments
+
+
+@dataclass(eq=False)
+class Instrument:
+    """An instrument (Data Services module) as the dispatcher sees it."""
+
+    id: str
+    driver: Driver
+    capabilities: frozenset[str]
+    capacity: int = 1
+    name: str = ""
+    kind: str = ""
+    status: ModuleStatus = ModuleStatus.Offline
+    detail: str = "not connected"
+    connected: bool = False
+    enabled: bool = True
+    in_service: bool = True
+    draining: bool = False
+    running: dict[str, Job] = field(default_factory=dict)
+    last_heartbeat: float | None = None
+    heartbeat_rtt: float | None = None
+    heartbeat_task: asyncio.Task | None = None
+    next_reconnect: float = 0.0
+    busy_since: float | None = None
+    busy_seconds: float = 0.0
+    completed: int = 0
+    failed: int = 0
+
+    @property
+    def load(self) -> float:
+        return len(self.running) / self.capacity
+
+    @property
+    def accepts_work(self) -> bool:
+        return (self.connected and self.enabled and self.in_service and not self.draining
+                and self.status in (ModuleStatus.Ready, ModuleStatus.Busy)
+                and len(self.running) < self.capacity)
+
+    def utilisation(self, now: float, since: float) -> float:
+        busy = self.busy_seconds + (now - self.busy_since if self.busy_since is not None else 0.0)
+        return min(1.0, busy / (now - since)) if now > since else 0.0
+
+
+@dataclass(frozen=True)
+class InstrumentView:
+    """A snapshot for views (Robots panel, CLI)."""
+
+    id: str
+    name: str
+    kind: str
+    status: ModuleStatus
+    detail: str
+    capabilities: tuple[str, ...]
+    enabled: bool
+    in_service: bool
+    draining: bool
+    running: tuple[str, ...]
+    capacity: int
+    heartbeat_age: float | None
+    utilisation: float
+    completed: int
+    failed: int
+
+
+# ============================================================================ dispatcher
+
+
+class Dispatcher:
+    """Queue + instruments; implements the engine's StepExecutor. See the module docstring."""
+
+    def __init__(self, store: Store, bus: EventBus, drivers: Mapping[str, Driver], *,
+                 clock: Clock | None = None, strategy: LoadBalancing | str = LoadBalancing.LEAST_LOADED,
+                 heartbeat_interval: float = 5.0, stale_timeout: float = 30.0, seed: int = 0,
+                 capacities: Mapping[str, int] | None = None) -> None:
+        self.store = store
+        self.bus = bus
+        self.clock = clock or SystemClock()
+        self.strategy = LoadBalancing(strategy)
+        self.heartbeat_interval = heartbeat_interval
+        self.stale_timeout = stale_timeout
+        self.rng = random.Random(seed)
+        self.queue = JobQueue()
+        self.instruments: dict[str, Instrument] = {}
+        for iid, driver in drivers.items():
+            info = driver.info
+            capacity = (capacities or {}).get(iid) or getattr(driver, "max_concurrent", 1) or 1
+            self.instruments[iid] = Instrument(iid, driver, frozenset(info.capabilities), capacity,
+                                               info.name or iid, info.kind)
+        self._rr: dict[str, int] = {}
+        self._affinity: dict[tuple[str, str], str] = {}
+        self._kick_pending = False
+        self._ticker: asyncio.Task | None = None
+        self._rearm = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+        self._started_at = self.clock.now()
+        self.decisions = 0
+        self.decision_seconds = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Load operator state, connect every enabled instrument, start the ticker."""
+        self._started_at = self.clock.now()
+        rows = await self.store.read(lambda c: c.execute(
+            "SELECT id, enabled, in_service FROM instruments").fetchall())
+        for iid, enabled, in_service in rows:
+            inst = self.instruments.get(iid)
+            if inst is not None:
+                inst.enabled, inst.in_service = bool(enabled), bool(in_service)
+        await asyncio.gather(*[self._connect(inst) for inst in self.instruments.values() if inst.enabled])
+        if self._ticker is None:
+            self._ticker = asyncio.create_task(self._tick_loop(), name="dispatcher-ticker")
+        self.kick()
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+            self._ticker = None
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for inst in self.instruments.values():
+            if inst.connected:
+                try:
+                    await inst.driver.disconnect()
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("%s: disconnect failed: %s", inst.id, exc)
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _connect(self, inst: Instrument) -> bool:
+        try:
+            await inst.driver.connect()
+        except Exception as exc:  # noqa: BLE001 - any failure means Offline with the reason
+            inst.connected = False
+            inst.next_reconnect = self.clock.now() + self.stale_timeout
+            await self._set_status(inst, ModuleStatus.Offline, f"connect failed: {exc}")
+            return False
+        inst.connected = True
+        inst.last_heartbeat = self.clock.now()
+        await self._set_status(inst, self._idle_status(inst), self._idle_detail(inst))
+        self.kick()
+        return True
+
+    def _idle_status(self, inst: Instrument) -> ModuleStatus:
+        if not inst.connected:
+            return ModuleStatus.Offline
+        return ModuleStatus.Busy if inst.running else ModuleStatus.Ready
+
+    def _idle_detail(self, inst: Instrument) -> str:
+        if not inst.enabled:
+            return "disabled by the operator"
+        if not inst.in_service:
+            return "out of service (manual work)"
+        if inst.draining:
+            return "finishing its order, then out of service"
+        if inst.running:
+            return "running " + ", ".join(inst.running)
+        return "ready"
+
+    async def _set_status(self, inst: Instrument, status: ModuleStatus, detail: str) -> None:
+        previous = inst.status
+        if previous == status and inst.detail == detail:
+            return
+        inst.status, inst.detail = status, detail
+        now = self.clock.now()
+        orders = json.dumps(list(inst.running))
+        if previous != status:
+            await self.store.write(lambda c: c.execute(
+                "INSERT INTO instrument_log (instrument_id, at, from_status, to_status, detail, order_ids) "
+                "VALUES (?,?,?,?,?,?)", (inst.id, now, previous.name, status.name, detail, orders)))
+        self.bus.publish(InstrumentStatusChanged(instrument_id=inst.id, status=status, detail=detail,
+                                                 current_orders=tuple(inst.running), enabled=inst.enabled,
+                                                 in_service=inst.in_service))
+
+    # ------------------------------------------------------------------ StepExecutor
+
+    async def execute(self, request: Any, progress: ProgressSink) -> dict[str, Any]:
+        """Queue the step, wait for an instrument, run it there, return its outputs."""
+        order: Order = request.order
+        job = Job(order_id=request.order_id, order=order, capability=request.kind,
+                  reserve=tuple(getattr(request, "reserve", ())), restrict=tuple(order.restricted_modules),
+                  strategy=order.moduleRestrictionStrategy, biosero=int(order.priority),
+                  priority=request.priority, run_id=request.run_id,
+                  workflow=getattr(request, "template_name", None), idempotent=request.idempotent,
+                  scheduled=(order.scheduledStartTime.timestamp() if order.scheduledStartTime is not None
+                             and order.schedulingStrategy is SchedulingStrategy.FirstAvailableSlot else None),
+                  on_started=request.started, progress=progress)
+        return await self.submit(job)
+
+    async def submit(self, job: Job) -> dict[str, Any]:
+        job.future = asyncio.get_running_loop().create_future()
+        self.queue.enqueue(job, self.clock.now())
+        if job.scheduled is not None:
+            self._rearm.set()
+        self.kick()
+        try:
+            return await job.future
+        except asyncio.CancelledError:
+            # the caller (the engine) gave up: leave the queue, or stop the instrument
+            if job.status is JobStatus.QUEUED:
+                self.queue.take(job, JobStatus.CANCELLED)
+                self.queue.forget(job)
+            elif job.task is not None and not job.task.done():
+                job.interrupt = job.interrupt or OrderCancelled(f"order {job.order_id} cancelled")
+                job.task.cancel()
+            raise
+
+    async def cancel(self, request: Any) -> bool:
+        """Stop the step: dequeue it if waiting; ask its instrument to stop if running."""
+        order_id = request.order_id if not isinstance(request, str) else request
+        job = self.queue.jobs.get(order_id)
+        if job is None or job.status in FINAL:
+            return False
+        if job.status is JobStatus.QUEUED:
+            self.queue.take(job, JobStatus.CANCELLED)
+            self.queue.forget(job)
+            if job.future and not job.future.done():
+                job.future.set_exception(OrderCancelled(f"order {order_id} cancelled while queued"))
+            return True
+        main = self.instruments.get(job.instruments[0]) if job.instruments else None
+        confirmed = False
+        if main is not None:
+            try:
+                confirmed = await main.driver.cancel(order_id)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("%s: cancel of %s failed: %s", main.id, order_id, exc)
+        return confirmed
+
+    # ------------------------------------------------------------------ dispatching
+
+    def kick(self) -> None:
+        """Ask for a dispatch pass on the next loop turn (many kicks, one pass)."""
+        if not self._kick_pending:
+            self._kick_pending = True
+            asyncio.get_running_loop().call_soon(self._dispatch_pass)
+
+    def _dispatch_pass(self) -> None:
+        self._kick_pending = False
+        t0 = asyncio.get_running_loop().time()
+        now = self.clock.now()
+        self.queue.release_due(now)
+        while self._dispatch_one(now):
+            pass
+        self.decisions += 1
+        self.decision_seconds += asyncio.get_running_loop().time() - t0
+
+    def _eligible(self, job: Job, inst: Instrument, capability: str) -> bool:
+        if capability not in inst.capabilities:
+            return False
+        if capability != job.capability or not job.restrict:
+            return True
+        strategy = job.strategy
+        if strategy is ModuleRestrictionStrategy.NoRestriction or inst.id in job.restrict:
+            return True
+        if strategy is ModuleRestrictionStrategy.FullRestriction:
+            return False
+        listed = [self.instruments[m] for m in job.restrict if m in self.instruments
+                  and capability in self.instruments[m].capabilities]
+        if strategy is ModuleRestrictionStrategy.UnlessBusy:
+            return all(m.status is ModuleStatus.Busy or (m.running and not m.accepts_work) for m in listed)
+        if strategy is ModuleRestrictionStrategy.UnlessError:
+            return all(m.status is ModuleStatus.Error for m in listed)
+        if strategy is ModuleRestrictionStrategy.UnlessOffline:
+            return all(m.status is ModuleStatus.Offline or not m.connected for m in listed)
+        return False
+
+    def _candidate_heaps(self, free: list[Instrument]) -> list[tuple]:
+        caps = {c for inst in free for c in inst.capabilities}
+        keys = []
+        for hk in self.queue.heaps:
+            if hk[1] in caps:
+                keys.append(hk)
+        return keys
+
+    def _dispatch_one(self, now: float) -> bool:
+        """Make at most one assignment; True if one was made (the caller loops).
+
+        Candidates are the heads of the heaps for capabilities some free instrument offers, best
+        first. A head that cannot get all its instruments earmarks the free ones it would use and
+        steps aside for this pass (so the jobs behind it can use the *other* instruments), then is
+        put back: no head-of-line blocking, no starvation of the blocked job.
+        """
+        free = [i for i in self.instruments.values() if i.accepts_work]
+        if not free:
+            return False
+        earmarked: set[str] = set()
+        stash: list[tuple[tuple, tuple]] = []
+        try:
+            while True:
+                heads: dict[int, Job] = {}
+                for hk in self._candidate_heaps(free):
+                    job = self.queue.head(hk)
+                    if job is not None:
+                        heads[id(job)] = job
+                blocked = None
+                for job in sorted(heads.values(), key=Job.key):
+                    mains = [i for i in free if i.id not in earmarked and self._eligible(job, i, job.capability)]
+                    if not mains:
+                        continue
+                    main = self._choose(job, mains)
+                    extras: list[Instrument] = []
+                    missing = False
+                    for capability in job.reserve:
+                        pool = [i for i in free if i.id not in earmarked and i is not main and i not in extras
+                                and capability in i.capabilities]
+                        if pool:
+                            extras.append(self._choose(job, pool, capability))
+                        else:
+                            missing = True
+                    if missing:
+                        earmarked.add(main.id)
+                        earmarked.update(i.id for i in extras)
+                        blocked = job
+                        break
+                    self._assign(job, main, extras, now)
+                    return True
+                if blocked is None:
+                    return False
+                for hk in self.queue.heap_keys(blocked):  # step aside for this pass
+                    if self.queue.head(hk) is blocked:
+                        stash.append((hk, heapq.heappop(self.queue.heaps[hk])))
+        finally:
+            for hk, entry in stash:
+                heapq.heappush(self.queue.heaps[hk], entry)
+
+    def _choose(self, job: Job, pool: list[Instrument], capability: str | None = None) -> Instrument:
+        capability = capability or job.capability
+        if len(pool) == 1:
+            return pool[0]
+        if job.restrict and job.strategy is not ModuleRestrictionStrategy.FullRestriction:
+            preferred = [i for i in pool if i.id in job.restrict]
+            pool = preferred or pool
+        if self.strategy is LoadBalancing.ROUND_ROBIN:
+            ordered = sorted(pool, key=lambda i: i.id)
+            n = self._rr.get(capability, 0)
+            self._rr[capability] = n + 1
+            return ordered[n % len(ordered)]
+        if self.strategy is LoadBalancing.RANDOM:
+            return self.rng.choice(sorted(pool, key=lambda i: i.id))
+        if self.strategy is LoadBalancing.AFFINITY:
+            for key in ((job.run_id or "", capability), (job.workflow or "", capability)):
+                preferred = self._affinity.get(key)
+                match = next((i for i in pool if i.id == preferred), None)
+                if match is not None:
+                    return match
+        return min(pool, key=lambda i: (i.load, i.utilisation(self.clock.now(), self._started_at), i.id))
+
+    def _assign(self, job: Job, main: Instrument, extras: list[Instrument], now: float) -> None:
+        self.queue.take(job, JobStatus.DISPATCHED)
+        job.instruments = (main.id, *(i.id for i in extras))
+        for inst in (main, *extras):
+            inst.running[job.order_id] = job
+            if inst.busy_since is None:
+                inst.busy_since = now
+        key_run, key_flow = (job.run_id or "", job.capability), (job.workflow or "", job.capability)
+        self._affinity[key_run] = self._affinity[key_flow] = main.id
+        job.task = self._spawn(self._run_job(job, main, extras), f"job-{job.order_id}")
+
+    async def _run_job(self, job: Job, main: Instrument, extras: list[Instrument]) -> None:
+        for inst in (main, *extras):
+            await self._set_status(inst, ModuleStatus.Busy, self._idle_detail(inst))
+        job.to(JobStatus.RUNNING)
+        job.started = self.clock.now()
+        if job.on_started is not None:
+            job.on_started(main.id)
+        order = job.order.model_copy(update={"assignedTo": main.id})
+        outcome: tuple[bool, Any]
+        try:
+            outputs = await main.driver.execute(order, job.progress or (lambda f, v: None))
+            outcome = (True, outputs)
+        except asyncio.CancelledError:
+            if job.interrupt is None:
+                await self._release(job, main, extras, JobStatus.CANCELLED)
+                raise
+            outcome = (False, job.interrupt)
+        except InstrumentUnavailable as exc:
+            # the link dropped with the command sent: only an idempotent step may simply run again
+            main.connected = False
+            main.next_reconnect = self.clock.now() + min(self.stale_timeout, self.heartbeat_interval)
+            failure = exc if job.idempotent else OutcomeUnknown(
+                f"{main.id} was lost during order {job.order_id}: {exc.message}", instrument_id=main.id)
+            outcome = (False, failure)
+        except Exception as exc:  # noqa: BLE001 - delivered to the engine, which classifies it
+            outcome = (False, exc)
+        ok, value = outcome
+        status = JobStatus.COMPLETED if ok else (
+            JobStatus.CANCELLED if isinstance(value, OrderCancelled) else JobStatus.FAILED)
+        await self._release(job, main, extras, status)
+        if not main.connected and main.status is not ModuleStatus.Offline:
+            await self._set_status(main, ModuleStatus.Offline, f"link lost: {value}")
+        if job.future is not None and not job.future.done():
+            if ok:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)
+
+    async def _release(self, job: Job, main: Instrument, extras: list[Instrument], status: JobStatus) -> None:
+        now = self.clock.now()
+        if job.status not in FINAL:
+            job.to(status)
+        job.ended = now
+        self.queue.forget(job)
+        for inst in (main, *extras):
+            inst.running.pop(job.order_id, None)
+            if not inst.running and inst.busy_since is not None:
+                inst.busy_seconds += now - inst.busy_since
+                inst.busy_since = None
+            if inst is main:
+                if status is JobStatus.COMPLETED:
+                    inst.completed += 1
+                elif status is JobStatus.FAILED:
+                    inst.failed += 1
+            if inst.draining and not inst.running:
+                inst.draining = False
+                inst.in_service = False
+            if inst.connected:
+                await self._set_status(inst, self._idle_status(inst), self._idle_detail(inst))
+        self.kick()
+
+    # ------------------------------------------------------------------ heartbeats and timers
+
+    async def _tick_loop(self) -> None:
+        last_beat = -1e18
+        while True:
+            now = self.clock.now()
+            if now - last_beat >= self.heartbeat_interval:
+                last_beat = now
+                await self._heartbeat_round(now)
+            if self.queue.release_due(now):
+                self.kick()
+            wake = last_beat + self.heartbeat_interval
+            nxt = self.queue.next_scheduled
+            if nxt is not None:
+                wake = min(wake, nxt)
+            self._rearm.clear()
+            waits = [asyncio.ensure_future(self._rearm.wait()),
+                     asyncio.ensure_future(self.clock.sleep(max(0.0, wake - self.clock.now())))]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+
+    async def _heartbeat_round(self, now: float) -> None:
+        for inst in self.instruments.values():
+            if not inst.enabled:
+                continue
+            if not inst.connected:
+                if now >= inst.next_reconnect:
+                    inst.next_reconnect = now + self.stale_timeout
+                    self._spawn(self._connect(inst), f"reconnect-{inst.id}")
+                continue
+            if inst.heartbeat_task is None or inst.heartbeat_task.done():
+                inst.heartbeat_task = self._spawn(self._beat(inst), f"heartbeat-{inst.id}")
+            age = now - (inst.last_heartbeat or now)
+            if age > self.stale_timeout:
+                await self._went_offline(inst, f"heartbeat stale for {age:.0f} s "
+                                               f"(limit {self.stale_timeout:g} s)")
+
+    async def _beat(self, inst: Instrument) -> None:
+        try:
+            rtt = await inst.driver.heartbeat()
+        except Exception as exc:  # noqa: BLE001 - a failed heartbeat is just not counted
+            log.info("%s: heartbeat failed: %s", inst.id, exc)
+            return
+        inst.heartbeat_rtt = rtt
+        inst.last_heartbeat = self.clock.now()
+
+    async def _went_offline(self, inst: Instrument, why: str) -> None:
+        inst.connected = False
+        inst.next_reconnect = self.clock.now() + self.stale_timeout
+        for job in list(inst.running.values()):
+            if job.task is not None and not job.task.done():
+                job.interrupt = (InstrumentUnavailable(f"{inst.id} went offline during order {job.order_id}: "
+                                                       f"{why}", instrument_id=inst.id) if job.idempotent else
+                                 OutcomeUnknown(f"{inst.id} went offline during order {job.order_id}: {why}",
+                                                instrument_id=inst.id))
+                job.task.cancel()
+        await self._set_status(inst, ModuleStatus.Offline, why)
+
+    # ------------------------------------------------------------------ operator control
+
+    def _instrument(self, instrument_id: str) -> Instrument:
+        inst = self.instruments.get(instrument_id)
+        if inst is None:
+            raise NotFoundError(f"no instrument '{instrument_id}' (instruments: {', '.join(self.instruments)})")
+        return inst
+
+    async def _operator(self, inst: Instrument, action: str, who: str, reason: str | None) -> None:
+        now = self.clock.now()
+        enabled, in_service = int(inst.enabled), int(inst.in_service and not inst.draining)
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO instruments (id, enabled, in_service, updated, updated_by) VALUES (?,?,?,?,?) "
+                         "ON CONFLICT(id) DO UPDATE SET enabled=excluded.enabled, in_service=excluded.in_service, "
+                         "updated=excluded.updated, updated_by=excluded.updated_by",
+                         (inst.id, enabled, in_service, now, who))
+            conn.execute("INSERT INTO audit (at, who, action, target, reason, details) VALUES (?,?,?,?,?,?)",
+                         (now, who, action, inst.id, reason, None))
+
+        await self.store.write(op)
+        self.bus.publish(OperatorAction(who=who, action=action, target=inst.id, reason=reason))
+        await self._set_status(inst, inst.status if inst.connected else ModuleStatus.Offline,
+                               self._idle_detail(inst))
+        self.kick()
+
+    async def set_enabled(self, instrument_id: str, enabled: bool, *, who: str, reason: str | None = None) -> None:
+        inst = self._instrument(instrument_id)
+        inst.enabled = enabled
+        if enabled and not inst.connected:
+            await self._connect(inst)
+        await self._operator(inst, "enable instrument" if enabled else "disable instrument", who, reason)
+
+    async def take_out_of_service(self, instrument_id: str, *, who: str, reason: str | None = None) -> None:
+        """No new work; the running order finishes first (draining), then out of service."""
+        inst = self._instrument(instrument_id)
+        if not inst.in_service:
+            raise StateError(f"{instrument_id} is already out of service")
+        if inst.running:
+            inst.draining = True
+        else:
+            inst.in_service = False
+        await self._operator(inst, "take out of service", who, reason)
+
+    async def release(self, instrument_id: str, *, who: str, reason: str | None = None) -> None:
+        """Back in service after manual work."""
+        inst = self._instrument(instrument_id)
+        if inst.in_service and not inst.draining:
+            raise StateError(f"{instrument_id} is in service")
+        inst.in_service, inst.draining = True, False
+        await self._operator(inst, "release to service", who, reason)
+
+    async def reconnect(self, instrument_id: str, *, who: str, reason: str | None = None) -> bool:
+        inst = self._instrument(instrument_id)
+        if inst.running:
+            raise StateError(f"{instrument_id} is running {', '.join(inst.running)}; reconnect when it is idle")
+        if inst.connected:
+            try:
+                await inst.driver.disconnect()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("%s: disconnect failed: %s", inst.id, exc)
+            inst.connected = False
+        ok = await self._connect(inst)
+        await self._operator(inst, "reconnect instrument", who, reason)
+        return ok
+
+    def reprioritise(self, order_id: str, priority: int | None = None, biosero: int | None = None) -> None:
+        self.queue.reprioritise(order_id, priority=priority, biosero=biosero)
+        self.kick()
+
+    # ------------------------------------------------------------------ views
+
+    def view(self) -> list[InstrumentView]:
+        now = self.clock.now()
+        return [InstrumentView(i.id, i.name, i.kind, i.status, i.detail, tuple(sorted(i.capabilities)),
+                               i.enabled, i.in_service, i.draining, tuple(i.running), i.capacity,
+                               (now - i.last_heartbeat) if i.last_heartbeat is not None else None,
+                               i.utilisation(now, self._started_at), i.completed, i.failed)
+                for i in self.instruments.values()]
+
+    def why_waiting(self, order_id: str) -> list[str]:
+        """Plain-language reasons why a queued order has not started (empty if it is not queued)."""
+        job = self.queue.jobs.get(order_id)
+        if job is None or job.status is not JobStatus.QUEUED:
+            return []
+        now = self.clock.now()
+        reasons: list[str] = []
+        if self.queue.waiting_for_time(job, now):
+            when = to_datetime(job.scheduled or 0).astimezone().strftime("%H:%M")
+            reasons.append(f"scheduled for {when} (FirstAvailableSlot)")
+        for capability in (job.capability, *job.reserve):
+            having = [i for i in self.instruments.values() if capability in i.capabilities]
+            if not having:
+                reasons.append(f"no instrument has capability {capability}")
+                continue
+            usable = [i for i in having if self._eligible(job, i, capability)]
+            if job.restrict and capability == job.capability:
+                for m in job.restrict:
+                    inst = self.instruments.get(m)
+                    if inst is None:
+                        reasons.append(f"restricted to module {m}, which is not in this workcell")
+                    elif capability not in inst.capabilities:
+                        reasons.append(f"restricted to module {m}, which does not offer {capability}")
+                if job.strategy is not ModuleRestrictionStrategy.NoRestriction:
+                    reasons.append(f"restricted to {', '.join(job.restrict)} ({job.strategy.name})")
+            for inst in usable or having:
+                reasons.append(self._instrument_reason(inst))
+        ahead = self.queue.ahead_of(job)
+        if ahead:
+            reasons.append(f"behind {ahead} order{'s' if ahead != 1 else ''} of higher priority "
+                           f"for {job.capability}")
+        if not reasons:
+            reasons.append("about to be dispatched")
+        return list(dict.fromkeys(reasons))
+
+    def _instrument_reason(self, inst: Instrument) -> str:
+        if not inst.enabled:
+            return f"{inst.id} is disabled"
+        if not inst.in_service:
+            return f"{inst.id} is out of service (manual work)"
+        if inst.draining:
+            return f"{inst.id} is being taken out of service"
+        if not inst.connected or inst.status is ModuleStatus.Offline:
+            return f"{inst.id} is Offline ({inst.detail})"
+        if inst.status is ModuleStatus.Error:
+            return f"{inst.id} is in Error ({inst.detail})"
+        if len(inst.running) >= inst.capacity:
+            return f"{inst.id} is busy with order {', '.join(inst.running)}"
+        return f"{inst.id} is Ready"
+
+    def jobs(self, statuses: Iterable[JobStatus] | None = None) -> list[Job]:
+        wanted = set(statuses) if statuses is not None else None
+        return [j for j in self.queue.jobs.values() if wanted is None or j.status in wanted]
+
+
+__all__ = ["Dispatcher", "FINAL", "Instrument", "InstrumentView", "JOB_ORDER_STATUS", "Job", "JobQueue",
+           "JobStatus", "LoadBalancing", "TRANSITIONS"]

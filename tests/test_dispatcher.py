@@ -1,0 +1,334 @@
+"""Queue, dispatcher and simulated workcell: priorities, restrictions, balancing, reservations,
+heartbeats and operator control, on a virtual clock with the engine on top."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from dispatchkit import WORKCELL, run_dkit
+
+from core.clock import to_datetime
+from core.dispatcher import JOB_ORDER_STATUS, Job, JobQueue, JobStatus
+from core.errors import DuplicateSubmissionError, IllegalTransitionError, StateError
+from core.orders import ModuleRestrictionStrategy, ModuleStatus, Order, OrderStatus
+
+READ = {"id": "read", "kind": "PlateReader.ReadPlate"}
+
+
+def test_job_state_machine_refuses_illegal_transitions():
+    job = Job("O1", Order(), "X.Y")
+    job.to(JobStatus.QUEUED)
+    with pytest.raises(IllegalTransitionError, match="queued -> completed"):
+        job.to(JobStatus.COMPLETED)
+    assert job.status is JobStatus.QUEUED  # nothing changed
+    for status in (JobStatus.DISPATCHED, JobStatus.RUNNING, JobStatus.COMPLETED):
+        job.to(status)
+    with pytest.raises(IllegalTransitionError):
+        job.to(JobStatus.RUNNING)
+    assert JOB_ORDER_STATUS[JobStatus.TIMEOUT] is OrderStatus.Error
+    assert set(JOB_ORDER_STATUS) == set(JobStatus)
+
+
+def test_order_of_service_and_reprioritise():
+    q = JobQueue()
+    jobs = {
+        "std50": Job("std50", Order(), "C", biosero=0, priority=50),
+        "std90": Job("std90", Order(), "C", biosero=0, priority=90),
+        "elev10": Job("elev10", Order(), "C", biosero=-1, priority=10),
+        "std90_late": Job("std90_late", Order(), "C", biosero=0, priority=90),
+        "std90_sched": Job("std90_sched", Order(), "C", biosero=0, priority=90, scheduled=5.0),
+    }
+    for name in ("std50", "std90_late", "std90_sched", "elev10"):
+        q.enqueue(jobs[name], now=10.0)
+    q.enqueue(jobs["std90"], now=10.0)
+    order = []
+    while (head := q.head(("any", "C"))) is not None:
+        order.append(head.order_id)
+        q.take(head)
+    # Elevated first; then priority 90 by scheduled time (5 before none=0? none sorts first), then FIFO
+    assert order == ["elev10", "std90_late", "std90", "std90_sched", "std50"]
+    q2 = JobQueue()
+    a, b = Job("a", Order(), "C", priority=10), Job("b", Order(), "C", priority=20)
+    q2.enqueue(a, 0)
+    q2.enqueue(b, 0)
+    assert q2.head(("any", "C")) is b
+    q2.reprioritise("a", priority=99)
+    assert q2.head(("any", "C")) is a
+    with pytest.raises(StateError, match="not queued"):
+        q2.reprioritise("zzz", priority=1)
+
+
+def test_priorities_decide_who_gets_the_single_sealer(data_dir):
+    async def scenario(kit):
+        await kit.publish("Seal", [{"id": "s", "kind": "Sealer.Seal"}])
+        runs = [await kit.run("Seal", priority=p) for p in (10, 90, 50)]
+        elevated = await kit.engine.create_instance("Seal", {}, priority=5, biosero_priority="Elevated",
+                                                    allow_duplicate=True)
+        await kit.engine.execute_workflow(elevated)
+        await kit.until_done(*runs, elevated)
+        starts = {r: kit.steps(r)["s"]["started_at"] for r in [*runs, elevated]}
+        return runs, elevated, starts
+
+    runs, elevated, starts = run_dkit(data_dir, scenario)
+    # the first run grabbed the idle sealer at once; then Elevated, then 90, then 50
+    ordered = sorted(starts, key=starts.get)
+    assert ordered == [runs[0], elevated, runs[1], runs[2]]
+
+
+def test_module_restriction_strategies(data_dir):
+    """Each strategy with Reader2 listed while Reader2 is busy, then while it is in Error/Offline."""
+
+    async def scenario(kit):
+        await kit.publish("Hog", [{**READ, "restrict_to": ["Reader2"], "module_restriction": "FullRestriction",
+                                   "parameters": {"duration": 600}}])
+        for strategy in ModuleRestrictionStrategy:
+            await kit.publish(f"R{strategy.name}", [{**READ, "restrict_to": ["Reader2"],
+                                                      "module_restriction": strategy.name}])
+        busy, waiting = {}, None
+        for strategy in ModuleRestrictionStrategy:
+            hog = await kit.run("Hog")
+            await kit.clock.advance(1)
+            run_id = await kit.run(f"R{strategy.name}")
+            await kit.clock.advance(1)
+            busy[strategy.name] = kit.steps(run_id)["read"]["instrument"]
+            if strategy is ModuleRestrictionStrategy.FullRestriction:
+                waiting = kit.dispatcher.why_waiting(kit.steps(run_id)["read"]["order_id"])
+            await kit.until_done(hog, run_id)
+            busy[strategy.name] = (busy[strategy.name], kit.steps(run_id)["read"]["instrument"])
+        # Reader2 offline: UnlessOffline falls back, FullRestriction keeps waiting
+        kit.drivers["Reader2"].inject(heartbeat="missing")
+        await kit.clock.advance(60)
+        offline = {}
+        for name in ("UnlessOffline", "FullRestriction", "UnlessError"):
+            run_id = await kit.run(f"R{name}")
+            await kit.clock.advance(1)
+            offline[name] = kit.steps(run_id)["read"]["instrument"]
+        return busy, waiting, offline
+
+    busy, waiting, offline = run_dkit(data_dir, scenario)
+    # (instrument one second after submission, instrument that finally ran it)
+    assert busy["NoRestriction"] == ("Reader1", "Reader1")
+    assert busy["UnlessBusy"] == ("Reader1", "Reader1")       # Reader2 busy -> any reader
+    assert busy["UnlessError"] == (None, "Reader2")           # not in Error -> waits for Reader2
+    assert busy["UnlessOffline"] == (None, "Reader2")
+    assert busy["FullRestriction"] == (None, "Reader2")
+    assert any("Reader2 is busy with order" in r for r in waiting)
+    assert "restricted to Reader2 (FullRestriction)" in waiting
+    assert offline == {"UnlessOffline": "Reader1", "FullRestriction": None, "UnlessError": None}
+
+
+@pytest.mark.parametrize("strategy", ["round_robin", "least_loaded", "random", "affinity"])
+def test_load_balancing_strategies(data_dir, strategy):
+    async def scenario(kit):
+        await kit.publish("TwoReads", [{"id": "r1", "kind": "PlateReader.ReadPlate"},
+                                       {"id": "m", "kind": "RobotArm.MovePlate", "depends_on": ["r1"]},
+                                       {"id": "r2", "kind": "PlateReader.ReadPlate", "depends_on": ["m"]}])
+        runs = []
+        for _ in range(4):
+            runs.append(await kit.run("TwoReads"))
+            await kit.until_done(runs[-1])
+        return [(kit.steps(r)["r1"]["instrument"], kit.steps(r)["r2"]["instrument"]) for r in runs]
+
+    used = run_dkit(data_dir, scenario, strategy=strategy)
+    if strategy == "round_robin":
+        sequence = [i for pair in used for i in pair]  # every read, in order
+        assert sequence == ["Reader1", "Reader2"] * 4
+    elif strategy == "least_loaded":
+        assert {i for pair in used for i in pair} == {"Reader1", "Reader2"}  # busier reader avoided
+    elif strategy == "random":
+        assert used == run_dkit(data_dir / "again", scenario, strategy=strategy)  # seeded
+    else:
+        assert all(a == b for a, b in used)  # the second read goes where the first one ran
+
+
+def test_atomic_reservation_has_no_deadlock_where_naive_locking_has(data_dir):
+    """Two steps each need the arm and a reader. Naive one-at-a-time locking in opposite orders
+    deadlocks; the dispatcher reserves both or neither."""
+
+    async def naive() -> bool:
+        arm, reader = asyncio.Lock(), asyncio.Lock()
+
+        async def step(first, second):
+            async with first:
+                await asyncio.sleep(0.01)
+                async with second:
+                    await asyncio.sleep(0.01)
+
+        try:
+            await asyncio.wait_for(asyncio.gather(step(arm, reader), step(reader, arm)), 0.5)
+            return True
+        except TimeoutError:
+            return False
+
+    assert asyncio.run(naive()) is False, "the naive version deadlocks"
+    cell = WORKCELL.replace("  - {id: Reader2, kind: PlateReader, driver: simulated, capabilities: "
+                            "{PlateReader.ReadPlate: {duration: 60s, jitter: 0s}}}\n", "")
+
+    async def scenario(kit):
+        await kit.publish("ArmFirst", [{"id": "x", "kind": "RobotArm.MovePlate", "reserve": ["PlateReader.ReadPlate"]}])
+        await kit.publish("ReaderFirst", [{"id": "x", "kind": "PlateReader.ReadPlate", "reserve": ["RobotArm.MovePlate"]}])
+        runs = []
+        for _ in range(3):
+            runs.append(await kit.run("ArmFirst"))
+            runs.append(await kit.run("ReaderFirst"))
+        used = await kit.until_done(*runs)
+        held = [(kit.steps(r)["x"]["started_at"], kit.steps(r)["x"]["completed_at"]) for r in runs]
+        return runs, used, held, kit
+
+    runs, used, held, kit = run_dkit(data_dir, scenario, workcell=cell)
+    assert all(kit.status(r).value == "completed" for r in runs)
+    held.sort()
+    assert all(a[1] <= b[0] for a, b in zip(held, held[1:], strict=False)), "never both held at once"
+
+
+def test_blocked_high_priority_job_is_not_starved(data_dir):
+    async def scenario(kit):
+        await kit.publish("Needs2", [{"id": "x", "kind": "PlateReader.ReadPlate", "reserve": ["RobotArm.MovePlate"]}])
+        await kit.publish("ArmLong", [{"id": "a", "kind": "RobotArm.MovePlate", "parameters": {"duration": 100}}])
+        await kit.publish("Read", [READ])
+        arm = await kit.run("ArmLong")
+        await kit.clock.advance(1)
+        big = await kit.run("Needs2", priority=90)   # needs a reader AND the (busy) arm
+        small = [await kit.run("Read", priority=10) for _ in range(4)]  # readers are free now
+        await kit.clock.advance(1)
+        early = [kit.steps(r)["read"]["status"] for r in small]
+        await kit.until_done(arm, big, *small)
+        big_start = kit.steps(big)["x"]["started_at"]
+        small_starts = sorted(kit.steps(r)["read"]["started_at"] for r in small)
+        return early, big_start, small_starts
+
+    early, big_start, small_starts = run_dkit(data_dir, scenario)
+    # one reader is earmarked for the high-priority job; low-priority reads use the other
+    assert early.count("running") == 1
+    assert big_start <= small_starts[2]
+
+
+def test_scheduled_orders_wait_for_their_slot(data_dir):
+    async def scenario(kit):
+        await kit.publish("Read", [READ])
+        run_id = await kit.engine.create_instance("Read", {}, allow_duplicate=True)
+        # a FirstAvailableSlot order for one hour from now (as Data Services orders carry it)
+        order = Order(identifier="Order_99", templateName="PlateReader.ReadPlate",
+                      schedulingStrategy="FirstAvailableSlot", scheduledStartTime=to_datetime(kit.clock.now() + 3600))
+        job = Job("Order_99", order, "PlateReader.ReadPlate", scheduled=kit.clock.now() + 3600)
+        task = asyncio.ensure_future(kit.dispatcher.submit(job))
+        await kit.engine.execute_workflow(run_id)
+        await kit.clock.advance(120)
+        before = job.status
+        reasons = kit.dispatcher.why_waiting("Order_99")
+        await kit.clock.advance(3600)
+        await kit.until(task.done)
+        return before, reasons, job, task.result()
+
+    before, reasons, job, outputs = run_dkit(data_dir, scenario)
+    assert before is JobStatus.QUEUED
+    assert any(r.startswith("scheduled for ") for r in reasons)
+    assert job.status is JobStatus.COMPLETED and "absorbance" in outputs
+
+
+def test_why_waiting_names_missing_capability_and_offline_modules(data_dir):
+    async def scenario(kit):
+        await kit.publish("Cent", [{"id": "c", "kind": "Centrifuge.Spin"}])
+        await kit.publish("Read", [READ])
+        c = await kit.run("Cent")
+        await kit.dispatcher.set_enabled("Reader1", False, who="ann", reason="lamp change")
+        await kit.dispatcher.take_out_of_service("Reader2", who="ann", reason="cleaning")
+        r = await kit.run("Read")
+        await kit.clock.advance(5)
+        return (kit.dispatcher.why_waiting(kit.steps(c)["c"]["order_id"]),
+                kit.dispatcher.why_waiting(kit.steps(r)["read"]["order_id"]), kit)
+
+    cent, read, kit = run_dkit(data_dir, scenario)
+    assert cent == ["no instrument has capability Centrifuge.Spin"]
+    assert read == ["Reader1 is disabled", "Reader2 is out of service (manual work)"]
+    audit = [(a.who, a.action, a.target, a.reason) for a in kit.store.audit_entries()]
+    assert ("ann", "disable instrument", "Reader1", "lamp change") in audit
+    assert ("ann", "take out of service", "Reader2", "cleaning") in audit
+
+
+def test_out_of_service_waits_for_the_running_order_then_release(data_dir):
+    async def scenario(kit):
+        await kit.publish("Seal", [{"id": "s", "kind": "Sealer.Seal"}])
+        first = await kit.run("Seal")
+        await kit.clock.advance(5)
+        await kit.dispatcher.take_out_of_service("Sealer", who="bo")
+        draining = kit.dispatcher.instruments["Sealer"].draining
+        second = await kit.run("Seal")
+        await kit.clock.advance(100)
+        states = (kit.status(first).value, kit.steps(second)["s"]["status"],
+                  kit.dispatcher.instruments["Sealer"].in_service)
+        await kit.dispatcher.release("Sealer", who="bo", reason="done")
+        await kit.until_done(second)
+        return draining, states, kit.status(second).value
+
+    draining, states, second = run_dkit(data_dir, scenario)
+    assert draining is True
+    assert states == ("completed", "queued", False)
+    assert second == "completed"
+
+
+@pytest.mark.parametrize("idempotent", [True, False])
+def test_stale_heartbeat_takes_instrument_offline_mid_order(data_dir, idempotent):
+    async def scenario(kit):
+        await kit.publish("Seal", [{"id": "s", "kind": "Sealer.Seal", "idempotent": idempotent,
+                                    "parameters": {"duration": 600},
+                                    "retry_policy": {"max_attempts": 2, "initial_interval": 1}}],
+                          failure_policy="pause")
+        run_id = await kit.run("Seal")
+        await kit.clock.advance(10)
+        kit.drivers["Sealer"].inject(heartbeat="missing")
+        await kit.clock.advance(60)
+        sealer = kit.dispatcher.instruments["Sealer"]
+        snapshot = (sealer.status, sealer.detail)
+        step = kit.steps(run_id)["s"]
+        return run_id, snapshot, step, kit
+
+    run_id, (status, detail), step, kit = run_dkit(data_dir, scenario)
+    assert status is ModuleStatus.Offline and "heartbeat stale" in detail
+    if idempotent:
+        assert step["status"] in ("retrying", "queued")  # retried, waits for an instrument
+    else:
+        assert step["status"] == "unknown" and step["error_code"] == "OutcomeUnknown"
+        assert kit.engine.get_instance(run_id)["status"] == "paused"
+    log = kit.store.read_sync(lambda c: c.execute(
+        "SELECT from_status, to_status, detail FROM instrument_log WHERE instrument_id='Sealer'").fetchall())
+    assert ("Busy", "Offline") == log[-1][:2] and "heartbeat stale" in log[-1][2]
+    order_log = [t.why or "" for t in kit.store.transitions(step["order_id"])]
+    assert any("went offline" in w for w in order_log)
+
+
+def test_disconnect_fault_mid_order_and_reconnect(data_dir):
+    async def scenario(kit):
+        await kit.publish("Seal", [{"id": "s", "kind": "Sealer.Seal", "idempotent": True,
+                                    "retry_policy": {"max_attempts": 3, "initial_interval": 1}}])
+        kit.drivers["Sealer"].inject(disconnect_after=0)
+        run_id = await kit.run("Seal")
+        await kit.until_done(run_id)  # the link drops; the dispatcher reconnects; the retry runs
+        log = kit.store.read_sync(lambda c: c.execute(
+            "SELECT to_status FROM instrument_log WHERE instrument_id='Sealer' ORDER BY seq").fetchall())
+        ok = await kit.dispatcher.reconnect("Sealer", who="cy", reason="cable reseated")
+        return [r[0] for r in log], kit.status(run_id).value, kit.steps(run_id)["s"]["attempt"], ok, kit
+
+    log, final, attempts, ok, kit = run_dkit(data_dir, scenario)
+    assert "Offline" in log[1:] and log[-1] == "Ready"
+    assert final == "completed" and attempts == 2
+    assert ok is True
+    assert ("cy", "reconnect instrument", "Sealer", "cable reseated") in [
+        (a.who, a.action, a.target, a.reason) for a in kit.store.audit_entries()]
+
+
+def test_duplicate_submission_is_refused_naming_the_earlier_run(data_dir):
+    async def scenario(kit):
+        await kit.publish("Read", [READ])
+        first = await kit.engine.create_instance("Read", {}, requester="lims")
+        with pytest.raises(DuplicateSubmissionError) as info:
+            await kit.engine.create_instance("Read", {}, requester="lims")
+        other = await kit.engine.create_instance("Read", {}, requester="someone else")
+        await kit.clock.advance(11)
+        later = await kit.engine.create_instance("Read", {}, requester="lims")
+        return first, info.value, other, later
+
+    first, error, other, later = run_dkit(data_dir, scenario)
+    assert error.earlier_id == first and f"as run {first}" in str(error)
+    assert len({first, other, later}) == 3
