@@ -36,6 +36,8 @@ def test_flag_beats_environment_beats_file(tmp_path):
     assert (chosen.url, chosen.source) == ("https://ds-flag:8105", "--data-services-url")
     assert resolve_url(None, config_file=tmp_path / "absent.ini", environ={}) is None
     assert resolve_url(None, environ={}) is None
+    assert resolve_url(None, config_file=ini, environ={"LABCONSOLE_DATA_SERVICES_URL": " "}).url \
+        == "http://10.0.0.234:8105"
 
 
 def test_a_bad_url_in_config_ini_names_file_field_and_line(tmp_path):

@@ -469,3 +469,37 @@ def test_a_taken_port_moves_to_the_next_free_one(store):
         run(scenario())
     finally:
         blocker.close()
+
+
+def test_v3_filters_update_order_and_persist_state(store):
+    async def scenario():
+        async with serving(store) as server, httpx.AsyncClient(base_url=server.url) as c:
+            root = await _create(c, {"templateName": "Run"})
+            a = await _create(c, {"templateName": "Read", "parentIdentifier": root,
+                                  "restrictToModuleIds": "Reader-1, Reader-2"})
+            b = await _create(c, {"templateName": "Wash", "parentIdentifier": a})
+            ids = lambda r: [o["identifier"] for o in r.json()]  # noqa: E731
+            r = await c.get("/api/v3.0/orders/unassigned", params={"restrictToModuleIds": "Reader-2"})
+            assert ids(r) == [a]
+            r = await c.get("/api/v3.0/orders/unassigned?templateName=wash&templateName=Run")
+            assert ids(r) == [root, b]
+            r = await c.get("/api/v3.0/orders", params={"status": "Created", "limit": 2, "offset": 1})
+            assert ids(r) == [a, b]
+            await c.put(f"/api/v3.0/orders/{a}/status", json={"status": "Running"})
+            await c.put(f"/api/v3.0/orders/{b}/status", json={"status": "Paused"})
+            r = await c.get("/api/v3.0/orders/executing", params={"sourceIdentifier": root})
+            assert ids(r) == [a, b]
+            r = await c.get(f"/api/v3.0/orders/{a}/descendants-and-self")
+            assert ids(r) == [a, b]
+            r = await c.post("/api/v2.0/OrderService/UpdateOrder", json={
+                "Identifier": b, "Notes": "rerun", "Priority": "Elevated", "Status": "Complete"})
+            assert (r.status_code, r.text) == (200, "true")
+            r = await c.put(f"/api/v3.0/orders/{b}/state", json={"state": "step 3"})
+            assert (r.status_code, r.content) == (200, b"")
+            wash = (await c.get(f"/api/v3.0/orders/{b}")).json()
+            assert (wash["notes"], wash["priority"], wash["state"]) == ("rerun", "Elevated", "step 3")
+            assert wash["status"] == "Paused"  # status changes only through UpdateOrderStatus
+            r = await c.get("/api/v2.0/OrderService/Orders", params={"createdOnOrBefore": "yesterday"})
+            assert r.status_code == 400 and "createdOnOrBefore" in r.text
+
+    run(scenario())

@@ -108,7 +108,7 @@ def resolve_url(flag: str | None = None, *, config_file: str | os.PathLike[str] 
     env = os.environ if environ is None else environ
     if flag is not None:
         return DataServicesSettings(_checked(flag, URL_FLAG), URL_FLAG)
-    if env.get(URL_ENV) is not None:
+    if env.get(URL_ENV, "").strip():  # set but empty counts as unset, as for most variables
         return DataServicesSettings(_checked(env[URL_ENV], URL_ENV), URL_ENV)
     if config_file is not None:
         return url_from_ini(config_file)
