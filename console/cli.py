@@ -146,6 +146,8 @@ async def _headless(args: argparse.Namespace, data_dir: Path) -> int:
                                                   version=args.version)
             print(run_id)
             if args.wait:
+                if runtime.dispatcher is not None:
+                    await runtime.dispatcher.start()
                 await engine.execute_workflow(run_id, async_execution=False)
                 _print_progress(engine.get_workflow_progress(run_id))
                 return 0 if engine.run_status(run_id).value == "completed" else 1
@@ -173,6 +175,8 @@ async def _headless(args: argparse.Namespace, data_dir: Path) -> int:
             for step in failed:
                 await engine.retry_step(args.id, step, reason="retry from the command line")
             if args.wait:
+                if runtime.dispatcher is not None:
+                    await runtime.dispatcher.start()
                 await engine.wait(args.id)
             else:
                 print("the console continues the run when it next looks at the store")
