@@ -152,7 +152,8 @@ def test_an_unknown_template_is_reported_with_the_known_ones(store):
 
 def test_an_unreachable_scheduler_fails_clearly():
     async def scenario():
-        scheduler = OrderScheduler("http://127.0.0.1:9", timeout=1)
+        scheduler = OrderScheduler("http://127.0.0.1:9", demo=True, timeout=1)
+        assert scheduler.debug is True
         try:
             with pytest.raises(DataServicesError) as err:
                 await scheduler.initiate_workflow("Assay Workflow")

@@ -48,17 +48,18 @@ class OrderScheduler:
     Args:
         base_url: Data Services origin, e.g. ``http://10.0.0.234:8105``.
         debug: log every status poll (Biosero's ``demo`` flag, which showed a spinner).
+        demo: Biosero's name for ``debug``, accepted so ``OrderScheduler(url, demo=True)`` runs.
         timeout: seconds one HTTP call may take, retries included.
         poll_interval: longest pause between status polls while waiting. Default 1 s.
         token: bearer token for a labconsole server bound beyond loopback.
         client: an existing client to use (not closed by :meth:`close`).
     """
 
-    def __init__(self, base_url: str, debug: bool = False, *, timeout: float = 10.0,
-                 poll_interval: float = 1.0, token: str | None = None,
+    def __init__(self, base_url: str, debug: bool = False, *, demo: bool | None = None,
+                 timeout: float = 10.0, poll_interval: float = 1.0, token: str | None = None,
                  client: DataServicesClient | None = None) -> None:
         self.base_url = base_url
-        self.debug = debug
+        self.debug = debug if demo is None else demo
         self.poll_interval = poll_interval
         self._owns_client = client is None
         self.client = client or DataServicesClient(base_url, timeout, token=token)
