@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
     parser.add_argument("--demo-orders", type=int, default=0, metavar="N",
                         help="fill the store with about N demo orders before opening the window")
+    parser.add_argument("--workcell", type=Path, default=None,
+                        help="workcell file (default: resources/workcells/demo.yaml)")
+    parser.add_argument("--faults", default=None,
+                        help="fault injection for simulated instruments, e.g. 'rate=0.05,hang@Sealer1=true'")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("gui", help="open the console window (the default)")
     demo = sub.add_parser("demo-orders", help="fill the store with about N demo orders, headless")
@@ -84,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in (None, "gui"):
             from console.app import main_gui
 
-            return main_gui(data_dir, demo_orders=args.demo_orders)
+            return main_gui(data_dir, demo_orders=args.demo_orders, workcell=args.workcell,
+                            faults=args.faults)
         if args.command == "demo-orders":
             from core import demo
             from core.store import Store

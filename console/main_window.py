@@ -1,76 +1,80 @@
-"""The main window: dockable panels over one core, a status bar, layout kept in QSettings."""
+"""The main window: dockable panels over one runtime, a status bar, layout kept in QSettings."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QShowEvent
 from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QWidget
 
 from console.bridge import EventBridge
-from core.facade import Core
-from panels.jobs import JobsPanel, OrdersTableModel
-from panels.placeholder import PlannedPanel
+from panels.dashboard import DashboardPanel
+from panels.detail import DetailPanel
+from panels.jobs import JobsPanel
+from panels.metrics import MetricsPanel
+from panels.robots import RobotsPanel
+from panels.templates import TemplatesPanel
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 class MainWindow(QMainWindow):
-    """Dashboard, Jobs, Robots and Metrics as dock widgets; the Jobs table over the store."""
+    """Dashboard, Jobs, Detail, Robots, Metrics and Templates as dock widgets over one runtime."""
 
-    def __init__(self, core: Core, settings: QSettings, *, bridge: EventBridge | None = None,
+    def __init__(self, runtime: Any, settings: QSettings, *, bridge: EventBridge | None = None,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.core = core
+        self.runtime = runtime
         self.settings = settings
-        self.bridge = bridge or EventBridge(core.bus, parent=self)
+        self.bridge = bridge or EventBridge(runtime.core.bus, parent=self)
         self.closed: asyncio.Future[None] | None = None
         self.setWindowTitle("labconsole")
         self.setObjectName("labconsoleMainWindow")
         self.setDockNestingEnabled(True)
 
-        self.jobs_model = OrdersTableModel(self)
-        self.jobs = JobsPanel(self.jobs_model, self)
-        self.bridge.orders_changed.connect(self._on_orders_changed)
-        self._loaded = False
-        self._pending: dict[str, tuple] = {}
+        self.jobs = JobsPanel(runtime, self.bridge, self)
+        self.jobs_model = self.jobs.model
+        self.detail = DetailPanel(runtime, self.bridge, self)
+        self.dashboard = DashboardPanel(runtime, self.bridge, self)
+        self.robots = RobotsPanel(runtime, self.bridge, self)
+        self.metrics = MetricsPanel(runtime, self.bridge, self)
+        self.templates = TemplatesPanel(runtime, self.bridge, self)
+        self.jobs.order_selected.connect(self._on_order_selected)
 
         self.docks: dict[str, QDockWidget] = {}
-        self._add_dock("Dashboard", PlannedPanel(
-            "Dashboard", "Key figures of the shift: instruments online, jobs completed and failed "
-            "today, pending and running orders, average execution time, success rate, alerts."),
-            Qt.DockWidgetArea.TopDockWidgetArea)
+        self._add_dock("Dashboard", self.dashboard, Qt.DockWidgetArea.TopDockWidgetArea)
         self._add_dock("Jobs", self.jobs, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self._add_dock("Robots", PlannedPanel(
-            "Robots", "Every instrument of the workcell: Ready / Busy / Error / Offline, current "
-            "order and progress, heartbeat age, utilisation; enable, disable, take out of service."),
-            Qt.DockWidgetArea.RightDockWidgetArea)
-        self._add_dock("Metrics", PlannedPanel(
-            "Metrics", "Live charts: throughput, queue depth, per-instrument utilisation, step "
-            "duration trend, success rate."), Qt.DockWidgetArea.RightDockWidgetArea)
-        self.tabifyDockWidget(self.docks["Robots"], self.docks["Metrics"])
-        self.docks["Robots"].raise_()
+        self._add_dock("Detail", self.detail, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._add_dock("Robots", self.robots, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._add_dock("Metrics", self.metrics, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._add_dock("Templates", self.templates, Qt.DockWidgetArea.RightDockWidgetArea)
+        for name in ("Robots", "Metrics", "Templates"):
+            self.tabifyDockWidget(self.docks["Detail"], self.docks[name])
+        self.docks["Detail"].raise_()
         self._layout_pending = True
 
-        view_menu = self.menuBar().addMenu("&View")
-        for dock in self.docks.values():
-            view_menu.addAction(dock.toggleViewAction())
+        file_menu = self.menuBar().addMenu("&File")
         quit_action = QAction("&Quit", self)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
         quit_action.triggered.connect(self.close)
-        self.menuBar().addMenu("&File").addAction(quit_action)
+        file_menu.addAction(quit_action)
+        view_menu = self.menuBar().addMenu("&View")
+        for dock in self.docks.values():
+            view_menu.addAction(dock.toggleViewAction())
 
-        self.store_label = QLabel(str(core.store.path), self)
+        self.connection_label = QLabel("", self)
         self.lag_label = QLabel("", self)
-        self.statusBar().addPermanentWidget(self.lag_label)
-        self.statusBar().addPermanentWidget(self.store_label)
+        self.store_label = QLabel(str(runtime.store.path), self)
+        for label in (self.connection_label, self.lag_label, self.store_label):
+            self.statusBar().addPermanentWidget(label)
         self.resize(1400, 860)
         if self._restore_layout():
             self._layout_pending = False
-        self._lag_timer = QTimer(self)
-        self._lag_timer.setInterval(1000)
-        self._lag_timer.timeout.connect(self._show_commit_stats)
+        self._stats_timer = QTimer(self)
+        self._stats_timer.setInterval(1000)
+        self._stats_timer.timeout.connect(self._show_stats)
 
     def _add_dock(self, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> None:
         dock = QDockWidget(name, self)
@@ -81,31 +85,28 @@ class MainWindow(QMainWindow):
 
     # -- data
     async def load_orders(self) -> int:
-        """Load every order row from the store off the loop, then apply what arrived meanwhile."""
+        """Load every order into the Jobs table (off the loop) and start the status figures."""
         self.statusBar().showMessage("Loading orders…")
-        rows = await self.core.store.read(lambda _c: self.core.store.order_rows())
-        self.jobs_model.reset(rows)
-        self._loaded = True
-        if self._pending:
-            self.jobs_model.apply(self._pending)
-            self._pending = {}
-        self.statusBar().showMessage(f"Loaded {len(rows):,} orders", 4000)
-        self._lag_timer.start()
-        return len(rows)
+        count = await self.jobs.load()
+        self.statusBar().showMessage(f"Loaded {count:,} orders", 4000)
+        self._stats_timer.start()
+        return count
 
-    @Slot(object)
-    def _on_orders_changed(self, rows: dict[str, tuple]) -> None:
-        if self._loaded:
-            self.jobs_model.apply(rows)
-        else:
-            self._pending.update(rows)
+    @Slot(str)
+    def _on_order_selected(self, order_id: str) -> None:
+        show = getattr(self.detail, "show_order", None)
+        if show is not None:
+            show(order_id)
 
     @Slot()
-    def _show_commit_stats(self) -> None:
-        store = self.core.store
+    def _show_stats(self) -> None:
+        store = self.runtime.store
         if store.commit_count:
             mean = store.commit_seconds / store.commit_count * 1000
             self.lag_label.setText(f"commits {store.commit_count:,} · mean {mean:.2f} ms")
+        status = self.runtime.extras.get("connection_status")
+        if callable(status):
+            self.connection_label.setText(status())
 
     # -- layout persistence
     def _restore_layout(self) -> bool:
@@ -117,10 +118,10 @@ class MainWindow(QMainWindow):
 
     def _default_layout(self) -> None:
         width, height = self.width(), self.height()
-        self.resizeDocks([self.docks["Jobs"], self.docks["Robots"]],
-                         [int(width * 0.68), int(width * 0.32)], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["Jobs"], self.docks["Detail"]],
+                         [int(width * 0.64), int(width * 0.36)], Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["Dashboard"], self.docks["Jobs"]],
-                         [int(height * 0.18), int(height * 0.82)], Qt.Orientation.Vertical)
+                         [int(height * 0.2), int(height * 0.8)], Qt.Orientation.Vertical)
 
     def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
         super().showEvent(event)
@@ -135,10 +136,12 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
         self.save_layout()
-        self._lag_timer.stop()
+        self._stats_timer.stop()
+        for panel in (self.dashboard, self.robots, self.metrics, self.detail, self.templates, self.jobs):
+            close = getattr(panel, "shutdown", None)
+            if close is not None:
+                close()
         self.bridge.close()
         if self.closed is not None and not self.closed.done():
             self.closed.set_result(None)
         super().closeEvent(event)
-
-

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Slot
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal, Slot
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
@@ -142,11 +142,22 @@ class OrdersTableModel(QAbstractTableModel):
 
 
 class JobsPanel(QWidget):
-    """The Jobs table. Receives its model; knows nothing about where rows come from."""
+    """The Jobs table over every order of the store, fed per frame by the bridge.
 
-    def __init__(self, model: OrdersTableModel, parent: QWidget | None = None) -> None:
+    Receives the runtime facade and the bridge; emits :attr:`order_selected` with the id of the
+    current order.
+    """
+
+    order_selected = Signal(str)
+
+    def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.model = model
+        self.runtime = runtime
+        self.bridge = bridge
+        self.model = model = OrdersTableModel(self)
+        self._loaded = False
+        self._pending: dict[str, tuple] = {}
+        bridge.orders_changed.connect(self._on_orders_changed)
         self.view = QTableView(self)
         self.view.setObjectName("jobsTable")
         self.view.setModel(model)
@@ -171,7 +182,31 @@ class JobsPanel(QWidget):
         layout.addWidget(self.view)
         model.modelReset.connect(self._update_summary)
         model.rowsInserted.connect(self._update_summary)
+        self.view.selectionModel().currentRowChanged.connect(self._on_current)
         self._update_summary()
+
+    async def load(self) -> int:
+        """Load every order row from the store off the loop, then apply what arrived meanwhile."""
+        store = self.runtime.store
+        rows = await store.read(lambda _c: store.order_rows())
+        self.model.reset(rows)
+        self._loaded = True
+        if self._pending:
+            self.model.apply(self._pending)
+            self._pending = {}
+        return len(rows)
+
+    @Slot(object)
+    def _on_orders_changed(self, rows: dict[str, tuple]) -> None:
+        if self._loaded:
+            self.model.apply(rows)
+        else:
+            self._pending.update(rows)
+
+    @Slot(QModelIndex, QModelIndex)
+    def _on_current(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        if current.isValid():
+            self.order_selected.emit(self.model.order_id(current.row()))
 
     @Slot()
     def _update_summary(self) -> None:

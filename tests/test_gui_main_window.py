@@ -12,15 +12,16 @@ from core import demo
 from core.events import OrderUpdated
 from core.facade import Core
 from core.orders import Order, OrderStatus
+from core.runtime import Runtime
 from panels.jobs import STATUS_COLUMN
 
 
 def _window(store, data_dir, qtbot):
-    core = Core(store)
-    window = MainWindow(core, settings_for(data_dir))
+    runtime = Runtime.build(data_dir, store=store, workcell=None, metrics=False)
+    window = MainWindow(runtime, settings_for(data_dir))
     qtbot.addWidget(window)
     window.show()
-    return core, window
+    return runtime.core, window
 
 
 def test_jobs_table_shows_the_store_and_follows_events(store, data_dir, qtbot, qrun):
@@ -61,7 +62,7 @@ def test_layout_is_restored(store, data_dir, qtbot, qrun):
     window.docks["Metrics"].hide()
     window.resize(640, 480)
     window.close()
-    again = MainWindow(core, settings_for(data_dir))
+    again = MainWindow(window.runtime, settings_for(data_dir))
     qtbot.addWidget(again)
     again.show()
     assert (again.size().width(), again.size().height()) == (640, 480)
