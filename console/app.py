@@ -29,8 +29,24 @@ async def _watch_store(runtime, interval: float = 2.0) -> None:  # noqa: ANN001
             log.warning("store watch: %s", exc)
 
 
+def data_services_settings(data_dir: Path, flag: str | None, config: Path | None):  # noqa: ANN201
+    """URL from --data-services-url, $LABCONSOLE_DATA_SERVICES_URL or config.ini (as Biosero sites
+    keep it: ``[DATA SERVICES] url = ...``; ./config.ini, else config.ini in the data dir).
+    None means: start the embedded Data Services."""
+    from core.dataservices.config import resolve_url
+
+    if config is None:
+        for candidate in (Path.cwd() / "config.ini", data_dir / "config.ini"):
+            if candidate.is_file():
+                config = candidate
+                break
+    return resolve_url(flag, config_file=config)
+
+
 async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | None = None,
-                      faults: str | None = None) -> int:
+                      faults: str | None = None, data_services_url: str | None = None,
+                      config: Path | None = None, bind: str = "127.0.0.1", port: int = 8105,
+                      token: str | None = None) -> int:
     from console.main_window import MainWindow
     from core import demo
     from core.runtime import DEMO_WORKCELL, Runtime
@@ -40,9 +56,16 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
     if demo_orders:
         await asyncio.to_thread(demo.generate, store, demo_orders)
     runtime = Runtime.build(data_dir, store=store, workcell=workcell or DEMO_WORKCELL, faults=faults)
+    from core.dataservices.link import DataServicesLink
+
+    settings = data_services_settings(data_dir, data_services_url, config)
+    link = DataServicesLink(runtime, settings, host=bind, port=port, token=token)
+    runtime.extras["connection_status"] = link.describe
+    runtime.extras["data_services"] = link
     watcher = None
     try:
         await runtime.start()
+        await link.start()
         window = MainWindow(runtime, settings_for(data_dir))
         window.closed = asyncio.get_running_loop().create_future()
         window.show()
@@ -55,11 +78,11 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+        await link.stop()
         await runtime.close()
 
 
-def main_gui(data_dir: Path, *, demo_orders: int = 0, workcell: Path | None = None,
-             faults: str | None = None) -> int:
+def main_gui(data_dir: Path, **options: object) -> int:
     import PySide6  # noqa: F401 - choose the binding before qasync looks for one
     import qasync
     from PySide6.QtWidgets import QApplication
@@ -69,8 +92,7 @@ def main_gui(data_dir: Path, *, demo_orders: int = 0, workcell: Path | None = No
     app.setOrganizationName("labconsole")
     try:
         with asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(app)) as runner:
-            return runner.run(run_console(data_dir, demo_orders=demo_orders, workcell=workcell,
-                                          faults=faults))
+            return runner.run(run_console(data_dir, **options))  # type: ignore[arg-type]
     except LabconsoleError as exc:
         print(f"labconsole: {exc}", file=sys.stderr)
         return 2

@@ -38,6 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="workcell file (default: resources/workcells/demo.yaml)")
     parser.add_argument("--faults", default=None,
                         help="fault injection for simulated instruments, e.g. 'rate=0.05,hang@Sealer1=true'")
+    parser.add_argument("--data-services-url", default=None,
+                        help="Biosero Data Services to work with (default: config.ini or "
+                        "LABCONSOLE_DATA_SERVICES_URL; none: start the embedded one)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="config.ini with [DATA SERVICES] url = ... (default: ./config.ini, then the data dir)")
+    parser.add_argument("--bind", default="127.0.0.1",
+                        help="address the embedded Data Services listens on (non-loopback needs --token)")
+    parser.add_argument("--port", type=int, default=8105, help="embedded Data Services port (next free if taken)")
+    parser.add_argument("--token", default=None, help="bearer token required by the embedded Data Services")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("gui", help="open the console window (the default)")
     demo = sub.add_parser("demo-orders", help="fill the store with about N demo orders, headless")
@@ -79,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # 5 ms so a burst of commits never stalls the event loop for more than ~2 ms (bench/store.py).
     sys.setswitchinterval(0.001)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         if args.command == "templates" and args.action == "validate":
             return _validate(args.files)
@@ -89,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from console.app import main_gui
 
             return main_gui(data_dir, demo_orders=args.demo_orders, workcell=args.workcell,
-                            faults=args.faults)
+                            faults=args.faults, data_services_url=args.data_services_url,
+                            config=args.config, bind=args.bind, port=args.port, token=args.token)
         if args.command == "demo-orders":
             from core import demo
             from core.store import Store

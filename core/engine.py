@@ -941,7 +941,7 @@ class Engine:
         run.error = detail if status is not RunStatus.COMPLETED else None
         if run.timer:
             run.timer.cancel()
-        outputs = {f"{sid}.{k}": v for sid, o in run.outputs().items() for k, v in o.items()}
+        outputs = run_outputs(run.template, run.outputs(), status is RunStatus.COMPLETED)
         await self._set_run(run, status, detail, who=who, extra="ended = ?", extra_params=(run.ended,),
                             changes={"outputParameters": [_param(k, v) for k, v in outputs.items()]})
         run.done.set()
@@ -1391,6 +1391,23 @@ class Engine:
 
 
 # ============================================================================ helpers
+
+
+def run_outputs(template: WorkflowTemplate, step_outputs: Mapping[str, Mapping[str, Any]],
+                success: bool) -> dict[str, Any]:
+    """A run's output parameters: every step output as ``step.name``; names that only one step
+    produces also plain (``absorbance``), the last step in template order winning; and
+    ``Success`` (the Biosero convention callers check) from the run's outcome."""
+    out: dict[str, Any] = {}
+    plain: dict[str, Any] = {}
+    for step in template.steps:
+        for key, value in (step_outputs.get(step.id) or {}).items():
+            out[f"{step.id}.{key}"] = value
+            plain[key] = value
+    for key, value in plain.items():
+        out.setdefault(key, value)
+    out["Success"] = success
+    return out
 
 
 def _param(name: str, value: Any) -> Parameter:

@@ -208,10 +208,13 @@ class Runtime:
     # ------------------------------------------------------------------ operator actions
 
     async def start_run(self, template_name: str, inputs: dict[str, Any] | None = None, *,
-                        priority: int = 50, version: int | None = None, who: str | None = None) -> str:
+                        priority: int = 50, version: int | None = None, who: str | None = None,
+                        allow_duplicate: bool = False) -> str:
+        """Create and start a run. The same template + inputs by the same person within the
+        engine's duplicate window is refused (DuplicateSubmissionError) unless ``allow_duplicate``."""
         who = who or os_user()
         run_id = await self.engine.create_instance(template_name, inputs or {}, priority=priority,
-                                                   version=version, who=who)
+                                                   version=version, who=who, allow_duplicate=allow_duplicate)
         await self.engine.execute_workflow(run_id)
         await self.store.audit(who, "start run", run_id, None, {"template": template_name, "version": version})
         return run_id

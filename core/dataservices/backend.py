@@ -317,6 +317,10 @@ class DataServicesBackend:
                 raise OrderNotFoundError(order_id)
             if found[1] or OrderStatus(found[0]) not in WAITING_STATUSES:
                 return None
+            owned = conn.execute("SELECT 1 FROM runs WHERE run_id = ? UNION ALL "
+                                 "SELECT 1 FROM step_runs WHERE order_id = ?", (order_id, order_id)).fetchone()
+            if owned:  # a run or step of the console's engine: not for modules to claim
+                return None
             return update(conn)
 
         result = await self.store.write(op)
@@ -429,7 +433,9 @@ class DataServicesBackend:
             where.append(f"status IN ({','.join('?' * len(codes))})")
             params += codes
         if unassigned:
-            where.append("(assigned_to IS NULL OR assigned_to = '')")
+            # labconsole's own runs and steps are claimed by the console's engine, not by modules
+            where.append("(assigned_to IS NULL OR assigned_to = '') AND id NOT IN (SELECT run_id FROM runs) "
+                         "AND id NOT IN (SELECT order_id FROM step_runs)")
         if created_on_or_before is not None:
             where.append("created <= ?")
             params.append(created_on_or_before.timestamp())

@@ -1,0 +1,387 @@
+"""The console as a Data Services module: orders in, status and outputs out.
+
+Two modes:
+
+* **embedded** (no URL configured): labconsole starts its own Data Services on 127.0.0.1, backed
+  by the console's store. Orders other programs create there live in the same ``orders`` table,
+  so nothing needs copying; the link adopts the ones meant for labconsole and runs them.
+* **remote** (``[DATA SERVICES] url`` or ``--data-services-url``): labconsole talks to that server
+  as a client. Adopted remote orders get a local mirror; local runs and steps are created there
+  too (with their parent links), and every local change is delivered in order.
+
+**Inbound (both modes).** Every ``poll_interval`` the link reads ``UnassignedOrders`` and claims
+(atomic try-assign to ``module_id``) those whose template is one of labconsole's workflow
+templates (→ a run whose parent is that order) or one of the workcell's capabilities or
+instruments (→ a single job on the dispatcher). When the run or job ends, the order gets its
+outputs and Complete, or Error with the reason.
+
+**Outbound (remote mode): the transition log is the outbox.** The store's append-only
+``transitions`` table already holds every change in commit order, durably. The link keeps a
+cursor (``meta.ds_outbox_cursor``) and delivers each transition after it: create the remote
+order if it has none yet (the local order id is the idempotency key, so a resend after a lost
+answer or a restart is not doubled), claim it for labconsole, set outputs, set the status; then
+advance the cursor. When Data Services is unreachable the cursor stops, the console keeps
+working, and the outbox depth is the number of transitions after the cursor; once the server
+answers again everything is delivered in order. Nothing is lost (the log is durable) and
+nothing is doubled (creates are keyed, status and outputs are idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from core.dataservices.client import DataServicesClient
+from core.dataservices.config import DataServicesSettings
+from core.dataservices.errors import CreateOutcomeUnknownError
+from core.dataservices.models import OrderTemplate
+from core.dataservices.server import EmbeddedDataServices
+from core.errors import DataServicesError, LabconsoleError, OrderNotFoundError
+from core.events import OrderStatusChanged
+from core.orders import TERMINAL_STATUSES, Order, OrderStatus, Parameter
+
+log = logging.getLogger(__name__)
+
+MODULE_ID = "labconsole"
+CURSOR_KEY = "ds_outbox_cursor"
+SKIP_CREATORS = ("demo",)
+"""Orders made by these creators (demo history) are not sent to a remote Data Services."""
+
+LINKS_DDL = ("CREATE TABLE IF NOT EXISTS ds_links (local_id TEXT PRIMARY KEY, remote_id TEXT NOT NULL, "
+             "adopted INTEGER NOT NULL DEFAULT 0)")
+
+
+@dataclass
+class LinkState:
+    mode: str
+    url: str
+    connected: bool = False
+    error: str | None = None
+    outbox: int = 0
+    adopted: int = 0
+    delivered: int = 0
+
+    def describe(self) -> str:
+        if self.mode == "embedded":
+            return f"Data Services: embedded at {self.url}"
+        state = "connected" if self.connected else f"unreachable ({self.error})" if self.error else "connecting"
+        return f"Data Services {self.url}: {state} · outbox {self.outbox}"
+
+
+class DataServicesLink:
+    """See the module docstring. ``runtime`` is a :class:`core.runtime.Runtime`."""
+
+    def __init__(self, runtime: Any, settings: DataServicesSettings | None = None, *,
+                 module_id: str = MODULE_ID, poll_interval: float = 1.0, port: int = 8105,
+                 host: str = "127.0.0.1", token: str | None = None, timeout: float = 5.0) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.module_id = module_id
+        self.poll_interval = poll_interval
+        self.server: EmbeddedDataServices | None = None
+        self._port, self._host, self._token, self._timeout = port, host, token, timeout
+        self.client: DataServicesClient | None = None
+        self.state = LinkState("remote" if settings else "embedded", settings.url if settings else "")
+        self._tasks: list[asyncio.Task] = []
+        self._wake = asyncio.Event()
+        self._watch: dict[str, str] = {}
+        """local run/job id -> the order it answers (embedded: same store; remote: via ds_links)."""
+        self.on_state: Callable[[LinkState], None] | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.settings is None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> str:
+        """Start the embedded server or connect to the remote one; register templates; start the loops."""
+        store = self.runtime.store
+        await store.write(lambda c: c.execute(LINKS_DDL))
+        if self.embedded:
+            self.server = EmbeddedDataServices(store, host=self._host, port=self._port, token=self._token)
+            url = await self.server.start()
+            self.state.url = url
+            self.state.connected = True
+        else:
+            url = self.settings.url if self.settings else ""
+        self.client = DataServicesClient(url, timeout=self._timeout, token=self._token)
+        self.runtime.core.bus.subscribe(self._on_status, OrderStatusChanged)
+        await self._restore_watches()
+        if self.embedded:  # our own server: the templates are there before anyone asks
+            await self.register_templates()
+        self._tasks.append(asyncio.create_task(self._inbound_loop(), name="ds-inbound"))
+        if not self.embedded:
+            self._tasks.append(asyncio.create_task(self._outbound_loop(), name="ds-outbound"))
+        return url
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self.client is not None:
+            await self.client.close()
+        if self.server is not None:
+            await self.server.stop()
+
+    def describe(self) -> str:
+        return self.state.describe()
+
+    def _changed(self) -> None:
+        if self.on_state is not None:
+            self.on_state(self.state)
+
+    # ------------------------------------------------------------------ templates
+
+    def _templates(self) -> list[OrderTemplate]:
+        out = []
+        for t in self.runtime.templates():
+            inputs = [Parameter(name=p.name, value="" if p.default is None else str(p.default),
+                                valueType={"integer": "Integer", "double": "Double", "boolean": "Boolean"}
+                                .get(p.type.value, "String"), description=p.description or None)
+                      for p in t.inputs]
+            out.append(OrderTemplate(name=t.name, category="labconsole workflow",
+                                     description=t.description or f"labconsole workflow v{t.version}",
+                                     availableModuleIds=self.module_id, inputParameters=inputs))
+        return out
+
+    async def register_templates(self) -> int:
+        assert self.client is not None
+        templates = self._templates()
+        for template in templates:
+            await self.client.register_template(template)
+        return len(templates)
+
+    # ------------------------------------------------------------------ inbound
+
+    def _wanted(self, order: Order) -> str | None:
+        """'workflow', 'module' or None: is this order for labconsole?"""
+        if (order.createdBy or "").startswith(f"{self.module_id} ") or self._is_ours(order.identifier):
+            return None  # an order this console created there itself
+        names = {t.name.lower() for t in self.runtime.templates()}
+        name = (order.templateName or "").lower()
+        if name in names:
+            return "workflow"
+        cell = self.runtime.workcell
+        restricted = set(order.restricted_modules)
+        if cell is not None:
+            capabilities = {c.lower() for c in cell.capabilities}
+            instruments = {i.id for i in cell.instruments}
+            if name in capabilities and (not restricted or restricted & instruments or self.module_id in restricted):
+                return "module"
+        return None
+
+    async def _inbound_loop(self) -> None:
+        registered = self.embedded
+        while True:
+            try:
+                if not registered:
+                    await self.register_templates()
+                    registered = True
+                await self.poll_once()
+                self._mark(True, None)
+            except DataServicesError as exc:
+                self._mark(False, exc.cause)
+            except Exception:  # noqa: BLE001 - keep the module alive, say why
+                log.exception("Data Services inbound poll failed")
+            await asyncio.sleep(self.poll_interval)
+
+    async def poll_once(self) -> list[str]:
+        """Claim and start every unassigned order meant for labconsole; return their ids."""
+        assert self.client is not None
+        adopted = []
+        for order in await self.client.unassigned_orders(limit=200):
+            kind = self._wanted(order)
+            if kind is None or not order.identifier:
+                continue
+            if not await self.client.try_assign(order.identifier, self.module_id):
+                continue
+            try:
+                await self._adopt(order, kind)
+                adopted.append(order.identifier)
+            except LabconsoleError as exc:
+                await self.client.update_order_status(order.identifier, OrderStatus.Error,
+                                                      f"labconsole could not run it: {exc}")
+        self.state.adopted += len(adopted)
+        return adopted
+
+    async def _adopt(self, order: Order, kind: str) -> None:
+        remote_id = order.identifier or ""
+        inputs = {p.name: p.typed_value for p in order.inputParameters if p.value not in (None, "")}
+        if self.embedded:
+            answer_id = remote_id
+        else:  # a local mirror of the remote order, linked to it
+            mirror = await self.runtime.core.create_order(
+                order.model_copy(update={"identifier": None, "assignedTo": self.module_id,
+                                         "status": OrderStatus.Created}), who=f"Data Services {remote_id}")
+            answer_id = mirror.identifier or ""
+            await self._link(answer_id, remote_id, adopted=True)
+        await self.runtime.core.set_status(answer_id, OrderStatus.Running, who=self.module_id,
+                                           why="claimed by labconsole")
+        if kind == "workflow":
+            run_id = await self.runtime.engine.create_instance(
+                order.templateName or "", inputs, parent_identifier=answer_id, who=order.createdBy or remote_id,
+                allow_duplicate=True)
+            self._watch[run_id] = answer_id
+            await self._save_watch(run_id, answer_id)
+            await self.runtime.engine.execute_workflow(run_id)
+        else:
+            self._spawn(self._run_module_job(answer_id, order))
+
+    async def _run_module_job(self, answer_id: str, order: Order) -> None:
+        from core.dispatcher import Job
+
+        dispatcher = self.runtime.dispatcher
+        job = Job(answer_id, order.model_copy(update={"identifier": answer_id}), order.templateName or "",
+                  restrict=tuple(m for m in order.restricted_modules if m != self.module_id),
+                  strategy=order.moduleRestrictionStrategy, biosero=int(order.priority),
+                  on_started=lambda instrument: self._spawn(self.runtime.core.update_order(
+                      answer_id, {"assignedTo": instrument})))
+        try:
+            outputs = await dispatcher.submit(job)
+        except Exception as exc:  # noqa: BLE001 - reported on the order
+            await self._answer(answer_id, OrderStatus.Error, f"{type(exc).__name__}: {exc}", None)
+            return
+        await self._answer(answer_id, OrderStatus.Complete, None, outputs)
+
+    def _spawn(self, coro: Any) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: t in self._tasks and self._tasks.remove(t))
+        return task
+
+    async def _answer(self, order_id: str, status: OrderStatus, why: str | None,
+                      outputs: dict[str, Any] | None) -> None:
+        changes = None
+        if outputs:
+            from core.engine import _param
+
+            changes = {"outputParameters": [_param(k, v) for k, v in outputs.items()]}
+        await self.runtime.core.set_status(order_id, status, who=self.module_id, why=why, changes=changes)
+
+    def _on_status(self, event: Any) -> None:
+        """A watched run ended: answer the order it runs for."""
+        answer = self._watch.get(event.order_id)
+        if answer is None or event.to_status not in (OrderStatus.Complete, OrderStatus.Error,
+                                                      OrderStatus.Canceled):
+            return
+        self._watch.pop(event.order_id, None)
+        run = self.runtime.store.get_order(event.order_id)
+        outputs = {p.name: p.value for p in run.outputParameters}
+        self._spawn(self._answer(answer, event.to_status, run.statusDetails, outputs))
+
+    async def _save_watch(self, run_id: str, answer_id: str) -> None:
+        await self.runtime.store.write(lambda c: c.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (f"ds_watch:{run_id}", answer_id)))
+
+    async def _restore_watches(self) -> None:
+        rows = await self.runtime.store.read(lambda c: c.execute(
+            "SELECT key, value FROM meta WHERE key LIKE 'ds_watch:%'").fetchall())
+        for key, answer in rows:
+            self._watch[key.split(":", 1)[1]] = answer
+
+    # ------------------------------------------------------------------ outbound (remote mode)
+
+    async def _link(self, local_id: str, remote_id: str, adopted: bool = False) -> None:
+        await self.runtime.store.write(lambda c: c.execute(
+            "INSERT OR REPLACE INTO ds_links (local_id, remote_id, adopted) VALUES (?,?,?)",
+            (local_id, remote_id, int(adopted))))
+
+    def _is_ours(self, remote_id: str | None) -> bool:
+        if self.embedded or not remote_id:
+            return False
+        return self.runtime.store.read_sync(lambda c: c.execute(
+            "SELECT 1 FROM ds_links WHERE remote_id = ? AND adopted = 0", (remote_id,)).fetchone()) is not None
+
+    def _remote_of(self, local_id: str | None) -> str | None:
+        if not local_id:
+            return None
+        row = self.runtime.store.read_sync(lambda c: c.execute(
+            "SELECT remote_id FROM ds_links WHERE local_id = ?", (local_id,)).fetchone())
+        return row[0] if row else None
+
+    def outbox_depth(self) -> int:
+        def read(c: sqlite3.Connection) -> int:
+            cursor = _cursor(c)
+            return c.execute("SELECT count(*) FROM transitions WHERE seq > ?", (cursor,)).fetchone()[0]
+
+        return self.runtime.store.read_sync(read)
+
+    async def _outbound_loop(self) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                delivered = await self.deliver_pending()
+                self._mark(True, None)
+                backoff = 0.5
+                if not delivered:
+                    await asyncio.sleep(self.poll_interval / 4)
+            except DataServicesError as exc:
+                self._mark(False, exc.cause)
+                await asyncio.sleep(backoff)
+                backoff = min(30.0, backoff * 2)
+            except Exception:  # noqa: BLE001
+                log.exception("Data Services delivery failed")
+                await asyncio.sleep(backoff)
+            self.state.outbox = await self.runtime.store.read(lambda c: c.execute(
+                "SELECT count(*) FROM transitions WHERE seq > ?", (_cursor(c),)).fetchone()[0])
+
+    async def deliver_pending(self, batch: int = 200) -> int:
+        """Deliver transitions after the cursor, in order; return how many. Raises on failure."""
+        assert self.client is not None
+        rows = await self.runtime.store.read(lambda c: c.execute(
+            "SELECT t.seq, t.order_id, t.to_status, o.data FROM transitions t JOIN orders o ON o.id = t.order_id "
+            "WHERE t.seq > ? ORDER BY t.seq LIMIT ?", (_cursor(c), batch)).fetchall())
+        for seq, order_id, to_status, data in rows:
+            order = Order.model_validate_json(data)
+            if (order.createdBy or "") not in SKIP_CREATORS:
+                await self._deliver(order_id, OrderStatus(to_status), order)
+            await self.runtime.store.write(lambda c, seq=seq: c.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (CURSOR_KEY, str(seq))))
+            self.state.delivered += 1
+        return len(rows)
+
+    async def _deliver(self, local_id: str, status: OrderStatus, order: Order) -> None:
+        assert self.client is not None
+        remote = self._remote_of(local_id)
+        if remote is None:
+            parent = self._remote_of(order.parentIdentifier)
+            create = Order(templateName=order.templateName, parentIdentifier=parent,
+                           inputParameters=order.inputParameters, priority=order.priority,
+                           notes=order.notes, createdBy=f"{self.module_id} {local_id}",
+                           schedulingStrategy=order.schedulingStrategy,
+                           restrictToModuleIds=order.restrictToModuleIds,
+                           moduleRestrictionStrategy=order.moduleRestrictionStrategy)
+            try:
+                remote = await self.client.create_order(create, idempotency_key=f"labconsole:{local_id}")
+            except CreateOutcomeUnknownError as exc:
+                raise DataServicesError(self.client.base_url, f"create of {local_id} unconfirmed: {exc}") from None
+            await self._link(local_id, remote)
+            await self.client.try_assign(remote, self.module_id)
+        # the latest state of the order, not the historical one: idempotent and cheap
+        current = self.runtime.store.get_order(local_id)
+        try:
+            if current.outputParameters and current.status in TERMINAL_STATUSES | {OrderStatus.Error}:
+                await self.client.set_output_parameters(remote, {p.name: p.value or "" for p in current.outputParameters})
+            await self.client.update_order_status(remote, current.status, current.statusDetails)
+        except OrderNotFoundError:
+            log.warning("remote order %s of %s is gone; relinking", remote, local_id)
+            await self.runtime.store.write(lambda c: c.execute("DELETE FROM ds_links WHERE local_id = ?", (local_id,)))
+            raise DataServicesError(self.client.base_url, f"order {remote} vanished; will recreate") from None
+
+    def _mark(self, ok: bool, error: str | None) -> None:
+        if self.state.connected != ok or self.state.error != error:
+            self.state.connected, self.state.error = ok, error
+            self._changed()
+
+
+def _cursor(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (CURSOR_KEY,)).fetchone()
+    return int(row[0]) if row else 0
+
+

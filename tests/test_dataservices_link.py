@@ -1,0 +1,154 @@
+"""The console as a Data Services module: embedded and remote, with Biosero's own client,
+and the outbox surviving a server that goes away mid-burst."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from helpers.bdm_support import run_bdm_script
+
+from core.dataservices.client import DataServicesClient
+from core.dataservices.config import DataServicesSettings
+from core.dataservices.link import DataServicesLink
+from core.dataservices.models import OrderTemplate
+from core.dataservices.server import EmbeddedDataServices
+from core.orders import Order, OrderStatus
+from core.runtime import SAMPLE_TEMPLATES, Runtime
+from core.store import DB_FILENAME, Store
+from core.templates import template_from_dict
+from core.workcell import parse_workcell
+
+FAST_CELL = """
+name: fast cell
+seed: 1
+heartbeat_interval: 1s
+stale_timeout: 10s
+instruments:
+  - {id: LiquidHandler1, kind: LiquidHandler, driver: simulated, capabilities: {LiquidHandler.Transfer: {duration: 50ms, jitter: 0s}}}
+  - {id: Incubator1, kind: Incubator, driver: simulated, capabilities: {Incubator.Incubate: {duration: 50ms, jitter: 0s}}}
+  - {id: Sealer1, kind: Sealer, driver: simulated, capabilities: {Sealer.Seal: {duration: 50ms, jitter: 0s}}}
+"""
+
+
+async def console(data_dir: Path, settings=None, port: int = 0) -> tuple[Runtime, DataServicesLink]:
+    store = Store(data_dir / DB_FILENAME).open()
+    runtime = Runtime.build(data_dir, store=store, workcell=parse_workcell(FAST_CELL))
+    await runtime.start(templates_dir=SAMPLE_TEMPLATES)
+    link = DataServicesLink(runtime, settings, poll_interval=0.1, port=port or 18105, timeout=2.0)
+    await link.start()
+    return runtime, link
+
+
+async def until(predicate, timeout: float = 30.0, step: float = 0.05) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < end, "condition not reached in time"
+        await asyncio.sleep(step)
+
+
+def test_biosero_order_scheduler_runs_on_the_workcell(data_dir):
+    """Seed 000's example, with Biosero's client, against the console's embedded Data Services:
+    the Cell Prep order is claimed by labconsole, run on the (simulated) workcell, completed."""
+
+    async def scenario():
+        runtime, link = await console(data_dir)
+        try:
+            # the site's master workflow template (in a Biosero site, registered with the workflow)
+            site = DataServicesClient(link.state.url)
+            await site.register_template(OrderTemplate(name="Cell Culture Workflow", category="workflow"))
+            await site.close()
+            result = await run_bdm_script("bdm_seed_workflow.py", link.state.url, "biosero", timeout=90)
+            runs, _ = runtime.engine.query_instances(template="Cell Prep")
+            return result, runs, link, runtime
+        finally:
+            await link.stop()
+            await runtime.close()
+
+    result, runs, link, runtime = asyncio.run(scenario())
+    assert result["status"] == "Complete" and result["success"] in (True, "True")
+    assert len(runs) == 1 and runs[0]["status"] == "completed"
+    run = runtime.store.get_order(runs[0]["id"])
+    assert run.parentIdentifier == result["order_id"]  # the run answers the Data Services order
+    assert link.state.adopted == 1
+
+
+def test_module_orders_run_on_the_named_instrument(data_dir):
+    async def scenario():
+        runtime, link = await console(data_dir)
+        try:
+            client = DataServicesClient(link.state.url)
+            oid = await client.create_order(Order(templateName="Sealer.Seal", restrictToModuleIds="Sealer1",
+                                                  inputParameters=[{"name": "plate", "value": "P7"}]))
+            await until(lambda: runtime.store.get_order(oid).status is OrderStatus.Complete)
+            done = await client.get_order(oid)
+            await client.close()
+            return done
+        finally:
+            await link.stop()
+            await runtime.close()
+
+    done = asyncio.run(scenario())
+    assert done.assignedTo == "Sealer1"
+    assert done.get_output_parameter_value("Success") in (True, "True")
+
+
+def test_outbox_survives_the_server_going_away_mid_burst(tmp_path):
+    """Remote mode: runs started in the console appear in Data Services with parent links; the
+    server stops mid-burst, the console keeps working, the server comes back: Data Services ends
+    with exactly the console's state — nothing lost, nothing doubled."""
+    console_dir, remote_dir = tmp_path / "console", tmp_path / "remote"
+    console_dir.mkdir()
+    remote_dir.mkdir()
+
+    async def scenario():
+        remote_store = Store(remote_dir / DB_FILENAME).open()
+        server = EmbeddedDataServices(remote_store, port=18207)
+        url = await server.start()
+        runtime, link = await console(console_dir, DataServicesSettings(url, "test"))
+        try:
+            await runtime.engine.publish(template_from_dict({"name": "Quick", "definition": {"steps": [
+                {"id": "a", "kind": "Sealer.Seal"}, {"id": "b", "kind": "noop", "depends_on": ["a"]}]}}))
+            first = [await runtime.start_run("Quick", who="op", allow_duplicate=True) for _ in range(3)]
+            await until(lambda: link.state.delivered > 4)
+            await server.stop()                      # gone mid-burst
+            second = [await runtime.start_run("Quick", who="op", allow_duplicate=True) for _ in range(3)]
+            await until(lambda: all(not runtime.run_is_active(r) for r in first + second))
+            await until(lambda: link.state.error is not None and link.outbox_depth() > 0)
+            depth_while_down = link.outbox_depth()
+            server = EmbeddedDataServices(remote_store, port=18207)
+            await server.start()                     # back
+            await until(lambda: link.outbox_depth() == 0, timeout=60)
+            local = {}
+            for run_id in first + second:
+                inst = runtime.engine.get_instance(run_id)
+                local[run_id] = runtime.store.get_order(run_id)
+                for step in inst["steps"]:
+                    local[step["order_id"]] = runtime.store.get_order(step["order_id"])
+            links = dict(runtime.store.read_sync(lambda c: c.execute(
+                "SELECT local_id, remote_id FROM ds_links").fetchall()))
+            client = DataServicesClient(url)
+            remote = {lid: await client.get_order(links[lid]) for lid in local}
+            remote_all = await client.orders(limit=1000)
+            await client.close()
+            return local, remote, links, remote_all, depth_while_down
+        finally:
+            await link.stop()
+            await runtime.close()
+            await server.stop()
+            remote_store.close()
+
+    local, remote, links, remote_all, depth = asyncio.run(scenario())
+    assert depth > 0
+    for lid, order in local.items():
+        twin = remote[lid]
+        assert twin.status is order.status, lid
+        assert twin.templateName == order.templateName
+        assert (twin.parentIdentifier or None) == (links.get(order.parentIdentifier) if order.parentIdentifier else None)
+        mine = {p.name: p.value for p in order.outputParameters}
+        assert {p.name: p.value for p in twin.outputParameters if p.name in mine} == mine, lid
+    runs = [o for o in local.values() if o.parentIdentifier is None]
+    assert all(o.get_output_parameter_value("Success") is True for o in runs)
+    created_by_console = [o for o in remote_all if (o.createdBy or "").startswith("labconsole ")]
+    assert len(created_by_console) == len(local), "nothing doubled, nothing missing"
