@@ -1,0 +1,365 @@
+"""The template editor: palette | canvas | inspector, a problems list and the undo stack.
+
+:class:`TemplateEditor` turns the canvas's gestures into undoable edits of its
+:class:`~panels.editor.document.TemplateDocument` and shows every change (undo included) on the
+canvas, in the inspector and in the problems list. It does no I/O: publishing, importing and
+running belong to the Templates panel, which drives the editor through :attr:`document`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from PySide6.QtCore import (
+    QAbstractListModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QPointF,
+    Qt,
+    Signal,
+)
+from PySide6.QtGui import QAction, QColor, QKeySequence
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QListView,
+    QSplitter,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.templates import WorkflowTemplate
+from panels.editor import ops
+from panels.editor.document import TemplateDocument
+from panels.editor.graph import EditorScene, EditorView
+from panels.editor.inspector import Inspector
+from panels.editor.kinds import KindCatalog
+from panels.editor.layout import NODE_HEIGHT, NODE_WIDTH, V_GAP, layered_layout
+from panels.editor.palette import KindPalette
+from panels.editor.validation import Issue
+
+__all__ = ["IssuesModel", "TemplateEditor", "display_positions"]
+
+ModelIndex = QModelIndex | QPersistentModelIndex
+
+
+def display_positions(t: WorkflowTemplate,
+                      cache: Mapping[str, tuple[float, float]] | None = None
+                      ) -> dict[str, tuple[float, float]]:
+    """Where each step is drawn: its saved position, else a layered layout (below the saved
+    ones when some steps have a position and others do not)."""
+    out = {s.id: s.position for s in t.steps if s.position is not None}
+    missing = [s for s in t.steps if s.id not in out]
+    if not missing:
+        return out  # type: ignore[return-value]
+    cached = {s.id: cache[s.id] for s in missing if cache and s.id in cache}
+    out.update(cached)
+    rest = [s for s in missing if s.id not in cached]
+    if rest:
+        layout = layered_layout(t)
+        if out:
+            below = max(y for _x, y in out.values()) + NODE_HEIGHT + V_GAP
+            top = min(layout[s.id][1] for s in rest)
+            left = min(x for x, _y in out.values())
+            for s in rest:
+                x, y = layout[s.id]
+                out[s.id] = (left + x, below + y - top)
+        else:
+            for s in rest:
+                out[s.id] = layout[s.id]
+    return out  # type: ignore[return-value]
+
+
+class IssuesModel(QAbstractListModel):
+    """The problems list: one row per issue, errors first."""
+
+    StepRole = Qt.ItemDataRole.UserRole + 1
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._issues: list[Issue] = []
+
+    def set_issues(self, issues: list[Issue]) -> None:
+        self.beginResetModel()
+        self._issues = sorted(issues, key=lambda i: i.severity != "error")
+        self.endResetModel()
+
+    def issue(self, row: int) -> Issue:
+        return self._issues[row]
+
+    def rowCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(self._issues)
+
+    def data(self, index: ModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> object:
+        issue = self._issues[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            mark = "✕" if issue.severity == "error" else "⚠"
+            return f"{mark}  {issue.location()}: {issue.message}"
+        if role == Qt.ItemDataRole.ForegroundRole:
+            return QColor("#b42318") if issue.severity == "error" else QColor("#8a5a00")
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return issue.message
+        if role == self.StepRole:
+            return issue.step_id
+        return None
+
+
+class TemplateEditor(QWidget):
+    """Edit one template at a time (see the module doc)."""
+
+    selection_changed = Signal(object)
+    """The selected step id, or None for the workflow."""
+
+    def __init__(self, catalog: KindCatalog, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.catalog = catalog
+        self.document = TemplateDocument(catalog, self)
+        self._view_positions: dict[str, tuple[float, float]] = {}
+        self._selected: str | None = None
+
+        self.palette = KindPalette(catalog, self)
+        self.scene = EditorScene(self)
+        self.view = EditorView(self.scene, self)
+        self.view.setObjectName("editorCanvas")
+        self.inspector = Inspector(self.document, self)
+        self.issues_model = IssuesModel(self)
+        self.issues = QListView(self)
+        self.issues.setObjectName("problems")
+        self.issues.setModel(self.issues_model)
+        self.issues.setMaximumHeight(110)
+        self.issues.setUniformItemSizes(True)
+        self.banner = QLabel(self)
+        self.banner.setObjectName("editorState")
+        self.status = QLabel(self)
+        self.status.setObjectName("validationStatus")
+        self.message = QLabel(self)
+        self.message.setObjectName("editorMessage")
+        self.message.setStyleSheet("color: #5f6b7a;")
+
+        self.toolbar = QToolBar(self)
+        self.toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        stack = self.document.stack
+        self.undo_action = stack.createUndoAction(self, "Undo")
+        self.undo_action.setShortcut(QKeySequence.StandardKey.Undo)
+        self.redo_action = stack.createRedoAction(self, "Redo")
+        self.redo_action.setShortcut(QKeySequence.StandardKey.Redo)
+        self.delete_action = QAction("Delete", self)
+        self.delete_action.setToolTip("Delete the selected steps and dependencies (Del)")
+        self.layout_action = QAction("Auto layout", self)
+        self.fit_action = QAction("Fit", self)
+        self.fit_action.setShortcut(QKeySequence("Ctrl+0"))
+        self.zoom_in_action = QAction("Zoom +", self)
+        self.zoom_in_action.setShortcut(QKeySequence.StandardKey.ZoomIn)
+        self.zoom_out_action = QAction("Zoom −", self)
+        self.zoom_out_action.setShortcut(QKeySequence.StandardKey.ZoomOut)
+        for action in (self.undo_action, self.redo_action, self.delete_action, self.layout_action,
+                       self.fit_action, self.zoom_in_action, self.zoom_out_action):
+            action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            self.addAction(action)
+        for action in (self.undo_action, self.redo_action):
+            self.toolbar.addAction(action)
+        self.toolbar.addSeparator()
+        for action in (self.delete_action, self.layout_action):
+            self.toolbar.addAction(action)
+        self.toolbar.addSeparator()
+        for action in (self.zoom_out_action, self.zoom_in_action, self.fit_action):
+            self.toolbar.addAction(action)
+
+        canvas = QWidget(self)
+        canvas_layout = QVBoxLayout(canvas)
+        canvas_layout.setContentsMargins(0, 0, 0, 0)
+        canvas_layout.setSpacing(2)
+        canvas_layout.addWidget(self.banner)
+        canvas_layout.addWidget(self.view, 1)
+        canvas_layout.addWidget(self.status)
+        canvas_layout.addWidget(self.issues)
+        palette_box = QWidget(self)
+        palette_layout = QVBoxLayout(palette_box)
+        palette_layout.setContentsMargins(0, 0, 0, 0)
+        palette_title = QLabel("Step kinds — drag onto the canvas", palette_box)
+        palette_title.setStyleSheet("font-weight: 600;")
+        palette_title.setWordWrap(True)
+        palette_layout.addWidget(palette_title)
+        palette_layout.addWidget(self.palette, 1)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal, self)
+        self.splitter.addWidget(palette_box)
+        self.splitter.addWidget(canvas)
+        self.splitter.addWidget(self.inspector)
+        self.splitter.setStretchFactor(0, 0)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setStretchFactor(2, 0)
+        self.splitter.setSizes([190, 700, 340])
+        top = QHBoxLayout()
+        top.setContentsMargins(0, 0, 0, 0)
+        top.addWidget(self.toolbar, 1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(top)
+        layout.addWidget(self.splitter, 1)
+        layout.addWidget(self.message)
+
+        self.document.changed.connect(self._on_document_changed)
+        self.document.opened.connect(self._on_document_opened)
+        self.scene.kind_dropped.connect(self.add_step)
+        self.scene.link_requested.connect(self.link)
+        self.scene.steps_moved.connect(self.move_steps)
+        self.scene.selectionChanged.connect(self._on_scene_selection)
+        self.view.delete_requested.connect(self.delete_selection)
+        self.palette.kind_activated.connect(self._on_palette_activated)
+        self.issues.clicked.connect(self._on_issue_clicked)
+        self.delete_action.triggered.connect(self.delete_selection)
+        self.layout_action.triggered.connect(self.auto_layout)
+        self.fit_action.triggered.connect(lambda: self.view.fit())
+        self.zoom_in_action.triggered.connect(lambda: self.view.zoom_by(1))
+        self.zoom_out_action.triggered.connect(lambda: self.view.zoom_by(-1))
+        self._on_document_opened()
+        self._on_document_changed()
+
+    # -- opening
+    def set_catalog(self, catalog: KindCatalog) -> None:
+        self.catalog = catalog
+        self.document.catalog = catalog
+        self.palette.set_catalog(catalog)
+
+    def open(self, template: WorkflowTemplate, *, published: bool, latest_version: int = 0) -> None:
+        """Open ``template`` (see :meth:`TemplateDocument.open`)."""
+        self.document.open(template, published=published, latest_version=latest_version)
+
+    def _on_document_opened(self) -> None:
+        self._view_positions = {}
+        self._selected = None
+        self.scene.clearSelection()
+        self._show()
+        self.inspector.show_step(None)
+        self.view.fit()
+
+    # -- showing
+    def positions(self) -> dict[str, tuple[float, float]]:
+        """Where every step is drawn now."""
+        self._view_positions = display_positions(self.document.template, self._view_positions)
+        return self._view_positions
+
+    def _show(self) -> None:
+        doc = self.document
+        self.scene.blockSignals(True)
+        self.scene.show_template(doc.template, self.catalog, self.positions(), doc.issues)
+        self.scene.blockSignals(False)
+        if self._selected is not None and self._selected in self.scene.nodes:
+            self.scene.nodes[self._selected].setSelected(True)
+
+    def _on_document_changed(self) -> None:
+        doc = self.document
+        self._show()
+        if self._selected is not None and self._selected not in self.scene.nodes:
+            self._selected = None
+        if self.scene.selected_step_ids() != ([self._selected] if self._selected else []):
+            self.scene.blockSignals(True)
+            self.scene.select_step(self._selected)
+            self.scene.blockSignals(False)
+        self.inspector.show_step(self._selected)
+        self.issues_model.set_issues(doc.issues)
+        errors = doc.errors
+        warnings = len(doc.issues) - len(errors)
+        if errors:
+            text = (f"✕  {len(errors)} problem{'s' if len(errors) != 1 else ''} — "
+                    f"fix before publishing" + (f" · {warnings} warning{'s' if warnings != 1 else ''}"
+                                                if warnings else ""))
+            style = "background: #fde8e4; color: #9a2a0a;"
+        else:
+            text = "✓  No problems — " + ("ready to publish" if doc.is_draft else "published version")
+            if warnings:
+                text += f" · {warnings} warning{'s' if warnings != 1 else ''}"
+            style = "background: #e3f4ec; color: #05603a;"
+        self.status.setText(text)
+        self.status.setStyleSheet(style + " padding: 4px 8px; font-weight: 600; border-radius: 3px;")
+        draft = doc.is_draft
+        self.banner.setText(f"<b>{doc.template.name}</b> &nbsp;·&nbsp; {doc.state_text()}")
+        self.banner.setStyleSheet(("background: #fff4d6; color: #5c3c00;" if draft and doc.published
+                                   else "background: #e8eef7; color: #1f3a5f;")
+                                  + " padding: 4px 8px; border-radius: 3px;")
+        self.issues.setVisible(bool(doc.issues))
+
+    def _on_scene_selection(self) -> None:
+        ids = self.scene.selected_step_ids()
+        selected = ids[0] if len(ids) == 1 else None
+        if selected != self._selected:
+            self._selected = selected
+            self.inspector.show_step(selected)
+            self.selection_changed.emit(selected)
+
+    def select_step(self, step_id: str | None) -> None:
+        """Select a step (None: the workflow) and centre on it."""
+        self.scene.select_step(step_id)
+        node = self.scene.nodes.get(step_id or "")
+        if node is not None:
+            self.view.centerOn(node)
+
+    @property
+    def selected_step(self) -> str | None:
+        return self._selected
+
+    def _on_issue_clicked(self, index: QModelIndex) -> None:
+        self.select_step(self.issues_model.issue(index.row()).step_id)
+
+    # -- edits from gestures
+    def _with_layout(self, t: WorkflowTemplate) -> WorkflowTemplate:
+        """``t`` with every step's drawn position saved (done on the first move or add, so a
+        template is either laid out by hand completely or not at all)."""
+        if all(s.position is not None for s in t.steps):
+            return t
+        return ops.move_steps(t, {k: v for k, v in self.positions().items()
+                                  if any(s.id == k and s.position is None for s in t.steps)})
+
+    def add_step(self, kind: str, pos: QPointF | None = None) -> str:
+        """Add a step of ``kind`` at ``pos`` (scene, top-left); returns its id."""
+        if pos is None:
+            centre = self.view.mapToScene(self.view.viewport().rect().center())
+            pos = centre - QPointF(NODE_WIDTH / 2, NODE_HEIGHT / 2)
+        new, sid = ops.add_step(self._with_layout(self.document.template), kind, (pos.x(), pos.y()),
+                                catalog=self.catalog)
+        self._selected = sid
+        self.document.apply(new, f"Add step {sid}")
+        self.message.setText(f"Added step '{sid}' ({kind}).")
+        return sid
+
+    def _on_palette_activated(self, kind: str) -> None:
+        self.add_step(kind)
+
+    def link(self, dependency: str, dependant: str) -> None:
+        try:
+            new = ops.add_dependency(self.document.template, dependency, dependant)
+        except (ops.EditError, KeyError) as exc:
+            self.message.setText(str(exc).strip("'\""))
+            return
+        self.document.apply(new, f"{dependant} after {dependency}")
+        self.message.setText(f"'{dependant}' now runs after '{dependency}'.")
+
+    def move_steps(self, positions: dict[str, tuple[float, float]]) -> None:
+        t = self._with_layout(self.document.template)
+        self.document.apply(ops.move_steps(t, positions),
+                            f"Move {', '.join(positions)}" if len(positions) < 4
+                            else f"Move {len(positions)} steps")
+
+    def delete_selection(self) -> None:
+        steps = set(self.scene.selected_step_ids())
+        edges = [e for e in self.scene.selected_edges() if e[0] not in steps and e[1] not in steps]
+        if not steps and not edges:
+            return
+        t = remove = self.document.template
+        remove = ops.remove_steps(t, steps)
+        for dep, step in edges:
+            remove = ops.remove_dependency(remove, dep, step)
+        parts = []
+        if steps:
+            parts.append(f"{len(steps)} step{'s' if len(steps) != 1 else ''}")
+        if edges:
+            parts.append(f"{len(edges)} dependenc{'ies' if len(edges) != 1 else 'y'}")
+        self._selected = None
+        self.document.apply(remove, "Delete " + " and ".join(parts))
+        self.message.setText("Deleted " + " and ".join(parts) + " (undo with Ctrl+Z).")
+
+    def auto_layout(self) -> None:
+        t = self.document.template
+        self.document.apply(ops.move_steps(t, layered_layout(t)), "Auto layout")
+        self.view.fit()
