@@ -1,0 +1,148 @@
+"""The "Run…" form: one typed field per input of a published template, checked before submit.
+
+Numbers are typed into validated fields (so an empty required field is visible as empty),
+yes/no inputs are check boxes, JSON inputs are parsed. Every field is checked with the input's
+own :meth:`~core.templates.InputParameter.coerce` — the engine's rule — and "Start run" stays
+disabled until all are valid. The dialog is opened with ``open()`` (never ``exec()``, which would
+re-enter the asyncio loop); the panel reads :meth:`RunForm.values` when it is accepted.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QDoubleValidator, QIntValidator, QKeyEvent
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.templates import InputParameter, ParameterType, WorkflowTemplate
+
+__all__ = ["RunForm"]
+
+
+class RunForm(QDialog):
+    """Inputs for a run of ``template`` (a published version)."""
+
+    def __init__(self, template: WorkflowTemplate, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.template = template
+        self.setObjectName("runForm")
+        self.setWindowTitle(f"Run {template.name} v{template.version}")
+        self.fields: dict[str, QLineEdit | QCheckBox] = {}
+        self.errors: dict[str, QLabel] = {}
+        heading = QLabel(f"<b>{template.name}</b> · version {template.version} · "
+                         f"{len(template.steps)} steps", self)
+        form = QFormLayout()
+        for p in template.inputs:
+            widget = self._field(p)
+            widget.setObjectName(f"input_{p.name}")
+            label = QLabel(f"{p.name}{' *' if p.required and p.default is None else ''}", self)
+            label.setToolTip(p.description or p.type.value)
+            error = QLabel(self)
+            error.setStyleSheet("color: #b42318;")
+            error.hide()
+            hint = f"{p.type.value}" + (f" — {p.description}" if p.description else "")
+            widget.setToolTip(hint)
+            form.addRow(label, widget)
+            form.addRow("", error)
+            self.fields[p.name] = widget
+            self.errors[p.name] = error
+        if not template.inputs:
+            form.addRow(QLabel("This template takes no inputs.", self))
+        self.priority = QSpinBox(self)
+        self.priority.setObjectName("priority")
+        self.priority.setRange(0, 100)
+        self.priority.setValue(50)
+        form.addRow("Priority (0–100)", self.priority)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel, self)
+        self.start = self.buttons.addButton("Start run", QDialogButtonBox.ButtonRole.AcceptRole)
+        self.start.setObjectName("startRun")
+        self.buttons.accepted.connect(self._on_accept)
+        self.buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(heading)
+        layout.addLayout(form)
+        layout.addWidget(self.buttons)
+        self.validate()
+
+    def _field(self, p: InputParameter) -> QLineEdit | QCheckBox:
+        if p.type is ParameterType.BOOLEAN:
+            box = QCheckBox("yes", self)
+            box.setChecked(bool(p.default))
+            box.toggled.connect(self.validate)
+            return box
+        edit = QLineEdit(self)
+        if p.type is ParameterType.INTEGER:
+            edit.setValidator(QIntValidator(edit))
+        elif p.type is ParameterType.DOUBLE:
+            validator = QDoubleValidator(edit)
+            validator.setNotation(QDoubleValidator.Notation.StandardNotation)
+            edit.setValidator(validator)
+        elif p.type is ParameterType.JSON:
+            edit.setPlaceholderText('JSON, e.g. {"wells": [1, 2]}')
+        if p.default is not None:
+            edit.setText(p.default if isinstance(p.default, str) else json.dumps(p.default))
+        elif not p.required:
+            edit.setPlaceholderText("optional")
+        edit.textChanged.connect(self.validate)
+        return edit
+
+    def problems(self) -> dict[str, str]:
+        """Input name -> what is wrong with it (empty when the form can be submitted)."""
+        out: dict[str, str] = {}
+        for p in self.template.inputs:
+            widget = self.fields[p.name]
+            if isinstance(widget, QCheckBox):
+                continue
+            text = widget.text().strip()
+            if not text:
+                if p.required and p.default is None:
+                    out[p.name] = "required"
+                continue
+            try:
+                p.coerce(text if p.type is not ParameterType.STRING else widget.text())
+            except (ValueError, TypeError) as exc:
+                out[p.name] = f"not a valid {p.type.value}: {exc}"
+        return out
+
+    def validate(self) -> bool:
+        """Show each field's problem; enable "Start run" only when there is none."""
+        problems = self.problems()
+        for name, label in self.errors.items():
+            label.setText(problems.get(name, ""))
+            label.setVisible(name in problems)
+        self.start.setEnabled(not problems)
+        return not problems
+
+    def values(self) -> dict[str, Any]:
+        """The inputs, typed (empty optional fields are left out: the engine uses defaults)."""
+        out: dict[str, Any] = {}
+        for p in self.template.inputs:
+            widget = self.fields[p.name]
+            if isinstance(widget, QCheckBox):
+                out[p.name] = widget.isChecked()
+                continue
+            text = widget.text() if p.type is ParameterType.STRING else widget.text().strip()
+            if text.strip():
+                out[p.name] = p.coerce(text)
+        return out
+
+    def _on_accept(self) -> None:
+        if self.validate():
+            self.accept()
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not self.start.isEnabled():
+            return
+        super().keyPressEvent(event)
