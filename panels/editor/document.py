@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Signal, Slot
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
 from core.templates import WorkflowTemplate
@@ -74,13 +74,17 @@ class TemplateDocument(QObject):
         super().__init__(parent)
         self.catalog = catalog
         self.stack = QUndoStack(self)
-        self.stack.cleanChanged.connect(lambda _clean: self.changed.emit())
+        self.stack.cleanChanged.connect(self._on_clean_changed)
         self.template = WorkflowTemplate(name="Untitled workflow")
         self.published: WorkflowTemplate | None = None
         """The published version this document was opened from (None: a new template)."""
         self.latest_version = 0
         """The latest published version of this name when opened (0: none)."""
         self.issues: list[Issue] = validate(self.template, catalog)
+
+    @Slot(bool)
+    def _on_clean_changed(self, _clean: bool) -> None:
+        self.changed.emit()
 
     # -- opening
     def open(self, template: WorkflowTemplate, *, published: bool, latest_version: int = 0) -> None:

@@ -141,18 +141,18 @@ class TemplateEditor(QWidget):
         self.toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
         stack = self.document.stack
         self.undo_action = stack.createUndoAction(self, "Undo")
-        self.undo_action.setShortcut(QKeySequence.StandardKey.Undo)
+        self.undo_action.setShortcuts(QKeySequence.StandardKey.Undo)
         self.redo_action = stack.createRedoAction(self, "Redo")
-        self.redo_action.setShortcut(QKeySequence.StandardKey.Redo)
+        self.redo_action.setShortcuts(QKeySequence.StandardKey.Redo)
         self.delete_action = QAction("Delete", self)
         self.delete_action.setToolTip("Delete the selected steps and dependencies (Del)")
         self.layout_action = QAction("Auto layout", self)
         self.fit_action = QAction("Fit", self)
         self.fit_action.setShortcut(QKeySequence("Ctrl+0"))
         self.zoom_in_action = QAction("Zoom +", self)
-        self.zoom_in_action.setShortcut(QKeySequence.StandardKey.ZoomIn)
+        self.zoom_in_action.setShortcuts(QKeySequence.StandardKey.ZoomIn)
         self.zoom_out_action = QAction("Zoom −", self)
-        self.zoom_out_action.setShortcut(QKeySequence.StandardKey.ZoomOut)
+        self.zoom_out_action.setShortcuts(QKeySequence.StandardKey.ZoomOut)
         for action in (self.undo_action, self.redo_action, self.delete_action, self.layout_action,
                        self.fit_action, self.zoom_in_action, self.zoom_out_action):
             action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
@@ -206,6 +206,7 @@ class TemplateEditor(QWidget):
         self.scene.steps_moved.connect(self.move_steps)
         self.scene.selectionChanged.connect(self._on_scene_selection)
         self.view.delete_requested.connect(self.delete_selection)
+        self.inspector.step.step_renamed.connect(self._on_step_renamed)
         self.palette.kind_activated.connect(self._on_palette_activated)
         self.issues.clicked.connect(self._on_issue_clicked)
         self.delete_action.triggered.connect(self.delete_selection)
@@ -243,20 +244,18 @@ class TemplateEditor(QWidget):
     def _show(self) -> None:
         doc = self.document
         self.scene.blockSignals(True)
-        self.scene.show_template(doc.template, self.catalog, self.positions(), doc.issues)
-        self.scene.blockSignals(False)
-        if self._selected is not None and self._selected in self.scene.nodes:
-            self.scene.nodes[self._selected].setSelected(True)
+        try:
+            self.scene.show_template(doc.template, self.catalog, self.positions(), doc.issues)
+            if self._selected is not None and self._selected not in self.scene.nodes:
+                self._selected = None
+            if self._selected is not None and self.scene.selected_step_ids() != [self._selected]:
+                self.scene.select_step(self._selected)
+        finally:
+            self.scene.blockSignals(False)
 
     def _on_document_changed(self) -> None:
         doc = self.document
         self._show()
-        if self._selected is not None and self._selected not in self.scene.nodes:
-            self._selected = None
-        if self.scene.selected_step_ids() != ([self._selected] if self._selected else []):
-            self.scene.blockSignals(True)
-            self.scene.select_step(self._selected)
-            self.scene.blockSignals(False)
         self.inspector.show_step(self._selected)
         self.issues_model.set_issues(doc.issues)
         errors = doc.errors
@@ -287,6 +286,10 @@ class TemplateEditor(QWidget):
             self._selected = selected
             self.inspector.show_step(selected)
             self.selection_changed.emit(selected)
+
+    def _on_step_renamed(self, old: str, new: str) -> None:
+        if self._selected == old:
+            self._selected = new
 
     def select_step(self, step_id: str | None) -> None:
         """Select a step (None: the workflow) and centre on it."""

@@ -336,7 +336,9 @@ class ParamRow(QWidget):
 
 
 class StepInspector(QWidget):
-    """Every field of one step."""
+    """Every field of one step. Emits :attr:`step_renamed` (old id, new id) before a rename."""
+
+    step_renamed = Signal(str, str)
 
     def __init__(self, document: TemplateDocument, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -414,7 +416,7 @@ class StepInspector(QWidget):
 
         self.id_edit.editingFinished.connect(self._on_id)
         self.name_edit.editingFinished.connect(
-            lambda: self._edit("rename", name=self.name_edit.text().strip()))
+            lambda: self._edit("name", name=self.name_edit.text().strip()))
         self.condition.textChanged.connect(self._check_condition)
         self.condition.editingFinished.connect(self._on_condition)
         self.handler.currentIndexChanged.connect(self._on_handler)
@@ -613,6 +615,7 @@ class StepInspector(QWidget):
         self.id_error.hide()
         self.step_id = new
         self._row_key = ()
+        self.step_renamed.emit(sid, new)
         self.document.apply(after, f"Rename step {sid} to {new}")
 
     def _check_condition(self, text: str) -> None:
