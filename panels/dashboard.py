@@ -1,18 +1,566 @@
-"""Dashboard panel."""
+"""Dashboard panel: the shift at a glance.
+
+- **KPI cards**: seed 003's ``DashboardMetrics`` (instruments online, jobs today, completed,
+  failed, pending, running, average execution time, success rate) from
+  ``runtime.metrics.dashboard()`` — O(1), never a scan of the orders.
+- **Status summary**: jobs per order status now (``metrics.status_counts()``) as one bar with
+  a legend (mark, name, count).
+- **Instruments**: every instrument's state (mark + colour + name), from ``runtime.instruments()``.
+- **Alerts**: instrument offline or in error (while it lasts), order timed out (until dismissed),
+  error rate high (failed / decided jobs over the last 15 minutes of the core's buckets).
+- **Recent activity**: operator actions, runs started and finished, instruments lost and back.
+
+Everything is read on one fixed-rate timer (every 500 ms, only while the panel is visible);
+the bridge's per-frame event lists are only noted in between. A thin view: the figures are the
+core's, the alert rules are the only logic here, in the Qt-free :class:`AlertBook`.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from PySide6.QtWidgets import QWidget
+import numpy as np
+from PySide6.QtCore import (
+    QAbstractListModel,
+    QEvent,
+    QModelIndex,
+    QPersistentModelIndex,
+    QSize,
+    Qt,
+    QTimer,
+    Slot,
+)
+from PySide6.QtGui import QHideEvent, QIcon, QPalette, QShowEvent
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QListView,
+    QSizePolicy,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
-from panels.placeholder import PlannedPanel
+from core.dispatcher import InstrumentView
+from core.events import InstrumentStatusChanged, OperatorAction, RunChanged, StepChanged
+from core.metrics import DashboardMetrics
+from core.orders import ModuleStatus, OrderStatus
+from panels.style import (
+    STATE_LABELS,
+    format_seconds,
+    icon,
+    instrument_state,
+    module_state,
+    state_icon,
+    state_pixmap,
+    status_color,
+    status_icon,
+    status_pixmap,
+)
+from panels.theme import current_theme
+from panels.widgets import BAD, GOOD, NEUTRAL, WARN, BreakdownBar, ElidedLabel, KpiCard, Section
+
+ModelIndex = QModelIndex | QPersistentModelIndex
+TICK_MS = 500
+"""Fixed refresh rate of the dashboard while it is visible."""
+
+CRITICAL, WARNING = "critical", "warning"
+
+STATUS_ORDER: tuple[OrderStatus, ...] = (
+    OrderStatus.Running, OrderStatus.Scheduled, OrderStatus.Validated, OrderStatus.Created,
+    OrderStatus.Paused, OrderStatus.Error, OrderStatus.Invalid, OrderStatus.Complete,
+    OrderStatus.Canceled, OrderStatus.Consolidated, OrderStatus.Unknown)
+"""Order of the status summary: what moves, what waits, what needs a person, what is done."""
+
+RUN_STATUS_AS_ORDER = {"running": OrderStatus.Running, "completed": OrderStatus.Complete,
+                       "failed": OrderStatus.Error, "cancelled": OrderStatus.Canceled,
+                       "paused": OrderStatus.Paused}
 
 
-class DashboardPanel(PlannedPanel):
-    """Receives the runtime facade and the per-frame event bridge (constructor injection)."""
+# ---------------------------------------------------------------------------- alerts
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert as the dashboard lists it."""
+
+    key: str
+    """Identity: ``offline:<instrument>``, ``error:<instrument>``, ``timeout:<order>``, ``error-rate``."""
+    severity: str
+    """:data:`CRITICAL` or :data:`WARNING`."""
+    title: str
+    detail: str
+    since: float
+    """Epoch seconds when it was first seen."""
+    dismissable: bool = False
+
+
+class AlertBook:
+    """The alert rules (no Qt): conditions that hold now, plus timed-out orders until dismissed.
+
+    Args:
+        error_rate: Share of failed jobs (0..1) among decided ones that raises "error rate high".
+        min_decided: Fewest decided jobs in the window before the error rate means anything.
+        window_buckets: How many of the core's metric buckets (minutes) the error rate covers.
+        keep: Most timed-out orders remembered.
+    """
+
+    def __init__(self, *, error_rate: float = 0.2, min_decided: int = 5, window_buckets: int = 15,
+                 keep: int = 50) -> None:
+        self.error_rate = error_rate
+        self.min_decided = min_decided
+        self.window_buckets = window_buckets
+        self._since: dict[str, float] = {}
+        self._timeouts: dict[str, Alert] = {}
+        self._keep = keep
+        self._dismissed: set[str] = set()
+
+    def note(self, events: Iterable[Any], now: float) -> None:
+        """Remember timed-out orders among ``events`` (steps and runs)."""
+        for e in events:
+            if isinstance(e, StepChanged) and e.status in ("failed", "retrying") and e.detail \
+                    and ("Timeout" in e.detail or "timed out" in e.detail):
+                self._timeout(e.order_id, f"step {e.step_id} of run {e.run_id}: {e.detail}", now)
+            elif isinstance(e, RunChanged) and e.detail and "timed out" in e.detail:
+                self._timeout(e.run_id, f"run of {e.template_name}: {e.detail}", now)
+
+    def _timeout(self, order_id: str, detail: str, now: float) -> None:
+        key = f"timeout:{order_id}"
+        if key in self._dismissed:
+            return
+        self._timeouts[key] = Alert(key, WARNING, f"Order {order_id} timed out", detail,
+                                    self._timeouts[key].since if key in self._timeouts else now,
+                                    dismissable=True)
+        while len(self._timeouts) > self._keep:
+            del self._timeouts[next(iter(self._timeouts))]
+
+    def dismiss(self, key: str) -> None:
+        """Forget a timed-out order's alert (conditions cannot be dismissed: they clear themselves)."""
+        if self._timeouts.pop(key, None) is not None:
+            self._dismissed.add(key)
+
+    def dismiss_all(self) -> None:
+        for key in list(self._timeouts):
+            self.dismiss(key)
+
+    def evaluate(self, now: float, instruments: Sequence[InstrumentView],
+                 failures: np.ndarray | None = None, completions: np.ndarray | None = None,
+                 bucket_minutes: float = 1.0) -> list[Alert]:
+        """Every alert that holds now, worst first, newest first within a severity.
+
+        ``failures``/``completions`` are the core's per-minute job series (``metrics.failures``,
+        ``metrics.throughput``); their last ``window_buckets`` values give the error rate.
+        """
+        active: list[Alert] = []
+        for v in instruments:
+            if not v.enabled or not v.in_service:
+                continue  # the operator took it out on purpose
+            if v.status is ModuleStatus.Offline:
+                active.append(self._condition(f"offline:{v.id}", CRITICAL, f"{v.name or v.id} is offline",
+                                              v.detail, now))
+            elif v.status is ModuleStatus.Error:
+                active.append(self._condition(f"error:{v.id}", CRITICAL, f"{v.name or v.id} is in error",
+                                              v.detail, now))
+        if failures is not None and completions is not None and len(failures):
+            n = self.window_buckets
+            failed = float(np.nansum(failures[-n:])) * bucket_minutes
+            done = float(np.nansum(completions[-n:])) * bucket_minutes
+            decided = failed + done
+            if decided >= self.min_decided and failed / decided >= self.error_rate:
+                minutes = n * bucket_minutes
+                active.append(self._condition(
+                    "error-rate", WARNING, f"Error rate high: {100 * failed / decided:.0f} %",
+                    f"{failed:.0f} of {decided:.0f} jobs failed in the last {minutes:.0f} min "
+                    f"(alert at {self.error_rate * 100:.0f} %)", now))
+        keys = {a.key for a in active}
+        for key in [k for k in self._since if k not in keys]:
+            del self._since[key]  # the condition cleared: a new one starts a new alert
+        active.extend(self._timeouts.values())
+        active.sort(key=lambda a: (a.severity != CRITICAL, -a.since))
+        return active
+
+    def _condition(self, key: str, severity: str, title: str, detail: str, now: float) -> Alert:
+        since = self._since.setdefault(key, now)
+        return Alert(key, severity, title, detail, since)
+
+
+# ---------------------------------------------------------------------------- lists
+
+
+@dataclass(frozen=True)
+class Line:
+    """One row of a short list: a time, an icon, a text and an optional tooltip."""
+
+    at: float
+    icon: QIcon
+    text: str
+    tooltip: str = ""
+    key: str = ""
+
+
+class LinesModel(QAbstractListModel):
+    """A short list (alerts, recent activity); ``set_lines`` replaces it, ``prepend`` adds on top."""
+
+    def __init__(self, limit: int = 200, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.limit = limit
+        self._lines: list[Line] = []
+
+    def rowCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(self._lines)
+
+    def data(self, index: ModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        line = self._lines[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return f"{datetime.fromtimestamp(line.at):%H:%M:%S}  {line.text}"
+        if role == Qt.ItemDataRole.DecorationRole:
+            return line.icon
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return line.tooltip or line.text
+        if role == Qt.ItemDataRole.UserRole:
+            return line.key
+        return None
+
+    def set_lines(self, lines: Sequence[Line]) -> None:
+        lines = list(lines)[: self.limit]
+        if [(x.key, x.text, x.tooltip) for x in lines] == [(x.key, x.text, x.tooltip) for x in self._lines]:
+            return
+        self.beginResetModel()
+        self._lines = lines
+        self.endResetModel()
+
+    def prepend(self, lines: Sequence[Line]) -> None:
+        """Add ``lines`` (oldest first) on top; the oldest rows fall off past ``limit``."""
+        if not lines:
+            return
+        new = list(reversed(lines))[: self.limit]
+        self.beginInsertRows(QModelIndex(), 0, len(new) - 1)
+        self._lines[:0] = new
+        self.endInsertRows()
+        if len(self._lines) > self.limit:
+            self.beginRemoveRows(QModelIndex(), self.limit, len(self._lines) - 1)
+            del self._lines[self.limit:]
+            self.endRemoveRows()
+
+    def lines(self) -> list[Line]:
+        return list(self._lines)
+
+
+def _short_list(parent: QWidget, model: LinesModel) -> QListView:
+    view = QListView(parent)
+    view.setModel(model)
+    view.setUniformItemSizes(True)
+    view.setIconSize(QSize(14, 14))
+    view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    view.setFrameShape(QListView.Shape.NoFrame)
+    view.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    view.setTextElideMode(Qt.TextElideMode.ElideRight)
+    _card_background(view)
+    return view
+
+
+def _card_background(view: QListView) -> None:
+    """The list blends into its section card (palette, not a style sheet: scroll bars stay native)."""
+    pal = view.palette()
+    pal.setColor(QPalette.ColorRole.Base, current_theme().color("card"))
+    view.setPalette(pal)
+
+
+def activity_lines(events: Iterable[Any], known: dict[str, ModuleStatus]) -> list[Line]:
+    """What of a frame's events belongs in "recent activity" (oldest first).
+
+    ``known`` holds each instrument's last status and is updated, so "back online" can be told.
+    """
+    out: list[Line] = []
+    for e in events:
+        at = e.at.timestamp()
+        if isinstance(e, OperatorAction):
+            target = f" {e.target}" if e.target else ""
+            reason = f" — {e.reason}" if e.reason else ""
+            out.append(Line(at, icon("user"), f"{e.who}: {e.action}{target}{reason}"))
+        elif isinstance(e, RunChanged) and e.status in RUN_STATUS_AS_ORDER:
+            if e.status == "running" and e.detail != "started":
+                continue
+            verb = "started" if e.status == "running" else e.status
+            detail = f" — {e.detail}" if e.detail and e.status in ("failed", "paused") else ""
+            out.append(Line(at, status_icon(RUN_STATUS_AS_ORDER[e.status]),
+                            f"{e.run_id} {e.template_name} {verb}{detail}", e.detail or ""))
+        elif isinstance(e, InstrumentStatusChanged):
+            before = known.get(e.instrument_id)
+            known[e.instrument_id] = e.status
+            state = module_state(e.status, enabled=e.enabled, in_service=e.in_service)
+            if e.status in (ModuleStatus.Offline, ModuleStatus.Error) and before != e.status:
+                word = "offline" if e.status is ModuleStatus.Offline else "in error"
+                out.append(Line(at, state_icon(state), f"{e.instrument_id} {word}"
+                                + (f" — {e.detail}" if e.detail else "")))
+            elif before in (ModuleStatus.Offline, ModuleStatus.Error) \
+                    and e.status in (ModuleStatus.Ready, ModuleStatus.Busy):
+                out.append(Line(at, state_icon(state), f"{e.instrument_id} back ({e.status.name})"))
+    return out
+
+
+# ---------------------------------------------------------------------------- panel
+
+
+class DashboardPanel(QWidget):
+    """KPI cards, status summary, instrument summary, alerts and recent activity.
+
+    Receives the runtime facade and the per-frame event bridge (constructor injection).
+    """
 
     def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None) -> None:
-        super().__init__("Dashboard", "Key figures of the shift: instruments online, jobs completed and failed today, pending and running orders, average execution time, success rate, alerts.", parent)
+        super().__init__(parent)
         self.runtime = runtime
         self.bridge = bridge
+        self.alerts = AlertBook()
+        self._pending: list[Any] = []
+        self._known: dict[str, ModuleStatus] = {}
+        self._instrument_ids: list[str] = []
+        self.ticks = 0
+        """How many times the dashboard has refreshed (tests follow the fixed rate with it)."""
+
+        self.kpi: dict[str, KpiCard] = {}
+        kpis = QHBoxLayout()
+        kpis.setSpacing(8)
+        for key, caption, icon_name in (
+                ("instruments", "INSTRUMENTS ONLINE", "robot"), ("jobs", "JOBS TODAY", "plus-circle"),
+                ("completed", "COMPLETED TODAY", "check-circle"), ("failed", "FAILED TODAY", "x-circle"),
+                ("pending", "PENDING", "inbox"), ("running", "RUNNING", "play"),
+                ("average", "AVG EXECUTION", "clock"), ("success", "SUCCESS RATE", "percent")):
+            card = KpiCard(caption, icon_name, self)
+            card.setObjectName("kpiCard")
+            self.kpi[key] = card
+            kpis.addWidget(card)
+
+        # status summary
+        self.status_section = Section("JOBS BY STATUS", self)
+        self.status_bar = BreakdownBar(self.status_section)
+        self.status_legend = QGridLayout()
+        self.status_legend.setHorizontalSpacing(12)
+        self.status_legend.setVerticalSpacing(2)
+        self._legend_labels: list[tuple[QLabel, QLabel]] = []
+        self.status_section.body.addWidget(self.status_bar)
+        self.status_section.body.addLayout(self.status_legend)
+        self.status_section.body.addStretch(1)
+
+        # instruments
+        self.instruments_section = Section("INSTRUMENTS", self)
+        self.instrument_grid = QGridLayout()
+        self.instrument_grid.setHorizontalSpacing(12)
+        self.instrument_grid.setVerticalSpacing(3)
+        self._chips: dict[str, tuple[QLabel, ElidedLabel]] = {}
+        self.instruments_section.body.addLayout(self.instrument_grid)
+        self.instruments_section.body.addStretch(1)
+
+        # alerts
+        self.alerts_section = Section("ALERTS", self)
+        self.alerts_model = LinesModel(100, self)
+        self.alerts_view = _short_list(self.alerts_section, self.alerts_model)
+        self.alerts_view.setObjectName("alertsList")
+        self.alerts_count = QLabel(self.alerts_section)
+        self.dismiss_button = QToolButton(self.alerts_section)
+        self.dismiss_button.setText("Dismiss timeouts")
+        self.dismiss_button.setToolTip("Clear the timed-out order alerts (conditions clear themselves)")
+        self.dismiss_button.setAutoRaise(True)
+        self.dismiss_button.clicked.connect(self._on_dismiss)
+        self.alerts_section.header.addWidget(self.alerts_count)
+        self.alerts_section.header.addWidget(self.dismiss_button)
+        self.all_clear = QWidget(self.alerts_section)
+        clear_row = QHBoxLayout(self.all_clear)
+        clear_row.setContentsMargins(0, 2, 0, 0)
+        clear_row.setAlignment(Qt.AlignmentFlag.AlignTop)
+        self.all_clear_mark = QLabel(self.all_clear)
+        self.all_clear_text = QLabel("No alerts: instruments online, no timeouts, error rate normal.",
+                                     self.all_clear)
+        self.all_clear_text.setWordWrap(True)
+        clear_row.addWidget(self.all_clear_mark, 0, Qt.AlignmentFlag.AlignTop)
+        clear_row.addWidget(self.all_clear_text, 1)
+        self.alerts_section.body.addWidget(self.all_clear, 1)
+        self.alerts_section.body.addWidget(self.alerts_view, 1)
+
+        # recent activity
+        self.activity_section = Section("RECENT ACTIVITY", self)
+        self.activity_model = LinesModel(200, self)
+        self.activity_view = _short_list(self.activity_section, self.activity_model)
+        self.activity_view.setObjectName("activityList")
+        self.activity_section.body.addWidget(self.activity_view, 1)
+
+        lower = QHBoxLayout()
+        lower.setSpacing(8)
+        for section, stretch in ((self.status_section, 4), (self.instruments_section, 5),
+                                 (self.alerts_section, 4), (self.activity_section, 5)):
+            section.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            lower.addWidget(section, stretch)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 6, 8, 8)
+        layout.setSpacing(8)
+        layout.addLayout(kpis)
+        layout.addLayout(lower, 1)
+        self.setMinimumHeight(230)
+        self.all_clear_mark.setPixmap(status_pixmap(OrderStatus.Complete, 14))
+
+        self._timer = QTimer(self)
+        self._timer.setInterval(TICK_MS)
+        self._timer.timeout.connect(self.refresh)
+        bridge.events.connect(self._on_events)
+        self.refresh()
+
+    # ------------------------------------------------------------------ feeding
+
+    @Slot(object)
+    def _on_events(self, events: list[Any]) -> None:
+        self._pending.extend(e for e in events
+                             if isinstance(e, OperatorAction | RunChanged | InstrumentStatusChanged | StepChanged))
+
+    @Slot()
+    def refresh(self) -> None:
+        """Read the KPIs, states and alerts now and take the events noted since the last time."""
+        self.ticks += 1
+        now = time.time()
+        events, self._pending = self._pending, []
+        self.alerts.note(events, now)
+        self.activity_model.prepend(activity_lines(events, self._known))
+        metrics = self.runtime.metrics
+        instruments = self.runtime.instruments()
+        for v in instruments:
+            self._known.setdefault(v.id, v.status)
+        if metrics is not None:
+            jobs = metrics.dashboard()
+            steps = metrics.dashboard(steps=True)
+            self._show_kpis(jobs, steps)
+            self._show_status(metrics.status_counts())
+            alerts = self.alerts.evaluate(now, instruments, metrics.failures, metrics.throughput,
+                                          metrics.width / 60.0)
+        else:
+            self._show_kpis(None, None)
+            alerts = self.alerts.evaluate(now, instruments)
+        self._show_instruments(instruments)
+        self._show_alerts(alerts)
+
+    # ------------------------------------------------------------------ showing
+
+    def _show_kpis(self, jobs: DashboardMetrics | None, steps: DashboardMetrics | None) -> None:
+        k = self.kpi
+        if jobs is None or steps is None:
+            for card in k.values():
+                card.set("—", "metrics are off")
+            return
+        offline = jobs.offline_robots
+        k["instruments"].set(f"{jobs.online_robots} / {jobs.total_robots}",
+                             f"{jobs.busy_robots} busy · {offline} offline",
+                             NEUTRAL if not jobs.total_robots else
+                             BAD if offline == jobs.total_robots else WARN if offline else GOOD)
+        k["jobs"].set(f"{jobs.total_jobs_today:,}", f"{steps.total_jobs_today:,} steps created")
+        k["completed"].set(f"{jobs.completed_jobs_today:,}", f"{jobs.cancelled_jobs_today:,} cancelled")
+        k["failed"].set(f"{jobs.failed_jobs_today:,}",
+                        "in Error now" if jobs.failed_jobs_today else "none",
+                        BAD if jobs.failed_jobs_today else NEUTRAL)
+        k["pending"].set(f"{jobs.pending_jobs:,}", f"{steps.pending_jobs:,} steps waiting")
+        k["running"].set(f"{jobs.running_jobs:,}", f"{steps.running_jobs:,} steps running")
+        avg = jobs.average_execution_time
+        k["average"].set(format_seconds(avg) if avg else "—",
+                         f"per job · step {format_seconds(steps.average_execution_time)}"
+                         if steps.average_execution_time else "per completed job today")
+        decided = jobs.completed_jobs_today + jobs.failed_jobs_today
+        if decided:
+            rate = jobs.success_rate
+            tone, word = (GOOD, "on target") if rate >= 95 else (WARN, "below 95 %") if rate >= 80 \
+                else (BAD, "below 80 %")
+            k["success"].set(f"{rate:.1f} %", f"{word} · {decided:,} decided", tone)
+        else:
+            k["success"].set("—", "nothing decided today")
+
+    def _show_status(self, counts: dict[OrderStatus, int]) -> None:
+        present = [s for s in STATUS_ORDER if counts.get(s)]
+        self.status_bar.set_parts([(s.name, counts[s], status_color(s)) for s in present])
+        while len(self._legend_labels) < len(present):
+            i = len(self._legend_labels)
+            mark, text = QLabel(self.status_section), QLabel(self.status_section)
+            self.status_legend.addWidget(mark, i // 2, (i % 2) * 2)
+            self.status_legend.addWidget(text, i // 2, (i % 2) * 2 + 1)
+            self._legend_labels.append((mark, text))
+        for i, (mark, text) in enumerate(self._legend_labels):
+            if i < len(present):
+                s = present[i]
+                mark.setPixmap(status_pixmap(s, 12))
+                text.setText(f"{s.name} {counts[s]:,}")
+                mark.show()
+                text.show()
+            else:
+                mark.hide()
+                text.hide()
+
+    def _show_instruments(self, views: Sequence[InstrumentView]) -> None:
+        ids = [v.id for v in views]
+        if ids != self._instrument_ids:
+            for mark, text in self._chips.values():
+                mark.deleteLater()
+                text.deleteLater()
+            self._chips = {}
+            for i, v in enumerate(views):
+                mark, text = QLabel(self.instruments_section), ElidedLabel(v.id, self.instruments_section)
+                self.instrument_grid.addWidget(mark, i // 2, (i % 2) * 2)
+                self.instrument_grid.addWidget(text, i // 2, (i % 2) * 2 + 1)
+                self.instrument_grid.setColumnStretch((i % 2) * 2 + 1, 1)
+                self._chips[v.id] = (mark, text)
+            self._instrument_ids = ids
+        if not views:
+            self.instruments_section.title.setText("INSTRUMENTS · no workcell connected")
+        for v in views:
+            state = instrument_state(v)
+            mark, text = self._chips[v.id]
+            mark.setPixmap(state_pixmap(state, 12))
+            label = STATE_LABELS[state]
+            text.set_full_text(f"{v.id} · {label}")
+            text.setToolTip(f"{v.name or v.id}: {label}" + (f" — {v.detail}" if v.detail else ""))
+
+    def _show_alerts(self, alerts: Sequence[Alert]) -> None:
+        lines = [Line(a.since, icon("alert-octagon" if a.severity == CRITICAL else "alert-triangle",
+                                    status_color(OrderStatus.Error if a.severity == CRITICAL
+                                                 else OrderStatus.Paused)),
+                      f"{a.title}" + (f" — {a.detail}" if a.detail else ""), a.detail, a.key)
+                 for a in alerts]
+        self.alerts_model.set_lines(lines)
+        critical = sum(a.severity == CRITICAL for a in alerts)
+        self.alerts_count.setText(f"{critical} critical · {len(alerts) - critical} warning" if alerts else "")
+        self.dismiss_button.setVisible(any(a.dismissable for a in alerts))
+        self.all_clear.setVisible(not alerts)
+        self.alerts_view.setVisible(bool(alerts))
+        self.current_alerts = list(alerts)
+
+    @Slot()
+    def _on_dismiss(self) -> None:
+        self.alerts.dismiss_all()
+        self.refresh()
+
+    # ------------------------------------------------------------------ life cycle
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
+        super().showEvent(event)
+        self.refresh()
+        self._timer.start()
+
+    def hideEvent(self, event: QHideEvent) -> None:  # noqa: N802
+        super().hideEvent(event)
+        self._timer.stop()
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange and hasattr(self, "_timer"):
+            self._instrument_ids = []  # rebuild the marks in the new theme's colours
+            for view in (self.alerts_view, self.activity_view):
+                _card_background(view)
+            self.all_clear_mark.setPixmap(status_pixmap(OrderStatus.Complete, 14))
+            self.refresh()
+
+    def shutdown(self) -> None:
+        """Stop the refresh timer (the main window calls this at close)."""
+        self._timer.stop()
+

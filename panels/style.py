@@ -1,49 +1,179 @@
-"""Shared look: status colours with a distinct glyph per status (readable without colour)."""
+"""Shared look: icons, and one colour **plus** one mark for every status.
+
+Every order status and every instrument state has a colour from the current theme
+(:mod:`panels.theme`, Okabe-Ito based) and a distinct white mark on a disc (``badge-*.svg`` in
+``resources/icons``): a check for Complete/Ready, a play triangle for Running/Busy, a cross for
+Error, a power sign for Offline, a wrench for out of service ... so a status stays readable for
+colour-blind operators and on a monochrome print-out.
+
+Icons are SVG files drawn in ``currentColor``; :func:`icon` renders them in the theme's icon
+colour (or a given one) and caches the result per colour and size.
+"""
 
 from __future__ import annotations
 
+import math
 from functools import cache
+from pathlib import Path
 
-from PySide6.QtCore import QRectF, Qt
-from PySide6.QtGui import QColor, QFont, QIcon, QPainter, QPixmap
+from PySide6.QtCore import QByteArray, QRectF, Qt
+from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
+from PySide6.QtSvg import QSvgRenderer
 
-from core.orders import OrderStatus
+from core.dispatcher import InstrumentView
+from core.orders import ModuleStatus, OrderStatus
+from panels.theme import current_theme
 
-# Okabe-Ito based palette: distinguishable under the common colour-vision deficiencies.
-STATUS_STYLE: dict[OrderStatus, tuple[str, str]] = {
-    OrderStatus.Created: ("#8a8f98", "○"),
-    OrderStatus.Invalid: ("#cc79a7", "!"),
-    OrderStatus.Validated: ("#56b4e9", "✓"),
-    OrderStatus.Scheduled: ("#56b4e9", "◷"),
-    OrderStatus.Running: ("#0072b2", "▶"),
-    OrderStatus.Paused: ("#e69f00", "‖"),
-    OrderStatus.Error: ("#d55e00", "✕"),
-    OrderStatus.Complete: ("#009e73", "✓"),
-    OrderStatus.Canceled: ("#6b6b6b", "⊘"),
-    OrderStatus.Consolidated: ("#8a8f98", "≡"),
-    OrderStatus.Unknown: ("#8a8f98", "?"),
+ICONS_DIR = Path(__file__).resolve().parent.parent / "resources" / "icons"
+
+ORDER_MARKS: dict[OrderStatus, str] = {
+    OrderStatus.Created: "ring",
+    OrderStatus.Invalid: "bang",
+    OrderStatus.Validated: "check",
+    OrderStatus.Scheduled: "clock",
+    OrderStatus.Running: "play",
+    OrderStatus.Paused: "pause",
+    OrderStatus.Error: "cross",
+    OrderStatus.Complete: "check",
+    OrderStatus.Canceled: "slash",
+    OrderStatus.Consolidated: "lines",
+    OrderStatus.Unknown: "question",
 }
+"""The badge mark of each order status (``resources/icons/badge-<mark>.svg``)."""
+
+# Instrument states: the four Data Services module statuses plus the operator's states.
+READY, BUSY, ERROR, OFFLINE = "Ready", "Busy", "Error", "Offline"
+DISABLED, OUT_OF_SERVICE, DRAINING = "Disabled", "OutOfService", "Draining"
+STATE_MARKS: dict[str, str] = {READY: "check", BUSY: "play", ERROR: "cross", OFFLINE: "power",
+                               DISABLED: "slash", OUT_OF_SERVICE: "wrench", DRAINING: "hourglass"}
+"""The badge mark of each instrument state."""
+STATE_LABELS: dict[str, str] = {READY: "Ready", BUSY: "Busy", ERROR: "Error", OFFLINE: "Offline",
+                                DISABLED: "Disabled", OUT_OF_SERVICE: "Out of service",
+                                DRAINING: "Finishing, then out of service"}
+"""Operator-facing names of the instrument states."""
+
+
+def instrument_state(view: InstrumentView) -> str:
+    """The one state an instrument is shown in.
+
+    Hardware trouble (Offline, Error) comes first, then what the operator decided (draining,
+    out of service, disabled), then the module status (Busy, Ready).
+    """
+    if view.status is ModuleStatus.Offline:
+        return OFFLINE
+    if view.status is ModuleStatus.Error:
+        return ERROR
+    if view.draining:
+        return DRAINING
+    if not view.in_service:
+        return OUT_OF_SERVICE
+    if not view.enabled:
+        return DISABLED
+    return BUSY if view.status is ModuleStatus.Busy else READY
+
+
+def module_state(status: ModuleStatus, *, enabled: bool = True, in_service: bool = True) -> str:
+    """The state key for a module status with operator flags (events carry no ``draining``)."""
+    if status in (ModuleStatus.Offline, ModuleStatus.Error):
+        return status.name
+    if not in_service:
+        return OUT_OF_SERVICE
+    if not enabled:
+        return DISABLED
+    return status.name
+
+
+# ---------------------------------------------------------------------------- colours
 
 
 def status_color(status: OrderStatus) -> QColor:
-    return QColor(STATUS_STYLE[status][0])
+    """Colour of an order status in the current theme."""
+    return current_theme().status_color(status.name)
+
+
+def state_color(state: str) -> QColor:
+    """Colour of an instrument state (:data:`STATE_MARKS` keys) in the current theme."""
+    return current_theme().status_color(state)
+
+
+# ---------------------------------------------------------------------------- icons
 
 
 @cache
-def status_icon(status: OrderStatus, size: int = 16) -> QIcon:
-    colour, glyph = STATUS_STYLE[status]
+def _svg(name: str) -> str:
+    return (ICONS_DIR / f"{name}.svg").read_text(encoding="utf-8")
+
+
+@cache
+def _pixmap(name: str, colour: str, size: int) -> QPixmap:
+    renderer = QSvgRenderer(QByteArray(_svg(name).replace("currentColor", colour).encode()))
     pix = QPixmap(size, size)
     pix.fill(Qt.GlobalColor.transparent)
-    p = QPainter(pix)
-    p.setRenderHint(QPainter.RenderHint.Antialiasing)
-    p.setPen(Qt.PenStyle.NoPen)
-    p.setBrush(QColor(colour))
-    p.drawEllipse(QRectF(0.5, 0.5, size - 1, size - 1))
-    font = QFont("DejaVu Sans")
-    font.setPixelSize(int(size * 0.7))
-    font.setBold(True)
-    p.setFont(font)
-    p.setPen(QColor("white"))
-    p.drawText(QRectF(0, 0, size, size), Qt.AlignmentFlag.AlignCenter, glyph)
-    p.end()
-    return QIcon(pix)
+    painter = QPainter(pix)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    renderer.render(painter, QRectF(0, 0, size, size))
+    painter.end()
+    return pix
+
+
+@cache
+def _icon(name: str, colour: str, size: int) -> QIcon:
+    result = QIcon()
+    result.addPixmap(_pixmap(name, colour, size))
+    result.addPixmap(_pixmap(name, colour, size * 2))
+    return result
+
+
+def icon(name: str, color: QColor | str | None = None, size: int = 16) -> QIcon:
+    """The icon ``resources/icons/<name>.svg`` in ``color`` (default: the theme's icon colour)."""
+    colour = QColor(color) if color is not None else current_theme().color("icon")
+    return _icon(name, colour.name(), size)
+
+
+def pixmap(name: str, color: QColor | str | None = None, size: int = 16) -> QPixmap:
+    """Like :func:`icon`, as one pixmap (for labels)."""
+    colour = QColor(color) if color is not None else current_theme().color("icon")
+    return _pixmap(name, colour.name(), size)
+
+
+def status_icon(status: OrderStatus, size: int = 16) -> QIcon:
+    """The badge of an order status: its colour and its mark."""
+    return _icon(f"badge-{ORDER_MARKS[status]}", status_color(status).name(), size)
+
+
+def state_icon(state: str, size: int = 16) -> QIcon:
+    """The badge of an instrument state: its colour and its mark."""
+    return _icon(f"badge-{STATE_MARKS[state]}", state_color(state).name(), size)
+
+
+def state_pixmap(state: str, size: int = 16) -> QPixmap:
+    return _pixmap(f"badge-{STATE_MARKS[state]}", state_color(state).name(), size)
+
+
+def status_pixmap(status: OrderStatus, size: int = 16) -> QPixmap:
+    return _pixmap(f"badge-{ORDER_MARKS[status]}", status_color(status).name(), size)
+
+
+# ---------------------------------------------------------------------------- text
+
+
+def format_seconds(seconds: float | None) -> str:
+    """``"—"``, ``"850 ms"``, ``"42 s"``, ``"3 min 05 s"``, ``"2 h 04 min"``."""
+    if seconds is None or not math.isfinite(seconds):
+        return "—"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        m, s = divmod(int(round(seconds)), 60)
+        return f"{m} min {s:02d} s"
+    h, rest = divmod(int(round(seconds)), 3600)
+    return f"{h} h {rest // 60:02d} min"
+
+
+def format_age(seconds: float | None) -> str:
+    """Age of a heartbeat: ``"never"`` when there was none, ``"just now"`` within a second."""
+    if seconds is None:
+        return "never"
+    return "just now" if seconds < 1 else f"{format_seconds(seconds)} ago"

@@ -1,0 +1,430 @@
+"""Small widgets the panels share: KPI cards, a status breakdown bar, a reason dialog, a card
+grid, a task keeper for operator actions, and the event-loop lag probe with its indicator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from PySide6.QtCore import QEvent, QRectF, Qt, QTimer, Signal, Slot
+from PySide6.QtGui import QColor, QPainter, QPainterPath, QPaintEvent
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from panels.style import pixmap
+from panels.theme import current_theme
+
+log = logging.getLogger(__name__)
+
+NEUTRAL, GOOD, WARN, BAD = "neutral", "good", "warn", "bad"
+"""Tones of a KPI card: the colour of its accent stripe and value."""
+
+
+class KpiCard(QFrame):
+    """One key figure: an icon, a caption, a big value and a line of context.
+
+    The tone (:data:`GOOD`, :data:`WARN`, :data:`BAD`) colours the accent stripe and the value
+    and is also said in words by the caller's context line, never by colour alone.
+    """
+
+    def __init__(self, caption: str, icon_name: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("kpiCard")
+        self._icon_name = icon_name
+        self._tone = NEUTRAL
+        self._style_key: tuple[str, str] | None = None
+        self.icon = QLabel(self)
+        self.caption = ElidedLabel(caption, self)
+        self.caption.setObjectName("kpiCaption")
+        self.value = QLabel("—", self)
+        self.value.setObjectName("kpiValue")
+        self.value.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.context = ElidedLabel("", self)
+        self.context.setObjectName("kpiContext")
+        top = QHBoxLayout()
+        top.setSpacing(6)
+        top.addWidget(self.icon)
+        top.addWidget(self.caption, 1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(12, 8, 10, 8)
+        layout.setSpacing(2)
+        layout.addLayout(top)
+        layout.addWidget(self.value)
+        layout.addWidget(self.context)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self._restyle()
+
+    @property
+    def tone(self) -> str:
+        return self._tone
+
+    def set(self, value: str, context: str = "", tone: str = NEUTRAL) -> None:
+        """Show ``value`` with its ``context`` line in ``tone``; no repaint when nothing changed."""
+        if self.value.text() != value:
+            self.value.setText(value)
+        self.context.set_full_text(context)
+        if tone != self._tone:
+            self._tone = tone
+            self._restyle()
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange:
+            self._restyle()
+
+    def _restyle(self) -> None:
+        theme = current_theme()
+        key = (theme.name, self._tone)
+        if key == self._style_key:  # setStyleSheet sends PaletteChange: no loop
+            return
+        self._style_key = key
+        accent = theme.colors["accent"] if self._tone == NEUTRAL else theme.colors[self._tone]
+        value_colour = theme.palette["Text"] if self._tone == NEUTRAL else accent
+        self.setStyleSheet(
+            f"#kpiCard {{ background: {theme.colors['card']}; border: 1px solid {theme.colors['card_border']};"
+            f" border-left: 4px solid {accent}; border-radius: 6px; }}"
+            f"#kpiCaption {{ color: {theme.colors['muted']}; font-size: 11px; font-weight: 600; }}"
+            f"#kpiValue {{ color: {value_colour}; font-size: 22px; font-weight: 600; }}"
+            f"#kpiContext {{ color: {theme.colors['muted']}; font-size: 11px; }}")
+        self.icon.setPixmap(pixmap(self._icon_name, theme.colors["muted"], 14))
+
+
+class Section(QFrame):
+    """A titled card that holds one part of a panel (the dashboard's status, alerts ...)."""
+
+    def __init__(self, title: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("section")
+        self._style_key: str | None = None
+        self.title = QLabel(title, self)
+        self.title.setObjectName("sectionTitle")
+        self.header = QHBoxLayout()
+        self.header.setContentsMargins(0, 0, 0, 0)
+        self.header.addWidget(self.title, 1)
+        self.body = QVBoxLayout()
+        self.body.setContentsMargins(0, 0, 0, 0)
+        self.body.setSpacing(4)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(10, 6, 10, 8)
+        layout.setSpacing(4)
+        layout.addLayout(self.header)
+        layout.addLayout(self.body, 1)
+        self._restyle()
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange:
+            self._restyle()
+
+    def _restyle(self) -> None:
+        theme = current_theme()
+        if theme.name == self._style_key:  # setStyleSheet sends PaletteChange: no loop
+            return
+        self._style_key = theme.name
+        self.setStyleSheet(
+            f"#section {{ background: {theme.colors['card']}; border: 1px solid {theme.colors['card_border']};"
+            f" border-radius: 6px; }}"
+            f"#sectionTitle {{ color: {theme.colors['muted']}; font-size: 11px; font-weight: 600; }}"
+            "QLabel { font-size: 11px; }")
+
+
+class BreakdownBar(QWidget):
+    """A horizontal bar split into coloured parts (counts per status), with a tooltip per part."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._parts: list[tuple[str, int, QColor]] = []
+        self.setMinimumHeight(14)
+        self.setMaximumHeight(14)
+        self.setMouseTracking(True)
+
+    def set_parts(self, parts: Sequence[tuple[str, int, QColor]]) -> None:
+        """``(label, count, colour)`` per part, in display order; zero counts are not drawn."""
+        parts = [p for p in parts if p[1] > 0]
+        if parts != self._parts:
+            self._parts = parts
+            total = sum(p[1] for p in parts)
+            self.setToolTip("\n".join(f"{label}: {count:,} ({100 * count / total:.1f} %)"
+                                      for label, count, _ in parts) if total else "nothing yet")
+            self.update()
+
+    def paintEvent(self, _event: QPaintEvent) -> None:  # noqa: N802
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        rect = QRectF(self.rect()).adjusted(0.5, 0.5, -0.5, -0.5)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(self.palette().mid())
+        painter.drawRoundedRect(rect, 4, 4)
+        total = sum(p[1] for p in self._parts)
+        if total:
+            outline = QPainterPath()
+            outline.addRoundedRect(rect, 4, 4)
+            painter.setClipPath(outline)
+            x = rect.left()
+            for _label, count, colour in self._parts:
+                w = rect.width() * count / total
+                painter.setBrush(colour)
+                painter.drawRect(QRectF(x, rect.top(), max(w, 1.0), rect.height()))
+                x += w
+        painter.end()
+
+
+class ElidedLabel(QLabel):
+    """A one-line label that shrinks with its container and ends in "…" (full text as tooltip)."""
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self._full = ""
+        self.set_full_text(text)
+
+    def set_full_text(self, text: str) -> None:
+        if text != self._full:
+            self._full = text
+            self.setToolTip(text)
+            self._elide()
+
+    def full_text(self) -> str:
+        return self._full
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        width = max(0, self.width())
+        self.setText(self.fontMetrics().elidedText(self._full, Qt.TextElideMode.ElideRight, width)
+                     if width else self._full)
+
+
+class ReasonDialog(QDialog):
+    """Asks why (disable, take out of service ...). Opened with :meth:`open`, never ``exec()``.
+
+    :attr:`reason_given` carries the reason when the operator confirms; OK stays disabled until
+    a reason is typed.
+    """
+
+    reason_given = Signal(str)
+
+    def __init__(self, title: str, prompt: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("reasonDialog")
+        self.setWindowTitle(title)
+        self.setModal(True)
+        label = QLabel(prompt, self)
+        label.setWordWrap(True)
+        self.reason_edit = QLineEdit(self)
+        self.reason_edit.setPlaceholderText("Reason (kept in the audit log)")
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
+                                        | QDialogButtonBox.StandardButton.Cancel, self)
+        self.ok_button = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
+        self.ok_button.setEnabled(False)
+        self.reason_edit.textChanged.connect(lambda text: self.ok_button.setEnabled(bool(text.strip())))
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(label)
+        layout.addWidget(self.reason_edit)
+        layout.addWidget(self.buttons)
+        self.setMinimumWidth(380)
+
+    def accept(self) -> None:
+        reason = self.reason_edit.text().strip()
+        if not reason:
+            return
+        super().accept()
+        self.reason_given.emit(reason)
+
+
+class CardGrid(QWidget):
+    """Lays cards out in as many columns as fit (at least ``min_card_width`` each)."""
+
+    def __init__(self, min_card_width: int = 250, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.min_card_width = min_card_width
+        self._cards: list[QWidget] = []
+        self._columns = 0
+        self._grid = QGridLayout(self)
+        self._grid.setContentsMargins(0, 0, 0, 0)
+        self._grid.setSpacing(8)
+        self._grid.setAlignment(Qt.AlignmentFlag.AlignTop)
+
+    def set_cards(self, cards: Sequence[QWidget]) -> None:
+        for card in self._cards:
+            self._grid.removeWidget(card)
+        self._cards = list(cards)
+        self._columns = 0
+        self._relayout()
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        self._relayout()
+
+    def _relayout(self) -> None:
+        columns = max(1, (self.width() + 8) // (self.min_card_width + 8))
+        if columns == self._columns:
+            return
+        self._columns = columns
+        for card in self._cards:
+            self._grid.removeWidget(card)
+        for i, card in enumerate(self._cards):
+            self._grid.addWidget(card, i // columns, i % columns)
+        for c in range(self._grid.columnCount()):
+            self._grid.setColumnStretch(c, 1 if c < columns else 0)
+
+
+class TaskKeeper:
+    """Starts operator actions as asyncio tasks and keeps strong references until they end.
+
+    qasync 0.28.0's ``asyncSlot`` neither works on free functions nor keeps its tasks alive; this
+    is the small replacement the panels use from ordinary slots.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any],
+              done: Callable[[asyncio.Task[Any]], None] | None = None) -> asyncio.Task[Any]:
+        task = asyncio.get_event_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if done is not None:
+            task.add_done_callback(done)
+        return task
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._tasks)
+
+    def cancel_all(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+
+# ---------------------------------------------------------------------------- loop lag
+
+
+class LoopLagProbe:
+    """Measures event-loop lag: how late ``await asyncio.sleep(interval)`` wakes up.
+
+    Under qasync an asyncio timer is a Qt timer, so the overshoot includes Qt's own dispatch
+    (painting, slots). Samples of the last ``keep_seconds`` are kept for :meth:`percentiles`.
+    """
+
+    def __init__(self, interval: float = 0.005, keep_seconds: float = 10.0) -> None:
+        self.interval = interval
+        self.keep_seconds = keep_seconds
+        self._times: deque[float] = deque()
+        self._lags: deque[float] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self.all_lags: list[float] | None = None
+        """Every sample since :meth:`record_all` (for benchmarks); None when not recording."""
+
+    def start(self) -> None:
+        """Start probing on the running loop (idempotent)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_event_loop().create_task(self._run(), name="loop-lag-probe")
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def record_all(self) -> None:
+        """Also keep every sample from now on (until :meth:`stop_recording`)."""
+        self.all_lags = []
+
+    def stop_recording(self) -> list[float]:
+        lags, self.all_lags = self.all_lags or [], None
+        return lags
+
+    async def _run(self) -> None:
+        interval = self.interval
+        clock = time.perf_counter
+        with contextlib.suppress(asyncio.CancelledError):
+            while True:
+                t0 = clock()
+                await asyncio.sleep(interval)
+                now = clock()
+                lag = max(0.0, now - t0 - interval)
+                self._times.append(now)
+                self._lags.append(lag)
+                if self.all_lags is not None:
+                    self.all_lags.append(lag)
+                horizon = now - self.keep_seconds
+                while self._times and self._times[0] < horizon:
+                    self._times.popleft()
+                    self._lags.popleft()
+
+    def percentiles(self) -> tuple[float, float, float] | None:
+        """(p50, p99, max) lag in seconds over the kept window; None without samples."""
+        return lag_stats(self._lags)
+
+
+def lag_stats(lags: Sequence[float] | deque[float]) -> tuple[float, float, float] | None:
+    """(p50, p99, max) of lag samples (seconds), None when there are none."""
+    if not lags:
+        return None
+    ordered = sorted(lags)
+    n = len(ordered)
+    return (ordered[min(n - 1, n // 2)], ordered[min(n - 1, int(n * 0.99))], ordered[-1])
+
+
+LAG_OK, LAG_WARN = 0.016, 0.050
+"""Loop-lag budgets (seconds): p99 within one frame is fine; beyond 50 ms the window stutters."""
+
+
+class LoopLagIndicator(QLabel):
+    """Status-bar text with the p99 loop lag of the last seconds, refreshed once a second."""
+
+    def __init__(self, probe: LoopLagProbe, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("loopLag")
+        self.probe = probe
+        self._timer = QTimer(self)
+        self._timer.setInterval(1000)
+        self._timer.timeout.connect(self.refresh)
+        self.setToolTip("Event-loop lag: how late a 5 ms timer fires (p50 / p99 / max of the last "
+                        f"{probe.keep_seconds:g} s). Within 16 ms the window stays smooth.")
+        self.setText("loop lag —")
+
+    def start(self) -> None:
+        self.probe.start()
+        self._timer.start()
+
+    def stop(self) -> None:
+        self._timer.stop()
+        self.probe.stop()
+
+    @Slot()
+    def refresh(self) -> None:
+        stats = self.probe.percentiles()
+        if stats is None:
+            return
+        p50, p99, worst = stats
+        theme = current_theme()
+        tone = "good" if p99 <= LAG_OK and worst <= LAG_WARN else "warn" if p99 <= LAG_WARN else "bad"
+        self.setText(f"loop lag p99 {p99 * 1000:.1f} ms")
+        self.setToolTip(f"Event-loop lag over the last {self.probe.keep_seconds:g} s: p50 "
+                        f"{p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max {worst * 1000:.1f} ms "
+                        "(budget: p99 16 ms, max 50 ms).")
+        self.setStyleSheet(f"#loopLag {{ color: {theme.colors[tone]}; }}" if tone != "good" else "")
