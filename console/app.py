@@ -69,6 +69,7 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
         window = MainWindow(runtime, settings_for(data_dir))
         window.closed = asyncio.get_running_loop().create_future()
         window.show()
+        window.start_loop_lag()
         await window.load_orders()
         watcher = asyncio.create_task(_watch_store(runtime))
         await window.closed
@@ -87,9 +88,15 @@ def main_gui(data_dir: Path, **options: object) -> int:
     import qasync
     from PySide6.QtWidgets import QApplication
 
+    from panels.style import icon
+    from panels.theme import SETTINGS_KEY, apply_theme, theme_name
+
     app = QApplication.instance() or QApplication(sys.argv)
     app.setApplicationName("labconsole")
     app.setOrganizationName("labconsole")
+    # the saved theme before any window exists, so nothing flashes in the other one
+    apply_theme(app, theme_name(settings_for(data_dir).value(SETTINGS_KEY)))
+    app.setWindowIcon(icon("labconsole", size=64))
     try:
         with asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(app)) as runner:
             return runner.run(run_console(data_dir, **options))  # type: ignore[arg-type]

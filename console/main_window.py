@@ -6,8 +6,8 @@ import asyncio
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Slot
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QShowEvent
-from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QWidget
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QShowEvent
+from PySide6.QtWidgets import QApplication, QDockWidget, QLabel, QMainWindow, QWidget
 
 from console.bridge import EventBridge
 from panels.dashboard import DashboardPanel
@@ -16,6 +16,8 @@ from panels.jobs import JobsPanel
 from panels.metrics import MetricsPanel
 from panels.robots import RobotsPanel
 from panels.templates import TemplatesPanel
+from panels.theme import SETTINGS_KEY, THEME_NAMES, Theme, apply_theme, load_theme, theme_name
+from panels.widgets import LoopLagIndicator, LoopLagProbe
 
 STATE_VERSION = 2
 
@@ -33,6 +35,8 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("labconsole")
         self.setObjectName("labconsoleMainWindow")
         self.setDockNestingEnabled(True)
+        # the theme first, so every panel is built in its colours
+        self.theme = apply_theme(QApplication.instance(), theme_name(settings.value(SETTINGS_KEY)))
 
         self.jobs = JobsPanel(runtime, self.bridge, self)
         self.jobs_model = self.jobs.model
@@ -63,11 +67,26 @@ class MainWindow(QMainWindow):
         view_menu = self.menuBar().addMenu("&View")
         for dock in self.docks.values():
             view_menu.addAction(dock.toggleViewAction())
+        view_menu.addSeparator()
+        theme_menu = view_menu.addMenu("&Theme")
+        self.theme_actions: dict[str, QAction] = {}
+        themes = QActionGroup(self)
+        for name in THEME_NAMES:
+            action = QAction(load_theme(name).label, self)
+            action.setObjectName(f"theme_{name}")
+            action.setCheckable(True)
+            action.setChecked(name == self.theme.name)
+            action.triggered.connect(lambda _checked=False, name=name: self.set_theme(name))
+            themes.addAction(action)
+            theme_menu.addAction(action)
+            self.theme_actions[name] = action
 
         self.connection_label = QLabel("", self)
         self.lag_label = QLabel("", self)
         self.store_label = QLabel(str(runtime.store.path), self)
-        for label in (self.connection_label, self.lag_label, self.store_label):
+        self.lag_probe = LoopLagProbe()
+        self.loop_lag = LoopLagIndicator(self.lag_probe, self)
+        for label in (self.connection_label, self.lag_label, self.loop_lag, self.store_label):
             self.statusBar().addPermanentWidget(label)
         self.resize(1400, 860)
         if self._restore_layout():
@@ -91,6 +110,18 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Loaded {count:,} orders", 4000)
         self._stats_timer.start()
         return count
+
+    def set_theme(self, name: str) -> Theme:
+        """Apply the Light or Dark theme to the whole application and keep the choice."""
+        self.theme = apply_theme(QApplication.instance(), name)
+        self.theme_actions[self.theme.name].setChecked(True)
+        self.settings.setValue(SETTINGS_KEY, self.theme.name)
+        self.settings.sync()
+        return self.theme
+
+    def start_loop_lag(self) -> None:
+        """Start the loop-lag probe and its status-bar figure (needs the running event loop)."""
+        self.loop_lag.start()
 
     @Slot(str)
     def _on_order_selected(self, order_id: str) -> None:
@@ -137,6 +168,7 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
         self.save_layout()
         self._stats_timer.stop()
+        self.loop_lag.stop()
         for panel in (self.dashboard, self.robots, self.metrics, self.detail, self.templates, self.jobs):
             close = getattr(panel, "shutdown", None)
             if close is not None:
