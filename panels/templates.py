@@ -209,7 +209,7 @@ class TemplatesPanel(QWidget):
         self.list.verticalHeader().setDefaultSectionSize(22)
         self.list.horizontalHeader().setStretchLastSection(True)
         self.list.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for col, width in enumerate((150, 60, 90)):
+        for col, width in enumerate((160, 52, 80)):
             self.list.setColumnWidth(col, width)
         self.new_button = QPushButton("New", self)
         self.import_button = QPushButton("Import…", self)
@@ -280,7 +280,7 @@ class TemplatesPanel(QWidget):
         split.addWidget(left)
         split.addWidget(self.tabs)
         split.setStretchFactor(1, 1)
-        split.setSizes([330, 1100])
+        split.setSizes([400, 1200])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(split, 1)
@@ -474,10 +474,10 @@ class TemplatesPanel(QWidget):
     async def compare(self, old: Any, new: Any) -> Any:
         """Show the diff between two versions (ints) or a version and ``"draft"``."""
         a, b = await self._template(old), await self._template(new)
-        diff = self.diff_view.show_diff(a, b, "draft" if old == "draft" else f"v{old}",
-                                        "draft" if new == "draft" else f"v{new}")
         self.tabs.setCurrentWidget(self.diff_view)
-        return diff
+        self.diff_view.select_keys(old, new)
+        return self.diff_view.show_diff(a, b, "draft" if old == "draft" else f"v{old}",
+                                        "draft" if new == "draft" else f"v{new}")
 
     # ------------------------------------------------------------------ actions
 
@@ -592,6 +592,7 @@ class TemplatesPanel(QWidget):
     def _update_actions(self) -> None:
         doc = self.editor.document
         self.publish_action.setEnabled(doc.can_publish)
+        self.publish_action.setText(f"Publish v{doc.next_version}" if doc.is_draft else "Publish")
         self.publish_action.setToolTip(
             "Publish as the next version" if doc.can_publish else
             f"{len(doc.errors)} problem(s) block publishing" if doc.errors else

@@ -176,7 +176,8 @@ def test_move_select_delete_and_undo(editor, qtbot):
 def test_zoom_with_the_wheel_and_pan_with_the_middle_button(editor):
     view = editor.view
     for kind in ("RobotArm.MovePlate", "PlateReader.ReadPlate", "Sealer.Seal"):
-        editor.add_step(kind, QPointF(len(editor.document.template.steps) * 600, 900))
+        n = len(editor.document.template.steps)
+        editor.add_step(kind, QPointF(n * 600, n * 700))
     view.set_zoom(1.0)
     centre = view.viewport().rect().center()
     wheel = QWheelEvent(QPointF(centre), QPointF(view.viewport().mapToGlobal(centre)), QPoint(0, 0),

@@ -27,7 +27,7 @@ from core.template_diff import TemplateDiff, diff_templates
 from core.templates import WorkflowTemplate
 from panels.editor.graph import ADDED, CHANGED, REMOVED, EditorScene, EditorView, NodeMark
 from panels.editor.kinds import KindCatalog
-from panels.editor.layout import layered_layout
+from panels.editor.layout import layout_with_routes
 
 __all__ = ["ChangesModel", "TemplateDiffView", "union_template"]
 
@@ -148,6 +148,15 @@ class TemplateDiffView(QWidget):
             combo.setCurrentIndex(max(0, combo.findData(current)))
             combo.blockSignals(False)
 
+    def select_keys(self, old: Any, new: Any) -> None:
+        """Show ``old`` and ``new`` as the picked versions (without asking for a comparison)."""
+        for combo, key in ((self.old_combo, old), (self.new_combo, new)):
+            combo.blockSignals(True)
+            if combo.findData(key) < 0:
+                combo.addItem("draft (editor)" if key == "draft" else f"v{key}", key)
+            combo.setCurrentIndex(combo.findData(key))
+            combo.blockSignals(False)
+
     def show_diff(self, old: WorkflowTemplate, new: WorkflowTemplate, old_label: str = "",
                   new_label: str = "") -> TemplateDiff:
         """Draw and list the differences from ``old`` to ``new``."""
@@ -159,7 +168,9 @@ class TemplateDiffView(QWidget):
         for d in diff.changed_steps:
             marks[d.step_id] = NodeMark("changed", [c.describe() for c in d.changes])
         edge_marks = {e: "added" for e in diff.added_edges} | {e: "removed" for e in diff.removed_edges}
-        self.scene.show_template(union, self.catalog, layered_layout(union), (), marks, edge_marks)
+        layout = layout_with_routes(union)
+        self.scene.show_template(union, self.catalog, layout.positions, (), marks, edge_marks,
+                                 routes=layout.routes)
         self.changes.set_diff(diff)
         old_label = old_label or f"v{old.version}"
         new_label = new_label or (f"v{new.version}" if new.version else "draft")
@@ -172,4 +183,4 @@ class TemplateDiffView(QWidget):
         self.scene.select_step(step)
         node = self.scene.nodes.get(step or "")
         if node is not None:
-            self.view.centerOn(node)
+            self.view.ensureVisible(node, 40, 40)

@@ -35,7 +35,7 @@ from panels.editor.document import TemplateDocument
 from panels.editor.graph import EditorScene, EditorView
 from panels.editor.inspector import Inspector
 from panels.editor.kinds import KindCatalog
-from panels.editor.layout import NODE_HEIGHT, NODE_WIDTH, V_GAP, layered_layout
+from panels.editor.layout import NODE_HEIGHT, NODE_WIDTH, V_GAP, layered_layout, layout_with_routes
 from panels.editor.palette import KindPalette
 from panels.editor.validation import Issue
 
@@ -69,6 +69,10 @@ def display_positions(t: WorkflowTemplate,
             for s in rest:
                 out[s.id] = layout[s.id]
     return out  # type: ignore[return-value]
+
+
+def _near(a: tuple[float, float] | None, b: tuple[float, float] | None) -> bool:
+    return a is not None and b is not None and abs(a[0] - b[0]) < 0.5 and abs(a[1] - b[1]) < 0.5
 
 
 class IssuesModel(QAbstractListModel):
@@ -127,8 +131,8 @@ class TemplateEditor(QWidget):
         self.issues = QListView(self)
         self.issues.setObjectName("problems")
         self.issues.setModel(self.issues_model)
-        self.issues.setMaximumHeight(110)
-        self.issues.setUniformItemSizes(True)
+        self.issues.setWordWrap(True)
+        self.issues.setSizeAdjustPolicy(QListView.SizeAdjustPolicy.AdjustIgnored)
         self.banner = QLabel(self)
         self.banner.setObjectName("editorState")
         self.status = QLabel(self)
@@ -140,10 +144,18 @@ class TemplateEditor(QWidget):
         self.toolbar = QToolBar(self)
         self.toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
         stack = self.document.stack
-        self.undo_action = stack.createUndoAction(self, "Undo")
+        self.undo_action = QAction("Undo", self)
         self.undo_action.setShortcuts(QKeySequence.StandardKey.Undo)
-        self.redo_action = stack.createRedoAction(self, "Redo")
+        self.undo_action.triggered.connect(stack.undo)
+        self.redo_action = QAction("Redo", self)
         self.redo_action.setShortcuts(QKeySequence.StandardKey.Redo)
+        self.redo_action.triggered.connect(stack.redo)
+        stack.canUndoChanged.connect(self.undo_action.setEnabled)
+        stack.canRedoChanged.connect(self.redo_action.setEnabled)
+        stack.undoTextChanged.connect(lambda text: self.undo_action.setToolTip(f"Undo {text} (Ctrl+Z)"))
+        stack.redoTextChanged.connect(lambda text: self.redo_action.setToolTip(f"Redo {text} (Ctrl+Shift+Z)"))
+        self.undo_action.setEnabled(False)
+        self.redo_action.setEnabled(False)
         self.delete_action = QAction("Delete", self)
         self.delete_action.setToolTip("Delete the selected steps and dependencies (Del)")
         self.layout_action = QAction("Auto layout", self)
@@ -189,7 +201,7 @@ class TemplateEditor(QWidget):
         self.splitter.setStretchFactor(0, 0)
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setStretchFactor(2, 0)
-        self.splitter.setSizes([190, 700, 340])
+        self.splitter.setSizes([170, 700, 370])
         top = QHBoxLayout()
         top.setContentsMargins(0, 0, 0, 0)
         top.addWidget(self.toolbar, 1)
@@ -243,9 +255,14 @@ class TemplateEditor(QWidget):
 
     def _show(self) -> None:
         doc = self.document
+        positions = self.positions()
+        layout = layout_with_routes(doc.template)
+        routes = {edge: lane for edge, lane in layout.routes.items()
+                  if all(_near(positions.get(end), layout.positions.get(end)) for end in edge)}
         self.scene.blockSignals(True)
         try:
-            self.scene.show_template(doc.template, self.catalog, self.positions(), doc.issues)
+            self.scene.show_template(doc.template, self.catalog, positions, doc.issues,
+                                     routes=routes)
             if self._selected is not None and self._selected not in self.scene.nodes:
                 self._selected = None
             if self._selected is not None and self.scene.selected_step_ids() != [self._selected]:
@@ -278,6 +295,10 @@ class TemplateEditor(QWidget):
                                    else "background: #e8eef7; color: #1f3a5f;")
                                   + " padding: 4px 8px; border-radius: 3px;")
         self.issues.setVisible(bool(doc.issues))
+        if doc.issues:  # as tall as its rows, up to four
+            rows = min(4, len(doc.issues))
+            height = sum(self.issues.sizeHintForRow(r) for r in range(rows))
+            self.issues.setFixedHeight(height + 2 * self.issues.frameWidth() + 4)
 
     def _on_scene_selection(self) -> None:
         ids = self.scene.selected_step_ids()
@@ -296,7 +317,7 @@ class TemplateEditor(QWidget):
         self.scene.select_step(step_id)
         node = self.scene.nodes.get(step_id or "")
         if node is not None:
-            self.view.centerOn(node)
+            self.view.ensureVisible(node, 40, 40)
 
     @property
     def selected_step(self) -> str | None:

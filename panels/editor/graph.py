@@ -31,6 +31,8 @@ from PySide6.QtGui import (
     QPainterPathStroker,
     QPen,
     QPolygonF,
+    QResizeEvent,
+    QShowEvent,
     QWheelEvent,
 )
 from PySide6.QtWidgets import (
@@ -390,9 +392,12 @@ class EdgeItem(QGraphicsPathItem):
     """A dependency (``dependency`` -> ``dependant``) or, dashed, an error handler."""
 
     def __init__(self, source: StepNode, target: StepNode, *, handler: bool = False,
-                 selectable: bool = True) -> None:
+                 selectable: bool = True, route: list[QPointF] | None = None) -> None:
         super().__init__()
         self.source, self.target, self.handler = source, target, handler
+        self.route = route or []
+        """Lane points the edge passes through while both ends stay where the layout put them."""
+        self._route_ends = (source.pos(), target.pos())
         self.problem = False
         self.mark: str | None = None
         self.setZValue(0 if not handler else -0.5)
@@ -424,6 +429,16 @@ class EdgeItem(QGraphicsPathItem):
             dy = max(50.0, abs(b_tip.y() - a.y()) * 0.5)
             path = QPainterPath(a)
             path.cubicTo(a + QPointF(dx, 0), b_tip - QPointF(0, dy), b_tip)
+        elif self.route and (self.source.pos(), self.target.pos()) == self._route_ends:
+            points = [self.source.output_point(), *self.route, b_tip]
+            path = QPainterPath(points[0])
+            for i in range(1, len(points)):
+                p, q = points[i - 1], points[i]
+                if i % 2 == 0:  # through a lane: straight down
+                    path.lineTo(q)
+                else:
+                    dy = max(20.0, (q.y() - p.y()) * 0.5)
+                    path.cubicTo(p + QPointF(0, dy), q - QPointF(0, dy), q)
         else:
             a = self.source.output_point()
             dy = max(40.0, abs(b_tip.y() - a.y()) * 0.5)
@@ -496,8 +511,14 @@ class EditorScene(QGraphicsScene):
                       positions: Mapping[str, tuple[float, float]], issues: Iterable[Issue] = (),
                       marks: Mapping[str, NodeMark] | None = None,
                       edge_marks: Mapping[tuple[str, str], str] | None = None,
-                      handlers: bool = True) -> None:
-        """Show ``t``: nodes by step id (kept across calls), edges rebuilt."""
+                      handlers: bool = True,
+                      routes: Mapping[tuple[str, str], list[tuple[float, float]]] | None = None
+                      ) -> None:
+        """Show ``t``: nodes by step id (kept across calls), edges rebuilt.
+
+        ``routes`` are lanes from the layered layout for dependencies that skip layers; a lane
+        another step now covers is not used.
+        """
         by_step: dict[str, list[Issue]] = {}
         bad_edges: set[tuple[str, str]] = set()
         for issue in issues:
@@ -533,7 +554,8 @@ class EditorScene(QGraphicsScene):
             for dep in s.depends_on:
                 source = self.nodes.get(dep)
                 if source is not None and target is not None and source is not target:
-                    edge = EdgeItem(source, target, selectable=self.editable)
+                    lane = self._free_lane((routes or {}).get((dep, s.id)), source, target)
+                    edge = EdgeItem(source, target, selectable=self.editable, route=lane)
                     edge.problem = (dep, s.id) in bad_edges
                     edge.mark = (edge_marks or {}).get((dep, s.id))
                     self.addItem(edge)
@@ -546,6 +568,18 @@ class EditorScene(QGraphicsScene):
                     self.addItem(edge)
                     self.edges.append(edge)
         self.fit_scene_rect()
+
+    def _free_lane(self, route: list[tuple[float, float]] | None, source: StepNode,
+                   target: StepNode) -> list[QPointF] | None:
+        if not route:
+            return None
+        points = [QPointF(x, y) for x, y in route]
+        for i in range(0, len(points) - 1, 2):
+            lane = QRectF(points[i].x() - 6, points[i].y(), 12, points[i + 1].y() - points[i].y())
+            for node in self.nodes.values():
+                if node is not source and node is not target and node.sceneBoundingRect().intersects(lane):
+                    return None
+        return points
 
     def fit_scene_rect(self) -> None:
         rect = self.itemsBoundingRect() if self.nodes else QRectF(0, 0, 600, 400)
@@ -681,6 +715,7 @@ class EditorView(QGraphicsView):
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self._pan_from: QPoint | None = None
         self._space = False
+        self._fit_pending: tuple[float, float] | None = None
 
     @property
     def zoom(self) -> float:
@@ -695,7 +730,12 @@ class EditorView(QGraphicsView):
         self.set_zoom(self.zoom * 1.15 ** steps)
 
     def fit(self, max_zoom: float = 1.0, min_zoom: float = 0.45) -> None:
-        """Show every step, between ``min_zoom`` and ``max_zoom``."""
+        """Show every step, between ``min_zoom`` and ``max_zoom`` (when the view is not shown
+        yet, as soon as it is)."""
+        if not self.isVisible() or self.viewport().width() < 60:
+            self._fit_pending = (max_zoom, min_zoom)
+            return
+        self._fit_pending = None
         scene = self.scene()
         rect = scene.itemsBoundingRect() if isinstance(scene, EditorScene) and scene.nodes else None
         if rect is None:
@@ -710,6 +750,16 @@ class EditorView(QGraphicsView):
         else:  # too big to fit readably: start at the top, where the flow begins
             self.centerOn(QPointF(rect.center().x(),
                                   rect.top() + self.viewport().height() / 2 / self.zoom))
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
+        super().showEvent(event)
+        if self._fit_pending is not None:
+            self.fit(*self._fit_pending)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        if self._fit_pending is not None:
+            self.fit(*self._fit_pending)
 
     def wheelEvent(self, event: QWheelEvent) -> None:  # noqa: N802
         if event.modifiers() & Qt.KeyboardModifier.ShiftModifier:

@@ -552,11 +552,14 @@ class StepInspector(QWidget):
                 row.changed.connect(self._on_param)
                 self.params_layout.addWidget(label, r, 0)
                 self.params_layout.addWidget(row, r, 1)
+                label.show()  # a layout shows new children of a visible widget only later
+                row.show()
                 self._rows[name] = row
             if not specs:
                 none = QLabel("This kind takes no parameters.", self.params_box)
                 none.setStyleSheet(_MUTED_STYLE)
                 self.params_layout.addWidget(none, 0, 0, 1, 2)
+                none.show()
         options = self.mapping_options(t, step)
         for row in self._rows.values():
             row.load(step, options)
