@@ -1,18 +1,679 @@
-"""Detail panel."""
+"""Detail panel: everything about one order, live.
+
+For the order selected in the Jobs table (:meth:`DetailPanel.show_order`):
+
+- a header (status badge, id, template and version, run or step), the actions that apply to its
+  status (Cancel, Retry, Recover, Skip step, Pause, Resume — the same catalogue and flows as the
+  Jobs panel), and the dispatcher's and engine's plain-language *why waiting* reasons;
+- the run's steps as a small timeline with dependency arrows (:mod:`panels.detail_steps`);
+- tabs: properties, input and output parameters, the transition history (when, from → to, who,
+  why), the audit entries of operator actions, and a log (the order's own log, step errors, and
+  the events seen for the run while it is shown).
+
+Data is read off the loop through the runtime facade (``await runtime.store.read(...)``), the
+latest selection wins (a new selection cancels the previous read), and the bridge's events for
+the shown run trigger a refresh — at most one read in flight, one more queued.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from PySide6.QtWidgets import QWidget
+from PySide6.QtCore import Qt, QTimer, Signal, Slot
+from PySide6.QtGui import QFont, QHideEvent, QShowEvent
+from PySide6.QtWidgets import (
+    QFormLayout,
+    QFrame,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QSplitter,
+    QStackedWidget,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
-from panels.placeholder import PlannedPanel
+from core.errors import LabconsoleError
+from core.events import (
+    InstrumentStatusChanged,
+    OperatorAction,
+    OrderCreated,
+    OrderStatusChanged,
+    OrderUpdated,
+    RunChanged,
+    StepChanged,
+    StepProgress,
+)
+from core.facade import os_user
+from core.orders import TERMINAL_STATUSES, Order, OrderStatus
+from panels.actions import ACTIONS, Feedback, OrderActions
+from panels.detail_steps import AXIS, LANE, GanttStep, StepsTimeline
+from panels.detail_tables import SmallTableModel, cell, make_table
+from panels.jobs_filterbar import FlowLayout
+from panels.jobs_model import format_duration, format_full_time
+from panels.style import status_color, status_icon
+
+log = logging.getLogger(__name__)
+
+DETAIL_ACTIONS = ("cancel", "retry", "recover", "skip", "pause", "resume")
+"""The action buttons of the panel, in order."""
+LOG_LINES = 500
+TICK_MS = 1000
+
+_STEP_ORDER_STATUS = {"pending": OrderStatus.Created, "queued": OrderStatus.Scheduled,
+                      "retrying": OrderStatus.Scheduled, "running": OrderStatus.Running,
+                      "completed": OrderStatus.Complete, "failed": OrderStatus.Error,
+                      "unknown": OrderStatus.Error, "skipped": OrderStatus.Canceled,
+                      "cancelled": OrderStatus.Canceled}
+"""How an engine step status shows (the engine's own mapping onto the step's order)."""
 
 
-class DetailPanel(PlannedPanel):
-    """Receives the runtime facade and the per-frame event bridge (constructor injection)."""
+def _ts(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
 
-    def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None) -> None:
-        super().__init__("Detail", "Properties, parameters, the run's steps, transition history and why-waiting reasons of the selected order.", parent)
+
+def _clock(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%H:%M:%S") if ts else ""
+
+
+@dataclass
+class DetailData:
+    """What the panel shows about one order, read in one go off the loop."""
+
+    order_id: str
+    order: Order
+    is_run: bool
+    run_id: str | None
+    engine: bool
+    """Whether a labconsole run (the engine's steps and dependencies are known)."""
+    run: dict[str, Any] | None = None
+    run_order: Order | None = None
+    children: list[Order] = field(default_factory=list)
+    depends: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    estimates: dict[str, float | None] = field(default_factory=dict)
+    max_recovery: int | None = None
+    transitions: list[tuple[Any, str]] = field(default_factory=list)
+    """(Transition, which order: "run" or the step) sorted by log position."""
+    audit: list[Any] = field(default_factory=list)
+    numeric_priority: int | None = None
+    why: list[str] = field(default_factory=list)
+
+    @property
+    def watched(self) -> set[str]:
+        """Order ids whose changes concern what is shown."""
+        ids = {self.order_id}
+        if self.run_id:
+            ids.add(self.run_id)
+        if self.run:
+            ids.update(s["order_id"] for s in self.run["steps"])
+        ids.update(c.identifier or "" for c in self.children)
+        return ids
+
+
+def gather(runtime: Any, order_id: str) -> DetailData:
+    """Read everything about ``order_id`` through the runtime facade (runs on a reader thread)."""
+    order = runtime.order(order_id)
+    target = runtime.target(order_id)
+    rows = runtime.store.order_rows("id = ?", (order_id,), limit=1)
+    numeric = rows[0][6] if rows else None
+    if target.run_id is not None:
+        run = runtime.run_of(order_id)
+        template = runtime.engine.templates.get(run["template_name"], run["template_version"])
+        data = DetailData(order_id, order, target.is_run, target.run_id, True, run=run,
+                          numeric_priority=numeric, max_recovery=template.max_recovery_attempts)
+        data.depends = {s.id: tuple(s.depends_on) for s in template.steps}
+        data.estimates = {s.id: s.estimated_duration for s in template.steps}
+        labels = {s["order_id"]: s["id"] for s in run["steps"]}
+        labels[target.run_id] = "run"
+        shown = list(labels) if target.is_run else [order_id]
+        audit_targets = list(labels) if target.is_run else [order_id, target.run_id]
+        if not target.is_run:
+            data.run_order = runtime.order(target.run_id)
+    else:
+        is_run = order.parentIdentifier is None
+        run_id = order_id if is_run else order.parentIdentifier
+        data = DetailData(order_id, order, is_run, run_id, False, numeric_priority=numeric)
+        child_ids = [r[0] for r in runtime.store.order_rows("parent_id = ?", (run_id,))]
+        data.children = [runtime.order(c) for c in child_ids]
+        if not is_run and run_id:
+            with contextlib.suppress(LabconsoleError):
+                data.run_order = runtime.order(run_id)
+        labels = {c.identifier or "": c.identifier or "" for c in data.children}
+        labels[run_id or order_id] = "run"
+        shown = list(labels) if is_run else [order_id]
+        audit_targets = shown + ([run_id] if run_id and not is_run else [])
+    transitions = [(t, labels.get(oid, oid)) for oid in shown for t in runtime.history(oid)]
+    transitions.sort(key=lambda item: item[0].seq)
+    data.transitions = transitions
+    audit = [a for oid in dict.fromkeys(audit_targets) for a in runtime.audit(oid)]
+    audit.sort(key=lambda a: a.seq)
+    data.audit = audit
+    return data
+
+
+class DetailPanel(QWidget):
+    """Properties, parameters, steps, history, audit, log and why-waiting of the selected order.
+
+    Receives the runtime facade and the per-frame event bridge (constructor injection).
+    ``navigate`` carries an order id the operator clicked (a step in the timeline, the run link).
+    """
+
+    navigate = Signal(str)
+    loaded = Signal(str)
+    """Emitted with the order id each time its details were (re)read and shown."""
+
+    def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None, *,
+                 now: Callable[[], float] = time.time, who: Callable[[], str] = os_user) -> None:
+        super().__init__(parent)
         self.runtime = runtime
         self.bridge = bridge
+        self.now = now
+        self.order_id: str | None = None
+        self.data: DetailData | None = None
+        self.loads = 0
+        self._task: asyncio.Task | None = None
+        self._again = False
+        self._events: deque[str] = deque(maxlen=LOG_LINES)
+        self.actions = OrderActions(runtime, self, who=who)
+        self.actions.feedback.connect(self._on_feedback)
+        self.last_feedback: Feedback | None = None
+
+        self.pages = QStackedWidget(self)
+        self.empty = QLabel("Select an order in the Jobs table to see its details.", self)
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.setWordWrap(True)
+        self.pages.addWidget(self.empty)
+        content = QWidget(self)
+        self.pages.addWidget(content)
+
+        # -- header
+        self.badge = QLabel(content)
+        self.title = QLabel(content)
+        self.title.setObjectName("detailTitle")
+        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        font = QFont(self.title.font())
+        font.setPointSizeF(font.pointSizeF() * 1.25)
+        font.setBold(True)
+        self.title.setFont(font)
+        self.subtitle = QLabel(content)
+        self.subtitle.setWordWrap(True)
+        self.subtitle.setTextFormat(Qt.TextFormat.RichText)
+        self.subtitle.linkActivated.connect(self._on_link)
+        head = QFormLayout()
+        head.setContentsMargins(0, 0, 0, 0)
+        head.addRow(self.badge, self.title)
+        head.addRow("", self.subtitle)
+
+        self.buttons: dict[str, QPushButton] = {}
+        flow = FlowLayout(spacing=4)
+        for key in DETAIL_ACTIONS:
+            action = ACTIONS[key]
+            button = QPushButton(action.label, content)
+            button.setObjectName(f"detail_{key}")
+            button.setToolTip(action.tip)
+            button.clicked.connect(lambda _checked=False, k=key: self.trigger(k))
+            flow.addWidget(button)
+            self.buttons[key] = button
+
+        self.why_box = QFrame(content)
+        self.why_box.setObjectName("whyWaiting")
+        self.why_box.setFrameShape(QFrame.Shape.StyledPanel)
+        self.why = QLabel(self.why_box)
+        self.why.setWordWrap(True)
+        self.why.setTextFormat(Qt.TextFormat.RichText)
+        self.why.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        box = QVBoxLayout(self.why_box)
+        box.setContentsMargins(8, 4, 8, 4)
+        box.addWidget(self.why)
+
+        # -- steps timeline
+        self.timeline = StepsTimeline(content)
+        self.timeline.step_clicked.connect(self._on_step_clicked)
+        self.timeline_area = QScrollArea(content)
+        self.timeline_area.setWidget(self.timeline)
+        self.timeline_area.setWidgetResizable(True)
+        self.timeline_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.timeline_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.steps_title = QLabel("<b>Steps</b>", content)
+
+        # -- tabs
+        self.tabs = QTabWidget(content)
+        self.tabs.setDocumentMode(True)
+        self.props = QFormLayout()
+        self.props.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
+        self.props.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        self.fields: dict[str, QLabel] = {}
+        for name in ("Order", "Template", "Status", "Details", "Run", "Steps", "Priority", "Instrument",
+                     "Restricted to", "Created", "Scheduled", "Started", "Ended", "Duration",
+                     "Attempt", "Recoveries", "Created by", "Notes"):
+            label = QLabel(content)
+            label.setWordWrap(True)
+            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+            label.setTextFormat(Qt.TextFormat.RichText)
+            label.linkActivated.connect(self._on_link)
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            self.props.addRow(f"{name}:", label)
+            self.fields[name] = label
+        props_page = QWidget(self.tabs)
+        props_page.setLayout(self.props)
+        props_scroll = QScrollArea(self.tabs)
+        props_scroll.setWidget(props_page)
+        props_scroll.setWidgetResizable(True)
+        props_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.tabs.addTab(props_scroll, "Properties")
+
+        self.inputs = SmallTableModel(("Name", "Value", "Type", "Unit"), self)
+        self.outputs = SmallTableModel(("Name", "Value", "Type", "Unit"), self)
+        params = QSplitter(Qt.Orientation.Vertical, self.tabs)
+        for title, model in (("Inputs", self.inputs), ("Outputs", self.outputs)):
+            holder = QWidget(params)
+            lay = QVBoxLayout(holder)
+            lay.setContentsMargins(0, 4, 0, 0)
+            lay.addWidget(QLabel(f"<b>{title}</b>", holder))
+            lay.addWidget(make_table(model, (150, 150, 70), holder))
+            params.addWidget(holder)
+        self.tabs.addTab(params, "Parameters")
+
+        self.history = SmallTableModel(("When", "Order", "Change", "Who", "Why"), self)
+        self.tabs.addTab(make_table(self.history, (132, 74, 170, 90), self.tabs), "History")
+        self.audit = SmallTableModel(("When", "Who", "Action", "Target", "Reason", "Details"), self)
+        self.tabs.addTab(make_table(self.audit, (132, 80, 110, 96, 150), self.tabs), "Audit")
+        self.log = QPlainTextEdit(self.tabs)
+        self.log.setReadOnly(True)
+        self.log.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        mono = QFont("monospace")
+        mono.setStyleHint(QFont.StyleHint.TypeWriter)
+        self.log.setFont(mono)
+        self.tabs.addTab(self.log, "Log")
+
+        self.status_line = QLabel(content)
+        self.status_line.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+
+        layout = QVBoxLayout(content)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(6)
+        layout.addLayout(head)
+        layout.addLayout(flow)
+        layout.addWidget(self.why_box)
+        layout.addWidget(self.steps_title)
+        layout.addWidget(self.timeline_area)
+        layout.addWidget(self.tabs, 1)
+        layout.addWidget(self.status_line)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(6, 6, 6, 4)
+        outer.addWidget(self.pages)
+
+        self._tick = QTimer(self)
+        self._tick.setInterval(TICK_MS)
+        self._tick.timeout.connect(self._on_tick)
+        bridge.events.connect(self._on_events)
+
+    # ------------------------------------------------------------------ showing an order
+
+    def show_order(self, order_id: str | None) -> asyncio.Task | None:
+        """Show ``order_id`` (None: nothing). The read runs as a task; the latest call wins."""
+        if order_id != self.order_id:
+            self._events.clear()
+        self.order_id = order_id
+        if order_id is None:
+            self.data = None
+            self.pages.setCurrentIndex(0)
+            self._tick.stop()
+            return None
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._again = False
+        try:
+            self._task = asyncio.get_running_loop().create_task(self._load(order_id),
+                                                                name=f"detail {order_id}")
+        except RuntimeError:  # no running loop (the window is being built): nothing to read yet
+            return None
+        return self._task
+
+    def refresh(self) -> asyncio.Task | None:
+        """Read the shown order again (coalesced: one read in flight, one more queued)."""
+        if self.order_id is None:
+            return None
+        if self._task is not None and not self._task.done():
+            self._again = True
+            return self._task
+        return self.show_order(self.order_id)
+
+    async def _load(self, order_id: str) -> DetailData | None:
+        runtime = self.runtime
+        try:
+            data = await runtime.store.read(lambda _c: gather(runtime, order_id))
+        except LabconsoleError as exc:
+            if self.order_id == order_id:
+                self._show_missing(order_id, str(exc))
+            return None
+        if self.order_id != order_id:
+            return None
+        if data.order.status not in TERMINAL_STATUSES:
+            try:
+                data.why = runtime.why_waiting(order_id)
+            except LabconsoleError as exc:
+                data.why = [str(exc)]
+        self.data = data
+        self._render(data)
+        self.loads += 1
+        self.loaded.emit(order_id)
+        if self._again and self.order_id == order_id:
+            self._again = False
+            loop = asyncio.get_running_loop()
+            loop.call_soon(self.refresh)
+        return data
+
+    def _show_missing(self, order_id: str, message: str) -> None:
+        self.data = None
+        self.empty.setText(f"{order_id}: {message}")
+        self.pages.setCurrentIndex(0)
+
+    # ------------------------------------------------------------------ rendering
+
+    def _render(self, d: DetailData) -> None:
+        o = d.order
+        status = o.status
+        self.pages.setCurrentIndex(1)
+        self.badge.setPixmap(status_icon(status, 22).pixmap(22, 22))
+        self.badge.setToolTip(status.name)
+        template = f"{o.templateName or '—'}" + (f" v{o.templateVersion}" if o.templateVersion else "")
+        self.title.setText(f"{d.order_id}  ·  {template}")
+        colour = status_color(status).name()
+        state = f"<b style='color:{colour}'>{status.name}</b>"
+        if d.is_run:
+            kind = "Run" if d.engine else "Order"
+            steps = len(d.run["steps"]) if d.run else len(d.children)
+            sub = f"{kind} with {steps} step{'s' if steps != 1 else ''} · {state}"
+        else:
+            step = next((s for s in (d.run or {}).get("steps", []) if s["order_id"] == d.order_id), None)
+            name = f"step <b>{step['id']}</b> " if step else "step "
+            sub = f"{name.capitalize()}of run <a href='{d.run_id}'>{d.run_id}</a> · {state}"
+        if o.statusDetails:
+            sub += f" — {_html(o.statusDetails)}"
+        self.subtitle.setText(sub)
+
+        for key, button in self.buttons.items():
+            applies = ACTIONS[key].applies(status, d.is_run)
+            button.setEnabled(applies and d.engine)
+            if not d.engine:
+                button.setToolTip("Not a labconsole run: the engine does not act on it")
+            elif not applies:
+                button.setToolTip(f"{ACTIONS[key].label.rstrip('…')} does not apply to a {status.name} "
+                                  f"{'run' if d.is_run else 'step'}")
+            else:
+                button.setToolTip(ACTIONS[key].tip)
+        paused = status is OrderStatus.Paused
+        self.buttons["resume"].setVisible(paused)
+        self.buttons["pause"].setVisible(not paused and d.is_run)
+        self.buttons["skip"].setVisible(d.engine)
+
+        reasons = [r for r in d.why if r != "not waiting"]
+        self.why_box.setVisible(bool(reasons))
+        if reasons:
+            self.why.setText("<b>Why waiting</b><ul style='margin-left:-24px; margin-top:2px'>"
+                             + "".join(f"<li>{_html(r)}</li>" for r in reasons) + "</ul>")
+
+        steps = self._gantt_steps(d)
+        self.timeline.set_steps(steps, self._now(d), highlight=d.order_id)
+        # the whole timeline up to ten lanes; more scroll
+        self.timeline_area.setFixedHeight(min(self.timeline.sizeHint().height(), AXIS + LANE * 10) + 2)
+        self.steps_title.setText(f"<b>Steps</b> · {self._steps_summary(steps)}")
+        self._render_properties(d)
+        self._render_parameters(d)
+        self._render_history(d)
+        self._render_log(d)
+        live = o.status not in TERMINAL_STATUSES and self.timeline.running
+        if live and self.isVisible():
+            self._tick.start()
+        elif not live:
+            self._tick.stop()
+
+    def _now(self, d: DetailData) -> float:
+        return self.runtime.clock.now() if d.engine else self.now()
+
+    def _gantt_steps(self, d: DetailData) -> list[GanttStep]:
+        if d.run is not None:
+            return [GanttStep(s["id"], f"{s['id']} · {s['name']}" if s["name"] != s["id"] else s["id"],
+                              s["order_id"], _STEP_ORDER_STATUS.get(s["status"], OrderStatus.Unknown),
+                              s["status"], s["started_at"], s["completed_at"], list(d.depends.get(s["id"], ())),
+                              s["instrument"], s["attempt"] or 0, s["error"], s["kind"], d.estimates.get(s["id"]))
+                    for s in d.run["steps"]]
+        out = []
+        for c in d.children:
+            after = [a.strip() for a in (c.runAfterIdentifier or "").split(",") if a.strip()]
+            out.append(GanttStep(c.identifier or "", c.templateName or c.identifier or "", c.identifier or "",
+                                 c.status, "", _ts(c.actualStartTime), _ts(c.actualEndTime), after,
+                                 c.assignedTo, 0, c.statusDetails if c.status is OrderStatus.Error else None,
+                                 c.templateName or ""))
+        return out
+
+    @staticmethod
+    def _steps_summary(steps: list[GanttStep]) -> str:
+        if not steps:
+            return "none"
+        counts: dict[str, int] = {}
+        for s in steps:
+            counts[s.state or s.status.name.lower()] = counts.get(s.state or s.status.name.lower(), 0) + 1
+        return ", ".join(f"{n} {state}" for state, n in counts.items())
+
+    def _render_properties(self, d: DetailData) -> None:
+        o = d.order
+        f = self.fields
+        started, ended = _ts(o.actualStartTime), _ts(o.actualEndTime)
+        values: dict[str, str | None] = {
+            "Order": f"{d.order_id} ({'run' if d.is_run else 'step'})",
+            "Template": f"{_html(o.templateName or '—')}" + (f" v{o.templateVersion}" if o.templateVersion else ""),
+            "Status": f"<b style='color:{status_color(o.status).name()}'>{o.status.name}</b>",
+            "Details": _html(o.statusDetails) if o.statusDetails else None,
+            "Run": None if d.is_run else f"<a href='{d.run_id}'>{d.run_id}</a>",
+            "Steps": self._steps_summary(self._gantt_steps(d)) if d.is_run else None,
+            "Priority": f"{o.priority.name}" + (f" · {d.numeric_priority}" if d.numeric_priority is not None else ""),
+            "Instrument": _html(o.assignedTo) if o.assignedTo else None,
+            "Restricted to": (f"{_html(o.restrictToModuleIds)} ({o.moduleRestrictionStrategy.name})"
+                              if o.restrictToModuleIds else None),
+            "Created": format_full_time(_ts(o.creationTime)) or None,
+            "Scheduled": format_full_time(_ts(o.scheduledStartTime)) or None,
+            "Started": format_full_time(started) or None,
+            "Ended": format_full_time(ended) or None,
+            "Duration": (format_duration((ended or self.now()) - started)
+                         + ("" if ended else " (running)")) if started else None,
+            "Attempt": None,
+            "Recoveries": None,
+            "Created by": _html(o.createdBy) if o.createdBy else None,
+            "Notes": _html(o.notes) if o.notes else None,
+        }
+        if d.run is not None and not d.is_run:
+            step = next((s for s in d.run["steps"] if s["order_id"] == d.order_id), None)
+            if step is not None and step["attempt"]:
+                values["Attempt"] = str(step["attempt"])
+        if d.run is not None and d.is_run:
+            values["Recoveries"] = f"{d.run['recovery_attempts']} of {d.max_recovery} allowed"
+        for name, label in f.items():
+            value = values.get(name)
+            label.setText(value or "")
+            self.props.setRowVisible(label, value is not None)
+
+    def _render_parameters(self, d: DetailData) -> None:
+        def rows(params: list[Any], prefix: str = "") -> list[list[Any]]:
+            return [[cell(prefix + p.name), cell(p.value, p.description), cell(p.valueType.wire), cell(p.unit)]
+                    for p in params]
+
+        self.inputs.set_rows(rows(d.order.inputParameters))
+        outputs = rows(d.order.outputParameters)
+        if d.is_run and d.run is not None:  # a run's outputs are its steps' outputs
+            for s in d.run["steps"]:
+                for name, value in (s["outputs"] or {}).items():
+                    outputs.append([cell(f"{s['id']}.{name}"), cell(value), cell(type(value).__name__), cell("")])
+        elif d.is_run:
+            for c in d.children:
+                outputs.extend(rows(c.outputParameters, f"{c.templateName or c.identifier}."))
+        self.outputs.set_rows(outputs)
+
+    def _render_history(self, d: DetailData) -> None:
+        rows = []
+        for t, which in reversed(d.transitions):
+            to = t.to_status
+            change = f"{t.from_status.name} → {to.name}" if t.from_status is not None else f"created as {to.name}"
+            rows.append([cell(_stamp(t.at), format_full_time(t.at)), cell(which),
+                         cell(change, icon=status_icon(to), color=status_color(to)),
+                         cell(t.who), cell(t.why or "")])
+        self.history.set_rows(rows)
+        audit = []
+        for a in reversed(d.audit):
+            details = ", ".join(f"{k}={v}" for k, v in (a.details or {}).items())
+            audit.append([cell(_stamp(a.at), format_full_time(a.at)), cell(a.who), cell(a.action),
+                          cell(a.target or ""), cell(a.reason or ""), cell(details)])
+        self.audit.set_rows(audit)
+        self.tabs.setTabText(2, f"History ({len(rows)})")
+        self.tabs.setTabText(3, f"Audit ({len(audit)})")
+
+    def _render_log(self, d: DetailData) -> None:
+        lines: list[str] = []
+        if d.order.log:
+            lines += ["— order log —", d.order.log.rstrip(), ""]
+        errors = []
+        for s in (d.run or {}).get("steps", []):
+            if s["error"]:
+                code = f" [{s['error_code']}]" if s.get("error_code") else ""
+                errors.append(f"{_clock(s['completed_at'])}  {s['id']} {s['status']}{code}: {s['error']}")
+        for c in d.children:
+            if c.status is OrderStatus.Error and c.statusDetails:
+                errors.append(f"{_clock(_ts(c.actualEndTime))}  {c.identifier} Error: {c.statusDetails}")
+        if errors:
+            lines += ["— step errors —", *errors, ""]
+        lines.append("— events while shown —")
+        lines += list(self._events) or ["(none yet)"]
+        text = "\n".join(lines)
+        if self.log.toPlainText() != text:
+            bar = self.log.verticalScrollBar()
+            at_end = bar.value() >= bar.maximum() - 2
+            self.log.setPlainText(text)
+            if at_end:
+                bar.setValue(bar.maximum())
+
+    # ------------------------------------------------------------------ actions
+
+    def trigger(self, key: str) -> asyncio.Task | None:
+        """Run action ``key`` (cancel, retry, recover ...) on the shown order."""
+        if self.data is None:
+            return None
+        return self.actions.request(key, self.data.order_id)
+
+    @Slot(object)
+    def _on_feedback(self, feedback: Feedback) -> None:
+        self.last_feedback = feedback
+        mark = {"busy": "⏳", "ok": "✓", "error": "✕"}[feedback.level]
+        colour = {"ok": status_color(OrderStatus.Complete), "error": status_color(OrderStatus.Error)}.get(feedback.level)
+        self.status_line.setStyleSheet(f"color: {colour.name()};" if colour is not None else "")
+        self.status_line.setText(f"{mark}  {feedback.message}")
+        self.status_line.setToolTip(feedback.message)
+
+    @Slot(str)
+    def _on_link(self, order_id: str) -> None:
+        self.navigate.emit(order_id)
+        self.show_order(order_id)
+
+    @Slot(str)
+    def _on_step_clicked(self, order_id: str) -> None:
+        if order_id and order_id != self.order_id:
+            self.navigate.emit(order_id)
+            self.show_order(order_id)
+
+    # ------------------------------------------------------------------ live updates
+
+    @Slot(object)
+    def _on_events(self, events: list[Any]) -> None:
+        d = self.data
+        if d is None or self.order_id is None:
+            return
+        watched = d.watched
+        run_id = d.run_id
+        dirty = False
+        for e in events:
+            if isinstance(e, StepProgress):
+                if e.order_id in watched:
+                    if e.progress is not None:
+                        self.timeline.set_progress(e.order_id, e.progress)
+                    if e.values:
+                        self._note(e.at.timestamp(), f"{e.order_id} reports "
+                                   + ", ".join(f"{k}={v}" for k, v in e.values.items()))
+            elif isinstance(e, StepChanged):
+                if e.run_id == run_id:
+                    dirty = True
+                    where = f" on {e.instrument}" if e.instrument and e.status in ("queued", "running") else ""
+                    attempt = f" (attempt {e.attempt})" if e.attempt > 1 else ""
+                    detail = f": {e.detail}" if e.detail else ""
+                    self._note(e.at.timestamp(), f"step {e.step_id} {e.status}{where}{attempt}{detail}")
+            elif isinstance(e, RunChanged):
+                if e.run_id == run_id:
+                    dirty = True
+                    self._note(e.at.timestamp(), f"run {e.status}" + (f": {e.detail}" if e.detail else ""))
+            elif isinstance(e, OperatorAction):
+                if e.target in watched:
+                    dirty = True
+                    self._note(e.at.timestamp(), f"{e.who}: {e.action} {e.target}"
+                               + (f" — {e.reason}" if e.reason else ""))
+            elif isinstance(e, OrderStatusChanged | OrderUpdated | OrderCreated):
+                if e.order_id in watched or (isinstance(e, OrderCreated) and e.parent_id == run_id):
+                    dirty = True
+            elif isinstance(e, InstrumentStatusChanged):
+                if watched.intersection(e.current_orders):
+                    self._note(e.at.timestamp(), f"{e.instrument_id} {e.status.name}"
+                               + (f": {e.detail}" if e.detail else ""))
+        if dirty:
+            self.refresh()
+
+    def _note(self, at: float, text: str) -> None:
+        self._events.append(f"{_clock(at)}  {text}")
+
+    @Slot()
+    def _on_tick(self) -> None:
+        if self.data is not None:
+            self.timeline.set_now(self._now(self.data))
+            o = self.data.order
+            started, ended = _ts(o.actualStartTime), _ts(o.actualEndTime)
+            if started and not ended:
+                self.fields["Duration"].setText(format_duration(self.now() - started) + " (running)")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
+        super().showEvent(event)
+        if self.data is not None and self.timeline.running:
+            self._tick.start()
+
+    def hideEvent(self, event: QHideEvent) -> None:  # noqa: N802
+        super().hideEvent(event)
+        self._tick.stop()
+
+    def shutdown(self) -> None:
+        """Stop the timer, the read in flight and open actions; stop listening to the bridge."""
+        self._tick.stop()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self.actions.shutdown()
+        try:
+            self.bridge.events.disconnect(self._on_events)
+        except (RuntimeError, TypeError):
+            pass
+
+
+def _stamp(ts: float) -> str:
+    return datetime.fromtimestamp(ts).strftime("%m-%d %H:%M:%S")
+
+
+def _html(text: str | None) -> str:
+    return (text or "").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+

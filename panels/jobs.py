@@ -1,200 +1,279 @@
-"""Jobs panel: every order (runs and their step orders) in one table.
+"""Jobs panel: every order (runs and their step orders) in one table, with the operator's actions.
 
-:class:`OrdersTableModel` is a thin ``QAbstractTableModel`` over a Python list of light order rows
-(``core.store.ORDER_ROW_COLUMNS``). Sorting happens in the model (``list.sort`` +
-``layoutChanged``), never in a ``QSortFilterProxyModel`` (which takes 15 s at 100k rows). Updates
-arrive coalesced per frame from the bridge: one ranged ``dataChanged`` and one block insert per
-frame, whatever the number of events.
+- **Table** — :class:`~panels.jobs_model.OrdersTableModel`: filter and sort in Python (never a
+  ``QSortFilterProxyModel``), fixed row heights, live updates coalesced per frame by the bridge
+  (rows and instruments' progress reports), running durations repainted once a second for the
+  visible rows only.
+- **Filter bar** — :class:`~panels.jobs_filterbar.FilterBar`: status, priority, instrument,
+  template, runs/steps, time range, free text; built-in and saved views (a JSON file next to
+  the store).
+- **Actions** — a context menu that depends on the order's status, keyboard shortcuts, and
+  buttons for the selection: one order gets the single-order flow, several get the bulk flow
+  (preview, progress, one result per order). Everything runs through
+  :class:`~panels.actions.OrderActions` on the runtime facade; the status line says at once what
+  started and then how it ended.
+
+The panel receives the runtime facade and the event bridge; it reaches the core only through
+them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from datetime import datetime
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal, Slot
+from PySide6.QtCore import (
+    QItemSelection,
+    QItemSelectionModel,
+    QModelIndex,
+    QPoint,
+    QRect,
+    QRectF,
+    Qt,
+    QTimer,
+    Signal,
+    Slot,
+)
+from PySide6.QtGui import (
+    QAction,
+    QColor,
+    QGuiApplication,
+    QHideEvent,
+    QKeySequence,
+    QPainter,
+    QPalette,
+    QShortcut,
+    QShowEvent,
+)
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
     QLabel,
+    QMenu,
+    QPushButton,
+    QSizePolicy,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
     QTableView,
     QVBoxLayout,
     QWidget,
 )
 
-from core.orders import OrderPriority, OrderStatus
-from panels.style import status_color, status_icon
+from core.events import StepProgress
+from core.facade import os_user
+from core.orders import OrderStatus
+from panels.actions import ACTIONS, BULK_LABELS, Feedback, OrderActions
+from panels.dialogs import NameDialog, ask
+from panels.jobs_filter import PARENT, STATUS, OrderFilter, SavedView, SavedViews
+from panels.jobs_filterbar import FilterBar, FlowLayout
+from panels.jobs_model import (
+    COLUMN_KEYS,
+    COLUMNS,
+    DURATION_COLUMN,
+    PROGRESS_COLUMN,
+    PROGRESS_ROLE,
+    STATUS_COLUMN,
+    OrdersTableModel,
+)
+from panels.style import status_color
 
-_ID, _PARENT, _TEMPLATE, _VERSION, _STATUS, _PRIORITY, _NPRI, _ASSIGNED, _CREATED, _STARTED, _ENDED, _DETAILS = range(12)
+__all__ = ["STATUS_COLUMN", "JobsPanel", "OrdersTableModel", "ProgressDelegate"]
 
-ModelIndex = QModelIndex | QPersistentModelIndex
+log = logging.getLogger(__name__)
 
-
-def _time(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
-
-
-def _priority(row: tuple) -> str:
-    return f"{OrderPriority(row[_PRIORITY]).name} · {row[_NPRI]}"
-
-
-# (header, row -> display text, row -> sort key)
-COLUMNS: list[tuple[str, Callable[[tuple], str], Callable[[tuple], Any]]] = [
-    ("ID", lambda r: r[_ID], lambda r: (len(r[_ID]), r[_ID])),
-    ("Run", lambda r: r[_PARENT] or "", lambda r: r[_PARENT] or r[_ID]),
-    ("Template", lambda r: r[_TEMPLATE] or "", lambda r: r[_TEMPLATE] or ""),
-    ("Ver.", lambda r: r[_VERSION] or "", lambda r: r[_VERSION] or ""),
-    ("Status", lambda r: OrderStatus(r[_STATUS]).name, lambda r: r[_STATUS]),
-    ("Priority", _priority, lambda r: (r[_PRIORITY], -r[_NPRI])),
-    ("Assigned to", lambda r: r[_ASSIGNED] or "", lambda r: r[_ASSIGNED] or ""),
-    ("Created", lambda r: _time(r[_CREATED]), lambda r: r[_CREATED] or 0.0),
-    ("Started", lambda r: _time(r[_STARTED]), lambda r: r[_STARTED] or 0.0),
-    ("Ended", lambda r: _time(r[_ENDED]), lambda r: r[_ENDED] or 0.0),
-    ("Details", lambda r: r[_DETAILS] or "", lambda r: r[_DETAILS] or ""),
-]
-STATUS_COLUMN = 4
+TICK_MS = 1000
+"""How often running durations of the visible rows are repainted."""
+RESELECT_LIMIT = 20_000
+"""Up to this many selected orders are selected again after the table is rebuilt."""
 
 
-class OrdersTableModel(QAbstractTableModel):
-    """Adapter from a list of order rows to Qt. Rows are tuples, replaced whole on change."""
+class ProgressDelegate(QStyledItemDelegate):
+    """Draws the progress column as a thin bar in the row's status colour, with the percentage."""
 
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._rows: list[tuple] = []
-        self._pos: dict[str, int] = {}
-        self._sort: tuple[int, Qt.SortOrder] | None = None
-
-    # -- Qt interface
-    def rowCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation,  # noqa: N802
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return COLUMNS[section][0]
-        return None
-
-    def data(self, index: ModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        row = self._rows[index.row()]
-        col = index.column()
-        if role == Qt.ItemDataRole.DisplayRole:
-            return COLUMNS[col][1](row)
-        if col == STATUS_COLUMN:
-            if role == Qt.ItemDataRole.DecorationRole:
-                return status_icon(OrderStatus(row[_STATUS]))
-            if role == Qt.ItemDataRole.ForegroundRole:
-                return status_color(OrderStatus(row[_STATUS]))
-        if role == Qt.ItemDataRole.ToolTipRole and col == len(COLUMNS) - 1:
-            return row[_DETAILS]
-        return None
-
-    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
-        self._sort = (column, order)
-        self.layoutAboutToBeChanged.emit()
-        self._rows.sort(key=COLUMNS[column][2], reverse=order == Qt.SortOrder.DescendingOrder)
-        self._pos = {r[_ID]: i for i, r in enumerate(self._rows)}
-        self.layoutChanged.emit()
-
-    # -- feeding
-    def reset(self, rows: Iterable[tuple]) -> None:
-        self.beginResetModel()
-        self._rows = list(rows)
-        if self._sort is not None:
-            column, order = self._sort
-            self._rows.sort(key=COLUMNS[column][2], reverse=order == Qt.SortOrder.DescendingOrder)
-        self._pos = {r[_ID]: i for i, r in enumerate(self._rows)}
-        self.endResetModel()
-
-    @Slot(object)
-    def apply(self, changed: dict[str, tuple]) -> None:
-        """Apply one frame of changes: replace known rows, append new ones (one block)."""
-        lo, hi = len(self._rows), -1
-        new: list[tuple] = []
-        for order_id, row in changed.items():
-            i = self._pos.get(order_id)
-            if i is None:
-                new.append(row)
-            else:
-                self._rows[i] = row
-                lo, hi = min(lo, i), max(hi, i)
-        if hi >= 0:
-            self.dataChanged.emit(self.index(lo, 0), self.index(hi, len(COLUMNS) - 1))
-        if new:
-            start = len(self._rows)
-            self.beginInsertRows(QModelIndex(), start, start + len(new) - 1)
-            for offset, row in enumerate(new):
-                self._pos[row[_ID]] = start + offset
-            self._rows.extend(new)
-            self.endInsertRows()
-
-    def row_of(self, order_id: str) -> int | None:
-        return self._pos.get(order_id)
-
-    def order_id(self, row: int) -> str:
-        return self._rows[row][_ID]
-
-    def row_data(self, row: int) -> tuple:
-        return self._rows[row]
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
+        value = index.data(PROGRESS_ROLE)
+        if value is None:
+            super().paint(painter, option, index)
+            return
+        opt = QStyleOptionViewItem(option)
+        self.initStyleOption(opt, index)
+        text = opt.text
+        opt.text = ""
+        widget = opt.widget
+        style = widget.style() if widget is not None else None
+        if style is not None:
+            style.drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, widget)
+        rect: QRect = opt.rect
+        text_width = opt.fontMetrics.horizontalAdvance("100 %") + 6
+        bar = QRectF(rect.left() + 5, rect.center().y() - 2.5, max(8, rect.width() - text_width - 10), 5)
+        colour = index.siblingAtColumn(STATUS_COLUMN).data(Qt.ItemDataRole.ForegroundRole)
+        if not isinstance(colour, QColor):
+            colour = opt.palette.color(QPalette.ColorRole.Highlight)
+        selected = bool(opt.state & QStyle.StateFlag.State_Selected)
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setPen(Qt.PenStyle.NoPen)
+        track = opt.palette.color(QPalette.ColorRole.Mid)
+        track.setAlpha(90)
+        painter.setBrush(track)
+        painter.drawRoundedRect(bar, 2.5, 2.5)
+        if value > 0:
+            fill = QRectF(bar)
+            fill.setWidth(max(2.5, bar.width() * min(1.0, value)))
+            painter.setBrush(opt.palette.color(QPalette.ColorRole.HighlightedText) if selected else colour)
+            painter.drawRoundedRect(fill, 2.5, 2.5)
+        painter.setPen(opt.palette.color(QPalette.ColorRole.HighlightedText if selected
+                                         else QPalette.ColorRole.Text))
+        painter.drawText(rect.adjusted(0, 0, -5, 0),
+                         int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter), text)
+        painter.restore()
 
 
 class JobsPanel(QWidget):
-    """The Jobs table over every order of the store, fed per frame by the bridge.
+    """The Jobs table over every order of the store, its filter bar and the operator's actions.
 
-    Receives the runtime facade and the bridge; emits :attr:`order_selected` with the id of the
-    current order.
+    Emits :attr:`order_selected` with the id of the current order and :attr:`details_requested`
+    when the operator asks for an order's details (double click, Return, menu).
     """
 
     order_selected = Signal(str)
+    details_requested = Signal(str)
 
-    def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None) -> None:
+    def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None, *,
+                 views_path: Path | None = None, now: Callable[[], float] = time.time,
+                 who: Callable[[], str] = os_user) -> None:
         super().__init__(parent)
         self.runtime = runtime
         self.bridge = bridge
-        self.model = model = OrdersTableModel(self)
+        self.model = model = OrdersTableModel(self, now=now)
         self._loaded = False
         self._pending: dict[str, tuple] = {}
-        bridge.orders_changed.connect(self._on_orders_changed)
+        self._emitted: str | None = None
+        self._saved_selection: tuple[str | None, list[str]] = (None, [])
+        self.last_feedback: Feedback | None = None
+        if views_path is None:
+            views_path = Path(runtime.store.path).parent / SavedViews.FILENAME
+        self.views = SavedViews(views_path)
+        self.actions = OrderActions(runtime, self, who=who)
+        self.actions.feedback.connect(self._on_feedback)
+
+        self.filter_bar = FilterBar(self.views, self)
+        self.filter_bar.changed.connect(self._on_filter_changed)
+        self.filter_bar.view_chosen.connect(self._on_view_chosen)
+        self.filter_bar.save_requested.connect(self.request_save_view)
+
         self.view = QTableView(self)
         self.view.setObjectName("jobsTable")
         self.view.setModel(model)
+        self.view.setItemDelegateForColumn(PROGRESS_COLUMN, ProgressDelegate(self.view))
+        # The header's indicator first: enabling sorting sorts by whatever it shows.
+        self.view.horizontalHeader().setSortIndicator(model.sort_column, model.sort_order)
         self.view.setSortingEnabled(True)
         self.view.setAlternatingRowColors(True)
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.view.setWordWrap(False)
+        self.view.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.view.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.view.customContextMenuRequested.connect(self._on_context_menu)
+        self.view.doubleClicked.connect(self._on_activated)
+        self.view.activated.connect(self._on_activated)
         vh = self.view.verticalHeader()
         vh.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-        vh.setDefaultSectionSize(22)
+        vh.setDefaultSectionSize(max(22, self.view.fontMetrics().height() + 8))
         vh.hide()
         hh = self.view.horizontalHeader()
         hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         hh.setStretchLastSection(True)
-        for col, width in enumerate((100, 100, 190, 40, 100, 110, 130, 140, 140, 140)):
-            self.view.setColumnWidth(col, width)
+        hh.setHighlightSections(False)
+        hh.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        for col, column in enumerate(COLUMNS):
+            self.view.setColumnWidth(col, column.width)
+
         self.summary = QLabel(self)
+        self.summary.setObjectName("jobsSummary")
+        self.select_all_button = QPushButton("Select all matching", self)
+        self.select_all_button.setToolTip("Select every order the filter lets through (Ctrl+A)")
+        self.select_all_button.clicked.connect(self.select_all_matching)
+        self.bulk_buttons: dict[str, QPushButton] = {}
+        for key in ("cancel", "retry", "reprioritise"):
+            action = ACTIONS[key]
+            button = QPushButton(action.label, self)
+            button.setToolTip(f"{action.tip} ({action.shortcut}); several selected orders: a bulk "
+                              "action with a preview and one result per order")
+            button.clicked.connect(lambda _checked=False, k=key: self.trigger(k))
+            self.bulk_buttons[key] = button
+        bar = FlowLayout()
+        bar.addWidget(self.summary)
+        bar.addWidget(self.select_all_button)
+        for button in self.bulk_buttons.values():
+            bar.addWidget(button)
+
+        self.status_line = QLabel(self)
+        self.status_line.setObjectName("jobsStatusLine")
+        self.status_line.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status_line.setText("Ready. Right-click an order for its actions.")
+        self.status_line.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        layout.addWidget(self.summary)
-        layout.addWidget(self.view)
-        model.modelReset.connect(self._update_summary)
-        model.rowsInserted.connect(self._update_summary)
+        layout.setSpacing(4)
+        layout.addWidget(self.filter_bar)
+        layout.addLayout(bar)
+        layout.addWidget(self.view, 1)
+        layout.addWidget(self.status_line)
+
+        self.shortcuts: dict[str, QAction] = {}
+        for key, action in ACTIONS.items():
+            if action.shortcut is None or key == "details":
+                continue
+            qaction = QAction(action.label, self.view)
+            qaction.setShortcut(QKeySequence(action.shortcut))
+            qaction.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            qaction.triggered.connect(lambda _checked=False, k=key: self.trigger(k))
+            self.view.addAction(qaction)
+            self.shortcuts[key] = qaction
+        QShortcut(QKeySequence.StandardKey.Find, self, self.filter_bar.search.setFocus)
+
+        self._tick = QTimer(self)
+        self._tick.setInterval(TICK_MS)
+        self._tick.timeout.connect(self._on_tick)
+
+        model.modelAboutToBeReset.connect(self._remember_selection)
+        model.modelReset.connect(self._restore_selection)
+        for signal in (model.modelReset, model.rowsInserted, model.rowsRemoved, model.layoutChanged):
+            signal.connect(self._update_summary)
+        model.distinct_changed.connect(self._update_names)
         self.view.selectionModel().currentRowChanged.connect(self._on_current)
+        self.view.selectionModel().selectionChanged.connect(self._on_selection_changed)
+        bridge.orders_changed.connect(self._on_orders_changed)
+        bridge.events.connect(self._on_events)
         self._update_summary()
+        self._update_buttons()
+
+    # ------------------------------------------------------------------ loading
 
     async def load(self) -> int:
-        """Load every order row from the store off the loop, then apply what arrived meanwhile."""
+        """Read every order off the loop (index, filter and sort too), then show them."""
         store = self.runtime.store
-        rows = await store.read(lambda _c: store.order_rows())
-        self.model.reset(rows)
+        model = self.model
+        self._show_status(Feedback("busy", "Loading orders…"))
+        prepared = await store.read(lambda _c: model.prepare(store.order_rows()))
+        model.install(prepared)
         self._loaded = True
         if self._pending:
-            self.model.apply(self._pending)
+            model.apply(self._pending)
             self._pending = {}
-        return len(rows)
+        self._show_status(Feedback("ok", f"Loaded {model.total:,} orders"))
+        if self.isVisible():
+            self._tick.start()
+        return len(prepared.index.all)
 
     @Slot(object)
     def _on_orders_changed(self, rows: dict[str, tuple]) -> None:
@@ -203,11 +282,335 @@ class JobsPanel(QWidget):
         else:
             self._pending.update(rows)
 
+    @Slot(object)
+    def _on_events(self, events: list[Any]) -> None:
+        if not self._loaded:
+            return
+        fractions = {e.order_id: e.progress for e in events
+                     if isinstance(e, StepProgress) and e.progress is not None}
+        if fractions:
+            self.model.apply_progress(fractions)
+
+    @Slot()
+    def _on_tick(self) -> None:
+        """Repaint running durations of the visible rows (nothing else changes with time)."""
+        n = self.model.rowCount()
+        if n == 0:
+            return
+        first = max(0, self.view.rowAt(0))
+        last = self.view.rowAt(self.view.viewport().height() - 1)
+        last = n - 1 if last < 0 else last
+        if any(self.model.is_live(self.model.row_data(r)) for r in range(first, last + 1)):
+            self.model.refresh_rows(first, last, DURATION_COLUMN)
+
+    # ------------------------------------------------------------------ selection
+
+    def selected_ids(self) -> list[str]:
+        """Ids of the selected orders, in view order (every match when all rows are selected)."""
+        selection = self.view.selectionModel().selection()
+        n = self.model.rowCount()
+        rows: list[int] = []
+        for rng in selection:
+            rows.extend(range(rng.top(), rng.bottom() + 1))
+        if len(rows) == n and n > 0 and len(set(rows)) == n:
+            return self.model.visible_ids()
+        rows = sorted(set(rows))
+        return [self.model.order_id(r) for r in rows]
+
+    def selected_count(self) -> int:
+        return sum(rng.bottom() - rng.top() + 1 for rng in self.view.selectionModel().selection())
+
+    def current_id(self) -> str | None:
+        index = self.view.currentIndex()
+        return self.model.order_id(index.row()) if index.isValid() else None
+
+    @Slot()
+    def select_all_matching(self) -> None:
+        """Select every order the filter lets through (then bulk actions apply to all of them)."""
+        self.view.selectAll()
+
+    def select_order(self, order_id: str) -> bool:
+        """Make ``order_id`` the current, only selected order (False if it is not shown)."""
+        row = self.model.row_of(order_id)
+        if row is None:
+            return False
+        index = self.model.index(row, 0)
+        self.view.selectionModel().setCurrentIndex(
+            index, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+        self.view.scrollTo(index)
+        return True
+
+    def select_orders(self, order_ids: list[str]) -> int:
+        """Select these orders (those shown); returns how many are selected."""
+        rows = sorted(r for r in (self.model.row_of(o) for o in order_ids) if r is not None)
+        selection = QItemSelection()
+        last_col = self.model.columnCount() - 1
+        start = prev = None
+        for r in rows + [None]:
+            if start is not None and (r is None or r != prev + 1):
+                selection.select(self.model.index(start, 0), self.model.index(prev, last_col))
+                start = None
+            if r is not None and start is None:
+                start = r
+            prev = r
+        self.view.selectionModel().select(
+            selection, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+        return len(rows)
+
+    @Slot()
+    def _remember_selection(self) -> None:
+        ids = self.selected_ids() if self.selected_count() <= RESELECT_LIMIT else []
+        self._saved_selection = (self.current_id(), ids)
+
+    @Slot()
+    def _restore_selection(self) -> None:
+        current, ids = self._saved_selection
+        self._saved_selection = (None, [])
+        if ids:
+            self.select_orders(ids)
+        if current is not None:
+            row = self.model.row_of(current)
+            if row is not None:
+                self.view.selectionModel().setCurrentIndex(self.model.index(row, 0),
+                                                           QItemSelectionModel.SelectionFlag.NoUpdate)
+
     @Slot(QModelIndex, QModelIndex)
     def _on_current(self, current: QModelIndex, _previous: QModelIndex) -> None:
         if current.isValid():
-            self.order_selected.emit(self.model.order_id(current.row()))
+            order_id = self.model.order_id(current.row())
+            if order_id != self._emitted:
+                self._emitted = order_id
+                self.order_selected.emit(order_id)
+
+    @Slot()
+    def _on_selection_changed(self) -> None:
+        self._update_summary()
+        self._update_buttons()
+
+    @Slot(QModelIndex)
+    def _on_activated(self, index: QModelIndex) -> None:
+        if index.isValid():
+            order_id = self.model.order_id(index.row())
+            self.order_selected.emit(order_id)
+            self._emitted = order_id
+            self.details_requested.emit(order_id)
+
+    # ------------------------------------------------------------------ actions
+
+    def trigger(self, key: str) -> Any:
+        """Run action ``key`` on the selection: one order, or a bulk action on several.
+
+        Returns the action's task (None when nothing started; the status line says why).
+        """
+        action = ACTIONS[key]
+        ids = self.selected_ids()
+        if not ids:
+            current = self.current_id()
+            ids = [current] if current else []
+        if not ids:
+            self._show_status(Feedback("error", f"{action.label.rstrip('…')}: select an order first"))
+            return None
+        if key == "details":
+            self.details_requested.emit(ids[0])
+            return None
+        if len(ids) > 1:
+            if not action.bulk:
+                self._show_status(Feedback("error", f"{action.label.rstrip('…')} works on one order "
+                                                    f"at a time ({len(ids):,} are selected)"))
+                return None
+            return self.actions.request_bulk(key, ids)
+        order_id = ids[0]
+        row = self.model.get(order_id)
+        if row is not None:
+            status = OrderStatus(row[STATUS])
+            is_run = row[PARENT] is None
+            if not action.applies(status, is_run):
+                kind = "run" if is_run else "step order"
+                self._show_status(Feedback("error", f"{action.label.rstrip('…')} does not apply to "
+                                                    f"{order_id}, a {status.name} {kind}"))
+                return None
+        return self.actions.request(key, order_id)
+
+    def build_menu(self, view_row: int) -> QMenu:
+        """The context menu for the order at ``view_row`` (or for the whole selection)."""
+        menu = QMenu(self)
+        ids = self.selected_ids()
+        order_id = self.model.order_id(view_row)
+        if len(ids) > 1 and order_id in ids:
+            menu.addSection(f"{len(ids):,} orders selected")
+            for key, verb in BULK_LABELS.items():
+                item = menu.addAction(f"{verb} {len(ids):,} orders…")
+                item.setObjectName(f"bulk_{key}")
+                item.triggered.connect(lambda _c=False, k=key: self.trigger(k))
+            menu.addSeparator()
+            matching = self.model.rowCount()
+            item = menu.addAction(f"Select all {matching:,} matching the filter")
+            item.setObjectName("select_all")
+            item.triggered.connect(self.select_all_matching)
+            item = menu.addAction("Copy ids")
+            item.triggered.connect(lambda: QGuiApplication.clipboard().setText("\n".join(ids)))
+            return menu
+        row = self.model.row_data(view_row)
+        status = OrderStatus(row[STATUS])
+        is_run = row[PARENT] is None
+        menu.addSection(f"{order_id} · {status.name} {'run' if is_run else 'step'}")
+        for key, action in ACTIONS.items():
+            if not action.applies(status, is_run):
+                continue
+            item = menu.addAction(action.label)
+            item.setObjectName(key)
+            if action.shortcut:
+                item.setShortcut(QKeySequence(action.shortcut))
+                item.setShortcutVisibleInContextMenu(True)
+            item.setToolTip(action.tip)
+            item.triggered.connect(lambda _c=False, k=key: self.trigger(k))
+            if key in ("why_waiting", "recover"):
+                menu.addSeparator()
+        menu.addSeparator()
+        if is_run:
+            item = menu.addAction("Show only this run and its steps")
+            item.setObjectName("show_run")
+            item.triggered.connect(lambda: self.filter_bar.set_run(order_id))
+        else:
+            parent = row[PARENT]
+            item = menu.addAction(f"Show run {parent} and its steps")
+            item.setObjectName("show_run")
+            item.triggered.connect(lambda: self.filter_bar.set_run(parent))
+        copy = menu.addAction("Copy id")
+        copy.triggered.connect(lambda: QGuiApplication.clipboard().setText(order_id))
+        menu.setToolTipsVisible(True)
+        return menu
+
+    @Slot(QPoint)
+    def _on_context_menu(self, pos: QPoint) -> None:
+        index = self.view.indexAt(pos)
+        if not index.isValid():
+            return
+        if not self.view.selectionModel().isRowSelected(index.row(), QModelIndex()):
+            self.view.selectionModel().setCurrentIndex(
+                index, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+        menu = self.build_menu(index.row())
+        menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        menu.popup(self.view.viewport().mapToGlobal(pos))
+
+    # ------------------------------------------------------------------ filter and views
+
+    @Slot(object)
+    def _on_filter_changed(self, spec: OrderFilter) -> None:
+        self.model.set_filter(spec)
+        self._update_summary()
+
+    @Slot(object)
+    def _on_view_chosen(self, view: SavedView) -> None:
+        if view.sort_column in COLUMN_KEYS:
+            order = Qt.SortOrder.DescendingOrder if view.descending else Qt.SortOrder.AscendingOrder
+            self.view.sortByColumn(COLUMN_KEYS.index(view.sort_column), order)
+
+    def save_view(self, name: str) -> SavedView | None:
+        """Save the current filter and sort as the view ``name`` (replacing one of that name)."""
+        view = SavedView(name, self.model.filter, COLUMN_KEYS[self.model.sort_column],
+                         self.model.sort_order == Qt.SortOrder.DescendingOrder)
+        try:
+            self.views.save(view)
+        except (ValueError, OSError) as exc:
+            self._show_status(Feedback("error", f"View not saved: {exc}"))
+            return None
+        self.filter_bar.refresh_views(select=name)
+        self._show_status(Feedback("ok", f"Saved view “{name}”"))
+        return view
+
+    @Slot()
+    def request_save_view(self) -> Any:
+        """Ask for a name (dialog opened with ``open()``), then save the view."""
+        dialog = NameDialog("Save view", "Name:", taken=[v.name for v in self.views.user_views()],
+                            parent=self)
+        self.actions.dialog_opened.emit(dialog)
+
+        async def flow() -> str | None:
+            try:
+                if await ask(dialog):
+                    self.save_view(dialog.name)
+                    return dialog.name
+                return None
+            finally:
+                dialog.deleteLater()
+
+        return self.actions.runner.run(flow(), "save view")
+
+    @Slot()
+    def _update_names(self) -> None:
+        instruments = set(self.model.ix.instruments)
+        try:
+            instruments.update(v.id for v in self.runtime.instruments())
+        except Exception:  # noqa: BLE001 - a runtime without a workcell has no instruments
+            pass
+        self.filter_bar.set_names(self.model.ix.templates, instruments)
+
+    # ------------------------------------------------------------------ status
 
     @Slot()
     def _update_summary(self) -> None:
-        self.summary.setText(f"{self.model.rowCount():,} orders")
+        shown, total = self.model.rowCount(), self.model.total
+        spec = self.model.filter
+        text = f"{total:,} orders" if spec.is_empty else f"{shown:,} of {total:,} orders · {spec.describe()}"
+        selected = self.selected_count()
+        if selected:
+            text += f" · {selected:,} selected"
+        self.summary.setText(text)
+        self.select_all_button.setText(f"Select all {shown:,} matching")
+        self.select_all_button.setEnabled(shown > 0)
+
+    def _update_buttons(self) -> None:
+        count = self.selected_count()
+        row = None
+        if count == 1:
+            current = self.current_id()
+            ids = self.selected_ids() if current is None else [current]
+            row = self.model.get(ids[0]) if ids else None
+        for key, button in self.bulk_buttons.items():
+            action = ACTIONS[key]
+            if count > 1:
+                button.setEnabled(True)
+                button.setText(f"{BULK_LABELS[key]} {count:,}…")
+            else:
+                button.setText(action.label)
+                button.setEnabled(row is not None and action.applies(OrderStatus(row[STATUS]),
+                                                                     row[PARENT] is None))
+
+    @Slot(object)
+    def _on_feedback(self, feedback: Feedback) -> None:
+        self._show_status(feedback)
+
+    def _show_status(self, feedback: Feedback) -> None:
+        self.last_feedback = feedback
+        mark, colour = {"busy": ("⏳", None), "ok": ("✓", status_color(OrderStatus.Complete)),
+                        "error": ("✕", status_color(OrderStatus.Error))}[feedback.level]
+        style = f"color: {colour.name()};" if colour is not None else ""
+        self.status_line.setStyleSheet(style)
+        self.status_line.setText(f"{mark}  {feedback.message}")
+        recent = [f"{'⏳✓✕'['busy ok error'.split().index(f.level)]} {f.message}"
+                  for f in self.actions.history[-12:]]
+        self.status_line.setToolTip("\n".join(recent))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
+        super().showEvent(event)
+        if self._loaded and not self._tick.isActive():
+            self._tick.start()
+
+    def hideEvent(self, event: QHideEvent) -> None:  # noqa: N802
+        super().hideEvent(event)
+        self._tick.stop()
+
+    def shutdown(self) -> None:
+        """Stop timers and running actions, and stop listening to the bridge."""
+        self._tick.stop()
+        self.filter_bar.shutdown()
+        self.actions.shutdown()
+        for signal, slot in ((self.bridge.orders_changed, self._on_orders_changed),
+                             (self.bridge.events, self._on_events)):
+            try:
+                signal.disconnect(slot)
+            except (RuntimeError, TypeError):
+                pass

@@ -1,0 +1,389 @@
+"""Operator actions on orders: which apply to which order, and how they run.
+
+Three pieces, shared by the Jobs and the Detail panel:
+
+- :data:`ACTIONS` — the catalogue: label, shortcut, whether it asks for a reason, and the order
+  statuses it applies to for runs (parent orders) and for step orders. Menus and buttons are
+  built from it, so the Jobs context menu and the Detail buttons always agree.
+- :class:`TaskRunner` — runs a coroutine as an asyncio task, keeps a strong reference until it
+  ends, and reports its result or error. (qasync 0.28.0's ``asyncSlot`` neither keeps its tasks
+  alive nor works on plain functions; specs/performance.md §B.7.)
+- :class:`OrderActions` — one operator action from request to result: ask what is needed (a
+  reason, a step, a priority) in a dialog opened with ``open()`` and awaited (never ``exec()``,
+  which would re-enter the event loop), call the runtime facade with *who* (the OS user) and
+  *why*, and report at once ("Cancelling …") and at the end (result or error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import QDialog, QWidget
+
+from core.errors import LabconsoleError
+from core.facade import os_user
+from core.orders import OrderStatus
+from panels.dialogs import (
+    BulkDialog,
+    MessageDialog,
+    PriorityDialog,
+    ReasonDialog,
+    StepChoiceDialog,
+    ask,
+)
+
+log = logging.getLogger(__name__)
+
+S = OrderStatus
+_NOT_STARTED = frozenset({S.Created, S.Validated, S.Scheduled})
+_LIVE = _NOT_STARTED | {S.Running, S.Paused}
+
+
+@dataclass(frozen=True)
+class OrderAction:
+    """One operator action as menus, shortcuts and buttons present it."""
+
+    key: str
+    label: str
+    shortcut: str | None
+    run_statuses: frozenset[OrderStatus]
+    """Statuses of a run (parent order) for which the action is offered."""
+    step_statuses: frozenset[OrderStatus]
+    """Statuses of a step order for which the action is offered."""
+    needs_reason: bool = False
+    """Destructive: asks for a reason, which goes to the audit log."""
+    bulk: bool = False
+    """Offered on a multi-selection (and on "every order matching the filter")."""
+    tip: str = ""
+
+    def applies(self, status: OrderStatus, is_run: bool) -> bool:
+        return status in (self.run_statuses if is_run else self.step_statuses)
+
+
+ALL = frozenset(OrderStatus)
+ACTIONS: dict[str, OrderAction] = {a.key: a for a in (
+    OrderAction("details", "Details", "Return", ALL, ALL, tip="Show the order in the Detail panel"),
+    OrderAction("why_waiting", "Why waiting?", "Ctrl+Shift+W", _LIVE | {S.Error}, _LIVE | {S.Error},
+                tip="What the dispatcher and the engine are waiting for"),
+    OrderAction("pause", "Pause", "Ctrl+P", _NOT_STARTED | {S.Running}, frozenset(),
+                tip="No new step starts; running steps finish"),
+    OrderAction("resume", "Resume", "Ctrl+Shift+P", frozenset({S.Paused}), frozenset()),
+    OrderAction("start_now", "Start now", "Ctrl+Return", frozenset(), frozenset({S.Scheduled}),
+                tip="Dispatch a queued step as soon as an instrument fits, ignoring its time slot"),
+    OrderAction("cancel", "Cancel…", "Delete", _LIVE, _LIVE, needs_reason=True, bulk=True,
+                tip="Stop running steps on their instruments and cancel the rest"),
+    OrderAction("retry", "Retry", "Ctrl+R", frozenset({S.Error, S.Canceled, S.Paused}),
+                frozenset({S.Error, S.Canceled}), bulk=True,
+                tip="Run failed or canceled steps again with fresh attempts"),
+    OrderAction("recover", "Recover from step…", "Ctrl+Shift+R",
+                frozenset({S.Error, S.Canceled, S.Paused, S.Complete}),
+                frozenset({S.Error, S.Canceled, S.Complete}), needs_reason=True,
+                tip="Run a step and everything after it again, keeping earlier outputs"),
+    OrderAction("skip", "Skip step…", "Ctrl+Shift+K", frozenset({S.Error, S.Paused, S.Running, S.Scheduled}),
+                _NOT_STARTED | {S.Error, S.Running}, needs_reason=True,
+                tip="Mark a step done with given outputs; the steps after it go on"),
+    OrderAction("reprioritise", "Reprioritise…", "Ctrl+Shift+U", _LIVE, _NOT_STARTED, bulk=True,
+                tip="New numeric priority (0-100) for a run and its queued steps"),
+)}
+"""Every order action, in menu order."""
+
+BULK_LABELS = {"cancel": "Cancel", "retry": "Retry", "reprioritise": "Reprioritise"}
+
+
+def available(status: OrderStatus, is_run: bool) -> list[OrderAction]:
+    """The actions offered for one order, in menu order."""
+    return [a for a in ACTIONS.values() if a.applies(status, is_run)]
+
+
+class TaskRunner(QObject):
+    """Runs coroutines as tasks, keeps them alive, reports how each ended.
+
+    ``finished`` carries (label, error message or None, result). Cancelled tasks (at shutdown)
+    report nothing.
+    """
+
+    finished = Signal(str, object, object)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._tasks: dict[asyncio.Task, str] = {}
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._tasks)
+
+    def run(self, coro: Coroutine[Any, Any, Any], label: str) -> asyncio.Task:
+        """Start ``coro`` now on the running loop and keep a reference until it ends."""
+        task = asyncio.get_running_loop().create_task(coro, name=label)
+        self._tasks[task] = label
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task) -> None:
+        label = self._tasks.pop(task, "")
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            self.finished.emit(label, None, task.result())
+        else:
+            if not isinstance(exc, LabconsoleError):
+                log.error("%s failed", label, exc_info=exc)
+            self.finished.emit(label, describe_error(exc), None)
+
+    def cancel_all(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        self._tasks.clear()
+
+
+def describe_error(exc: BaseException) -> str:
+    """An operator-facing message: the core's own message, or the exception type and text."""
+    if isinstance(exc, LabconsoleError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+@dataclass
+class Feedback:
+    """One line of the status area: ``busy`` (just started), ``ok`` or ``error``."""
+
+    level: str
+    message: str
+
+
+class OrderActions(QObject):
+    """Runs operator actions on orders against the runtime facade.
+
+    ``host`` is the widget dialogs are opened over. ``feedback`` is emitted synchronously when an
+    action starts (so the operator sees it within a frame) and again when it ends.
+    :attr:`dialog` is the dialog currently waiting for the operator (tests fill and accept it).
+    """
+
+    feedback = Signal(object)
+    """:class:`Feedback`."""
+    dialog_opened = Signal(object)
+    """The dialog an action just opened (a QDialog)."""
+    done = Signal(str, object)
+    """(action key, list of ActionResult or one ActionResult) after a successful action."""
+
+    def __init__(self, runtime: Any, host: QWidget, *, who: Callable[[], str] = os_user) -> None:
+        super().__init__(host)
+        self.runtime = runtime
+        self.host = host
+        self.who = who
+        self.runner = TaskRunner(self)
+        self.runner.finished.connect(self._on_finished)
+        self.dialog: QDialog | None = None
+        self._notes: list[QDialog] = []
+        self.history: list[Feedback] = []
+
+    # ------------------------------------------------------------------ entry points
+
+    def request(self, key: str, order_id: str, *, is_run: bool | None = None) -> asyncio.Task | None:
+        """Start action ``key`` on one order; returns its task (None for a refusal)."""
+        if self.dialog is not None:
+            self._say("error", "Finish the open dialog first")
+            return None
+        action = ACTIONS.get(key)
+        if action is None:
+            self._say("error", f"unknown action '{key}'")
+            return None
+        label = f"{action.label.rstrip('…')} {order_id}"
+        flows: dict[str, Callable[[], Coroutine[Any, Any, Any]]] = {
+            "cancel": lambda: self._cancel(order_id),
+            "retry": lambda: self._simple("retry", order_id),
+            "pause": lambda: self._simple("pause", order_id),
+            "resume": lambda: self._simple("resume", order_id),
+            "start_now": lambda: self._simple("start_now", order_id),
+            "reprioritise": lambda: self._reprioritise(order_id),
+            "recover": lambda: self._recover(order_id),
+            "skip": lambda: self._skip(order_id),
+            "why_waiting": lambda: self._why_waiting(order_id),
+        }
+        flow = flows.get(key)
+        if flow is None:
+            return None
+        self._say("busy", f"{_progressive(key)} {order_id}…")
+        return self.runner.run(self._guard(key, flow()), label)
+
+    def request_bulk(self, key: str, order_ids: Sequence[str]) -> asyncio.Task | None:
+        """Start bulk action ``key`` (cancel, retry, reprioritise) on many orders."""
+        if self.dialog is not None:
+            self._say("error", "Finish the open dialog first")
+            return None
+        if key not in BULK_LABELS or not order_ids:
+            return None
+        ids = list(order_ids)
+        self._say("busy", f"Preparing {BULK_LABELS[key].lower()} of {len(ids):,} orders…")
+        return self.runner.run(self._guard(key, self._bulk(key, ids)), f"bulk {key}")
+
+    def shutdown(self) -> None:
+        """Cancel running actions and close an open dialog (the panel is closing)."""
+        self.runner.cancel_all()
+        if self.dialog is not None:
+            self.dialog.reject()
+        for note in self._notes:
+            note.close()
+        self._notes = []
+
+    # ------------------------------------------------------------------ flows
+
+    async def _guard(self, key: str, flow: Coroutine[Any, Any, Any]) -> Any:
+        try:
+            return key, await flow
+        finally:
+            if self.dialog is not None:
+                self.dialog = None
+
+    async def _ask(self, dialog: QDialog) -> bool:
+        self.dialog = dialog
+        self.dialog_opened.emit(dialog)
+        try:
+            return await ask(dialog)
+        finally:
+            self.dialog = None
+            dialog.deleteLater()  # its values were read into attributes on accept
+
+    async def _simple(self, method: str, order_id: str) -> Any:
+        return await getattr(self.runtime, method)(order_id, who=self.who())
+
+    async def _cancel(self, order_id: str) -> Any:
+        dialog = ReasonDialog(f"Cancel {order_id}",
+                              f"Cancel <b>{order_id}</b>? Running steps are stopped on their "
+                              "instruments; the rest is canceled. This cannot be undone.",
+                              who=self.who(), ok_text="Cancel order", parent=self.host)
+        if not await self._ask(dialog):
+            return None
+        return await self.runtime.cancel(order_id, who=self.who(), reason=dialog.reason)
+
+    async def _reprioritise(self, order_id: str) -> Any:
+        row = self.runtime.store.order_rows("id = ?", (order_id,), limit=1)
+        current = row[0][6] if row else 50
+        dialog = PriorityDialog(f"Reprioritise {order_id}", current, who=self.who(), parent=self.host)
+        if not await self._ask(dialog):
+            return None
+        return await self.runtime.reprioritise(order_id, dialog.priority, who=self.who(),
+                                               reason=dialog.reason or None)
+
+    def _steps(self, order_id: str) -> tuple[dict[str, Any], str | None]:
+        run = self.runtime.run_of(order_id)
+        if run is None:
+            raise LabconsoleError(f"{order_id} is not a labconsole run or step")
+        target = self.runtime.target(order_id)
+        return run, target.step_id
+
+    async def _recover(self, order_id: str) -> Any:
+        run, step_id = self._steps(order_id)
+        steps = [(s["id"], f"{s['id']} · {s['name']}", s["status"]) for s in run["steps"]]
+        default = step_id or next((s["id"] for s in run["steps"]
+                                   if s["status"] in ("failed", "unknown", "cancelled")), None)
+        dialog = StepChoiceDialog(
+            f"Recover {run['id']}",
+            f"Run <b>{run['id']}</b> ({run['template_name']} v{run['template_version']}): run the "
+            "chosen step and every step after it again. Outputs of earlier steps are kept.",
+            steps, default=default, who=self.who(), ok_text="Recover", parent=self.host)
+        if not await self._ask(dialog):
+            return None
+        return await self.runtime.recover(order_id, dialog.step_id, who=self.who(), reason=dialog.reason)
+
+    async def _skip(self, order_id: str) -> Any:
+        run, step_id = self._steps(order_id)
+        choices = [(s["id"], f"{s['id']} · {s['name']}", s["status"]) for s in run["steps"]
+                   if s["status"] not in ("completed", "skipped")]
+        if step_id is not None:
+            choices = [c for c in choices if c[0] == step_id]
+        if not choices:
+            raise LabconsoleError(f"{order_id}: no step left to skip")
+        default = next((c[0] for c in choices if c[2] in ("failed", "unknown")), choices[0][0])
+        dialog = StepChoiceDialog(
+            f"Skip a step of {run['id']}",
+            "Mark the step as done without running it. Give the outputs the steps after it "
+            "need, one <tt>name = value</tt> per line.",
+            choices, default=default, who=self.who(), ok_text="Skip step", outputs=True,
+            parent=self.host)
+        if not await self._ask(dialog):
+            return None
+        order = next(s["order_id"] for s in run["steps"] if s["id"] == dialog.step_id)
+        return await self.runtime.skip(order, dialog.outputs, who=self.who(), reason=dialog.reason)
+
+    async def _why_waiting(self, order_id: str) -> Any:
+        reasons = self.runtime.why_waiting(order_id)
+        dialog = MessageDialog(f"Why is {order_id} waiting?", reasons, parent=self.host)
+        self._notes = [d for d in self._notes if d.isVisible()] + [dialog]
+        self.dialog_opened.emit(dialog)
+        dialog.open()  # informative only: nothing waits for it
+        return f"{order_id}: " + "; ".join(reasons)
+
+    async def _bulk(self, key: str, ids: list[str]) -> Any:
+        store = self.runtime.store
+        preview = await store.read(lambda _c: self.runtime.preview(ids))
+        dialog = BulkDialog(key, preview, who=self.who(), parent=self.host)
+        self.dialog = dialog
+        self.dialog_opened.emit(dialog)
+        try:
+            if not await dialog.confirmed():
+                dialog.deleteLater()
+                return None
+            kwargs: dict[str, Any] = {}
+            if key == "reprioritise":
+                kwargs["priority"] = dialog.priority
+            self._say("busy", f"{BULK_LABELS[key]}: 0 of {len(ids):,} orders…")
+
+            def progress(n: int, total: int) -> None:
+                dialog.show_progress(n, total)
+
+            results = await self.runtime.bulk(key, ids, who=self.who(), reason=dialog.reason or None,
+                                              progress=progress, **kwargs)
+            dialog.show_results(results)
+            return results
+        except BaseException:
+            dialog.reject()
+            raise
+        finally:
+            self.dialog = None
+
+    # ------------------------------------------------------------------ reporting
+
+    def _on_finished(self, label: str, error: str | None, result: Any) -> None:
+        if error is not None:
+            self._say("error", f"{label}: {error}")
+            return
+        key, value = result
+        if value is None:
+            self._say("ok", f"{label}: dialog closed, nothing done")
+            return
+        if isinstance(value, str):
+            self._say("ok", value)
+        elif isinstance(value, list):
+            done = sum(r.ok for r in value)
+            self._say("ok" if done == len(value) else "error",
+                      f"{BULK_LABELS.get(key, key)}: {done:,} done, {len(value) - done:,} refused")
+        else:
+            self._say("ok", f"{value.order_id}: {value.message}")
+        self.done.emit(key, value)
+
+    def _say(self, level: str, message: str) -> None:
+        item = Feedback(level, message)
+        self.history.append(item)
+        del self.history[:-200]
+        self.feedback.emit(item)
+
+
+def _progressive(key: str) -> str:
+    return {"cancel": "Canceling", "retry": "Retrying", "pause": "Pausing", "resume": "Resuming",
+            "start_now": "Starting", "reprioritise": "Reprioritising", "recover": "Recovering",
+            "skip": "Skipping a step of", "why_waiting": "Asking why"}.get(key, key)
+
+
+def cancel_quietly(task: asyncio.Task | None) -> None:
+    """Cancel ``task`` if it is still running (used at shutdown)."""
+    if task is not None and not task.done():
+        with contextlib.suppress(RuntimeError):
+            task.cancel()

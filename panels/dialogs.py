@@ -1,0 +1,531 @@
+"""Dialogs of operator actions, opened with ``open()`` and awaited — never ``exec()``.
+
+A modal ``exec()`` inside a coroutine re-enters the event loop (qasync#59, specs/performance.md
+§B.7). :func:`ask` opens a dialog window-modally and returns a future's result when the
+operator closes it, so the loop keeps running (the engine, the bridge, other actions) while a
+dialog waits. Tests fill the fields and call ``accept()`` — no nested event loop anywhere.
+
+Every dialog says who the action will be recorded as, and reads its values into plain Python
+attributes when accepted, so they stay readable after the widget is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QStackedWidget,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.orders import OrderStatus
+from panels.style import status_icon
+
+ModelIndex = QModelIndex | QPersistentModelIndex
+
+STEP_STATUS_GLYPH = {"pending": "○", "queued": "◷", "running": "▶", "retrying": "↻", "completed": "✓",
+                     "failed": "✕", "skipped": "↷", "cancelled": "⊘", "unknown": "?"}
+"""A mark per engine step status, for lists where an icon does not fit."""
+
+
+async def ask(dialog: QDialog) -> bool:
+    """Open ``dialog`` window-modally and wait until it is accepted (True) or rejected."""
+    future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    def finished(code: int) -> None:
+        if not future.done():
+            future.set_result(code == QDialog.DialogCode.Accepted.value)
+
+    dialog.finished.connect(finished)
+    dialog.open()
+    try:
+        return await future
+    except asyncio.CancelledError:
+        dialog.reject()
+        raise
+
+
+class ActionDialog(QDialog):
+    """A message, the action's own fields, a reason and who it is recorded as, OK and Back.
+
+    With ``reason_required`` the OK button stays disabled until a reason is typed.
+    """
+
+    def __init__(self, title: str, message: str, *, who: str, ok_text: str = "OK",
+                 reason_required: bool = True, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(title)
+        self.setWindowModality(Qt.WindowModality.WindowModal)
+        self.setMinimumWidth(480)
+        self.reason_required = reason_required
+        self.reason = ""
+        """The reason given (stripped), read when accepted."""
+        self.message = QLabel(message, self)
+        self.message.setWordWrap(True)
+        self.message.setTextFormat(Qt.TextFormat.RichText)
+        self.form = QFormLayout()
+        self.form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
+        self.reason_edit = QLineEdit(self)
+        self.reason_edit.setObjectName("reason")
+        self.reason_edit.setPlaceholderText("Why? Required — goes to the audit log" if reason_required
+                                            else "Why? Optional — goes to the audit log")
+        self.reason_edit.setClearButtonEnabled(True)
+        self.who = QLabel(f"Recorded in the audit log as <b>{who}</b>.", self)
+        self.buttons = QDialogButtonBox(self)
+        self.ok_button = self.buttons.addButton(ok_text, QDialogButtonBox.ButtonRole.AcceptRole)
+        self.back_button = self.buttons.addButton("Back", QDialogButtonBox.ButtonRole.RejectRole)
+        self.ok_button.setDefault(True)
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        self.reason_edit.textChanged.connect(self.validate)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.message)
+        layout.addLayout(self.form)
+        layout.addWidget(self.who)
+        layout.addWidget(self.buttons)
+
+    def add_reason_row(self) -> None:
+        """Subclasses call this after adding their own rows, so the reason comes last."""
+        self.form.addRow("Reason:", self.reason_edit)
+        self.validate()
+        self.reason_edit.setFocus()
+
+    def problem(self) -> str | None:
+        """Why OK is not possible yet (None: it is); subclasses add their own checks."""
+        if self.reason_required and not self.reason_edit.text().strip():
+            return "A reason is required"
+        return None
+
+    def validate(self) -> None:
+        problem = self.problem()
+        self.ok_button.setEnabled(problem is None)
+        self.ok_button.setToolTip(problem or "")
+
+    def accept(self) -> None:
+        if self.problem() is not None:
+            return
+        self.reason = self.reason_edit.text().strip()
+        self.collect()
+        super().accept()
+
+    def collect(self) -> None:
+        """Read the fields into attributes (subclasses)."""
+
+
+class ReasonDialog(ActionDialog):
+    """Confirm a destructive action with a reason."""
+
+    def __init__(self, title: str, message: str, *, who: str, ok_text: str = "OK",
+                 reason_required: bool = True, parent: QWidget | None = None) -> None:
+        super().__init__(title, message, who=who, ok_text=ok_text, reason_required=reason_required,
+                         parent=parent)
+        self.add_reason_row()
+
+
+PRIORITY_PRESETS = (("Low", 20), ("Normal", 50), ("High", 80), ("Urgent", 95))
+
+
+class PriorityDialog(ActionDialog):
+    """A new numeric priority 0-100 (higher goes first), with presets."""
+
+    def __init__(self, title: str, current: int, *, who: str, message: str | None = None,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(title, message or f"Current priority: <b>{current}</b>. Higher numbers are "
+                         "dispatched first; queued steps are re-ordered at once.",
+                         who=who, ok_text="Set priority", reason_required=False, parent=parent)
+        self.priority = current
+        self.spin = QSpinBox(self)
+        self.spin.setObjectName("priority")
+        self.spin.setRange(0, 100)
+        self.spin.setValue(current)
+        presets = QHBoxLayout()
+        presets.addWidget(self.spin)
+        for name, value in PRIORITY_PRESETS:
+            button = QPushButton(f"{name} {value}", self)
+            button.setAutoDefault(False)
+            button.clicked.connect(lambda _checked=False, v=value: self.spin.setValue(v))
+            presets.addWidget(button)
+        presets.addStretch(1)
+        self.form.addRow("Priority:", presets)
+        self.add_reason_row()
+
+    def collect(self) -> None:
+        self.priority = self.spin.value()
+
+
+class StepChoiceDialog(ActionDialog):
+    """Choose one step of a run (recover from it, skip it), optionally with outputs."""
+
+    def __init__(self, title: str, message: str, steps: Sequence[tuple[str, str, str]], *,
+                 default: str | None, who: str, ok_text: str, outputs: bool = False,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(title, message, who=who, ok_text=ok_text, parent=parent)
+        self.step_id = default or (steps[0][0] if steps else "")
+        self.outputs: dict[str, Any] = {}
+        self.combo = QComboBox(self)
+        self.combo.setObjectName("step")
+        for step_id, label, status in steps:
+            self.combo.addItem(f"{STEP_STATUS_GLYPH.get(status, '·')}  {label}  ({status})", step_id)
+        if default is not None and self.combo.findData(default) >= 0:
+            self.combo.setCurrentIndex(self.combo.findData(default))
+        self.form.addRow("Step:", self.combo)
+        self.outputs_edit: QPlainTextEdit | None = None
+        if outputs:
+            self.outputs_edit = QPlainTextEdit(self)
+            self.outputs_edit.setObjectName("outputs")
+            self.outputs_edit.setPlaceholderText("absorbance = 0.42\nok = true")
+            self.outputs_edit.setFixedHeight(84)
+            self.outputs_edit.textChanged.connect(self.validate)
+            self.form.addRow("Outputs:", self.outputs_edit)
+        self.add_reason_row()
+
+    def problem(self) -> str | None:
+        if self.combo.currentIndex() < 0:
+            return "Choose a step"
+        if self.outputs_edit is not None:
+            try:
+                parse_outputs(self.outputs_edit.toPlainText())
+            except ValueError as exc:
+                return str(exc)
+        return super().problem()
+
+    def collect(self) -> None:
+        self.step_id = self.combo.currentData()
+        if self.outputs_edit is not None:
+            self.outputs = parse_outputs(self.outputs_edit.toPlainText())
+
+
+def parse_outputs(text: str) -> dict[str, Any]:
+    """``name = value`` lines; values that read as JSON (numbers, true/false, lists) are typed."""
+    out: dict[str, Any] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        name, sep, value = line.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"line {number}: write name = value")
+        value = value.strip()
+        try:
+            out[name.strip()] = json.loads(value.lower() if value.lower() in ("true", "false") else value)
+        except ValueError:
+            out[name.strip()] = value
+    return out
+
+
+class MessageDialog(QDialog):
+    """A non-blocking note: a title and a list of plain-language lines."""
+
+    def __init__(self, title: str, lines: Sequence[str], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(title)
+        self.setMinimumWidth(440)
+        self.lines = list(lines)
+        text = QLabel("<ul style='margin-left:-20px'>" + "".join(f"<li>{_html(x)}</li>" for x in lines)
+                      + "</ul>", self)
+        text.setWordWrap(True)
+        text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)
+        buttons.rejected.connect(self.close)
+        layout = QVBoxLayout(self)
+        layout.addWidget(text)
+        layout.addWidget(buttons)
+        self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+
+
+def _html(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# ---------------------------------------------------------------------------- bulk actions
+
+
+class ResultsModel(QAbstractTableModel):
+    """Per-order results of a bulk action (order, done/refused, message); optionally refused only."""
+
+    HEADERS = ("Order", "Result", "Message")
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._all: list[Any] = []
+        self._rows: list[Any] = []
+
+    def set_results(self, results: Sequence[Any], refused_only: bool = False) -> None:
+        self.beginResetModel()
+        self._all = list(results)
+        self._rows = [r for r in self._all if not r.ok] if refused_only else self._all
+        self.endResetModel()
+
+    def set_refused_only(self, on: bool) -> None:
+        self.set_results(self._all, on)
+
+    def rowCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else 3
+
+    def headerData(self, section: int, orientation: Qt.Orientation,  # noqa: N802
+                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return self.HEADERS[section]
+        return None
+
+    def data(self, index: ModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        result = self._rows[index.row()]
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            return (result.order_id, "Done" if result.ok else "Refused", result.message)[col]
+        if role == Qt.ItemDataRole.DecorationRole and col == 1:
+            return status_icon(OrderStatus.Complete if result.ok else OrderStatus.Error)
+        if role == Qt.ItemDataRole.ToolTipRole and col == 2:
+            return result.message
+        return None
+
+    def result(self, row: int) -> Any:
+        return self._rows[row]
+
+
+class BulkDialog(QDialog):
+    """Bulk cancel, retry or reprioritise: preview, then progress, then one result per order.
+
+    :meth:`confirmed` waits for the operator's decision on the preview page; the caller then
+    reports progress with :meth:`show_progress` and ends with :meth:`show_results`. While the
+    action runs the dialog can be hidden; the action goes on.
+    """
+
+    VERBS = {"cancel": "Cancel", "retry": "Retry", "reprioritise": "Reprioritise"}
+    EXPLAIN = {
+        "cancel": "Running steps are stopped on their instruments and everything not finished is "
+                  "canceled. Orders that are already finished are refused and listed.",
+        "retry": "Failed and canceled steps run again with fresh attempts. Orders with nothing "
+                 "to retry are refused and listed.",
+        "reprioritise": "Runs and their queued steps get the new priority; queued steps are "
+                        "re-ordered at once.",
+    }
+
+    def __init__(self, action: str, preview: dict[str, Any], *, who: str,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.action = action
+        self.preview = preview
+        self.reason = ""
+        self.priority = 50
+        self._decision: asyncio.Future[bool] | None = None
+        verb = self.VERBS[action]
+        count = int(preview.get("orders", 0))
+        self.setWindowTitle(f"{verb} {count:,} orders")
+        self.setWindowModality(Qt.WindowModality.WindowModal)
+        self.setMinimumSize(560, 380)
+        self.pages = QStackedWidget(self)
+
+        # -- page 0: preview and confirm
+        confirm = QWidget(self)
+        runs = int(preview.get("runs", 0))
+        run_ids = list(preview.get("run_ids", []))
+        shown = ", ".join(run_ids[:12])
+        more = runs - min(len(run_ids), 12)
+        self.summary = QLabel(
+            f"<h3>{verb} {count:,} order{'s' if count != 1 else ''} in {runs:,} run"
+            f"{'s' if runs != 1 else ''}</h3><p>{self.EXPLAIN[action]}</p>"
+            f"<p><b>Runs:</b> {shown}{f' … and {more:,} more' if more > 0 else ''}</p>", confirm)
+        self.summary.setWordWrap(True)
+        form = QFormLayout()
+        self.priority_spin: QSpinBox | None = None
+        if action == "reprioritise":
+            self.priority_spin = QSpinBox(confirm)
+            self.priority_spin.setObjectName("priority")
+            self.priority_spin.setRange(0, 100)
+            self.priority_spin.setValue(50)
+            form.addRow("New priority:", self.priority_spin)
+        self.reason_edit = QLineEdit(confirm)
+        self.reason_edit.setObjectName("reason")
+        self.reason_required = action == "cancel"
+        self.reason_edit.setPlaceholderText("Why? " + ("Required" if self.reason_required else "Optional")
+                                            + " — goes to the audit log")
+        form.addRow("Reason:", self.reason_edit)
+        who_label = QLabel(f"Recorded in the audit log as <b>{who}</b>, once per order.", confirm)
+        self.confirm_buttons = QDialogButtonBox(confirm)
+        self.go_button = self.confirm_buttons.addButton(f"{verb} {count:,} orders",
+                                                        QDialogButtonBox.ButtonRole.AcceptRole)
+        self.confirm_buttons.addButton("Back", QDialogButtonBox.ButtonRole.RejectRole)
+        self.go_button.setDefault(True)
+        self.confirm_buttons.accepted.connect(self.confirm)
+        self.confirm_buttons.rejected.connect(self.reject)
+        self.reason_edit.textChanged.connect(self._validate)
+        box = QVBoxLayout(confirm)
+        box.addWidget(self.summary)
+        box.addLayout(form)
+        box.addWidget(who_label)
+        box.addStretch(1)
+        box.addWidget(self.confirm_buttons)
+        self.pages.addWidget(confirm)
+
+        # -- page 1: progress
+        running = QWidget(self)
+        self.progress_label = QLabel(f"{verb}: 0 of {count:,} orders…", running)
+        self.progress = QProgressBar(running)
+        self.progress.setRange(0, max(1, count))
+        self.progress.setValue(0)
+        hide = QPushButton("Hide — keep going in the background", running)
+        hide.clicked.connect(self.hide)
+        box = QVBoxLayout(running)
+        box.addStretch(1)
+        box.addWidget(self.progress_label)
+        box.addWidget(self.progress)
+        box.addStretch(1)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(hide)
+        box.addLayout(row)
+        self.pages.addWidget(running)
+
+        # -- page 2: results
+        done_page = QWidget(self)
+        self.result_summary = QLabel("", done_page)
+        self.refused_only = QCheckBox("Show refused orders only", done_page)
+        self.results = ResultsModel(done_page)
+        self.refused_only.toggled.connect(self.results.set_refused_only)
+        self.results_view = QTableView(done_page)
+        self.results_view.setModel(self.results)
+        self.results_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.results_view.setWordWrap(False)
+        self.results_view.verticalHeader().hide()
+        self.results_view.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        self.results_view.verticalHeader().setDefaultSectionSize(22)
+        self.results_view.horizontalHeader().setStretchLastSection(True)
+        self.results_view.setColumnWidth(0, 120)
+        self.results_view.setColumnWidth(1, 90)
+        close_buttons = QDialogButtonBox(done_page)
+        copy = close_buttons.addButton("Copy list", QDialogButtonBox.ButtonRole.ActionRole)
+        copy.clicked.connect(self.copy_results)
+        close_buttons.addButton(QDialogButtonBox.StandardButton.Close)
+        close_buttons.rejected.connect(self.accept)
+        box = QVBoxLayout(done_page)
+        box.addWidget(self.result_summary)
+        box.addWidget(self.refused_only)
+        box.addWidget(self.results_view, 1)
+        box.addWidget(close_buttons)
+        self.pages.addWidget(done_page)
+        QShortcut(QKeySequence.StandardKey.Copy, self.results_view, self.copy_results)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.pages)
+        self._validate()
+
+    @property
+    def stage(self) -> str:
+        """``confirm``, ``running`` or ``results``."""
+        return ("confirm", "running", "results")[self.pages.currentIndex()]
+
+    def _validate(self) -> None:
+        ok = not self.reason_required or bool(self.reason_edit.text().strip())
+        self.go_button.setEnabled(ok)
+        self.go_button.setToolTip("" if ok else "A reason is required")
+
+    async def confirmed(self) -> bool:
+        """Open the dialog on its preview page; True once the operator confirms."""
+        self._decision = asyncio.get_running_loop().create_future()
+        self.finished.connect(self._on_finished)
+        self.open()
+        try:
+            return await self._decision
+        except asyncio.CancelledError:
+            self.reject()
+            raise
+
+    def confirm(self) -> None:
+        if not self.go_button.isEnabled():
+            return
+        self.reason = self.reason_edit.text().strip()
+        if self.priority_spin is not None:
+            self.priority = self.priority_spin.value()
+        self.pages.setCurrentIndex(1)
+        if self._decision is not None and not self._decision.done():
+            self._decision.set_result(True)
+
+    def _on_finished(self, _code: int) -> None:
+        if self._decision is not None and not self._decision.done():
+            self._decision.set_result(False)
+
+    def show_progress(self, done: int, total: int) -> None:
+        self.progress.setMaximum(max(1, total))
+        self.progress.setValue(done)
+        self.progress_label.setText(f"{self.VERBS[self.action]}: {done:,} of {total:,} orders…")
+
+    def show_results(self, results: Sequence[Any]) -> None:
+        done = sum(1 for r in results if r.ok)
+        refused = len(results) - done
+        self.result_summary.setText(f"<b>{done:,} done</b>, <b>{refused:,} refused</b> of "
+                                    f"{len(results):,} orders.")
+        self.results.set_results(results, self.refused_only.isChecked())
+        self.pages.setCurrentIndex(2)
+        self.setWindowTitle(f"{self.VERBS[self.action]}: {done:,} done, {refused:,} refused")
+        self.finished.connect(self.deleteLater)
+        if not self.isVisible():  # hidden while it ran: show the outcome
+            self.open()
+
+    def copy_results(self) -> None:
+        rows = [self.results.result(i) for i in range(self.results.rowCount())]
+        QGuiApplication.clipboard().setText("\n".join(
+            f"{r.order_id}\t{'done' if r.ok else 'refused'}\t{r.message}" for r in rows))
+
+
+class NameDialog(QDialog):
+    """Ask for a name (of a saved view); :attr:`name` holds it once accepted."""
+
+    def __init__(self, title: str, label: str, default: str = "", *, taken: Sequence[str] = (),
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(title)
+        self.setWindowModality(Qt.WindowModality.WindowModal)
+        self.setMinimumWidth(360)
+        self.name = ""
+        self.taken = set(taken)
+        self.edit = QLineEdit(default, self)
+        self.edit.setObjectName("name")
+        self.note = QLabel("", self)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save
+                                        | QDialogButtonBox.StandardButton.Cancel, self)
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        self.edit.textChanged.connect(self._validate)
+        form = QFormLayout()
+        form.addRow(label, self.edit)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.note)
+        layout.addWidget(self.buttons)
+        self._validate()
+
+    def _validate(self) -> None:
+        name = self.edit.text().strip()
+        self.buttons.button(QDialogButtonBox.StandardButton.Save).setEnabled(bool(name))
+        self.note.setText("A view with this name is replaced." if name in self.taken else "")
+
+    def accept(self) -> None:
+        name = self.edit.text().strip()
+        if not name:
+            return
+        self.name = name
+        super().accept()
