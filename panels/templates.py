@@ -66,7 +66,11 @@ _FINAL = ("completed", "failed", "cancelled")
 
 
 def _time(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "never"
+    """``Jan 15 08:00`` this year, ``2025-11-02`` before; ``never`` for none."""
+    if not ts:
+        return "never"
+    when = datetime.fromtimestamp(ts)
+    return when.strftime("%b %d %H:%M" if when.year == datetime.now().year else "%Y-%m-%d")
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,8 @@ class TemplatesPanel(QWidget):
 
     run_started = Signal(str)
     """The id of a run started from the panel (the Jobs panel selects it)."""
+    run_selected = Signal(str)
+    """The id of a run double-clicked in the Versions tab."""
     template_published = Signal(str, int)
     """(name, version) after a publish made a new version."""
 
@@ -209,7 +215,7 @@ class TemplatesPanel(QWidget):
         self.list.verticalHeader().setDefaultSectionSize(22)
         self.list.horizontalHeader().setStretchLastSection(True)
         self.list.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for col, width in enumerate((160, 52, 80)):
+        for col, width in enumerate((140, 48, 64)):
             self.list.setColumnWidth(col, width)
         self.new_button = QPushButton("New", self)
         self.import_button = QPushButton("Import…", self)
@@ -276,11 +282,17 @@ class TemplatesPanel(QWidget):
         self.message = QLabel(self)
         self.message.setObjectName("panelMessage")
         self.message.setWordWrap(True)
+        self.message.setMinimumWidth(80)
+        self.in_flight.setMinimumWidth(80)
         split = QSplitter(Qt.Orientation.Horizontal, self)
         split.addWidget(left)
         split.addWidget(self.tabs)
         split.setStretchFactor(1, 1)
-        split.setSizes([400, 1200])
+        split.setSizes([340, 1260])
+        split.setCollapsible(1, False)
+        # a docked panel may be narrow: it squeezes rather than widening the main window
+        left.setMinimumWidth(120)
+        self.tabs.setMinimumWidth(240)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(split, 1)
@@ -301,6 +313,8 @@ class TemplatesPanel(QWidget):
         self.export_action.triggered.connect(self._choose_export)
         self.versions.selectionModel().currentRowChanged.connect(self._on_version_selected)
         self.open_version_button.clicked.connect(self._on_open_version)
+        self.runs.doubleClicked.connect(
+            lambda index: self.run_selected.emit(self.runs_model.row(index.row())["id"]))
         self.compare_button.clicked.connect(self._on_compare_previous)
         self.diff_view.compare_requested.connect(
             lambda old, new: self._spawn(self.compare(old, new), "compare"))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import save_screenshot as _save_screenshot
-from PySide6.QtCore import QPointF, Qt
+from PySide6.QtCore import QPointF, Qt, QTimer
 from test_gui_editor import drop_kind, mouse_drag
 
 from console.app import settings_for
@@ -124,6 +124,7 @@ def env(qtbot, qrun, store, data_dir, tmp_path):
     qtbot.waitExposed(panel)
     yield panel, rt, clock
     panel.shutdown()
+    assert [t.objectName() for t in panel.findChildren(QTimer) if t.isActive()] == []
     panel.close()
     qrun(rt.close())
 
@@ -325,6 +326,7 @@ def test_run_form_starts_a_run_that_completes_on_the_simulated_workcell(env, qru
     qtbot.keyClicks(form.fields["plate_id"], "PLT-0042")
     form.fields["wavelength"].setText("620")
     assert form.start.isEnabled() and form.values() == {"plate_id": "PLT-0042", "wavelength": 620}
+    save_screenshot(form, "templates-run-form")
     with qtbot.waitSignal(panel.run_started, timeout=5000) as started:
         qtbot.mouseClick(form.start, Qt.MouseButton.LeftButton)
     run_id = started.args[0]
@@ -348,7 +350,7 @@ def test_run_form_starts_a_run_that_completes_on_the_simulated_workcell(env, qru
     assert next(r for r in rows if r.name == "New workflow").last_used is not None
 
 
-def test_versions_tell_which_runs_are_in_flight_on_an_older_version(env, qrun):
+def test_versions_tell_which_runs_are_in_flight_on_an_older_version(env, qrun, qtbot):
     panel, rt, clock = env
     qrun(panel.reload())
     qrun(panel.open_template("Cell Culture Passage"))
@@ -364,6 +366,11 @@ def test_versions_tell_which_runs_are_in_flight_on_an_older_version(env, qrun):
     assert "1 run in flight uses an older version (v1) than the latest v2" in text
     panel.versions.selectRow(1)
     assert [r["id"] for r in panel.runs_model.rows()] == [run_id]
+    with qtbot.waitSignal(panel.run_selected) as selected:
+        panel.runs.doubleClicked.emit(panel.runs_model.index(0, 0))
+    assert selected.args == [run_id]
+    panel.tabs.setCurrentIndex(1)
+    save_screenshot(panel, "templates-versions")
     qrun(rt.cancel(run_id, who="test", reason="done"))
     qrun(clock.settle())
     qrun(panel.refresh_versions())

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QListView,
     QPushButton,
+    QSizePolicy,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -103,10 +104,14 @@ class TemplateDiffView(QWidget):
         self.old_combo.setObjectName("diffOld")
         self.new_combo = QComboBox(self)
         self.new_combo.setObjectName("diffNew")
+        for combo in (self.old_combo, self.new_combo):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(6)
         self.compare = QPushButton("Compare", self)
         self.summary = QLabel(self)
         self.summary.setObjectName("diffSummary")
         self.summary.setStyleSheet("font-weight: 600;")
+        self.summary.setWordWrap(True)
         self.scene = EditorScene(self, editable=False)
         self.view = EditorView(self.scene, self)
         self.view.setObjectName("diffCanvas")
@@ -117,14 +122,15 @@ class TemplateDiffView(QWidget):
         legend = QLabel(f"<span style='color:{ADDED.name()}'>■ added</span> &nbsp; "
                         f"<span style='color:{REMOVED.name()}'>■ removed</span> &nbsp; "
                         f"<span style='color:{CHANGED.name()}'>■ changed</span>", self)
+        legend.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        legend.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         top = QHBoxLayout()
         top.addWidget(QLabel("Compare", self))
         top.addWidget(self.old_combo, 1)
         top.addWidget(QLabel("with", self))
         top.addWidget(self.new_combo, 1)
         top.addWidget(self.compare)
-        top.addStretch(1)
-        top.addWidget(legend)
+        top.addWidget(legend, 1)
         split = QSplitter(Qt.Orientation.Vertical, self)
         split.addWidget(self.view)
         split.addWidget(self.list)

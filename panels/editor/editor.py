@@ -140,6 +140,9 @@ class TemplateEditor(QWidget):
         self.message = QLabel(self)
         self.message.setObjectName("editorMessage")
         self.message.setStyleSheet("color: #5f6b7a;")
+        for label in (self.banner, self.status, self.message):
+            label.setWordWrap(True)  # long texts wrap instead of widening the dock
+            label.setMinimumWidth(80)
 
         self.toolbar = QToolBar(self)
         self.toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
@@ -202,6 +205,8 @@ class TemplateEditor(QWidget):
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setStretchFactor(2, 0)
         self.splitter.setSizes([170, 700, 370])
+        for i in range(3):
+            self.splitter.setCollapsible(i, i != 1)
         top = QHBoxLayout()
         top.setContentsMargins(0, 0, 0, 0)
         top.addWidget(self.toolbar, 1)
@@ -295,10 +300,10 @@ class TemplateEditor(QWidget):
                                    else "background: #e8eef7; color: #1f3a5f;")
                                   + " padding: 4px 8px; border-radius: 3px;")
         self.issues.setVisible(bool(doc.issues))
-        if doc.issues:  # as tall as its rows, up to four
-            rows = min(4, len(doc.issues))
-            height = sum(self.issues.sizeHintForRow(r) for r in range(rows))
-            self.issues.setFixedHeight(height + 2 * self.issues.frameWidth() + 4)
+        if doc.issues:  # room for each problem to wrap once, up to four lines
+            lines = min(4, len(doc.issues) + 1)
+            line = self.issues.fontMetrics().lineSpacing()
+            self.issues.setFixedHeight(lines * line + 2 * self.issues.frameWidth() + 6)
 
     def _on_scene_selection(self) -> None:
         ids = self.scene.selected_step_ids()

@@ -932,7 +932,7 @@ class Inspector(QScrollArea):
         self.pages.addWidget(self.workflow)
         self.pages.addWidget(self.step)
         self.setWidget(self.pages)
-        self.setMinimumWidth(330)
+        self.setMinimumWidth(120)
 
     def show_step(self, step_id: str | None) -> None:
         if step_id is None:
