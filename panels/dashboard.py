@@ -127,7 +127,7 @@ class AlertBook:
             if isinstance(e, StepChanged) and e.status in ("failed", "retrying") and e.detail \
                     and ("Timeout" in e.detail or "timed out" in e.detail):
                 self._timeout(e.order_id, f"step {e.step_id} of run {e.run_id}: {e.detail}", now)
-            elif isinstance(e, RunChanged) and e.detail and "timed out" in e.detail:
+            elif isinstance(e, RunChanged) and e.detail and e.detail.startswith("run timed out"):
                 self._timeout(e.run_id, f"run of {e.template_name}: {e.detail}", now)
 
     def _timeout(self, order_id: str, detail: str, now: float) -> None:

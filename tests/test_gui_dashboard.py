@@ -1,0 +1,168 @@
+"""Dashboard panel over a real runtime on a virtual clock: KPI cards follow completed runs, the
+status and instrument summaries follow the core, alerts rise and clear, activity is listed."""
+
+from __future__ import annotations
+
+import pytest
+from dispatchkit import WORKCELL
+from PySide6.QtCore import Qt
+
+from console.bridge import EventBridge
+from core.clock import VirtualClock
+from core.dispatcher import InstrumentView
+from core.orders import ModuleStatus
+from core.runtime import Runtime
+from core.templates import template_from_dict
+from core.workcell import parse_workcell
+from panels.dashboard import CRITICAL, TICK_MS, WARNING, AlertBook, DashboardPanel
+
+FLOW = {"name": "Flow", "inputs": [{"name": "plate", "type": "string"}], "definition": {"steps": [
+    {"id": "move", "kind": "RobotArm.MovePlate"},
+    {"id": "seal", "kind": "Sealer.Seal", "depends_on": ["move"]}]}}
+SLOW_READ = {"name": "Hasty read", "inputs": [{"name": "plate", "type": "string"}], "definition": {
+    "steps": [{"id": "read", "kind": "PlateReader.ReadPlate", "timeout_seconds": 10,
+               "retry_policy": {"max_attempts": 1}}]}}
+
+
+def _start(store, data_dir, qrun, faults=None):
+    clock = VirtualClock.for_store(store)
+    rt = Runtime.build(data_dir, clock=clock, store=store, workcell=parse_workcell(WORKCELL), seed=1,
+                       faults=faults)
+    qrun(rt.start(templates_dir=None))
+    qrun(clock.settle())
+    return rt, clock
+
+
+@pytest.fixture
+def dashboard(store, data_dir, qtbot, qrun, request):
+    rt, clock = _start(store, data_dir, qrun, getattr(request, "param", None))
+    bridge = EventBridge(rt.core.bus)
+    panel = DashboardPanel(rt, bridge)
+    qtbot.addWidget(panel)
+    panel.resize(1400, 260)
+    panel.show()
+    yield rt, clock, panel
+    panel.shutdown()
+    assert not panel._timer.isActive()
+    panel.close()
+    bridge.close()
+    qrun(rt.close())
+
+
+def _value(panel, key):
+    return panel.kpi[key].value.text()
+
+
+def test_kpis_follow_completed_runs(dashboard, qtbot, qrun):
+    rt, clock, panel = dashboard
+    assert panel._timer.isActive() and panel._timer.interval() == TICK_MS
+    assert _value(panel, "instruments") == "4 / 4"
+    assert _value(panel, "completed") == "0"
+    assert _value(panel, "success") == "—"
+    assert panel.all_clear.isVisible() and not panel.alerts_view.isVisible()
+
+    qrun(rt.engine.publish(template_from_dict(FLOW)))
+    runs = [qrun(rt.start_run("Flow", {"plate": f"P{i}"}, who="ann")) for i in range(3)]
+    qtbot.waitUntil(lambda: _value(panel, "jobs") == "3")
+    assert _value(panel, "pending") in ("3", "2", "1", "0")
+    qrun(clock.run_until(lambda: not any(rt.run_is_active(r) for r in runs)))
+
+    # the fixed-rate refresh picks the new figures up by itself
+    ticks = panel.ticks
+    qtbot.waitUntil(lambda: _value(panel, "completed") == "3")
+    assert panel.ticks > ticks
+    assert _value(panel, "failed") == "0" and panel.kpi["failed"].tone == "neutral"
+    assert _value(panel, "success") == "100.0 %" and panel.kpi["success"].tone == "good"
+    assert "on target" in panel.kpi["success"].context.full_text()
+    assert _value(panel, "running") == "0" and _value(panel, "pending") == "0"
+    kpis = rt.metrics.dashboard()
+    assert kpis.average_execution_time > 0
+    assert _value(panel, "average") != "—"
+    legend = [text.text() for _mark, text in panel._legend_labels if text.isVisible()]
+    assert "Complete 3" in legend
+    activity = [line.text for line in panel.activity_model.lines()]
+    for run_id in runs:
+        assert any(t.startswith(run_id) and t.endswith("completed") for t in activity)
+        assert any(t.startswith(run_id) and t.endswith("started") for t in activity)
+    chips = {iid: text.full_text() for iid, (_mark, text) in panel._chips.items()}
+    assert chips == {"Reader1": "Reader1 · Ready", "Reader2": "Reader2 · Ready",
+                     "Arm": "Arm · Ready", "Sealer": "Sealer · Ready"}
+
+
+@pytest.mark.parametrize("dashboard", ["heartbeat@Arm=missing"], indirect=True)
+def test_alerts_rise_and_clear(dashboard, qtbot, qrun):
+    rt, clock, panel = dashboard
+    # an instrument that stops answering goes offline: a critical alert while it lasts
+    qrun(clock.advance(45))
+    qtbot.waitUntil(lambda: any(a.key == "offline:Arm" for a in panel.current_alerts))
+    alert = next(a for a in panel.current_alerts if a.key == "offline:Arm")
+    assert alert.severity == CRITICAL and "heartbeat stale" in alert.detail
+    assert _value(panel, "instruments") == "3 / 4" and panel.kpi["instruments"].tone == "warn"
+    assert "Arm · Offline" in {t.full_text() for _m, t in panel._chips.values()}
+    assert any("Arm offline" in line.text for line in panel.activity_model.lines())
+
+    # taking the lost instrument out on purpose clears its alert
+    qrun(rt.instrument_action("Arm", "disable", who="ann", reason="cable"))
+    qtbot.waitUntil(lambda: "offline:Arm" not in {a.key for a in panel.current_alerts})
+    assert panel.all_clear.isVisible()
+
+    # orders that time out: one alert each; five failures out of five: error rate high
+    qrun(rt.engine.publish(template_from_dict(SLOW_READ)))
+    runs: list[str] = []
+    for batch in ((0, 1), (2, 3), (4,)):  # one plate per reader at a time
+        started = [qrun(rt.start_run("Hasty read", {"plate": f"T{i}"}, who="ann")) for i in batch]
+        qrun(clock.run_until(lambda started=started: not any(rt.run_is_active(r) for r in started),
+                             limit=600))
+        runs += started
+    qtbot.waitUntil(lambda: any(a.key == "error-rate" for a in panel.current_alerts))
+    timeouts = [a for a in panel.current_alerts if a.key.startswith("timeout:")]
+    steps = {rt.engine.get_instance(r)["steps"][0]["order_id"] for r in runs}
+    assert {a.key for a in timeouts} == {f"timeout:{o}" for o in steps}, "one alert per timed-out step"
+    assert all(a.severity == WARNING and "timed out after 10 s" in a.detail for a in timeouts)
+    rate = next(a for a in panel.current_alerts if a.key == "error-rate")
+    assert rate.title == "Error rate high: 100 %"
+    assert panel.alerts_model.rowCount() == len(panel.current_alerts) == 6
+    assert panel.alerts_view.isVisible() and not panel.all_clear.isVisible()
+    assert _value(panel, "failed") == "5" and panel.kpi["failed"].tone == "bad"
+    assert _value(panel, "success") == "0.0 %" and panel.kpi["success"].tone == "bad"
+
+    # the operator dismisses the timeouts; the condition stays
+    assert panel.dismiss_button.isVisible()
+    qtbot.mouseClick(panel.dismiss_button, Qt.MouseButton.LeftButton)
+    assert [a.key for a in panel.current_alerts] == ["error-rate"]
+    assert not panel.dismiss_button.isVisible()
+
+
+def _view(iid, status, enabled=True):
+    return InstrumentView(iid, iid, "Kind", status, "detail", (), enabled, True, False, (), 1, 1.0, 0.0, 0, 0)
+
+
+def test_alert_rules():
+    import numpy as np
+
+    book = AlertBook(error_rate=0.2, min_decided=5, window_buckets=15)
+    views = [_view("A", ModuleStatus.Offline), _view("B", ModuleStatus.Error),
+             _view("C", ModuleStatus.Offline, enabled=False), _view("D", ModuleStatus.Ready)]
+    alerts = book.evaluate(100.0, views)
+    assert [a.key for a in alerts] == ["offline:A", "error:B"]
+    assert all(a.severity == CRITICAL for a in alerts)
+    # "since" stays while the condition holds and restarts after it cleared
+    assert book.evaluate(200.0, views)[0].since == 100.0
+    book.evaluate(300.0, views[1:])
+    assert book.evaluate(400.0, views)[0].since == 400.0
+    # error rate: only over the window, only with enough decided jobs
+    failures = np.array([9.0] * 10 + [0.0] * 15)
+    done = np.array([0.0] * 10 + [4.0] * 15)
+    assert "error-rate" not in {a.key for a in book.evaluate(0.0, [], failures, done)}
+    failures[-1] = 1.0
+    done[-15:] = 0.0
+    done[-3:] = 1.0
+    assert "error-rate" not in {a.key for a in book.evaluate(0.0, [], failures, done)}, "5 decided needed"
+    done[-5:] = 1.0
+    assert "error-rate" not in {a.key for a in book.evaluate(0.0, [], failures, done)}, "1 of 6 is 17 %"
+    failures[-2] = 1.0
+    rate = {a.key: a for a in book.evaluate(0.0, [], failures, done)}["error-rate"]
+    assert rate.title == "Error rate high: 29 %" and "2 of 7 jobs" in rate.detail
+    # critical before warning, whatever their age
+    alerts = book.evaluate(500.0, views, failures, done)
+    assert [a.severity for a in alerts] == [CRITICAL, CRITICAL, WARNING]
