@@ -60,6 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("files", nargs="+", type=Path)
     templates.add_parser("list", help="published templates")
 
+    rehearse = sub.add_parser("rehearse", help="run a queue against the simulated workcell, accelerated")
+    rehearse.add_argument("--workcell", dest="rehearse_workcell", type=Path, default=None,
+                          help="workcell file (default: the demo workcell)")
+    rehearse.add_argument("--templates", type=Path, default=None, help="directory of templates (default: samples)")
+    rehearse.add_argument("--orders", type=int, default=20)
+    rehearse.add_argument("--speed", default="max", help="times faster than real time, or 'max'")
+    rehearse.add_argument("--faults", dest="rehearse_faults", default=None, help="fault injection spec")
+    rehearse.add_argument("--seed", type=int, default=1)
+    rehearse.add_argument("--strategy", default="least_loaded",
+                          choices=["round_robin", "least_loaded", "random", "affinity"])
+
     workflow = sub.add_parser("workflow", help="workflow runs").add_subparsers(dest="action", required=True)
     run = workflow.add_parser("run", help="start a run of a published template")
     run.add_argument("name")
@@ -92,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "templates" and args.action == "validate":
             return _validate(args.files)
+        if args.command == "rehearse":
+            return _rehearse(args)
         from core.store import resolve_data_dir
 
         data_dir = resolve_data_dir(args.data_dir)
@@ -113,6 +126,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LabconsoleError as exc:
         print(f"labconsole: {exc}", file=sys.stderr)
         return 2
+
+
+def _rehearse(args: argparse.Namespace) -> int:
+    from core.rehearsal import rehearse
+    from core.runtime import DEMO_WORKCELL, SAMPLE_TEMPLATES
+
+    speed = args.speed if args.speed == "max" else float(args.speed)
+    report = asyncio.run(rehearse(args.rehearse_workcell or DEMO_WORKCELL, args.templates or SAMPLE_TEMPLATES,
+                                  args.orders, speed=speed, faults=args.rehearse_faults, seed=args.seed,
+                                  strategy=args.strategy))
+    print(report.render())
+    return 0
 
 
 def _validate(files: list[Path]) -> int:
