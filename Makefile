@@ -11,7 +11,11 @@ PYTEST_ARGS ?=
 BDM_VENV := .bdm-venv
 BDM_STAMP := $(BDM_VENV)/.installed-biosero-data-models-0.2.9
 
-.PHONY: run test bench lint clean bdm-venv
+# Prefect 3, the peer the engine benchmark compares against, in its own venv as well.
+PREFECT_VENV := .bench-venv-prefect
+PREFECT_STAMP := $(PREFECT_VENV)/.installed-prefect-3.8.8
+
+.PHONY: run test bench bench-prefect-venv lint clean bdm-venv
 
 $(STAMP): pyproject.toml
 	bash .ci/system-deps
@@ -35,8 +39,19 @@ run: $(STAMP)
 test: $(STAMP) $(BDM_STAMP)
 	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)
+$(PREFECT_STAMP):
+	rm -rf $(PREFECT_VENV)
+	$(PY) -m venv $(PREFECT_VENV)
+	$(PREFECT_VENV)/bin/python -m pip install -q 'prefect==3.8.8' 'fastapi==0.140.*' 'starlette>=1.0.1'
+	touch $(PREFECT_STAMP)
+
+bench-prefect-venv: $(PREFECT_STAMP)
+
+bench: $(STAMP) $(PREFECT_STAMP)
 	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python bench/store.py
+	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python bench/engine.py
+	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python bench/dispatch.py
+	test ! -f bench/gui.py || QT_QPA_PLATFORM=offscreen $(VENV)/bin/python bench/gui.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check core console panels tests bench
