@@ -1266,8 +1266,11 @@ class Engine:
         if r is None:
             return None
         template = self.templates.get(r[0], r[1])
+        parent = await self.store.read(lambda c: c.execute("SELECT priority FROM orders WHERE id = ?",
+                                                           (run_id,)).fetchone())
         run = _Run(run_id, template, json.loads(r[4]), r[3], RunStatus(r[2]), recovery_attempts=r[5],
-                   paused=bool(r[6]), error=r[7], created=r[8], started=r[9], ended=r[10], deadline=r[11])
+                   paused=bool(r[6]), error=r[7], created=r[8], started=r[9], ended=r[10], deadline=r[11],
+                   biosero_priority=OrderPriority(parent[0]) if parent else OrderPriority.Standard)
         by_id = {s[0]: s for s in steps}
         for step in template.steps:
             s = by_id[step.id]

@@ -6,6 +6,7 @@ Every error raised on purpose by labconsole derives from :class:`LabconsoleError
     ├── InputError                   bad input from a person or a file; carries Problems (where + what)
     │   ├── ModelError               a wire/order payload that does not validate
     │   ├── ConfigError              command line, config.ini, environment
+    │   │   └── FaultSpecError       a --faults spec (core.drivers.faults)
     │   ├── TemplateError            a workflow template file
     │   └── WorkcellError            a workcell definition file
     ├── StoreError                   the SQLite store (always names the file)
@@ -16,8 +17,17 @@ Every error raised on purpose by labconsole derives from :class:`LabconsoleError
     │   ├── IllegalTransitionError   e.g. Complete -> Running
     │   └── DuplicateSubmissionError same order submitted twice within the window
     ├── NotFoundError                an id that does not exist
-    │   └── OrderNotFoundError
-    └── DataServicesError            talking to Biosero Data Services (URL + cause)
+    │   ├── OrderNotFoundError
+    │   ├── OrderTemplateNotFoundError     (core.dataservices.errors)
+    │   └── EventNotFoundError             (core.dataservices.errors)
+    ├── DataServicesError            talking to Biosero Data Services (URL + cause)
+    │   └── CreateOutcomeUnknownError      a create whose answer was lost (core.dataservices.errors)
+    ├── OrderFailedError             an order scheduled with wait=True ended in Error/Canceled/Invalid
+    └── DriverError                  an instrument command failed (core.drivers.base): code, retryable
+        ├── InstrumentUnavailable    cannot reach the instrument (retryable)
+        ├── OrderCancelled           stopped by cancel()
+        ├── OutcomeUnknown           link lost after the command was sent
+        └── UnsupportedCapability    the instrument does not offer the command
 
 Errors about input carry *where*: a :class:`Where` with file, field path and line, so a person
 can fix the input without guessing. ``str(error)`` lists every problem, one per line.

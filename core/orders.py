@@ -136,7 +136,7 @@ _VALUE_TYPE_WIRE = {ParameterValueType.STRING: "String", ParameterValueType.BOOL
                     ParameterValueType.OTHER: "Other"}
 
 
-def _enum_field(cls: type[WireEnum]) -> Any:
+def enum_field(cls: type[WireEnum]) -> Any:
     return Annotated[cls, BeforeValidator(lambda v: cls.parse(v)),
                      PlainSerializer(lambda e: e.wire, return_type=str)]
 
@@ -151,7 +151,7 @@ def _lenient(model: type[BaseModel]) -> dict[str, str]:
     return {name.lower(): name for name in model.model_fields}
 
 
-class _WireModel(BaseModel):
+class WireModel(BaseModel):
     """Base of wire models: case-insensitive keys in, camelCase with every key out."""
 
     model_config = ConfigDict(validate_assignment=True, extra="ignore",
@@ -208,12 +208,12 @@ def _to_wire_string(value: Any) -> Any:
 _UNSET: Any = object()
 
 
-class Parameter(_WireModel):
+class Parameter(WireModel):
     """One named value. ``value`` is always a string on the wire."""
 
     name: str
     value: str | None = ""
-    valueType: _enum_field(ParameterValueType) = ParameterValueType.STRING  # type: ignore[valid-type]
+    valueType: enum_field(ParameterValueType) = ParameterValueType.STRING  # type: ignore[valid-type]
     unit: str | None = None
     defaultValue: str | None = None
     valueOptions: list[str] = Field(default_factory=list)
@@ -297,7 +297,7 @@ ParameterList = Annotated[list[Parameter], BeforeValidator(_parameters)]
 # --------------------------------------------------------------------------- order
 
 
-class Order(_WireModel):
+class Order(WireModel):
     """An order: one task for a module, or a workflow run (a parent order).
 
     Every field of the seed's ``Order`` dataclass, plus ``templateVersion`` and
@@ -314,17 +314,17 @@ class Order(_WireModel):
     actualStartTime: WireDate = None
     actualEndTime: WireDate = None
     estimatedDuration: WireTimeSpan = None
-    schedulingStrategy: _enum_field(SchedulingStrategy) = SchedulingStrategy.ImmediateExecution  # type: ignore[valid-type]
+    schedulingStrategy: enum_field(SchedulingStrategy) = SchedulingStrategy.ImmediateExecution  # type: ignore[valid-type]
     runAfterIdentifier: str | None = None
     # status and state
-    status: _enum_field(OrderStatus) = OrderStatus.Created  # type: ignore[valid-type]
+    status: enum_field(OrderStatus) = OrderStatus.Created  # type: ignore[valid-type]
     statusDetails: str | None = None
     state: str | None = None
     validationErrors: list[str] = Field(default_factory=list)
     # module assignment
     assignedTo: str | None = None
     restrictToModuleIds: str | None = None
-    moduleRestrictionStrategy: _enum_field(ModuleRestrictionStrategy) = ModuleRestrictionStrategy.NoRestriction  # type: ignore[valid-type]
+    moduleRestrictionStrategy: enum_field(ModuleRestrictionStrategy) = ModuleRestrictionStrategy.NoRestriction  # type: ignore[valid-type]
     # parameters and data
     inputParameters: ParameterList = Field(default_factory=list)
     outputParameters: ParameterList = Field(default_factory=list)
@@ -333,7 +333,7 @@ class Order(_WireModel):
     creationTime: WireDate = None
     createdBy: str | None = None
     notes: str | None = None
-    priority: _enum_field(OrderPriority) = OrderPriority.Standard  # type: ignore[valid-type]
+    priority: enum_field(OrderPriority) = OrderPriority.Standard  # type: ignore[valid-type]
     templateVersion: str | None = None
     templateLastModifiedDateUtc: WireDate = None
 

@@ -19,8 +19,8 @@ from core.orders import (
     SchedulingStrategy,
     WireDate,
     WireTimeSpan,
-    _enum_field,
-    _WireModel,
+    enum_field,
+    WireModel,
 )
 from core.wire import format_datetime, parse_datetime
 
@@ -35,7 +35,7 @@ NullableWireDate = Annotated[
 """A date written as null when unset (``expirationDateUtc``), not as ``0001-01-01``."""
 
 
-class OrderTemplate(_WireModel):
+class OrderTemplate(WireModel):
     """What a module can do: the template an order names in ``templateName``.
 
     ``workflow`` is an opaque string (a serialised workflow document); it is stored and returned
@@ -56,7 +56,7 @@ class OrderTemplate(_WireModel):
     defaultEstimatedDuration: WireTimeSpan = timedelta(0)
     durationEstimationScript: str | None = None
     durationEstimationScriptLanguage: str | None = "C#"
-    schedulingStrategy: _enum_field(SchedulingStrategy) = SchedulingStrategy.ImmediateExecution  # type: ignore[valid-type]
+    schedulingStrategy: enum_field(SchedulingStrategy) = SchedulingStrategy.ImmediateExecution  # type: ignore[valid-type]
     workflow: str | None = None
     isHidden: bool = False
 
@@ -71,7 +71,7 @@ class OrderTemplate(_WireModel):
         return json.dumps(v) if isinstance(v, dict | list) else v
 
 
-class EventMessage(_WireModel):
+class EventMessage(WireModel):
     """One event of the Data Services event log (EventContext plus ``data``).
 
     ``data`` is the payload JSON-encoded into a string and is kept verbatim. ``start``/``end``
