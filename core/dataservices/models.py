@@ -18,9 +18,9 @@ from core.orders import (
     ParameterList,
     SchedulingStrategy,
     WireDate,
+    WireModel,
     WireTimeSpan,
     enum_field,
-    WireModel,
 )
 from core.wire import format_datetime, parse_datetime
 
