@@ -138,7 +138,7 @@ class _RowsModel(QAbstractTableModel):
 class TemplateListModel(_RowsModel):
     COLUMNS = (
         ("Template", lambda r: r.name),
-        ("Version", lambda r: f"v{r.latest}" + (f" ({r.versions})" if r.versions > 1 else "")),
+        ("Ver.", lambda r: f"v{r.latest}" + (f" ({r.versions})" if r.versions > 1 else "")),
         ("Tags", lambda r: ", ".join(r.tags)),
         ("Last used", lambda r: _time(r.last_used)),
     )
@@ -319,6 +319,8 @@ class TemplatesPanel(QWidget):
         self.diff_view.compare_requested.connect(
             lambda old, new: self._spawn(self.compare(old, new), "compare"))
         self.editor.document.changed.connect(self._update_actions)
+        self.editor.document.changed.connect(self._on_document_changed)
+        self._document_name = self.editor.document.template.name
         if bridge is not None and hasattr(bridge, "events"):
             bridge.events.connect(self._on_events)
         self._update_actions()
@@ -518,11 +520,12 @@ class TemplatesPanel(QWidget):
         if not doc.is_draft:
             self.show_message("Nothing to publish: this is a published version (edit it first)")
             return None
-        draft, latest_before = doc.template, doc.latest_version
-        published = await self.runtime.engine.templates.publish(draft, who=self.who)
+        draft, registry = doc.template, self.registry
+        before = await self._read(lambda: registry.versions(draft.name))
+        published = await registry.publish(draft, who=self.who)
         if doc.template is draft:
-            doc.mark_published(published)
-        if published.version <= latest_before:
+            doc.mark_published(published, max([*before, published.version]))
+        if published.version in before:
             self.show_message(f"Identical to {published.name} v{published.version}: no new version")
         else:
             self.show_message(f"Published {published.name} v{published.version}")
@@ -615,6 +618,20 @@ class TemplatesPanel(QWidget):
         self.run_action.setEnabled(runnable)
         self.run_action.setToolTip("Start a run of this version" if runnable
                                    else "Publish the draft before running it")
+
+    @Slot()
+    def _on_document_changed(self) -> None:
+        name = self.editor.document.template.name
+        if name != self._document_name:
+            self._document_name = name
+            self._spawn(self._follow_name(name), "read versions")
+
+    async def _follow_name(self, name: str) -> None:
+        """A renamed template is another template: number its draft after that name's versions."""
+        registry = self.registry
+        versions = await self._read(lambda: registry.versions(name))
+        if self.editor.document.template.name == name:
+            self.editor.document.set_latest_version(max(versions, default=0))
 
     def _on_list_activated(self, index: QModelIndex) -> None:
         if index.isValid():

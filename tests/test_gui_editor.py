@@ -306,7 +306,7 @@ def test_workflow_inspector_edits_inputs_and_policies(editor):
     assert page.retry.attempts.value() == 1
 
 
-def test_live_validation_lists_and_highlights_problems(editor):
+def test_live_validation_lists_and_highlights_problems(editor, qtbot):
     for kind, y in (("RobotArm.MovePlate", 100), ("PlateReader.ReadPlate", 300), ("Sealer.Seal", 500)):
         drop_kind(editor, kind, _canvas_point(editor, 200, y))
     editor.link("move_plate", "read_plate")
@@ -335,6 +335,7 @@ def test_live_validation_lists_and_highlights_problems(editor):
 
     # a required parameter with neither value nor mapping (catalog says the sealer needs a plate)
     strict = TemplateEditor(KindCatalog.from_workcell(DEMO, required={"Sealer.Seal": ["plate"]}))
+    qtbot.addWidget(strict)
     try:
         strict.open(doc.template, published=False)
         assert [i.message for i in strict.document.errors] == [

@@ -173,12 +173,25 @@ def test_list_open_edit_publish_and_versions(env, qrun, qtbot):
     editor.undo_action.trigger()
     assert not doc.is_draft and qrun(panel.publish()) is None
 
-    # publishing content identical to an existing version makes no new version
+    # deleting and undoing comes back to the published version
     qrun(panel.open_template("ELISA Readout", 2))
     editor.select_step("delay")
     editor.delete_selection()
+    assert doc.is_draft
     editor.undo_action.trigger()
     assert not doc.is_draft
+
+    # a new name makes another template: its first version is v1
+    editor.select_step(None)
+    editor.inspector.workflow.name.setText("ELISA Readout (fast)")
+    editor.inspector.workflow.name.editingFinished.emit()
+    qtbot.waitUntil(lambda: "new template — publishing makes v1" in editor.banner.text()
+                    or "draft of v1" in editor.banner.text())
+    assert panel.publish_action.text() == "Publish v1"
+    fast = qrun(panel.publish())
+    assert (fast.name, fast.version) == ("ELISA Readout (fast)", 1)
+    assert panel.message.text() == "Published ELISA Readout (fast) v1"
+    assert "v1 · published" in editor.banner.text()
 
 
 def test_problems_block_publishing(env, qrun, qtbot):
@@ -369,6 +382,12 @@ def test_versions_tell_which_runs_are_in_flight_on_an_older_version(env, qrun, q
     with qtbot.waitSignal(panel.run_selected) as selected:
         panel.runs.doubleClicked.emit(panel.runs_model.index(0, 0))
     assert selected.args == [run_id]
+    panel.versions.selectRow(0)
+    panel.compare_button.click()  # v2 against the version before it
+    qtbot.waitUntil(lambda: panel.tabs.currentWidget() is panel.diff_view)
+    assert panel.diff_view.summary.text() == "v1 → v2: 1 step changed"
+    assert panel.diff_view.changes.texts() == ["~ aspirate: parameters.volume_ul: 200 → 150"]
+    panel.tabs.setCurrentIndex(1)
     panel.tabs.setCurrentIndex(1)
     save_screenshot(panel, "templates-versions")
     qrun(rt.cancel(run_id, who="test", reason="done"))

@@ -96,13 +96,20 @@ class TemplateDocument(QObject):
         self.opened.emit()
         self.changed.emit()
 
-    def mark_published(self, template: WorkflowTemplate) -> None:
-        """The current content was published as ``template`` (same content, new version)."""
+    def mark_published(self, template: WorkflowTemplate, latest_version: int | None = None) -> None:
+        """The current content was published as ``template`` (same content and name); the
+        latest version of that name is now ``latest_version`` (default: ``template.version``)."""
         self.published = template
-        self.latest_version = max(self.latest_version, template.version)
+        self.latest_version = latest_version if latest_version is not None else template.version
         self.template = template
         self.stack.setClean()
         self.changed.emit()
+
+    def set_latest_version(self, version: int) -> None:
+        """The latest published version of the template's (possibly new) name."""
+        if version != self.latest_version:
+            self.latest_version = version
+            self.changed.emit()
 
     # -- editing
     def apply(self, after: WorkflowTemplate | Callable[[WorkflowTemplate], WorkflowTemplate],
