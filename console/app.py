@@ -43,10 +43,23 @@ def data_services_settings(data_dir: Path, flag: str | None, config: Path | None
     return resolve_url(flag, config_file=config)
 
 
+async def start_demo_runs(runtime, count: int) -> list[str]:  # noqa: ANN001
+    """Start ``count`` runs of the published templates in turn (stand-in inputs), to watch the
+    simulated workcell work."""
+    from core.rehearsal import stand_in_inputs
+
+    templates = runtime.templates()
+    started = []
+    for n in range(count):
+        t = templates[n % len(templates)]
+        started.append(await runtime.start_run(t.name, stand_in_inputs(t, n), who="demo", allow_duplicate=True))
+    return started
+
+
 async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | None = None,
                       faults: str | None = None, data_services_url: str | None = None,
                       config: Path | None = None, bind: str = "127.0.0.1", port: int = 8105,
-                      token: str | None = None) -> int:
+                      token: str | None = None, demo_runs: int = 0) -> int:
     from console.main_window import MainWindow
     from core import demo
     from core.runtime import DEMO_WORKCELL, Runtime
@@ -71,6 +84,8 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
         window.show()
         window.start_loop_lag()
         await window.load_orders()
+        if demo_runs:
+            await start_demo_runs(runtime, demo_runs)
         watcher = asyncio.create_task(_watch_store(runtime))
         await window.closed
         return 0

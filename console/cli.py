@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
     parser.add_argument("--demo-orders", type=int, default=0, metavar="N",
                         help="fill the store with about N demo orders before opening the window")
+    parser.add_argument("--demo-runs", type=int, default=0, metavar="N",
+                        help="start N runs of the sample templates on the simulated workcell at start")
     parser.add_argument("--workcell", type=Path, default=None,
                         help="workcell file (default: resources/workcells/demo.yaml)")
     parser.add_argument("--faults", default=None,
@@ -113,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return main_gui(data_dir, demo_orders=args.demo_orders, workcell=args.workcell,
                             faults=args.faults, data_services_url=args.data_services_url,
-                            config=args.config, bind=args.bind, port=args.port, token=args.token)
+                            config=args.config, bind=args.bind, port=args.port, token=args.token,
+                            demo_runs=args.demo_runs)
         if args.command == "demo-orders":
             from core import demo
             from core.store import Store
