@@ -286,6 +286,13 @@ def test_workflow_inspector_edits_inputs_and_policies(editor):
     assert model.rowCount() == 2
     page.add_input.click()
     assert [p.name for p in editor.document.template.inputs] == ["plate_id", "wavelength", "input1"]
+    editor.add_step("PlateReader.ReadPlate", QPointF(0, 0))
+    editor.inspector.step.param_row("plate").source.setCurrentIndex(
+        editor.inspector.step.param_row("plate").source.findData("input_data.plate_id"))
+    editor.select_step(None)
+    model.setData(model.index(0, 0), "barcode")
+    assert editor.document.template.step("read_plate").input_mapping == {"plate": "input_data.barcode"}
+    assert editor.document.issues == [], "references follow a renamed input"
     model.setData(model.index(2, 0), "volume")
     model.setData(model.index(2, 1), "double")
     assert not model.setData(model.index(2, 3), "lots"), "a default must parse as the input's type"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from core.templates import Step, WorkflowTemplate, load_template
+from core.templates import InputParameter, Step, WorkflowTemplate, load_template
 from core.workcell import load_workcell
 from panels.editor import ops
 from panels.editor.kinds import BUILTIN_GROUP, KindCatalog, humanize
@@ -80,6 +80,18 @@ def test_edits_are_pure_and_keep_references_consistent(catalog):
     moved = ops.move_steps(t7, {a: (33.333, 1.0)})
     assert moved.step(a).position == (33.3, 1.0)
     assert ops.move_steps(moved, {a: (33.3, 1.0)}) is moved
+
+
+def test_renaming_an_input_updates_mappings_and_conditions():
+    t = _t({"id": "a", "kind": "noop", "input_mapping": {"p": "input_data.plate", "q": "context.x"},
+            "condition": "input_data[ 'plate' ] != ''"},
+           inputs=(InputParameter(name="plate"), InputParameter(name="volume")))
+    r = ops.rename_input(t, "plate", "barcode")
+    assert [p.name for p in r.inputs] == ["barcode", "volume"]
+    assert r.step("a").input_mapping == {"p": "input_data.barcode", "q": "context.x"}
+    assert r.step("a").condition == "input_data[ 'barcode' ] != ''"
+    with pytest.raises(ops.EditError):
+        ops.rename_input(r, "barcode", "volume")
 
 
 def test_layered_layout_places_dependencies_above_and_never_overlaps():

@@ -375,8 +375,7 @@ class TemplateEditor(QWidget):
         edges = [e for e in self.scene.selected_edges() if e[0] not in steps and e[1] not in steps]
         if not steps and not edges:
             return
-        t = remove = self.document.template
-        remove = ops.remove_steps(t, steps)
+        remove = ops.remove_steps(self.document.template, steps)
         for dep, step in edges:
             remove = ops.remove_dependency(remove, dep, step)
         parts = []

@@ -380,7 +380,9 @@ class StepNode(QGraphicsObject):
             painter.drawText(tag, Qt.AlignmentFlag.AlignCenter, text)
 
     def itemChange(self, change: QGraphicsItem.GraphicsItemChange, value: object) -> object:  # noqa: N802
-        if change == QGraphicsItem.GraphicsItemChange.ItemPositionChange and isinstance(value, QPointF):
+        scene = self.scene()
+        if change == QGraphicsItem.GraphicsItemChange.ItemPositionChange and isinstance(value, QPointF) \
+                and isinstance(scene, EditorScene) and scene.dragging:
             return QPointF(round(value.x() / 10) * 10, round(value.y() / 10) * 10)  # snap to grid
         if change == QGraphicsItem.GraphicsItemChange.ItemPositionHasChanged:
             for edge in self.edges:
@@ -504,6 +506,8 @@ class EditorScene(QGraphicsScene):
         self._link_from: Port | None = None
         self._link_line: QGraphicsPathItem | None = None
         self._pressed: dict[str, QPointF] = {}
+        self.dragging = False
+        """True while the operator drags steps (they snap to a 10 px grid)."""
         self.setItemIndexMethod(QGraphicsScene.ItemIndexMethod.NoIndex)
 
     # -- model in
@@ -650,9 +654,11 @@ class EditorScene(QGraphicsScene):
     def mousePressEvent(self, event: QGraphicsSceneMouseEvent) -> None:  # noqa: N802
         super().mousePressEvent(event)
         self._pressed = {i.step_id: i.pos() for i in self.selectedItems() if isinstance(i, StepNode)}
+        self.dragging = isinstance(self.mouseGrabberItem(), StepNode)
 
     def mouseReleaseEvent(self, event: QGraphicsSceneMouseEvent) -> None:  # noqa: N802
         super().mouseReleaseEvent(event)
+        self.dragging = False
         moved = {sid: (node.pos().x(), node.pos().y()) for sid, before in self._pressed.items()
                  if (node := self.nodes.get(sid)) is not None and node.pos() != before}
         self._pressed = {}

@@ -762,7 +762,8 @@ class InputsModel(QAbstractTableModel):
             return False
         new = InputParameter.model_validate({**dict(p), **changes})
         rows = tuple(new if i == index.row() else o for i, o in enumerate(self._rows))
-        self._on_change(rows, f"Change input {p.name}")
+        self._on_change(rows, f"Rename input {p.name} to {new.name}" if new.name != p.name
+                        else f"Change input {p.name}")
         return True
 
 
@@ -873,7 +874,14 @@ class WorkflowInspector(QWidget):
                             merge_key=f"workflow:{field}")
 
     def _on_inputs(self, inputs: tuple[InputParameter, ...], text: str) -> None:
-        self.document.apply(lambda t: ops.update_workflow(t, inputs=inputs), text)
+        def edit(t: WorkflowTemplate) -> WorkflowTemplate:
+            if len(inputs) == len(t.inputs):  # a renamed input: references follow it
+                for before, after in zip(t.inputs, inputs, strict=True):
+                    if before.name != after.name:
+                        t = ops.rename_input(t, before.name, after.name)
+            return ops.update_workflow(t, inputs=inputs)
+
+        self.document.apply(edit, text)
 
     def _on_add_input(self) -> None:
         names = {p.name for p in self.document.template.inputs}

@@ -17,7 +17,7 @@ from core.templates import Step, WorkflowTemplate
 from panels.editor.kinds import KindCatalog, humanize
 
 __all__ = ["EditError", "add_dependency", "add_step", "move_steps", "new_step_id",
-           "remove_dependency", "remove_steps", "rename_step", "set_error_handler",
+           "remove_dependency", "remove_steps", "rename_input", "rename_step", "set_error_handler",
            "update_step", "update_workflow"]
 
 
@@ -135,7 +135,7 @@ def rename_step(t: WorkflowTemplate, old: str, new: str) -> WorkflowTemplate:
         raise EditError(f"'{new}' is not a valid step id (letters, digits, '_' and '-')")
     if any(s.id == new for s in t.steps):
         raise EditError(f"a step '{new}' already exists")
-    cond = re.compile(r"(step_outputs\s*\[\s*)(['\"])" + re.escape(old) + r"\2")
+    cond = re.compile(r"""(step_outputs\s*\[\s*)(['"])""" + re.escape(old) + r"\2")
 
     def fix(s: Step) -> Step:
         changes: dict[str, Any] = {}
@@ -154,6 +154,31 @@ def rename_step(t: WorkflowTemplate, old: str, new: str) -> WorkflowTemplate:
 
     handlers = {(new if k == old else k): (new if v == old else v) for k, v in t.error_handlers.items()}
     return _replace_steps(t, tuple(fix(s) for s in t.steps), error_handlers=handlers)
+
+
+def rename_input(t: WorkflowTemplate, old: str, new: str) -> WorkflowTemplate:
+    """Rename a workflow input and every reference to it: input mappings (``input_data.OLD``)
+    and conditions (``input_data['OLD']``)."""
+    new = new.strip()
+    if new == old:
+        return t
+    if not new or any(p.name == new for p in t.inputs):
+        raise EditError(f"an input '{new}' already exists" if new else "an input needs a name")
+    cond = re.compile(r"""(input_data\s*\[\s*)(['"])""" + re.escape(old) + r"\2")
+    source = f"input_data.{old}"
+
+    def fix(s: Step) -> Step:
+        changes: dict[str, Any] = {}
+        if source in s.input_mapping.values():
+            changes["input_mapping"] = {k: f"input_data.{new}" if v == source else v
+                                        for k, v in s.input_mapping.items()}
+        if s.condition and cond.search(s.condition):
+            changes["condition"] = cond.sub(lambda m: f"{m.group(1)}{m.group(2)}{new}{m.group(2)}",
+                                            s.condition)
+        return s.model_copy(update=changes) if changes else s
+
+    inputs = tuple(p.model_copy(update={"name": new}) if p.name == old else p for p in t.inputs)
+    return _replace_steps(t, tuple(fix(s) for s in t.steps), inputs=inputs)
 
 
 def set_error_handler(t: WorkflowTemplate, failing: str, handler: str | None) -> WorkflowTemplate:
