@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer, Signal, Slot
+from PySide6.QtCore import QSize, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QFont, QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
     QFormLayout,
@@ -185,6 +185,8 @@ class DetailPanel(QWidget):
         self._task: asyncio.Task | None = None
         self._again = False
         self._events: deque[str] = deque(maxlen=LOG_LINES)
+        self._fractions: dict[str, float] = {}
+        """Latest progress report of every running order (so a run shown mid-step has it)."""
         self.actions = OrderActions(runtime, self, who=who)
         self.actions.feedback.connect(self._on_feedback)
         self.last_feedback: Feedback | None = None
@@ -194,8 +196,14 @@ class DetailPanel(QWidget):
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty.setWordWrap(True)
         self.pages.addWidget(self.empty)
-        content = QWidget(self)
-        self.pages.addWidget(content)
+        # The content scrolls when the dock is short, so the panel never forces a tall window.
+        self.scroll = QScrollArea(self)
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        content = _FitWidth(self.scroll)
+        self.scroll.setWidget(content)
+        self.pages.addWidget(self.scroll)
 
         # -- header
         self.badge = QLabel(content)
@@ -427,6 +435,9 @@ class DetailPanel(QWidget):
 
         steps = self._gantt_steps(d)
         self.timeline.set_steps(steps, self._now(d), highlight=d.order_id)
+        for step in steps:
+            if step.order_id in self._fractions:
+                self.timeline.set_progress(step.order_id, self._fractions[step.order_id])
         # the whole timeline up to ten lanes; more scroll
         self.timeline_area.setFixedHeight(min(self.timeline.sizeHint().height(), AXIS + LANE * 10) + 2)
         self.steps_title.setText(f"<b>Steps</b> · {self._steps_summary(steps)}")
@@ -595,6 +606,11 @@ class DetailPanel(QWidget):
 
     @Slot(object)
     def _on_events(self, events: list[Any]) -> None:
+        for e in events:  # O(1) per event: keep the latest report of running orders only
+            if isinstance(e, StepProgress) and e.progress is not None:
+                self._fractions[e.order_id] = e.progress
+            elif isinstance(e, StepChanged) and e.status != "running":
+                self._fractions.pop(e.order_id, None)
         d = self.data
         if d is None or self.order_id is None:
             return
@@ -668,6 +684,26 @@ class DetailPanel(QWidget):
             self.bridge.events.disconnect(self._on_events)
         except (RuntimeError, TypeError):
             pass
+
+
+class _FitWidth(QWidget):
+    """Scroll-area content whose minimum height is what its layout needs at the current width.
+
+    Word-wrapped labels otherwise report the height they would need one word per line, and the
+    scroll area would scroll although everything fits.
+    """
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        hint = super().minimumSizeHint()
+        layout = self.layout()
+        if layout is not None and layout.hasHeightForWidth() and self.width() > 0:
+            return QSize(hint.width(), layout.totalMinimumHeightForWidth(self.width()))
+        return hint
+
+    def heightForWidth(self, width: int) -> int:  # noqa: N802
+        # What the scroll area asks to decide on a scroll bar: the least that shows everything.
+        layout = self.layout()
+        return layout.totalMinimumHeightForWidth(width) if layout is not None else super().heightForWidth(width)
 
 
 def _stamp(ts: float) -> str:

@@ -117,16 +117,26 @@ class StepsTimeline(QWidget):
 
     # ------------------------------------------------------------------ geometry
 
-    def _span(self) -> tuple[float, float]:
+    def _times(self) -> tuple[dict[str, tuple[float, float]], float, float]:
+        """Each step's (start, end) in time — outlines of steps to come chained after their
+        dependencies — and the span (t0, t1) that shows them all."""
         starts = [s.started for s in self.steps if s.started is not None]
-        ends = [s.ended if s.ended is not None else self.now for s in self.steps if s.started is not None]
-        if not starts:
-            return self.now, self.now + 60.0
-        t0, t1 = min(starts), max(ends + [max(starts)])
-        waiting = [s for s in self.steps if s.started is None]
-        if waiting:  # leave room on the right for outlines of steps to come
-            t1 += max((s.estimate or 0.0) for s in waiting) or (t1 - t0) * 0.25 or 30.0
-        return t0, max(t1, t0 + 1.0)
+        ends = [s.ended if s.ended is not None else max(self.now, s.started or 0.0)
+                for s in self.steps if s.started is not None]
+        t0 = min(starts) if starts else self.now
+        known = max(ends) if ends else t0
+        default = max(30.0, (known - t0) * 0.15)
+        times: dict[str, tuple[float, float]] = {}
+        for s in self.steps:  # template order: dependencies come first
+            if s.started is not None:
+                end = s.ended if s.ended is not None else max(self.now, s.started)
+                times[s.key] = (s.started, end)
+            else:
+                after = [times[d][1] for d in s.depends_on if d in times]
+                start = max(after) if after else max(t0, min(self.now, known))
+                times[s.key] = (start, start + (s.estimate or default))
+        t1 = max([t0 + 1.0] + [end for _start, end in times.values()])
+        return times, t0, t1
 
     def _label_width(self) -> int:
         fm = self.fontMetrics()
@@ -150,7 +160,8 @@ class StepsTimeline(QWidget):
         left = self._label_width()
         right = self.width() - 8
         width = max(10, right - left)
-        t0, t1 = self._span()
+        times, t0, t1 = self._times()
+        t1 += (t1 - t0) * 0.02  # a little air after the last bar
         scale = width / (t1 - t0)
 
         def x(t: float) -> float:
@@ -167,9 +178,11 @@ class StepsTimeline(QWidget):
             xx = x(t0 + tick)
             p.setPen(grid)
             p.drawLine(QPointF(xx, AXIS - 4), QPointF(xx, self.height() - 2))
-            p.setPen(muted)
-            p.drawText(QRectF(xx + 2, 0, 80, AXIS - 4), int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter),
-                       "0" if tick == 0 else "+" + format_duration(tick))
+            label = "0" if tick == 0 else "+" + format_duration(tick)
+            if xx + 2 + p.fontMetrics().horizontalAdvance(label) <= self.width():
+                p.setPen(muted)
+                p.drawText(QRectF(xx + 2, 0, 80, AXIS - 4),
+                           int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), label)
             tick += step
         if t0 <= self.now <= t1 and any(s.ended is None and s.started is not None for s in self.steps):
             now_pen = QPen(status_color(OrderStatus.Running), 1, Qt.PenStyle.DashLine)
@@ -177,22 +190,14 @@ class StepsTimeline(QWidget):
             p.drawLine(QPointF(x(self.now), AXIS - 4), QPointF(x(self.now), self.height() - 2))
 
         # lanes
-        index = {s.key: i for i, s in enumerate(self.steps)}
         bars: dict[str, QRectF] = {}
-        ends: dict[str, float] = {}
         for i, s in enumerate(self.steps):
             top = AXIS + i * LANE
-            if s.started is not None:
-                end = s.ended if s.ended is not None else max(self.now, s.started)
-                rect = QRectF(x(s.started), top + 5, max(3.0, (end - s.started) * scale), LANE - 10)
-                ends[s.key] = end
+            start, end = times[s.key]
+            if s.started is None:
+                bars[s.key] = QRectF(x(start) + 2, top + 5, max(18.0, (end - start) * scale - 2), LANE - 10)
             else:
-                after = max((ends.get(d, t0) for d in s.depends_on if d in index), default=None)
-                start = after if after is not None else max(t0, min(self.now, t1))
-                span = s.estimate or (t1 - t0) * 0.12
-                rect = QRectF(x(start) + 2, top + 5, max(18.0, span * scale), LANE - 10)
-                ends[s.key] = start + span
-            bars[s.key] = rect
+                bars[s.key] = QRectF(x(start), top + 5, max(3.0, (end - start) * scale), LANE - 10)
 
         # dependency arrows first, bars over them
         arrow = QPen(muted, 1)
@@ -257,12 +262,13 @@ class StepsTimeline(QWidget):
                     p.drawRoundedRect(done, 3, 3)
                 duration = (s.ended if s.ended is not None else self.now) - s.started
                 caption = format_duration(duration)
-                if fm.horizontalAdvance(caption) + 8 < rect.width():
+                room_after = rect.right() + fm.horizontalAdvance(caption) + 11 < right
+                if fm.horizontalAdvance(caption) + 8 < rect.width() and not (running and room_after):
                     p.setPen(QColor("white"))
                     p.drawText(rect, int(Qt.AlignmentFlag.AlignCenter), caption)
-                elif rect.right() + fm.horizontalAdvance(caption) + 6 < right:
+                elif room_after:  # beside the bar, clear of the arrow
                     p.setPen(muted)
-                    p.drawText(QRectF(rect.right() + 4, rect.top() - 2, 90, rect.height() + 4),
+                    p.drawText(QRectF(rect.right() + 9, rect.top() - 2, 90, rect.height() + 4),
                                int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), caption)
             self._bars.append((QRectF(0, top, self.width(), LANE), s))
         p.end()

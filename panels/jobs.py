@@ -453,12 +453,17 @@ class JobsPanel(QWidget):
         row = self.model.row_data(view_row)
         status = OrderStatus(row[STATUS])
         is_run = row[PARENT] is None
-        menu.addSection(f"{order_id} · {status.name} {'run' if is_run else 'step'}")
+        # One indexed lookup: orders from elsewhere (Data Services clients) are not the engine's.
+        managed = self.runtime.target(order_id).run_id is not None
+        menu.addSection(f"{order_id} · {status.name} {'run' if is_run else 'step'}"
+                        + ("" if managed else " · not a labconsole run"))
         for key, action in ACTIONS.items():
             if not action.applies(status, is_run):
                 continue
             item = menu.addAction(action.label)
             item.setObjectName(key)
+            if not managed and key not in ("details", "why_waiting"):
+                item.setEnabled(False)
             if action.shortcut:
                 item.setShortcut(QKeySequence(action.shortcut))
                 item.setShortcutVisibleInContextMenu(True)

@@ -153,8 +153,6 @@ def _progress_key(m: OrderIndex, r: Row) -> Any:
 # fast type-specialised comparisons; ties keep arrival order (the sort is stable).
 COLUMNS: list[Column] = [
     Column("id", "ID", 108, lambda m, r: r[ID], _id_key, tip="Order identifier (runs in bold)"),
-    Column("run", "Run", 100, lambda m, r: r[PARENT] or "", _run_key,
-           tip="The run (parent order) a step order belongs to"),
     Column("template", "Template", 176, lambda m, r: r[TEMPLATE] or "", lambda m, r: r[TEMPLATE] or "",
            tip="Workflow template of a run, or the step's instrument capability"),
     Column("version", "Ver.", 38, lambda m, r: r[VERSION] or "", lambda m, r: r[VERSION] or "",
@@ -177,6 +175,8 @@ COLUMNS: list[Column] = [
     Column("started", "Started", 106, lambda m, r: format_time(r[STARTED]),
            lambda m, r: r[STARTED] or 0.0),
     Column("ended", "Ended", 106, lambda m, r: format_time(r[ENDED]), lambda m, r: r[ENDED] or 0.0),
+    Column("run", "Run", 100, lambda m, r: r[PARENT] or "", _run_key,
+           tip="The run (parent order) a step order belongs to"),
     Column("details", "Details", 240, lambda m, r: r[DETAILS] or "", lambda m, r: r[DETAILS] or ""),
 ]
 COLUMN_KEYS = [c.key for c in COLUMNS]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import save_screenshot
 from dispatchkit import WORKCELL
-from PySide6.QtCore import QPoint, Qt
+from PySide6.QtCore import QPoint, Qt, QTimer
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QSplitter
 
@@ -100,6 +100,9 @@ class Lab:
         self.jobs.shutdown()
         if self.detail is not None:
             self.detail.shutdown()
+        running = [t for panel in (self.jobs, self.detail) if panel is not None
+                   for t in panel.findChildren(QTimer) if t.isActive()]
+        assert not running, f"timers left running after shutdown: {running}"
         self.bridge.close()
         self.window.close()
         self.qrun(self.rt.close())
