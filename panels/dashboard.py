@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import (
     QAbstractListModel,
-    QEvent,
     QModelIndex,
     QPersistentModelIndex,
     QSize,
@@ -37,6 +36,7 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QHideEvent, QIcon, QPalette, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QApplication,
     QGridLayout,
     QHBoxLayout,
     QLabel,
@@ -53,17 +53,17 @@ from core.metrics import DashboardMetrics
 from core.orders import ModuleStatus, OrderStatus
 from panels.style import (
     STATE_LABELS,
-    format_seconds,
     icon,
     instrument_state,
     module_state,
+    short_seconds,
     state_icon,
     state_pixmap,
     status_color,
     status_icon,
     status_pixmap,
 )
-from panels.theme import current_theme
+from panels.theme import current_theme, theme_events
 from panels.widgets import BAD, GOOD, NEUTRAL, WARN, BreakdownBar, ElidedLabel, KpiCard, Section
 
 ModelIndex = QModelIndex | QPersistentModelIndex
@@ -268,9 +268,10 @@ def _short_list(parent: QWidget, model: LinesModel) -> QListView:
 
 def _card_background(view: QListView) -> None:
     """The list blends into its section card (palette, not a style sheet: scroll bars stay native)."""
-    pal = view.palette()
-    pal.setColor(QPalette.ColorRole.Base, current_theme().color("card"))
-    view.setPalette(pal)
+    for widget in (view, view.viewport()):
+        pal = QPalette(QApplication.palette())
+        pal.setColor(QPalette.ColorRole.Base, current_theme().color("card"))
+        widget.setPalette(pal)
 
 
 def activity_lines(events: Iterable[Any], known: dict[str, ModuleStatus]) -> list[Line]:
@@ -330,8 +331,8 @@ class DashboardPanel(QWidget):
         kpis = QHBoxLayout()
         kpis.setSpacing(8)
         for key, caption, icon_name in (
-                ("instruments", "INSTRUMENTS ONLINE", "robot"), ("jobs", "JOBS TODAY", "plus-circle"),
-                ("completed", "COMPLETED TODAY", "check-circle"), ("failed", "FAILED TODAY", "x-circle"),
+                ("instruments", "INSTRUMENTS", "robot"), ("jobs", "JOBS TODAY", "plus-circle"),
+                ("completed", "COMPLETED", "check-circle"), ("failed", "FAILED", "x-circle"),
                 ("pending", "PENDING", "inbox"), ("running", "RUNNING", "play"),
                 ("average", "AVG EXECUTION", "clock"), ("success", "SUCCESS RATE", "percent")):
             card = KpiCard(caption, icon_name, self)
@@ -410,6 +411,7 @@ class DashboardPanel(QWidget):
         self._timer.setInterval(TICK_MS)
         self._timer.timeout.connect(self.refresh)
         bridge.events.connect(self._on_events)
+        theme_events().changed.connect(self._on_theme)
         self.refresh()
 
     # ------------------------------------------------------------------ feeding
@@ -454,26 +456,29 @@ class DashboardPanel(QWidget):
             return
         offline = jobs.offline_robots
         k["instruments"].set(f"{jobs.online_robots} / {jobs.total_robots}",
-                             f"{jobs.busy_robots} busy · {offline} offline",
+                             f"online · {jobs.busy_robots} busy · {offline} offline",
                              NEUTRAL if not jobs.total_robots else
                              BAD if offline == jobs.total_robots else WARN if offline else GOOD)
         k["jobs"].set(f"{jobs.total_jobs_today:,}", f"{steps.total_jobs_today:,} steps created")
-        k["completed"].set(f"{jobs.completed_jobs_today:,}", f"{jobs.cancelled_jobs_today:,} cancelled")
+        k["completed"].set(f"{jobs.completed_jobs_today:,}",
+                           f"today · {jobs.cancelled_jobs_today:,} cancelled")
         k["failed"].set(f"{jobs.failed_jobs_today:,}",
-                        "in Error now" if jobs.failed_jobs_today else "none",
+                        "today · in Error now" if jobs.failed_jobs_today else "today · none",
                         BAD if jobs.failed_jobs_today else NEUTRAL)
         k["pending"].set(f"{jobs.pending_jobs:,}", f"{steps.pending_jobs:,} steps waiting")
         k["running"].set(f"{jobs.running_jobs:,}", f"{steps.running_jobs:,} steps running")
         avg = jobs.average_execution_time
-        k["average"].set(format_seconds(avg) if avg else "—",
-                         f"per job · step {format_seconds(steps.average_execution_time)}"
+        k["average"].set(short_seconds(avg) if avg else "—",
+                         f"per job · step {short_seconds(steps.average_execution_time)}"
                          if steps.average_execution_time else "per completed job today")
         decided = jobs.completed_jobs_today + jobs.failed_jobs_today
         if decided:
             rate = jobs.success_rate
             tone, word = (GOOD, "on target") if rate >= 95 else (WARN, "below 95 %") if rate >= 80 \
                 else (BAD, "below 80 %")
-            k["success"].set(f"{rate:.1f} %", f"{word} · {decided:,} decided", tone)
+            k["success"].set(f"{rate:.1f} %", word, tone)
+            k["success"].setToolTip(f"{jobs.completed_jobs_today:,} completed and "
+                                    f"{jobs.failed_jobs_today:,} failed today; target 95 %")
         else:
             k["success"].set("—", "nothing decided today")
 
@@ -551,14 +556,13 @@ class DashboardPanel(QWidget):
         super().hideEvent(event)
         self._timer.stop()
 
-    def changeEvent(self, event: QEvent) -> None:  # noqa: N802
-        super().changeEvent(event)
-        if event.type() == QEvent.Type.PaletteChange and hasattr(self, "_timer"):
-            self._instrument_ids = []  # rebuild the marks in the new theme's colours
-            for view in (self.alerts_view, self.activity_view):
-                _card_background(view)
-            self.all_clear_mark.setPixmap(status_pixmap(OrderStatus.Complete, 14))
-            self.refresh()
+    @Slot(object)
+    def _on_theme(self, _theme: object) -> None:
+        for view in (self.alerts_view, self.activity_view):
+            _card_background(view)
+        self.all_clear_mark.setPixmap(status_pixmap(OrderStatus.Complete, 14))
+        self.status_bar.update()
+        self.refresh()
 
     def shutdown(self) -> None:
         """Stop the refresh timer (the main window calls this at close)."""

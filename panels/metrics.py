@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, Qt, QTimer, Slot
+from PySide6.QtCore import Qt, QTimer, Slot
 from PySide6.QtGui import QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
     QComboBox,
@@ -57,7 +57,7 @@ from panels.charts import (
     style_plot,
 )
 from panels.style import icon, status_color
-from panels.theme import current_theme
+from panels.theme import current_theme, theme_events
 from panels.widgets import ElidedLabel
 
 SAMPLE_MS = 1000
@@ -230,6 +230,7 @@ class MetricsPanel(QWidget):
         self.redraw_timer.setInterval(REDRAW_MS)
         self.redraw_timer.timeout.connect(self.redraw)
         self._apply_theme()
+        theme_events().changed.connect(self._on_theme)
         if self.metrics is not None:
             self.sample_timer.start()
 
@@ -431,10 +432,9 @@ class MetricsPanel(QWidget):
         self.png_button.setIcon(icon("image"))
         self.csv_button.setIcon(icon("file-text"))
 
-    def changeEvent(self, event: QEvent) -> None:  # noqa: N802
-        super().changeEvent(event)
-        if event.type() == QEvent.Type.PaletteChange and hasattr(self, "redraw_timer"):
-            self._apply_theme()
+    @Slot(object)
+    def _on_theme(self, _theme: object) -> None:
+        self._apply_theme()
 
     # ------------------------------------------------------------------ life cycle
 

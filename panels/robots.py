@@ -21,7 +21,6 @@ from typing import Any
 
 from PySide6.QtCore import (
     QAbstractTableModel,
-    QEvent,
     QModelIndex,
     QPersistentModelIndex,
     QPoint,
@@ -67,7 +66,7 @@ from panels.style import (
     state_icon,
     state_pixmap,
 )
-from panels.theme import current_theme
+from panels.theme import current_theme, theme_events
 from panels.widgets import CardGrid, ElidedLabel, ReasonDialog, TaskKeeper
 
 log = logging.getLogger(__name__)
@@ -321,6 +320,7 @@ class InstrumentCard(QFrame):
         layout.addLayout(foot)
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Maximum)
         self.update_view(view, None)
+        theme_events().changed.connect(self._on_theme)
 
     def update_view(self, v: InstrumentView, progress: float | None, note: str = "") -> None:
         """Show the snapshot ``v``; ``progress`` (0..1) of its order or slot load; ``note``: the
@@ -355,17 +355,16 @@ class InstrumentCard(QFrame):
             self.menu_requested.emit(self.instrument_id, event.globalPosition().toPoint())
         super().mousePressEvent(event)
 
-    def changeEvent(self, event: QEvent) -> None:  # noqa: N802
-        super().changeEvent(event)
-        if event.type() == QEvent.Type.PaletteChange and self._style_key is not None \
-                and self._style_key[0] != current_theme().name:
-            self._restyle()
+    @Slot(object)
+    def _on_theme(self, _theme: object) -> None:
+        self._restyle()
+        if self._state:
             self.badge.setPixmap(state_pixmap(self._state, 22))
 
     def _restyle(self) -> None:
         theme = current_theme()
         key = (theme.name, self._state, self._selected)
-        if key == self._style_key:  # setStyleSheet sends PaletteChange: no loop
+        if key == self._style_key:
             return
         self._style_key = key
         stripe = state_color(self._state).name() if self._state else theme.colors["card_border"]
@@ -460,7 +459,7 @@ class RobotsPanel(QWidget):
         self.cards_action.toggled.connect(self._on_view_toggled)
 
         # cards
-        self.grid = CardGrid(250, self)
+        self.grid = CardGrid(215, self)
         self.cards: dict[str, InstrumentCard] = {}
         scroll = QScrollArea(self)
         scroll.setWidgetResizable(True)
@@ -520,6 +519,7 @@ class RobotsPanel(QWidget):
         self._timer.setInterval(TICK_MS)
         self._timer.timeout.connect(self._on_tick)
         bridge.events.connect(self._on_events)
+        theme_events().changed.connect(self._on_theme)
         self.refresh()
 
     # ------------------------------------------------------------------ data
@@ -724,13 +724,13 @@ class RobotsPanel(QWidget):
         super().hideEvent(event)
         self._timer.stop()
 
-    def changeEvent(self, event: QEvent) -> None:  # noqa: N802
-        super().changeEvent(event)
-        if event.type() == QEvent.Type.PaletteChange:
-            for key, spec in ACTION_BY_KEY.items():
-                self.actions_by_key[key].setIcon(icon(spec.icon))
-            self.cards_action.setIcon(icon("cards"))
-            self.table_action.setIcon(icon("table"))
+    @Slot(object)
+    def _on_theme(self, _theme: object) -> None:
+        for key, spec in ACTION_BY_KEY.items():
+            self.actions_by_key[key].setIcon(icon(spec.icon))
+        self.cards_action.setIcon(icon("cards"))
+        self.table_action.setIcon(icon("table"))
+        self._dirty = True
 
     def shutdown(self) -> None:
         """Stop the refresh timer and any action in flight (the main window calls this at close)."""

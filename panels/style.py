@@ -29,7 +29,7 @@ ICONS_DIR = Path(__file__).resolve().parent.parent / "resources" / "icons"
 ORDER_MARKS: dict[OrderStatus, str] = {
     OrderStatus.Created: "ring",
     OrderStatus.Invalid: "bang",
-    OrderStatus.Validated: "check",
+    OrderStatus.Validated: "dot",
     OrderStatus.Scheduled: "clock",
     OrderStatus.Running: "play",
     OrderStatus.Paused: "pause",
@@ -170,6 +170,19 @@ def format_seconds(seconds: float | None) -> str:
         return f"{m} min {s:02d} s"
     h, rest = divmod(int(round(seconds)), 3600)
     return f"{h} h {rest // 60:02d} min"
+
+
+def short_seconds(seconds: float | None) -> str:
+    """Compact durations for figures: ``"850 ms"``, ``"42 s"``, ``"12m 05s"``, ``"2h 04m"``."""
+    if seconds is None or not math.isfinite(seconds):
+        return "—"
+    if seconds < 60:
+        return format_seconds(seconds)
+    if seconds < 3600:
+        m, s = divmod(int(round(seconds)), 60)
+        return f"{m}m {s:02d}s"
+    h, rest = divmod(int(round(seconds)), 3600)
+    return f"{h}h {rest // 60:02d}m"
 
 
 def format_age(seconds: float | None) -> str:

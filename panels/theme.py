@@ -14,7 +14,8 @@ A theme is a JSON file in ``resources/themes/`` (``light.json``, ``dark.json``):
 :func:`apply_theme` sets the Fusion style and the palette on the ``QApplication`` — no
 application-wide style sheet, which would put ``QStyleSheetStyle`` between every view and its
 painting (measurable on a 100k-row table). Widgets that need theme colours beyond the palette
-(KPI cards, charts) read :func:`current_theme` when Qt sends them ``PaletteChange``.
+(KPI cards, charts) connect to :func:`theme_events` and re-read :func:`current_theme` when it
+announces a theme. (``PaletteChange`` does not reach widgets that carry their own style sheet.)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication
 
@@ -88,21 +90,37 @@ def load_theme(name: str) -> Theme:
 _current: list[Theme] = []
 
 
+class ThemeEvents(QObject):
+    """Announces each applied theme to the widgets that draw with theme colours."""
+
+    changed = Signal(object)
+    """The :class:`Theme` just applied."""
+
+
+_events: list[ThemeEvents] = []
+
+
+def theme_events() -> ThemeEvents:
+    """The one announcer of theme changes (connect ``changed`` in a widget's constructor)."""
+    if not _events:
+        _events.append(ThemeEvents())
+    return _events[0]
+
+
 def current_theme() -> Theme:
     """The theme applied last (the default theme before any was applied)."""
     return _current[-1] if _current else load_theme(DEFAULT_THEME)
 
 
 def apply_theme(app: QApplication, name: str) -> Theme:
-    """Make ``name`` the theme of ``app``: Fusion style and the theme's palette.
-
-    Every widget receives ``PaletteChange``; panels re-read :func:`current_theme` there.
-    """
+    """Make ``name`` the theme of ``app``: Fusion style and the theme's palette; then announce it
+    on :func:`theme_events` so cards and charts repaint in its colours."""
     theme = load_theme(name)
     _current[:] = [theme]
     if app.style().name().lower() != "fusion":
         app.setStyle("Fusion")
     app.setPalette(theme.qpalette())
+    theme_events().changed.emit(theme)
     return theme
 
 

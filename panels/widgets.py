@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from PySide6.QtCore import QEvent, QRectF, Qt, QTimer, Signal, Slot
+from PySide6.QtCore import QRectF, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QColor, QPainter, QPainterPath, QPaintEvent
 from PySide6.QtWidgets import (
     QDialog,
@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from panels.style import pixmap
-from panels.theme import current_theme
+from panels.theme import current_theme, theme_events
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class KpiCard(QFrame):
         layout.addWidget(self.context)
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self._restyle()
+        theme_events().changed.connect(self._on_theme)
 
     @property
     def tone(self) -> str:
@@ -82,15 +83,14 @@ class KpiCard(QFrame):
             self._tone = tone
             self._restyle()
 
-    def changeEvent(self, event: QEvent) -> None:  # noqa: N802
-        super().changeEvent(event)
-        if event.type() == QEvent.Type.PaletteChange:
-            self._restyle()
+    @Slot(object)
+    def _on_theme(self, _theme: object) -> None:
+        self._restyle()
 
     def _restyle(self) -> None:
         theme = current_theme()
         key = (theme.name, self._tone)
-        if key == self._style_key:  # setStyleSheet sends PaletteChange: no loop
+        if key == self._style_key:
             return
         self._style_key = key
         accent = theme.colors["accent"] if self._tone == NEUTRAL else theme.colors[self._tone]
@@ -125,15 +125,15 @@ class Section(QFrame):
         layout.addLayout(self.header)
         layout.addLayout(self.body, 1)
         self._restyle()
+        theme_events().changed.connect(self._on_theme)
 
-    def changeEvent(self, event: QEvent) -> None:  # noqa: N802
-        super().changeEvent(event)
-        if event.type() == QEvent.Type.PaletteChange:
-            self._restyle()
+    @Slot(object)
+    def _on_theme(self, _theme: object) -> None:
+        self._restyle()
 
     def _restyle(self) -> None:
         theme = current_theme()
-        if theme.name == self._style_key:  # setStyleSheet sends PaletteChange: no loop
+        if theme.name == self._style_key:
             return
         self._style_key = theme.name
         self.setStyleSheet(

@@ -73,7 +73,7 @@ def test_kpis_follow_completed_runs(dashboard, qtbot, qrun):
     assert panel.ticks > ticks
     assert _value(panel, "failed") == "0" and panel.kpi["failed"].tone == "neutral"
     assert _value(panel, "success") == "100.0 %" and panel.kpi["success"].tone == "good"
-    assert "on target" in panel.kpi["success"].context.full_text()
+    assert panel.kpi["success"].context.full_text() == "on target"
     assert _value(panel, "running") == "0" and _value(panel, "pending") == "0"
     kpis = rt.metrics.dashboard()
     assert kpis.average_execution_time > 0
