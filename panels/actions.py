@@ -23,6 +23,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import shiboken6
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QDialog, QWidget
 
@@ -230,7 +231,8 @@ class OrderActions(QObject):
         if self.dialog is not None:
             self.dialog.reject()
         for note in self._notes:
-            note.close()
+            if shiboken6.isValid(note):  # closed notes delete themselves
+                note.close()
         self._notes = []
 
     # ------------------------------------------------------------------ flows
@@ -316,7 +318,7 @@ class OrderActions(QObject):
     async def _why_waiting(self, order_id: str) -> Any:
         reasons = self.runtime.why_waiting(order_id)
         dialog = MessageDialog(f"Why is {order_id} waiting?", reasons, parent=self.host)
-        self._notes = [d for d in self._notes if d.isVisible()] + [dialog]
+        self._notes = [d for d in self._notes if shiboken6.isValid(d) and d.isVisible()] + [dialog]
         self.dialog_opened.emit(dialog)
         dialog.open()  # informative only: nothing waits for it
         return f"{order_id}: " + "; ".join(reasons)

@@ -66,7 +66,7 @@ from PySide6.QtWidgets import (
 from core.events import StepProgress
 from core.facade import os_user
 from core.orders import OrderStatus
-from panels.actions import ACTIONS, BULK_LABELS, Feedback, OrderActions
+from panels.actions import ACTIONS, BULK_LABELS, Feedback, OrderActions, TaskRunner
 from panels.dialogs import NameDialog, ask
 from panels.jobs_filter import PARENT, STATUS, OrderFilter, SavedView, SavedViews
 from panels.jobs_filterbar import FilterBar, FlowLayout
@@ -160,6 +160,8 @@ class JobsPanel(QWidget):
         self.views = SavedViews(views_path)
         self.actions = OrderActions(runtime, self, who=who)
         self.actions.feedback.connect(self._on_feedback)
+        self._tasks = TaskRunner(self)
+        """Tasks of the panel's own dialogs (naming a view)."""
 
         self.filter_bar = FilterBar(self.views, self)
         self.filter_bar.changed.connect(self._on_filter_changed)
@@ -209,11 +211,12 @@ class JobsPanel(QWidget):
                               "action with a preview and one result per order")
             button.clicked.connect(lambda _checked=False, k=key: self.trigger(k))
             self.bulk_buttons[key] = button
-        bar = FlowLayout()
-        bar.addWidget(self.summary)
+        # buttons first, so they stay on one line; the summary follows (next line if narrow)
+        bar = FlowLayout(spacing=4)
         bar.addWidget(self.select_all_button)
         for button in self.bulk_buttons.values():
             bar.addWidget(button)
+        bar.addWidget(self.summary)
 
         self.status_line = QLabel(self)
         self.status_line.setObjectName("jobsStatusLine")
@@ -540,7 +543,7 @@ class JobsPanel(QWidget):
             finally:
                 dialog.deleteLater()
 
-        return self.actions.runner.run(flow(), "save view")
+        return self._tasks.run(flow(), "save view")
 
     @Slot()
     def _update_names(self) -> None:
@@ -562,6 +565,7 @@ class JobsPanel(QWidget):
         if selected:
             text += f" · {selected:,} selected"
         self.summary.setText(text)
+        self.summary.setToolTip(text)
         self.select_all_button.setText(f"Select all {shown:,} matching")
         self.select_all_button.setEnabled(shown > 0)
 
@@ -613,6 +617,7 @@ class JobsPanel(QWidget):
         self._tick.stop()
         self.filter_bar.shutdown()
         self.actions.shutdown()
+        self._tasks.cancel_all()
         for signal, slot in ((self.bridge.orders_changed, self._on_orders_changed),
                              (self.bridge.events, self._on_events)):
             try:

@@ -216,3 +216,27 @@ def test_screenshot_of_the_detail_panel(faulty_lab):
     lab.detail.tabs.setCurrentIndex(0)
     lab.qtbot.wait(30)
     save_screenshot(lab.detail, "detail-panel-running-run")
+
+
+def test_main_window_shows_the_selected_order_in_detail(store, data_dir, qtbot, qrun):
+    from PySide6.QtCore import QTimer
+
+    from console.app import settings_for
+    from console.main_window import MainWindow
+    from core import demo
+    from core.runtime import Runtime
+
+    demo.generate(store, 300)
+    runtime = Runtime.build(data_dir, store=store, workcell=None, metrics=False)
+    window = MainWindow(runtime, settings_for(data_dir))
+    qtbot.addWidget(window)
+    window.show()
+    qrun(window.load_orders())
+    jobs, detail = window.jobs, window.detail
+    order_id = jobs.model.order_id(5)
+    jobs.select_order(order_id)
+    qtbot.waitUntil(lambda: detail.data is not None and detail.data.order_id == order_id, timeout=5000)
+    assert detail.title.text().startswith(order_id)
+    window.close()
+    running = [t for panel in (jobs, detail) for t in panel.findChildren(QTimer) if t.isActive()]
+    assert not running, "the window's close shuts the panels down"

@@ -25,7 +25,7 @@ from core.orders import OrderStatus
 from core.runtime import Runtime
 from core.templates import template_from_dict
 from core.workcell import parse_workcell
-from panels.dialogs import BulkDialog, PriorityDialog, ReasonDialog
+from panels.dialogs import BulkDialog, MessageDialog, NameDialog, PriorityDialog, ReasonDialog
 from panels.jobs import STATUS_COLUMN, JobsPanel
 from panels.jobs_filter import OrderFilter
 from panels.jobs_model import COLUMN_KEYS
@@ -227,6 +227,17 @@ def test_context_menu_depends_on_status(faulty_lab):
     lab = faulty_lab
     runs = lab.start_runs(4)
     lab.load()
+    lab.advance(1)
+    # "Why waiting?" answers in a note (not modal) and in the status line
+    queued = runs[3]  # two readers: the fourth run's read waits
+    menu_action(lab.jobs, queued, "why_waiting").trigger()
+    lab.qtbot.waitUntil(lambda: lab.jobs.last_feedback.level == "ok", timeout=5000)
+    note = lab.jobs.actions._notes[-1]
+    assert isinstance(note, MessageDialog) and note.isVisible()
+    assert note.lines == lab.rt.why_waiting(queued) and any("busy" in line for line in note.lines)
+    assert queued in lab.jobs.last_feedback.message
+    note.close()
+
     lab.until(lambda: lab.rt.order(runs[0]).status is OrderStatus.Error)
     running = next(r for r in runs if lab.rt.order(r).status is OrderStatus.Running)
 
@@ -413,7 +424,15 @@ def test_saved_views_persist_and_restore_the_sort(lab, data_dir):
     panel = lab.jobs
     panel.filter_bar.set_filter(OrderFilter(statuses=frozenset({OrderStatus.Running}), text="Order"))
     panel.view.sortByColumn(COLUMN_KEYS.index("priority"), Qt.SortOrder.AscendingOrder)
-    assert panel.save_view("Running now") is not None
+    panel.filter_bar.save_button.click()
+    lab.qtbot.waitUntil(lambda: any(isinstance(w, NameDialog) and w.isVisible()
+                                    for w in panel.findChildren(NameDialog)), timeout=5000)
+    dialog = next(w for w in panel.findChildren(NameDialog) if w.isVisible())
+    dialog.edit.setText("Running now")
+    dialog.accept()
+    lab.qtbot.waitUntil(lambda: "Running now" in panel.views.names(), timeout=5000)
+    assert panel.filter_bar.view_combo.currentData() == "Running now"
+    assert panel.filter_bar.delete_button.isVisible()
     saved = data_dir / "jobs_views.json"
     assert saved.exists() and "Running now" in saved.read_text()
 
