@@ -21,7 +21,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import shiboken6
 from PySide6.QtCore import QObject, Signal
@@ -39,7 +39,25 @@ from panels.dialogs import (
     ask,
 )
 
+if TYPE_CHECKING:
+    from PySide6.QtCore import SignalInstance
+
+    from core.runtime import Runtime
+
 log = logging.getLogger(__name__)
+
+
+class Bridge(Protocol):
+    """What the panels need of the console's event bridge (frames of coalesced core events)."""
+
+    @property
+    def orders_changed(self) -> SignalInstance:
+        """dict order id -> latest order row, once per frame."""
+
+    @property
+    def events(self) -> SignalInstance:
+        """list of core events of the frame, in order."""
+
 
 S = OrderStatus
 _NOT_STARTED = frozenset({S.Created, S.Validated, S.Scheduled})
@@ -174,7 +192,7 @@ class OrderActions(QObject):
     done = Signal(str, object)
     """(action key, list of ActionResult or one ActionResult) after a successful action."""
 
-    def __init__(self, runtime: Any, host: QWidget, *, who: Callable[[], str] = os_user) -> None:
+    def __init__(self, runtime: Runtime, host: QWidget, *, who: Callable[[], str] = os_user) -> None:
         super().__init__(host)
         self.runtime = runtime
         self.host = host

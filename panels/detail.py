@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QSize, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QFont, QHideEvent, QShowEvent
@@ -57,12 +57,15 @@ from core.events import (
 )
 from core.facade import os_user
 from core.orders import TERMINAL_STATUSES, Order, OrderStatus
-from panels.actions import ACTIONS, Feedback, OrderActions
+from panels.actions import ACTIONS, Bridge, Feedback, OrderActions
 from panels.detail_steps import AXIS, LANE, GanttStep, StepsTimeline
 from panels.detail_tables import SmallTableModel, cell, make_table
 from panels.jobs_filterbar import FlowLayout
 from panels.jobs_model import format_duration, format_full_time
 from panels.style import status_color, status_icon
+
+if TYPE_CHECKING:
+    from core.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +124,7 @@ class DetailData:
         return ids
 
 
-def gather(runtime: Any, order_id: str) -> DetailData:
+def gather(runtime: Runtime, order_id: str) -> DetailData:
     """Read everything about ``order_id`` through the runtime facade (runs on a reader thread)."""
     order = runtime.order(order_id)
     target = runtime.target(order_id)
@@ -173,7 +176,7 @@ class DetailPanel(QWidget):
     loaded = Signal(str)
     """Emitted with the order id each time its details were (re)read and shown."""
 
-    def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None, *,
+    def __init__(self, runtime: Runtime, bridge: Bridge, parent: QWidget | None = None, *,
                  now: Callable[[], float] = time.time, who: Callable[[], str] = os_user) -> None:
         super().__init__(parent)
         self.runtime = runtime
@@ -427,7 +430,8 @@ class DetailPanel(QWidget):
         self.buttons["pause"].setVisible(not paused and d.is_run)
         self.buttons["skip"].setVisible(d.engine)
 
-        reasons = [r for r in d.why if r != "not waiting"]
+        # an order the engine does not run has nothing to say once it failed
+        reasons = [r for r in d.why if r != "not waiting"] if d.engine or status is not OrderStatus.Error else []
         self.why_box.setVisible(bool(reasons))
         if reasons:
             self.why.setText("<b>Why waiting</b><ul style='margin-left:-24px; margin-top:2px'>"

@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import (
     QItemSelection,
@@ -66,7 +66,7 @@ from PySide6.QtWidgets import (
 from core.events import StepProgress
 from core.facade import os_user
 from core.orders import OrderStatus
-from panels.actions import ACTIONS, BULK_LABELS, Feedback, OrderActions, TaskRunner
+from panels.actions import ACTIONS, BULK_LABELS, Bridge, Feedback, OrderActions, TaskRunner
 from panels.dialogs import NameDialog, ask
 from panels.jobs_filter import PARENT, STATUS, OrderFilter, SavedView, SavedViews
 from panels.jobs_filterbar import FilterBar, FlowLayout
@@ -80,6 +80,9 @@ from panels.jobs_model import (
     OrdersTableModel,
 )
 from panels.style import status_color
+
+if TYPE_CHECKING:
+    from core.runtime import Runtime
 
 __all__ = ["STATUS_COLUMN", "JobsPanel", "OrdersTableModel", "ProgressDelegate"]
 
@@ -143,7 +146,7 @@ class JobsPanel(QWidget):
     order_selected = Signal(str)
     details_requested = Signal(str)
 
-    def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None, *,
+    def __init__(self, runtime: Runtime, bridge: Bridge, parent: QWidget | None = None, *,
                  views_path: Path | None = None, now: Callable[[], float] = time.time,
                  who: Callable[[], str] = os_user) -> None:
         super().__init__(parent)
@@ -153,6 +156,7 @@ class JobsPanel(QWidget):
         self._loaded = False
         self._pending: dict[str, tuple] = {}
         self._emitted: str | None = None
+        self._managed: dict[str, bool] = {}
         self._saved_selection: tuple[str | None, list[str]] = (None, [])
         self.last_feedback: Feedback | None = None
         if views_path is None:
@@ -250,8 +254,7 @@ class JobsPanel(QWidget):
 
         model.modelAboutToBeReset.connect(self._remember_selection)
         model.modelReset.connect(self._restore_selection)
-        for signal in (model.modelReset, model.rowsInserted, model.rowsRemoved, model.layoutChanged):
-            signal.connect(self._update_summary)
+        model.rows_changed.connect(self._update_summary)
         model.distinct_changed.connect(self._update_names)
         self.view.selectionModel().currentRowChanged.connect(self._on_current)
         self.view.selectionModel().selectionChanged.connect(self._on_selection_changed)
@@ -456,8 +459,8 @@ class JobsPanel(QWidget):
         row = self.model.row_data(view_row)
         status = OrderStatus(row[STATUS])
         is_run = row[PARENT] is None
-        # One indexed lookup: orders from elsewhere (Data Services clients) are not the engine's.
-        managed = self.runtime.target(order_id).run_id is not None
+        # Orders from elsewhere (Data Services clients) are not the engine's to act on.
+        managed = self.is_managed(order_id)
         menu.addSection(f"{order_id} · {status.name} {'run' if is_run else 'step'}"
                         + ("" if managed else " · not a labconsole run"))
         for key, action in ACTIONS.items():
@@ -573,9 +576,9 @@ class JobsPanel(QWidget):
         count = self.selected_count()
         row = None
         if count == 1:
-            current = self.current_id()
-            ids = self.selected_ids() if current is None else [current]
+            ids = self.selected_ids()
             row = self.model.get(ids[0]) if ids else None
+        managed = row is not None and self.is_managed(row[0])
         for key, button in self.bulk_buttons.items():
             action = ACTIONS[key]
             if count > 1:
@@ -583,8 +586,18 @@ class JobsPanel(QWidget):
                 button.setText(f"{BULK_LABELS[key]} {count:,}…")
             else:
                 button.setText(action.label)
-                button.setEnabled(row is not None and action.applies(OrderStatus(row[STATUS]),
-                                                                     row[PARENT] is None))
+                button.setEnabled(managed and row is not None
+                                  and action.applies(OrderStatus(row[STATUS]), row[PARENT] is None))
+
+    def is_managed(self, order_id: str) -> bool:
+        """Whether the engine runs this order (a labconsole run or step); cached per order."""
+        known = self._managed.get(order_id)
+        if known is None:
+            known = self.runtime.target(order_id).run_id is not None  # one indexed lookup
+            if len(self._managed) > 5000:
+                self._managed.clear()
+            self._managed[order_id] = known
+        return known
 
     @Slot(object)
     def _on_feedback(self, feedback: Feedback) -> None:

@@ -336,6 +336,8 @@ class Prepared:
     rows: list[Row]
     filter: OrderFilter
     sort_column: int
+    predicate: Predicate | None
+    """The filter compiled when the rows were chosen (relative times fixed then)."""
 
 
 class OrdersTableModel(QAbstractTableModel):
@@ -349,6 +351,8 @@ class OrdersTableModel(QAbstractTableModel):
     """The filter or the sort changed (the visible rows were rebuilt)."""
     distinct_changed = Signal()
     """A template or instrument name appeared that the filter menus do not list yet."""
+    rows_changed = Signal()
+    """Rows were shown, hidden or replaced: once per frame, filter, sort or load (for counts)."""
 
     def __init__(self, parent: QObject | None = None, *, now: Callable[[], float] = time.time) -> None:
         super().__init__(parent)
@@ -442,6 +446,7 @@ class OrdersTableModel(QAbstractTableModel):
         self._remap_persistent(persistent)
         self.layoutChanged.emit()
         self.filter_changed.emit()
+        self.rows_changed.emit()
 
     # ------------------------------------------------------------------ public reading
 
@@ -511,20 +516,26 @@ class OrdersTableModel(QAbstractTableModel):
         """Index ``rows`` and filter and sort them as the model would — on any thread."""
         ix = OrderIndex.build(rows, self.now)
         spec, column = self._filter, self._sort_col
-        keys, visible = ix.visible(spec.predicate(self.now()), column)
-        return Prepared(ix, keys, visible, spec, column)
+        pred = spec.predicate(self.now())
+        keys, visible = ix.visible(pred, column)
+        return Prepared(ix, keys, visible, spec, column, pred)
 
     def install(self, prepared: Prepared) -> bool:
-        """Show a :meth:`prepare` result (False if filter or sort changed meanwhile: not shown)."""
-        if prepared.filter != self._filter or prepared.sort_column != self._sort_col:
-            return False
+        """Show a :meth:`prepare` result. If the filter or the sort changed while it was being
+        prepared, its rows are filtered and sorted again here (returns False then)."""
+        current = prepared.filter == self._filter and prepared.sort_column == self._sort_col
         self.beginResetModel()
         self.ix = prepared.index
-        self._pred = self._filter.predicate(self.now())
-        self._keys, self._rows = prepared.keys, prepared.rows
+        if current:
+            self._pred = prepared.predicate
+            self._keys, self._rows = prepared.keys, prepared.rows
+        else:
+            self._pred = self._filter.predicate(self.now())
+            self._keys, self._rows = self._visible_lists()
         self.endResetModel()
         self.distinct_changed.emit()
-        return True
+        self.rows_changed.emit()
+        return current
 
     def reset(self, rows: Iterable[tuple]) -> None:
         """Replace every order (on the loop; :meth:`prepare` + :meth:`install` avoid that)."""
@@ -534,6 +545,7 @@ class OrdersTableModel(QAbstractTableModel):
         self._keys, self._rows = self._visible_lists()
         self.endResetModel()
         self.distinct_changed.emit()
+        self.rows_changed.emit()
 
     def set_filter(self, spec: OrderFilter) -> None:
         """Show only the orders ``spec`` lets through (relative time ranges count from now)."""
@@ -543,6 +555,7 @@ class OrdersTableModel(QAbstractTableModel):
         self._keys, self._rows = self._visible_lists()
         self.endResetModel()
         self.filter_changed.emit()
+        self.rows_changed.emit()
 
     def apply(self, changed: Mapping[str, tuple]) -> None:
         """One frame of order rows from the bridge: replace, add, move, show or hide rows."""
@@ -646,6 +659,7 @@ class OrdersTableModel(QAbstractTableModel):
                 moves.append((oid, old, new))
         if len(moves) > max(REBUILD_THRESHOLD, len(self._rows) // 50):
             self._rebuild_keeping_selection()
+            self.rows_changed.emit()
             return
         for oid in in_place:
             i = bisect_left(self._keys, before[oid])
@@ -654,6 +668,8 @@ class OrdersTableModel(QAbstractTableModel):
             self._move(oid, old, new)
         if self._rows and (in_place or moves):
             self.dataChanged.emit(self.index(0, 0), self.index(len(self._rows) - 1, len(COLUMNS) - 1))
+        if moves:
+            self.rows_changed.emit()
 
     def _rebuild_keeping_selection(self) -> None:
         """Rebuild the visible list; a pure reordering keeps persistent indexes (the selection)."""

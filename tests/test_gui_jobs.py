@@ -415,6 +415,32 @@ def test_bulk_cancel_reports_refusals_per_order(lab):
     assert lab.rt.order(runs[0]).status is OrderStatus.Complete
 
 
+def test_bulk_reprioritise_of_selected_runs(lab):
+    runs = lab.start_runs(6)
+    lab.load()
+    lab.advance(1)
+    panel = lab.jobs
+    waiting = runs[3:]
+    panel.filter_bar.set_filter(OrderFilter(kind="runs"))
+    assert panel.select_orders(waiting) == 3
+    assert panel.bulk_buttons["reprioritise"].text() == "Reprioritise 3…"
+    panel.bulk_buttons["reprioritise"].click()
+    dialog: BulkDialog = lab.dialog(BulkDialog)
+    dialog.priority_spin.setValue(90)
+    dialog.go_button.click()
+    lab.qtbot.waitUntil(lambda: dialog.stage == "results", timeout=10_000)
+    dialog.accept()
+    lab.sync()
+    for run in waiting:
+        assert panel.model.get(run)[6] == 90
+        entry = [a for a in lab.rt.audit(run) if a.action == "reprioritise"][-1]
+        assert entry.who == os_user() and entry.details == {"priority": 90}
+    assert all(panel.model.get(r)[6] == 50 for r in runs[:3])
+    # the waiting runs now go first: their reads are dispatched before the others' queued ones
+    queued_read = lab.rt.run_of(runs[3])["steps"][0]["order_id"]
+    assert not any("higher priority" in reason for reason in lab.rt.why_waiting(queued_read))
+
+
 # --------------------------------------------------------------------------- views and screenshot
 
 
