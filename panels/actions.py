@@ -17,7 +17,6 @@ Three pieces, shared by the Jobs and the Detail panel:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -205,7 +204,7 @@ class OrderActions(QObject):
 
     # ------------------------------------------------------------------ entry points
 
-    def request(self, key: str, order_id: str, *, is_run: bool | None = None) -> asyncio.Task | None:
+    def request(self, key: str, order_id: str) -> asyncio.Task | None:
         """Start action ``key`` on one order; returns its task (None for a refusal)."""
         if self.dialog is not None:
             self._say("error", "Finish the open dialog first")
@@ -255,12 +254,10 @@ class OrderActions(QObject):
 
     # ------------------------------------------------------------------ flows
 
-    async def _guard(self, key: str, flow: Coroutine[Any, Any, Any]) -> Any:
-        try:
-            return key, await flow
-        finally:
-            if self.dialog is not None:
-                self.dialog = None
+    @staticmethod
+    async def _guard(key: str, flow: Coroutine[Any, Any, Any]) -> tuple[str, Any]:
+        """Tag the flow's result with its action, for :meth:`_on_finished`."""
+        return key, await flow
 
     async def _ask(self, dialog: QDialog) -> bool:
         self.dialog = dialog
@@ -401,9 +398,3 @@ def _progressive(key: str) -> str:
             "start_now": "Starting", "reprioritise": "Reprioritising", "recover": "Recovering",
             "skip": "Skipping a step of", "why_waiting": "Asking why"}.get(key, key)
 
-
-def cancel_quietly(task: asyncio.Task | None) -> None:
-    """Cancel ``task`` if it is still running (used at shutdown)."""
-    if task is not None and not task.done():
-        with contextlib.suppress(RuntimeError):
-            task.cancel()

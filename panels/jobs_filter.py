@@ -226,7 +226,7 @@ BUILTIN_VIEWS: tuple[SavedView, ...] = (
     SavedView("Active runs", OrderFilter(statuses=ACTIVE, kind="runs"), "created", True, builtin=True),
     SavedView("Needs attention", OrderFilter(statuses=frozenset({OrderStatus.Error, OrderStatus.Paused})),
               "ended", True, builtin=True),
-    SavedView("Failed today", OrderFilter(statuses=frozenset({OrderStatus.Error}), time_preset="24h",
+    SavedView("Failed, last 24 h", OrderFilter(statuses=frozenset({OrderStatus.Error}), time_preset="24h",
                                           time_field="ended"), "ended", True, builtin=True),
 )
 

@@ -138,6 +138,7 @@ def test_skip_a_failed_step_with_outputs(faulty_lab):
     assert dialog.combo.currentData() == "seal", "the failed step is offered first"
     dialog.outputs_edit.setPlainText("sealed = true\nfilm = manual")
     dialog.reason_edit.setText("sealed by hand")
+    save_screenshot(dialog, "dialog-skip-step")
     dialog.ok_button.click()
     lab.qtbot.waitUntil(lambda: detail.last_feedback.level != "busy", timeout=10_000)
     assert detail.last_feedback.level == "ok", detail.last_feedback.message

@@ -276,6 +276,7 @@ def test_cancel_with_reason_goes_to_the_core_and_the_audit_log(lab):
     assert not dialog.ok_button.isEnabled(), "a destructive action needs a reason"
     dialog.reason_edit.setText("plate dropped in the hotel")
     assert dialog.ok_button.isEnabled()
+    save_screenshot(dialog, "dialog-cancel-reason")
     dialog.ok_button.click()
     lab.qtbot.waitUntil(lambda: panel.last_feedback.level != "busy", timeout=10_000)
     lab.sync()
@@ -370,6 +371,7 @@ def test_bulk_retry_on_a_filtered_set(faulty_lab):
     assert sorted(dialog.preview["run_ids"]) == sorted(failed)
     assert dialog.go_button.isEnabled(), "a reason is optional for retry"
     dialog.reason_edit.setText("sealer film replaced")
+    save_screenshot(dialog, "dialog-bulk-retry-preview")
     dialog.go_button.click()
     lab.qtbot.waitUntil(lambda: dialog.stage == "results", timeout=10_000)
     assert dialog.results.rowCount() == 3
@@ -408,6 +410,7 @@ def test_bulk_cancel_reports_refusals_per_order(lab):
     by_id = {dialog.results.result(i).order_id: dialog.results.result(i) for i in range(dialog.results.rowCount())}
     assert not by_id[runs[0]].ok and "illegal transition" in by_id[runs[0]].message
     assert all(by_id[r].ok for r in runs[1:] if r in by_id)
+    save_screenshot(dialog, "dialog-bulk-cancel-results")
     dialog.refused_only.setChecked(True)
     assert dialog.results.rowCount() == sum(1 for r in by_id.values() if not r.ok)
     dialog.accept()
