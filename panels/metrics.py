@@ -68,6 +68,8 @@ RANGES: tuple[tuple[str, float], ...] = (("15 min", 900.0), ("1 h", 3600.0), ("4
                                          ("12 h", 12 * 3600.0), ("24 h", 24 * 3600.0))
 """The time ranges offered (label, seconds)."""
 DEFAULT_RANGE = 1
+X_STEPS = 600
+"""The x range moves in steps of range / X_STEPS (about a pixel of a chart)."""
 
 
 @dataclass
@@ -125,6 +127,7 @@ class MetricsPanel(QWidget):
         self.samples = 0
         self.file_dialog: QFileDialog | None = None
         self._drawn: tuple[int, float] | None = None
+        self._x_view: tuple[float, float] | None = None
         self._backfilled = False
 
         # header: range, export, what is shown
@@ -202,8 +205,7 @@ class MetricsPanel(QWidget):
             plot = fast_plot(chart.widget.getPlotItem())
             plot.getAxis("left").setWidth(42)
             if n < len(self.charts) - 1:
-                plot.getAxis("bottom").setStyle(showValues=False)
-                plot.getAxis("bottom").setHeight(6)
+                plot.hideAxis("bottom")  # one time axis, under the last chart
             if first is None:
                 first = plot
             else:
@@ -235,6 +237,14 @@ class MetricsPanel(QWidget):
             self.sample_timer.start()
 
     # ------------------------------------------------------------------ data
+
+    def set_history(self, history: MetricsHistory) -> None:
+        """Draw ``history`` from now on (sampling continues into it)."""
+        self.history = history
+        history.add_instruments(s.column[len(UTIL):] for s in self.charts[2].series)
+        self._ensure_instrument_series()
+        self._drawn = self._x_view = None
+        self.redraw(force=True)
 
     @property
     def range_seconds(self) -> float:
@@ -285,14 +295,21 @@ class MetricsPanel(QWidget):
 
     @Slot()
     def redraw(self, force: bool = False) -> bool:
-        """Hand the shown range of the history to the curves; False when nothing moved."""
-        ring = self.history.ring
-        key = (ring.version, self.range_seconds)
-        if (key == self._drawn and not force) or not len(ring):
+        """Hand the shown range of the history to the curves; False when nothing moved.
+
+        The finest ring that fits draws (:meth:`MetricsHistory.ring_for`: 1 s samples for
+        15 minutes, 10 s means up to 4 hours, minute means beyond; at most 1,500 points a series). The x range moves in steps of about a pixel, so axes and
+        grids are not laid out again for every sample of a long range.
+        """
+        fine = self.history.ring
+        key = (fine.version, self.range_seconds)
+        if (key == self._drawn and not force) or not len(fine):
             return False
         self._drawn = key
-        end = ring.last("times")
-        start = end - self.range_seconds
+        span = self.range_seconds
+        ring = self.history.ring_for(span)
+        end = fine.last("times")
+        start = end - span
         i = ring.since(start)
         x = ring.times[i:]
         for chart in self.charts:
@@ -301,9 +318,8 @@ class MetricsPanel(QWidget):
                 y = ring.column(s.column)[i:] if s.column in ring else np.full(len(x), np.nan)
                 if s.curve is not None:
                     s.curve.setData(x, y)
-                if chart.fixed_top is None and len(y):
-                    peak = np.nanmax(y) if np.isfinite(y).any() else 0.0
-                    top = max(top, float(peak))
+                if chart.fixed_top is None and len(y) and np.isfinite(y).any():
+                    top = max(top, float(np.nanmax(y)))
             plot = chart.widget.getPlotItem() if chart.widget is not None else None
             if plot is None:
                 continue
@@ -312,11 +328,15 @@ class MetricsPanel(QWidget):
                 chart.top = wanted
                 plot.setYRange(0.0, wanted, padding=0.02)
             self._show_now(chart)
+        step = span / X_STEPS
+        view = (math.ceil(end / step) * step - span, math.ceil(end / step) * step)
         first = self.charts[0].widget
-        if first is not None:
-            first.getPlotItem().setXRange(start, end, padding=0.0)
-        shown = len(x)
-        self.info.set_full_text(f"{shown:,} samples · {datetime.fromtimestamp(start):%H:%M} – "
+        if first is not None and view != self._x_view:
+            self._x_view = view
+            first.getPlotItem().setXRange(*view, padding=0.0)
+        what = "1 s samples" if ring is fine else next(
+            f"{lv.width:g} s means" for lv in self.history.levels if lv.ring is ring)
+        self.info.set_full_text(f"{len(x):,} {what} · {datetime.fromtimestamp(start):%H:%M} – "
                                 f"{datetime.fromtimestamp(end):%H:%M:%S}")
         self.redraws += 1
         return True

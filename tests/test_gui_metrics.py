@@ -71,6 +71,8 @@ def test_history_redraws_at_the_fixed_rate_and_exports(charts, qtbot, qrun, tmp_
     assert panel.sample_timer.isActive() and panel.sample_timer.interval() == SAMPLE_MS
     assert panel.redraw_timer.isActive() and panel.redraw_timer.interval() == REDRAW_MS
     assert [s.label for s in panel.charts[2].series] == ["Reader1", "Reader2", "Arm", "Sealer"]
+    panel.sample_timer.stop()  # samples are taken here, at known virtual times
+    panel.set_range(900.0)
 
     qrun(rt.engine.publish(template_from_dict(FLOW)))
     runs = [qrun(rt.start_run("Flow", {"plate": f"P{i}"}, who="ann")) for i in range(6)]
@@ -95,17 +97,26 @@ def test_history_redraws_at_the_fixed_rate_and_exports(charts, qtbot, qrun, tmp_
     assert np.nanmax(util["Arm"]) == 0, "the arm had nothing to do"
     assert panel.history.ring.last(SUCCESS_RATE) == 100.0
     assert panel.history.ring.last(STEP_DURATION) == pytest.approx(40.0, abs=1), "60 s reads, 20 s seals"
-    assert panel.charts[0].widget.getPlotItem().vb.viewRange()[0][1] == pytest.approx(clock.now())
+    view_end = panel.charts[0].widget.getPlotItem().vb.viewRange()[0][1]
+    assert clock.now() <= view_end <= clock.now() + 900 / 600, "the view moves a pixel at a time"
     plot = panel.charts[0].widget.getPlotItem()
     assert plot.clipToViewMode() and plot.downsampleMode()[1], "clip to view and auto downsampling on"
 
     # 20 more minutes at one sample a minute; 15 minutes show 16 samples (both ends included)
     _run_for(qrun, rt, clock, panel, 1200, step=60)
-    panel.set_range(900.0)
     assert panel.range_box.currentText() == "15 min"
     panel.redraw()
     shown = len(panel.charts[1].series[0].curve.xData)
     assert shown == 16
+    # longer ranges draw coarser means: 10 s buckets for 1 h and 4 h, minutes for 12 h and 24 h
+    panel.set_range(3600.0)
+    assert len(panel.charts[1].series[0].curve.xData) == 60 + 20, "one sample per 10 s bucket"
+    assert "10 s means" in panel.info.full_text()
+    panel.set_range(86400.0)
+    minutes = panel.history.minutes
+    assert len(panel.charts[1].series[0].curve.xData) == len(minutes) == 11 + 20, "10:00 starts an 11th"
+    assert "60 s means" in panel.info.full_text()
+    panel.set_range(900.0)
 
     # PNG through the button and the save dialog
     png = tmp_path / "metrics.png"
@@ -174,6 +185,17 @@ def test_rolling_rates_from_counters():
     h.sample(61.0, _reading(jobs=110, failed=2, steps=430))
     h.sample(62.0, _reading(jobs=110, failed=1, steps=430))
     assert ring.last("failures_per_min") >= 0
+    # the coarser rings hold bucket means, the newest one running
+    tens = h.levels[0].ring
+    assert tens.times[-1] == 62.0 and len(tens) == 7, "0-9, 10-19, ... 60-62"
+    assert tens.column(QUEUE_DEPTH)[-1] == 3.0
+    # ... the same means whether the samples come one by one or all at once
+    again = MetricsHistory(capacity=1000)
+    again.extend(ring.times.copy(), {n: ring.column(n).copy() for n in ring.names if n != "times"})
+    for name in (STEPS_PER_MIN, UTIL + "R"):
+        np.testing.assert_allclose(again.levels[0].ring.column(name), tens.column(name))
+        np.testing.assert_allclose(again.minutes.column(name), h.minutes.column(name))
+    assert h.ring_for(900) is ring and h.ring_for(3600) is tens and h.ring_for(86400) is h.minutes
     # midnight: counters restart at zero, the history keeps counting
     before = ring.last(ORDERS_PER_MIN)
     h.sample(63.0, _reading(day=86400.0, jobs=1, failed=0, steps=2))

@@ -1,0 +1,456 @@
+"""GUI benchmark: the console window over a 100,000-order store, offscreen, on the qasync loop.
+
+Measures, each with a baseline taken in the same run and the ratio to it:
+
+- **window ready**: main window built, shown, every order loaded into the Jobs table, painted
+  (after the runtime started; the runtime's own start, which includes the demo instruments'
+  simulated connection times, is printed apart). Baseline: a bare ``QTableView`` over a minimal
+  ``QAbstractTableModel`` fed with the same rows read from the same store.
+- **sort and filter** of the Jobs model (``model.sort(column, order)``, ``model.set_filter``)
+  plus the repaint of the visible rows. Baseline: ``QSortFilterProxyModel`` sort and fixed-string
+  filter over a 100k-row copy in a minimal model.
+- **event-loop lag** (an ``await asyncio.sleep(0.005)`` probe: p50 / p99 / max) while real store
+  transitions stream at 1,000/s (plus 200 instrument progress reports/s) and the demo workcell
+  runs; once in the default layout, once with the Metrics tab showing a full 24 h history.
+  Baseline: the same window idle.
+- **bulk cancel** of N real runs (created and executed: their steps wait in the dispatcher's
+  queue) through ``Runtime.bulk("cancel", ...)``, with the loop lag meanwhile. Baseline: N operator
+  transitions (status + audit in one write) awaited one by one — the persistence floor.
+- **chart redraw** of the Metrics panel with 24 h of 1 s samples (86,400 per series, 15 series):
+  ``setData`` of the shown range + a full repaint. Baseline: the same curves in default-option
+  pyqtgraph plots (no clip to view, no downsampling, finite checks on).
+- **peak RSS** of the process. Baseline: the process after Qt started, before the store.
+
+usage: QT_QPA_PLATFORM=offscreen python bench/gui.py [--orders 100000] [--rate 1000]
+       [--seconds 10] [--bulk 10000] [--proxy-rows 100000] [--gc-freeze]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.setswitchinterval(0.001)  # as the console does (console/cli.py)
+
+import numpy as np  # noqa: E402
+import pyqtgraph as pg  # noqa: E402
+import PySide6  # noqa: E402, F401 - the binding, before qasync looks for one
+import qasync  # noqa: E402
+from PySide6.QtCore import (  # noqa: E402
+    QAbstractTableModel,
+    QModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+)
+from PySide6.QtWidgets import QApplication, QTableView, QVBoxLayout, QWidget  # noqa: E402
+
+from console.app import settings_for  # noqa: E402
+from console.main_window import MainWindow  # noqa: E402
+from core import demo  # noqa: E402
+from core.events import StepProgress  # noqa: E402
+from core.orders import Order, OrderStatus  # noqa: E402
+from core.runtime import Runtime  # noqa: E402
+from core.store import DB_FILENAME, Store  # noqa: E402
+from core.templates import template_from_dict  # noqa: E402
+from panels.charts import BASE_SERIES, UTIL, MetricsHistory  # noqa: E402
+from panels.jobs_filter import OrderFilter  # noqa: E402
+from panels.widgets import lag_stats  # noqa: E402
+
+FLOW = {"name": "Bench flow", "inputs": [{"name": "plate", "type": "string"}], "definition": {"steps": [
+    {"id": "read", "kind": "PlateReader.ReadPlate"},
+    {"id": "seal", "kind": "Sealer.Seal", "depends_on": ["read"]}]}}
+CYCLE = (OrderStatus.Scheduled, OrderStatus.Running, OrderStatus.Complete, OrderStatus.Created)
+
+
+def rss_mb() -> float:
+    """Peak resident set size of the process so far (MB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_now_mb() -> float:
+    """Current resident set size (MB)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class PlainModel(QAbstractTableModel):
+    """The least a table model can do: rows of tuples, display text per cell."""
+
+    def __init__(self, rows: list[tuple]) -> None:
+        super().__init__()
+        self.rows = rows
+
+    def rowCount(self, parent: Any = QModelIndex()) -> int:  # noqa: N802, B008
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent: Any = QModelIndex()) -> int:  # noqa: N802, B008
+        return 0 if parent.isValid() else 12
+
+    def data(self, index: Any, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole:
+            value = self.rows[index.row()][index.column()]
+            return "" if value is None else str(value)
+        return None
+
+
+class Report:
+    """Collects lines: name, value, target, baseline and ratio."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, str, str, str]] = []
+
+    def add(self, name: str, value: float, unit: str, target: str = "", baseline: float | None = None,
+            baseline_what: str = "", fmt: str = "{:.1f}") -> None:
+        shown = fmt.format(value) + f" {unit}"
+        base = f"{fmt.format(baseline)} {unit} {baseline_what}".strip() if baseline is not None else ""
+        ratio = f"{value / baseline:.2f}x" if baseline else ""
+        self.lines.append((name, shown, target, base, ratio))
+        print(f"  {name}: {shown}" + (f"  (baseline {base}, ratio {ratio})" if base else ""), flush=True)
+
+    def print(self) -> None:
+        widths = [max(len(line[i]) for line in [*self.lines, self.header]) for i in range(5)]
+        for line in [self.header, *self.lines]:
+            print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+
+    header = ("measure", "value", "target", "baseline (same run)", "ratio")
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+async def lag_during(window: MainWindow, coro: Any) -> tuple[Any, list[float]]:
+    window.lag_probe.record_all()
+    try:
+        result = await coro
+    finally:
+        lags = window.lag_probe.stop_recording()
+    return result, lags
+
+
+async def stream(runtime: Runtime, orders: list[str], running: list[str], rate: float, seconds: float,
+                 ) -> tuple[int, float]:
+    """Real store transitions at ``rate``/s (cycling ``orders`` through statuses) and progress
+    reports at rate/5 per second, for ``seconds``; returns (transitions, seconds taken)."""
+    core = runtime.core
+    done = 0
+    i = 0
+    t0 = time.perf_counter()
+    tick = 0.01
+    while (elapsed := time.perf_counter() - t0) < seconds:
+        due = int(elapsed * rate) - done
+        if due > 0:
+            batch = []
+            for _ in range(due):
+                oid = orders[i % len(orders)]
+                batch.append(core.set_status(oid, CYCLE[(i // len(orders)) % len(CYCLE)], who="bench"))
+                i += 1
+            await asyncio.gather(*batch)
+            done += due
+            for k in range(max(1, due // 5)):
+                oid = running[(i + k) % len(running)]
+                core.bus.publish(StepProgress(order_id=oid, instrument_id="PlateReader1",
+                                              progress=((i + k) % 100) / 100))
+        await asyncio.sleep(tick)
+    return done, time.perf_counter() - t0
+
+
+def lag_line(report: Report, name: str, lags: list[float], idle: tuple[float, float, float]) -> None:
+    stats = lag_stats(lags) or (0.0, 0.0, 0.0)
+    for label, value, base, target in (("p50", stats[0], idle[0], ""), ("p99", stats[1], idle[1], "<= 16 ms"),
+                                       ("max", stats[2], idle[2], "<= 50 ms")):
+        report.add(f"{name} lag {label}", value * 1000, "ms", target, base * 1000, "idle", "{:.2f}")
+
+
+def fill_day(panel: Any, end: float) -> None:
+    """A fresh Metrics history of 24 h of 1 s samples (plausible shapes, all 15 series)."""
+    history = MetricsHistory()
+    history.add_instruments(panel.history.instruments)
+    n = history.ring.capacity
+    t = end - n + 1 + np.arange(n, dtype=np.float64)
+    rng = np.random.default_rng(3)
+    phase = np.linspace(0, 12 * np.pi, n)
+    cols: dict[str, np.ndarray] = {
+        "orders_per_min": 4 + 2 * np.sin(phase) + rng.normal(0, 0.5, n),
+        "steps_per_min": 14 + 5 * np.sin(phase) + rng.normal(0, 1.0, n),
+        "failures_per_min": np.abs(rng.normal(0, 0.2, n)),
+        "queue_depth": 200 + 80 * np.sin(phase / 3) + rng.normal(0, 5, n),
+        "running": 120 + 20 * np.sin(phase) + rng.normal(0, 3, n),
+        "step_duration": 60 + 10 * np.sin(phase / 2) + rng.normal(0, 2, n),
+        "success_rate": np.clip(96 + 3 * np.sin(phase) + rng.normal(0, 1, n), 0, 100),
+    }
+    assert set(cols) == set(BASE_SERIES)
+    for k, iid in enumerate(history.instruments):
+        cols[UTIL + iid] = np.clip(50 + 40 * np.sin(phase + k) + rng.normal(0, 5, n), 0, 100)
+    history.extend(t, cols)
+    panel.set_history(history)
+
+
+def default_plots(panel: Any) -> tuple[QWidget, list[tuple[pg.PlotDataItem, str]]]:
+    """The Metrics panel's curves in default-option pyqtgraph plots of the same size."""
+    box = QWidget()
+    layout = QVBoxLayout(box)
+    curves: list[tuple[pg.PlotDataItem, str]] = []
+    for chart in panel.charts:
+        widget = pg.PlotWidget(axisItems={"bottom": pg.DateAxisItem(orientation="bottom")})
+        layout.addWidget(widget)
+        for i, s in enumerate(chart.series):
+            curves.append((widget.plot(pen=pg.intColor(i)), s.column))
+    box.resize(panel.charts_box.size())
+    box.show()
+    return box, curves
+
+
+async def main(args: argparse.Namespace) -> None:
+    report = Report()
+    app = QApplication.instance()
+    rss_qt = rss_mb()
+    data_dir = Path(tempfile.mkdtemp(prefix="labconsole-bench-"))
+    store = Store(data_dir / DB_FILENAME).open()
+    t = time.perf_counter()
+    made = await asyncio.to_thread(demo.generate, store, args.orders)
+    print(f"store: {made:,} demo orders written in {time.perf_counter() - t:.1f} s ({data_dir})", flush=True)
+
+    # ------------------------------------------------------------------ window ready
+    print("window ready", flush=True)
+    t0 = time.perf_counter()
+    runtime = Runtime.build(data_dir, store=store)
+    await runtime.start()
+    t_runtime = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    window = MainWindow(runtime, settings_for(data_dir))
+    window.show()
+    loaded = await window.load_orders()
+    window.repaint()
+    t_ready = time.perf_counter() - t1
+    window.start_loop_lag()
+    rss_ready = rss_now_mb()
+    if args.gc_freeze:
+        gc.freeze()  # what the console could do once the orders are loaded
+
+    t2 = time.perf_counter()
+    rows = await store.read(lambda _c: store.order_rows())
+    bare = QTableView()
+    bare.verticalHeader().setDefaultSectionSize(22)
+    bare_model = PlainModel(rows)
+    bare.setModel(bare_model)
+    bare.resize(1200, 700)
+    bare.show()
+    bare.repaint()
+    t_bare = time.perf_counter() - t2
+    bare.close()
+    report.add("runtime start (demo instruments connect: up to 3 s simulated)", t_runtime, "s", fmt="{:.2f}")
+    report.add(f"window ready: build, show, load {loaded:,} orders, paint", t_ready, "s", "<= 2 s", t_bare,
+               "bare QTableView", "{:.2f}")
+    report.add("window ready incl. runtime start", t_runtime + t_ready, "s", "", fmt="{:.2f}")
+    report.add("RSS with the window ready (current)", rss_ready, "MB", "", rss_qt, "Qt started", "{:.0f}")
+
+    # ------------------------------------------------------------------ sort and filter
+    print("sort and filter", flush=True)
+    model = window.jobs_model
+    view = window.jobs.view
+    headers = {model.headerData(c, Qt.Orientation.Horizontal): c for c in range(model.columnCount())}
+    sorts = []
+    for header, order in (("Status", Qt.SortOrder.AscendingOrder), ("Created", Qt.SortOrder.DescendingOrder),
+                          ("Template", Qt.SortOrder.AscendingOrder), ("ID", Qt.SortOrder.DescendingOrder)):
+        sorts.append((header, timed(lambda c=headers[header], o=order: (model.sort(c, o),
+                                                                         view.viewport().repaint()))))
+        await asyncio.sleep(0)
+    filters = []
+    for label, spec in (("status = Error", OrderFilter(statuses=frozenset({OrderStatus.Error}))),
+                        ("text 'elisa'", OrderFilter(text="elisa")),
+                        ("runs only", OrderFilter(kind="runs")),
+                        ("cleared", OrderFilter())):
+        filters.append((label, timed(lambda s=spec: (model.set_filter(s), view.viewport().repaint())),
+                        model.rowCount()))
+        await asyncio.sleep(0)
+    proxy_rows = rows[: args.proxy_rows]
+    proxy = QSortFilterProxyModel()
+    proxy.setSourceModel(PlainModel(proxy_rows))
+    print(f"  (QSortFilterProxyModel over {len(proxy_rows):,} rows: expect ~15 s)", flush=True)
+    t_proxy_sort = timed(partial(proxy.sort, 4))
+    proxy.setFilterKeyColumn(2)
+    t_proxy_filter = timed(partial(proxy.setFilterFixedString, "ELISA"))
+    proxy.setSourceModel(None)
+    for header, seconds in sorts:
+        report.add(f"Jobs sort by {header} + repaint", seconds * 1000, "ms", "<= 100 ms",
+                   t_proxy_sort * 1000, "proxy sort", "{:.0f}")
+    for label, seconds, shown in filters:
+        report.add(f"Jobs filter {label} ({shown:,} rows) + repaint", seconds * 1000, "ms", "<= 100 ms",
+                   t_proxy_filter * 1000, "proxy filter", "{:.0f}")
+
+    # ------------------------------------------------------------------ loop lag
+    print("event-loop lag", flush=True)
+    await asyncio.sleep(1.0)  # let the loading settle: the baseline is the idle window
+    _, idle_lags = await lag_during(window, asyncio.sleep(args.idle))
+    idle = lag_stats(idle_lags) or (0.0, 0.0, 0.0)
+    report.add("idle lag p50 / p99 / max", idle[1] * 1000, "ms (p99)", fmt="{:.2f}")
+    core = runtime.core
+    made_orders = []
+    for _batch in range(10):
+        made_orders += await asyncio.gather(*[core.create_order(Order(templateName="Bench stream"), who="bench")
+                                              for _ in range(200)])
+    ids = [o.identifier for o in made_orders]
+    running = [r[0] for r in rows if r[4] == int(OrderStatus.Running)][:200] or ids[:200]
+    await runtime.engine.publish(template_from_dict(FLOW))
+    for k in range(24):  # the demo workcell works meanwhile
+        run_id = await runtime.engine.create_instance("Bench flow", {"plate": f"W{k}"}, who="bench")
+        await runtime.engine.execute_workflow(run_id)
+    await asyncio.sleep(1.0)
+    frames = window.bridge.frames
+    (sent, took), lags = await lag_during(window, stream(runtime, ids, running, args.rate, args.seconds))
+    report.add("stream (default layout): transitions/s achieved", sent / took, "/s", f"{args.rate:.0f}/s",
+               fmt="{:.0f}")
+    report.add("stream: bridge frames/s", (window.bridge.frames - frames) / took, "/s", fmt="{:.0f}")
+    lag_line(report, "stream (default layout)", lags, idle)
+
+    window.metrics.set_range(86400.0)
+    fill_day(window.metrics, float(runtime.clock.now()))
+    window.docks["Metrics"].raise_()
+    await asyncio.sleep(0.5)
+    (sent, took), lags = await lag_during(window, stream(runtime, ids, running, args.rate, args.seconds))
+    report.add("stream (Metrics tab, 24 h history): transitions/s", sent / took, "/s", f"{args.rate:.0f}/s",
+               fmt="{:.0f}")
+    lag_line(report, "stream (Metrics 24 h shown)", lags, idle)
+    report.add("Metrics redraws during that stream", window.metrics.redraws, "", fmt="{:.0f}")
+
+    # ------------------------------------------------------------------ chart redraw
+    print("chart redraw", flush=True)
+    panel = window.metrics
+    panel.sample_timer.stop()
+    fill_day(panel, float(runtime.clock.now()))
+    fine = panel.history.ring
+    series = sum(len(c.series) for c in panel.charts)
+
+    def redraw_times(seconds: float) -> list[float]:
+        panel.set_range(seconds)
+        out = []
+        for _ in range(args.repeats):
+            fine.version += 1  # as if a new sample had arrived
+            out.append(timed(lambda: (panel.redraw(), panel.charts_box.grab())))
+        return out
+
+    day = redraw_times(86400.0)
+    one = panel.charts[0]
+    single = []
+    for _ in range(args.repeats):
+        fine.version += 1
+        single.append(timed(lambda: (panel.redraw(), one.widget.grab())))
+    hour = redraw_times(3600.0)
+    curves = [(s.curve, s.column) for c in panel.charts for s in c.series]
+    raw = []
+    panel.set_range(86400.0)
+    for _ in range(max(3, args.repeats // 3)):
+        raw.append(timed(lambda: ([c.setData(fine.times, fine.column(col)) for c, col in curves],
+                                  panel.charts_box.grab())))
+    box, plain = default_plots(panel)
+    theirs = []
+    for _ in range(max(3, args.repeats // 3)):
+        theirs.append(timed(lambda: ([c.setData(fine.times, fine.column(col)) for c, col in plain],
+                                     box.grab())))
+    box.close()
+    panel.redraw(force=True)
+    panel.sample_timer.start()
+    base = statistics.median(theirs) * 1000
+    report.add(f"chart redraw 24 h of 1 s samples ({len(fine):,} x {series} series; minute means "
+               "drawn), median", statistics.median(day) * 1000, "ms", "<= 10 ms", base,
+               "default pyqtgraph, all points", "{:.1f}")
+    report.add("  of which one chart (throughput, 3 series) incl. the panel's setData, median",
+               statistics.median(single) * 1000, "ms", "<= 10 ms", fmt="{:.1f}")
+    report.add("chart redraw 1 h of 1 s samples (3,600 points a series), median",
+               statistics.median(hour) * 1000, "ms", "<= 10 ms", base, "default pyqtgraph, 24 h", "{:.1f}")
+    report.add("chart redraw 24 h, all 86,400 points, clip + peak downsampling, median",
+               statistics.median(raw) * 1000, "ms", "", base, "default pyqtgraph", "{:.1f}")
+
+    del rows, bare, bare_model, proxy, proxy_rows
+    gc.collect()
+    rss_before_bulk = rss_now_mb()
+
+    # ------------------------------------------------------------------ bulk cancel
+    print(f"bulk cancel of {args.bulk:,} runs", flush=True)
+    window.docks["Detail"].raise_()
+    t = time.perf_counter()
+    runs = []
+    for k in range(args.bulk):
+        run_id = await runtime.engine.create_instance("Bench flow", {"plate": f"B{k}"}, who="bench")
+        await runtime.engine.execute_workflow(run_id)
+        runs.append(run_id)
+        if k % 50 == 0:
+            await asyncio.sleep(0)
+    print(f"  ({len(runs):,} runs created and started in {time.perf_counter() - t:.1f} s)", flush=True)
+    await asyncio.sleep(1.0)
+    t = time.perf_counter()
+    results, lags = await lag_during(window, runtime.bulk("cancel", runs, who="bench", reason="benchmark"))
+    t_bulk = time.perf_counter() - t
+    ok = sum(r.ok for r in results)
+    floor_ids = [r[0] for r in await store.read(lambda _c: store.order_rows(
+        "parent_id IS NULL AND status = ?", (int(OrderStatus.Complete),), limit=args.bulk))]
+
+    async def floor() -> None:
+        for n, oid in enumerate(floor_ids, 1):
+            await core.operator_status(oid, OrderStatus.Canceled, action="cancel", reason="benchmark",
+                                       who="bench")
+            if n % 20 == 0:
+                await asyncio.sleep(0)
+
+    t = time.perf_counter()
+    await floor()
+    t_floor = time.perf_counter() - t
+    report.add(f"bulk cancel {len(runs):,} runs ({ok:,} ok) via Runtime.bulk", t_bulk, "s", "",
+               t_floor * len(runs) / max(1, len(floor_ids)), "same count of audited transitions", "{:.1f}")
+    stats = lag_stats(lags) or (0.0, 0.0, 0.0)
+    report.add("bulk cancel lag p99", stats[1] * 1000, "ms", "<= 16 ms", idle[1] * 1000, "idle", "{:.1f}")
+    report.add("bulk cancel lag max", stats[2] * 1000, "ms", "<= 50 ms", idle[2] * 1000, "idle", "{:.1f}")
+
+    # ------------------------------------------------------------------ memory
+    report.add("RSS before the bulk runs (current; benchmark copies freed)", rss_before_bulk, "MB", "",
+               rss_qt, "Qt started", "{:.0f}")
+    report.add(f"RSS after {len(runs):,} more runs were created and cancelled (current)", rss_now_mb(), "MB",
+               "", rss_qt, "Qt started", "{:.0f}")
+    report.add("peak RSS", rss_mb(), "MB", "<= 400 MB", rss_qt, "Qt started", "{:.0f}")
+
+    window.close()
+    await asyncio.sleep(0.1)
+    await runtime.close()
+    print()
+    print(f"labconsole GUI benchmark: {args.orders:,} orders, offscreen, Python {sys.version.split()[0]}, "
+          f"PySide6 {PySide6.__version__}, pyqtgraph {pg.__version__}")
+    report.print()
+    app.processEvents()
+
+
+def run() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--orders", type=int, default=100_000)
+    parser.add_argument("--rate", type=float, default=1000.0, help="store transitions per second")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each stream phase")
+    parser.add_argument("--idle", type=float, default=3.0, help="seconds of idle baseline")
+    parser.add_argument("--bulk", type=int, default=10_000, help="runs to cancel in bulk")
+    parser.add_argument("--proxy-rows", type=int, default=100_000, help="rows of the proxy baseline")
+    parser.add_argument("--repeats", type=int, default=15, help="chart redraws to take the median of")
+    parser.add_argument("--gc-freeze", action="store_true",
+                        help="gc.freeze() once the orders are loaded (not what the console does today)")
+    args = parser.parse_args()
+    app = QApplication.instance() or QApplication(sys.argv)
+    app.setQuitOnLastWindowClosed(False)
+    with asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(app)) as runner:
+        runner.run(main(args))
+
+
+if __name__ == "__main__":
+    run()
