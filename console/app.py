@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -81,6 +82,8 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
         await link.start()
         window = MainWindow(runtime, settings_for(data_dir))
         window.closed = asyncio.get_running_loop().create_future()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl+C or a service stop closes cleanly
+            signal.signal(sig, lambda *_: window.close())
         window.show()
         window.start_loop_lag()
         await window.load_orders()
@@ -109,6 +112,7 @@ def main_gui(data_dir: Path, **options: object) -> int:
     app = QApplication.instance() or QApplication(sys.argv)
     app.setApplicationName("labconsole")
     app.setOrganizationName("labconsole")
+    app.setQuitOnLastWindowClosed(False)  # the console coroutine ends the loop after cleaning up
     # the saved theme before any window exists, so nothing flashes in the other one
     apply_theme(app, theme_name(settings_for(data_dir).value(SETTINGS_KEY)))
     app.setWindowIcon(icon("labconsole", size=64))
