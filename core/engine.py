@@ -290,6 +290,13 @@ class TemplateRegistry:
         return [r[0] for r in self.store.read_sync(
             lambda c: c.execute("SELECT DISTINCT name FROM templates ORDER BY name").fetchall())]
 
+    def history(self, name: str) -> list[dict[str, Any]]:
+        """Every published version of ``name``: version, published_at (epoch s), published_by."""
+        rows = self.store.read_sync(lambda c: c.execute(
+            "SELECT version, published_at, published_by FROM templates WHERE name = ? ORDER BY version",
+            (name,)).fetchall())
+        return [{"version": r[0], "published_at": float(r[1]), "published_by": r[2]} for r in rows]
+
     def versions(self, name: str) -> list[int]:
         return [r[0] for r in self.store.read_sync(
             lambda c: c.execute("SELECT version FROM templates WHERE name = ? ORDER BY version",

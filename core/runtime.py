@@ -376,6 +376,12 @@ class Runtime:
     def templates(self) -> list[WorkflowTemplate]:
         return self.engine.templates.latest()
 
+    def template_usage(self) -> dict[str, dict[str, Any]]:
+        """Per template: number of runs and when it was last used (one GROUP BY query)."""
+        rows = self.store.read_sync(lambda c: c.execute(
+            "SELECT template_name, count(*), max(created) FROM runs GROUP BY template_name").fetchall())
+        return {r[0]: {"runs": r[1], "last_used": r[2]} for r in rows}
+
     def runs_using(self, name: str, version: int | None = None) -> list[dict[str, Any]]:
         rows, _ = self.engine.query_instances(template=name, limit=1000)
         return [r for r in rows if version is None or r["template_version"] == version]

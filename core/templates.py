@@ -656,8 +656,8 @@ def check_template(t: WorkflowTemplate, *, capabilities: Iterable[str] | None = 
                 out.append((("steps", i, "reserve", j), f"no instrument of the workcell offers '{extra}'"))
             if extra == s.kind:
                 out.append((("steps", i, "reserve", j), f"'{extra}' is already the step's kind"))
-        if s.kind == "delay" and "seconds" not in s.parameters and "duration" not in s.parameters:
-            out.append((("steps", i, "parameters"), "a delay step needs parameters.seconds or parameters.duration"))
+        if s.kind == "delay" and not ({"seconds", "duration"} & (set(s.parameters) | set(s.input_mapping))):
+            out.append((("steps", i, "parameters"), "a delay step needs seconds or duration (a parameter or an input mapping)"))
         if s.condition:
             for message in check_condition(s.condition, steps=ids, inputs=input_names if t.inputs else None):
                 out.append((("steps", i, "condition"), message))

@@ -290,6 +290,8 @@ def test_versions_are_immutable_and_runs_record_theirs(data_dir):
     assert kit.engine.get_instance(r1)["template_version"] == 1 and len(kit.steps(r1)) == 1
     assert kit.engine.get_instance(r2)["template_version"] == 2 and len(kit.steps(r2)) == 2
     assert kit.engine.templates.get("V", 1).steps == v1.steps
+    history = kit.engine.templates.history("V")
+    assert [h["version"] for h in history] == [1, 2] and history[0]["published_by"] == "labconsole"
     assert RunStatus.COMPLETED.value == kit.engine.get_instance(r2)["status"]
 
 

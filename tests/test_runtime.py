@@ -50,6 +50,8 @@ def test_actions_by_order_id_and_bulk(data_dir):
                                 progress=lambda n, total: seen.append((n, total)))
         again = await rt.bulk("cancel", runs[10:12], who="ann", reason="twice")
         await rt.reprioritise(runs[5], 95, who="ann", reason="rush")
+        usage = rt.template_usage()
+        assert usage["Flow"]["runs"] == 30 and usage["Flow"]["last_used"] is not None
         await clock.run_until(lambda: all(not rt.run_is_active(r) for r in runs[:10]))
         return runs, waiting, queued_reasons, preview, results, again, seen
 
