@@ -329,6 +329,7 @@ class DetailPanel(QWidget):
         self._tick.setInterval(TICK_MS)
         self._tick.timeout.connect(self._on_tick)
         bridge.events.connect(self._on_events)
+        self._listening = True
 
     # ------------------------------------------------------------------ showing an order
 
@@ -684,10 +685,12 @@ class DetailPanel(QWidget):
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self.actions.shutdown()
-        try:
-            self.bridge.events.disconnect(self._on_events)
-        except (RuntimeError, TypeError):
-            pass
+        if self._listening:  # shutdown may be called more than once
+            self._listening = False
+            try:
+                self.bridge.events.disconnect(self._on_events)
+            except (RuntimeError, TypeError):
+                pass
 
 
 class _FitWidth(QWidget):

@@ -260,6 +260,7 @@ class JobsPanel(QWidget):
         self.view.selectionModel().selectionChanged.connect(self._on_selection_changed)
         bridge.orders_changed.connect(self._on_orders_changed)
         bridge.events.connect(self._on_events)
+        self._listening = True
         self._update_summary()
         self._update_buttons()
 
@@ -631,9 +632,11 @@ class JobsPanel(QWidget):
         self.filter_bar.shutdown()
         self.actions.shutdown()
         self._tasks.cancel_all()
-        for signal, slot in ((self.bridge.orders_changed, self._on_orders_changed),
-                             (self.bridge.events, self._on_events)):
-            try:
-                signal.disconnect(slot)
-            except (RuntimeError, TypeError):
-                pass
+        if self._listening:  # shutdown may be called more than once (close, then destroy)
+            self._listening = False
+            for signal, slot in ((self.bridge.orders_changed, self._on_orders_changed),
+                                 (self.bridge.events, self._on_events)):
+                try:
+                    signal.disconnect(slot)
+                except (RuntimeError, TypeError):
+                    pass

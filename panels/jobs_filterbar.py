@@ -149,6 +149,8 @@ class ChoiceButton(QPushButton):
     def set_choices(self, items: Iterable[tuple[str, str]], icons: dict[str, object] | None = None) -> None:
         """Offer ``(value, label)`` choices; ticked values that are still offered stay ticked."""
         chosen = self.chosen()
+        for old in self._choices.values():
+            old.deleteLater()
         self._choices = {}
         self._labels = {}
         for value, label in items:
