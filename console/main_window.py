@@ -46,6 +46,10 @@ class MainWindow(QMainWindow):
         self.metrics = MetricsPanel(runtime, self.bridge, self)
         self.templates = TemplatesPanel(runtime, self.bridge, self)
         self.jobs.order_selected.connect(self._on_order_selected)
+        self.jobs.details_requested.connect(self._show_details)
+        self.detail.navigate.connect(self._select_in_jobs)
+        self.templates.run_started.connect(self._select_in_jobs)
+        self.templates.run_selected.connect(self._select_in_jobs)
 
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("Dashboard", self.dashboard, Qt.DockWidgetArea.TopDockWidgetArea)
@@ -122,6 +126,19 @@ class MainWindow(QMainWindow):
     def start_loop_lag(self) -> None:
         """Start the loop-lag probe and its status-bar figure (needs the running event loop)."""
         self.loop_lag.start()
+
+    @Slot(str)
+    def _show_details(self, order_id: str) -> None:
+        self._on_order_selected(order_id)
+        self.docks["Detail"].show()
+        self.docks["Detail"].raise_()
+
+    @Slot(str)
+    def _select_in_jobs(self, order_id: str) -> None:
+        """Select an order in Jobs (a new run, a step clicked in Detail); it may arrive a frame later."""
+        self.docks["Jobs"].raise_()
+        if not self.jobs.select_order(order_id):
+            QTimer.singleShot(100, lambda: self.jobs.select_order(order_id))
 
     @Slot(str)
     def _on_order_selected(self, order_id: str) -> None:
