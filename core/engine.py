@@ -325,6 +325,8 @@ class _StepState:
     task: asyncio.Task | None = None
     request: StepRequest | None = None
     cancel_reason: str | None = None
+    cancel_by: tuple[str, str | None] | None = None
+    """(who, why) of an operator's cancel, for the transition log."""
     next_attempt_at: float | None = None
     started: float | None = None
     ended: float | None = None
@@ -852,7 +854,9 @@ class Engine:
                                   retryable=policy.retry_on_timeout)
             await self._on_failure(run, state, failure)
         elif reason == "operator":
-            await self._set_step(run, state, StepStatus.CANCELLED, "Canceled by operator")
+            who, why = state.cancel_by or (ENGINE, None)
+            await self._set_step(run, state, StepStatus.CANCELLED,
+                                 f"Canceled by {who}" + (f": {why}" if why else ""), who=who)
             await self._advance(run)
         # "run": the run's cancel path marks the steps itself
 
@@ -1057,6 +1061,7 @@ class Engine:
             raise IllegalTransitionError(f"step {step_id} of {run_id}", state.status.value, "cancelled")
         await self._audit(who, "cancel step", state.order_id, reason)
         if state.status in (StepStatus.QUEUED, StepStatus.RUNNING):
+            state.cancel_by = (who, reason)
             await self._stop_step(run, state, "operator")
             if state.task is not None:
                 await asyncio.gather(state.task, return_exceptions=True)

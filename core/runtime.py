@@ -94,6 +94,8 @@ class Runtime:
         """Assemble everything. ``workcell`` None (and no ``executor``) gives instant simulated steps."""
         clock = clock or SystemClock()
         store = store or Store(data_dir / DB_FILENAME).open()
+        if not isinstance(clock, SystemClock):
+            store.clock = clock
         core = Core(store)
         cell: Workcell | None = None
         dispatcher = None

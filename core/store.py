@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -162,8 +162,17 @@ class Store:
         self.in_flight = 0
         self._pending: set[asyncio.Future] = set()
         """Asynchronous writes submitted and not yet delivered to their caller."""
+        self.clock: Any = None
+        """The runtime's clock (``now()`` in epoch seconds); None: the system clock. Every time the
+        store writes (creation, transitions, audit) comes from it, so a virtual or accelerated
+        clock gives consistent durations."""
         self.on_commit: Callable[[int, float], None] | None = None
         """Called on the writer thread after each commit with (operations, seconds)."""
+
+    def now(self) -> datetime:
+        if self.clock is None:
+            return now_utc()
+        return datetime.fromtimestamp(self.clock.now(), UTC)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -425,7 +434,7 @@ class Store:
             seq = _next_seq(conn, "order")
             if not o.identifier:
                 o.identifier = f"Order_{seq:05d}"
-            now = now_utc()
+            now = self.now()
             if o.creationTime is None:
                 o.creationTime = now
             if o.sourceIdentifier is None:
@@ -476,7 +485,7 @@ class Store:
             current = OrderStatus(found[0])
             if allowed is not None and current not in allowed:
                 raise IllegalTransitionError(f"order {order_id}", current, to_status)
-            now = now_utc()
+            now = self.now()
             data = json.loads(found[1])  # plain JSON, no model round trip: this is the hot path
             if wire_changes:
                 data.update(wire_changes)
@@ -531,7 +540,7 @@ class Store:
             for key, value in changes.items():
                 setattr(o, key, value)
             npri = found[1] if numeric_priority is None else numeric_priority
-            _write_order(conn, o, now_utc(), npri)
+            _write_order(conn, o, self.now(), npri)
             return o, _order_row(o, npri)
 
         return op
@@ -541,7 +550,7 @@ class Store:
         def op(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
                 "INSERT INTO audit (at, who, action, target, reason, details) VALUES (?,?,?,?,?,?)",
-                (now_utc().timestamp(), who, action, target, reason,
+                (self.now().timestamp(), who, action, target, reason,
                  json.dumps(details) if details is not None else None))
             return cur.lastrowid or 0
 

@@ -34,6 +34,7 @@ class DKit:
         self.store = store
         self.core = Core(store)
         self.clock = VirtualClock.for_store(store)
+        store.clock = self.clock
         self.workcell = parse_workcell(workcell, "cell.yaml")
         self.drivers = build_drivers(self.workcell, self.clock, self.core.bus, faults=faults)
         self.dispatcher = Dispatcher(store, self.core.bus, self.drivers, clock=self.clock, strategy=strategy,

@@ -24,6 +24,7 @@ class Kit:
         self.store = store
         self.core = Core(store)
         self.clock = VirtualClock.for_store(store)
+        store.clock = self.clock
         self.executor = SimulatedExecutor(self.clock, **executor)
         self.engine = Engine(self.core, self.executor, clock=self.clock, seed=1)
 

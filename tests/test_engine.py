@@ -187,6 +187,9 @@ def test_cancel_run_and_cancel_step(data_dir):
     assert kit.engine.get_instance(r2)["status"] == "cancelled"
     assert len(kit.executor.cancelled) == 3  # b of r1, a and b of r2: asked to stop first
     assert kit.store.get_order(r2).statusDetails == "Canceled by carol: shift over"
+    b_log = kit.store.transitions(s1["b"]["order_id"])
+    assert (b_log[-1].who, b_log[-1].why) == ("carol", "Canceled by carol: wrong plate")
+    assert b_log[-1].at - b_log[0].at == pytest.approx(5.0)  # the store writes the engine's clock
 
 
 def test_recover_from_step_keeps_upstream_and_counts_attempts(data_dir):
