@@ -21,6 +21,9 @@ Measures, each with a baseline taken in the same run and the ratio to it:
   pyqtgraph plots (no clip to view, no downsampling, finite checks on).
 - **peak RSS** of the process. Baseline: the process after Qt started, before the store.
 
+The table, proxy and default-pyqtgraph baselines run in a fresh subprocess (``--baselines``),
+so their copies of the data neither slow the console's measurements nor count in its RSS.
+
 usage: QT_QPA_PLATFORM=offscreen python bench/gui.py [--orders 100000] [--rate 1000]
        [--seconds 10] [--bulk 10000] [--proxy-rows 100000] [--gc-freeze]
 """
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import os
 import resource
 import statistics
@@ -177,11 +181,8 @@ def lag_line(report: Report, name: str, lags: list[float], idle: tuple[float, fl
         report.add(f"{name} lag {label}", value * 1000, "ms", target, base * 1000, "idle", "{:.2f}")
 
 
-def fill_day(panel: Any, end: float) -> None:
-    """A fresh Metrics history of 24 h of 1 s samples (plausible shapes, all 15 series)."""
-    history = MetricsHistory()
-    history.add_instruments(panel.history.instruments)
-    n = history.ring.capacity
+def day_columns(n: int, end: float, instruments: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``n`` 1 s samples ending at ``end`` for every Metrics series (plausible shapes)."""
     t = end - n + 1 + np.arange(n, dtype=np.float64)
     rng = np.random.default_rng(3)
     phase = np.linspace(0, 12 * np.pi, n)
@@ -195,25 +196,81 @@ def fill_day(panel: Any, end: float) -> None:
         "success_rate": np.clip(96 + 3 * np.sin(phase) + rng.normal(0, 1, n), 0, 100),
     }
     assert set(cols) == set(BASE_SERIES)
-    for k, iid in enumerate(history.instruments):
+    for k, iid in enumerate(instruments):
         cols[UTIL + iid] = np.clip(50 + 40 * np.sin(phase + k) + rng.normal(0, 5, n), 0, 100)
-    history.extend(t, cols)
+    return t, cols
+
+
+def fill_day(panel: Any, end: float) -> None:
+    """A fresh Metrics history of 24 h of 1 s samples, all 15 series."""
+    history = MetricsHistory()
+    history.add_instruments(panel.history.instruments)
+    history.extend(*day_columns(history.ring.capacity, end, history.instruments))
     panel.set_history(history)
 
 
-def default_plots(panel: Any) -> tuple[QWidget, list[tuple[pg.PlotDataItem, str]]]:
-    """The Metrics panel's curves in default-option pyqtgraph plots of the same size."""
+def default_plots(layout: list[int], width: int, height: int) -> tuple[QWidget, list[list[pg.PlotDataItem]]]:
+    """Plots with pyqtgraph's default options, one per chart, ``layout[i]`` curves each."""
     box = QWidget()
-    layout = QVBoxLayout(box)
-    curves: list[tuple[pg.PlotDataItem, str]] = []
-    for chart in panel.charts:
+    column = QVBoxLayout(box)
+    charts: list[list[pg.PlotDataItem]] = []
+    for count in layout:
         widget = pg.PlotWidget(axisItems={"bottom": pg.DateAxisItem(orientation="bottom")})
-        layout.addWidget(widget)
-        for i, s in enumerate(chart.series):
-            curves.append((widget.plot(pen=pg.intColor(i)), s.column))
-    box.resize(panel.charts_box.size())
+        column.addWidget(widget)
+        charts.append([widget.plot(pen=pg.intColor(i)) for i in range(count)])
+    box.resize(width, height)
     box.show()
-    return box, curves
+    return box, charts
+
+
+def baselines(args: argparse.Namespace) -> dict[str, float]:
+    """The Qt-only baselines, in this (fresh) process: table, proxy, default pyqtgraph."""
+    app = QApplication.instance() or QApplication(sys.argv)
+    store = Store(Path(args.baselines)).open()
+    out: dict[str, float] = {}
+    t = time.perf_counter()
+    rows = store.order_rows()
+    bare = QTableView()
+    bare.verticalHeader().setDefaultSectionSize(22)
+    bare.setModel(PlainModel(rows))
+    bare.resize(1200, 700)
+    bare.show()
+    bare.repaint()
+    out["bare_table"] = time.perf_counter() - t
+    proxy = QSortFilterProxyModel()
+    proxy.setSourceModel(PlainModel(rows[: args.proxy_rows]))
+    out["proxy_rows"] = min(len(rows), args.proxy_rows)
+    out["proxy_sort"] = timed(partial(proxy.sort, 4))
+    proxy.setFilterKeyColumn(2)
+    out["proxy_filter"] = timed(partial(proxy.setFilterFixedString, "ELISA"))
+    layout = [int(n) for n in args.chart_layout.split(",")]
+    instruments = [f"I{i}" for i in range(layout[2])]
+    times, cols = day_columns(86_400, time.time(), instruments)
+    names = [["orders_per_min", "steps_per_min", "failures_per_min"], ["queue_depth", "running"],
+             [UTIL + i for i in instruments], ["step_duration"], ["success_rate"]]
+    box, charts = default_plots(layout, args.chart_width, args.chart_height)
+    runs = []
+    for _ in range(max(3, args.repeats // 3)):
+        runs.append(timed(lambda: ([c.setData(times, cols[n]) for curves, chart in zip(charts, names, strict=True)
+                                    for c, n in zip(curves, chart, strict=True)], box.grab())))
+    out["default_plots"] = statistics.median(runs)
+    box.close()
+    bare.close()
+    store.close()
+    app.processEvents()
+    return out
+
+
+async def run_baselines(args: argparse.Namespace, store_path: Path, layout: list[int], size: tuple[int, int],
+                        ) -> dict[str, float]:
+    """:func:`baselines` in a fresh subprocess (the event loop keeps running meanwhile)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--baselines", str(store_path), "--proxy-rows", str(args.proxy_rows),
+        "--repeats", str(args.repeats), "--chart-layout", ",".join(map(str, layout)),
+        "--chart-width", str(size[0]), "--chart-height", str(size[1]),
+        stdout=asyncio.subprocess.PIPE, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    stdout, _ = await proc.communicate()
+    return json.loads(stdout.decode().strip().splitlines()[-1])
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -243,17 +300,15 @@ async def main(args: argparse.Namespace) -> None:
     if args.gc_freeze:
         gc.freeze()  # what the console could do once the orders are loaded
 
-    t2 = time.perf_counter()
-    rows = await store.read(lambda _c: store.order_rows())
-    bare = QTableView()
-    bare.verticalHeader().setDefaultSectionSize(22)
-    bare_model = PlainModel(rows)
-    bare.setModel(bare_model)
-    bare.resize(1200, 700)
-    bare.show()
-    bare.repaint()
-    t_bare = time.perf_counter() - t2
-    bare.close()
+    layout = [len(c.series) for c in window.metrics.charts]
+    window.docks["Metrics"].raise_()
+    await asyncio.sleep(0.2)
+    size = (window.metrics.charts_box.width(), window.metrics.charts_box.height())
+    window.docks["Detail"].raise_()
+    print(f"  (baselines in a subprocess; QSortFilterProxyModel over {args.proxy_rows:,} rows: ~10 s)",
+          flush=True)
+    base = await run_baselines(args, store.path, layout, size)
+    t_bare = base["bare_table"]
     report.add("runtime start (demo instruments connect: up to 3 s simulated)", t_runtime, "s", fmt="{:.2f}")
     report.add(f"window ready: build, show, load {loaded:,} orders, paint", t_ready, "s", "<= 2 s", t_bare,
                "bare QTableView", "{:.2f}")
@@ -279,17 +334,10 @@ async def main(args: argparse.Namespace) -> None:
         filters.append((label, timed(lambda s=spec: (model.set_filter(s), view.viewport().repaint())),
                         model.rowCount()))
         await asyncio.sleep(0)
-    proxy_rows = rows[: args.proxy_rows]
-    proxy = QSortFilterProxyModel()
-    proxy.setSourceModel(PlainModel(proxy_rows))
-    print(f"  (QSortFilterProxyModel over {len(proxy_rows):,} rows: expect ~15 s)", flush=True)
-    t_proxy_sort = timed(partial(proxy.sort, 4))
-    proxy.setFilterKeyColumn(2)
-    t_proxy_filter = timed(partial(proxy.setFilterFixedString, "ELISA"))
-    proxy.setSourceModel(None)
+    t_proxy_sort, t_proxy_filter = base["proxy_sort"], base["proxy_filter"]
     for header, seconds in sorts:
         report.add(f"Jobs sort by {header} + repaint", seconds * 1000, "ms", "<= 100 ms",
-                   t_proxy_sort * 1000, "proxy sort", "{:.0f}")
+                   t_proxy_sort * 1000, f"proxy sort, {base['proxy_rows']:,.0f} rows", "{:.0f}")
     for label, seconds, shown in filters:
         report.add(f"Jobs filter {label} ({shown:,} rows) + repaint", seconds * 1000, "ms", "<= 100 ms",
                    t_proxy_filter * 1000, "proxy filter", "{:.0f}")
@@ -306,7 +354,8 @@ async def main(args: argparse.Namespace) -> None:
         made_orders += await asyncio.gather(*[core.create_order(Order(templateName="Bench stream"), who="bench")
                                               for _ in range(200)])
     ids = [o.identifier for o in made_orders]
-    running = [r[0] for r in rows if r[4] == int(OrderStatus.Running)][:200] or ids[:200]
+    running = [r[0] for r in await store.read(lambda _c: store.order_rows(
+        "status = ?", (int(OrderStatus.Running),), limit=200))] or ids[:200]
     await runtime.engine.publish(template_from_dict(FLOW))
     for k in range(24):  # the demo workcell works meanwhile
         run_id = await runtime.engine.create_instance("Bench flow", {"plate": f"W{k}"}, who="bench")
@@ -323,11 +372,13 @@ async def main(args: argparse.Namespace) -> None:
     fill_day(window.metrics, float(runtime.clock.now()))
     window.docks["Metrics"].raise_()
     await asyncio.sleep(0.5)
+    redraws = window.metrics.redraws
     (sent, took), lags = await lag_during(window, stream(runtime, ids, running, args.rate, args.seconds))
     report.add("stream (Metrics tab, 24 h history): transitions/s", sent / took, "/s", f"{args.rate:.0f}/s",
                fmt="{:.0f}")
     lag_line(report, "stream (Metrics 24 h shown)", lags, idle)
-    report.add("Metrics redraws during that stream", window.metrics.redraws, "", fmt="{:.0f}")
+    report.add("Metrics redraws during that stream (fixed 4 Hz while new samples come)",
+               (window.metrics.redraws - redraws) / took, "/s", fmt="{:.1f}")
 
     # ------------------------------------------------------------------ chart redraw
     print("chart redraw", flush=True)
@@ -358,27 +409,19 @@ async def main(args: argparse.Namespace) -> None:
     for _ in range(max(3, args.repeats // 3)):
         raw.append(timed(lambda: ([c.setData(fine.times, fine.column(col)) for c, col in curves],
                                   panel.charts_box.grab())))
-    box, plain = default_plots(panel)
-    theirs = []
-    for _ in range(max(3, args.repeats // 3)):
-        theirs.append(timed(lambda: ([c.setData(fine.times, fine.column(col)) for c, col in plain],
-                                     box.grab())))
-    box.close()
     panel.redraw(force=True)
     panel.sample_timer.start()
-    base = statistics.median(theirs) * 1000
+    default = base["default_plots"] * 1000
     report.add(f"chart redraw 24 h of 1 s samples ({len(fine):,} x {series} series; minute means "
-               "drawn), median", statistics.median(day) * 1000, "ms", "<= 10 ms", base,
+               "drawn), median", statistics.median(day) * 1000, "ms", "<= 10 ms", default,
                "default pyqtgraph, all points", "{:.1f}")
     report.add("  of which one chart (throughput, 3 series) incl. the panel's setData, median",
                statistics.median(single) * 1000, "ms", "<= 10 ms", fmt="{:.1f}")
-    report.add("chart redraw 1 h of 1 s samples (3,600 points a series), median",
-               statistics.median(hour) * 1000, "ms", "<= 10 ms", base, "default pyqtgraph, 24 h", "{:.1f}")
+    report.add("chart redraw 1 h (360 points of 10 s means a series), median",
+               statistics.median(hour) * 1000, "ms", "<= 10 ms", default, "default pyqtgraph, 24 h", "{:.1f}")
     report.add("chart redraw 24 h, all 86,400 points, clip + peak downsampling, median",
-               statistics.median(raw) * 1000, "ms", "", base, "default pyqtgraph", "{:.1f}")
+               statistics.median(raw) * 1000, "ms", "", default, "default pyqtgraph", "{:.1f}")
 
-    del rows, bare, bare_model, proxy, proxy_rows
-    gc.collect()
     rss_before_bulk = rss_now_mb()
 
     # ------------------------------------------------------------------ bulk cancel
@@ -418,7 +461,7 @@ async def main(args: argparse.Namespace) -> None:
     report.add("bulk cancel lag max", stats[2] * 1000, "ms", "<= 50 ms", idle[2] * 1000, "idle", "{:.1f}")
 
     # ------------------------------------------------------------------ memory
-    report.add("RSS before the bulk runs (current; benchmark copies freed)", rss_before_bulk, "MB", "",
+    report.add("RSS before the bulk runs (current)", rss_before_bulk, "MB", "",
                rss_qt, "Qt started", "{:.0f}")
     report.add(f"RSS after {len(runs):,} more runs were created and cancelled (current)", rss_now_mb(), "MB",
                "", rss_qt, "Qt started", "{:.0f}")
@@ -445,7 +488,14 @@ def run() -> None:
     parser.add_argument("--repeats", type=int, default=15, help="chart redraws to take the median of")
     parser.add_argument("--gc-freeze", action="store_true",
                         help="gc.freeze() once the orders are loaded (not what the console does today)")
+    parser.add_argument("--baselines", help=argparse.SUPPRESS)
+    parser.add_argument("--chart-layout", default="3,2,8,1,1", help=argparse.SUPPRESS)
+    parser.add_argument("--chart-width", type=int, default=488, help=argparse.SUPPRESS)
+    parser.add_argument("--chart-height", type=int, default=560, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.baselines:
+        print(json.dumps(baselines(args)))
+        return
     app = QApplication.instance() or QApplication(sys.argv)
     app.setQuitOnLastWindowClosed(False)
     with asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(app)) as runner:

@@ -326,6 +326,8 @@ class DashboardPanel(QWidget):
         self._instrument_ids: list[str] = []
         self.ticks = 0
         """How many times the dashboard has refreshed (tests follow the fixed rate with it)."""
+        self.current_alerts: list[Alert] = []
+        """The alerts shown now, worst first."""
 
         self.kpi: dict[str, KpiCard] = {}
         kpis = QHBoxLayout()

@@ -421,6 +421,9 @@ class RobotsPanel(QWidget):
         self.bridge = bridge
         self.tasks = TaskKeeper()
         self.reason_dialog: ReasonDialog | None = None
+        """The open reason dialog, if any (tests fill it in)."""
+        self.context_menu: QMenu | None = None
+        """The instrument menu shown last (right click on a card or a row)."""
         self._views: dict[str, InstrumentView] = {}
         self._order: list[str] = []
         self._progress: dict[str, float] = {}
