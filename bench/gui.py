@@ -377,7 +377,7 @@ async def main(args: argparse.Namespace) -> None:
     report.add("stream (Metrics tab, 24 h history): transitions/s", sent / took, "/s", f"{args.rate:.0f}/s",
                fmt="{:.0f}")
     lag_line(report, "stream (Metrics 24 h shown)", lags, idle)
-    report.add("Metrics redraws during that stream (fixed 4 Hz while new samples come)",
+    report.add("Metrics redraws during that stream (4 Hz timer, drawing when a 1 s sample came)",
                (window.metrics.redraws - redraws) / took, "/s", fmt="{:.1f}")
 
     # ------------------------------------------------------------------ chart redraw
