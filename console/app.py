@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -78,15 +79,19 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
     runtime.extras["data_services"] = link
     watcher = None
     try:
-        await runtime.start()
-        await link.start()
         window = MainWindow(runtime, settings_for(data_dir))
         window.closed = asyncio.get_running_loop().create_future()
         for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl+C or a service stop closes cleanly
             signal.signal(sig, lambda *_: window.close())
-        window.show()
+        window.show()  # at once: instruments may take seconds to connect
         window.start_loop_lag()
+        window.statusBar().showMessage("Connecting instruments, resuming runs…")
+        await runtime.start()
+        await link.start()
         await window.load_orders()
+        # the 100k order rows and the models live for the whole shift: keep them out of the
+        # cyclic GC's way (full collections over them cost 140-215 ms stalls; bench/gui.py)
+        gc.freeze()
         if demo_runs:
             await start_demo_runs(runtime, demo_runs)
         watcher = asyncio.create_task(_watch_store(runtime))

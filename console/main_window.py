@@ -169,7 +169,7 @@ class MainWindow(QMainWindow):
         self.resizeDocks([self.docks["Jobs"], self.docks["Detail"]],
                          [int(width * 0.64), int(width * 0.36)], Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["Dashboard"], self.docks["Jobs"]],
-                         [int(height * 0.2), int(height * 0.8)], Qt.Orientation.Vertical)
+                         [int(height * 0.28), int(height * 0.72)], Qt.Orientation.Vertical)
 
     def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
         super().showEvent(event)

@@ -668,9 +668,12 @@ class Dispatcher:
             if inst.draining and not inst.running:
                 inst.draining = False
                 inst.in_service = False
+        # bookkeeping first and the next dispatch pass asked for, so a cancellation arriving
+        # during the status writes below can never leave an instrument reserved or idle
+        self.kick()
+        for inst in (main, *extras):
             if inst.connected:
                 await self._set_status(inst, self._idle_status(inst), self._idle_detail(inst))
-        self.kick()
 
     # ------------------------------------------------------------------ heartbeats and timers
 
@@ -762,8 +765,10 @@ class Dispatcher:
     async def set_enabled(self, instrument_id: str, enabled: bool, *, who: str, reason: str | None = None) -> None:
         inst = self._instrument(instrument_id)
         inst.enabled = enabled
-        if enabled and not inst.connected:
-            await self._connect(inst)
+        if enabled:
+            inst.last_heartbeat = self.clock.now()  # not heartbeated while disabled: start afresh
+            if not inst.connected:
+                await self._connect(inst)
         await self._operator(inst, "enable instrument" if enabled else "disable instrument", who, reason)
 
     async def take_out_of_service(self, instrument_id: str, *, who: str, reason: str | None = None) -> None:

@@ -332,3 +332,33 @@ def test_duplicate_submission_is_refused_naming_the_earlier_run(data_dir):
     first, error, other, later = run_dkit(data_dir, scenario)
     assert error.earlier_id == first and f"as run {first}" in str(error)
     assert len({first, other, later}) == 3
+
+
+def test_re_enabled_instrument_is_not_declared_stale(data_dir):
+    async def scenario(kit):
+        await kit.publish("Seal", [{"id": "s", "kind": "Sealer.Seal"}])
+        await kit.dispatcher.set_enabled("Sealer", False, who="x", reason="check")
+        await kit.clock.advance(120)  # longer than the stale timeout
+        await kit.dispatcher.set_enabled("Sealer", True, who="x")
+        run_id = await kit.run("Seal")
+        await kit.until_done(run_id)
+        return kit.status(run_id).value, kit.dispatcher.instruments["Sealer"].status
+
+    final, status = run_dkit(data_dir, scenario)
+    assert final == "completed" and status is ModuleStatus.Ready
+
+
+def test_a_timed_out_step_frees_its_instrument_for_the_queue(data_dir):
+    async def scenario(kit):
+        await kit.publish("Hang", [{"id": "r", "kind": "PlateReader.ReadPlate", "timeout_seconds": 30,
+                                    "restrict_to": ["Reader1"], "module_restriction": "FullRestriction",
+                                    "parameters": {"duration": 3600}}], failure_policy="abort")
+        await kit.publish("Read1", [{"id": "r", "kind": "PlateReader.ReadPlate", "restrict_to": ["Reader1"],
+                                     "module_restriction": "FullRestriction"}])
+        hang = await kit.run("Hang")
+        queued = [await kit.run("Read1") for _ in range(3)]
+        await kit.until_done(hang, *queued)
+        return kit.status(hang).value, [kit.status(r).value for r in queued]
+
+    hang, queued = run_dkit(data_dir, scenario)
+    assert hang == "failed" and queued == ["completed"] * 3
