@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -688,7 +689,9 @@ class DetailPanel(QWidget):
         if self._listening:  # shutdown may be called more than once
             self._listening = False
             try:
-                self.bridge.events.disconnect(self._on_events)
+                with warnings.catch_warnings():  # already cut when the bridge went first
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    self.bridge.events.disconnect(self._on_events)
             except (RuntimeError, TypeError):
                 pass
 

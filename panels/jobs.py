@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -637,6 +638,8 @@ class JobsPanel(QWidget):
             for signal, slot in ((self.bridge.orders_changed, self._on_orders_changed),
                                  (self.bridge.events, self._on_events)):
                 try:
-                    signal.disconnect(slot)
+                    with warnings.catch_warnings():  # already cut when the bridge went first
+                        warnings.simplefilter("ignore", RuntimeWarning)
+                        signal.disconnect(slot)
                 except (RuntimeError, TypeError):
                     pass
