@@ -29,7 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.engine import Engine, StepRequest  # noqa: E402
+from core.engine import Engine, StepRequest, started  # noqa: E402
 from core.facade import Core  # noqa: E402
 from core.orders import Order, OrderStatus  # noqa: E402
 from core.store import Store  # noqa: E402
@@ -43,7 +43,7 @@ class InstantExecutor:
     """An instrument that finishes at once (measures orchestration, not work)."""
 
     async def execute(self, request: StepRequest, progress: Any) -> dict[str, Any]:
-        request.started("bench")
+        await started(request, "bench")
         return {}
 
     async def cancel(self, request: StepRequest) -> bool:

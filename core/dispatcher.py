@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import inspect
 import itertools
 import json
 import logging
@@ -616,8 +617,10 @@ class Dispatcher:
             await self._set_status(inst, ModuleStatus.Busy, self._idle_detail(inst))
         job.to(JobStatus.RUNNING)
         job.started = self.clock.now()
-        if job.on_started is not None:
-            job.on_started(main.id)
+        if job.on_started is not None:  # committed before the instrument starts
+            pending = job.on_started(main.id)
+            if inspect.isawaitable(pending):
+                await pending
         order = job.order.model_copy(update={"assignedTo": main.id})
         outcome: tuple[bool, Any]
         try:

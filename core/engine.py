@@ -35,7 +35,7 @@ import json
 import logging
 import random
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -155,8 +155,8 @@ class StepExecutor(Protocol):
 
     ``execute`` returns the step's outputs, or raises: a ``DriverError`` (with ``code`` and
     ``retryable``; ``OutcomeUnknown`` when the instrument may or may not have done it) or any
-    other exception (treated as retryable). It must call ``request.started(instrument_id)`` when
-    the step leaves the queue and starts on an instrument.
+    other exception (treated as retryable). It must call ``await started(request, instrument_id)``
+    when the step leaves the queue for an instrument, before the instrument starts it.
     """
 
     async def execute(self, request: StepRequest, progress: ProgressSink) -> dict[str, Any]: ...
@@ -164,6 +164,13 @@ class StepExecutor(Protocol):
     async def cancel(self, request: StepRequest) -> bool:
         """Ask the instrument to stop; True if it confirmed."""
         ...
+
+
+async def started(request: StepRequest, instrument: str | None) -> None:
+    """Tell the engine the step is starting on ``instrument``; returns once that is committed."""
+    pending = request.started(instrument)
+    if pending is not None:
+        await pending
 
 
 @dataclass
@@ -214,7 +221,7 @@ class SimulatedExecutor:
 
     async def execute(self, request: StepRequest, progress: ProgressSink) -> dict[str, Any]:
         self.calls.append(request)
-        request.started("simulator")
+        await started(request, "simulator")
         if request.kind in self.hang_kinds:
             await asyncio.Event().wait()
         seconds = self.durations.get(request.kind, self.durations.get("*", 0.0))
@@ -735,10 +742,14 @@ class Engine:
                       moduleRestrictionStrategy=step.module_restriction,
                       inputParameters=[_param(k, v) for k, v in params.items()])
 
-        def started(instrument: str | None, _state: _StepState = state, _attempt: int = state.attempt) -> None:
+        def started(instrument: str | None, _state: _StepState = state,
+                    _attempt: int = state.attempt) -> Awaitable[None] | None:
+            """Returns the write of the Running transition; executors await it before the
+            instrument starts, so a crash can never leave an executing step recorded as queued."""
             if _state.attempt == _attempt and _state.status is StepStatus.QUEUED:
                 _state.instrument = instrument
-                self._spawn(self._mark_running(run, _state, _attempt), f"running-{_state.order_id}")
+                return self._mark_running(run, _state, _attempt)
+            return None
 
         request = StepRequest(run.run_id, step.id, state.order_id, step.kind, params, state.attempt,
                               step.timeout, step.idempotent, run.priority, run.template.name,
@@ -809,7 +820,7 @@ class Engine:
         await self._advance(run, after=state)
 
     async def _builtin(self, run: _Run, state: _StepState, request: StepRequest) -> dict[str, Any]:
-        request.started(None)
+        await started(request, None)
         if request.kind == "delay":
             seconds = request.parameters.get("seconds", request.parameters.get("duration", 0))
             from core.durations import parse_duration

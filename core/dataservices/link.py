@@ -240,8 +240,8 @@ class DataServicesLink:
         job = Job(answer_id, order.model_copy(update={"identifier": answer_id}), order.templateName or "",
                   restrict=tuple(m for m in order.restricted_modules if m != self.module_id),
                   strategy=order.moduleRestrictionStrategy, biosero=int(order.priority),
-                  on_started=lambda instrument: self._spawn(self.runtime.core.update_order(
-                      answer_id, {"assignedTo": instrument})))
+                  on_started=lambda instrument: self.runtime.core.update_order(
+                      answer_id, {"assignedTo": instrument}))
         try:
             outputs = await dispatcher.submit(job)
         except Exception as exc:  # noqa: BLE001 - reported on the order
