@@ -67,6 +67,7 @@ from PySide6.QtWidgets import (
 from core.events import StepProgress
 from core.facade import os_user
 from core.orders import OrderStatus
+from core.store import ORDER_ROW_SQL
 from panels.actions import ACTIONS, BULK_LABELS, Bridge, Feedback, OrderActions, TaskRunner
 from panels.dialogs import NameDialog, ask
 from panels.jobs_filter import PARENT, STATUS, OrderFilter, SavedView, SavedViews
@@ -268,11 +269,17 @@ class JobsPanel(QWidget):
     # ------------------------------------------------------------------ loading
 
     async def load(self) -> int:
-        """Read every order off the loop (index, filter and sort too), then show them."""
+        """Read every order off the loop (index, filter and sort too), then show them.
+
+        The rows stream from the cursor into the model's index (as ``store.order_rows()`` would
+        return them, without the list of every row held at once): each row is dropped as soon as
+        it is indexed, so loading needs no more memory than the index itself.
+        """
         store = self.runtime.store
         model = self.model
         self._show_status(Feedback("busy", "Loading orders…"))
-        prepared = await store.read(lambda _c: model.prepare(store.order_rows()))
+        sql = f"SELECT {ORDER_ROW_SQL} FROM orders ORDER BY seq"
+        prepared = await store.read(lambda c: model.prepare(c.execute(sql)))
         model.install(prepared)
         self._loaded = True
         if self._pending:

@@ -135,16 +135,21 @@ class OrderFilter:
             checks.append(lambda r: r[pos] is not None and low <= r[pos] <= high)
         needle = self.text.strip().lower()
         if needle:
+            # Template names, instruments and details repeat across many rows: each distinct
+            # value is lowered and searched once (ids and run ids are nearly all distinct).
+            shared = _Contains(needle)
+
             def text_matches(r: Row) -> bool:
-                return any(v is not None and needle in v.lower()
-                           for v in (r[ID], r[PARENT], r[TEMPLATE], r[ASSIGNED], r[DETAILS]))
+                parent = r[PARENT]
+                return (needle in r[ID].lower() or (parent is not None and needle in parent.lower())
+                        or shared[r[TEMPLATE]] or shared[r[ASSIGNED]] or shared[r[DETAILS]])
             checks.append(text_matches)
         if not checks:
             return None
-        if len(checks) == 1:
-            return checks[0]
-        cheap_first = tuple(checks)
-        return lambda r: all(check(r) for check in cheap_first)
+        pred = checks[0]
+        for check in checks[1:]:
+            pred = _both(pred, check)
+        return pred
 
     # ------------------------------------------------------------------ describing
 
@@ -198,6 +203,22 @@ class OrderFilter:
 
     def with_(self, **changes: Any) -> OrderFilter:
         return replace(self, **changes)
+
+
+class _Contains(dict):
+    """value -> whether ``needle`` is a case-insensitive substring of it, computed once per value."""
+
+    def __init__(self, needle: str) -> None:
+        super().__init__()
+        self.needle = needle
+
+    def __missing__(self, value: str | None) -> bool:
+        found = self[value] = value is not None and self.needle in value.lower()
+        return found
+
+
+def _both(first: Predicate, second: Predicate) -> Predicate:
+    return lambda r: first(r) and second(r)
 
 
 def _float(value: Any) -> float | None:
