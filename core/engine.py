@@ -412,6 +412,9 @@ class Engine:
         self.duplicate_window = duplicate_window
         """Seconds within which the same template + inputs + requester is refused as a duplicate."""
         self._runs: dict[str, _Run] = {}
+        """Runs in flight (and finished ones whose attempts are still winding down)."""
+        self._ended: dict[str, RunStatus] = {}
+        """Final status of runs this engine finished and released from ``_runs``."""
         self._heap: list[_Timer] = []
         self._seq = itertools.count()
         self._rearm = asyncio.Event()
@@ -647,6 +650,7 @@ class Engine:
             await run.done.wait()
         else:
             await asyncio.wait_for(run.done.wait(), timeout)
+        self._release(run)
         return run.status
 
     def _run(self, run_id: str) -> _Run:
@@ -967,6 +971,22 @@ class Engine:
         await self._set_run(run, status, detail, who=who, extra="ended = ?", extra_params=(run.ended,),
                             changes={"outputParameters": [_param(k, v) for k, v in outputs.items()]})
         run.done.set()
+        self._release(run)
+
+    def _release(self, run: _Run) -> None:
+        """Forget a finished run once none of its steps' attempts is still winding down.
+
+        Everything about it is in the store: :meth:`get_instance` and :meth:`run_status` read it
+        there, and an operator's retry, recover or skip loads it again (:meth:`_reopen`).
+        """
+        if run.status not in RUN_FINAL or self._runs.get(run.run_id) is not run:
+            return
+        busy = next((s.task for s in run.steps.values() if s.task is not None and not s.task.done()), None)
+        if busy is not None:
+            busy.add_done_callback(lambda _task: self._release(run))
+            return
+        del self._runs[run.run_id]
+        self._ended[run.run_id] = run.status
 
     async def _run_timed_out(self, run: _Run) -> None:
         if run.status in RUN_FINAL:
@@ -1055,6 +1075,7 @@ class Engine:
         who = who or os_user()
         run = await self._reopen(run_id)
         if run.status in RUN_FINAL:
+            self._release(run)
             raise IllegalTransitionError(f"run {run_id}", run.status.value, RunStatus.CANCELLED.value)
         why = f"Canceled by {who}" + (f": {reason}" if reason else "")
         run.error = why
@@ -1088,6 +1109,7 @@ class Engine:
         who = who or os_user()
         run = await self._reopen(run_id)
         if run.status in RUN_FINAL or run.paused:
+            self._release(run)
             raise IllegalTransitionError(f"run {run_id}", run.status.value, RunStatus.PAUSED.value)
         run.paused = True
         await self._set_run(run, RunStatus.PAUSED, f"Paused by {who}" + (f": {reason}" if reason else ""),
@@ -1304,6 +1326,7 @@ class Engine:
         if run.status in RUN_FINAL:
             run.done.set()
         self._runs[run_id] = run
+        self._ended.pop(run_id, None)
         return run
 
     # ------------------------------------------------------------------ queries (from the store)
@@ -1413,6 +1436,9 @@ class Engine:
         run = self._runs.get(run_id)
         if run is not None:
             return run.status
+        ended = self._ended.get(run_id)
+        if ended is not None:
+            return ended
         return RunStatus(self.get_instance(run_id)["status"])
 
 
