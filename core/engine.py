@@ -275,8 +275,13 @@ class TemplateRegistry:
         return self.get(template.name, version)
 
     def get(self, name: str, version: int | None = None) -> WorkflowTemplate:
+        if version is None:  # which version is latest (cheap), then the shared parsed copy
+            latest = self.store.read_sync(lambda c: c.execute(
+                "SELECT max(version) FROM templates WHERE name = ?", (name,)).fetchone())
+            if latest and latest[0] is not None:
+                version = latest[0]
         if version is not None and (name, version) in self._cache:
-            return self._cache[(name, version)]
+            return self._cache[(name, version)]  # published versions never change: share one copy
         sql = "SELECT definition, version FROM templates WHERE name = ?"
         params: tuple = (name,)
         if version is None:

@@ -1,7 +1,7 @@
 """Jobs panel: every order (runs and their step orders) in one table, with the operator's actions.
 
 - **Table** — :class:`~panels.jobs_model.OrdersTableModel`: filter and sort in Python (never a
-  ``QSortFilterProxyModel``), fixed row heights, live updates coalesced per frame by the bridge
+  Qt sort-filter proxy), fixed row heights, live updates coalesced per frame by the bridge
   (rows and instruments' progress reports), running durations repainted once a second for the
   visible rows only.
 - **Filter bar** — :class:`~panels.jobs_filterbar.FilterBar`: status, priority, instrument,

@@ -4,7 +4,7 @@
 range, free text). :meth:`OrderFilter.predicate` compiles it once into one Python function over
 the light order rows of ``core.store.ORDER_ROW_COLUMNS``; the table model calls it per row, so a
 filter over 100,000 rows costs tens of milliseconds and never goes through
-``QSortFilterProxyModel``.
+a Qt sort-filter proxy model.
 
 :class:`SavedViews` keeps named views (a filter plus a sort) in a JSON file in the data directory,
 next to the store, so an operator's "Needs attention" view survives restarts.

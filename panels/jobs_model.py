@@ -7,7 +7,7 @@
   a unique key** (the column's value, then the order's arrival rank), with a parallel list of
   their column values; a descending sort only maps view row ``r`` to list index ``n - 1 - r``. Finding,
   inserting, moving or removing one row is a bisection, never a scan; no
-  ``QSortFilterProxyModel``. Only the sort values are kept (no tuple per row: the rank is in the
+  Qt sort-filter proxy. Only the sort values are kept (no tuple per row: the rank is in the
   row). Rows are grouped by value when a column has few distinct values, and numbers are sorted
   with a numpy argsort (:func:`sort_method`): sorting 100,000 rows takes 10-50 ms.
 - Repeated strings (templates, instruments, details, a step's run id) are one shared object each.
