@@ -63,13 +63,15 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
                       config: Path | None = None, bind: str = "127.0.0.1", port: int = 8105,
                       token: str | None = None, demo_runs: int = 0) -> int:
     from console.main_window import MainWindow
-    from core import demo
     from core.runtime import DEMO_WORKCELL, Runtime
     from core.store import DB_FILENAME, Store
 
+    if demo_orders:  # written by a short-lived process: its memory is not the console's to keep
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "console", "--data-dir", str(data_dir), "demo-orders", str(demo_orders))
+        if await proc.wait() != 0:
+            raise LabconsoleError(f"writing {demo_orders} demo orders failed (exit {proc.returncode})")
     store = await asyncio.to_thread(lambda: Store(data_dir / DB_FILENAME).open())
-    if demo_orders:
-        await asyncio.to_thread(demo.generate, store, demo_orders)
     runtime = Runtime.build(data_dir, store=store, workcell=workcell or DEMO_WORKCELL, faults=faults)
     from core.dataservices.link import DataServicesLink
 
