@@ -111,13 +111,6 @@ class StepChanged(Event):
     instrument: str | None = None
 
 
-class StoreCommitted(Event):
-    """One group commit finished: how many operations and how long the commit took."""
-
-    operations: int
-    seconds: float
-
-
 E = TypeVar("E", bound=Event)
 Callback = Callable[[Event], Any]
 

@@ -79,6 +79,3 @@ class Core:
 
     def get_order(self, order_id: str) -> Order:
         return self.store.get_order(order_id)
-
-    async def fetch_order(self, order_id: str) -> Order:
-        return await self.store.read(lambda _c: self.store.get_order(order_id))
