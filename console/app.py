@@ -90,6 +90,12 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
         window.statusBar().showMessage("Connecting instruments, resuming runs…")
         await runtime.start()
         await link.start()
+        from core.schedules import Scheduler
+
+        scheduler = Scheduler(runtime)
+        runtime.extras["scheduler"] = scheduler
+        await scheduler.start()
+        await scheduler.adopt_template_schedules()
         await window.load_orders()
         # the 100k order rows and the models live for the whole shift: keep them out of the
         # cyclic GC's way (full collections over them cost 140-215 ms stalls; bench/gui.py)
@@ -104,6 +110,9 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+        scheduler = runtime.extras.get("scheduler")
+        if scheduler is not None:
+            await scheduler.close()
         await link.stop()
         await runtime.close()
 

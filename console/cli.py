@@ -73,6 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
     rehearse.add_argument("--strategy", default="least_loaded",
                           choices=["round_robin", "least_loaded", "random", "affinity"])
 
+    schedules = sub.add_parser("schedules", help="runs started on time").add_subparsers(dest="action", required=True)
+    add = schedules.add_parser("add", help="add a schedule for a published template")
+    add.add_argument("template")
+    add.add_argument("--cron", help="5 or 6 field cron expression, e.g. '0 9 * * 1-5'")
+    add.add_argument("--every", choices=["once", "hourly", "daily", "weekly", "monthly"],
+                     help="instead of --cron: a frequency with --at")
+    add.add_argument("--at", help="':15' hourly, '09:30' daily, 'mon 09:30' weekly, '1 09:30' monthly, ISO for once")
+    add.add_argument("--timezone", default="UTC")
+    add.add_argument("--input", default="{}", help="inputs of each run as a JSON object")
+    add.add_argument("--priority", type=int, default=50)
+    schedules.add_parser("list", help="schedules and their next runs")
+    for verb in ("pause", "resume", "remove"):
+        schedules.add_parser(verb, help=f"{verb} a schedule").add_argument("id")
+
     workflow = sub.add_parser("workflow", help="workflow runs").add_subparsers(dest="action", required=True)
     run = workflow.add_parser("run", help="start a run of a published template")
     run.add_argument("name")
@@ -166,6 +180,8 @@ async def _headless(args: argparse.Namespace, data_dir: Path) -> int:
         # The console executes runs; the command line only executes the run it waits for.
         await runtime.start(execute=False)
         engine = runtime.engine
+        if args.command == "schedules":
+            return await _schedules(args, runtime)
         if args.command == "templates":
             if args.action == "publish":
                 from core.templates import load_template
@@ -229,6 +245,37 @@ async def _headless(args: argparse.Namespace, data_dir: Path) -> int:
     finally:
         await runtime.close()
     return 1
+
+
+async def _schedules(args: argparse.Namespace, runtime: Any) -> int:
+    from core.schedules import Frequency, Schedule, Scheduler
+
+    scheduler = Scheduler(runtime)
+    if args.action == "add":
+        if bool(args.cron) == bool(args.every):
+            print("labconsole: give either --cron or --every (with --at)", file=sys.stderr)
+            return 2
+        try:
+            inputs = json.loads(args.input)
+        except json.JSONDecodeError as exc:
+            print(f"labconsole: --input is not JSON: {exc.msg} (column {exc.colno})", file=sys.stderr)
+            return 2
+        s = await scheduler.add(Schedule(args.template, Frequency(args.every or "cron"), cron=args.cron, at=args.at,
+                                         timezone=args.timezone, inputs=inputs, priority=args.priority))
+        print(f"{s.id}: {s.template} '{s.expression()}' ({s.timezone}), next run {scheduler.get_next_run(s.id)}")
+    elif args.action == "list":
+        for s in scheduler.list():
+            state = "enabled" if s.enabled else "paused"
+            print(f"{s.id}  {state:<8} {s.template:<24} {s.expression():<20} {s.timezone:<14} "
+                  f"next {scheduler.get_next_run(s.id) or '-'}  last run {s.last_run_id or '-'}")
+    elif args.action == "remove":
+        await scheduler.remove(args.id)
+        print(f"{args.id}: removed")
+    else:
+        s = await scheduler.set_enabled(args.id, args.action == "resume")
+        print(f"{s.id}: {'enabled' if s.enabled else 'paused'}, next run {scheduler.get_next_run(s.id) or '-'}")
+    print("the console starts scheduled runs while it is open")
+    return 0
 
 
 def _when(ts: float | None) -> str:

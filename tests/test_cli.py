@@ -60,3 +60,18 @@ def test_run_status_list_terminate(tmp_path):
     assert bad.returncode == 2 and "no template 'Nope'" in bad.stderr
     bad_input = lc("workflow", "run", "Quick", "--input", '{"n": "x"}', data_dir=tmp_path, check=False)
     assert bad_input.returncode == 2 and "inputs of Quick: n: invalid literal for int()" in bad_input.stderr
+
+
+def test_schedules_from_the_command_line(tmp_path):
+    quick = tmp_path / "quick.yaml"
+    quick.write_text(QUICK)
+    lc("templates", "publish", str(quick), data_dir=tmp_path)
+    added = lc("schedules", "add", "Quick", "--every", "daily", "--at", "06:30", "--timezone", "Europe/Berlin",
+               "--input", '{"n": 2}', data_dir=tmp_path).stdout
+    sid = added.split(":")[0]
+    assert "Quick '0 30 6 * * *' (Europe/Berlin), next run" in added
+    assert f"{sid}: paused" in lc("schedules", "pause", sid, data_dir=tmp_path).stdout
+    listing = lc("schedules", "list", data_dir=tmp_path).stdout
+    assert sid in listing and "paused" in listing
+    bad = lc("schedules", "add", "Quick", "--cron", "0 9 * * 1-5 extra words", data_dir=tmp_path, check=False)
+    assert bad.returncode == 2 and "has 7 fields" in bad.stderr
