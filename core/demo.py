@@ -11,7 +11,7 @@ import random
 import sqlite3
 from datetime import timedelta
 
-from core.orders import ModuleStatus, Order, OrderPriority, OrderStatus, Parameter
+from core.orders import Order, OrderPriority, OrderStatus, Parameter
 from core.store import Store, _next_seq, _order_row, _ts
 from core.wire import now_utc
 
@@ -28,7 +28,6 @@ WORKFLOWS: dict[str, list[tuple[str, str]]] = {
 INSTRUMENTS = {"LiquidHandler": ["Hamilton STAR 1", "Hamilton STAR 2"], "PlateReader": ["Reader 1"],
                "Incubator": ["Cytomat 1"], "RobotArm": ["PF400"], "Sealer": ["PlateLoc"],
                "Centrifuge": ["HiG4"], "Capper": ["Decapper 1"]}
-_ = ModuleStatus  # vocabulary of instrument states, used by the robots panel later
 
 
 def generate(store: Store, n: int, *, seed: int = 7, who: str = "demo") -> int:

@@ -267,7 +267,6 @@ class Instrument:
     draining: bool = False
     running: dict[str, Job] = field(default_factory=dict)
     last_heartbeat: float | None = None
-    heartbeat_rtt: float | None = None
     heartbeat_task: asyncio.Task | None = None
     next_reconnect: float = 0.0
     busy_since: float | None = None
@@ -342,8 +341,6 @@ class Dispatcher:
         self._rearm = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._started_at = self.clock.now()
-        self.decisions = 0
-        self.decision_seconds = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -492,13 +489,10 @@ class Dispatcher:
 
     def _dispatch_pass(self) -> None:
         self._kick_pending = False
-        t0 = asyncio.get_running_loop().time()
         now = self.clock.now()
         self.queue.release_due(now)
         while self._dispatch_one(now):
             pass
-        self.decisions += 1
-        self.decision_seconds += asyncio.get_running_loop().time() - t0
 
     def _eligible(self, job: Job, inst: Instrument, capability: str) -> bool:
         if capability not in inst.capabilities:
@@ -720,11 +714,10 @@ class Dispatcher:
 
     async def _beat(self, inst: Instrument) -> None:
         try:
-            rtt = await inst.driver.heartbeat()
+            await inst.driver.heartbeat()
         except Exception as exc:  # noqa: BLE001 - a failed heartbeat is just not counted
             log.info("%s: heartbeat failed: %s", inst.id, exc)
             return
-        inst.heartbeat_rtt = rtt
         inst.last_heartbeat = self.clock.now()
 
     async def _went_offline(self, inst: Instrument, why: str) -> None:

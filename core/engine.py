@@ -35,6 +35,7 @@ import json
 import logging
 import random
 import sqlite3
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -58,7 +59,6 @@ from core.orders import Order, OrderPriority, OrderStatus, Parameter, ParameterV
 from core.store import StatusChange, Store
 from core.templates import (
     FailurePolicy,
-    ParameterType,
     Step,
     WorkflowTemplate,
     descendants,
@@ -426,8 +426,8 @@ class Engine:
         self._timer_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
-        self.step_dispatch_latencies: list[float] = []
-        """Seconds from "step ready" to "executor called" (for benchmarks)."""
+        self.step_dispatch_latencies: deque[float] = deque(maxlen=100_000)
+        """Seconds from "step ready" to "executor called", the most recent ones (for benchmarks)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -1492,4 +1492,3 @@ def _iso(ts: float | None) -> str | None:
 __all__ = ["Engine", "RunStatus", "SimulatedExecutor", "StepExecutor", "StepFailure", "StepRequest",
            "StepStatus", "TemplateRegistry", "classify", "RUN_ORDER_STATUS", "STEP_ORDER_STATUS"]
 
-_ = ParameterType  # re-exported vocabulary for callers building inputs

@@ -166,8 +166,6 @@ class Store:
         """The runtime's clock (``now()`` in epoch seconds); None: the system clock. Every time the
         store writes (creation, transitions, audit) comes from it, so a virtual or accelerated
         clock gives consistent durations."""
-        self.on_commit: Callable[[int, float], None] | None = None
-        """Called on the writer thread after each commit with (operations, seconds)."""
 
     def now(self) -> datetime:
         if self.clock is None:
@@ -338,11 +336,6 @@ class Store:
         seconds = time.perf_counter() - t0
         self.commit_count += 1
         self.commit_seconds += seconds
-        if self.on_commit is not None:
-            try:
-                self.on_commit(len(batch), seconds)
-            except Exception:
-                log.exception("on_commit hook failed")
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Op, bool, Any]]] = {}
         for item in results:
             op = item[0]
