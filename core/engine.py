@@ -569,7 +569,7 @@ class Engine:
             raise InputError.at(f"priority must be 0..100, not {priority}", field="priority")
         now = self.clock.now()
         parent = Order(templateName=template.name, templateVersion=str(template.version),
-                       inputParameters=[_param(k, v) for k, v in inputs.items()], createdBy=who,
+                       inputParameters=[to_parameter(k, v) for k, v in inputs.items()], createdBy=who,
                        priority=biosero_priority, parentIdentifier=parent_identifier,
                        creationTime=_dt(now), estimatedDuration=None)
         store = self.store
@@ -600,7 +600,7 @@ class Engine:
                               notes=f"{s.id}: {s.label}", creationTime=_dt(now),
                               runAfterIdentifier=",".join(ids.get(d, d) for d in s.depends_on) or None,
                               priority=biosero_priority,
-                              inputParameters=[_param(k, v) for k, v in s.parameters.items()])
+                              inputParameters=[to_parameter(k, v) for k, v in s.parameters.items()])
                 made.append(store.new_order_op(child, who=who, numeric_priority=priority)(conn))
                 ids[s.id] = made[-1][0].identifier or ""
             conn.execute("INSERT INTO runs (run_id, template_name, template_version, status, priority, "
@@ -749,7 +749,7 @@ class Engine:
                       templateVersion=str(run.template.version), priority=run.biosero_priority,
                       restrictToModuleIds=",".join(step.restrict_to) or None,
                       moduleRestrictionStrategy=step.module_restriction,
-                      inputParameters=[_param(k, v) for k, v in params.items()])
+                      inputParameters=[to_parameter(k, v) for k, v in params.items()])
 
         def started(instrument: str | None, _state: _StepState = state,
                     _attempt: int = state.attempt) -> Awaitable[None] | None:
@@ -825,7 +825,7 @@ class Engine:
         if state.status is StepStatus.QUEUED:  # an executor that never reported "started"
             state.started = state.started or state.ended
         await self._set_step(run, state, StepStatus.COMPLETED, None,
-                             changes={"outputParameters": [_param(k, v) for k, v in state.outputs.items()]})
+                             changes={"outputParameters": [to_parameter(k, v) for k, v in state.outputs.items()]})
         await self._advance(run, after=state)
 
     async def _builtin(self, run: _Run, state: _StepState, request: StepRequest) -> dict[str, Any]:
@@ -974,7 +974,7 @@ class Engine:
             run.timer.cancel()
         outputs = run_outputs(run.template, run.outputs(), status is RunStatus.COMPLETED)
         await self._set_run(run, status, detail, who=who, extra="ended = ?", extra_params=(run.ended,),
-                            changes={"outputParameters": [_param(k, v) for k, v in outputs.items()]})
+                            changes={"outputParameters": [to_parameter(k, v) for k, v in outputs.items()]})
         run.done.set()
         self._release(run)
 
@@ -1199,7 +1199,7 @@ class Engine:
         state.error = None
         await self._audit(who, "skip step", state.order_id, reason, {"outputs": state.outputs})
         await self._set_step(run, state, StepStatus.SKIPPED, f"Skipped by {who}" + (f": {reason}" if reason else ""),
-                             changes={"outputParameters": [_param(k, v) for k, v in state.outputs.items()]})
+                             changes={"outputParameters": [to_parameter(k, v) for k, v in state.outputs.items()]})
         for d in descendants(run.template, step_id):
             dep = run.steps[d]
             if dep.status is StepStatus.SKIPPED and (dep.error is None) and dep.outputs is None:
@@ -1467,7 +1467,8 @@ def run_outputs(template: WorkflowTemplate, step_outputs: Mapping[str, Mapping[s
     return out
 
 
-def _param(name: str, value: Any) -> Parameter:
+def to_parameter(name: str, value: Any) -> Parameter:
+    """A Data Services parameter for a Python value (string value, valueType from the type)."""
     if isinstance(value, bool):
         return Parameter(name=name, value="True" if value else "False", valueType=ParameterValueType.BOOLEAN)
     if isinstance(value, int):

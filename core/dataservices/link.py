@@ -40,6 +40,7 @@ from core.dataservices.config import DataServicesSettings
 from core.dataservices.errors import CreateOutcomeUnknownError
 from core.dataservices.models import OrderTemplate
 from core.dataservices.server import EmbeddedDataServices
+from core.engine import to_parameter
 from core.errors import DataServicesError, LabconsoleError, OrderNotFoundError
 from core.events import OrderStatusChanged
 from core.orders import TERMINAL_STATUSES, Order, OrderStatus, Parameter
@@ -259,9 +260,7 @@ class DataServicesLink:
                       outputs: dict[str, Any] | None) -> None:
         changes = None
         if outputs:
-            from core.engine import _param
-
-            changes = {"outputParameters": [_param(k, v) for k, v in outputs.items()]}
+            changes = {"outputParameters": [to_parameter(k, v) for k, v in outputs.items()]}
         await self.runtime.core.set_status(order_id, status, who=self.module_id, why=why, changes=changes)
 
     def _on_status(self, event: Any) -> None:
@@ -332,39 +331,50 @@ class DataServicesLink:
                 "SELECT count(*) FROM transitions WHERE seq > ?", (_cursor(c),)).fetchone()[0])
 
     async def deliver_pending(self, batch: int = 200) -> int:
-        """Deliver transitions after the cursor, in order; return how many. Raises on failure."""
+        """Deliver the transitions after the cursor, in order; return how many. Raises on failure.
+
+        The orders table already holds each order's latest state, so an order that changed several
+        times in the batch is sent once (at its first place, so parents still go before children),
+        and the cursor moves once per batch: a batch cut short is sent again, which the keyed
+        creates and idempotent updates make harmless.
+        """
         assert self.client is not None
         rows = await self.runtime.store.read(lambda c: c.execute(
-            "SELECT t.seq, t.order_id, t.to_status, o.data FROM transitions t JOIN orders o ON o.id = t.order_id "
+            "SELECT t.seq, t.order_id, o.data FROM transitions t JOIN orders o ON o.id = t.order_id "
             "WHERE t.seq > ? ORDER BY t.seq LIMIT ?", (_cursor(c), batch)).fetchall())
-        for seq, order_id, to_status, data in rows:
+        sent: set[str] = set()
+        for _seq, order_id, data in rows:
+            if order_id in sent:
+                continue
+            sent.add(order_id)
             order = Order.model_validate_json(data)
             if (order.createdBy or "") not in SKIP_CREATORS:
-                await self._deliver(order_id, OrderStatus(to_status), order)
-            await self.runtime.store.write(lambda c, seq=seq: c.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (CURSOR_KEY, str(seq))))
-            self.state.delivered += 1
+                await self._deliver(order_id, order)
+        if rows:
+            last = rows[-1][0]
+            await self.runtime.store.write(lambda c: c.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (CURSOR_KEY, str(last))))
+            self.state.delivered += len(rows)
         return len(rows)
 
-    async def _deliver(self, local_id: str, status: OrderStatus, order: Order) -> None:
+    async def _deliver(self, local_id: str, current: Order) -> None:
+        """Make the remote twin of ``local_id`` match ``current`` (its latest local state)."""
         assert self.client is not None
         remote = self._remote_of(local_id)
         if remote is None:
-            parent = self._remote_of(order.parentIdentifier)
-            create = Order(templateName=order.templateName, parentIdentifier=parent,
-                           inputParameters=order.inputParameters, priority=order.priority,
-                           notes=order.notes, createdBy=f"{self.module_id} {local_id}",
-                           schedulingStrategy=order.schedulingStrategy,
-                           restrictToModuleIds=order.restrictToModuleIds,
-                           moduleRestrictionStrategy=order.moduleRestrictionStrategy)
+            parent = self._remote_of(current.parentIdentifier)
+            create = Order(templateName=current.templateName, parentIdentifier=parent,
+                           inputParameters=current.inputParameters, priority=current.priority,
+                           notes=current.notes, createdBy=f"{self.module_id} {local_id}",
+                           schedulingStrategy=current.schedulingStrategy,
+                           restrictToModuleIds=current.restrictToModuleIds,
+                           moduleRestrictionStrategy=current.moduleRestrictionStrategy)
             try:
                 remote = await self.client.create_order(create, idempotency_key=f"labconsole:{local_id}")
             except CreateOutcomeUnknownError as exc:
                 raise DataServicesError(self.client.base_url, f"create of {local_id} unconfirmed: {exc}") from None
             await self._link(local_id, remote)
             await self.client.try_assign(remote, self.module_id)
-        # the latest state of the order, not the historical one: idempotent and cheap
-        current = self.runtime.store.get_order(local_id)
         try:
             if current.outputParameters and current.status in TERMINAL_STATUSES | {OrderStatus.Error}:
                 await self.client.set_output_parameters(remote, {p.name: p.value or "" for p in current.outputParameters})
