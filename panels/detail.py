@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,7 +57,7 @@ from core.events import (
 )
 from core.facade import os_user
 from core.orders import TERMINAL_STATUSES, Order, OrderStatus
-from panels.actions import ACTIONS, Bridge, Feedback, OrderActions
+from panels.actions import ACTIONS, Bridge, Feedback, OrderActions, disconnect_quietly
 from panels.detail_steps import AXIS, LANE, GanttStep, StepsTimeline
 from panels.detail_tables import SmallTableModel, cell, make_table
 from panels.jobs_filterbar import FlowLayout
@@ -688,12 +687,7 @@ class DetailPanel(QWidget):
         self.actions.shutdown()
         if self._listening:  # shutdown may be called more than once
             self._listening = False
-            try:
-                with warnings.catch_warnings():  # already cut when the bridge went first
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    self.bridge.events.disconnect(self._on_events)
-            except (RuntimeError, TypeError):
-                pass
+            disconnect_quietly(self.bridge.events, self._on_events)
 
 
 class _FitWidth(QWidget):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,7 +67,15 @@ from core.events import StepProgress
 from core.facade import os_user
 from core.orders import OrderStatus
 from core.store import ORDER_ROW_SQL
-from panels.actions import ACTIONS, BULK_LABELS, Bridge, Feedback, OrderActions, TaskRunner
+from panels.actions import (
+    ACTIONS,
+    BULK_LABELS,
+    Bridge,
+    Feedback,
+    OrderActions,
+    TaskRunner,
+    disconnect_quietly,
+)
 from panels.dialogs import NameDialog, ask
 from panels.jobs_filter import PARENT, STATUS, OrderFilter, SavedView, SavedViews
 from panels.jobs_filterbar import FilterBar, FlowLayout
@@ -642,11 +649,5 @@ class JobsPanel(QWidget):
         self._tasks.cancel_all()
         if self._listening:  # shutdown may be called more than once (close, then destroy)
             self._listening = False
-            for signal, slot in ((self.bridge.orders_changed, self._on_orders_changed),
-                                 (self.bridge.events, self._on_events)):
-                try:
-                    with warnings.catch_warnings():  # already cut when the bridge went first
-                        warnings.simplefilter("ignore", RuntimeWarning)
-                        signal.disconnect(slot)
-                except (RuntimeError, TypeError):
-                    pass
+            disconnect_quietly(self.bridge.orders_changed, self._on_orders_changed)
+            disconnect_quietly(self.bridge.events, self._on_events)
