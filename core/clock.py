@@ -32,6 +32,23 @@ def to_datetime(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
+async def sleep_or_wake(clock: Clock, seconds: float | None, wake: asyncio.Event) -> None:
+    """Sleep ``seconds`` on ``clock`` (forever if None) unless ``wake`` is set first; clears ``wake``.
+
+    The one way the engine, the dispatcher and the schedules wait for "the next deadline, or
+    sooner if something new arrives" — a single timer each, re-armed, never one per event.
+    """
+    wake.clear()
+    waits = [asyncio.ensure_future(wake.wait())]
+    if seconds is not None:
+        waits.append(asyncio.ensure_future(clock.sleep(max(0.0, seconds))))
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+
+
 class SystemClock:
     def now(self) -> float:
         return time.time()

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from core.clock import Clock, SystemClock, to_datetime
+from core.clock import Clock, SystemClock, sleep_or_wake, to_datetime
 from core.drivers.base import (
     Driver,
     DriverError,
@@ -687,14 +687,7 @@ class Dispatcher:
             nxt = self.queue.next_scheduled
             if nxt is not None:
                 wake = min(wake, nxt)
-            self._rearm.clear()
-            waits = [asyncio.ensure_future(self._rearm.wait()),
-                     asyncio.ensure_future(self.clock.sleep(max(0.0, wake - self.clock.now())))]
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waits:
-                    w.cancel()
+            await sleep_or_wake(self.clock, wake - self.clock.now(), self._rearm)
 
     async def _heartbeat_round(self, now: float) -> None:
         for inst in self.instruments.values():

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from core.clock import Clock, SystemClock
+from core.clock import Clock, SystemClock, sleep_or_wake
 from core.conditions import ConditionError, evaluate
 from core.drivers.base import ProgressSink
 from core.errors import (
@@ -505,15 +505,7 @@ class Engine:
                         timer.callback()
                     except Exception:
                         log.exception("engine timer callback failed")
-            self._rearm.clear()
-            waits = [asyncio.ensure_future(self._rearm.wait())]
-            if self._heap:
-                waits.append(asyncio.ensure_future(self.clock.sleep(self._heap[0].when - now)))
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waits:
-                    w.cancel()
+            await sleep_or_wake(self.clock, self._heap[0].when - now if self._heap else None, self._rearm)
 
     # ------------------------------------------------------------------ templates (seed 001 API)
 

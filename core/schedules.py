@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
-from core.clock import Clock, SystemClock
+from core.clock import Clock, SystemClock, sleep_or_wake
 from core.errors import ConfigError, LabconsoleError, NotFoundError, Problem, Where
 
 log = logging.getLogger(__name__)
@@ -280,15 +280,9 @@ class Scheduler:
         while True:
             await self.run_due()
             upcoming = [s.next_run for s in self.list() if s.enabled and s.next_run is not None]
-            self._wake.clear()
             # never trust a long timer to the second: wake a little before, then check again; look
             # at the store at least every 30 s for schedules added by another process
             delay = max(0.0, min(upcoming) - self.clock.now()) if upcoming else RESCAN
             delay = min(RESCAN, delay if delay < 2 else delay - 1)
-            waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(self.clock.sleep(delay))]
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waits:
-                    w.cancel()
+            await sleep_or_wake(self.clock, delay, self._wake)
 
