@@ -736,14 +736,14 @@ class Dispatcher:
     async def _operator(self, inst: Instrument, action: str, who: str, reason: str | None) -> None:
         now = self.clock.now()
         enabled, in_service = int(inst.enabled), int(inst.in_service and not inst.draining)
+        audit = self.store.audit_op(who, action, inst.id, reason)
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT INTO instruments (id, enabled, in_service, updated, updated_by) VALUES (?,?,?,?,?) "
                          "ON CONFLICT(id) DO UPDATE SET enabled=excluded.enabled, in_service=excluded.in_service, "
                          "updated=excluded.updated, updated_by=excluded.updated_by",
                          (inst.id, enabled, in_service, now, who))
-            conn.execute("INSERT INTO audit (at, who, action, target, reason, details) VALUES (?,?,?,?,?,?)",
-                         (now, who, action, inst.id, reason, None))
+            audit(conn)
 
         await self.store.write(op)
         self.bus.publish(OperatorAction(who=who, action=action, target=inst.id, reason=reason))

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.orders import ModuleStatus, OrderStatus
+from core.states import RunStatus, StepStatus
 from core.wire import now_utc
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ class RunChanged(Event):
     run_id: str
     template_name: str
     template_version: int
-    status: str
+    status: RunStatus
     detail: str | None = None
 
 
@@ -105,7 +106,7 @@ class StepChanged(Event):
     run_id: str
     step_id: str
     order_id: str
-    status: str
+    status: StepStatus
     attempt: int = 0
     detail: str | None = None
     instrument: str | None = None

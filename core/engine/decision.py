@@ -1,0 +1,156 @@
+"""One engine decision or operator action, committed as one transaction.
+
+A :class:`Decision` collects what one decision changes — step and run states (their rows, their
+orders' transitions), order fields, audit entries — while the engine updates its memory. The
+engine then commits it: instruments listed in ``stops`` are asked to stop first, every write goes
+to the store in one transaction, the events are published after the commit, and ``then``
+callbacks (starting attempts, waking waiters) run last. A crash therefore leaves an action either
+fully recorded with its audit entry or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from core.engine import tables
+from core.engine.state import RunState, StepState
+from core.engine.types import StepRequest, StopReason
+from core.events import EventBus, OperatorAction, OrderUpdated, RunChanged, StepChanged
+from core.facade import Core
+from core.states import RUN_ORDER_STATUS, STEP_FINAL, STEP_ORDER_STATUS, RunStatus, StepStatus
+from core.store import StatusChange
+
+ENGINE = "engine"
+"""*who* of the engine's own decisions in the transition log."""
+
+Write = Callable[[sqlite3.Connection], Any]
+Publish = Callable[[Any, EventBus], None]
+
+_DETAIL_KEPT = frozenset({StepStatus.QUEUED, StepStatus.RETRYING, StepStatus.PENDING})
+"""Step states whose detail (why it waits) is kept on the order as ``statusDetails``."""
+
+
+class Decision:
+    """The writes, events, instrument stops and follow-ups of one decision (see module doc)."""
+
+    __slots__ = ("core", "_writes", "_publish", "stops", "then")
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self._writes: list[Write] = []
+        self._publish: list[Publish | None] = []
+        self.stops: list[tuple[StepRequest, asyncio.Task[None]]] = []
+        """Attempts to stop on their instruments before the commit."""
+        self.then: list[Callable[[], None]] = []
+        """Run after the commit and its events, in order."""
+
+    def __bool__(self) -> bool:
+        return bool(self._writes or self.stops or self.then)
+
+    def write(self, fn: Write, publish: Publish | None = None) -> None:
+        self._writes.append(fn)
+        self._publish.append(publish)
+
+    # ------------------------------------------------------------------ what a decision records
+
+    def step(self, run: RunState, state: StepState, status: StepStatus, detail: str | None = None, *,
+             changes: dict[str, Any] | None = None, who: str = ENGINE) -> None:
+        """The step is now ``status``: its ``step_runs`` row and its order's transition."""
+        previous = state.status
+        state.status = status
+        if (previous in STEP_FINAL) != (status in STEP_FINAL):
+            run.unfinished += -1 if status in STEP_FINAL else 1
+        order_changes = dict(changes or {})
+        if detail is not None and status in _DETAIL_KEPT:
+            order_changes["statusDetails"] = detail
+        order_status = STEP_ORDER_STATUS[status]
+        status_op = self.core.store.status_op(state.order_id, order_status, who=who, why=detail,
+                                              changes=order_changes or None) \
+            if order_status is not STEP_ORDER_STATUS[previous] or order_changes or detail else None
+        row = tables.step_row(run.run_id, state)
+        event = StepChanged(run_id=run.run_id, step_id=state.step.id, order_id=state.order_id,
+                            status=status, attempt=state.attempt, detail=detail,
+                            instrument=state.instrument)
+
+        def write(conn: sqlite3.Connection) -> StatusChange | None:
+            tables.write_step(conn, row)
+            return status_op(conn) if status_op is not None else None
+
+        def publish(change: StatusChange | None, bus: EventBus) -> None:
+            if change is not None:
+                self.core.publish_change(change, who, detail)
+            bus.publish(event)
+
+        self.write(write, publish)
+
+    def run(self, run: RunState, status: RunStatus, detail: str | None = None, *, who: str = ENGINE,
+            changes: dict[str, Any] | None = None) -> None:
+        """The run is now ``status``: its ``runs`` row and its parent order's transition."""
+        run.status = status
+        row = tables.run_row(run)
+        status_op = self.core.store.status_op(run.run_id, RUN_ORDER_STATUS[status], who=who, why=detail,
+                                              changes=changes)
+        event = RunChanged(run_id=run.run_id, template_name=run.template.name,
+                           template_version=run.template.version, status=status, detail=detail)
+
+        def write(conn: sqlite3.Connection) -> StatusChange:
+            tables.write_run(conn, row)
+            return status_op(conn)
+
+        def publish(change: StatusChange, bus: EventBus) -> None:
+            self.core.publish_change(change, who, detail)
+            bus.publish(event)
+
+        self.write(write, publish)
+
+    def run_fields(self, run: RunState) -> None:
+        """The run's row changed without a status change (priority, recovery count)."""
+        row = tables.run_row(run)
+        self.write(lambda conn: tables.write_run(conn, row))
+
+    def order_fields(self, order_id: str, changes: dict[str, Any], *,
+                     numeric_priority: int | None = None) -> None:
+        op = self.core.store.update_op(order_id, changes, numeric_priority)
+        fields = tuple(changes) or (("priority",) if numeric_priority is not None else ())
+
+        def publish(result: Any, bus: EventBus) -> None:
+            bus.publish(OrderUpdated(order_id=order_id, fields=fields, row=result[1]))
+
+        self.write(op, publish)
+
+    def audit(self, who: str, action: str, target: str | None, reason: str | None,
+              details: dict[str, Any] | None = None) -> None:
+        """An operator action (or an automatic decision made on one's behalf), in the same commit."""
+        op = self.core.store.audit_op(who, action, target, reason, details)
+        event = OperatorAction(who=who, action=action, target=target, reason=reason)
+        self.write(op, lambda _seq, bus: bus.publish(event))
+
+    def stop(self, state: StepState, reason: StopReason) -> None:
+        """The step's attempt ends with this decision: its own result no longer counts, and its
+        instrument is asked to stop before the commit (if the attempt is under way)."""
+        request, task = state.request, state.task
+        state.stop_reason = reason
+        state.request = None
+        if request is not None and task is not None and not task.done():
+            self.stops.append((request, task))
+
+    # ------------------------------------------------------------------ committing
+
+    def apply(self, conn: sqlite3.Connection) -> list[Any]:
+        """Every write, in order (on the writer thread, inside one transaction)."""
+        return [w(conn) for w in self._writes]
+
+    def published(self, results: list[Any]) -> None:
+        bus = self.core.bus
+        for publish, result in zip(self._publish, results, strict=True):
+            if publish is not None:
+                publish(result, bus)
+
+    def merge(self, other: Decision) -> None:
+        self._writes += other._writes
+        self._publish += other._publish
+        self.stops += other.stops
+        self.then += other.then
