@@ -13,7 +13,8 @@ value is not.
 The lock. Every process that opens the store holds a shared ``flock`` on ``<store>.lock`` for as
 long as it has the store open; the kernel drops it when the process exits, even on SIGKILL.
 Restoring a backup takes the lock exclusively, so it is refused while the console or a command
-has the store open, and nothing opens the store while a restore replaces it.
+has the store open, and nothing opens the store while a restore replaces it. (POSIX only:
+without ``flock`` (Windows) the lock file is created but nothing is locked.)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from core.errors import StoreError
 
 try:
     import fcntl
-except ImportError:  # Windows: no flock; restore falls back to the -wal file probe
+except ImportError:  # Windows: no flock, so restore cannot tell whether the store is open
     fcntl = None  # type: ignore[assignment]
 
 CHECKS = ("quick_check", "integrity_check")
@@ -75,8 +76,8 @@ def run_check(conn: sqlite3.Connection, check: str = "quick_check", *, budget: f
     finally:
         if budget is not None:
             conn.set_progress_handler(None, 0)
-    problems = [line.strip() for row in rows for line in str(row[0]).splitlines()
-                if line.strip() and line.strip() != "ok"]
+    lines = (line.strip() for row in rows for line in str(row[0]).splitlines())
+    problems = [line for line in lines if line and line != "ok" and not line.startswith("*** in database")]
     return CheckResult(check, problems, True, time.perf_counter() - t0)
 
 
@@ -99,8 +100,11 @@ def connect_readonly(path: Path) -> sqlite3.Connection:
 def full_check(path: Path) -> CheckResult:
     """``integrity_check`` and ``foreign_key_check`` of the file at ``path``, read-only, no budget."""
     t0 = time.perf_counter()
-    with open(path, "rb") as f:
-        header = f.read(16)
+    try:
+        with open(path, "rb") as f:
+            header = f.read(16)
+    except OSError as exc:
+        raise StoreError(path, f"cannot be read: {exc.strerror}") from None
     if header != b"SQLite format 3\x00":
         return CheckResult("integrity_check", ["not a SQLite database (bad header)"])
     try:
@@ -148,10 +152,7 @@ class StoreLock:
 
     def acquire_exclusive(self) -> None:
         """Refuses (StoreError) while any process has the store open."""
-        busy = not self._lock(exclusive=True)
-        if not busy and fcntl is None:
-            busy = Path(f"{self.db_path}-wal").exists()
-        if busy:
+        if not self._lock(exclusive=True):
             self.release()
             raise StoreError(self.db_path, "is open in a running labconsole (the console or a "
                              "command); close it first")
