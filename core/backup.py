@@ -274,7 +274,7 @@ def settings_from_ini(path: Path | None) -> BackupSettings:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError.at(f"cannot read config file: {exc}", file=path) from None
-    parser = configparser.ConfigParser(interpolation=None)
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#", ";"))
     try:
         parser.read_string(text, source=str(path))
     except configparser.Error as exc:

@@ -299,6 +299,8 @@ def test_settings_from_config_ini(tmp_path):
     ini = write_ini(tmp_path / "config.ini", "[STORE]\nbackup_every = 24h\nbackup_keep = 3\n")
     assert backups.settings_from_ini(ini) == backups.BackupSettings(86400.0, 3, str(ini))
     assert backups.settings_from_ini(write_ini(ini, "[store]\nbackup_every = off\n")).every is None
+    commented = write_ini(ini, "[STORE]\nbackup_every = 6h   # four a day\nbackup_keep = 28 ; a week\n")
+    assert backups.settings_from_ini(commented) == backups.BackupSettings(21600.0, 28, str(ini))
     with pytest.raises(ConfigError, match=r"config.ini:3: STORE.backup_every"):
         backups.settings_from_ini(write_ini(ini, "[DATA SERVICES]\n[STORE]\nbackup_every = daily\n"))
     with pytest.raises(ConfigError, match=r"config.ini:2: STORE.backup_every.*under a minute"):
