@@ -281,7 +281,7 @@ class Store:
         except OSError as exc:
             raise StoreError(self.path, f"cannot be read: {exc.strerror}") from None
         if header != SQLITE_HEADER:
-            raise CorruptDatabaseError(self.path, f"is not a SQLite database (bad header); {RESTORE_ADVICE}")
+            raise self._damaged("is not a SQLite database (bad header)")
         return True
 
     def _check_integrity(self, conn: sqlite3.Connection) -> None:
@@ -291,15 +291,16 @@ class Store:
         if not result.ok:
             shown = "; ".join(result.problems[:3])
             more = f" (and {len(result.problems) - 3} more)" if len(result.problems) > 3 else ""
-            raise CorruptDatabaseError(self.path, f"is damaged ({shown}{more}); {RESTORE_ADVICE}"
-                                       f"{self._latest_backup_hint()}")
+            raise self._damaged(f"is damaged ({shown}{more})")
         if not result.complete:
             log.warning("%s: the quick check on open stopped after %.1f s and is partial; "
                         "run `labconsole store check` for a full check", self.path, result.seconds)
 
-    def _latest_backup_hint(self) -> str:
+    def _damaged(self, what: str) -> CorruptDatabaseError:
+        """The error for a damaged file: what is wrong, what to do, and the latest backup if any."""
         backups = sorted(self.path.parent.glob("backups/labconsole-*.sqlite3"))
-        return f" (latest backup: {backups[-1]})" if backups else ""
+        latest = f" (latest backup: {backups[-1]})" if backups else ""
+        return CorruptDatabaseError(self.path, f"{what}; {RESTORE_ADVICE}{latest}")
 
     def _connect(self, *, readonly: bool = False) -> sqlite3.Connection:
         try:
@@ -318,8 +319,7 @@ class Store:
             return conn
         except sqlite3.DatabaseError as exc:
             if is_corruption(exc):
-                raise CorruptDatabaseError(self.path, f"cannot be opened as a database: {exc}; "
-                                           f"{RESTORE_ADVICE}") from None
+                raise self._damaged(f"cannot be opened as a database: {exc}") from None
             raise StoreError(self.path, f"cannot be opened: {exc}") from None
 
     def _check_ownership(self, conn: sqlite3.Connection) -> int:
@@ -330,7 +330,7 @@ class Store:
             tables = [r[0] for r in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
         except sqlite3.DatabaseError as exc:
-            raise CorruptDatabaseError(self.path, f"is damaged: {exc}; {RESTORE_ADVICE}") from None
+            raise self._damaged(f"is damaged: {exc}") from None
         if app_id != APPLICATION_ID and (app_id != 0 or tables):
             raise ForeignDatabaseError(self.path, "is a SQLite database of another program "
                                        f"(application_id={app_id}, tables: {', '.join(tables[:8]) or 'none'}); "
