@@ -1,8 +1,8 @@
 """The store file itself: integrity checks and the lock that says whether it is in use.
 
 Checks. :func:`run_check` runs ``PRAGMA quick_check`` or ``PRAGMA integrity_check`` and returns
-every problem SQLite reports, one line each. A time budget stops a long check through a progress
-handler; the result then says it is partial. Opening the store runs the quick check with a 2 s
+every problem SQLite reports, one line each. A time budget stops a long check (``sqlite3_interrupt``
+from a timer, and a progress handler); the result then says it is partial. Opening the store runs the quick check with a 2 s
 budget (a 100,000-order store takes about 0.25 s); ``labconsole store check`` runs the full
 :func:`full_check` (integrity_check and foreign_key_check) without one.
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,9 +63,15 @@ def run_check(conn: sqlite3.Connection, check: str = "quick_check", *, budget: f
     if check not in CHECKS:
         raise ValueError(f"check must be one of {', '.join(CHECKS)}, not {check!r}")
     t0 = time.perf_counter()
+    timer = None
     if budget is not None:
+        # The walk over the b-trees is one virtual machine step that no progress handler
+        # interrupts (0.2 s of 0.3 s on a 160 MB store); sqlite3_interrupt from a timer does.
         deadline = time.monotonic() + budget
         conn.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
+        timer = threading.Timer(budget, conn.interrupt)
+        timer.daemon = True
+        timer.start()
     try:
         rows = conn.execute(f"PRAGMA {check}({int(max_errors)})").fetchall()
     except sqlite3.OperationalError as exc:
@@ -74,7 +81,9 @@ def run_check(conn: sqlite3.Connection, check: str = "quick_check", *, budget: f
     except sqlite3.DatabaseError as exc:
         return CheckResult(check, [_describe(exc)], True, time.perf_counter() - t0)
     finally:
-        if budget is not None:
+        if timer is not None:
+            timer.cancel()
+            timer.join()
             conn.set_progress_handler(None, 0)
     lines = (line.strip() for row in rows for line in str(row[0]).splitlines())
     problems = [line for line in lines if line and line != "ok" and not line.startswith("*** in database")]
