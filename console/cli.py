@@ -10,6 +10,9 @@
     labconsole workflow list [--status S]                runs, newest first
     labconsole workflow terminate ID --reason R          cancel a run
     labconsole workflow retry ID [--wait]                retry the failed steps of a run
+    labconsole store check                               full integrity check of the store
+    labconsole store backup [DEST]                       online backup, checked
+    labconsole store restore BACKUP                      put a backup in place (console closed)
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -106,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     retry = workflow.add_parser("retry", help="retry the failed steps of a run")
     retry.add_argument("id")
     retry.add_argument("--wait", action="store_true")
+
+    store = sub.add_parser("store", help="check, back up and restore the store").add_subparsers(
+        dest="action", required=True)
+    store.add_parser("check", help="full integrity_check and foreign_key_check; exit 1 if damaged")
+    backup = store.add_parser("backup", help="copy the store while it is in use, and check the copy")
+    backup.add_argument("dest", nargs="?", default=None,
+                        help="file or directory (default: <data-dir>/backups/labconsole-YYYYmmdd-HHMMSS.sqlite3)")
+    restore = store.add_parser("restore", help="replace the store with a checked backup (console closed)")
+    restore.add_argument("backup", type=Path)
     return parser
 
 
@@ -131,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             faults=args.faults, data_services_url=args.data_services_url,
                             config=args.config, bind=args.bind, port=args.port, token=args.token,
                             demo_runs=args.demo_runs)
+        if args.command == "store":
+            return _store(args, data_dir)
         if args.command == "demo-orders":
             from core import demo
             from core.store import Store
@@ -154,6 +169,45 @@ def _rehearse(args: argparse.Namespace) -> int:
                                   args.orders, speed=speed, faults=args.rehearse_faults, seed=args.seed,
                                   strategy=args.strategy))
     print(report.render())
+    return 0
+
+
+def _store(args: argparse.Namespace, data_dir: Path) -> int:
+    from core import backup
+    from core.store import DB_FILENAME
+    from core.storefile import full_check
+
+    db = data_dir / DB_FILENAME
+    if args.action == "restore":
+        result = backup.restore(db, args.backup)
+        print(f"{db}: restored from {args.backup} (schema {result.restored.schema_version}, "
+              f"{result.restored.orders} orders, checked)")
+        if result.replaced is not None:
+            print(f"the replaced file is kept as {result.replaced}")
+        return 0
+    if not db.is_file():
+        print(f"labconsole: {db}: there is no store here (see --data-dir)", file=sys.stderr)
+        return 2
+    if args.action == "check":
+        check = full_check(db)
+        if check.ok:
+            print(f"{db}: OK (integrity_check, foreign_key_check; {check.seconds:.1f} s)")
+            return 0
+        print(f"{db}: damaged, {len(check.problems)} problem{'s' if len(check.problems) != 1 else ''}:")
+        for problem in check.problems:
+            print(f"  {problem}")
+        print("Restore from a backup with `labconsole store restore BACKUP`, or move the file away.")
+        return 1
+    dest = None if args.dest is None else Path(args.dest)
+    if dest is not None and args.dest.endswith(("/", os.sep)):  # a directory to make
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"labconsole: cannot create {dest}: {exc.strerror}", file=sys.stderr)
+            return 2
+    info = backup.backup(db, dest)
+    print(f"{info.path}: backup of {db} ({info.orders} orders, {info.size / 1e6:.1f} MB, "
+          f"integrity_check ok, {info.seconds:.1f} s)")
     return 0
 
 

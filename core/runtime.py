@@ -134,9 +134,16 @@ class Runtime:
         if execute and self.dispatcher is not None:
             await self.dispatcher.start()
         await self.engine.start(resume=execute)
+        if execute and isinstance(self.clock, SystemClock):  # [STORE] backup_every of config.ini
+            from core.backup import ScheduledBackups
+
+            if (backups := ScheduledBackups.from_config(self.store.path)) is not None:
+                self.extras["backups"] = backups.start()
         return published
 
     async def close(self) -> None:
+        if (backups := self.extras.pop("backups", None)) is not None:
+            await backups.close()
         await self.engine.close()
         if self.dispatcher is not None:
             await self.dispatcher.close()

@@ -44,6 +44,7 @@ from core.errors import (
     StoreError,
 )
 from core.orders import Order, OrderPriority, OrderStatus
+from core.storefile import StoreLock, is_corruption, run_check
 from core.wire import format_datetime, now_utc, parse_datetime
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ APPLICATION_ID = 0x4C43534C  # "LCSL"
 DB_FILENAME = "labconsole.sqlite3"
 DATA_DIR_ENV = "LABCONSOLE_DATA_DIR"
 SQLITE_HEADER = b"SQLite format 3\x00"
+RESTORE_ADVICE = ("it was left untouched — restore from a backup with "
+                  "`labconsole store restore BACKUP`, or move it away")
 
 SCHEMA_DIR = Path(__file__).with_name("schema")
 MIGRATIONS: list[str] = [p.read_text() for p in sorted(SCHEMA_DIR.glob("[0-9][0-9][0-9]_*.sql"))]
@@ -75,10 +78,14 @@ def resolve_data_dir(flag: str | os.PathLike[str] | None = None) -> Path:
     """``--data-dir`` flag, else ``$LABCONSOLE_DATA_DIR``, else the platform's user data dir."""
     chosen = flag or os.environ.get(DATA_DIR_ENV) or default_data_dir()
     path = Path(chosen).expanduser()
+    source = "--data-dir" if flag else DATA_DIR_ENV if os.environ.get(DATA_DIR_ENV) else "data dir"
     if path.exists() and not path.is_dir():
-        source = "--data-dir" if flag else DATA_DIR_ENV if os.environ.get(DATA_DIR_ENV) else "data dir"
         raise ConfigError.at(f"{path} exists and is not a directory", field=source)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError.at(f"cannot create the data directory {path}: {exc.strerror}",
+                             field=source) from None
     return path
 
 
@@ -140,6 +147,12 @@ _STOP = object()
 class Store:
     """The SQLite store. Open with :meth:`open`; close with :meth:`close`."""
 
+    open_check_seconds: float | None = 2.0
+    """Time budget of the quick check on open (None: no limit); past it the check is partial."""
+    last_open_check: Any = None
+    """The :class:`core.storefile.CheckResult` of the last open (None for a new file)."""
+    _lock: StoreLock | None = None
+
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL",
                  group_commit: bool = True, max_batch: int = 2000) -> None:
         self.path = Path(path)
@@ -179,19 +192,32 @@ class Store:
         return cls(resolve_data_dir(data_dir) / DB_FILENAME, **kwargs).open()
 
     def open(self) -> Store:
-        """Check the file, apply migrations and start the writer thread."""
-        if self._check_header():
-            probe = self._connect(readonly=True)
-            try:
-                self._check_ownership(probe)
-            finally:
-                probe.close()
-        conn = self._connect()
+        """Check the file, apply migrations and start the writer thread.
+
+        A file that is not ours, newer, or damaged (``PRAGMA quick_check``, at most
+        :attr:`open_check_seconds`) is refused and left as it was. The store's lock is held
+        shared until :meth:`close`, so a restore cannot replace the file while it is open.
+        """
+        self._check_place()
+        self._lock = StoreLock(self.path)
+        self._lock.acquire_shared()
         try:
-            self._check_ownership(conn)
-            self._migrate(conn)
+            if self._check_header():
+                probe = self._connect(readonly=True)
+                try:
+                    self._check_ownership(probe)
+                    self._check_integrity(probe)
+                finally:
+                    probe.close()
+            conn = self._connect()
+            try:
+                self._check_ownership(conn)
+                self._migrate(conn)
+            except BaseException:
+                conn.close()
+                raise
         except BaseException:
-            conn.close()
+            self._lock.release()
             raise
         self._read_pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="store-read")
         self._thread = threading.Thread(target=self._writer, args=(conn,), name="store-writer",
@@ -216,6 +242,8 @@ class Store:
                 except sqlite3.ProgrammingError:  # created in another thread; it is gone with it
                     pass
             self._readers.clear()
+        if self._lock is not None:
+            self._lock.release()
 
     def __enter__(self) -> Store:
         return self
@@ -223,17 +251,56 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _check_place(self) -> None:
+        """The path is a regular file or nothing, in a directory this process can write in."""
+        if self.path.is_dir():
+            raise StoreError(self.path, "is a directory, but the store's database file belongs "
+                             "there; move the directory away or choose another --data-dir")
+        if self.path.exists() and not self.path.is_file():
+            raise StoreError(self.path, "is not a regular file; move it away or choose another --data-dir")
+        parent = self.path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(self.path, f"cannot create the directory {parent}: {exc.strerror}") from None
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise StoreError(self.path, f"the directory {parent} is not writable (the store writes "
+                             "its -wal and -shm files next to it); make it writable or choose "
+                             "another --data-dir")
+        if self.path.exists() and not os.access(self.path, os.R_OK | os.W_OK):
+            raise StoreError(self.path, "is not readable and writable by this user; fix its "
+                             "permissions or choose another --data-dir")
+
     def _check_header(self) -> bool:
         """True if the file exists (and looks like SQLite); raises if it is something else."""
         if not self.path.exists() or self.path.stat().st_size == 0:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             return False
-        with open(self.path, "rb") as f:
-            header = f.read(16)
+        try:
+            with open(self.path, "rb") as f:
+                header = f.read(16)
+        except OSError as exc:
+            raise StoreError(self.path, f"cannot be read: {exc.strerror}") from None
         if header != SQLITE_HEADER:
-            raise CorruptDatabaseError(self.path, "is not a SQLite database (bad header); "
-                                       "it was left untouched — move it away or pass --data-dir")
+            raise self._damaged("is not a SQLite database (bad header)")
         return True
+
+    def _check_integrity(self, conn: sqlite3.Connection) -> None:
+        """``PRAGMA quick_check`` within :attr:`open_check_seconds`; raise if it finds damage."""
+        result = run_check(conn, "quick_check", budget=self.open_check_seconds, max_errors=10)
+        self.last_open_check = result
+        if not result.ok:
+            shown = "; ".join(result.problems[:3])
+            more = f" (and {len(result.problems) - 3} more)" if len(result.problems) > 3 else ""
+            raise self._damaged(f"is damaged ({shown}{more})")
+        if not result.complete:
+            log.warning("%s: the quick check on open stopped after %.1f s and is partial; "
+                        "run `labconsole store check` for a full check", self.path, result.seconds)
+
+    def _damaged(self, what: str) -> CorruptDatabaseError:
+        """The error for a damaged file: what is wrong, what to do, and the latest backup if any."""
+        backups = sorted(self.path.parent.glob("backups/labconsole-*.sqlite3"))
+        latest = f" (latest backup: {backups[-1]})" if backups else ""
+        return CorruptDatabaseError(self.path, f"{what}; {RESTORE_ADVICE}{latest}")
 
     def _connect(self, *, readonly: bool = False) -> sqlite3.Connection:
         try:
@@ -251,8 +318,9 @@ class Store:
             conn.execute("PRAGMA foreign_keys = ON")
             return conn
         except sqlite3.DatabaseError as exc:
-            raise CorruptDatabaseError(self.path, f"cannot be opened as a database: {exc}; "
-                                       "it was left untouched") from None
+            if is_corruption(exc):
+                raise self._damaged(f"cannot be opened as a database: {exc}") from None
+            raise StoreError(self.path, f"cannot be opened: {exc}") from None
 
     def _check_ownership(self, conn: sqlite3.Connection) -> int:
         """Raise unless the file is a labconsole store this version can read; return its version."""
@@ -262,7 +330,7 @@ class Store:
             tables = [r[0] for r in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
         except sqlite3.DatabaseError as exc:
-            raise CorruptDatabaseError(self.path, f"is damaged: {exc}; it was left untouched") from None
+            raise self._damaged(f"is damaged: {exc}") from None
         if app_id != APPLICATION_ID and (app_id != 0 or tables):
             raise ForeignDatabaseError(self.path, "is a SQLite database of another program "
                                        f"(application_id={app_id}, tables: {', '.join(tables[:8]) or 'none'}); "
