@@ -60,6 +60,7 @@ from pydantic import (
     PlainValidator,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -341,11 +342,17 @@ class SilaOptions(_Strict):
     commands: dict[CapabilityName, SilaCommandSpec] = Field(default_factory=dict)
     """Capability -> the SiLA command that runs it; one entry per capability of the instrument."""
 
-    @model_validator(mode="after")
-    def _insecure_only_on_loopback(self) -> SilaOptions:
-        if self.insecure and self.host not in ("127.0.0.1", "localhost", "::1"):
+    @field_validator("insecure")
+    @classmethod
+    def _insecure_only_on_loopback(cls, value: bool, info: ValidationInfo) -> bool:
+        host = info.data.get("host")
+        if value and host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(f"insecure is allowed only for a server on this machine "
-                             f"(127.0.0.1), not {self.host!r}")
+                             f"(127.0.0.1), not {host!r}; use root_certs or server_cert")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind_of_security(self) -> SilaOptions:
         if self.insecure and (self.root_certs or self.server_cert):
             raise ValueError("insecure: true cannot be combined with root_certs or server_cert")
         if self.root_certs and self.server_cert:

@@ -116,12 +116,13 @@ class SimulatedSilaServer:
         port: Overrides ``options.port`` (tests pick a free one).
         private_key, cert_chain: PEM key and certificate: serve TLS instead of plain text.
         features_dir: Where the ``<Feature>.sila.xml`` files are.
+        server_uuid: UUID of the first start (a TLS certificate names it); restarts draw new ones.
     """
 
     def __init__(self, config: InstrumentConfig, *, seed: int | str = 0, faults: Faults | None = None,
                  cancel_controller: bool = True, port: int | None = None,
                  private_key: bytes | None = None, cert_chain: bytes | None = None,
-                 features_dir: Path = FEATURES_DIR) -> None:
+                 features_dir: Path = FEATURES_DIR, server_uuid: str | None = None) -> None:
         options = SilaOptions.model_validate(config.options)
         if options.host not in _LOOPBACK:
             raise ValueError(f"{config.id}: simulated SiLA servers run on this machine only "
@@ -161,6 +162,7 @@ class SimulatedSilaServer:
         self._executions: dict[str, threading.Event] = {}
         self._halt = threading.Event()
         self._server: SilaServer | None = None
+        self._next_uuid = server_uuid
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -182,7 +184,9 @@ class SimulatedSilaServer:
                                 server_type=self.config.kind,
                                 server_description=f"Simulated {self.config.kind} ({self.config.id})",
                                 server_version="1.0", server_vendor_url="https://labconsole.invalid",
-                                max_grpc_workers=32, max_child_task_workers=32)
+                                max_grpc_workers=32, max_child_task_workers=32,
+                                server_uuid=self._next_uuid)
+            self._next_uuid = None
         finally:
             _sila_server_module.SilaServiceBroadcaster = original  # type: ignore[misc]
         features = [_feature(self._features_dir / f"{f}.sila.xml") for f in self._feature_ids]
