@@ -397,3 +397,31 @@ def test_demo_sila_workcell_loads_and_maps_every_capability():
     for inst in sila:
         assert set(inst.options["commands"]) == set(inst.capabilities)
         SimulatedSilaServer(inst)  # every feature definition exists and has the command
+
+
+def test_sila_sim_command_serves_the_workcell_in_a_subprocess(tmp_path, port):
+    import subprocess
+    import sys
+
+    path = tmp_path / "sila.yaml"
+    path.write_text(workcell_text(port))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "sila-sim", "--workcell", str(path),
+                             "--for", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=ROOT)
+    try:
+        line = proc.stdout.readline()
+        assert f"PlateReader1: SiLA 2 server on 127.0.0.1:{port}" in line, proc.stderr.read()
+
+        async def scenario():
+            driver = driver_for(tmp_path, port)
+            await driver.connect()
+            assert driver.server_uuid in line
+            out = await driver.execute(read("o1"), lambda f, v: None)
+            assert len(out["well_values"]) == 96
+            await driver.disconnect()
+
+        arun(scenario)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
