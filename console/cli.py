@@ -13,6 +13,7 @@
     labconsole store check                               full integrity check of the store
     labconsole store backup [DEST]                       online backup, checked
     labconsole store restore BACKUP                      put a backup in place (console closed)
+    labconsole sila-sim [--workcell FILE] [--faults F]   serve the SiLA instruments of FILE on 127.0.0.1
 """
 
 from __future__ import annotations
@@ -77,6 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     rehearse.add_argument("--strategy", default="least_loaded",
                           choices=["round_robin", "least_loaded", "random", "affinity"])
 
+    sila_sim = sub.add_parser("sila-sim", help="serve the workcell's SiLA 2 instruments as simulated "
+                              "SiLA 2 servers on 127.0.0.1")
+    sila_sim.add_argument("--workcell", dest="sila_workcell", type=Path, default=None,
+                          help="workcell file (default: resources/workcells/demo-sila.yaml)")
+    sila_sim.add_argument("--faults", dest="sila_faults", default=None,
+                          help="fault injection, e.g. 'fail_next@PlateReader1=2,hang@Sealer1=true'")
+    sila_sim.add_argument("--seed", dest="sila_seed", type=int, default=None)
+    sila_sim.add_argument("--for", dest="sila_for", type=float, default=None, metavar="SECONDS",
+                          help="stop after this many seconds (default: until Ctrl-C)")
+
     schedules = sub.add_parser("schedules", help="runs started on time").add_subparsers(dest="action", required=True)
     add = schedules.add_parser("add", help="add a schedule for a published template")
     add.add_argument("template")
@@ -134,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _validate(args.files)
         if args.command == "rehearse":
             return _rehearse(args)
+        if args.command == "sila-sim":
+            return _sila_sim(args)
         from core.store import resolve_data_dir
 
         data_dir = resolve_data_dir(args.data_dir)
@@ -208,6 +221,43 @@ def _store(args: argparse.Namespace, data_dir: Path) -> int:
     info = backup.backup(db, dest)
     print(f"{info.path}: backup of {db} ({info.orders} orders, {info.size / 1e6:.1f} MB, "
           f"integrity_check ok, {info.seconds:.1f} s)")
+def _sila_sim(args: argparse.Namespace) -> int:
+    import time
+
+    from core.drivers.faults import FaultSpec
+    from core.drivers.sila_sim import SimulatedSilaServer
+    from core.workcell import load_workcell
+
+    path = args.sila_workcell or Path(__file__).resolve().parent.parent / "resources" / "workcells" / "demo-sila.yaml"
+    workcell = load_workcell(path)
+    instruments = [i for i in workcell.instruments if i.driver == "sila"]
+    if not instruments:
+        print(f"labconsole: {path}: no instrument uses driver: sila", file=sys.stderr)
+        return 2
+    spec = FaultSpec.parse(args.sila_faults, source="--faults") if args.sila_faults else FaultSpec()
+    spec.check_instruments([i.id for i in workcell.instruments], source="--faults")
+    seed = args.sila_seed if args.sila_seed is not None else (spec.seed or workcell.seed or 0)
+    servers = []
+    try:
+        for inst in instruments:
+            server = SimulatedSilaServer(inst, seed=seed, faults=spec.for_instrument(inst.id))
+            try:
+                server.start()
+            except RuntimeError as exc:
+                print(f"labconsole: {inst.id}: cannot serve on {server.host}:{server.port}: {exc}",
+                      file=sys.stderr)
+                return 2
+            servers.append(server)
+            print(f"{inst.id}: SiLA 2 server on {server.host}:{server.port} "
+                  f"(server UUID {server.server_uuid})", flush=True)
+        deadline = None if args.sila_for is None else time.monotonic() + args.sila_for
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic())))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for server in servers:
+            server.stop()
     return 0
 
 

@@ -30,7 +30,10 @@ A workcell file (YAML or JSON) declares the instruments of one workcell::
 
 Driver options: ``simulated``: ``connect_time``, ``heartbeat_latency`` (durations) and
 ``faults`` (a :mod:`core.drivers.faults` spec); ``sila``: ``host``, ``port``, ``insecure``
-(loopback only), ``root_certs``; ``agent``: ``url`` (``ws://`` or ``wss://``), ``token_env``.
+(loopback only), ``root_certs`` or ``server_cert``, ``connect_timeout``, ``heartbeat_timeout``
+and ``commands`` (capability -> SiLA ``Feature/Command`` with parameter, response and error
+mappings, see :class:`SilaOptions` and :mod:`core.drivers.sila`); ``agent``: ``url``
+(``ws://`` or ``wss://``), ``token_env``.
 
 :func:`load_workcell` rejects a wrong file with a :class:`~core.errors.WorkcellError` listing
 *every* problem, each with file, field path and line. :func:`build_drivers` turns a workcell
@@ -57,6 +60,7 @@ from pydantic import (
     PlainValidator,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -78,6 +82,8 @@ __all__ = [
     "InstrumentConfig",
     "Jitter",
     "OutputSpec",
+    "SilaCommandSpec",
+    "SilaErrorSpec",
     "SilaOptions",
     "SimulatedOptions",
     "StepType",
@@ -277,6 +283,46 @@ class SimulatedOptions(_Strict):
         return value
 
 
+class SilaErrorSpec(_Strict):
+    """How labconsole treats one SiLA defined execution error (shorthand: the ``retryable`` flag)."""
+
+    retryable: bool = False
+    """Whether the same order may succeed when run again (feeds the retry policy)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flag_shorthand(cls, data: Any) -> Any:
+        return {"retryable": data} if isinstance(data, bool) else data
+
+
+def _check_sila_command(value: str) -> str:
+    feature, slash, command = value.partition("/")
+    try:
+        if not slash:
+            raise ValueError
+        _check_word(feature)
+        _check_word(command)
+    except ValueError:
+        raise ValueError(f"command {value!r} must be 'Feature/Command' (SiLA identifiers), "
+                         f"e.g. 'PlateReader/ReadPlate'") from None
+    return value
+
+
+class SilaCommandSpec(_Strict):
+    """Which SiLA command runs one capability, and how its names map."""
+
+    command: Annotated[str, AfterValidator(_check_sila_command)]
+    """``Feature/Command``: the feature and command identifiers of the server's definition."""
+    parameters: dict[str, str] = Field(default_factory=dict)
+    """Order parameter name -> SiLA parameter identifier. Unmapped parameters match by name
+    (ignoring case, ``_`` and spaces)."""
+    responses: dict[str, str] = Field(default_factory=dict)
+    """SiLA response (or intermediate response) identifier -> output parameter name. Unmapped
+    responses keep their SiLA identifier."""
+    errors: dict[str, SilaErrorSpec] = Field(default_factory=dict)
+    """SiLA defined execution error identifier -> how to treat it (unlisted: not retryable)."""
+
+
 class SilaOptions(_Strict):
     """``options`` of a ``driver: sila`` instrument (a SiLA 2 server)."""
 
@@ -285,13 +331,33 @@ class SilaOptions(_Strict):
     insecure: bool = False
     """Plain-text gRPC; allowed only for a server on this machine."""
     root_certs: str | None = None
-    """PEM file of the CA that signed the server's certificate."""
+    """PEM file of the CA that signed the server's certificate (relative to the workcell file)."""
+    server_cert: str | None = None
+    """PEM file of the server's own (e.g. self-signed) certificate, pinned: only a server holding
+    its key is accepted (relative to the workcell file)."""
+    connect_timeout: PositiveDuration = 10.0
+    """How long connecting (reading the server's feature definitions) may take."""
+    heartbeat_timeout: PositiveDuration = 3.0
+    """Deadline of one heartbeat (a read of the server's UUID); no answer by then -> Offline."""
+    commands: dict[CapabilityName, SilaCommandSpec] = Field(default_factory=dict)
+    """Capability -> the SiLA command that runs it; one entry per capability of the instrument."""
+
+    @field_validator("insecure")
+    @classmethod
+    def _insecure_only_on_loopback(cls, value: bool, info: ValidationInfo) -> bool:
+        host = info.data.get("host")
+        if value and host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(f"insecure is allowed only for a server on this machine "
+                             f"(127.0.0.1), not {host!r}; use root_certs or server_cert")
+        return value
 
     @model_validator(mode="after")
-    def _insecure_only_on_loopback(self) -> SilaOptions:
-        if self.insecure and self.host not in ("127.0.0.1", "localhost", "::1"):
-            raise ValueError(f"insecure is allowed only for a server on this machine "
-                             f"(127.0.0.1), not {self.host!r}")
+    def _one_kind_of_security(self) -> SilaOptions:
+        if self.insecure and (self.root_certs or self.server_cert):
+            raise ValueError("insecure: true cannot be combined with root_certs or server_cert")
+        if self.root_certs and self.server_cert:
+            raise ValueError("give either root_certs (a CA) or server_cert (a pinned certificate), "
+                             "not both")
         return self
 
 
@@ -478,6 +544,8 @@ def _cross_checks(data: dict[str, Any], doc: Document) -> list[Problem]:
                 _OPTIONS[driver].model_validate(options)
             except ValidationError as exc:
                 problems += _problems(exc, doc, ("instruments", i, "options"), _OPTIONS[driver])
+            if driver == "sila":
+                problems += _sila_checks(inst, options, doc, ("instruments", i))
     step_types = data.get("step_types")
     if isinstance(step_types, dict):
         for name, step in step_types.items():
@@ -498,6 +566,33 @@ def _cross_checks(data: dict[str, Any], doc: Document) -> list[Problem]:
             problems.append(Problem(doc.where(("stale_timeout",)),
                                     f"stale_timeout ({stale:g} s) must be longer than "
                                     f"heartbeat_interval ({beat:g} s)"))
+    return problems
+
+
+def _sila_checks(inst: dict[str, Any], options: dict[str, Any], doc: Document,
+                 path: tuple[str | int, ...]) -> list[Problem]:
+    """A SiLA instrument maps every capability to a command, and its certificate files exist."""
+    problems: list[Problem] = []
+    caps = inst.get("capabilities")
+    caps = [c for c in caps if isinstance(c, str)] if isinstance(caps, dict) else []
+    commands = options.get("commands")
+    commands = commands if isinstance(commands, dict) else {}
+    for cap in caps:
+        if cap not in commands:
+            problems.append(Problem(doc.where((*path, "capabilities", cap)),
+                                    f"capability {cap!r} has no SiLA command: add "
+                                    f"options.commands.{cap}.command ('Feature/Command')"))
+    for cap in commands:
+        if caps and cap not in caps:
+            problems.append(Problem(doc.where((*path, "options", "commands", cap)),
+                                    f"{cap!r} is not a capability of this instrument "
+                                    f"(capabilities: {', '.join(caps)})"))
+    base = Path(doc.file).parent if doc.file and not doc.file.startswith("<") else Path.cwd()
+    for key in ("root_certs", "server_cert"):
+        name = options.get(key)
+        if isinstance(name, str) and not (base / name).is_file():
+            problems.append(Problem(doc.where((*path, "options", key)),
+                                    f"{key}: no such file {str(base / name)!r}"))
     return problems
 
 
@@ -606,8 +701,8 @@ def build_drivers(workcell: Workcell, clock: Clock, bus: EventBus | None = None,
         spec.check_instruments([i.id for i in workcell.instruments], source="--faults")
     unavailable = [Problem(workcell.where(("instruments", n, "driver")),
                            f"instrument {i.id!r}: driver {i.driver!r} is not available in this "
-                           f"build (available: simulated)")
-                   for n, i in enumerate(workcell.instruments) if i.driver != "simulated"]
+                           f"build (available: simulated, sila)")
+                   for n, i in enumerate(workcell.instruments) if i.driver not in ("simulated", "sila")]
     if unavailable:
         raise WorkcellError(f"cannot start workcell {workcell.name!r}", unavailable)
     if seed is None:
@@ -615,8 +710,13 @@ def build_drivers(workcell: Workcell, clock: Clock, bus: EventBus | None = None,
     if seed is None:  # one fresh seed for the whole workcell, so one number repeats the run
         seed = random.randrange(2**32)
     drivers: dict[str, Driver] = {}
-    for inst in workcell.instruments:
-        drivers[inst.id] = SimulatedDriver(inst, clock, seed=seed, faults=spec, bus=bus)
+    for n, inst in enumerate(workcell.instruments):
+        if inst.driver == "sila":
+            from core.drivers.sila import SilaDriver
+
+            drivers[inst.id] = SilaDriver(inst, clock, bus=bus, workcell=workcell, index=n)
+        else:
+            drivers[inst.id] = SimulatedDriver(inst, clock, seed=seed, faults=spec, bus=bus)
     return drivers
 
 

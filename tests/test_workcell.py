@@ -195,7 +195,7 @@ def test_sila_and_agent_options():
             "  - id: A1\n    kind: RobotArm\n    driver: agent\n    options: {url: http://x}\n"
             "    capabilities: {RobotArm.MovePlate: 1}\n")
     found = problems_of(sila)
-    assert any(p.startswith("cell.yaml:5: instruments[0].options: insecure is allowed only") for p in found)
+    assert any(p.startswith("cell.yaml:5: instruments[0].options.insecure: insecure is allowed only") for p in found)
     assert any(p.startswith("cell.yaml:10: instruments[1].options.url: url must start with ws://")
                for p in found)
 
@@ -300,4 +300,4 @@ def test_unavailable_drivers_are_named_with_their_line():
         build_drivers(wc, VirtualClock())
     assert str(info.value.problems[0]) == ("cell.yaml:11: instruments[1].driver: instrument 'Arm1': "
                                            "driver 'agent' is not available in this build "
-                                           "(available: simulated)")
+                                           "(available: simulated, sila)")
