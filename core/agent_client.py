@@ -380,7 +380,7 @@ class AgentClient:
 
     async def _run_job(self, job: AgentJob) -> None:
         started = time.perf_counter()
-        log.info("job %s: %s started", job.job_id, job.capability)
+        log.debug("job %s: %s started", job.job_id, job.capability)
         try:
             if self.handler is None:
                 result: Any = await self._simulate(job)
@@ -404,7 +404,7 @@ class AgentClient:
             log.exception("job %s: handler failed", job.job_id)
             self._failed(job, DriverError(f"{type(exc).__name__}: {exc}", code="AgentHandlerError"))
         else:
-            log.info("job %s: complete in %.3f s", job.job_id, time.perf_counter() - started)
+            log.debug("job %s: complete in %.3f s", job.job_id, time.perf_counter() - started)
             self._emit("job_complete", {"job_id": job.job_id, "outputs": outputs,
                                         "duration": round(time.perf_counter() - started, 6)})
         finally:

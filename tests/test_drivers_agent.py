@@ -421,3 +421,45 @@ def test_hub_port_in_use_is_a_clear_instrument_error():
         await first.close()
 
     run(body)
+
+
+# --------------------------------------------------------------------------- through the engine
+
+
+@pytest.mark.parametrize("idempotent", [False, True])
+def test_engine_marks_a_killed_agent_step_unknown_or_retries_an_idempotent_one(data_dir, idempotent):
+    """The whole console (runtime, dispatcher, engine, store) with a real agent process: killed
+    mid-step, the step's outcome is unknown (the run waits for the operator); an idempotent
+    step is retried and completes on the agent started again under the same name."""
+    from core.runtime import Runtime
+    from core.templates import template_from_dict
+
+    async def body(agents: Agents) -> None:
+        cell = parse_workcell(workcell("Arm1", beat="0.3s", grace="0.3s"), "cell.yaml")
+        rt = Runtime.build(data_dir, workcell=cell, metrics=False)
+        hub = rt.extras["agent_hubs"][0]
+        await hub.start()
+        proc = await agents.start(hub.url, "Arm1")
+        await rt.start(None)
+        await rt.engine.publish(template_from_dict({"name": "Move", "definition": {"steps": [
+            {"id": "move", "kind": MOVE, "idempotent": idempotent,
+             "parameters": {"plate": "E2E", "duration": 30 if not idempotent else 2},
+             "retry_policy": {"max_attempts": 3, "initial_interval": 0.1, "jitter": 0}}]}}))
+        run_id = await rt.start_run("Move", {}, who="test")
+        arm = rt.dispatcher.instruments["Arm1"].driver
+        await until(lambda: arm.running != [])
+        await asyncio.sleep(0.2)  # the agent has the job
+        proc.send_signal(signal.SIGKILL)
+        if idempotent:
+            await agents.start(hub.url, "Arm1")
+        status = await rt.engine.wait(run_id, timeout=30)
+        step = rt.engine.get_instance(run_id)["steps"][0]
+        if idempotent:
+            assert status.value == "completed" and step["status"] == "completed"
+            assert step["attempt"] == 2 and step["outputs"]["plate"] == "E2E"
+        else:
+            assert step["status"] == "unknown", step
+            assert "may or may not have run" in step["error"]
+        await rt.close()
+
+    run(body)
