@@ -14,6 +14,7 @@
     labconsole store backup [DEST]                       online backup, checked
     labconsole store restore BACKUP                      put a backup in place (console closed)
     labconsole sila-sim [--workcell FILE] [--faults F]   serve the SiLA instruments of FILE on 127.0.0.1
+    labconsole agent --console URL --name N --capabilities A,B   a remote robot agent
 """
 
 from __future__ import annotations
@@ -130,6 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="file or directory (default: <data-dir>/backups/labconsole-YYYYmmdd-HHMMSS.sqlite3)")
     restore = store.add_parser("restore", help="replace the store with a checked backup (console closed)")
     restore.add_argument("backup", type=Path)
+    agent = sub.add_parser("agent", help="run a remote robot agent that executes the console's jobs")
+    agent.add_argument("--console", required=True, metavar="URL",
+                       help="the console's agent hub, ws://HOST:PORT (the workcell's options.url)")
+    agent.add_argument("--name", required=True, help="the instrument id of this agent in the workcell")
+    agent.add_argument("--capabilities", required=True, metavar="A,B",
+                       help="comma-separated Feature.Command names it offers")
+    agent.add_argument("--token-env", metavar="VAR", default=None,
+                       help="environment variable holding the token the console requires")
+    agent.add_argument("--handler", metavar="MODULE:FUNCTION", default=None,
+                       help="function that runs each job (default: simulate it)")
+    agent.add_argument("--max-concurrent", type=int, default=None, help="jobs run at once (default: no limit)")
+    agent.add_argument("--seed", default=None, help="seed of the built-in simulation")
     return parser
 
 
@@ -147,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _rehearse(args)
         if args.command == "sila-sim":
             return _sila_sim(args)
+        if args.command == "agent":
+            return _agent(args)
         from core.store import resolve_data_dir
 
         data_dir = resolve_data_dir(args.data_dir)
@@ -259,6 +274,39 @@ def _sila_sim(args: argparse.Namespace) -> int:
         for server in servers:
             server.stop()
     return 0
+def _agent(args: argparse.Namespace) -> int:
+    import os
+    import signal
+
+    from core.agent_client import AgentClient, AgentRefused, load_handler
+    from core.errors import ConfigError
+
+    if logging.getLogger().level > logging.INFO:
+        logging.getLogger("labconsole.agent").setLevel(logging.INFO)
+    capabilities = [c.strip() for c in args.capabilities.split(",") if c.strip()]
+    if not capabilities:
+        raise ConfigError("--capabilities: give at least one Feature.Command")
+    token = None
+    if args.token_env:
+        token = os.environ.get(args.token_env)
+        if not token:
+            raise ConfigError(f"--token-env {args.token_env}: the environment variable is not set")
+    handler = load_handler(args.handler) if args.handler else None
+    client = AgentClient(args.console, args.name, capabilities, token=token, handler=handler,
+                         max_concurrent=args.max_concurrent, seed=args.seed)
+
+    async def run() -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, client.stop)
+        try:
+            await client.run()
+        except AgentRefused as exc:
+            print(f"labconsole agent: {exc}", file=sys.stderr)
+            return 2
+        return 0
+
+    return asyncio.run(run())
 
 
 def _validate(files: list[Path]) -> int:

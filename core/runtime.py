@@ -99,6 +99,7 @@ class Runtime:
         core = Core(store)
         cell: Workcell | None = None
         dispatcher = None
+        extras: dict[str, Any] = {}
         if executor is None and workcell is not None:
             cell = workcell if isinstance(workcell, Workcell) else load_workcell(workcell)
             drivers = build_drivers(cell, clock, core.bus, faults=faults, seed=seed)
@@ -107,6 +108,11 @@ class Runtime:
                                     stale_timeout=cell.stale_timeout, seed=seed or 0,
                                     capacities={i.id: i.max_concurrent for i in cell.instruments})
             executor = dispatcher
+            if any(i.driver == "agent" for i in cell.instruments):  # remote robot agents
+                from core.drivers.agent import hubs_of, wake_on_register
+
+                extras["agent_hubs"] = hubs_of(drivers)
+                wake_on_register(extras["agent_hubs"], dispatcher.instruments)
         if executor is None:
             from core.engine import SimulatedExecutor
 
@@ -118,7 +124,7 @@ class Runtime:
             if cell is not None:
                 m.add_instruments([i.id for i in cell.instruments])
             m.subscribe(core.bus)
-        return cls(store, core, engine, executor, clock, cell, dispatcher, m)
+        return cls(store, core, engine, executor, clock, cell, dispatcher, m, extras)
 
     async def start(self, templates_dir: Path | None = SAMPLE_TEMPLATES, *,
                     execute: bool = True) -> list[WorkflowTemplate]:
@@ -147,6 +153,8 @@ class Runtime:
         await self.engine.close()
         if self.dispatcher is not None:
             await self.dispatcher.close()
+        for hub in self.extras.get("agent_hubs", ()):
+            await hub.close()
         if self.metrics is not None:
             self.metrics.close()
         self.store.close()

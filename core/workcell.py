@@ -362,18 +362,48 @@ class SilaOptions(_Strict):
 
 
 class AgentOptions(_Strict):
-    """``options`` of a ``driver: agent`` instrument (a remote robot agent)."""
+    """``options`` of a ``driver: agent`` instrument (a remote robot agent, see
+    :mod:`core.drivers.agent`)."""
 
     url: str
+    """Where the console's agent hub listens and the agent connects: ``ws://HOST:PORT``.
+    Agents with the same url share one hub. A host other than 127.0.0.1 / localhost / ::1
+    needs ``token_env``."""
     token_env: str | None = None
     """Environment variable holding the agent's token (never the token itself)."""
+    connect_timeout: PositiveDuration = 5.0
+    """How long connecting (and a job due while the agent is away) waits for the agent."""
+    reconnect_grace: Duration = 10.0
+    """How long a running job waits for its agent to reconnect after the link dropped."""
 
     @field_validator("url")
     @classmethod
     def _websocket(cls, value: str) -> str:
         if not value.startswith(("ws://", "wss://")):
             raise ValueError(f"url must start with ws:// or wss://, got {value!r}")
+        if value.startswith("wss://"):
+            raise ValueError(f"the agent hub serves ws:// only (put a TLS proxy in front of it "
+                             f"for wss://), got {value!r}")
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(value)
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"url {value!r}: {exc}") from None
+        if port is None or not parts.hostname or parts.path not in ("", "/"):
+            raise ValueError(f"url must be ws://HOST:PORT, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> AgentOptions:
+        from urllib.parse import urlsplit
+
+        host = urlsplit(self.url).hostname
+        if host not in ("127.0.0.1", "localhost", "::1") and not self.token_env:
+            raise ValueError(f"an agent hub on {host!r} is reachable from other machines: set "
+                             f"token_env (or use ws://127.0.0.1:PORT)")
+        return self
 
 
 _OPTIONS: dict[str, type[BaseModel]] = {"simulated": SimulatedOptions, "sila": SilaOptions,
@@ -690,7 +720,8 @@ def build_drivers(workcell: Workcell, clock: Clock, bus: EventBus | None = None,
             three, one fresh seed is drawn for all instruments (see each driver's ``seed``).
 
     Raises:
-        WorkcellError: an instrument uses a driver this build does not provide.
+        WorkcellError: an instrument uses a driver this build does not provide, or the
+            environment variable named by an agent's ``token_env`` is not set.
         FaultSpecError: ``faults`` does not parse or names an unknown instrument.
     """
     from core.drivers.faults import FaultSpec
@@ -699,10 +730,7 @@ def build_drivers(workcell: Workcell, clock: Clock, bus: EventBus | None = None,
     spec = FaultSpec.parse(faults, source="--faults") if isinstance(faults, str) else faults
     if spec is not None:
         spec.check_instruments([i.id for i in workcell.instruments], source="--faults")
-    unavailable = [Problem(workcell.where(("instruments", n, "driver")),
-                           f"instrument {i.id!r}: driver {i.driver!r} is not available in this "
-                           f"build (available: simulated, sila)")
-                   for n, i in enumerate(workcell.instruments) if i.driver not in ("simulated", "sila")]
+    unavailable = _agent_problems(workcell)
     if unavailable:
         raise WorkcellError(f"cannot start workcell {workcell.name!r}", unavailable)
     if seed is None:
@@ -710,14 +738,48 @@ def build_drivers(workcell: Workcell, clock: Clock, bus: EventBus | None = None,
     if seed is None:  # one fresh seed for the whole workcell, so one number repeats the run
         seed = random.randrange(2**32)
     drivers: dict[str, Driver] = {}
+    hubs: dict[str, Any] = {}
     for n, inst in enumerate(workcell.instruments):
         if inst.driver == "sila":
             from core.drivers.sila import SilaDriver
 
             drivers[inst.id] = SilaDriver(inst, clock, bus=bus, workcell=workcell, index=n)
+        elif inst.driver == "agent":
+            drivers[inst.id] = _agent_driver(inst, workcell, hubs, clock, bus)
         else:
             drivers[inst.id] = SimulatedDriver(inst, clock, seed=seed, faults=spec, bus=bus)
     return drivers
+
+
+def _agent_problems(workcell: Workcell) -> list[Problem]:
+    """Agent instruments whose token variable is not set."""
+    import os
+
+    problems = []
+    for n, inst in enumerate(workcell.instruments):
+        if inst.driver == "agent":
+            var = AgentOptions.model_validate(inst.options).token_env
+            if var and not os.environ.get(var):
+                problems.append(Problem(workcell.where(("instruments", n, "options", "token_env")),
+                                        f"instrument {inst.id!r}: environment variable {var} "
+                                        f"(the agent's token) is not set"))
+    return problems
+
+
+def _agent_driver(inst: InstrumentConfig, workcell: Workcell, hubs: dict[str, Any],
+                  clock: Clock, bus: EventBus | None) -> Driver:
+    import os
+
+    from core.drivers.agent import AgentDriver, AgentHub
+
+    options = AgentOptions.model_validate(inst.options)
+    hub = hubs.get(options.url)
+    if hub is None:
+        hub = hubs[options.url] = AgentHub(options.url, heartbeat_interval=workcell.heartbeat_interval)
+    token = os.environ[options.token_env] if options.token_env else None
+    return AgentDriver(inst, hub, token=token, clock=clock, bus=bus,
+                       connect_timeout=options.connect_timeout,
+                       reconnect_grace=options.reconnect_grace)
 
 
 def instrument_ids(workcell: Workcell) -> Mapping[str, InstrumentConfig]:

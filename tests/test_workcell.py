@@ -289,15 +289,3 @@ def test_build_drivers_with_faults_and_seed():
     assert len({d.seed for d in unseeded.values()}) == 1  # one seed repeats the whole workcell
     with pytest.raises(FaultSpecError, match="--faults.*no instrument 'Reader7'"):
         build_drivers(wc, VirtualClock(), faults="hang=Reader7")
-
-
-def test_unavailable_drivers_are_named_with_their_line():
-    text = GOOD.replace("driver: simulated\n    capabilities:\n      RobotArm",
-                        "driver: agent\n    options: {url: 'wss://arm1.lab:8765'}\n"
-                        "    capabilities:\n      RobotArm")
-    wc = parse_workcell(text, "cell.yaml")
-    with pytest.raises(WorkcellError) as info:
-        build_drivers(wc, VirtualClock())
-    assert str(info.value.problems[0]) == ("cell.yaml:11: instruments[1].driver: instrument 'Arm1': "
-                                           "driver 'agent' is not available in this build "
-                                           "(available: simulated, sila)")

@@ -1,0 +1,192 @@
+"""Driver benchmark, remote robot agents: what an agent costs the console.
+
+1. Per-command overhead: N sequential zero-duration commands through the agent driver to a real
+   ``labconsole agent`` process (WebSocket on 127.0.0.1), against the same commands through the
+   in-process simulated driver, in the same run.
+2. Event-loop lag of the console's loop while A agents (one child process running A agent
+   clients) heartbeat every second and the console heartbeats each of them every second (the
+   dispatcher's round): p50/p99/max of a 10 ms sampler's overshoot, against the idle loop.
+3. RSS of the console process per connected agent (current RSS before and after A agents
+   registered, divided by A).
+
+usage: python bench/drivers.py [--commands 300] [--agents 50] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core.clock import SystemClock  # noqa: E402
+from core.drivers.agent import AgentDriver  # noqa: E402
+from core.drivers.simulated import SimulatedDriver  # noqa: E402
+from core.orders import Order  # noqa: E402
+from core.workcell import build_drivers, parse_workcell  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+THIS = str(Path(__file__).resolve())
+CAP = "RobotArm.MovePlate"
+
+
+def workcell(names: list[str], beat: float) -> str:
+    items = "".join(
+        f"  - {{id: {n}, kind: RobotArm, driver: agent, options: {{url: 'ws://127.0.0.1:0'}},\n"
+        f"     capabilities: {{{CAP}: {{duration: 0, jitter: 0s, progress_steps: 1}}}}}}\n"
+        for n in names)
+    return f"heartbeat_interval: {beat}\nstale_timeout: {beat * 10}\ninstruments:\n{items}"
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def order(i: int) -> Order:
+    return Order(identifier=f"bench-{i}", templateName=CAP,
+                 inputParameters=[{"name": "plate", "value": f"P{i}"}, {"name": "source", "value": "A"}])
+
+
+async def spawn(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, *args, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+
+
+async def time_commands(driver: object, n: int) -> list[float]:
+    sink = lambda f, v: None  # noqa: E731
+    for i in range(20):  # warm-up
+        await driver.execute(order(-i - 1), sink)  # type: ignore[attr-defined]
+    times = []
+    for i in range(n):
+        t = time.perf_counter()
+        await driver.execute(order(i), sink)  # type: ignore[attr-defined]
+        times.append(time.perf_counter() - t)
+    return times
+
+
+async def overhead(n: int) -> None:
+    drivers = build_drivers(parse_workcell(workcell(["Arm1"], 5.0)), SystemClock())
+    agent = drivers["Arm1"]
+    assert isinstance(agent, AgentDriver)
+    await agent.hub.start()
+    proc = await spawn("-m", "console", "agent", "--console", agent.hub.url, "--name", "Arm1",
+                       "--capabilities", CAP)
+    try:
+        await agent.connect()
+        sim_config = agent.config.model_copy(update={"driver": "simulated", "options": {}})
+        sim = SimulatedDriver(sim_config, SystemClock(), seed=1)
+        await sim.connect()
+        s = await time_commands(sim, n)
+        a = await time_commands(agent, n)
+        beats = [await agent.heartbeat() for _ in range(200)]
+    finally:
+        proc.kill()
+        await proc.wait()
+        await agent.hub.close()
+    print(f"per-command, {n} sequential zero-duration commands:")
+    print(f"  simulated driver (in process)  p50 {statistics.median(s) * 1e6:8.0f} us   "
+          f"p99 {pct(s, 0.99) * 1e6:8.0f} us   mean {statistics.fmean(s) * 1e6:8.0f} us")
+    print(f"  agent driver (agent process)   p50 {statistics.median(a) * 1e6:8.0f} us   "
+          f"p99 {pct(a, 0.99) * 1e6:8.0f} us   mean {statistics.fmean(a) * 1e6:8.0f} us")
+    print(f"  ratio agent / simulated        p50 {statistics.median(a) / statistics.median(s):8.1f} x   "
+          f"overhead per command {(statistics.median(a) - statistics.median(s)) * 1e3:.2f} ms")
+    print(f"  heartbeat round trip           p50 {statistics.median(beats) * 1e6:8.0f} us   "
+          f"p99 {pct(beats, 0.99) * 1e6:8.0f} us")
+
+
+async def sample_lag(seconds: float, period: float = 0.01) -> list[float]:
+    lags = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        await asyncio.sleep(period)
+        lags.append(time.perf_counter() - t - period)
+    return lags
+
+
+async def fleet(count: int, seconds: float) -> None:
+    names = [f"Agent{i:03d}" for i in range(count)]
+    idle = await sample_lag(min(seconds, 3.0))
+    base_rss = rss_mb()
+    drivers = build_drivers(parse_workcell(workcell(names, 1.0)), SystemClock())
+    hub = next(iter(drivers.values())).hub  # type: ignore[attr-defined]
+    await hub.start()
+    rss_hub = rss_mb()
+    proc = await spawn(THIS, "--child", hub.url, "--agents", str(count))
+    try:
+        deadline = time.monotonic() + 60
+        while any(d.agent_address is None for d in drivers.values()):  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline, "agents did not all register within 60 s"
+            await asyncio.sleep(0.05)
+        await asyncio.gather(*(d.connect() for d in drivers.values()))
+        await asyncio.sleep(1.0)
+        rss_connected = rss_mb()
+        beats_before = sum(d.heartbeats for d in drivers.values())  # type: ignore[attr-defined]
+
+        async def dispatcher_round() -> None:  # the dispatcher heartbeats each instrument
+            while True:
+                await asyncio.gather(*(d.heartbeat() for d in drivers.values()), return_exceptions=True)
+                await asyncio.sleep(1.0)
+
+        rounds = asyncio.create_task(dispatcher_round())
+        lags = await sample_lag(seconds)
+        rounds.cancel()
+        await asyncio.gather(rounds, return_exceptions=True)
+        beats = sum(d.heartbeats for d in drivers.values()) - beats_before  # type: ignore[attr-defined]
+        latencies = [d.latency for d in drivers.values() if d.latency is not None]  # type: ignore[attr-defined]
+    finally:
+        proc.kill()
+        await proc.wait()
+        await hub.close()
+    ms = 1e3
+    print(f"event-loop lag, {count} agents heartbeating every 1 s + console heartbeat round every 1 s, "
+          f"{seconds:g} s ({beats} agent heartbeats received, {beats / seconds:.0f}/s):")
+    print(f"  idle loop                      p50 {pct(idle, .5) * ms:6.2f} ms  p99 {pct(idle, .99) * ms:6.2f} ms  "
+          f"max {max(idle) * ms:6.2f} ms")
+    print(f"  with {count} agents              p50 {pct(lags, .5) * ms:6.2f} ms  p99 {pct(lags, .99) * ms:6.2f} ms  "
+          f"max {max(lags) * ms:6.2f} ms")
+    print(f"  console heartbeat round trip   p50 {statistics.median(latencies) * ms:6.2f} ms  "
+          f"max {max(latencies) * ms:6.2f} ms")
+    print(f"RSS: before hub {base_rss:.1f} MB, hub listening {rss_hub:.1f} MB, {count} agents connected "
+          f"{rss_connected:.1f} MB -> {(rss_connected - rss_hub) * 1024 / count:.0f} KB per connected agent")
+
+
+async def child(url: str, count: int) -> None:
+    """``count`` agent clients in one process (the fleet of part 2)."""
+    from core.agent_client import AgentClient
+
+    clients = [AgentClient(url, f"Agent{i:03d}", [CAP]) for i in range(count)]
+    await asyncio.gather(*(c.run() for c in clients))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--commands", type=int, default=300)
+    parser.add_argument("--agents", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--child", metavar="URL", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    logging.getLogger("core.drivers.agent").setLevel(logging.ERROR)  # agents leaving at the end
+    logging.getLogger("labconsole.agent").setLevel(logging.ERROR)
+    if args.child:
+        asyncio.run(child(args.child, args.agents))
+        return
+    asyncio.run(overhead(args.commands))
+    asyncio.run(fleet(args.agents, args.seconds))
+
+
+if __name__ == "__main__":
+    main()
