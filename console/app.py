@@ -77,10 +77,9 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
 
     settings = data_services_settings(data_dir, data_services_url, config)
     link = DataServicesLink(runtime, settings, host=bind, port=port, token=token)
-    runtime.extras["connection_status"] = link.describe
-    runtime.extras["data_services"] = link
     watcher = None
     try:
+        link.check()  # refused before the window opens and before any instrument moves
         window = MainWindow(runtime, settings_for(data_dir))
         window.closed = asyncio.get_running_loop().create_future()
         for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl+C or a service stop closes cleanly
@@ -88,14 +87,7 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
         window.show()  # at once: instruments may take seconds to connect
         window.start_loop_lag()
         window.statusBar().showMessage("Connecting instruments, resuming runs…")
-        await runtime.start()
-        await link.start()
-        from core.schedules import Scheduler
-
-        scheduler = Scheduler(runtime)
-        runtime.extras["scheduler"] = scheduler
-        await scheduler.start()
-        await scheduler.adopt_template_schedules()
+        await runtime.start(link=link, schedules=True)
         await window.load_orders()
         # the 100k order rows and the models live for the whole shift: keep them out of the
         # cyclic GC's way (full collections over them cost 140-215 ms stalls; bench/gui.py)
@@ -110,10 +102,6 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-        scheduler = runtime.extras.get("scheduler")
-        if scheduler is not None:
-            await scheduler.close()
-        await link.stop()
         await runtime.close()
 
 

@@ -152,9 +152,9 @@ class MainWindow(QMainWindow):
         if store.commit_count:
             mean = store.commit_seconds / store.commit_count * 1000
             self.lag_label.setText(f"commits {store.commit_count:,} · mean {mean:.2f} ms")
-        status = self.runtime.extras.get("connection_status")
-        if callable(status):
-            self.connection_label.setText(status())
+        status = self.runtime.connection_status()
+        if status:
+            self.connection_label.setText(status)
 
     # -- layout persistence
     def _restore_layout(self) -> bool:

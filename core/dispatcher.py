@@ -797,6 +797,16 @@ class Dispatcher:
         self.queue.reprioritise(order_id, priority=priority, biosero=biosero)
         self.kick()
 
+    async def start_now(self, order_id: str, *, who: str, reason: str | None = None) -> None:
+        """A queued order waiting for its scheduled slot goes as soon as an instrument fits (audited)."""
+        job = self.queue.jobs.get(order_id)
+        if job is None or job.status is not JobStatus.QUEUED:
+            raise StateError(f"{order_id} is not waiting in the queue")
+        await self.store.audit(who, "start now", order_id, reason)
+        job.scheduled = None
+        self.queue.reprioritise(order_id)
+        self.kick()
+
     # ------------------------------------------------------------------ views
 
     def view(self) -> list[InstrumentView]:

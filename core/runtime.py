@@ -11,20 +11,27 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.clock import Clock, SystemClock
 from core.dispatcher import Dispatcher, InstrumentView, LoadBalancing
-from core.engine import Engine, RunStatus, StepExecutor
-from core.errors import LabconsoleError, NotFoundError, StateError, TemplateError
+from core.engine import Act, Action, Engine, SimulatedExecutor, StepExecutor, tables
+from core.errors import NotFoundError, StateError, TemplateError
 from core.facade import Core, os_user
 from core.metrics import Metrics, initial_counts
 from core.orders import Order, OrderStatus
 from core.store import DB_FILENAME, AuditEntry, Store, Transition
 from core.templates import WorkflowTemplate, load_template
 from core.workcell import Workcell, build_drivers, load_workcell
+
+if TYPE_CHECKING:
+    from core.backup import ScheduledBackups
+    from core.dataservices.link import DataServicesLink
+    from core.drivers.agent import AgentHub
+    from core.schedules import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +79,26 @@ class OrderTarget:
         return self.run_id == self.order_id and self.step_id is None
 
 
+class BulkResult(list[ActionResult]):
+    """One result per order a bulk action reached; ``left``: the orders it did not reach because
+    it was stopped half-way."""
+
+    def __init__(self, results: Iterable[ActionResult] = (), left: Sequence[str] = ()) -> None:
+        super().__init__(results)
+        self.left = list(left)
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self.left)
+
+
+BULK_ACTIONS = ("cancel", "retry", "reprioritise", "pause", "resume", "skip")
+
+
 @dataclass
 class Runtime:
+    """The composition root: every part of the core, built once, started and stopped in order."""
+
     store: Store
     core: Core
     engine: Engine
@@ -82,7 +107,15 @@ class Runtime:
     workcell: Workcell | None = None
     dispatcher: Dispatcher | None = None
     metrics: Metrics | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    agent_hubs: list[AgentHub] = field(default_factory=list)
+    link: DataServicesLink | None = None
+    """The Data Services link (embedded server or a remote one), once started."""
+    schedules: Scheduler | None = None
+    """Schedules that start runs on time, once started (the console, not command-line tools)."""
+    backups: ScheduledBackups | None = None
+    bulk_chunk: int = 100
+    """Orders per transaction in bulk actions: small enough that the window never stalls."""
+    _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
 
     # ------------------------------------------------------------------ assembly
 
@@ -99,7 +132,7 @@ class Runtime:
         core = Core(store)
         cell: Workcell | None = None
         dispatcher = None
-        extras: dict[str, Any] = {}
+        hubs: list[AgentHub] = []
         if executor is None and workcell is not None:
             cell = workcell if isinstance(workcell, Workcell) else load_workcell(workcell)
             drivers = build_drivers(cell, clock, core.bus, faults=faults, seed=seed)
@@ -111,11 +144,9 @@ class Runtime:
             if any(i.driver == "agent" for i in cell.instruments):  # remote robot agents
                 from core.drivers.agent import hubs_of, wake_on_register
 
-                extras["agent_hubs"] = hubs_of(drivers)
-                wake_on_register(extras["agent_hubs"], dispatcher.instruments)
+                hubs = hubs_of(drivers)
+                wake_on_register(hubs, dispatcher.instruments)
         if executor is None:
-            from core.engine import SimulatedExecutor
-
             executor = SimulatedExecutor(clock)
         engine = Engine(core, executor, clock=clock, seed=seed)
         m = None
@@ -124,56 +155,68 @@ class Runtime:
             if cell is not None:
                 m.add_instruments([i.id for i in cell.instruments])
             m.subscribe(core.bus)
-        return cls(store, core, engine, executor, clock, cell, dispatcher, m, extras)
+        return cls(store, core, engine, executor, clock, cell, dispatcher, m, hubs)
 
-    async def start(self, templates_dir: Path | None = SAMPLE_TEMPLATES, *,
-                    execute: bool = True) -> list[WorkflowTemplate]:
-        """Publish the templates of ``templates_dir`` (unchanged ones keep their version); then,
-        if ``execute``, connect the workcell and resume runs that were in flight. Exactly one
-        process (the console) should execute runs; command-line tools pass ``execute=False``."""
+    async def start(self, templates_dir: Path | None = SAMPLE_TEMPLATES, *, execute: bool = True,
+                    link: DataServicesLink | None = None, schedules: bool = False) -> list[WorkflowTemplate]:
+        """Check what could refuse the start, then bring the parts up in order: templates (unchanged
+        ones keep their version), instruments, the engine (resuming runs in flight, if
+        ``execute``), the Data Services ``link``, ``schedules``, scheduled backups.
+        :meth:`close` stops them in reverse. Exactly one process (the console) should execute
+        runs; command-line tools pass ``execute=False``."""
+        if link is not None:
+            link.check()  # a refused configuration stops here, before any instrument moves
         published = []
         for template in await asyncio.to_thread(load_templates, templates_dir):
             published.append(await self.engine.publish(template, who="labconsole"))
         if self.metrics is not None:
             day_start = self.metrics.day_start
             self.metrics.seed(await self.store.read(lambda c: initial_counts(c, day_start)))
+            self._stack.callback(self.metrics.close)
+        for hub in self.agent_hubs:
+            self._stack.push_async_callback(hub.close)
         if execute and self.dispatcher is not None:
             await self.dispatcher.start()
+            self._stack.push_async_callback(self.dispatcher.close)
         await self.engine.start(resume=execute)
+        self._stack.push_async_callback(self.engine.close)
+        if link is not None:
+            await link.start()
+            self.link = link
+            self._stack.push_async_callback(link.stop)
+        if schedules:
+            from core.schedules import Scheduler
+
+            self.schedules = Scheduler(self)
+            await self.schedules.start()
+            self._stack.push_async_callback(self.schedules.close)
+            await self.schedules.adopt_template_schedules()
         if execute and isinstance(self.clock, SystemClock):  # [STORE] backup_every of config.ini
             from core.backup import ScheduledBackups
 
             if (backups := ScheduledBackups.from_config(self.store.path)) is not None:
-                self.extras["backups"] = backups.start()
+                self.backups = backups.start()
+                self._stack.push_async_callback(backups.close)
         return published
 
     async def close(self) -> None:
-        if (backups := self.extras.pop("backups", None)) is not None:
-            await backups.close()
-        await self.engine.close()
-        if self.dispatcher is not None:
-            await self.dispatcher.close()
-        for hub in self.extras.get("agent_hubs", ()):
-            await hub.close()
-        if self.metrics is not None:
-            self.metrics.close()
-        self.store.close()
+        """Stop what :meth:`start` started, in reverse order, then close the store."""
+        try:
+            await self._stack.aclose()
+        finally:
+            if self.metrics is not None:
+                self.metrics.close()
+            self.store.close()
+
+    def connection_status(self) -> str:
+        return self.link.describe() if self.link is not None else ""
 
     # ------------------------------------------------------------------ reading
 
     def target(self, order_id: str) -> OrderTarget:
         """Whether ``order_id`` is a run or a step (one indexed lookup)."""
-        def read(c: Any) -> tuple[Any, Any]:
-            run = c.execute("SELECT run_id FROM runs WHERE run_id = ?", (order_id,)).fetchone()
-            step = c.execute("SELECT run_id, step_id FROM step_runs WHERE order_id = ?", (order_id,)).fetchone()
-            return run, step
-
-        run, step = self.store.read_sync(read)
-        if run is not None:
-            return OrderTarget(order_id, order_id, None)
-        if step is not None:
-            return OrderTarget(order_id, step[0], step[1])
-        return OrderTarget(order_id, None, None)
+        run_id, step_id = self.store.read_sync(lambda c: tables.target(c, order_id))
+        return OrderTarget(order_id, run_id, step_id)
 
     def order(self, order_id: str) -> Order:
         return self.store.get_order(order_id)
@@ -227,125 +270,104 @@ class Runtime:
     async def start_run(self, template_name: str, inputs: dict[str, Any] | None = None, *,
                         priority: int = 50, version: int | None = None, who: str | None = None,
                         allow_duplicate: bool = False) -> str:
-        """Create and start a run. The same template + inputs by the same person within the
-        engine's duplicate window is refused (DuplicateSubmissionError) unless ``allow_duplicate``."""
+        """Create (with its audit entry, one transaction) and start a run. The same template +
+        inputs by the same person within the engine's duplicate window is refused
+        (DuplicateSubmissionError) unless ``allow_duplicate``."""
         who = who or os_user()
-        run_id = await self.engine.create_instance(template_name, inputs or {}, priority=priority,
-                                                   version=version, who=who, allow_duplicate=allow_duplicate)
+        run_id = await self.engine.create_instance(
+            template_name, inputs or {}, priority=priority, version=version, who=who,
+            allow_duplicate=allow_duplicate,
+            audit=("start run", {"template": template_name, "version": version}))
         await self.engine.execute_workflow(run_id)
-        await self.store.audit(who, "start run", run_id, None, {"template": template_name, "version": version})
         return run_id
 
     async def cancel(self, order_id: str, *, who: str | None = None, reason: str | None = None) -> ActionResult:
-        t = self._known(order_id)
-        if t.is_run:
-            await self.engine.cancel(order_id, who=who, reason=reason)
-        else:
-            await self.engine.cancel_step(t.run_id or "", t.step_id or "", who=who, reason=reason)
-        return ActionResult(order_id, True, "canceled")
+        return await self._one("cancel", order_id, who, reason)
 
     async def retry(self, order_id: str, *, who: str | None = None, reason: str | None = None) -> ActionResult:
-        t = self._known(order_id)
-        run_id = t.run_id or ""
-        if t.is_run:
-            steps = [s["id"] for s in self.engine.get_instance(run_id)["steps"]
-                     if s["status"] in ("failed", "unknown", "cancelled")]
-            if not steps:
-                raise StateError(f"run {order_id} has no failed step to retry")
-            for step in steps:
-                await self.engine.retry_step(run_id, step, who=who, reason=reason)
-            return ActionResult(order_id, True, f"retrying {', '.join(steps)}")
-        await self.engine.retry_step(run_id, t.step_id or "", who=who, reason=reason)
-        return ActionResult(order_id, True, "retrying")
+        return await self._one("retry", order_id, who, reason)
 
     async def recover(self, order_id: str, from_step: str, *, who: str | None = None,
                       reason: str | None = None) -> ActionResult:
-        t = self._known(order_id)
-        await self.engine.recover(t.run_id or "", from_step, who=who, reason=reason)
-        return ActionResult(order_id, True, f"recovering from {from_step}")
+        return await self._one("recover", order_id, who, reason, from_step=from_step)
 
     async def skip(self, order_id: str, outputs: dict[str, Any] | None = None, *, who: str | None = None,
                    reason: str | None = None) -> ActionResult:
-        t = self._known(order_id)
-        if t.is_run:
-            raise StateError(f"{order_id} is a run: skip one of its steps")
-        await self.engine.skip_step(t.run_id or "", t.step_id or "", outputs, who=who, reason=reason)
-        return ActionResult(order_id, True, "skipped")
+        return await self._one("skip", order_id, who, reason, outputs=outputs)
 
     async def pause(self, order_id: str, *, who: str | None = None, reason: str | None = None) -> ActionResult:
-        t = self._known(order_id)
-        await self.engine.pause(t.run_id or "", who=who, reason=reason)
-        return ActionResult(order_id, True, "paused")
+        return await self._one("pause", order_id, who, reason)
 
     async def resume(self, order_id: str, *, who: str | None = None, reason: str | None = None) -> ActionResult:
-        t = self._known(order_id)
-        await self.engine.resume(t.run_id or "", who=who, reason=reason)
-        return ActionResult(order_id, True, "resumed")
+        return await self._one("resume", order_id, who, reason)
 
     async def reprioritise(self, order_id: str, priority: int, *, who: str | None = None,
                            reason: str | None = None) -> ActionResult:
-        """New numeric priority (0-100) for a run (and its queued steps) or one queued step."""
-        if not 0 <= priority <= 100:
-            raise StateError(f"priority must be 0..100, not {priority}")
-        who = who or os_user()
-        t = self._known(order_id)
-        inst = self.engine.get_instance(t.run_id or "")
-        orders = [order_id] if not t.is_run else [order_id] + [s["order_id"] for s in inst["steps"]]
-        if t.is_run:
-            await self.store.write(lambda c: c.execute("UPDATE runs SET priority = ? WHERE run_id = ?",
-                                                       (priority, order_id)))
-            active = self.engine._runs.get(order_id)
-            if active is not None:
-                active.priority = priority
-        for oid in orders:
-            await self.core.update_order(oid, {}, numeric_priority=priority)
-            if self.dispatcher is not None and oid in self.dispatcher.queue.jobs:
-                try:
-                    self.dispatcher.reprioritise(oid, priority)
-                except StateError:
-                    pass  # running or done: priority no longer matters
-        await self.store.audit(who, "reprioritise", order_id, reason, {"priority": priority})
-        return ActionResult(order_id, True, f"priority {priority}")
+        """New numeric priority (0-100) for a run (and its steps) or one step."""
+        return await self._one("reprioritise", order_id, who, reason, priority=priority)
 
     async def start_now(self, order_id: str, *, who: str | None = None, reason: str | None = None) -> ActionResult:
         """Let a queued step that waits for its scheduled slot go as soon as an instrument fits."""
-        who = who or os_user()
-        if self.dispatcher is None or order_id not in self.dispatcher.queue.jobs:
+        if self.dispatcher is None:
             raise StateError(f"{order_id} is not waiting in the queue")
-        job = self.dispatcher.queue.jobs[order_id]
-        job.scheduled = None
-        self.dispatcher.queue.reprioritise(order_id)
-        self.dispatcher.kick()
-        await self.store.audit(who, "start now", order_id, reason)
+        await self.dispatcher.start_now(order_id, who=who or os_user(), reason=reason)
         return ActionResult(order_id, True, "starting as soon as an instrument fits")
+
+    async def _one(self, key: str, order_id: str, who: str | None, reason: str | None,
+                   **options: Any) -> ActionResult:
+        target = self._known(order_id)
+        action = _action(key, target, who or os_user(), reason, options)
+        error = (await self.engine.act([action]))[0]
+        if error is not None:
+            raise error
+        return ActionResult(order_id, True, _DONE[key](action))
 
     async def bulk(self, action: str, order_ids: Sequence[str], *, who: str | None = None,
                    reason: str | None = None, progress: Callable[[int, int], None] | None = None,
-                   **kwargs: Any) -> list[ActionResult]:
-        """Apply ``action`` ("cancel", "retry", "reprioritise" ...) to many orders; one result each.
+                   stop: asyncio.Event | None = None, **options: Any) -> BulkResult:
+        """Apply ``action`` (one of :data:`BULK_ACTIONS`) to many orders, ``bulk_chunk`` orders
+        per transaction, each order fully changed with its audit entry or not at all.
 
-        Yields to the event loop every few orders so the window stays responsive; a refusal of
-        one order (illegal in its state) is reported and the rest go on.
+        Runs go before steps, so a step already covered by its run's action counts as done.
+        Setting ``stop`` ends the action after the current chunk; the result lists what was
+        left. A refusal of one order (illegal in its state) is reported and the rest go on.
         """
-        method = getattr(self, action, None)
-        if action not in ("cancel", "retry", "reprioritise", "pause", "resume", "skip") or method is None:
-            raise StateError(f"unknown bulk action '{action}'")
+        if action not in BULK_ACTIONS:
+            raise StateError(f"unknown bulk action '{action}' (one of: {', '.join(BULK_ACTIONS)})")
         who = who or os_user()
-        results: list[ActionResult] = []
-        for n, order_id in enumerate(order_ids, 1):
-            try:
-                results.append(await method(order_id, who=who, reason=reason, **kwargs))
-            except LabconsoleError as exc:
-                results.append(ActionResult(order_id, False, str(exc)))
-            if n % 20 == 0:
-                if progress is not None:
-                    progress(n, len(order_ids))
-                await asyncio.sleep(0)
-        if progress is not None:
-            progress(len(order_ids), len(order_ids))
+        found = await self.store.read(lambda c: tables.targets(c, order_ids))
+        results: dict[str, ActionResult] = {
+            oid: ActionResult(oid, False, f"{oid} is not a labconsole run or step")
+            for oid in order_ids if oid not in found}
+        ordered = sorted((oid for oid in dict.fromkeys(order_ids) if oid in found),
+                         key=lambda oid: found[oid][1] is not None)  # runs first
+        covered: set[str] = set()
+        total, done = len(order_ids), len(results)
+        left: list[str] = []
+        for i in range(0, len(ordered), self.bulk_chunk):
+            if stop is not None and stop.is_set():
+                left = ordered[i:]
+                break
+            chunk, actions = [], []
+            for oid in ordered[i:i + self.bulk_chunk]:
+                run_id, step_id = found[oid]
+                if step_id is not None and run_id in covered and action in ("cancel", "retry"):
+                    results[oid] = ActionResult(oid, True, f"done with its run {run_id}")
+                    continue
+                chunk.append(oid)
+                actions.append(_action(action, OrderTarget(oid, run_id, step_id), who, reason, options))
+            for oid, act, error in zip(chunk, actions, await self.engine.act(actions), strict=True):
+                results[oid] = ActionResult(oid, error is None, _DONE[action](act) if error is None else str(error))
+                if error is None and act.step_id is None:
+                    covered.add(act.run_id)
+            done = len(results)
+            if progress is not None:
+                progress(done, total)
+            await asyncio.sleep(0)
+        outcome = BulkResult((results[oid] for oid in order_ids if oid in results), left)
         await self.store.audit(who, f"bulk {action}", None, reason,
-                               {"orders": len(order_ids), "done": sum(r.ok for r in results)})
-        return results
+                               {"orders": total, "done": sum(r.ok for r in outcome), "left": len(left)})
+        return outcome
 
     def preview(self, order_ids: Iterable[str]) -> dict[str, Any]:
         """What a bulk action would touch: counts and the runs involved."""
@@ -395,8 +417,7 @@ class Runtime:
 
     def template_usage(self) -> dict[str, dict[str, Any]]:
         """Per template: number of runs and when it was last used (one GROUP BY query)."""
-        rows = self.store.read_sync(lambda c: c.execute(
-            "SELECT template_name, count(*), max(created) FROM runs GROUP BY template_name").fetchall())
+        rows = self.store.read_sync(tables.template_usage)
         return {r[0]: {"runs": r[1], "last_used": r[2]} for r in rows}
 
     def runs_using(self, name: str, version: int | None = None) -> list[dict[str, Any]]:
@@ -404,7 +425,39 @@ class Runtime:
         return [r for r in rows if version is None or r["template_version"] == version]
 
     def run_is_active(self, run_id: str) -> bool:
-        return self.engine.run_status(run_id) not in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+        return not self.engine.run_status(run_id).is_final
+
+
+_ACT_ON_RUN = {"cancel": Act.CANCEL, "retry": Act.RETRY, "pause": Act.PAUSE, "resume": Act.RESUME,
+               "reprioritise": Act.REPRIORITISE}
+_ACT_ON_STEP = {"cancel": Act.CANCEL_STEP, "retry": Act.RETRY, "skip": Act.SKIP, "reprioritise": Act.REPRIORITISE}
+
+
+def _action(key: str, target: OrderTarget, who: str, reason: str | None, options: dict[str, Any]) -> Action:
+    """The engine action an operator's ``key`` means for this order (a run or one of its steps)."""
+    run_id = target.run_id or ""
+    if key == "recover":
+        return Action(act=Act.RECOVER, run_id=run_id, step_id=options["from_step"], who=who, reason=reason)
+    if key in ("pause", "resume"):  # a step's run is paused or resumed
+        return Action(act=_ACT_ON_RUN[key], run_id=run_id, who=who, reason=reason)
+    if target.is_run:
+        if key not in _ACT_ON_RUN:
+            raise StateError(f"{target.order_id} is a run: {key} one of its steps")
+        return Action(act=_ACT_ON_RUN[key], run_id=run_id, who=who, reason=reason,
+                      priority=options.get("priority"))
+    return Action(act=_ACT_ON_STEP[key], run_id=run_id, step_id=target.step_id, who=who, reason=reason,
+                  outputs=options.get("outputs"), priority=options.get("priority"))
+
+
+_DONE: dict[str, Callable[[Action], str]] = {
+    "cancel": lambda a: "canceled",
+    "retry": lambda a: "retrying" if a.step_id is None else f"retrying {a.step_id}",
+    "recover": lambda a: f"recovering from {a.step_id}",
+    "skip": lambda a: "skipped",
+    "pause": lambda a: "paused",
+    "resume": lambda a: "resumed",
+    "reprioritise": lambda a: f"priority {a.priority}",
+}
 
 
 def describe(results: Iterable[ActionResult]) -> str:

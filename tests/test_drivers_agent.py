@@ -437,7 +437,7 @@ def test_engine_marks_a_killed_agent_step_unknown_or_retries_an_idempotent_one(d
     async def body(agents: Agents) -> None:
         cell = parse_workcell(workcell("Arm1", beat="0.3s", grace="0.3s"), "cell.yaml")
         rt = Runtime.build(data_dir, workcell=cell, metrics=False)
-        hub = rt.extras["agent_hubs"][0]
+        hub = rt.agent_hubs[0]
         await hub.start()
         proc = await agents.start(hub.url, "Arm1")
         await rt.start(None)

@@ -388,7 +388,7 @@ def test_bulk_retry_on_a_filtered_set(faulty_lab):
                  {s["order_id"] for s in lab.rt.run_of(run)["steps"]}]
         assert retry and retry[0].who == os_user() and retry[0].reason == "sealer film replaced"
     summary = [a for a in lab.rt.audit() if a.action == "bulk retry"]
-    assert summary and summary[-1].details == {"orders": 3, "done": 3}
+    assert summary and summary[-1].details == {"orders": 3, "done": 3, "left": 0}
     lab.until(lambda: all(not lab.rt.run_is_active(r) for r in failed))
     assert all(lab.rt.order(r).status is OrderStatus.Complete for r in failed)
 

@@ -119,17 +119,39 @@ def test_loads_100k_without_blocking_and_filters_like_sqlite(panels, big_store, 
     assert created == sorted(created, reverse=True)
 
 
-def test_bulk_cancel_of_10000_orders_keeps_the_loop_running(panels, big_store, qtbot):
+RUNS = 1_000
+
+
+def test_bulk_cancel_of_10000_orders_keeps_the_loop_running(panels, big_store, qtbot, qrun):
+    """1,000 running runs (one step each on an instrument that never finishes, two waiting) and
+    9,000 demo orders the engine does not run: the runs are all canceled with their audit entry,
+    the others refused with the reason, while Qt and asyncio keep turning."""
     runtime, jobs, _detail, _window = panels
-    jobs.filter_bar.set_filter(OrderFilter(statuses=frozenset({OrderStatus.Complete}), kind="steps"))
-    ids = jobs.model.visible_ids()[:10_000]
+    runtime.executor.hang_kinds.add("Hold.Forever")
+    qrun(runtime.engine.create_template("Hold", {"steps": [
+        {"id": "hold", "kind": "Hold.Forever"}, {"id": "b", "kind": "Hold.Forever", "depends_on": ["hold"]},
+        {"id": "c", "kind": "noop", "depends_on": ["b"]}]}))
+
+    async def start_runs() -> list[str]:
+        runs = []
+        for k in range(RUNS):
+            runs.append(await runtime.start_run("Hold", {}, who="bench", allow_duplicate=True))
+        return runs
+
+    runs = qrun(start_runs(), 60_000)
+    qtbot.waitUntil(lambda: all(runtime.engine._runs[r].steps["hold"].attempt_running for r in runs),
+                    timeout=30_000)
+    jobs.filter_bar.set_filter(OrderFilter(statuses=frozenset({OrderStatus.Complete, OrderStatus.Running})))
+    qtbot.waitUntil(lambda: all(jobs.model.row_of(r) is not None for r in runs), timeout=10_000)
+    mine = set(runs)
+    ids = runs + [oid for oid in jobs.model.visible_ids()[:10_000 + 3 * RUNS]
+                  if oid not in mine and (jobs.model.get(oid)[1] or oid) not in mine][:10_000 - RUNS]
     assert jobs.select_orders(ids) == 10_000
     assert jobs.bulk_buttons["cancel"].text() == "Cancel 10,000…"
     task = jobs.trigger("cancel")
     qtbot.waitUntil(lambda: isinstance(jobs.actions.dialog, BulkDialog), timeout=10_000)
     dialog: BulkDialog = jobs.actions.dialog
     assert dialog.preview["orders"] == 10_000
-    assert dialog.preview["runs"] == len({jobs.model.get(i)[1] or i for i in ids})
     dialog.reason_edit.setText("audit drill")
 
     seen: list[int] = []  # progress as a Qt timer sees it while the action runs
@@ -147,19 +169,25 @@ def test_bulk_cancel_of_10000_orders_keeps_the_loop_running(panels, big_store, q
     prober = asyncio.get_running_loop().create_task(probe())
     dialog.go_button.click()
     assert jobs.status_line.text().startswith("⏳")
-    qtbot.waitUntil(task.done, timeout=60_000)
+    qtbot.waitUntil(task.done, timeout=120_000)
     sampler.stop()
     prober.cancel()
     assert dialog.stage == "results"
     assert dialog.results.rowCount() == 10_000
-    # demo orders are not labconsole runs: every one is refused, with the reason
-    first = dialog.results.result(0)
-    assert not first.ok and "not a labconsole run" in first.message
+    results = {dialog.results.result(i).order_id: dialog.results.result(i) for i in range(10_000)}
+    assert all(results[r].ok for r in runs)
+    refused = [r for oid, r in results.items() if oid not in set(runs)]
+    assert all(not r.ok and "not a labconsole run" in r.message for r in refused)
     assert any(0 < v < 10_000 for v in seen), "Qt painted progress while the action ran"
     assert any(0 < v < 10_000 for v in turns), "other coroutines ran while the action ran"
+    # every run is canceled in the store, with its audit entry, and its instrument was asked to stop
+    assert {runtime.engine.run_status(r).value for r in runs} == {"cancelled"}
+    audited = {a.target for a in runtime.audit() if a.action == "cancel run" and a.reason == "audit drill"}
+    assert audited >= set(runs)
+    assert len(runtime.executor.cancelled) >= RUNS
     entry = runtime.audit()[-1]
     assert entry.action == "bulk cancel" and entry.reason == "audit drill"
-    assert entry.details == {"orders": 10_000, "done": 0}
+    assert entry.details == {"orders": 10_000, "done": RUNS, "left": 0}
     dialog.accept()
 
 

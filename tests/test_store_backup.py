@@ -343,7 +343,7 @@ def test_console_runtime_makes_the_scheduled_backup(data_dir):
         runtime = Runtime.build(data_dir, workcell=None)
         await runtime.start(templates_dir=None)
         try:
-            scheduled = runtime.extras["backups"]
+            scheduled = runtime.backups
             for _ in range(500):
                 if scheduled.made:
                     break

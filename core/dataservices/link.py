@@ -39,9 +39,9 @@ from core.dataservices.client import DataServicesClient
 from core.dataservices.config import DataServicesSettings
 from core.dataservices.errors import CreateOutcomeUnknownError
 from core.dataservices.models import OrderTemplate
-from core.dataservices.server import EmbeddedDataServices
+from core.dataservices.server import EmbeddedDataServices, is_loopback
 from core.engine import to_parameter
-from core.errors import DataServicesError, LabconsoleError, OrderNotFoundError
+from core.errors import ConfigError, DataServicesError, LabconsoleError, OrderNotFoundError
 from core.events import OrderStatusChanged
 from core.orders import TERMINAL_STATUSES, Order, OrderStatus, Parameter
 
@@ -98,6 +98,13 @@ class DataServicesLink:
         return self.settings is None
 
     # ------------------------------------------------------------------ lifecycle
+
+    def check(self) -> None:
+        """Refuse a configuration that cannot start (ConfigError) before anything else starts."""
+        if self.embedded and not is_loopback(self._host) and not self._token:
+            raise ConfigError.at(f"binding Data Services to {self._host} exposes it beyond this "
+                                 "computer and needs a token (--token); or bind to 127.0.0.1",
+                                 field="--bind")
 
     async def start(self) -> str:
         """Start the embedded server or connect to the remote one; register templates; start the loops."""

@@ -12,6 +12,7 @@
 - :mod:`core.engine.simulated` — steps without instruments.
 """
 
+from core.engine import tables
 from core.engine.engine import Act, Action, Engine, check_inputs
 from core.engine.registry import TemplateRegistry
 from core.engine.simulated import SimulatedExecutor
@@ -29,7 +30,7 @@ from core.engine.types import (
 from core.engine.views import RunView, RunViews, StepView
 from core.states import RUN_ORDER_STATUS, STEP_ORDER_STATUS, RunStatus, StepStatus
 
-__all__ = ["RUN_ORDER_STATUS", "STEP_ORDER_STATUS", "Act", "Action", "Engine", "RunStatus", "RunView",
+__all__ = ["RUN_ORDER_STATUS", "tables", "STEP_ORDER_STATUS", "Act", "Action", "Engine", "RunStatus", "RunView",
            "RunViews", "SimulatedExecutor", "StepExecutor", "StepFailure", "StepRequest", "StepStatus",
            "StepView", "StopReason", "TemplateRegistry", "check_inputs", "classify", "run_outputs",
            "started", "to_parameter", "to_parameters"]

@@ -757,9 +757,8 @@ class Engine:
             for s in chosen:
                 if s.status not in STEP_RETRYABLE:
                     raise IllegalTransitionError(f"step {s.step.id} of {run.run_id}", s.status.value, "retry")
-            if state is not None:
-                target = state.order_id
-            details = {"steps": [s.step.id for s in chosen]}
+            for s in chosen:  # one audit entry per retried step, on the step's order
+                d.audit(who, a.act.value, s.order_id, reason)
             again = {s.step.id: s for s in chosen}
             for s in chosen:  # dependants skipped or canceled because of it go again too
                 for dep_id in descendants(run.template, s.step.id):
@@ -768,6 +767,7 @@ class Engine:
                         again.setdefault(dep_id, dep)
             self._reset(d, run, list(again.values()), f"Retry requested by {who}")
             self._continue(d, run, who)
+            return
         elif a.act is Act.RECOVER and state is not None:
             if run.recovery_attempts >= run.template.max_recovery_attempts:
                 raise StateError(f"run {run.run_id}: recovery limit reached "

@@ -132,3 +132,18 @@ def template_usage(conn: sqlite3.Connection) -> list[Row]:
     """(template_name, runs, last created) per template."""
     return conn.execute("SELECT template_name, count(*), max(created) FROM runs "
                         "GROUP BY template_name").fetchall()
+
+
+def targets(conn: sqlite3.Connection, order_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+    """What each order stands for: ``order_id -> (run_id, step_id)`` (step_id None for a run);
+    orders that are neither are left out. Two indexed queries per 500 ids."""
+    out: dict[str, tuple[str, str | None]] = {}
+    for i in range(0, len(order_ids), 500):
+        part = list(order_ids[i:i + 500])
+        marks = ",".join("?" * len(part))
+        for (run_id,) in conn.execute(f"SELECT run_id FROM runs WHERE run_id IN ({marks})", part):
+            out[run_id] = (run_id, None)
+        for run_id, step_id, order_id in conn.execute(
+                f"SELECT run_id, step_id, order_id FROM step_runs WHERE order_id IN ({marks})", part):
+            out[order_id] = (run_id, step_id)
+    return out
