@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import warnings
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -160,17 +159,6 @@ class TaskRunner(QObject):
         for task in list(self._tasks):
             task.cancel()
         self._tasks.clear()
-
-
-def disconnect_quietly(signal: Any, slot: Any) -> None:
-    """Disconnect ``slot`` from ``signal``; no error or warning if the link is already gone
-    (the bridge may have been closed or destroyed first)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            signal.disconnect(slot)
-    except (RuntimeError, TypeError):
-        pass
 
 
 def describe_error(exc: BaseException) -> str:

@@ -30,10 +30,9 @@ from PySide6.QtCore import (
     QPersistentModelIndex,
     QSize,
     Qt,
-    QTimer,
     Slot,
 )
-from PySide6.QtGui import QHideEvent, QIcon, QPalette, QShowEvent
+from PySide6.QtGui import QIcon, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QApplication,
@@ -51,6 +50,7 @@ from core.dispatcher import InstrumentView
 from core.events import InstrumentStatusChanged, OperatorAction, RunChanged, StepChanged
 from core.metrics import DashboardMetrics
 from core.orders import ModuleStatus, OrderStatus
+from panels.base import Panel
 from panels.style import (
     STATE_LABELS,
     icon,
@@ -63,7 +63,7 @@ from panels.style import (
     status_icon,
     status_pixmap,
 )
-from panels.theme import current_theme, theme_events
+from panels.theme import Theme, current_theme
 from panels.widgets import BAD, GOOD, NEUTRAL, WARN, BreakdownBar, ElidedLabel, KpiCard, Section
 
 ModelIndex = QModelIndex | QPersistentModelIndex
@@ -310,16 +310,16 @@ def activity_lines(events: Iterable[Any], known: dict[str, ModuleStatus]) -> lis
 # ---------------------------------------------------------------------------- panel
 
 
-class DashboardPanel(QWidget):
+class DashboardPanel(Panel):
     """KPI cards, status summary, instrument summary, alerts and recent activity.
 
     Receives the runtime facade and the per-frame event bridge (constructor injection).
     """
 
+    REFRESH_MS = TICK_MS
+
     def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.runtime = runtime
-        self.bridge = bridge
+        super().__init__(runtime, bridge, parent)
         self.alerts = AlertBook()
         self._pending: list[Any] = []
         self._known: dict[str, ModuleStatus] = {}
@@ -409,11 +409,7 @@ class DashboardPanel(QWidget):
         self.setMinimumHeight(230)
         self.all_clear_mark.setPixmap(status_pixmap(OrderStatus.Complete, 14))
 
-        self._timer = QTimer(self)
-        self._timer.setInterval(TICK_MS)
-        self._timer.timeout.connect(self.refresh)
-        bridge.events.connect(self._on_events)
-        theme_events().changed.connect(self._on_theme)
+        self.listen(bridge.events, self._on_events)
         self.refresh()
 
     # ------------------------------------------------------------------ feeding
@@ -549,24 +545,15 @@ class DashboardPanel(QWidget):
 
     # ------------------------------------------------------------------ life cycle
 
-    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
-        super().showEvent(event)
+    def tick(self) -> None:
         self.refresh()
-        self._timer.start()
 
-    def hideEvent(self, event: QHideEvent) -> None:  # noqa: N802
-        super().hideEvent(event)
-        self._timer.stop()
+    def on_shown(self) -> None:
+        self.refresh()
 
-    @Slot(object)
-    def _on_theme(self, _theme: object) -> None:
+    def apply_theme(self, _theme: Theme) -> None:
         for view in (self.alerts_view, self.activity_view):
             _card_background(view)
         self.all_clear_mark.setPixmap(status_pixmap(OrderStatus.Complete, 14))
         self.status_bar.update()
         self.refresh()
-
-    def shutdown(self) -> None:
-        """Stop the refresh timer (the main window calls this at close)."""
-        self._timer.stop()
-

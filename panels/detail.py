@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QSize, Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QFont, QHideEvent, QShowEvent
+from PySide6.QtCore import QSize, Qt, Signal, Slot
+from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QFormLayout,
     QFrame,
@@ -57,7 +57,8 @@ from core.events import (
 )
 from core.facade import os_user
 from core.orders import TERMINAL_STATUSES, Order, OrderStatus
-from panels.actions import ACTIONS, Bridge, Feedback, OrderActions, disconnect_quietly
+from panels.actions import ACTIONS, Bridge, Feedback, OrderActions
+from panels.base import Panel
 from panels.detail_steps import AXIS, LANE, GanttStep, StepsTimeline
 from panels.detail_tables import SmallTableModel, cell, make_table
 from panels.jobs_filterbar import FlowLayout
@@ -165,7 +166,7 @@ def gather(runtime: Runtime, order_id: str) -> DetailData:
     return data
 
 
-class DetailPanel(QWidget):
+class DetailPanel(Panel):
     """Properties, parameters, steps, history, audit, log and why-waiting of the selected order.
 
     Receives the runtime facade and the per-frame event bridge (constructor injection).
@@ -176,12 +177,14 @@ class DetailPanel(QWidget):
     loaded = Signal(str)
     """Emitted with the order id each time its details were (re)read and shown."""
 
+    REFRESH_MS = TICK_MS
+
     def __init__(self, runtime: Runtime, bridge: Bridge, parent: QWidget | None = None, *,
                  now: Callable[[], float] = time.time, who: Callable[[], str] = os_user) -> None:
-        super().__init__(parent)
-        self.runtime = runtime
-        self.bridge = bridge
+        super().__init__(runtime, bridge, parent)
         self.now = now
+        self._live = False
+        """A running order with a live timeline is shown: durations tick."""
         self.order_id: str | None = None
         self.data: DetailData | None = None
         self.loads = 0
@@ -325,11 +328,7 @@ class DetailPanel(QWidget):
         outer.setContentsMargins(6, 6, 6, 4)
         outer.addWidget(self.pages)
 
-        self._tick = QTimer(self)
-        self._tick.setInterval(TICK_MS)
-        self._tick.timeout.connect(self._on_tick)
-        bridge.events.connect(self._on_events)
-        self._listening = True
+        self.listen(bridge.events, self._on_events)
 
     # ------------------------------------------------------------------ showing an order
 
@@ -341,7 +340,8 @@ class DetailPanel(QWidget):
         if order_id is None:
             self.data = None
             self.pages.setCurrentIndex(0)
-            self._tick.stop()
+            self._live = False
+            self.update_refresh()
             return None
         if self._task is not None and not self._task.done():
             self._task.cancel()
@@ -450,11 +450,8 @@ class DetailPanel(QWidget):
         self._render_parameters(d)
         self._render_history(d)
         self._render_log(d)
-        live = o.status not in TERMINAL_STATUSES and self.timeline.running
-        if live and self.isVisible():
-            self._tick.start()
-        elif not live:
-            self._tick.stop()
+        self._live = o.status not in TERMINAL_STATUSES and self.timeline.running
+        self.update_refresh()
 
     def _now(self, d: DetailData) -> float:
         return self.runtime.clock.now() if d.engine else self.now()
@@ -659,8 +656,11 @@ class DetailPanel(QWidget):
     def _note(self, at: float, text: str) -> None:
         self._events.append(f"{_clock(at)}  {text}")
 
+    def wants_refresh(self) -> bool:
+        return self._live and self.data is not None
+
     @Slot()
-    def _on_tick(self) -> None:
+    def tick(self) -> None:
         if self.data is not None:
             self.timeline.set_now(self._now(self.data))
             o = self.data.order
@@ -670,24 +670,11 @@ class DetailPanel(QWidget):
 
     # ------------------------------------------------------------------ lifecycle
 
-    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
-        super().showEvent(event)
-        if self.data is not None and self.timeline.running:
-            self._tick.start()
-
-    def hideEvent(self, event: QHideEvent) -> None:  # noqa: N802
-        super().hideEvent(event)
-        self._tick.stop()
-
-    def shutdown(self) -> None:
-        """Stop the timer, the read in flight and open actions; stop listening to the bridge."""
-        self._tick.stop()
+    def on_shutdown(self) -> None:
+        """Cancel the read in flight and open actions."""
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self.actions.shutdown()
-        if self._listening:  # shutdown may be called more than once
-            self._listening = False
-            disconnect_quietly(self.bridge.events, self._on_events)
 
 
 class _FitWidth(QWidget):

@@ -33,7 +33,6 @@ from PySide6.QtCore import (
     QRect,
     QRectF,
     Qt,
-    QTimer,
     Signal,
     Slot,
 )
@@ -41,12 +40,10 @@ from PySide6.QtGui import (
     QAction,
     QColor,
     QGuiApplication,
-    QHideEvent,
     QKeySequence,
     QPainter,
     QPalette,
     QShortcut,
-    QShowEvent,
 )
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -66,7 +63,6 @@ from PySide6.QtWidgets import (
 from core.events import StepProgress
 from core.facade import os_user
 from core.orders import OrderStatus
-from core.store import ORDER_ROW_SQL
 from panels.actions import (
     ACTIONS,
     BULK_LABELS,
@@ -74,8 +70,8 @@ from panels.actions import (
     Feedback,
     OrderActions,
     TaskRunner,
-    disconnect_quietly,
 )
+from panels.base import Panel
 from panels.dialogs import NameDialog, ask
 from panels.jobs_filter import PARENT, STATUS, OrderFilter, SavedView, SavedViews
 from panels.jobs_filterbar import FilterBar, FlowLayout
@@ -145,7 +141,7 @@ class ProgressDelegate(QStyledItemDelegate):
         painter.restore()
 
 
-class JobsPanel(QWidget):
+class JobsPanel(Panel):
     """The Jobs table over every order of the store, its filter bar and the operator's actions.
 
     Emits :attr:`order_selected` with the id of the current order and :attr:`details_requested`
@@ -154,13 +150,12 @@ class JobsPanel(QWidget):
 
     order_selected = Signal(str)
     details_requested = Signal(str)
+    REFRESH_MS = TICK_MS
 
     def __init__(self, runtime: Runtime, bridge: Bridge, parent: QWidget | None = None, *,
                  views_path: Path | None = None, now: Callable[[], float] = time.time,
                  who: Callable[[], str] = os_user) -> None:
-        super().__init__(parent)
-        self.runtime = runtime
-        self.bridge = bridge
+        super().__init__(runtime, bridge, parent)
         self.model = model = OrdersTableModel(self, now=now)
         self._loaded = False
         self._pending: dict[str, tuple] = {}
@@ -257,19 +252,14 @@ class JobsPanel(QWidget):
             self.shortcuts[key] = qaction
         QShortcut(QKeySequence.StandardKey.Find, self, self.filter_bar.search.setFocus)
 
-        self._tick = QTimer(self)
-        self._tick.setInterval(TICK_MS)
-        self._tick.timeout.connect(self._on_tick)
-
         model.modelAboutToBeReset.connect(self._remember_selection)
         model.modelReset.connect(self._restore_selection)
         model.rows_changed.connect(self._update_summary)
         model.distinct_changed.connect(self._update_names)
         self.view.selectionModel().currentRowChanged.connect(self._on_current)
         self.view.selectionModel().selectionChanged.connect(self._on_selection_changed)
-        bridge.orders_changed.connect(self._on_orders_changed)
-        bridge.events.connect(self._on_events)
-        self._listening = True
+        self.listen(bridge.orders_changed, self._on_orders_changed)
+        self.listen(bridge.events, self._on_events)
         self._update_summary()
         self._update_buttons()
 
@@ -285,16 +275,14 @@ class JobsPanel(QWidget):
         store = self.runtime.store
         model = self.model
         self._show_status(Feedback("busy", "Loading orders…"))
-        sql = f"SELECT {ORDER_ROW_SQL} FROM orders ORDER BY seq"
-        prepared = await store.read(lambda c: model.prepare(c.execute(sql)))
+        prepared = await store.read(lambda _c: store.scan_order_rows(model.prepare))
         model.install(prepared)
         self._loaded = True
         if self._pending:
             model.apply(self._pending)
             self._pending = {}
         self._show_status(Feedback("ok", f"Loaded {model.total:,} orders"))
-        if self.isVisible():
-            self._tick.start()
+        self.update_refresh()
         return len(prepared.index.all)
 
     @Slot(object)
@@ -313,8 +301,11 @@ class JobsPanel(QWidget):
         if fractions:
             self.model.apply_progress(fractions)
 
+    def wants_refresh(self) -> bool:
+        return self._loaded
+
     @Slot()
-    def _on_tick(self) -> None:
+    def tick(self) -> None:
         """Repaint running durations of the visible rows (nothing else changes with time)."""
         n = self.model.rowCount()
         if n == 0:
@@ -632,22 +623,8 @@ class JobsPanel(QWidget):
 
     # ------------------------------------------------------------------ lifecycle
 
-    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
-        super().showEvent(event)
-        if self._loaded and not self._tick.isActive():
-            self._tick.start()
-
-    def hideEvent(self, event: QHideEvent) -> None:  # noqa: N802
-        super().hideEvent(event)
-        self._tick.stop()
-
-    def shutdown(self) -> None:
-        """Stop timers and running actions, and stop listening to the bridge."""
-        self._tick.stop()
+    def on_shutdown(self) -> None:
+        """Stop the filter bar's timers, running actions and the panel's own dialogs."""
         self.filter_bar.shutdown()
         self.actions.shutdown()
         self._tasks.cancel_all()
-        if self._listening:  # shutdown may be called more than once (close, then destroy)
-            self._listening = False
-            disconnect_quietly(self.bridge.orders_changed, self._on_orders_changed)
-            disconnect_quietly(self.bridge.events, self._on_events)

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Slot
-from PySide6.QtGui import QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -39,6 +38,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.orders import ModuleStatus, OrderStatus
+from panels.base import Panel
 from panels.charts import (
     FAILURES_PER_MIN,
     ORDERS_PER_MIN,
@@ -57,7 +57,7 @@ from panels.charts import (
     style_plot,
 )
 from panels.style import icon, status_color
-from panels.theme import current_theme, theme_events
+from panels.theme import Theme, current_theme
 from panels.widgets import ElidedLabel
 
 SAMPLE_MS = 1000
@@ -108,18 +108,18 @@ def _resolve(colour: str) -> str:
     return current_theme().series_color(int(value)).name()
 
 
-class MetricsPanel(QWidget):
+class MetricsPanel(Panel):
     """Live charts over the core's metrics, with a time-range choice and PNG/CSV export.
 
     Receives the runtime facade and the per-frame event bridge (constructor injection);
     ``history`` may be given (benchmarks fill one with a day of samples).
     """
 
+    REFRESH_MS = REDRAW_MS
+
     def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None, *,
                  history: MetricsHistory | None = None) -> None:
-        super().__init__(parent)
-        self.runtime = runtime
-        self.bridge = bridge
+        super().__init__(runtime, bridge, parent)
         self.history = history or MetricsHistory()
         self.metrics = runtime.metrics
         self.redraws = 0
@@ -228,11 +228,8 @@ class MetricsPanel(QWidget):
         self.sample_timer = QTimer(self)
         self.sample_timer.setInterval(SAMPLE_MS)
         self.sample_timer.timeout.connect(self.sample)
-        self.redraw_timer = QTimer(self)
-        self.redraw_timer.setInterval(REDRAW_MS)
-        self.redraw_timer.timeout.connect(self.redraw)
+        self.redraw_timer = self.refresh_timer
         self._apply_theme()
-        theme_events().changed.connect(self._on_theme)
         if self.metrics is not None:
             self.sample_timer.start()
 
@@ -452,26 +449,24 @@ class MetricsPanel(QWidget):
         self.png_button.setIcon(icon("image"))
         self.csv_button.setIcon(icon("file-text"))
 
-    @Slot(object)
-    def _on_theme(self, _theme: object) -> None:
+    def apply_theme(self, _theme: Theme) -> None:
         self._apply_theme()
 
     # ------------------------------------------------------------------ life cycle
 
-    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
-        super().showEvent(event)
+    def wants_refresh(self) -> bool:
+        return self.metrics is not None
+
+    def tick(self) -> None:
+        self.redraw()
+
+    def on_shown(self) -> None:
         if self.metrics is not None:
             self.redraw(force=True)
-            self.redraw_timer.start()
 
-    def hideEvent(self, event: QHideEvent) -> None:  # noqa: N802
-        super().hideEvent(event)
-        self.redraw_timer.stop()
-
-    def shutdown(self) -> None:
-        """Stop sampling and redrawing (the main window calls this at close)."""
+    def on_shutdown(self) -> None:
+        """Stop sampling and close the export dialog."""
         self.sample_timer.stop()
-        self.redraw_timer.stop()
         if self.file_dialog is not None:
             self.file_dialog.reject()
 

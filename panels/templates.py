@@ -31,7 +31,7 @@ from PySide6.QtCore import (
     Signal,
     Slot,
 )
-from PySide6.QtGui import QAction, QColor, QShowEvent
+from PySide6.QtGui import QAction, QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -50,6 +50,7 @@ from core.errors import LabconsoleError
 from core.events import RunChanged
 from core.facade import os_user
 from core.templates import WorkflowTemplate, dump_template, load_template
+from panels.base import Panel
 from panels.editor import ops
 from panels.editor.diffview import TemplateDiffView
 from panels.editor.editor import TemplateEditor
@@ -178,7 +179,7 @@ class RunsModel(_RowsModel):
     )
 
 
-class TemplatesPanel(QWidget):
+class TemplatesPanel(Panel):
     """The Templates dock (constructor injection: the runtime facade and the event bridge).
 
     Emits :attr:`run_started` with the run id after "Run…" started a run.
@@ -192,9 +193,7 @@ class TemplatesPanel(QWidget):
     """(name, version) after a publish made a new version."""
 
     def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.runtime = runtime
-        self.bridge = bridge
+        super().__init__(runtime, bridge, parent)
         self.who = os_user()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loaded = False
@@ -322,7 +321,7 @@ class TemplatesPanel(QWidget):
         self.editor.document.changed.connect(self._on_document_changed)
         self._document_name = self.editor.document.template.name
         if bridge is not None and hasattr(bridge, "events"):
-            bridge.events.connect(self._on_events)
+            self.listen(bridge.events, self._on_events)
         self._update_actions()
 
     # ------------------------------------------------------------------ tasks
@@ -355,8 +354,8 @@ class TemplatesPanel(QWidget):
         self.message.setText(text)
         self.message.setStyleSheet("color: #b42318;" if error else "color: #1f3a5f;")
 
-    def shutdown(self) -> None:
-        """Stop timers, cancel running tasks, close dialogs (the main window calls it at close)."""
+    def on_shutdown(self) -> None:
+        """Stop the usage timer, cancel running tasks, close dialogs."""
         self._usage_timer.stop()
         for task in list(self._tasks):
             task.cancel()
@@ -364,8 +363,7 @@ class TemplatesPanel(QWidget):
             if dialog is not None:
                 dialog.close()
 
-    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
-        super().showEvent(event)
+    def on_shown(self) -> None:
         if not self._loaded:
             self._loaded = True
             try:

@@ -43,7 +43,7 @@ def dashboard(store, data_dir, qtbot, qrun, request):
     panel.show()
     yield rt, clock, panel
     panel.shutdown()
-    assert not panel._timer.isActive()
+    assert not panel.refresh_timer.isActive()
     panel.close()
     bridge.close()
     qrun(rt.close())
@@ -55,7 +55,7 @@ def _value(panel, key):
 
 def test_kpis_follow_completed_runs(dashboard, qtbot, qrun):
     rt, clock, panel = dashboard
-    assert panel._timer.isActive() and panel._timer.interval() == TICK_MS
+    assert panel.refresh_timer.isActive() and panel.refresh_timer.interval() == TICK_MS
     assert _value(panel, "instruments") == "4 / 4"
     assert _value(panel, "completed") == "0"
     assert _value(panel, "success") == "—"

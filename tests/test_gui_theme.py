@@ -173,7 +173,7 @@ def test_screenshots_of_the_console_at_work(big_store, data_dir, qtbot, qrun, li
         window.close()
         assert not window.lag_probe.running
         for panel in (window.dashboard, window.robots):
-            assert not panel._timer.isActive()
+            assert not panel.refresh_timer.isActive()
         assert not window.metrics.sample_timer.isActive() and not window.metrics.redraw_timer.isActive()
     finally:
         qrun(runtime.close(), timeout_ms=30_000)
