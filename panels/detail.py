@@ -63,7 +63,7 @@ from panels.detail_steps import AXIS, LANE, GanttStep, StepsTimeline
 from panels.detail_tables import SmallTableModel, cell, make_table
 from panels.jobs_filterbar import FlowLayout
 from panels.jobs_model import format_duration, format_full_time
-from panels.style import status_color, status_icon
+from panels.style import display_color, display_icon, display_status, status_color, status_icon
 
 if TYPE_CHECKING:
     from core.runtime import Runtime
@@ -112,6 +112,13 @@ class DetailData:
     audit: list[Any] = field(default_factory=list)
     numeric_priority: int | None = None
     why: list[str] = field(default_factory=list)
+    skipped: bool = False
+    """A step the engine skipped (its order reads Canceled on the wire)."""
+
+    @property
+    def status_name(self) -> str:
+        """The status shown: the order's, or Skipped."""
+        return display_status(self.order.status, self.skipped)
 
     @property
     def watched(self) -> set[str]:
@@ -144,6 +151,7 @@ def gather(runtime: Runtime, order_id: str) -> DetailData:
         audit_targets = list(labels) if target.is_run else [order_id, target.run_id]
         if not target.is_run:
             data.run_order = runtime.order(target.run_id)
+            data.skipped = runtime.store.step_status_of(order_id) == "skipped"
     else:
         is_run = order.parentIdentifier is None
         run_id = order_id if is_run else order.parentIdentifier
@@ -398,12 +406,13 @@ class DetailPanel(Panel):
         o = d.order
         status = o.status
         self.pages.setCurrentIndex(1)
-        self.badge.setPixmap(status_icon(status, 22).pixmap(22, 22))
-        self.badge.setToolTip(status.name)
+        shown = d.status_name
+        self.badge.setPixmap(display_icon(shown, 22).pixmap(22, 22))
+        self.badge.setToolTip(shown)
         template = f"{o.templateName or '—'}" + (f" v{o.templateVersion}" if o.templateVersion else "")
         self.title.setText(f"{d.order_id}  ·  {template}")
-        colour = status_color(status).name()
-        state = f"<b style='color:{colour}'>{status.name}</b>"
+        colour = display_color(shown).name()
+        state = f"<b style='color:{colour}'>{shown}</b>"
         if d.is_run:
             kind = "Run" if d.engine else "Order"
             steps = len(d.run["steps"]) if d.run else len(d.children)
@@ -417,12 +426,12 @@ class DetailPanel(Panel):
         self.subtitle.setText(sub)
 
         for key, button in self.buttons.items():
-            applies = ACTIONS[key].applies(status, d.is_run)
+            applies = ACTIONS[key].applies(status, d.is_run, d.skipped)
             button.setEnabled(applies and d.engine)
             if not d.engine:
                 button.setToolTip("Not a labconsole run: the engine does not act on it")
             elif not applies:
-                button.setToolTip(f"{ACTIONS[key].label.rstrip('…')} does not apply to a {status.name} "
+                button.setToolTip(f"{ACTIONS[key].label.rstrip('…')} does not apply to a {shown} "
                                   f"{'run' if d.is_run else 'step'}")
             else:
                 button.setToolTip(ACTIONS[key].tip)
@@ -488,7 +497,8 @@ class DetailPanel(Panel):
         values: dict[str, str | None] = {
             "Order": f"{d.order_id} ({'run' if d.is_run else 'step'})",
             "Template": f"{_html(o.templateName or '—')}" + (f" v{o.templateVersion}" if o.templateVersion else ""),
-            "Status": f"<b style='color:{status_color(o.status).name()}'>{o.status.name}</b>",
+            "Status": f"<b style='color:{display_color(d.status_name).name()}'>{d.status_name}</b>"
+                      + (" (Canceled in Data Services)" if d.skipped else ""),
             "Details": _html(o.statusDetails) if o.statusDetails else None,
             "Run": None if d.is_run else f"<a href='{d.run_id}'>{d.run_id}</a>",
             "Steps": self._steps_summary(self._gantt_steps(d)) if d.is_run else None,

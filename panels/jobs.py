@@ -60,7 +60,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.events import StepProgress
+from core.events import StepChanged, StepProgress
 from core.facade import os_user
 from core.orders import OrderStatus
 from panels.actions import (
@@ -84,7 +84,7 @@ from panels.jobs_model import (
     STATUS_COLUMN,
     OrdersTableModel,
 )
-from panels.style import status_color
+from panels.style import SKIPPED, status_color
 
 if TYPE_CHECKING:
     from core.runtime import Runtime
@@ -275,7 +275,9 @@ class JobsPanel(Panel):
         store = self.runtime.store
         model = self.model
         self._show_status(Feedback("busy", "Loading orders…"))
-        prepared = await store.read(lambda _c: store.scan_order_rows(model.prepare))
+        prepared, skipped = await store.read(lambda _c: (store.scan_order_rows(model.prepare),
+                                                         store.step_orders_with_status("skipped")))
+        model.set_skipped(skipped)
         model.install(prepared)
         self._loaded = True
         if self._pending:
@@ -300,6 +302,9 @@ class JobsPanel(Panel):
                      if isinstance(e, StepProgress) and e.progress is not None}
         if fractions:
             self.model.apply_progress(fractions)
+        steps = {e.order_id: e.status == "skipped" for e in events if isinstance(e, StepChanged)}
+        if steps:
+            self.model.set_skipped([o for o, s in steps.items() if s], [o for o, s in steps.items() if not s])
 
     def wants_refresh(self) -> bool:
         return self._loaded
@@ -437,10 +442,10 @@ class JobsPanel(Panel):
         if row is not None:
             status = OrderStatus(row[STATUS])
             is_run = row[PARENT] is None
-            if not action.applies(status, is_run):
+            if not action.applies(status, is_run, self.model.status_name(row) == SKIPPED):
                 kind = "run" if is_run else "step order"
                 self._show_status(Feedback("error", f"{action.label.rstrip('…')} does not apply to "
-                                                    f"{order_id}, a {status.name} {kind}"))
+                                                    f"{order_id}, a {self.model.status_name(row)} {kind}"))
                 return None
         return self.actions.request(key, order_id)
 
@@ -466,12 +471,13 @@ class JobsPanel(Panel):
         row = self.model.row_data(view_row)
         status = OrderStatus(row[STATUS])
         is_run = row[PARENT] is None
+        shown = self.model.status_name(row)
         # Orders from elsewhere (Data Services clients) are not the engine's to act on.
         managed = self.is_managed(order_id)
-        menu.addSection(f"{order_id} · {status.name} {'run' if is_run else 'step'}"
+        menu.addSection(f"{order_id} · {shown} {'run' if is_run else 'step'}"
                         + ("" if managed else " · not a labconsole run"))
         for key, action in ACTIONS.items():
-            if not action.applies(status, is_run):
+            if not action.applies(status, is_run, shown == SKIPPED):
                 continue
             item = menu.addAction(action.label)
             item.setObjectName(key)
@@ -594,7 +600,8 @@ class JobsPanel(Panel):
             else:
                 button.setText(action.label)
                 button.setEnabled(managed and row is not None
-                                  and action.applies(OrderStatus(row[STATUS]), row[PARENT] is None))
+                                  and action.applies(OrderStatus(row[STATUS]), row[PARENT] is None,
+                                                     self.model.status_name(row) == SKIPPED))
 
     def is_managed(self, order_id: str) -> bool:
         """Whether the engine runs this order (a labconsole run or step); cached per order."""
