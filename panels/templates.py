@@ -31,7 +31,7 @@ from PySide6.QtCore import (
     Signal,
     Slot,
 )
-from PySide6.QtGui import QAction, QColor
+from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -57,6 +57,7 @@ from panels.editor.editor import TemplateEditor
 from panels.editor.kinds import KindCatalog
 from panels.editor.layout import layered_layout
 from panels.editor.runform import RunForm
+from panels.theme import current_theme, embolden, keep_styled, text_style
 
 __all__ = ["RunsModel", "TemplateListModel", "TemplateRow", "TemplatesPanel", "VersionRow",
            "VersionsModel"]
@@ -166,7 +167,7 @@ class VersionsModel(_RowsModel):
 
     def data(self, index: ModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if role == Qt.ItemDataRole.ForegroundRole and index.column() == 3 and self._rows[index.row()].in_flight:
-            return QColor("#0072b2")
+            return current_theme().status_color("Running")
         return super().data(index, role)
 
 
@@ -223,7 +224,7 @@ class TemplatesPanel(Panel):
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
         title = QLabel("Templates", left)
-        title.setStyleSheet("font-weight: 600;")
+        embolden(title)
         left_layout.addWidget(title)
         left_layout.addWidget(self.list, 1)
         buttons = QHBoxLayout()
@@ -352,7 +353,7 @@ class TemplatesPanel(Panel):
     def show_message(self, text: str, *, error: bool = False) -> None:
         self.last_error = text if error else None
         self.message.setText(text)
-        self.message.setStyleSheet("color: #b42318;" if error else "color: #1f3a5f;")
+        keep_styled(self.message, text_style("text_error" if error else "text_info"))
 
     def on_shutdown(self) -> None:
         """Stop the usage timer, cancel running tasks, close dialogs."""
@@ -448,16 +449,16 @@ class TemplatesPanel(Panel):
                 f"{'s' if count == 1 else ''} an older version "
                 f"({', '.join(f'v{v}' for v in older)}) than the latest v{latest}: "
                 f"they finish on the version they started with.")
-            self.in_flight.setStyleSheet("background: #fff4d6; color: #5c3c00; padding: 4px;")
+            keep_styled(self.in_flight, lambda t: t.css("banner_warn_fg", "banner_warn_bg", "padding: 4px;"))
         elif versions:
             active = sum(r["status"] not in _FINAL for r in runs)
             self.in_flight.setText(f"{active} run{'s' if active != 1 else ''} in flight, all on the "
                                    f"latest v{latest}." if active else
                                    f"No run of {name} is in flight.")
-            self.in_flight.setStyleSheet("padding: 4px;")
+            keep_styled(self.in_flight, lambda _t: "padding: 4px;")
         else:
             self.in_flight.setText(f"{name} has not been published yet.")
-            self.in_flight.setStyleSheet("padding: 4px;")
+            keep_styled(self.in_flight, lambda _t: "padding: 4px;")
         options: list[tuple[str, Any]] = [(f"v{v}", v) for v in versions]
         if self.editor.document.is_draft:
             options.append(("draft (editor)", "draft"))

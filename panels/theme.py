@@ -21,14 +21,15 @@ announces a theme. (``PaletteChange`` does not reach widgets that carry their ow
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
-from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtGui import QColor, QFont, QPalette
+from PySide6.QtWidgets import QApplication, QWidget
 
 THEMES_DIR = Path(__file__).resolve().parent.parent / "resources" / "themes"
 THEME_NAMES: tuple[str, ...] = ("light", "dark")
@@ -184,3 +185,45 @@ def apply_theme(app: QApplication, name: str) -> Theme:
 def theme_name(value: object) -> str:
     """A theme name from a settings value, falling back to the default for anything unknown."""
     return value if isinstance(value, str) and value in THEME_NAMES else DEFAULT_THEME
+
+
+class _ThemedStyle(QObject):
+    """Keeps a widget's style sheet in the current theme's colours (a child of the widget, so
+    the link to the theme announcer ends with the widget)."""
+
+    def __init__(self, widget: QWidget, sheet: Callable[[Theme], str]) -> None:
+        super().__init__(widget)
+        self.setObjectName("themedStyle")
+        self.sheet = sheet
+        theme_events().changed.connect(self.apply)
+
+    def apply(self, theme: Theme | None = None) -> None:
+        widget = self.parent()
+        if isinstance(widget, QWidget):
+            widget.setStyleSheet(self.sheet(theme or current_theme()))
+
+
+def keep_styled(widget: QWidget, sheet: Callable[[Theme], str]) -> None:
+    """Give ``widget`` the style sheet ``sheet(theme)`` now and again at every theme change
+    (a widget with its own style sheet no longer follows the palette). Calling it again replaces
+    the sheet."""
+    keeper = widget.findChild(_ThemedStyle, "themedStyle")
+    if keeper is None:
+        keeper = _ThemedStyle(widget, sheet)
+    keeper.sheet = sheet
+    keeper.apply()
+
+
+def text_style(key: str, extra: str = "") -> Callable[[Theme], str]:
+    """A :func:`keep_styled` sheet: text in the theme colour ``key`` (``text_error``, ``muted`` ...)."""
+    return lambda theme: theme.css(key, extra=extra)
+
+
+def embolden(widget: QWidget, scale: float = 1.0) -> None:
+    """A bold (and optionally larger) font — not a style sheet, so the text keeps following the
+    palette's colours when the theme changes."""
+    font = QFont(widget.font())
+    font.setBold(True)
+    if scale != 1.0:
+        font.setPointSizeF(font.pointSizeF() * scale)
+    widget.setFont(font)

@@ -67,3 +67,53 @@ def test_every_status_and_text_colour_meets_wcag_aa(name):
 def test_contrast_ratio_is_wcag():
     assert contrast_ratio(QColor("#000000"), QColor("#ffffff")) == pytest.approx(21.0)
     assert contrast_ratio(QColor("#777777"), QColor("#ffffff")) == pytest.approx(4.48, abs=0.01)
+
+
+def _max_contrast(widget) -> float:
+    """The strongest contrast between the widget's background (its corner) and any pixel of it."""
+    image = widget.grab().toImage()
+    background = image.pixelColor(1, 1)
+    step = max(1, image.width() // 300)
+    return max(contrast_ratio(image.pixelColor(x, y), background)
+               for x in range(0, image.width(), step) for y in range(image.height()))
+
+
+def test_templates_panel_and_editor_follow_the_dark_theme(qtbot, qrun, store, data_dir, tmp_path, qapp,
+                                                        light_again):
+    from PySide6.QtWidgets import QLabel
+    from test_gui_templates import boot, sample_dir, save_screenshot
+
+    from panels.editor.graph import colors
+    from panels.templates import TemplatesPanel
+
+    rt, _clock = boot(qrun, store, data_dir, templates=sample_dir(tmp_path))
+    panel = TemplatesPanel(rt, None)
+    qtbot.addWidget(panel)
+    panel.resize(1280, 720)
+    panel.show()
+    qtbot.waitUntil(lambda: panel.list_model.rowCount() == 3)
+    qrun(panel.open_template(panel.list_model.rows()[0].name))
+    apply_theme(qapp, "dark")
+    panel.show_message("Opened a template")
+    dark = load_theme("dark")
+    for _ in range(3):
+        qapp.processEvents()
+    titles = [w for w in panel.findChildren(QLabel)
+              if w.text() in ("Templates", "Step kinds — drag onto the canvas", "Workflow") and w.isVisible()]
+    assert len(titles) >= 2
+    for label in [*titles, panel.message, panel.editor.banner, panel.editor.status]:
+        assert _max_contrast(label) >= 4.5, f"{label.text()!r} is hard to read in the dark theme"
+    # the canvas, its steps and the banners are dark too
+    view = panel.editor.view
+    corner = view.viewport().grab().toImage().pixelColor(2, 2)
+    assert corner == QColor(dark.colors["canvas_bg"]), corner.name()
+    assert colors().card == QColor(dark.colors["node_bg"]) and colors().ink == QColor(dark.colors["node_ink"])
+    banner = panel.editor.banner.grab().toImage().pixelColor(2, 2)
+    assert banner == QColor(dark.colors["banner_info_bg"]), banner.name()
+    save_screenshot(panel, "templates-editor-dark-1280x720")
+    apply_theme(qapp, "light")
+    qapp.processEvents()
+    assert view.viewport().grab().toImage().pixelColor(2, 2) == QColor(load_theme("light").colors["canvas_bg"])
+    panel.shutdown()
+    panel.close()
+    qrun(rt.close())
