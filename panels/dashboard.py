@@ -30,6 +30,7 @@ from PySide6.QtCore import (
     QPersistentModelIndex,
     QSize,
     Qt,
+    Signal,
     Slot,
 )
 from PySide6.QtGui import QIcon, QPalette
@@ -317,8 +318,11 @@ class DashboardPanel(Panel):
     """
 
     REFRESH_MS = TICK_MS
+    expanded_changed = Signal(bool)
+    """The operator showed (True) or hid (False) the sections below the KPI cards."""
 
-    def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None) -> None:
+    def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None, *,
+                 expanded: bool = False) -> None:
         super().__init__(runtime, bridge, parent)
         self.alerts = AlertBook()
         self._pending: list[Any] = []
@@ -341,6 +345,14 @@ class DashboardPanel(Panel):
             card.setObjectName("kpiCard")
             self.kpi[key] = card
             kpis.addWidget(card)
+        # compact by default: the KPI cards only; the sections below on demand
+        self.expand_button = QToolButton(self)
+        self.expand_button.setObjectName("dashboardExpand")
+        self.expand_button.setCheckable(True)
+        self.expand_button.setAutoRaise(True)
+        self.expand_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        self.expand_button.toggled.connect(self.set_expanded)
+        kpis.addWidget(self.expand_button, 0, Qt.AlignmentFlag.AlignTop)
 
         # status summary
         self.status_section = Section("JOBS BY STATUS", self)
@@ -395,7 +407,10 @@ class DashboardPanel(Panel):
         self.activity_view.setObjectName("activityList")
         self.activity_section.body.addWidget(self.activity_view, 1)
 
-        lower = QHBoxLayout()
+        self.details = QWidget(self)
+        self.details.setObjectName("dashboardDetails")
+        lower = QHBoxLayout(self.details)
+        lower.setContentsMargins(0, 0, 0, 0)
         lower.setSpacing(8)
         for section, stretch in ((self.status_section, 4), (self.instruments_section, 5),
                                  (self.alerts_section, 4), (self.activity_section, 5)):
@@ -405,12 +420,56 @@ class DashboardPanel(Panel):
         layout.setContentsMargins(8, 6, 8, 8)
         layout.setSpacing(8)
         layout.addLayout(kpis)
-        layout.addLayout(lower, 1)
-        self.setMinimumHeight(230)
+        layout.addWidget(self.details, 1)
+        self._expanded: bool | None = None
+        self.set_expanded(expanded)
         self.all_clear_mark.setPixmap(status_pixmap(OrderStatus.Complete, 14))
 
         self.listen(bridge.events, self._on_events)
         self.refresh()
+
+    # ------------------------------------------------------------------ compact / expanded
+
+    @property
+    def expanded(self) -> bool:
+        return bool(self._expanded)
+
+    @Slot(bool)
+    def set_expanded(self, expanded: bool) -> None:
+        """Show the status, instruments, alerts and activity sections (True) or only the KPI
+        cards (False: compact, the dock keeps the height of one row of cards)."""
+        if expanded == self._expanded:
+            return
+        self._expanded = expanded
+        self.details.setVisible(expanded)
+        self.expand_button.blockSignals(True)
+        self.expand_button.setChecked(expanded)
+        self.expand_button.blockSignals(False)
+        self._expand_text()
+        if expanded:
+            self.setMinimumHeight(220)
+            self.setMaximumHeight(16_777_215)
+        else:
+            self.setMinimumHeight(0)
+            self.setMaximumHeight(self.compact_height())
+        self.expanded_changed.emit(expanded)
+
+    def _expand_text(self) -> None:
+        """The toggle's text; compact, it also counts the alerts the hidden section lists."""
+        alerts = len(self.current_alerts)
+        if self._expanded:
+            self.expand_button.setText("Less ▴")
+            self.expand_button.setToolTip("Hide the sections below the cards")
+        else:
+            self.expand_button.setText(f"⚠ {alerts} alert{'s' if alerts != 1 else ''} ▾" if alerts
+                                       else "More ▾")
+            self.expand_button.setToolTip("Show jobs by status, instruments, alerts and recent activity")
+
+    def compact_height(self) -> int:
+        """The height of the compact dashboard: one row of KPI cards and the margins."""
+        margins = self.layout().contentsMargins()
+        cards = max(card.sizeHint().height() for card in self.kpi.values())
+        return cards + margins.top() + margins.bottom()
 
     # ------------------------------------------------------------------ feeding
 
@@ -537,6 +596,7 @@ class DashboardPanel(Panel):
         self.all_clear.setVisible(not alerts)
         self.alerts_view.setVisible(bool(alerts))
         self.current_alerts = list(alerts)
+        self._expand_text()
 
     @Slot()
     def _on_dismiss(self) -> None:

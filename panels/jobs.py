@@ -205,6 +205,16 @@ class JobsPanel(Panel):
         hh.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         for col, column in enumerate(COLUMNS):
             self.view.setColumnWidth(col, column.width)
+        # what to do when there is nothing to show (first run, or a filter that matches nothing)
+        self.empty_hint = QLabel(self.view.viewport())
+        self.empty_hint.setObjectName("jobsEmpty")
+        self.empty_hint.setWordWrap(True)
+        self.empty_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_hint.setTextFormat(Qt.TextFormat.RichText)
+        self.empty_hint.setMaximumWidth(520)
+        hint_layout = QVBoxLayout(self.view.viewport())
+        hint_layout.addWidget(self.empty_hint, 0, Qt.AlignmentFlag.AlignCenter)
+        self.empty_hint.hide()
 
         self.summary = QLabel(self)
         self.summary.setObjectName("jobsSummary")
@@ -250,7 +260,8 @@ class JobsPanel(Panel):
             qaction.triggered.connect(lambda _checked=False, k=key: self.trigger(k))
             self.view.addAction(qaction)
             self.shortcuts[key] = qaction
-        QShortcut(QKeySequence.StandardKey.Find, self, self.filter_bar.search.setFocus)
+        find = QShortcut(QKeySequence.StandardKey.Find, self, self.filter_bar.search.setFocus)
+        find.setWhatsThis("Search the orders (free text filter)")
 
         model.modelAboutToBeReset.connect(self._remember_selection)
         model.modelReset.connect(self._restore_selection)
@@ -284,6 +295,7 @@ class JobsPanel(Panel):
             model.apply(self._pending)
             self._pending = {}
         self._show_status(Feedback("ok", f"Loaded {model.total:,} orders"))
+        self._update_summary()
         self.update_refresh()
         return len(prepared.index.all)
 
@@ -584,6 +596,22 @@ class JobsPanel(Panel):
         self.summary.setToolTip(text)
         self.select_all_button.setText(f"Select all {shown:,} matching")
         self.select_all_button.setEnabled(shown > 0)
+        self._update_empty_hint(shown, total)
+
+    def _update_empty_hint(self, shown: int, total: int) -> None:
+        if shown or not self._loaded:
+            self.empty_hint.hide()
+            return
+        if total == 0:
+            text = ("<p><b>No orders yet.</b></p><p>Open <b>Templates</b> (the tab next to Detail), "
+                    "pick one, then <b>Run…</b> and fill in its inputs. Its run and steps appear "
+                    "here as they move through the workcell.</p><p>Orders sent by Data Services "
+                    "clients show up here too.</p>")
+        else:
+            text = (f"<p><b>No order matches the filter</b> ({total:,} orders in all).</p>"
+                    "<p>Change or clear the filter above to see them.</p>")
+        self.empty_hint.setText(text)
+        self.empty_hint.show()
 
     def _update_buttons(self) -> None:
         count = self.selected_count()

@@ -398,6 +398,9 @@ class TemplatesPanel(Panel):
         rows = await self._read(read)
         selected = self.current_name()
         self.list_model.reset(rows)
+        if not rows:
+            self.show_message("No templates published yet: New starts one on the canvas, Import… "
+                              "reads a JSON or YAML file.")
         self._loaded = True
         if selected is not None and (row := self.list_model.row_of(selected)) is not None:
             self.list.selectRow(row)
