@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Slot
@@ -12,6 +13,7 @@ from PySide6.QtWidgets import QApplication, QDockWidget, QLabel, QMainWindow, QW
 from console.bridge import EventBridge
 from panels.dashboard import DashboardPanel
 from panels.detail import DetailPanel
+from panels.help import HelpDialog, about_html, collect_shortcuts, data_html, shortcuts_html
 from panels.jobs import JobsPanel
 from panels.metrics import MetricsPanel
 from panels.robots import RobotsPanel
@@ -20,6 +22,8 @@ from panels.theme import SETTINGS_KEY, THEME_NAMES, Theme, apply_theme, load_the
 from panels.widgets import LoopLagIndicator, LoopLagProbe
 
 STATE_VERSION = 2
+DASHBOARD_KEY = "ui/dashboard_expanded"
+"""Whether the Dashboard shows its sections below the KPI cards (compact by default)."""
 
 
 class MainWindow(QMainWindow):
@@ -41,7 +45,9 @@ class MainWindow(QMainWindow):
         self.jobs = JobsPanel(runtime, self.bridge, self)
         self.jobs_model = self.jobs.model
         self.detail = DetailPanel(runtime, self.bridge, self)
-        self.dashboard = DashboardPanel(runtime, self.bridge, self)
+        self.dashboard = DashboardPanel(runtime, self.bridge, self,
+                                        expanded=_flag(settings.value(DASHBOARD_KEY)))
+        self.dashboard.expanded_changed.connect(self._on_dashboard_expanded)
         self.robots = RobotsPanel(runtime, self.bridge, self)
         self.metrics = MetricsPanel(runtime, self.bridge, self)
         self.templates = TemplatesPanel(runtime, self.bridge, self)
@@ -65,7 +71,7 @@ class MainWindow(QMainWindow):
 
         file_menu = self.menuBar().addMenu("&File")
         quit_action = QAction("&Quit", self)
-        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+        quit_action.setShortcut(QKeySequence("Ctrl+Q"))  # StandardKey.Quit is empty on some platforms
         quit_action.triggered.connect(self.close)
         file_menu.addAction(quit_action)
         view_menu = self.menuBar().addMenu("&View")
@@ -84,6 +90,27 @@ class MainWindow(QMainWindow):
             themes.addAction(action)
             theme_menu.addAction(action)
             self.theme_actions[name] = action
+        self.dashboard_action = QAction("Dashboard &details", self)
+        self.dashboard_action.setObjectName("dashboardDetails")
+        self.dashboard_action.setCheckable(True)
+        self.dashboard_action.setChecked(self.dashboard.expanded)
+        self.dashboard_action.setShortcut(QKeySequence("Ctrl+Shift+D"))
+        self.dashboard_action.setToolTip("Show or hide the Dashboard's sections below the KPI cards")
+        self.dashboard_action.toggled.connect(self.dashboard.set_expanded)
+        view_menu.insertAction(view_menu.actions()[len(self.docks)], self.dashboard_action)
+
+        help_menu = self.menuBar().addMenu("&Help")
+        self.help_dialog: HelpDialog | None = None
+        for key, text, shortcut, slot in (
+                ("shortcuts", "&Keyboard shortcuts", "F1", self.show_shortcuts),
+                ("data", "&Where the data lives", None, self.show_data_locations),
+                ("about", "&About labconsole", None, self.show_about)):
+            action = QAction(text, self)
+            action.setObjectName(f"help_{key}")
+            if shortcut:
+                action.setShortcut(QKeySequence(shortcut))
+            action.triggered.connect(slot)
+            help_menu.addAction(action)
 
         self.connection_label = QLabel("", self)
         self.lag_label = QLabel("", self)
@@ -92,7 +119,7 @@ class MainWindow(QMainWindow):
         self.loop_lag = LoopLagIndicator(self.lag_probe, self)
         for label in (self.connection_label, self.lag_label, self.loop_lag, self.store_label):
             self.statusBar().addPermanentWidget(label)
-        self.resize(1400, 860)
+        self.resize(1280, 720)
         if self._restore_layout():
             self._layout_pending = False
         self._stats_timer = QTimer(self)
@@ -108,9 +135,11 @@ class MainWindow(QMainWindow):
 
     # -- data
     async def load_orders(self) -> int:
-        """Load every order into the Jobs table (off the loop) and start the status figures."""
+        """Load every order into the Jobs table and the published templates into the Templates
+        list (off the loop; called once the runtime has started), then start the status figures."""
         self.statusBar().showMessage("Loading orders…")
         count = await self.jobs.load()
+        await self.templates.reload()
         self.statusBar().showMessage(f"Loaded {count:,} orders", 4000)
         self._stats_timer.start()
         return count
@@ -122,6 +151,51 @@ class MainWindow(QMainWindow):
         self.settings.setValue(SETTINGS_KEY, self.theme.name)
         self.settings.sync()
         return self.theme
+
+    # -- help
+    def _open_help(self, title: str, html: str) -> HelpDialog:
+        if self.help_dialog is not None:
+            self.help_dialog.close()
+        dialog = HelpDialog(title, html, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.destroyed.connect(lambda *_: setattr(self, "help_dialog", None))
+        self.help_dialog = dialog
+        dialog.open()
+        return dialog
+
+    @Slot()
+    def show_shortcuts(self) -> HelpDialog:
+        """Help > Keyboard shortcuts: every action of the window that has keys, by panel."""
+        return self._open_help("Keyboard shortcuts", shortcuts_html(collect_shortcuts(self, self.docks)))
+
+    @Slot()
+    def show_data_locations(self) -> HelpDialog:
+        """Help > Where the data lives: data folder, store, settings, views, Data Services address."""
+        store_path = Path(self.runtime.store.path)
+        return self._open_help("Where the data lives", data_html(
+            store_path.parent, store_path, self.settings.fileName(), self.jobs.views.path,
+            self.data_services_address()))
+
+    @Slot()
+    def show_about(self) -> HelpDialog:
+        """Help > About: versions of labconsole, Qt, PySide6 and Python."""
+        return self._open_help("About labconsole", about_html())
+
+    def data_services_address(self) -> str | None:
+        """The Data Services URL (embedded or remote), once the link has started."""
+        link = self.runtime.extras.get("data_services")
+        url = getattr(getattr(link, "state", None), "url", None)
+        if not url:
+            return None
+        return f"{url} (embedded in this console)" if getattr(link, "embedded", False) else url
+
+    @Slot(bool)
+    def _on_dashboard_expanded(self, expanded: bool) -> None:
+        self.dashboard_action.setChecked(expanded)
+        self.settings.setValue(DASHBOARD_KEY, expanded)
+        if expanded:  # room for the sections, the Jobs table keeps most of the height
+            self.resizeDocks([self.docks["Dashboard"]], [max(260, int(self.height() * 0.3))],
+                             Qt.Orientation.Vertical)
 
     def start_loop_lag(self) -> None:
         """Start the loop-lag probe and its status-bar figure (needs the running event loop)."""
@@ -168,8 +242,9 @@ class MainWindow(QMainWindow):
         width, height = self.width(), self.height()
         self.resizeDocks([self.docks["Jobs"], self.docks["Detail"]],
                          [int(width * 0.64), int(width * 0.36)], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["Dashboard"], self.docks["Jobs"]],
-                         [int(height * 0.28), int(height * 0.72)], Qt.Orientation.Vertical)
+        top = int(height * 0.3) if self.dashboard.expanded else self.dashboard.compact_height()
+        self.resizeDocks([self.docks["Dashboard"], self.docks["Jobs"]], [top, height - top],
+                         Qt.Orientation.Vertical)
 
     def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
         super().showEvent(event)
@@ -194,3 +269,8 @@ class MainWindow(QMainWindow):
         if self.closed is not None and not self.closed.done():
             self.closed.set_result(None)
         super().closeEvent(event)
+
+
+def _flag(value: object) -> bool:
+    """A boolean kept in QSettings (an INI file gives back "true"/"false" strings)."""
+    return value is True or (isinstance(value, str) and value.lower() == "true")

@@ -667,6 +667,25 @@ class Store:
     def integrity_check(self) -> str:
         return self.read_sync(lambda c: c.execute("PRAGMA integrity_check").fetchone()[0])
 
+    def scan_order_rows(self, consume: Callable[[Iterable[tuple]], T]) -> T:
+        """``consume(rows)`` over every order row (``ORDER_ROW_COLUMNS``) in arrival order, straight
+        from the cursor: no list of every row is held at once (100,000 orders load in one pass)."""
+        sql = f"SELECT {ORDER_ROW_SQL} FROM orders ORDER BY seq"
+        return self.read_sync(lambda c: consume(c.execute(sql)))
+
+    def step_orders_with_status(self, status: str) -> set[str]:
+        """Order ids of the steps whose engine status (``step_runs.status``) is ``status``
+        (``"skipped"``: the operator's or a false condition's; their orders read Canceled)."""
+        rows = self.read_sync(lambda c: c.execute(
+            "SELECT order_id FROM step_runs WHERE status = ?", (status,)).fetchall())
+        return {r[0] for r in rows}
+
+    def step_status_of(self, order_id: str) -> str | None:
+        """The engine status of the step whose order is ``order_id`` (None: not a step order)."""
+        row = self.read_sync(lambda c: c.execute(
+            "SELECT status FROM step_runs WHERE order_id = ?", (order_id,)).fetchone())
+        return row[0] if row is not None else None
+
 
 _ORDER_FIELDS = frozenset(Order.model_fields)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import warnings
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -81,11 +80,17 @@ class OrderAction:
     """Offered on a multi-selection (and on "every order matching the filter")."""
     tip: str = ""
 
-    def applies(self, status: OrderStatus, is_run: bool) -> bool:
+    def applies(self, status: OrderStatus, is_run: bool, skipped: bool = False) -> bool:
+        """Whether the action is offered for an order; a step the engine skipped (Canceled on
+        the wire) is done with: only its details."""
+        if skipped and not is_run:
+            return self.key in SKIPPED_ACTIONS
         return status in (self.run_statuses if is_run else self.step_statuses)
 
 
 ALL = frozenset(OrderStatus)
+SKIPPED_ACTIONS = frozenset({"details"})
+"""What a skipped step order offers (retry or recover it through its run instead)."""
 ACTIONS: dict[str, OrderAction] = {a.key: a for a in (
     OrderAction("details", "Details", "Return", ALL, ALL, tip="Show the order in the Detail panel"),
     OrderAction("why_waiting", "Why waiting?", "Ctrl+Shift+W", _LIVE | {S.Error}, _LIVE | {S.Error},
@@ -115,9 +120,9 @@ ACTIONS: dict[str, OrderAction] = {a.key: a for a in (
 BULK_LABELS = {"cancel": "Cancel", "retry": "Retry", "reprioritise": "Reprioritise"}
 
 
-def available(status: OrderStatus, is_run: bool) -> list[OrderAction]:
+def available(status: OrderStatus, is_run: bool, skipped: bool = False) -> list[OrderAction]:
     """The actions offered for one order, in menu order."""
-    return [a for a in ACTIONS.values() if a.applies(status, is_run)]
+    return [a for a in ACTIONS.values() if a.applies(status, is_run, skipped)]
 
 
 class TaskRunner(QObject):
@@ -160,17 +165,6 @@ class TaskRunner(QObject):
         for task in list(self._tasks):
             task.cancel()
         self._tasks.clear()
-
-
-def disconnect_quietly(signal: Any, slot: Any) -> None:
-    """Disconnect ``slot`` from ``signal``; no error or warning if the link is already gone
-    (the bridge may have been closed or destroyed first)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            signal.disconnect(slot)
-    except (RuntimeError, TypeError):
-        pass
 
 
 def describe_error(exc: BaseException) -> str:

@@ -30,10 +30,10 @@ from PySide6.QtCore import (
     QPersistentModelIndex,
     QSize,
     Qt,
-    QTimer,
+    Signal,
     Slot,
 )
-from PySide6.QtGui import QHideEvent, QIcon, QPalette, QShowEvent
+from PySide6.QtGui import QIcon, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QApplication,
@@ -51,6 +51,7 @@ from core.dispatcher import InstrumentView
 from core.events import InstrumentStatusChanged, OperatorAction, RunChanged, StepChanged
 from core.metrics import DashboardMetrics
 from core.orders import ModuleStatus, OrderStatus
+from panels.base import Panel
 from panels.style import (
     STATE_LABELS,
     icon,
@@ -63,7 +64,7 @@ from panels.style import (
     status_icon,
     status_pixmap,
 )
-from panels.theme import current_theme, theme_events
+from panels.theme import Theme, current_theme
 from panels.widgets import BAD, GOOD, NEUTRAL, WARN, BreakdownBar, ElidedLabel, KpiCard, Section
 
 ModelIndex = QModelIndex | QPersistentModelIndex
@@ -310,16 +311,19 @@ def activity_lines(events: Iterable[Any], known: dict[str, ModuleStatus]) -> lis
 # ---------------------------------------------------------------------------- panel
 
 
-class DashboardPanel(QWidget):
+class DashboardPanel(Panel):
     """KPI cards, status summary, instrument summary, alerts and recent activity.
 
     Receives the runtime facade and the per-frame event bridge (constructor injection).
     """
 
-    def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.runtime = runtime
-        self.bridge = bridge
+    REFRESH_MS = TICK_MS
+    expanded_changed = Signal(bool)
+    """The operator showed (True) or hid (False) the sections below the KPI cards."""
+
+    def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None, *,
+                 expanded: bool = False) -> None:
+        super().__init__(runtime, bridge, parent)
         self.alerts = AlertBook()
         self._pending: list[Any] = []
         self._known: dict[str, ModuleStatus] = {}
@@ -341,6 +345,14 @@ class DashboardPanel(QWidget):
             card.setObjectName("kpiCard")
             self.kpi[key] = card
             kpis.addWidget(card)
+        # compact by default: the KPI cards only; the sections below on demand
+        self.expand_button = QToolButton(self)
+        self.expand_button.setObjectName("dashboardExpand")
+        self.expand_button.setCheckable(True)
+        self.expand_button.setAutoRaise(True)
+        self.expand_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        self.expand_button.toggled.connect(self.set_expanded)
+        kpis.addWidget(self.expand_button, 0, Qt.AlignmentFlag.AlignTop)
 
         # status summary
         self.status_section = Section("JOBS BY STATUS", self)
@@ -395,7 +407,10 @@ class DashboardPanel(QWidget):
         self.activity_view.setObjectName("activityList")
         self.activity_section.body.addWidget(self.activity_view, 1)
 
-        lower = QHBoxLayout()
+        self.details = QWidget(self)
+        self.details.setObjectName("dashboardDetails")
+        lower = QHBoxLayout(self.details)
+        lower.setContentsMargins(0, 0, 0, 0)
         lower.setSpacing(8)
         for section, stretch in ((self.status_section, 4), (self.instruments_section, 5),
                                  (self.alerts_section, 4), (self.activity_section, 5)):
@@ -405,16 +420,56 @@ class DashboardPanel(QWidget):
         layout.setContentsMargins(8, 6, 8, 8)
         layout.setSpacing(8)
         layout.addLayout(kpis)
-        layout.addLayout(lower, 1)
-        self.setMinimumHeight(230)
+        layout.addWidget(self.details, 1)
+        self._expanded: bool | None = None
+        self.set_expanded(expanded)
         self.all_clear_mark.setPixmap(status_pixmap(OrderStatus.Complete, 14))
 
-        self._timer = QTimer(self)
-        self._timer.setInterval(TICK_MS)
-        self._timer.timeout.connect(self.refresh)
-        bridge.events.connect(self._on_events)
-        theme_events().changed.connect(self._on_theme)
+        self.listen(bridge.events, self._on_events)
         self.refresh()
+
+    # ------------------------------------------------------------------ compact / expanded
+
+    @property
+    def expanded(self) -> bool:
+        return bool(self._expanded)
+
+    @Slot(bool)
+    def set_expanded(self, expanded: bool) -> None:
+        """Show the status, instruments, alerts and activity sections (True) or only the KPI
+        cards (False: compact, the dock keeps the height of one row of cards)."""
+        if expanded == self._expanded:
+            return
+        self._expanded = expanded
+        self.details.setVisible(expanded)
+        self.expand_button.blockSignals(True)
+        self.expand_button.setChecked(expanded)
+        self.expand_button.blockSignals(False)
+        self._expand_text()
+        if expanded:
+            self.setMinimumHeight(220)
+            self.setMaximumHeight(16_777_215)
+        else:
+            self.setMinimumHeight(0)
+            self.setMaximumHeight(self.compact_height())
+        self.expanded_changed.emit(expanded)
+
+    def _expand_text(self) -> None:
+        """The toggle's text; compact, it also counts the alerts the hidden section lists."""
+        alerts = len(self.current_alerts)
+        if self._expanded:
+            self.expand_button.setText("Less ▴")
+            self.expand_button.setToolTip("Hide the sections below the cards")
+        else:
+            self.expand_button.setText(f"⚠ {alerts} alert{'s' if alerts != 1 else ''} ▾" if alerts
+                                       else "More ▾")
+            self.expand_button.setToolTip("Show jobs by status, instruments, alerts and recent activity")
+
+    def compact_height(self) -> int:
+        """The height of the compact dashboard: one row of KPI cards and the margins."""
+        margins = self.layout().contentsMargins()
+        cards = max(card.sizeHint().height() for card in self.kpi.values())
+        return cards + margins.top() + margins.bottom()
 
     # ------------------------------------------------------------------ feeding
 
@@ -541,6 +596,7 @@ class DashboardPanel(QWidget):
         self.all_clear.setVisible(not alerts)
         self.alerts_view.setVisible(bool(alerts))
         self.current_alerts = list(alerts)
+        self._expand_text()
 
     @Slot()
     def _on_dismiss(self) -> None:
@@ -549,24 +605,15 @@ class DashboardPanel(QWidget):
 
     # ------------------------------------------------------------------ life cycle
 
-    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
-        super().showEvent(event)
+    def tick(self) -> None:
         self.refresh()
-        self._timer.start()
 
-    def hideEvent(self, event: QHideEvent) -> None:  # noqa: N802
-        super().hideEvent(event)
-        self._timer.stop()
+    def on_shown(self) -> None:
+        self.refresh()
 
-    @Slot(object)
-    def _on_theme(self, _theme: object) -> None:
+    def apply_theme(self, _theme: Theme) -> None:
         for view in (self.alerts_view, self.activity_view):
             _card_background(view)
         self.all_clear_mark.setPixmap(status_pixmap(OrderStatus.Complete, 14))
         self.status_bar.update()
         self.refresh()
-
-    def shutdown(self) -> None:
-        """Stop the refresh timer (the main window calls this at close)."""
-        self._timer.stop()
-

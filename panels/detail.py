@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QSize, Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QFont, QHideEvent, QShowEvent
+from PySide6.QtCore import QSize, Qt, Signal, Slot
+from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QFormLayout,
     QFrame,
@@ -57,12 +57,13 @@ from core.events import (
 )
 from core.facade import os_user
 from core.orders import TERMINAL_STATUSES, Order, OrderStatus
-from panels.actions import ACTIONS, Bridge, Feedback, OrderActions, disconnect_quietly
+from panels.actions import ACTIONS, Bridge, Feedback, OrderActions
+from panels.base import Panel
 from panels.detail_steps import AXIS, LANE, GanttStep, StepsTimeline
 from panels.detail_tables import SmallTableModel, cell, make_table
 from panels.jobs_filterbar import FlowLayout
 from panels.jobs_model import format_duration, format_full_time
-from panels.style import status_color, status_icon
+from panels.style import display_color, display_icon, display_status, status_color, status_icon
 
 if TYPE_CHECKING:
     from core.runtime import Runtime
@@ -111,6 +112,13 @@ class DetailData:
     audit: list[Any] = field(default_factory=list)
     numeric_priority: int | None = None
     why: list[str] = field(default_factory=list)
+    skipped: bool = False
+    """A step the engine skipped (its order reads Canceled on the wire)."""
+
+    @property
+    def status_name(self) -> str:
+        """The status shown: the order's, or Skipped."""
+        return display_status(self.order.status, self.skipped)
 
     @property
     def watched(self) -> set[str]:
@@ -143,6 +151,7 @@ def gather(runtime: Runtime, order_id: str) -> DetailData:
         audit_targets = list(labels) if target.is_run else [order_id, target.run_id]
         if not target.is_run:
             data.run_order = runtime.order(target.run_id)
+            data.skipped = runtime.store.step_status_of(order_id) == "skipped"
     else:
         is_run = order.parentIdentifier is None
         run_id = order_id if is_run else order.parentIdentifier
@@ -165,7 +174,7 @@ def gather(runtime: Runtime, order_id: str) -> DetailData:
     return data
 
 
-class DetailPanel(QWidget):
+class DetailPanel(Panel):
     """Properties, parameters, steps, history, audit, log and why-waiting of the selected order.
 
     Receives the runtime facade and the per-frame event bridge (constructor injection).
@@ -176,12 +185,14 @@ class DetailPanel(QWidget):
     loaded = Signal(str)
     """Emitted with the order id each time its details were (re)read and shown."""
 
+    REFRESH_MS = TICK_MS
+
     def __init__(self, runtime: Runtime, bridge: Bridge, parent: QWidget | None = None, *,
                  now: Callable[[], float] = time.time, who: Callable[[], str] = os_user) -> None:
-        super().__init__(parent)
-        self.runtime = runtime
-        self.bridge = bridge
+        super().__init__(runtime, bridge, parent)
         self.now = now
+        self._live = False
+        """A running order with a live timeline is shown: durations tick."""
         self.order_id: str | None = None
         self.data: DetailData | None = None
         self.loads = 0
@@ -325,11 +336,7 @@ class DetailPanel(QWidget):
         outer.setContentsMargins(6, 6, 6, 4)
         outer.addWidget(self.pages)
 
-        self._tick = QTimer(self)
-        self._tick.setInterval(TICK_MS)
-        self._tick.timeout.connect(self._on_tick)
-        bridge.events.connect(self._on_events)
-        self._listening = True
+        self.listen(bridge.events, self._on_events)
 
     # ------------------------------------------------------------------ showing an order
 
@@ -341,7 +348,8 @@ class DetailPanel(QWidget):
         if order_id is None:
             self.data = None
             self.pages.setCurrentIndex(0)
-            self._tick.stop()
+            self._live = False
+            self.update_refresh()
             return None
         if self._task is not None and not self._task.done():
             self._task.cancel()
@@ -398,12 +406,13 @@ class DetailPanel(QWidget):
         o = d.order
         status = o.status
         self.pages.setCurrentIndex(1)
-        self.badge.setPixmap(status_icon(status, 22).pixmap(22, 22))
-        self.badge.setToolTip(status.name)
+        shown = d.status_name
+        self.badge.setPixmap(display_icon(shown, 22).pixmap(22, 22))
+        self.badge.setToolTip(shown)
         template = f"{o.templateName or '—'}" + (f" v{o.templateVersion}" if o.templateVersion else "")
         self.title.setText(f"{d.order_id}  ·  {template}")
-        colour = status_color(status).name()
-        state = f"<b style='color:{colour}'>{status.name}</b>"
+        colour = display_color(shown).name()
+        state = f"<b style='color:{colour}'>{shown}</b>"
         if d.is_run:
             kind = "Run" if d.engine else "Order"
             steps = len(d.run["steps"]) if d.run else len(d.children)
@@ -417,12 +426,12 @@ class DetailPanel(QWidget):
         self.subtitle.setText(sub)
 
         for key, button in self.buttons.items():
-            applies = ACTIONS[key].applies(status, d.is_run)
+            applies = ACTIONS[key].applies(status, d.is_run, d.skipped)
             button.setEnabled(applies and d.engine)
             if not d.engine:
                 button.setToolTip("Not a labconsole run: the engine does not act on it")
             elif not applies:
-                button.setToolTip(f"{ACTIONS[key].label.rstrip('…')} does not apply to a {status.name} "
+                button.setToolTip(f"{ACTIONS[key].label.rstrip('…')} does not apply to a {shown} "
                                   f"{'run' if d.is_run else 'step'}")
             else:
                 button.setToolTip(ACTIONS[key].tip)
@@ -450,11 +459,8 @@ class DetailPanel(QWidget):
         self._render_parameters(d)
         self._render_history(d)
         self._render_log(d)
-        live = o.status not in TERMINAL_STATUSES and self.timeline.running
-        if live and self.isVisible():
-            self._tick.start()
-        elif not live:
-            self._tick.stop()
+        self._live = o.status not in TERMINAL_STATUSES and self.timeline.running
+        self.update_refresh()
 
     def _now(self, d: DetailData) -> float:
         return self.runtime.clock.now() if d.engine else self.now()
@@ -491,7 +497,8 @@ class DetailPanel(QWidget):
         values: dict[str, str | None] = {
             "Order": f"{d.order_id} ({'run' if d.is_run else 'step'})",
             "Template": f"{_html(o.templateName or '—')}" + (f" v{o.templateVersion}" if o.templateVersion else ""),
-            "Status": f"<b style='color:{status_color(o.status).name()}'>{o.status.name}</b>",
+            "Status": f"<b style='color:{display_color(d.status_name).name()}'>{d.status_name}</b>"
+                      + (" (Canceled in Data Services)" if d.skipped else ""),
             "Details": _html(o.statusDetails) if o.statusDetails else None,
             "Run": None if d.is_run else f"<a href='{d.run_id}'>{d.run_id}</a>",
             "Steps": self._steps_summary(self._gantt_steps(d)) if d.is_run else None,
@@ -659,8 +666,11 @@ class DetailPanel(QWidget):
     def _note(self, at: float, text: str) -> None:
         self._events.append(f"{_clock(at)}  {text}")
 
+    def wants_refresh(self) -> bool:
+        return self._live and self.data is not None
+
     @Slot()
-    def _on_tick(self) -> None:
+    def tick(self) -> None:
         if self.data is not None:
             self.timeline.set_now(self._now(self.data))
             o = self.data.order
@@ -670,24 +680,11 @@ class DetailPanel(QWidget):
 
     # ------------------------------------------------------------------ lifecycle
 
-    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
-        super().showEvent(event)
-        if self.data is not None and self.timeline.running:
-            self._tick.start()
-
-    def hideEvent(self, event: QHideEvent) -> None:  # noqa: N802
-        super().hideEvent(event)
-        self._tick.stop()
-
-    def shutdown(self) -> None:
-        """Stop the timer, the read in flight and open actions; stop listening to the bridge."""
-        self._tick.stop()
+    def on_shutdown(self) -> None:
+        """Cancel the read in flight and open actions."""
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self.actions.shutdown()
-        if self._listening:  # shutdown may be called more than once
-            self._listening = False
-            disconnect_quietly(self.bridge.events, self._on_events)
 
 
 class _FitWidth(QWidget):

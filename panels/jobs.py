@@ -33,7 +33,6 @@ from PySide6.QtCore import (
     QRect,
     QRectF,
     Qt,
-    QTimer,
     Signal,
     Slot,
 )
@@ -41,12 +40,10 @@ from PySide6.QtGui import (
     QAction,
     QColor,
     QGuiApplication,
-    QHideEvent,
     QKeySequence,
     QPainter,
     QPalette,
     QShortcut,
-    QShowEvent,
 )
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -63,10 +60,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.events import StepProgress
+from core.events import StepChanged, StepProgress
 from core.facade import os_user
 from core.orders import OrderStatus
-from core.store import ORDER_ROW_SQL
 from panels.actions import (
     ACTIONS,
     BULK_LABELS,
@@ -74,8 +70,8 @@ from panels.actions import (
     Feedback,
     OrderActions,
     TaskRunner,
-    disconnect_quietly,
 )
+from panels.base import Panel
 from panels.dialogs import NameDialog, ask
 from panels.jobs_filter import PARENT, STATUS, OrderFilter, SavedView, SavedViews
 from panels.jobs_filterbar import FilterBar, FlowLayout
@@ -88,7 +84,7 @@ from panels.jobs_model import (
     STATUS_COLUMN,
     OrdersTableModel,
 )
-from panels.style import status_color
+from panels.style import SKIPPED, status_color
 
 if TYPE_CHECKING:
     from core.runtime import Runtime
@@ -145,7 +141,7 @@ class ProgressDelegate(QStyledItemDelegate):
         painter.restore()
 
 
-class JobsPanel(QWidget):
+class JobsPanel(Panel):
     """The Jobs table over every order of the store, its filter bar and the operator's actions.
 
     Emits :attr:`order_selected` with the id of the current order and :attr:`details_requested`
@@ -154,13 +150,12 @@ class JobsPanel(QWidget):
 
     order_selected = Signal(str)
     details_requested = Signal(str)
+    REFRESH_MS = TICK_MS
 
     def __init__(self, runtime: Runtime, bridge: Bridge, parent: QWidget | None = None, *,
                  views_path: Path | None = None, now: Callable[[], float] = time.time,
                  who: Callable[[], str] = os_user) -> None:
-        super().__init__(parent)
-        self.runtime = runtime
-        self.bridge = bridge
+        super().__init__(runtime, bridge, parent)
         self.model = model = OrdersTableModel(self, now=now)
         self._loaded = False
         self._pending: dict[str, tuple] = {}
@@ -210,6 +205,16 @@ class JobsPanel(QWidget):
         hh.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         for col, column in enumerate(COLUMNS):
             self.view.setColumnWidth(col, column.width)
+        # what to do when there is nothing to show (first run, or a filter that matches nothing)
+        self.empty_hint = QLabel(self.view.viewport())
+        self.empty_hint.setObjectName("jobsEmpty")
+        self.empty_hint.setWordWrap(True)
+        self.empty_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_hint.setTextFormat(Qt.TextFormat.RichText)
+        self.empty_hint.setMaximumWidth(520)
+        hint_layout = QVBoxLayout(self.view.viewport())
+        hint_layout.addWidget(self.empty_hint, 0, Qt.AlignmentFlag.AlignCenter)
+        self.empty_hint.hide()
 
         self.summary = QLabel(self)
         self.summary.setObjectName("jobsSummary")
@@ -255,11 +260,8 @@ class JobsPanel(QWidget):
             qaction.triggered.connect(lambda _checked=False, k=key: self.trigger(k))
             self.view.addAction(qaction)
             self.shortcuts[key] = qaction
-        QShortcut(QKeySequence.StandardKey.Find, self, self.filter_bar.search.setFocus)
-
-        self._tick = QTimer(self)
-        self._tick.setInterval(TICK_MS)
-        self._tick.timeout.connect(self._on_tick)
+        find = QShortcut(QKeySequence.StandardKey.Find, self, self.filter_bar.search.setFocus)
+        find.setWhatsThis("Search the orders (free text filter)")
 
         model.modelAboutToBeReset.connect(self._remember_selection)
         model.modelReset.connect(self._restore_selection)
@@ -267,9 +269,8 @@ class JobsPanel(QWidget):
         model.distinct_changed.connect(self._update_names)
         self.view.selectionModel().currentRowChanged.connect(self._on_current)
         self.view.selectionModel().selectionChanged.connect(self._on_selection_changed)
-        bridge.orders_changed.connect(self._on_orders_changed)
-        bridge.events.connect(self._on_events)
-        self._listening = True
+        self.listen(bridge.orders_changed, self._on_orders_changed)
+        self.listen(bridge.events, self._on_events)
         self._update_summary()
         self._update_buttons()
 
@@ -285,16 +286,17 @@ class JobsPanel(QWidget):
         store = self.runtime.store
         model = self.model
         self._show_status(Feedback("busy", "Loading orders…"))
-        sql = f"SELECT {ORDER_ROW_SQL} FROM orders ORDER BY seq"
-        prepared = await store.read(lambda c: model.prepare(c.execute(sql)))
+        prepared, skipped = await store.read(lambda _c: (store.scan_order_rows(model.prepare),
+                                                         store.step_orders_with_status("skipped")))
+        model.set_skipped(skipped)
         model.install(prepared)
         self._loaded = True
         if self._pending:
             model.apply(self._pending)
             self._pending = {}
         self._show_status(Feedback("ok", f"Loaded {model.total:,} orders"))
-        if self.isVisible():
-            self._tick.start()
+        self._update_summary()
+        self.update_refresh()
         return len(prepared.index.all)
 
     @Slot(object)
@@ -312,9 +314,15 @@ class JobsPanel(QWidget):
                      if isinstance(e, StepProgress) and e.progress is not None}
         if fractions:
             self.model.apply_progress(fractions)
+        steps = {e.order_id: e.status == "skipped" for e in events if isinstance(e, StepChanged)}
+        if steps:
+            self.model.set_skipped([o for o, s in steps.items() if s], [o for o, s in steps.items() if not s])
+
+    def wants_refresh(self) -> bool:
+        return self._loaded
 
     @Slot()
-    def _on_tick(self) -> None:
+    def tick(self) -> None:
         """Repaint running durations of the visible rows (nothing else changes with time)."""
         n = self.model.rowCount()
         if n == 0:
@@ -446,10 +454,10 @@ class JobsPanel(QWidget):
         if row is not None:
             status = OrderStatus(row[STATUS])
             is_run = row[PARENT] is None
-            if not action.applies(status, is_run):
+            if not action.applies(status, is_run, self.model.status_name(row) == SKIPPED):
                 kind = "run" if is_run else "step order"
                 self._show_status(Feedback("error", f"{action.label.rstrip('…')} does not apply to "
-                                                    f"{order_id}, a {status.name} {kind}"))
+                                                    f"{order_id}, a {self.model.status_name(row)} {kind}"))
                 return None
         return self.actions.request(key, order_id)
 
@@ -475,12 +483,13 @@ class JobsPanel(QWidget):
         row = self.model.row_data(view_row)
         status = OrderStatus(row[STATUS])
         is_run = row[PARENT] is None
+        shown = self.model.status_name(row)
         # Orders from elsewhere (Data Services clients) are not the engine's to act on.
         managed = self.is_managed(order_id)
-        menu.addSection(f"{order_id} · {status.name} {'run' if is_run else 'step'}"
+        menu.addSection(f"{order_id} · {shown} {'run' if is_run else 'step'}"
                         + ("" if managed else " · not a labconsole run"))
         for key, action in ACTIONS.items():
-            if not action.applies(status, is_run):
+            if not action.applies(status, is_run, shown == SKIPPED):
                 continue
             item = menu.addAction(action.label)
             item.setObjectName(key)
@@ -587,6 +596,22 @@ class JobsPanel(QWidget):
         self.summary.setToolTip(text)
         self.select_all_button.setText(f"Select all {shown:,} matching")
         self.select_all_button.setEnabled(shown > 0)
+        self._update_empty_hint(shown, total)
+
+    def _update_empty_hint(self, shown: int, total: int) -> None:
+        if shown or not self._loaded:
+            self.empty_hint.hide()
+            return
+        if total == 0:
+            text = ("<p><b>No orders yet.</b></p><p>Open <b>Templates</b> (the tab next to Detail), "
+                    "pick one, then <b>Run…</b> and fill in its inputs. Its run and steps appear "
+                    "here as they move through the workcell.</p><p>Orders sent by Data Services "
+                    "clients show up here too.</p>")
+        else:
+            text = (f"<p><b>No order matches the filter</b> ({total:,} orders in all).</p>"
+                    "<p>Change or clear the filter above to see them.</p>")
+        self.empty_hint.setText(text)
+        self.empty_hint.show()
 
     def _update_buttons(self) -> None:
         count = self.selected_count()
@@ -603,7 +628,8 @@ class JobsPanel(QWidget):
             else:
                 button.setText(action.label)
                 button.setEnabled(managed and row is not None
-                                  and action.applies(OrderStatus(row[STATUS]), row[PARENT] is None))
+                                  and action.applies(OrderStatus(row[STATUS]), row[PARENT] is None,
+                                                     self.model.status_name(row) == SKIPPED))
 
     def is_managed(self, order_id: str) -> bool:
         """Whether the engine runs this order (a labconsole run or step); cached per order."""
@@ -632,22 +658,8 @@ class JobsPanel(QWidget):
 
     # ------------------------------------------------------------------ lifecycle
 
-    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
-        super().showEvent(event)
-        if self._loaded and not self._tick.isActive():
-            self._tick.start()
-
-    def hideEvent(self, event: QHideEvent) -> None:  # noqa: N802
-        super().hideEvent(event)
-        self._tick.stop()
-
-    def shutdown(self) -> None:
-        """Stop timers and running actions, and stop listening to the bridge."""
-        self._tick.stop()
+    def on_shutdown(self) -> None:
+        """Stop the filter bar's timers, running actions and the panel's own dialogs."""
         self.filter_bar.shutdown()
         self.actions.shutdown()
         self._tasks.cancel_all()
-        if self._listening:  # shutdown may be called more than once (close, then destroy)
-            self._listening = False
-            disconnect_quietly(self.bridge.orders_changed, self._on_orders_changed)
-            disconnect_quietly(self.bridge.events, self._on_events)

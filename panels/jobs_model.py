@@ -42,7 +42,7 @@ from PySide6.QtCore import (
     Qt,
     Signal,
 )
-from PySide6.QtGui import QFont, QGuiApplication, QPalette
+from PySide6.QtGui import QColor, QFont, QGuiApplication, QIcon, QPalette
 
 from core.orders import OrderPriority, OrderStatus
 from panels.jobs_filter import (
@@ -62,7 +62,8 @@ from panels.jobs_filter import (
     Predicate,
     Row,
 )
-from panels.style import status_color, status_icon
+from panels.style import SKIPPED, display_color, display_icon
+from panels.theme import Theme, theme_events
 
 ModelIndex = QModelIndex | QPersistentModelIndex
 
@@ -78,6 +79,7 @@ _RUNNING = int(OrderStatus.Running)
 _SCHEDULED = int(OrderStatus.Scheduled)
 _ERROR = int(OrderStatus.Error)
 _PAUSED = int(OrderStatus.Paused)
+_CANCELED = int(OrderStatus.Canceled)
 _TERMINAL = frozenset(int(s) for s in (OrderStatus.Complete, OrderStatus.Canceled,
                                        OrderStatus.Invalid, OrderStatus.Consolidated))
 
@@ -442,6 +444,53 @@ class OrdersTableModel(QAbstractTableModel):
         """How many times the visible list was rebuilt (filter, sort or a very large frame)."""
         self._bold = QFont()
         self._bold.setBold(True)
+        self.skipped: set[str] = set()
+        """Step orders the engine skipped (Canceled on the wire, shown as Skipped)."""
+        self._fg: dict[str, QColor] = {}
+        self._icons: dict[str, QIcon] = {}
+        self._muted = QColor()
+        self.theme_resolutions = 0
+        """How many times the theme's colours were resolved (once per theme change)."""
+        self._resolve_theme()
+        theme_events().changed.connect(self._on_theme)
+
+    # ------------------------------------------------------------------ theme
+
+    def _resolve_theme(self) -> None:
+        """The status colours, badges and the muted run colour of the current theme, resolved
+        once here (``data()`` only looks them up)."""
+        names = [*_STATUS_NAMES.values(), SKIPPED]
+        self._fg = {n: display_color(n) for n in names}
+        self._icons = {n: display_icon(n) for n in names}
+        self._muted = QGuiApplication.palette().color(QPalette.ColorRole.PlaceholderText)
+        self.theme_resolutions += 1
+
+    def _on_theme(self, _theme: Theme) -> None:
+        self._resolve_theme()
+        if self._rows:
+            self.dataChanged.emit(self.index(0, 0), self.index(len(self._rows) - 1, len(COLUMNS) - 1),
+                                  [Qt.ItemDataRole.ForegroundRole, Qt.ItemDataRole.DecorationRole])
+
+    def status_name(self, row: Row) -> str:
+        """The status shown for ``row``: its order status, or Skipped."""
+        status = row[STATUS]
+        if status == _CANCELED and row[ID] in self.skipped:
+            return SKIPPED
+        return _STATUS_NAMES[status]
+
+    def set_skipped(self, added: Iterable[str] = (), removed: Iterable[str] = ()) -> None:
+        """Step orders the engine skipped (or no longer does: recovered); repaints their rows."""
+        changed = False
+        for oid in added:
+            if oid not in self.skipped:
+                self.skipped.add(oid)
+                changed = True
+        for oid in removed:
+            if oid in self.skipped:
+                self.skipped.discard(oid)
+                changed = True
+        if changed and self._rows:
+            self.dataChanged.emit(self.index(0, STATUS_COLUMN), self.index(len(self._rows) - 1, STATUS_COLUMN))
 
     # ------------------------------------------------------------------ Qt interface
 
@@ -471,14 +520,14 @@ class OrdersTableModel(QAbstractTableModel):
         row = self._rows[n - 1 - r] if self._desc else self._rows[r]
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
-            return COLUMNS[col].text(self.ix, row)
+            return self.status_name(row) if col == STATUS_COLUMN else COLUMNS[col].text(self.ix, row)
         if role == Qt.ItemDataRole.DecorationRole:
-            return status_icon(OrderStatus(row[STATUS])) if col == STATUS_COLUMN else None
+            return self._icons[self.status_name(row)] if col == STATUS_COLUMN else None
         if role == Qt.ItemDataRole.ForegroundRole:
             if col == STATUS_COLUMN:
-                return status_color(OrderStatus(row[STATUS]))
+                return self._fg[self.status_name(row)]
             if col == RUN_COLUMN:
-                return QGuiApplication.palette().color(QPalette.ColorRole.PlaceholderText)
+                return self._muted
             return None
         if role == Qt.ItemDataRole.FontRole:
             return self._bold if col == 0 and row[PARENT] is None else None
@@ -494,7 +543,9 @@ class OrdersTableModel(QAbstractTableModel):
 
     def _tooltip(self, row: Row, col: int) -> str | None:
         if col == STATUS_COLUMN:
-            name = _STATUS_NAMES[row[STATUS]]
+            name = self.status_name(row)
+            if name == SKIPPED:
+                name = "Skipped (Canceled in Data Services)"
             return f"{name}: {row[DETAILS]}" if row[DETAILS] else name
         if col in _TIME_POS:
             return format_full_time(row[_TIME_POS[col]]) or None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import math
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,12 +27,13 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Slot
-from PySide6.QtGui import QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QLabel,
+    QScrollArea,
     QSizePolicy,
     QToolButton,
     QVBoxLayout,
@@ -39,6 +41,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.orders import ModuleStatus, OrderStatus
+from panels.base import Panel
 from panels.charts import (
     FAILURES_PER_MIN,
     ORDERS_PER_MIN,
@@ -57,7 +60,7 @@ from panels.charts import (
     style_plot,
 )
 from panels.style import icon, status_color
-from panels.theme import current_theme, theme_events
+from panels.theme import Theme, current_theme
 from panels.widgets import ElidedLabel
 
 SAMPLE_MS = 1000
@@ -68,6 +71,8 @@ RANGES: tuple[tuple[str, float], ...] = (("15 min", 900.0), ("1 h", 3600.0), ("4
                                          ("12 h", 12 * 3600.0), ("24 h", 24 * 3600.0))
 """The time ranges offered (label, seconds)."""
 DEFAULT_RANGE = 1
+NOTICE_S = 4.0
+"""How long an export's "Saved …" stays in the info line (or until the next action)."""
 X_STEPS = 600
 """The x range moves in steps of range / X_STEPS (about a pixel of a chart)."""
 
@@ -108,18 +113,18 @@ def _resolve(colour: str) -> str:
     return current_theme().series_color(int(value)).name()
 
 
-class MetricsPanel(QWidget):
+class MetricsPanel(Panel):
     """Live charts over the core's metrics, with a time-range choice and PNG/CSV export.
 
     Receives the runtime facade and the per-frame event bridge (constructor injection);
     ``history`` may be given (benchmarks fill one with a day of samples).
     """
 
+    REFRESH_MS = REDRAW_MS
+
     def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None, *,
                  history: MetricsHistory | None = None) -> None:
-        super().__init__(parent)
-        self.runtime = runtime
-        self.bridge = bridge
+        super().__init__(runtime, bridge, parent)
         self.history = history or MetricsHistory()
         self.metrics = runtime.metrics
         self.redraws = 0
@@ -129,6 +134,8 @@ class MetricsPanel(QWidget):
         self._drawn: tuple[int, float] | None = None
         self._x_view: tuple[float, float] | None = None
         self._backfilled = False
+        self.monotonic = time.monotonic
+        self._notice_until = 0.0
 
         # header: range, export, what is shown
         self.range_box = QComboBox(self)
@@ -216,23 +223,28 @@ class MetricsPanel(QWidget):
             charts_layout.addWidget(chart.widget, 1)
         self.empty = QLabel("Metrics are off for this runtime.", self)
         self.empty.setVisible(self.metrics is None)
-        self.charts_box.setVisible(self.metrics is not None)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 4, 6, 6)
         layout.setSpacing(4)
         layout.addLayout(bar)
-        layout.addWidget(self.charts_box, 1)
+        # A short dock scrolls the charts instead of squeezing them below their minimum (where
+        # headers would overlap the chart above) or making the whole window taller.
+        self.charts_scroll = QScrollArea(self)
+        self.charts_scroll.setObjectName("metricsScroll")
+        self.charts_scroll.setWidgetResizable(True)
+        self.charts_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.charts_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.charts_scroll.setWidget(self.charts_box)
+        self.charts_scroll.setVisible(self.metrics is not None)
+        layout.addWidget(self.charts_scroll, 1)
         layout.addWidget(self.empty)
 
         self.sample_timer = QTimer(self)
         self.sample_timer.setInterval(SAMPLE_MS)
         self.sample_timer.timeout.connect(self.sample)
-        self.redraw_timer = QTimer(self)
-        self.redraw_timer.setInterval(REDRAW_MS)
-        self.redraw_timer.timeout.connect(self.redraw)
+        self.redraw_timer = self.refresh_timer
         self._apply_theme()
-        theme_events().changed.connect(self._on_theme)
         if self.metrics is not None:
             self.sample_timer.start()
 
@@ -336,8 +348,9 @@ class MetricsPanel(QWidget):
             first.getPlotItem().setXRange(*view, padding=0.0)
         what = "1 s samples" if ring is fine else next(
             f"{lv.width:g} s means" for lv in self.history.levels if lv.ring is ring)
-        self.info.set_full_text(f"{len(x):,} {what} · {datetime.fromtimestamp(start):%H:%M} – "
-                                f"{datetime.fromtimestamp(end):%H:%M:%S}")
+        if self.monotonic() >= self._notice_until:  # an export's notice stays a while
+            self.info.set_full_text(f"{len(x):,} {what} · {datetime.fromtimestamp(start):%H:%M} – "
+                                    f"{datetime.fromtimestamp(end):%H:%M:%S}")
         self.redraws += 1
         return True
 
@@ -364,12 +377,14 @@ class MetricsPanel(QWidget):
 
     @Slot(int)
     def _on_range(self, _index: int) -> None:
+        self._notice_until = 0.0  # the next action replaces the notice
         self.redraw()
 
     # ------------------------------------------------------------------ export
 
     def _ask_file(self, kind: str) -> None:
         """A save dialog opened with ``open()`` (never ``exec()``); the file is written on accept."""
+        self._notice_until = 0.0
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         dialog = QFileDialog(self, f"Export metrics as {kind.upper()}")
         dialog.setObjectName(f"export{kind.capitalize()}Dialog")
@@ -392,12 +407,17 @@ class MetricsPanel(QWidget):
         try:
             if kind == "png":
                 self.export_png(Path(path))
-                self.info.set_full_text(f"Saved {path}")
+                self._notice(f"Saved {path}")
             else:
                 rows = self.export_csv(Path(path))
-                self.info.set_full_text(f"Saved {rows:,} rows to {path}")
+                self._notice(f"Saved {rows:,} rows to {path}")
         except OSError as exc:
-            self.info.set_full_text(f"Could not save {path}: {exc.strerror or exc}")
+            self._notice(f"Could not save {path}: {exc.strerror or exc}")
+
+    def _notice(self, text: str) -> None:
+        """Show ``text`` in the info line for :data:`NOTICE_S` (redraws leave it alone)."""
+        self.info.set_full_text(text)
+        self._notice_until = self.monotonic() + NOTICE_S
 
     def export_png(self, path: Path) -> Path:
         """Save the charts as they are shown (after a redraw of the current range)."""
@@ -452,26 +472,24 @@ class MetricsPanel(QWidget):
         self.png_button.setIcon(icon("image"))
         self.csv_button.setIcon(icon("file-text"))
 
-    @Slot(object)
-    def _on_theme(self, _theme: object) -> None:
+    def apply_theme(self, _theme: Theme) -> None:
         self._apply_theme()
 
     # ------------------------------------------------------------------ life cycle
 
-    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
-        super().showEvent(event)
+    def wants_refresh(self) -> bool:
+        return self.metrics is not None
+
+    def tick(self) -> None:
+        self.redraw()
+
+    def on_shown(self) -> None:
         if self.metrics is not None:
             self.redraw(force=True)
-            self.redraw_timer.start()
 
-    def hideEvent(self, event: QHideEvent) -> None:  # noqa: N802
-        super().hideEvent(event)
-        self.redraw_timer.stop()
-
-    def shutdown(self) -> None:
-        """Stop sampling and redrawing (the main window calls this at close)."""
+    def on_shutdown(self) -> None:
+        """Stop sampling and close the export dialog."""
         self.sample_timer.stop()
-        self.redraw_timer.stop()
         if self.file_dialog is not None:
             self.file_dialog.reject()
 

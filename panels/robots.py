@@ -27,11 +27,10 @@ from PySide6.QtCore import (
     QRect,
     QSize,
     Qt,
-    QTimer,
     Signal,
     Slot,
 )
-from PySide6.QtGui import QAction, QActionGroup, QHideEvent, QMouseEvent, QPainter, QShowEvent
+from PySide6.QtGui import QAction, QActionGroup, QMouseEvent, QPainter
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFrame,
@@ -53,6 +52,7 @@ from PySide6.QtWidgets import (
 
 from core.dispatcher import InstrumentView
 from core.events import InstrumentStatusChanged, OperatorAction, StepProgress
+from panels.base import Panel
 from panels.style import (
     BUSY,
     DISABLED,
@@ -66,7 +66,7 @@ from panels.style import (
     state_icon,
     state_pixmap,
 )
-from panels.theme import current_theme, theme_events
+from panels.theme import Theme, current_theme, theme_events
 from panels.widgets import CardGrid, ElidedLabel, ReasonDialog, TaskKeeper
 
 log = logging.getLogger(__name__)
@@ -404,7 +404,7 @@ def _escape(text: str) -> str:
 # ---------------------------------------------------------------------------- panel
 
 
-class RobotsPanel(QWidget):
+class RobotsPanel(Panel):
     """The workcell's instruments, with enable/disable/out of service/release/reconnect.
 
     Receives the runtime facade and the per-frame event bridge. Emits :attr:`instrument_selected`
@@ -414,11 +414,10 @@ class RobotsPanel(QWidget):
 
     instrument_selected = Signal(str)
     action_finished = Signal(str, str, bool, str)
+    REFRESH_MS = TICK_MS
 
     def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.runtime = runtime
-        self.bridge = bridge
+        super().__init__(runtime, bridge, parent)
         self.tasks = TaskKeeper()
         self.reason_dialog: ReasonDialog | None = None
         """The open reason dialog, if any (tests fill it in)."""
@@ -518,11 +517,7 @@ class RobotsPanel(QWidget):
         layout.addWidget(self.empty, 1)
         layout.addWidget(self.feedback)
 
-        self._timer = QTimer(self)
-        self._timer.setInterval(TICK_MS)
-        self._timer.timeout.connect(self._on_tick)
-        bridge.events.connect(self._on_events)
-        theme_events().changed.connect(self._on_theme)
+        self.listen(bridge.events, self._on_events)
         self.refresh()
 
     # ------------------------------------------------------------------ data
@@ -551,7 +546,7 @@ class RobotsPanel(QWidget):
                 self._dirty = True
 
     @Slot()
-    def _on_tick(self) -> None:
+    def tick(self) -> None:
         if self._dirty or time.monotonic() - self._last_refresh >= 1.0:
             self.refresh()
 
@@ -718,27 +713,18 @@ class RobotsPanel(QWidget):
 
     # ------------------------------------------------------------------ life cycle
 
-    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
-        super().showEvent(event)
+    def on_shown(self) -> None:
         self.refresh()
-        self._timer.start()
 
-    def hideEvent(self, event: QHideEvent) -> None:  # noqa: N802
-        super().hideEvent(event)
-        self._timer.stop()
-
-    @Slot(object)
-    def _on_theme(self, _theme: object) -> None:
+    def apply_theme(self, _theme: Theme) -> None:
         for key, spec in ACTION_BY_KEY.items():
             self.actions_by_key[key].setIcon(icon(spec.icon))
         self.cards_action.setIcon(icon("cards"))
         self.table_action.setIcon(icon("table"))
         self._dirty = True
 
-    def shutdown(self) -> None:
-        """Stop the refresh timer and any action in flight (the main window calls this at close)."""
-        self._timer.stop()
+    def on_shutdown(self) -> None:
+        """Cancel any action in flight and close the reason dialog."""
         self.tasks.cancel_all()
         if self.reason_dialog is not None:
             self.reason_dialog.reject()
-

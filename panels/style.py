@@ -41,6 +41,17 @@ ORDER_MARKS: dict[OrderStatus, str] = {
 }
 """The badge mark of each order status (``resources/icons/badge-<mark>.svg``)."""
 
+SKIPPED = "Skipped"
+"""How a step the engine skipped is shown: its order reads Canceled on the wire (Data Services
+has no Skipped status), the engine's ``step_runs.status`` says ``skipped``."""
+DISPLAY_MARKS: dict[str, str] = {s.name: mark for s, mark in ORDER_MARKS.items()} | {SKIPPED: "skip"}
+"""The badge mark of each status as the operator sees it (order statuses plus Skipped)."""
+
+
+def display_status(status: OrderStatus, skipped: bool = False) -> str:
+    """The status shown for an order: its own, or Skipped for a Canceled step the engine skipped."""
+    return SKIPPED if skipped and status is OrderStatus.Canceled else status.name
+
 # Instrument states: the four Data Services module statuses plus the operator's states.
 READY, BUSY, ERROR, OFFLINE = "Ready", "Busy", "Error", "Offline"
 DISABLED, OUT_OF_SERVICE, DRAINING = "Disabled", "OutOfService", "Draining"
@@ -96,6 +107,11 @@ def state_color(state: str) -> QColor:
     return current_theme().status_color(state)
 
 
+def display_color(name: str) -> QColor:
+    """Colour of a shown status (:func:`display_status`) in the current theme."""
+    return current_theme().status_color(name)
+
+
 # ---------------------------------------------------------------------------- icons
 
 
@@ -139,6 +155,11 @@ def pixmap(name: str, color: QColor | str | None = None, size: int = 16) -> QPix
 def status_icon(status: OrderStatus, size: int = 16) -> QIcon:
     """The badge of an order status: its colour and its mark."""
     return _icon(f"badge-{ORDER_MARKS[status]}", status_color(status).name(), size)
+
+
+def display_icon(name: str, size: int = 16) -> QIcon:
+    """The badge of a shown status (:func:`display_status`): its colour and its mark."""
+    return _icon(f"badge-{DISPLAY_MARKS[name]}", display_color(name).name(), size)
 
 
 def state_icon(state: str, size: int = 16) -> QIcon:

@@ -31,7 +31,7 @@ from PySide6.QtCore import (
     Signal,
     Slot,
 )
-from PySide6.QtGui import QAction, QColor, QShowEvent
+from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -50,12 +50,14 @@ from core.errors import LabconsoleError
 from core.events import RunChanged
 from core.facade import os_user
 from core.templates import WorkflowTemplate, dump_template, load_template
+from panels.base import Panel
 from panels.editor import ops
 from panels.editor.diffview import TemplateDiffView
 from panels.editor.editor import TemplateEditor
 from panels.editor.kinds import KindCatalog
 from panels.editor.layout import layered_layout
 from panels.editor.runform import RunForm
+from panels.theme import current_theme, embolden, keep_styled, text_style
 
 __all__ = ["RunsModel", "TemplateListModel", "TemplateRow", "TemplatesPanel", "VersionRow",
            "VersionsModel"]
@@ -165,7 +167,7 @@ class VersionsModel(_RowsModel):
 
     def data(self, index: ModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if role == Qt.ItemDataRole.ForegroundRole and index.column() == 3 and self._rows[index.row()].in_flight:
-            return QColor("#0072b2")
+            return current_theme().status_color("Running")
         return super().data(index, role)
 
 
@@ -178,7 +180,7 @@ class RunsModel(_RowsModel):
     )
 
 
-class TemplatesPanel(QWidget):
+class TemplatesPanel(Panel):
     """The Templates dock (constructor injection: the runtime facade and the event bridge).
 
     Emits :attr:`run_started` with the run id after "Run…" started a run.
@@ -192,9 +194,7 @@ class TemplatesPanel(QWidget):
     """(name, version) after a publish made a new version."""
 
     def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.runtime = runtime
-        self.bridge = bridge
+        super().__init__(runtime, bridge, parent)
         self.who = os_user()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loaded = False
@@ -224,7 +224,7 @@ class TemplatesPanel(QWidget):
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
         title = QLabel("Templates", left)
-        title.setStyleSheet("font-weight: 600;")
+        embolden(title)
         left_layout.addWidget(title)
         left_layout.addWidget(self.list, 1)
         buttons = QHBoxLayout()
@@ -322,7 +322,7 @@ class TemplatesPanel(QWidget):
         self.editor.document.changed.connect(self._on_document_changed)
         self._document_name = self.editor.document.template.name
         if bridge is not None and hasattr(bridge, "events"):
-            bridge.events.connect(self._on_events)
+            self.listen(bridge.events, self._on_events)
         self._update_actions()
 
     # ------------------------------------------------------------------ tasks
@@ -353,10 +353,10 @@ class TemplatesPanel(QWidget):
     def show_message(self, text: str, *, error: bool = False) -> None:
         self.last_error = text if error else None
         self.message.setText(text)
-        self.message.setStyleSheet("color: #b42318;" if error else "color: #1f3a5f;")
+        keep_styled(self.message, text_style("text_error" if error else "text_info"))
 
-    def shutdown(self) -> None:
-        """Stop timers, cancel running tasks, close dialogs (the main window calls it at close)."""
+    def on_shutdown(self) -> None:
+        """Stop the usage timer, cancel running tasks, close dialogs."""
         self._usage_timer.stop()
         for task in list(self._tasks):
             task.cancel()
@@ -364,8 +364,7 @@ class TemplatesPanel(QWidget):
             if dialog is not None:
                 dialog.close()
 
-    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
-        super().showEvent(event)
+    def on_shown(self) -> None:
         if not self._loaded:
             self._loaded = True
             try:
@@ -399,6 +398,9 @@ class TemplatesPanel(QWidget):
         rows = await self._read(read)
         selected = self.current_name()
         self.list_model.reset(rows)
+        if not rows:
+            self.show_message("No templates published yet: New starts one on the canvas, Import… "
+                              "reads a JSON or YAML file.")
         self._loaded = True
         if selected is not None and (row := self.list_model.row_of(selected)) is not None:
             self.list.selectRow(row)
@@ -450,16 +452,16 @@ class TemplatesPanel(QWidget):
                 f"{'s' if count == 1 else ''} an older version "
                 f"({', '.join(f'v{v}' for v in older)}) than the latest v{latest}: "
                 f"they finish on the version they started with.")
-            self.in_flight.setStyleSheet("background: #fff4d6; color: #5c3c00; padding: 4px;")
+            keep_styled(self.in_flight, lambda t: t.css("banner_warn_fg", "banner_warn_bg", "padding: 4px;"))
         elif versions:
             active = sum(r["status"] not in _FINAL for r in runs)
             self.in_flight.setText(f"{active} run{'s' if active != 1 else ''} in flight, all on the "
                                    f"latest v{latest}." if active else
                                    f"No run of {name} is in flight.")
-            self.in_flight.setStyleSheet("padding: 4px;")
+            keep_styled(self.in_flight, lambda _t: "padding: 4px;")
         else:
             self.in_flight.setText(f"{name} has not been published yet.")
-            self.in_flight.setStyleSheet("padding: 4px;")
+            keep_styled(self.in_flight, lambda _t: "padding: 4px;")
         options: list[tuple[str, Any]] = [(f"v{v}", v) for v in versions]
         if self.editor.document.is_draft:
             options.append(("draft (editor)", "draft"))

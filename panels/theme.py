@@ -21,14 +21,15 @@ announces a theme. (``PaletteChange`` does not reach widgets that carry their ow
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
-from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtGui import QColor, QFont, QPalette
+from PySide6.QtWidgets import QApplication, QWidget
 
 THEMES_DIR = Path(__file__).resolve().parent.parent / "resources" / "themes"
 THEME_NAMES: tuple[str, ...] = ("light", "dark")
@@ -62,6 +63,24 @@ class Theme:
         """Colour of the ``index``-th curve of a multi-series chart (cycles)."""
         return QColor(self.series[index % len(self.series)])
 
+    def resolve(self, ref: str) -> QColor:
+        """A colour by reference: ``palette:Text``, ``colors:muted``, ``status:Running``."""
+        group, _, key = ref.partition(":")
+        if group == "palette":
+            return QColor(self.palette[key])
+        if group == "colors":
+            return self.color(key)
+        if group == "status":
+            return self.status_color(key)
+        raise KeyError(f"unknown colour reference {ref!r} (palette:, colors: or status:)")
+
+    def css(self, fg: str, bg: str | None = None, extra: str = "") -> str:
+        """A style sheet of ``colors`` keys: text colour, background, then ``extra``."""
+        sheet = f"color: {self.colors[fg]};"
+        if bg is not None:
+            sheet += f" background: {self.colors[bg]};"
+        return f"{sheet} {extra}".strip()
+
     @property
     def is_dark(self) -> bool:
         return QColor(self.palette["Window"]).lightness() < 128
@@ -74,6 +93,45 @@ class Theme:
         for role_name, colour in self.disabled.items():
             pal.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole[role_name], QColor(colour))
         return pal
+
+
+def relative_luminance(colour: QColor) -> float:
+    """WCAG 2.x relative luminance of an sRGB colour."""
+    def channel(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+    return 0.2126 * channel(colour.redF()) + 0.7152 * channel(colour.greenF()) + 0.0722 * channel(colour.blueF())
+
+
+def contrast_ratio(a: QColor, b: QColor) -> float:
+    """WCAG contrast ratio of two colours (1..21; text needs 4.5 for AA)."""
+    la, lb = sorted((relative_luminance(a), relative_luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+TEXT_PAIRS: tuple[tuple[str, str], ...] = (
+    # status colours: the Jobs status column (rows alternate), status lines, dashboard cards
+    ("status:*", "palette:Base"), ("status:*", "palette:AlternateBase"), ("status:*", "palette:Window"),
+    ("status:*", "colors:card"),
+    ("palette:WindowText", "palette:Window"), ("palette:Text", "palette:Base"),
+    ("palette:Text", "palette:AlternateBase"), ("palette:ButtonText", "palette:Button"),
+    ("palette:HighlightedText", "palette:Highlight"), ("palette:ToolTipText", "palette:ToolTipBase"),
+    ("palette:PlaceholderText", "palette:Base"), ("palette:PlaceholderText", "palette:AlternateBase"),
+    ("palette:Link", "palette:Base"), ("palette:Link", "palette:Window"),
+    ("colors:muted", "colors:card"), ("colors:muted", "palette:Window"),
+    ("colors:good", "colors:card"), ("colors:warn", "colors:card"), ("colors:bad", "colors:card"),
+    ("colors:good", "palette:Window"), ("colors:warn", "palette:Window"), ("colors:bad", "palette:Window"),
+    ("colors:accent", "colors:card"), ("colors:chart_fg", "colors:chart_bg"),
+    ("colors:text_error", "palette:Window"), ("colors:text_ok", "palette:Window"),
+    ("colors:text_warn", "palette:Window"), ("colors:text_info", "palette:Window"),
+    ("colors:text_error", "palette:Base"), ("colors:text_warn", "palette:Base"),
+    ("colors:banner_info_fg", "colors:banner_info_bg"), ("colors:banner_warn_fg", "colors:banner_warn_bg"),
+    ("colors:banner_error_fg", "colors:banner_error_bg"), ("colors:banner_ok_fg", "colors:banner_ok_bg"),
+    ("colors:node_ink", "colors:node_bg"), ("colors:node_muted", "colors:node_bg"),
+    ("colors:node_ink", "colors:node_error_bg"), ("colors:node_muted", "colors:node_error_bg"),
+    ("colors:node_chip_fg", "colors:node_chip_bg"), ("colors:diff_changed_text", "palette:Base"),
+)
+"""Every text colour the panels draw, with each background it is drawn on (``status:*``: every
+status); a test holds each pair to WCAG AA (4.5:1) in both themes."""
 
 
 @cache
@@ -127,3 +185,45 @@ def apply_theme(app: QApplication, name: str) -> Theme:
 def theme_name(value: object) -> str:
     """A theme name from a settings value, falling back to the default for anything unknown."""
     return value if isinstance(value, str) and value in THEME_NAMES else DEFAULT_THEME
+
+
+class _ThemedStyle(QObject):
+    """Keeps a widget's style sheet in the current theme's colours (a child of the widget, so
+    the link to the theme announcer ends with the widget)."""
+
+    def __init__(self, widget: QWidget, sheet: Callable[[Theme], str]) -> None:
+        super().__init__(widget)
+        self.setObjectName("themedStyle")
+        self.sheet = sheet
+        theme_events().changed.connect(self.apply)
+
+    def apply(self, theme: Theme | None = None) -> None:
+        widget = self.parent()
+        if isinstance(widget, QWidget):
+            widget.setStyleSheet(self.sheet(theme or current_theme()))
+
+
+def keep_styled(widget: QWidget, sheet: Callable[[Theme], str]) -> None:
+    """Give ``widget`` the style sheet ``sheet(theme)`` now and again at every theme change
+    (a widget with its own style sheet no longer follows the palette). Calling it again replaces
+    the sheet."""
+    keeper = widget.findChild(_ThemedStyle, "themedStyle")
+    if keeper is None:
+        keeper = _ThemedStyle(widget, sheet)
+    keeper.sheet = sheet
+    keeper.apply()
+
+
+def text_style(key: str, extra: str = "") -> Callable[[Theme], str]:
+    """A :func:`keep_styled` sheet: text in the theme colour ``key`` (``text_error``, ``muted`` ...)."""
+    return lambda theme: theme.css(key, extra=extra)
+
+
+def embolden(widget: QWidget, scale: float = 1.0) -> None:
+    """A bold (and optionally larger) font — not a style sheet, so the text keeps following the
+    palette's colours when the theme changes."""
+    font = QFont(widget.font())
+    font.setBold(True)
+    if scale != 1.0:
+        font.setPointSizeF(font.pointSizeF() * scale)
+    widget.setFont(font)

@@ -37,13 +37,13 @@ def _start(store, data_dir, qrun, faults=None):
 def dashboard(store, data_dir, qtbot, qrun, request):
     rt, clock = _start(store, data_dir, qrun, getattr(request, "param", None))
     bridge = EventBridge(rt.core.bus)
-    panel = DashboardPanel(rt, bridge)
+    panel = DashboardPanel(rt, bridge, expanded=True)
     qtbot.addWidget(panel)
     panel.resize(1400, 260)
     panel.show()
     yield rt, clock, panel
     panel.shutdown()
-    assert not panel._timer.isActive()
+    assert not panel.refresh_timer.isActive()
     panel.close()
     bridge.close()
     qrun(rt.close())
@@ -55,7 +55,7 @@ def _value(panel, key):
 
 def test_kpis_follow_completed_runs(dashboard, qtbot, qrun):
     rt, clock, panel = dashboard
-    assert panel._timer.isActive() and panel._timer.interval() == TICK_MS
+    assert panel.refresh_timer.isActive() and panel.refresh_timer.interval() == TICK_MS
     assert _value(panel, "instruments") == "4 / 4"
     assert _value(panel, "completed") == "0"
     assert _value(panel, "success") == "—"
@@ -100,6 +100,12 @@ def test_alerts_rise_and_clear(dashboard, qtbot, qrun):
     assert _value(panel, "instruments") == "3 / 4" and panel.kpi["instruments"].tone == "warn"
     assert "Arm · Offline" in {t.full_text() for _m, t in panel._chips.values()}
     assert any("Arm offline" in line.text for line in panel.activity_model.lines())
+    # compact, the dashboard still says there are alerts (on the button that shows them)
+    panel.set_expanded(False)
+    assert not panel.details.isVisible() and panel.height() <= panel.compact_height()
+    assert panel.expand_button.text().startswith("⚠ 1 alert")
+    panel.expand_button.click()
+    assert panel.expanded and panel.details.isVisible() and panel.expand_button.text() == "Less ▴"
 
     # taking the lost instrument out on purpose clears its alert
     qrun(rt.instrument_action("Arm", "disable", who="ann", reason="cable"))

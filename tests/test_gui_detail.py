@@ -14,6 +14,8 @@ from core.facade import os_user
 from core.orders import OrderStatus
 from panels.detail_steps import AXIS, LANE
 from panels.dialogs import ReasonDialog, StepChoiceDialog
+from panels.jobs import STATUS_COLUMN
+from panels.style import display_color
 
 
 @pytest.fixture
@@ -148,6 +150,28 @@ def test_skip_a_failed_step_with_outputs(faulty_lab):
     entry = [a for a in lab.rt.audit(seal["order_id"]) if a.action == "skip step"][-1]
     assert entry.who == os_user() and entry.reason == "sealed by hand"
     assert lab.rt.order(runs[0]).status is OrderStatus.Complete
+
+    # the skipped step is shown as Skipped (its own state), not Canceled, and offers no Retry/Recover
+    assert lab.rt.order(seal["order_id"]).status is OrderStatus.Canceled, "the wire status stays"
+    lab.sync()
+    jobs = lab.jobs
+    lab.qtbot.waitUntil(lambda: jobs.model.row_of(seal["order_id"]) is not None, timeout=5000)
+    cell = jobs.model.index(jobs.model.row_of(seal["order_id"]), STATUS_COLUMN)
+    lab.qtbot.waitUntil(lambda: cell.data() == "Skipped", timeout=5000)
+    assert cell.data(Qt.ItemDataRole.ForegroundRole) == display_color("Skipped") != display_color("Canceled")
+    shown(lab, seal["order_id"])
+    menu = jobs.build_menu(jobs.model.row_of(seal["order_id"]))
+    offered = {a.objectName() for a in menu.actions() if a.objectName()}
+    assert not offered & {"retry", "recover", "cancel", "skip"}, offered
+    assert "Skipped" in [a.text() for a in menu.actions() if a.isSeparator()][0]
+    settled(lab)
+    assert ">Skipped</b>" in detail.subtitle.text() and "Canceled</b>" not in detail.subtitle.text()
+    assert ">Skipped</b>" in detail.fields["Status"].text()
+    assert not detail.buttons["retry"].isEnabled() and not detail.buttons["recover"].isEnabled()
+    save_screenshot(detail, "detail-skipped-step")
+
+    # a store opened afresh (the console restarted) still knows which steps were skipped
+    assert seal["order_id"] in lab.rt.store.step_orders_with_status("skipped")
 
 
 def test_cancel_and_retry_buttons_of_a_step(lab):

@@ -203,3 +203,40 @@ def test_rolling_rates_from_counters():
     # the history cannot go back in time
     assert h.sample(63.0, _reading()) is False
     assert h.sample(10.0, _reading()) is False
+
+
+def test_saved_notice_stays_four_seconds_or_until_the_next_action(charts, qtbot, qrun, tmp_path):
+    rt, clock, panel = charts
+    _run_for(qrun, rt, clock, panel, 120)
+    now = [1000.0]
+    panel.monotonic = lambda: now[0]
+    panel._export("csv", str(tmp_path / "m.csv"))
+    assert panel.info.full_text().startswith("Saved ")
+    for _ in range(3):  # new samples and 4 Hz redraws for 3.9 s leave it alone
+        _run_for(qrun, rt, clock, panel, 10)
+        now[0] += 1.3
+        assert panel.redraw()
+        assert panel.info.full_text().startswith("Saved "), panel.info.full_text()
+    now[0] += 0.2
+    _run_for(qrun, rt, clock, panel, 10)
+    panel.redraw()
+    assert not panel.info.full_text().startswith("Saved ")
+
+    panel._export("csv", str(tmp_path / "m2.csv"))
+    panel.set_range(900.0)  # the next action replaces it at once
+    assert "1 s samples" in panel.info.full_text()
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (1920, 1080), (640, 360), (420, 300)])
+def test_chart_headers_never_overlap_the_chart_above(charts, qtbot, size):
+    _rt, _clock, panel = charts
+    panel.resize(*size)
+    qtbot.wait(10)
+    for above, chart in zip(panel.charts, panel.charts[1:], strict=False):
+        bottom = above.widget.geometry().bottom()
+        header = chart.header.geometry()
+        assert header.top() > bottom, f"{chart.title} header overlaps {above.title} at {size}"
+        assert header.height() >= chart.header.heightForWidth(header.width())
+    last = panel.charts[-1].widget.geometry()
+    assert last.bottom() <= panel.charts_box.height(), "the last chart is inside its box (scrolls)"
+    assert panel.minimumSizeHint().height() <= 300, "a short dock scrolls the charts"

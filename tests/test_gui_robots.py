@@ -39,7 +39,7 @@ def cell(store, data_dir, qtbot, qrun):
     panel.show()
     yield rt, clock, bridge, panel
     panel.shutdown()
-    assert not panel._timer.isActive()
+    assert not panel.refresh_timer.isActive()
     panel.close()
     bridge.close()
     qrun(rt.close())
@@ -169,7 +169,7 @@ def test_disable_and_enable_from_the_table(cell, qtbot, qrun, store):
 
 def test_current_order_and_its_progress_follow_at_the_fixed_rate(cell, qtbot, qrun):
     rt, clock, bridge, panel = cell
-    assert panel._timer.isActive() and panel._timer.interval() == TICK_MS
+    assert panel.refresh_timer.isActive() and panel.refresh_timer.interval() == TICK_MS
     qrun(rt.engine.publish(template_from_dict(READ)))
     run_id = qrun(rt.start_run("Read only", {"plate": "P3"}, who="tester"))
     qrun(clock.advance(31))  # half of the 60 s plate read
@@ -181,9 +181,9 @@ def test_current_order_and_its_progress_follow_at_the_fixed_rate(cell, qtbot, qr
     assert panel.model.index(panel.model.row_of("Reader1"), COLUMNS.index("Current order")).data() == order
     # hiding the panel stops its timer; showing it again restarts it
     panel.hide()
-    assert not panel._timer.isActive()
+    assert not panel.refresh_timer.isActive()
     panel.show()
-    assert panel._timer.isActive()
+    assert panel.refresh_timer.isActive()
     qrun(clock.run_until(lambda: not rt.run_is_active(run_id)))
     qtbot.waitUntil(lambda: card.state.text() == "Ready" and not card.progress.isVisible())
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, Qt, Signal
-from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -26,9 +25,10 @@ from PySide6.QtWidgets import (
 
 from core.template_diff import TemplateDiff, diff_templates
 from core.templates import WorkflowTemplate
-from panels.editor.graph import ADDED, CHANGED, REMOVED, EditorScene, EditorView, NodeMark
+from panels.editor.graph import EditorScene, EditorView, NodeMark, colors
 from panels.editor.kinds import KindCatalog
 from panels.editor.layout import layout_with_routes
+from panels.theme import embolden, theme_events
 
 __all__ = ["ChangesModel", "TemplateDiffView", "union_template"]
 
@@ -81,7 +81,8 @@ class ChangesModel(QAbstractListModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return text
         if role == Qt.ItemDataRole.ForegroundRole:
-            return {"added": ADDED, "removed": REMOVED, "changed": QColor("#8a5a00")}.get(kind)
+            c = colors()
+            return {"added": c.added, "removed": c.removed, "changed": c.changed_text}.get(kind)
         if role == self.StepRole:
             return step
         return None
@@ -110,7 +111,7 @@ class TemplateDiffView(QWidget):
         self.compare = QPushButton("Compare", self)
         self.summary = QLabel(self)
         self.summary.setObjectName("diffSummary")
-        self.summary.setStyleSheet("font-weight: 600;")
+        embolden(self.summary)
         self.summary.setWordWrap(True)
         self.scene = EditorScene(self, editable=False)
         self.view = EditorView(self.scene, self)
@@ -119,9 +120,8 @@ class TemplateDiffView(QWidget):
         self.list = QListView(self)
         self.list.setObjectName("diffChanges")
         self.list.setModel(self.changes)
-        legend = QLabel(f"<span style='color:{ADDED.name()}'>■ added</span> &nbsp; "
-                        f"<span style='color:{REMOVED.name()}'>■ removed</span> &nbsp; "
-                        f"<span style='color:{CHANGED.name()}'>■ changed</span>", self)
+        legend = self.legend = QLabel(self)
+        self._legend()
         legend.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         legend.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         top = QHBoxLayout()
@@ -143,6 +143,18 @@ class TemplateDiffView(QWidget):
         self.compare.clicked.connect(
             lambda: self.compare_requested.emit(self.old_combo.currentData(), self.new_combo.currentData()))
         self.list.clicked.connect(self._on_change_clicked)
+        theme_events().changed.connect(self._on_theme)
+
+    def _legend(self) -> None:
+        c = colors()
+        self.legend.setText(f"<span style='color:{c.added.name()}'>■ added</span> &nbsp; "
+                            f"<span style='color:{c.removed.name()}'>■ removed</span> &nbsp; "
+                            f"<span style='color:{c.changed.name()}'>■ changed</span>")
+
+    def _on_theme(self, _theme: object) -> None:
+        self._legend()
+        self.scene.update()
+        self.list.viewport().update()
 
     def set_versions(self, options: list[tuple[str, Any]], old: Any, new: Any) -> None:
         """Fill both pickers with (label, key) pairs and select ``old`` and ``new``."""

@@ -18,7 +18,7 @@ from PySide6.QtCore import (
     Qt,
     Signal,
 )
-from PySide6.QtGui import QAction, QColor, QKeySequence
+from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -38,6 +38,7 @@ from panels.editor.kinds import KindCatalog
 from panels.editor.layout import NODE_HEIGHT, NODE_WIDTH, V_GAP, layered_layout, layout_with_routes
 from panels.editor.palette import KindPalette
 from panels.editor.validation import Issue
+from panels.theme import current_theme, embolden, keep_styled, text_style, theme_events
 
 __all__ = ["IssuesModel", "TemplateEditor", "display_positions"]
 
@@ -101,7 +102,7 @@ class IssuesModel(QAbstractListModel):
             mark = "✕" if issue.severity == "error" else "⚠"
             return f"{mark}  {issue.location()}: {issue.message}"
         if role == Qt.ItemDataRole.ForegroundRole:
-            return QColor("#b42318") if issue.severity == "error" else QColor("#8a5a00")
+            return current_theme().color("text_error" if issue.severity == "error" else "text_warn")
         if role == Qt.ItemDataRole.ToolTipRole:
             return issue.message
         if role == self.StepRole:
@@ -133,13 +134,14 @@ class TemplateEditor(QWidget):
         self.issues.setModel(self.issues_model)
         self.issues.setWordWrap(True)
         self.issues.setSizeAdjustPolicy(QListView.SizeAdjustPolicy.AdjustIgnored)
+        theme_events().changed.connect(self._on_theme)
         self.banner = QLabel(self)
         self.banner.setObjectName("editorState")
         self.status = QLabel(self)
         self.status.setObjectName("validationStatus")
         self.message = QLabel(self)
         self.message.setObjectName("editorMessage")
-        self.message.setStyleSheet("color: #5f6b7a;")
+        keep_styled(self.message, text_style("muted"))
         for label in (self.banner, self.status, self.message):
             label.setWordWrap(True)  # long texts wrap instead of widening the dock
             label.setMinimumWidth(80)
@@ -193,7 +195,7 @@ class TemplateEditor(QWidget):
         palette_layout = QVBoxLayout(palette_box)
         palette_layout.setContentsMargins(0, 0, 0, 0)
         palette_title = QLabel("Step kinds — drag onto the canvas", palette_box)
-        palette_title.setStyleSheet("font-weight: 600;")
+        embolden(palette_title)
         palette_title.setWordWrap(True)
         palette_layout.addWidget(palette_title)
         palette_layout.addWidget(self.palette, 1)
@@ -286,24 +288,28 @@ class TemplateEditor(QWidget):
             text = (f"✕  {len(errors)} problem{'s' if len(errors) != 1 else ''} — "
                     f"fix before publishing" + (f" · {warnings} warning{'s' if warnings != 1 else ''}"
                                                 if warnings else ""))
-            style = "background: #fde8e4; color: #9a2a0a;"
+            tone = "error"
         else:
             text = "✓  No problems — " + ("ready to publish" if doc.is_draft else "published version")
             if warnings:
                 text += f" · {warnings} warning{'s' if warnings != 1 else ''}"
-            style = "background: #e3f4ec; color: #05603a;"
+            tone = "ok"
         self.status.setText(text)
-        self.status.setStyleSheet(style + " padding: 4px 8px; font-weight: 600; border-radius: 3px;")
+        keep_styled(self.status, lambda t, tone=tone: t.css(f"banner_{tone}_fg", f"banner_{tone}_bg",
+                                                            "padding: 4px 8px; font-weight: 600; border-radius: 3px;"))
         draft = doc.is_draft
         self.banner.setText(f"<b>{doc.template.name}</b> &nbsp;·&nbsp; {doc.state_text()}")
-        self.banner.setStyleSheet(("background: #fff4d6; color: #5c3c00;" if draft and doc.published
-                                   else "background: #e8eef7; color: #1f3a5f;")
-                                  + " padding: 4px 8px; border-radius: 3px;")
+        tone = "warn" if draft and doc.published else "info"
+        keep_styled(self.banner, lambda t, tone=tone: t.css(f"banner_{tone}_fg", f"banner_{tone}_bg",
+                                                            "padding: 4px 8px; border-radius: 3px;"))
         self.issues.setVisible(bool(doc.issues))
         if doc.issues:  # room for each problem to wrap once, up to four lines
             lines = min(4, len(doc.issues) + 1)
             line = self.issues.fontMetrics().lineSpacing()
             self.issues.setFixedHeight(lines * line + 2 * self.issues.frameWidth() + 6)
+
+    def _on_theme(self, _theme: object) -> None:
+        self.issues.viewport().update()
 
     def _on_scene_selection(self) -> None:
         ids = self.scene.selected_step_ids()

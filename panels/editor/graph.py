@@ -52,6 +52,7 @@ from core.templates import Step, WorkflowTemplate
 from panels.editor.kinds import BUILTIN_GROUP, KindCatalog, KindInfo
 from panels.editor.layout import NODE_HEIGHT, NODE_WIDTH
 from panels.editor.validation import Issue
+from panels.theme import Theme, current_theme, theme_events
 
 __all__ = ["MIME_KIND", "EdgeItem", "EditorScene", "EditorView", "NodeMark", "StepNode",
            "group_color", "kind_mime", "set_group_order"]
@@ -60,20 +61,55 @@ MIME_KIND = "application/x-labconsole-step-kind"
 """MIME type of a step kind dragged from the palette (payload: the kind, UTF-8)."""
 
 FONT_FAMILY = "DejaVu Sans"
-INK = QColor("#1f2933")
-MUTED = QColor("#5f6b7a")
-CARD = QColor("#ffffff")
-CARD_BORDER = QColor("#9aa5b1")
-SELECTED = QColor("#1f6feb")
-ERROR = QColor("#d55e00")
-WARNING = QColor("#b7791f")
-EDGE = QColor("#7b8794")
-HANDLER_EDGE = QColor("#c27c0e")
-ADDED = QColor("#008a63")
-REMOVED = QColor("#c2410c")
-CHANGED = QColor("#d08c00")
-GRID = QColor("#d9dee5")
-BACKGROUND = QColor("#f3f5f8")
+
+
+@dataclass(frozen=True)
+class EditorColors:
+    """The canvas's colours in the current theme (``colors`` of ``resources/themes/*.json``)."""
+
+    ink: QColor
+    muted: QColor
+    card: QColor
+    card_error: QColor
+    card_border: QColor
+    chip_bg: QColor
+    chip_fg: QColor
+    shadow: QColor
+    port: QColor
+    selected: QColor
+    error: QColor
+    warning: QColor
+    edge: QColor
+    handler_edge: QColor
+    added: QColor
+    removed: QColor
+    changed: QColor
+    changed_text: QColor
+    grid: QColor
+    background: QColor
+    builtin: QColor
+
+    @classmethod
+    def of(cls, theme: Theme) -> EditorColors:
+        c = theme.color
+        return cls(c("node_ink"), c("node_muted"), c("node_bg"), c("node_error_bg"), c("node_border"),
+                   c("node_chip_bg"), c("node_chip_fg"), c("node_shadow"), c("port"), c("selected"),
+                   c("problem"), c("problem_warn"), c("edge"), c("edge_handler"), c("diff_added"),
+                   c("diff_removed"), c("diff_changed"), c("diff_changed_text"), c("canvas_grid"),
+                   c("canvas_bg"), c("builtin"))
+
+
+_colors: dict[str, EditorColors] = {}
+
+
+def colors() -> EditorColors:
+    """The canvas colours of the current theme, resolved once per theme (then looked up)."""
+    theme = current_theme()
+    found = _colors.get(theme.name)
+    if found is None:
+        found = _colors[theme.name] = EditorColors.of(theme)
+    return found
+
 
 # Okabe-Ito based, one per instrument kind (red is kept for problems).
 _GROUP_COLORS = ("#0072b2", "#009e73", "#e69f00", "#56b4e9", "#cc79a7", "#6a51a3", "#8c6d31",
@@ -94,7 +130,7 @@ def group_color(group: str) -> QColor:
     """The colour of an instrument kind; grey for the built-ins. Kinds of the catalog get
     distinct colours (:func:`set_group_order`); others one derived from their name."""
     if group == BUILTIN_GROUP:
-        return QColor("#7b8794")
+        return colors().builtin
     index = _GROUP_ORDER.get(group, sum(map(ord, group)))
     return QColor(_GROUP_COLORS[index % len(_GROUP_COLORS)])
 
@@ -159,8 +195,8 @@ class Port(QGraphicsObject):
               widget: QWidget | None = None) -> None:
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         r = self.RADIUS + (1.5 if self._hover else 0)
-        painter.setPen(QPen(SELECTED if self._hover else QColor("#3e4c59"), 1.8))
-        painter.setBrush(SELECTED if self._hover else (QColor("#3e4c59") if self.output else CARD))
+        painter.setPen(QPen(colors().selected if self._hover else colors().port, 1.8))
+        painter.setBrush(colors().selected if self._hover else (colors().port if self.output else colors().card))
         painter.drawEllipse(QPointF(0, 0), r, r)
 
     def hoverEnterEvent(self, event: QGraphicsSceneHoverEvent) -> None:  # noqa: N802
@@ -234,7 +270,7 @@ class StepNode(QGraphicsObject):
         if s.condition:
             lines.append(f"Only if {s.condition}")
         for issue in self.issues:
-            lines.append(f"<span style='color:{ERROR.name() if issue.severity == 'error' else WARNING.name()}'>"
+            lines.append(f"<span style='color:{colors().error.name() if issue.severity == 'error' else colors().warning.name()}'>"
                          f"{'✕' if issue.severity == 'error' else '⚠'} {issue.message}</span>")
         if self.mark is not None:
             lines += [f"{self.mark.status}: {d}" for d in self.mark.details] or [self.mark.status]
@@ -291,9 +327,9 @@ class StepNode(QGraphicsObject):
 
         # shadow, card and colour bar
         painter.setPen(Qt.PenStyle.NoPen)
-        painter.setBrush(QColor(15, 23, 42, 28))
+        painter.setBrush(colors().shadow)
         painter.drawRoundedRect(rect.translated(0, 2.5), 7, 7)
-        painter.setBrush(QColor("#fff7f3") if errors else CARD)
+        painter.setBrush(colors().card_error if errors else colors().card)
         painter.drawRoundedRect(rect, 7, 7)
         bar = QPainterPath()
         bar.addRoundedRect(QRectF(0, 0, 14, NODE_HEIGHT), 7, 7)
@@ -303,19 +339,19 @@ class StepNode(QGraphicsObject):
         painter.drawPath(bar.intersected(clip))
 
         # border: selection > diff mark > problems > plain
-        pen = QPen(CARD_BORDER, 1.2)
+        pen = QPen(colors().card_border, 1.2)
         if self.mark is not None:
-            colour = {"added": ADDED, "removed": REMOVED, "changed": CHANGED}.get(self.mark.status)
+            colour = {"added": colors().added, "removed": colors().removed, "changed": colors().changed}.get(self.mark.status)
             if colour is not None:
                 pen = QPen(colour, 2.6)
                 if removed:
                     pen.setStyle(Qt.PenStyle.DashLine)
         elif errors:
-            pen = QPen(ERROR, 2.4)
+            pen = QPen(colors().error, 2.4)
         elif warnings:
-            pen = QPen(WARNING, 1.8)
+            pen = QPen(colors().warning, 1.8)
         if self.isSelected():
-            pen = QPen(SELECTED, 3.0)
+            pen = QPen(colors().selected, 3.0)
         painter.setPen(pen)
         painter.setBrush(Qt.BrushStyle.NoBrush)
         painter.drawRoundedRect(rect, 7, 7)
@@ -325,14 +361,14 @@ class StepNode(QGraphicsObject):
         badge = 24.0 if (errors or warnings) and self.mark is None else 0.0
         title_font = _font(13.5, bold=True)
         painter.setFont(title_font)
-        painter.setPen(INK)
+        painter.setPen(colors().ink)
         title = QFontMetricsF(title_font).elidedText(self.step.label, Qt.TextElideMode.ElideRight,
                                                      right - left - badge)
         painter.drawText(QRectF(left, 7, right - left - badge, 19),
                          Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, title)
         small = _font(11)
         painter.setFont(small)
-        painter.setPen(MUTED)
+        painter.setPen(colors().muted)
         sub = self.step.kind if self.step.label == self.step.id else f"{self.step.id} · {self.step.kind}"
         sub = QFontMetricsF(small).elidedText(sub, Qt.TextElideMode.ElideMiddle, right - left)
         painter.drawText(QRectF(left, 27, right - left, 16),
@@ -346,15 +382,15 @@ class StepNode(QGraphicsObject):
             if x + w > right:
                 break
             painter.setPen(Qt.PenStyle.NoPen)
-            painter.setBrush(QColor("#e8edf3"))
+            painter.setBrush(colors().chip_bg)
             painter.drawRoundedRect(QRectF(x, 49, w, 18), 9, 9)
-            painter.setPen(QColor("#364152"))
+            painter.setPen(colors().chip_fg)
             painter.drawText(QRectF(x, 49, w, 18), Qt.AlignmentFlag.AlignCenter, chip)
             x += w + 5
 
         # problem badge (top right) or diff tag
         if badge:
-            colour = ERROR if errors else WARNING
+            colour = colors().error if errors else colors().warning
             centre = QPointF(NODE_WIDTH - 14, 15)
             painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(colour)
@@ -367,7 +403,7 @@ class StepNode(QGraphicsObject):
             text = {"added": "+ added", "removed": "− removed",
                     "changed": f"~ {len(self.mark.details)} change{'s' if len(self.mark.details) != 1 else ''}"
                     }[self.mark.status]
-            colour = {"added": ADDED, "removed": REMOVED, "changed": CHANGED}[self.mark.status]
+            colour = {"added": colors().added, "removed": colors().removed, "changed": colors().changed}[self.mark.status]
             tag_font = _font(10.5, bold=True)
             w = QFontMetricsF(tag_font).horizontalAdvance(text) + 12
             tag = QRectF(NODE_WIDTH - w - 6, -9, w, 18)
@@ -461,17 +497,17 @@ class EdgeItem(QGraphicsPathItem):
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem,
               widget: QWidget | None = None) -> None:
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        colour, width, style = EDGE, 2.0, Qt.PenStyle.SolidLine
+        colour, width, style = colors().edge, 2.0, Qt.PenStyle.SolidLine
         if self.handler:
-            colour, width, style = HANDLER_EDGE, 1.8, Qt.PenStyle.DashLine
+            colour, width, style = colors().handler_edge, 1.8, Qt.PenStyle.DashLine
         if self.mark == "added":
-            colour, width = ADDED, 3.0
+            colour, width = colors().added, 3.0
         elif self.mark == "removed":
-            colour, width, style = REMOVED, 2.6, Qt.PenStyle.DashLine
+            colour, width, style = colors().removed, 2.6, Qt.PenStyle.DashLine
         if self.problem:
-            colour, width = ERROR, 3.0
+            colour, width = colors().error, 3.0
         if self.isSelected():
-            colour, width = SELECTED, 3.4
+            colour, width = colors().selected, 3.4
         painter.setPen(QPen(colour, width, style, Qt.PenCapStyle.RoundCap))
         painter.setBrush(Qt.BrushStyle.NoBrush)
         painter.drawPath(self.path())
@@ -482,7 +518,7 @@ class EdgeItem(QGraphicsPathItem):
         if self.handler:
             mid = self.path().pointAtPercent(0.5)
             painter.setFont(_font(10.5, bold=True))
-            painter.setPen(HANDLER_EDGE)
+            painter.setPen(colors().handler_edge)
             painter.drawText(QRectF(mid.x() + 4, mid.y() - 9, 80, 18),
                              Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, "on failure")
 
@@ -500,6 +536,7 @@ class EditorScene(QGraphicsScene):
 
     def __init__(self, parent: QWidget | None = None, *, editable: bool = True) -> None:
         super().__init__(parent)
+        theme_events().changed.connect(self._on_theme)
         self.editable = editable
         self.nodes: dict[str, StepNode] = {}
         self.edges: list[EdgeItem] = []
@@ -612,7 +649,7 @@ class EditorScene(QGraphicsScene):
     def begin_link(self, port: Port) -> None:
         self._link_from = port
         self._link_line = QGraphicsPathItem()
-        pen = QPen(SELECTED, 2.2, Qt.PenStyle.DashLine)
+        pen = QPen(colors().selected, 2.2, Qt.PenStyle.DashLine)
         self._link_line.setPen(pen)
         self._link_line.setZValue(5)
         self.addItem(self._link_line)
@@ -689,13 +726,17 @@ class EditorScene(QGraphicsScene):
         event.accept()
         self.kind_dropped.emit(kind, QPointF(round(pos.x() / 10) * 10, round(pos.y() / 10) * 10))
 
+    def _on_theme(self, _theme: Theme) -> None:
+        """Repaint the canvas, its steps and edges in the new theme's colours."""
+        self.update()
+
     # -- background
     def drawBackground(self, painter: QPainter, rect: QRectF) -> None:  # noqa: N802
-        painter.fillRect(rect, BACKGROUND)
+        painter.fillRect(rect, colors().background)
         step = 20
         left = int(rect.left()) - int(rect.left()) % step
         top = int(rect.top()) - int(rect.top()) % step
-        painter.setPen(QPen(GRID, 1.6))
+        painter.setPen(QPen(colors().grid, 1.6))
         points = [QPointF(x, y) for x in range(left, int(rect.right()) + 1, step)
                   for y in range(top, int(rect.bottom()) + 1, step)]
         if len(points) < 40_000:  # zoomed far out: plain background

@@ -54,14 +54,15 @@ from panels.editor import ops
 from panels.editor.document import TemplateDocument
 from panels.editor.graph import group_color
 from panels.editor.kinds import BUILTIN_GROUP, KindInfo, ParamSpec, ParamType
+from panels.theme import current_theme, embolden, keep_styled, text_style
 
 __all__ = ["InputsModel", "Inspector", "OptionalSeconds", "RetryEditor", "StepInspector",
            "WorkflowInspector"]
 
 ModelIndex = QModelIndex | QPersistentModelIndex
-_ERROR_STYLE = "color: #b42318;"
-_OK_STYLE = "color: #067647;"
-_MUTED_STYLE = "color: #5f6b7a;"
+_ERROR_STYLE = text_style("text_error")
+_OK_STYLE = text_style("text_ok")
+_MUTED_STYLE = text_style("muted")
 _BIG = 1e9
 
 
@@ -267,13 +268,13 @@ class ParamRow(QWidget):
             try:
                 return True, json.loads(e.text())
             except ValueError:
-                e.setStyleSheet("border: 1px solid #d55e00;")
+                keep_styled(e, lambda t: f"border: 1px solid {t.colors['problem']};")
                 return False, None
         return True, e.text()
 
     def set_editor_value(self, value: Any) -> None:
         e = self.editor
-        e.setStyleSheet("")
+        keep_styled(e, lambda _t: "")
         if isinstance(e, QCheckBox):
             _set_checked(e, bool(value))
         elif isinstance(e, QSpinBox):
@@ -349,20 +350,20 @@ class StepInspector(QWidget):
 
         self.title = QLabel(self)
         self.title.setObjectName("inspectorTitle")
-        self.title.setStyleSheet("font-size: 15px; font-weight: 600;")
+        embolden(self.title, 1.25)
         self.subtitle = QLabel(self)
         self.subtitle.setWordWrap(True)
-        self.subtitle.setStyleSheet(_MUTED_STYLE)
+        keep_styled(self.subtitle, _MUTED_STYLE)
         self.problems = QLabel(self)
         self.problems.setWordWrap(True)
-        self.problems.setStyleSheet(_ERROR_STYLE)
+        keep_styled(self.problems, _ERROR_STYLE)
 
         self.id_edit = QLineEdit(self)
         self.id_edit.setObjectName("stepId")
         self.name_edit = QLineEdit(self)
         self.name_edit.setObjectName("stepName")
         self.id_error = QLabel(self)
-        self.id_error.setStyleSheet(_ERROR_STYLE)
+        keep_styled(self.id_error, _ERROR_STYLE)
         self.id_error.hide()
 
         self.params_box = QGroupBox("Parameters", self)
@@ -386,7 +387,7 @@ class StepInspector(QWidget):
         self.retry = RetryEditor(self.retry_box)
         QVBoxLayout(self.retry_box).addWidget(self.retry)
         self.retry_default = QLabel(self)
-        self.retry_default.setStyleSheet(_MUTED_STYLE)
+        keep_styled(self.retry_default, _MUTED_STYLE)
         self.idempotent = QCheckBox("Idempotent — safe to run again after a crash", self)
 
         form = QFormLayout()
@@ -544,7 +545,8 @@ class StepInspector(QWidget):
                 weight = "600" if spec.required else "normal"
                 label = QLabel(f"<span style='font-weight:{weight}'>{name}"
                                f"{' *' if spec.required else ''}</span><br>"
-                               f"<span style='color:#5f6b7a; font-size:11px'>{hint}</span>",
+                               f"<span style='color:{current_theme().colors['muted']}; font-size:11px'>"
+                               f"{hint}</span>",
                                self.params_box)
                 label.setToolTip(spec.description or spec.type)
                 label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
@@ -557,7 +559,7 @@ class StepInspector(QWidget):
                 self._rows[name] = row
             if not specs:
                 none = QLabel("This kind takes no parameters.", self.params_box)
-                none.setStyleSheet(_MUTED_STYLE)
+                keep_styled(none, _MUTED_STYLE)
                 self.params_layout.addWidget(none, 0, 0, 1, 2)
                 none.show()
         options = self.mapping_options(t, step)
@@ -625,16 +627,16 @@ class StepInspector(QWidget):
         t = self.document.template
         if not text.strip():
             self.condition_status.setText("Always runs (no condition)")
-            self.condition_status.setStyleSheet(_MUTED_STYLE)
+            keep_styled(self.condition_status, _MUTED_STYLE)
             return
         problems = check_condition(text, steps=[s.id for s in t.steps],
                                    inputs=[p.name for p in t.inputs] if t.inputs else None)
         if problems:
             self.condition_status.setText("✕ " + "; ".join(problems))
-            self.condition_status.setStyleSheet(_ERROR_STYLE)
+            keep_styled(self.condition_status, _ERROR_STYLE)
         else:
             self.condition_status.setText("✓ condition is valid")
-            self.condition_status.setStyleSheet(_OK_STYLE)
+            keep_styled(self.condition_status, _OK_STYLE)
 
     def _on_condition(self) -> None:
         text = self.condition.text().strip()
@@ -790,9 +792,9 @@ class WorkflowInspector(QWidget):
         super().__init__(parent)
         self.document = document
         title = QLabel("Workflow", self)
-        title.setStyleSheet("font-size: 15px; font-weight: 600;")
+        embolden(title, 1.25)
         hint = QLabel("Select a step on the canvas to edit it.", self)
-        hint.setStyleSheet(_MUTED_STYLE)
+        keep_styled(hint, _MUTED_STYLE)
         self.name = QLineEdit(self)
         self.name.setObjectName("workflowName")
         self.description = QLineEdit(self)

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.templates import InputParameter, ParameterType, WorkflowTemplate
+from panels.theme import keep_styled, text_style
 
 __all__ = ["RunForm"]
 
@@ -50,7 +51,7 @@ class RunForm(QDialog):
             label = QLabel(f"{p.name}{' *' if p.required and p.default is None else ''}", self)
             label.setToolTip(p.description or p.type.value)
             error = QLabel(self)
-            error.setStyleSheet("color: #b42318;")
+            keep_styled(error, text_style("text_error"))
             error.hide()
             hint = f"{p.type.value}" + (f" — {p.description}" if p.description else "")
             widget.setToolTip(hint)

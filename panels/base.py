@@ -1,0 +1,129 @@
+"""What every dock panel shares: the runtime and the bridge, a refresh timer that runs only while
+the panel is shown, theme changes, and an idempotent shutdown.
+
+A panel subclasses :class:`Panel` and says what differs:
+
+- ``REFRESH_MS``: how often :meth:`Panel.tick` runs while the panel is shown (0: never);
+  :meth:`Panel.wants_refresh` narrows it (the Jobs table ticks only once its orders are loaded,
+  the Detail panel only while a live timeline is shown). After such a condition changed, the
+  panel calls :meth:`Panel.update_refresh`.
+- :meth:`Panel.on_shown`: what to read again when the panel comes into view.
+- :meth:`Panel.apply_theme`: what to recolour when a theme is applied (called once per theme
+  change, never per paint).
+- :meth:`Panel.on_shutdown`: what else to stop at close (tasks, dialogs).
+
+Signals the panel listens to (the bridge's frames, theme changes) are connected with
+:meth:`Panel.listen` and all disconnected by :meth:`Panel.shutdown`, which may be called any
+number of times (the main window at close, then Qt when it destroys the widget).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QTimer
+from PySide6.QtGui import QHideEvent, QShowEvent
+from PySide6.QtWidgets import QWidget
+
+from panels.theme import Theme, theme_events
+
+
+def disconnect_quietly(signal: Any, slot: Any) -> None:
+    """Disconnect ``slot`` from ``signal``; no error or warning if the link is already gone
+    (the bridge may have been closed or destroyed first)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            signal.disconnect(slot)
+    except (RuntimeError, TypeError):
+        pass
+
+
+class Panel(QWidget):
+    """Base of the dock panels (constructor injection: the runtime facade and the event bridge)."""
+
+    REFRESH_MS = 0
+    """Period of :meth:`tick` while the panel is shown; 0 for a panel without a refresh timer."""
+
+    def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.runtime = runtime
+        self.bridge = bridge
+        self._links: list[tuple[Any, Callable[..., Any]]] = []
+        self._shut_down = False
+        self.refresh_timer = QTimer(self)
+        self.refresh_timer.setObjectName("panelRefresh")
+        self.refresh_timer.setInterval(self.REFRESH_MS or 1000)
+        self.refresh_timer.timeout.connect(self._on_refresh_timer)
+        self.listen(theme_events().changed, self._on_theme_changed)
+
+    # ------------------------------------------------------------------ for subclasses
+
+    def listen(self, signal: Any, slot: Callable[..., Any]) -> None:
+        """Connect ``slot`` to ``signal`` until :meth:`shutdown`."""
+        signal.connect(slot)
+        self._links.append((signal, slot))
+
+    def wants_refresh(self) -> bool:
+        """Whether the refresh timer should run while the panel is shown."""
+        return self.REFRESH_MS > 0
+
+    def tick(self) -> None:
+        """What the refresh timer does (every ``REFRESH_MS`` while shown)."""
+
+    def on_shown(self) -> None:
+        """The panel came into view (before its refresh timer starts)."""
+
+    def apply_theme(self, theme: Theme) -> None:
+        """A theme was applied: recolour what the palette does not reach."""
+
+    def on_shutdown(self) -> None:
+        """Stop what else the panel runs (tasks, dialogs); called once."""
+
+    # ------------------------------------------------------------------ life cycle
+
+    @property
+    def is_shut_down(self) -> bool:
+        return self._shut_down
+
+    def update_refresh(self) -> None:
+        """Start or stop the refresh timer to match visibility and :meth:`wants_refresh`."""
+        if not self._shut_down and self.isVisible() and self.wants_refresh():
+            if not self.refresh_timer.isActive():
+                self.refresh_timer.start()
+        else:
+            self.refresh_timer.stop()
+
+    def _on_refresh_timer(self) -> None:
+        if self._shut_down:
+            self.refresh_timer.stop()
+            return
+        self.tick()
+
+    def _on_theme_changed(self, theme: Theme) -> None:
+        if not self._shut_down:
+            self.apply_theme(theme)
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
+        super().showEvent(event)
+        if self._shut_down:
+            return
+        self.on_shown()
+        self.update_refresh()
+
+    def hideEvent(self, event: QHideEvent) -> None:  # noqa: N802
+        super().hideEvent(event)
+        self.refresh_timer.stop()
+
+    def shutdown(self) -> None:
+        """Stop the refresh timer, stop listening, stop what the panel runs. Idempotent."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        self.refresh_timer.stop()
+        links, self._links = self._links, []
+        for signal, slot in links:
+            disconnect_quietly(signal, slot)
+        self.on_shutdown()
