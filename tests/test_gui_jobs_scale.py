@@ -134,7 +134,7 @@ def test_bulk_cancel_of_10000_orders_keeps_the_loop_running(panels, big_store, q
 
     async def start_runs() -> list[str]:
         runs = []
-        for k in range(RUNS):
+        for _ in range(RUNS):
             runs.append(await runtime.start_run("Hold", {}, who="bench", allow_duplicate=True))
         return runs
 
