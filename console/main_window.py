@@ -183,11 +183,11 @@ class MainWindow(QMainWindow):
 
     def data_services_address(self) -> str | None:
         """The Data Services URL (embedded or remote), once the link has started."""
-        link = self.runtime.extras.get("data_services")
-        url = getattr(getattr(link, "state", None), "url", None)
+        link = self.runtime.link
+        url = link.state.url if link is not None else None
         if not url:
             return None
-        return f"{url} (embedded in this console)" if getattr(link, "embedded", False) else url
+        return f"{url} (embedded in this console)" if link is not None and link.embedded else url
 
     @Slot(bool)
     def _on_dashboard_expanded(self, expanded: bool) -> None:
