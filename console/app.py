@@ -9,8 +9,12 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.errors import LabconsoleError
+
+if TYPE_CHECKING:
+    from core.dataservices.server import ServerLimits
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +65,8 @@ async def start_demo_runs(runtime, count: int) -> list[str]:  # noqa: ANN001
 async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | None = None,
                       faults: str | None = None, data_services_url: str | None = None,
                       config: Path | None = None, bind: str = "127.0.0.1", port: int = 8105,
-                      token: str | None = None, demo_runs: int = 0) -> int:
+                      token: str | None = None, demo_runs: int = 0,
+                      limits: ServerLimits | None = None) -> int:
     from console.main_window import MainWindow
     from core.runtime import DEMO_WORKCELL, Runtime
     from core.store import DB_FILENAME, Store
@@ -76,7 +81,7 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
     from core.dataservices.link import DataServicesLink
 
     settings = data_services_settings(data_dir, data_services_url, config)
-    link = DataServicesLink(runtime, settings, host=bind, port=port, token=token)
+    link = DataServicesLink(runtime, settings, host=bind, port=port, token=token, limits=limits)
     watcher = None
     try:
         link.check()  # refused before the window opens and before any instrument moves

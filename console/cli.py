@@ -1,6 +1,7 @@
 """Command line: ``labconsole`` opens the console; subcommands work headless on the same store.
 
     labconsole [--data-dir D] [--demo-orders N]          the console window
+        [--data-services-url URL | --bind ADDR --token-file F] [--port P] [--max-body-mb N]
     labconsole demo-orders N                             fill the store with demo orders
     labconsole templates validate FILE...                check template files (file:line: field: problem)
     labconsole templates publish FILE...                 publish them as new versions
@@ -54,7 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bind", default="127.0.0.1",
                         help="address the embedded Data Services listens on (non-loopback needs --token)")
     parser.add_argument("--port", type=int, default=8105, help="embedded Data Services port (next free if taken)")
-    parser.add_argument("--token", default=None, help="bearer token required by the embedded Data Services")
+    parser.add_argument("--token", default=None,
+                        help="bearer token required by the embedded Data Services (visible to "
+                        "other users in the process list: prefer --token-file or LABCONSOLE_TOKEN)")
+    parser.add_argument("--token-file", type=Path, default=None, metavar="PATH",
+                        help="file holding the bearer token on one line (default: env LABCONSOLE_TOKEN)")
+    parser.add_argument("--max-body-mb", type=float, default=8.0, metavar="N",
+                        help="largest request body the embedded Data Services accepts, in MiB "
+                        "(default 8; larger ones get HTTP 413)")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("gui", help="open the console window (the default)")
     demo = sub.add_parser("demo-orders", help="fill the store with about N demo orders, headless")
@@ -167,11 +175,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_dir = resolve_data_dir(args.data_dir)
         if args.command in (None, "gui"):
             from console.app import main_gui
+            from core.dataservices.config import resolve_token, resolve_url
+            from core.dataservices.server import ServerLimits
+            from core.errors import ConfigError
 
+            if args.data_services_url is not None:  # a bad flag fails before any window opens
+                resolve_url(args.data_services_url)
+            token = resolve_token(args.token, token_file=args.token_file)
+            if not args.max_body_mb > 0:
+                raise ConfigError.at(f"must be more than 0, not {args.max_body_mb:g}",
+                                     field="--max-body-mb")
+            limits = ServerLimits(max_body_bytes=int(args.max_body_mb * 1024 * 1024))
             return main_gui(data_dir, demo_orders=args.demo_orders, workcell=args.workcell,
                             faults=args.faults, data_services_url=args.data_services_url,
-                            config=args.config, bind=args.bind, port=args.port, token=args.token,
-                            demo_runs=args.demo_runs)
+                            config=args.config, bind=args.bind, port=args.port, token=token,
+                            limits=limits, demo_runs=args.demo_runs)
         if args.command == "store":
             return _store(args, data_dir)
         if args.command == "demo-orders":

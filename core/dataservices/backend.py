@@ -29,12 +29,17 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from core.dataservices.errors import EventNotFoundError, OrderTemplateNotFoundError
+from core.dataservices.errors import (
+    EventNotFoundError,
+    OrderTemplateNotFoundError,
+    StoredOrderUnreadableError,
+)
 from core.dataservices.models import (
     ORDER_CREATED_TOPIC,
     ORDER_STATUS_CHANGED_TOPIC,
     EventMessage,
     OrderTemplate,
+    json_text_problem,
 )
 from core.errors import ModelError, OrderNotFoundError, Problem, StateError, Where
 from core.orders import Order, OrderStatus, Parameter
@@ -48,6 +53,8 @@ WAITING_STATUSES = frozenset({OrderStatus.Created, OrderStatus.Validated, OrderS
 EXECUTING_STATUSES = frozenset({OrderStatus.Running, OrderStatus.Paused})
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 100_000
+MAX_OFFSET = 2**63 - 1
+"""SQLite integers are 64-bit: a larger ``offset`` cannot even be sent to it."""
 WHO = "data-services"
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
@@ -121,6 +128,73 @@ def _bind(model: type[Any], data: Any, source: str) -> Any:
         return model.from_dict(data, source=source)
     except ValidationError as exc:  # validate_assignment paths
         raise bad(str(exc), source=source) from None
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        # raised by a field's own parser rather than reported by pydantic (a TimeSpan of
+        # 10^11 days overflows timedelta, a number where a list belongs): find the field
+        field = _culprit(model, data)
+        why = "the value is out of range" if isinstance(exc, OverflowError) else str(exc)
+        raise bad(f"{field or 'a field'}: {why}", field, source) from None
+
+
+def _culprit(model: type[Any], data: dict[str, Any]) -> str | None:
+    """The first field of ``data`` that ``model`` cannot take on its own (checked one by one)."""
+    known: dict[str, str] = getattr(model, "_known", {})
+    probe = model.model_construct()
+    for key, value in data.items():
+        name = known.get(str(key).lower())
+        if name is None:
+            continue
+        try:
+            setattr(probe, name, value)
+        except Exception:  # noqa: BLE001 - any failure names this field
+            return name
+    return None
+
+
+def _parameter_lists(data: Mapping[str, Any], source: str) -> None:
+    """``inputParameters``/``outputParameters`` must be a list of parameters ({name: value} is
+    accepted too, as clients send it)."""
+    for field in ("inputParameters", "outputParameters"):
+        value = data.get(field)
+        if value is not None and not isinstance(value, list | dict):
+            raise bad(f"{field}: expected a list of parameters, got {type(value).__name__}",
+                      field, source)
+
+
+def unreadable_reason(data: str | None) -> str:
+    """Why a stored order's JSON cannot be read back, naming the field where possible."""
+    if data is None:
+        return "no data"
+    try:
+        decoded = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        return f"not JSON: {exc}"
+    problem = json_text_problem(decoded)
+    if problem is not None:
+        return f"{problem[0]} {problem[1]}"
+    try:
+        Order.model_validate(decoded)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc']) or 'order'}: {first['msg']}"
+    except (TypeError, ValueError, OverflowError) as exc:
+        return str(exc) or type(exc).__name__
+    return "it does not validate"
+
+
+def _stored_order_guard(order_id: str, conn: sqlite3.Connection,
+                        op: Callable[[sqlite3.Connection], Any]) -> Any:
+    """Run a store op that reads the order back; an unreadable order becomes a clear error."""
+    try:
+        return op(conn)
+    except ValidationError as exc:
+        row = conn.execute("SELECT data FROM orders WHERE id = ?", (order_id,)).fetchone()
+        try:
+            Order.model_validate_json(row[0] if row else "")
+        except ValidationError:
+            raise StoredOrderUnreadableError(order_id, unreadable_reason(row[0] if row else None)) \
+                from None
+        raise bad(f"the change does not validate: {exc}") from None  # the order itself is fine
 
 
 def _present(value: Any) -> bool:
@@ -233,11 +307,12 @@ class DataServicesBackend:
             elif str(key).lower() == "estimateddurationinminutes" and value is not None:
                 try:
                     data["estimatedDuration"] = timedelta(minutes=float(value))
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):
                     raise bad(f"estimatedDurationInMinutes: {value!r} is not a number",
                               "estimatedDurationInMinutes", "CreateOrder") from None
         if data.get("identifier") == "":
             data["identifier"] = None
+        _parameter_lists(data, "CreateOrder")
         order = _bind(Order, data, "CreateOrder")
         if not order.templateName:
             raise bad("templateName is required", "templateName", "CreateOrder")
@@ -321,7 +396,7 @@ class DataServicesBackend:
                                  "SELECT 1 FROM step_runs WHERE order_id = ?", (order_id, order_id)).fetchone()
             if owned:  # a run or step of the console's engine: not for modules to claim
                 return None
-            return update(conn)
+            return _stored_order_guard(order_id, conn, update)
 
         result = await self.store.write(op)
         if result is None:
@@ -349,7 +424,7 @@ class DataServicesBackend:
             if found[0] == int(status) and (details is None or details == found[1]
                                             or status is OrderStatus.Running):
                 return None
-            change = status_op(conn)
+            change = _stored_order_guard(order_id, conn, status_op)
             if emit:
                 _insert_event(conn, EventMessage(
                     topic=ORDER_STATUS_CHANGED_TOPIC, associationId=order_id, subjects=[order_id],
@@ -370,8 +445,12 @@ class DataServicesBackend:
             found = conn.execute("SELECT data FROM orders WHERE id = ?", (order_id,)).fetchone()
             if found is None:
                 raise OrderNotFoundError(order_id)
-            changes = compute(Order.model_validate_json(found[0]))
-            order, row = self.store.update_op(order_id, changes)(conn)
+            try:
+                current = Order.model_validate_json(found[0])
+            except ValidationError:
+                raise StoredOrderUnreadableError(order_id, unreadable_reason(found[0])) from None
+            changes = compute(current)
+            order, row = _stored_order_guard(order_id, conn, self.store.update_op(order_id, changes))
             return order, row, tuple(changes)
 
         order, row, fields = await self.store.write(op)
@@ -398,6 +477,7 @@ class DataServicesBackend:
             raise bad("UpdateOrder: identifier is required", "identifier", "UpdateOrder")
         present = {_UPDATE_FIELDS[k.lower()]: v for k, v in body.items()
                    if isinstance(k, str) and k.lower() in _UPDATE_FIELDS}
+        _parameter_lists(present, "UpdateOrder")
         parsed = _bind(Order, present, "UpdateOrder")
         return await self._update(order_id, lambda _o: {k: getattr(parsed, k) for k in present})
 
@@ -455,7 +535,7 @@ class DataServicesBackend:
             params.append(f"%,{restrict_to.replace(' ', '')},%")
         sql = "SELECT data FROM orders" + (f" WHERE {' AND '.join(where)}" if where else "")
         sql += " ORDER BY seq LIMIT ? OFFSET ?"
-        return self._rows(sql, [*params, _limit(limit), max(0, offset)])
+        return self._rows(sql, [*params, _limit(limit), _offset(offset)])
 
     def descendants_and_self(self, order_id: str) -> list[str]:
         self.order_json(order_id)
@@ -519,7 +599,7 @@ class DataServicesBackend:
     def list_templates(self, *, exclude_hidden: bool = False, limit: int | None = None,
                        offset: int = 0) -> list[str]:
         sql = "SELECT data FROM ds_templates" + (" WHERE is_hidden = 0" if exclude_hidden else "")
-        return self._rows(sql + " ORDER BY rowid LIMIT ? OFFSET ?", (_limit(limit), max(0, offset)))
+        return self._rows(sql + " ORDER BY rowid LIMIT ? OFFSET ?", (_limit(limit), _offset(offset)))
 
     # ------------------------------------------------------------------ events
 
@@ -585,13 +665,17 @@ class DataServicesBackend:
             params.append(str(s["data"]))
         sql = "SELECT data FROM ds_events" + (f" WHERE {' AND '.join(where)}" if where else "")
         return self._rows(sql + " ORDER BY created, seq LIMIT ? OFFSET ?",
-                          [*params, _limit(limit), max(0, offset)])
+                          [*params, _limit(limit), _offset(offset)])
 
 
 def _limit(limit: int | None) -> int:
     if limit is None or limit <= 0:
         return DEFAULT_LIMIT
     return min(limit, MAX_LIMIT)
+
+
+def _offset(offset: int | None) -> int:
+    return min(max(0, offset or 0), MAX_OFFSET)
 
 
 def _date(value: Any, field: str) -> datetime:

@@ -12,13 +12,21 @@ Sources, first found wins:
 A URL must be ``http`` or ``https`` with a host, and an origin only (no path, query or user
 info): clients append ``/api/v2.0/...`` to it, and biosero-data-models needs a bare origin.
 A bad value raises :class:`~core.errors.ConfigError` naming where it came from: the flag, the
-variable, or the file, ``DATA SERVICES.url`` and the line.
+variable, or the file, ``DATA SERVICES.url`` and the line. Messages never repeat a password
+given in a URL (``http://user:***@host``).
+
+The token the embedded server requires (:func:`resolve_token`) comes from ``--token``, from a
+file (``--token-file PATH``, so it does not show in the process list) or from the
+``LABCONSOLE_TOKEN`` environment variable.
 """
 
 from __future__ import annotations
 
 import configparser
+import logging
 import os
+import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +34,12 @@ from urllib.parse import urlsplit
 
 from core.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 URL_FLAG = "--data-services-url"
+TOKEN_FLAG = "--token"
+TOKEN_FILE_FLAG = "--token-file"
+TOKEN_ENV = "LABCONSOLE_TOKEN"
 URL_ENV = "LABCONSOLE_DATA_SERVICES_URL"
 SECTION = "DATA SERVICES"
 KEY = "url"
@@ -42,27 +55,39 @@ class DataServicesSettings:
     """``--data-services-url``, ``LABCONSOLE_DATA_SERVICES_URL`` or ``<file>:<line>``."""
 
 
+_USERINFO = re.compile(r"(//[^/@:\s]*):[^/\s]*@")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the password of any ``user:password@`` replaced by ``***``."""
+    return _USERINFO.sub(r"\1:***@", text)
+
+
 def check_url(text: str) -> str:
-    """Return ``text`` as a normalised origin (``http://host:port``), or raise ValueError saying why."""
+    """Return ``text`` as a normalised origin (``http://host:port``), or raise ValueError saying why.
+
+    The messages show the URL with its password redacted.
+    """
+    shown = redact_url(text)
     value = text.strip()
     if not value:
         raise ValueError("is empty; expected e.g. http://10.0.0.234:8105")
     parts = urlsplit(value)
     if parts.scheme.lower() not in ("http", "https"):
-        raise ValueError(f"{text!r} is not an http:// or https:// URL "
+        raise ValueError(f"{shown!r} is not an http:// or https:// URL "
                          "(expected e.g. http://10.0.0.234:8105)")
     if not parts.hostname:
-        raise ValueError(f"{text!r} has no host (expected e.g. http://10.0.0.234:8105)")
+        raise ValueError(f"{shown!r} has no host (expected e.g. http://10.0.0.234:8105)")
     try:
         port = parts.port
     except ValueError:
-        raise ValueError(f"{text!r} has an invalid port (expected 1-65535)") from None
+        raise ValueError(f"{shown!r} has an invalid port (expected 1-65535)") from None
     if port == 0:
-        raise ValueError(f"{text!r} has port 0 (expected 1-65535)")
+        raise ValueError(f"{shown!r} has port 0 (expected 1-65535)")
     if parts.username or parts.password:
-        raise ValueError(f"{text!r} contains user info; Data Services takes no credentials in the URL")
+        raise ValueError(f"{shown!r} contains user info; Data Services takes no credentials in the URL")
     if parts.path.strip("/") or parts.query or parts.fragment:
-        raise ValueError(f"{text!r} has a path, query or fragment; give only the origin, e.g. "
+        raise ValueError(f"{shown!r} has a path, query or fragment; give only the origin, e.g. "
                          f"{parts.scheme}://{parts.netloc}")
     return f"{parts.scheme.lower()}://{parts.netloc}"
 
@@ -136,4 +161,49 @@ def _line_of(text: str, section: str, key: str) -> int | None:
     return None
 
 
-__all__ = ["DataServicesSettings", "URL_ENV", "URL_FLAG", "check_url", "resolve_url", "url_from_ini"]
+def resolve_token(flag: str | None = None, *, token_file: str | os.PathLike[str] | None = None,
+                  environ: Mapping[str, str] | None = None) -> str | None:
+    """The embedded server's token from ``--token``, ``--token-file`` or ``$LABCONSOLE_TOKEN``.
+
+    A token file holds the token on its first line (surrounding whitespace is ignored). Errors
+    name the source but never show the token.
+    """
+    env = os.environ if environ is None else environ
+    if flag is not None and token_file is not None:
+        raise ConfigError.at(f"give either {TOKEN_FLAG} or {TOKEN_FILE_FLAG}, not both",
+                             field=TOKEN_FLAG)
+    if flag is not None:
+        return _checked_token(flag, TOKEN_FLAG)
+    if token_file is not None:
+        path = Path(token_file)
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+            mode = path.stat().st_mode
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError.at(f"cannot read the token file: {why}", file=path,
+                                 field=TOKEN_FILE_FLAG) from None
+        if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+            log.warning("%s: the token file can be read by other users; chmod 600 it", path)
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if len(lines) > 1:
+            raise ConfigError.at("the token file must hold the token on one line", file=path,
+                                 field=TOKEN_FILE_FLAG)
+        return _checked_token(lines[0] if lines else "", f"{TOKEN_FILE_FLAG} {path}")
+    if env.get(TOKEN_ENV, "").strip():
+        return _checked_token(env[TOKEN_ENV], TOKEN_ENV)
+    return None
+
+
+def _checked_token(value: str, source: str) -> str:
+    token = value.strip()
+    if not token:
+        raise ConfigError.at("the token is empty", field=source)
+    if not all(33 <= ord(ch) <= 126 for ch in token):
+        raise ConfigError.at("the token must be printable ASCII without spaces (it is sent as "
+                             "'Authorization: Bearer <token>')", field=source)
+    return token
+
+
+__all__ = ["DataServicesSettings", "TOKEN_ENV", "URL_ENV", "URL_FLAG", "check_url", "redact_url",
+           "resolve_token", "resolve_url", "url_from_ini"]

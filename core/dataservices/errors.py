@@ -7,14 +7,16 @@
     │   └── EventNotFoundError               an event id Data Services does not know
     ├── DataServicesError                    (core.errors) URL + cause
     │   └── CreateOutcomeUnknownError        a create whose answer was lost; never resent blindly
-    └── OrderFailedError                     an order awaited by OrderScheduler ended badly
+    ├── OrderFailedError                     an order awaited by OrderScheduler ended badly
+    └── StateError                           (core.errors)
+        └── StoredOrderUnreadableError       an order stored (by an older version) unreadably
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from core.errors import DataServicesError, LabconsoleError, NotFoundError
+from core.errors import DataServicesError, LabconsoleError, NotFoundError, StateError
 
 if TYPE_CHECKING:
     from core.orders import Order
@@ -64,3 +66,15 @@ class OrderFailedError(LabconsoleError):
             if order.validationErrors else ""
         super().__init__(f"order {order.identifier} ({order.templateName}) ended {order.status.name}: "
                          f"{order.statusDetails or 'no details given'}{errors}")
+
+
+class StoredOrderUnreadableError(StateError):
+    """An order whose stored data cannot be read back (e.g. text with a lone surrogate, written
+    before such input was refused). It cannot be changed through Data Services; ``reason`` says
+    which field is wrong."""
+
+    def __init__(self, order_id: str, reason: str) -> None:
+        self.order_id = order_id
+        self.reason = reason
+        super().__init__(f"OrderUnreadable: order '{order_id}' is stored with data that cannot be "
+                         f"read back ({reason}); it cannot be changed through Data Services")

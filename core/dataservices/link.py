@@ -13,7 +13,10 @@ Two modes:
 (atomic try-assign to ``module_id``) those whose template is one of labconsole's workflow
 templates (→ a run whose parent is that order) or one of the workcell's capabilities or
 instruments (→ a single job on the dispatcher). When the run or job ends, the order gets its
-outputs and Complete, or Error with the reason.
+outputs and Complete, or Error with the reason. One bad order never stops the others: an order
+that cannot be read (e.g. text with a lone surrogate, stored by an older version) or that the
+server refuses to hand over is skipped, logged once with its id and the reason, and counted in
+:attr:`LinkState.skipped` / :attr:`LinkState.pickup_error` (shown in the status bar).
 
 **Outbound (remote mode): the transition log is the outbox.** The store's append-only
 ``transitions`` table already holds every change in commit order, durably. The link keeps a
@@ -30,16 +33,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from core.dataservices.client import DataServicesClient
+from core.dataservices.client import V2, DataServicesClient
 from core.dataservices.config import DataServicesSettings
 from core.dataservices.errors import CreateOutcomeUnknownError
-from core.dataservices.models import OrderTemplate
-from core.dataservices.server import EmbeddedDataServices, is_loopback
+from core.dataservices.models import OrderTemplate, json_text_problem
+from core.dataservices.server import EmbeddedDataServices, ServerLimits, is_loopback
 from core.engine import to_parameter
 from core.errors import ConfigError, DataServicesError, LabconsoleError, OrderNotFoundError
 from core.events import OrderStatusChanged
@@ -51,9 +55,9 @@ MODULE_ID = "labconsole"
 CURSOR_KEY = "ds_outbox_cursor"
 SKIP_CREATORS = ("demo",)
 """Orders made by these creators (demo history) are not sent to a remote Data Services."""
-
-LINKS_DDL = ("CREATE TABLE IF NOT EXISTS ds_links (local_id TEXT PRIMARY KEY, remote_id TEXT NOT NULL, "
-             "adopted INTEGER NOT NULL DEFAULT 0)")
+PICKUP_BATCH = 200
+PICKUP_RETRY = 60.0
+"""Seconds before an order the server refused to hand over is tried again."""
 
 
 @dataclass
@@ -65,12 +69,21 @@ class LinkState:
     outbox: int = 0
     adopted: int = 0
     delivered: int = 0
+    skipped: int = 0
+    """Orders meant for labconsole that are currently not picked up (unreadable or refused)."""
+    pickup_error: str | None = None
+    """The latest such failure: ``<order id>: <reason>``."""
 
     def describe(self) -> str:
         if self.mode == "embedded":
-            return f"Data Services: embedded at {self.url}"
-        state = "connected" if self.connected else f"unreachable ({self.error})" if self.error else "connecting"
-        return f"Data Services {self.url}: {state} · outbox {self.outbox}"
+            text = f"Data Services: embedded at {self.url}"
+        else:
+            state = "connected" if self.connected else f"unreachable ({self.error})" if self.error else "connecting"
+            text = f"Data Services {self.url}: {state} · outbox {self.outbox}"
+        if self.skipped:
+            text += f" · {self.skipped} order{'s' if self.skipped != 1 else ''} not picked up " \
+                    f"(latest {self.pickup_error})"
+        return text
 
 
 class DataServicesLink:
@@ -78,13 +91,17 @@ class DataServicesLink:
 
     def __init__(self, runtime: Any, settings: DataServicesSettings | None = None, *,
                  module_id: str = MODULE_ID, poll_interval: float = 1.0, port: int = 8105,
-                 host: str = "127.0.0.1", token: str | None = None, timeout: float = 5.0) -> None:
+                 host: str = "127.0.0.1", token: str | None = None, timeout: float = 5.0,
+                 limits: ServerLimits | None = None) -> None:
         self.runtime = runtime
         self.settings = settings
         self.module_id = module_id
         self.poll_interval = poll_interval
         self.server: EmbeddedDataServices | None = None
         self._port, self._host, self._token, self._timeout = port, host, token, timeout
+        self._limits = limits
+        self._skipped: dict[str, tuple[str, float]] = {}
+        """order id -> (reason, loop time after which it is tried again) for orders not picked up."""
         self.client: DataServicesClient | None = None
         self.state = LinkState("remote" if settings else "embedded", settings.url if settings else "")
         self._tasks: list[asyncio.Task] = []
@@ -109,9 +126,9 @@ class DataServicesLink:
     async def start(self) -> str:
         """Start the embedded server or connect to the remote one; register templates; start the loops."""
         store = self.runtime.store
-        await store.write(lambda c: c.execute(LINKS_DDL))
         if self.embedded:
-            self.server = EmbeddedDataServices(store, host=self._host, port=self._port, token=self._token)
+            self.server = EmbeddedDataServices(store, host=self._host, port=self._port, token=self._token,
+                                               limits=self._limits)
             url = await self.server.start()
             self.state.url = url
             self.state.connected = True
@@ -200,23 +217,89 @@ class DataServicesLink:
             await asyncio.sleep(self.poll_interval)
 
     async def poll_once(self) -> list[str]:
-        """Claim and start every unassigned order meant for labconsole; return their ids."""
+        """Claim and start every unassigned order meant for labconsole; return their ids.
+
+        An order that cannot be read, or that the server refuses to hand over, is skipped (see
+        :meth:`_pickup_failed`); the others are still picked up. Raises
+        :class:`DataServicesError` only when the server cannot be reached at all.
+        """
         assert self.client is not None
         adopted = []
-        for order in await self.client.unassigned_orders(limit=200):
-            kind = self._wanted(order)
-            if kind is None or not order.identifier:
+        now = asyncio.get_running_loop().time()
+        for order in await self._unassigned():
+            oid = order.identifier or ""
+            skipped = self._skipped.get(oid)
+            if skipped is not None and now < skipped[1]:
                 continue
-            if not await self.client.try_assign(order.identifier, self.module_id):
+            kind = self._wanted(order)
+            if kind is None or not oid:
                 continue
             try:
+                if not await self.client.try_assign(oid, self.module_id):
+                    continue
+            except OrderNotFoundError:  # deleted since the list was read
+                continue
+            except DataServicesError as exc:
+                if not _server_answered(exc):
+                    raise  # unreachable: the whole poll fails and the link shows it
+                self._pickup_failed(oid, f"the server refused to hand it over: {exc.cause}")
+                continue
+            self._picked_up(oid)
+            try:
                 await self._adopt(order, kind)
-                adopted.append(order.identifier)
+                adopted.append(oid)
             except LabconsoleError as exc:
-                await self.client.update_order_status(order.identifier, OrderStatus.Error,
-                                                      f"labconsole could not run it: {exc}")
+                try:
+                    await self.client.update_order_status(oid, OrderStatus.Error,
+                                                          f"labconsole could not run it: {exc}")
+                except DataServicesError as report:
+                    if not _server_answered(report):
+                        raise
+                    self._pickup_failed(oid, f"could not run it ({exc}) nor report that: "
+                                             f"{report.cause}")
         self.state.adopted += len(adopted)
         return adopted
+
+    async def _unassigned(self) -> list[Order]:
+        """``UnassignedOrders``, read one order at a time: an order that cannot be read is
+        skipped for good (it will not become readable) instead of failing the whole list."""
+        assert self.client is not None
+        data = await self.client._get(f"{V2}/OrderService/UnassignedOrders",
+                                      {"limit": PICKUP_BATCH, "offset": 0})
+        if not isinstance(data, list):
+            raise DataServicesError(self.client.base_url, "expected a JSON list of orders, got "
+                                                          f"{type(data).__name__}")
+        orders = []
+        for item in data:
+            if not isinstance(item, dict):
+                continue
+            oid = str(next((v for k, v in item.items() if str(k).lower() == "identifier"), "") or "")
+            problem = json_text_problem(item)
+            if problem is not None:
+                self._pickup_failed(oid, f"{problem[0]} {problem[1]}", retry_after=math.inf)
+                continue
+            try:
+                orders.append(Order.from_dict(item, source=f"order {oid}"))
+            except LabconsoleError as exc:
+                self._pickup_failed(oid, f"cannot be read: {exc}", retry_after=math.inf)
+        return orders
+
+    def _pickup_failed(self, order_id: str, reason: str, retry_after: float = PICKUP_RETRY) -> None:
+        """Skip ``order_id`` for ``retry_after`` seconds; log it once per reason; show it."""
+        previous = self._skipped.get(order_id)
+        self._skipped[order_id] = (reason, asyncio.get_running_loop().time() + retry_after)
+        if previous is None or previous[0] != reason:
+            log.warning("Data Services: order %s is not picked up: %s", order_id or "(no id)", reason)
+        self.state.skipped = len(self._skipped)
+        self.state.pickup_error = f"{order_id or '(no id)'}: {reason}"
+        self._changed()
+
+    def _picked_up(self, order_id: str) -> None:
+        if self._skipped.pop(order_id, None) is not None:
+            self.state.skipped = len(self._skipped)
+            if not self._skipped:
+                self.state.pickup_error = None
+            self._changed()
 
     async def _adopt(self, order: Order, kind: str) -> None:
         remote_id = order.identifier or ""
@@ -395,6 +478,11 @@ class DataServicesLink:
         if self.state.connected != ok or self.state.error != error:
             self.state.connected, self.state.error = ok, error
             self._changed()
+
+
+def _server_answered(exc: DataServicesError) -> bool:
+    """The server answered (with an HTTP error about this request), as opposed to not at all."""
+    return exc.cause.startswith("HTTP ")
 
 
 def _cursor(conn: sqlite3.Connection) -> int:

@@ -120,6 +120,59 @@ class EventMessage(WireModel):
             return None
 
 
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of objects and arrays a request body may have (real bodies use 3 or 4)."""
+
+
+def lone_surrogate(text: str) -> int | None:
+    """Index of the first lone UTF-16 surrogate in ``text`` (not valid Unicode), or None.
+
+    JSON allows escapes such as ``"\\ud800"`` that decode to one; such text cannot be written
+    as UTF-8, so SQLite and every later reader of the order would fail on it.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def _key_text(key: object) -> str:
+    return str(key).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def json_text_problem(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> tuple[str, str] | None:
+    """The first thing in decoded JSON that labconsole refuses to store, as ``(field, message)``.
+
+    ``field`` is the path of the value (``notes``, ``inputParameters[0].value``; ``body`` for
+    the whole document). Refused: text (values or keys) with a lone surrogate, and objects or
+    arrays nested more than ``max_depth`` levels. Iterative, so no input can exhaust the stack.
+    """
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, str):
+            at = lone_surrogate(item)
+            if at is not None:
+                return path or "body", (f"contains a lone surrogate (U+{ord(item[at]):04X}) at "
+                                        f"character {at}; text must be valid Unicode")
+        elif isinstance(item, dict | list):
+            if depth >= max_depth:
+                return path or "body", f"is nested more than {max_depth} levels deep"
+            if isinstance(item, dict):
+                children = []
+                for key, child in item.items():
+                    name = f"{path}.{_key_text(key)}" if path else _key_text(key)
+                    if isinstance(key, str) and lone_surrogate(key) is not None:
+                        return name, "this key contains a lone surrogate; text must be valid Unicode"
+                    children.append((child, name, depth + 1))
+            else:
+                children = [(child, f"{path}[{i}]" if path else f"[{i}]", depth + 1)
+                            for i, child in enumerate(item)]
+            stack.extend(reversed(children))
+    return None
+
+
 EVENT_KEYS: tuple[str, ...] = tuple(EventMessage.model_fields)
 TEMPLATE_KEYS: tuple[str, ...] = tuple(OrderTemplate.model_fields)
 
@@ -127,9 +180,12 @@ __all__ = [
     "EVENT_KEYS",
     "EVENT_TOPIC_PREFIX",
     "EventMessage",
+    "MAX_JSON_DEPTH",
     "MODULE_STATUS_TOPIC",
     "ORDER_CREATED_TOPIC",
     "ORDER_STATUS_CHANGED_TOPIC",
     "OrderTemplate",
     "TEMPLATE_KEYS",
+    "json_text_problem",
+    "lone_surrogate",
 ]
