@@ -111,7 +111,7 @@ def test_data_services_address_is_in_help(store, data_dir, qtbot, qrun):
 
     runtime = Runtime.build(data_dir, store=store, workcell=None)
     link = DataServicesLink(runtime, resolve_url(None, config_file=None), host="127.0.0.1", port=0)
-    runtime.extras["data_services"] = link
+    runtime.link = link
     window = MainWindow(runtime, settings_for(data_dir))
     qtbot.addWidget(window)
     try:

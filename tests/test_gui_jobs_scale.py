@@ -196,7 +196,7 @@ def test_screenshots_of_jobs_and_detail_at_100k(panels, qtbot):
     model = jobs.model
     # the newest failed run with its steps, in the Detail panel
     jobs.filter_bar.choose_view("All orders")
-    failed = next(oid for oid in model.visible_ids()[:5000]
+    failed = next(oid for oid in model.visible_ids()[:30_000]
                   if model.get(oid)[1] is None and model.get(oid)[4] == OrderStatus.Error)
     jobs.select_order(failed)
     qtbot.waitUntil(lambda: detail.data is not None and detail.data.order_id == failed, timeout=10_000)
