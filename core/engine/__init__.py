@@ -7,14 +7,16 @@
 - :mod:`core.engine.tables` — every query of the ``runs`` and ``step_runs`` tables;
 - :mod:`core.engine.decision` — one decision or operator action = one transaction;
 - :mod:`core.engine.views` — frozen read models in the seeds' shapes;
-- :mod:`core.engine.engine` — the engine: lifecycle, DAG scheduling, failure policy, operator
-  control, recovery;
+- :mod:`core.engine.engine` — the engine: lifecycle, DAG scheduling, failure policy;
+- :mod:`core.engine.control` and :mod:`core.engine.recovery` — operator actions, resuming after a
+  restart (parts of the engine);
 - :mod:`core.engine.simulated` — steps without instruments.
 """
 
 from core.engine import tables
-from core.engine.engine import Act, Action, Engine, check_inputs
-from core.engine.registry import TemplateRegistry
+from core.engine.control import Act, Action
+from core.engine.engine import Engine
+from core.engine.registry import TemplateRegistry, check_inputs
 from core.engine.simulated import SimulatedExecutor
 from core.engine.types import (
     StepExecutor,

@@ -28,16 +28,16 @@ import random
 import sqlite3
 from collections import deque
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 from core.clock import Clock, SystemClock, to_datetime
 from core.conditions import ConditionError, evaluate
 from core.durations import parse_duration
 from core.engine import tables
+from core.engine.control import OperatorControl
 from core.engine.decision import ENGINE, Decision
-from core.engine.registry import TemplateRegistry
+from core.engine.recovery import Recovery
+from core.engine.registry import TemplateRegistry, check_inputs
 from core.engine.state import RunState, StepState, Timers
 from core.engine.types import (
     StepExecutor,
@@ -52,20 +52,14 @@ from core.engine.types import (
 from core.engine.views import RunViews
 from core.errors import (
     DuplicateSubmissionError,
-    IllegalTransitionError,
     InputError,
-    LabconsoleError,
-    NotFoundError,
-    Problem,
-    StateError,
-    Where,
 )
 from core.events import OrderCreated, RunChanged, StepProgress
-from core.facade import Core, os_user
+from core.facade import Core
 from core.orders import Order, OrderPriority
-from core.states import DONE_OK, RUN_FINAL, STEP_FINAL, STEP_RETRYABLE, RunStatus, StepStatus
+from core.states import DONE_OK, RUN_FINAL, STEP_FINAL, RunStatus, StepStatus
 from core.tasks import Supervisor
-from core.templates import FailurePolicy, WorkflowTemplate, descendants, template_from_dict
+from core.templates import FailurePolicy, WorkflowTemplate, template_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -76,34 +70,7 @@ WAVE = 256
 _BUILTIN = ("delay", "noop", "prompt")
 
 
-class Act(Enum):
-    """Operator actions on runs (each one transaction with its audit entry)."""
-
-    CANCEL = "cancel run"
-    CANCEL_STEP = "cancel step"
-    PAUSE = "pause"
-    RESUME = "resume"
-    RETRY = "retry step"
-    RECOVER = "recover"
-    SKIP = "skip step"
-    REPRIORITISE = "reprioritise"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Action:
-    """One operator action on one run (``step_id`` for step actions; RETRY without a step
-    retries every failed step of the run)."""
-
-    act: Act
-    run_id: str
-    step_id: str | None = None
-    who: str = field(default_factory=os_user)
-    reason: str | None = None
-    outputs: Mapping[str, Any] | None = None
-    priority: int | None = None
-
-
-class Engine:
+class Engine(OperatorControl, Recovery):
     """Runs workflow templates as durable DAGs of orders. See the module docstring."""
 
     def __init__(self, core: Core, executor: StepExecutor, *, clock: Clock | None = None,
@@ -574,7 +541,8 @@ class Engine:
         else:
             self._advance(d, run)
 
-    def _abort_rest(self, d: Decision, run: RunState, why: str, keep: str | None = None) -> None:
+    def _abort_rest(self, d: Decision, run: RunState, why: str, keep: str | None = None,
+                    who: str = ENGINE) -> None:
         """Cancel every unfinished step but ``keep``; attempts under way are stopped first."""
         for other in run.steps.values():
             if other.step.id == keep or other.status in STEP_FINAL:
@@ -582,7 +550,7 @@ class Engine:
             other.cancel_timer()
             if other.status in (StepStatus.QUEUED, StepStatus.RUNNING):
                 d.stop(other, StopReason.RUN_ENDED)
-            d.step(run, other, StepStatus.CANCELLED, why)
+            d.step(run, other, StepStatus.CANCELLED, why, who=who)
 
     def _maybe_finish(self, d: Decision, run: RunState) -> None:
         if run.status in RUN_FINAL:
@@ -607,7 +575,7 @@ class Engine:
     def _end(self, d: Decision, run: RunState, status: RunStatus, why: str, who: str = ENGINE) -> None:
         """Cancel what is left of the run and finish it as ``status``."""
         run.error = why
-        self._abort_rest(d, run, why)
+        self._abort_rest(d, run, why, who=who)
         self._finish(d, run, status, why, who)
 
     def _finish(self, d: Decision, run: RunState, status: RunStatus, detail: str | None,
@@ -638,303 +606,6 @@ class Engine:
             d = Decision(self.core)
             self._end(d, run, RunStatus.FAILED, f"run timed out after {run.template.default_timeout:g} s")
             await self._commit(d)
-
-    # ------------------------------------------------------------------ operator control
-
-    async def act(self, actions: Sequence[Action]) -> list[LabconsoleError | None]:
-        """Apply operator actions in ONE transaction (state changes, transitions, audit entries);
-        one result per action: None, or why it was refused (nothing of it was applied)."""
-        d = Decision(self.core)
-        results: list[LabconsoleError | None] = []
-        for action in actions:
-            run: RunState | None = None
-            try:
-                run = await self._reopen(action.run_id)
-                self._plan(d, run, action)
-            except LabconsoleError as exc:
-                results.append(exc)
-                if run is not None:
-                    self._release(run)  # a finished run loaded only to refuse the action
-            else:
-                results.append(None)
-        await self._commit(d)
-        return results
-
-    async def _act_one(self, action: Action) -> RunStatus:
-        error = (await self.act([action]))[0]
-        if error is not None:
-            raise error
-        return self.run_status(action.run_id)
-
-    async def cancel(self, run_id: str, *, who: str | None = None, reason: str | None = None) -> RunStatus:
-        """Cancel a run: stop running steps on their instruments, cancel the rest."""
-        return await self._act_one(Action(act=Act.CANCEL, run_id=run_id, who=who or os_user(), reason=reason))
-
-    async def cancel_step(self, run_id: str, step_id: str, *, who: str | None = None,
-                          reason: str | None = None) -> StepStatus:
-        await self._act_one(Action(act=Act.CANCEL_STEP, run_id=run_id, step_id=step_id,
-                                   who=who or os_user(), reason=reason))
-        return StepStatus.CANCELLED
-
-    async def pause(self, run_id: str, *, who: str | None = None, reason: str | None = None) -> RunStatus:
-        """No new step starts; running steps finish."""
-        return await self._act_one(Action(act=Act.PAUSE, run_id=run_id, who=who or os_user(), reason=reason))
-
-    async def resume(self, run_id: str, *, who: str | None = None, reason: str | None = None) -> RunStatus:
-        return await self._act_one(Action(act=Act.RESUME, run_id=run_id, who=who or os_user(), reason=reason))
-
-    async def retry_step(self, run_id: str, step_id: str | None, *, who: str | None = None,
-                         reason: str | None = None) -> RunStatus:
-        """Run a failed (or canceled, or unknown-outcome) step again with fresh attempts; with no
-        ``step_id``, every such step of the run."""
-        return await self._act_one(Action(act=Act.RETRY, run_id=run_id, step_id=step_id,
-                                          who=who or os_user(), reason=reason))
-
-    async def recover(self, run_id: str, from_step: str, *, who: str | None = None,
-                      reason: str | None = None) -> RunStatus:
-        """Seed 002's ``recover_workflow(from_step)``: rerun ``from_step`` and everything after it,
-        keeping upstream outputs; counts against ``max_recovery_attempts``."""
-        return await self._act_one(Action(act=Act.RECOVER, run_id=run_id, step_id=from_step,
-                                          who=who or os_user(), reason=reason))
-
-    async def skip_step(self, run_id: str, step_id: str, outputs: Mapping[str, Any] | None = None, *,
-                        who: str | None = None, reason: str | None = None) -> RunStatus:
-        """Mark a failed (or waiting) step as skipped with the given outputs; dependants proceed."""
-        return await self._act_one(Action(act=Act.SKIP, run_id=run_id, step_id=step_id, outputs=outputs,
-                                          who=who or os_user(), reason=reason))
-
-    async def reprioritise(self, run_id: str, priority: int, *, step_id: str | None = None,
-                           who: str | None = None, reason: str | None = None) -> RunStatus:
-        """New numeric priority (0-100) for a run and its steps, or for one step."""
-        return await self._act_one(Action(act=Act.REPRIORITISE, run_id=run_id, step_id=step_id,
-                                          priority=priority, who=who or os_user(), reason=reason))
-
-    def _plan(self, d: Decision, run: RunState, a: Action) -> None:
-        """Check ``a`` against the run (raise, changing nothing, if it cannot apply), then record it."""
-        who, reason, target = a.who, a.reason, run.run_id
-        details: dict[str, Any] | None = None
-        state = self._step(run, a.step_id) if a.step_id is not None else None
-        if a.act is Act.CANCEL:
-            if run.status in RUN_FINAL:
-                raise IllegalTransitionError(f"run {run.run_id}", run.status.value, RunStatus.CANCELLED.value)
-            self._end(d, run, RunStatus.CANCELLED, f"Canceled by {who}" + (f": {reason}" if reason else ""), who)
-        elif a.act is Act.CANCEL_STEP and state is not None:
-            if state.status in STEP_FINAL:
-                raise IllegalTransitionError(f"step {state.step.id} of {run.run_id}", state.status.value,
-                                             StepStatus.CANCELLED.value)
-            target = state.order_id
-            state.cancel_timer()
-            d.stop(state, StopReason.OPERATOR)
-            state.ended = self.clock.now()
-            d.step(run, state, StepStatus.CANCELLED, f"Canceled by {who}" + (f": {reason}" if reason else ""),
-                   who=who)
-            self._advance(d, run)
-        elif a.act is Act.PAUSE:
-            if run.status in RUN_FINAL or run.paused:
-                raise IllegalTransitionError(f"run {run.run_id}", run.status.value, RunStatus.PAUSED.value)
-            run.paused = True
-            d.run(run, RunStatus.PAUSED, f"Paused by {who}" + (f": {reason}" if reason else ""), who=who)
-        elif a.act is Act.RESUME:
-            if run.status is not RunStatus.PAUSED:
-                raise IllegalTransitionError(f"run {run.run_id}", run.status.value, RunStatus.RUNNING.value)
-            blocked = [s.step.id for s in run.steps.values() if s.status is StepStatus.UNKNOWN]
-            if blocked:
-                raise StateError(f"run {run.run_id}: step(s) {', '.join(blocked)} have an unknown outcome; "
-                                 "retry, skip or recover them first")
-            run.paused = False
-            run.done.clear()
-            d.run(run, RunStatus.RUNNING, f"Resumed by {who}", who=who)
-            due = [s for s in run.steps.values() if s.status is StepStatus.RETRYING
-                   and s.next_attempt_at is not None and s.next_attempt_at <= self.clock.now()]
-            if due:
-                self._queue(d, run, due)
-            self._advance(d, run)
-        elif a.act is Act.RETRY:
-            chosen = [state] if state is not None else \
-                [s for s in run.steps.values() if s.status in STEP_RETRYABLE]
-            if not chosen:
-                raise StateError(f"run {run.run_id} has no failed step to retry")
-            for s in chosen:
-                if s.status not in STEP_RETRYABLE:
-                    raise IllegalTransitionError(f"step {s.step.id} of {run.run_id}", s.status.value, "retry")
-            for s in chosen:  # one audit entry per retried step, on the step's order
-                d.audit(who, a.act.value, s.order_id, reason)
-            again = {s.step.id: s for s in chosen}
-            for s in chosen:  # dependants skipped or canceled because of it go again too
-                for dep_id in descendants(run.template, s.step.id):
-                    dep = run.steps[dep_id]
-                    if dep.status in (StepStatus.SKIPPED, StepStatus.CANCELLED) and dep.error is None:
-                        again.setdefault(dep_id, dep)
-            self._reset(d, run, list(again.values()), f"Retry requested by {who}")
-            self._continue(d, run, who)
-            return
-        elif a.act is Act.RECOVER and state is not None:
-            if run.recovery_attempts >= run.template.max_recovery_attempts:
-                raise StateError(f"run {run.run_id}: recovery limit reached "
-                                 f"({run.recovery_attempts}/{run.template.max_recovery_attempts})")
-            running = [s.step.id for s in run.steps.values() if s.status in (StepStatus.QUEUED, StepStatus.RUNNING)]
-            if running:
-                raise StateError(f"run {run.run_id}: steps {', '.join(running)} are still running; "
-                                 "pause and wait, or cancel them first")
-            run.recovery_attempts += 1
-            details = {"from_step": state.step.id, "attempt": run.recovery_attempts}
-            ids = [state.step.id, *descendants(run.template, state.step.id)]
-            self._reset(d, run, [run.steps[s] for s in ids],
-                        f"Recovery {run.recovery_attempts} from '{state.step.id}' by {who}")
-            d.run(run, RunStatus.RECOVERING, f"Recovery {run.recovery_attempts} from '{state.step.id}'", who=who)
-            self._continue(d, run, who)
-        elif a.act is Act.SKIP and state is not None:
-            if state.status in DONE_OK:
-                raise IllegalTransitionError(f"step {state.step.id} of {run.run_id}", state.status.value,
-                                             StepStatus.SKIPPED.value)
-            target = state.order_id
-            state.cancel_timer()
-            d.stop(state, StopReason.SKIPPED)
-            state.request = None
-            state.outputs = dict(a.outputs or {})
-            state.error = None
-            details = {"outputs": state.outputs}
-            d.step(run, state, StepStatus.SKIPPED, f"Skipped by {who}" + (f": {reason}" if reason else ""),
-                   changes={"outputParameters": to_parameters(state.outputs)}, who=who)
-            for dep_id in descendants(run.template, state.step.id):
-                dep = run.steps[dep_id]
-                if dep.status is StepStatus.SKIPPED and dep.error is None and dep.outputs is None:
-                    self._reset(d, run, [dep], "upstream step skipped by operator")
-            self._continue(d, run, who)
-        elif a.act is Act.REPRIORITISE and a.priority is not None:
-            if not 0 <= a.priority <= 100:
-                raise InputError.at(f"priority must be 0..100, not {a.priority}", field="priority")
-            details = {"priority": a.priority}
-            if state is None:
-                run.priority = a.priority
-                d.run_fields(run)
-                d.order_fields(run.run_id, {}, numeric_priority=a.priority)
-            else:
-                target = state.order_id
-            for s in run.steps.values() if state is None else (state,):
-                d.order_fields(s.order_id, {}, numeric_priority=a.priority)
-                if s.status is StepStatus.QUEUED and s.request is not None:
-                    d.then.append(lambda s=s, p=a.priority: self._requeue(s, p))
-        else:
-            raise StateError(f"{a.act.value} needs a step of run {run.run_id}")
-        d.audit(who, a.act.value, target, reason, details)
-
-    def _requeue(self, state: StepState, priority: int) -> None:
-        reprioritise = getattr(self.executor, "reprioritise", None)
-        if reprioritise is not None:
-            try:
-                reprioritise(state.order_id, priority)
-            except LabconsoleError:
-                pass  # it left the queue meanwhile: its priority no longer matters
-
-    async def _reopen(self, run_id: str) -> RunState:
-        run = self._runs.get(run_id)
-        if run is None:
-            run = await self._load_run(run_id)
-            if run is None:
-                raise NotFoundError(f"no run '{run_id}'")
-        return run
-
-    def _continue(self, d: Decision, run: RunState, who: str) -> None:
-        if any(s.status is StepStatus.UNKNOWN for s in run.steps.values()):
-            return
-        run.paused = False
-        run.done.clear()
-        run.ended = None
-        if run.status is not RunStatus.RUNNING:
-            d.run(run, RunStatus.RUNNING, f"Continued by {who}", who=who)
-        self._advance(d, run)
-
-    def _reset(self, d: Decision, run: RunState, states: list[StepState], why: str) -> None:
-        for state in states:
-            state.cancel_timer()
-            state.attempt = 0
-            state.outputs = None
-            state.error = state.error_code = None
-            state.started = state.ended = state.next_attempt_at = None
-            state.request = None
-            state.handler_for = None
-            state.resumed = False
-            d.step(run, state, StepStatus.PENDING, why,
-                   changes={"outputParameters": [], "actualEndTime": None, "assignedTo": None})
-
-    def _step(self, run: RunState, step_id: str) -> StepState:
-        state = run.steps.get(step_id)
-        if state is None:
-            raise NotFoundError(f"run {run.run_id} has no step '{step_id}' (steps: {', '.join(run.steps)})")
-        return state
-
-    # ------------------------------------------------------------------ crash recovery
-
-    async def recover_in_flight(self, only: str | None = None) -> list[str]:
-        """Resume every run the store says was not finished (or just ``only``). Returns their ids."""
-        resumed = []
-        for run_id in await self.store.read(lambda c: tables.unfinished(c, only)):
-            if run_id in self._runs:
-                continue
-            run = await self._load_run(run_id)
-            if run is not None:
-                resumed.append(run_id)
-                await self._commit(self._resume_after_restart(run))
-        return resumed
-
-    def _resume_after_restart(self, run: RunState) -> Decision:
-        d = Decision(self.core)
-        unknown = False
-        rerun: list[StepState] = []
-        for state in run.steps.values():
-            if state.status is StepStatus.QUEUED:
-                d.step(run, state, StepStatus.PENDING, "Requeued after restart")
-            elif state.status is StepStatus.RUNNING and (state.step.idempotent or state.step.is_builtin):
-                state.resumed = True
-                d.step(run, state, StepStatus.PENDING, "Re-run after restart (idempotent step)")
-                rerun.append(state)
-            elif state.status is StepStatus.RUNNING:
-                state.error = ("outcome unknown: the console stopped while this step was executing "
-                               f"on {state.instrument or 'its instrument'}")
-                state.error_code = "OutcomeUnknown"
-                d.step(run, state, StepStatus.UNKNOWN, state.error)
-                unknown = True
-            elif state.status is StepStatus.RETRYING and state.next_attempt_at is not None:
-                attempt = state.attempt
-                state.timer = self.timers.at(state.next_attempt_at,
-                                             lambda s=state, a=attempt: self._retry_due(run, s, a))
-        if run.deadline is not None:
-            run.timer = self.timers.at(run.deadline, lambda: self._spawn_timeout(run))
-        if unknown:
-            run.paused = True
-            d.run(run, RunStatus.PAUSED, "waiting for the operator after a restart: a step's outcome is unknown")
-            d.then.append(run.done.set)
-            if rerun:  # interrupted idempotent steps finish what they had started
-                self._queue(d, run, rerun)
-        elif run.status is RunStatus.PENDING:
-            self._begin(d, run)
-        elif not run.paused:
-            if run.status is RunStatus.RECOVERING:
-                d.run(run, RunStatus.RUNNING, "resumed after restart")
-            self._advance(d, run)
-        return d
-
-    async def _load_run(self, run_id: str) -> RunState | None:
-        r, steps, biosero = await self.store.read(lambda c: tables.load(c, run_id))
-        if r is None:
-            return None
-        template = self.templates.get(r[1], r[2])
-        run = RunState(run_id, template, json.loads(r[5]), r[4], RunStatus(r[3]), recovery_attempts=r[6],
-                       paused=bool(r[7]), error=r[8], created=r[9], started=r[10], ended=r[11], deadline=r[12],
-                       biosero_priority=OrderPriority(biosero) if biosero is not None else OrderPriority.Standard)
-        by_id = {s[0]: s for s in steps}
-        for step in template.steps:
-            s = by_id[step.id]
-            run.steps[step.id] = StepState(step, s[1], StepStatus(s[2]), s[3], json.loads(s[4]) if s[4] else None,
-                                           s[5], s[6], instrument=s[10], started=s[7], ended=s[8],
-                                           next_attempt_at=s[9])
-        run.index()
-        if run.status in RUN_FINAL:
-            run.done.set()
-        self._runs[run_id] = run
-        self._ended.pop(run_id, None)
-        return run
 
     # ------------------------------------------------------------------ queries (from the store)
 
@@ -967,30 +638,3 @@ class Engine:
 
     def is_active(self, run_id: str) -> bool:
         return run_id in self._runs and self._runs[run_id].status not in RUN_FINAL
-
-
-def check_inputs(template: WorkflowTemplate, input_data: Mapping[str, Any]) -> dict[str, Any]:
-    """The run's inputs coerced to their declared types, defaults filled; every problem listed."""
-    problems: list[Problem] = []
-    declared = {p.name: p for p in template.inputs}
-    where = f"inputs of {template.name}"
-    out: dict[str, Any] = {}
-    for name, value in input_data.items():
-        if declared and name not in declared:
-            problems.append(Problem(Where(where, name), f"unknown input (declared: {', '.join(declared)})"))
-            continue
-        param = declared.get(name)
-        try:
-            out[name] = param.coerce(value) if param else value
-        except (ValueError, TypeError) as exc:
-            problems.append(Problem(Where(where, name),
-                                    f"{exc} (expected {param.type.value if param else 'a value'})"))
-    for name, param in declared.items():
-        if name not in out and not any(p.where.field == name for p in problems):
-            if param.default is not None:
-                out[name] = param.default
-            elif param.required:
-                problems.append(Problem(Where(where, name), "required input missing"))
-    if problems:
-        raise InputError(f"inputs for {template.name} v{template.version} rejected", problems)
-    return out

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from typing import Any
 
-from core.errors import NotFoundError
+from core.errors import InputError, NotFoundError, Problem, Where
 from core.store import Store
 from core.templates import WorkflowTemplate
 
@@ -89,3 +90,30 @@ class TemplateRegistry:
             "SELECT definition FROM templates t WHERE version = "
             "(SELECT max(version) FROM templates WHERE name = t.name) ORDER BY name").fetchall())
         return [WorkflowTemplate.model_validate_json(r[0]) for r in rows]
+
+
+def check_inputs(template: WorkflowTemplate, input_data: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's inputs coerced to their declared types, defaults filled; every problem listed."""
+    problems: list[Problem] = []
+    declared = {p.name: p for p in template.inputs}
+    where = f"inputs of {template.name}"
+    out: dict[str, Any] = {}
+    for name, value in input_data.items():
+        if declared and name not in declared:
+            problems.append(Problem(Where(where, name), f"unknown input (declared: {', '.join(declared)})"))
+            continue
+        param = declared.get(name)
+        try:
+            out[name] = param.coerce(value) if param else value
+        except (ValueError, TypeError) as exc:
+            problems.append(Problem(Where(where, name),
+                                    f"{exc} (expected {param.type.value if param else 'a value'})"))
+    for name, param in declared.items():
+        if name not in out and not any(p.where.field == name for p in problems):
+            if param.default is not None:
+                out[name] = param.default
+            elif param.required:
+                problems.append(Problem(Where(where, name), "required input missing"))
+    if problems:
+        raise InputError(f"inputs for {template.name} v{template.version} rejected", problems)
+    return out
