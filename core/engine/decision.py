@@ -20,7 +20,14 @@ from core.engine.state import RunState, StepState
 from core.engine.types import StepRequest, StopReason
 from core.events import EventBus, OperatorAction, OrderUpdated, RunChanged, StepChanged
 from core.facade import Core
-from core.states import RUN_ORDER_STATUS, STEP_FINAL, STEP_ORDER_STATUS, RunStatus, StepStatus
+from core.states import (
+    DONE_OK,
+    RUN_ORDER_STATUS,
+    STEP_FINAL,
+    STEP_ORDER_STATUS,
+    RunStatus,
+    StepStatus,
+)
 from core.store import StatusChange
 
 ENGINE = "engine"
@@ -63,6 +70,9 @@ class Decision:
         state.status = status
         if (previous in STEP_FINAL) != (status in STEP_FINAL):
             run.unfinished += -1 if status in STEP_FINAL else 1
+        if (previous in DONE_OK) != (status in DONE_OK):
+            for child in run.children.get(state.step.id, ()):
+                run.waiting[child] += -1 if status in DONE_OK else 1
         order_changes = dict(changes or {})
         if detail is not None and status in _DETAIL_KEPT:
             order_changes["statusDetails"] = detail

@@ -286,6 +286,8 @@ class Engine(OperatorControl, Recovery):
             for state in candidates:
                 if state.status is not StepStatus.PENDING or run.is_handler_waiting(state):
                     continue
+                if after is not None and run.waiting[state.step.id] > 0:
+                    continue  # a completion: other dependencies still to go (failures were seen when they failed)
                 deps = [run.steps[dep] for dep in state.step.depends_on]
                 if any(dep.status in (StepStatus.FAILED, StepStatus.CANCELLED, StepStatus.UNKNOWN)
                        for dep in deps):

@@ -121,14 +121,19 @@ class RunState:
     unfinished: int = 0
     """Steps not in a final state (kept up to date as steps change)."""
     children: dict[str, list[str]] = field(default_factory=dict)
+    waiting: dict[str, int] = field(default_factory=dict)
+    """Per step, how many of its dependencies are not completed or skipped (kept up to date as
+    steps change), so a completion tells in O(1) whether a dependant of a wide fan-in is ready."""
 
     def index(self) -> None:
-        """Compute the dependants map and the unfinished count from the steps."""
+        """Compute the dependants map and the counts from the steps."""
         self.children = {}
         for sid, state in self.steps.items():
             for dep in state.step.depends_on:
                 self.children.setdefault(dep, []).append(sid)
         self.unfinished = sum(1 for s in self.steps.values() if s.status not in STEP_FINAL)
+        self.waiting = {sid: sum(1 for d in s.step.depends_on if self.steps[d].status not in DONE_OK)
+                        for sid, s in self.steps.items()}
 
     @property
     def context(self) -> dict[str, Any]:
