@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from core.conditions import check_condition
 from core.durations import parse_duration
 from core.errors import Problem, ProblemList, TemplateError, Where
+from core.schedules import cron_problem
 from core.sourcemap import Document, load_document, parse_document, render_path
 
 BUILTIN_KINDS = frozenset({"delay", "prompt", "noop"})
@@ -214,6 +215,8 @@ class WorkflowTemplate(_Model):
                 d["idempotent"] = True
             if s.estimated_duration is not None:
                 d["estimated_duration"] = s.estimated_duration
+            if s.execution_mode != "sequential":
+                d["execution_mode"] = s.execution_mode
             if s.reserve:
                 d["reserve"] = list(s.reserve)
             if s.restrict_to:
@@ -281,21 +284,65 @@ def template_from_document(doc: Document, *, capabilities: Iterable[str] | None 
     dialect = detect_dialect(data)
     raw = {"moose": _from_moose, "job_orchestrator": _from_job_orchestrator,
            "definition": _from_definition}[dialect](doc, problems)
-    template = None
-    if raw is not None and not problems:
-        try:
-            template = WorkflowTemplate.model_validate(raw.value)
-        except ValidationError as exc:
-            for err in exc.errors():
-                loc = tuple(err["loc"])
-                source_path = raw.source_path(loc)
-                problems.problems.append(Problem(doc.where(source_path), _pydantic_message(err)))
+    if raw is None:
+        problems.raise_if_any(TemplateError, f"template {doc.file} rejected")
+        raise AssertionError("a dialect reader gave up without saying why")
+    # Every field the readers took is checked, even when others are already wrong, and the
+    # semantic checks run on what is left once the wrong fields are set aside: every problem
+    # of the file is listed at once.
+    template, reported = _validate(raw, doc, problems)
     if template is not None:
         for where_path, message in check_template(template, capabilities=capabilities):
-            problems.problems.append(Problem(doc.where(raw.source_path(where_path)), message))
+            where = doc.where(raw.source_path(where_path))
+            if where.field not in reported:
+                problems.problems.append(Problem(where, message))
     problems.raise_if_any(TemplateError, f"template {doc.file} rejected")
     assert template is not None
     return template
+
+
+_PLACEHOLDER = "\x00invalid"
+
+
+def _validate(raw: _Raw, doc: Document, problems: ProblemList
+              ) -> tuple[WorkflowTemplate | None, set[str | None]]:
+    """Validate ``raw.value``; report each error once; set the wrong fields aside and try again
+    (a few rounds) so a model for the semantic checks exists whenever one can.
+
+    Returns the model (or None) and the fields (as rendered) already reported."""
+    value = {**raw.value, "steps": [dict(st) for st in raw.value.get("steps", ())]}
+    reported: set[str | None] = set()
+    first = True
+    for _ in range(4):
+        try:
+            return WorkflowTemplate.model_validate(value), reported
+        except ValidationError as exc:
+            errors = exc.errors()
+        for err in errors:
+            loc = tuple(err["loc"])
+            if first:
+                where = doc.where(raw.source_path(loc))
+                problems.problems.append(Problem(where, _pydantic_message(err)))
+                reported.add(where.field)
+            _set_aside(value, loc)
+        first = False
+    return None, reported
+
+
+def _set_aside(value: dict[str, Any], loc: tuple) -> None:
+    """Remove the field at ``loc`` (a required one gets a placeholder that checks ignore)."""
+    if not loc:
+        return
+    if loc[0] == "steps" and len(loc) > 2 and isinstance(loc[1], int) and loc[1] < len(value["steps"]):
+        step = value["steps"][loc[1]]
+        if loc[2] in ("id", "kind"):
+            step[loc[2]] = f"{_PLACEHOLDER}{loc[1]}" if loc[2] == "id" else "noop"
+        else:
+            step.pop(loc[2], None)
+    elif loc[0] == "name":
+        value["name"] = _PLACEHOLDER
+    elif loc[0] != "steps":
+        value.pop(loc[0], None)
 
 
 def _pydantic_message(err: dict[str, Any]) -> str:
@@ -314,12 +361,16 @@ class _Raw:
         self.step_paths = step_paths
         self.base = base
         self.renames: dict[str, str] = {}
+        self.top: dict[str, tuple] = {}
+        """Model field -> its path in the file, where the dialect puts it elsewhere."""
 
     def source_path(self, loc: tuple) -> tuple:
         if loc and loc[0] == "steps" and len(loc) > 1 and isinstance(loc[1], int) \
                 and loc[1] < len(self.step_paths):
             rest = tuple(self.renames.get(p, p) if isinstance(p, str) else p for p in loc[2:])
             return self.step_paths[loc[1]] + rest
+        if loc and loc[0] in self.top:
+            return (*self.top[loc[0]], *loc[1:])
         if loc and loc[0] in ("error_handlers", "default_timeout", "failure_policy",
                               "max_recovery_attempts", "default_retry_policy"):
             key = {"default_timeout": "default_timeout_seconds"}.get(loc[0], loc[0])
@@ -347,6 +398,59 @@ def _unknown(doc: Document, problems: ProblemList, mapping: dict, allowed: set[s
                                              f"unknown key '{key}' (expected one of: {', '.join(sorted(allowed))})"))
 
 
+def _int(doc: Document, problems: ProblemList, value: Any, path: tuple, *, low: int = 0,
+         high: int | None = None, what: str = "a whole number") -> int | None:
+    """``value`` as an int within [low, high], or None with a problem at ``path``."""
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and value.strip().lstrip("+-").isdigit() and len(value) < 20:
+        number = int(value.strip())
+    if number is None:
+        problems.problems.append(Problem(doc.where(path), f"must be {what}, got {value!r}"))
+        return None
+    if number < low or (high is not None and number > high):
+        limits = f"{low}..{high}" if high is not None else f"at least {low}"
+        problems.problems.append(Problem(doc.where(path), f"must be {limits}, got {number}"))
+        return None
+    return number
+
+
+def _retries(doc: Document, problems: ProblemList, value: Any, path: tuple) -> dict[str, Any] | None:
+    """``retries: N`` (seed 004) / ``max_retries: N`` (seed 002) as a retry policy; null is unset."""
+    if value is None:
+        return None
+    count = _int(doc, problems, value, path, high=99, what="a number of retries (0..99)")
+    return None if count is None else {"max_attempts": count + 1}
+
+
+def _strings(doc: Document, problems: ProblemList, value: Any, path: tuple, what: str, *,
+             split_commas: bool = False) -> tuple[str, ...]:
+    """A list of strings; one string is a one-item list (or comma separated, if asked).
+
+    Anything else is a problem at ``path`` (or at the item), and is left out."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        if split_commas:
+            return tuple(x.strip() for x in value.split(",") if x.strip())
+        return (value,)
+    if not isinstance(value, list | tuple):
+        problems.problems.append(Problem(doc.where(path), f"must be a list of {what} (or one), "
+                                         f"got {type(value).__name__} {value!r}"))
+        return ()
+    out = []
+    for j, item in enumerate(value):
+        if isinstance(item, str):
+            out.append(item)
+        else:
+            problems.problems.append(Problem(doc.where((*path, j)), f"must be {what[:-1] if what.endswith('s') else what}"
+                                             f" (text), got {type(item).__name__} {item!r}"))
+    return tuple(out)
+
+
 def _duration(doc: Document, problems: ProblemList, value: Any, path: tuple) -> float | None:
     if value is None:
         return None
@@ -367,7 +471,8 @@ def _retry(doc: Document, problems: ProblemList, value: Any, path: tuple) -> dic
     out = {k: v for k, v in value.items() if k in ("max_attempts", "backoff_multiplier", "jitter",
                                                    "retry_on_timeout")}
     if "non_retryable" in value:
-        out["non_retryable"] = tuple(value["non_retryable"] or ())
+        out["non_retryable"] = _strings(doc, problems, value["non_retryable"], (*path, "non_retryable"),
+                                        "error codes")
     for key, target in (("initial_interval", "initial_interval"), ("initial_interval_seconds", "initial_interval"),
                         ("max_backoff_seconds", "max_backoff"), ("max_backoff", "max_backoff")):
         if key in value:
@@ -412,18 +517,19 @@ def _from_definition(doc: Document, problems: ProblemList) -> _Raw | None:
     steps, step_paths = [], []
     for i, s in enumerate(steps_in):
         path = (*base, "steps", i)
-        step_paths.append(path)
         if not isinstance(s, dict):
             problems.problems.append(Problem(doc.where(path), "a step must be a mapping"))
             continue
+        step_paths.append(path)
         _unknown(doc, problems, s, _STEP_KEYS_001, path)
         step: dict[str, Any] = {k: s[k] for k in ("id", "name", "parameters", "input_mapping",
                                                   "condition", "idempotent", "execution_mode",
                                                   "position") if k in s}
         for key in ("reserve", "restrict_to"):
             if key in s:
-                step[key] = tuple(s[key] or ()) if isinstance(s[key], list | tuple) else \
-                    tuple(x.strip() for x in str(s[key]).split(",") if x.strip())
+                step[key] = _strings(doc, problems, s[key], (*path, key),
+                                     "capabilities" if key == "reserve" else "instrument ids",
+                                     split_commas=True)
         if "module_restriction" in s:
             step["module_restriction"] = s["module_restriction"]
         if "kind" in s or "handler" in s:
@@ -432,8 +538,8 @@ def _from_definition(doc: Document, problems: ProblemList) -> _Raw | None:
             problems.problems.append(Problem(doc.where(path), "missing field 'kind'"))
         if "id" not in s:
             problems.problems.append(Problem(doc.where(path), "missing field 'id'"))
-        if "depends_on" in s:
-            step["depends_on"] = tuple(s["depends_on"] or ())
+        if "depends_on" in s:  # one id is a list of one
+            step["depends_on"] = _strings(doc, problems, s["depends_on"], (*path, "depends_on"), "step ids")
         for key in ("timeout_seconds", "timeout"):
             if key in s:
                 step["timeout"] = _duration(doc, problems, s[key], (*path, key))
@@ -445,7 +551,7 @@ def _from_definition(doc: Document, problems: ProblemList) -> _Raw | None:
         steps.append(step)
     value: dict[str, Any] = {
         "name": data.get("name"), "description": data.get("description", ""),
-        "tags": tuple(data.get("tags") or ()), "steps": steps,
+        "tags": _strings(doc, problems, data.get("tags"), ("tags",), "tags"), "steps": steps,
         "inputs": _inputs(doc, problems, definition.get("inputs", data.get("inputs")), ("inputs",)),
     }
     if "version" in data:
@@ -458,9 +564,10 @@ def _from_definition(doc: Document, problems: ProblemList) -> _Raw | None:
     if "default_timeout_seconds" in definition:
         value["default_timeout"] = _duration(doc, problems, definition["default_timeout_seconds"],
                                              (*base, "default_timeout_seconds"))
-    if "default_retry_policy" in definition:
-        value["default_retry_policy"] = _retry(doc, problems, definition["default_retry_policy"],
-                                               (*base, "default_retry_policy"))
+    if definition.get("default_retry_policy") is not None:
+        policy = _retry(doc, problems, definition["default_retry_policy"], (*base, "default_retry_policy"))
+        if policy is not None:
+            value["default_retry_policy"] = policy
     raw = _Raw(value, step_paths, base)
     raw.renames = {"timeout": "timeout_seconds"}
     return raw
@@ -479,19 +586,21 @@ def _from_job_orchestrator(doc: Document, problems: ProblemList) -> _Raw | None:
     steps_in = data["steps"]
     ids: list[str] = []
     for i, s in enumerate(steps_in):
-        ids.append(str(s.get("id") or _slug(str(s.get("name", f"step{i}")))) if isinstance(s, dict) else f"step{i}")
+        given = s.get("id") if isinstance(s, dict) else None
+        ids.append(given if isinstance(given, str) and given else
+                   _slug(str(s.get("name", f"step{i}"))) if isinstance(s, dict) else f"step{i}")
     seen: dict[str, int] = {}
     for i, sid in enumerate(ids):  # make generated ids unique
-        if sid in seen and "id" not in steps_in[i]:
+        if sid in seen and not (isinstance(steps_in[i], dict) and "id" in steps_in[i]):
             ids[i] = f"{sid}_{i}"
         seen[ids[i]] = i
     steps, step_paths = [], []
     for i, s in enumerate(steps_in):
         path = ("steps", i)
-        step_paths.append(path)
         if not isinstance(s, dict):
             problems.problems.append(Problem(doc.where(path), "a step must be a mapping"))
             continue
+        step_paths.append(path)
         _unknown(doc, problems, s, _STEP_KEYS_002, path)
         if "name" not in s:
             problems.problems.append(Problem(doc.where(path), "missing field 'name'"))
@@ -499,18 +608,21 @@ def _from_job_orchestrator(doc: Document, problems: ProblemList) -> _Raw | None:
         if kind is None:
             problems.problems.append(Problem(doc.where(path), "missing field 'task_type'"))
         deps = []
-        for j, dep in enumerate(s.get("dependencies") or ()):
+        given_deps = s.get("dependencies")
+        if given_deps is not None and not isinstance(given_deps, list):
+            given_deps = [given_deps]  # one index is a list of one
+        for j, dep in enumerate(given_deps or ()):
             if not isinstance(dep, int) or isinstance(dep, bool) or not 0 <= dep < len(steps_in):
                 problems.problems.append(Problem(doc.where((*path, "dependencies", j)),
                                                  f"dependency {dep!r} is not the index of a step "
                                                  f"(0..{len(steps_in) - 1})"))
             else:
                 deps.append(ids[dep])
-        step: dict[str, Any] = {"id": ids[i], "name": s.get("name", ""), "kind": kind,
-                                "depends_on": tuple(deps),
+        step: dict[str, Any] = {"id": s["id"] if "id" in s else ids[i], "name": s.get("name", ""),
+                                "kind": kind, "depends_on": tuple(deps),
                                 **{k: s[k] for k in ("parameters", "idempotent", "condition") if k in s}}
         if "max_retries" in s:
-            step["retry_policy"] = {"max_attempts": int(s["max_retries"]) + 1}
+            step["retry_policy"] = _retries(doc, problems, s["max_retries"], (*path, "max_retries"))
         if "timeout" in s:
             step["timeout"] = _duration(doc, problems, s["timeout"], (*path, "timeout"))
         if "estimated_duration" in s:
@@ -518,7 +630,7 @@ def _from_job_orchestrator(doc: Document, problems: ProblemList) -> _Raw | None:
                                                    (*path, "estimated_duration"))
         steps.append(step)
     value = {"name": data.get("name"), "description": data.get("description", ""),
-             "tags": tuple(data.get("tags") or ()), "steps": steps,
+             "tags": _strings(doc, problems, data.get("tags"), ("tags",), "tags"), "steps": steps,
              "inputs": _inputs(doc, problems, data.get("inputs"), ("inputs",)),
              **{k: data[k] for k in ("max_recovery_attempts", "failure_policy") if k in data}}
     raw = _Raw(value, step_paths)
@@ -550,19 +662,24 @@ def _from_moose(doc: Document, problems: ProblemList) -> _Raw | None:
     steps, step_paths = [], []
     for i, t in enumerate(tasks):
         path = ("tasks", i)
-        step_paths.append(path)
         if not isinstance(t, dict):
             problems.problems.append(Problem(doc.where(path), "a task must be a mapping"))
             continue
         _unknown(doc, problems, t, _TASK_KEYS, path)
         if "name" not in t:
             problems.problems.append(Problem(doc.where(path), "missing field 'name'"))
-        for j, nxt in enumerate(t.get("on_complete") or ()):
+        on_complete = _strings(doc, problems, t.get("on_complete"), (*path, "on_complete"), "task names")
+        for j, nxt in enumerate(on_complete):
             if nxt not in names:
                 problems.problems.append(Problem(doc.where((*path, "on_complete", j)),
                                                  f"on_complete names task '{nxt}', which does not exist"))
-            parents.setdefault(nxt, []).append(t.get("name"))
+            if isinstance(t.get("name"), str):
+                parents.setdefault(nxt, []).append(t["name"])
     starting = config.get("starting_task")
+    if starting is not None and not isinstance(starting, str):
+        problems.problems.append(Problem(doc.where(("config", "starting_task")),
+                                         f"starting_task must be a task name, got {starting!r}"))
+        starting = None
     if starting is not None and starting not in names:
         problems.problems.append(Problem(doc.where(("config", "starting_task")),
                                          f"starting_task '{starting}' is not a task"))
@@ -570,35 +687,41 @@ def _from_moose(doc: Document, problems: ProblemList) -> _Raw | None:
         if not isinstance(t, dict):
             continue
         path = ("tasks", i)
-        step: dict[str, Any] = {"id": t.get("name"), "name": t.get("description", t.get("name", "")),
+        step_paths.append(path)
+        name = t.get("name")
+        step: dict[str, Any] = {"id": name, "name": t.get("description", name if isinstance(name, str) else ""),
                                 "kind": t.get("run", t.get("kind", "noop")),
-                                "depends_on": tuple(parents.get(t.get("name"), ())),
+                                "depends_on": tuple(parents.get(name, ())) if isinstance(name, str) else (),
                                 **{k: t[k] for k in ("parameters", "input_mapping", "condition",
                                                      "idempotent") if k in t}}
         if "retries" in t:
-            step["retry_policy"] = {"max_attempts": int(t["retries"]) + 1}
+            step["retry_policy"] = _retries(doc, problems, t["retries"], (*path, "retries"))
         if "timeout" in t:
             step["timeout"] = _duration(doc, problems, t["timeout"], (*path, "timeout"))
         steps.append(step)
     if starting is not None:
-        orphans = [s["id"] for s in steps if not s["depends_on"] and s["id"] != starting]
-        for orphan in orphans:
-            problems.problems.append(Problem(doc.where(("tasks", names.index(orphan))),
-                                             f"task '{orphan}' is not reachable from starting_task "
-                                             f"'{starting}' (add it to an on_complete)"))
+        for step, path in zip(steps, step_paths, strict=True):
+            if not step["depends_on"] and step["id"] != starting:
+                problems.problems.append(Problem(doc.where(path),
+                                                 f"task '{step['id']}' is not reachable from starting_task "
+                                                 f"'{starting}' (add it to an on_complete)"))
     value: dict[str, Any] = {"name": data.get("name"), "description": data.get("description", ""),
-                             "tags": tuple(data.get("tags") or ()), "steps": steps,
+                             "tags": _strings(doc, problems, data.get("tags"), ("tags",), "tags"), "steps": steps,
                              "inputs": _inputs(doc, problems, data.get("inputs"), ("inputs",))}
     if "timeout" in config:
         value["default_timeout"] = _duration(doc, problems, config["timeout"], ("config", "timeout"))
-    if "retries" in config:
-        value["default_retry_policy"] = {"max_attempts": int(config["retries"]) + 1}
+    if config.get("retries") is not None:
+        policy = _retries(doc, problems, config["retries"], ("config", "retries"))
+        if policy is not None:
+            value["default_retry_policy"] = policy
     if "schedule" in config:
         value["schedule"] = config["schedule"]
     if "failure_policy" in data:
         value["failure_policy"] = data["failure_policy"]
     raw = _Raw(value, step_paths)
     raw.renames = {"kind": "run", "retry_policy": "retries", "id": "name", "depends_on": "on_complete"}
+    raw.top = {"default_timeout": ("config", "timeout"), "default_retry_policy": ("config", "retries"),
+               "schedule": ("config", "schedule")}
     return raw
 
 
@@ -638,6 +761,10 @@ def check_template(t: WorkflowTemplate, *, capabilities: Iterable[str] | None = 
             out.append((("error_handlers", failing), f"error handler for unknown step '{failing}'"))
         if handler not in ids:
             out.append((("error_handlers", failing), f"error handler step '{handler}' does not exist"))
+    if t.schedule is not None:
+        reason = cron_problem(t.schedule)
+        if reason:
+            out.append((("schedule",), reason))
     input_names = {p.name for p in t.inputs}
     ancestors = _ancestors(t)
     caps = set(capabilities) if capabilities is not None else None

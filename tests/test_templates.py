@@ -155,3 +155,99 @@ def test_backoff_is_capped_with_jitter():
     p = RetryPolicy(max_attempts=10, initial_interval=1, backoff_multiplier=2, max_backoff=30, jitter=0.1)
     assert [round(p.delay(n, 0.5), 3) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
     assert p.delay(3, 0.0) == pytest.approx(3.6) and p.delay(3, 0.999999) == pytest.approx(4.4, rel=1e-4)
+
+
+@pytest.mark.parametrize(("text", "where", "what"), [
+    ("name: x\ntasks:\n  - name: a\n    run: noop\n    retries: three\n",
+     "t.yaml:5: tasks[0].retries", "must be a number of retries (0..99), got 'three'"),
+    ("name: x\nconfig: {retries: lots}\ntasks:\n  - name: a\n    run: noop\n",
+     "t.yaml:2: config.retries", "got 'lots'"),
+    ("name: x\nsteps:\n  - name: a\n    task_type: noop\n    max_retries: '-1'\n",
+     "t.yaml:5: steps[0].max_retries", "must be 0..99, got -1"),
+    ("name: x\nsteps:\n  - {id: a, kind: noop, depends_on: 5}\n",
+     "t.yaml:3: steps[0].depends_on", "must be a list of step ids (or one), got int 5"),
+    ("name: x\ntasks:\n  - name: [a, b]\n    run: noop\n", "t.yaml:3: tasks[0].name", "valid string"),
+    ("name: x\ntasks:\n  - name: a\n    on_complete: 5\n", "t.yaml:4: tasks[0].on_complete", "got int 5"),
+    ("name: x\ntags: 5\nsteps:\n  - {id: a, kind: noop}\n", "t.yaml:2: tags", "got int 5"),
+    ("name: x\nsteps:\n  - name: a\n    task_type: noop\n    dependencies: 5\n",
+     "t.yaml:5: steps[0].dependencies[0]", "dependency 5 is not the index of a step"),
+    ("name: x\nsteps:\n  - {id: a, kind: noop, retry_policy: {non_retryable: 5}}\n",
+     "t.yaml:3: steps[0].retry_policy.non_retryable", "got int 5"),
+    ("name: x\nsteps:\n  - 7\n  - {id: a, kind: noop}\n  - {id: b, kind: nope}\n",
+     "t.yaml:5: steps[2].kind", "kind 'nope' is neither"),  # the step after a non-mapping one
+    ("name: x\nconfig: {schedule: '0 0 30 2 *'}\ntasks:\n  - name: a\n    run: noop\n",
+     "t.yaml:2: config.schedule", "'0 0 30 2 *': never fires"),
+    ("name: x\nschedule: '0 0 31 4 *'\nsteps:\n  - {id: a, kind: noop}\n",
+     "t.yaml:2: schedule", "never fires"),
+])
+def test_wrong_types_are_located_problems_not_crashes(text, where, what):
+    with pytest.raises(TemplateError) as info:
+        parse_template(text, "t.yaml")
+    assert any(where in line and what in line for line in str(info.value).splitlines()), str(info.value)
+
+
+def test_one_dependency_may_be_written_as_a_plain_id():
+    t = parse_template("name: x\nsteps:\n  - {id: validate, kind: noop}\n"
+                       "  - {id: process, kind: noop, depends_on: validate}\n")
+    assert t.step("process").depends_on == ("validate",)
+    assert parse_template("name: x\ntasks:\n  - {name: a, run: noop, on_complete: b, retries: null}\n"
+                          "  - {name: b, run: noop}\n").step("b").depends_on == ("a",)
+
+
+def test_a_wrong_type_does_not_hide_the_other_problems():
+    text = """name: x
+definition:
+  steps:
+    - {id: a, kind: noop, timeout_seconds: [1], colour: red}
+    - {id: b, kind: noop, depends_on: [ghost], retry_policy: {max_attempts: many}}
+    - {id: c, kind: Bad, condition: "nope > 1", idempotent: maybe}
+"""
+    with pytest.raises(TemplateError) as info:
+        parse_template(text, "t.yaml")
+    lines = str(info.value).splitlines()[1:]
+    expected = [("steps[0].timeout_seconds", "unparsable duration"), ("steps[0].colour", "unknown key"),
+                ("steps[1].retry_policy.max_attempts", "valid integer"),
+                ("steps[1].depends_on[0]", "unknown step 'ghost'"), ("steps[2].idempotent", "valid boolean"),
+                ("steps[2].kind", "neither a built-in"), ("steps[2].condition", "unknown name 'nope'")]
+    for where, what in expected:
+        assert any(where in line and what in line for line in lines), (where, what, lines)
+    assert len(lines) == len(expected), lines
+
+
+def test_aliases_that_expand_without_bound_are_refused_at_once(tmp_path):
+    lol = ["name: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for i, anchor in enumerate("bcdefghi"):
+        prev = "a" if i == 0 else "bcdefghi"[i - 1]
+        lol.append(f"{anchor}: &{anchor} [{', '.join([f'*{prev}'] * 9)}]")
+    path = tmp_path / "laughs.yaml"
+    path.write_text("\n".join(lol) + "\n")
+    with pytest.raises(TemplateError, match=r"laughs.yaml:2: more than 100000 values once aliases"):
+        load_template(path)
+    path.write_text("name: x\nsteps: &s\n  - {id: a, kind: noop, parameters: {again: *s}}\n")
+    with pytest.raises(TemplateError, match=r"an alias refers to a mapping or list that contains it"):
+        load_template(path)
+
+
+def test_small_aliases_still_work():
+    t = parse_template("name: x\ndefinition:\n  default_retry_policy: &r {max_attempts: 3}\n  steps:\n"
+                       "    - {id: a, kind: noop, retry_policy: *r}\n    - {id: b, kind: noop, retry_policy: *r}\n")
+    assert t.step("b").retry_policy.max_attempts == 3 == t.default_retry_policy.max_attempts
+
+
+def test_deep_nesting_and_huge_files_are_refused(tmp_path):
+    deep = "name: x\nsteps:\n  - {id: a, kind: noop, parameters: {p: " + "[" * 200 + "]" * 200 + "}}\n"
+    with pytest.raises(TemplateError, match=r"t.yaml:3: nested deeper than 64 levels"):
+        parse_template(deep, "t.yaml")
+    with pytest.raises(TemplateError, match=r"nested deeper than 64 levels"):
+        parse_template('{"name": "x", "steps": ' + "[" * 5000 + "]" * 5000 + "}", "t.json")
+    big = tmp_path / "big.yaml"
+    big.write_text("name: x\ndescription: '" + "x" * 1_000_001 + "'\n")
+    with pytest.raises(TemplateError, match=r"big.yaml: file is larger than 1000000 bytes"):
+        load_template(big)
+
+
+def test_execution_mode_survives_export(tmp_path):
+    t = parse_template("name: x\nsteps:\n  - {id: a, kind: noop, execution_mode: parallel}\n")
+    out = tmp_path / "copy.yaml"
+    dump_template(t, out)
+    assert load_template(out).step("a").execution_mode == "parallel"
