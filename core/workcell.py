@@ -569,7 +569,7 @@ def _cross_checks(data: dict[str, Any], doc: Document) -> list[Problem]:
             for cap, spec in caps.items():
                 problems += _output_refs(spec, doc, ("instruments", i, "capabilities", cap))
         driver, options = inst.get("driver"), inst.get("options", {})
-        if driver in _OPTIONS and isinstance(options, dict):
+        if isinstance(driver, str) and driver in _OPTIONS and isinstance(options, dict):
             try:
                 _OPTIONS[driver].model_validate(options)
             except ValidationError as exc:

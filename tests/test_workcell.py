@@ -289,3 +289,21 @@ def test_build_drivers_with_faults_and_seed():
     assert len({d.seed for d in unseeded.values()}) == 1  # one seed repeats the whole workcell
     with pytest.raises(FaultSpecError, match="--faults.*no instrument 'Reader7'"):
         build_drivers(wc, VirtualClock(), faults="hang=Reader7")
+
+
+def test_a_driver_that_is_not_a_name_is_a_located_problem():
+    text = GOOD.replace("driver: simulated", "driver: {simulated: true}", 1)
+    with pytest.raises(WorkcellError) as info:
+        parse_workcell(text, "cell.yaml")
+    assert "cell.yaml:5: instruments[0].driver: Input should be a valid string" in str(info.value)
+
+
+def test_workcell_aliases_and_size_are_bounded(tmp_path):
+    lol = ["name: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lol += [f"x{i}: &a{i} [{', '.join(['*a' if i == 0 else f'*a{i - 1}'] * 9)}]" for i in range(8)]
+    with pytest.raises(WorkcellError, match=r"cell.yaml:2: more than 100000 values once aliases"):
+        parse_workcell("\n".join(lol), "cell.yaml")
+    big = tmp_path / "big.yaml"
+    big.write_text("name: '" + "x" * 1_000_001 + "'\n")
+    with pytest.raises(WorkcellError, match=r"file is larger than 1000000 bytes"):
+        load_workcell(big)
