@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -13,7 +14,13 @@ from hypothesis import strategies as st
 
 from core.errors import ConfigError, InputError, TemplateError, WorkcellError
 from core.schedules import CRON_HORIZON_YEARS, Frequency, Schedule, check_schedule, cron_problem
-from core.templates import WorkflowTemplate, parse_template
+from core.templates import (
+    RetryPolicy,
+    WorkflowTemplate,
+    dump_template,
+    load_template,
+    parse_template,
+)
 from core.workcell import Workcell, parse_workcell
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -145,3 +152,38 @@ def test_a_cron_is_refused_with_its_field_or_fires_within_the_horizon(cron):
     nxt = s.next_after(now)  # accepted means it fires, and soon enough
     assert nxt is not None and now < nxt <= now + 366 * 86400 * CRON_HORIZON_YEARS
     assert datetime.fromtimestamp(nxt, UTC)
+
+
+SAMPLES = sorted((Path(__file__).resolve().parent.parent / "resources" / "templates").iterdir())
+
+
+@st.composite
+def sample_variants(draw: st.DrawFn) -> WorkflowTemplate:
+    """A sample template with some of each step's optional fields set at random."""
+    template = load_template(draw(st.sampled_from(SAMPLES)))
+    steps = []
+    for step in template.steps:
+        changes = draw(st.fixed_dictionaries({}, optional={
+            "execution_mode": st.sampled_from(["sequential", "parallel", "exclusive"]),
+            "idempotent": st.booleans(),
+            "timeout": st.floats(0.5, 1e6),
+            "estimated_duration": st.floats(0, 1e6),
+            "module_restriction": st.sampled_from(["NoRestriction", "UnlessBusy", "FullRestriction"]),
+            "position": st.tuples(st.floats(-1e4, 1e4), st.floats(-1e4, 1e4)),
+            "retry_policy": st.builds(RetryPolicy, max_attempts=st.integers(1, 100),
+                                      initial_interval=st.floats(0, 600), jitter=st.floats(0, 1)),
+            "name": st.text(max_size=12),
+        }))
+        steps.append(step.model_copy(update=changes))
+    return template.model_copy(update={"steps": tuple(steps)})
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sample_variants(), st.sampled_from([".yaml", ".json"]))
+def test_load_dump_load_is_identity(tmp_path, template, suffix):
+    out = tmp_path / f"copy{suffix}"
+    dump_template(template, out)
+    once = load_template(out)
+    assert once == template
+    dump_template(once, out)
+    assert load_template(out) == once
