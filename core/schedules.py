@@ -12,7 +12,7 @@ per missed slot. A bad cron string or time zone is refused naming the field; a c
 is valid only if it fires within :data:`CRON_HORIZON_YEARS` years (``0 0 30 2 *`` never does).
 A schedule that still fails (one stored by an older version, a run that cannot start) is
 logged and marked with ``last_error``; the others go on. The table is created by
-core/schema/005_schedules.sql.
+core/schema/006_schedules.sql.
 """
 
 from __future__ import annotations
