@@ -36,7 +36,7 @@ def test_console_starts_serves_data_services_and_stops_cleanly(tmp_path):
             try:
                 r = httpx.get(f"{base}/api/v2.0/OrderService/OrderTemplates", params={"limit": 100}, timeout=2)
                 names = {t["name"] for t in r.json()}
-                if "ELISA Readout" in names:
+                if {"Cell Prep", "Plate Replication", "Cell Culture Passage", "ELISA Readout"} <= names:
                     templates = names
                     break
             except (httpx.HTTPError, ValueError):
