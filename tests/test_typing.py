@@ -25,6 +25,7 @@ STRICT = [
     "core/wire.py",
     "core/store.py",
     "core/metrics.py",
+    "core/dispatcher.py",
     "core/drivers/base.py",
     "core/drivers/faults.py",
     "core/drivers/simulated.py",
