@@ -366,7 +366,7 @@ class ScheduledBackups:
         self.db_path, self.settings = db_path, settings
         self.made: list[BackupInfo] = []
         self.last_error: LabconsoleError | None = None
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     @classmethod
     def from_config(cls, db_path: Path, config: Path | None = None) -> ScheduledBackups | None:

@@ -39,7 +39,7 @@ async def sleep_or_wake(clock: Clock, seconds: float | None, wake: asyncio.Event
     sooner if something new arrives" — a single timer each, re-armed, never one per event.
     """
     wake.clear()
-    waits = [asyncio.ensure_future(wake.wait())]
+    waits: list[asyncio.Future[bool | None]] = [asyncio.ensure_future(wake.wait())]
     if seconds is not None:
         waits.append(asyncio.ensure_future(clock.sleep(max(0.0, seconds))))
     try:

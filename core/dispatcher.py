@@ -34,10 +34,10 @@ import json
 import logging
 import random
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from core.clock import Clock, SystemClock, sleep_or_wake, to_datetime
 from core.drivers.base import (
@@ -100,6 +100,14 @@ JOB_ORDER_STATUS: dict[JobStatus, OrderStatus] = {
 
 FINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMEOUT})
 
+T = TypeVar("T")
+JobKey = tuple[int, int, float, int]
+"""A job's place in its heaps: (Biosero priority, -priority, scheduled start, arrival)."""
+HeapKey = tuple[str, str] | tuple[str, str, str, ModuleRestrictionStrategy]
+"""``("any", capability)`` or ``("pin", capability, module, strategy)``."""
+HeapEntry = tuple[JobKey, int, int, "Job"]
+"""(key, the job's version when pushed, tie-breaker, job)."""
+
 
 class LoadBalancing(StrEnum):
     ROUND_ROBIN = "round_robin"
@@ -131,13 +139,13 @@ class Job:
     instruments: tuple[str, ...] = ()
     started: float | None = None
     ended: float | None = None
-    future: asyncio.Future | None = None
-    task: asyncio.Task | None = None
+    future: asyncio.Future[dict[str, Any]] | None = None
+    task: asyncio.Task[None] | None = None
     interrupt: DriverError | None = None
     on_started: Any = None
     progress: ProgressSink | None = None
 
-    def key(self) -> tuple:
+    def key(self) -> JobKey:
         return (self.biosero, -self.priority, self.scheduled or 0.0, self.seq)
 
     def to(self, status: JobStatus) -> None:
@@ -155,7 +163,7 @@ class JobQueue:
     """
 
     def __init__(self) -> None:
-        self.heaps: dict[tuple, list[tuple[tuple, int, int, Job]]] = {}
+        self.heaps: dict[HeapKey, list[HeapEntry]] = {}
         self.jobs: dict[str, Job] = {}
         self._later: list[tuple[float, int, Job]] = []
         self._seq = itertools.count(1)
@@ -165,7 +173,7 @@ class JobQueue:
     def __len__(self) -> int:
         return self.queued
 
-    def heap_keys(self, job: Job) -> list[tuple]:
+    def heap_keys(self, job: Job) -> list[HeapKey]:
         if not job.restrict or job.strategy is ModuleRestrictionStrategy.NoRestriction:
             return [("any", job.capability)]
         return [("pin", job.capability, m, job.strategy) for m in job.restrict]
@@ -205,7 +213,7 @@ class JobQueue:
     def waiting_for_time(self, job: Job, now: float) -> bool:
         return job.status is JobStatus.QUEUED and job.scheduled is not None and job.scheduled > now
 
-    def head(self, hk: tuple) -> Job | None:
+    def head(self, hk: HeapKey) -> Job | None:
         heap = self.heaps.get(hk)
         while heap:
             _, version, _, job = heap[0]
@@ -267,7 +275,7 @@ class Instrument:
     draining: bool = False
     running: dict[str, Job] = field(default_factory=dict)
     last_heartbeat: float | None = None
-    heartbeat_task: asyncio.Task | None = None
+    heartbeat_task: asyncio.Task[None] | None = None
     next_reconnect: float = 0.0
     busy_since: float | None = None
     busy_seconds: float = 0.0
@@ -337,9 +345,9 @@ class Dispatcher:
         self._rr: dict[str, int] = {}
         self._affinity: dict[tuple[str, str], str] = {}
         self._kick_pending = False
-        self._ticker: asyncio.Task | None = None
+        self._ticker: asyncio.Task[None] | None = None
         self._rearm = asyncio.Event()
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._started_at = self.clock.now()
 
     # ------------------------------------------------------------------ lifecycle
@@ -374,7 +382,7 @@ class Dispatcher:
                 except Exception as exc:  # noqa: BLE001
                     log.warning("%s: disconnect failed: %s", inst.id, exc)
 
-    def _spawn(self, coro: Any, name: str) -> asyncio.Task:
+    def _spawn(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -514,9 +522,9 @@ class Dispatcher:
             return all(m.status is ModuleStatus.Offline or not m.connected for m in listed)
         return False
 
-    def _candidate_heaps(self, free: list[Instrument]) -> list[tuple]:
+    def _candidate_heaps(self, free: list[Instrument]) -> list[HeapKey]:
         caps = {c for inst in free for c in inst.capabilities}
-        keys = []
+        keys: list[HeapKey] = []
         for hk in self.queue.heaps:
             if hk[1] in caps:
                 keys.append(hk)
@@ -534,7 +542,7 @@ class Dispatcher:
         if not free:
             return False
         earmarked: set[str] = set()
-        stash: list[tuple[tuple, tuple]] = []
+        stash: list[tuple[HeapKey, HeapEntry]] = []
         try:
             while True:
                 heads: dict[int, Job] = {}
@@ -589,8 +597,8 @@ class Dispatcher:
             return self.rng.choice(sorted(pool, key=lambda i: i.id))
         if self.strategy is LoadBalancing.AFFINITY:
             for key in ((job.run_id or "", capability), (job.workflow or "", capability)):
-                preferred = self._affinity.get(key)
-                match = next((i for i in pool if i.id == preferred), None)
+                affine = self._affinity.get(key)
+                match = next((i for i in pool if i.id == affine), None)
                 if match is not None:
                     return match
         return min(pool, key=lambda i: (i.load, i.utilisation(self.clock.now(), self._started_at), i.id))
@@ -616,7 +624,7 @@ class Dispatcher:
             if inspect.isawaitable(pending):
                 await pending
         order = job.order.model_copy(update={"assignedTo": main.id})
-        outcome: tuple[bool, Any]
+        outcome: tuple[bool, dict[str, Any] | BaseException]
         try:
             outputs = await main.driver.execute(order, job.progress or (lambda f, v: None))
             outcome = (True, outputs)
@@ -641,10 +649,10 @@ class Dispatcher:
         if not main.connected and main.status is not ModuleStatus.Offline:
             await self._set_status(main, ModuleStatus.Offline, f"link lost: {value}")
         if job.future is not None and not job.future.done():
-            if ok:
-                job.future.set_result(value)
-            else:
+            if isinstance(value, BaseException):
                 job.future.set_exception(value)
+            else:
+                job.future.set_result(value)
 
     async def _release(self, job: Job, main: Instrument, extras: list[Instrument], status: JobStatus) -> None:
         now = self.clock.now()

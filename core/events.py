@@ -38,7 +38,7 @@ class OrderCreated(Event):
     parent_id: str | None = None
     template_name: str | None = None
     status: OrderStatus = OrderStatus.Created
-    row: tuple = ()
+    row: tuple[Any, ...] = ()
     """The order's table row (see ``core.store.ORDER_ROW_COLUMNS``), for views."""
 
 
@@ -50,7 +50,7 @@ class OrderStatusChanged(Event):
     why: str | None = None
     seq: int = 0
     """Position in the transition log."""
-    row: tuple = ()
+    row: tuple[Any, ...] = ()
 
 
 class OrderUpdated(Event):
@@ -58,7 +58,7 @@ class OrderUpdated(Event):
 
     order_id: str
     fields: tuple[str, ...] = ()
-    row: tuple = ()
+    row: tuple[Any, ...] = ()
 
 
 class OperatorAction(Event):

@@ -8,6 +8,7 @@ as the change they cause.
 from __future__ import annotations
 
 import getpass
+import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
@@ -67,7 +68,7 @@ class Core:
         status_op = self.store.status_op(order_id, to_status, who=who, why=reason, expected=expected)
         audit_op = self.store.audit_op(who, action, order_id, reason)
 
-        def both(conn):  # noqa: ANN001, ANN202
+        def both(conn: sqlite3.Connection) -> StatusChange:
             change = status_op(conn)
             audit_op(conn)
             return change

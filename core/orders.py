@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import (
     BaseModel,
@@ -180,7 +180,7 @@ class WireModel(BaseModel):
         return json.dumps(self.to_wire(), separators=(",", ":"))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str | None = None):
+    def from_dict(cls, data: dict[str, Any], *, source: str | None = None) -> Self:
         """Build from a dict with camelCase or PascalCase keys; errors name the field."""
         try:
             return cls.model_validate(data)
@@ -266,7 +266,7 @@ class Parameter(WireModel):
         return raw
 
 
-class ParameterCollection(list):
+class ParameterCollection(list[Parameter]):
     """A list of :class:`Parameter` (the seed's ``ParameterCollection(parameters)``)."""
 
     def __init__(self, parameters: list[Parameter | dict[str, Any]] | None = None) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from core.clock import Clock, ScaledClock, VirtualClock
 from core.engine import RunStatus
 from core.errors import InputError
-from core.events import RunChanged, StepChanged
+from core.events import Event, RunChanged, StepChanged
 from core.runtime import Runtime, load_templates
 from core.store import DB_FILENAME, Store
 from core.workcell import Workcell
@@ -57,7 +57,7 @@ class RehearsalReport:
         return "\n".join(lines)
 
 
-async def drive(clock: VirtualClock, task: asyncio.Future) -> None:
+async def drive(clock: VirtualClock, task: asyncio.Future[Any]) -> None:
     """Move virtual time to each next deadline until ``task`` is done (real I/O may interleave)."""
     while not task.done():
         deadline = clock.next_deadline
@@ -138,7 +138,12 @@ async def rehearse(workcell: Path | Workcell, templates: Path, orders: int, *, s
             await clock.run_until(done, limit=30 * 86400)
         else:
             finished = asyncio.Event()
-            with runtime.core.bus.subscribe(lambda _e: done() and finished.set(), RunChanged):
+
+            def wake(_event: Event) -> None:
+                if done():
+                    finished.set()
+
+            with runtime.core.bus.subscribe(wake, RunChanged):
                 if not done():
                     await finished.wait()
         makespan = clock.now() - start

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -376,8 +377,12 @@ class Runtime:
         for chunk in range(0, len(ids), 500):
             part = ids[chunk:chunk + 500]
             marks = ",".join("?" * len(part))
-            rows = self.store.read_sync(lambda c, part=part, marks=marks: c.execute(
-                f"SELECT COALESCE(parent_id, id) FROM orders WHERE id IN ({marks})", part).fetchall())
+            sql = f"SELECT COALESCE(parent_id, id) FROM orders WHERE id IN ({marks})"
+
+            def fetch(c: sqlite3.Connection, sql: str = sql, part: list[str] = part) -> list[Any]:
+                return c.execute(sql, part).fetchall()
+
+            rows = self.store.read_sync(fetch)
             for (run,) in rows:
                 runs[run] = runs.get(run, 0) + 1
         return {"orders": len(ids), "runs": len(runs), "run_ids": sorted(runs)[:50]}

@@ -123,7 +123,7 @@ class StatusChange:
     order_id: str
     from_status: OrderStatus
     to_status: OrderStatus
-    row: tuple
+    row: tuple[Any, ...]
     data: dict[str, Any]
     """The order as Data Services JSON after the change."""
 
@@ -136,7 +136,7 @@ class _Op:
     __slots__ = ("fn", "future", "loop")
 
     def __init__(self, fn: Callable[[sqlite3.Connection], Any],
-                 future: asyncio.Future | concurrent.futures.Future,
+                 future: asyncio.Future[Any] | concurrent.futures.Future[Any],
                  loop: asyncio.AbstractEventLoop | None) -> None:
         self.fn, self.future, self.loop = fn, future, loop
 
@@ -173,7 +173,7 @@ class Store:
         self.submitted = 0
         """Asynchronous writes submitted so far (a counter tests use to tell when things settle)."""
         self.in_flight = 0
-        self._pending: set[asyncio.Future] = set()
+        self._pending: set[asyncio.Future[Any]] = set()
         """Asynchronous writes submitted and not yet delivered to their caller."""
         self.clock: Any = None
         """The runtime's clock (``now()`` in epoch seconds); None: the system clock. Every time the
@@ -326,7 +326,7 @@ class Store:
         """Raise unless the file is a labconsole store this version can read; return its version."""
         try:
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            version: int = conn.execute("PRAGMA user_version").fetchone()[0]
             tables = [r[0] for r in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
         except sqlite3.DatabaseError as exc:
@@ -408,11 +408,10 @@ class Store:
         for item in results:
             op = item[0]
             if op.loop is None:
-                fut: concurrent.futures.Future = op.future  # type: ignore[assignment]
                 if item[1]:
-                    fut.set_result(item[2])
+                    op.future.set_result(item[2])
                 else:
-                    fut.set_exception(item[2])
+                    op.future.set_exception(item[2])
             else:
                 by_loop.setdefault(op.loop, []).append(item)
         for loop, items in by_loop.items():
@@ -433,7 +432,7 @@ class Store:
         self._queue.put(_Op(fn, future, loop))
         return future
 
-    def _delivered(self, future: asyncio.Future) -> None:
+    def _delivered(self, future: asyncio.Future[Any]) -> None:
         self.in_flight -= 1
         self._pending.discard(future)
 
@@ -487,10 +486,10 @@ class Store:
     # ------------------------------------------------------------------ orders
 
     def new_order_op(self, order: Order, *, who: str, why: str | None = None,
-                     numeric_priority: int = 50) -> Callable[[sqlite3.Connection], tuple[Order, tuple]]:
+                     numeric_priority: int = 50) -> Callable[[sqlite3.Connection], tuple[Order, tuple[Any, ...]]]:
         """The write operation that inserts ``order`` (id assigned if missing) and logs Created."""
 
-        def op(conn: sqlite3.Connection) -> tuple[Order, tuple]:
+        def op(conn: sqlite3.Connection) -> tuple[Order, tuple[Any, ...]]:
             o = order.model_copy(deep=True)
             seq = _next_seq(conn, "order")
             if not o.identifier:
@@ -522,7 +521,7 @@ class Store:
         return op
 
     async def insert_order(self, order: Order, *, who: str, why: str | None = None,
-                           numeric_priority: int = 50) -> tuple[Order, tuple]:
+                           numeric_priority: int = 50) -> tuple[Order, tuple[Any, ...]]:
         return await self.write(self.new_order_op(order, who=who, why=why,
                                                   numeric_priority=numeric_priority))
 
@@ -589,10 +588,10 @@ class Store:
                                                expected=expected, changes=changes))
 
     def update_op(self, order_id: str, changes: dict[str, Any],
-                  numeric_priority: int | None = None) -> Callable[[sqlite3.Connection], tuple[Order, tuple]]:
+                  numeric_priority: int | None = None) -> Callable[[sqlite3.Connection], tuple[Order, tuple[Any, ...]]]:
         """Change fields other than status (outputs, assignment, priority ...)."""
 
-        def op(conn: sqlite3.Connection) -> tuple[Order, tuple]:
+        def op(conn: sqlite3.Connection) -> tuple[Order, tuple[Any, ...]]:
             found = conn.execute("SELECT data, numeric_priority FROM orders WHERE id = ?",
                                  (order_id,)).fetchone()
             if found is None:
@@ -631,7 +630,7 @@ class Store:
         return Order.model_validate_json(row[0])
 
     def order_rows(self, where: str = "", params: Sequence[Any] = (), order_by: str = "seq",
-                   limit: int | None = None) -> list[tuple]:
+                   limit: int | None = None) -> list[tuple[Any, ...]]:
         sql = f"SELECT {ORDER_ROW_SQL} FROM orders"
         if where:
             sql += f" WHERE {where}"
@@ -642,11 +641,12 @@ class Store:
 
     def count_orders(self, where: str = "", params: Sequence[Any] = ()) -> int:
         sql = "SELECT count(*) FROM orders" + (f" WHERE {where}" if where else "")
-        return self.read_sync(lambda c: c.execute(sql, tuple(params)).fetchone()[0])
+        count: int = self.read_sync(lambda c: c.execute(sql, tuple(params)).fetchone()[0])
+        return count
 
     def transitions(self, order_id: str | None = None) -> list[Transition]:
         sql = "SELECT seq, order_id, from_status, to_status, at, who, why FROM transitions"
-        params: tuple = ()
+        params: tuple[str, ...] = ()
         if order_id is not None:
             sql += " WHERE order_id = ?"
             params = (order_id,)
@@ -656,7 +656,7 @@ class Store:
 
     def audit_entries(self, target: str | None = None) -> list[AuditEntry]:
         sql = "SELECT seq, at, who, action, target, reason, details FROM audit"
-        params: tuple = ()
+        params: tuple[str, ...] = ()
         if target is not None:
             sql += " WHERE target = ?"
             params = (target,)
@@ -665,9 +665,10 @@ class Store:
                            json.loads(r[6]) if r[6] else None) for r in rows]
 
     def integrity_check(self) -> str:
-        return self.read_sync(lambda c: c.execute("PRAGMA integrity_check").fetchone()[0])
+        result: str = self.read_sync(lambda c: c.execute("PRAGMA integrity_check").fetchone()[0])
+        return result
 
-    def scan_order_rows(self, consume: Callable[[Iterable[tuple]], T]) -> T:
+    def scan_order_rows(self, consume: Callable[[Iterable[tuple[Any, ...]]], T]) -> T:
         """``consume(rows)`` over every order row (``ORDER_ROW_COLUMNS``) in arrival order, straight
         from the cursor: no list of every row is held at once (100,000 orders load in one pass)."""
         sql = f"SELECT {ORDER_ROW_SQL} FROM orders ORDER BY seq"
@@ -705,13 +706,12 @@ def wire_fields(changes: dict[str, Any]) -> dict[str, Any]:
 
 def _deliver(items: list[tuple[_Op, bool, Any]]) -> None:
     for op, ok, value in items:
-        fut: asyncio.Future = op.future  # type: ignore[assignment]
-        if fut.done():
+        if op.future.done():
             continue
         if ok:
-            fut.set_result(value)
+            op.future.set_result(value)
         else:
-            fut.set_exception(value)
+            op.future.set_exception(value)
 
 
 def _split_sql(script: str) -> list[str]:
@@ -725,7 +725,8 @@ def _next_seq(conn: sqlite3.Connection, name: str) -> int:
     if row is None:
         conn.execute("INSERT INTO sequences (name, value) VALUES (?, 1)", (name,))
         return 1
-    return row[0]
+    value: int = row[0]
+    return value
 
 
 def _source_of(conn: sqlite3.Connection, o: Order) -> str | None:
@@ -735,7 +736,7 @@ def _source_of(conn: sqlite3.Connection, o: Order) -> str | None:
     return (found[0] if found and found[0] else o.parentIdentifier)
 
 
-def _order_row(o: Order, numeric_priority: int) -> tuple:
+def _order_row(o: Order, numeric_priority: int) -> tuple[Any, ...]:
     return (o.identifier, o.parentIdentifier, o.templateName, o.templateVersion, int(o.status),
             int(o.priority), numeric_priority, o.assignedTo, _ts(o.creationTime),
             _ts(o.actualStartTime), _ts(o.actualEndTime), o.statusDetails)

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError
 
@@ -47,6 +47,7 @@ from core.store import StatusChange, Store
 from core.wire import now_utc, parse_datetime
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 WAITING_STATUSES = frozenset({OrderStatus.Created, OrderStatus.Validated, OrderStatus.Scheduled})
 """Statuses of an order that no module has started: ``UnassignedOrders`` and try-assign use them."""
@@ -88,7 +89,7 @@ class ServerChange:
     kind: ChangeKind
     subject: str
     order: Order | None = None
-    row: tuple | None = None
+    row: tuple[Any, ...] | None = None
     status_change: StatusChange | None = None
     fields: tuple[str, ...] = ()
     """For ``order_updated``: the order fields that changed."""
@@ -183,7 +184,7 @@ def unreadable_reason(data: str | None) -> str:
 
 
 def _stored_order_guard(order_id: str, conn: sqlite3.Connection,
-                        op: Callable[[sqlite3.Connection], Any]) -> Any:
+                        op: Callable[[sqlite3.Connection], T]) -> T:
     """Run a store op that reads the order back; an unreadable order becomes a clear error."""
     try:
         return op(conn)
@@ -336,7 +337,7 @@ class DataServicesBackend:
         order, inputs_raw, outputs_raw = self.order_from_create(body)
         emit = self.emit_order_events
 
-        def op(conn: sqlite3.Connection) -> tuple[str, bool, Order | None, tuple | None]:
+        def op(conn: sqlite3.Connection) -> tuple[str, bool, Order | None, tuple[Any, ...] | None]:
             if idempotency_key:
                 seen = conn.execute("SELECT order_id FROM ds_idempotency WHERE key = ?",
                                     (idempotency_key,)).fetchone()
@@ -385,7 +386,7 @@ class DataServicesBackend:
             raise bad("try-assign: 'to' (the module or process claiming the order) is required", "to")
         update = self.store.update_op(order_id, {"assignedTo": to})
 
-        def op(conn: sqlite3.Connection) -> tuple[Order, tuple] | None:
+        def op(conn: sqlite3.Connection) -> tuple[Order, tuple[Any, ...]] | None:
             found = conn.execute("SELECT status, assigned_to FROM orders WHERE id = ?",
                                  (order_id,)).fetchone()
             if found is None:
@@ -441,7 +442,7 @@ class DataServicesBackend:
         return change
 
     async def _update(self, order_id: str, compute: Callable[[Order], dict[str, Any]]) -> Order:
-        def op(conn: sqlite3.Connection) -> tuple[Order, tuple, tuple[str, ...]]:
+        def op(conn: sqlite3.Connection) -> tuple[Order, tuple[Any, ...], tuple[str, ...]]:
             found = conn.execute("SELECT data FROM orders WHERE id = ?", (order_id,)).fetchone()
             if found is None:
                 raise OrderNotFoundError(order_id)

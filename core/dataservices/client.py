@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import quote
 
 import httpx
@@ -50,11 +50,12 @@ from core.dataservices.errors import (
 )
 from core.dataservices.models import EventMessage, OrderTemplate
 from core.errors import ConfigError, DataServicesError, OrderNotFoundError
-from core.orders import Order, OrderStatus, Parameter
+from core.orders import Order, OrderStatus, Parameter, WireModel
 from core.wire import format_datetime
 
 V2 = "/api/v2.0"
 V3 = "/api/v3.0"
+M = TypeVar("M", bound=WireModel)
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_SUPPORT_HEADER = "Labconsole-Idempotency"
 
@@ -355,13 +356,13 @@ class DataServicesClient(DataServicesApi):
                                        idempotent=idempotent)
         return self._check(response, **subject)
 
-    def _typed(self, model: Any, data: Any, what: str) -> Any:
+    def _typed(self, model: type[M], data: Any, what: str) -> M:
         if not isinstance(data, dict):
             raise DataServicesError(self.base_url, f"expected {what} as a JSON object, got "
                                                    f"{type(data).__name__}")
         return model.from_dict(data, source=f"{self.base_url} {what}")
 
-    def _typed_list(self, model: Any, data: Any, what: str) -> list[Any]:
+    def _typed_list(self, model: type[M], data: Any, what: str) -> list[M]:
         if not isinstance(data, list):
             raise DataServicesError(self.base_url, f"expected a JSON list of {what}, got "
                                                    f"{type(data).__name__}")
@@ -480,8 +481,9 @@ class DataServicesClient(DataServicesApi):
         response = await self._request("POST", f"{V3}/orders/{_seg(order_id)}/try-assign",
                                        body={"to": to}, idempotent=False)
         data = self._json(self._check(response, order_id=order_id))
-        if isinstance(data, dict) and isinstance(data.get("orderAssigned"), bool):
-            return data["orderAssigned"]
+        assigned = data.get("orderAssigned") if isinstance(data, dict) else None
+        if isinstance(assigned, bool):
+            return assigned
         if isinstance(data, bool):
             return data
         raise DataServicesError(self.base_url, f"try-assign {order_id}: unexpected answer {data!r:.80}")

@@ -35,9 +35,9 @@ import asyncio
 import logging
 import math
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.dataservices.client import V2, DataServicesClient
 from core.dataservices.config import DataServicesSettings
@@ -48,6 +48,9 @@ from core.engine import to_parameter
 from core.errors import ConfigError, DataServicesError, LabconsoleError, OrderNotFoundError
 from core.events import OrderStatusChanged
 from core.orders import TERMINAL_STATUSES, Order, OrderStatus, Parameter
+
+if TYPE_CHECKING:
+    from core.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +92,7 @@ class LinkState:
 class DataServicesLink:
     """See the module docstring. ``runtime`` is a :class:`core.runtime.Runtime`."""
 
-    def __init__(self, runtime: Any, settings: DataServicesSettings | None = None, *,
+    def __init__(self, runtime: Runtime, settings: DataServicesSettings | None = None, *,
                  module_id: str = MODULE_ID, poll_interval: float = 1.0, port: int = 8105,
                  host: str = "127.0.0.1", token: str | None = None, timeout: float = 5.0,
                  limits: ServerLimits | None = None) -> None:
@@ -104,7 +107,7 @@ class DataServicesLink:
         """order id -> (reason, loop time after which it is tried again) for orders not picked up."""
         self.client: DataServicesClient | None = None
         self.state = LinkState("remote" if settings else "embedded", settings.url if settings else "")
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self._watch: dict[str, str] = {}
         """local run/job id -> the order it answers (embedded: same store; remote: via ds_links)."""
@@ -334,16 +337,23 @@ class DataServicesLink:
                   on_started=lambda instrument: self.runtime.core.update_order(
                       answer_id, {"assignedTo": instrument}))
         try:
+            if dispatcher is None:
+                raise LabconsoleError("no instruments are dispatched in this console")
             outputs = await dispatcher.submit(job)
         except Exception as exc:  # noqa: BLE001 - reported on the order
             await self._answer(answer_id, OrderStatus.Error, f"{type(exc).__name__}: {exc}", None)
             return
         await self._answer(answer_id, OrderStatus.Complete, None, outputs)
 
-    def _spawn(self, coro: Any) -> asyncio.Task:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         self._tasks.append(task)
-        task.add_done_callback(lambda t: t in self._tasks and self._tasks.remove(t))
+
+        def forget(t: asyncio.Task[None]) -> None:
+            if t in self._tasks:
+                self._tasks.remove(t)
+
+        task.add_done_callback(forget)
         return task
 
     async def _answer(self, order_id: str, status: OrderStatus, why: str | None,
@@ -397,7 +407,9 @@ class DataServicesLink:
     def outbox_depth(self) -> int:
         def read(c: sqlite3.Connection) -> int:
             cursor = _cursor(c)
-            return c.execute("SELECT count(*) FROM transitions WHERE seq > ?", (cursor,)).fetchone()[0]
+            depth: int = c.execute("SELECT count(*) FROM transitions WHERE seq > ?",
+                                   (cursor,)).fetchone()[0]
+            return depth
 
         return self.runtime.store.read_sync(read)
 

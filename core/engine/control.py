@@ -7,6 +7,7 @@ transaction), so a bulk action is one commit per chunk and a refused action chan
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -235,7 +236,7 @@ class OperatorControl:
             for s in run.steps.values() if state is None else (state,):
                 d.order_fields(s.order_id, {}, numeric_priority=a.priority)
                 if s.status is StepStatus.QUEUED and s.request is not None:
-                    d.then.append(lambda s=s, p=a.priority: self._requeue(s, p))
+                    d.then.append(functools.partial(self._requeue, s, a.priority))
         else:
             raise StateError(f"{a.act.value} needs a step of run {run.run_id}")
         d.audit(who, a.act.value, target, reason, details)

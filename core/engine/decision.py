@@ -51,7 +51,7 @@ class Decision:
         self._publish: list[Publish | None] = []
         self.stops: list[tuple[StepRequest, asyncio.Task[None]]] = []
         """Attempts to stop on their instruments before the commit."""
-        self.then: list[Callable[[], None]] = []
+        self.then: list[Callable[[], object]] = []
         """Run after the commit and its events, in order."""
 
     def __bool__(self) -> bool:

@@ -21,6 +21,7 @@ waits for the operator.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -356,7 +357,7 @@ class Engine(OperatorControl, Recovery):
             wave = rest[i:i + WAVE]
             d = Decision(self.core)
             self._record_queued(d, run, wave)
-            d.then.append(lambda wave=wave: self._launch(run, wave, ready_at))
+            d.then.append(functools.partial(self._launch, run, wave, ready_at))
             await self._commit(d)
 
     def _launch(self, run: RunState, batch: list[tuple[StepState, StepRequest]], ready_at: float) -> None:
@@ -467,7 +468,12 @@ class Engine(OperatorControl, Recovery):
             waited = self.clock.now() - state.started if state.resumed and state.started else 0.0
             wait = max(0.0, total - waited)  # after a restart, only what is left
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self.timers.at(self.clock.now() + wait, lambda: done.done() or done.set_result(None))
+
+            def wake() -> None:
+                if not done.done():
+                    done.set_result(None)
+
+            self.timers.at(self.clock.now() + wait, wake)
             await done
             return {"waited_seconds": total}
         if request.kind == "prompt":

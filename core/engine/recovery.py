@@ -7,6 +7,7 @@ waits for the operator.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import TYPE_CHECKING
 
@@ -56,7 +57,7 @@ class Recovery:
             elif state.status is StepStatus.RETRYING and state.next_attempt_at is not None:
                 attempt = state.attempt
                 state.timer = self.timers.at(state.next_attempt_at,
-                                             lambda s=state, a=attempt: self._retry_due(run, s, a))
+                                             functools.partial(self._retry_due, run, state, attempt))
         if run.deadline is not None:
             run.timer = self.timers.at(run.deadline, lambda: self._spawn_timeout(run))
         if unknown:

@@ -41,8 +41,9 @@ def insert_run(conn: sqlite3.Connection, run_id: str, template_name: str, templa
 
 def earlier_duplicate(conn: sqlite3.Connection, dedup: str, since: float) -> Row | None:
     """(run_id, created) of the latest run with the same dedup key created after ``since``."""
-    return conn.execute("SELECT run_id, created FROM runs WHERE dedup_key = ? AND created > ? "
-                        "ORDER BY created DESC LIMIT 1", (dedup, since)).fetchone()
+    found: Row | None = conn.execute("SELECT run_id, created FROM runs WHERE dedup_key = ? AND created > ? "
+                                     "ORDER BY created DESC LIMIT 1", (dedup, since)).fetchone()
+    return found
 
 
 def step_row(run_id: str, state: StepState) -> Row:
