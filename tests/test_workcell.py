@@ -307,3 +307,14 @@ def test_workcell_aliases_and_size_are_bounded(tmp_path):
     big.write_text("name: '" + "x" * 1_000_001 + "'\n")
     with pytest.raises(WorkcellError, match=r"file is larger than 1000000 bytes"):
         load_workcell(big)
+
+
+def test_workcell_and_the_simulated_driver_do_not_import_each_other():
+    """The instrument models live in core.instruments; drivers read them from there, and only
+    core.workcell (which builds drivers) imports a driver module."""
+    import grimp
+
+    graph = grimp.build_graph("core")
+    assert not graph.chain_exists(importer="core.drivers.simulated", imported="core.workcell")
+    assert not graph.chain_exists(importer="core.instruments", imported="core.workcell")
+    assert not graph.chain_exists(importer="core.instruments", imported="core.drivers.simulated")

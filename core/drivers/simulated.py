@@ -40,8 +40,8 @@ from core.drivers.base import (
 from core.drivers.faults import Faults, FaultSpec
 from core.durations import DurationError, parse_duration
 from core.events import EventBus, InstrumentStatusChanged
+from core.instruments import CapabilitySpec, InstrumentConfig, OutputSpec
 from core.orders import Order
-from core.workcell import CapabilitySpec, InstrumentConfig, OutputSpec
 
 __all__ = ["DEFAULT_OUTPUTS", "SimulatedDriver", "generate_outputs", "order_inputs"]
 
