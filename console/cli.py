@@ -8,7 +8,7 @@
     labconsole templates list                            published templates and versions
     labconsole workflow run NAME --input JSON [--wait]   start a run
     labconsole workflow status ID                        progress of a run
-    labconsole workflow list [--status S]                runs, newest first
+    labconsole workflow list [--status S]                runs, newest first (S: a run status)
     labconsole workflow terminate ID --reason R          cancel a run
     labconsole workflow retry ID [--wait]                retry the failed steps of a run
     labconsole store check                               full integrity check of the store
@@ -386,6 +386,13 @@ async def _headless(args: argparse.Namespace, data_dir: Path) -> int:
             _print_progress(engine.get_workflow_progress(args.id))
             return 0
         if args.action == "list":
+            from core.engine import RunStatus
+
+            statuses = [s.value for s in RunStatus]
+            if args.status is not None and args.status.lower() not in statuses:
+                print(f"labconsole: --status {args.status!r} is not a run status; use one of: "
+                      f"{', '.join(statuses)}", file=sys.stderr)
+                return 2
             rows, total = engine.query_instances(status=args.status, template=args.template, limit=args.limit)
             for r in rows:
                 print(f"{r['id']}  {r['status']:<10} {r['template_name']} v{r['template_version']}  "
@@ -430,6 +437,8 @@ async def _schedules(args: argparse.Namespace, runtime: Any) -> int:
         except json.JSONDecodeError as exc:
             print(f"labconsole: --input is not JSON: {exc.msg} (column {exc.colno})", file=sys.stderr)
             return 2
+        # check_schedule refuses inputs that are not an object, and a cron that never fires,
+        # naming the field
         s = await scheduler.add(Schedule(args.template, Frequency(args.every or "cron"), cron=args.cron, at=args.at,
                                          timezone=args.timezone, inputs=inputs, priority=args.priority))
         print(f"{s.id}: {s.template} '{s.expression()}' ({s.timezone}), next run {scheduler.get_next_run(s.id)}")

@@ -75,3 +75,25 @@ def test_schedules_from_the_command_line(tmp_path):
     assert sid in listing and "paused" in listing
     bad = lc("schedules", "add", "Quick", "--cron", "0 9 * * 1-5 extra words", data_dir=tmp_path, check=False)
     assert bad.returncode == 2 and "has 7 fields" in bad.stderr
+
+
+def test_bad_status_cron_and_inputs_are_refused_without_a_traceback(tmp_path):
+    quick = tmp_path / "quick.yaml"
+    quick.write_text(QUICK)
+    lc("templates", "publish", str(quick), data_dir=tmp_path)
+    status = lc("workflow", "list", "--status", "bogus", data_dir=tmp_path, check=False)
+    assert status.returncode == 2 and "Traceback" not in status.stderr
+    assert "'bogus' is not a run status; use one of: pending, running, paused, completed" in status.stderr
+    never = lc("schedules", "add", "Quick", "--cron", "0 0 31 4 *", data_dir=tmp_path, check=False)
+    assert never.returncode == 2 and "Traceback" not in never.stderr
+    assert "cron: '0 0 31 4 *': never fires" in never.stderr
+    listed = lc("schedules", "add", "Quick", "--cron", "0 9 * * *", "--input", "[1,2]", data_dir=tmp_path,
+                check=False)
+    assert listed.returncode == 2 and "inputs: inputs must be a JSON object" in listed.stderr
+    seed004 = tmp_path / "cleanup.yaml"
+    seed004.write_text("name: Cleanup\nconfig: {schedule: '0 0 30 2 *'}\ntasks:\n  - name: sweep\n")
+    for verb, code in (("validate", 1), ("publish", 2)):
+        result = lc("templates", verb, str(seed004), data_dir=tmp_path, check=False)
+        assert result.returncode == code and "cleanup.yaml:2: config.schedule: '0 0 30 2 *': never fires" in (
+            result.stdout + result.stderr)
+    assert "Traceback" not in lc("schedules", "list", data_dir=tmp_path).stderr
