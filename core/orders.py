@@ -15,6 +15,7 @@ every key present, enums by name, dates with ``+00:00``, TimeSpans as ``hh:mm:ss
 
 from __future__ import annotations
 
+import difflib
 import json
 from datetime import datetime, timedelta
 from typing import Annotated, Any, ClassVar, Self
@@ -152,11 +153,30 @@ def _lenient(model: type[BaseModel]) -> dict[str, str]:
 
 
 class WireModel(BaseModel):
-    """Base of wire models: case-insensitive keys in, camelCase with every key out."""
+    """Base of wire models: case-insensitive keys in, camelCase with every key out.
+
+    Two ways in, two policies: the constructor is strict, like the seed's dataclass, so a typo
+    (``Order(parentIdentifer=...)``) raises ``TypeError`` instead of being dropped; reading a
+    payload (:meth:`from_dict`, ``model_validate``, ``model_validate_json``) is tolerant and
+    ignores keys it does not know, as a server's newer fields must not break a client.
+    """
 
     model_config = ConfigDict(validate_assignment=True, extra="ignore",
                               populate_by_name=True, use_enum_values=False)
     _known: ClassVar[dict[str, str]]
+
+    def __init__(self, /, **data: Any) -> None:
+        unknown = [k for k in data if not isinstance(k, str) or k.lower() not in self._known]
+        if unknown:
+            key = unknown[0]
+            hint = difflib.get_close_matches(str(key), list(self._known.values()), n=1)
+            raise TypeError(f"{type(self).__name__}.__init__() got an unexpected keyword argument "
+                            f"{key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+        super().__init__(**data)
+
+    # Validation (model_validate and nested models) builds instances without this __init__, as
+    # for BaseModel's own; only a call of the class checks its keywords. (RootModel does the same.)
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -228,6 +248,8 @@ class Parameter(WireModel):
             if given is not _UNSET and given is not None or (key == "value" and given is None):
                 data[key] = given
         super().__init__(**data)
+
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
     @field_validator("value", "defaultValue", mode="before")
     @classmethod

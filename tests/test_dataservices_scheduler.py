@@ -25,7 +25,7 @@ from core.dataservices import (
     ParameterValueType,
     WorkflowOrder,
 )
-from core.errors import DataServicesError, LabconsoleError
+from core.errors import DataServicesError, LabconsoleError, ModelError
 
 TEMPLATES = [
     OrderTemplate(name="Assay Workflow"),
@@ -173,3 +173,25 @@ def test_a_failed_completion_surfaces_at_close(store):
                 await scheduler.close()
 
     run(scenario())
+
+
+def test_schedule_order_takes_a_dict_of_order_fields(store):
+    async def scenario():
+        async with serving(store) as server:
+            ds, executor = await _setup(server.url)
+            scheduler = OrderScheduler(server.url, poll_interval=0.1)
+            try:
+                done = await scheduler.schedule_order({"templateName": "Read Plate", "inputParameters": [
+                    {"name": "Barcode", "value": "P-7"}]})
+                with pytest.raises(ModelError, match=r"schedule_order\(order\): templateNmae: not a field"):
+                    await scheduler.schedule_order({"templateNmae": "Read Plate"})
+                with pytest.raises(TypeError, match="expects an Order .* not list"):
+                    await scheduler.schedule_order(["Read Plate"])  # type: ignore[arg-type]
+            finally:
+                await scheduler.close()
+                await executor.stop()
+                await ds.close()
+            return done
+
+    done = run(scenario())
+    assert done.status is OrderStatus.Complete and done.get_input_parameter_value("Barcode") == "P-7"

@@ -140,3 +140,21 @@ def test_bad_payload_names_every_field():
     assert "inbox.json: priority" in text and "Urgent" in text
     assert "inbox.json: creationTime" in text
     assert len(info.value.problems) == 3
+
+
+def test_a_keyword_that_is_not_a_field_is_refused_like_a_dataclass_does():
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'parentIdentifer' "
+                                        r"\(did you mean 'parentIdentifier'\?\)"):
+        Order(parentIdentifer="Order_00001")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'valu'"):
+        Parameter(name="Plate Count", valu="4")
+    assert Order(TemplateName="Cell Prep").templateName == "Cell Prep"  # case still does not matter
+    assert Parameter("Plate Count", 4, "Integer").typed_value == 4
+
+
+def test_reading_a_payload_still_ignores_keys_it_does_not_know():
+    payload = {"templateName": "Cell Prep", "someNewServerField": 1,
+               "inputParameters": [{"name": "Plate Count", "value": "4", "newParameterField": True}]}
+    for order in (Order.from_dict(payload), Order.model_validate(payload),
+                  Order.model_validate_json(json.dumps(payload))):
+        assert order.templateName == "Cell Prep" and order.get_input_parameter_value("Plate Count") == "4"

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from core.dataservices.client import DataServicesClient
 from core.dataservices.errors import OrderFailedError
+from core.errors import ModelError, Problem, Where
 from core.orders import Order, OrderStatus
 
 log = logging.getLogger(__name__)
@@ -89,17 +91,22 @@ class OrderScheduler:
         final = await self._wait(order_id) if wait else await self.client.get_order(order_id)
         return WorkflowOrder.model_validate(final.model_dump())
 
-    async def schedule_order(self, order: Order, wait: bool = True) -> Order:
+    async def schedule_order(self, order: Order | Mapping[str, Any], wait: bool = True) -> Order:
         """Create ``order``; with ``wait``, return it once it is final (outputs filled in).
 
-        Without ``wait`` the created order is returned at once (status Created).
+        Without ``wait`` the created order is returned at once (status Created). ``order`` may
+        also be a dict of the Order's fields (camelCase or PascalCase keys, as on the wire); it is
+        validated into an :class:`Order` first, and a key that is not a field is refused.
 
         Raises:
+            TypeError: ``order`` is neither an Order nor a dict.
+            ModelError: a dict ``order`` has an unknown key or a value that does not validate.
             OrderTemplateNotFoundError: ``order.templateName`` is not a known template.
             OrderFailedError: the order ended in Error, Canceled or Invalid; carries the order
                 (``statusDetails`` says why).
             DataServicesError: the server cannot be reached or refused the order.
         """
+        order = _as_order(order)
         if not order.templateName:
             raise ValueError("order.templateName is required")
         template = await self.client.find_template(order.templateName)
@@ -155,6 +162,20 @@ class OrderScheduler:
                     return order
             await asyncio.sleep(delay)
             delay = min(self.poll_interval, delay * 2)
+
+
+def _as_order(order: Any) -> Order:
+    if isinstance(order, Order):
+        return order
+    if isinstance(order, Mapping):
+        known = {name.lower() for name in Order.model_fields}
+        unknown = [k for k in order if not isinstance(k, str) or k.lower() not in known]
+        if unknown:
+            raise ModelError("invalid Order", [Problem(Where("schedule_order(order)", str(k)),
+                                                       "not a field of Order") for k in unknown])
+        return Order.from_dict(dict(order), source="schedule_order(order)")
+    raise TypeError(f"schedule_order expects an Order (or a dict of its fields), "
+                    f"not {type(order).__name__}")
 
 
 __all__ = ["OrderScheduler", "WorkflowOrder"]
