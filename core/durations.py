@@ -54,7 +54,10 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond any float
+            raise DurationError(f"duration must be finite, got {value!r:.40}...") from None
     elif isinstance(value, str):
         seconds = _parse_text(value)
     else:

@@ -54,3 +54,8 @@ def test_duration_field_type_reports_the_field():
     error = info.value.errors()[0]
     assert error["loc"] == ("timeout",)
     assert "bad duration 'soon'" in error["msg"]
+
+
+def test_an_integer_beyond_any_float_is_a_duration_error():
+    with pytest.raises(DurationError, match="must be finite"):
+        parse_duration(10**400)

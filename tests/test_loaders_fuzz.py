@@ -25,7 +25,8 @@ from core.workcell import Workcell, parse_workcell
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 200), st.floats(allow_nan=True),
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 200), st.integers(), st.floats(allow_nan=True),
+                    st.just(10**400),
                     st.sampled_from(["", "noop", "delay", "a", "b", "Kind.Cmd", "5m", "three", "1h30m",
                                      "input_data.x", "step_outputs.a.y", "context.run_id",
                                      "input_data['x'] > 1", "0 0 30 2 *", "0 9 * * 1-5", "simulated",
