@@ -894,16 +894,30 @@ def descendants(t: WorkflowTemplate, step_id: str) -> set[str]:
     return out
 
 
+_YAML_BREAKS = frozenset("\x85\u2028\u2029")
+"""Characters YAML reads as line breaks: a plain or single-quoted scalar holding one would not
+read back the same, so such strings are written double-quoted (where they are escaped)."""
+
+
 def dump_template(t: WorkflowTemplate, path: str | Path) -> None:
     """Write ``t`` in the native dialect, as JSON or YAML by the file's suffix."""
     import yaml
 
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        style = '"' if _YAML_BREAKS.intersection(value) or not value.isprintable() else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    Dumper.add_representer(str, text)
     path = Path(path)
     data = t.to_definition()
     if path.suffix.lower() == ".json":
         path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     else:
-        path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        path.write_text(yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=True),
+                        encoding="utf-8")
 
 
 __all__ = ["BUILTIN_KINDS", "FailurePolicy", "InputParameter", "ParameterType", "RetryPolicy", "Step",

@@ -188,3 +188,15 @@ def test_load_dump_load_is_identity(tmp_path, template, suffix):
     assert once == template
     dump_template(once, out)
     assert load_template(out) == once
+
+
+def test_names_with_yaml_line_break_characters_survive_export(tmp_path):
+    """U+0085 (NEL), U+2028 and U+2029 are line breaks to YAML: export quotes and escapes them."""
+    from core.templates import template_from_dict
+
+    for odd in ("\x85", "a\u2028b", "tab\there", "x\u2029"):
+        t = template_from_dict({"name": "Odd", "definition": {"steps": [
+            {"id": "s", "name": odd, "kind": "noop"}]}})
+        out = tmp_path / "odd.yaml"
+        dump_template(t, out)
+        assert load_template(out) == t, repr(odd)
