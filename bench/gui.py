@@ -25,7 +25,7 @@ The table, proxy and default-pyqtgraph baselines run in a fresh subprocess (``--
 so their copies of the data neither slow the console's measurements nor count in its RSS.
 
 usage: QT_QPA_PLATFORM=offscreen python bench/gui.py [--orders 100000] [--rate 1000]
-       [--seconds 10] [--bulk 10000] [--proxy-rows 100000] [--gc-freeze]
+       [--seconds 10] [--bulk 10000] [--proxy-rows 100000] [--no-gc-freeze]
 """
 
 from __future__ import annotations
@@ -304,8 +304,8 @@ async def main(args: argparse.Namespace) -> None:
     t_ready = time.perf_counter() - t1
     window.start_loop_lag()
     rss_ready = rss_now_mb()
-    if args.gc_freeze:
-        gc.freeze()  # what the console could do once the orders are loaded
+    if not args.no_gc_freeze:
+        gc.freeze()  # what the console does once the orders are loaded (console/app.py)
 
     layout = [len(c.series) for c in window.metrics.charts]
     window.docks["Metrics"].raise_()
@@ -493,8 +493,8 @@ def run() -> None:
     parser.add_argument("--bulk", type=int, default=10_000, help="runs to cancel in bulk")
     parser.add_argument("--proxy-rows", type=int, default=100_000, help="rows of the proxy baseline")
     parser.add_argument("--repeats", type=int, default=15, help="chart redraws to take the median of")
-    parser.add_argument("--gc-freeze", action="store_true",
-                        help="gc.freeze() once the orders are loaded (not what the console does today)")
+    parser.add_argument("--no-gc-freeze", action="store_true",
+                        help="skip the gc.freeze() the console does once the orders are loaded")
     parser.add_argument("--baselines", help=argparse.SUPPRESS)
     parser.add_argument("--chart-layout", default="3,2,8,1,1", help=argparse.SUPPRESS)
     parser.add_argument("--chart-width", type=int, default=488, help=argparse.SUPPRESS)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -94,6 +95,15 @@ class BulkResult(list[ActionResult]):
 
 
 BULK_ACTIONS = ("cancel", "retry", "reprioritise", "pause", "resume", "skip")
+BULK_SLICE = 0.006
+"""Seconds of event-loop work a bulk chunk aims at (its planning and its events together)."""
+
+
+def _next_chunk(size: int, spent: float, most: int) -> int:
+    """The next chunk's size: scaled so its loop work comes near :data:`BULK_SLICE`."""
+    if spent <= 0:
+        return min(most, size * 2)
+    return max(5, min(most, int(size * BULK_SLICE / spent), size * 2))
 
 
 @dataclass
@@ -114,8 +124,9 @@ class Runtime:
     schedules: Scheduler | None = None
     """Schedules that start runs on time, once started (the console, not command-line tools)."""
     backups: ScheduledBackups | None = None
-    bulk_chunk: int = 100
-    """Orders per transaction in bulk actions: small enough that the window never stalls."""
+    bulk_chunk: int = 400
+    """At most this many orders per transaction in bulk actions; fewer when they cost more than
+    :data:`BULK_SLICE` seconds of the loop's time, so the window never stalls."""
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
 
     # ------------------------------------------------------------------ assembly
@@ -345,12 +356,15 @@ class Runtime:
         covered: set[str] = set()
         total, done = len(order_ids), len(results)
         left: list[str] = []
-        for i in range(0, len(ordered), self.bulk_chunk):
+        size, i = min(self.bulk_chunk, 20), 0  # the first chunk is small: it measures the cost
+        while i < len(ordered):
             if stop is not None and stop.is_set():
                 left = ordered[i:]
                 break
+            part, i = ordered[i:i + size], i + size
+            cpu = time.thread_time()  # the loop thread's own work: planning and publishing
             chunk, actions = [], []
-            for oid in ordered[i:i + self.bulk_chunk]:
+            for oid in part:
                 run_id, step_id = found[oid]
                 if step_id is not None and run_id in covered and action in ("cancel", "retry"):
                     results[oid] = ActionResult(oid, True, f"done with its run {run_id}")
@@ -361,6 +375,8 @@ class Runtime:
                 results[oid] = ActionResult(oid, error is None, _DONE[action](act) if error is None else str(error))
                 if error is None and act.step_id is None:
                     covered.add(act.run_id)
+            spent = time.thread_time() - cpu
+            size = _next_chunk(size, spent, self.bulk_chunk)
             done = len(results)
             if progress is not None:
                 progress(done, total)
