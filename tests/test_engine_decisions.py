@@ -7,7 +7,7 @@ import asyncio
 from enginekit import run_kit, template
 
 from core.engine import RunStatus, StepStatus
-from core.engine.engine import FIRST_WAVE
+from core.engine.dag import FIRST_WAVE
 from core.orders import OrderStatus
 
 FIVE = template("Five", [

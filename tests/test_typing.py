@@ -35,15 +35,7 @@ STRICT = [
     "core/drivers/faults.py",
     "core/drivers/simulated.py",
     "core/dataservices/",
-    "core/engine/__init__.py",
-    "core/engine/decision.py",
-    "core/engine/engine.py",
-    "core/engine/registry.py",
-    "core/engine/simulated.py",
-    "core/engine/state.py",
-    "core/engine/tables.py",
-    "core/engine/types.py",
-    "core/engine/views.py",
+    "core/engine",
 ]
 
 

@@ -7,9 +7,9 @@
 - :mod:`core.engine.tables` — every query of the ``runs`` and ``step_runs`` tables;
 - :mod:`core.engine.decision` — one decision or operator action = one transaction;
 - :mod:`core.engine.views` — frozen read models in the seeds' shapes;
-- :mod:`core.engine.engine` — the engine: lifecycle, DAG scheduling, failure policy;
-- :mod:`core.engine.control` and :mod:`core.engine.recovery` — operator actions, resuming after a
-  restart (parts of the engine);
+- :mod:`core.engine.dag` — runs as DAGs: creating, scheduling, failure policy;
+- :mod:`core.engine.control` and :mod:`core.engine.recovery` — operator actions, start-up and resuming after a
+  restart; :mod:`core.engine.engine` puts them together as ``Engine``;
 - :mod:`core.engine.simulated` — steps without instruments.
 """
 

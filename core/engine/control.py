@@ -11,8 +11,9 @@ import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from core.engine.dag import DagEngine
 from core.engine.decision import Decision
 from core.engine.state import RunState, StepState
 from core.engine.types import StopReason, to_parameters
@@ -26,9 +27,6 @@ from core.errors import (
 from core.facade import os_user
 from core.states import DONE_OK, RUN_FINAL, STEP_FINAL, STEP_RETRYABLE, RunStatus, StepStatus
 from core.templates import descendants
-
-if TYPE_CHECKING:
-    from core.engine.engine import Engine
 
 
 class Act(Enum):
@@ -59,11 +57,11 @@ class Action:
 
 
 
-class OperatorControl:
+class OperatorControl(DagEngine):
     """The operator's actions on runs (mixed into :class:`~core.engine.engine.Engine`)."""
 
 
-    async def act(self: Engine, actions: Sequence[Action]) -> list[LabconsoleError | None]:
+    async def act(self, actions: Sequence[Action]) -> list[LabconsoleError | None]:
         """Apply operator actions in ONE transaction (state changes, transitions, audit entries);
         one result per action: None, or why it was refused (nothing of it was applied)."""
         d = Decision(self.core)
@@ -82,56 +80,56 @@ class OperatorControl:
         await self._commit(d)
         return results
 
-    async def _act_one(self: Engine, action: Action) -> RunStatus:
+    async def _act_one(self, action: Action) -> RunStatus:
         error = (await self.act([action]))[0]
         if error is not None:
             raise error
         return self.run_status(action.run_id)
 
-    async def cancel(self: Engine, run_id: str, *, who: str | None = None, reason: str | None = None) -> RunStatus:
+    async def cancel(self, run_id: str, *, who: str | None = None, reason: str | None = None) -> RunStatus:
         """Cancel a run: stop running steps on their instruments, cancel the rest."""
         return await self._act_one(Action(act=Act.CANCEL, run_id=run_id, who=who or os_user(), reason=reason))
 
-    async def cancel_step(self: Engine, run_id: str, step_id: str, *, who: str | None = None,
+    async def cancel_step(self, run_id: str, step_id: str, *, who: str | None = None,
                           reason: str | None = None) -> StepStatus:
         await self._act_one(Action(act=Act.CANCEL_STEP, run_id=run_id, step_id=step_id,
                                    who=who or os_user(), reason=reason))
         return StepStatus.CANCELLED
 
-    async def pause(self: Engine, run_id: str, *, who: str | None = None, reason: str | None = None) -> RunStatus:
+    async def pause(self, run_id: str, *, who: str | None = None, reason: str | None = None) -> RunStatus:
         """No new step starts; running steps finish."""
         return await self._act_one(Action(act=Act.PAUSE, run_id=run_id, who=who or os_user(), reason=reason))
 
-    async def resume(self: Engine, run_id: str, *, who: str | None = None, reason: str | None = None) -> RunStatus:
+    async def resume(self, run_id: str, *, who: str | None = None, reason: str | None = None) -> RunStatus:
         return await self._act_one(Action(act=Act.RESUME, run_id=run_id, who=who or os_user(), reason=reason))
 
-    async def retry_step(self: Engine, run_id: str, step_id: str | None, *, who: str | None = None,
+    async def retry_step(self, run_id: str, step_id: str | None, *, who: str | None = None,
                          reason: str | None = None) -> RunStatus:
         """Run a failed (or canceled, or unknown-outcome) step again with fresh attempts; with no
         ``step_id``, every such step of the run."""
         return await self._act_one(Action(act=Act.RETRY, run_id=run_id, step_id=step_id,
                                           who=who or os_user(), reason=reason))
 
-    async def recover(self: Engine, run_id: str, from_step: str, *, who: str | None = None,
+    async def recover(self, run_id: str, from_step: str, *, who: str | None = None,
                       reason: str | None = None) -> RunStatus:
         """Seed 002's ``recover_workflow(from_step)``: rerun ``from_step`` and everything after it,
         keeping upstream outputs; counts against ``max_recovery_attempts``."""
         return await self._act_one(Action(act=Act.RECOVER, run_id=run_id, step_id=from_step,
                                           who=who or os_user(), reason=reason))
 
-    async def skip_step(self: Engine, run_id: str, step_id: str, outputs: Mapping[str, Any] | None = None, *,
+    async def skip_step(self, run_id: str, step_id: str, outputs: Mapping[str, Any] | None = None, *,
                         who: str | None = None, reason: str | None = None) -> RunStatus:
         """Mark a failed (or waiting) step as skipped with the given outputs; dependants proceed."""
         return await self._act_one(Action(act=Act.SKIP, run_id=run_id, step_id=step_id, outputs=outputs,
                                           who=who or os_user(), reason=reason))
 
-    async def reprioritise(self: Engine, run_id: str, priority: int, *, step_id: str | None = None,
+    async def reprioritise(self, run_id: str, priority: int, *, step_id: str | None = None,
                            who: str | None = None, reason: str | None = None) -> RunStatus:
         """New numeric priority (0-100) for a run and its steps, or for one step."""
         return await self._act_one(Action(act=Act.REPRIORITISE, run_id=run_id, step_id=step_id,
                                           priority=priority, who=who or os_user(), reason=reason))
 
-    def _plan(self: Engine, d: Decision, run: RunState, a: Action) -> None:
+    def _plan(self, d: Decision, run: RunState, a: Action) -> None:
         """Check ``a`` against the run (raise, changing nothing, if it cannot apply), then record it."""
         who, reason, target = a.who, a.reason, run.run_id
         details: dict[str, Any] | None = None
@@ -241,7 +239,7 @@ class OperatorControl:
             raise StateError(f"{a.act.value} needs a step of run {run.run_id}")
         d.audit(who, a.act.value, target, reason, details)
 
-    def _requeue(self: Engine, state: StepState, priority: int) -> None:
+    def _requeue(self, state: StepState, priority: int) -> None:
         reprioritise = getattr(self.executor, "reprioritise", None)
         if reprioritise is not None:
             try:
@@ -249,15 +247,7 @@ class OperatorControl:
             except LabconsoleError:
                 pass  # it left the queue meanwhile: its priority no longer matters
 
-    async def _reopen(self: Engine, run_id: str) -> RunState:
-        run = self._runs.get(run_id)
-        if run is None:
-            run = await self._load_run(run_id)
-            if run is None:
-                raise NotFoundError(f"no run '{run_id}'")
-        return run
-
-    def _continue(self: Engine, d: Decision, run: RunState, who: str) -> None:
+    def _continue(self, d: Decision, run: RunState, who: str) -> None:
         if any(s.status is StepStatus.UNKNOWN for s in run.steps.values()):
             return
         run.paused = False
@@ -267,7 +257,7 @@ class OperatorControl:
             d.run(run, RunStatus.RUNNING, f"Continued by {who}", who=who)
         self._advance(d, run)
 
-    def _reset(self: Engine, d: Decision, run: RunState, states: list[StepState], why: str) -> None:
+    def _reset(self, d: Decision, run: RunState, states: list[StepState], why: str) -> None:
         for state in states:
             state.cancel_timer()
             state.attempt = 0
@@ -280,7 +270,7 @@ class OperatorControl:
             d.step(run, state, StepStatus.PENDING, why,
                    changes={"outputParameters": [], "actualEndTime": None, "assignedTo": None})
 
-    def _step(self: Engine, run: RunState, step_id: str) -> StepState:
+    def _step(self, run: RunState, step_id: str) -> StepState:
         state = run.steps.get(step_id)
         if state is None:
             raise NotFoundError(f"run {run.run_id} has no step '{step_id}' (steps: {', '.join(run.steps)})")

@@ -8,24 +8,44 @@ waits for the operator.
 from __future__ import annotations
 
 import functools
-import json
-from typing import TYPE_CHECKING
 
 from core.engine import tables
+from core.engine.dag import DagEngine
 from core.engine.decision import Decision
 from core.engine.state import RunState, StepState
-from core.orders import OrderPriority
 from core.states import RUN_FINAL, RunStatus, StepStatus
 
-if TYPE_CHECKING:
-    from core.engine.engine import Engine
+
+class Recovery(DagEngine):
+    """Starting, resuming after a restart, and picking up runs other processes changed."""
+
+    async def start(self, *, resume: bool = True) -> None:
+        """Start the timer and (``resume``) whatever was in flight when the console last stopped."""
+        self.tasks.spawn(self.timers.run(), "timers")
+        if resume:
+            await self.recover_in_flight()
+
+    async def sync_with_store(self) -> tuple[list[str], list[str]]:
+        """Pick up changes other processes made to the store (the command line, Data Services):
+        pending runs created elsewhere start; runs canceled elsewhere stop. Returns (started,
+        stopped) run ids."""
+        rows = await self.store.read(tables.pending_or_cancelled)
+        started_ids, stopped = [], []
+        for run_id, status in rows:
+            run = self._runs.get(run_id)
+            if status == RunStatus.PENDING and run is None:
+                await self.recover_in_flight(only=run_id)
+                started_ids.append(run_id)
+            elif status == RunStatus.CANCELLED and run is not None and run.status not in RUN_FINAL:
+                d = Decision(self.core)
+                self._end(d, run, RunStatus.CANCELLED, "Canceled outside the console")
+                await self._commit(d)
+                stopped.append(run_id)
+        return started_ids, stopped
 
 
-class Recovery:
-    """Resuming after a restart (mixed into :class:`~core.engine.engine.Engine`)."""
 
-
-    async def recover_in_flight(self: Engine, only: str | None = None) -> list[str]:
+    async def recover_in_flight(self, only: str | None = None) -> list[str]:
         """Resume every run the store says was not finished (or just ``only``). Returns their ids."""
         resumed = []
         for run_id in await self.store.read(lambda c: tables.unfinished(c, only)):
@@ -37,7 +57,7 @@ class Recovery:
                 await self._commit(self._resume_after_restart(run))
         return resumed
 
-    def _resume_after_restart(self: Engine, run: RunState) -> Decision:
+    def _resume_after_restart(self, run: RunState) -> Decision:
         d = Decision(self.core)
         unknown = False
         rerun: list[StepState] = []
@@ -73,24 +93,3 @@ class Recovery:
                 d.run(run, RunStatus.RUNNING, "resumed after restart")
             self._advance(d, run)
         return d
-
-    async def _load_run(self: Engine, run_id: str) -> RunState | None:
-        r, steps, biosero = await self.store.read(lambda c: tables.load(c, run_id))
-        if r is None:
-            return None
-        template = self.templates.get(r[1], r[2])
-        run = RunState(run_id, template, json.loads(r[5]), r[4], RunStatus(r[3]), recovery_attempts=r[6],
-                       paused=bool(r[7]), error=r[8], created=r[9], started=r[10], ended=r[11], deadline=r[12],
-                       biosero_priority=OrderPriority(biosero) if biosero is not None else OrderPriority.Standard)
-        by_id = {s[0]: s for s in steps}
-        for step in template.steps:
-            s = by_id[step.id]
-            run.steps[step.id] = StepState(step, s[1], StepStatus(s[2]), s[3], json.loads(s[4]) if s[4] else None,
-                                           s[5], s[6], instrument=s[10], started=s[7], ended=s[8],
-                                           next_attempt_at=s[9])
-        run.index()
-        if run.status in RUN_FINAL:
-            run.done.set()
-        self._runs[run_id] = run
-        self._ended.pop(run_id, None)
-        return run
