@@ -44,14 +44,14 @@ class ConditionError(Exception):
     """A condition that cannot be evaluated (message says why)."""
 
 
-class _FrozenList(list):
+class _FrozenList(list[Any]):
     """A list that refuses changes; equal to the list it copies (``[1, 2] == x`` still holds)."""
 
     def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError("a condition cannot change the data it reads")
 
-    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse  # type: ignore[assignment]
-    append = extend = insert = pop = remove = clear = sort = reverse = _refuse  # type: ignore[assignment]
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
 
 
 def freeze(value: Any) -> Any:

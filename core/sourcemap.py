@@ -82,20 +82,26 @@ class _LimitError(yaml.MarkedYAMLError):
 class _BoundedLoader(yaml.SafeLoader):
     """SafeLoader that refuses deep nesting while composing and remembers where aliases are."""
 
+    def _next_mark(self) -> yaml.Mark | None:
+        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in PyYAML's stubs
+        mark = event.start_mark
+        return mark if isinstance(mark, yaml.Mark) else None
+
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
         self.alias_marks: list[yaml.Mark] = []
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
-            self.alias_marks.append(self.peek_event().start_mark)
+            mark = self._next_mark()
+            if mark is not None:
+                self.alias_marks.append(mark)
             return super().compose_node(parent, index)
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
-                raise _LimitError(f"nested deeper than {MAX_DEPTH} levels",
-                                  self.peek_event().start_mark)
+                raise _LimitError(f"nested deeper than {MAX_DEPTH} levels", self._next_mark())
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1

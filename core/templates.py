@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,9 @@ from core.durations import parse_duration
 from core.errors import Problem, ProblemList, TemplateError, Where
 from core.schedules import cron_problem
 from core.sourcemap import Document, load_document, parse_document, render_path
+
+Loc = tuple[str | int, ...]
+"""A location in a parsed file: keys and list indexes from the top."""
 
 BUILTIN_KINDS = frozenset({"delay", "prompt", "noop"})
 
@@ -329,7 +332,7 @@ def _validate(raw: _Raw, doc: Document, problems: ProblemList
     return None, reported
 
 
-def _set_aside(value: dict[str, Any], loc: tuple) -> None:
+def _set_aside(value: dict[str, Any], loc: Loc) -> None:
     """Remove the field at ``loc`` (a required one gets a placeholder that checks ignore)."""
     if not loc:
         return
@@ -342,37 +345,38 @@ def _set_aside(value: dict[str, Any], loc: tuple) -> None:
     elif loc[0] == "name":
         value["name"] = _PLACEHOLDER
     elif loc[0] != "steps":
-        value.pop(loc[0], None)
+        value.pop(str(loc[0]), None)
 
 
-def _pydantic_message(err: dict[str, Any]) -> str:
+def _pydantic_message(err: Mapping[str, Any]) -> str:
     if err["type"] == "extra_forbidden":
         return "unknown key"
     if err["type"] == "missing":
         return "missing field"
-    return err["msg"]
+    return str(err["msg"])
 
 
 class _Raw:
     """The model-shaped dict built from a file, and how model paths map back to file paths."""
 
-    def __init__(self, value: dict[str, Any], step_paths: list[tuple], base: tuple = ()) -> None:
+    def __init__(self, value: dict[str, Any], step_paths: Sequence[Loc], base: Loc = ()) -> None:
         self.value = value
         self.step_paths = step_paths
         self.base = base
         self.renames: dict[str, str] = {}
-        self.top: dict[str, tuple] = {}
+        self.top: dict[str, Loc] = {}
         """Model field -> its path in the file, where the dialect puts it elsewhere."""
 
-    def source_path(self, loc: tuple) -> tuple:
+    def source_path(self, loc: Loc) -> Loc:
         if loc and loc[0] == "steps" and len(loc) > 1 and isinstance(loc[1], int) \
                 and loc[1] < len(self.step_paths):
             rest = tuple(self.renames.get(p, p) if isinstance(p, str) else p for p in loc[2:])
             return self.step_paths[loc[1]] + rest
-        if loc and loc[0] in self.top:
+        if loc and isinstance(loc[0], str) and loc[0] in self.top:
             return (*self.top[loc[0]], *loc[1:])
-        if loc and loc[0] in ("error_handlers", "default_timeout", "failure_policy",
-                              "max_recovery_attempts", "default_retry_policy"):
+        if loc and isinstance(loc[0], str) and loc[0] in (
+                "error_handlers", "default_timeout", "failure_policy", "max_recovery_attempts",
+                "default_retry_policy"):
             key = {"default_timeout": "default_timeout_seconds"}.get(loc[0], loc[0])
             return (*self.base, key, *loc[1:])
         return loc
@@ -391,14 +395,14 @@ _DEF_KEYS = {"steps", "error_handlers", "default_timeout_seconds", "failure_poli
              "max_recovery_attempts", "default_retry_policy", "inputs"}
 
 
-def _unknown(doc: Document, problems: ProblemList, mapping: dict, allowed: set[str], path: tuple) -> None:
+def _unknown(doc: Document, problems: ProblemList, mapping: dict[str, Any], allowed: set[str], path: Loc) -> None:
     for key in mapping:
         if key not in allowed:
             problems.problems.append(Problem(doc.where((*path, key)),
                                              f"unknown key '{key}' (expected one of: {', '.join(sorted(allowed))})"))
 
 
-def _int(doc: Document, problems: ProblemList, value: Any, path: tuple, *, low: int = 0,
+def _int(doc: Document, problems: ProblemList, value: Any, path: Loc, *, low: int = 0,
          high: int | None = None, what: str = "a whole number") -> int | None:
     """``value`` as an int within [low, high], or None with a problem at ``path``."""
     number: int | None = None
@@ -418,7 +422,7 @@ def _int(doc: Document, problems: ProblemList, value: Any, path: tuple, *, low: 
     return number
 
 
-def _retries(doc: Document, problems: ProblemList, value: Any, path: tuple) -> dict[str, Any] | None:
+def _retries(doc: Document, problems: ProblemList, value: Any, path: Loc) -> dict[str, Any] | None:
     """``retries: N`` (seed 004) / ``max_retries: N`` (seed 002) as a retry policy; null is unset."""
     if value is None:
         return None
@@ -426,7 +430,7 @@ def _retries(doc: Document, problems: ProblemList, value: Any, path: tuple) -> d
     return None if count is None else {"max_attempts": count + 1}
 
 
-def _strings(doc: Document, problems: ProblemList, value: Any, path: tuple, what: str, *,
+def _strings(doc: Document, problems: ProblemList, value: Any, path: Loc, what: str, *,
              split_commas: bool = False) -> tuple[str, ...]:
     """A list of strings; one string is a one-item list (or comma separated, if asked).
 
@@ -451,7 +455,7 @@ def _strings(doc: Document, problems: ProblemList, value: Any, path: tuple, what
     return tuple(out)
 
 
-def _duration(doc: Document, problems: ProblemList, value: Any, path: tuple) -> float | None:
+def _duration(doc: Document, problems: ProblemList, value: Any, path: Loc) -> float | None:
     if value is None:
         return None
     try:
@@ -461,7 +465,7 @@ def _duration(doc: Document, problems: ProblemList, value: Any, path: tuple) -> 
         return None
 
 
-def _retry(doc: Document, problems: ProblemList, value: Any, path: tuple) -> dict[str, Any] | None:
+def _retry(doc: Document, problems: ProblemList, value: Any, path: Loc) -> dict[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -482,7 +486,7 @@ def _retry(doc: Document, problems: ProblemList, value: Any, path: tuple) -> dic
     return out
 
 
-def _inputs(doc: Document, problems: ProblemList, value: Any, path: tuple) -> list[Any]:
+def _inputs(doc: Document, problems: ProblemList, value: Any, path: Loc) -> list[Any]:
     if value is None:
         return []
     if isinstance(value, dict):  # {name: type} or {name: {type:..., default:...}}
@@ -499,6 +503,7 @@ def _inputs(doc: Document, problems: ProblemList, value: Any, path: tuple) -> li
 def _from_definition(doc: Document, problems: ProblemList) -> _Raw | None:
     data = doc.data
     _unknown(doc, problems, data, _TOP_KEYS_001, ())
+    base: Loc
     if "definition" in data:
         definition, base = data["definition"], ("definition",)
         if not isinstance(definition, dict):
@@ -734,13 +739,13 @@ def _slug(text: str) -> str:
 
 
 def check_template(t: WorkflowTemplate, *, capabilities: Iterable[str] | None = None
-                   ) -> list[tuple[tuple, str]]:
+                   ) -> list[tuple[Loc, str]]:
     """Semantic checks on a model: (model path, message) for every problem found.
 
     Duplicate ids, unknown dependencies, cycles (the cycle is printed), error handlers, input
     mappings, conditions, kinds (against ``capabilities`` when given).
     """
-    out: list[tuple[tuple, str]] = []
+    out: list[tuple[Loc, str]] = []
     ids: dict[str, int] = {}
     for i, s in enumerate(t.steps):
         if s.id in ids:
@@ -789,9 +794,10 @@ def check_template(t: WorkflowTemplate, *, capabilities: Iterable[str] | None = 
             for message in check_condition(s.condition, steps=ids, inputs=input_names if t.inputs else None):
                 out.append((("steps", i, "condition"), message))
         for param, source in s.input_mapping.items():
-            message = _check_mapping(source, s.id, ids, input_names if t.inputs else None, ancestors)
-            if message:
-                out.append((("steps", i, "input_mapping", param), message))
+            mapping_problem = _check_mapping(source, s.id, ids, input_names if t.inputs else None,
+                                             ancestors)
+            if mapping_problem:
+                out.append((("steps", i, "input_mapping", param), mapping_problem))
     return out
 
 
@@ -866,7 +872,8 @@ def _ancestors(t: WorkflowTemplate) -> dict[str, set[str]]:
 
 
 def topological_order(t: WorkflowTemplate) -> list[str]:
-    order, done = [], set()
+    order: list[str] = []
+    done: set[str] = set()
     pending = {s.id: set(s.depends_on) for s in t.steps}
     while pending:
         ready = [sid for sid, deps in pending.items() if deps <= done]

@@ -36,6 +36,12 @@ STRICT = [
     "core/drivers/simulated.py",
     "core/dataservices/",
     "core/engine",
+    "core/templates.py",
+    "core/sourcemap.py",
+    "core/conditions.py",
+    "core/instruments.py",
+    "core/workcell.py",
+    "core/durations.py",
 ]
 
 
