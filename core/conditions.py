@@ -144,5 +144,5 @@ def evaluate(expression: str, *, step_outputs: Mapping[str, Any], input_data: Ma
         functions=FUNCTIONS)
     try:
         return bool(evaluator.eval(expression.strip()))
-    except Exception as exc:  # whatever the expression does wrong, the step fails with the reason
+    except Exception as exc:  # noqa: BLE001 - whatever the expression does wrong, the step fails with the reason
         raise ConditionError(f"condition {expression!r} failed: {type(exc).__name__}: {exc}") from None
