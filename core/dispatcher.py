@@ -58,6 +58,7 @@ from core.orders import (
     SchedulingStrategy,
 )
 from core.store import Store
+from core.tasks import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -347,7 +348,7 @@ class Dispatcher:
         self._kick_pending = False
         self._ticker: asyncio.Task[None] | None = None
         self._rearm = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.tasks = Supervisor("dispatcher")
         self._started_at = self.clock.now()
 
     # ------------------------------------------------------------------ lifecycle
@@ -363,18 +364,12 @@ class Dispatcher:
                 inst.enabled, inst.in_service = bool(enabled), bool(in_service)
         await asyncio.gather(*[self._connect(inst) for inst in self.instruments.values() if inst.enabled])
         if self._ticker is None:
-            self._ticker = asyncio.create_task(self._tick_loop(), name="dispatcher-ticker")
+            self._ticker = self.tasks.spawn(self._tick_loop(), "ticker")
         self.kick()
 
     async def close(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            await asyncio.gather(self._ticker, return_exceptions=True)
-            self._ticker = None
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.tasks.close()
+        self._ticker = None
         for inst in self.instruments.values():
             if inst.connected:
                 try:
@@ -383,10 +378,7 @@ class Dispatcher:
                     log.warning("%s: disconnect failed: %s", inst.id, exc)
 
     def _spawn(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self.tasks.spawn(coro, name)
 
     async def _connect(self, inst: Instrument) -> bool:
         try:

@@ -48,6 +48,7 @@ from core.engine import to_parameter
 from core.errors import ConfigError, DataServicesError, LabconsoleError, OrderNotFoundError
 from core.events import OrderStatusChanged
 from core.orders import TERMINAL_STATUSES, Order, OrderStatus, Parameter
+from core.tasks import Supervisor
 
 if TYPE_CHECKING:
     from core.runtime import Runtime
@@ -107,7 +108,7 @@ class DataServicesLink:
         """order id -> (reason, loop time after which it is tried again) for orders not picked up."""
         self.client: DataServicesClient | None = None
         self.state = LinkState("remote" if settings else "embedded", settings.url if settings else "")
-        self._tasks: list[asyncio.Task[None]] = []
+        self.tasks = Supervisor("data-services")
         self._wake = asyncio.Event()
         self._watch: dict[str, str] = {}
         """local run/job id -> the order it answers (embedded: same store; remote: via ds_links)."""
@@ -142,16 +143,13 @@ class DataServicesLink:
         await self._restore_watches()
         if self.embedded:  # our own server: the templates are there before anyone asks
             await self.register_templates()
-        self._tasks.append(asyncio.create_task(self._inbound_loop(), name="ds-inbound"))
+        self.tasks.spawn(self._inbound_loop(), "inbound")
         if not self.embedded:
-            self._tasks.append(asyncio.create_task(self._outbound_loop(), name="ds-outbound"))
+            self.tasks.spawn(self._outbound_loop(), "outbound")
         return url
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        await self.tasks.close()
         if self.client is not None:
             await self.client.close()
         if self.server is not None:
@@ -346,15 +344,7 @@ class DataServicesLink:
         await self._answer(answer_id, OrderStatus.Complete, None, outputs)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.append(task)
-
-        def forget(t: asyncio.Task[None]) -> None:
-            if t in self._tasks:
-                self._tasks.remove(t)
-
-        task.add_done_callback(forget)
-        return task
+        return self.tasks.spawn(coro, coro.__qualname__)
 
     async def _answer(self, order_id: str, status: OrderStatus, why: str | None,
                       outputs: dict[str, Any] | None) -> None:
