@@ -139,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="file or directory (default: <data-dir>/backups/labconsole-YYYYmmdd-HHMMSS.sqlite3)")
     restore = store.add_parser("restore", help="replace the store with a checked backup (console closed)")
     restore.add_argument("backup", type=Path)
+    ds = sub.add_parser("data-services", help="run the embedded Data Services alone, headless (uses "
+                        "--bind, --port, --token/--token-file and --max-body-mb)")
+    ds.add_argument("--certfile", default=None, help="PEM certificate chain: serve HTTPS")
+    ds.add_argument("--keyfile", default=None, help="PEM private key of --certfile")
     agent = sub.add_parser("agent", help="run a remote robot agent that executes the console's jobs")
     agent.add_argument("--console", required=True, metavar="URL",
                        help="the console's agent hub, ws://HOST:PORT (the workcell's options.url)")
@@ -192,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             limits=limits, demo_runs=args.demo_runs)
         if args.command == "store":
             return _store(args, data_dir)
+        if args.command == "data-services":
+            return _data_services(args, data_dir)
         if args.command == "demo-orders":
             from core import demo
             from core.store import Store
@@ -216,6 +222,23 @@ def _rehearse(args: argparse.Namespace) -> int:
                                   strategy=args.strategy))
     print(report.render())
     return 0
+
+
+def _data_services(args: argparse.Namespace, data_dir: Path) -> int:
+    from core.dataservices.config import resolve_token
+    from core.dataservices.server import ServerLimits, TlsFiles
+    from core.dataservices.standalone import serve
+    from core.errors import ConfigError
+
+    if (args.certfile is None) != (args.keyfile is None):
+        raise ConfigError.at("give both --certfile and --keyfile, or neither", field="--certfile")
+    tls = TlsFiles(args.certfile, args.keyfile) if args.certfile else None
+    if not args.max_body_mb > 0:
+        raise ConfigError.at(f"must be more than 0, not {args.max_body_mb:g}", field="--max-body-mb")
+    limits = ServerLimits(max_body_bytes=int(args.max_body_mb * 1024 * 1024))
+    token = resolve_token(args.token, token_file=args.token_file)
+    return asyncio.run(serve(data_dir, host=args.bind, port=args.port, token=token, limits=limits,
+                             tls=tls, ready=lambda url: print(f"Data Services listening: {url}", flush=True)))
 
 
 def _store(args: argparse.Namespace, data_dir: Path) -> int:

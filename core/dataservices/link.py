@@ -43,9 +43,9 @@ from core.dataservices.client import V2, DataServicesClient
 from core.dataservices.config import DataServicesSettings
 from core.dataservices.errors import CreateOutcomeUnknownError
 from core.dataservices.models import OrderTemplate, json_text_problem
-from core.dataservices.server import EmbeddedDataServices, ServerLimits, is_loopback
+from core.dataservices.server import EmbeddedDataServices, ServerLimits, check_exposure
 from core.engine import to_parameter
-from core.errors import ConfigError, DataServicesError, LabconsoleError, OrderNotFoundError
+from core.errors import DataServicesError, LabconsoleError, OrderNotFoundError
 from core.events import OrderStatusChanged
 from core.orders import TERMINAL_STATUSES, Order, OrderStatus, Parameter
 from core.tasks import Supervisor
@@ -122,10 +122,8 @@ class DataServicesLink:
 
     def check(self) -> None:
         """Refuse a configuration that cannot start (ConfigError) before anything else starts."""
-        if self.embedded and not is_loopback(self._host) and not self._token:
-            raise ConfigError.at(f"binding Data Services to {self._host} exposes it beyond this "
-                                 "computer and needs a token (--token); or bind to 127.0.0.1",
-                                 field="--bind")
+        if self.embedded:
+            check_exposure(self._host, self._token, field="--bind")
 
     async def start(self) -> str:
         """Start the embedded server or connect to the remote one; register templates; start the loops."""

@@ -49,6 +49,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -100,6 +101,20 @@ IDEMPOTENCY_SUPPORT_HEADER = "Labconsole-Idempotency"
 MAX_QUERY_INT = 2**63 - 1
 """Largest ``limit``/``offset`` accepted: SQLite integers are 64-bit."""
 MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The server's certificate chain and private key (PEM files), for HTTPS."""
+
+    certfile: str
+    keyfile: str
+
+    def __post_init__(self) -> None:
+        for name in ("certfile", "keyfile"):
+            path = getattr(self, name)
+            if not os.path.isfile(path):
+                raise ConfigError.at(f"{path}: no such file", field=f"--{name}")
 
 
 @dataclass(frozen=True)
@@ -772,6 +787,15 @@ def openapi_document(routes: list[Route]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the server
 
 
+def check_exposure(host: str, token: str | None, field: str = "data_services.host") -> None:
+    """Refuse (ConfigError) a bind address beyond this computer without a token."""
+    if not is_loopback(host) and not token:
+        raise ConfigError.at(
+            f"binding Data Services to {host} exposes it beyond this computer and needs a "
+            "token (clients then send 'Authorization: Bearer <token>'); set one, or bind to "
+            "127.0.0.1", field=field)
+
+
 def is_loopback(host: str) -> bool:
     if host.lower() == "localhost":
         return True
@@ -805,13 +829,10 @@ class EmbeddedDataServices:
     def __init__(self, store: Store, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                  token: str | None = None, *, on_change: Callable[[ServerChange], None] | None = None,
                  emit_order_events: bool = True, port_attempts: int = 20,
-                 limits: ServerLimits | None = None) -> None:
+                 limits: ServerLimits | None = None, tls: TlsFiles | None = None) -> None:
         token = token or None
-        if not is_loopback(host) and token is None:
-            raise ConfigError.at(
-                f"binding Data Services to {host} exposes it beyond this computer and needs a "
-                "token (clients then send 'Authorization: Bearer <token>'); set one, or bind to "
-                "127.0.0.1", field="data_services.host")
+        self.tls = tls
+        check_exposure(host, token)
         self.store, self.host, self.port, self.token = store, host, port, token
         self.on_change = on_change
         self.limits = limits or ServerLimits()
@@ -839,7 +860,7 @@ class EmbeddedDataServices:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self._bound_port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self._bound_port}"
 
     @property
     def running(self) -> bool:
@@ -865,7 +886,9 @@ class EmbeddedDataServices:
                                 access_log=False, timeout_graceful_shutdown=2,
                                 timeout_keep_alive=limits.keep_alive_timeout,  # type: ignore[arg-type]
                                 h11_max_incomplete_event_size=limits.max_header_bytes,
-                                backlog=min(2048, max(128, limits.max_connections)))
+                                backlog=min(2048, max(128, limits.max_connections)),
+                                ssl_certfile=self.tls.certfile if self.tls else None,
+                                ssl_keyfile=self.tls.keyfile if self.tls else None)
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         server = _Server(config, ready)
         self._server = server
