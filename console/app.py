@@ -35,18 +35,21 @@ async def _watch_store(runtime, interval: float = 2.0) -> None:  # noqa: ANN001
             log.warning("store watch: %s", exc)
 
 
-def data_services_settings(data_dir: Path, flag: str | None, config: Path | None):  # noqa: ANN201
-    """URL from --data-services-url, $LABCONSOLE_DATA_SERVICES_URL or config.ini (as Biosero sites
-    keep it: ``[DATA SERVICES] url = ...``; ./config.ini, else config.ini in the data dir).
-    None means: start the embedded Data Services."""
-    from core.dataservices.config import resolve_url
-
+def config_file(data_dir: Path, config: Path | None) -> Path | None:
+    """--config, else ./config.ini, else config.ini in the data dir (as Biosero sites keep it)."""
     if config is None:
         for candidate in (Path.cwd() / "config.ini", data_dir / "config.ini"):
             if candidate.is_file():
-                config = candidate
-                break
-    return resolve_url(flag, config_file=config)
+                return candidate
+    return config
+
+
+def data_services_settings(data_dir: Path, flag: str | None, config: Path | None):  # noqa: ANN201
+    """URL from --data-services-url, $LABCONSOLE_DATA_SERVICES_URL or config.ini
+    (``[DATA SERVICES] url = ...``). None means: start the embedded Data Services."""
+    from core.dataservices.config import resolve_url
+
+    return resolve_url(flag, config_file=config_file(data_dir, config))
 
 
 async def start_demo_runs(runtime, count: int) -> list[str]:  # noqa: ANN001
@@ -78,10 +81,13 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
             raise LabconsoleError(f"writing {demo_orders} demo orders failed (exit {proc.returncode})")
     store = await asyncio.to_thread(lambda: Store(data_dir / DB_FILENAME).open())
     runtime = Runtime.build(data_dir, store=store, workcell=workcell or DEMO_WORKCELL, faults=faults)
-    from core.dataservices.link import DataServicesLink
+    from core.dataservices.config import module_id_from_ini
+    from core.dataservices.link import MODULE_ID, DataServicesLink
 
     settings = data_services_settings(data_dir, data_services_url, config)
-    link = DataServicesLink(runtime, settings, host=bind, port=port, token=token, limits=limits)
+    module_id = module_id_from_ini(config_file(data_dir, config)) or MODULE_ID
+    link = DataServicesLink(runtime, settings, host=bind, port=port, token=token, limits=limits,
+                            module_id=module_id)
     watcher = None
     try:
         link.check()  # refused before the window opens and before any instrument moves

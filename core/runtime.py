@@ -176,8 +176,9 @@ class Runtime:
         ``execute``), the Data Services ``link``, ``schedules``, scheduled backups.
         :meth:`close` stops them in reverse. Exactly one process (the console) should execute
         runs; command-line tools pass ``execute=False``."""
-        if link is not None:
-            link.check()  # a refused configuration stops here, before any instrument moves
+        if link is not None:  # a refused configuration stops here, before any instrument moves
+            link.check()
+            await link.claim_module_id()
         published = []
         for template in await asyncio.to_thread(load_templates, templates_dir):
             published.append(await self.engine.publish(template, who="labconsole"))

@@ -92,8 +92,8 @@ def check_url(text: str) -> str:
     return f"{parts.scheme.lower()}://{parts.netloc}"
 
 
-def url_from_ini(path: str | os.PathLike[str]) -> DataServicesSettings | None:
-    """The ``[DATA SERVICES] url`` of a config.ini, or None if the file, section or key is absent."""
+def _read_ini(path: str | os.PathLike[str]) -> tuple[str, configparser.ConfigParser] | None:
+    """(text, parsed) of a config.ini, or None if there is no such file; a bad file raises."""
     file = Path(path)
     if not file.exists():
         return None
@@ -116,6 +116,16 @@ def url_from_ini(path: str | os.PathLike[str]) -> DataServicesSettings | None:
                              field=f"{exc.section}.{exc.option}", line=exc.lineno) from None
     except configparser.Error as exc:
         raise ConfigError.at(str(exc), file=file) from None
+    return text, parser
+
+
+def url_from_ini(path: str | os.PathLike[str]) -> DataServicesSettings | None:
+    """The ``[DATA SERVICES] url`` of a config.ini, or None if the file, section or key is absent."""
+    file = Path(path)
+    read = _read_ini(file)
+    if read is None:
+        return None
+    text, parser = read
     section = next((s for s in parser.sections() if s.strip().upper() == SECTION), None)
     if section is None or not parser.has_option(section, KEY):
         return None
@@ -207,3 +217,27 @@ def _checked_token(value: str, source: str) -> str:
 
 __all__ = ["DataServicesSettings", "TOKEN_ENV", "URL_ENV", "URL_FLAG", "check_url", "redact_url",
            "resolve_token", "resolve_url", "url_from_ini"]
+
+
+MODULE_KEY = "module_id"
+
+
+def module_id_from_ini(path: str | os.PathLike[str] | None) -> str | None:
+    """The ``[DATA SERVICES] module_id`` of a config.ini (this console's module id on a shared
+    Data Services), or None; a bad id is refused naming the file and line."""
+    if path is None:
+        return None
+    file = Path(path)
+    read = _read_ini(file)
+    if read is None:
+        return None
+    text, parser = read
+    section = next((s for s in parser.sections() if s.strip().upper() == SECTION), None)
+    if section is None or not parser.has_option(section, MODULE_KEY):
+        return None
+    value = parser.get(section, MODULE_KEY).strip()
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]{0,63}", value):
+        raise ConfigError.at(f"module id {value!r} must be 1-64 letters, digits, '_', '.' or '-', "
+                             "starting with a letter", file=file, field=f"{SECTION}.{MODULE_KEY}",
+                             line=_line_of(text, section, MODULE_KEY))
+    return value

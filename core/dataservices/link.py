@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from core.dataservices.client import V2, DataServicesClient
 from core.dataservices.config import DataServicesSettings
 from core.dataservices.errors import CreateOutcomeUnknownError
+from core.dataservices.fleet import DEFAULT_LEASE, FleetModule, ModuleIdentity, fleet
 from core.dataservices.models import OrderTemplate, json_text_problem
 from core.dataservices.server import EmbeddedDataServices, ServerLimits, check_exposure
 from core.engine import to_parameter
@@ -96,7 +97,7 @@ class DataServicesLink:
     def __init__(self, runtime: Runtime, settings: DataServicesSettings | None = None, *,
                  module_id: str = MODULE_ID, poll_interval: float = 1.0, port: int = 8105,
                  host: str = "127.0.0.1", token: str | None = None, timeout: float = 5.0,
-                 limits: ServerLimits | None = None) -> None:
+                 limits: ServerLimits | None = None, lease: float = DEFAULT_LEASE) -> None:
         self.runtime = runtime
         self.settings = settings
         self.module_id = module_id
@@ -113,6 +114,9 @@ class DataServicesLink:
         self._watch: dict[str, str] = {}
         """local run/job id -> the order it answers (embedded: same store; remote: via ds_links)."""
         self.on_state: Callable[[LinkState], None] | None = None
+        self.lease = lease
+        self.identity: ModuleIdentity | None = None
+        """This console's module id on a shared (remote) Data Services, kept by heartbeats."""
 
     @property
     def embedded(self) -> bool:
@@ -125,9 +129,36 @@ class DataServicesLink:
         if self.embedded:
             check_exposure(self._host, self._token, field="--bind")
 
+    async def claim_module_id(self) -> None:
+        """On a remote Data Services, claim this console's module id (ConfigError if another console
+        holds it); the runtime calls this before any instrument moves."""
+        if self.embedded or self.identity is not None:
+            return
+        self.client = self.client or DataServicesClient(self.settings.url if self.settings else "",
+                                                        timeout=self._timeout, token=self._token)
+        identity = ModuleIdentity(self.client, self.module_id, lease=self.lease, describe=self._describe)
+        await identity.claim()
+        self.identity = identity
+
+    def _describe(self) -> dict[str, Any]:
+        rt = self.runtime
+        views = rt.dispatcher.view() if rt.dispatcher is not None else []
+        return {"templates": [f"{t.name}@{t.version}" for t in rt.templates()],
+                "capabilities": sorted({c for v in views for c in v.capabilities}),
+                "queue_depth": len(rt.dispatcher.queue) if rt.dispatcher is not None else 0,
+                "running": sum(len(v.running) for v in views),
+                "instruments": {v.id: v.status.name for v in views}}
+
+    async def fleet(self) -> list[FleetModule]:
+        """The consoles on this Data Services (read-only; their latest heartbeats)."""
+        if self.client is None:
+            return []
+        return await fleet(self.client, lease=self.lease)
+
     async def start(self) -> str:
         """Start the embedded server or connect to the remote one; register templates; start the loops."""
         store = self.runtime.store
+        await self.claim_module_id()
         if self.embedded:
             self.server = EmbeddedDataServices(store, host=self._host, port=self._port, token=self._token,
                                                limits=self._limits)
@@ -136,7 +167,9 @@ class DataServicesLink:
             self.state.connected = True
         else:
             url = self.settings.url if self.settings else ""
-        self.client = DataServicesClient(url, timeout=self._timeout, token=self._token)
+        self.client = self.client or DataServicesClient(url, timeout=self._timeout, token=self._token)
+        if self.identity is not None:
+            self.tasks.spawn(self.identity.run(), "heartbeat")
         self.runtime.core.bus.subscribe(self._on_status, OrderStatusChanged)
         await self._restore_watches()
         if self.embedded:  # our own server: the templates are there before anyone asks
@@ -148,6 +181,9 @@ class DataServicesLink:
 
     async def stop(self) -> None:
         await self.tasks.close()
+        if self.identity is not None:
+            await self.identity.leave()
+            self.identity = None
         if self.client is not None:
             await self.client.close()
         if self.server is not None:

@@ -1,0 +1,176 @@
+"""Several consoles on one Data Services: each a module with its own id, seen through events.
+
+Every console posts a heartbeat event (topic :data:`HEARTBEAT_TOPIC`, ``moduleId`` = its module
+id) to the Data Services event log every third of its lease: which templates and capabilities it
+has, its queue depth, running orders and instruments. Nothing passes between consoles but these
+events on the Data Services they share — no cluster protocol of their own.
+
+- At start, a console looks for heartbeats of its module id from another process within the
+  lease: if there is one, it refuses to start, naming that process (host, pid, how long ago).
+  A console that stops posts a last heartbeat with lease 0, so its id is free at once.
+- :func:`fleet` lists the modules that posted recently: the fleet view, read-only.
+
+Times in heartbeats are the sender's clock; clocks of the lab's PCs are assumed to agree within
+a few seconds (NTP), far less than the default lease of 60 s.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from core.dataservices.client import DataServicesClient
+from core.dataservices.models import EventMessage
+from core.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_TOPIC = "labconsole.module.heartbeat"
+DEFAULT_LEASE = 60.0
+
+
+@dataclass(frozen=True)
+class ModuleBeat:
+    """One heartbeat of one console (module)."""
+
+    module_id: str
+    instance: str
+    """Unique per console process: tells a restarted or second console from this one."""
+    host: str
+    pid: int
+    at: float
+    lease: float
+    """Seconds this beat holds the module id; 0: the console stopped."""
+    templates: tuple[str, ...] = ()
+    """``name@version`` of the templates it runs."""
+    capabilities: tuple[str, ...] = ()
+    queue_depth: int = 0
+    running: int = 0
+    instruments: dict[str, str] = field(default_factory=dict)
+    """Instrument id -> state (Ready, Busy, Error, Offline ...)."""
+
+    @property
+    def alive_until(self) -> float:
+        return self.at + self.lease
+
+    def event(self) -> dict[str, Any]:
+        return {"topic": HEARTBEAT_TOPIC, "moduleId": self.module_id, "actorId": self.instance,
+                "start": datetime.fromtimestamp(self.at, UTC).isoformat(),
+                "data": json.dumps(asdict(self), separators=(",", ":"))}
+
+    @classmethod
+    def from_event(cls, event: EventMessage) -> ModuleBeat | None:
+        """The beat in ``event``, or None for an event that is not a well-formed heartbeat."""
+        try:
+            raw = json.loads(event.data or "")
+            return cls(module_id=str(raw["module_id"]), instance=str(raw["instance"]), host=str(raw["host"]),
+                       pid=int(raw["pid"]), at=float(raw["at"]), lease=float(raw["lease"]),
+                       templates=tuple(str(t) for t in raw.get("templates", ())),
+                       capabilities=tuple(str(c) for c in raw.get("capabilities", ())),
+                       queue_depth=int(raw.get("queue_depth", 0)), running=int(raw.get("running", 0)),
+                       instruments={str(k): str(v) for k, v in dict(raw.get("instruments", {})).items()})
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None
+
+
+Describe = Callable[[], Mapping[str, Any]]
+"""What a heartbeat says besides who: templates, capabilities, queue_depth, running, instruments."""
+
+
+class ModuleIdentity:
+    """This console's module id on a shared Data Services: claimed at start, kept by heartbeats."""
+
+    def __init__(self, client: DataServicesClient, module_id: str, *, lease: float = DEFAULT_LEASE,
+                 describe: Describe | None = None, now: Callable[[], float] = time.time) -> None:
+        if lease <= 0:
+            raise ConfigError.at(f"must be more than 0 seconds, not {lease:g}", field="DATA SERVICES.lease")
+        self.client, self.module_id, self.lease = client, module_id, lease
+        self.describe = describe or (lambda: {})
+        self.now = now
+        self.instance = uuid.uuid4().hex
+        self.host, self.pid = socket.gethostname(), os.getpid()
+
+    def beat(self, lease: float | None = None) -> ModuleBeat:
+        extra = dict(self.describe())
+        return ModuleBeat(module_id=self.module_id, instance=self.instance, host=self.host, pid=self.pid,
+                          at=self.now(), lease=self.lease if lease is None else lease,
+                          templates=tuple(extra.get("templates", ())),
+                          capabilities=tuple(extra.get("capabilities", ())),
+                          queue_depth=int(extra.get("queue_depth", 0)), running=int(extra.get("running", 0)),
+                          instruments=dict(extra.get("instruments", {})))
+
+    async def claim(self) -> None:
+        """Refuse (ConfigError) if another console holds this module id; else post a heartbeat."""
+        now = self.now()
+        latest: dict[str, ModuleBeat] = {}  # per console process: only its latest beat counts
+        for beat in await recent_beats(self.client, now - 2 * self.lease, module_id=self.module_id):
+            if beat.instance not in latest or beat.at >= latest[beat.instance].at:
+                latest[beat.instance] = beat
+        for other in latest.values():
+            if other.instance != self.instance and other.alive_until > now:
+                raise ConfigError.at(
+                    f"module id {self.module_id!r} is in use by another console on this Data Services "
+                    f"({other.host}, pid {other.pid}, last heartbeat {max(0.0, now - other.at):.0f} s "
+                    "ago); give this console its own [DATA SERVICES] module_id, or stop the other",
+                    field="DATA SERVICES.module_id")
+        await self.client.publish_event(self.beat().event())
+
+    async def run(self) -> None:
+        """Post a heartbeat every third of the lease (until cancelled)."""
+        import asyncio
+
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                await self.client.publish_event(self.beat().event())
+            except Exception as exc:  # noqa: BLE001 - an outage must not end the heartbeats
+                log.warning("heartbeat of module %s not posted: %s", self.module_id, exc)
+
+    async def leave(self) -> None:
+        """Free the module id at once (a last heartbeat with lease 0)."""
+        try:
+            await self.client.publish_event(self.beat(lease=0.0).event())
+        except Exception as exc:  # noqa: BLE001 - stopping goes on; the lease runs out by itself
+            log.warning("module %s: last heartbeat not posted: %s", self.module_id, exc)
+
+
+async def recent_beats(client: DataServicesClient, since: float, *, module_id: str | None = None,
+                       page: int = 500) -> list[ModuleBeat]:
+    """Heartbeats posted at or after ``since`` (epoch seconds), oldest first."""
+    start = datetime.fromtimestamp(since, UTC)
+    out: list[ModuleBeat] = []
+    offset = 0
+    while True:
+        events = await client.query_events(topic=HEARTBEAT_TOPIC, start=start, module_id=module_id,
+                                           limit=page, offset=offset)
+        out += [b for b in (ModuleBeat.from_event(e) for e in events) if b is not None]
+        if len(events) < page:
+            return out
+        offset += page
+
+
+@dataclass(frozen=True)
+class FleetModule:
+    """A console as the fleet view shows it: its latest heartbeat and whether it is alive."""
+
+    beat: ModuleBeat
+    alive: bool
+
+
+async def fleet(client: DataServicesClient, *, lease: float = DEFAULT_LEASE,
+                now: Callable[[], float] = time.time) -> list[FleetModule]:
+    """Every module that posted a heartbeat in the last two leases, by module id."""
+    t = now()
+    latest: dict[str, ModuleBeat] = {}
+    for beat in await recent_beats(client, t - 2 * lease):
+        if beat.module_id not in latest or beat.at >= latest[beat.module_id].at:
+            latest[beat.module_id] = beat
+    return [FleetModule(b, b.alive_until > t) for _, b in sorted(latest.items())]
