@@ -18,7 +18,7 @@ Files are JSON or YAML in one of three dialects, detected from their shape:
       steps:
         - id: read
           name: Read absorbance
-          kind: PlateReader.ReadPlate  # a capability, or delay / prompt / noop ("handler" also read)
+          kind: PlateReader.ReadPlate  # a capability, delay / prompt / noop, or python + handler
           depends_on: []
           condition: "input_data['plate_id'] != ''"
           input_mapping: {plate: input_data.plate_id}
@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from core.conditions import check_condition
 from core.durations import parse_duration
 from core.errors import Problem, ProblemList, TemplateError, Where
+from core.pysteps import PYTHON_KIND, handler_problem
 from core.schedules import cron_problem
 from core.sourcemap import Document, load_document, parse_document, render_path
 
@@ -131,7 +132,9 @@ class Step(_Model):
     id: str = Field(min_length=1)
     name: str = ""
     kind: str = Field(min_length=1)
-    """An instrument capability ``Kind.Command`` or a built-in: delay, prompt, noop."""
+    """An instrument capability ``Kind.Command``, a built-in (delay, prompt, noop) or ``python``."""
+    handler: str | None = None
+    """For kind ``python``: the function ``module.function`` on the handler path (core.pysteps)."""
     parameters: dict[str, Any] = Field(default_factory=dict)
     input_mapping: dict[str, str] = Field(default_factory=dict)
     """parameter -> ``input_data.X``, ``step_outputs.STEP.Y`` or ``context.Z``."""
@@ -203,6 +206,8 @@ class WorkflowTemplate(_Model):
         steps = []
         for s in self.steps:
             d: dict[str, Any] = {"id": s.id, "name": s.name, "kind": s.kind}
+            if s.handler is not None:
+                d["handler"] = s.handler
             if s.parameters:
                 d["parameters"] = dict(s.parameters)
             if s.input_mapping:
@@ -537,8 +542,11 @@ def _from_definition(doc: Document, problems: ProblemList) -> _Raw | None:
                                      split_commas=True)
         if "module_restriction" in s:
             step["module_restriction"] = s["module_restriction"]
-        if "kind" in s or "handler" in s:
-            step["kind"] = s.get("kind", s.get("handler"))
+        if "handler" in s:  # seed 001: a Python handler path; the kind defaults to python
+            step["handler"] = s["handler"]
+            step["kind"] = s.get("kind", PYTHON_KIND)
+        elif "kind" in s:
+            step["kind"] = s["kind"]
         else:
             problems.problems.append(Problem(doc.where(path), "missing field 'kind'"))
         if "id" not in s:
@@ -609,7 +617,7 @@ def _from_job_orchestrator(doc: Document, problems: ProblemList) -> _Raw | None:
         _unknown(doc, problems, s, _STEP_KEYS_002, path)
         if "name" not in s:
             problems.problems.append(Problem(doc.where(path), "missing field 'name'"))
-        kind = s.get("task_type", s.get("handler"))
+        kind = PYTHON_KIND if "handler" in s else s.get("task_type")
         if kind is None:
             problems.problems.append(Problem(doc.where(path), "missing field 'task_type'"))
         deps = []
@@ -625,7 +633,8 @@ def _from_job_orchestrator(doc: Document, problems: ProblemList) -> _Raw | None:
                 deps.append(ids[dep])
         step: dict[str, Any] = {"id": s["id"] if "id" in s else ids[i], "name": s.get("name", ""),
                                 "kind": kind, "depends_on": tuple(deps),
-                                **{k: s[k] for k in ("parameters", "idempotent", "condition") if k in s}}
+                                **{k: s[k] for k in ("parameters", "idempotent", "condition", "handler")
+                                   if k in s}}
         if "max_retries" in s:
             step["retry_policy"] = _retries(doc, problems, s["max_retries"], (*path, "max_retries"))
         if "timeout" in s:
@@ -644,7 +653,7 @@ def _from_job_orchestrator(doc: Document, problems: ProblemList) -> _Raw | None:
 
 
 _TASK_KEYS = {"name", "run", "kind", "on_complete", "timeout", "retries", "parameters",
-              "input_mapping", "condition", "idempotent", "description"}
+              "input_mapping", "condition", "idempotent", "description", "handler"}
 
 
 def _from_moose(doc: Document, problems: ProblemList) -> _Raw | None:
@@ -695,10 +704,10 @@ def _from_moose(doc: Document, problems: ProblemList) -> _Raw | None:
         step_paths.append(path)
         name = t.get("name")
         step: dict[str, Any] = {"id": name, "name": t.get("description", name if isinstance(name, str) else ""),
-                                "kind": t.get("run", t.get("kind", "noop")),
+                                "kind": PYTHON_KIND if "handler" in t else t.get("run", t.get("kind", "noop")),
                                 "depends_on": tuple(parents.get(name, ())) if isinstance(name, str) else (),
                                 **{k: t[k] for k in ("parameters", "input_mapping", "condition",
-                                                     "idempotent") if k in t}}
+                                                     "idempotent", "handler") if k in t}}
         if "retries" in t:
             step["retry_policy"] = _retries(doc, problems, t["retries"], (*path, "retries"))
         if "timeout" in t:
@@ -774,10 +783,18 @@ def check_template(t: WorkflowTemplate, *, capabilities: Iterable[str] | None = 
     ancestors = _ancestors(t)
     caps = set(capabilities) if capabilities is not None else None
     for i, s in enumerate(t.steps):
-        if s.kind not in BUILTIN_KINDS:
+        if s.kind == PYTHON_KIND or s.handler is not None:
+            if s.kind != PYTHON_KIND:
+                out.append((("steps", i, "handler"), f"a handler is for kind '{PYTHON_KIND}' steps, "
+                            f"not '{s.kind}'"))
+            elif s.handler is None:
+                out.append((("steps", i, "handler"), "a python step needs a handler 'module.function'"))
+            elif (problem := handler_problem(s.handler)) is not None:
+                out.append((("steps", i, "handler"), problem))
+        elif s.kind not in BUILTIN_KINDS:
             if "." not in s.kind or s.kind.startswith(".") or s.kind.endswith("."):
                 out.append((("steps", i, "kind"), f"kind '{s.kind}' is neither a built-in "
-                            f"({', '.join(sorted(BUILTIN_KINDS))}) nor a capability 'Kind.Command'"))
+                            f"({', '.join(sorted(BUILTIN_KINDS))}), '{PYTHON_KIND}' nor a capability 'Kind.Command'"))
             elif caps is not None and s.kind not in caps:
                 out.append((("steps", i, "kind"), f"no instrument of the workcell offers '{s.kind}'"))
         if s.module_restriction.lower() not in _RESTRICTIONS:

@@ -63,7 +63,7 @@ FIRST_WAVE = 16
 """Steps that become ready together: this many are queued (and reach instruments) at once ..."""
 WAVE = 256
 """... and the rest follow in commits of this many, so a wide fan-out starts without delay."""
-_BUILTIN = ("delay", "noop", "prompt")
+_BUILTIN = ("delay", "noop", "prompt", "python")
 
 
 class DagEngine:
@@ -434,6 +434,14 @@ class DagEngine:
 
     async def _builtin(self, state: StepState, request: StepRequest) -> dict[str, Any]:
         await started(request, None)
+        if request.kind == "python":  # a function in a worker process (core.pysteps)
+            from core import pysteps
+
+            run = self._runs[request.run_id]
+            deps = [(d, run.steps[d].outputs or {}) for d in state.step.depends_on]
+            return await pysteps.run_handler(
+                state.step.handler or "", pysteps.step_inputs(run.input_data, deps, request.parameters),
+                step_outputs=dict(deps), paths=pysteps.paths_for(self.store.path.parent))
         if request.kind == "delay":
             total = parse_duration(request.parameters.get("seconds", request.parameters.get("duration", 0)))
             waited = self.clock.now() - state.started if state.resumed and state.started else 0.0

@@ -1,0 +1,1 @@
+"""Handlers named as in the workflow-engine documentation (``app.services.handlers.*``)."""
