@@ -395,7 +395,7 @@ class DataServicesLink:
             return
         self._watch.pop(event.order_id, None)
         run = self.runtime.store.get_order(event.order_id)
-        outputs = {p.name: p.value for p in run.outputParameters}
+        outputs = {p.name: p.typed_value for p in run.outputParameters}  # Success stays a Boolean
         self._spawn(self._answer(answer, event.to_status, run.statusDetails, outputs))
 
     async def _save_watch(self, run_id: str, answer_id: str) -> None:

@@ -17,9 +17,12 @@ change::
 
 Where Biosero's scheduler misbehaves, this one is explicit: a template that does not exist raises
 ``OrderTemplateNotFoundError`` naming the known ones (Biosero's crashes on ``None``); waiting ends
-on any final status and raises :class:`~core.dataservices.errors.OrderFailedError` with the
-order's ``statusDetails`` on Error, Canceled or Invalid (Biosero's polls forever); waiting polls
-quickly at first and then every ``poll_interval`` seconds (Biosero's every 5 s).
+on any final status (Biosero's polls forever) and returns the order, so the documented
+``if not order.get_output_parameter_value("Success")`` check sees a failure, with the reason in
+``statusDetails`` (``raise_on_failure=True`` raises
+:class:`~core.dataservices.errors.OrderFailedError` instead); waiting polls quickly at first and
+then every ``poll_interval`` seconds (Biosero's every 5 s). ``initiate_workflow(wait=True)``
+returns once the workflow order is running, as Biosero documents it.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ log = logging.getLogger(__name__)
 
 FAILED_STATUSES = frozenset({OrderStatus.Error, OrderStatus.Canceled, OrderStatus.Invalid})
 FINAL_STATUSES = FAILED_STATUSES | {OrderStatus.Complete, OrderStatus.Consolidated}
+SCRIPT_MODULE = "OrderScheduler"
+"""Who a workflow order is assigned to: the script that opened it (so no module claims it)."""
 
 
 class WorkflowOrder(Order):
@@ -73,12 +78,13 @@ class OrderScheduler:
                                 notes: str | None = None) -> WorkflowOrder:
         """Create the parent ("master") order of a workflow run and mark it Running.
 
-        Child orders name it as ``parentIdentifier``. With ``wait`` this returns only when the
-        workflow order reaches a final status (someone else must complete it).
+        Child orders name it as ``parentIdentifier``; :meth:`complete_workflow` ends it. The order
+        is assigned to the script (``OrderScheduler``) first, so no module takes it for itself.
+        With ``wait`` this returns once the workflow order is running (or, if something else
+        ended it meanwhile, final); without, as soon as it is created.
 
         Raises:
             OrderTemplateNotFoundError: no template of that name (the message lists known ones).
-            OrderFailedError: with ``wait``, the workflow order ended in Error/Canceled/Invalid.
             DataServicesError: the server cannot be reached or refused the order.
         """
         template = await self.client.find_template(workflow_template_name)
@@ -86,13 +92,18 @@ class OrderScheduler:
                       inputParameters=input_parameters or [], createdBy=created_by,
                       notes=notes or f"Workflow initiated: {template.name}")
         order_id = await self.client.create_order(order)
-        await self.client.update_order_status(order_id, OrderStatus.Running, "Workflow started")
+        if await self.client.try_assign(order_id, SCRIPT_MODULE):
+            await self.client.update_order_status(order_id, OrderStatus.Running, "Workflow started")
         log.info("workflow %s started as order %s", template.name, order_id)
-        final = await self._wait(order_id) if wait else await self.client.get_order(order_id)
-        return WorkflowOrder.model_validate(final.model_dump())
+        current = await self._wait(order_id, FINAL_STATUSES | {OrderStatus.Running}) if wait \
+            else await self.client.get_order(order_id)
+        return WorkflowOrder.model_validate(current.model_dump())
 
-    async def schedule_order(self, order: Order | Mapping[str, Any], wait: bool = True) -> Order:
-        """Create ``order``; with ``wait``, return it once it is final (outputs filled in).
+    async def schedule_order(self, order: Order | Mapping[str, Any], wait: bool = True, *,
+                             raise_on_failure: bool = False) -> Order:
+        """Create ``order``; with ``wait``, return it once it is final (outputs filled in):
+        Complete, or Error / Canceled / Invalid with the reason in ``statusDetails`` (and a
+        ``Success`` output that is false or absent, for the documented check).
 
         Without ``wait`` the created order is returned at once (status Created). ``order`` may
         also be a dict of the Order's fields (camelCase or PascalCase keys, as on the wire); it is
@@ -102,8 +113,8 @@ class OrderScheduler:
             TypeError: ``order`` is neither an Order nor a dict.
             ModelError: a dict ``order`` has an unknown key or a value that does not validate.
             OrderTemplateNotFoundError: ``order.templateName`` is not a known template.
-            OrderFailedError: the order ended in Error, Canceled or Invalid; carries the order
-                (``statusDetails`` says why).
+            OrderFailedError: with ``raise_on_failure``, the order ended in Error, Canceled or
+                Invalid; carries the order (``statusDetails`` says why).
             DataServicesError: the server cannot be reached or refused the order.
         """
         order = _as_order(order)
@@ -115,7 +126,12 @@ class OrderScheduler:
         log.info("order %s created (template %s)", order_id, template.name)
         if not wait:
             return await self.client.get_order(order_id)
-        return await self._wait(order_id)
+        final = await self._wait(order_id, FINAL_STATUSES)
+        if raise_on_failure and final.status in FAILED_STATUSES:
+            raise OrderFailedError(final)
+        if final.status in FAILED_STATUSES:
+            log.warning("order %s ended %s: %s", order_id, final.status.name, final.statusDetails or "")
+        return final
 
     def complete_workflow(self, workflow_order: Order, details: str | None = None) -> asyncio.Task[None]:
         """Mark a workflow order Complete.
@@ -144,7 +160,8 @@ class OrderScheduler:
             if isinstance(result, BaseException):
                 raise result
 
-    async def _wait(self, order_id: str) -> Order:
+    async def _wait(self, order_id: str, until: frozenset[OrderStatus]) -> Order:
+        """Poll until the order reaches one of ``until``; return it as it is then."""
         delay = min(0.05, self.poll_interval)
         last: OrderStatus | None = None
         while True:
@@ -154,11 +171,9 @@ class OrderScheduler:
                 last = status
             elif self.debug:
                 log.info("order %s: still %s", order_id, status.name)
-            if status in FINAL_STATUSES:
+            if status in until:
                 order = await self.client.get_order(order_id)
-                if order.status in FAILED_STATUSES:
-                    raise OrderFailedError(order)
-                if order.status in FINAL_STATUSES:
+                if order.status in until:
                     return order
             await asyncio.sleep(delay)
             delay = min(self.poll_interval, delay * 2)
