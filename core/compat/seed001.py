@@ -153,13 +153,8 @@ class WorkflowEngine:
         return Record({**data, "name": data["template_name"], "template_id": data["template_name"]})
 
     async def cancel_workflow(self, instance_id: str, reason: str | None = None) -> Record:
-        from core.engine import Act, Action
-
         run_id = await self._resolve(instance_id)
-        errors = await self.engine.act([Action(act=Act.CANCEL, run_id=run_id, who="workflow engine",
-                                               reason=reason)])
-        if errors[0] is not None:
-            raise errors[0]
+        await self.engine.cancel(run_id, who="workflow engine", reason=reason)
         return self.get_instance(run_id)
 
     # ------------------------------------------------------------------ monitoring
