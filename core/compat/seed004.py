@@ -144,11 +144,13 @@ class Workflow:
     async def publish(self, runtime: Any) -> WorkflowTemplate:
         return await _engine_of(runtime).publish(self.to_template(), who="moose workflow")
 
-    async def run(self, runtime: Any, input: dict[str, Any] | None = None, *, wait: bool = True) -> dict[str, Any]:
-        """Publish, start a run with ``input`` and (``wait``) return the run once it has ended."""
+    async def run(self, runtime: Any, input_data: dict[str, Any] | None = None, *,
+                  wait: bool = True) -> dict[str, Any]:
+        """Publish, start a run with ``input_data`` and (``wait``) return the run once it has ended."""
         engine = _engine_of(runtime)
         await self.publish(runtime)
-        run_id = await engine.create_instance(self.name, input or {}, allow_duplicate=True, who="moose workflow")
+        run_id = await engine.create_instance(self.name, input_data or {}, allow_duplicate=True,
+                                              who="moose workflow")
         await engine.execute_workflow(run_id, async_execution=not wait)
         return engine.get_instance(run_id)
 
