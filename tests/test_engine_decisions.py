@@ -144,3 +144,19 @@ def test_a_refused_action_in_a_batch_changes_nothing_of_its_run(tmp_path):
     assert errors[0] is not None and errors[1] is None
     assert kit.engine.run_status(running) is RunStatus.PAUSED
     assert [a.who for a in kit.store.audit_entries(done) if a.action == "cancel run"] == ["ann"]
+
+
+def test_stopping_a_built_in_step_does_not_ask_an_instrument(tmp_path, caplog):
+    waits = template("Waits", [{"id": "wait", "kind": "delay", "parameters": {"seconds": 600}}])
+
+    async def scenario(kit):
+        await kit.publish(waits)
+        run_id = await kit.run("Waits")
+        await kit.clock.run_until(lambda: kit.steps(run_id)["wait"]["status"] == "running")
+        await kit.engine.cancel(run_id, who="ann")
+        return run_id, kit
+
+    run_id, kit = run_kit(tmp_path, scenario)
+    assert kit.engine.run_status(run_id) is RunStatus.CANCELLED
+    assert kit.executor.cancelled == [], "a delay has no instrument to ask"
+    assert "did not confirm" not in caplog.text

@@ -229,12 +229,16 @@ class DagEngine:
             then()
 
     async def _stop_attempts(self, asks: Sequence[tuple[StepRequest, asyncio.Task[None]]]) -> None:
-        """Ask each attempt's instrument to stop (all at once), then cancel the attempts' tasks."""
-        answers = await asyncio.gather(*(self.executor.cancel(r) for r, _ in asks), return_exceptions=True)
-        for (request, task), answer in zip(asks, answers, strict=True):
+        """Ask each attempt's instrument to stop (all at once), then cancel the attempts' tasks.
+        Built-in steps (delay, prompt, python ...) have no instrument: cancelling their task stops them."""
+        on_instruments = [(r, t) for r, t in asks if r.kind not in _BUILTIN]
+        answers = await asyncio.gather(*(self.executor.cancel(r) for r, _ in on_instruments),
+                                       return_exceptions=True)
+        for (request, _task), answer in zip(on_instruments, answers, strict=True):
             if answer is not True:
                 log.warning("instrument did not confirm it stopped %s%s", request.order_id,
                             f": {answer}" if isinstance(answer, BaseException) else "")
+        for _request, task in asks:
             task.cancel()
 
     def _spawn_timeout(self, run: RunState) -> None:
