@@ -118,13 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--priority", type=int, default=50)
     run.add_argument("--version", type=int, default=None)
     run.add_argument("--wait", action="store_true", help="execute now and wait for the end")
-    status = workflow.add_parser("status", help="progress of a run")
+    status = workflow.add_parser("status", help="progress of a run (or of a workflow's latest run)")
     status.add_argument("id")
     listing = workflow.add_parser("list", help="runs, newest first")
     listing.add_argument("--status")
     listing.add_argument("--template")
     listing.add_argument("--limit", type=int, default=50)
-    terminate = workflow.add_parser("terminate", help="cancel a run")
+    terminate = workflow.add_parser("terminate", help="cancel a run (or a workflow's latest run)")
     terminate.add_argument("id")
     terminate.add_argument("--reason", required=True)
     retry = workflow.add_parser("retry", help="retry the failed steps of a run")
@@ -406,7 +406,7 @@ async def _headless(args: argparse.Namespace, data_dir: Path) -> int:
                 return 0 if engine.run_status(run_id).value == "completed" else 1
             return 0
         if args.action == "status":
-            _print_progress(engine.get_workflow_progress(args.id))
+            _print_progress(engine.get_workflow_progress(_run_id(engine, args.id)))
             return 0
         if args.action == "list":
             from core.engine import RunStatus
@@ -423,8 +423,9 @@ async def _headless(args: argparse.Namespace, data_dir: Path) -> int:
             print(f"{len(rows)} of {total} runs")
             return 0
         if args.action == "terminate":
-            await engine.cancel(args.id, reason=args.reason)
-            print(f"{args.id}: cancelled")
+            run_id = _run_id(engine, args.id)
+            await engine.cancel(run_id, reason=args.reason)
+            print(f"{run_id}: cancelled")
             return 0
         if args.action == "retry":
             inst = engine.get_instance(args.id)
@@ -478,6 +479,18 @@ async def _schedules(args: argparse.Namespace, runtime: Any) -> int:
         print(f"{s.id}: {'enabled' if s.enabled else 'paused'}, next run {scheduler.get_next_run(s.id) or '-'}")
     print("the console starts scheduled runs while it is open")
     return 0
+
+
+def _run_id(engine: Any, id_or_name: str) -> str:
+    """A run id as given, or (seed 004: ``workflow status NAME``) the latest run of that workflow."""
+    from core.errors import NotFoundError
+
+    if engine.views.exists(id_or_name):
+        return id_or_name
+    rows, _ = engine.query_instances(template=id_or_name, limit=1)
+    if not rows:
+        raise NotFoundError(f"no run and no workflow with runs named '{id_or_name}'")
+    return str(rows[0]["id"])
 
 
 def _when(ts: float | None) -> str:

@@ -37,6 +37,7 @@ and line; nothing is half-loaded.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -822,6 +823,10 @@ _RESTRICTIONS = {n.lower(): n for n in ("NoRestriction", "UnlessBusy", "UnlessEr
                                          "FullRestriction")}
 
 
+MAPPING_ROOTS = ("input_data", "step_outputs", "context")
+"""What an input mapping may refer to; any other value is a literal (seed 001's "static_value")."""
+
+
 def _check_mapping(source: str, step_id: str, ids: dict[str, int], inputs: set[str] | None,
                    ancestors: dict[str, set[str]]) -> str | None:
     parts = source.split(".")
@@ -837,9 +842,13 @@ def _check_mapping(source: str, step_id: str, ids: dict[str, int], inputs: set[s
             return f"mapping '{source}' refers to step '{parts[1]}', which does not exist"
         if parts[1] not in ancestors.get(step_id, set()):
             return f"mapping '{source}': step '{parts[1]}' does not run before '{step_id}' (add it to depends_on)"
-    elif parts[0] != "context":
-        return f"mapping '{source}' must start with input_data., step_outputs. or context."
-    return None
+    elif parts[0] == "context":
+        if len(parts) < 2:
+            return f"mapping '{source}' must name a context value: context.NAME"
+    elif len(parts) > 1 and (close := difflib.get_close_matches(parts[0], MAPPING_ROOTS, n=1, cutoff=0.75)):
+        return (f"mapping '{source}': did you mean {close[0]}.{'.'.join(parts[1:])}? (a value that does "
+                "not start with input_data., step_outputs. or context. is passed as it is)")
+    return None  # anything else is a literal value, passed as it is
 
 
 def find_cycle(graph: dict[str, Sequence[str]]) -> list[str] | None:

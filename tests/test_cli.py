@@ -50,6 +50,10 @@ def test_run_status_list_terminate(tmp_path):
     # the second run was created by a process that exited; the next one resumes it
     status = lc("workflow", "status", pending, data_dir=tmp_path).stdout
     assert f"{pending}: pending, 0%" in status  # the command line never executes other runs
+    # seed 004: a workflow's name stands for its latest run
+    assert lc("workflow", "status", "Quick", data_dir=tmp_path).stdout == status
+    nothing = lc("workflow", "status", "Nothing", data_dir=tmp_path, check=False)
+    assert nothing.returncode == 2 and "no run and no workflow with runs named 'Nothing'" in nothing.stderr
     assert "wrong plate" not in status
     result = lc("workflow", "terminate", pending, "--reason", "wrong plate", data_dir=tmp_path)
     assert f"{pending}: cancelled" in result.stdout

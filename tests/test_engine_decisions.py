@@ -160,3 +160,32 @@ def test_stopping_a_built_in_step_does_not_ask_an_instrument(tmp_path, caplog):
     assert kit.engine.run_status(run_id) is RunStatus.CANCELLED
     assert kit.executor.cancelled == [], "a delay has no instrument to ask"
     assert "did not confirm" not in caplog.text
+
+
+def test_an_input_mapping_may_be_a_literal_as_in_seed_001(tmp_path):
+    literal = template("Literal", [
+        {"id": "step1", "kind": "Reader.Read"},
+        {"id": "step2", "kind": "Reader.Read", "depends_on": ["step1"],
+         "input_mapping": {"param1": "static_value", "param2": "step_outputs.step1.Success"}}])
+
+    async def scenario(kit):
+        await kit.publish(literal)
+        run_id = await kit.run("Literal")
+        await kit.until_done(run_id)
+        return kit
+
+    kit = run_kit(tmp_path, scenario)
+    second = kit.executor.calls[-1]
+    assert second.parameters["param1"] == "static_value" and second.parameters["param2"] is True
+
+
+def test_a_mapping_that_misspells_a_root_is_refused_with_a_suggestion():
+    import pytest
+
+    from core.errors import TemplateError
+    from core.templates import template_from_dict
+
+    with pytest.raises(TemplateError, match=r"did you mean step_outputs.a.x"):
+        template_from_dict(template("Typo", [{"id": "a", "kind": "Reader.Read"},
+                                             {"id": "b", "kind": "Reader.Read", "depends_on": ["a"],
+                                              "input_mapping": {"p": "step_output.a.x"}}]))

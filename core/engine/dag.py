@@ -394,8 +394,10 @@ class DagEngine:
                     value: Any = run.input_data[parts[1]]
                 elif parts[0] == "step_outputs":
                     value = outputs[parts[1]][".".join(parts[2:])]
-                else:
+                elif parts[0] == "context":
                     value = run.context[parts[1]]
+                else:  # a literal (seed 001: "param1": "static_value")
+                    value = source
             except (KeyError, IndexError):
                 raise StepFailure(f"input mapping {name} <- {source}: no such value", "MappingError",
                                   retryable=False) from None

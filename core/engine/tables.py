@@ -94,6 +94,10 @@ def pending_or_cancelled(conn: sqlite3.Connection) -> list[tuple[str, str]]:
                         "ORDER BY created").fetchall()
 
 
+def run_exists(conn: sqlite3.Connection, run_id: str) -> bool:
+    return conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
+
+
 def target(conn: sqlite3.Connection, order_id: str) -> tuple[str | None, str | None]:
     """(run_id, step_id) an order stands for: (id, None) for a run, (None, None) if neither."""
     if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (order_id,)).fetchone():

@@ -85,6 +85,9 @@ class RunViews:
         self.store = store
         self.templates = templates
 
+    def exists(self, run_id: str) -> bool:
+        return self.store.read_sync(lambda c: tables.run_exists(c, run_id))
+
     def run(self, run_id: str) -> RunView:
         r, steps, _ = self.store.read_sync(lambda c: tables.load(c, run_id))
         if r is None:
