@@ -152,3 +152,46 @@ def test_outbox_survives_the_server_going_away_mid_burst(tmp_path):
     assert all(o.get_output_parameter_value("Success") is True for o in runs)
     created_by_console = [o for o in remote_all if (o.createdBy or "").startswith("labconsole ")]
     assert len(created_by_console) == len(local), "nothing doubled, nothing missing"
+
+
+def test_data_services_lifecycle_fields_reach_the_run(data_dir):
+    """An order with bad inputs ends Invalid with validationErrors (the others still run); an
+    Elevated order's run and steps are Elevated; a FirstAvailableSlot order waits for its
+    scheduledStartTime, then runs."""
+    from datetime import UTC, datetime, timedelta
+
+    from core.orders import OrderPriority, Parameter, SchedulingStrategy
+
+    async def scenario():
+        runtime, link = await console(data_dir)
+        try:
+            client = DataServicesClient(link.state.url)
+            bad = await client.create_order(Order(templateName="Cell Prep",
+                                                  inputParameters=[Parameter("Plate Count", "many")]))
+            elevated = await client.create_order(Order(templateName="Cell Prep", priority=OrderPriority.Elevated))
+            later = datetime.now(UTC) + timedelta(seconds=2)
+            slot = await client.create_order(Order(templateName="Cell Prep", scheduledStartTime=later,
+                                                   schedulingStrategy=SchedulingStrategy.FirstAvailableSlot))
+            await until(lambda: runtime.order(bad).status is OrderStatus.Invalid)
+            await until(lambda: runtime.order(elevated).status is OrderStatus.Complete)
+            runs = {r["id"]: r for r in runtime.engine.query_instances(template="Cell Prep")[0]}
+            elevated_run = next(r for r in runs if runtime.order(r).parentIdentifier == elevated)
+            slot_run = next(r for r in runs if runtime.order(r).parentIdentifier == slot)
+            waiting = runtime.engine.run_status(slot_run).value
+            await until(lambda: runtime.order(slot).status is OrderStatus.Complete)
+            started = runtime.engine.get_instance(slot_run)["started_at"]
+            steps = [s["order_id"] for s in runtime.engine.get_instance(elevated_run)["steps"]]
+            priorities = {runtime.order(o).priority for o in [elevated_run, *steps]}
+            history = [t.to_status for t in runtime.history(elevated)]
+            await client.close()
+            return runtime.order(bad), waiting, started, later.timestamp(), priorities, history
+        finally:
+            await link.stop()
+            await runtime.close()
+
+    bad, waiting, started, later, priorities, history = asyncio.run(scenario())
+    assert bad.validationErrors and "Plate Count" in bad.validationErrors[0]
+    assert "Plate Count" in (bad.statusDetails or "")
+    assert waiting == "pending" and started >= later - 0.05
+    assert priorities == {OrderPriority.Elevated}
+    assert OrderStatus.Validated in history and history.index(OrderStatus.Validated) < history.index(OrderStatus.Running)

@@ -45,10 +45,10 @@ from core.dataservices.errors import CreateOutcomeUnknownError
 from core.dataservices.fleet import DEFAULT_LEASE, FleetModule, ModuleIdentity, fleet
 from core.dataservices.models import OrderTemplate, json_text_problem
 from core.dataservices.server import EmbeddedDataServices, ServerLimits, check_exposure
-from core.engine import to_parameter
-from core.errors import DataServicesError, LabconsoleError, OrderNotFoundError
+from core.engine import check_inputs, to_parameter
+from core.errors import DataServicesError, InputError, LabconsoleError, OrderNotFoundError
 from core.events import OrderStatusChanged
-from core.orders import TERMINAL_STATUSES, Order, OrderStatus, Parameter
+from core.orders import TERMINAL_STATUSES, Order, OrderStatus, Parameter, SchedulingStrategy
 from core.tasks import Supervisor
 
 if TYPE_CHECKING:
@@ -339,6 +339,12 @@ class DataServicesLink:
     async def _adopt(self, order: Order, kind: str) -> None:
         remote_id = order.identifier or ""
         inputs = {p.name: p.typed_value for p in order.inputParameters if p.value not in (None, "")}
+        problems: list[str] = []
+        if kind == "workflow":  # Biosero's lifecycle: Invalid (with the reasons) or Validated
+            try:
+                check_inputs(self.runtime.engine.templates.get(order.templateName or ""), inputs)
+            except InputError as exc:
+                problems = [str(p) for p in exc.problems] or [str(exc)]
         if self.embedded:
             answer_id = remote_id
         else:  # a local mirror of the remote order, linked to it
@@ -347,12 +353,22 @@ class DataServicesLink:
                                          "status": OrderStatus.Created}), who=f"Data Services {remote_id}")
             answer_id = mirror.identifier or ""
             await self._link(answer_id, remote_id, adopted=True)
+        if problems:
+            await self.runtime.core.set_status(answer_id, OrderStatus.Invalid, who=self.module_id,
+                                               why="inputs rejected: " + "; ".join(problems),
+                                               changes={"validationErrors": problems})
+            return
+        if kind == "workflow":
+            await self.runtime.core.set_status(answer_id, OrderStatus.Validated, who=self.module_id,
+                                               why="inputs checked against the template")
         await self.runtime.core.set_status(answer_id, OrderStatus.Running, who=self.module_id,
                                            why="claimed by labconsole")
         if kind == "workflow":
+            scheduled = order.scheduledStartTime \
+                if order.schedulingStrategy is SchedulingStrategy.FirstAvailableSlot else None
             run_id = await self.runtime.engine.create_instance(
                 order.templateName or "", inputs, parent_identifier=answer_id, who=order.createdBy or remote_id,
-                allow_duplicate=True)
+                allow_duplicate=True, biosero_priority=order.priority, scheduled_start=scheduled)
             self._watch[run_id] = answer_id
             await self._save_watch(run_id, answer_id)
             await self.runtime.engine.execute_workflow(run_id)

@@ -29,6 +29,7 @@ import random
 import sqlite3
 from collections import deque
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from core.clock import Clock, SystemClock, to_datetime
@@ -52,7 +53,7 @@ from core.engine.views import RunViews
 from core.errors import DuplicateSubmissionError, InputError, NotFoundError
 from core.events import OrderCreated, RunChanged, StepProgress
 from core.facade import Core
-from core.orders import Order, OrderPriority
+from core.orders import Order, OrderPriority, SchedulingStrategy
 from core.states import DONE_OK, RUN_FINAL, STEP_FINAL, RunStatus, StepStatus
 from core.tasks import Supervisor
 from core.templates import FailurePolicy, WorkflowTemplate, template_from_dict
@@ -114,12 +115,14 @@ class DagEngine:
                               biosero_priority: OrderPriority = OrderPriority.Standard,
                               parent_identifier: str | None = None, requester: str | None = None,
                               allow_duplicate: bool = False,
-                              audit: tuple[str, dict[str, Any]] | None = None) -> str:
+                              audit: tuple[str, dict[str, Any]] | None = None,
+                              scheduled_start: datetime | None = None) -> str:
         """Create a run (parent order + one child order per step) in one transaction; return its id.
 
         The same template + inputs + requester within ``duplicate_window`` seconds is refused
         with :class:`DuplicateSubmissionError` naming the earlier run, unless ``allow_duplicate``.
         ``audit``: (action, details) of the operator action that asked for it, in the same commit.
+        ``scheduled_start``: the run starts no earlier (Data Services ``FirstAvailableSlot``).
         """
         template = self.templates.get(template_name, version)
         inputs = check_inputs(template, input_data or {})
@@ -128,7 +131,10 @@ class DagEngine:
         now = self.clock.now()
         parent = Order(templateName=template.name, templateVersion=str(template.version),
                        inputParameters=to_parameters(inputs), createdBy=who, priority=biosero_priority,
-                       parentIdentifier=parent_identifier, creationTime=to_datetime(now))
+                       parentIdentifier=parent_identifier, creationTime=to_datetime(now),
+                       scheduledStartTime=scheduled_start,
+                       schedulingStrategy=SchedulingStrategy.FirstAvailableSlot if scheduled_start
+                       else SchedulingStrategy.ImmediateExecution)
         store = self.store
         requester = requester or who
         dedup = hashlib.sha256(json.dumps([template.name, inputs, requester], sort_keys=True,
@@ -169,7 +175,8 @@ class DagEngine:
         for order, row in made:
             self.core.bus.publish(OrderCreated(order_id=order.identifier or "", parent_id=order.parentIdentifier,
                                                template_name=order.templateName, row=row))
-        run = RunState(run_id, template, inputs, priority, created=now, biosero_priority=biosero_priority)
+        run = RunState(run_id, template, inputs, priority, created=now, biosero_priority=biosero_priority,
+                       not_before=scheduled_start.timestamp() if scheduled_start else None)
         for (order, _row), s in zip(made[1:], template.steps, strict=True):
             run.steps[s.id] = StepState(s, order.identifier or "")
         run.index()
@@ -190,12 +197,26 @@ class DagEngine:
         return run.status
 
     def _begin(self, d: Decision, run: RunState) -> None:
+        if run.not_before is not None and run.not_before > self.clock.now():
+            when = to_datetime(run.not_before).isoformat(timespec="seconds")
+            d.then.append(lambda: self.timers.at(run.not_before or 0.0, lambda: self.tasks.spawn(
+                self._begin_when_due(run), f"scheduled-{run.run_id}")))
+            d.then.append(lambda: self.core.bus.publish(RunChanged(
+                run_id=run.run_id, template_name=run.template.name, template_version=run.template.version,
+                status=run.status, detail=f"scheduled for {when}")))
+            return
         run.started = self.clock.now()
         if run.template.default_timeout:
             run.deadline = run.started + run.template.default_timeout
             run.timer = self.timers.at(run.deadline, lambda: self._spawn_timeout(run))
         d.run(run, RunStatus.RUNNING, "started")
         self._advance(d, run)
+
+    async def _begin_when_due(self, run: RunState) -> None:
+        if run.status is RunStatus.PENDING and self._runs.get(run.run_id) is run:
+            d = Decision(self.core)
+            self._begin(d, run)
+            await self._commit(d)
 
     async def start_workflow(self, template_name: str, input_data: Mapping[str, Any] | None = None, *,
                              priority: int = 50, who: str = "labconsole", wait: bool = False,
@@ -611,13 +632,15 @@ class DagEngine:
         return run
 
     async def _load_run(self, run_id: str) -> RunState | None:
-        r, steps, biosero = await self.store.read(lambda c: tables.load(c, run_id))
+        r, steps, parent = await self.store.read(lambda c: tables.load(c, run_id))
         if r is None:
             return None
+        biosero, not_before = parent if parent is not None else (None, None)
         template = self.templates.get(r[1], r[2])
         run = RunState(run_id, template, json.loads(r[5]), r[4], RunStatus(r[3]), recovery_attempts=r[6],
                        paused=bool(r[7]), error=r[8], created=r[9], started=r[10], ended=r[11], deadline=r[12],
-                       biosero_priority=OrderPriority(biosero) if biosero is not None else OrderPriority.Standard)
+                       biosero_priority=OrderPriority(biosero) if biosero is not None else OrderPriority.Standard,
+                       not_before=not_before)
         by_id = {s[0]: s for s in steps}
         for step in template.steps:
             s = by_id[step.id]

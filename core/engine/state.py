@@ -107,6 +107,8 @@ class RunState:
     priority: int
     status: RunStatus = RunStatus.PENDING
     biosero_priority: OrderPriority = OrderPriority.Standard
+    not_before: float | None = None
+    """Scheduled start (Data Services ``FirstAvailableSlot``): the run waits for it."""
     steps: dict[str, StepState] = field(default_factory=dict)
     recovery_attempts: int = 0
     paused: bool = False

@@ -73,12 +73,13 @@ def write_run(conn: sqlite3.Connection, row: Row) -> None:
 # ------------------------------------------------------------------ reads
 
 
-def load(conn: sqlite3.Connection, run_id: str) -> tuple[Row | None, list[Row], int | None]:
-    """(run row in RUN_COLUMNS order, step rows in STEP_COLUMNS order, Biosero priority)."""
+def load(conn: sqlite3.Connection, run_id: str) -> tuple[Row | None, list[Row], Row | None]:
+    """(run row in RUN_COLUMNS order, step rows in STEP_COLUMNS order, (Biosero priority,
+    scheduled start) of the run's order)."""
     run = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
     steps = conn.execute(f"SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = ?", (run_id,)).fetchall()
-    parent = conn.execute("SELECT priority FROM orders WHERE id = ?", (run_id,)).fetchone()
-    return run, steps, parent[0] if parent else None
+    parent: Row | None = conn.execute("SELECT priority, scheduled FROM orders WHERE id = ?", (run_id,)).fetchone()
+    return run, steps, parent
 
 
 def unfinished(conn: sqlite3.Connection, only: str | None = None) -> list[str]:
