@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         if args.command == "templates" and args.action == "validate":
-            return _validate(args.files)
+            return _validate(args.files, args.workcell)
         if args.command == "rehearse":
             return _rehearse(args)
         if args.command == "sila-sim":
@@ -350,13 +350,21 @@ def _agent(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
-def _validate(files: list[Path]) -> int:
+def _capabilities(workcell: Path | None) -> frozenset[str] | None:
+    """The capabilities of ``--workcell`` (templates are checked against them), or None."""
+    from core.workcell import load_workcell
+
+    return load_workcell(workcell).capabilities if workcell is not None else None
+
+
+def _validate(files: list[Path], workcell: Path | None = None) -> int:
     from core.templates import load_template
 
+    capabilities = _capabilities(workcell)
     bad = 0
     for path in files:
         try:
-            t = load_template(path)
+            t = load_template(path, capabilities=capabilities)
         except LabconsoleError as exc:
             bad += 1
             print(exc)
@@ -366,9 +374,9 @@ def _validate(files: list[Path]) -> int:
 
 
 async def _headless(args: argparse.Namespace, data_dir: Path) -> int:
-    from core.runtime import Runtime
+    from core.runtime import DEMO_WORKCELL, Runtime
 
-    runtime = Runtime.build(data_dir)
+    runtime = Runtime.build(data_dir, workcell=args.workcell or DEMO_WORKCELL, faults=args.faults)
     try:
         # The console executes runs; the command line only executes the run it waits for.
         await runtime.start(execute=False)
@@ -379,8 +387,9 @@ async def _headless(args: argparse.Namespace, data_dir: Path) -> int:
             if args.action == "publish":
                 from core.templates import load_template
 
+                capabilities = _capabilities(args.workcell)
                 for path in args.files:
-                    t = await engine.publish(load_template(path))
+                    t = await engine.publish(load_template(path, capabilities=capabilities))
                     print(f"{t.name}: version {t.version}")
             else:
                 for t in engine.templates.latest():

@@ -428,8 +428,15 @@ class Dispatcher:
     # ------------------------------------------------------------------ StepExecutor
 
     async def execute(self, request: Any, progress: ProgressSink) -> dict[str, Any]:
-        """Queue the step, wait for an instrument, run it there, return its outputs."""
+        """Queue the step, wait for an instrument, run it there, return its outputs. A step whose
+        capability no instrument of the workcell offers fails at once (it would wait forever)."""
         order: Order = request.order
+        for capability in (request.kind, *getattr(request, "reserve", ())):
+            if not any(capability in i.capabilities for i in self.instruments.values()):
+                offered = sorted({c for i in self.instruments.values() for c in i.capabilities})
+                raise DriverError(f"no instrument of this workcell offers {capability!r} "
+                                  f"(offered: {', '.join(offered) or 'none'})", code="NoCapability",
+                                  retryable=False)
         job = Job(order_id=request.order_id, order=order, capability=request.kind,
                   reserve=tuple(getattr(request, "reserve", ())), restrict=tuple(order.restricted_modules),
                   strategy=order.moduleRestrictionStrategy, biosero=int(order.priority),

@@ -101,3 +101,14 @@ def test_bad_status_cron_and_inputs_are_refused_without_a_traceback(tmp_path):
         assert result.returncode == code and "cleanup.yaml:2: config.schedule: '0 0 30 2 *': never fires" in (
             result.stdout + result.stderr)
     assert "Traceback" not in lc("schedules", "list", data_dir=tmp_path).stderr
+
+
+def test_validate_and_publish_check_capabilities_against_the_workcell(tmp_path):
+    odd = tmp_path / "odd.yaml"
+    odd.write_text("name: Odd\ndefinition:\n  steps:\n    - {id: a, kind: Spectro.Scan}\n")
+    demo = str(ROOT / "resources" / "workcells" / "demo.yaml")
+    assert lc("templates", "validate", str(odd), data_dir=tmp_path).returncode == 0  # no workcell: kinds unchecked
+    bad = lc("--workcell", demo, "templates", "validate", str(odd), data_dir=tmp_path, check=False)
+    assert bad.returncode == 1 and "odd.yaml:4" in bad.stdout and "Spectro.Scan" in bad.stdout
+    refused = lc("--workcell", demo, "templates", "publish", str(odd), data_dir=tmp_path, check=False)
+    assert refused.returncode == 2 and "Spectro.Scan" in refused.stderr

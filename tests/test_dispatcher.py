@@ -236,11 +236,12 @@ def test_why_waiting_names_missing_capability_and_offline_modules(data_dir):
         await kit.dispatcher.take_out_of_service("Reader2", who="ann", reason="cleaning")
         r = await kit.run("Read")
         await kit.clock.advance(5)
-        return (kit.dispatcher.why_waiting(kit.steps(c)["c"]["order_id"]),
-                kit.dispatcher.why_waiting(kit.steps(r)["read"]["order_id"]), kit)
+        return kit.steps(c)["c"], kit.dispatcher.why_waiting(kit.steps(r)["read"]["order_id"]), kit
 
     cent, read, kit = run_dkit(data_dir, scenario)
-    assert cent == ["no instrument has capability Centrifuge.Spin"]
+    # a capability nobody offers would wait forever: the step fails at once, saying so
+    assert cent["status"] == "failed" and cent["error_code"] == "NoCapability"
+    assert "no instrument of this workcell offers 'Centrifuge.Spin'" in cent["error"]
     assert read == ["Reader1 is disabled", "Reader2 is out of service (manual work)"]
     audit = [(a.who, a.action, a.target, a.reason) for a in kit.store.audit_entries()]
     assert ("ann", "disable instrument", "Reader1", "lamp change") in audit

@@ -189,3 +189,35 @@ def test_a_mapping_that_misspells_a_root_is_refused_with_a_suggestion():
         template_from_dict(template("Typo", [{"id": "a", "kind": "Reader.Read"},
                                              {"id": "b", "kind": "Reader.Read", "depends_on": ["a"],
                                               "input_mapping": {"p": "step_output.a.x"}}]))
+
+
+def test_a_step_no_instrument_can_take_fails_at_once_naming_what_is_offered(tmp_path):
+    from core.clock import VirtualClock
+    from core.runtime import Runtime
+    from core.store import DB_FILENAME, Store
+    from core.templates import template_from_dict
+    from core.workcell import parse_workcell
+
+    cell = parse_workcell("""
+name: small
+instruments:
+  - {id: Sealer1, kind: Sealer, driver: simulated, capabilities: {Sealer.Seal: {duration: 1s}}}
+""", "small.yaml")
+
+    async def scenario():
+        store = Store(tmp_path / DB_FILENAME).open()
+        clock = VirtualClock.for_store(store)
+        runtime = Runtime.build(tmp_path, store=store, clock=clock, workcell=cell, metrics=False)
+        await runtime.start(templates_dir=None)
+        await runtime.engine.publish(template_from_dict(template("Needs", [
+            {"id": "read", "kind": "PlateReader.ReadPlate"}])))
+        run_id = await runtime.start_run("Needs", {})
+        await clock.run_until(lambda: runtime.engine.run_status(run_id).is_final, limit=60)
+        instance = runtime.engine.get_instance(run_id)
+        await runtime.close()
+        return instance
+
+    instance = asyncio.run(scenario())
+    assert instance["status"] == "failed"
+    step = instance["steps"][0]
+    assert step["error_code"] == "NoCapability" and "offered: Sealer.Seal" in step["error"]
