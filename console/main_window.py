@@ -17,6 +17,7 @@ from panels.help import HelpDialog, about_html, collect_shortcuts, data_html, sh
 from panels.jobs import JobsPanel
 from panels.metrics import MetricsPanel
 from panels.robots import RobotsPanel
+from panels.schedules import SchedulesPanel
 from panels.templates import TemplatesPanel
 from panels.theme import SETTINGS_KEY, THEME_NAMES, Theme, apply_theme, load_theme, theme_name
 from panels.widgets import LoopLagIndicator, LoopLagProbe
@@ -27,7 +28,7 @@ DASHBOARD_KEY = "ui/dashboard_expanded"
 
 
 class MainWindow(QMainWindow):
-    """Dashboard, Jobs, Detail, Robots, Metrics and Templates as dock widgets over one runtime."""
+    """Dashboard, Jobs, Detail, Robots, Metrics, Templates and Schedules as dock widgets over one runtime."""
 
     def __init__(self, runtime: Any, settings: QSettings, *, bridge: EventBridge | None = None,
                  parent: QWidget | None = None) -> None:
@@ -51,6 +52,7 @@ class MainWindow(QMainWindow):
         self.robots = RobotsPanel(runtime, self.bridge, self)
         self.metrics = MetricsPanel(runtime, self.bridge, self)
         self.templates = TemplatesPanel(runtime, self.bridge, self)
+        self.schedules = SchedulesPanel(runtime, self.bridge, self)
         self.jobs.order_selected.connect(self._on_order_selected)
         self.jobs.details_requested.connect(self._show_details)
         self.detail.navigate.connect(self._select_in_jobs)
@@ -64,7 +66,8 @@ class MainWindow(QMainWindow):
         self._add_dock("Robots", self.robots, Qt.DockWidgetArea.RightDockWidgetArea)
         self._add_dock("Metrics", self.metrics, Qt.DockWidgetArea.RightDockWidgetArea)
         self._add_dock("Templates", self.templates, Qt.DockWidgetArea.RightDockWidgetArea)
-        for name in ("Robots", "Metrics", "Templates"):
+        self._add_dock("Schedules", self.schedules, Qt.DockWidgetArea.RightDockWidgetArea)
+        for name in ("Robots", "Metrics", "Templates", "Schedules"):
             self.tabifyDockWidget(self.docks["Detail"], self.docks[name])
         self.docks["Detail"].raise_()
         self._layout_pending = True
@@ -261,7 +264,8 @@ class MainWindow(QMainWindow):
         self.save_layout()
         self._stats_timer.stop()
         self.loop_lag.stop()
-        for panel in (self.dashboard, self.robots, self.metrics, self.detail, self.templates, self.jobs):
+        for panel in (self.dashboard, self.robots, self.metrics, self.detail, self.templates, self.schedules,
+                      self.jobs):
             close = getattr(panel, "shutdown", None)
             if close is not None:
                 close()
