@@ -11,6 +11,7 @@ from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QSho
 from PySide6.QtWidgets import QApplication, QDockWidget, QLabel, QMainWindow, QWidget
 
 from console.bridge import EventBridge
+from core.forecast import Forecast
 from panels.dashboard import DashboardPanel
 from panels.detail import DetailPanel
 from panels.help import HelpDialog, about_html, collect_shortcuts, data_html, shortcuts_html
@@ -53,6 +54,8 @@ class MainWindow(QMainWindow):
         self.metrics = MetricsPanel(runtime, self.bridge, self)
         self.templates = TemplatesPanel(runtime, self.bridge, self)
         self.schedules = SchedulesPanel(runtime, self.bridge, self)
+        self.forecast: Forecast | None = None
+        """Run ETAs, once the runtime has started (see :meth:`load_orders`)."""
         self.jobs.order_selected.connect(self._on_order_selected)
         self.jobs.details_requested.connect(self._show_details)
         self.detail.navigate.connect(self._select_in_jobs)
@@ -143,6 +146,10 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("Loading orders…")
         count = await self.jobs.load()
         await self.templates.reload()
+        if self.forecast is None and self.runtime.dispatcher is not None:
+            self.forecast = Forecast(self.runtime, process=True)
+            await self.forecast.start()
+            self.schedules.set_forecast(self.forecast)
         self.statusBar().showMessage(f"Loaded {count:,} orders", 4000)
         self._stats_timer.start()
         return count
@@ -269,6 +276,8 @@ class MainWindow(QMainWindow):
             close = getattr(panel, "shutdown", None)
             if close is not None:
                 close()
+        if self.forecast is not None:
+            self.forecast.stop()
         self.bridge.close()
         if self.closed is not None and not self.closed.done():
             self.closed.set_result(None)

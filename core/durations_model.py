@@ -22,6 +22,7 @@ Qt-free; time comes from the injected clock, never from the event's wall-clock s
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import random
 import sqlite3
@@ -130,6 +131,15 @@ class DurationsModel:
         self.observed = 0
         """Samples taken so far (history and live)."""
 
+    def portable(self) -> DurationsModel:
+        """A copy that can be sent to another process (no clock, no template look-up, no events)."""
+        copy = DurationsModel(self.workcell, window=self.window)
+        copy.by_capability = dict(self.by_capability)
+        copy.by_capability_any = dict(self.by_capability_any)
+        copy.by_step = dict(self.by_step)
+        copy.observed = self.observed
+        return copy
+
     # ------------------------------------------------------------------ learning
 
     def observe(self, seconds: float, *, capability: str | None, instrument: str | None,
@@ -174,7 +184,7 @@ class DurationsModel:
     async def load(self, store: Any) -> int:
         """Learn from the whole transition log (on a reader thread); returns the samples taken."""
         rows = await store.read(_history)
-        return self.load_rows(rows)
+        return await asyncio.to_thread(self.load_rows, rows)  # a long log must not hold up the loop
 
     def load_rows(self, rows: Iterable[tuple[Any, ...]]) -> int:
         """Rows of (order, to_status, at, step, instrument, template, version), by sequence."""

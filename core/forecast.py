@@ -16,7 +16,9 @@ step failed and waits for an operator, no instrument in service offers a capabil
 
 :class:`Forecast` keeps one up to date for the console: it listens to run, step and instrument
 events, waits ``debounce`` seconds after the last one, reads the state on a reader thread and
-plays it forward on a worker thread, so the event loop only ever pays for an event callback.
+plays it forward on a worker thread — or, with ``process=True`` (the console), in a worker
+process, so the play-forward never competes with the event loop for the interpreter — and the
+loop only ever pays for an event callback.
 ``Forecast.eta(run_id)`` gives the latest; listeners are called on the loop with each result.
 :func:`forecast` is the pure function underneath (the benchmark times it on 500 queued runs).
 
@@ -26,8 +28,10 @@ Qt-free.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import heapq
 import logging
+import multiprocessing
 import random
 import sqlite3
 import time
@@ -399,7 +403,7 @@ class Forecast:
     """A forecast of the runtime's runs, made again (debounced, off the loop) after each change."""
 
     def __init__(self, runtime: Any, model: DurationsModel | None = None, *, samples: int = SAMPLES,
-                 debounce: float = DEBOUNCE, seed: int = 0) -> None:
+                 debounce: float = DEBOUNCE, seed: int = 0, process: bool = False) -> None:
         self.runtime = runtime
         self.model = model or DurationsModel(runtime.workcell, clock=runtime.clock,
                                              templates=runtime.engine.templates.get)
@@ -412,6 +416,9 @@ class Forecast:
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._again = False
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        if process:  # spawned, not forked: the console process holds Qt and threads
+            self._pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         self.made = 0
         """Forecasts made so far."""
 
@@ -424,17 +431,27 @@ class Forecast:
             self._changed, (RunChanged, StepChanged, InstrumentStatusChanged)))
         self._schedule()
 
-    async def close(self) -> None:
+    def stop(self) -> None:
+        """Stop listening and forecasting now (without waiting for a forecast in progress)."""
         for sub in self._subs:
             sub.close()
         self._subs.clear()
+        self._listeners.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    async def close(self) -> None:
+        task = self._task
+        self.stop()
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+        self._task = None
 
     def eta(self, run_id: str) -> RunEta | None:
         """The latest forecast for a run (None: not forecast yet, or finished)."""
@@ -483,11 +500,12 @@ class Forecast:
         templates = self.runtime.engine.templates.get
         self.seed += 1
 
-        def compute() -> ForecastResult:
-            return forecast(snapshot_from(rows, instruments, templates, now), self.model,
-                            samples=self.samples, seed=self.seed)
-
-        result = await asyncio.to_thread(compute)
+        snap = await asyncio.to_thread(snapshot_from, rows, instruments, templates, now)
+        if self._pool is not None:
+            result = await asyncio.wrap_future(self._pool.submit(
+                forecast, snap, self.model.portable(), samples=self.samples, seed=self.seed))
+        else:
+            result = await asyncio.to_thread(forecast, snap, self.model, samples=self.samples, seed=self.seed)
         self.result = result
         self.made += 1
         for callback in list(self._listeners):

@@ -466,7 +466,6 @@ class SchedulesPanel(Panel):
         super().__init__(runtime, bridge, parent)
         self.setObjectName("schedulesPanel")
         self.zone = zone or local_zone()
-        self.forecast = forecast
         self.who = os_user()
         self._own_scheduler: Scheduler | None = None
         self.tasks = TaskRunner(self)
@@ -542,11 +541,23 @@ class SchedulesPanel(Panel):
         layout.addLayout(top)
         layout.addWidget(self.message)
         layout.addWidget(split, 1)
+        self.forecast_label.setVisible(False)
+        self.forecast_table.setVisible(False)
+        self.forecast = None
+        self.set_forecast(forecast)
+        self._update_actions()
+
+    def set_forecast(self, forecast: Any) -> None:
+        """Show the runs in flight with their ETAs from ``forecast`` (a core.forecast.Forecast)."""
+        if self.forecast is not None:
+            self.forecast.remove_listener(self._on_forecast)
+        self.forecast = forecast
         self.forecast_label.setVisible(forecast is not None)
         self.forecast_table.setVisible(forecast is not None)
         if forecast is not None:
             forecast.add_listener(self._on_forecast)
-        self._update_actions()
+            if forecast.result is not None:
+                self._on_forecast(forecast.result)
 
     # ------------------------------------------------------------------ data
 

@@ -88,7 +88,8 @@ def test_runs_that_cannot_finish_say_why_instead_of_an_eta():
     assert not nobody.runs["r1"].ok and nobody.runs["r1"].p50 == 0.0
 
 
-def test_the_forecast_of_a_real_queue_meets_what_happens(data_dir):
+@pytest.mark.parametrize("process", [False, True], ids=["thread", "process"])
+def test_the_forecast_of_a_real_queue_meets_what_happens(data_dir, process):
     async def scenario():
         store = Store(data_dir / DB_FILENAME).open()
         clock = VirtualClock.for_store(store)
@@ -97,7 +98,7 @@ def test_the_forecast_of_a_real_queue_meets_what_happens(data_dir):
         starting = asyncio.ensure_future(rt.start(templates_dir=None))
         await clock.run_until(starting.done, step=1.0)
         await rt.engine.publish(SEAL_READ.model_copy(update={"version": 0}))
-        fc = Forecast(rt, samples=4, debounce=0.01)
+        fc = Forecast(rt, samples=4, debounce=0.01, process=process)
         seen = []
         fc.add_listener(seen.append)
         await fc.start()

@@ -195,3 +195,43 @@ def test_the_main_window_has_a_schedules_dock(store, data_dir, qtbot):
     assert window.docks["Schedules"].toggleViewAction() in window.menuBar().actions()[1].menu().actions()
     window.close()
     assert window.schedules.is_shut_down
+
+
+def test_the_forecast_section_lists_runs_in_flight_with_their_eta(store, data_dir, qtbot, qrun):
+    from core.forecast import Forecast
+    from core.workcell import parse_workcell
+
+    cell = parse_workcell("""
+name: panel cell
+instruments:
+  - {id: Sealer, kind: Sealer, driver: simulated, options: {connect_time: 0s},
+     capabilities: {Sealer.Seal: {duration: 20s, jitter: 2s}}}
+""")
+    clock = VirtualClock.for_store(store, start=MONDAY_8)
+    rt = Runtime.build(data_dir, clock=clock, store=store, workcell=cell, seed=1, metrics=False)
+    qrun(rt.start(templates_dir=None))
+    qrun(rt.engine.publish(template_from_dict({"name": "Seal", "definition": {"steps": [
+        {"id": "seal", "kind": "Sealer.Seal"}]}})))
+    runs = [qrun(rt.start_run("Seal", allow_duplicate=True)) for _ in range(3)]
+    forecast = Forecast(rt, samples=8)
+    bridge = EventBridge(rt.core.bus)
+    panel = SchedulesPanel(rt, bridge, zone=BERLIN)
+    qtbot.addWidget(panel)
+    panel.resize(1280, 720)
+    panel.show()
+    assert not panel.forecast_table.isVisible()
+    panel.set_forecast(forecast)
+    result = qrun(forecast.refresh())
+    assert panel.forecast_table.isVisible() and panel.forecast_table.rowCount() == 3
+    assert [panel.forecast_table.item(r, 0).text() for r in range(3)] == runs  # by expected completion
+    last = result.runs[runs[-1]]
+    assert panel.forecast_table.item(2, 2).text() == datetime.fromtimestamp(last.p50, BERLIN).strftime(
+        "%a %d %b %H:%M %Z")
+    assert panel.forecast_label.text().startswith("Forecast: 3 runs in flight, 8 samples")
+    save_screenshot(panel, "schedules-forecast")
+    panel.shutdown()
+    assert forecast._listeners == []
+    panel.close()
+    bridge.close()
+    qrun(forecast.close())
+    qrun(rt.close())
