@@ -44,6 +44,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.durations import format_duration
 from core.errors import InputError
 from core.facade import os_user
 from core.schedules import (
@@ -99,6 +100,13 @@ def problems_of(error: InputError) -> list[str]:
 
 def _when(ts: float | None, zone: ZoneInfo) -> str:
     return datetime.fromtimestamp(ts, zone).strftime("%a %d %b %H:%M %Z") if ts is not None else "—"
+
+
+def eta_text(ts: float, now: float, zone: ZoneInfo) -> str:
+    """``08:14:05 (in 14m5s)``; the day is added when it is not today."""
+    when, today = datetime.fromtimestamp(ts, zone), datetime.fromtimestamp(now, zone)
+    text = when.strftime("%H:%M:%S") if when.date() == today.date() else when.strftime("%a %d %b %H:%M")
+    return f"{text} (in {format_duration(max(0.0, round(ts - now)))})"
 
 
 # --------------------------------------------------------------------------- dialogs
@@ -509,7 +517,7 @@ class SchedulesPanel(Panel):
         self.blackout_list.itemSelectionChanged.connect(self._update_actions)
         self.forecast_table = QTableWidget(0, 4, self)
         self.forecast_table.setObjectName("forecastTable")
-        self.forecast_table.setHorizontalHeaderLabels(("Run", "Template", "Done by (median)", "p10 – p90"))
+        self.forecast_table.setHorizontalHeaderLabels(("Run", "Template", "Done by (median)", "p10 – p90 / why not"))
         self.forecast_table.verticalHeader().hide()
         self.forecast_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.forecast_table.horizontalHeader().setStretchLastSection(True)
@@ -712,12 +720,22 @@ class SchedulesPanel(Panel):
         """A new forecast (called on the event loop's thread)."""
         if self.is_shut_down:
             return
-        rows = sorted(result.runs.values(), key=lambda r: r.p50)[:200]
+        rows = sorted(result.runs.values(), key=lambda r: (not r.ok, r.p50))[:200]
         self.forecast_table.setRowCount(len(rows))
+        now, zone = result.at, self.zone
         for i, r in enumerate(rows):
-            band = f"{_when(r.p10, self.zone)} – {_when(r.p90, self.zone)}" if r.ok else r.problem
-            for col, text in enumerate((r.run_id, r.template, _when(r.p50, self.zone) if r.ok else "—", band)):
-                self.forecast_table.setItem(i, col, QTableWidgetItem(text))
+            if r.ok:
+                band = (f"{datetime.fromtimestamp(r.p10, zone):%H:%M:%S} – "
+                        f"{datetime.fromtimestamp(r.p90, zone):%H:%M:%S}")
+                cells = (r.run_id, r.template, eta_text(r.p50, now, zone), band)
+            else:
+                cells = (r.run_id, r.template, "—", r.problem or "")
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if not r.ok:
+                    item.setForeground(current_theme().color("text_warn"))
+                self.forecast_table.setItem(i, col, item)
+        self.forecast_table.resizeColumnsToContents()
         took = f" · computed in {result.seconds * 1000:.0f} ms" if result.seconds else ""
         self.forecast_label.setText(f"Forecast: {len(result.runs)} runs in flight, "
                                     f"{result.samples} samples{took}")

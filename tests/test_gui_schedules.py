@@ -198,6 +198,7 @@ def test_the_main_window_has_a_schedules_dock(store, data_dir, qtbot):
 
 
 def test_the_forecast_section_lists_runs_in_flight_with_their_eta(store, data_dir, qtbot, qrun):
+    from core.durations import format_duration
     from core.forecast import Forecast
     from core.workcell import parse_workcell
 
@@ -225,8 +226,8 @@ instruments:
     assert panel.forecast_table.isVisible() and panel.forecast_table.rowCount() == 3
     assert [panel.forecast_table.item(r, 0).text() for r in range(3)] == runs  # by expected completion
     last = result.runs[runs[-1]]
-    assert panel.forecast_table.item(2, 2).text() == datetime.fromtimestamp(last.p50, BERLIN).strftime(
-        "%a %d %b %H:%M %Z")
+    assert panel.forecast_table.item(2, 2).text() == (
+        f"{datetime.fromtimestamp(last.p50, BERLIN):%H:%M:%S} (in {format_duration(round(last.p50 - MONDAY_8))})")
     assert panel.forecast_label.text().startswith("Forecast: 3 runs in flight, 8 samples")
     save_screenshot(panel, "schedules-forecast")
     panel.shutdown()
