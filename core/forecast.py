@@ -303,7 +303,9 @@ def _play(nodes: list[_Node], snap: Snapshot, rng: random.Random) -> list[float]
             heapq.heappush(events, (n.ready_at, -1 - i, ()))  # wakes the step at its next attempt
         else:
             heapq.heappush(ready.setdefault(n.capability, []), (n.key, i))
+            dirty.add(n.capability)
 
+    dirty: set[str] = set()
     for i, n in enumerate(nodes):
         if n.running:
             total = duration(n, n.running_on)
@@ -316,45 +318,71 @@ def _play(nodes: list[_Node], snap: Snapshot, rng: random.Random) -> list[float]
     for i in range(len(nodes)):
         if deps[i] == 0:
             make_ready(i, now)
+    # a freed instrument wakes its capabilities and those that reserve them; only they dispatch
+    wakes: dict[str, set[str]] = {m: set(caps) for m, caps in
+                                  ((i.id, i.capabilities) for i in snap.instruments if i.available)}
+    for n in nodes:
+        if n.capability is not None:
+            for extra in n.reserve:
+                for m in by_cap.get(extra, ()):
+                    wakes[m].add(n.capability)
     t = now
     while True:
-        if ready:  # dispatch: capabilities by their best waiting step, each as far as instruments allow
-            for _, cap in sorted((h[0][0], c) for c, h in ready.items() if h):
+        if dirty:  # capabilities by their best waiting step, each as far as instruments allow
+            heads = sorted((h[0][0], c) for c in dirty if (h := ready.get(c)))
+            dirty.clear()
+            for _, cap in heads:
                 heap = ready[cap]
+                candidates = by_cap[cap]
                 while heap:
                     i = heap[0][1]
                     n = nodes[i]
-                    main = next((m for m in by_cap[cap] if free[m] > 0 and (n.allowed is None or m in n.allowed)), None)
+                    main = None
+                    for m in candidates:
+                        if free[m] > 0 and (n.allowed is None or m in n.allowed):
+                            main = m
+                            break
                     if main is None:
                         break
-                    taken = [main]
-                    free[main] -= 1
-                    for extra in n.reserve:
-                        got = next((m for m in by_cap.get(extra, ()) if free[m] > 0), None)
-                        if got is None:
+                    if n.reserve:  # all the reserved instruments at once, or wait
+                        free[main] -= 1
+                        taken = [main]
+                        for extra in n.reserve:
+                            for m in by_cap.get(extra, ()):
+                                if free[m] > 0:
+                                    free[m] -= 1
+                                    taken.append(m)
+                                    break
+                            else:
+                                break
+                        if len(taken) < 1 + len(n.reserve):
+                            for m in taken:
+                                free[m] += 1
                             break
-                        free[got] -= 1
-                        taken.append(got)
-                    if len(taken) < 1 + len(n.reserve):  # all or nothing
-                        for m in taken:
-                            free[m] += 1
-                        break
+                        held_now = tuple(taken)
+                    else:
+                        free[main] -= 1
+                        held_now = (main,)
                     heapq.heappop(heap)
-                    heapq.heappush(events, (t + duration(n, main), i, tuple(taken)))
+                    heapq.heappush(events, (t + duration(n, main), i, held_now))
         if not events:
             break
-        t, i, held = heapq.heappop(events)
-        if i < 0:  # a retry's next attempt came
-            n = nodes[-1 - i]
-            heapq.heappush(ready.setdefault(n.capability or "", []), (n.key, -1 - i))
-            continue
-        for m in held:
-            free[m] += 1
-        ends[i] = t
-        for c in nodes[i].children:
-            deps[c] -= 1
-            if deps[c] == 0:
-                make_ready(c, t)
+        t = events[0][0]
+        while events and events[0][0] == t:  # everything that ends now, then one dispatch
+            _, i, held = heapq.heappop(events)
+            if i < 0:  # a retry's next attempt came
+                n = nodes[-1 - i]
+                heapq.heappush(ready.setdefault(n.capability or "", []), (n.key, -1 - i))
+                dirty.add(n.capability or "")
+                continue
+            for m in held:
+                free[m] += 1
+                dirty |= wakes[m]
+            ends[i] = t
+            for c in nodes[i].children:
+                deps[c] -= 1
+                if deps[c] == 0:
+                    make_ready(c, t)
     return ends
 
 
