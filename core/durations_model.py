@@ -126,6 +126,8 @@ class DurationsModel:
         self.by_capability: dict[tuple[str, str], Samples] = {}
         self.by_capability_any: dict[str, Samples] = {}
         self.by_step: dict[tuple[str, str], Samples] = {}
+        self.attempts: dict[str, list[int]] = {}
+        """Per capability: [attempts that ended, attempts that failed]."""
         self._running: dict[str, float] = {}
         self._runs: dict[str, tuple[str, int]] = {}
         self.observed = 0
@@ -137,6 +139,7 @@ class DurationsModel:
         copy.by_capability = dict(self.by_capability)
         copy.by_capability_any = dict(self.by_capability_any)
         copy.by_step = dict(self.by_step)
+        copy.attempts = {k: list(v) for k, v in self.attempts.items()}
         copy.observed = self.observed
         return copy
 
@@ -154,6 +157,20 @@ class DurationsModel:
         if template and step:
             self.by_step.setdefault((template, step), Samples(self.window)).add(seconds)
         self.observed += 1
+        if capability:
+            self.attempts.setdefault(capability, [0, 0])[0] += 1
+
+    def observe_failure(self, capability: str | None) -> None:
+        """One attempt of a step of ``capability`` that ended in an error (it may be retried)."""
+        if capability:
+            counts = self.attempts.setdefault(capability, [0, 0])
+            counts[0] += 1
+            counts[1] += 1
+
+    def failure_rate(self, capability: str) -> float:
+        """Share of attempts that fail, shrunk towards 0 while there are few."""
+        attempts, failed = self.attempts.get(capability, (0, 0))
+        return failed / (attempts + MIN_SAMPLES)
 
     def subscribe(self, bus: EventBus) -> Subscription:
         """Learn from every step that completes from now on (cheap: a dict look-up and an insort)."""
@@ -171,6 +188,8 @@ class DurationsModel:
                 template, capability = self._template_of(event.run_id, event.step_id)
                 self.observe(self.clock.now() - started, capability=capability, instrument=event.instrument,
                              template=template, step=event.step_id)
+            elif event.status in (StepStatus.RETRYING, StepStatus.FAILED, StepStatus.UNKNOWN):
+                self.observe_failure(self._template_of(event.run_id, event.step_id)[1])
 
     def _template_of(self, run_id: str, step_id: str) -> tuple[str | None, str | None]:
         known = self._runs.get(run_id)
@@ -194,17 +213,21 @@ class DurationsModel:
         for order_id, to_status, at, step_id, instrument, template, version in rows:
             if to_status == OrderStatus.Running.value:
                 started[order_id] = at
-            elif to_status == OrderStatus.Complete.value and order_id in started:
-                key = (template, version, step_id)
-                if key not in kinds:
-                    try:
-                        kinds[key] = self.templates(template, version).step(step_id).kind if self.templates else None
-                    except (KeyError, LookupError):
-                        kinds[key] = None
-                self.observe(at - started.pop(order_id), capability=kinds[key], instrument=instrument,
-                             template=template, step=step_id)
-            else:
-                started.pop(order_id, None)
+                continue
+            if order_id not in started:
+                continue
+            key = (template, version, step_id)
+            if key not in kinds:
+                try:
+                    kinds[key] = self.templates(template, version).step(step_id).kind if self.templates else None
+                except (KeyError, LookupError):
+                    kinds[key] = None
+            began = started.pop(order_id)
+            if to_status == OrderStatus.Complete.value:
+                self.observe(at - began, capability=kinds[key], instrument=instrument, template=template,
+                             step=step_id)
+            elif to_status == OrderStatus.Error.value:
+                self.observe_failure(kinds[key])
         return self.observed - before
 
     # ------------------------------------------------------------------ reading

@@ -181,7 +181,7 @@ def snapshot_from(rows: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]], ins
 
 class _Node:
     __slots__ = ("run", "step", "capability", "reserve", "allowed", "children", "deps", "key", "samplers",
-                 "fixed", "ready_at", "running", "running_on", "elapsed")
+                 "fixed", "ready_at", "running", "running_on", "elapsed", "fail_p", "retry")
 
     def __init__(self) -> None:
         self.children: list[int] = []
@@ -191,6 +191,8 @@ class _Node:
         self.samplers: dict[str | None, Callable[[random.Random], float]] = {}
         self.fixed: float | None = None
         self.ready_at = 0.0
+        self.fail_p = 0.0
+        self.retry: Any = None
         self.running = False
         self.running_on: str | None = None
         self.elapsed = 0.0
@@ -256,6 +258,9 @@ def _plan(snap: Snapshot, model: DurationsModel) -> tuple[list[_Node], list[RunS
             if s.is_builtin:
                 node.fixed = model.estimate(t.name, s, None, run.inputs).median
             else:
+                policy = t.retry_policy(s)
+                if policy.max_attempts > 1:
+                    node.fail_p, node.retry = model.failure_rate(s.kind), policy
                 for inst in by_cap.get(s.kind, ()):
                     node.samplers[inst] = model.sampler(t.name, s, inst, run.inputs)
             node.deps = sum(1 for d in s.depends_on if d in index)
@@ -289,11 +294,17 @@ def _play(nodes: list[_Node], snap: Snapshot, rng: random.Random) -> list[float]
     events: list[tuple[float, int, tuple[str, ...]]] = []
     ready: dict[str, list[tuple[Any, int]]] = {}
 
-    def duration(n: _Node, inst: str | None) -> float:
+    def duration(n: _Node, inst: str | None, fresh: bool = True) -> float:
         if n.fixed is not None:
             return n.fixed
         sampler = n.samplers.get(inst) or next(iter(n.samplers.values()))
-        return max(0.0, sampler(rng))
+        total = 0.0
+        attempt = 1
+        if fresh and n.fail_p:  # failed attempts (cut short part-way) and the backoff before the next
+            while attempt < n.retry.max_attempts and rng.random() < n.fail_p:
+                total += max(0.0, sampler(rng)) * (0.1 + 0.8 * rng.random()) + n.retry.delay(attempt, rng.random())
+                attempt += 1
+        return total + max(0.0, sampler(rng))
 
     def make_ready(i: int, t: float) -> None:
         n = nodes[i]
@@ -308,7 +319,7 @@ def _play(nodes: list[_Node], snap: Snapshot, rng: random.Random) -> list[float]
     dirty: set[str] = set()
     for i, n in enumerate(nodes):
         if n.running:
-            total = duration(n, n.running_on)
+            total = duration(n, n.running_on, fresh=False)
             left = total - n.elapsed if total > n.elapsed else 0.1 * max(total, n.elapsed)
             held = (n.running_on,) if n.running_on in free else ()
             for inst in held:

@@ -14,7 +14,7 @@ from core.forecast import Forecast, InstrumentState, RunState, Snapshot, StepSta
 from core.runtime import Runtime
 from core.states import StepStatus
 from core.store import DB_FILENAME, Store
-from core.templates import template_from_dict
+from core.templates import RetryPolicy, template_from_dict
 from core.workcell import parse_workcell
 
 CELL = """
@@ -121,3 +121,20 @@ def test_the_forecast_of_a_real_queue_meets_what_happens(data_dir, process):
         assert predicted[run_id] == pytest.approx(when, abs=2.0), run_id
     assert result in seen and automatic >= 2
     assert eta_after is None  # finished runs leave the forecast
+
+
+def test_learned_failures_add_retries_to_the_forecast():
+    retried = SEAL_READ.model_copy(update={"steps": tuple(
+        s.model_copy(update={"retry_policy": RetryPolicy(max_attempts=3, initial_interval=10.0)}) if s.id == "seal" else s
+        for s in SEAL_READ.steps)})
+    runs = tuple(RunState(f"r{i}", retried, "running", 50, NOW + i, {}, {}) for i in range(4))
+    model = _model()
+    plain = forecast(Snapshot(NOW, runs, INSTRUMENTS), model, samples=64, seed=1)
+    for _ in range(40):
+        model.observe(20.0, capability="Sealer.Seal", instrument="Sealer", template="Seal and read", step="seal")
+    for _ in range(30):
+        model.observe_failure("Sealer.Seal")
+    assert model.failure_rate("Sealer.Seal") == pytest.approx(30 / 75)
+    failing = forecast(Snapshot(NOW, runs, INSTRUMENTS), model, samples=64, seed=1)
+    assert plain.runs["r0"].p90 == NOW + 110
+    assert failing.runs["r0"].p90 > NOW + 110 + 10 and failing.runs["r3"].p90 > plain.runs["r3"].p90
