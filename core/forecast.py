@@ -2,7 +2,7 @@
 
 The forecaster copies the current state — unfinished runs and their steps (running ones with the
 time already spent, retrying ones with their next attempt), the instruments in service with
-their capacity — and plays the queue forward on a virtual clock with a compact rehearsal of
+their capacity, and the runs schedules will start within ``horizon`` — and plays the queue forward on a virtual clock with a compact rehearsal of
 the dispatcher: ready steps wait in a queue per capability in the dispatcher's order (numeric
 priority, higher first, then creation, FIFO), take a free instrument offering the capability
 (and the instruments of every ``reserve`` capability, all at once), and hold it for a duration
@@ -50,6 +50,12 @@ log = logging.getLogger(__name__)
 SAMPLES = 16
 """Plays forward per forecast: enough for a p10-p90 band, cheap enough for 500 runs in < 1 s."""
 
+HORIZON = 8 * 3600.0
+"""Runs that schedules will start within this many seconds join the forecast's queue."""
+
+SCHEDULED_PREFIX = "scheduled:"
+"""Run ids of runs a schedule will start: ``scheduled:<schedule id>@<epoch seconds>``."""
+
 DEBOUNCE = 0.5
 """Seconds of quiet after the last change before the forecast is made again."""
 
@@ -78,6 +84,8 @@ class RunState:
     created: float
     inputs: dict[str, Any]
     steps: dict[str, StepState]
+    start_at: float | None = None
+    """For a run a schedule will start: when (it holds nothing before)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +123,11 @@ class RunEta:
     def ok(self) -> bool:
         return self.problem is None
 
+    @property
+    def scheduled(self) -> bool:
+        """A run a schedule will start within the horizon (not started yet)."""
+        return self.run_id.startswith(SCHEDULED_PREFIX)
+
 
 @dataclass(frozen=True, slots=True)
 class ForecastResult:
@@ -145,8 +158,10 @@ def read_state(conn: sqlite3.Connection) -> list[tuple[tuple[Any, ...], list[tup
 
 
 def snapshot_from(rows: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]], instruments: Sequence[Any],
-                  templates: Callable[[str, int], WorkflowTemplate], now: float) -> Snapshot:
-    """A :class:`Snapshot` from :func:`read_state` rows and instrument views (``Runtime.instruments()``)."""
+                  templates: Callable[[str, int], WorkflowTemplate], now: float,
+                  scheduled: Sequence[tuple[Any, float]] = ()) -> Snapshot:
+    """A :class:`Snapshot` from :func:`read_state` rows, instrument views (``Runtime.instruments()``)
+    and the (schedule, time) pairs of runs schedules will start (``Scheduler.occurrences``)."""
     import json
 
     runs = []
@@ -162,6 +177,15 @@ def snapshot_from(rows: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]], ins
         except json.JSONDecodeError:
             inputs = {}
         runs.append(RunState(r[0], template, r[3], r[4] if r[4] is not None else 50, r[5], inputs, steps))
+    for schedule, at in scheduled:
+        try:
+            template = templates(schedule.template, None)  # type: ignore[arg-type]
+        except Exception as exc:  # the schedule will fail to start it: nothing to forecast
+            log.warning("forecast: schedule %s: template %s: %s", schedule.id, schedule.template, exc)
+            continue
+        inputs = schedule.inputs if isinstance(schedule.inputs, dict) else {}
+        runs.append(RunState(f"{SCHEDULED_PREFIX}{schedule.id}@{at:.0f}", template, "pending", schedule.priority,
+                             at, inputs, {}, start_at=at))
     insts = []
     for v in instruments:
         reasons = []
@@ -272,6 +296,8 @@ def _plan(snap: Snapshot, model: DurationsModel) -> tuple[list[_Node], list[RunS
                     node.samplers[node.running_on] = model.sampler(t.name, s, None, run.inputs)
             if state is not None and state.status is StepStatus.RETRYING and state.next_attempt_at:
                 node.ready_at = state.next_attempt_at
+            if run.start_at is not None:
+                node.ready_at = max(node.ready_at, run.start_at)
             nodes.append(node)
         for s in todo:
             for d in s.depends_on:
@@ -442,12 +468,14 @@ class Forecast:
     """A forecast of the runtime's runs, made again (debounced, off the loop) after each change."""
 
     def __init__(self, runtime: Any, model: DurationsModel | None = None, *, samples: int = SAMPLES,
-                 debounce: float = DEBOUNCE, seed: int = 0, process: bool = False) -> None:
+                 debounce: float = DEBOUNCE, seed: int = 0, process: bool = False,
+                 horizon: float = HORIZON) -> None:
         self.runtime = runtime
         self.model = model or DurationsModel(runtime.workcell, clock=runtime.clock,
                                              templates=runtime.engine.templates.get)
         self.samples = samples
         self.debounce = debounce
+        self.horizon = horizon
         self.seed = seed
         self.result: ForecastResult | None = None
         self._listeners: list[Callable[[ForecastResult], Any]] = []
@@ -532,14 +560,20 @@ class Forecast:
             self._schedule()
 
     async def refresh(self) -> ForecastResult:
-        """Make a forecast now (state read on a reader thread, played forward on a worker thread)."""
+        """Make a forecast now: the state (and the schedules' runs within the horizon) read on
+        worker threads, played forward on a worker thread or process."""
         now = self.runtime.clock.now()
         instruments = self.runtime.instruments()
         rows = await self.runtime.store.read(read_state)
         templates = self.runtime.engine.templates.get
+        scheduler = getattr(self.runtime, "schedules", None)
         self.seed += 1
 
-        snap = await asyncio.to_thread(snapshot_from, rows, instruments, templates, now)
+        def snapshot() -> Snapshot:
+            due = scheduler.occurrences(now, now + self.horizon) if scheduler is not None else []
+            return snapshot_from(rows, instruments, templates, now, [(s, t) for s, t, _ in due])
+
+        snap = await asyncio.to_thread(snapshot)
         if self._pool is not None:
             result = await asyncio.wrap_future(self._pool.submit(
                 forecast, snap, self.model.portable(), samples=self.samples, seed=self.seed))

@@ -724,12 +724,15 @@ class SchedulesPanel(Panel):
         self.forecast_table.setRowCount(len(rows))
         now, zone = result.at, self.zone
         for i, r in enumerate(rows):
+            name = r.run_id
+            if r.scheduled:  # scheduled:<id>@<epoch>: a run a schedule will start
+                name = f"scheduled {datetime.fromtimestamp(float(r.run_id.rpartition('@')[2]), zone):%a %H:%M}"
             if r.ok:
                 band = (f"{datetime.fromtimestamp(r.p10, zone):%H:%M:%S} – "
                         f"{datetime.fromtimestamp(r.p90, zone):%H:%M:%S}")
-                cells = (r.run_id, r.template, eta_text(r.p50, now, zone), band)
+                cells = (name, r.template, eta_text(r.p50, now, zone), band)
             else:
-                cells = (r.run_id, r.template, "—", r.problem or "")
+                cells = (name, r.template, "—", r.problem or "")
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if not r.ok:

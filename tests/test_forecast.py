@@ -138,3 +138,32 @@ def test_learned_failures_add_retries_to_the_forecast():
     failing = forecast(Snapshot(NOW, runs, INSTRUMENTS), model, samples=64, seed=1)
     assert plain.runs["r0"].p90 == NOW + 110
     assert failing.runs["r0"].p90 > NOW + 110 + 10 and failing.runs["r3"].p90 > plain.runs["r3"].p90
+
+
+def test_runs_schedules_will_start_join_the_queue_at_their_time(data_dir):
+    async def scenario():
+        store = Store(data_dir / DB_FILENAME).open()
+        clock = VirtualClock.for_store(store, start=NOW)
+        rt = Runtime.build(data_dir, clock=clock, store=store, workcell=parse_workcell(CELL), seed=2, metrics=False)
+        starting = asyncio.ensure_future(rt.start(templates_dir=None, schedules=True))
+        await clock.run_until(starting.done, step=1.0)
+        await rt.engine.publish(SEAL_READ.model_copy(update={"version": 0}))
+        from core.schedules import Frequency, Schedule
+
+        s = await rt.schedules.add(Schedule("Seal and read", Frequency.CRON, cron="*/20 * * * *", priority=90))
+        queued = [await rt.start_run("Seal and read", allow_duplicate=True) for _ in range(30)]
+        fc = Forecast(rt, samples=2, horizon=3600)
+        result = await fc.refresh()
+        await fc.close()
+        await rt.close()
+        return s, queued, result
+
+    s, queued, result = asyncio.run(scenario())
+    scheduled = sorted((e for e in result.runs.values() if e.scheduled), key=lambda e: e.p50)
+    starts = [float(e.run_id.rpartition("@")[2]) for e in scheduled]
+    assert [e.run_id.split("@")[0] for e in scheduled] == [f"scheduled:{s.id}"] * 3
+    assert [t - NOW for t in starts] == [20 * 60, 40 * 60, 60 * 60]
+    for e, start in zip(scheduled, starts, strict=True):  # priority 90: its seal goes first at its time
+        assert e.steps["seal"] == pytest.approx(start + 20, abs=20)
+        assert e.p50 >= start + 110
+    assert len(result.runs) == len(queued) + 3
