@@ -208,6 +208,10 @@ class _Node:
                  "fixed", "ready_at", "running", "running_on", "elapsed", "fail_p", "retry")
 
     def __init__(self) -> None:
+        self.run = 0
+        self.step = ""
+        self.capability: str | None = None
+        self.key: tuple[int, float, int] = (0, 0.0, 0)
         self.children: list[int] = []
         self.deps = 0
         self.reserve: tuple[str, ...] = ()
@@ -226,10 +230,10 @@ def _plan(snap: Snapshot, model: DurationsModel) -> tuple[list[_Node], list[RunS
     """The steps still to do as a graph, the runs that can finish, and why the others cannot."""
     available = {i.id: i for i in snap.instruments if i.available}
     by_cap: dict[str, list[str]] = {}
-    for i in snap.instruments:
-        if i.available:
-            for c in i.capabilities:
-                by_cap.setdefault(c, []).append(i.id)
+    for x in snap.instruments:
+        if x.available:
+            for c in x.capabilities:
+                by_cap.setdefault(c, []).append(x.id)
     offline = {c: [f"{i.id} ({i.why_not})" for i in snap.instruments if not i.available and c in i.capabilities]
                for c in {c for i in snap.instruments for c in i.capabilities}}
     nodes: list[_Node] = []
@@ -309,12 +313,12 @@ def _plan(snap: Snapshot, model: DurationsModel) -> tuple[list[_Node], list[RunS
 def _play(nodes: list[_Node], snap: Snapshot, rng: random.Random) -> list[float]:
     """One play-forward: the end time of every node."""
     now = snap.now
-    free = {i.id: i.capacity for i in snap.instruments if i.available}
+    free = {x.id: x.capacity for x in snap.instruments if x.available}
     by_cap: dict[str, list[str]] = {}
-    for i in snap.instruments:
-        if i.available:
-            for c in i.capabilities:
-                by_cap.setdefault(c, []).append(i.id)
+    for x in snap.instruments:
+        if x.available:
+            for c in x.capabilities:
+                by_cap.setdefault(c, []).append(x.id)
     deps = [n.deps for n in nodes]
     ends = [0.0] * len(nodes)
     events: list[tuple[float, int, tuple[str, ...]]] = []
@@ -347,7 +351,7 @@ def _play(nodes: list[_Node], snap: Snapshot, rng: random.Random) -> list[float]
         if n.running:
             total = duration(n, n.running_on, fresh=False)
             left = total - n.elapsed if total > n.elapsed else 0.1 * max(total, n.elapsed)
-            held = (n.running_on,) if n.running_on in free else ()
+            held: tuple[str, ...] = (n.running_on,) if n.running_on is not None and n.running_on in free else ()
             for inst in held:
                 free[inst] -= 1
             heapq.heappush(events, (now + left, i, held))
@@ -356,8 +360,7 @@ def _play(nodes: list[_Node], snap: Snapshot, rng: random.Random) -> list[float]
         if deps[i] == 0:
             make_ready(i, now)
     # a freed instrument wakes its capabilities and those that reserve them; only they dispatch
-    wakes: dict[str, set[str]] = {m: set(caps) for m, caps in
-                                  ((i.id, i.capabilities) for i in snap.instruments if i.available)}
+    wakes: dict[str, set[str]] = {x.id: set(x.capabilities) for x in snap.instruments if x.available}
     for n in nodes:
         if n.capability is not None:
             for extra in n.reserve:
@@ -396,7 +399,7 @@ def _play(nodes: list[_Node], snap: Snapshot, rng: random.Random) -> list[float]
                             for m in taken:
                                 free[m] += 1
                             break
-                        held_now = tuple(taken)
+                        held_now: tuple[str, ...] = tuple(taken)
                     else:
                         free[main] -= 1
                         held_now = (main,)
@@ -416,10 +419,10 @@ def _play(nodes: list[_Node], snap: Snapshot, rng: random.Random) -> list[float]
                 free[m] += 1
                 dirty |= wakes[m]
             ends[i] = t
-            for c in nodes[i].children:
-                deps[c] -= 1
-                if deps[c] == 0:
-                    make_ready(c, t)
+            for child in nodes[i].children:
+                deps[child] -= 1
+                if deps[child] == 0:
+                    make_ready(child, t)
     return ends
 
 
