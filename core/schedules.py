@@ -197,12 +197,13 @@ class Schedule:
         hour_field = fields[2] if six else fields[1]
         repeat_ok = hour_field == "*" or hour_field.startswith("*/")
         it = croniter(expr, datetime.fromtimestamp(ts, tz), second_at_beginning=six)
+        slot = 0.0
         for _ in range(64):
-            when: datetime = it.get_next(datetime)
+            slot = it.get_next(datetime).timestamp()
             # a wall-clock time repeated by the autumn change fires once (its first occurrence)
-            if repeat_ok or not datetime.fromtimestamp(when.timestamp(), tz).fold:
-                return when.timestamp()
-        return when.timestamp()
+            if repeat_ok or not datetime.fromtimestamp(slot, tz).fold:
+                return slot
+        return slot
 
     def describe(self) -> str:
         """The schedule in words: ``daily at 09:30``, ``cron 0 9 * * 1-5``, ``once at ...``."""
