@@ -158,7 +158,7 @@ def read_state(conn: sqlite3.Connection) -> list[tuple[tuple[Any, ...], list[tup
 
 
 def snapshot_from(rows: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]], instruments: Sequence[Any],
-                  templates: Callable[[str, int], WorkflowTemplate], now: float,
+                  templates: Callable[[str, int | None], WorkflowTemplate], now: float,
                   scheduled: Sequence[tuple[Any, float]] = ()) -> Snapshot:
     """A :class:`Snapshot` from :func:`read_state` rows, instrument views (``Runtime.instruments()``)
     and the (schedule, time) pairs of runs schedules will start (``Scheduler.occurrences``)."""
@@ -168,7 +168,7 @@ def snapshot_from(rows: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]], ins
     for r, step_rows in rows:
         try:
             template = templates(r[1], r[2])
-        except Exception as exc:  # a run whose template cannot be read is left out, and said so
+        except Exception as exc:  # noqa: BLE001 - a run whose template cannot be read is left out, and said so
             log.warning("forecast: run %s: template %s v%s: %s", r[0], r[1], r[2], exc)
             continue
         steps = {s[1]: StepState(s[1], StepStatus(s[2]), s[3], s[4], s[5]) for s in step_rows}
@@ -179,8 +179,8 @@ def snapshot_from(rows: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]], ins
         runs.append(RunState(r[0], template, r[3], r[4] if r[4] is not None else 50, r[5], inputs, steps))
     for schedule, at in scheduled:
         try:
-            template = templates(schedule.template, None)  # type: ignore[arg-type]
-        except Exception as exc:  # the schedule will fail to start it: nothing to forecast
+            template = templates(schedule.template, None)
+        except Exception as exc:  # noqa: BLE001 - the schedule will fail to start it: nothing to forecast
             log.warning("forecast: schedule %s: template %s: %s", schedule.id, schedule.template, exc)
             continue
         inputs = schedule.inputs if isinstance(schedule.inputs, dict) else {}

@@ -245,7 +245,7 @@ def cron_problem(expression: Any, *, timezone: str = "UTC", now: datetime | None
     start = (now or datetime.now(tz)).astimezone(tz)
     try:
         nxt = croniter(expression, start, second_at_beginning=len(fields) == 6).get_next(datetime)
-    except Exception as exc:  # croniter's refusals are not one type
+    except Exception as exc:  # noqa: BLE001 - croniter's refusals are not one type
         reason = str(exc).replace(f"[{expression}] ", "") or type(exc).__name__
         if "find next date" in reason:
             reason = f"never fires (no such date within {CRON_HORIZON_YEARS} years)"
@@ -527,7 +527,7 @@ class Scheduler:
         ``last_error`` and gets none (it stays listed, and never fires, until fixed)."""
         try:
             return s.next_after(ts)
-        except Exception as exc:  # one schedule must never stop the others
+        except Exception as exc:  # noqa: BLE001 - one schedule must never stop the others
             s.last_error = f"cannot compute the next run: {type(exc).__name__}: {exc}"
             log.error("schedule %s (%s): %s", s.id, s.template, s.last_error)
             return None
@@ -578,7 +578,7 @@ class Scheduler:
                 blackouts = self.blackouts()
             try:
                 run_ids = await self._fire(s, now, blackouts)
-            except Exception as exc:  # one schedule must never stop the others
+            except Exception as exc:  # noqa: BLE001 - one schedule must never stop the others
                 log.exception("schedule %s (%s) failed", s.id, s.template)
                 try:
                     s.last_error = f"{type(exc).__name__}: {exc}"
@@ -611,7 +611,7 @@ class Scheduler:
             except LabconsoleError as exc:
                 s.last_error = f"could not start a run: {exc}"
                 log.error("schedule %s (%s): %s", s.id, s.template, s.last_error)
-            except Exception as exc:  # one schedule must never stop the others
+            except Exception as exc:  # noqa: BLE001 - one schedule must never stop the others
                 s.last_error = f"could not start a run: {type(exc).__name__}: {exc}"
                 log.exception("schedule %s (%s): could not start a run", s.id, s.template)
             if run_id is None:
