@@ -186,8 +186,17 @@ def snapshot_from(rows: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]], ins
         inputs = schedule.inputs if isinstance(schedule.inputs, dict) else {}
         runs.append(RunState(f"{SCHEDULED_PREFIX}{schedule.id}@{at:.0f}", template, "pending", schedule.priority,
                              at, inputs, {}, start_at=at))
-    insts = []
+    insts = instrument_states(instruments)
+    return Snapshot(now, tuple(runs), insts)
+
+
+def instrument_states(instruments: Sequence[Any]) -> tuple[InstrumentState, ...]:
+    """:class:`InstrumentState` of each instrument view (``Runtime.instruments()``); states pass as they are."""
+    out = []
     for v in instruments:
+        if isinstance(v, InstrumentState):
+            out.append(v)
+            continue
         reasons = []
         if not v.enabled:
             reasons.append("disabled")
@@ -195,9 +204,21 @@ def snapshot_from(rows: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]], ins
             reasons.append("out of service")
         if v.status in (ModuleStatus.Offline, ModuleStatus.Error):
             reasons.append(v.status.name.lower())
-        insts.append(InstrumentState(v.id, tuple(v.capabilities), max(1, v.capacity), not reasons,
-                                     ", ".join(reasons)))
-    return Snapshot(now, tuple(runs), tuple(insts))
+        out.append(InstrumentState(v.id, tuple(v.capabilities), max(1, v.capacity), not reasons, ", ".join(reasons)))
+    return tuple(out)
+
+
+def forecast_rows(rows: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]],
+                  instruments: tuple[InstrumentState, ...], templates: dict[tuple[str, int | None], WorkflowTemplate],
+                  now: float, scheduled: Sequence[tuple[Any, float]], model: DurationsModel, *,
+                  samples: int = SAMPLES, seed: int = 0) -> ForecastResult:
+    """:func:`snapshot_from` then :func:`forecast`, with the templates given: what a worker
+    process runs, so only plain rows cross over and the snapshot is built there."""
+
+    def lookup(name: str, version: int | None) -> WorkflowTemplate:
+        return templates[(name, version)]
+
+    return forecast(snapshot_from(rows, instruments, lookup, now, scheduled), model, samples=samples, seed=seed)
 
 
 # ============================================================================ playing forward
@@ -572,16 +593,26 @@ class Forecast:
         scheduler = getattr(self.runtime, "schedules", None)
         self.seed += 1
 
-        def snapshot() -> Snapshot:
+        def gather() -> tuple[list[tuple[Any, float]], dict[tuple[str, int | None], WorkflowTemplate]]:
             due = scheduler.occurrences(now, now + self.horizon) if scheduler is not None else []
-            return snapshot_from(rows, instruments, templates, now, [(s, t) for s, t, _ in due])
+            pairs = [(s, t) for s, t, _ in due]
+            found: dict[tuple[str, int | None], WorkflowTemplate] = {}
+            for key in {(r[1], r[2]) for r, _ in rows} | {(s.template, None) for s, _ in pairs}:
+                try:
+                    found[key] = templates(*key)
+                except Exception:  # noqa: BLE001 - left out here; snapshot_from says which run lacks it
+                    continue
+            return pairs, found
 
-        snap = await asyncio.to_thread(snapshot)
+        due, found = await asyncio.to_thread(gather)
+        states = instrument_states(instruments)
         if self._pool is not None:
             result = await asyncio.wrap_future(self._pool.submit(
-                forecast, snap, self.model.portable(), samples=self.samples, seed=self.seed))
+                forecast_rows, rows, states, found, now, due, self.model.portable(), samples=self.samples,
+                seed=self.seed))
         else:
-            result = await asyncio.to_thread(forecast, snap, self.model, samples=self.samples, seed=self.seed)
+            result = await asyncio.to_thread(forecast_rows, rows, states, found, now, due, self.model,
+                                             samples=self.samples, seed=self.seed)
         self.result = result
         self.made += 1
         for callback in list(self._listeners):
