@@ -29,9 +29,11 @@ windows by core/schema/007_schedule_policies.sql.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -185,25 +187,33 @@ class Schedule:
 
     def next_after(self, ts: float) -> float | None:
         """The first run time strictly after ``ts`` (epoch seconds), or None for a spent ``once``."""
+        return next(self.slots(ts), None)
+
+    def slots(self, ts: float) -> Iterator[float]:
+        """Every run time strictly after ``ts``, in order (one cron iterator: cheap per slot)."""
         tz = ZoneInfo(self.timezone)
         if self.frequency is Frequency.ONCE:
             when = datetime.fromisoformat(self.at or "")
             if when.tzinfo is None:
                 when = when.replace(tzinfo=tz)
-            return when.timestamp() if when.timestamp() > ts else None
+            if when.timestamp() > ts:
+                yield when.timestamp()
+            return
         expr = self.expression()
         fields = expr.split()
         six = len(fields) == 6
         hour_field = fields[2] if six else fields[1]
         repeat_ok = hour_field == "*" or hour_field.startswith("*/")
         it = croniter(expr, datetime.fromtimestamp(ts, tz), second_at_beginning=six)
-        slot = 0.0
-        for _ in range(64):
+        skipped = 0
+        while True:
             slot = it.get_next(datetime).timestamp()
             # a wall-clock time repeated by the autumn change fires once (its first occurrence)
-            if repeat_ok or not datetime.fromtimestamp(slot, tz).fold:
-                return slot
-        return slot
+            if repeat_ok or not datetime.fromtimestamp(slot, tz).fold or skipped >= 64:
+                skipped = 0
+                yield slot
+            else:
+                skipped += 1
 
     def describe(self) -> str:
         """The schedule in words: ``daily at 09:30``, ``cron 0 9 * * 1-5``, ``once at ...``."""
@@ -470,18 +480,21 @@ class Scheduler:
             if not s.enabled or s.next_run is None:
                 continue
             seen: set[float] = set()
-            t: float | None = s.next_run
             count = 0
-            while t is not None and count < limit:
-                b = blackout_at(blackouts, t)
-                fire, moved = (t, False) if b is None else (b.end, True)
-                if fire >= end and t >= end:
-                    break
-                if (b is None or b.policy is BlackoutPolicy.MOVE) and start <= fire < end and fire not in seen:
-                    seen.add(fire)
-                    out.append((s, fire, moved))
-                    count += 1
-                t = self._next(s, t)
+            try:
+                for t in itertools.chain((s.next_run,), s.slots(s.next_run)):
+                    if count >= limit:
+                        break
+                    b = blackout_at(blackouts, t)
+                    fire, moved = (t, False) if b is None else (b.end, True)
+                    if fire >= end and t >= end:
+                        break
+                    if (b is None or b.policy is BlackoutPolicy.MOVE) and start <= fire < end and fire not in seen:
+                        seen.add(fire)
+                        out.append((s, fire, moved))
+                        count += 1
+            except Exception as exc:  # noqa: BLE001 - a schedule that cannot go on shows what it has
+                log.warning("schedule %s (%s): planned runs stop at %d: %s", s.id, s.template, count, exc)
         out.sort(key=lambda o: o[1])
         return out
 

@@ -12,8 +12,10 @@ expected completion and its p10–p90 band.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,8 @@ from panels.actions import TaskRunner
 from panels.base import Panel
 from panels.theme import Theme, current_theme
 
+READ_LABEL = "read schedules"
+
 COLUMNS = ("Template", "When", "Time zone", "Next run", "Missed runs", "State", "Last run")
 DAYS = 7
 AT_HINTS = {
@@ -73,6 +77,18 @@ AT_HINTS = {
 }
 MISSED_LABELS = {MissedPolicy.ONCE: "Run once", MissedPolicy.SKIP: "Skip", MissedPolicy.ALL: "Run all (up to a cap)"}
 BLACKOUT_LABELS = {BlackoutPolicy.MOVE: "Move runs to the end", BlackoutPolicy.SKIP: "Skip runs"}
+
+
+@dataclass(frozen=True)
+class ScheduleView:
+    """One reading of the schedules for the panel (see :meth:`SchedulesPanel.read`)."""
+
+    now: float
+    start: float
+    schedules: list[Schedule]
+    blackouts: list[Blackout]
+    due: list[float | None]
+    occurrences: list[tuple[Schedule, float, bool]]
 
 
 def local_zone() -> ZoneInfo:
@@ -480,6 +496,10 @@ class SchedulesPanel(Panel):
         self.tasks.finished.connect(self._on_task_done)
         self.dialog: QDialog | None = None
         self.schedules: list[Schedule] = []
+        self._reading: asyncio.Task[Any] | None = None
+        self._read_again = False
+        self._select_after: str | None = None
+        self._week: tuple[Any, list[tuple[Schedule, float, bool]]] | None = None
 
         self.toolbar = QToolBar(self)
         self.actions_by_key = {}
@@ -579,41 +599,65 @@ class SchedulesPanel(Panel):
             self._own_scheduler = Scheduler(self.runtime)
         return self._own_scheduler
 
-    def refresh(self) -> None:
-        """Read the schedules, the calendar's week and the blackout windows again."""
+    def read(self) -> ScheduleView:
+        """What the panel shows, read from the store (no widget touched: runs on a worker thread)."""
         scheduler = self.scheduler
         now = scheduler.clock.now()
-        self.schedules = scheduler.list()
+        schedules = scheduler.list()
         blackouts = scheduler.blackouts(ending_after=now - 86400)
-        selected = self.selected_id()
-        self.table.setRowCount(len(self.schedules))
-        theme = current_theme()
-        colours = {s.id: theme.series_color(i) for i, s in enumerate(self.schedules)}
-        for row, s in enumerate(self.schedules):
-            due = scheduler.due_at(s, blackouts)
-            moved = due is not None and s.next_run is not None and due != s.next_run
-            state = "error" if s.last_error else ("active" if s.enabled else "paused")
-            missed = MISSED_LABELS[s.missed] if s.missed is not MissedPolicy.ALL else f"Run all (≤ {s.missed_cap})"
-            cells = (s.template, s.describe(), s.timezone,
-                     _when(due, ZoneInfo(s.timezone)) + (" (moved by a blackout)" if moved else ""),
-                     missed, state, _when(s.last_run, ZoneInfo(s.timezone)))
-            for col, text in enumerate(cells):
-                item = QTableWidgetItem(text)
-                item.setData(Qt.ItemDataRole.UserRole, s.id)
-                if col == 0:
-                    item.setForeground(colours[s.id])
-                if col == 5:
-                    item.setToolTip(s.last_error or "")
-                    if s.last_error:
-                        item.setForeground(theme.color("text_error"))
-                self.table.setItem(row, col, item)
-            if s.id == selected:
-                self.table.selectRow(row)
         start = datetime.fromtimestamp(now, self.zone).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
         end = (datetime.fromtimestamp(start, self.zone) + timedelta(days=DAYS)).timestamp()
-        self.calendar.set_data(start, now, self.zone, scheduler.occurrences(start, end), blackouts, colours)
+        key = (start, tuple((x.id, x.next_run, x.enabled, x.frequency, x.cron, x.at, x.timezone, x.template) for x in schedules),
+               tuple((b.id, b.start, b.end, b.policy) for b in blackouts))
+        if self._week is None or self._week[0] != key:  # the week's slots only change with these
+            self._week = (key, scheduler.occurrences(start, end))
+        return ScheduleView(now, start, schedules, blackouts, [scheduler.due_at(x, blackouts) for x in schedules],
+                            self._week[1])
+
+    def refresh(self) -> None:
+        """Read the schedules, the calendar's week and the blackout windows again, now."""
+        self.show_view(self.read())
+
+    def refresh_later(self) -> None:
+        """Read on a worker thread (a week of a frequent cron is many slots), then show; one at a time."""
+        if self._reading is not None and not self._reading.done():
+            self._read_again = True
+            return
+        self.scheduler  # noqa: B018 - made here, on the GUI thread, if it is our own
+        try:
+            self._reading = self.tasks.run(asyncio.to_thread(self.read), READ_LABEL)
+        except RuntimeError:  # no running event loop (a window being built): read now
+            self.refresh()
+
+    def show_view(self, view: ScheduleView) -> None:
+        """Fill the table, the calendar and the blackout list from ``view``."""
+        self.schedules = view.schedules
+        selected = self.selected_id()
+        self.table.setRowCount(len(view.schedules))
+        theme = current_theme()
+        colours = {x.id: theme.series_color(i) for i, x in enumerate(view.schedules)}
+        for row, (x, due) in enumerate(zip(view.schedules, view.due, strict=True)):
+            moved = due is not None and x.next_run is not None and due != x.next_run
+            state = "error" if x.last_error else ("active" if x.enabled else "paused")
+            missed = MISSED_LABELS[x.missed] if x.missed is not MissedPolicy.ALL else f"Run all (≤ {x.missed_cap})"
+            cells = (x.template, x.describe(), x.timezone,
+                     _when(due, ZoneInfo(x.timezone)) + (" (moved by a blackout)" if moved else ""),
+                     missed, state, _when(x.last_run, ZoneInfo(x.timezone)))
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                item.setData(Qt.ItemDataRole.UserRole, x.id)
+                if col == 0:
+                    item.setForeground(colours[x.id])
+                if col == 5:
+                    item.setToolTip(x.last_error or "")
+                    if x.last_error:
+                        item.setForeground(theme.color("text_error"))
+                self.table.setItem(row, col, item)
+            if x.id == selected:
+                self.table.selectRow(row)
+        self.calendar.set_data(view.start, view.now, self.zone, view.occurrences, view.blackouts, colours)
         self.blackout_list.clear()
-        for b in blackouts:
+        for b in view.blackouts:
             item = QListWidgetItem(f"{_when(b.start, self.zone)} – {_when(b.end, self.zone)}: "
                                    f"{BLACKOUT_LABELS[b.policy].lower()}" + (f" — {b.reason}" if b.reason else ""))
             item.setData(Qt.ItemDataRole.UserRole, b.id)
@@ -702,6 +746,18 @@ class SchedulesPanel(Panel):
             self.tasks.run(self.scheduler.add_blackout(dialog.result_blackout, who=self.who), "add blackout")
 
     def _on_task_done(self, label: str, error: str | None, result: Any) -> None:
+        if label == READ_LABEL:
+            if isinstance(result, ScheduleView) and not self.is_shut_down:
+                self.show_view(result)
+                if self._select_after is not None:
+                    self.select(self._select_after)
+                    self._select_after = None
+            elif error:
+                self.message.setText(f"could not read the schedules: {error}")
+            if self._read_again and not self.is_shut_down:  # something changed while reading
+                self._read_again = False
+                self.refresh_later()
+            return
         theme = current_theme()
         if error:
             self.message.setText(f"{label}: {error}")
@@ -709,10 +765,10 @@ class SchedulesPanel(Panel):
         else:
             self.message.setText(f"{label}: done")
             self.message.setStyleSheet(f"color: {theme.color('text_ok').name()}")
-        if not self.is_shut_down:
-            self.refresh()
         if isinstance(result, Schedule):
-            self.select(result.id)
+            self._select_after = result.id
+        if not self.is_shut_down:
+            self.refresh_later()
 
     # ------------------------------------------------------------------ forecast
 
@@ -746,15 +802,15 @@ class SchedulesPanel(Panel):
     # ------------------------------------------------------------------ Panel hooks
 
     def tick(self) -> None:
-        self.refresh()
+        self.refresh_later()
 
     def on_shown(self) -> None:
-        self.refresh()
+        self.refresh_later()
 
     def apply_theme(self, theme: Theme) -> None:
         self.calendar.update()
         if self.schedules:
-            self.refresh()
+            self.refresh_later()
 
     def on_shutdown(self) -> None:
         self.tasks.cancel_all()
