@@ -8,7 +8,7 @@ Two views of the same samples (seconds from Running to Complete of one step atte
 Each keeps the last :data:`WINDOW` samples, sorted, so its median, p10 and p90 are read in
 constant time and updated in O(window) as steps finish (:meth:`DurationsModel.observe`,
 driven by :class:`~core.events.StepChanged` events through :meth:`DurationsModel.subscribe`).
-:meth:`DurationsModel.load` reads the whole transition log once (on a reader thread) to start
+:meth:`DurationsModel.load` reads the recent transition log once (on worker threads) to start
 from history.
 
 Until a key has :data:`MIN_SAMPLES` samples, the declared duration is the prior: the step's
@@ -41,6 +41,9 @@ from core.workcell import Workcell
 
 WINDOW = 200
 """Samples kept per key (the most recent): enough for stable p10/p90, quick to follow drift."""
+
+HISTORY = 200_000
+"""Transitions read at start (the most recent): far more than :data:`WINDOW` samples per key."""
 
 MIN_SAMPLES = 5
 """Below this many samples the declared duration still weighs in as much as the data."""
@@ -201,7 +204,8 @@ class DurationsModel:
             return known[0], None
 
     async def load(self, store: Any) -> int:
-        """Learn from the whole transition log (on a reader thread); returns the samples taken."""
+        """Learn from the transition log (its last :data:`HISTORY` entries, on worker threads);
+        returns the samples taken."""
         rows = await store.read(_history)
         return await asyncio.to_thread(self.load_rows, rows)  # a long log must not hold up the loop
 
@@ -320,6 +324,7 @@ def _history(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
     return conn.execute(
         "SELECT t.order_id, t.to_status, t.at, s.step_id, s.instrument, r.template_name, r.template_version "
         "FROM transitions t JOIN step_runs s ON s.order_id = t.order_id JOIN runs r ON r.run_id = s.run_id "
-        "WHERE t.to_status IN (?, ?, ?, ?) ORDER BY t.seq",
-        (OrderStatus.Running.value, OrderStatus.Complete.value, OrderStatus.Error.value,
+        "WHERE t.seq > (SELECT coalesce(max(seq), 0) FROM transitions) - ? AND t.to_status IN (?, ?, ?, ?) "
+        "ORDER BY t.seq",
+        (HISTORY, OrderStatus.Running.value, OrderStatus.Complete.value, OrderStatus.Error.value,
          OrderStatus.Canceled.value)).fetchall()
