@@ -22,7 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from PySide6.QtCore import QDateTime, QPointF, QRectF, QSize, Qt, QTimeZone, Signal
-from PySide6.QtGui import QColor, QFont, QHelpEvent, QPainter, QPaintEvent, QPen
+from PySide6.QtGui import QColor, QFont, QHelpEvent, QPainter, QPaintEvent, QPen, QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -65,6 +65,8 @@ from panels.base import Panel
 from panels.theme import Theme, current_theme
 
 READ_LABEL = "read schedules"
+NARROW = 900
+"""Below this width (px) the calendar goes under the list."""
 
 COLUMNS = ("Template", "When", "Time zone", "Next run", "Missed runs", "State", "Last run")
 DAYS = 7
@@ -397,6 +399,11 @@ class CalendarView(QWidget):
         painter.fillRect(self.rect(), theme.color("chart_bg"))
         width, height, top = self._geometry()
         muted = theme.color("muted")
+        if not self.start:  # not read yet
+            painter.setPen(muted)
+            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "Reading the schedules…")
+            painter.end()
+            return
         grid = theme.color("canvas_grid")
         edges = self.day_starts()
         small = QFont(self.font())
@@ -410,10 +417,11 @@ class CalendarView(QWidget):
             if d < DAYS:
                 day = datetime.fromtimestamp(edges[d], self.zone)
                 painter.setPen(theme.color("chart_fg"))
-                painter.drawText(QRectF(x, 0, width, 17), Qt.AlignmentFlag.AlignCenter, day.strftime("%a %d %b"))
+                label = day.strftime("%a %d %b" if width >= 84 else "%a %d" if width >= 48 else "%d")
+                painter.drawText(QRectF(x, 0, width, 17), Qt.AlignmentFlag.AlignCenter, label)
                 painter.setPen(muted)
                 painter.drawText(QRectF(x, 16, width, 16), Qt.AlignmentFlag.AlignCenter,
-                                 f"{counts[d]} run{'s' if counts[d] != 1 else ''}")
+                                 f"{counts[d]} run{'s' if counts[d] != 1 else ''}" if width >= 48 else str(counts[d]))
         for h in range(0, 25, 3):
             y = top + h / 24 * height
             painter.setPen(QPen(grid, 1))
@@ -557,7 +565,7 @@ class SchedulesPanel(Panel):
         right_layout.addWidget(self.calendar, 1)
         right_layout.addWidget(QLabel("Blackout windows", self))
         right_layout.addWidget(self.blackout_list)
-        split = QSplitter(Qt.Orientation.Horizontal, self)
+        self.split = split = QSplitter(Qt.Orientation.Horizontal, self)
         split.addWidget(left)
         split.addWidget(right)
         split.setStretchFactor(0, 3)
@@ -800,6 +808,14 @@ class SchedulesPanel(Panel):
                                     f"{result.samples} samples{took}")
 
     # ------------------------------------------------------------------ Panel hooks
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        # side by side when there is room, the calendar under the list in a narrow dock
+        wide = event.size().width() >= NARROW
+        orientation = Qt.Orientation.Horizontal if wide else Qt.Orientation.Vertical
+        if self.split.orientation() != orientation:
+            self.split.setOrientation(orientation)
 
     def tick(self) -> None:
         self.refresh_later()

@@ -188,12 +188,17 @@ def test_screenshots_light_and_dark(world, qtbot, qrun, qapp):
         apply_theme(qapp, "light")
 
 
-def test_the_main_window_has_a_schedules_dock(store, data_dir, qtbot):
+def test_the_main_window_has_a_schedules_dock(store, data_dir, qtbot, qloop):
     runtime = Runtime.build(data_dir, store=store, workcell=None, metrics=False)
     window = MainWindow(runtime, settings_for(data_dir))
     qtbot.addWidget(window)
     assert window.docks["Schedules"].widget() is window.schedules
     assert window.docks["Schedules"].toggleViewAction() in window.menuBar().actions()[1].menu().actions()
+    window.show()
+    window.docks["Schedules"].raise_()
+    qtbot.waitUntil(lambda: window.schedules.calendar.start > 0)  # read on a worker thread, then shown
+    assert window.schedules.split.orientation() == Qt.Orientation.Vertical  # a narrow dock: one above the other
+    save_screenshot(window, "main-window-schedules")
     window.close()
     assert window.schedules.is_shut_down
 
