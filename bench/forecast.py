@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.clock import VirtualClock  # noqa: E402
-from core.durations_model import DurationsModel  # noqa: E402
+from core.durations_model import DurationsModel, runs_locally  # noqa: E402
 from core.engine import RunStatus  # noqa: E402
 from core.forecast import Forecast, forecast, read_state, snapshot_from  # noqa: E402
 from core.rehearsal import drive, stand_in_inputs  # noqa: E402
@@ -50,7 +50,7 @@ def _templates() -> list[Any]:
     """Sample templates every step of which the demo workcell can run without an operator."""
     cell = load_workcell(DEMO_WORKCELL)
     return [t for t in load_templates(SAMPLE_TEMPLATES)
-            if all(s.is_builtin and s.kind != "prompt" or s.kind in cell.capabilities for s in t.steps)]
+            if all(runs_locally(s) and s.kind != "prompt" or s.kind in cell.capabilities for s in t.steps)]
 
 
 async def _runtime(data_dir: Path, faults: str | None, seed: int) -> tuple[Runtime, VirtualClock]:
@@ -83,7 +83,7 @@ def _declared_remaining(rt: Runtime, model: DurationsModel, run_id: str) -> floa
     for s in t.steps:
         if s.id in done or s.id in t.handler_steps:
             continue
-        if s.is_builtin:
+        if runs_locally(s):
             total += model.estimate(t.name, s).median
         else:
             prior = model.declared(s.kind, None, step=s, inputs=inst["input_data"])

@@ -66,6 +66,14 @@ class DurationStats:
 
 UNKNOWN = DurationStats(0.0, 0.0, 0.0, 0, "unknown")
 
+LOCAL_KINDS = BUILTIN_KINDS | {"python"}
+"""Step kinds the engine runs itself (no instrument): their time is their own, per step."""
+
+
+def runs_locally(step: Step) -> bool:
+    """Whether the engine runs ``step`` itself (delay, noop, prompt, a Python function)."""
+    return step.kind in LOCAL_KINDS
+
 
 class Samples:
     """The last ``window`` samples of one key, also kept sorted for quantiles."""
@@ -153,7 +161,7 @@ class DurationsModel:
         """One finished step attempt that took ``seconds`` (Running → Complete)."""
         if seconds < 0 or seconds != seconds:
             return
-        if capability and capability not in BUILTIN_KINDS:
+        if capability and capability not in LOCAL_KINDS:
             self.by_capability_any.setdefault(capability, Samples(self.window)).add(seconds)
             if instrument:
                 self.by_capability.setdefault((capability, instrument), Samples(self.window)).add(seconds)
@@ -285,14 +293,15 @@ class DurationsModel:
                  inputs: dict[str, Any] | None = None) -> DurationStats:
         """The best estimate for a step: its own history, then its capability's (on the
         instrument, then on any), each over the declared prior."""
-        if step.is_builtin:
+        if runs_locally(step):
             if step.kind == "delay":
                 try:
                     d = parse_duration(step.parameters.get("seconds", step.parameters.get("duration", 0)))
                 except DurationError:
                     d = 0.0
                 return DurationStats(d, d, d, 0, "declared")
-            return DurationStats(0.0, 0.0, 0.0, 0, "declared")
+            d = step.estimated_duration or 0.0  # a Python step: its own history, else its estimate
+            return _blend(DurationStats(d, d, d, 0, "declared"), self.by_step.get((template, step.id)))
         prior = self.declared(step.kind, instrument, step=step, inputs=inputs) or \
             self.declared(step.kind, None, step=step, inputs=inputs)
         own = self.by_step.get((template, step.id))

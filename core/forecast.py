@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.durations_model import DurationsModel
+from core.durations_model import DurationsModel, runs_locally
 from core.events import InstrumentStatusChanged, RunChanged, StepChanged, Subscription
 from core.orders import ModuleStatus
 from core.states import StepStatus
@@ -274,7 +274,7 @@ def _plan(snap: Snapshot, model: DurationsModel) -> tuple[list[_Node], list[RunS
             continue
         missing = None
         for s in todo:
-            if s.is_builtin:
+            if runs_locally(s):
                 if s.kind == "prompt":
                     missing = f"step {s.id} waits for an operator's answer"
                     break
@@ -299,12 +299,12 @@ def _plan(snap: Snapshot, model: DurationsModel) -> tuple[list[_Node], list[RunS
             node = _Node()
             node.run, node.step = len(plannable) - 1, s.id
             state = run.steps.get(s.id)
-            node.capability = None if s.is_builtin else s.kind
+            node.capability = None if runs_locally(s) else s.kind
             node.reserve = tuple(s.reserve)
             if s.restrict_to and s.module_restriction == "FullRestriction":
                 node.allowed = frozenset(s.restrict_to)
             node.key = (-run.priority, run.created, len(nodes))
-            if s.is_builtin:
+            if runs_locally(s):
                 node.fixed = model.estimate(t.name, s, None, run.inputs).median
             else:
                 policy = t.retry_policy(s)
@@ -317,7 +317,7 @@ def _plan(snap: Snapshot, model: DurationsModel) -> tuple[list[_Node], list[RunS
                 node.running = True
                 node.running_on = state.instrument
                 node.elapsed = max(0.0, snap.now - state.started) if state.started else 0.0
-                if node.running_on is not None and node.running_on not in node.samplers and not s.is_builtin:
+                if node.running_on is not None and node.running_on not in node.samplers and not runs_locally(s):
                     node.samplers[node.running_on] = model.sampler(t.name, s, None, run.inputs)
             if state is not None and state.status is StepStatus.RETRYING and state.next_attempt_at:
                 node.ready_at = state.next_attempt_at

@@ -167,3 +167,19 @@ def test_runs_schedules_will_start_join_the_queue_at_their_time(data_dir):
         assert e.steps["seal"] == pytest.approx(start + 20, abs=20)
         assert e.p50 >= start + 110
     assert len(result.runs) == len(queued) + 3
+
+
+def test_a_python_step_runs_in_the_engine_and_takes_its_own_time():
+    python = template_from_dict({"name": "Normalise", "version": 1, "definition": {"steps": [
+        {"id": "seal", "kind": "Sealer.Seal"},
+        {"id": "normalise", "kind": "python", "depends_on": ["seal"],
+         "handler": "dilution.compute_volumes"}]}})
+    model = _model()
+    runs = (RunState("r1", python, "running", 50, NOW, {}, {}),)
+    before = forecast(Snapshot(NOW, runs, INSTRUMENTS), model, samples=2)
+    assert before.runs["r1"].ok and before.runs["r1"].p50 == NOW + 20  # nothing known yet: no time
+    for _ in range(6):
+        model.observe(45.0, capability="python", instrument=None, template="Normalise", step="normalise")
+    after = forecast(Snapshot(NOW, runs, INSTRUMENTS), model, samples=2)
+    assert after.runs["r1"].p50 == NOW + 20 + 45
+    assert "python" not in model.by_capability_any
