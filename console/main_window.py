@@ -11,12 +11,14 @@ from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QSho
 from PySide6.QtWidgets import QApplication, QDockWidget, QLabel, QMainWindow, QWidget
 
 from console.bridge import EventBridge
+from core.forecast import Forecast
 from panels.dashboard import DashboardPanel
 from panels.detail import DetailPanel
 from panels.help import HelpDialog, about_html, collect_shortcuts, data_html, shortcuts_html
 from panels.jobs import JobsPanel
 from panels.metrics import MetricsPanel
 from panels.robots import RobotsPanel
+from panels.schedules import SchedulesPanel
 from panels.templates import TemplatesPanel
 from panels.theme import SETTINGS_KEY, THEME_NAMES, Theme, apply_theme, load_theme, theme_name
 from panels.widgets import LoopLagIndicator, LoopLagProbe
@@ -27,7 +29,7 @@ DASHBOARD_KEY = "ui/dashboard_expanded"
 
 
 class MainWindow(QMainWindow):
-    """Dashboard, Jobs, Detail, Robots, Metrics and Templates as dock widgets over one runtime."""
+    """Dashboard, Jobs, Detail, Robots, Metrics, Templates and Schedules as dock widgets over one runtime."""
 
     def __init__(self, runtime: Any, settings: QSettings, *, bridge: EventBridge | None = None,
                  parent: QWidget | None = None) -> None:
@@ -51,6 +53,9 @@ class MainWindow(QMainWindow):
         self.robots = RobotsPanel(runtime, self.bridge, self)
         self.metrics = MetricsPanel(runtime, self.bridge, self)
         self.templates = TemplatesPanel(runtime, self.bridge, self)
+        self.schedules = SchedulesPanel(runtime, self.bridge, self)
+        self.forecast: Forecast | None = None
+        """Run ETAs, once the runtime has started (see :meth:`load_orders`)."""
         self.jobs.order_selected.connect(self._on_order_selected)
         self.jobs.details_requested.connect(self._show_details)
         self.detail.navigate.connect(self._select_in_jobs)
@@ -64,7 +69,8 @@ class MainWindow(QMainWindow):
         self._add_dock("Robots", self.robots, Qt.DockWidgetArea.RightDockWidgetArea)
         self._add_dock("Metrics", self.metrics, Qt.DockWidgetArea.RightDockWidgetArea)
         self._add_dock("Templates", self.templates, Qt.DockWidgetArea.RightDockWidgetArea)
-        for name in ("Robots", "Metrics", "Templates"):
+        self._add_dock("Schedules", self.schedules, Qt.DockWidgetArea.RightDockWidgetArea)
+        for name in ("Robots", "Metrics", "Templates", "Schedules"):
             self.tabifyDockWidget(self.docks["Detail"], self.docks[name])
         self.docks["Detail"].raise_()
         self._layout_pending = True
@@ -140,6 +146,10 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("Loading orders…")
         count = await self.jobs.load()
         await self.templates.reload()
+        if self.forecast is None and self.runtime.dispatcher is not None:
+            self.forecast = Forecast(self.runtime, process=True)
+            await self.forecast.start()
+            self.schedules.set_forecast(self.forecast)
         self.statusBar().showMessage(f"Loaded {count:,} orders", 4000)
         self._stats_timer.start()
         return count
@@ -261,10 +271,13 @@ class MainWindow(QMainWindow):
         self.save_layout()
         self._stats_timer.stop()
         self.loop_lag.stop()
-        for panel in (self.dashboard, self.robots, self.metrics, self.detail, self.templates, self.jobs):
+        for panel in (self.dashboard, self.robots, self.metrics, self.detail, self.templates, self.schedules,
+                      self.jobs):
             close = getattr(panel, "shutdown", None)
             if close is not None:
                 close()
+        if self.forecast is not None:
+            self.forecast.stop()
         self.bridge.close()
         if self.closed is not None and not self.closed.done():
             self.closed.set_result(None)
