@@ -476,7 +476,7 @@ async def _schedules(args: argparse.Namespace, runtime: Any) -> int:
                                          timezone=args.timezone, inputs=inputs, priority=args.priority))
         print(f"{s.id}: {s.template} '{s.expression()}' ({s.timezone}), next run {scheduler.get_next_run(s.id)}")
     elif args.action == "list":
-        for s in scheduler.list():
+        for s in scheduler.entries():
             state = "enabled" if s.enabled else "paused"
             print(f"{s.id}  {state:<8} {s.template:<24} {s.expression():<20} {s.timezone:<14} "
                   f"next {scheduler.get_next_run(s.id) or '-'}  last run {s.last_run_id or '-'}")

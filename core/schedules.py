@@ -333,7 +333,7 @@ class Scheduler:
 
     async def start(self) -> None:
         now = self.clock.now()
-        for s in self.list():  # slots missed while the console was closed
+        for s in self.entries():  # slots missed while the console was closed
             if s.enabled and s.next_run is not None and s.next_run <= now and not self.catch_up:
                 await self._save(s, next_run=self._next(s, now))
         self._task = asyncio.create_task(self._loop(), name="schedules")
@@ -346,7 +346,7 @@ class Scheduler:
 
     # ------------------------------------------------------------------ store
 
-    def list(self) -> list[Schedule]:
+    def entries(self) -> list[Schedule]:
         rows = self.store.read_sync(lambda c: c.execute(
             f"SELECT {_COLUMNS} FROM schedules ORDER BY next_run IS NULL, next_run").fetchall())
         out = []
@@ -370,7 +370,7 @@ class Scheduler:
         return out
 
     def get(self, schedule_id: str) -> Schedule:
-        for s in self.list():
+        for s in self.entries():
             if s.id == schedule_id:
                 return s
         raise NotFoundError(f"no schedule '{schedule_id}'")
@@ -476,7 +476,7 @@ class Scheduler:
         applied (``moved``: a ``move`` window put it at its end), by time. Paused schedules have none."""
         blackouts = self.blackouts(ending_after=start - 366 * 86400)
         out: list[tuple[Schedule, float, bool]] = []
-        for s in self.list():
+        for s in self.entries():
             if not s.enabled or s.next_run is None:
                 continue
             seen: set[float] = set()
@@ -501,7 +501,7 @@ class Scheduler:
     async def adopt_template_schedules(self) -> list[Schedule]:
         """Templates that declare ``schedule`` (seed 004's ``config.schedule``) get a cron schedule
         once (UTC), if none with that expression exists for them yet."""
-        existing = {(s.template, s.cron) for s in self.list()}
+        existing = {(s.template, s.cron) for s in self.entries()}
         added = []
         for t in self.runtime.templates():
             if t.schedule and (t.name, t.schedule) not in existing:
@@ -584,7 +584,7 @@ class Scheduler:
         now = self.clock.now()
         started = []
         blackouts: list[Blackout] | None = None
-        for s in self.list():
+        for s in self.entries():
             if not s.enabled or s.next_run is None or s.next_run > now:
                 continue
             if blackouts is None:
@@ -640,7 +640,7 @@ class Scheduler:
             try:
                 await self.run_due()
                 blackouts = self.blackouts(ending_after=self.clock.now())
-                upcoming = [t for s in self.list() if (t := self.due_at(s, blackouts)) is not None]
+                upcoming = [t for s in self.entries() if (t := self.due_at(s, blackouts)) is not None]
             except Exception:  # the loop outlives any one failure; look again later
                 log.exception("schedules: checking due runs failed; trying again in %g s", RESCAN)
                 upcoming = []

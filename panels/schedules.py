@@ -611,7 +611,7 @@ class SchedulesPanel(Panel):
         """What the panel shows, read from the store (no widget touched: runs on a worker thread)."""
         scheduler = self.scheduler
         now = scheduler.clock.now()
-        schedules = scheduler.list()
+        schedules = scheduler.entries()
         blackouts = scheduler.blackouts(ending_after=now - 86400)
         start = datetime.fromtimestamp(now, self.zone).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
         end = (datetime.fromtimestamp(start, self.zone) + timedelta(days=DAYS)).timestamp()

@@ -206,7 +206,7 @@ def test_a_v6_store_gets_the_policy_columns_with_defaults(data_dir):
 
     async def scenario():
         rt, clock = await _world(data_dir, 1_799_990_000.0)
-        listed = Scheduler(rt, clock).list()
+        listed = Scheduler(rt, clock).entries()
         await rt.close()
         return listed
 

@@ -94,7 +94,7 @@ def test_templates_declaring_a_schedule_get_one_once(data_dir):
         await scheduler.start()
         first = await scheduler.adopt_template_schedules()
         again = await scheduler.adopt_template_schedules()
-        listed = scheduler.list()
+        listed = scheduler.entries()
         await scheduler.close()
         await rt.close()
         return first, again, listed
@@ -158,11 +158,11 @@ def test_an_old_store_migrates_and_a_failing_schedule_does_not_stop_the_others(d
         await rt.engine.publish(template_from_dict({"name": "Nightly", "definition": {"steps": [
             {"id": "a", "kind": "noop"}]}}))
         scheduler = Scheduler(rt, clock)
-        migrated = [(s.id, s.last_error) for s in scheduler.list()]
+        migrated = [(s.id, s.last_error) for s in scheduler.entries()]
         await scheduler.start()                      # the schedules loop runs the due ones
         good = await scheduler.add(Schedule("Nightly", Frequency.CRON, cron="30 7 * * *"))  # 08:30 Berlin
         await clock.advance(3600)
-        listed = {s.id: s for s in scheduler.list()}
+        listed = {s.id: s for s in scheduler.entries()}
         started = [sid for sid, _ in scheduler.started]
         loop_alive = scheduler._task is not None and not scheduler._task.done()
         await scheduler.close()

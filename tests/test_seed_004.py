@@ -432,7 +432,7 @@ def test_typed_workflows_run_with_data_flowing_between_tasks(data_dir):
         chain = await chained.run(db, {"text": "plate read twice"})
         fanned = await parallel.run(db, {"value": 7})
         retried = await risky.run(db, {"value": 5})
-        schedules = db.schedules.list()
+        schedules = db.schedules.entries()
         return basic, missing, chain, fanned, retried, schedules, db.engine.templates.get("RiskyWorkflow")
 
     basic, missing, chain, fanned, retried, schedules, risky_template = _with_runtime(data_dir, body)
