@@ -8,7 +8,15 @@ from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QShowEvent
-from PySide6.QtWidgets import QApplication, QDockWidget, QLabel, QMainWindow, QWidget
+from PySide6.QtWidgets import (
+    QApplication,
+    QDockWidget,
+    QFrame,
+    QLabel,
+    QMainWindow,
+    QScrollArea,
+    QWidget,
+)
 
 from console.bridge import EventBridge
 from core.forecast import Forecast
@@ -69,7 +77,13 @@ class MainWindow(QMainWindow):
         self._add_dock("Robots", self.robots, Qt.DockWidgetArea.RightDockWidgetArea)
         self._add_dock("Metrics", self.metrics, Qt.DockWidgetArea.RightDockWidgetArea)
         self._add_dock("Templates", self.templates, Qt.DockWidgetArea.RightDockWidgetArea)
-        self._add_dock("Schedules", self.schedules, Qt.DockWidgetArea.RightDockWidgetArea)
+        # the Schedules panel (list, calendar, forecast) scrolls in a short dock instead of
+        # raising the window's minimum height beyond a 720-pixel screen
+        schedules = QScrollArea()
+        schedules.setWidgetResizable(True)
+        schedules.setFrameShape(QFrame.Shape.NoFrame)
+        schedules.setWidget(self.schedules)
+        self._add_dock("Schedules", schedules, Qt.DockWidgetArea.RightDockWidgetArea)
         for name in ("Robots", "Metrics", "Templates", "Schedules"):
             self.tabifyDockWidget(self.docks["Detail"], self.docks[name])
         self.docks["Detail"].raise_()

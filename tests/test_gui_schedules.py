@@ -192,7 +192,7 @@ def test_the_main_window_has_a_schedules_dock(store, data_dir, qtbot, qloop):
     runtime = Runtime.build(data_dir, store=store, workcell=None, metrics=False)
     window = MainWindow(runtime, settings_for(data_dir))
     qtbot.addWidget(window)
-    assert window.docks["Schedules"].widget() is window.schedules
+    assert window.docks["Schedules"].widget().widget() is window.schedules  # in a scroll area
     assert window.docks["Schedules"].toggleViewAction() in window.menuBar().actions()[1].menu().actions()
     window.show()
     window.docks["Schedules"].raise_()

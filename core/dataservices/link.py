@@ -57,6 +57,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MODULE_ID = "labconsole"
+SCRIPT_DRIVEN_TAG = "script-driven"
+"""A template with this tag is registered with Data Services, but its orders are left to the
+script that created them (the parent "workflow order" of Biosero's OrderScheduler pattern); the
+console runs it only when started from the console itself."""
 CURSOR_KEY = "ds_outbox_cursor"
 SKIP_CREATORS = ("demo",)
 """Orders made by these creators (demo history) are not sent to a remote Data Services."""
@@ -223,10 +227,11 @@ class DataServicesLink:
         """'workflow', 'module' or None: is this order for labconsole?"""
         if (order.createdBy or "").startswith(f"{self.module_id} ") or self._is_ours(order.identifier):
             return None  # an order this console created there itself
-        names = {t.name.lower() for t in self.runtime.templates()}
+        templates = {t.name.lower(): t for t in self.runtime.templates()}
         name = (order.templateName or "").lower()
-        if name in names:
-            return "workflow"
+        if name in templates:
+            # a parent workflow that scripts drive (seed 000's OrderScheduler pattern) is theirs
+            return None if SCRIPT_DRIVEN_TAG in templates[name].tags else "workflow"
         cell = self.runtime.workcell
         restricted = set(order.restricted_modules)
         if cell is not None:
