@@ -10,9 +10,11 @@ Design (one chain per table):
   surrogates, has one encoding), integers are plain, ``at`` is the stored REAL in its shortest
   round-trip form (Python's ``repr``, as JavaScript prints numbers), NULL is ``null``; ``details``
   is hashed as the stored JSON text, not re-parsed. Anyone with the rows can recompute it.
-* Rows are written only by the store's operations on its writer thread, inside the transaction that
-  makes the change, so the chain order is the commit order. A second safety net, an ``AFTER INSERT``
-  trigger, chains any row inserted on the store's connection without a hash.
+* Rows are written only by the store's operations on its writer thread (:func:`insert`,
+  :func:`insert_many`), inside the transaction that makes the change, so the chain order is the
+  commit order. The cost is one small lookup of the chain's head, one JSON encoding and one SHA-256
+  per row (no trigger: an AFTER INSERT trigger alone costs more than the hash). A row inserted by
+  other means has no hash, and :func:`verify` names it.
 * ``seq`` is an AUTOINCREMENT key: it never has holes, and ``sqlite_sequence`` remembers the
   highest one ever used, so a removed row (even the last ones) shows as a gap.
 
@@ -57,8 +59,6 @@ CHAIN_FIELDS: dict[str, tuple[str, ...]] = {
 START_KEY = "audit_chain_start"
 """``meta`` key: when the chain started and the last row of each table sealed by the migration."""
 
-SQL_FUNCTION = "labconsole_chain_hash"
-
 SIGNING: contextvars.ContextVar[tuple[frozenset[str], str | None, dict[str, Any]] | None] = \
     contextvars.ContextVar("labconsole_signing", default=None)
 """The electronic signature of the action in progress (set by :func:`core.users.signing`):
@@ -70,10 +70,13 @@ EXPORT_FORMAT = "labconsole-audit-export"
 EXPORT_VERSION = 1
 
 
+_ENCODE = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode
+"""One encoder for every row: ``json.dumps`` with options builds a new one per call."""
+
+
 def canonical(table: str, seq: int, values: Sequence[Any], prev_hash: str) -> bytes:
     """The bytes hashed for one row (see the module docstring)."""
-    return json.dumps([table, seq, *values, prev_hash], ensure_ascii=True, separators=(",", ":"),
-                      allow_nan=False).encode("ascii")
+    return _ENCODE([table, seq, *values, prev_hash]).encode("ascii")
 
 
 def row_hash(table: str, seq: int, values: Sequence[Any], prev_hash: str) -> str:
@@ -99,27 +102,18 @@ def insert(conn: sqlite3.Connection, table: str, values: Sequence[Any]) -> int:
     return seq
 
 
-def register(conn: sqlite3.Connection) -> None:
-    """Give ``conn`` the SQL function the chain triggers call (the store's writer connection)."""
-
-    def fn(table: str, seq: int, *rest: Any) -> str:
-        *values, prev = rest
-        if "at" in CHAIN_FIELDS[table]:
-            i = CHAIN_FIELDS[table].index("at")
-            values[i] = float(values[i]) if values[i] is not None else None
-        return row_hash(table, seq, values, prev or GENESIS)
-
-    conn.create_function(SQL_FUNCTION, -1, fn, deterministic=True)
-
-
-def trigger_sql(table: str) -> str:
-    """The AFTER INSERT trigger that chains a row inserted on the store's connection without a hash."""
-    fields = CHAIN_FIELDS[table]
-    prev = f"COALESCE((SELECT hash FROM {table} WHERE seq < NEW.seq ORDER BY seq DESC LIMIT 1), '{GENESIS}')"
-    args = ", ".join(f"NEW.{f}" for f in fields)
-    return (f"CREATE TRIGGER IF NOT EXISTS {table}_chain AFTER INSERT ON {table} WHEN NEW.hash IS NULL "
-            f"BEGIN UPDATE {table} SET prev_hash = {prev}, "
-            f"hash = {SQL_FUNCTION}('{table}', NEW.seq, {args}, {prev}) WHERE seq = NEW.seq; END")
+def insert_many(conn: sqlite3.Connection, table: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Insert many chained rows at once (bulk writers such as the demo data generator)."""
+    seq, prev = head(conn, table)
+    at = CHAIN_FIELDS[table].index("at")
+    chained = []
+    for row in rows:
+        values = list(row)
+        values[at] = float(values[at])  # as the REAL column gives it back
+        h = row_hash(table, seq, values, prev)
+        chained.append((seq, *values, prev, h))
+        seq, prev = seq + 1, h
+    conn.executemany(_INSERT_SQL[table], chained)
 
 
 def backfill(conn: sqlite3.Connection, now: float) -> dict[str, Any]:
@@ -139,7 +133,6 @@ def backfill(conn: sqlite3.Connection, now: float) -> dict[str, Any]:
             prev, last = h, row[0]
         conn.executemany(f"UPDATE {table} SET prev_hash = ?, hash = ? WHERE seq = ?", updates)
         start[table] = {"sealed_through_seq": last, "rows": len(updates)}
-        conn.execute(trigger_sql(table))
     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (START_KEY, json.dumps(start)))
     return start
 

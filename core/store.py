@@ -320,7 +320,6 @@ class Store:
                 if mode.lower() != "wal":
                     raise StoreError(self.path, f"cannot switch to WAL journal mode (got {mode})")
                 conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-                audit_chain.register(conn)
             conn.execute("PRAGMA foreign_keys = ON")
             return conn
         except sqlite3.DatabaseError as exc:

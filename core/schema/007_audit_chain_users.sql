@@ -1,8 +1,7 @@
 -- v7: tamper-evident audit trail and named users.
 -- Every transitions and audit row carries prev_hash and hash (SHA-256 chain per table, see
--- core/audit_chain.py). After these statements the store chains the rows it already has, creates
--- the AFTER INSERT triggers that chain rows written without a hash, and records the starting
--- point in meta (audit_chain_start) — all in this migration's transaction.
+-- core/audit_chain.py). After these statements the store chains the rows it already has and
+-- records the starting point in meta (audit_chain_start), in this migration's transaction.
 ALTER TABLE transitions ADD COLUMN prev_hash TEXT;
 ALTER TABLE transitions ADD COLUMN hash TEXT;
 ALTER TABLE audit ADD COLUMN prev_hash TEXT;
