@@ -88,6 +88,9 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
     module_id = module_id_from_ini(config_file(data_dir, config)) or MODULE_ID
     link = DataServicesLink(runtime, settings, host=bind, port=port, token=token, limits=limits,
                             module_id=module_id)
+    from core.users import idle_lock_minutes
+
+    idle_minutes = idle_lock_minutes(config_file(data_dir, config))  # [USERS], checked before the window
     watcher = None
     try:
         link.check()  # refused before the window opens and before any instrument moves
@@ -100,6 +103,10 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
         window.statusBar().showMessage("Connecting instruments, resuming runs…")
         await runtime.start(link=link, schedules=True)
         await window.load_orders()
+        from panels.login import start_session
+
+        if await start_session(window, runtime, idle_minutes) is False:  # named users: sign in
+            return 0
         # the 100k order rows and the models live for the whole shift: keep them out of the
         # cyclic GC's way (full collections over them cost 140-215 ms stalls; bench/gui.py)
         gc.freeze()
