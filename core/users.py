@@ -19,7 +19,7 @@ Electronic signatures (21 CFR Part 11 style): :func:`sign` checks the user's pas
 returns a :class:`Signature` bound to one action and target for :data:`SIGNATURE_TTL` seconds. The
 runtime refuses an action that ``[SIGNATURES] require`` lists without a valid signature, and the
 signature is written in the same transaction as the action: an audit row whose
-``details.signature`` is ``{user, meaning, at, action}``, part of the hash chain.
+``details.signature`` is ``{user, role, meaning, at, action}``, part of the hash chain.
 """
 
 from __future__ import annotations
@@ -316,7 +316,8 @@ class Signature:
 
     def record(self) -> dict[str, Any]:
         """What the audit row keeps: ``details.signature``."""
-        return {"user": self.user, "meaning": self.meaning, "at": self.at, "action": self.action}
+        return {"user": self.user, "role": self.role, "meaning": self.meaning, "at": self.at,
+                "action": self.action}
 
     def check(self, action: str, target: str | None, now: float) -> None:
         """Raise :class:`StateError` naming ``action`` unless this signature is genuine, for this

@@ -84,8 +84,8 @@ def test_cancel_needs_a_valid_signature_which_is_recorded_in_the_chain(data_dir)
     assert result.ok
     cancel = [e for e in entries if e.action == "cancel run"]
     assert len(cancel) == 1 and cancel[0].who == "ann" and cancel[0].reason == "contaminated"
-    assert signed(cancel[0]) == {"user": "ann", "meaning": "approved", "at": signed(cancel[0])["at"],
-                                 "action": "cancel"}
+    assert signed(cancel[0]) == {"user": "ann", "role": "supervisor", "meaning": "approved",
+                                 "at": signed(cancel[0])["at"], "action": "cancel"}
     assert [e.who for e in every if e.action == "signature refused"] == ["ann"]
     assert report.ok, report.render()
 
