@@ -131,6 +131,8 @@ class Runtime:
     """At most this many orders per transaction in bulk actions; fewer when they cost more than
     :data:`BULK_SLICE` seconds of the loop's time, so the window never stalls."""
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+    _signatures_used: set[str] = field(default_factory=set)
+    """Seals of the signatures already recorded: each signs one action."""
 
     # ------------------------------------------------------------------ assembly
 
@@ -347,7 +349,10 @@ class Runtime:
                 raise StateError(f"{action} needs an electronic signature ([SIGNATURES] require in "
                                  f"{self.signatures.source}): sign it with your password")
             return None
-        signature.check(action, target, self.clock.now())
+        signature.check(action, target)
+        if signature.seal in self._signatures_used:
+            raise StateError(f"{action}: this electronic signature was already used; sign again")
+        self._signatures_used.add(signature.seal)
         return signature
 
     async def _one(self, key: str, order_id: str, who: str | None, reason: str | None,

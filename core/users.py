@@ -33,6 +33,7 @@ import json
 import re
 import secrets
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -312,6 +313,9 @@ class Signature:
     action: str
     target: str | None
     at: float
+    """When it was signed, on the store's clock (what the audit row records)."""
+    issued: float
+    """When it was signed, on this process's monotonic clock (what the time limit is measured on)."""
     seal: str
 
     def record(self) -> dict[str, Any]:
@@ -319,22 +323,23 @@ class Signature:
         return {"user": self.user, "role": self.role, "meaning": self.meaning, "at": self.at,
                 "action": self.action}
 
-    def check(self, action: str, target: str | None, now: float) -> None:
+    def check(self, action: str, target: str | None) -> None:
         """Raise :class:`StateError` naming ``action`` unless this signature is genuine, for this
-        action and target, and recent."""
-        if not hmac.compare_digest(self.seal, _seal(self.user, self.meaning, self.action, self.target, self.at)):
+        action and target, and made less than :data:`SIGNATURE_TTL` seconds ago (real time)."""
+        if not hmac.compare_digest(self.seal, _seal(self.user, self.role, self.meaning, self.action, self.target,
+                                                    self.at, self.issued)):
             raise StateError(f"{action}: the electronic signature is not valid (not made by sign())")
         if self.action != action:
             raise StateError(f"{action}: the electronic signature was given for '{self.action}'")
         if self.target is not None and self.target != target:
             raise StateError(f"{action}: the electronic signature was given for {self.target}, not {target}")
-        if not 0 <= now - self.at <= SIGNATURE_TTL:
+        if not 0 <= time.monotonic() - self.issued <= SIGNATURE_TTL:
             raise StateError(f"{action}: the electronic signature has expired "
                              f"(older than {SIGNATURE_TTL:g} s); sign again")
 
 
-def _seal(user: str, meaning: str, action: str, target: str | None, at: float) -> str:
-    msg = json.dumps([user, meaning, action, target, at], ensure_ascii=True).encode()
+def _seal(user: str, role: str, meaning: str, action: str, target: str | None, at: float, issued: float) -> str:
+    msg = json.dumps([user, role, meaning, action, target, at, issued], ensure_ascii=True).encode()
     return hmac.new(_SEAL_KEY, msg, hashlib.sha256).hexdigest()
 
 
@@ -350,9 +355,9 @@ def sign(store: Store, user: str, password: str, meaning: str, action: str,
         raise InputError.at(f"{action!r} is not an action that can be signed (one of: {', '.join(SIGNABLE)})",
                             field="action")
     who = authenticate(store, user, password, purpose="signature")
-    at = store.now().timestamp()
-    return Signature(who.name, who.role, meaning, action, target, at,
-                     _seal(who.name, meaning, action, target, at))
+    at, issued = store.now().timestamp(), time.monotonic()
+    return Signature(who.name, who.role, meaning, action, target, at, issued,
+                     _seal(who.name, who.role, meaning, action, target, at, issued))
 
 
 async def asign(store: Store, user: str, password: str, meaning: str, action: str,

@@ -78,6 +78,8 @@ def test_cancel_needs_a_valid_signature_which_is_recorded_in_the_chain(data_dir)
             await rt.cancel(run, reason="elsewhere", signature=other)
         assert rt.run_is_active(run)  # nothing of the refused attempts happened
         result = await rt.cancel(run, who="bob", reason="contaminated", signature=sig)
+        with pytest.raises(StateError, match="already used"):
+            await rt.cancel(run, reason="same signature twice", signature=dataclasses.replace(sig))
         return run, result, rt.audit(run), rt.store.audit_entries(), rt.store.verify_chain()
 
     run, result, entries, every, report = run_rt(data_dir, scenario)
@@ -90,7 +92,7 @@ def test_cancel_needs_a_valid_signature_which_is_recorded_in_the_chain(data_dir)
     assert report.ok, report.render()
 
 
-def test_wrong_action_and_expired_signatures_are_refused(data_dir):
+def test_wrong_action_and_expired_signatures_are_refused(data_dir, monkeypatch):
     async def scenario(rt, clock):
         run = await rt.start_run("Flow", {})
         await rt.pause(run, reason="hold the seal step while signatures are tried")
@@ -99,9 +101,11 @@ def test_wrong_action_and_expired_signatures_are_refused(data_dir):
         with pytest.raises(StateError, match="skip: the electronic signature was given for 'cancel'"):
             await rt.skip(step, {}, reason="x", signature=for_cancel)
         for_skip = await users.asign(rt.store, "bob", "bob-password", "performed", "skip", step)
-        await clock.advance(users.SIGNATURE_TTL + 1)
+        ttl = users.SIGNATURE_TTL
+        monkeypatch.setattr(users, "SIGNATURE_TTL", -1.0)  # measured on real time: as if long ago
         with pytest.raises(StateError, match="skip: the electronic signature has expired"):
             await rt.skip(step, {}, reason="late", signature=for_skip)
+        monkeypatch.setattr(users, "SIGNATURE_TTL", ttl)
         fresh = await users.asign(rt.store, "bob", "bob-password", "performed", "skip", step)
         await rt.skip(step, {}, reason="not needed", signature=fresh)
         return [e for e in rt.audit(step) if e.action == "skip step"]
