@@ -49,7 +49,7 @@ class SignatureDialog(QDialog):
         self.user = user
         self.password = ""
         self.meaning = MEANINGS[0]
-        what = f"<b>{action}</b>" + (f" of <b>{target}</b>" if target else "")
+        what = f"<b>{action[:1].upper()}{action[1:]}</b>" + (f" of <b>{target}</b>" if target else "")
         message = QLabel(f"{what} needs your electronic signature. Your name, the meaning and the "
                          "time are recorded with the action in the audit trail.", self)
         message.setWordWrap(True)
