@@ -79,8 +79,12 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
             sys.executable, "-m", "console", "--data-dir", str(data_dir), "demo-orders", str(demo_orders))
         if await proc.wait() != 0:
             raise LabconsoleError(f"writing {demo_orders} demo orders failed (exit {proc.returncode})")
+    from core.users import SignaturePolicy, idle_lock_minutes
+
+    signatures = SignaturePolicy.from_ini(config_file(data_dir, config))  # [SIGNATURES] of --config too
     store = await asyncio.to_thread(lambda: Store(data_dir / DB_FILENAME).open())
-    runtime = Runtime.build(data_dir, store=store, workcell=workcell or DEMO_WORKCELL, faults=faults)
+    runtime = Runtime.build(data_dir, store=store, workcell=workcell or DEMO_WORKCELL, faults=faults,
+                            signatures=signatures)
     from core.dataservices.config import module_id_from_ini
     from core.dataservices.link import MODULE_ID, DataServicesLink
 
@@ -88,8 +92,6 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
     module_id = module_id_from_ini(config_file(data_dir, config)) or MODULE_ID
     link = DataServicesLink(runtime, settings, host=bind, port=port, token=token, limits=limits,
                             module_id=module_id)
-    from core.users import idle_lock_minutes
-
     idle_minutes = idle_lock_minutes(config_file(data_dir, config))  # [USERS], checked before the window
     watcher = None
     try:
