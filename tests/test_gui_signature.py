@@ -116,3 +116,51 @@ def test_single_user_mode_shows_no_sign_in(store, qtbot, qrun):
     qtbot.addWidget(window)
     assert qrun(start_session(window, rt, 15)) is None
     assert window.isEnabled()
+
+
+def _login_dialog(qtbot) -> LoginDialog:
+    from PySide6.QtWidgets import QApplication
+
+    def visible() -> list[LoginDialog]:
+        return [w for w in QApplication.topLevelWidgets() if isinstance(w, LoginDialog) and w.isVisible()]
+
+    qtbot.waitUntil(lambda: bool(visible()), timeout=10_000)
+    return visible()[0]
+
+
+def test_the_main_window_records_the_signed_in_user(store, data_dir, qtbot, qloop):
+    from console.app import settings_for
+    from console.main_window import MainWindow
+    from core.runtime import Runtime
+
+    users.add_user(store, "ann", "supervisor", "ann-password", who="root")
+    rt = Runtime.build(data_dir, store=store, workcell=None, metrics=False)
+    window = MainWindow(rt, settings_for(data_dir))
+    qtbot.addWidget(window)
+    window.show()
+    task = qloop.create_task(start_session(window, rt, 15))
+    dialog = _login_dialog(qtbot)
+    assert not window.isEnabled()
+    dialog.user_edit.setText("ann")
+    dialog.password_edit.setText("ann-password")
+    dialog.ok_button.click()
+    qtbot.waitUntil(task.done, timeout=10_000)
+    session = task.result()
+    assert session.who() == "ann" and window.isEnabled()
+    assert window.jobs.actions.who() == "ann" and window.detail.actions.who() == "ann"
+    assert window.templates.who == "ann" and "ann (supervisor)" in window.windowTitle()
+    window.idle_lock.stop()
+    window.close()
+
+
+def test_quitting_the_sign_in(store, data_dir, qtbot, qloop):
+    users.add_user(store, "ann", "supervisor", "ann-password", who="root")
+    from core.runtime import Runtime
+
+    rt = Runtime.build(data_dir, store=store, workcell=None, metrics=False)
+    window = QWidget()
+    qtbot.addWidget(window)
+    task = qloop.create_task(start_session(window, rt, 15))
+    _login_dialog(qtbot).reject()
+    qtbot.waitUntil(task.done, timeout=10_000)
+    assert task.result() is False
