@@ -21,7 +21,7 @@ Design (one chain per table):
 Two tables rather than one shared chain: each table keeps its own ``seq`` (the Data Services link
 reads ``transitions`` by ``seq``), and a chain per table can be verified and exported alone.
 
-Stores from before schema 7 are chained once, when they migrate (:func:`backfill`); the starting
+Stores from before schema 8 are chained once, when they migrate (:func:`backfill`); the starting
 point is kept in ``meta`` under ``audit_chain_start``. Rows up to it were sealed then: the chain
 proves they have not changed *since* the migration, not before.
 
@@ -116,10 +116,10 @@ def insert_many(conn: sqlite3.Connection, table: str, rows: Sequence[Sequence[An
     conn.executemany(_INSERT_SQL[table], chained)
 
 
-def backfill(conn: sqlite3.Connection, now: float) -> dict[str, Any]:
-    """Chain the rows a store had before schema 7 (once, inside the migration's transaction) and
-    record the starting point in ``meta``."""
-    start: dict[str, Any] = {"at": now, "schema": 7}
+def backfill(conn: sqlite3.Connection, now: float, schema: int) -> dict[str, Any]:
+    """Chain the rows a store had before the chain's ``schema`` version (once, inside that
+    migration's transaction) and record the starting point in ``meta``."""
+    start: dict[str, Any] = {"at": now, "schema": schema}
     for table, fields in CHAIN_FIELDS.items():
         prev, last = GENESIS, 0
         updates: list[tuple[str, str, int]] = []

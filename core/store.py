@@ -62,7 +62,7 @@ SCHEMA_DIR = Path(__file__).with_name("schema")
 MIGRATIONS: list[str] = [p.read_text() for p in sorted(SCHEMA_DIR.glob("[0-9][0-9][0-9]_*.sql"))]
 """Forward migrations, one file each in core/schema/ (NNN_name.sql); user_version = files applied."""
 SCHEMA_VERSION = len(MIGRATIONS)
-CHAIN_SCHEMA = 7
+CHAIN_SCHEMA = 8
 """The migration that adds the hash chain of transitions and audit (core/audit_chain.py)."""
 
 ORDER_ROW_COLUMNS: tuple[str, ...] = (
@@ -353,7 +353,7 @@ class Store:
                 for statement in _split_sql(MIGRATIONS[number]):
                     conn.execute(statement)
                 if number + 1 == CHAIN_SCHEMA:  # seal the rows written before the chain existed
-                    start = audit_chain.backfill(conn, self.now().timestamp())
+                    start = audit_chain.backfill(conn, self.now().timestamp(), CHAIN_SCHEMA)
                     log.info("%s: audit chain started: %s", self.path, start)
                 conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 conn.execute(f"PRAGMA user_version = {number + 1}")

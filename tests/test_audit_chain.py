@@ -131,10 +131,10 @@ def test_an_older_store_is_chained_once_when_it_migrates(data_dir, monkeypatch):
     import core.store as store_module
 
     path = data_dir / DB_FILENAME
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 6)
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", store_module.CHAIN_SCHEMA - 1)
     old = Store(path).open()
 
-    def legacy(conn: sqlite3.Connection) -> None:  # rows as schema 6 wrote them
+    def legacy(conn: sqlite3.Connection) -> None:  # rows as the schema before the chain wrote them
         for i in range(5):
             conn.execute("INSERT INTO transitions (order_id, from_status, to_status, at, who, why) "
                          "VALUES (?,?,?,?,?,?)", (f"O{i}", None, 0, 1700000000 + i, "ann", None))
@@ -144,7 +144,7 @@ def test_an_older_store_is_chained_once_when_it_migrates(data_dir, monkeypatch):
     old.close()
     monkeypatch.undo()
     with Store(path).open() as s:
-        assert s.read_sync(lambda c: c.execute("PRAGMA user_version").fetchone()[0]) == 7
+        assert s.read_sync(lambda c: c.execute("PRAGMA user_version").fetchone()[0]) == store_module.CHAIN_SCHEMA
         report = s.verify_chain()
         assert report.ok, report.render()
         assert report.start["transitions"] == {"sealed_through_seq": 5, "rows": 5}

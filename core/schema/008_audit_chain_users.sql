@@ -1,4 +1,4 @@
--- v7: tamper-evident audit trail and named users.
+-- v8: tamper-evident audit trail and named users.
 -- Every transitions and audit row carries prev_hash and hash (SHA-256 chain per table, see
 -- core/audit_chain.py). After these statements the store chains the rows it already has and
 -- records the starting point in meta (audit_chain_start), in this migration's transaction.
