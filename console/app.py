@@ -79,8 +79,12 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
             sys.executable, "-m", "console", "--data-dir", str(data_dir), "demo-orders", str(demo_orders))
         if await proc.wait() != 0:
             raise LabconsoleError(f"writing {demo_orders} demo orders failed (exit {proc.returncode})")
+    from core.users import SignaturePolicy, idle_lock_minutes
+
+    signatures = SignaturePolicy.from_ini(config_file(data_dir, config))  # [SIGNATURES] of --config too
     store = await asyncio.to_thread(lambda: Store(data_dir / DB_FILENAME).open())
-    runtime = Runtime.build(data_dir, store=store, workcell=workcell or DEMO_WORKCELL, faults=faults)
+    runtime = Runtime.build(data_dir, store=store, workcell=workcell or DEMO_WORKCELL, faults=faults,
+                            signatures=signatures)
     from core.dataservices.config import module_id_from_ini
     from core.dataservices.link import MODULE_ID, DataServicesLink
 
@@ -88,6 +92,7 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
     module_id = module_id_from_ini(config_file(data_dir, config)) or MODULE_ID
     link = DataServicesLink(runtime, settings, host=bind, port=port, token=token, limits=limits,
                             module_id=module_id)
+    idle_minutes = idle_lock_minutes(config_file(data_dir, config))  # [USERS], checked before the window
     watcher = None
     try:
         link.check()  # refused before the window opens and before any instrument moves
@@ -100,6 +105,10 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
         window.statusBar().showMessage("Connecting instruments, resuming runs…")
         await runtime.start(link=link, schedules=True)
         await window.load_orders()
+        from panels.login import start_session
+
+        if await start_session(window, runtime, idle_minutes) is False:  # named users: sign in
+            return 0
         # the 100k order rows and the models live for the whole shift: keep them out of the
         # cyclic GC's way (full collections over them cost 140-215 ms stalls; bench/gui.py)
         gc.freeze()

@@ -14,6 +14,9 @@
     labconsole store check                               full integrity check of the store
     labconsole store backup [DEST]                       online backup, checked
     labconsole store restore BACKUP                      put a backup in place (console closed)
+    labconsole audit verify [--file EXPORT]              check the hash chain of transitions and audit
+    labconsole audit export --from D --to D --format csv|json OUT   rows with their hashes
+    labconsole users add|list|disable|passwd|token       named users, roles, Data Services tokens
     labconsole sila-sim [--workcell FILE] [--faults F]   serve the SiLA instruments of FILE on 127.0.0.1
     labconsole agent --console URL --name N --capabilities A,B   a remote robot agent
 """
@@ -35,7 +38,9 @@ from core.errors import LabconsoleError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="labconsole", description="Lab-automation operator console.")
+    # no abbreviations: "audit export --to" must not read as an abbreviation of --token
+    parser = argparse.ArgumentParser(prog="labconsole", description="Lab-automation operator console.",
+                                     allow_abbrev=False)
     parser.add_argument("--data-dir", help="where the store lives (default: the user data dir; "
                         "env LABCONSOLE_DATA_DIR)")
     parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
@@ -143,6 +148,36 @@ def build_parser() -> argparse.ArgumentParser:
                         "--bind, --port, --token/--token-file and --max-body-mb)")
     ds.add_argument("--certfile", default=None, help="PEM certificate chain: serve HTTPS")
     ds.add_argument("--keyfile", default=None, help="PEM private key of --certfile")
+    audit = sub.add_parser("audit", help="the tamper-evident audit trail").add_subparsers(
+        dest="action", required=True)
+    verify = audit.add_parser("verify", help="check the hash chains; exit 1 naming the first broken row")
+    verify.add_argument("--file", type=Path, default=None, metavar="EXPORT",
+                        help="verify an export file instead of the store")
+    export = audit.add_parser("export", help="write transitions and audit rows with their hashes")
+    export.add_argument("--from", dest="start", required=True, metavar="DATE", help="YYYY-MM-DD[THH:MM] (UTC)")
+    export.add_argument("--to", dest="end", required=True, metavar="DATE", help="end, exclusive")
+    export.add_argument("--format", choices=["csv", "json"], default="json")
+    export.add_argument("out", type=Path)
+
+    users = sub.add_parser("users", help="named users with roles").add_subparsers(dest="action", required=True)
+    users_add = users.add_parser("add", help="add a user (password from a prompt or --password-file)")
+    users_add.add_argument("name")
+    users_add.add_argument("--role", required=True, choices=["operator", "supervisor", "admin"])
+    users_add.add_argument("--password-file", type=Path, default=None, metavar="PATH",
+                           help="file holding the password on its first line (default: prompt)")
+    users.add_parser("list", help="users, roles and whether they are enabled")
+    users_disable = users.add_parser("disable", help="disable a user (kept for the audit trail)")
+    users_disable.add_argument("name")
+    users_enable = users.add_parser("enable", help="enable a disabled user again")
+    users_enable.add_argument("name")
+    users_passwd = users.add_parser("passwd", help="set a new password")
+    users_passwd.add_argument("name")
+    users_passwd.add_argument("--password-file", type=Path, default=None, metavar="PATH")
+    users_token = users.add_parser("token", help="issue a Data Services bearer token for a user "
+                                   "(printed once; only its hash is kept)")
+    users_token.add_argument("name")
+    users_token.add_argument("--revoke", action="store_true", help="revoke every token of the user instead")
+
     agent = sub.add_parser("agent", help="run a remote robot agent that executes the console's jobs")
     agent.add_argument("--console", required=True, metavar="URL",
                        help="the console's agent hub, ws://HOST:PORT (the workcell's options.url)")
@@ -198,6 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _store(args, data_dir)
         if args.command == "data-services":
             return _data_services(args, data_dir)
+        if args.command == "audit":
+            return _audit(args, data_dir)
+        if args.command == "users":
+            return _users(args, data_dir)
         if args.command == "demo-orders":
             from core import demo
             from core.store import Store
@@ -277,6 +316,88 @@ def _store(args: argparse.Namespace, data_dir: Path) -> int:
     info = backup.backup(db, dest)
     print(f"{info.path}: backup of {db} ({info.orders} orders, {info.size / 1e6:.1f} MB, "
           f"integrity_check ok, {info.seconds:.1f} s)")
+def _audit(args: argparse.Namespace, data_dir: Path) -> int:
+    from core import audit_chain
+    from core.store import Store
+
+    if args.action == "verify" and args.file is not None:
+        report = audit_chain.verify_export(args.file)
+    elif args.action == "verify":
+        with Store.open_in(data_dir) as store:
+            report = store.verify_chain()
+    else:
+        start = audit_chain.parse_when(args.start, "--from")
+        end = audit_chain.parse_when(args.end, "--to")
+        if end <= start:
+            print(f"labconsole: --to {args.end} is not after --from {args.start}", file=sys.stderr)
+            return 2
+        with Store.open_in(data_dir) as store:
+            data = store.export_chain(start, end)
+        try:
+            count = audit_chain.write_export(data, args.out, args.format)
+        except OSError as exc:
+            print(f"labconsole: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
+            return 2
+        spans = ", ".join(f"{t} {len(e['rows'])}" for t, e in data["tables"].items())
+        print(f"{args.out}: {count} rows ({spans}) with their hashes; verify with "
+              f"`labconsole audit verify --file {args.out}`")
+        return 0
+    print(report.render())
+    if not report.ok:
+        print(f"audit trail broken: first problem at {report.first_problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _read_password(args: argparse.Namespace, name: str) -> str:
+    import getpass
+
+    from core.errors import ConfigError
+
+    if args.password_file is not None:
+        try:
+            lines = args.password_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError.at(f"cannot read: {exc}", file=args.password_file) from None
+        return lines[0] if lines else ""
+    first = getpass.getpass(f"Password for {name}: ")
+    if getpass.getpass("Again: ") != first:
+        raise ConfigError.at("the two passwords differ", field="password")
+    return first
+
+
+def _users(args: argparse.Namespace, data_dir: Path) -> int:
+    from core import users
+    from core.facade import os_user
+    from core.store import Store
+
+    who = os_user()
+    with Store.open_in(data_dir) as store:
+        if args.action == "add":
+            user = users.add_user(store, args.name, args.role, _read_password(args, args.name), who=who)
+            print(f"{user.name}: added as {user.role}")
+        elif args.action == "list":
+            listed = users.list_users(store)
+            for u in listed:
+                print(f"{u.name:<20} {u.role:<10} {'enabled' if u.enabled else 'disabled'}")
+            if not listed:
+                print("no users: single-user mode (actions are recorded as the operating-system user)")
+        elif args.action in ("disable", "enable"):
+            users.set_enabled(store, args.name, args.action == "enable", who=who)
+            print(f"{args.name}: {args.action}d")
+        elif args.action == "passwd":
+            users.set_password(store, args.name, _read_password(args, args.name), who=who)
+            print(f"{args.name}: password changed")
+        elif args.revoke:
+            n = users.revoke_tokens(store, args.name, who=who)
+            print(f"{args.name}: {n} token{'s' if n != 1 else ''} revoked")
+        else:
+            token = users.issue_token(store, args.name, who=who)
+            print(token)
+            print(f"Data Services bearer token of {args.name}; it is shown only now", file=sys.stderr)
+    return 0
+
+
 def _sila_sim(args: argparse.Namespace) -> int:
     import time
 

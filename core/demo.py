@@ -11,6 +11,7 @@ import random
 import sqlite3
 from datetime import timedelta
 
+from core import audit_chain
 from core.orders import Order, OrderPriority, OrderStatus, Parameter
 from core.store import Store, _next_seq, _order_row, _ts
 from core.wire import now_utc
@@ -121,8 +122,7 @@ def generate(store: Store, n: int, *, seed: int = 7, who: str = "demo") -> int:
             "template_version, status, priority, numeric_priority, assigned_to, created, scheduled, "
             "started, ended, updated, status_details, data) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             rows)
-        conn.executemany("INSERT INTO transitions (order_id, from_status, to_status, at, who, why) "
-                         "VALUES (?,?,?,?,?,?)", transitions)
+        audit_chain.insert_many(conn, "transitions", transitions)  # part of the hash chain
         return made
 
     return store.write_sync(op)

@@ -27,6 +27,7 @@ from core.metrics import Metrics, initial_counts
 from core.orders import Order, OrderStatus
 from core.store import DB_FILENAME, AuditEntry, Store, Transition
 from core.templates import WorkflowTemplate, load_template
+from core.users import Signature, SignaturePolicy, has_users, signing
 from core.workcell import Workcell, build_drivers, load_workcell
 
 if TYPE_CHECKING:
@@ -124,10 +125,14 @@ class Runtime:
     schedules: Scheduler | None = None
     """Schedules that start runs on time, once started (the console, not command-line tools)."""
     backups: ScheduledBackups | None = None
+    signatures: SignaturePolicy = field(default_factory=SignaturePolicy)
+    """Which operator actions need an electronic signature ([SIGNATURES] require of config.ini)."""
     bulk_chunk: int = 400
     """At most this many orders per transaction in bulk actions; fewer when they cost more than
     :data:`BULK_SLICE` seconds of the loop's time, so the window never stalls."""
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+    _signatures_used: set[str] = field(default_factory=set)
+    """Seals of the signatures already recorded: each signs one action."""
 
     # ------------------------------------------------------------------ assembly
 
@@ -135,9 +140,15 @@ class Runtime:
     def build(cls, data_dir: Path, *, clock: Clock | None = None, executor: StepExecutor | None = None,
               store: Store | None = None, workcell: Path | Workcell | None = DEMO_WORKCELL,
               faults: str | None = None, strategy: LoadBalancing | str = LoadBalancing.LEAST_LOADED,
-              seed: int | None = None, metrics: bool = True) -> Runtime:
-        """Assemble everything. ``workcell`` None (and no ``executor``) gives instant simulated steps."""
+              seed: int | None = None, metrics: bool = True,
+              signatures: SignaturePolicy | None = None) -> Runtime:
+        """Assemble everything. ``workcell`` None (and no ``executor``) gives instant simulated steps.
+        ``signatures`` None: ``[SIGNATURES]`` of ./config.ini or the data dir's config.ini."""
         clock = clock or SystemClock()
+        if signatures is None:
+            from core.backup import find_config
+
+            signatures = SignaturePolicy.from_ini(find_config(data_dir))
         store = store or Store(data_dir / DB_FILENAME).open()
         if not isinstance(clock, SystemClock):
             store.clock = clock
@@ -167,7 +178,7 @@ class Runtime:
             if cell is not None:
                 m.add_instruments([i.id for i in cell.instruments])
             m.subscribe(core.bus)
-        return cls(store, core, engine, executor, clock, cell, dispatcher, m, hubs)
+        return cls(store, core, engine, executor, clock, cell, dispatcher, m, hubs, signatures=signatures)
 
     async def start(self, templates_dir: Path | None = SAMPLE_TEMPLATES, *, execute: bool = True,
                     link: DataServicesLink | None = None, schedules: bool = False) -> list[WorkflowTemplate]:
@@ -294,30 +305,34 @@ class Runtime:
         await self.engine.execute_workflow(run_id)
         return run_id
 
-    async def cancel(self, order_id: str, *, who: str | None = None, reason: str | None = None) -> ActionResult:
-        return await self._one("cancel", order_id, who, reason)
+    async def cancel(self, order_id: str, *, who: str | None = None, reason: str | None = None,
+                     signature: Signature | None = None) -> ActionResult:
+        return await self._one("cancel", order_id, who, reason, signature)
 
-    async def retry(self, order_id: str, *, who: str | None = None, reason: str | None = None) -> ActionResult:
-        return await self._one("retry", order_id, who, reason)
+    async def retry(self, order_id: str, *, who: str | None = None, reason: str | None = None,
+                    signature: Signature | None = None) -> ActionResult:
+        return await self._one("retry", order_id, who, reason, signature)
 
     async def recover(self, order_id: str, from_step: str, *, who: str | None = None,
-                      reason: str | None = None) -> ActionResult:
-        return await self._one("recover", order_id, who, reason, from_step=from_step)
+                      reason: str | None = None, signature: Signature | None = None) -> ActionResult:
+        return await self._one("recover", order_id, who, reason, signature, from_step=from_step)
 
     async def skip(self, order_id: str, outputs: dict[str, Any] | None = None, *, who: str | None = None,
-                   reason: str | None = None) -> ActionResult:
-        return await self._one("skip", order_id, who, reason, outputs=outputs)
+                   reason: str | None = None, signature: Signature | None = None) -> ActionResult:
+        return await self._one("skip", order_id, who, reason, signature, outputs=outputs)
 
-    async def pause(self, order_id: str, *, who: str | None = None, reason: str | None = None) -> ActionResult:
-        return await self._one("pause", order_id, who, reason)
+    async def pause(self, order_id: str, *, who: str | None = None, reason: str | None = None,
+                    signature: Signature | None = None) -> ActionResult:
+        return await self._one("pause", order_id, who, reason, signature)
 
-    async def resume(self, order_id: str, *, who: str | None = None, reason: str | None = None) -> ActionResult:
-        return await self._one("resume", order_id, who, reason)
+    async def resume(self, order_id: str, *, who: str | None = None, reason: str | None = None,
+                     signature: Signature | None = None) -> ActionResult:
+        return await self._one("resume", order_id, who, reason, signature)
 
     async def reprioritise(self, order_id: str, priority: int, *, who: str | None = None,
-                           reason: str | None = None) -> ActionResult:
+                           reason: str | None = None, signature: Signature | None = None) -> ActionResult:
         """New numeric priority (0-100) for a run (and its steps) or one step."""
-        return await self._one("reprioritise", order_id, who, reason, priority=priority)
+        return await self._one("reprioritise", order_id, who, reason, signature, priority=priority)
 
     async def start_now(self, order_id: str, *, who: str | None = None, reason: str | None = None) -> ActionResult:
         """Let a queued step that waits for its scheduled slot go as soon as an instrument fits."""
@@ -326,9 +341,27 @@ class Runtime:
         await self.dispatcher.start_now(order_id, who=who or os_user(), reason=reason)
         return ActionResult(order_id, True, "starting as soon as an instrument fits")
 
+    def check_signature(self, action: str, target: str | None, signature: Signature | None) -> Signature | None:
+        """The signature to record with ``action`` on ``target``: checked if given; required
+        (StateError naming the action) when ``[SIGNATURES] require`` lists it and named users are on."""
+        if signature is None:
+            if self.signatures.needs(action) and has_users(self.store):
+                raise StateError(f"{action} needs an electronic signature ([SIGNATURES] require in "
+                                 f"{self.signatures.source}): sign it with your password")
+            return None
+        signature.check(action, target)
+        if signature.seal in self._signatures_used:
+            raise StateError(f"{action}: this electronic signature was already used; sign again")
+        self._signatures_used.add(signature.seal)
+        return signature
+
     async def _one(self, key: str, order_id: str, who: str | None, reason: str | None,
-                   **options: Any) -> ActionResult:
+                   signature: Signature | None = None, **options: Any) -> ActionResult:
         target = self._known(order_id)
+        if self.check_signature(key, order_id, signature) is not None:
+            assert signature is not None
+            who = signature.user
+            options["signature"] = signature.record()
         action = _action(key, target, who or os_user(), reason, options)
         error = (await self.engine.act([action]))[0]
         if error is not None:
@@ -337,7 +370,8 @@ class Runtime:
 
     async def bulk(self, action: str, order_ids: Sequence[str], *, who: str | None = None,
                    reason: str | None = None, progress: Callable[[int, int], None] | None = None,
-                   stop: asyncio.Event | None = None, **options: Any) -> BulkResult:
+                   stop: asyncio.Event | None = None, signature: Signature | None = None,
+                   **options: Any) -> BulkResult:
         """Apply ``action`` (one of :data:`BULK_ACTIONS`) to many orders, ``bulk_chunk`` orders
         per transaction, each order fully changed with its audit entry or not at all.
 
@@ -347,6 +381,10 @@ class Runtime:
         """
         if action not in BULK_ACTIONS:
             raise StateError(f"unknown bulk action '{action}' (one of: {', '.join(BULK_ACTIONS)})")
+        if self.check_signature(action, None, signature) is not None:
+            assert signature is not None
+            who = signature.user
+            options["signature"] = signature.record()
         who = who or os_user()
         found = await self.store.read(lambda c: tables.targets(c, order_ids))
         results: dict[str, ActionResult] = {
@@ -383,8 +421,10 @@ class Runtime:
                 progress(done, total)
             await asyncio.sleep(0)
         outcome = BulkResult((results[oid] for oid in order_ids if oid in results), left)
-        await self.store.audit(who, f"bulk {action}", None, reason,
-                               {"orders": total, "done": sum(r.ok for r in outcome), "left": len(left)})
+        summary: dict[str, Any] = {"orders": total, "done": sum(r.ok for r in outcome), "left": len(left)}
+        if signature is not None:
+            summary["signature"] = signature.record()
+        await self.store.audit(who, f"bulk {action}", None, reason, summary)
         return outcome
 
     def preview(self, order_ids: Iterable[str]) -> dict[str, Any]:
@@ -413,11 +453,22 @@ class Runtime:
     # ------------------------------------------------------------------ instruments
 
     async def instrument_action(self, instrument_id: str, action: str, *, who: str | None = None,
-                                reason: str | None = None) -> ActionResult:
-        """enable, disable, out_of_service, release, reconnect — through the dispatcher, audited."""
+                                reason: str | None = None, signature: Signature | None = None) -> ActionResult:
+        """enable, disable, out_of_service, release, reconnect — through the dispatcher, audited
+        (with the electronic signature, when given, in the same audit row)."""
         if self.dispatcher is None:
             raise StateError("no workcell is connected")
-        who = who or os_user()
+        if action not in _INSTRUMENT_AUDIT:
+            raise StateError(f"unknown instrument action '{action}'")
+        if self.check_signature(action.replace("_", " "), instrument_id, signature) is not None:
+            assert signature is not None
+            who = signature.user
+        with signing(signature, {_INSTRUMENT_AUDIT[action]}, instrument_id):
+            return await self._instrument_action(instrument_id, action, who or os_user(), reason)
+
+    async def _instrument_action(self, instrument_id: str, action: str, who: str,
+                                 reason: str | None) -> ActionResult:
+        assert self.dispatcher is not None
         d = self.dispatcher
         if action in ("enable", "disable"):
             await d.set_enabled(instrument_id, action == "enable", who=who, reason=reason)
@@ -437,6 +488,16 @@ class Runtime:
     def templates(self) -> list[WorkflowTemplate]:
         return self.engine.templates.latest()
 
+    async def publish_template(self, template: WorkflowTemplate, *, who: str | None = None,
+                               signature: Signature | None = None) -> WorkflowTemplate:
+        """Publish ``template`` as its next version (audited; signed when ``[SIGNATURES] require``
+        lists ``template publish``)."""
+        if self.check_signature("template publish", template.name, signature) is not None:
+            assert signature is not None
+            who = signature.user
+        with signing(signature, {"publish template"}, template.name):
+            return await self.engine.publish(template, who=who or os_user())
+
     def template_usage(self) -> dict[str, dict[str, Any]]:
         """Per template: number of runs and when it was last used (one GROUP BY query)."""
         rows = self.store.read_sync(tables.template_usage)
@@ -455,20 +516,28 @@ _ACT_ON_RUN = {"cancel": Act.CANCEL, "retry": Act.RETRY, "pause": Act.PAUSE, "re
 _ACT_ON_STEP = {"cancel": Act.CANCEL_STEP, "retry": Act.RETRY, "skip": Act.SKIP, "reprioritise": Act.REPRIORITISE}
 
 
+_INSTRUMENT_AUDIT = {"enable": "enable instrument", "disable": "disable instrument",
+                     "out_of_service": "take out of service", "release": "release to service",
+                     "reconnect": "reconnect instrument"}
+"""Instrument actions and the audit action the dispatcher records for each."""
+
+
 def _action(key: str, target: OrderTarget, who: str, reason: str | None, options: dict[str, Any]) -> Action:
     """The engine action an operator's ``key`` means for this order (a run or one of its steps)."""
     run_id = target.run_id or ""
+    sig = options.get("signature")
     if key == "recover":
-        return Action(act=Act.RECOVER, run_id=run_id, step_id=options["from_step"], who=who, reason=reason)
+        return Action(act=Act.RECOVER, run_id=run_id, step_id=options["from_step"], who=who, reason=reason,
+                      signature=sig)
     if key in ("pause", "resume"):  # a step's run is paused or resumed
-        return Action(act=_ACT_ON_RUN[key], run_id=run_id, who=who, reason=reason)
+        return Action(act=_ACT_ON_RUN[key], run_id=run_id, who=who, reason=reason, signature=sig)
     if target.is_run:
         if key not in _ACT_ON_RUN:
             raise StateError(f"{target.order_id} is a run: {key} one of its steps")
         return Action(act=_ACT_ON_RUN[key], run_id=run_id, who=who, reason=reason,
-                      priority=options.get("priority"))
+                      priority=options.get("priority"), signature=sig)
     return Action(act=_ACT_ON_STEP[key], run_id=run_id, step_id=target.step_id, who=who, reason=reason,
-                  outputs=options.get("outputs"), priority=options.get("priority"))
+                  outputs=options.get("outputs"), priority=options.get("priority"), signature=sig)
 
 
 _DONE: dict[str, Callable[[Action], str]] = {

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 import platformdirs
 
+from core import audit_chain
 from core.errors import (
     ConfigError,
     CorruptDatabaseError,
@@ -61,6 +62,8 @@ SCHEMA_DIR = Path(__file__).with_name("schema")
 MIGRATIONS: list[str] = [p.read_text() for p in sorted(SCHEMA_DIR.glob("[0-9][0-9][0-9]_*.sql"))]
 """Forward migrations, one file each in core/schema/ (NNN_name.sql); user_version = files applied."""
 SCHEMA_VERSION = len(MIGRATIONS)
+CHAIN_SCHEMA = 8
+"""The migration that adds the hash chain of transitions and audit (core/audit_chain.py)."""
 
 ORDER_ROW_COLUMNS: tuple[str, ...] = (
     "id", "parent_id", "template_name", "template_version", "status", "priority",
@@ -133,12 +136,14 @@ class StatusChange:
 
 
 class _Op:
-    __slots__ = ("fn", "future", "loop")
+    __slots__ = ("fn", "future", "loop", "signing")
 
     def __init__(self, fn: Callable[[sqlite3.Connection], Any],
                  future: asyncio.Future[Any] | concurrent.futures.Future[Any],
                  loop: asyncio.AbstractEventLoop | None) -> None:
         self.fn, self.future, self.loop = fn, future, loop
+        self.signing = audit_chain.SIGNING.get()
+        """The submitter's signature in progress, if any (see :data:`core.audit_chain.SIGNING`)."""
 
 
 _STOP = object()
@@ -347,6 +352,9 @@ class Store:
                 conn.execute("BEGIN IMMEDIATE")
                 for statement in _split_sql(MIGRATIONS[number]):
                     conn.execute(statement)
+                if number + 1 == CHAIN_SCHEMA:  # seal the rows written before the chain existed
+                    start = audit_chain.backfill(conn, self.now().timestamp(), CHAIN_SCHEMA)
+                    log.info("%s: audit chain started: %s", self.path, start)
                 conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 conn.execute(f"PRAGMA user_version = {number + 1}")
                 conn.execute("COMMIT")
@@ -384,6 +392,7 @@ class Store:
             conn.execute("BEGIN IMMEDIATE")
             for op in batch:
                 conn.execute("SAVEPOINT op")
+                signed = audit_chain.SIGNING.set(op.signing) if op.signing is not None else None
                 try:
                     value = op.fn(conn)
                 except BaseException as exc:  # noqa: BLE001 - delivered to the caller
@@ -393,6 +402,9 @@ class Store:
                 else:
                     conn.execute("RELEASE op")
                     results.append((op, True, value))
+                finally:
+                    if signed is not None:
+                        audit_chain.SIGNING.reset(signed)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             try:
@@ -513,9 +525,8 @@ class Store:
                      o.statusDetails, o.to_json()))
             except sqlite3.IntegrityError:
                 raise StoreError(self.path, f"order {o.identifier} already exists") from None
-            conn.execute("INSERT INTO transitions (order_id, from_status, to_status, at, who, why) "
-                         "VALUES (?,?,?,?,?,?)", (o.identifier, None, int(o.status), now.timestamp(),
-                                                  who, why))
+            audit_chain.insert(conn, "transitions",
+                               (o.identifier, None, int(o.status), now.timestamp(), who, why))
             return o, row
 
         return op
@@ -569,15 +580,14 @@ class Store:
                          "status_details=?, data=? WHERE id=?",
                          (int(to_status), data.get("assignedTo"), started, ended, now.timestamp(),
                           details, json.dumps(data, separators=(",", ":")), order_id))
-            cur = conn.execute("INSERT INTO transitions (order_id, from_status, to_status, at, who, why) "
-                               "VALUES (?,?,?,?,?,?)",
-                               (order_id, int(current), int(to_status), now.timestamp(), who, why))
+            seq = audit_chain.insert(conn, "transitions",
+                                     (order_id, int(current), int(to_status), now.timestamp(), who, why))
             row = (order_id, data.get("parentIdentifier"), data.get("templateName"),
                    data.get("templateVersion"), int(to_status),
                    int(OrderPriority.parse(data.get("priority", "Standard"))), found[2],
                    data.get("assignedTo"), _ts(parse_datetime(data.get("creationTime"))),
                    started, ended, details)
-            return StatusChange(cur.lastrowid or 0, order_id, current, to_status, row, data)
+            return StatusChange(seq, order_id, current, to_status, row, data)
 
         return op
 
@@ -608,11 +618,13 @@ class Store:
     def audit_op(self, who: str, action: str, target: str | None = None, reason: str | None = None,
                  details: dict[str, Any] | None = None) -> Callable[[sqlite3.Connection], int]:
         def op(conn: sqlite3.Connection) -> int:
-            cur = conn.execute(
-                "INSERT INTO audit (at, who, action, target, reason, details) VALUES (?,?,?,?,?,?)",
-                (self.now().timestamp(), who, action, target, reason,
-                 json.dumps(details) if details is not None else None))
-            return cur.lastrowid or 0
+            extra = details
+            signing = audit_chain.SIGNING.get()
+            if signing is not None and action in signing[0] and signing[1] in (None, target) \
+                    and "signature" not in (details or {}):
+                extra = {**(details or {}), "signature": signing[2]}
+            return audit_chain.insert(conn, "audit", (self.now().timestamp(), who, action, target, reason,
+                                                      json.dumps(extra) if extra is not None else None))
 
         return op
 
@@ -663,6 +675,24 @@ class Store:
         rows = self.read_sync(lambda c: c.execute(sql + " ORDER BY seq", params).fetchall())
         return [AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5],
                            json.loads(r[6]) if r[6] else None) for r in rows]
+
+    def verify_chain(self) -> audit_chain.Report:
+        """Walk the hash chains of ``transitions`` and ``audit``; the report names the first broken
+        or missing row of each (see :mod:`core.audit_chain`)."""
+        return self.read_sync(lambda c: audit_chain.verify(c, str(self.path)))
+
+    def export_chain(self, start: float, end: float) -> dict[str, Any]:
+        """The chained rows from ``start`` to ``end`` (epoch seconds) with their hashes and the hash
+        of the row before the range, read in one snapshot."""
+
+        def read(c: sqlite3.Connection) -> dict[str, Any]:
+            c.execute("BEGIN")
+            try:
+                return audit_chain.export(c, start, end, store=str(self.path))
+            finally:
+                c.execute("COMMIT")
+
+        return self.read_sync(read)
 
     def integrity_check(self) -> str:
         result: str = self.read_sync(lambda c: c.execute("PRAGMA integrity_check").fetchone()[0])

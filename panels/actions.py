@@ -37,6 +37,7 @@ from panels.dialogs import (
     StepChoiceDialog,
     ask,
 )
+from panels.signature import needs_signature, request_signature
 
 if TYPE_CHECKING:
     from PySide6.QtCore import SignalInstance
@@ -284,7 +285,13 @@ class OrderActions(QObject):
                               who=self.who(), ok_text="Cancel order", parent=self.host)
         if not await self._ask(dialog):
             return None
-        return await self.runtime.cancel(order_id, who=self.who(), reason=dialog.reason)
+        signature = None
+        if needs_signature(self.runtime, "cancel"):  # [SIGNATURES] require: password again
+            signature = await request_signature(self._ask, self.runtime, "cancel", order_id,
+                                                 user=self.who(), parent=self.host)
+            if signature is None:
+                return None
+        return await self.runtime.cancel(order_id, who=self.who(), reason=dialog.reason, signature=signature)
 
     async def _reprioritise(self, order_id: str) -> Any:
         row = self.runtime.store.order_rows("id = ?", (order_id,), limit=1)

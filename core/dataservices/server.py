@@ -19,8 +19,9 @@ the store on that thread and write through the store's writer thread. Committed 
 to ``on_change`` on the loop that called :meth:`EmbeddedDataServices.start`, through
 ``call_soon_threadsafe``.
 
-Security: it binds to 127.0.0.1 by default. Another bind address needs a token; with a token every
-request must carry ``Authorization: Bearer <token>`` or gets 401.
+Security: it binds to 127.0.0.1 by default. Another bind address needs a token or named users with
+tokens (``labconsole users token NAME``); then every request must carry ``Authorization: Bearer
+<token>`` with that token or an enabled user's token, or gets 401.
 
 Abuse (:class:`ServerLimits`): a request body over ``max_body_bytes`` (8 MiB) gets 413 before it is
 read; request heads over ``max_header_bytes`` get 400; a request head not complete within
@@ -89,6 +90,7 @@ from core.errors import (
 )
 from core.orders import OrderStatus
 from core.store import Store
+from core.users import has_user_tokens, user_for_token
 from core.wire import parse_datetime
 
 log = logging.getLogger(__name__)
@@ -378,10 +380,12 @@ class DataServicesApp:
     """The ASGI application: routing, binding and error mapping over a :class:`DataServicesBackend`."""
 
     def __init__(self, backend: DataServicesBackend, *, token: str | None = None,
-                 limits: ServerLimits | None = None) -> None:
+                 limits: ServerLimits | None = None, require_auth: bool = False) -> None:
         self.backend = backend
         self.limits = limits or ServerLimits()
         self._expected_auth = f"Bearer {token}".encode() if token else None
+        self._auth_required = self._expected_auth is not None or require_auth
+        """With a token or when exposed: every request needs the token or a user's token."""
         b = backend
         q = _limits
 
@@ -492,6 +496,15 @@ class DataServicesApp:
         ]
         self._openapi = json.dumps(openapi_document(self.routes)).encode()
 
+    async def _token_user(self, given: bytes) -> str | None:
+        """The enabled user whose token (``labconsole users token NAME``; stored as SHA-256) this
+        ``Bearer`` header carries, or None."""
+        scheme, _, token = given.partition(b" ")
+        if scheme.lower() != b"bearer" or not token.startswith(b"lcu_") or len(token) > 200:
+            return None
+        text = token.decode("ascii", "replace")
+        return await self.backend.store.read(lambda c: user_for_token(c, text))
+
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":  # no websockets; lifespan is off
             return
@@ -513,9 +526,10 @@ class DataServicesApp:
         raw_target = raw_path.split(b"?", 1)[0]
         target = raw_target.decode("utf-8", "replace")
         instance = f"{method} {target}"
-        if self._expected_auth is not None:
+        if self._auth_required:
             given = request.headers.get("authorization", "").encode()
-            if not hmac.compare_digest(given, self._expected_auth):
+            if not (self._expected_auth is not None and hmac.compare_digest(given, self._expected_auth)) \
+                    and await self._token_user(given) is None:
                 resp = problem(401, "Unauthorized", "this Data Services server needs "
                                "'Authorization: Bearer <token>'", instance)
                 resp.headers["WWW-Authenticate"] = "Bearer"
@@ -787,13 +801,15 @@ def openapi_document(routes: list[Route]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the server
 
 
-def check_exposure(host: str, token: str | None, field: str = "data_services.host") -> None:
-    """Refuse (ConfigError) a bind address beyond this computer without a token."""
-    if not is_loopback(host) and not token:
+def check_exposure(host: str, token: str | None, field: str = "data_services.host", *,
+                   user_tokens: bool = False) -> None:
+    """Refuse (ConfigError) a bind address beyond this computer without a token (or, with
+    ``user_tokens``, enabled users holding tokens: ``labconsole users token NAME``)."""
+    if not is_loopback(host) and not token and not user_tokens:
         raise ConfigError.at(
             f"binding Data Services to {host} exposes it beyond this computer and needs a "
-            "token (clients then send 'Authorization: Bearer <token>'); set one, or bind to "
-            "127.0.0.1", field=field)
+            "token (clients then send 'Authorization: Bearer <token>'); set one, issue user "
+            "tokens with `labconsole users token NAME`, or bind to 127.0.0.1", field=field)
 
 
 def is_loopback(host: str) -> bool:
@@ -832,7 +848,8 @@ class EmbeddedDataServices:
                  limits: ServerLimits | None = None, tls: TlsFiles | None = None) -> None:
         token = token or None
         self.tls = tls
-        check_exposure(host, token)
+        self.exposed = not is_loopback(host)
+        check_exposure(host, token, user_tokens=self.exposed and not token and store.read_sync(has_user_tokens))
         self.store, self.host, self.port, self.token = store, host, port, token
         self.on_change = on_change
         self.limits = limits or ServerLimits()
@@ -880,7 +897,8 @@ class EmbeddedDataServices:
         # uvicorn's own limit_concurrency is not used: it counts idle connections too, so a few
         # hundred slow clients would turn every request into a 503; _GuardedH11 closes the idle
         # ones instead. log_config=None: uvicorn logs through the console's logging.
-        config = uvicorn.Config(DataServicesApp(self.backend, token=self.token, limits=limits),
+        app = DataServicesApp(self.backend, token=self.token, limits=limits, require_auth=self.exposed)
+        config = uvicorn.Config(app,
                                 lifespan="off", http=_guarded_protocol(limits), ws="none",
                                 loop="none", log_level="warning", log_config=None,
                                 access_log=False, timeout_graceful_shutdown=2,

@@ -54,6 +54,8 @@ class Action:
     reason: str | None = None
     outputs: Mapping[str, Any] | None = None
     priority: int | None = None
+    signature: Mapping[str, Any] | None = None
+    """An electronic signature record (``core.users.Signature.record()``), kept in the audit entry."""
 
 
 
@@ -178,7 +180,7 @@ class OperatorControl(DagEngine):
                 if s.status not in STEP_RETRYABLE:
                     raise IllegalTransitionError(f"step {s.step.id} of {run.run_id}", s.status.value, "retry")
             for s in chosen:  # one audit entry per retried step, on the step's order
-                d.audit(who, a.act.value, s.order_id, reason)
+                d.audit(who, a.act.value, s.order_id, reason, _signed(None, a))
             again = {s.step.id: s for s in chosen}
             for s in chosen:  # dependants skipped or canceled because of it go again too
                 for dep_id in descendants(run.template, s.step.id):
@@ -237,7 +239,7 @@ class OperatorControl(DagEngine):
                     d.then.append(functools.partial(self._requeue, s, a.priority))
         else:
             raise StateError(f"{a.act.value} needs a step of run {run.run_id}")
-        d.audit(who, a.act.value, target, reason, details)
+        d.audit(who, a.act.value, target, reason, _signed(details, a))
 
     def _requeue(self, state: StepState, priority: int) -> None:
         reprioritise = getattr(self.executor, "reprioritise", None)
@@ -275,3 +277,10 @@ class OperatorControl(DagEngine):
         if state is None:
             raise NotFoundError(f"run {run.run_id} has no step '{step_id}' (steps: {', '.join(run.steps)})")
         return state
+
+
+def _signed(details: dict[str, Any] | None, a: Action) -> dict[str, Any] | None:
+    """The audit details of ``a``, with its electronic signature when it has one."""
+    if a.signature is None:
+        return details
+    return {**(details or {}), "signature": dict(a.signature)}
