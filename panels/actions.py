@@ -219,6 +219,7 @@ class OrderActions(QObject):
         if action is None:
             self._say("error", f"unknown action '{key}'")
             return None
+        order_id = self.resolve(order_id)
         label = f"{action.label.rstrip('…')} {order_id}"
         flows: dict[str, Callable[[], Coroutine[Any, Any, Any]]] = {
             "cancel": lambda: self._cancel(order_id),
@@ -247,6 +248,18 @@ class OrderActions(QObject):
         ids = list(order_ids)
         self._say("busy", f"Preparing {BULK_LABELS[key].lower()} of {len(ids):,} orders…")
         return self.runner.run(self._guard(key, self._bulk(key, ids)), f"bulk {key}")
+
+    def resolve(self, order_id: str) -> str:
+        """The order an action on ``order_id`` acts on: itself, or for an order claimed from
+        Data Services the run the console made for it."""
+        if self.runtime.target(order_id).run_id is not None:
+            return order_id
+        return self.runtime.store.runs_for_orders([order_id]).get(order_id, order_id)
+
+    def resolve_many(self, order_ids: Sequence[str]) -> list[str]:
+        """:meth:`resolve` for many orders (one indexed query per 500), without repeats."""
+        runs = self.runtime.store.runs_for_orders(order_ids)
+        return list(dict.fromkeys(runs.get(oid, oid) for oid in order_ids))
 
     def shutdown(self) -> None:
         """Cancel running actions and close an open dialog (the panel is closing)."""
@@ -344,9 +357,13 @@ class OrderActions(QObject):
         dialog.open()  # informative only: nothing waits for it
         return f"{order_id}: " + "; ".join(reasons)
 
+    def _prepare_bulk(self, ids: list[str]) -> tuple[list[str], dict[str, Any]]:
+        resolved = self.resolve_many(ids)
+        return resolved, self.runtime.preview(resolved)
+
     async def _bulk(self, key: str, ids: list[str]) -> Any:
         store = self.runtime.store
-        preview = await store.read(lambda _c: self.runtime.preview(ids))
+        ids, preview = await store.read(lambda _c: self._prepare_bulk(ids))
         dialog = BulkDialog(key, preview, who=self.who(), parent=self.host)
         self.dialog = dialog
         self.dialog_opened.emit(dialog)

@@ -136,21 +136,29 @@ def gather(runtime: Runtime, order_id: str) -> DetailData:
     """Read everything about ``order_id`` through the runtime facade (runs on a reader thread)."""
     order = runtime.order(order_id)
     target = runtime.target(order_id)
+    run_id, step_id = target.run_id, target.step_id
+    if run_id is None:  # an order claimed from Data Services: shown with the run made for it
+        run_id = runtime.store.runs_for_orders([order_id]).get(order_id)
     rows = runtime.store.order_rows("id = ?", (order_id,), limit=1)
     numeric = rows[0][6] if rows else None
-    if target.run_id is not None:
-        run = runtime.run_of(order_id)
+    if run_id is not None:
+        run = runtime.engine.get_instance(run_id)
         template = runtime.engine.templates.get(run["template_name"], run["template_version"])
-        data = DetailData(order_id, order, target.is_run, target.run_id, True, run=run,
+        is_run = step_id is None
+        data = DetailData(order_id, order, is_run, run_id, True, run=run,
                           numeric_priority=numeric, max_recovery=template.max_recovery_attempts)
         data.depends = {s.id: tuple(s.depends_on) for s in template.steps}
         data.estimates = {s.id: s.estimated_duration for s in template.steps}
         labels = {s["order_id"]: s["id"] for s in run["steps"]}
-        labels[target.run_id] = "run"
-        shown = list(labels) if target.is_run else [order_id]
-        audit_targets = list(labels) if target.is_run else [order_id, target.run_id]
-        if not target.is_run:
-            data.run_order = runtime.order(target.run_id)
+        labels[run_id] = "run"
+        if run_id != order_id:
+            labels[order_id] = "order"
+        shown = list(labels) if is_run else [order_id]
+        audit_targets = list(labels) if is_run else [order_id, run_id]
+        if run_id != order_id and is_run:  # what is done to the order is done to its run
+            data.run_order = runtime.order(run_id)
+        if not is_run:
+            data.run_order = runtime.order(run_id)
             data.skipped = runtime.store.step_status_of(order_id) == "skipped"
     else:
         is_run = order.parentIdentifier is None
@@ -382,7 +390,9 @@ class DetailPanel(Panel):
             return None
         if data.order.status not in TERMINAL_STATUSES:
             try:
-                data.why = runtime.why_waiting(order_id)
+                # an order claimed from Data Services waits for what its run waits for
+                data.why = runtime.why_waiting(data.run_id if data.engine and data.is_run and data.run_id
+                                               else order_id)
             except LabconsoleError as exc:
                 data.why = [str(exc)]
         self.data = data
@@ -416,6 +426,8 @@ class DetailPanel(Panel):
         if d.is_run:
             kind = "Run" if d.engine else "Order"
             steps = len(d.run["steps"]) if d.run else len(d.children)
+            if d.engine and d.run_id and d.run_id != d.order_id:
+                kind = f"Order claimed from Data Services, run by <a href='{d.run_id}'>{d.run_id}</a>"
             sub = f"{kind} with {steps} step{'s' if steps != 1 else ''} · {state}"
         else:
             step = next((s for s in (d.run or {}).get("steps", []) if s["order_id"] == d.order_id), None)
@@ -425,8 +437,10 @@ class DetailPanel(Panel):
             sub += f" — {_html(o.statusDetails)}"
         self.subtitle.setText(sub)
 
+        # an order claimed from Data Services: its actions act on its run, as the run stands
+        acting = d.run_order.status if d.is_run and d.run_order is not None else status
         for key, button in self.buttons.items():
-            applies = ACTIONS[key].applies(status, d.is_run, d.skipped)
+            applies = ACTIONS[key].applies(acting, d.is_run, d.skipped)
             button.setEnabled(applies and d.engine)
             if not d.engine:
                 button.setToolTip("Not a labconsole run: the engine does not act on it")
@@ -435,7 +449,7 @@ class DetailPanel(Panel):
                                   f"{'run' if d.is_run else 'step'}")
             else:
                 button.setToolTip(ACTIONS[key].tip)
-        paused = status is OrderStatus.Paused
+        paused = acting is OrderStatus.Paused
         self.buttons["resume"].setVisible(paused)
         self.buttons["pause"].setVisible(not paused and d.is_run)
         self.buttons["skip"].setVisible(d.engine)

@@ -161,6 +161,12 @@ class JobsPanel(Panel):
         self._pending: dict[str, tuple] = {}
         self._emitted: str | None = None
         self._managed: dict[str, bool] = {}
+        self.adopted: dict[str, str] = {}
+        """Runs made for an order claimed from Data Services -> that order. They are runs (bold,
+        their steps under them), shown at the top level like any run."""
+        self.adopters: dict[str, str] = {}
+        """The other way round: an order claimed from Data Services -> its run (actions on the
+        order act on that run)."""
         self._saved_selection: tuple[str | None, list[str]] = (None, [])
         self.last_feedback: Feedback | None = None
         if views_path is None:
@@ -286,13 +292,18 @@ class JobsPanel(Panel):
         store = self.runtime.store
         model = self.model
         self._show_status(Feedback("busy", "Loading orders…"))
-        prepared, skipped = await store.read(lambda _c: (store.scan_order_rows(model.prepare),
-                                                         store.step_orders_with_status("skipped")))
+        def read(_c: Any) -> tuple[Any, set[str], dict[str, str]]:
+            adopted = store.adopted_runs()
+            prepared = store.scan_order_rows(lambda rows: model.prepare(_as_runs(rows, adopted)))
+            return prepared, store.step_orders_with_status("skipped"), adopted
+
+        prepared, skipped, adopted = await store.read(read)
+        self._note_adopted(adopted)
         model.set_skipped(skipped)
         model.install(prepared)
         self._loaded = True
         if self._pending:
-            model.apply(self._pending)
+            model.apply(self._adopt(self._pending))
             self._pending = {}
         self._show_status(Feedback("ok", f"Loaded {model.total:,} orders"))
         self._update_summary()
@@ -302,9 +313,36 @@ class JobsPanel(Panel):
     @Slot(object)
     def _on_orders_changed(self, rows: dict[str, tuple]) -> None:
         if self._loaded:
-            self.model.apply(rows)
+            self.model.apply(self._adopt(rows))
         else:
             self._pending.update(rows)
+
+    def _adopt(self, rows: dict[str, tuple]) -> dict[str, tuple]:
+        """``rows`` with the runs made for Data Services orders as runs (their parent cleared).
+
+        A new order whose parent has no step shown yet may be such a run: those are looked up
+        together (one indexed query per frame that creates runs)."""
+        every, children, adopted = self.model.ix.all, self.model.ix.children, self.adopted
+        unsure = [oid for oid, row in rows.items()
+                  if row[PARENT] is not None and oid not in every and oid not in adopted
+                  and row[PARENT] not in children]
+        if unsure:
+            self._note_adopted(self.runtime.store.adopted_runs(unsure))
+        if not adopted:
+            return rows
+        return {oid: (row if oid not in adopted else (oid, None, *row[2:])) for oid, row in rows.items()}
+
+    def _note_adopted(self, runs: dict[str, str]) -> None:
+        for run_id, order_id in runs.items():
+            self.adopted[run_id] = order_id
+            self.adopters[order_id] = run_id
+            self._managed.pop(order_id, None)
+
+    def acting_row(self, order_id: str) -> tuple | None:
+        """The row whose status decides which actions apply to ``order_id``: its own, or for an
+        order claimed from Data Services its run's."""
+        run_id = self.adopters.get(order_id)
+        return self.model.get(run_id if run_id is not None else order_id) or self.model.get(order_id)
 
     @Slot(object)
     def _on_events(self, events: list[Any]) -> None:
@@ -450,7 +488,7 @@ class JobsPanel(Panel):
                 return None
             return self.actions.request_bulk(key, ids)
         order_id = ids[0]
-        row = self.model.get(order_id)
+        row = self.acting_row(order_id)
         if row is not None:
             status = OrderStatus(row[STATUS])
             is_run = row[PARENT] is None
@@ -481,15 +519,18 @@ class JobsPanel(Panel):
             item.triggered.connect(lambda: QGuiApplication.clipboard().setText("\n".join(ids)))
             return menu
         row = self.model.row_data(view_row)
-        status = OrderStatus(row[STATUS])
+        acting = self.acting_row(order_id) or row
+        status = OrderStatus(acting[STATUS])
         is_run = row[PARENT] is None
         shown = self.model.status_name(row)
         # Orders from elsewhere (Data Services clients) are not the engine's to act on.
         managed = self.is_managed(order_id)
+        run_for = self.adopters.get(order_id)
         menu.addSection(f"{order_id} · {shown} {'run' if is_run else 'step'}"
-                        + ("" if managed else " · not a labconsole run"))
+                        + ("" if managed else " · not a labconsole run")
+                        + (f" · acts on its run {run_for}" if run_for else ""))
         for key, action in ACTIONS.items():
-            if not action.applies(status, is_run, shown == SKIPPED):
+            if not action.applies(status, is_run, acting is row and shown == SKIPPED):
                 continue
             item = menu.addAction(action.label)
             item.setObjectName(key)
@@ -618,7 +659,7 @@ class JobsPanel(Panel):
         row = None
         if count == 1:
             ids = self.selected_ids()
-            row = self.model.get(ids[0]) if ids else None
+            row = self.acting_row(ids[0]) if ids else None
         managed = row is not None and self.is_managed(row[0])
         for key, button in self.bulk_buttons.items():
             action = ACTIONS[key]
@@ -632,10 +673,12 @@ class JobsPanel(Panel):
                                                      self.model.status_name(row) == SKIPPED))
 
     def is_managed(self, order_id: str) -> bool:
-        """Whether the engine runs this order (a labconsole run or step); cached per order."""
+        """Whether the engine runs this order (a labconsole run or step, or an order claimed from
+        Data Services, whose actions act on its run); cached per order."""
         known = self._managed.get(order_id)
-        if known is None:
-            known = self.runtime.target(order_id).run_id is not None  # one indexed lookup
+        if known is None:  # one or two indexed lookups
+            known = (self.runtime.target(order_id).run_id is not None
+                     or bool(self.runtime.store.runs_for_orders([order_id])))
             if len(self._managed) > 5000:
                 self._managed.clear()
             self._managed[order_id] = known
@@ -663,3 +706,12 @@ class JobsPanel(Panel):
         self.filter_bar.shutdown()
         self.actions.shutdown()
         self._tasks.cancel_all()
+
+
+def _as_runs(rows: Any, adopted: dict[str, str]) -> Any:
+    """Store rows with the runs made for Data Services orders as runs (parent cleared)."""
+    if not adopted:
+        yield from rows
+        return
+    for row in rows:
+        yield (row[0], None, *row[2:]) if row[0] in adopted else row
