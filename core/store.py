@@ -716,6 +716,26 @@ class Store:
             out.update(self.read_sync(lambda c, sql=sql, part=part: c.execute(sql, part).fetchall()))
         return out
 
+    def needing_attention(self, limit: int = 200) -> list[tuple[str, str, str, str | None, str | None, float]]:
+        """What waits for a person, from the engine's tables: paused runs and the failed or
+        outcome-unknown steps of runs not finished. ``(kind, order id, run id, step id, error,
+        since)`` with kind ``paused``, ``failed`` or ``unknown``, oldest first (indexed by status)."""
+
+        def fetch(c: sqlite3.Connection) -> list[tuple[str, str, str, str | None, str | None, float]]:
+            out = [("paused", run_id, run_id, None, error, since or created) for run_id, error, created, since
+                   in c.execute("SELECT r.run_id, r.error, r.created, (SELECT max(t.at) FROM transitions t "
+                                "WHERE t.order_id = r.run_id) FROM runs r WHERE r.status = 'paused' "
+                                "ORDER BY r.created LIMIT ?", (limit,))]
+            out += [(status, order_id, run_id, step_id, error, since or 0.0) for status, order_id, run_id, step_id,
+                    error, since in c.execute(
+                        "SELECT s.status, s.order_id, s.run_id, s.step_id, s.error, coalesce(s.ended, s.started) "
+                        "FROM step_runs s JOIN runs r ON r.run_id = s.run_id "
+                        "WHERE s.status IN ('failed', 'unknown') AND r.status NOT IN ('completed', 'cancelled') "
+                        "ORDER BY s.ended LIMIT ?", (limit,))]
+            return out
+
+        return self.read_sync(fetch)
+
     def order_log(self, order_ids: Sequence[str]) -> list[tuple[float, str, str, str]]:
         """Everything stored about these orders, in time order: ``(at, kind, order id, text)``
         with kind ``transition``, ``audit`` or ``instrument`` (the instrument log rows naming
