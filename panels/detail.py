@@ -57,7 +57,7 @@ from core.events import (
 )
 from core.facade import os_user
 from core.orders import TERMINAL_STATUSES, Order, OrderStatus
-from panels.actions import ACTIONS, Bridge, Feedback, OrderActions
+from panels.actions import ACTIONS, MARKS, Bridge, Feedback, OrderActions
 from panels.base import Panel
 from panels.detail_steps import AXIS, LANE, GanttStep, StepsTimeline
 from panels.detail_tables import SmallTableModel, cell, make_table
@@ -611,7 +611,7 @@ class DetailPanel(Panel):
     @Slot(object)
     def _on_feedback(self, feedback: Feedback) -> None:
         self.last_feedback = feedback
-        mark = {"busy": "⏳", "ok": "✓", "error": "✕"}[feedback.level]
+        mark = MARKS[feedback.level]
         colour = {"ok": status_color(OrderStatus.Complete), "error": status_color(OrderStatus.Error)}.get(feedback.level)
         self.status_line.setStyleSheet(f"color: {colour.name()};" if colour is not None else "")
         self.status_line.setText(f"{mark}  {feedback.message}")

@@ -66,6 +66,7 @@ from core.orders import OrderStatus
 from panels.actions import (
     ACTIONS,
     BULK_LABELS,
+    MARKS,
     Bridge,
     Feedback,
     OrderActions,
@@ -690,13 +691,13 @@ class JobsPanel(Panel):
 
     def _show_status(self, feedback: Feedback) -> None:
         self.last_feedback = feedback
-        mark, colour = {"busy": ("⏳", None), "ok": ("✓", status_color(OrderStatus.Complete)),
-                        "error": ("✕", status_color(OrderStatus.Error))}[feedback.level]
+        mark = MARKS[feedback.level]
+        colour = {"busy": None, "ok": status_color(OrderStatus.Complete),
+                  "error": status_color(OrderStatus.Error)}[feedback.level]
         style = f"color: {colour.name()};" if colour is not None else ""
         self.status_line.setStyleSheet(style)
         self.status_line.setText(f"{mark}  {feedback.message}")
-        recent = [f"{'⏳✓✕'['busy ok error'.split().index(f.level)]} {f.message}"
-                  for f in self.actions.history[-12:]]
+        recent = [f"{MARKS[f.level]} {f.message}" for f in self.actions.history[-12:]]
         self.status_line.setToolTip("\n".join(recent))
 
     # ------------------------------------------------------------------ lifecycle
