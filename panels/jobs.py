@@ -158,6 +158,11 @@ class JobsPanel(Panel):
                  who: Callable[[], str] = os_user) -> None:
         super().__init__(runtime, bridge, parent)
         self.model = model = OrdersTableModel(self, now=now)
+        self._leaving: str | None = None
+        """The current order while its row leaves the table (Qt would make a neighbour current)."""
+        # before the view's selection model connects: this must run before it moves the current row
+        model.rowsAboutToBeRemoved.connect(self._on_rows_leaving)
+        model.rowsRemoved.connect(self._on_rows_left)
         self._loaded = False
         self._pending: dict[str, tuple] = {}
         self._emitted: str | None = None
@@ -443,8 +448,30 @@ class JobsPanel(Panel):
                 self.view.selectionModel().setCurrentIndex(self.model.index(row, 0),
                                                            QItemSelectionModel.SelectionFlag.NoUpdate)
 
+    @Slot(QModelIndex, int, int)
+    def _on_rows_leaving(self, _parent: QModelIndex, first: int, last: int) -> None:
+        if not hasattr(self, "view"):
+            return
+        current = self.view.currentIndex()
+        if current.isValid() and first <= current.row() <= last:
+            self._leaving = self.model.order_id(current.row())
+
+    @Slot(QModelIndex, int, int)
+    def _on_rows_left(self, _parent: QModelIndex, _first: int, _last: int) -> None:
+        """The current order left the table (a filter no longer lets it through, e.g. after an
+        action on it): nothing becomes current in its place; Detail keeps showing it."""
+        if self._leaving is None:
+            return
+        self._leaving = None
+        selection = self.view.selectionModel()
+        selection.clearCurrentIndex()  # rows still selected stay selected
+        self._update_summary()
+        self._update_buttons()
+
     @Slot(QModelIndex, QModelIndex)
     def _on_current(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        if self._leaving is not None:
+            return  # Qt moving the current row off a row being removed: not the operator's choice
         if current.isValid():
             order_id = self.model.order_id(current.row())
             if order_id != self._emitted:
