@@ -114,6 +114,11 @@ class DetailData:
     why: list[str] = field(default_factory=list)
     skipped: bool = False
     """A step the engine skipped (its order reads Canceled on the wire)."""
+    stored_log: list[tuple[float, str, str, str]] = field(default_factory=list)
+    """What the store holds about the order (and a run's steps): (at, kind, order label, text)."""
+    details: str | None = None
+    """The order's status details if they explain its current status (a Running order keeps
+    the details of the state before it on the wire: those are not shown)."""
 
     @property
     def status_name(self) -> str:
@@ -176,10 +181,25 @@ def gather(runtime: Runtime, order_id: str) -> DetailData:
     transitions = [(t, labels.get(oid, oid)) for oid in shown for t in runtime.history(oid)]
     transitions.sort(key=lambda item: item[0].seq)
     data.transitions = transitions
+    data.details = current_details(order, [t for t, _label in transitions if t.order_id == order_id])
+    data.stored_log = [(at, kind, labels.get(oid, oid), text)
+                       for at, kind, oid, text in runtime.store.order_log(shown)]
     audit = [a for oid in dict.fromkeys(audit_targets) for a in runtime.audit(oid)]
     audit.sort(key=lambda a: a.seq)
     data.audit = audit
     return data
+
+
+def current_details(order: Order, history: list[Any]) -> str | None:
+    """``order.statusDetails`` when they explain its current status: written with its last
+    transition. The store keeps the details when a transition gives none (on the way to
+    Running, or to Complete without a message), so an order retried after a pause would still
+    read "needs the operator"."""
+    details = order.statusDetails
+    if not details:
+        return None
+    last = history[-1] if history else None
+    return details if last is None or last.why == details else None
 
 
 class DetailPanel(Panel):
@@ -433,8 +453,8 @@ class DetailPanel(Panel):
             step = next((s for s in (d.run or {}).get("steps", []) if s["order_id"] == d.order_id), None)
             name = f"step <b>{step['id']}</b> " if step else "step "
             sub = f"{name.capitalize()}of run <a href='{d.run_id}'>{d.run_id}</a> · {state}"
-        if o.statusDetails:
-            sub += f" — {_html(o.statusDetails)}"
+        if d.details:
+            sub += f" — {_html(d.details)}"
         self.subtitle.setText(sub)
 
         # an order claimed from Data Services: its actions act on its run, as the run stands
@@ -513,7 +533,7 @@ class DetailPanel(Panel):
             "Template": f"{_html(o.templateName or '—')}" + (f" v{o.templateVersion}" if o.templateVersion else ""),
             "Status": f"<b style='color:{display_color(d.status_name).name()}'>{d.status_name}</b>"
                       + (" (Canceled in Data Services)" if d.skipped else ""),
-            "Details": _html(o.statusDetails) if o.statusDetails else None,
+            "Details": _html(d.details) if d.details else None,
             "Run": None if d.is_run else f"<a href='{d.run_id}'>{d.run_id}</a>",
             "Steps": self._steps_summary(self._gantt_steps(d)) if d.is_run else None,
             "Priority": f"{o.priority.name}" + (f" · {d.numeric_priority}" if d.numeric_priority is not None else ""),
@@ -590,6 +610,10 @@ class DetailPanel(Panel):
                 errors.append(f"{_clock(_ts(c.actualEndTime))}  {c.identifier} Error: {c.statusDetails}")
         if errors:
             lines += ["— step errors —", *errors, ""]
+        lines.append("— stored log (transitions, operator actions, instruments) —")
+        lines += [f"{_clock(at)}  {label} {kind}: {text}" for at, kind, label, text in d.stored_log[-LOG_LINES:]] \
+            or ["(nothing stored)"]
+        lines.append("")
         lines.append("— events while shown —")
         lines += list(self._events) or ["(none yet)"]
         text = "\n".join(lines)

@@ -164,6 +164,8 @@ class JobsPanel(Panel):
         model.rowsAboutToBeRemoved.connect(self._on_rows_leaving)
         model.rowsRemoved.connect(self._on_rows_left)
         self._loaded = False
+        self._load_note = False
+        """The status line shows the load note, whose count follows the table."""
         self._pending: dict[str, tuple] = {}
         self._emitted: str | None = None
         self._managed: dict[str, bool] = {}
@@ -311,7 +313,8 @@ class JobsPanel(Panel):
         if self._pending:
             model.apply(self._adopt(self._pending))
             self._pending = {}
-        self._show_status(Feedback("ok", f"Loaded {model.total:,} orders"))
+        self._load_note = True
+        self._show_status(Feedback("ok", self._loaded_text()))
         self._update_summary()
         self.update_refresh()
         return len(prepared.index.all)
@@ -320,6 +323,10 @@ class JobsPanel(Panel):
     def _on_orders_changed(self, rows: dict[str, tuple]) -> None:
         if self._loaded:
             self.model.apply(self._adopt(rows))
+            if self.selected_count() == 1:  # its buttons follow its status (and its run's)
+                current = self.current_id()
+                if current is not None and (current in rows or self.adopters.get(current) in rows):
+                    self._update_buttons()
         else:
             self._pending.update(rows)
 
@@ -663,9 +670,14 @@ class JobsPanel(Panel):
             text += f" · {selected:,} selected"
         self.summary.setText(text)
         self.summary.setToolTip(text)
+        if self._load_note and self.last_feedback is not None and self.last_feedback.level == "ok":
+            self._show_status(Feedback("ok", self._loaded_text()))  # the count stays true
         self.select_all_button.setText(f"Select all {shown:,} matching")
         self.select_all_button.setEnabled(shown > 0)
         self._update_empty_hint(shown, total)
+
+    def _loaded_text(self) -> str:
+        return f"{self.model.total:,} orders, following the store live"
 
     def _update_empty_hint(self, shown: int, total: int) -> None:
         if shown or not self._loaded:
@@ -717,6 +729,8 @@ class JobsPanel(Panel):
         self._show_status(feedback)
 
     def _show_status(self, feedback: Feedback) -> None:
+        if self.last_feedback is not None and feedback.message != self._loaded_text():
+            self._load_note = False  # another message replaced the load note
         self.last_feedback = feedback
         mark = MARKS[feedback.level]
         colour = {"busy": None, "ok": status_color(OrderStatus.Complete),
