@@ -437,3 +437,21 @@ def test_main_window_hosts_the_panel_and_shuts_it_down(store, data_dir, qtbot, q
     panel._usage_timer.start()
     window.close()
     assert not panel._usage_timer.isActive() and not panel._tasks
+
+
+def test_edits_are_counted_from_the_last_publish(env, qrun, qtbot):
+    panel, _rt, _clock = env
+    qtbot.waitUntil(lambda: panel.list_model.rowCount() == 3)
+    qrun(panel.open_template("ELISA Readout", 1))
+    editor, doc = panel.editor, panel.editor.document
+    drop_kind(editor, "delay", editor.view.mapFromScene(QPointF(900, 700)))
+    editor.select_step("seal")
+    editor.inspector.step.timeout.box.setValue(240)
+    assert doc.stack.index() == 2 and "2 unpublished edits" in editor.banner.text()
+    assert qrun(panel.publish()).version == 2
+    assert "v2 · published" in editor.banner.text() and "unpublished" not in editor.banner.text()
+    editor.select_step("seal")
+    editor.inspector.step.timeout.box.setValue(300)
+    assert "draft of v3 (from v2) · 1 unpublished edit" in editor.banner.text(), editor.banner.text()
+    editor.undo_action.trigger()
+    assert not doc.is_draft and "unpublished" not in editor.banner.text()
