@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 from conftest import save_screenshot
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication
 from test_gui_jobs import FLOW, Lab, menu_action
 
 from core.dataservices.link import DataServicesLink
@@ -18,6 +19,20 @@ from core.engine import RunStatus
 from core.orders import Order, OrderStatus
 from panels.dialogs import BulkDialog, ReasonDialog
 from panels.jobs_filter import OrderFilter
+from panels.theme import apply_theme
+
+
+def screenshots(window, name: str) -> None:
+    """``name``-light.png and ``name``-dark.png of ``window`` at 1280x720."""
+    app = QApplication.instance()
+    window.resize(1280, 720)
+    try:
+        for theme in ("light", "dark"):
+            apply_theme(app, theme)
+            QApplication.processEvents()
+            save_screenshot(window, f"{name}-{theme}")
+    finally:
+        apply_theme(app, "light")
 
 
 @pytest.fixture
@@ -84,7 +99,7 @@ def test_claimed_orders_and_their_runs_are_actionable(lab):
                         timeout=5000)
     assert lab.detail.data.engine and lab.detail.data.run_id == second_run
     assert lab.detail.buttons["cancel"].isEnabled() and lab.detail.buttons["pause"].isEnabled()
-    save_screenshot(lab.window, "jobs-claimed-order")
+    screenshots(lab.window, "jobs-claimed-order")
 
     # "runs only" → select all → Cancel reaches the run made for the claimed order too
     panel.filter_bar.set_filter(OrderFilter(kind="runs", statuses=frozenset({OrderStatus.Running,

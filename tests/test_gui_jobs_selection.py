@@ -5,8 +5,8 @@ did not choose."""
 from __future__ import annotations
 
 import pytest
-from conftest import save_screenshot
 from test_gui_jobs import Lab
+from test_gui_jobs_adopted import screenshots
 
 from core.orders import OrderStatus
 from panels.dialogs import ReasonDialog
@@ -50,5 +50,5 @@ def test_the_acted_on_order_leaving_the_filter_moves_nothing(lab):
                         timeout=5000)
     assert detail.order_id == target
     assert not detail.buttons["cancel"].isEnabled()
-    save_screenshot(lab.window, "jobs-after-cancel-on-filtered-list")
+    screenshots(lab.window, "jobs-after-cancel-on-filtered-list")
     assert set(runs) >= set(panel.model.visible_ids())

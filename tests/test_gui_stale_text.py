@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from test_gui_jobs import Lab
+from test_gui_jobs_adopted import screenshots
 
 from core.orders import OrderStatus
 from core.templates import template_from_dict
@@ -60,6 +61,8 @@ def test_detail_after_a_retry_and_its_stored_log(lab):
     assert "Paused" in log and "seal transition:" in log and "Error" in log
     assert "seal instrument: Sealer" in log, "instrument log rows about its steps are shown"
     assert "(none yet)" in log or "— events while shown —" in log
+    detail.tabs.setCurrentWidget(detail.log)
+    screenshots(lab.window, "detail-stored-log")
 
     # retry the failed step: once it runs again the subtitle no longer says it waits for a person
     lab.qrun(lab.rt.retry(step, who="ann"))
