@@ -392,8 +392,8 @@ class BulkDialog(QDialog):
         """Set by Stop: the action ends after the chunk in progress and lists what is left."""
         self.stop_button = QPushButton("Stop", running)
         self.stop_button.setObjectName("stop")
-        self.stop_button.setToolTip("Finish the orders being changed now (one transaction of up to "
-                                    "100) and leave the rest as they are")
+        self.stop_button.setToolTip("Finish the orders being changed now (one transaction) and "
+                                    "leave the rest as they are")
         self.stop_button.clicked.connect(self.stop)
         hide = QPushButton("Hide — keep going in the background", running)
         hide.clicked.connect(self.hide)
