@@ -687,15 +687,12 @@ class Store:
             "SELECT status FROM step_runs WHERE order_id = ?", (order_id,)).fetchone())
         return row[0] if row is not None else None
 
-    def adopted_runs(self, order_ids: Sequence[str] | None = None) -> dict[str, str]:
-        """Runs made for another order (an order claimed from Data Services: the run's parent
-        is that order, not a run): ``run id -> the order it runs for``. Only those whose run id
-        is in ``order_ids`` when given (500 per query), else every one."""
+    def adopted_runs(self, order_ids: Sequence[str]) -> dict[str, str]:
+        """Which of ``order_ids`` are runs made for another order (an order claimed from Data
+        Services: the run's parent is that order, not a run): ``run id -> the order it runs
+        for``. Primary-key look-ups, 500 ids per query."""
         base = ("SELECT r.run_id, o.parent_id FROM runs r JOIN orders o ON o.id = r.run_id "
                 "WHERE o.parent_id IS NOT NULL")
-        if order_ids is None:
-            rows = self.read_sync(lambda c: c.execute(base).fetchall())
-            return dict(rows)
         out: dict[str, str] = {}
         ids = list(order_ids)
         for i in range(0, len(ids), 500):
@@ -703,6 +700,10 @@ class Store:
             sql = f"{base} AND r.run_id IN ({','.join('?' * len(part))})"
             out.update(self.read_sync(lambda c, sql=sql, part=part: c.execute(sql, part).fetchall()))
         return out
+
+    def run_ids(self) -> set[str]:
+        """Every run's order id (one pass over the runs' primary key index)."""
+        return self.read_sync(lambda c: {r[0] for r in c.execute("SELECT run_id FROM runs")})
 
     def runs_for_orders(self, order_ids: Sequence[str]) -> dict[str, str]:
         """The run made for each of these orders (orders claimed from Data Services; the newest

@@ -386,7 +386,11 @@ class DashboardPanel(Panel):
         self.truth_seconds = 0.0
         """How long the last of those reads took."""
         self._truth_at = -1e18
+        self._counts_at = time.monotonic()
+        """The runtime seeded the counts from the store when it started: the first full count
+        waits (the window is loading the orders then); what waits for a person is read at once."""
         self._dirty = True
+        self._counts_dirty = False
         self._reader = TaskRunner(self)
 
         self.kpi: dict[str, KpiCard] = {}
@@ -534,7 +538,8 @@ class DashboardPanel(Panel):
 
     @Slot(object)
     def _on_events(self, events: list[Any]) -> None:
-        self._dirty = self._dirty or bool(events)
+        if events:
+            self._dirty = self._counts_dirty = True
         self._pending.extend(e for e in events
                              if isinstance(e, OperatorAction | RunChanged | InstrumentStatusChanged | StepChanged))
 
@@ -572,27 +577,40 @@ class DashboardPanel(Panel):
         if self._reader.busy:
             return
         metrics = self.runtime.metrics
-        drifted = metrics is not None and metrics.drifted
-        since = time.monotonic() - self._truth_at
+        now = time.monotonic()
         often, anyway = self.TRUTH_SECONDS
-        often, anyway = max(often, 10 * self.truth_seconds), max(anyway, 30 * self.truth_seconds)
-        if not (since >= anyway or ((self._dirty or drifted) and since >= often)):
+        # what waits for a person: two indexed queries, cheap
+        attention = now - self._truth_at >= anyway or (self._dirty and now - self._truth_at >= often)
+        # the counts: one pass over every order, spaced out by its cost
+        since = now - self._counts_at
+        slow_often, slow_anyway = max(often, 10 * self.truth_seconds), max(anyway, 30 * self.truth_seconds)
+        counts = metrics is not None and (since >= slow_anyway or (
+            (self._counts_dirty or metrics.drifted) and since >= slow_often))
+        if not (attention or counts):
             return
         try:
             asyncio.get_running_loop()
         except RuntimeError:
             return  # no event loop yet: the next tick reads
-        self._truth_at = time.monotonic()
+        self._truth_at = now
         self._dirty = False
-        self._reader.run(self._read_truth(), "dashboard counts")
+        if counts:
+            self._counts_at = now
+            self._counts_dirty = False
+        self._reader.run(self._read_truth(counts), "dashboard counts")
 
-    async def _read_truth(self) -> None:
+    async def _read_truth(self, with_counts: bool) -> None:
         store, metrics = self.runtime.store, self.runtime.metrics
         day = metrics.day_start if metrics is not None else 0.0
-        began = time.monotonic()
-        counts, attention = await store.read(
-            lambda c: (initial_counts(c, day) if metrics is not None else None, store.needing_attention()))
-        self.truth_seconds = time.monotonic() - began
+
+        def read(c: Any) -> tuple[Any, list[Attention], float]:
+            began = time.monotonic()
+            counts = initial_counts(c, day) if with_counts and metrics is not None else None
+            return counts, store.needing_attention(), time.monotonic() - began
+
+        counts, attention, seconds = await store.read(read)
+        if counts is not None:
+            self.truth_seconds = seconds
         if metrics is not None and counts is not None and metrics.day_start == day:
             metrics.seed(counts)
         self.attention = attention

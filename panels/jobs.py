@@ -301,8 +301,9 @@ class JobsPanel(Panel):
         model = self.model
         self._show_status(Feedback("busy", "Loading orders…"))
         def read(_c: Any) -> tuple[Any, set[str], dict[str, str]]:
-            adopted = store.adopted_runs()
-            prepared = store.scan_order_rows(lambda rows: model.prepare(_as_runs(rows, adopted)))
+            adopted: dict[str, str] = {}
+            runs = store.run_ids()
+            prepared = store.scan_order_rows(lambda rows: model.prepare(_as_runs(rows, runs, adopted)))
             return prepared, store.step_orders_with_status("skipped"), adopted
 
         prepared, skipped, adopted = await store.read(read)
@@ -750,10 +751,16 @@ class JobsPanel(Panel):
         self._tasks.cancel_all()
 
 
-def _as_runs(rows: Any, adopted: dict[str, str]) -> Any:
-    """Store rows with the runs made for Data Services orders as runs (parent cleared)."""
-    if not adopted:
+def _as_runs(rows: Any, runs: set[str], adopted: dict[str, str]) -> Any:
+    """Store rows with the runs made for another order (one claimed from Data Services: the
+    run's parent is not a run) as runs, parent cleared; those are noted in ``adopted``."""
+    if not runs:
         yield from rows
         return
     for row in rows:
-        yield (row[0], None, *row[2:]) if row[0] in adopted else row
+        parent = row[1]
+        if parent is not None and parent not in runs and row[0] in runs:
+            adopted[row[0]] = parent
+            yield (row[0], None, *row[2:])
+        else:
+            yield row
