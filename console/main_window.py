@@ -58,6 +58,7 @@ class MainWindow(QMainWindow):
         self.dashboard = DashboardPanel(runtime, self.bridge, self,
                                         expanded=_flag(settings.value(DASHBOARD_KEY)))
         self.dashboard.expanded_changed.connect(self._on_dashboard_expanded)
+        self.dashboard.order_requested.connect(self._show_alerted_order)
         self.robots = RobotsPanel(runtime, self.bridge, self)
         self.metrics = MetricsPanel(runtime, self.bridge, self)
         self.templates = TemplatesPanel(runtime, self.bridge, self)
@@ -230,6 +231,14 @@ class MainWindow(QMainWindow):
         self._on_order_selected(order_id)
         self.docks["Detail"].show()
         self.docks["Detail"].raise_()
+
+    @Slot(str)
+    def _show_alerted_order(self, order_id: str) -> None:
+        """Select ``order_id`` in Jobs (clearing a filter that hides it) and show it in Detail."""
+        if self.jobs.model.get(order_id) is not None and self.jobs.model.row_of(order_id) is None:
+            self.jobs.filter_bar.clear()
+        self._select_in_jobs(order_id)
+        self._show_details(order_id)
 
     @Slot(str)
     def _select_in_jobs(self, order_id: str) -> None:

@@ -201,6 +201,9 @@ class Metrics:
         self.tz = tz
         self.version = 0
         """Grows on every change; a view can skip redrawing when it has not moved."""
+        self.drifted = False
+        """An order changed status that the counts did not hold (another process wrote it to
+        the store): read the counts from the store again (:func:`initial_counts`, :meth:`seed`)."""
         self.jobs = _Tally()
         self.steps = _Tally()
         self._instruments: dict[str, _Instrument] = {}
@@ -236,6 +239,7 @@ class Metrics:
         """Start from counts taken from the store (``(jobs, steps)`` of :func:`initial_counts`)."""
         self.jobs.seed(counts[0])
         self.steps.seed(counts[1])
+        self.drifted = False
         self._set_live()
         self.version += 1
 
@@ -277,7 +281,11 @@ class Metrics:
         is_step = bool(e.row[_PARENT]) if len(e.row) > _PARENT else False
         tally = self.steps if is_step else self.jobs
         if e.from_status is not None:
-            tally.by_status[int(e.from_status)] -= 1
+            before = int(e.from_status)
+            if tally.by_status[before] > 0:
+                tally.by_status[before] -= 1
+            else:  # an order these counts never saw (made by another process): never below 0
+                self.drifted = True
         tally.by_status[int(e.to_status)] += 1
         to = e.to_status
         if e.from_status in FAILED:

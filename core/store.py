@@ -717,6 +717,87 @@ class Store:
             "SELECT status FROM step_runs WHERE order_id = ?", (order_id,)).fetchone())
         return row[0] if row is not None else None
 
+    def adopted_runs(self, order_ids: Sequence[str]) -> dict[str, str]:
+        """Which of ``order_ids`` are runs made for another order (an order claimed from Data
+        Services: the run's parent is that order, not a run): ``run id -> the order it runs
+        for``. Primary-key look-ups, 500 ids per query."""
+        base = ("SELECT r.run_id, o.parent_id FROM runs r JOIN orders o ON o.id = r.run_id "
+                "WHERE o.parent_id IS NOT NULL")
+        out: dict[str, str] = {}
+        ids = list(order_ids)
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            sql = f"{base} AND r.run_id IN ({','.join('?' * len(part))})"
+            out.update(self.read_sync(lambda c, sql=sql, part=part: c.execute(sql, part).fetchall()))
+        return out
+
+    def run_ids(self) -> set[str]:
+        """Every run's order id (one pass over the runs' primary key index)."""
+        return self.read_sync(lambda c: {r[0] for r in c.execute("SELECT run_id FROM runs")})
+
+    def runs_for_orders(self, order_ids: Sequence[str]) -> dict[str, str]:
+        """The run made for each of these orders (orders claimed from Data Services; the newest
+        run when there are several): ``order id -> run id``; other orders are left out."""
+        out: dict[str, str] = {}
+        ids = list(dict.fromkeys(order_ids))
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            sql = ("SELECT o.parent_id, r.run_id FROM orders o JOIN runs r ON r.run_id = o.id "
+                   f"WHERE o.parent_id IN ({','.join('?' * len(part))}) ORDER BY o.seq")
+            out.update(self.read_sync(lambda c, sql=sql, part=part: c.execute(sql, part).fetchall()))
+        return out
+
+    def needing_attention(self, limit: int = 200) -> list[tuple[str, str, str, str | None, str | None, float]]:
+        """What waits for a person, from the engine's tables: paused runs and the failed or
+        outcome-unknown steps of runs not finished. ``(kind, order id, run id, step id, error,
+        since)`` with kind ``paused``, ``failed`` or ``unknown``, oldest first (indexed by status)."""
+
+        def fetch(c: sqlite3.Connection) -> list[tuple[str, str, str, str | None, str | None, float]]:
+            out = [("paused", run_id, run_id, None, error, since or created) for run_id, error, created, since
+                   in c.execute("SELECT r.run_id, r.error, r.created, (SELECT max(t.at) FROM transitions t "
+                                "WHERE t.order_id = r.run_id) FROM runs r WHERE r.status = 'paused' "
+                                "ORDER BY r.created LIMIT ?", (limit,))]
+            out += [(status, order_id, run_id, step_id, error, since or 0.0) for status, order_id, run_id, step_id,
+                    error, since in c.execute(
+                        "SELECT s.status, s.order_id, s.run_id, s.step_id, s.error, coalesce(s.ended, s.started) "
+                        "FROM step_runs s JOIN runs r ON r.run_id = s.run_id "
+                        "WHERE s.status IN ('failed', 'unknown') AND r.status NOT IN ('completed', 'cancelled') "
+                        "ORDER BY s.ended LIMIT ?", (limit,))]
+            return out
+
+        return self.read_sync(fetch)
+
+    def order_log(self, order_ids: Sequence[str]) -> list[tuple[float, str, str, str]]:
+        """Everything stored about these orders, in time order: ``(at, kind, order id, text)``
+        with kind ``transition``, ``audit`` or ``instrument`` (the instrument log rows naming
+        one of them)."""
+        ids = list(dict.fromkeys(order_ids))[:500]
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+
+        def fetch(c: sqlite3.Connection) -> list[tuple[float, str, str, str]]:
+            out: list[tuple[float, str, str, str]] = []
+            for at, oid, src, dst, who, why in c.execute(
+                    f"SELECT at, order_id, from_status, to_status, who, why FROM transitions "
+                    f"WHERE order_id IN ({marks})", ids):
+                move = (f"{OrderStatus(src).name} → " if src is not None else "") + OrderStatus(dst).name
+                out.append((at, "transition", oid, f"{move} by {who}" + (f": {why}" if why else "")))
+            for at, who, action, target, reason in c.execute(
+                    f"SELECT at, who, action, target, reason FROM audit WHERE target IN ({marks})", ids):
+                out.append((at, "audit", target, f"{action} by {who}" + (f": {reason}" if reason else "")))
+            # instrument_log names its orders as a JSON list (no index: one pass over the log)
+            for at, inst, src, dst, detail, oid in c.execute(
+                    f"SELECT l.at, l.instrument_id, l.from_status, l.to_status, l.detail, j.value "
+                    f"FROM instrument_log l, json_each(l.order_ids) j "
+                    f"WHERE l.order_ids IS NOT NULL AND j.value IN ({marks})", ids):
+                move = f"{src} → {dst}" if src else dst
+                out.append((at, "instrument", oid, f"{inst} {move}" + (f": {detail}" if detail else "")))
+            out.sort(key=lambda r: r[0])
+            return out
+
+        return self.read_sync(fetch)
+
 
 _ORDER_FIELDS = frozenset(Order.model_fields)
 

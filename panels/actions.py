@@ -119,6 +119,10 @@ ACTIONS: dict[str, OrderAction] = {a.key: a for a in (
 """Every order action, in menu order."""
 
 BULK_LABELS = {"cancel": "Cancel", "retry": "Retry", "reprioritise": "Reprioritise"}
+ASKS = frozenset({"cancel", "reprioritise", "recover", "skip"})
+"""Actions that ask the operator something (a reason, a step, a priority) before acting."""
+MARKS = {"busy": "↻", "ok": "✓", "error": "✕"}
+"""The status line's mark per feedback level (glyphs the bundled DejaVu fonts have)."""
 
 
 def available(status: OrderStatus, is_run: bool, skipped: bool = False) -> list[OrderAction]:
@@ -220,6 +224,7 @@ class OrderActions(QObject):
         if action is None:
             self._say("error", f"unknown action '{key}'")
             return None
+        order_id = self.resolve(order_id)
         label = f"{action.label.rstrip('…')} {order_id}"
         flows: dict[str, Callable[[], Coroutine[Any, Any, Any]]] = {
             "cancel": lambda: self._cancel(order_id),
@@ -235,7 +240,10 @@ class OrderActions(QObject):
         flow = flows.get(key)
         if flow is None:
             return None
-        self._say("busy", f"{_progressive(key)} {order_id}…")
+        if key in ASKS:  # nothing is done before the operator answers the dialog
+            self._say("busy", f"{label}: answer the dialog to go on")
+        else:
+            self._say("busy", f"{_progressive(key)} {order_id}…")
         return self.runner.run(self._guard(key, flow()), label)
 
     def request_bulk(self, key: str, order_ids: Sequence[str]) -> asyncio.Task | None:
@@ -248,6 +256,18 @@ class OrderActions(QObject):
         ids = list(order_ids)
         self._say("busy", f"Preparing {BULK_LABELS[key].lower()} of {len(ids):,} orders…")
         return self.runner.run(self._guard(key, self._bulk(key, ids)), f"bulk {key}")
+
+    def resolve(self, order_id: str) -> str:
+        """The order an action on ``order_id`` acts on: itself, or for an order claimed from
+        Data Services the run the console made for it."""
+        if self.runtime.target(order_id).run_id is not None:
+            return order_id
+        return self.runtime.store.runs_for_orders([order_id]).get(order_id, order_id)
+
+    def resolve_many(self, order_ids: Sequence[str]) -> list[str]:
+        """:meth:`resolve` for many orders (one indexed query per 500), without repeats."""
+        runs = self.runtime.store.runs_for_orders(order_ids)
+        return list(dict.fromkeys(runs.get(oid, oid) for oid in order_ids))
 
     def shutdown(self) -> None:
         """Cancel running actions and close an open dialog (the panel is closing)."""
@@ -266,14 +286,18 @@ class OrderActions(QObject):
         """Tag the flow's result with its action, for :meth:`_on_finished`."""
         return key, await flow
 
-    async def _ask(self, dialog: QDialog) -> bool:
+    async def _ask(self, dialog: QDialog, key: str, order_id: str) -> bool:
+        """Open ``dialog`` and wait for the operator; once accepted, say the action goes on."""
         self.dialog = dialog
         self.dialog_opened.emit(dialog)
         try:
-            return await ask(dialog)
+            accepted = await ask(dialog)
         finally:
             self.dialog = None
             dialog.deleteLater()  # its values were read into attributes on accept
+        if accepted:
+            self._say("busy", f"{_progressive(key)} {order_id}…")
+        return accepted
 
     async def _simple(self, method: str, order_id: str) -> Any:
         return await getattr(self.runtime, method)(order_id, who=self.who())
@@ -283,7 +307,7 @@ class OrderActions(QObject):
                               f"Cancel <b>{order_id}</b>? Running steps are stopped on their "
                               "instruments; the rest is canceled. This cannot be undone.",
                               who=self.who(), ok_text="Cancel order", parent=self.host)
-        if not await self._ask(dialog):
+        if not await self._ask(dialog, "cancel", order_id):
             return None
         signature = None
         if needs_signature(self.runtime, "cancel"):  # [SIGNATURES] require: password again
@@ -297,7 +321,7 @@ class OrderActions(QObject):
         row = self.runtime.store.order_rows("id = ?", (order_id,), limit=1)
         current = row[0][6] if row else 50
         dialog = PriorityDialog(f"Reprioritise {order_id}", current, who=self.who(), parent=self.host)
-        if not await self._ask(dialog):
+        if not await self._ask(dialog, "reprioritise", order_id):
             return None
         return await self.runtime.reprioritise(order_id, dialog.priority, who=self.who(),
                                                reason=dialog.reason or None)
@@ -319,7 +343,7 @@ class OrderActions(QObject):
             f"Run <b>{run['id']}</b> ({run['template_name']} v{run['template_version']}): run the "
             "chosen step and every step after it again. Outputs of earlier steps are kept.",
             steps, default=default, who=self.who(), ok_text="Recover", parent=self.host)
-        if not await self._ask(dialog):
+        if not await self._ask(dialog, "recover", order_id):
             return None
         return await self.runtime.recover(order_id, dialog.step_id, who=self.who(), reason=dialog.reason)
 
@@ -338,7 +362,7 @@ class OrderActions(QObject):
             "need, one <tt>name = value</tt> per line.",
             choices, default=default, who=self.who(), ok_text="Skip step", outputs=True,
             parent=self.host)
-        if not await self._ask(dialog):
+        if not await self._ask(dialog, "skip", order_id):
             return None
         order = next(s["order_id"] for s in run["steps"] if s["id"] == dialog.step_id)
         return await self.runtime.skip(order, dialog.outputs, who=self.who(), reason=dialog.reason)
@@ -351,12 +375,17 @@ class OrderActions(QObject):
         dialog.open()  # informative only: nothing waits for it
         return f"{order_id}: " + "; ".join(reasons)
 
+    def _prepare_bulk(self, ids: list[str]) -> tuple[list[str], dict[str, Any]]:
+        resolved = self.resolve_many(ids)
+        return resolved, self.runtime.preview(resolved)
+
     async def _bulk(self, key: str, ids: list[str]) -> Any:
         store = self.runtime.store
-        preview = await store.read(lambda _c: self.runtime.preview(ids))
+        ids, preview = await store.read(lambda _c: self._prepare_bulk(ids))
         dialog = BulkDialog(key, preview, who=self.who(), parent=self.host)
         self.dialog = dialog
         self.dialog_opened.emit(dialog)
+        self._say("busy", f"{BULK_LABELS[key]} {len(ids):,} orders: answer the dialog to go on")
         try:
             if not await dialog.confirmed():
                 dialog.deleteLater()
@@ -364,14 +393,17 @@ class OrderActions(QObject):
             kwargs: dict[str, Any] = {}
             if key == "reprioritise":
                 kwargs["priority"] = dialog.priority
-            self._say("busy", f"{BULK_LABELS[key]}: 0 of {len(ids):,} orders…")
+            verb = BULK_LABELS[key]
+            self._say("busy", f"{verb}: 0 of {len(ids):,} orders…")
 
             def progress(n: int, total: int) -> None:
                 dialog.show_progress(n, total)
+                stopping = " (stopping after this chunk)" if dialog.stop_event.is_set() else ""
+                self._progress(f"{verb}: {n:,} of {total:,} orders…{stopping}")
 
             results = await self.runtime.bulk(key, ids, who=self.who(), reason=dialog.reason or None,
-                                              progress=progress, **kwargs)
-            dialog.show_results(results)
+                                              progress=progress, stop=dialog.stop_event, **kwargs)
+            dialog.show_results(results, getattr(results, "left", ()))
             return results
         except BaseException:
             dialog.reject()
@@ -393,11 +425,17 @@ class OrderActions(QObject):
             self._say("ok", value)
         elif isinstance(value, list):
             done = sum(r.ok for r in value)
-            self._say("ok" if done == len(value) else "error",
-                      f"{BULK_LABELS.get(key, key)}: {done:,} done, {len(value) - done:,} refused")
+            left = len(getattr(value, "left", ()))
+            self._say("ok" if done == len(value) and not left else "error",
+                      f"{BULK_LABELS.get(key, key)}: {done:,} done, {len(value) - done:,} refused"
+                      + (f", {left:,} left (stopped)" if left else ""))
         else:
             self._say("ok", f"{value.order_id}: {value.message}")
         self.done.emit(key, value)
+
+    def _progress(self, message: str) -> None:
+        """A busy line that replaces the previous one (live progress; not kept in the history)."""
+        self.feedback.emit(Feedback("busy", message))
 
     def _say(self, level: str, message: str) -> None:
         item = Feedback(level, message)

@@ -17,6 +17,7 @@ core's, the alert rules are the only logic here, in the Qt-free :class:`AlertBoo
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -49,8 +50,9 @@ from PySide6.QtWidgets import (
 
 from core.dispatcher import InstrumentView
 from core.events import InstrumentStatusChanged, OperatorAction, RunChanged, StepChanged
-from core.metrics import DashboardMetrics
+from core.metrics import DashboardMetrics, initial_counts
 from core.orders import ModuleStatus, OrderStatus
+from panels.actions import TaskRunner
 from panels.base import Panel
 from panels.style import (
     STATE_LABELS,
@@ -100,6 +102,13 @@ class Alert:
     since: float
     """Epoch seconds when it was first seen."""
     dismissable: bool = False
+    order_id: str | None = None
+    """The order a click on the alert selects (in Jobs and Detail), if any."""
+
+
+Attention = tuple[str, str, str, "str | None", "str | None", float]
+"""What waits for a person (``store.needing_attention()``): (kind, order id, run id, step id,
+error, since)."""
 
 
 class AlertBook:
@@ -127,17 +136,18 @@ class AlertBook:
         for e in events:
             if isinstance(e, StepChanged) and e.status in ("failed", "retrying") and e.detail \
                     and ("Timeout" in e.detail or "timed out" in e.detail):
-                self._timeout(e.order_id, f"step {e.step_id} of run {e.run_id}: {e.detail}", now)
+                self._timeout(e.order_id, f"step {e.step_id} of run {e.run_id}: {e.detail}", now,
+                              e.order_id)
             elif isinstance(e, RunChanged) and e.detail and e.detail.startswith("run timed out"):
-                self._timeout(e.run_id, f"run of {e.template_name}: {e.detail}", now)
+                self._timeout(e.run_id, f"run of {e.template_name}: {e.detail}", now, e.run_id)
 
-    def _timeout(self, order_id: str, detail: str, now: float) -> None:
+    def _timeout(self, order_id: str, detail: str, now: float, target: str) -> None:
         key = f"timeout:{order_id}"
         if key in self._dismissed:
             return
         self._timeouts[key] = Alert(key, WARNING, f"Order {order_id} timed out", detail,
                                     self._timeouts[key].since if key in self._timeouts else now,
-                                    dismissable=True)
+                                    dismissable=True, order_id=target)
         while len(self._timeouts) > self._keep:
             del self._timeouts[next(iter(self._timeouts))]
 
@@ -150,35 +160,63 @@ class AlertBook:
         for key in list(self._timeouts):
             self.dismiss(key)
 
+    def rate_is_high(self, failed: float, decided: float) -> bool:
+        """Whether ``failed`` of ``decided`` jobs is an error rate worth an alert (the same rule
+        for the last minutes and for today, so the success card and the alerts agree)."""
+        return decided >= self.min_decided and failed / decided >= self.error_rate
+
     def evaluate(self, now: float, instruments: Sequence[InstrumentView],
                  failures: np.ndarray | None = None, completions: np.ndarray | None = None,
-                 bucket_minutes: float = 1.0) -> list[Alert]:
+                 bucket_minutes: float = 1.0, *, attention: Sequence[Attention] = (),
+                 today: tuple[int, int] | None = None) -> list[Alert]:
         """Every alert that holds now, worst first, newest first within a severity.
 
         ``failures``/``completions`` are the core's per-minute job series (``metrics.failures``,
-        ``metrics.throughput``); their last ``window_buckets`` values give the error rate.
+        ``metrics.throughput``); their last ``window_buckets`` values give the error rate, and
+        so does ``today`` (failed, decided jobs today). ``attention``: runs and steps waiting
+        for a person, from the store (paused runs, failed or outcome-unknown steps).
         """
         active: list[Alert] = []
         for v in instruments:
-            if not v.enabled or not v.in_service:
+            current = v.running[0] if v.running else None
+            if not v.enabled:
                 continue  # the operator took it out on purpose
-            if v.status is ModuleStatus.Offline:
+            if not v.in_service:
+                active.append(self._condition(f"service:{v.id}", WARNING, f"{v.name or v.id} is out of service",
+                                              v.detail, now, current))
+            elif v.status is ModuleStatus.Offline:
                 active.append(self._condition(f"offline:{v.id}", CRITICAL, f"{v.name or v.id} is offline",
-                                              v.detail, now))
+                                              v.detail, now, current))
             elif v.status is ModuleStatus.Error:
                 active.append(self._condition(f"error:{v.id}", CRITICAL, f"{v.name or v.id} is in error",
-                                              v.detail, now))
+                                              v.detail, now, current))
+        for kind, order_id, run_id, step_id, error, since in attention:
+            if kind == "paused":
+                title = f"Run {run_id} is paused, waiting for the operator"
+            elif kind == "unknown":
+                title = f"Step {step_id} of run {run_id}: outcome unknown"
+            else:
+                title = f"Step {step_id} of run {run_id} failed"
+            detail = error or ("resume or cancel it" if kind == "paused" else "retry, skip or recover it")
+            active.append(self._condition(f"{kind}:{order_id}", CRITICAL if kind == "unknown" else WARNING,
+                                          title, detail, since or now, order_id))
         if failures is not None and completions is not None and len(failures):
             n = self.window_buckets
             failed = float(np.nansum(failures[-n:])) * bucket_minutes
             done = float(np.nansum(completions[-n:])) * bucket_minutes
             decided = failed + done
-            if decided >= self.min_decided and failed / decided >= self.error_rate:
+            if self.rate_is_high(failed, decided):
                 minutes = n * bucket_minutes
                 active.append(self._condition(
                     "error-rate", WARNING, f"Error rate high: {100 * failed / decided:.0f} %",
                     f"{failed:.0f} of {decided:.0f} jobs failed in the last {minutes:.0f} min "
                     f"(alert at {self.error_rate * 100:.0f} %)", now))
+        if today is not None and not any(a.key == "error-rate" for a in active) and self.rate_is_high(*today):
+            failed_today, decided_today = today
+            active.append(self._condition(
+                "error-rate", WARNING, f"Error rate high: {100 * failed_today / decided_today:.0f} %",
+                f"{failed_today} of {decided_today} jobs failed today "
+                f"(alert at {self.error_rate * 100:.0f} %)", now))
         keys = {a.key for a in active}
         for key in [k for k in self._since if k not in keys]:
             del self._since[key]  # the condition cleared: a new one starts a new alert
@@ -186,9 +224,10 @@ class AlertBook:
         active.sort(key=lambda a: (a.severity != CRITICAL, -a.since))
         return active
 
-    def _condition(self, key: str, severity: str, title: str, detail: str, now: float) -> Alert:
+    def _condition(self, key: str, severity: str, title: str, detail: str, now: float,
+                   order_id: str | None = None) -> Alert:
         since = self._since.setdefault(key, now)
-        return Alert(key, severity, title, detail, since)
+        return Alert(key, severity, title, detail, since, order_id=order_id)
 
 
 # ---------------------------------------------------------------------------- lists
@@ -318,6 +357,14 @@ class DashboardPanel(Panel):
     """
 
     REFRESH_MS = TICK_MS
+    TRUTH_SECONDS = (1.0, 10.0)
+    """The counts and what waits for a person are read again from the store at most every
+    first figure while events come in (or the counts drifted), and every second figure anyway
+    (orders other processes wrote: the command line, Data Services). A slow read (a full
+    count over 100,000 orders takes about 0.3 s) spaces the reads out: at least 10 and 30
+    times its duration, so they never take more than a tenth of a reader thread."""
+    order_requested = Signal(str)
+    """The operator clicked an alert about this order: select it in Jobs and Detail."""
     expanded_changed = Signal(bool)
     """The operator showed (True) or hid (False) the sections below the KPI cards."""
 
@@ -332,13 +379,26 @@ class DashboardPanel(Panel):
         """How many times the dashboard has refreshed (tests follow the fixed rate with it)."""
         self.current_alerts: list[Alert] = []
         """The alerts shown now, worst first."""
+        self.attention: list[Attention] = []
+        """Runs and steps waiting for a person, as last read from the store."""
+        self.truth_reads = 0
+        """How many times counts and attention were read from the store."""
+        self.truth_seconds = 0.0
+        """How long the last of those reads took."""
+        self._truth_at = -1e18
+        self._counts_at = time.monotonic()
+        """The runtime seeded the counts from the store when it started: the first full count
+        waits (the window is loading the orders then); what waits for a person is read at once."""
+        self._dirty = True
+        self._counts_dirty = False
+        self._reader = TaskRunner(self)
 
         self.kpi: dict[str, KpiCard] = {}
         kpis = QHBoxLayout()
         kpis.setSpacing(8)
         for key, caption, icon_name in (
-                ("instruments", "INSTRUMENTS", "robot"), ("jobs", "JOBS TODAY", "plus-circle"),
-                ("completed", "COMPLETED", "check-circle"), ("failed", "FAILED", "x-circle"),
+                ("instruments", "INSTRUMENTS", "robot"), ("jobs", "JOBS TODAY", "check-circle"),
+                ("attention", "NEEDS A PERSON", "user"), ("failed", "FAILED", "x-circle"),
                 ("pending", "PENDING", "inbox"), ("running", "RUNNING", "play"),
                 ("average", "AVG EXECUTION", "clock"), ("success", "SUCCESS RATE", "percent")):
             card = KpiCard(caption, icon_name, self)
@@ -379,6 +439,9 @@ class DashboardPanel(Panel):
         self.alerts_model = LinesModel(100, self)
         self.alerts_view = _short_list(self.alerts_section, self.alerts_model)
         self.alerts_view.setObjectName("alertsList")
+        self.alerts_view.setToolTip("Click an alert to select its order in Jobs and Detail")
+        self.alerts_view.clicked.connect(self._on_alert_clicked)
+        self.alerts_view.activated.connect(self._on_alert_clicked)
         self.alerts_count = QLabel(self.alerts_section)
         self.dismiss_button = QToolButton(self.alerts_section)
         self.dismiss_button.setText("Dismiss timeouts")
@@ -392,8 +455,8 @@ class DashboardPanel(Panel):
         clear_row.setContentsMargins(0, 2, 0, 0)
         clear_row.setAlignment(Qt.AlignmentFlag.AlignTop)
         self.all_clear_mark = QLabel(self.all_clear)
-        self.all_clear_text = QLabel("No alerts: instruments online, no timeouts, error rate normal.",
-                                     self.all_clear)
+        self.all_clear_text = QLabel("No alerts: instruments online, nothing waits for a person, "
+                                     "no timeouts, error rate normal.", self.all_clear)
         self.all_clear_text.setWordWrap(True)
         clear_row.addWidget(self.all_clear_mark, 0, Qt.AlignmentFlag.AlignTop)
         clear_row.addWidget(self.all_clear_text, 1)
@@ -475,6 +538,8 @@ class DashboardPanel(Panel):
 
     @Slot(object)
     def _on_events(self, events: list[Any]) -> None:
+        if events:
+            self._dirty = self._counts_dirty = True
         self._pending.extend(e for e in events
                              if isinstance(e, OperatorAction | RunChanged | InstrumentStatusChanged | StepChanged))
 
@@ -495,13 +560,70 @@ class DashboardPanel(Panel):
             steps = metrics.dashboard(steps=True)
             self._show_kpis(jobs, steps)
             self._show_status(metrics.status_counts())
-            alerts = self.alerts.evaluate(now, instruments, metrics.failures, metrics.throughput,
-                                          metrics.width / 60.0)
+            alerts = self.alerts.evaluate(
+                now, instruments, metrics.failures, metrics.throughput, metrics.width / 60.0,
+                attention=self.attention,
+                today=(jobs.failed_jobs_today, jobs.completed_jobs_today + jobs.failed_jobs_today))
         else:
             self._show_kpis(None, None)
-            alerts = self.alerts.evaluate(now, instruments)
+            alerts = self.alerts.evaluate(now, instruments, attention=self.attention)
         self._show_instruments(instruments)
         self._show_alerts(alerts)
+        self._read_truth_when_due()
+
+    def _read_truth_when_due(self) -> None:
+        """Read the counts (``initial_counts``) and what waits for a person from the store, off
+        the loop, when due (:attr:`TRUTH_SECONDS`); the figures shown follow on arrival."""
+        if self._reader.busy:
+            return
+        metrics = self.runtime.metrics
+        now = time.monotonic()
+        often, anyway = self.TRUTH_SECONDS
+        # what waits for a person: two indexed queries, cheap
+        attention = now - self._truth_at >= anyway or (self._dirty and now - self._truth_at >= often)
+        # the counts: one pass over every order, spaced out by its cost
+        since = now - self._counts_at
+        slow_often, slow_anyway = max(often, 10 * self.truth_seconds), max(anyway, 30 * self.truth_seconds)
+        counts = metrics is not None and (since >= slow_anyway or (
+            (self._counts_dirty or metrics.drifted) and since >= slow_often))
+        if not (attention or counts):
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no event loop yet: the next tick reads
+        self._truth_at = now
+        self._dirty = False
+        if counts:
+            self._counts_at = now
+            self._counts_dirty = False
+        self._reader.run(self._read_truth(counts), "dashboard counts")
+
+    async def _read_truth(self, with_counts: bool) -> None:
+        store, metrics = self.runtime.store, self.runtime.metrics
+        day = metrics.day_start if metrics is not None else 0.0
+
+        def read(c: Any) -> tuple[Any, list[Attention], float]:
+            began = time.monotonic()
+            counts = initial_counts(c, day) if with_counts and metrics is not None else None
+            return counts, store.needing_attention(), time.monotonic() - began
+
+        counts, attention, seconds = await store.read(read)
+        if counts is not None:
+            self.truth_seconds = seconds
+        if metrics is not None and counts is not None and metrics.day_start == day:
+            metrics.seed(counts)
+        self.attention = attention
+        self.truth_reads += 1
+        if not self.is_shut_down:
+            self.refresh()
+
+    @Slot(QModelIndex)
+    def _on_alert_clicked(self, index: QModelIndex) -> None:
+        key = index.data(Qt.ItemDataRole.UserRole)
+        alert = next((a for a in self.current_alerts if a.key == key), None)
+        if alert is not None and alert.order_id:
+            self.order_requested.emit(alert.order_id)
 
     # ------------------------------------------------------------------ showing
 
@@ -516,9 +638,15 @@ class DashboardPanel(Panel):
                              f"online · {jobs.busy_robots} busy · {offline} offline",
                              NEUTRAL if not jobs.total_robots else
                              BAD if offline == jobs.total_robots else WARN if offline else GOOD)
-        k["jobs"].set(f"{jobs.total_jobs_today:,}", f"{steps.total_jobs_today:,} steps created")
-        k["completed"].set(f"{jobs.completed_jobs_today:,}",
-                           f"today · {jobs.cancelled_jobs_today:,} cancelled")
+        k["jobs"].set(f"{jobs.completed_jobs_today:,}",
+                      f"completed · {jobs.total_jobs_today:,} created · {jobs.cancelled_jobs_today:,} cancelled")
+        k["jobs"].setToolTip("Jobs (runs and stand-alone orders) completed today; "
+                             f"{steps.completed_jobs_today:,} steps completed")
+        paused = sum(1 for a in self.attention if a[0] == "paused")
+        steps_waiting = len(self.attention) - paused
+        k["attention"].set(f"{len(self.attention):,}",
+                           f"{paused:,} paused · {steps_waiting:,} failed steps" if self.attention
+                           else "nothing waits", WARN if self.attention else NEUTRAL)
         k["failed"].set(f"{jobs.failed_jobs_today:,}",
                         "today · in Error now" if jobs.failed_jobs_today else "today · none",
                         BAD if jobs.failed_jobs_today else NEUTRAL)
@@ -531,8 +659,15 @@ class DashboardPanel(Panel):
         decided = jobs.completed_jobs_today + jobs.failed_jobs_today
         if decided:
             rate = jobs.success_rate
-            tone, word = (GOOD, "on target") if rate >= 95 else (WARN, "below 95 %") if rate >= 80 \
-                else (BAD, "below 80 %")
+            # red exactly when the error-rate alert says so (the same rule)
+            if rate >= 95:
+                tone, word = GOOD, "on target"
+            elif self.alerts.rate_is_high(jobs.failed_jobs_today, decided):
+                tone, word = BAD, f"error rate over {self.alerts.error_rate * 100:.0f} %"
+            elif decided < self.alerts.min_decided:
+                tone, word = NEUTRAL, f"only {decided} finished: too few to judge"
+            else:
+                tone, word = WARN, "below 95 %"
             k["success"].set(f"{rate:.1f} %", word, tone)
             k["success"].setToolTip(f"{jobs.completed_jobs_today:,} completed and "
                                     f"{jobs.failed_jobs_today:,} failed today; target 95 %")
@@ -607,6 +742,9 @@ class DashboardPanel(Panel):
 
     def tick(self) -> None:
         self.refresh()
+
+    def on_shutdown(self) -> None:
+        self._reader.cancel_all()
 
     def on_shown(self) -> None:
         self.refresh()

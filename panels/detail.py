@@ -57,7 +57,7 @@ from core.events import (
 )
 from core.facade import os_user
 from core.orders import TERMINAL_STATUSES, Order, OrderStatus
-from panels.actions import ACTIONS, Bridge, Feedback, OrderActions
+from panels.actions import ACTIONS, MARKS, Bridge, Feedback, OrderActions
 from panels.base import Panel
 from panels.detail_steps import AXIS, LANE, GanttStep, StepsTimeline
 from panels.detail_tables import SmallTableModel, cell, make_table
@@ -114,6 +114,11 @@ class DetailData:
     why: list[str] = field(default_factory=list)
     skipped: bool = False
     """A step the engine skipped (its order reads Canceled on the wire)."""
+    stored_log: list[tuple[float, str, str, str]] = field(default_factory=list)
+    """What the store holds about the order (and a run's steps): (at, kind, order label, text)."""
+    details: str | None = None
+    """The order's status details if they explain its current status (a Running order keeps
+    the details of the state before it on the wire: those are not shown)."""
 
     @property
     def status_name(self) -> str:
@@ -136,21 +141,29 @@ def gather(runtime: Runtime, order_id: str) -> DetailData:
     """Read everything about ``order_id`` through the runtime facade (runs on a reader thread)."""
     order = runtime.order(order_id)
     target = runtime.target(order_id)
+    run_id, step_id = target.run_id, target.step_id
+    if run_id is None:  # an order claimed from Data Services: shown with the run made for it
+        run_id = runtime.store.runs_for_orders([order_id]).get(order_id)
     rows = runtime.store.order_rows("id = ?", (order_id,), limit=1)
     numeric = rows[0][6] if rows else None
-    if target.run_id is not None:
-        run = runtime.run_of(order_id)
+    if run_id is not None:
+        run = runtime.engine.get_instance(run_id)
         template = runtime.engine.templates.get(run["template_name"], run["template_version"])
-        data = DetailData(order_id, order, target.is_run, target.run_id, True, run=run,
+        is_run = step_id is None
+        data = DetailData(order_id, order, is_run, run_id, True, run=run,
                           numeric_priority=numeric, max_recovery=template.max_recovery_attempts)
         data.depends = {s.id: tuple(s.depends_on) for s in template.steps}
         data.estimates = {s.id: s.estimated_duration for s in template.steps}
         labels = {s["order_id"]: s["id"] for s in run["steps"]}
-        labels[target.run_id] = "run"
-        shown = list(labels) if target.is_run else [order_id]
-        audit_targets = list(labels) if target.is_run else [order_id, target.run_id]
-        if not target.is_run:
-            data.run_order = runtime.order(target.run_id)
+        labels[run_id] = "run"
+        if run_id != order_id:
+            labels[order_id] = "order"
+        shown = list(labels) if is_run else [order_id]
+        audit_targets = list(labels) if is_run else [order_id, run_id]
+        if run_id != order_id and is_run:  # what is done to the order is done to its run
+            data.run_order = runtime.order(run_id)
+        if not is_run:
+            data.run_order = runtime.order(run_id)
             data.skipped = runtime.store.step_status_of(order_id) == "skipped"
     else:
         is_run = order.parentIdentifier is None
@@ -168,10 +181,25 @@ def gather(runtime: Runtime, order_id: str) -> DetailData:
     transitions = [(t, labels.get(oid, oid)) for oid in shown for t in runtime.history(oid)]
     transitions.sort(key=lambda item: item[0].seq)
     data.transitions = transitions
+    data.details = current_details(order, [t for t, _label in transitions if t.order_id == order_id])
+    data.stored_log = [(at, kind, labels.get(oid, oid), text)
+                       for at, kind, oid, text in runtime.store.order_log(shown)]
     audit = [a for oid in dict.fromkeys(audit_targets) for a in runtime.audit(oid)]
     audit.sort(key=lambda a: a.seq)
     data.audit = audit
     return data
+
+
+def current_details(order: Order, history: list[Any]) -> str | None:
+    """``order.statusDetails`` when they explain its current status: written with its last
+    transition. The store keeps the details when a transition gives none (on the way to
+    Running, or to Complete without a message), so an order retried after a pause would still
+    read "needs the operator"."""
+    details = order.statusDetails
+    if not details:
+        return None
+    last = history[-1] if history else None
+    return details if last is None or last.why == details else None
 
 
 class DetailPanel(Panel):
@@ -382,7 +410,9 @@ class DetailPanel(Panel):
             return None
         if data.order.status not in TERMINAL_STATUSES:
             try:
-                data.why = runtime.why_waiting(order_id)
+                # an order claimed from Data Services waits for what its run waits for
+                data.why = runtime.why_waiting(data.run_id if data.engine and data.is_run and data.run_id
+                                               else order_id)
             except LabconsoleError as exc:
                 data.why = [str(exc)]
         self.data = data
@@ -416,17 +446,21 @@ class DetailPanel(Panel):
         if d.is_run:
             kind = "Run" if d.engine else "Order"
             steps = len(d.run["steps"]) if d.run else len(d.children)
+            if d.engine and d.run_id and d.run_id != d.order_id:
+                kind = f"Order claimed from Data Services, run by <a href='{d.run_id}'>{d.run_id}</a>"
             sub = f"{kind} with {steps} step{'s' if steps != 1 else ''} · {state}"
         else:
             step = next((s for s in (d.run or {}).get("steps", []) if s["order_id"] == d.order_id), None)
             name = f"step <b>{step['id']}</b> " if step else "step "
             sub = f"{name.capitalize()}of run <a href='{d.run_id}'>{d.run_id}</a> · {state}"
-        if o.statusDetails:
-            sub += f" — {_html(o.statusDetails)}"
+        if d.details:
+            sub += f" — {_html(d.details)}"
         self.subtitle.setText(sub)
 
+        # an order claimed from Data Services: its actions act on its run, as the run stands
+        acting = d.run_order.status if d.is_run and d.run_order is not None else status
         for key, button in self.buttons.items():
-            applies = ACTIONS[key].applies(status, d.is_run, d.skipped)
+            applies = ACTIONS[key].applies(acting, d.is_run, d.skipped)
             button.setEnabled(applies and d.engine)
             if not d.engine:
                 button.setToolTip("Not a labconsole run: the engine does not act on it")
@@ -435,7 +469,7 @@ class DetailPanel(Panel):
                                   f"{'run' if d.is_run else 'step'}")
             else:
                 button.setToolTip(ACTIONS[key].tip)
-        paused = status is OrderStatus.Paused
+        paused = acting is OrderStatus.Paused
         self.buttons["resume"].setVisible(paused)
         self.buttons["pause"].setVisible(not paused and d.is_run)
         self.buttons["skip"].setVisible(d.engine)
@@ -499,7 +533,7 @@ class DetailPanel(Panel):
             "Template": f"{_html(o.templateName or '—')}" + (f" v{o.templateVersion}" if o.templateVersion else ""),
             "Status": f"<b style='color:{display_color(d.status_name).name()}'>{d.status_name}</b>"
                       + (" (Canceled in Data Services)" if d.skipped else ""),
-            "Details": _html(o.statusDetails) if o.statusDetails else None,
+            "Details": _html(d.details) if d.details else None,
             "Run": None if d.is_run else f"<a href='{d.run_id}'>{d.run_id}</a>",
             "Steps": self._steps_summary(self._gantt_steps(d)) if d.is_run else None,
             "Priority": f"{o.priority.name}" + (f" · {d.numeric_priority}" if d.numeric_priority is not None else ""),
@@ -576,6 +610,10 @@ class DetailPanel(Panel):
                 errors.append(f"{_clock(_ts(c.actualEndTime))}  {c.identifier} Error: {c.statusDetails}")
         if errors:
             lines += ["— step errors —", *errors, ""]
+        lines.append("— stored log (transitions, operator actions, instruments) —")
+        lines += [f"{_clock(at)}  {label} {kind}: {text}" for at, kind, label, text in d.stored_log[-LOG_LINES:]] \
+            or ["(nothing stored)"]
+        lines.append("")
         lines.append("— events while shown —")
         lines += list(self._events) or ["(none yet)"]
         text = "\n".join(lines)
@@ -597,7 +635,7 @@ class DetailPanel(Panel):
     @Slot(object)
     def _on_feedback(self, feedback: Feedback) -> None:
         self.last_feedback = feedback
-        mark = {"busy": "⏳", "ok": "✓", "error": "✕"}[feedback.level]
+        mark = MARKS[feedback.level]
         colour = {"ok": status_color(OrderStatus.Complete), "error": status_color(OrderStatus.Error)}.get(feedback.level)
         self.status_line.setStyleSheet(f"color: {colour.name()};" if colour is not None else "")
         self.status_line.setText(f"{mark}  {feedback.message}")

@@ -331,6 +331,7 @@ class BulkDialog(QDialog):
         self.preview = preview
         self.reason = ""
         self.priority = 50
+        self.left: list[str] = []
         self._decision: asyncio.Future[bool] | None = None
         verb = self.VERBS[action]
         count = int(preview.get("orders", 0))
@@ -387,6 +388,13 @@ class BulkDialog(QDialog):
         self.progress = QProgressBar(running)
         self.progress.setRange(0, max(1, count))
         self.progress.setValue(0)
+        self.stop_event = asyncio.Event()
+        """Set by Stop: the action ends after the chunk in progress and lists what is left."""
+        self.stop_button = QPushButton("Stop", running)
+        self.stop_button.setObjectName("stop")
+        self.stop_button.setToolTip("Finish the orders being changed now (one transaction) and "
+                                    "leave the rest as they are")
+        self.stop_button.clicked.connect(self.stop)
         hide = QPushButton("Hide — keep going in the background", running)
         hide.clicked.connect(self.hide)
         box = QVBoxLayout(running)
@@ -395,6 +403,7 @@ class BulkDialog(QDialog):
         box.addWidget(self.progress)
         box.addStretch(1)
         row = QHBoxLayout()
+        row.addWidget(self.stop_button)
         row.addStretch(1)
         row.addWidget(hide)
         box.addLayout(row)
@@ -468,19 +477,36 @@ class BulkDialog(QDialog):
         if self._decision is not None and not self._decision.done():
             self._decision.set_result(False)
 
+    def stop(self) -> None:
+        """Ask the action to stop after the chunk in progress."""
+        self.stop_event.set()
+        self.stop_button.setEnabled(False)
+        self.stop_button.setText("Stopping…")
+        self.progress_label.setText(self.progress_label.text().rstrip("…") + " — stopping after this chunk…")
+
     def show_progress(self, done: int, total: int) -> None:
         self.progress.setMaximum(max(1, total))
         self.progress.setValue(done)
-        self.progress_label.setText(f"{self.VERBS[self.action]}: {done:,} of {total:,} orders…")
+        stopping = " — stopping after this chunk…" if self.stop_event.is_set() else "…"
+        self.progress_label.setText(f"{self.VERBS[self.action]}: {done:,} of {total:,} orders{stopping}")
 
-    def show_results(self, results: Sequence[Any]) -> None:
+    def show_results(self, results: Sequence[Any], left: Sequence[str] = ()) -> None:
+        """The outcome: one row per order reached; ``left``: the orders a stop left unchanged."""
         done = sum(1 for r in results if r.ok)
         refused = len(results) - done
-        self.result_summary.setText(f"<b>{done:,} done</b>, <b>{refused:,} refused</b> of "
-                                    f"{len(results):,} orders.")
+        self.left = list(left)
+        total = len(results) + len(self.left)
+        stopped = f", <b>{len(self.left):,} left</b> (stopped before them)" if self.left else ""
+        self.result_summary.setText(f"<b>{done:,} done</b>, <b>{refused:,} refused</b>{stopped} of "
+                                    f"{total:,} orders.")
+        if self.left:
+            shown = ", ".join(self.left[:20])
+            self.result_summary.setToolTip(f"Left unchanged: {shown}"
+                                           + (f" … and {len(self.left) - 20:,} more" if len(self.left) > 20 else ""))
         self.results.set_results(results, self.refused_only.isChecked())
         self.pages.setCurrentIndex(2)
-        self.setWindowTitle(f"{self.VERBS[self.action]}: {done:,} done, {refused:,} refused")
+        self.setWindowTitle(f"{self.VERBS[self.action]}: {done:,} done, {refused:,} refused"
+                            + (f", {len(self.left):,} left" if self.left else ""))
         self.finished.connect(self.deleteLater)
         if not self.isVisible():  # hidden while it ran: show the outcome
             self.open()
@@ -488,7 +514,8 @@ class BulkDialog(QDialog):
     def copy_results(self) -> None:
         rows = [self.results.result(i) for i in range(self.results.rowCount())]
         QGuiApplication.clipboard().setText("\n".join(
-            f"{r.order_id}\t{'done' if r.ok else 'refused'}\t{r.message}" for r in rows))
+            f"{r.order_id}\t{'done' if r.ok else 'refused'}\t{r.message}" for r in rows)
+            + "".join(f"\n{oid}\tleft\tstopped before it" for oid in self.left))
 
 
 class NameDialog(QDialog):

@@ -66,6 +66,7 @@ from core.orders import OrderStatus
 from panels.actions import (
     ACTIONS,
     BULK_LABELS,
+    MARKS,
     Bridge,
     Feedback,
     OrderActions,
@@ -157,10 +158,23 @@ class JobsPanel(Panel):
                  who: Callable[[], str] = os_user) -> None:
         super().__init__(runtime, bridge, parent)
         self.model = model = OrdersTableModel(self, now=now)
+        self._leaving: str | None = None
+        """The current order while its row leaves the table (Qt would make a neighbour current)."""
+        # before the view's selection model connects: this must run before it moves the current row
+        model.rowsAboutToBeRemoved.connect(self._on_rows_leaving)
+        model.rowsRemoved.connect(self._on_rows_left)
         self._loaded = False
+        self._load_note = False
+        """The status line shows the load note, whose count follows the table."""
         self._pending: dict[str, tuple] = {}
         self._emitted: str | None = None
         self._managed: dict[str, bool] = {}
+        self.adopted: dict[str, str] = {}
+        """Runs made for an order claimed from Data Services -> that order. They are runs (bold,
+        their steps under them), shown at the top level like any run."""
+        self.adopters: dict[str, str] = {}
+        """The other way round: an order claimed from Data Services -> its run (actions on the
+        order act on that run)."""
         self._saved_selection: tuple[str | None, list[str]] = (None, [])
         self.last_feedback: Feedback | None = None
         if views_path is None:
@@ -286,15 +300,22 @@ class JobsPanel(Panel):
         store = self.runtime.store
         model = self.model
         self._show_status(Feedback("busy", "Loading orders…"))
-        prepared, skipped = await store.read(lambda _c: (store.scan_order_rows(model.prepare),
-                                                         store.step_orders_with_status("skipped")))
+        def read(_c: Any) -> tuple[Any, set[str], dict[str, str]]:
+            adopted: dict[str, str] = {}
+            runs = store.run_ids()
+            prepared = store.scan_order_rows(lambda rows: model.prepare(_as_runs(rows, runs, adopted)))
+            return prepared, store.step_orders_with_status("skipped"), adopted
+
+        prepared, skipped, adopted = await store.read(read)
+        self._note_adopted(adopted)
         model.set_skipped(skipped)
         model.install(prepared)
         self._loaded = True
         if self._pending:
-            model.apply(self._pending)
+            model.apply(self._adopt(self._pending))
             self._pending = {}
-        self._show_status(Feedback("ok", f"Loaded {model.total:,} orders"))
+        self._load_note = True
+        self._show_status(Feedback("ok", self._loaded_text()))
         self._update_summary()
         self.update_refresh()
         return len(prepared.index.all)
@@ -302,9 +323,40 @@ class JobsPanel(Panel):
     @Slot(object)
     def _on_orders_changed(self, rows: dict[str, tuple]) -> None:
         if self._loaded:
-            self.model.apply(rows)
+            self.model.apply(self._adopt(rows))
+            if self.selected_count() == 1:  # its buttons follow its status (and its run's)
+                current = self.current_id()
+                if current is not None and (current in rows or self.adopters.get(current) in rows):
+                    self._update_buttons()
         else:
             self._pending.update(rows)
+
+    def _adopt(self, rows: dict[str, tuple]) -> dict[str, tuple]:
+        """``rows`` with the runs made for Data Services orders as runs (their parent cleared).
+
+        A new order whose parent has no step shown yet may be such a run: those are looked up
+        together (one indexed query per frame that creates runs)."""
+        every, children, adopted = self.model.ix.all, self.model.ix.children, self.adopted
+        unsure = [oid for oid, row in rows.items()
+                  if row[PARENT] is not None and oid not in every and oid not in adopted
+                  and row[PARENT] not in children]
+        if unsure:
+            self._note_adopted(self.runtime.store.adopted_runs(unsure))
+        if not adopted:
+            return rows
+        return {oid: (row if oid not in adopted else (oid, None, *row[2:])) for oid, row in rows.items()}
+
+    def _note_adopted(self, runs: dict[str, str]) -> None:
+        for run_id, order_id in runs.items():
+            self.adopted[run_id] = order_id
+            self.adopters[order_id] = run_id
+            self._managed.pop(order_id, None)
+
+    def acting_row(self, order_id: str) -> tuple | None:
+        """The row whose status decides which actions apply to ``order_id``: its own, or for an
+        order claimed from Data Services its run's."""
+        run_id = self.adopters.get(order_id)
+        return self.model.get(run_id if run_id is not None else order_id) or self.model.get(order_id)
 
     @Slot(object)
     def _on_events(self, events: list[Any]) -> None:
@@ -404,8 +456,30 @@ class JobsPanel(Panel):
                 self.view.selectionModel().setCurrentIndex(self.model.index(row, 0),
                                                            QItemSelectionModel.SelectionFlag.NoUpdate)
 
+    @Slot(QModelIndex, int, int)
+    def _on_rows_leaving(self, _parent: QModelIndex, first: int, last: int) -> None:
+        if not hasattr(self, "view"):
+            return
+        current = self.view.currentIndex()
+        if current.isValid() and first <= current.row() <= last:
+            self._leaving = self.model.order_id(current.row())
+
+    @Slot(QModelIndex, int, int)
+    def _on_rows_left(self, _parent: QModelIndex, _first: int, _last: int) -> None:
+        """The current order left the table (a filter no longer lets it through, e.g. after an
+        action on it): nothing becomes current in its place; Detail keeps showing it."""
+        if self._leaving is None:
+            return
+        self._leaving = None
+        selection = self.view.selectionModel()
+        selection.clearCurrentIndex()  # rows still selected stay selected
+        self._update_summary()
+        self._update_buttons()
+
     @Slot(QModelIndex, QModelIndex)
     def _on_current(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        if self._leaving is not None:
+            return  # Qt moving the current row off a row being removed: not the operator's choice
         if current.isValid():
             order_id = self.model.order_id(current.row())
             if order_id != self._emitted:
@@ -450,7 +524,7 @@ class JobsPanel(Panel):
                 return None
             return self.actions.request_bulk(key, ids)
         order_id = ids[0]
-        row = self.model.get(order_id)
+        row = self.acting_row(order_id)
         if row is not None:
             status = OrderStatus(row[STATUS])
             is_run = row[PARENT] is None
@@ -481,15 +555,18 @@ class JobsPanel(Panel):
             item.triggered.connect(lambda: QGuiApplication.clipboard().setText("\n".join(ids)))
             return menu
         row = self.model.row_data(view_row)
-        status = OrderStatus(row[STATUS])
+        acting = self.acting_row(order_id) or row
+        status = OrderStatus(acting[STATUS])
         is_run = row[PARENT] is None
         shown = self.model.status_name(row)
         # Orders from elsewhere (Data Services clients) are not the engine's to act on.
         managed = self.is_managed(order_id)
+        run_for = self.adopters.get(order_id)
         menu.addSection(f"{order_id} · {shown} {'run' if is_run else 'step'}"
-                        + ("" if managed else " · not a labconsole run"))
+                        + ("" if managed else " · not a labconsole run")
+                        + (f" · acts on its run {run_for}" if run_for else ""))
         for key, action in ACTIONS.items():
-            if not action.applies(status, is_run, shown == SKIPPED):
+            if not action.applies(status, is_run, acting is row and shown == SKIPPED):
                 continue
             item = menu.addAction(action.label)
             item.setObjectName(key)
@@ -594,9 +671,14 @@ class JobsPanel(Panel):
             text += f" · {selected:,} selected"
         self.summary.setText(text)
         self.summary.setToolTip(text)
+        if self._load_note and self.last_feedback is not None and self.last_feedback.level == "ok":
+            self._show_status(Feedback("ok", self._loaded_text()))  # the count stays true
         self.select_all_button.setText(f"Select all {shown:,} matching")
         self.select_all_button.setEnabled(shown > 0)
         self._update_empty_hint(shown, total)
+
+    def _loaded_text(self) -> str:
+        return f"{self.model.total:,} orders, following the store live"
 
     def _update_empty_hint(self, shown: int, total: int) -> None:
         if shown or not self._loaded:
@@ -618,7 +700,7 @@ class JobsPanel(Panel):
         row = None
         if count == 1:
             ids = self.selected_ids()
-            row = self.model.get(ids[0]) if ids else None
+            row = self.acting_row(ids[0]) if ids else None
         managed = row is not None and self.is_managed(row[0])
         for key, button in self.bulk_buttons.items():
             action = ACTIONS[key]
@@ -632,10 +714,12 @@ class JobsPanel(Panel):
                                                      self.model.status_name(row) == SKIPPED))
 
     def is_managed(self, order_id: str) -> bool:
-        """Whether the engine runs this order (a labconsole run or step); cached per order."""
+        """Whether the engine runs this order (a labconsole run or step, or an order claimed from
+        Data Services, whose actions act on its run); cached per order."""
         known = self._managed.get(order_id)
-        if known is None:
-            known = self.runtime.target(order_id).run_id is not None  # one indexed lookup
+        if known is None:  # one or two indexed lookups
+            known = (self.runtime.target(order_id).run_id is not None
+                     or bool(self.runtime.store.runs_for_orders([order_id])))
             if len(self._managed) > 5000:
                 self._managed.clear()
             self._managed[order_id] = known
@@ -646,14 +730,16 @@ class JobsPanel(Panel):
         self._show_status(feedback)
 
     def _show_status(self, feedback: Feedback) -> None:
+        if self.last_feedback is not None and feedback.message != self._loaded_text():
+            self._load_note = False  # another message replaced the load note
         self.last_feedback = feedback
-        mark, colour = {"busy": ("⏳", None), "ok": ("✓", status_color(OrderStatus.Complete)),
-                        "error": ("✕", status_color(OrderStatus.Error))}[feedback.level]
+        mark = MARKS[feedback.level]
+        colour = {"busy": None, "ok": status_color(OrderStatus.Complete),
+                  "error": status_color(OrderStatus.Error)}[feedback.level]
         style = f"color: {colour.name()};" if colour is not None else ""
         self.status_line.setStyleSheet(style)
         self.status_line.setText(f"{mark}  {feedback.message}")
-        recent = [f"{'⏳✓✕'['busy ok error'.split().index(f.level)]} {f.message}"
-                  for f in self.actions.history[-12:]]
+        recent = [f"{MARKS[f.level]} {f.message}" for f in self.actions.history[-12:]]
         self.status_line.setToolTip("\n".join(recent))
 
     # ------------------------------------------------------------------ lifecycle
@@ -663,3 +749,18 @@ class JobsPanel(Panel):
         self.filter_bar.shutdown()
         self.actions.shutdown()
         self._tasks.cancel_all()
+
+
+def _as_runs(rows: Any, runs: set[str], adopted: dict[str, str]) -> Any:
+    """Store rows with the runs made for another order (one claimed from Data Services: the
+    run's parent is not a run) as runs, parent cleared; those are noted in ``adopted``."""
+    if not runs:
+        yield from rows
+        return
+    for row in rows:
+        parent = row[1]
+        if parent is not None and parent not in runs and row[0] in runs:
+            adopted[row[0]] = parent
+            yield (row[0], None, *row[2:])
+        else:
+            yield row

@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import shiboken6
 from PySide6.QtCore import (
     QAbstractTableModel,
     QModelIndex,
@@ -46,7 +47,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.errors import LabconsoleError
+from core.errors import DuplicateSubmissionError, LabconsoleError
 from core.events import RunChanged
 from core.facade import os_user
 from core.templates import WorkflowTemplate, dump_template, load_template
@@ -558,14 +559,15 @@ class TemplatesPanel(Panel):
         self.show_message(f"Exported {template.name} to {path}")
         return path
 
-    async def start_run(self, inputs: dict[str, Any], priority: int = 50) -> str:
+    async def start_run(self, inputs: dict[str, Any], priority: int = 50, *,
+                        allow_duplicate: bool = False) -> str:
         """Start a run of the open published version; emits :attr:`run_started`."""
         doc = self.editor.document
         if doc.is_draft or doc.published is None:
             raise ValueError("publish the draft before running it")
         t = doc.published
         run_id = await self.runtime.start_run(t.name, inputs, version=t.version, priority=priority,
-                                              who=self.who)
+                                              who=self.who, allow_duplicate=allow_duplicate)
         self.show_message(f"Started run {run_id} of {t.name} v{t.version}")
         self.run_started.emit(run_id)
         self._usage_timer.start()
@@ -581,12 +583,27 @@ class TemplatesPanel(Panel):
             self.run_form.close()
         form = RunForm(doc.published, self)
         form.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        form.accepted.connect(lambda: self._spawn(self.start_run(form.values(), form.priority.value()),
-                                                  "start run"))
+        form.submitted.connect(lambda inputs, priority, again: self._spawn(
+            self._run_from_form(form, inputs, priority, again), "start run"))
         form.destroyed.connect(lambda *_: setattr(self, "run_form", None))
         self.run_form = form
         form.open()
         return form
+
+    async def _run_from_form(self, form: RunForm, inputs: dict[str, Any], priority: int,
+                             allow_duplicate: bool) -> str | None:
+        """Start the run the form asks for; a refusal stays in the form (a duplicate can be
+        started anyway from there)."""
+        try:
+            run_id = await self.start_run(inputs, priority, allow_duplicate=allow_duplicate)
+        except LabconsoleError as exc:
+            if shiboken6.isValid(form):
+                form.refused(str(exc), duplicate=isinstance(exc, DuplicateSubmissionError))
+            self.show_message(f"Run not started: {exc}", error=True)
+            return None
+        if shiboken6.isValid(form):
+            form.started()
+        return run_id
 
     def _choose_import(self) -> None:
         dialog = QFileDialog(self, "Import a workflow template")

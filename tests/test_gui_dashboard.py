@@ -57,19 +57,20 @@ def test_kpis_follow_completed_runs(dashboard, qtbot, qrun):
     rt, clock, panel = dashboard
     assert panel.refresh_timer.isActive() and panel.refresh_timer.interval() == TICK_MS
     assert _value(panel, "instruments") == "4 / 4"
-    assert _value(panel, "completed") == "0"
+    assert _value(panel, "jobs") == "0" and _value(panel, "attention") == "0"
     assert _value(panel, "success") == "—"
     assert panel.all_clear.isVisible() and not panel.alerts_view.isVisible()
 
     qrun(rt.engine.publish(template_from_dict(FLOW)))
     runs = [qrun(rt.start_run("Flow", {"plate": f"P{i}"}, who="ann")) for i in range(3)]
-    qtbot.waitUntil(lambda: _value(panel, "jobs") == "3")
+    qtbot.waitUntil(lambda: "3 created" in panel.kpi["jobs"].context.full_text())
+    assert _value(panel, "jobs") == "0", "jobs today: completed today"
     assert _value(panel, "pending") in ("3", "2", "1", "0")
     qrun(clock.run_until(lambda: not any(rt.run_is_active(r) for r in runs)))
 
     # the fixed-rate refresh picks the new figures up by itself
     ticks = panel.ticks
-    qtbot.waitUntil(lambda: _value(panel, "completed") == "3")
+    qtbot.waitUntil(lambda: _value(panel, "jobs") == "3")
     assert panel.ticks > ticks
     assert _value(panel, "failed") == "0" and panel.kpi["failed"].tone == "neutral"
     assert _value(panel, "success") == "100.0 %" and panel.kpi["success"].tone == "good"

@@ -99,7 +99,7 @@ def test_recover_from_step_with_the_detail_button(lab):
     shown(lab, runs[0])
     assert detail.buttons["recover"].isEnabled() and not detail.buttons["cancel"].isEnabled()
     detail.buttons["recover"].click()
-    assert detail.status_line.text().startswith("⏳")
+    assert detail.status_line.text().startswith("↻") and "answer the dialog" in detail.status_line.text()
     dialog: StepChoiceDialog = dialog_of(lab, StepChoiceDialog)
     assert [dialog.combo.itemData(i) for i in range(dialog.combo.count())] == ["read", "seal"]
     dialog.combo.setCurrentIndex(dialog.combo.findData("read"))

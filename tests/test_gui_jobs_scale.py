@@ -168,7 +168,7 @@ def test_bulk_cancel_of_10000_orders_keeps_the_loop_running(panels, big_store, q
 
     prober = asyncio.get_running_loop().create_task(probe())
     dialog.go_button.click()
-    assert jobs.status_line.text().startswith("⏳")
+    assert jobs.status_line.text().startswith("↻")
     qtbot.waitUntil(task.done, timeout=120_000)
     sampler.stop()
     prober.cancel()

@@ -84,3 +84,19 @@ def test_bridge_coalesces_thousands_of_events_into_one_frame(store, qtbot, qrun)
     bridge.flush()
     assert len(frames) == 1 and len(frames[0]) == 20
     bridge.close()
+
+
+def test_an_alert_click_selects_its_order_in_jobs_and_detail(store, data_dir, qtbot, qrun):
+    from panels.jobs_filter import OrderFilter
+
+    demo.generate(store, 200)
+    _core, window = _window(store, data_dir, qtbot)
+    qrun(window.load_orders())
+    target = window.jobs_model.order_id(5)
+    # a filter that hides it: the click clears the filter rather than selecting nothing
+    window.jobs.filter_bar.set_filter(OrderFilter(text="no such order"))
+    assert window.jobs_model.row_of(target) is None
+    window.dashboard.order_requested.emit(target)
+    qtbot.waitUntil(lambda: window.jobs.current_id() == target, timeout=3000)
+    qtbot.waitUntil(lambda: window.detail.order_id == target, timeout=3000)
+    window.close()

@@ -437,3 +437,51 @@ def test_main_window_hosts_the_panel_and_shuts_it_down(store, data_dir, qtbot, q
     panel._usage_timer.start()
     window.close()
     assert not panel._usage_timer.isActive() and not panel._tasks
+
+
+def test_edits_are_counted_from_the_last_publish(env, qrun, qtbot):
+    panel, _rt, _clock = env
+    qtbot.waitUntil(lambda: panel.list_model.rowCount() == 3)
+    qrun(panel.open_template("ELISA Readout", 1))
+    editor, doc = panel.editor, panel.editor.document
+    drop_kind(editor, "delay", editor.view.mapFromScene(QPointF(900, 700)))
+    editor.select_step("seal")
+    editor.inspector.step.timeout.box.setValue(240)
+    assert doc.stack.index() == 2 and "2 unpublished edits" in editor.banner.text()
+    assert qrun(panel.publish()).version == 2
+    assert "v2 · published" in editor.banner.text() and "unpublished" not in editor.banner.text()
+    editor.select_step("seal")
+    editor.inspector.step.timeout.box.setValue(300)
+    assert "draft of v3 (from v2) · 1 unpublished edit" in editor.banner.text(), editor.banner.text()
+    editor.undo_action.trigger()
+    assert not doc.is_draft and "unpublished" not in editor.banner.text()
+
+
+def test_a_duplicate_run_is_refused_in_the_form_which_offers_to_run_it_anyway(env, qrun, qtbot):
+    panel, rt, _clock = env
+    qtbot.waitUntil(lambda: panel.list_model.rowCount() == 3)
+    qrun(panel.open_template("ELISA Readout", 1))
+
+    def submit(form) -> None:
+        qtbot.waitExposed(form)
+        qtbot.keyClicks(form.fields["plate_id"], "PLT-7")
+        qtbot.mouseClick(form.start, Qt.MouseButton.LeftButton)
+
+    form = panel.open_run_form()
+    with qtbot.waitSignal(panel.run_started, timeout=5000) as first:
+        submit(form)
+    qtbot.waitUntil(lambda: panel.run_form is None)
+
+    # the same inputs again within the duplicate window: refused, the form stays with its inputs
+    form = panel.open_run_form()
+    submit(form)
+    qtbot.waitUntil(lambda: form.refusal.isVisible(), timeout=5000)
+    assert form.isVisible() and form.fields["plate_id"].text() == "PLT-7"
+    assert first.args[0] in form.refusal.text()
+    assert "allow_duplicate" not in form.refusal.text() and "--allow-duplicate" not in form.refusal.text()
+    assert form.run_again.isVisible() and form.run_again.isEnabled()
+    save_screenshot(form, "templates-run-form-duplicate")
+    with qtbot.waitSignal(panel.run_started, timeout=5000) as second:
+        qtbot.mouseClick(form.run_again, Qt.MouseButton.LeftButton)
+    assert second.args[0] != first.args[0] and rt.run_is_active(second.args[0])
+    qtbot.waitUntil(lambda: panel.run_form is None)

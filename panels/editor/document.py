@@ -75,12 +75,17 @@ class TemplateDocument(QObject):
         self.catalog = catalog
         self.stack = QUndoStack(self)
         self.stack.cleanChanged.connect(self._on_clean_changed)
+        # a command's redo() runs before the stack counts it: say so again once it is counted
+        self.stack.indexChanged.connect(self._on_clean_changed)
         self.template = WorkflowTemplate(name="Untitled workflow")
         self.published: WorkflowTemplate | None = None
         """The published version this document was opened from (None: a new template)."""
         self.latest_version = 0
         """The latest published version of this name when opened (0: none)."""
         self.issues: list[Issue] = validate(self.template, catalog)
+        self._base = 0
+        """The undo stack's index when the content was last opened or published: edits count
+        from there."""
 
     @Slot(bool)
     def _on_clean_changed(self, _clean: bool) -> None:
@@ -90,6 +95,7 @@ class TemplateDocument(QObject):
     def open(self, template: WorkflowTemplate, *, published: bool, latest_version: int = 0) -> None:
         """Show ``template``: a published version (``published``) or a draft (new, imported)."""
         self.stack.clear()
+        self._base = 0
         self.published = template if published else None
         self.latest_version = max(latest_version, template.version if published else 0)
         self._set(template if published else template.model_copy(update={"version": 0}), emit=False)
@@ -102,6 +108,7 @@ class TemplateDocument(QObject):
         self.published = template
         self.latest_version = latest_version if latest_version is not None else template.version
         self.template = template
+        self._base = self.stack.index()
         self.stack.setClean()
         self.changed.emit()
 
@@ -162,6 +169,6 @@ class TemplateDocument(QObject):
         if self.published is None:
             return ("new template — publishing makes v1" if not self.latest_version
                     else f"draft of v{self.next_version}")
-        edits = self.stack.index()
+        edits = abs(self.stack.index() - self._base)  # since opened or published (undo may go back further)
         return (f"draft of v{self.next_version} (from v{self.published.version}) · "
                 f"{edits} unpublished edit{'s' if edits != 1 else ''}")

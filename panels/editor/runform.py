@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QDoubleValidator, QIntValidator, QKeyEvent
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -33,13 +33,23 @@ __all__ = ["RunForm"]
 
 
 class RunForm(QDialog):
-    """Inputs for a run of ``template`` (a published version)."""
+    """Inputs for a run of ``template`` (a published version).
+
+    "Start run" emits :attr:`submitted` with (inputs, priority, allow duplicate); the form stays
+    open until the owner calls :meth:`started` (then it closes) or :meth:`refused` (then it
+    says why, and offers "Run again anyway" when the refusal is a duplicate submission).
+    """
+
+    submitted = Signal(object, int, bool)
+    """(typed inputs, priority, whether a duplicate of a recent run is wanted)."""
 
     def __init__(self, template: WorkflowTemplate, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.template = template
+        self.busy = False
         self.setObjectName("runForm")
         self.setWindowTitle(f"Run {template.name} v{template.version}")
+        self.setMinimumWidth(440)
         self.fields: dict[str, QLineEdit | QCheckBox] = {}
         self.errors: dict[str, QLabel] = {}
         heading = QLabel(f"<b>{template.name}</b> · version {template.version} · "
@@ -71,9 +81,21 @@ class RunForm(QDialog):
         self.start.setObjectName("startRun")
         self.buttons.accepted.connect(self._on_accept)
         self.buttons.rejected.connect(self.reject)
+        # why the last submission was refused, and for a duplicate the way to run it anyway
+        self.refusal = QLabel(self)
+        self.refusal.setObjectName("runRefusal")
+        self.refusal.setWordWrap(True)
+        keep_styled(self.refusal, text_style("text_error"))
+        self.refusal.hide()
+        self.run_again = self.buttons.addButton("Run again anyway", QDialogButtonBox.ButtonRole.ActionRole)
+        self.run_again.setObjectName("runAgain")
+        self.run_again.setToolTip("Start a second run with the same inputs (audited like any run)")
+        self.run_again.clicked.connect(lambda: self._submit(allow_duplicate=True))
+        self.run_again.hide()
         layout = QVBoxLayout(self)
         layout.addWidget(heading)
         layout.addLayout(form)
+        layout.addWidget(self.refusal)
         layout.addWidget(self.buttons)
         self.validate()
 
@@ -123,7 +145,9 @@ class RunForm(QDialog):
         for name, label in self.errors.items():
             label.setText(problems.get(name, ""))
             label.setVisible(name in problems)
-        self.start.setEnabled(not problems)
+        self.start.setEnabled(not problems and not self.busy)
+        if self.run_again.isVisible():  # a refusal is about the inputs it was given
+            self.run_again.setEnabled(not problems and not self.busy)
         return not problems
 
     def values(self) -> dict[str, Any]:
@@ -140,8 +164,32 @@ class RunForm(QDialog):
         return out
 
     def _on_accept(self) -> None:
-        if self.validate():
-            self.accept()
+        self._submit(allow_duplicate=False)
+
+    def _submit(self, *, allow_duplicate: bool) -> None:
+        if self.busy or not self.validate():
+            return
+        self.busy = True
+        self.refusal.hide()
+        self.run_again.hide()
+        self.validate()
+        self.submitted.emit(self.values(), self.priority.value(), allow_duplicate)
+
+    def started(self) -> None:
+        """The run started: close the form."""
+        self.busy = False
+        self.accept()
+
+    def refused(self, message: str, *, duplicate: bool = False) -> None:
+        """The run did not start: say why and keep the inputs; a duplicate can run anyway."""
+        self.busy = False
+        if duplicate:
+            message = (f"{message.split('; submit it again')[0]}. "
+                       "Check it is not the same plate twice, or start it again anyway.")
+        self.refusal.setText(message)
+        self.refusal.show()
+        self.run_again.setVisible(duplicate)
+        self.validate()
 
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
         if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not self.start.isEnabled():
