@@ -332,6 +332,8 @@ class InstrumentDetail(QDialog):
         if v is None:
             self.title.set_full_text(self.instrument_id)
             self.state.setText("Not in this workcell")
+            self.running.set_rows([])
+            self.queue.set_rows([])
             return
         self._show_view(v)
         self._show_queue(v)

@@ -434,8 +434,12 @@ class RobotsPanel(Panel):
         """The open reason dialog, if any (tests fill it in)."""
         self.context_menu: QMenu | None = None
         """The instrument menu shown last (right click on a card or a row)."""
-        self.detail_window: InstrumentDetail | None = None
-        """The instrument detail window, once opened (reused for the next instrument)."""
+        self.detail_window = InstrumentDetail(runtime, "", self)
+        """The instrument detail window (hidden until opened; reused for the next instrument).
+        Built at once so its keys are listed in Help > Keyboard shortcuts."""
+        self.detail_window.setWindowFlag(Qt.WindowType.Window, True)
+        self.detail_window.order_requested.connect(self.order_requested)
+        self.detail_window.step_sent.connect(self._on_step_sent)
         self._views: dict[str, InstrumentView] = {}
         self._order: list[str] = []
         self._progress: dict[str, float] = {}
@@ -704,13 +708,7 @@ class RobotsPanel(Panel):
         if iid is None or iid not in self._views:
             return None
         self.select(iid)
-        if self.detail_window is None:
-            self.detail_window = InstrumentDetail(self.runtime, iid, self)
-            self.detail_window.setWindowFlag(Qt.WindowType.Window, True)
-            self.detail_window.order_requested.connect(self.order_requested)
-            self.detail_window.step_sent.connect(self._on_step_sent)
-        else:
-            self.detail_window.set_instrument(iid)
+        self.detail_window.set_instrument(iid)
         self.detail_window.show()
         self.detail_window.raise_()
         self.detail_window.activateWindow()
@@ -794,5 +792,4 @@ class RobotsPanel(Panel):
         self.tasks.cancel_all()
         if self.reason_dialog is not None:
             self.reason_dialog.reject()
-        if self.detail_window is not None:
-            self.detail_window.shutdown()
+        self.detail_window.shutdown()
