@@ -475,11 +475,14 @@ class RobotsPanel(Panel):
                                        "here (double-click a card or row) — Ctrl+I")
         self.details_action.setEnabled(False)
         self.details_action.triggered.connect(lambda _checked=False: self.open_details())
-        self.toolbar.insertAction(self.actions_by_key[ACTIONS[0].key], self.details_action)
-        self.toolbar.insertSeparator(self.actions_by_key[ACTIONS[0].key])
         self.addAction(self.details_action)
         self.view_bar = QToolBar(self)
         self.view_bar.setIconSize(QSize(16, 16))
+        self.view_bar.addAction(self.details_action)  # beside the summary: always in sight
+        details_button = self.view_bar.widgetForAction(self.details_action)
+        details_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        details_button.setObjectName("instrumentDetailsButton")
+        self.view_bar.addSeparator()
         group = QActionGroup(self)
         self.cards_action = QAction(icon("cards"), "Cards", self)
         self.cards_action.setShortcut(QKeySequence("Ctrl+Alt+1"))
@@ -785,6 +788,7 @@ class RobotsPanel(Panel):
             self.actions_by_key[key].setIcon(icon(spec.icon))
         self.cards_action.setIcon(icon("cards"))
         self.table_action.setIcon(icon("table"))
+        self.details_action.setIcon(icon("info"))
         self._dirty = True
 
     def on_shutdown(self) -> None:

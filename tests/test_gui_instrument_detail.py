@@ -76,6 +76,7 @@ def test_detail_shows_running_next_log_and_today(cell, qtbot, qrun):
     hog1, hog2, free = _busy_readers(rt, clock, qrun)
     window = _open(qtbot, panel, "Reader2")
     qtbot.waitUntil(lambda: window.log.rowCount() >= 2)
+    save_screenshot(panel, "robots-panel-details-action")
     # running now: Hog2's step; next: the unrestricted read (Hog1's step is pinned elsewhere)
     assert [r.order_id for r in window.running.rows] == [_step(rt, hog2)["order_id"]]
     assert [r.order_id for r in window.queue.rows] == [_step(rt, free)["order_id"]]
@@ -103,6 +104,15 @@ def test_detail_shows_running_next_log_and_today(cell, qtbot, qrun):
     assert opened == [_step(rt, hog1)["order_id"]]
     window.close()
     assert not window.timer.isActive()
+    # from the table: double-click a row
+    panel.show_table()
+    rect = panel.table.visualRect(panel.model.index(panel.model.row_of("Sealer"), 0))
+    qtbot.mouseClick(panel.table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    qtbot.mouseDClick(panel.table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    assert window.isVisible() and window.instrument_id == "Sealer"
+    assert window.running.rowCount() == 0 and window.queue.rowCount() == 0
+    assert "0 queued steps" in window.queue_label.text()
+    window.close()
 
 
 def test_send_a_queued_step_to_this_instrument(cell, qtbot, qrun):
