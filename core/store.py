@@ -719,6 +719,17 @@ class Store:
             busy += until - start
         return busy
 
+    def audit_sends_to(self, instrument_id: str, limit: int = 100,
+                       window: int = 50_000) -> list[AuditEntry]:
+        """The "send to instrument" decisions naming ``instrument_id`` (their target is the order),
+        newest first, among the last ``window`` audit entries (a bounded range on the key)."""
+        rows = self.read_sync(lambda c: c.execute(
+            "SELECT seq, at, who, action, target, reason, details FROM audit "
+            "WHERE seq > (SELECT coalesce(max(seq), 0) FROM audit) - ? AND action = 'send to instrument' "
+            "AND json_extract(details, '$.instrument') = ? ORDER BY seq DESC LIMIT ?",
+            (int(window), instrument_id, int(limit))).fetchall())
+        return [AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]) if r[6] else None) for r in rows]
+
     def orders_by_id_prefix(self, prefix: str, limit: int = 20) -> list[tuple[str, str | None, int]]:
         """Orders whose id starts with ``prefix`` as typed, capitalised, upper or lower case
         (``order_12`` finds ``Order_12…``), by id: ``(id, template name, status)``, at most

@@ -10,14 +10,17 @@ the runtime facade:
   the busy time since local midnight are read off the loop (``store.read``), one read in flight;
 - sending a step calls :meth:`Dispatcher.send_to` (audited with who and why) as a task.
 
-While shown, one timer refreshes it every second; models are replaced only when their rows
-changed, so an idle instrument costs no repaint.
+While shown, one timer refreshes the dispatcher part every second; the store is read again when
+:meth:`InstrumentDetail.note_change` says the instrument's status or an operator decision about it
+changed (the Robots panel passes on its frames), else every ``STORE_READ_S``. Models are replaced
+only when their rows changed, so an idle instrument costs no repaint.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -47,7 +50,7 @@ from PySide6.QtWidgets import (
 
 from core.dispatcher import InstrumentView, Job, JobStatus
 from core.facade import os_user
-from core.orders import ModuleRestrictionStrategy
+from core.orders import ModuleRestrictionStrategy, ModuleStatus
 from panels.style import STATE_LABELS, format_age, format_seconds, instrument_state, state_pixmap
 from panels.theme import current_theme, theme_events
 from panels.widgets import ElidedLabel, ReasonDialog, TaskKeeper
@@ -58,6 +61,8 @@ ModelIndex = QModelIndex | QPersistentModelIndex
 REFRESH_MS = 1000
 LOG_LIMIT = 500
 """Newest status changes shown (the store keeps them all)."""
+STORE_READ_S = 15.0
+"""Longest time between two store reads while shown (utilisation today moves on)."""
 QUEUE_LIMIT = 500
 """Queued steps listed for one instrument (the first in order of service)."""
 ORDER_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -176,7 +181,11 @@ class InstrumentDetail(QDialog):
         self._again = False
         self._state = ""
         self._busy_today: float | None = None
-        self._today_span = 0.0
+        """Busy seconds since local midnight, as of ``_read_at`` (from the store)."""
+        self._read_at = 0.0
+        self._midnight = 0.0
+        self._store_dirty = True
+        self._last_read = 0.0
 
         self.badge = QLabel(self)
         self.title = ElidedLabel("", self)
@@ -320,7 +329,12 @@ class InstrumentDetail(QDialog):
             self._busy_today = None
             self.log.set_rows([])
             self.feedback.clear()
+        self._store_dirty = True
         self.refresh()
+
+    def note_change(self) -> None:
+        """Something about this instrument changed: read the store at the next refresh."""
+        self._store_dirty = True
 
     def view(self) -> InstrumentView | None:
         return next((v for v in self.runtime.instruments() if v.id == self.instrument_id), None)
@@ -337,7 +351,8 @@ class InstrumentDetail(QDialog):
             return
         self._show_view(v)
         self._show_queue(v)
-        self._read_store()
+        if self._store_dirty or time.monotonic() - self._last_read >= STORE_READ_S:
+            self._read_store()
 
     def _show_view(self, v: InstrumentView) -> None:
         self.setWindowTitle(f"{v.name or v.id} — instrument")
@@ -353,12 +368,23 @@ class InstrumentDetail(QDialog):
                                                            + ("s" if v.capacity != 1 else "")) if p))
         self.state.setText(f"<b>{STATE_LABELS[state]}</b>")
         self.state.setToolTip(v.detail)
-        util = ("—" if self._busy_today is None else
-                f"{self._busy_today / self._today_span * 100:.0f} % busy today "
-                f"({format_seconds(self._busy_today)})" if self._today_span > 0 else "0 % busy today")
+        util = self._utilisation_text(v)
         self.figures.set_full_text(" · ".join((v.detail, util, f"{v.completed:,} done · {v.failed:,} failed "
                                                "since start", f"heartbeat {format_age(v.heartbeat_age)}")))
         self.capabilities.set_full_text("Capabilities: " + ", ".join(v.capabilities))
+
+    def _utilisation_text(self, v: InstrumentView) -> str:
+        """Busy time today: the stored log up to the last read, plus the time since if Busy now."""
+        if self._busy_today is None:
+            return "busy today: reading…"
+        now = self._now()
+        if local_midnight(now) != self._midnight:  # a new day began since the read
+            self._store_dirty = True
+            return "busy today: reading…"
+        busy = self._busy_today + (max(0.0, now - self._read_at) if v.status is ModuleStatus.Busy else 0.0)
+        span = now - self._midnight
+        share = busy / span * 100 if span > 0 else 0.0
+        return f"{share:.0f} % busy today ({format_seconds(busy)})"
 
     def _jobs(self) -> dict[str, Job]:
         dispatcher = getattr(self.runtime, "dispatcher", None)
@@ -400,19 +426,22 @@ class InstrumentDetail(QDialog):
             self._again = True
             return
         self._again = False
+        self._store_dirty = False
+        self._last_read = time.monotonic()
         try:
             self._read = self.reads.spawn(self._load(self.instrument_id), self._loaded)
         except RuntimeError:  # no running loop yet: the timer reads once it runs
             self._read = None
 
-    async def _load(self, iid: str) -> tuple[str, float, float, float, list[Any], list[Any]]:
+    async def _load(self, iid: str) -> tuple[str, float, float, float, list[Any], list[Any], list[Any]]:
         store = self.runtime.store
         now = self._now()
         since = local_midnight(now)
 
-        def read(_conn: Any) -> tuple[str, float, float, float, list[Any], list[Any]]:
+        def read(_conn: Any) -> tuple[str, float, float, float, list[Any], list[Any], list[Any]]:
             return (iid, now, since, store.instrument_busy_seconds(iid, since, now),
-                    store.instrument_log(iid, LOG_LIMIT), store.audit_entries(iid)[-LOG_LIMIT:])
+                    store.instrument_log(iid, LOG_LIMIT), store.audit_entries(iid)[-LOG_LIMIT:],
+                    store.audit_sends_to(iid, LOG_LIMIT))
 
         return await store.read(read)
 
@@ -424,15 +453,17 @@ class InstrumentDetail(QDialog):
             log.warning("instrument %s: reading its log failed: %s", self.instrument_id, exc)
             self._say(f"Could not read the log of {self.instrument_id}: {exc}", "bad")
             return
-        iid, now, since, busy, changes, audit = task.result()
+        iid, now, since, busy, changes, audit, sends = task.result()
         if iid != self.instrument_id:
             self._read_store()
             return
-        self._busy_today, self._today_span = busy, now - since
+        self._busy_today, self._read_at, self._midnight = busy, now, since
         rows = [(at, Row((clock_time(at, now), f"{old or '—'} → {new}", detail or "",
                           ", ".join(orders)), orders[0] if len(orders) == 1 else None))
                 for _seq, at, old, new, detail, orders in changes]
         rows += [(e.at, Row((clock_time(e.at, now), e.action, e.reason or "", e.who))) for e in audit]
+        rows += [(e.at, Row((clock_time(e.at, now), f"{e.target} sent here", e.reason or "",
+                             f"{e.target} · {e.who}"), e.target)) for e in sends]
         rows.sort(key=lambda r: r[0], reverse=True)
         self.log.set_rows([r for _at, r in rows[:LOG_LIMIT]])
         self.log_label.setText(f"<b>Log</b> — status changes and operator decisions, newest first "
@@ -530,6 +561,7 @@ class InstrumentDetail(QDialog):
             message = (f"{order_id} sent to {instrument_id}: it runs there as soon as {instrument_id} is free"
                        if ok else str(exc))
             self._say(message, "good" if ok else "bad")
+            self._store_dirty = True
             self.refresh()
             self.step_sent.emit(order_id, instrument_id, ok, message)
 

@@ -572,7 +572,11 @@ class RobotsPanel(Panel):
 
     @Slot(object)
     def _on_events(self, events: list[Any]) -> None:
+        shown = self.detail_window.instrument_id if self.detail_window.isVisible() else None
         for event in events:
+            if shown is not None and (getattr(event, "instrument_id", None) == shown
+                                      or isinstance(event, OperatorAction)):
+                self.detail_window.note_change()
             if isinstance(event, StepProgress):
                 if event.progress is not None:
                     self._progress[event.order_id] = event.progress

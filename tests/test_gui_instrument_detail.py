@@ -77,6 +77,16 @@ def test_detail_shows_running_next_log_and_today(cell, qtbot, qrun):
     window = _open(qtbot, panel, "Reader2")
     qtbot.waitUntil(lambda: window.log.rowCount() >= 2)
     save_screenshot(panel, "robots-panel-details-action")
+    # the store is read again only when something about the instrument changed
+    loads = []
+    window.loaded.connect(loads.append)
+    window.refresh()
+    window.refresh()
+    qtbot.wait(100)
+    assert loads == []
+    window.note_change()
+    window.refresh()
+    qtbot.waitUntil(lambda: loads == ["Reader2"])
     # running now: Hog2's step; next: the unrestricted read (Hog1's step is pinned elsewhere)
     assert [r.order_id for r in window.running.rows] == [_step(rt, hog2)["order_id"]]
     assert [r.order_id for r in window.queue.rows] == [_step(rt, free)["order_id"]]
@@ -140,6 +150,10 @@ def test_send_a_queued_step_to_this_instrument(cell, qtbot, qrun):
     assert (entry.action, entry.reason) == ("send to instrument", "Reader1 needs its lamp changed")
     assert f"{order_id} sent to Reader2" in window.feedback.text()
     assert "sent to Reader2" in panel.feedback.text()
+    # the decision is in the instrument's log, with who and why
+    qtbot.waitUntil(lambda: window.log.rowCount() > 0 and window.log.index(0, 1).data() == f"{order_id} sent here")
+    assert window.log.index(0, 2).data() == "Reader1 needs its lamp changed"
+    assert window.log.index(0, 0).data(ORDER_ROLE) == order_id
     # now pinned here: shown as such and not offered again
     assert window.queue.rows[0].cells[6] == "Reader2 (FullRestriction)"
     window.select_queued(order_id)

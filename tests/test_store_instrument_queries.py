@@ -52,3 +52,13 @@ def test_orders_by_id_prefix_ignores_case_and_is_bounded(store):
     assert store.orders_by_id_prefix("  ") == []
     assert store.orders_by_id_prefix("zz") == []
     assert len(store.orders_by_id_prefix("Order_", limit=7)) == 7
+
+
+def test_sends_to_an_instrument_newest_first_within_the_window(store):
+    store.write_sync(store.audit_op("ann", "send to instrument", "O1", "faster", {"instrument": "R1"}))
+    store.write_sync(store.audit_op("bob", "send to instrument", "O2", None, {"instrument": "R2"}))
+    store.write_sync(store.audit_op("cy", "disable instrument", "R1", "lamp"))
+    store.write_sync(store.audit_op("dee", "send to instrument", "O3", "again", {"instrument": "R1"}))
+    assert [(e.target, e.who) for e in store.audit_sends_to("R1")] == [("O3", "dee"), ("O1", "ann")]
+    assert [e.target for e in store.audit_sends_to("R1", window=2)] == ["O3"]
+    assert store.audit_sends_to("R3") == []
