@@ -75,14 +75,14 @@ class LinkListener:
     def start(self) -> bool:
         from PySide6.QtNetwork import QLocalServer, QLocalSocket
 
-        if self.server.listen(self.name):
-            return True
-        probe = QLocalSocket()
+        probe = QLocalSocket()  # first: listening would replace the other console's socket
         probe.connectToServer(self.name)
         if probe.waitForConnected(200):  # a local connect answers at once, or fails at once
             probe.disconnectFromServer()
             log.warning("another console answers deep links on this data dir; this one does not")
             return False
+        if self.server.listen(self.name):
+            return True
         QLocalServer.removeServer(self.name)  # left behind by a console that did not close
         if not self.server.listen(self.name):
             log.warning("deep links: cannot listen on %s: %s", self.name, self.server.errorString())
@@ -98,6 +98,8 @@ class LinkListener:
         while (sock := self.server.nextPendingConnection()) is not None:
             sock.readyRead.connect(lambda sock=sock: self._on_ready(sock))
             sock.disconnected.connect(sock.deleteLater)
+            if sock.bytesAvailable():  # the request may have arrived with the connection
+                self._on_ready(sock)
 
     def _on_ready(self, sock: Any) -> None:
         if not sock.canReadLine():

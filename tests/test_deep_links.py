@@ -3,17 +3,20 @@ console running on the same data dir — a real console process (offscreen) and 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 from test_console_e2e import free_port
 
-from console.app import link_server_name
+from console.app import LinkListener, link_server_name
 from console.cli import parse_link
 from core.errors import ConfigError
 
@@ -38,6 +41,30 @@ def test_links_parse_and_name_one_socket_per_data_dir(tmp_path):
     assert link_server_name(a) == link_server_name(tmp_path / "x" / ".." / "a")
 
 
+def test_a_second_console_on_the_same_data_dir_leaves_the_links_to_the_first(tmp_path, qtbot, qrun):
+    seen: list[tuple[str, str]] = []
+
+    def focus(name):
+        async def show(order_id):
+            seen.append((name, order_id))
+            return {"ok": True, "order": order_id, "selected": True}
+        return show
+
+    first, second = LinkListener(tmp_path, focus("first")), LinkListener(tmp_path, focus("second"))
+    try:
+        assert first.start()
+        assert not second.start()
+        # the command line, as a process on a thread: this process's loop answers meanwhile
+        done = qrun(asyncio.to_thread(lc, "open", "labconsole://order/Order_7", data_dir=tmp_path),
+                    timeout_ms=60_000)
+        assert done.returncode == 0, done.stderr
+        assert seen == [("first", "Order_7")]
+        assert done.stdout.strip() == f"Order_7: selected in Jobs in the console on {tmp_path}"
+    finally:
+        first.close()
+        second.close()
+
+
 def test_open_focuses_the_order_in_the_running_console(tmp_path):
     data, other = tmp_path / "data", tmp_path / "other"
     data.mkdir()
@@ -48,6 +75,13 @@ def test_open_focuses_the_order_in_the_running_console(tmp_path):
     assert refused.stderr.strip() == f"labconsole: no console is running on {data}"
     bad = lc("open", "https://example.org/order/1", data_dir=data)
     assert bad.returncode == 2 and "is not a labconsole link: expected labconsole://order/ID" in bad.stderr
+    # a socket file left behind by a console that was killed: nobody answers, the next console
+    # replaces it
+    stale = Path(tempfile.gettempdir()) / link_server_name(data)
+    with socket.socket(socket.AF_UNIX) as left:
+        left.bind(str(stale))
+    assert stale.exists()
+    assert lc("open", "Order_00012", data_dir=data).returncode == 1
 
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "console", "--data-dir", str(data), "--port", str(free_port()),
