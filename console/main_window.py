@@ -94,6 +94,7 @@ class MainWindow(QMainWindow):
         file_menu.addAction(quit_action)
         view_menu = self.menuBar().addMenu("&View")
         for n, dock in enumerate(self.docks.values(), 1):
+            dock.toggleViewAction().setText(f"{dock.windowTitle()} panel")  # shown or hidden
             dock.toggleViewAction().setShortcut(QKeySequence(f"Shift+F{n + 1}"))
             view_menu.addAction(dock.toggleViewAction())
         view_menu.addSeparator()
@@ -130,7 +131,7 @@ class MainWindow(QMainWindow):
         go_menu.addAction(self.palette_action)
         go_menu.addSeparator()
         for n, name in enumerate(self.docks, 1):
-            action = QAction(f"&{n} {name}", self)
+            action = QAction(f"Go to {name}", self)
             action.setObjectName(f"go_{name.lower()}")
             action.setShortcut(QKeySequence(f"Ctrl+{n}"))
             action.setToolTip(f"Show the {name} panel and put the focus in it")
