@@ -19,6 +19,7 @@ only when their rows changed, so an idle instrument costs no repaint.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 from dataclasses import dataclass
@@ -65,6 +66,9 @@ STORE_READ_S = 15.0
 """Longest time between two store reads while shown (utilisation today moves on)."""
 QUEUE_LIMIT = 500
 """Queued steps listed for one instrument (the first in order of service)."""
+INLINE_JOBS = 2000
+"""Up to this many jobs in the dispatcher, the queue is picked on the loop (a few ms); beyond,
+on a worker thread from a snapshot of the job list, so the loop never stalls on it."""
 ORDER_ROLE = Qt.ItemDataRole.UserRole + 1
 """Item role holding a row's order id (None for rows without one)."""
 
@@ -143,14 +147,17 @@ def restriction_text(job: Job) -> str:
     return f"{', '.join(job.restrict)} ({job.strategy.name})"
 
 
-def may_come_here(job: Job, instrument_id: str, capabilities: frozenset[str] | tuple[str, ...]) -> bool:
-    """Whether the queued step could run on this instrument: it offers the step's capability and
-    the restriction does not forbid it outright (a conditional restriction — UnlessBusy, ... —
-    allows it while its condition holds; the dispatcher decides that when a step is sent)."""
-    if job.status is not JobStatus.QUEUED or job.capability not in capabilities:
-        return False
-    return (not job.restrict or job.strategy is not ModuleRestrictionStrategy.FullRestriction
-            or instrument_id in job.restrict)
+def next_for(jobs: list[Job], instrument_id: str, capabilities: frozenset[str],
+             limit: int = QUEUE_LIMIT) -> tuple[list[Job], int]:
+    """The first ``limit`` queued steps, in order of service, that could run on this instrument,
+    and how many there are in all (O(n log limit), no full sort). A step could run here when the
+    instrument offers its capability and its restriction does not forbid it outright: a
+    conditional one (UnlessBusy, ...) allows it while its condition holds, which the dispatcher
+    decides when the step is sent."""
+    queued, full = JobStatus.QUEUED, ModuleRestrictionStrategy.FullRestriction
+    candidates = [j for j in jobs if j.status is queued and j.capability in capabilities
+                  and (not j.restrict or j.strategy is not full or instrument_id in j.restrict)]
+    return heapq.nsmallest(limit, candidates, key=Job.key), len(candidates)
 
 
 def pinned_here(job: Job, instrument_id: str) -> bool:
@@ -186,6 +193,7 @@ class InstrumentDetail(QDialog):
         self._midnight = 0.0
         self._store_dirty = True
         self._last_read = 0.0
+        self._picking: asyncio.Task[Any] | None = None
 
         self.badge = QLabel(self)
         self.title = ElidedLabel("", self)
@@ -403,18 +411,35 @@ class InstrumentDetail(QDialog):
         self.running_label.setText(f"<b>Running now</b> — {len(running)} of {v.capacity} slot"
                                    + ("s" if v.capacity != 1 else ""))
         caps = frozenset(v.capabilities)
-        queued = sorted((j for j in jobs.values() if may_come_here(j, v.id, caps)), key=Job.key)
+        if len(jobs) <= INLINE_JOBS:
+            self._show_next(v.id, *next_for(list(jobs.values()), v.id, caps))
+        elif self._picking is None or self._picking.done():
+            snapshot = list(jobs.values())  # the dispatcher changes the dict on the loop, not the list
+            self._picking = self.reads.spawn(asyncio.to_thread(next_for, snapshot, v.id, caps),
+                                             lambda task, iid=v.id: self._picked(iid, task))
+        self._update_buttons()
+
+    def _picked(self, iid: str, task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or iid != self.instrument_id:
+            return
+        if task.exception() is not None:
+            log.warning("instrument %s: picking its queue failed: %s", iid, task.exception())
+            return
+        self._show_next(iid, *task.result())
+        self._update_buttons()
+
+    def _show_next(self, iid: str, queued: list[Job], total: int) -> None:
+        now = self._now()
         rows = []
-        for n, job in enumerate(queued[:QUEUE_LIMIT], 1):
-            here = pinned_here(job, v.id)
+        for n, job in enumerate(queued, 1):
+            here = pinned_here(job, iid)
             rows.append(Row((str(n), job.order_id, job.run_id or "", job.workflow or "", job.capability,
                              str(job.priority), restriction_text(job), format_seconds(max(0.0, now - job.submitted))),
                             job.order_id, "Already restricted to this instrument" if here else None))
         self.queue.set_rows(rows)
-        more = f" (first {QUEUE_LIMIT} of {len(queued):,})" if len(queued) > QUEUE_LIMIT else ""
-        self.queue_label.setText(f"<b>Next</b> — {len(queued):,} queued step{'s' if len(queued) != 1 else ''} "
+        more = f" (the first {QUEUE_LIMIT})" if total > QUEUE_LIMIT else ""
+        self.queue_label.setText(f"<b>Next</b> — {total:,} queued step{'s' if total != 1 else ''} "
                                  f"this instrument can run, in order of service{more}")
-        self._update_buttons()
 
     def _now(self) -> float:
         dispatcher = getattr(self.runtime, "dispatcher", None)

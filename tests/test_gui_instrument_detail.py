@@ -12,11 +12,12 @@ from PySide6.QtWidgets import QApplication
 
 from console.bridge import EventBridge
 from core.clock import VirtualClock
-from core.orders import ModuleRestrictionStrategy
+from core.dispatcher import Job
+from core.orders import ModuleRestrictionStrategy, Order
 from core.runtime import Runtime
 from core.templates import template_from_dict
 from core.workcell import parse_workcell
-from panels.instrument_detail import ORDER_ROLE, InstrumentDetail
+from panels.instrument_detail import INLINE_JOBS, ORDER_ROLE, QUEUE_LIMIT, InstrumentDetail
 from panels.robots import RobotsPanel
 from panels.style import format_seconds
 from panels.theme import apply_theme
@@ -183,6 +184,25 @@ def test_a_send_the_restriction_forbids_is_refused_and_said(cell, qtbot, qrun):
             in window.feedback.text())
     assert rt.dispatcher.queue.jobs[order_id].restrict == ("Reader1",)
     assert not [e for e in rt.audit(order_id) if e.action == "send to instrument"]
+    window.close()
+
+
+def test_a_long_queue_is_picked_off_the_loop_and_listed_in_order_of_service(cell, qtbot, qrun):
+    rt, clock, panel = cell
+    for reader in ("Reader1", "Reader2"):  # nothing is dispatched while the queue is looked at
+        qrun(rt.dispatcher.set_enabled(reader, False, who="tester", reason="queue test"))
+    count = INLINE_JOBS + 500
+    for n in range(count):
+        rt.dispatcher.queue.enqueue(Job(f"Q{n:05d}", Order(), "PlateReader.ReadPlate", priority=n % 100),
+                                    clock.now())
+    window = _open(qtbot, panel, "Reader2")
+    qtbot.waitUntil(lambda: window.queue.rowCount() == QUEUE_LIMIT)
+    assert f"{count:,} queued steps this instrument can run, in order of service (the first {QUEUE_LIMIT})" \
+        in window.queue_label.text()
+    first = [window.queue.rows[i].order_id for i in range(3)]
+    assert first == ["Q00099", "Q00199", "Q00299"]  # priority 99 first, then first come
+    assert [window.queue.rows[i].cells[5] for i in range(QUEUE_LIMIT)] == sorted(
+        (window.queue.rows[i].cells[5] for i in range(QUEUE_LIMIT)), key=int, reverse=True)
     window.close()
 
 
