@@ -137,10 +137,14 @@ class LinkListener:
         sock.disconnectFromServer()
 
 
-async def focus_order_in(window: Any, runtime: Any, order_id: str) -> dict[str, Any]:
-    """Show ``order_id`` in the window (a deep link): the answer says whether Jobs selected it."""
+async def focus_order_in(window: Any, runtime: Any, order_id: str,
+                         loaded: asyncio.Event | None = None) -> dict[str, Any]:
+    """Show ``order_id`` in the window (a deep link), once ``loaded`` is set (the orders are
+    listed): the answer says whether Jobs selected it."""
     from core.errors import OrderNotFoundError
 
+    if loaded is not None:
+        await loaded.wait()
     store = runtime.store
     try:
         await store.read(lambda _c: store.get_order(order_id))
@@ -219,11 +223,14 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
             signal.signal(sig, lambda *_: window.close())
         window.show()  # at once: instruments may take seconds to connect
         window.start_loop_lag()
+        # deep links are taken at once and answered once the orders are listed
+        loaded = asyncio.Event()
+        links = LinkListener(data_dir, lambda order_id: focus_order_in(window, runtime, order_id, loaded))
+        links.start()
         window.statusBar().showMessage("Connecting instruments, resuming runs…")
         await runtime.start(link=link, schedules=True)
         await window.load_orders()
-        links = LinkListener(data_dir, lambda order_id: focus_order_in(window, runtime, order_id))
-        links.start()
+        loaded.set()
         # the 100k order rows and the models live for the whole shift: keep them out of the
         # cyclic GC's way (full collections over them cost 140-215 ms stalls; bench/gui.py)
         gc.freeze()

@@ -218,8 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-LINK_TIMEOUT_MS = 10_000
-"""How long ``labconsole open`` waits for the console's answer."""
+LINK_TIMEOUT_MS = 60_000
+"""How long ``labconsole open`` waits for the console's answer (a console still starting answers
+once its orders are listed)."""
 
 
 def parse_link(target: str) -> str:
