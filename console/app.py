@@ -5,11 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import getpass
+import hashlib
+import json
 import logging
+import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.errors import LabconsoleError
 
@@ -33,6 +38,126 @@ async def _watch_store(runtime, interval: float = 2.0) -> None:  # noqa: ANN001
             await runtime.engine.sync_with_store()
         except LabconsoleError as exc:
             log.warning("store watch: %s", exc)
+
+
+LINK_LINE_LIMIT = 4096
+"""Longest request line a console accepts on its link socket."""
+
+
+def link_server_name(data_dir: Path) -> str:
+    """The local socket name a console listens on for ``labconsole open``: one per user and data
+    dir (a console on another data dir, or of another user, never answers)."""
+    user = str(os.getuid()) if hasattr(os, "getuid") else getpass.getuser()
+    digest = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:20]
+    return f"labconsole-{user}-{digest}"
+
+
+class LinkListener:
+    """The running console's end of deep links (``labconsole open ID``), on a QLocalServer.
+
+    A client sends one JSON line ``{"open": "Order_00012"}``; ``focus(order_id)`` (a coroutine)
+    shows the order and returns the answer, sent back as one JSON line: ``{"ok": true, "order":
+    ..., "selected": true}`` or ``{"ok": false, "error": "..."}``. A socket left behind by a
+    console that crashed is replaced; if another console already answers on this data dir, this
+    one does not listen (and says so in the log).
+    """
+
+    def __init__(self, data_dir: Path, focus: Callable[[str], Awaitable[dict[str, Any]]]) -> None:
+        from PySide6.QtNetwork import QLocalServer
+
+        self.name = link_server_name(data_dir)
+        self.focus = focus
+        self.server = QLocalServer()
+        self.server.setSocketOptions(QLocalServer.SocketOption.UserAccessOption)
+        self.server.newConnection.connect(self._on_connection)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def start(self) -> bool:
+        from PySide6.QtNetwork import QLocalServer, QLocalSocket
+
+        probe = QLocalSocket()  # first: listening would replace the other console's socket
+        probe.connectToServer(self.name)
+        if probe.waitForConnected(200):  # a local connect answers at once, or fails at once
+            probe.disconnectFromServer()
+            log.warning("another console answers deep links on this data dir; this one does not")
+            return False
+        if self.server.listen(self.name):
+            return True
+        QLocalServer.removeServer(self.name)  # left behind by a console that did not close
+        if not self.server.listen(self.name):
+            log.warning("deep links: cannot listen on %s: %s", self.name, self.server.errorString())
+            return False
+        return True
+
+    def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        self.server.close()
+
+    def _on_connection(self) -> None:
+        while (sock := self.server.nextPendingConnection()) is not None:
+            sock.readyRead.connect(lambda sock=sock: self._on_ready(sock))
+            sock.disconnected.connect(sock.deleteLater)
+            if sock.bytesAvailable():  # the request may have arrived with the connection
+                self._on_ready(sock)
+
+    def _on_ready(self, sock: Any) -> None:
+        if not sock.canReadLine():
+            if sock.bytesAvailable() > LINK_LINE_LIMIT:
+                self._answer(sock, {"ok": False, "error": f"request longer than {LINK_LINE_LIMIT} bytes"})
+            return
+        line = bytes(sock.readLine(LINK_LINE_LIMIT + 1)).decode("utf-8", "replace")
+        try:
+            request = json.loads(line)
+            order_id = request["open"] if isinstance(request, dict) else None
+        except (ValueError, KeyError):
+            order_id = None
+        if not isinstance(order_id, str) or not order_id.strip():
+            self._answer(sock, {"ok": False, "error": 'expected one JSON line {"open": ORDER_ID}'})
+            return
+        task = asyncio.get_event_loop().create_task(self.focus(order_id.strip()))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda t, sock=sock: self._finished(sock, t))
+
+    def _finished(self, sock: Any, task: asyncio.Task[dict[str, Any]]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        self._answer(sock, task.result() if exc is None else {"ok": False, "error": str(exc)})
+
+    @staticmethod
+    def _answer(sock: Any, reply: dict[str, Any]) -> None:
+        from PySide6.QtNetwork import QLocalSocket
+
+        if sock.state() != QLocalSocket.LocalSocketState.ConnectedState:
+            return
+        sock.write(json.dumps(reply).encode() + b"\n")
+        sock.flush()
+        sock.disconnectFromServer()
+
+
+async def focus_order_in(window: Any, runtime: Any, order_id: str,
+                         loaded: asyncio.Event | None = None) -> dict[str, Any]:
+    """Show ``order_id`` in the window (a deep link), once ``loaded`` is set (the orders are
+    listed): the answer says whether Jobs selected it."""
+    from core.errors import OrderNotFoundError
+
+    if loaded is not None:
+        await loaded.wait()
+    store = runtime.store
+    try:
+        await store.read(lambda _c: store.get_order(order_id))
+    except OrderNotFoundError:
+        return {"ok": False, "error": f"no order '{order_id}' in {store.path}"}
+    window.focus_order(order_id)
+    for _ in range(10):  # an order created a moment ago reaches the Jobs list a frame later
+        if window.jobs.current_id() == order_id:
+            break
+        await asyncio.sleep(0.05)
+    selected = window.jobs.current_id() == order_id
+    log.info("deep link: %s %s", order_id, "selected in Jobs" if selected else "shown in Detail (not listed in Jobs)")
+    return {"ok": True, "order": order_id, "selected": selected}
 
 
 def config_file(data_dir: Path, config: Path | None) -> Path | None:
@@ -94,6 +219,7 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
                             module_id=module_id)
     idle_minutes = idle_lock_minutes(config_file(data_dir, config))  # [USERS], checked before the window
     watcher = None
+    links: LinkListener | None = None
     try:
         link.check()  # refused before the window opens and before any instrument moves
         window = MainWindow(runtime, settings_for(data_dir))
@@ -102,9 +228,14 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
             signal.signal(sig, lambda *_: window.close())
         window.show()  # at once: instruments may take seconds to connect
         window.start_loop_lag()
+        # deep links are taken at once and answered once the orders are listed
+        loaded = asyncio.Event()
+        links = LinkListener(data_dir, lambda order_id: focus_order_in(window, runtime, order_id, loaded))
+        links.start()
         window.statusBar().showMessage("Connecting instruments, resuming runs…")
         await runtime.start(link=link, schedules=True)
         await window.load_orders()
+        loaded.set()
         from panels.login import start_session
 
         if await start_session(window, runtime, idle_minutes) is False:  # named users: sign in
@@ -118,6 +249,8 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
         await window.closed
         return 0
     finally:
+        if links is not None:
+            links.close()
         if watcher is not None:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

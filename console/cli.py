@@ -2,6 +2,7 @@
 
     labconsole [--data-dir D] [--demo-orders N]          the console window
         [--data-services-url URL | --bind ADDR --token-file F] [--port P] [--max-body-mb N]
+    labconsole open ORDER_ID | labconsole://order/ID     focus an order in the console on this data dir
     labconsole demo-orders N                             fill the store with demo orders
     labconsole templates validate FILE...                check template files (file:line: field: problem)
     labconsole templates publish FILE...                 publish them as new versions
@@ -70,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 8; larger ones get HTTP 413)")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("gui", help="open the console window (the default)")
+    open_link = sub.add_parser("open", help="select an order in the console running on this data dir "
+                               "(exit 1 if none is running)")
+    open_link.add_argument("target", metavar="ORDER_ID", help="an order id or a labconsole://order/ID link")
     demo = sub.add_parser("demo-orders", help="fill the store with about N demo orders, headless")
     demo.add_argument("count", type=int)
     demo.add_argument("--seed", type=int, default=7)
@@ -212,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from core.store import resolve_data_dir
 
         data_dir = resolve_data_dir(args.data_dir)
+        if args.command == "open":
+            return _open(args.target, data_dir)
         if args.command in (None, "gui"):
             from console.app import main_gui
             from core.dataservices.config import resolve_token, resolve_url
@@ -249,6 +255,61 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LabconsoleError as exc:
         print(f"labconsole: {exc}", file=sys.stderr)
         return 2
+
+
+LINK_TIMEOUT_MS = 60_000
+"""How long ``labconsole open`` waits for the console's answer (a console still starting answers
+once its orders are listed)."""
+
+
+def parse_link(target: str) -> str:
+    """The order id of ``ORDER_ID`` or ``labconsole://order/ID`` (percent-escapes decoded)."""
+    from urllib.parse import unquote, urlsplit
+
+    from core.errors import ConfigError
+
+    text = target.strip()
+    if "://" not in text:
+        if not text:
+            raise ConfigError.at("an order id or a labconsole://order/ID link is needed", field="ORDER_ID")
+        return text
+    parts = urlsplit(text)
+    order_id = unquote(parts.path.strip("/"))
+    if parts.scheme.lower() != "labconsole" or parts.netloc.lower() != "order" or not order_id or "/" in order_id:
+        raise ConfigError.at(f"'{target}' is not a labconsole link: expected labconsole://order/ID",
+                             field="ORDER_ID")
+    return order_id
+
+
+def _open(target: str, data_dir: Path) -> int:
+    """Send the order id to the console listening for this data dir; print what it did."""
+    from PySide6.QtNetwork import QLocalSocket
+
+    from console.app import link_server_name
+
+    order_id = parse_link(target)
+    sock = QLocalSocket()
+    sock.connectToServer(link_server_name(data_dir))
+    if not sock.waitForConnected(2000):
+        print(f"labconsole: no console is running on {data_dir}", file=sys.stderr)
+        return 1
+    sock.write(json.dumps({"open": order_id}).encode() + b"\n")
+    sock.waitForBytesWritten(2000)
+    answer = b""
+    while not answer.endswith(b"\n") and sock.waitForReadyRead(LINK_TIMEOUT_MS):
+        answer += bytes(sock.readAll())
+    sock.disconnectFromServer()
+    try:
+        reply = json.loads(answer.decode("utf-8", "replace"))
+    except ValueError:
+        print(f"labconsole: the console on {data_dir} did not answer", file=sys.stderr)
+        return 1
+    if not reply.get("ok"):
+        print(f"labconsole: {reply.get('error')}", file=sys.stderr)
+        return 1
+    where = "selected in Jobs" if reply.get("selected") else "shown in Detail (not listed in Jobs)"
+    print(f"{order_id}: {where} in the console on {data_dir}")
+    return 0
 
 
 def _rehearse(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,22 @@ from panels.detail import DetailPanel
 from panels.help import HelpDialog, about_html, collect_shortcuts, data_html, shortcuts_html
 from panels.jobs import JobsPanel
 from panels.metrics import MetricsPanel
+from panels.palette import (
+    ACTION,
+    INSTRUMENT,
+    ORDER,
+    TEMPLATE,
+    CommandPalette,
+    PaletteItem,
+    action_items,
+)
 from panels.robots import RobotsPanel
 from panels.schedules import SchedulesPanel
 from panels.templates import TemplatesPanel
 from panels.theme import SETTINGS_KEY, THEME_NAMES, Theme, apply_theme, load_theme, theme_name
 from panels.widgets import LoopLagIndicator, LoopLagProbe
 
+log = logging.getLogger(__name__)
 STATE_VERSION = 2
 DASHBOARD_KEY = "ui/dashboard_expanded"
 """Whether the Dashboard shows its sections below the KPI cards (compact by default)."""
@@ -70,6 +81,7 @@ class MainWindow(QMainWindow):
         self.detail.navigate.connect(self._select_in_jobs)
         self.templates.run_started.connect(self._select_in_jobs)
         self.templates.run_selected.connect(self._select_in_jobs)
+        self.robots.order_requested.connect(self.focus_order)
 
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("Dashboard", self.dashboard, Qt.DockWidgetArea.TopDockWidgetArea)
@@ -96,7 +108,9 @@ class MainWindow(QMainWindow):
         quit_action.triggered.connect(self.close)
         file_menu.addAction(quit_action)
         view_menu = self.menuBar().addMenu("&View")
-        for dock in self.docks.values():
+        for n, dock in enumerate(self.docks.values(), 1):
+            dock.toggleViewAction().setText(f"{dock.windowTitle()} panel")  # shown or hidden
+            dock.toggleViewAction().setShortcut(QKeySequence(f"Shift+F{n + 1}"))
             view_menu.addAction(dock.toggleViewAction())
         view_menu.addSeparator()
         theme_menu = view_menu.addMenu("&Theme")
@@ -106,6 +120,7 @@ class MainWindow(QMainWindow):
             action = QAction(load_theme(name).label, self)
             action.setObjectName(f"theme_{name}")
             action.setCheckable(True)
+            action.setShortcut(QKeySequence({"light": "Ctrl+Shift+L", "dark": "Ctrl+Shift+N"}.get(name, "")))
             action.setChecked(name == self.theme.name)
             action.triggered.connect(lambda _checked=False, name=name: self.set_theme(name))
             themes.addAction(action)
@@ -120,12 +135,30 @@ class MainWindow(QMainWindow):
         self.dashboard_action.toggled.connect(self.dashboard.set_expanded)
         view_menu.insertAction(view_menu.actions()[len(self.docks)], self.dashboard_action)
 
+        go_menu = self.menuBar().addMenu("&Go")
+        self.palette = CommandPalette(self._palette_entries, runtime.store, self)
+        self.palette.chosen.connect(self.run_palette_item)
+        self.palette_action = QAction("&Command palette…", self)
+        self.palette_action.setObjectName("commandPalette")
+        self.palette_action.setShortcut(QKeySequence("Ctrl+K"))
+        self.palette_action.setToolTip("Find an order by id, a template, an instrument or an action")
+        self.palette_action.triggered.connect(self.show_palette)
+        go_menu.addAction(self.palette_action)
+        go_menu.addSeparator()
+        for n, name in enumerate(self.docks, 1):
+            action = QAction(f"Go to {name}", self)
+            action.setObjectName(f"go_{name.lower()}")
+            action.setShortcut(QKeySequence(f"Ctrl+{n}"))
+            action.setToolTip(f"Show the {name} panel and put the focus in it")
+            action.triggered.connect(lambda _checked=False, name=name: self.go_to(name))
+            go_menu.addAction(action)
+
         help_menu = self.menuBar().addMenu("&Help")
         self.help_dialog: HelpDialog | None = None
         for key, text, shortcut, slot in (
                 ("shortcuts", "&Keyboard shortcuts", "F1", self.show_shortcuts),
-                ("data", "&Where the data lives", None, self.show_data_locations),
-                ("about", "&About labconsole", None, self.show_about)):
+                ("data", "&Where the data lives", "Ctrl+F1", self.show_data_locations),
+                ("about", "&About labconsole", "Ctrl+Shift+F1", self.show_about)):
             action = QAction(text, self)
             action.setObjectName(f"help_{key}")
             if shortcut:
@@ -213,6 +246,75 @@ class MainWindow(QMainWindow):
         if not url:
             return None
         return f"{url} (embedded in this console)" if link is not None and link.embedded else url
+
+    # -- finding and focusing
+    @Slot()
+    def show_palette(self) -> CommandPalette:
+        """Go > Command palette (Ctrl+K)."""
+        self.palette.popup(self)
+        return self.palette
+
+    def _palette_entries(self) -> list[PaletteItem]:
+        actions = []
+        for menu_action in self.menuBar().actions():
+            menu = menu_action.menu()
+            group = menu_action.text().replace("&", "")
+            stack = list(menu.actions()) if menu is not None else []
+            while stack:
+                action = stack.pop(0)
+                if action is self.palette_action:
+                    continue
+                if action.menu() is not None:
+                    stack[:0] = action.menu().actions()
+                    continue
+                action.setProperty("paletteGroup", group)
+                actions.append(action)
+        instruments = [PaletteItem(INSTRUMENT, v.id, v.name or v.id, f"{v.id} · {v.kind} · {v.status.name}")
+                       for v in self.runtime.instruments()]
+        templates = [PaletteItem(TEMPLATE, t.name, t.name, f"version {t.version}")
+                     for t in self.runtime.templates()]
+        return instruments + templates + action_items(actions)
+
+    @Slot(object)
+    def run_palette_item(self, item: PaletteItem) -> None:
+        """Open what the palette found: an order in Jobs and Detail, a template in Templates, an
+        instrument's detail window; or run an action."""
+        if item.kind == ORDER:
+            self.focus_order(item.key)
+        elif item.kind == INSTRUMENT:
+            self.go_to("Robots")
+            self.robots.open_details(item.key)
+        elif item.kind == TEMPLATE:
+            self.go_to("Templates")
+            row = self.templates.list_model.row_of(item.key)
+            if row is not None:
+                self.templates.list.selectRow(row)
+        elif item.kind == ACTION:
+            item.key.trigger()
+
+    def go_to(self, name: str) -> None:
+        """Show a panel's dock, bring it to the front and put the focus in it."""
+        dock = self.docks[name]
+        dock.show()
+        dock.raise_()
+        dock.widget().setFocus(Qt.FocusReason.ShortcutFocusReason)
+
+    @Slot(str)
+    def focus_order(self, order_id: str) -> bool:
+        """Select ``order_id`` in Jobs and show it in Detail (deep links, the palette, the Robots
+        panel); True when Jobs lists it now (else Jobs selects it once it arrives)."""
+        log.info("focusing order %s", order_id)
+        self.docks["Jobs"].show()
+        self.docks["Jobs"].raise_()
+        shown = self.jobs.select_order(order_id)
+        if not shown:
+            QTimer.singleShot(100, lambda: self.jobs.select_order(order_id))
+        self._show_details(order_id)
+        if self.isMinimized():
+            self.showNormal()
+        self.raise_()
+        self.activateWindow()
+        return shown
 
     @Slot(bool)
     def _on_dashboard_expanded(self, expanded: bool) -> None:

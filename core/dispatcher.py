@@ -49,7 +49,7 @@ from core.drivers.base import (
     ProgressSink,
 )
 from core.errors import IllegalTransitionError, NotFoundError, StateError
-from core.events import EventBus, InstrumentStatusChanged, OperatorAction
+from core.events import EventBus, InstrumentStatusChanged, OperatorAction, OrderUpdated
 from core.orders import (
     ModuleRestrictionStrategy,
     ModuleStatus,
@@ -813,6 +813,58 @@ class Dispatcher:
         job.scheduled = None
         self.queue.reprioritise(order_id)
         self.kick()
+
+    async def send_to(self, order_id: str, instrument_id: str, *, who: str, reason: str | None = None) -> Job:
+        """A queued step goes to this instrument: it becomes restricted to it (FullRestriction),
+        in the queue and in the stored order, audited in the same transaction, then a dispatch
+        pass runs. Refused (StateError, nothing changed) unless the step is queued, the instrument
+        offers its capability and the step's restriction allows the instrument now."""
+        inst = self._instrument(instrument_id)
+        job = self.queue.jobs.get(order_id)
+        if job is None or job.status is not JobStatus.QUEUED:
+            raise StateError(f"{order_id} is not waiting in the queue: only a queued step can be sent "
+                             f"to an instrument")
+        if job.capability not in inst.capabilities:
+            raise StateError(f"{instrument_id} cannot run {order_id}: the step needs {job.capability}, "
+                             f"{instrument_id} offers {', '.join(sorted(inst.capabilities)) or 'nothing'}")
+        if not self._eligible(job, inst, job.capability):
+            listed = ", ".join(job.restrict)
+            when = {ModuleRestrictionStrategy.UnlessBusy: "busy", ModuleRestrictionStrategy.UnlessError: "in Error",
+                    ModuleRestrictionStrategy.UnlessOffline: "Offline"}.get(job.strategy)
+            why = (f"{instrument_id} may take it only while all of them are {when}" if when is not None
+                   else f"it may run only there, not on {instrument_id}")
+            raise StateError(f"{order_id} is restricted to {listed} ({job.strategy.name}): {why}")
+        full = ModuleRestrictionStrategy.FullRestriction
+        before = {"restrictToModuleIds": ",".join(job.restrict) or None,
+                  "moduleRestrictionStrategy": job.strategy.name}
+        update = self.store.update_op(order_id, {"restrictToModuleIds": instrument_id,
+                                                 "moduleRestrictionStrategy": full})
+        audit = self.store.audit_op(who, "send to instrument", order_id, reason,
+                                    {"instrument": instrument_id, "before": before})
+
+        def op(conn: sqlite3.Connection) -> tuple[Order, tuple[Any, ...]]:
+            changed = update(conn)
+            audit(conn)
+            return changed
+
+        # the queue changes first (no dispatch pass can run before the write is awaited), and
+        # back if the write fails
+        previous = (job.restrict, job.strategy)
+        job.restrict, job.strategy = (instrument_id,), full
+        self.queue.reprioritise(order_id)
+        try:
+            order, row = await self.store.write(op)
+        except BaseException:
+            job.restrict, job.strategy = previous
+            if job.status is JobStatus.QUEUED:
+                self.queue.reprioritise(order_id)
+            raise
+        job.order = order
+        self.bus.publish(OrderUpdated(order_id=order_id, fields=("restrictToModuleIds", "moduleRestrictionStrategy"),
+                                      row=row))
+        self.bus.publish(OperatorAction(who=who, action="send to instrument", target=order_id, reason=reason))
+        self.kick()
+        return job
 
     # ------------------------------------------------------------------ views
 

@@ -797,6 +797,69 @@ class Store:
             return out
 
         return self.read_sync(fetch)
+    def instrument_log(self, instrument_id: str, limit: int = 500) -> list[tuple[Any, ...]]:
+        """The instrument's status changes, newest first (at most ``limit``): rows of
+        ``(seq, at, from_status, to_status, detail, order_ids)`` with ``order_ids`` a list."""
+        rows = self.read_sync(lambda c: c.execute(
+            "SELECT seq, at, from_status, to_status, detail, order_ids FROM instrument_log "
+            "WHERE instrument_id = ? ORDER BY seq DESC LIMIT ?", (instrument_id, int(limit))).fetchall())
+        return [(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]) if r[5] else []) for r in rows]
+
+    def instrument_busy_seconds(self, instrument_id: str, since: float, until: float) -> float:
+        """Seconds the instrument was Busy between ``since`` and ``until``, from its status log.
+
+        The state at ``since`` is the last change before it. A change whose ``from_status`` is not
+        the state the log last recorded marks a gap (the console was not running): the time
+        before it is not counted as Busy, whatever the last recorded state was.
+        """
+        def read(c: sqlite3.Connection) -> tuple[Any, list[tuple[Any, ...]]]:
+            before = c.execute("SELECT to_status FROM instrument_log WHERE instrument_id = ? AND at <= ? "
+                               "ORDER BY seq DESC LIMIT 1", (instrument_id, since)).fetchone()
+            later = c.execute("SELECT at, from_status, to_status FROM instrument_log WHERE instrument_id = ? "
+                              "AND at > ? AND at < ? ORDER BY seq", (instrument_id, since, until)).fetchall()
+            return before, later
+
+        before, later = self.read_sync(read)
+        state, start, busy = (before[0] if before is not None else None), since, 0.0
+        for at, from_status, to_status in later:
+            if state == "Busy" and from_status == "Busy":
+                busy += at - start
+            state, start = to_status, at
+        if state == "Busy":
+            busy += until - start
+        return busy
+
+    def audit_sends_to(self, instrument_id: str, limit: int = 100,
+                       window: int = 50_000) -> list[AuditEntry]:
+        """The "send to instrument" decisions naming ``instrument_id`` (their target is the order),
+        newest first, among the last ``window`` audit entries (a bounded range on the key)."""
+        rows = self.read_sync(lambda c: c.execute(
+            "SELECT seq, at, who, action, target, reason, details FROM audit "
+            "WHERE seq > (SELECT coalesce(max(seq), 0) FROM audit) - ? AND action = 'send to instrument' "
+            "AND json_extract(details, '$.instrument') = ? ORDER BY seq DESC LIMIT ?",
+            (int(window), instrument_id, int(limit))).fetchall())
+        return [AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]) if r[6] else None) for r in rows]
+
+    def orders_by_id_prefix(self, prefix: str, limit: int = 20) -> list[tuple[str, str | None, int]]:
+        """Orders whose id starts with ``prefix`` as typed, capitalised, upper or lower case
+        (``order_12`` finds ``Order_12…``), by id: ``(id, template name, status)``, at most
+        ``limit``. Each spelling is a range on the primary key: no scan, whatever the store size."""
+        prefix = prefix.strip()
+        if not prefix:
+            return []
+        limit = int(limit)
+        spellings = list(dict.fromkeys((prefix, prefix[:1].upper() + prefix[1:], prefix.capitalize(),
+                                        prefix.upper(), prefix.lower())))
+
+        def read(c: sqlite3.Connection) -> list[tuple[str, str | None, int]]:
+            found: dict[str, tuple[str, str | None, int]] = {}
+            for p in spellings:  # TEXT ids under BINARY collation: p <= id < p + the last code point
+                for r in c.execute("SELECT id, template_name, status FROM orders WHERE id >= ? AND id < ? "
+                                   "ORDER BY id LIMIT ?", (p, p + "\U0010ffff", limit)):
+                    found[r[0]] = (r[0], r[1], r[2])
+            return sorted(found.values())[:limit]
+
+        return self.read_sync(read)
 
 
 _ORDER_FIELDS = frozenset(Order.model_fields)

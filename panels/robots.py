@@ -30,7 +30,7 @@ from PySide6.QtCore import (
     Signal,
     Slot,
 )
-from PySide6.QtGui import QAction, QActionGroup, QMouseEvent, QPainter
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence, QMouseEvent, QPainter
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFrame,
@@ -53,6 +53,7 @@ from PySide6.QtWidgets import (
 from core.dispatcher import InstrumentView
 from core.events import InstrumentStatusChanged, OperatorAction, StepProgress
 from panels.base import Panel
+from panels.instrument_detail import InstrumentDetail
 from panels.style import (
     BUSY,
     DISABLED,
@@ -91,22 +92,24 @@ class InstrumentAction:
     done: str
     """Past tense for the feedback line."""
     tooltip: str
+    shortcut: str
+    """Keys while the Robots panel has the focus."""
 
 
 ACTIONS: tuple[InstrumentAction, ...] = (
     InstrumentAction("enable", "Enable", "power", False, lambda v: not v.enabled, "enabled",
-                     "Let the dispatcher send orders to this instrument again"),
+                     "Let the dispatcher send orders to this instrument again", "Ctrl+E"),
     InstrumentAction("disable", "Disable…", "ban", True, lambda v: v.enabled, "disabled",
-                     "No new orders for this instrument (asks for a reason)"),
+                     "No new orders for this instrument (asks for a reason)", "Ctrl+Shift+E"),
     InstrumentAction("out_of_service", "Out of service…", "wrench", True,
                      lambda v: v.in_service and not v.draining, "taken out of service",
                      "Take out of service for manual work; a running order finishes first "
-                     "(asks for a reason)"),
+                     "(asks for a reason)", "Ctrl+Shift+O"),
     InstrumentAction("release", "Release", "release", False,
                      lambda v: not v.in_service or v.draining, "released to service",
-                     "Back in service after manual work"),
+                     "Back in service after manual work", "Ctrl+Shift+B"),
     InstrumentAction("reconnect", "Reconnect", "refresh", False, lambda v: not v.running, "reconnected",
-                     "Disconnect and connect again (only when idle)"),
+                     "Disconnect and connect again (only when idle)", "Ctrl+Shift+C"),
 )
 ACTION_BY_KEY = {a.key: a for a in ACTIONS}
 
@@ -261,6 +264,7 @@ class InstrumentCard(QFrame):
 
     clicked = Signal(str)
     menu_requested = Signal(str, QPoint)
+    details_requested = Signal(str)
 
     def __init__(self, view: InstrumentView, description: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -355,6 +359,11 @@ class InstrumentCard(QFrame):
             self.menu_requested.emit(self.instrument_id, event.globalPosition().toPoint())
         super().mousePressEvent(event)
 
+    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        if event.button() == Qt.MouseButton.LeftButton:
+            self.details_requested.emit(self.instrument_id)
+        super().mouseDoubleClickEvent(event)
+
     @Slot(object)
     def _on_theme(self, _theme: object) -> None:
         self._restyle()
@@ -414,6 +423,8 @@ class RobotsPanel(Panel):
 
     instrument_selected = Signal(str)
     action_finished = Signal(str, str, bool, str)
+    order_requested = Signal(str)
+    """An order opened from the instrument detail window (to select in Jobs)."""
     REFRESH_MS = TICK_MS
 
     def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None) -> None:
@@ -423,6 +434,12 @@ class RobotsPanel(Panel):
         """The open reason dialog, if any (tests fill it in)."""
         self.context_menu: QMenu | None = None
         """The instrument menu shown last (right click on a card or a row)."""
+        self.detail_window = InstrumentDetail(runtime, "", self)
+        """The instrument detail window (hidden until opened; reused for the next instrument).
+        Built at once so its keys are listed in Help > Keyboard shortcuts."""
+        self.detail_window.setWindowFlag(Qt.WindowType.Window, True)
+        self.detail_window.order_requested.connect(self.order_requested)
+        self.detail_window.step_sent.connect(self._on_step_sent)
         self._views: dict[str, InstrumentView] = {}
         self._order: list[str] = []
         self._progress: dict[str, float] = {}
@@ -443,17 +460,39 @@ class RobotsPanel(Panel):
             action.setObjectName(f"instrument_{spec.key}")
             action.setToolTip(spec.tooltip)
             action.setEnabled(False)
+            action.setShortcut(QKeySequence(spec.shortcut))
+            action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            action.setToolTip(f"{spec.tooltip} — {spec.shortcut}")
             action.triggered.connect(lambda _checked=False, key=spec.key: self.request_action(key))
             self.actions_by_key[spec.key] = action
             self.toolbar.addAction(action)
+            self.addAction(action)
+        self.details_action = QAction(icon("info"), "Details", self)
+        self.details_action.setObjectName("instrument_details")
+        self.details_action.setShortcut(QKeySequence("Ctrl+I"))
+        self.details_action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        self.details_action.setToolTip("Log, running and next orders, utilisation today; send a queued step "
+                                       "here (double-click a card or row) — Ctrl+I")
+        self.details_action.setEnabled(False)
+        self.details_action.triggered.connect(lambda _checked=False: self.open_details())
+        self.addAction(self.details_action)
         self.view_bar = QToolBar(self)
         self.view_bar.setIconSize(QSize(16, 16))
+        self.view_bar.addAction(self.details_action)  # beside the summary: always in sight
+        details_button = self.view_bar.widgetForAction(self.details_action)
+        details_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        details_button.setObjectName("instrumentDetailsButton")
+        self.view_bar.addSeparator()
         group = QActionGroup(self)
         self.cards_action = QAction(icon("cards"), "Cards", self)
-        self.cards_action.setToolTip("Show the instruments as cards")
+        self.cards_action.setShortcut(QKeySequence("Ctrl+Alt+1"))
+        self.cards_action.setToolTip("Show the instruments as cards — Ctrl+Alt+1")
         self.table_action = QAction(icon("table"), "Table", self)
-        self.table_action.setToolTip("Show the instruments as a table")
+        self.table_action.setShortcut(QKeySequence("Ctrl+Alt+2"))
+        self.table_action.setToolTip("Show the instruments as a table — Ctrl+Alt+2")
         for action in (self.cards_action, self.table_action):
+            action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            self.addAction(action)
             action.setCheckable(True)
             group.addAction(action)
             self.view_bar.addAction(action)
@@ -481,6 +520,7 @@ class RobotsPanel(Panel):
         self.table.setItemDelegate(BarDelegate(self.table))
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._on_table_menu)
+        self.table.doubleClicked.connect(self._on_table_double_click)
         vh = self.table.verticalHeader()
         vh.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         vh.setDefaultSectionSize(26)
@@ -532,7 +572,11 @@ class RobotsPanel(Panel):
 
     @Slot(object)
     def _on_events(self, events: list[Any]) -> None:
+        shown = self.detail_window.instrument_id if self.detail_window.isVisible() else None
         for event in events:
+            if shown is not None and (getattr(event, "instrument_id", None) == shown
+                                      or isinstance(event, OperatorAction)):
+                self.detail_window.note_change()
             if isinstance(event, StepProgress):
                 if event.progress is not None:
                     self._progress[event.order_id] = event.progress
@@ -580,6 +624,7 @@ class RobotsPanel(Panel):
             card = InstrumentCard(v, self._descriptions.get(v.id, f"{v.id} · {v.kind}"), self.grid)
             card.clicked.connect(self.select)
             card.menu_requested.connect(self._show_menu)
+            card.details_requested.connect(self.open_details)
             self.cards[v.id] = card
         self.grid.set_cards(list(self.cards.values()))
         if self._selected not in self.cards:
@@ -635,6 +680,7 @@ class RobotsPanel(Panel):
         busy = self.tasks.busy
         for key, action in self.actions_by_key.items():
             action.setEnabled(view is not None and not busy and ACTION_BY_KEY[key].allowed(view))
+        self.details_action.setEnabled(view is not None)
 
     @Slot(QPoint)
     def _on_table_menu(self, pos: QPoint) -> None:
@@ -649,11 +695,36 @@ class RobotsPanel(Panel):
         self.select(instrument_id)
         menu = QMenu(self)
         menu.setObjectName("instrumentMenu")
+        menu.addAction(self.details_action)
+        menu.addSeparator()
         for spec in ACTIONS:
             menu.addAction(self.actions_by_key[spec.key])
         menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         menu.popup(global_pos)
         self.context_menu = menu
+
+    @Slot(QModelIndex)
+    def _on_table_double_click(self, index: QModelIndex) -> None:
+        if index.isValid():
+            self.open_details(self.model.view_at(index.row()).id)
+
+    @Slot(str)
+    def open_details(self, instrument_id: str | None = None) -> InstrumentDetail | None:
+        """Open the detail window of ``instrument_id`` (default: the selected instrument)."""
+        iid = instrument_id or self._selected
+        if iid is None or iid not in self._views:
+            return None
+        self.select(iid)
+        self.detail_window.set_instrument(iid)
+        self.detail_window.show()
+        self.detail_window.raise_()
+        self.detail_window.activateWindow()
+        return self.detail_window
+
+    @Slot(str, str, bool, str)
+    def _on_step_sent(self, _order_id: str, _instrument_id: str, ok: bool, message: str) -> None:
+        self._say(message, "good" if ok else "bad")
+        self._dirty = True
 
     # ------------------------------------------------------------------ actions
 
@@ -721,6 +792,7 @@ class RobotsPanel(Panel):
             self.actions_by_key[key].setIcon(icon(spec.icon))
         self.cards_action.setIcon(icon("cards"))
         self.table_action.setIcon(icon("table"))
+        self.details_action.setIcon(icon("info"))
         self._dirty = True
 
     def on_shutdown(self) -> None:
@@ -728,3 +800,4 @@ class RobotsPanel(Panel):
         self.tasks.cancel_all()
         if self.reason_dialog is not None:
             self.reason_dialog.reject()
+        self.detail_window.shutdown()
