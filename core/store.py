@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import json
 import logging
 import os
@@ -728,7 +729,7 @@ class Store:
         for i in range(0, len(ids), 500):
             part = ids[i:i + 500]
             sql = f"{base} AND r.run_id IN ({','.join('?' * len(part))})"
-            out.update(self.read_sync(lambda c, sql=sql, part=part: c.execute(sql, part).fetchall()))
+            out.update(self.read_sync(functools.partial(_pairs, sql=sql, params=part)))
         return out
 
     def run_ids(self) -> set[str]:
@@ -744,7 +745,7 @@ class Store:
             part = ids[i:i + 500]
             sql = ("SELECT o.parent_id, r.run_id FROM orders o JOIN runs r ON r.run_id = o.id "
                    f"WHERE o.parent_id IN ({','.join('?' * len(part))}) ORDER BY o.seq")
-            out.update(self.read_sync(lambda c, sql=sql, part=part: c.execute(sql, part).fetchall()))
+            out.update(self.read_sync(functools.partial(_pairs, sql=sql, params=part)))
         return out
 
     def needing_attention(self, limit: int = 200) -> list[tuple[str, str, str, str | None, str | None, float]]:
@@ -753,7 +754,7 @@ class Store:
         since)`` with kind ``paused``, ``failed`` or ``unknown``, oldest first (indexed by status)."""
 
         def fetch(c: sqlite3.Connection) -> list[tuple[str, str, str, str | None, str | None, float]]:
-            out = [("paused", run_id, run_id, None, error, since or created) for run_id, error, created, since
+            out: list[tuple[str, str, str, str | None, str | None, float]] = [("paused", run_id, run_id, None, error, since or created) for run_id, error, created, since
                    in c.execute("SELECT r.run_id, r.error, r.created, (SELECT max(t.at) FROM transitions t "
                                 "WHERE t.order_id = r.run_id) FROM runs r WHERE r.status = 'paused' "
                                 "ORDER BY r.created LIMIT ?", (limit,))]
@@ -886,6 +887,11 @@ def _deliver(items: list[tuple[_Op, bool, Any]]) -> None:
             op.future.set_result(value)
         else:
             op.future.set_exception(value)
+
+
+def _pairs(conn: sqlite3.Connection, *, sql: str, params: Sequence[Any]) -> dict[str, str]:
+    """``{first column: second column}`` of a two-column query."""
+    return {str(a): str(b) for a, b in conn.execute(sql, tuple(params))}
 
 
 def _split_sql(script: str) -> list[str]:

@@ -311,7 +311,8 @@ class OrderActions(QObject):
             return None
         signature = None
         if needs_signature(self.runtime, "cancel"):  # [SIGNATURES] require: password again
-            signature = await request_signature(self._ask, self.runtime, "cancel", order_id,
+            signature = await request_signature(lambda d: self._ask(d, "cancel", order_id), self.runtime,
+                                                 "cancel", order_id,
                                                  user=self.who(), parent=self.host)
             if signature is None:
                 return None
