@@ -271,8 +271,8 @@ class Archiver:
             while size < self.batch_orders and next_cursor is not None:
                 rows = conn.execute(
                     "SELECT ended, rowid, coalesce(source_id, id) FROM live.orders "
-                    f"WHERE ended < ? AND (ended, rowid) > (?, ?) AND status IN ({_FINISHED_SQL}) "
-                    "ORDER BY ended, rowid LIMIT ?",
+                    "INDEXED BY orders_by_ended WHERE ended < ? AND (ended, rowid) > (?, ?) "
+                    f"AND status IN ({_FINISHED_SQL}) ORDER BY ended, rowid LIMIT ?",
                     (before, cursor[0], cursor[1], self.batch_orders)).fetchall()
                 if not rows:
                     next_cursor = None

@@ -9,12 +9,13 @@ finished in the last few days (:meth:`HistorySearch.live_window`). Everything el
   with ``LIKE`` (``text_mode="like"``: substrings, no index; the baseline the FTS index is
   measured against);
 * filters: statuses, templates, a time range on ``created`` and one on ``ended``;
-* newest first (``created`` then ``id``, descending), in pages of ``limit`` rows. The next page
+* newest first (by arrival: ``seq`` descending), in pages of ``limit`` rows. The next page
   starts after the last row of this one (:attr:`HistoryPage.next_cursor`; keyset, not OFFSET,
-  so page 1000 costs what page 1 costs).
+  so page 1000 costs what page 1 costs). Each query reads along one index in that order and
+  stops after ``limit`` rows (see :func:`_page_sql` for which index leads).
 
 A new search supersedes the one before: a superseded query that has not started is skipped, one
-that runs is interrupted (a progress handler on its connection), and its caller gets
+that runs is interrupted (``conn.interrupt()``), and its caller gets
 :class:`SearchSuperseded`.
 
 The archive (:mod:`core.archive`) is attached read-only to the reader connections and searched
@@ -26,10 +27,12 @@ missing or damaged does not stop anything: the page holds the store's rows and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sqlite3
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,19 +47,18 @@ from core.errors import LabconsoleError, OrderNotFoundError
 from core.orders import Order, OrderStatus
 from core.store import ORDER_ROW_COLUMNS, SQLITE_HEADER, Store, Transition
 
-ARCHIVED_COLUMN = len(ORDER_ROW_COLUMNS)
-"""Index of the extra column of a search row: 1 if the row comes from the archive, else 0."""
-ROW_COLUMNS = (*ORDER_ROW_COLUMNS, "archived")
+ROW_COLUMNS = (*ORDER_ROW_COLUMNS, "seq", "archived")
+"""A search row: the order's light row, its ``seq``, and 1 if it comes from the archive, else 0."""
+SEQ_COLUMN = len(ORDER_ROW_COLUMNS)
+ARCHIVED_COLUMN = SEQ_COLUMN + 1
 DAY = 86400.0
-_PROGRESS_STEPS = 1000
-"""SQLite virtual machine steps between two looks at whether the query was superseded."""
 _FINISHED_SQL = ", ".join(str(int(s)) for s in sorted(FINISHED_STATUSES))
 _UNFINISHED_SQL = ", ".join(str(int(s)) for s in OrderStatus if s not in FINISHED_STATUSES)
 _TOKEN = re.compile(r"[^\W_]+")
 TEXT_MODES = ("fts", "like")
 
-Cursor = tuple[float, str]
-"""Where a page ended: (created, id) of its last row."""
+Cursor = int
+"""Where a page ended: the ``seq`` of its last row (the next page holds older orders)."""
 
 
 class SearchSuperseded(LabconsoleError):  # noqa: N818 - it names what happened, not a failure
@@ -142,36 +144,50 @@ class DashboardCounts:
 class HistorySearch:
     """Search, live window and counts over the store and its archive."""
 
+    range_rows_cap = 50_000
+    """A time range holding fewer rows than this drives the query (its rows are sorted); a wider
+    one is only a filter on the newest-first scan."""
+
     def __init__(self, store: Store, archive: Path | None = None) -> None:
         self.store = store
         self.archive_path = Path(archive) if archive is not None else archive_path(store.path)
         self._generation = 0
+        self._running: dict[int, tuple[int, sqlite3.Connection]] = {}
+        """Queries running now: thread id -> (generation, connection), to interrupt the stale."""
+        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ search
 
     def cancel(self) -> None:
         """Supersede the running search (if any) without starting another."""
-        self._generation += 1
+        self._supersede()
+
+    def _supersede(self) -> int:
+        with self._lock:
+            self._generation += 1
+            for generation, conn in self._running.values():
+                if generation != self._generation:
+                    conn.interrupt()
+            return self._generation
 
     async def search(self, query: HistoryQuery, cursor: Cursor | None = None) -> HistoryPage:
         """One page of matches, newest first; supersedes any search still running."""
-        self._generation += 1
-        generation = self._generation
+        generation = self._supersede()
         try:
             return await self.store.read(lambda c: self._search(c, query, cursor, generation))
         except asyncio.CancelledError:
             if self._generation == generation:
-                self._generation += 1  # interrupt the query the cancelled caller was waiting for
+                self._supersede()  # interrupt the query the cancelled caller was waiting for
             raise
 
     def search_sync(self, query: HistoryQuery, cursor: Cursor | None = None) -> HistoryPage:
         """:meth:`search` on the calling thread (scripts, benchmarks)."""
-        self._generation += 1
-        generation = self._generation
+        generation = self._supersede()
         return self.store.read_sync(lambda c: self._search(c, query, cursor, generation))
 
     async def count(self, query: HistoryQuery, *, cap: int = 10_000) -> tuple[int, bool]:
-        """How many orders match (store and archive), counted up to ``cap``: (count, more than cap)."""
+        """How many orders match (store and archive), counted up to ``cap``: (count, more than cap).
+        Superseded, like a page, by the next search."""
         generation = self._generation
         return await self.store.read(lambda c: self._count(c, query, cap, generation))
 
@@ -188,10 +204,10 @@ class HistorySearch:
                     if _interrupted(exc):
                         raise
                     state = self._lost(conn, state, exc)
-        rows.sort(key=lambda r: (r[8] or 0.0, r[0]), reverse=True)
+        rows.sort(key=lambda r: r[SEQ_COLUMN], reverse=True)
         page = rows[:query.limit]
         more = len(rows) > query.limit or len(page) == query.limit
-        next_cursor = (page[-1][8] or 0.0, page[-1][0]) if page and more else None
+        next_cursor = page[-1][SEQ_COLUMN] if page and more else None
         return HistoryPage(page, next_cursor, state, time.perf_counter() - t0)
 
     def _count(self, conn: sqlite3.Connection, query: HistoryQuery, cap: int, generation: int) -> tuple[int, bool]:
@@ -199,8 +215,7 @@ class HistorySearch:
         with self._guard(conn, generation):
             state = self._attach(conn)
             for schema in ("main", "archive") if state.state == "ok" else ("main",):
-                where, params = _where(schema, query, None)
-                sql = f"SELECT count(*) FROM (SELECT 1 FROM {schema}.orders o{where} LIMIT ?)"
+                sql, params = _count_sql(schema, query)
                 try:
                     total += conn.execute(sql, (*params, cap + 1 - total)).fetchone()[0]
                 except sqlite3.DatabaseError as exc:
@@ -213,32 +228,30 @@ class HistorySearch:
 
     def _page(self, conn: sqlite3.Connection, schema: str, query: HistoryQuery,
               cursor: Cursor | None) -> list[tuple[Any, ...]]:
-        where, params = _where(schema, query, cursor)
-        archived = 1 if schema == "archive" else 0
-        cols = ", ".join(f"o.{c}" for c in ORDER_ROW_COLUMNS)
-        sql = (f"SELECT {cols}, {archived} FROM {schema}.orders o{where} "
-               f"ORDER BY o.created DESC, o.id DESC LIMIT ?")
-        return conn.execute(sql, (*params, query.limit)).fetchall()
+        """The newest ``limit`` matches in ``schema``: one or more queries, each newest first
+        along an index, merged."""
+        rows: list[tuple[Any, ...]] = []
+        for sql, params in _page_sql(conn, schema, query, cursor, self.range_rows_cap):
+            rows += conn.execute(sql, (*params, query.limit)).fetchall()
+        return rows
 
-    class _Guarded:
-        def __init__(self, owner: HistorySearch, conn: sqlite3.Connection, generation: int) -> None:
-            self.owner, self.conn, self.generation = owner, conn, generation
-
-        def __enter__(self) -> None:
-            if self.owner._generation != self.generation:
+    @contextlib.contextmanager
+    def _guard(self, conn: sqlite3.Connection, generation: int) -> Iterator[None]:
+        """Register the query so a newer search can interrupt it; skip it if already stale."""
+        me = threading.get_ident()
+        with self._lock:
+            if self._generation != generation:
                 raise SearchSuperseded("a newer search replaced this one")
-            self.conn.set_progress_handler(self._stale, _PROGRESS_STEPS)
-
-        def _stale(self) -> int:
-            return 1 if self.owner._generation != self.generation else 0
-
-        def __exit__(self, kind: object, exc: object, tb: object) -> None:
-            self.conn.set_progress_handler(None, 0)
-            if isinstance(exc, sqlite3.DatabaseError) and _interrupted(exc):
+            self._running[me] = (generation, conn)
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if _interrupted(exc):
                 raise SearchSuperseded("a newer search replaced this one") from None
-
-    def _guard(self, conn: sqlite3.Connection, generation: int) -> HistorySearch._Guarded:
-        return HistorySearch._Guarded(self, conn, generation)
+            raise
+        finally:
+            with self._lock:
+                self._running.pop(me, None)
 
     # ------------------------------------------------------------------ the archive
 
@@ -370,7 +383,8 @@ def _like(word: str) -> str:
     return "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _where(schema: str, query: HistoryQuery, cursor: Cursor | None) -> tuple[str, list[Any]]:
+def _filters(query: HistoryQuery, *, skip_range: str | None = None) -> tuple[list[str], list[Any]]:
+    """Conditions on ``o`` for statuses, templates and time ranges."""
     conds: list[str] = []
     params: list[Any] = []
     if query.statuses:
@@ -386,23 +400,108 @@ def _where(schema: str, query: HistoryQuery, cursor: Cursor | None) -> tuple[str
         if high is not None:
             conds.append(f"o.{column} < ?")
             params.append(high)
-    if cursor is not None:
-        conds.append("(o.created, o.id) < (?, ?)")
-        params.extend(cursor)
+    return conds, params
+
+
+def _text(schema: str, query: HistoryQuery) -> tuple[str | None, list[str], list[Any]]:
+    """(FTS5 expression or None, LIKE conditions, their parameters) for the query's text."""
     text = query.text.strip()
+    if not text:
+        return None, [], []
     expression = fts_expression(text) if query.text_mode == "fts" else ""
+    if expression:
+        return expression, [], []
+    conds: list[str] = []
+    params: list[Any] = []
+    for word in text.split():
+        conds.append("(o.id LIKE ? ESCAPE '\\' OR o.template_name LIKE ? ESCAPE '\\' "
+                     "OR o.assigned_to LIKE ? ESCAPE '\\' OR o.status_details LIKE ? ESCAPE '\\' "
+                     "OR json_extract(o.data, '$.notes') LIKE ? ESCAPE '\\')")
+        params.extend([_like(word)] * 5)
+    return None, conds, params
+
+
+def _pending(schema: str) -> list[str]:
+    # an archive copy whose order is still in the store is only pending (core.archive)
+    return ["NOT EXISTS (SELECT 1 FROM main.orders m WHERE m.id = o.id)"] if schema == "archive" else []
+
+
+_COLS = ", ".join(f"o.{c}" for c in ORDER_ROW_COLUMNS)
+
+
+def _page_sql(conn: sqlite3.Connection, schema: str, query: HistoryQuery, cursor: Cursor | None,
+              range_cap: int) -> list[tuple[str, list[Any]]]:
+    """The queries whose merged results, newest (highest seq) first, are the page.
+
+    Which index leads: a narrow time range (its rows sorted by seq); else the text's FTS5 index
+    (rowids = seq, read newest first, stops at ``limit``); else one query per status or per
+    template along (status, seq) / (template, seq); else seq itself. The other filters apply
+    to the rows the leading index yields.
+    """
+    archived = 1 if schema == "archive" else 0
+    select = f"SELECT {_COLS}, o.seq, {archived}"
+    conds, params = _filters(query)
+    conds += _pending(schema)
+    expression, like, like_params = _text(schema, query)
+    conds += like
+    params += like_params
+    if cursor is not None:
+        conds.append("o.seq < ?")
+        params.append(cursor)
+    order = " ORDER BY o.seq DESC LIMIT ?"
+    narrow = _narrow_range(conn, schema, query, range_cap)
+    if narrow is not None:
+        if expression:
+            conds.append(f"o.seq IN (SELECT rowid FROM {schema}.orders_fts WHERE orders_fts MATCH ?)")
+            params.append(expression)
+        return [(f"{select} FROM {schema}.orders o INDEXED BY {narrow} WHERE {' AND '.join(conds)}{order}",
+                 params)]
+    if expression:
+        fts_conds = ["orders_fts MATCH ?", *(["f.rowid < ?"] if cursor is not None else []), *conds]
+        fts_params = [expression, *([cursor] if cursor is not None else []), *params]
+        return [(f"{select} FROM {schema}.orders_fts f CROSS JOIN {schema}.orders o "
+                 f"INDEXED BY orders_by_seq ON o.seq = f.rowid WHERE {' AND '.join(fts_conds)} "
+                 "ORDER BY f.rowid DESC LIMIT ?", fts_params)]
+    where = (" WHERE " + " AND ".join(conds)) if conds else ""
+    if query.statuses:
+        return [(f"{select} FROM {schema}.orders o INDEXED BY orders_by_status_seq{where} "
+                 f"AND o.status = {int(status)}{order}", params)
+                for status in sorted(query.statuses)]
+    if query.templates:
+        return [(f"{select} FROM {schema}.orders o INDEXED BY orders_by_template_seq{where} "
+                 f"AND o.template_name = ?{order}", [*params, name])
+                for name in sorted(query.templates)]
+    return [(f"{select} FROM {schema}.orders o INDEXED BY orders_by_seq{where}{order}", params)]
+
+
+def _narrow_range(conn: sqlite3.Connection, schema: str, query: HistoryQuery, cap: int) -> str | None:
+    """The index of the query's time range if it holds fewer than ``cap`` rows, else None."""
+    best: tuple[int, str] | None = None
+    for column, index, low, high in (("created", "orders_by_created", query.created_from, query.created_to),
+                                     ("ended", "orders_by_ended", query.ended_from, query.ended_to)):
+        if low is None and high is None:
+            continue
+        bounds = " AND ".join([*([f"{column} >= ?"] if low is not None else []),
+                               *([f"{column} < ?"] if high is not None else [])])
+        values = [v for v in (low, high) if v is not None]
+        n = conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM {schema}.orders INDEXED BY {index} "
+                         f"WHERE {bounds} LIMIT ?)", (*values, cap)).fetchone()[0]
+        if n < cap and (best is None or n < best[0]):
+            best = (n, index)
+    return best[1] if best is not None else None
+
+
+def _count_sql(schema: str, query: HistoryQuery) -> tuple[str, list[Any]]:
+    conds, params = _filters(query)
+    conds += _pending(schema)
+    expression, like, like_params = _text(schema, query)
+    conds += like
+    params += like_params
     if expression:
         conds.append(f"o.seq IN (SELECT rowid FROM {schema}.orders_fts WHERE orders_fts MATCH ?)")
         params.append(expression)
-    elif text:
-        for word in text.split():
-            conds.append("(o.id LIKE ? ESCAPE '\\' OR o.template_name LIKE ? ESCAPE '\\' "
-                         "OR o.assigned_to LIKE ? ESCAPE '\\' OR o.status_details LIKE ? ESCAPE '\\' "
-                         "OR json_extract(o.data, '$.notes') LIKE ? ESCAPE '\\')")
-            params.extend([_like(word)] * 5)
-    if schema == "archive":  # a copy whose order is still in the store is only pending
-        conds.append("NOT EXISTS (SELECT 1 FROM main.orders m WHERE m.id = o.id)")
-    return (" WHERE " + " AND ".join(conds) if conds else ""), params
+    where = (" WHERE " + " AND ".join(conds)) if conds else ""
+    return f"SELECT count(*) FROM (SELECT 1 FROM {schema}.orders o{where} LIMIT ?)", params
 
 
 def live_window_rows(conn: sqlite3.Connection, cutoff: float) -> list[tuple[Any, ...]]:
@@ -411,14 +510,14 @@ def live_window_rows(conn: sqlite3.Connection, cutoff: float) -> list[tuple[Any,
     return conn.execute(
         f"SELECT {cols} FROM (SELECT seq, {cols} FROM orders WHERE status IN ({_UNFINISHED_SQL}) "
         f"UNION ALL SELECT seq, {cols} FROM orders WHERE ended >= ? AND status IN ({_FINISHED_SQL}) "
-        f"UNION ALL SELECT seq, {cols} FROM orders WHERE status IN ({_FINISHED_SQL}) "
-        "AND created >= ? AND ended IS NULL) ORDER BY seq", (cutoff, cutoff)).fetchall()
+        f"UNION ALL SELECT seq, {cols} FROM orders INDEXED BY orders_by_ended WHERE ended IS NULL "
+        f"AND status IN ({_FINISHED_SQL}) AND created >= ?) ORDER BY seq", (cutoff, cutoff)).fetchall()
 
 
 def dashboard_counts(conn: sqlite3.Connection, day_start: float) -> DashboardCounts:
     """Counts by status (an index-only scan) and today's counts (index ranges since ``day_start``)."""
     by_status = {OrderStatus(s): n for s, n in conn.execute(
-        "SELECT status, count(*) FROM orders INDEXED BY orders_by_status_created GROUP BY status")}
+        "SELECT status, count(*) FROM orders INDEXED BY orders_by_status_seq GROUP BY status")}
     ended_today = dict(conn.execute(
         "SELECT status, count(*) FROM orders WHERE ended >= ? GROUP BY status", (day_start,)).fetchall())
     created_today = conn.execute("SELECT count(*) FROM orders WHERE created >= ?",

@@ -1,14 +1,14 @@
 -- v020: history at scale. Indexes for the live window (unfinished orders plus recently finished
--- ones), for searching all history newest first with keyset pages, and an FTS5 index over the
--- text an operator searches for (id, template, instrument, status details, notes).
+-- ones) and for searching all history newest first (by seq) in keyset pages, and an FTS5 index
+-- over the text an operator searches for (id, template, instrument, status details, notes).
 -- The FTS table is contentless (the text lives in orders): rowid = orders.seq. Triggers keep it
 -- current on INSERT, on DELETE and on an UPDATE that changes an indexed value (a transition that
 -- changes none of them costs the WHEN test only). Every statement is safe to apply once more.
 CREATE INDEX IF NOT EXISTS orders_by_seq ON orders (seq);
 CREATE INDEX IF NOT EXISTS orders_by_source ON orders (source_id);
 CREATE INDEX IF NOT EXISTS orders_by_ended ON orders (ended);
-CREATE INDEX IF NOT EXISTS orders_by_status_created ON orders (status, created, id);
-CREATE INDEX IF NOT EXISTS orders_by_created_id ON orders (created, id);
+CREATE INDEX IF NOT EXISTS orders_by_status_seq ON orders (status, seq);
+CREATE INDEX IF NOT EXISTS orders_by_template_seq ON orders (template_name, seq);
 CREATE VIRTUAL TABLE IF NOT EXISTS orders_fts USING fts5 (
     id, template, instrument, details, notes,
     content = '', detail = none, tokenize = 'unicode61 remove_diacritics 2'
