@@ -39,6 +39,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -483,6 +484,30 @@ class ArchivePolicy:
         return result
 
 
+def parse_before(text: str, *, now: float | None = None, field: str = "--before") -> float:
+    """The cut-off of ``--before``: a date (``2026-08-01``, local midnight), a date and time
+    (``2026-08-01T12:00``, local unless it names its zone) or an age (``90d``: that long ago)."""
+    raw = text.strip()
+    moment = time.time() if now is None else now
+    if raw and raw[0].isdigit() and not raw.replace(".", "", 1).isdigit() and "-" not in raw and ":" not in raw:
+        try:
+            return moment - parse_duration(raw)
+        except DurationError:
+            pass
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ConfigError.at(f"{text!r} is not a date (2026-08-01), a date and time "
+                             "(2026-08-01T12:00) or an age (90d)", field=field) from None
+    if when.tzinfo is None:
+        when = when.astimezone()  # local time, as a person writes it
+    cutoff = when.timestamp()
+    if cutoff > moment:
+        raise ConfigError.at(f"{text!r} is in the future; only finished orders can be archived",
+                             field=field)
+    return cutoff
+
+
 def _line_of(text: str, key: str) -> int | None:
     inside = False
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -495,4 +520,4 @@ def _line_of(text: str, key: str) -> int | None:
 
 
 __all__ = ["ARCHIVE_FILENAME", "FINISHED_STATUSES", "ArchiveFile", "ArchivePolicy", "ArchiveResult",
-           "Archiver", "archive_path"]
+           "Archiver", "archive_path", "parse_before"]

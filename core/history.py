@@ -505,13 +505,19 @@ def _count_sql(schema: str, query: HistoryQuery) -> tuple[str, list[Any]]:
 
 
 def live_window_rows(conn: sqlite3.Connection, cutoff: float) -> list[tuple[Any, ...]]:
-    """Unfinished orders plus those finished at or after ``cutoff`` (three indexed ranges)."""
+    """Unfinished orders, those finished at or after ``cutoff`` (or, without an end time,
+    created since), and the finished steps of unfinished runs, so a live run is shown whole.
+    Index ranges only: (status, seq), ended, source_id."""
     cols = ", ".join(ORDER_ROW_COLUMNS)
     return conn.execute(
-        f"SELECT {cols} FROM (SELECT seq, {cols} FROM orders WHERE status IN ({_UNFINISHED_SQL}) "
-        f"UNION ALL SELECT seq, {cols} FROM orders WHERE ended >= ? AND status IN ({_FINISHED_SQL}) "
-        f"UNION ALL SELECT seq, {cols} FROM orders INDEXED BY orders_by_ended WHERE ended IS NULL "
-        f"AND status IN ({_FINISHED_SQL}) AND created >= ?) ORDER BY seq", (cutoff, cutoff)).fetchall()
+        f"WITH open AS (SELECT seq, {cols}, source_id FROM orders INDEXED BY orders_by_status_seq "
+        f"WHERE status IN ({_UNFINISHED_SQL})) "
+        f"SELECT {cols} FROM (SELECT seq, {cols} FROM open "
+        f"UNION SELECT seq, {cols} FROM orders WHERE ended >= ? AND status IN ({_FINISHED_SQL}) "
+        f"UNION SELECT seq, {cols} FROM orders INDEXED BY orders_by_ended WHERE ended IS NULL "
+        f"AND status IN ({_FINISHED_SQL}) AND created >= ? "
+        f"UNION SELECT seq, {cols} FROM orders INDEXED BY orders_by_source WHERE source_id IN "
+        "(SELECT coalesce(source_id, id) FROM open)) ORDER BY seq", (cutoff, cutoff)).fetchall()
 
 
 def dashboard_counts(conn: sqlite3.Connection, day_start: float) -> DashboardCounts:
