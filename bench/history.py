@@ -1,8 +1,8 @@
 """History benchmark: a year of orders on disk, the live window, search, archive.
 
-Generates ``--orders`` orders (default 1,000,000) straight into a store file: workflow runs with
-their step orders, 90 % finished more than 7 days ago (spread over a year), the rest in the last
-7 days, some of those unfinished. The file is kept in ``--cache`` and reused by later runs.
+Generates ``--orders`` orders (default 1,000,000) straight into a store file, in time order as a
+real store fills up: workflow runs with their step orders, 90 % finished more than 7 days ago
+(spread over a year), the rest in the last 7 days, some of those unfinished. The file is kept in ``--cache`` and reused by later runs.
 Then measures, in one process:
 
 * the live window (every unfinished order plus those finished in the last 7 days): time and rows,
@@ -88,14 +88,22 @@ def generate(path: Path, n: int, now: float, seed: int = 11) -> None:
     made = 0
     names = list(WORKFLOWS)
     t0 = time.perf_counter()
+    plan: list[str] = []
+    planned = 0
+    while planned < n:
+        plan.append(rng.choice(names))
+        planned += 1 + len(WORKFLOWS[plan[-1]])
+    # created in time order, as a real store fills up (seq and rowid grow with time)
+    times = sorted(now - rng.uniform(0, 7 * DAY) if rng.random() < 0.10 else now - rng.uniform(8 * DAY, 365 * DAY)
+                   for _ in plan)
+    upcoming = iter(zip(plan, times, strict=True))
     while made < n:
         orders: list[tuple[object, ...]] = []
         transitions: list[tuple[object, ...]] = []
         while len(orders) < 50_000 and made < n:
-            name = rng.choice(names)
+            name, created = next(upcoming)
             steps = WORKFLOWS[name]
-            recent = rng.random() < 0.10
-            created = now - rng.uniform(0, 7 * DAY) if recent else now - rng.uniform(8 * DAY, 365 * DAY)
+            recent = created >= now - 7 * DAY
             if recent and created > now - 3600:
                 run_status = rng.choice([OrderStatus.Running, OrderStatus.Scheduled, OrderStatus.Created])
             elif recent and rng.random() < 0.05:
@@ -238,48 +246,57 @@ def phase_search(store: Store, now: float) -> None:
 
 
 async def phase_loop_lag(store: Store, now: float, seconds: float = 5.0) -> None:
-    """Searches back to back while a 1,000 transitions/s stream runs; the probe measures the loop."""
+    """A 1,000 transitions/s stream alone, then with searches back to back; a 1 ms sleep probe
+    measures the event loop in both (the first is the baseline)."""
     search = HistorySearch(store)
     ids = [r[0] for r in store.order_rows("status IN (0, 3)", limit=2000, order_by="seq DESC")]
     cycle = [OrderStatus.Scheduled, OrderStatus.Created]
-    lags: list[float] = []
-    stop = asyncio.Event()
-    prober = asyncio.create_task(probe(lags, stop))
-    done = 0
-    searches = 0
+    cases = search_cases(now)
 
-    async def stream() -> None:
-        nonlocal done
-        t_start = time.perf_counter()
-        pending: set[asyncio.Task[object]] = set()
-        i = 0
-        while time.perf_counter() - t_start < seconds:
-            due = int((time.perf_counter() - t_start) * 1000)
-            while i < due:
-                order_id = ids[i % len(ids)]
-                task = asyncio.create_task(store.set_status(order_id, cycle[(i // len(ids)) % 2], who="bench"))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-                i += 1
-            await asyncio.sleep(0.002)
-        await asyncio.gather(*pending, return_exceptions=True)
-        done = i
+    async def measure(with_search: bool) -> tuple[list[float], int, int]:
+        lags: list[float] = []
+        stop = asyncio.Event()
+        prober = asyncio.create_task(probe(lags, stop))
+        done = searches = 0
 
-    async def searcher() -> None:
-        nonlocal searches
-        t_start = time.perf_counter()
-        cases = search_cases(now)
-        while time.perf_counter() - t_start < seconds:
-            _, fields, _ = cases[searches % len(cases)]
-            await search.search(HistoryQuery(limit=100, **fields))  # type: ignore[arg-type]
-            searches += 1
+        async def stream() -> None:
+            nonlocal done
+            t_start = time.perf_counter()
+            pending: set[asyncio.Task[object]] = set()
+            i = 0
+            while time.perf_counter() - t_start < seconds:
+                due = int((time.perf_counter() - t_start) * 1000)
+                while i < due:
+                    task = asyncio.create_task(store.set_status(ids[i % len(ids)], cycle[(i // len(ids)) % 2],
+                                                                who="bench"))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                    i += 1
+                await asyncio.sleep(0.002)
+            await asyncio.gather(*pending, return_exceptions=True)
+            done = i
 
-    await asyncio.gather(stream(), searcher())
-    stop.set()
-    await prober
-    print(f"\nloop lag while searching under the transition stream ({seconds:.0f} s): {done / seconds:.0f} "
-          f"transitions/s, {searches} searches; probe p99 {pct(lags, 0.99) * 1000:.1f} ms, "
-          f"max {max(lags) * 1000:.1f} ms")
+        async def searcher() -> None:
+            nonlocal searches
+            t_start = time.perf_counter()
+            while time.perf_counter() - t_start < seconds:
+                _, fields, _ = cases[searches % len(cases)]
+                await search.search(HistoryQuery(limit=100, **fields))  # type: ignore[arg-type]
+                searches += 1
+
+        await asyncio.gather(stream(), *([searcher()] if with_search else []))
+        stop.set()
+        await prober
+        return lags, done, searches
+
+    base, base_done, _ = await measure(False)
+    lags, done, searches = await measure(True)
+    print(f"\nloop lag under a 1,000 transitions/s stream ({seconds:.0f} s each, 1 ms sleep probe):")
+    print(f"  stream alone (baseline):       {base_done / seconds:5.0f} transitions/s, probe p99 "
+          f"{pct(base, 0.99) * 1000:5.1f} ms, max {max(base) * 1000:5.1f} ms")
+    print(f"  stream + searches back to back: {done / seconds:5.0f} transitions/s, {searches} searches, "
+          f"probe p99 {pct(lags, 0.99) * 1000:5.1f} ms, max {max(lags) * 1000:5.1f} ms "
+          f"(p99 ratio {pct(lags, 0.99) / max(pct(base, 0.99), 1e-6):.2f})")
 
 
 def phase_transition_cost(tmp: Path, reps: int = 6) -> None:

@@ -5,9 +5,11 @@ finished in the last few days (:meth:`HistorySearch.live_window`). Everything el
 :meth:`HistorySearch.search`, which queries SQLite off the event loop (``await store.read``):
 
 * text over id, template, instrument (``assigned_to``), status details and notes, through the
-  FTS5 index ``orders_fts`` (words match as prefixes: ``ham star`` finds "Hamilton STAR 1"), or
-  with ``LIKE`` (``text_mode="like"``: substrings, no index; the baseline the FTS index is
-  measured against);
+  FTS5 index ``orders_fts`` (whole words, all required, any case and accents: ``hamilton star``
+  finds "Hamilton STAR 1"; ``ham*`` is a prefix), or with ``LIKE`` (``text_mode="like"``:
+  substrings, no index; the baseline the FTS index is measured against). Whole words keep
+  every query a walk along the index: a prefix merges the lists of every word it matches
+  first (0.3 s for a word in a third of a million orders, against 1 ms for the whole word);
 * filters: statuses, templates, a time range on ``created`` and one on ``ended``;
 * newest first (by arrival: ``seq`` descending), in pages of ``limit`` rows. The next page
   starts after the last row of this one (:attr:`HistoryPage.next_cursor`; keyset, not OFFSET,
@@ -375,8 +377,16 @@ class HistorySearch:
 
 
 def fts_expression(text: str) -> str:
-    """The FTS5 query for what a person typed: every word, as a prefix, all required."""
-    return " AND ".join(f'"{t}"*' for t in _TOKEN.findall(text.lower()))
+    """The FTS5 query for what a person typed: every word required, as a whole word; a word
+    ending in ``*`` as a prefix (``ham*`` finds Hamilton). Punctuation separates words, as in
+    the index (``Order_00042`` is the words ``order`` and ``00042``)."""
+    terms: list[str] = []
+    for word in text.split():
+        tokens = _TOKEN.findall(word.lower())
+        for number, token in enumerate(tokens):
+            star = "*" if word.endswith("*") and number == len(tokens) - 1 else ""
+            terms.append(f'"{token}"{star}')
+    return " AND ".join(terms)
 
 
 def _like(word: str) -> str:
@@ -513,8 +523,9 @@ def live_window_rows(conn: sqlite3.Connection, cutoff: float) -> list[tuple[Any,
         f"WITH open AS (SELECT seq, {cols}, source_id FROM orders INDEXED BY orders_by_status_seq "
         f"WHERE status IN ({_UNFINISHED_SQL})) "
         f"SELECT {cols} FROM (SELECT seq, {cols} FROM open "
-        f"UNION SELECT seq, {cols} FROM orders WHERE ended >= ? AND status IN ({_FINISHED_SQL}) "
-        f"UNION SELECT seq, {cols} FROM orders INDEXED BY orders_by_ended WHERE ended IS NULL "
+        f"UNION SELECT seq, {cols} FROM orders INDEXED BY orders_by_ended WHERE ended >= ? "
+        f"AND status IN ({_FINISHED_SQL}) "
+        f"UNION SELECT seq, {cols} FROM orders INDEXED BY orders_unended WHERE ended IS NULL "
         f"AND status IN ({_FINISHED_SQL}) AND created >= ? "
         f"UNION SELECT seq, {cols} FROM orders INDEXED BY orders_by_source WHERE source_id IN "
         "(SELECT coalesce(source_id, id) FROM open)) ORDER BY seq", (cutoff, cutoff)).fetchall()
@@ -525,8 +536,9 @@ def dashboard_counts(conn: sqlite3.Connection, day_start: float) -> DashboardCou
     by_status = {OrderStatus(s): n for s, n in conn.execute(
         "SELECT status, count(*) FROM orders INDEXED BY orders_by_status_seq GROUP BY status")}
     ended_today = dict(conn.execute(
-        "SELECT status, count(*) FROM orders WHERE ended >= ? GROUP BY status", (day_start,)).fetchall())
-    created_today = conn.execute("SELECT count(*) FROM orders WHERE created >= ?",
+        "SELECT status, count(*) FROM orders INDEXED BY orders_by_ended WHERE ended >= ? GROUP BY status",
+        (day_start,)).fetchall())
+    created_today = conn.execute("SELECT count(*) FROM orders INDEXED BY orders_by_created WHERE created >= ?",
                                  (day_start,)).fetchone()[0]
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (META_ARCHIVED,)).fetchone()
     return DashboardCounts(by_status, int(row[0]) if row else 0, created_today,

@@ -125,7 +125,8 @@ def test_text_search_finds_id_template_instrument_details_and_notes(history):
     assert ids_of(search.search_sync(HistoryQuery(text="door"))) == [made["recent_error"][-1],
                                                                      made["recent_error"][0]]
     assert ids_of(search.search_sync(HistoryQuery(text="muller monday"))) == [made["mid_notes"][0]]
-    assert ids_of(search.search_sync(HistoryQuery(text="plate repl"))) == [made["old_cancel"][0]]
+    assert ids_of(search.search_sync(HistoryQuery(text="plate repl*"))) == [made["old_cancel"][0]]
+    assert ids_of(search.search_sync(HistoryQuery(text="plate repl"))) == []  # whole words
     assert ids_of(search.search_sync(HistoryQuery(text=made["old_elisa"][2]))) == [made["old_elisa"][2]]
     hamilton = set(search.search_sync(HistoryQuery(text="hamilton star 1")).rows[i][0] for i in range(3))
     assert hamilton <= set(made["old_error"][1:] + made["running_old"][1:])
@@ -302,7 +303,8 @@ def test_count_and_reach(history, store):
 
 
 def test_fts_expression_and_bad_queries():
-    assert fts_expression('Order_00042 "x" AND-OR') == '"order"* AND "00042"* AND "x"* AND "and"* AND "or"*'
+    assert fts_expression('Order_00042 "x" AND-OR ham*') == \
+        '"order" AND "00042" AND "x" AND "and" AND "or" AND "ham"*'
     assert fts_expression("--") == ""
     with pytest.raises(ValueError, match="text_mode"):
         HistoryQuery(text_mode="regex")

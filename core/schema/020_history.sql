@@ -9,6 +9,9 @@ CREATE INDEX IF NOT EXISTS orders_by_source ON orders (source_id);
 CREATE INDEX IF NOT EXISTS orders_by_ended ON orders (ended);
 CREATE INDEX IF NOT EXISTS orders_by_status_seq ON orders (status, seq);
 CREATE INDEX IF NOT EXISTS orders_by_template_seq ON orders (template_name, seq);
+-- finished without an end time (a step canceled before it started): few, for the live window
+CREATE INDEX IF NOT EXISTS orders_unended ON orders (created)
+    WHERE ended IS NULL AND status IN (1, 6, 7, 8, 9);
 CREATE VIRTUAL TABLE IF NOT EXISTS orders_fts USING fts5 (
     id, template, instrument, details, notes,
     content = '', detail = none, tokenize = 'unicode61 remove_diacritics 2'
