@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import configparser
+import contextlib
 import json
 import logging
 import os
@@ -41,7 +42,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from core.durations import DurationError, parse_duration
 from core.errors import ConfigError, StoreError
@@ -56,6 +57,7 @@ except ImportError:  # Windows: no flock; two archive runs at once are not preve
     fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ARCHIVE_FILENAME = "labconsole-archive.sqlite3"
 ARCHIVE_APPLICATION_ID = 0x4C435341  # "LCSA": a labconsole archive, refused as a store
@@ -71,6 +73,11 @@ FINISHED_STATUSES = frozenset({OrderStatus.Invalid, OrderStatus.Error, OrderStat
 archived. (``Error`` counts: an operator may still retry it, but not after it aged out.)"""
 _FINISHED_SQL = ", ".join(str(int(s)) for s in sorted(FINISHED_STATUSES))
 CONFIG_KEY = "archive_after"
+ARCHIVE_SKIPS_INDEXES = frozenset({"orders_by_status", "orders_by_parent", "orders_by_template",
+                                   "orders_by_assigned", "orders_unended", "runs_by_status",
+                                   "runs_by_template", "runs_by_priority", "runs_by_created",
+                                   "runs_by_dedup", "step_runs_by_status"})
+"""Store indexes for the live work that the archive does without (its search uses the rest)."""
 DAY = 86400.0
 
 
@@ -200,6 +207,8 @@ class ArchiveFile:
                 "OR name = 'orders_fts') ORDER BY CASE type WHEN 'table' THEN 0 WHEN 'index' THEN 1 "
                 "ELSE 2 END", TABLES).fetchall()
             for kind, name, table, sql in wanted:
+                if kind == "index" and name in ARCHIVE_SKIPS_INDEXES:
+                    continue
                 if name not in have:
                     conn.execute(sql)
                 elif kind == "table" and name in TABLES:
@@ -401,12 +410,12 @@ class Archiver:
         seconds to wait between batches (leaves the writer to the live stream)."""
         result = ArchiveResult(self.path, before)
         t0 = time.perf_counter()
-        conn = await asyncio.to_thread(self._open)
+        conn = await _in_thread(self._open)
         try:
             cursor: tuple[float, int] | None = (float("-inf"), 0)
             seen: set[str] = set()
             while cursor is not None:
-                families, cursor = await asyncio.to_thread(self._copy_batch, conn, before, cursor, seen, result)
+                families, cursor = await _in_thread(self._copy_batch, conn, before, cursor, seen, result)
                 if families:
                     t1 = time.perf_counter()
                     done = await self.store.write(self._delete_op(families))
@@ -415,11 +424,23 @@ class Archiver:
                     break
                 if pause:
                     await asyncio.sleep(pause)
-            await asyncio.to_thread(self._finish, conn, result)
+            await _in_thread(self._finish, conn, result)
         finally:
-            await asyncio.to_thread(self.file.close)
+            await _in_thread(self.file.close)
         result.seconds = time.perf_counter() - t0
         return result
+
+
+async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` on a worker thread. If the caller is cancelled meanwhile, the thread's work
+    still finishes before the cancellation goes on (it holds the archive's connection)."""
+    future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await asyncio.wait({future})
+        raise
 
 
 _FINISHED_INTS = frozenset(int(s) for s in FINISHED_STATUSES)
@@ -484,6 +505,48 @@ class ArchivePolicy:
         return result
 
 
+class ScheduledArchive:
+    """Runs :meth:`ArchivePolicy.run_due` in the background: first ``first_delay`` seconds after
+    :meth:`start` (so start-up is not slowed), then every :attr:`ArchivePolicy.every`."""
+
+    def __init__(self, store: Store, policy: ArchivePolicy, *, first_delay: float = 300.0) -> None:
+        self.store, self.policy, self.first_delay = store, policy, first_delay
+        self.results: list[ArchiveResult] = []
+        self.last_error: Exception | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_config(cls, store: Store, config: Path | None = None, **kwargs: Any) -> ScheduledArchive | None:
+        """From ``[STORE] archive_after`` of the console's config.ini; None if it is not set."""
+        from core.backup import find_config
+
+        policy = ArchivePolicy.from_ini(find_config(store.path.parent, config))
+        return cls(store, policy, **kwargs) if policy is not None else None
+
+    def start(self) -> ScheduledArchive:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="scheduled-archive")
+        return self
+
+    async def _run(self) -> None:
+        await asyncio.sleep(self.first_delay)
+        while True:
+            try:
+                self.results.append(await self.policy.run_due(self.store))
+                self.last_error = None
+            except (StoreError, sqlite3.Error) as exc:
+                self.last_error = exc
+                log.error("scheduled archive failed: %s", exc)
+            await asyncio.sleep(self.policy.every)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
 def parse_before(text: str, *, now: float | None = None, field: str = "--before") -> float:
     """The cut-off of ``--before``: a date (``2026-08-01``, local midnight), a date and time
     (``2026-08-01T12:00``, local unless it names its zone) or an age (``90d``: that long ago)."""
@@ -520,4 +583,4 @@ def _line_of(text: str, key: str) -> int | None:
 
 
 __all__ = ["ARCHIVE_FILENAME", "FINISHED_STATUSES", "ArchiveFile", "ArchivePolicy", "ArchiveResult",
-           "Archiver", "archive_path", "parse_before"]
+           "Archiver", "ScheduledArchive", "archive_path", "parse_before"]

@@ -359,3 +359,48 @@ def test_kill_9_at_random_points_leaves_every_order_in_exactly_one_place(data_di
     assert {k for k, m in expected.items() if m <= archived} | {k for k, m in expected.items() if m <= live} \
         == set(expected)
     assert len(live) == 5 * 4 and len(archived) == len(everything) - 20
+
+
+def test_scheduled_archive_runs_the_policy_from_config_ini(aged, store, data_dir):
+    from core.archive import ScheduledArchive
+
+    assert ScheduledArchive.from_config(store) is None
+    (data_dir / "config.ini").write_text("[STORE]\narchive_after = 60d\n")
+
+    async def scenario():
+        scheduled = ScheduledArchive.from_config(store, first_delay=0)
+        assert scheduled is not None
+        scheduled.start()
+        for _ in range(500):
+            if scheduled.results:
+                break
+            await asyncio.sleep(0.01)
+        await scheduled.close()
+        return scheduled
+
+    scheduled = asyncio.run(scenario())
+    assert scheduled.results[0].orders == 8 and scheduled.last_error is None
+    assert store.count_orders() == 12
+
+
+def test_cancelling_an_online_archive_leaves_everything_in_one_place(store):
+    for k in range(40):
+        add_run(store, at=NOW - (100 + k) * DAY)
+    everything = ids_in(store.path)
+
+    async def scenario():
+        task = asyncio.ensure_future(Archiver(store, batch_orders=4).run(NOW - 60 * DAY))
+        while not store.path.with_name(ARCHIVE_FILENAME).exists() or store.count_orders() == len(everything):
+            await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await store.drain()
+
+    asyncio.run(scenario())
+    archive = store.path.with_name(ARCHIVE_FILENAME)
+    live, archived = ids_in(store.path), ids_in(archive)
+    assert live | archived == everything and live & archived <= pending_in(archive)
+    assert 0 < len(archived - live) < len(everything)
+    Archiver(store).run_sync(NOW - 60 * DAY)
+    assert ids_in(store.path) == set() and ids_in(archive) == everything and pending_in(archive) == set()
