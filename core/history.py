@@ -298,7 +298,7 @@ class HistorySearch:
                 return ArchiveState("damaged", path, archived, f"the archive {path} is not a "
                                     f"labconsole archive (application_id={app_id}); only the store is searched")
             conn.execute("SELECT 1 FROM archive.orders LIMIT 1").fetchall()
-            conn.execute("SELECT 1 FROM archive.orders_fts LIMIT 1").fetchall()
+            conn.execute("SELECT v FROM archive.orders_fts_config LIMIT 1").fetchall()
         except sqlite3.DatabaseError as exc:
             return self._lost(conn, ArchiveState("ok", path, archived), exc)
         return ArchiveState("ok", path, archived)

@@ -14,7 +14,7 @@ CREATE INDEX IF NOT EXISTS orders_unended ON orders (created)
     WHERE ended IS NULL AND status IN (1, 6, 7, 8, 9);
 CREATE VIRTUAL TABLE IF NOT EXISTS orders_fts USING fts5 (
     id, template, instrument, details, notes,
-    content = '', detail = none, tokenize = 'unicode61 remove_diacritics 2'
+    content = '', detail = none, columnsize = 0, tokenize = 'unicode61 remove_diacritics 2'
 );
 CREATE TRIGGER IF NOT EXISTS orders_fts_insert AFTER INSERT ON orders BEGIN
     INSERT INTO orders_fts (rowid, id, template, instrument, details, notes)
