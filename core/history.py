@@ -516,19 +516,20 @@ def _count_sql(schema: str, query: HistoryQuery) -> tuple[str, list[Any]]:
 
 def live_window_rows(conn: sqlite3.Connection, cutoff: float) -> list[tuple[Any, ...]]:
     """Unfinished orders, those finished at or after ``cutoff`` (or, without an end time,
-    created since), and the finished steps of unfinished runs, so a live run is shown whole.
-    Index ranges only: (status, seq), ended, source_id."""
+    created since), and the older finished steps of unfinished runs, so a live run is shown
+    whole. Four disjoint index ranges: (status, seq), ended, the unended and source_id."""
     cols = ", ".join(ORDER_ROW_COLUMNS)
     return conn.execute(
-        f"WITH open AS (SELECT seq, {cols}, source_id FROM orders INDEXED BY orders_by_status_seq "
+        f"WITH open AS MATERIALIZED (SELECT seq, {cols}, source_id FROM orders INDEXED BY orders_by_status_seq "
         f"WHERE status IN ({_UNFINISHED_SQL})) "
         f"SELECT {cols} FROM (SELECT seq, {cols} FROM open "
-        f"UNION SELECT seq, {cols} FROM orders INDEXED BY orders_by_ended WHERE ended >= ? "
+        f"UNION ALL SELECT seq, {cols} FROM orders INDEXED BY orders_by_ended WHERE ended >= :cut "
         f"AND status IN ({_FINISHED_SQL}) "
-        f"UNION SELECT seq, {cols} FROM orders INDEXED BY orders_unended WHERE ended IS NULL "
-        f"AND status IN ({_FINISHED_SQL}) AND created >= ? "
-        f"UNION SELECT seq, {cols} FROM orders INDEXED BY orders_by_source WHERE source_id IN "
-        "(SELECT coalesce(source_id, id) FROM open)) ORDER BY seq", (cutoff, cutoff)).fetchall()
+        f"UNION ALL SELECT seq, {cols} FROM orders INDEXED BY orders_unended WHERE ended IS NULL "
+        f"AND status IN ({_FINISHED_SQL}) AND created >= :cut "
+        f"UNION ALL SELECT seq, {cols} FROM orders INDEXED BY orders_by_source WHERE source_id IN "
+        f"(SELECT coalesce(source_id, id) FROM open) AND status IN ({_FINISHED_SQL}) "
+        "AND NOT coalesce(ended >= :cut, created >= :cut)) ORDER BY seq", {"cut": cutoff}).fetchall()
 
 
 def dashboard_counts(conn: sqlite3.Connection, day_start: float) -> DashboardCounts:
