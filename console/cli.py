@@ -18,6 +18,7 @@
     labconsole audit verify [--file EXPORT]              check the hash chain of transitions and audit
     labconsole audit export --from D --to D --format csv|json OUT   rows with their hashes
     labconsole users add|list|disable|passwd|token       named users, roles, Data Services tokens
+    labconsole store archive --before DATE               move finished runs to the archive file, online
     labconsole sila-sim [--workcell FILE] [--faults F]   serve the SiLA instruments of FILE on 127.0.0.1
     labconsole agent --console URL --name N --capabilities A,B   a remote robot agent
 """
@@ -148,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="file or directory (default: <data-dir>/backups/labconsole-YYYYmmdd-HHMMSS.sqlite3)")
     restore = store.add_parser("restore", help="replace the store with a checked backup (console closed)")
     restore.add_argument("backup", type=Path)
+    archive = store.add_parser("archive", help="move orders finished before DATE (whole runs, with their "
+                               "transitions) into labconsole-archive.sqlite3 next to the store; "
+                               "safe while the console runs")
+    archive.add_argument("--before", required=True, metavar="DATE",
+                         help="2026-08-01 (local midnight), 2026-08-01T12:00, or an age such as 90d")
+    archive.add_argument("--batch", type=int, default=500, metavar="N",
+                         help="orders per batch (the console's writer waits for one batch at most)")
     ds = sub.add_parser("data-services", help="run the embedded Data Services alone, headless (uses "
                         "--bind, --port, --token/--token-file and --max-body-mb)")
     ds.add_argument("--certfile", default=None, help="PEM certificate chain: serve HTTPS")
@@ -357,6 +365,8 @@ def _store(args: argparse.Namespace, data_dir: Path) -> int:
     if not db.is_file():
         print(f"labconsole: {db}: there is no store here (see --data-dir)", file=sys.stderr)
         return 2
+    if args.action == "archive":
+        return _archive(args, db)
     if args.action == "check":
         check = full_check(db)
         if check.ok:
@@ -377,6 +387,9 @@ def _store(args: argparse.Namespace, data_dir: Path) -> int:
     info = backup.backup(db, dest)
     print(f"{info.path}: backup of {db} ({info.orders} orders, {info.size / 1e6:.1f} MB, "
           f"integrity_check ok, {info.seconds:.1f} s)")
+    return 0
+
+
 def _audit(args: argparse.Namespace, data_dir: Path) -> int:
     from core import audit_chain
     from core.store import Store
@@ -456,6 +469,26 @@ def _users(args: argparse.Namespace, data_dir: Path) -> int:
             token = users.issue_token(store, args.name, who=who)
             print(token)
             print(f"Data Services bearer token of {args.name}; it is shown only now", file=sys.stderr)
+    return 0
+
+
+def _archive(args: argparse.Namespace, db: Path) -> int:
+    from core.archive import Archiver, parse_before
+    from core.errors import ConfigError
+    from core.store import Store
+
+    before = parse_before(args.before)
+    if args.batch < 1:
+        raise ConfigError.at(f"must be at least 1, not {args.batch}", field="--batch")
+    with Store(db).open() as store:
+        archiver = Archiver(store, batch_orders=args.batch)
+        stamp = datetime.fromtimestamp(before).astimezone().isoformat(timespec="seconds")
+        print(f"archiving orders finished before {stamp} into {archiver.path}", flush=True)
+        result = archiver.run_sync(before)
+    if result.settled:
+        print(f"{result.settled} copies left by an interrupted archive run were removed from the archive "
+              "(their orders are in the store)")
+    print(result.summary())
     return 0
 
 

@@ -895,8 +895,19 @@ def _pairs(conn: sqlite3.Connection, *, sql: str, params: Sequence[Any]) -> dict
 
 
 def _split_sql(script: str) -> list[str]:
+    """The statements of a migration script; a trigger's body (``BEGIN ...; ...; END``) stays whole."""
     lines = [line for line in script.splitlines() if not line.lstrip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    statements: list[str] = []
+    pending = ""
+    for piece in "\n".join(lines).split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\n;"):
+                statements.append(pending.strip().removesuffix(";").strip())
+            pending = ""
+    if pending.strip(" \t\n;"):
+        statements.append(pending.strip().removesuffix(";").strip())
+    return statements
 
 
 def _next_seq(conn: sqlite3.Connection, name: str) -> int:
