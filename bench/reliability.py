@@ -53,7 +53,7 @@ def probe_command(name: str, profile: str, quick: int | None) -> list[str]:
     if name == "fuzz":
         return [script, "--scale", "2" if short else "10"]
     if name == "api":
-        return [script, "--examples", "10" if short else "50"]
+        return [script, "--examples", "5" if short else "25"]
     if name == "attacks":
         return [script, "--slow", "300" if short else "1100"]
     if name == "soak":
