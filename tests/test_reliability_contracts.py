@@ -88,3 +88,32 @@ def test_slots_missed_while_closed_start_one_run_at_start_up(data_dir, catch_up)
     assert len(started) == (1 if catch_up else 0)
     assert runs == ["completed"] * len(started)
     assert next_run == MONDAY_8 + 6 * 3600 + 15 * 60 and next_run > now  # 14:15
+
+
+def test_an_instrument_whose_heartbeat_hung_is_trusted_again_once_it_answers(data_dir):
+    """A heartbeat that never answers takes the instrument offline; once it answers again the
+    instrument must stay Ready, not be declared stale forever because the hung heartbeat is
+    still awaited (which took it offline every 30 s, mid-step)."""
+    from dispatchkit import run_dkit
+
+    from core.orders import ModuleStatus
+
+    async def scenario(kit):
+        sealer = kit.dispatcher.instruments["Sealer"]
+        kit.drivers["Sealer"].inject(heartbeat="hang")
+        await kit.until(lambda: sealer.status is ModuleStatus.Offline, limit=600)
+        offline_at = kit.clock.now()
+        kit.drivers["Sealer"].inject(heartbeat="ok")
+        await kit.until(lambda: sealer.status is ModuleStatus.Ready, limit=600)
+        await kit.clock.advance(300)  # ten stale timeouts
+        flaps = kit.store.read_sync(lambda c: c.execute(
+            "SELECT count(*) FROM instrument_log WHERE instrument_id = 'Sealer' AND to_status = "
+            "'Offline' AND at > ?", (offline_at,)).fetchone()[0])
+        await kit.publish("Seal", [{"id": "s", "kind": "Sealer.Seal", "parameters": {"duration": 120}}])
+        run_id = await kit.run("Seal")
+        await kit.until_done(run_id)
+        return sealer.status, flaps, kit.status(run_id).value
+
+    status, flaps, final = run_dkit(data_dir, scenario)
+    assert flaps == 0, f"declared offline {flaps} more times after it answered again"
+    assert status is ModuleStatus.Ready and final == "completed"
