@@ -20,7 +20,7 @@ Probes (each a script in bench/reliability/, run in its own process, printing ``
                 database size per 1,000 transitions; growth over the last half.
 * ``mutation``  mutmut on core/dispatcher.py, core/store.py, core/engine/ and
                 core/dataservices/link.py with their tests; the share of mutants killed
-                (``--quick N`` samples N mutants; short: 40).
+                (a seeded sample of 300 mutants; short: 20; ``--quick N`` chooses N, 0 all).
 
 The exit status is 1 if a figure misses its target.
 """
@@ -59,8 +59,8 @@ def probe_command(name: str, profile: str, quick: int | None) -> list[str]:
     if name == "soak":
         return [script, "--hours", "1" if short else "8"]
     if name == "mutation":
-        n = quick if quick is not None else (40 if short else None)
-        return [script] + (["--quick", str(n)] if n else [])
+        n = quick if quick is not None else (20 if short else 300)
+        return [script, "--quick", str(n)]
     raise ValueError(name)
 
 
