@@ -15,7 +15,7 @@ BDM_STAMP := $(BDM_VENV)/.installed-biosero-data-models-0.2.9
 PREFECT_VENV := .bench-venv-prefect
 PREFECT_STAMP := $(PREFECT_VENV)/.installed-prefect-3.8.8
 
-.PHONY: run test bench bench-prefect-venv lint clean bdm-venv
+.PHONY: run test bench bench-prefect-venv lint clean bdm-venv reliability
 
 $(STAMP): pyproject.toml
 	bash .ci/system-deps
@@ -52,6 +52,14 @@ bench: $(STAMP) $(PREFECT_STAMP)
 	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python bench/engine.py
 	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python bench/dispatch.py
 	test ! -f bench/gui.py || QT_QPA_PLATFORM=offscreen $(VENV)/bin/python bench/gui.py
+
+# The standing reliability suite (not part of `make test`): one table of figures, each with the
+# command that produced it. PROFILE=short is the CI profile (a few minutes); QUICK=N samples N
+# mutants for the mutation score.
+PROFILE ?= full
+QUICK ?=
+reliability: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python bench/reliability.py --profile $(PROFILE) $(if $(QUICK),--quick $(QUICK))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check core console panels tests bench

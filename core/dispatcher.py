@@ -722,6 +722,11 @@ class Dispatcher:
 
     async def _went_offline(self, inst: Instrument, why: str) -> None:
         inst.connected = False
+        if inst.heartbeat_task is not None and not inst.heartbeat_task.done():
+            # a heartbeat that never answered is abandoned: after the reconnect a fresh one is
+            # sent, otherwise the instrument is declared stale again every stale_timeout forever
+            inst.heartbeat_task.cancel()
+        inst.heartbeat_task = None
         inst.next_reconnect = self.clock.now() + self.stale_timeout
         for job in list(inst.running.values()):
             if job.task is not None and not job.task.done():

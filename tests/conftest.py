@@ -86,6 +86,10 @@ def save_screenshot(widget, name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     assert widget.grab().save(str(path)), f"could not save {path}"
+    from helpers.images import blank_reason
+
+    reason = blank_reason(path)
+    assert reason is None, f"screenshot {name} shows nothing: {reason}"
     return path
 
 

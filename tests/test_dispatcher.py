@@ -55,6 +55,11 @@ def test_order_of_service_and_reprioritise():
     assert q2.head(("any", "C")) is b
     q2.reprioritise("a", priority=99)
     assert q2.head(("any", "C")) is a
+    q2.reprioritise("a", priority=5)  # lowered: the stale, better entry must not keep it first
+    assert q2.head(("any", "C")) is b
+    q2.reprioritise("b", biosero=1)   # Low (Biosero) goes behind any Standard
+    assert q2.head(("any", "C")) is a
+    assert q2.ahead_of(b) == 1 and q2.ahead_of(a) == 0
     with pytest.raises(StateError, match="not queued"):
         q2.reprioritise("zzz", priority=1)
 
@@ -96,17 +101,34 @@ def test_module_restriction_strategies(data_dir):
                 waiting = kit.dispatcher.why_waiting(kit.steps(run_id)["read"]["order_id"])
             await kit.until_done(hog, run_id)
             busy[strategy.name] = (busy[strategy.name], kit.steps(run_id)["read"]["instrument"])
-        # Reader2 offline: UnlessOffline falls back, FullRestriction keeps waiting
+        # Reader2 in Error (idle, connected): only UnlessError (and NoRestriction) fall back
+        reader2 = kit.dispatcher.instruments["Reader2"]
+        await kit.dispatcher._set_status(reader2, ModuleStatus.Error, "lamp failure")
+        in_error, waiting_runs = {}, []
+        for strategy in ModuleRestrictionStrategy:
+            run_id = await kit.run(f"R{strategy.name}")
+            await kit.clock.advance(1)
+            in_error[strategy.name] = kit.steps(run_id)["read"]["instrument"]
+            if in_error[strategy.name] is None:
+                waiting_runs.append(run_id)
+            else:
+                await kit.until_done(run_id)  # leave Reader1 free for the next strategy
+        errors_reason = kit.dispatcher.why_waiting(kit.steps(waiting_runs[-1])["read"]["order_id"])
+        await kit.dispatcher._set_status(reader2, ModuleStatus.Ready, "ready")
+        kit.dispatcher.kick()
+        await kit.until_done(*waiting_runs)
+        # Reader2 offline: UnlessOffline falls back, FullRestriction keeps waiting (the runs are
+        # submitted within the stale timeout after it went offline, before it is reconnected)
         kit.drivers["Reader2"].inject(heartbeat="missing")
-        await kit.clock.advance(60)
+        await kit.until(lambda: reader2.status is ModuleStatus.Offline)
         offline = {}
         for name in ("UnlessOffline", "FullRestriction", "UnlessError"):
             run_id = await kit.run(f"R{name}")
             await kit.clock.advance(1)
             offline[name] = kit.steps(run_id)["read"]["instrument"]
-        return busy, waiting, offline
+        return busy, waiting, offline, in_error, errors_reason
 
-    busy, waiting, offline = run_dkit(data_dir, scenario)
+    busy, waiting, offline, in_error, errors_reason = run_dkit(data_dir, scenario)
     # (instrument one second after submission, instrument that finally ran it)
     assert busy["NoRestriction"] == ("Reader1", "Reader1")
     assert busy["UnlessBusy"] == ("Reader1", "Reader1")       # Reader2 busy -> any reader
@@ -116,6 +138,9 @@ def test_module_restriction_strategies(data_dir):
     assert any("Reader2 is busy with order" in r for r in waiting)
     assert "restricted to Reader2 (FullRestriction)" in waiting
     assert offline == {"UnlessOffline": "Reader1", "FullRestriction": None, "UnlessError": None}
+    assert in_error == {"NoRestriction": "Reader1", "UnlessBusy": None, "UnlessError": "Reader1",
+                        "UnlessOffline": None, "FullRestriction": None}
+    assert any("Reader2 is in Error (lamp failure)" in r for r in errors_reason)
 
 
 @pytest.mark.parametrize("strategy", ["round_robin", "least_loaded", "random", "affinity"])
@@ -142,6 +167,31 @@ def test_load_balancing_strategies(data_dir, strategy):
         assert all(a == b for a, b in used)  # the second read goes where the first one ran
 
 
+def test_least_loaded_weighs_running_orders_by_capacity(data_dir):
+    """Reader1 runs up to 4 orders at once, Reader2 up to 2: least_loaded compares the share of
+    each one's capacity in use (running / capacity), not the count of running orders."""
+    cell = (WORKCELL.replace("{id: Reader1, kind: PlateReader,", "{id: Reader1, kind: PlateReader, max_concurrent: 4,")
+            .replace("{id: Reader2, kind: PlateReader,", "{id: Reader2, kind: PlateReader, max_concurrent: 2,"))
+    assert cell.count("max_concurrent") == 2
+
+    async def scenario(kit):
+        await kit.publish("Read", [READ])
+        runs = []
+        for _ in range(6):
+            runs.append(await kit.run("Read"))
+            await kit.clock.advance(1)  # each read starts before the next arrives
+        placed = [kit.steps(r)["read"]["instrument"] for r in runs]
+        await kit.until_done(*runs)
+        return placed, {i.id: i.capacity for i in kit.dispatcher.instruments.values()}
+
+    placed, capacities = run_dkit(data_dir, scenario, workcell=cell, strategy="least_loaded")
+    assert capacities["Reader1"] == 4 and capacities["Reader2"] == 2
+    # loads (R1 of 4, R2 of 2): 0,0 -> R1 (tie: id); .25,0 -> R2; .25,.5 -> R1; .5,.5 -> R2
+    # (tie: R2 was busy for less of the time); R2 full -> R1, R1. Counting running orders
+    # instead would put the third read on R2 (1 = 1, R2 less busy so far).
+    assert placed == ["Reader1", "Reader2", "Reader1", "Reader2", "Reader1", "Reader1"]
+
+
 def test_atomic_reservation_has_no_deadlock_where_naive_locking_has(data_dir):
     """Two steps each need the arm and a reader. Naive one-at-a-time locking in opposite orders
     deadlocks; the dispatcher reserves both or neither."""
@@ -162,8 +212,10 @@ def test_atomic_reservation_has_no_deadlock_where_naive_locking_has(data_dir):
             return False
 
     assert asyncio.run(naive()) is False, "the naive version deadlocks"
-    cell = WORKCELL.replace("  - {id: Reader2, kind: PlateReader, driver: simulated, capabilities: "
-                            "{PlateReader.ReadPlate: {duration: 60s, jitter: 0s}}}\n", "")
+    reader2 = ("  - {id: Reader2, kind: PlateReader, driver: simulated, capabilities: "
+               "{PlateReader.ReadPlate: {duration: 60s, jitter: 0s, duration_input: duration}}}\n")
+    assert reader2 in WORKCELL
+    cell = WORKCELL.replace(reader2, "")  # one reader: the two kinds of step compete for it
 
     async def scenario(kit):
         await kit.publish("ArmFirst", [{"id": "x", "kind": "RobotArm.MovePlate", "reserve": ["PlateReader.ReadPlate"]}])
@@ -177,6 +229,7 @@ def test_atomic_reservation_has_no_deadlock_where_naive_locking_has(data_dir):
         return runs, used, held, kit
 
     runs, used, held, kit = run_dkit(data_dir, scenario, workcell=cell)
+    assert set(kit.dispatcher.instruments) == {"Reader1", "Arm", "Sealer"}
     assert all(kit.status(r).value == "completed" for r in runs)
     held.sort()
     assert all(a[1] <= b[0] for a, b in zip(held, held[1:], strict=False)), "never both held at once"

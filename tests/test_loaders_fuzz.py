@@ -4,6 +4,7 @@ error (core.errors), never another exception."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +24,9 @@ from core.templates import (
 )
 from core.workcell import Workcell, parse_workcell
 
-FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SCALE = max(1, int(os.environ.get("LABCONSOLE_FUZZ_SCALE", "1")))
+"""Examples multiplier: ``make reliability`` runs these properties with 10 times the examples."""
+FAST = settings(max_examples=300 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 200), st.integers(), st.floats(allow_nan=True),
                     st.just(10**400),
@@ -140,7 +143,7 @@ CRON_FIELD = st.one_of(
     st.text(alphabet="0123456789*/,-LW#?", min_size=1, max_size=5))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400 * SCALE, deadline=None)
 @given(st.lists(CRON_FIELD, min_size=4, max_size=7).map(" ".join))
 def test_a_cron_is_refused_with_its_field_or_fires_within_the_horizon(cron):
     try:
@@ -179,7 +182,7 @@ def sample_variants(draw: st.DrawFn) -> WorkflowTemplate:
     return template.model_copy(update={"steps": tuple(steps)})
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sample_variants(), st.sampled_from([".yaml", ".json"]))
 def test_load_dump_load_is_identity(tmp_path, template, suffix):
     out = tmp_path / f"copy{suffix}"

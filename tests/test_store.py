@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import statistics
+import threading
 import time
 
 import pytest
@@ -64,13 +66,51 @@ def test_transitions_and_audit_are_logged_with_who_and_why(store):
                                                 "OrderStatusChanged", "OperatorAction"]
 
 
+def _on_writer_commit(store, action):
+    """Run ``action()`` on the writer thread each time it is about to execute COMMIT.
+
+    The trace callback of the writer connection sees every statement before it runs; holding the
+    writer there widens the window between "the operation ran" and "COMMIT returned" from
+    microseconds to as long as ``action`` takes, so an ordering bug shows on every run."""
+
+    def install(conn):
+        conn.set_trace_callback(lambda sql: action() if sql.strip().upper() == "COMMIT" else None)
+
+    return store.write(install)
+
+
+def test_writer_connection_commits_with_synchronous_full(store):
+    """Acknowledged means on disk: the writer's connection fsyncs every commit."""
+
+    async def scenario():
+        return await store.write(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
+
+    assert store.synchronous == "FULL"
+    assert asyncio.run(scenario()) == 2  # 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA
+
+
 def test_event_is_published_only_after_commit(store):
-    """A subscriber reading the store from another connection sees the committed change."""
+    """A subscriber reading the store from another connection sees the committed change.
+
+    Each COMMIT is held back until the loop had every chance to run a subscriber (or 0.3 s), so a
+    store that delivered results before committing is caught every time, not by luck."""
 
     async def scenario():
         bus = EventBus()
         core = Core(store, bus)
         observed = []
+        loop = asyncio.get_running_loop()
+        subscriber_ran = threading.Event()
+
+        def hold_commit():
+            # let the loop turn: a result delivered before COMMIT reaches the subscriber now
+            ping = threading.Event()
+            loop.call_soon_threadsafe(ping.set)
+            ping.wait(1.0)
+            subscriber_ran.wait(0.3)
+            subscriber_ran.clear()
+
+        await _on_writer_commit(store, hold_commit)
 
         def check(event):
             other = sqlite3.connect(store.path)
@@ -79,6 +119,7 @@ def test_event_is_published_only_after_commit(store):
                                   (event.order_id,)).fetchone()[0]
             other.close()
             observed.append((type(event).__name__, status[0] if status else None, count))
+            subscriber_ran.set()
 
         bus.subscribe(check, (OrderCreated, OrderStatusChanged))
         order = await core.create_order(Order(templateName="T"))
@@ -126,10 +167,16 @@ def test_concurrent_writes_share_commits_and_failures_stay_alone(store):
 
 
 def test_writes_do_not_block_the_loop(store):
-    """The loop keeps turning while FULL-synchronous commits happen on the writer thread."""
+    """The loop keeps turning while FULL-synchronous commits happen on the writer thread.
+
+    Every commit is made to take 50 ms (as a slow disk would), so a write that ran on the loop
+    would hold it 50 ms per order; on the writer thread the loop's lag stays at its own noise."""
+
+    commit_seconds = 0.05
 
     async def scenario():
         core = Core(store)
+        await _on_writer_commit(store, lambda: time.sleep(commit_seconds))
         lags = []
         stop = False
 
@@ -140,14 +187,20 @@ def test_writes_do_not_block_the_loop(store):
                 lags.append(time.perf_counter() - t0 - 0.002)
 
         task = asyncio.create_task(probe())
-        for _ in range(200):
+        t0 = time.perf_counter()
+        for _ in range(20):
             await core.create_order(Order(templateName="T"))
+        elapsed = time.perf_counter() - t0
         stop = True
         await task
-        return lags
+        return lags, elapsed
 
-    lags = asyncio.run(scenario())
-    assert len(lags) > 5, "the probe ran while the writes were in flight"
+    lags, elapsed = asyncio.run(scenario())
+    assert elapsed >= 20 * commit_seconds, "every commit took its 50 ms"
+    assert len(lags) > 20, "the probe ran while the writes were in flight"
+    # the median tick is far below one commit (a shared machine may stretch a few ticks)
+    assert statistics.median(lags) < commit_seconds / 2, f"loop lag {statistics.median(lags):.3f} s"
+    assert max(lags) < 20 * commit_seconds, "no tick waited for several commits"
 
 
 def test_foreign_database_is_refused_and_untouched(tmp_path):

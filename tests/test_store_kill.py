@@ -36,7 +36,10 @@ def _run_and_kill(db: Path, kill_after_acks: int, group: bool) -> list[tuple[str
     proc.send_signal(signal.SIGKILL)
     # Anything already printed was acknowledged too: read it before the pipe closes.
     rest = proc.stdout.read()
-    proc.wait()
+    returncode = proc.wait()
+    # the child died of the SIGKILL mid-burst, not of an error or by finishing first
+    assert returncode == -signal.SIGKILL, f"writer exited with {returncode}, not by SIGKILL"
+    assert "DONE" not in rest, "the writer finished before the kill"
     for line in rest.splitlines():
         if line.startswith("ACK"):
             _, oid, seq, status = line.split()
