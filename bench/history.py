@@ -316,7 +316,7 @@ def phase_transition_cost(tmp: Path, reps: int = 6) -> None:
                                         ("orders_fts_insert", "orders_fts_update", "orders_fts_delete")])
         if variant == "WHEN test only":
             when = next(line for line in (Path(__file__).resolve().parent.parent / "core" / "schema" /
-                                          "020_history.sql").read_text().split("CREATE TRIGGER")
+                                          "009_history.sql").read_text().split("CREATE TRIGGER")
                         if "orders_fts_update" in line).split("BEGIN")[0]
             store.write_sync(lambda c, w=when: c.execute(f"CREATE TRIGGER {w.replace('orders_fts_update', 'probe', 1)} "
                                                          "BEGIN SELECT 1; END"))
