@@ -144,7 +144,7 @@ def test_an_older_store_is_chained_once_when_it_migrates(data_dir, monkeypatch):
     old.close()
     monkeypatch.undo()
     with Store(path).open() as s:
-        assert s.read_sync(lambda c: c.execute("PRAGMA user_version").fetchone()[0]) == store_module.CHAIN_SCHEMA
+        assert s.read_sync(lambda c: c.execute("PRAGMA user_version").fetchone()[0]) == store_module.SCHEMA_VERSION
         report = s.verify_chain()
         assert report.ok, report.render()
         assert report.start["transitions"] == {"sealed_through_seq": 5, "rows": 5}
