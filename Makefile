@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	bash .ci/system-deps
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	$(VENV)/bin/python -m pip install -q -e '.[test,plr]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
