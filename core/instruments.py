@@ -442,10 +442,10 @@ class MadsciActionSpec(ConfigModel):
 class MadsciOptions(ConfigModel):
     """``options`` of a ``driver: madsci`` instrument (a MADSci REST node)."""
 
-    url: Annotated[str, AfterValidator(_check_madsci_url)]
-    """The node's REST address, ``http://HOST:PORT``."""
     insecure: bool = False
     """Plain http to a node on another machine (MADSci nodes have no authentication)."""
+    url: Annotated[str, AfterValidator(_check_madsci_url)]
+    """The node's REST address, ``http://HOST:PORT``."""
     request_timeout: PositiveDuration = 5.0
     """Deadline of one HTTP round trip (never of a whole action)."""
     poll_interval: PositiveDuration = 0.2
@@ -454,16 +454,17 @@ class MadsciOptions(ConfigModel):
     """Capability -> node action. A capability left out runs the action named like its command
     in snake case (``LiquidHandler.Transfer`` -> ``transfer``)."""
 
-    @model_validator(mode="after")
-    def _plain_http_on_loopback(self) -> MadsciOptions:
+    @field_validator("url")
+    @classmethod
+    def _plain_http_on_loopback(cls, value: str, info: ValidationInfo) -> str:
         from urllib.parse import urlsplit
 
-        parts = urlsplit(self.url)
+        parts = urlsplit(value)
         if (parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1")
-                and not self.insecure):
+                and not info.data.get("insecure")):
             raise ValueError(f"plain http to {parts.hostname!r} crosses the network unencrypted "
                              f"and unauthenticated: use https, or set insecure: true")
-        return self
+        return value
 
 
 DRIVER_OPTIONS: dict[str, type[BaseModel]] = {"simulated": SimulatedOptions, "sila": SilaOptions,
