@@ -565,3 +565,31 @@ def test_every_driver_kind_is_in_the_contract():
     from core.instruments import DRIVER_KINDS
 
     assert set(DRIVER_KINDS) == set(KINDS) == set(HARNESSES)
+
+
+def test_sila_instruments_connect_concurrently(tmp_path):
+    """The dispatcher connects every instrument at once: eight SiLA drivers connecting together
+    all connect (sila2's client creation is not thread-safe)."""
+    ports = [free_port() for _ in range(8)]
+    text = "name: many readers\ninstruments:\n" + "".join(
+        workcell_text(p).split("instruments:\n", 1)[1].replace("PlateReader1", f"Reader{i}")
+        for i, p in enumerate(ports))
+    path = tmp_path / "many.yaml"
+    path.write_text(text)
+    cell = load_workcell(path)
+    servers = [SimulatedSilaServer(i) for i in cell.instruments]
+    for s in servers:
+        s.start()
+
+    async def main() -> None:
+        drivers = build_drivers(cell, SystemClock())
+        results = await asyncio.gather(*(d.connect() for d in drivers.values()),
+                                       return_exceptions=True)
+        await asyncio.gather(*(d.disconnect() for d in drivers.values()))
+        assert results == [None] * 8, results
+
+    try:
+        asyncio.run(main())
+    finally:
+        for s in servers:
+            s.stop()
