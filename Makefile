@@ -66,6 +66,7 @@ bench: $(STAMP) $(PREFECT_STAMP)
 	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python bench/store.py
 	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python bench/engine.py
 	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python bench/dispatch.py
+	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python bench/drivers.py
 	test ! -f bench/gui.py || QT_QPA_PLATFORM=offscreen $(VENV)/bin/python bench/gui.py
 
 # The standing reliability suite (not part of `make test`): one table of figures, each with the

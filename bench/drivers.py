@@ -1,4 +1,4 @@
-"""Driver benchmark, remote robot agents: what an agent costs the console.
+"""Driver benchmark: what SiLA 2 instruments and remote robot agents cost the console.
 
 1. Per-command overhead: N sequential zero-duration commands through the agent driver to a real
    ``labconsole agent`` process (WebSocket on 127.0.0.1), against the same commands through the
@@ -8,8 +8,16 @@
    dispatcher's round): p50/p99/max of a 10 ms sampler's overshoot, against the idle loop.
 3. RSS of the console process per connected agent (current RSS before and after A agents
    registered, divided by A).
+4. SiLA 2 per-command overhead: N sequential zero-duration commands through the SiLA driver to
+   a real SiLA 2 server (``labconsole sila-sim`` in its own process, gRPC on 127.0.0.1), an
+   unobservable one and an observable one, against the in-process simulated driver, same run.
+5. Event-loop lag of the console's loop while S SiLA 2 instruments (S servers in one
+   ``labconsole sila-sim`` process) each run an observable command that streams progress and an
+   intermediate response at 10 Hz: p50/p99/max of a 10 ms sampler's overshoot, against the idle
+   loop (targets: p99 <= 16 ms, max <= 50 ms).
 
-usage: python bench/drivers.py [--commands 300] [--agents 50] [--seconds 10]
+usage: python bench/drivers.py [--commands 300] [--agents 50] [--seconds 10] [--sila 8]
+                               [--only agents|sila]
 """
 
 from __future__ import annotations
@@ -22,8 +30,10 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")  # before sila2 imports
 
 from core.clock import SystemClock  # noqa: E402
 from core.drivers.agent import AgentDriver  # noqa: E402
@@ -172,11 +182,164 @@ async def child(url: str, count: int) -> None:
     await asyncio.gather(*(c.run() for c in clients))
 
 
+# --------------------------------------------------------------------------- SiLA 2
+
+
+def sila_workcell(ports: list[int], seconds: float) -> str:
+    steps = max(1, round(seconds * 10))  # progress and an intermediate response at 10 Hz
+    seconds = round(seconds, 3)
+    items = "".join(f"""\
+  - id: Reader{i}
+    kind: PlateReader
+    driver: sila
+    options:
+      host: 127.0.0.1
+      port: {port}
+      insecure: true
+      commands:
+        PlateReader.ReadPlate:
+          command: PlateReader/ReadPlate
+          parameters: {{plate: PlateId, wavelength: Wavelength}}
+        PlateReader.Shake: {{command: PlateReader/Shake, parameters: {{plate: PlateId}}}}
+    capabilities:
+      PlateReader.ReadPlate: {{duration: {seconds}s, jitter: 0s, progress_steps: {steps}}}
+      PlateReader.Shake: {{duration: 0s, jitter: 0s}}
+""" for i, port in enumerate(ports))
+    return f"name: SiLA bench\ninstruments:\n{items}"
+
+
+def free_ports(count: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+async def sila_servers(count: int, seconds: float, tmp: Path) -> tuple[Any, Any]:
+    """``count`` SiLA 2 servers in one ``labconsole sila-sim`` process, and their workcell."""
+    from core.workcell import load_workcell
+
+    path = tmp / "sila-bench.yaml"
+    path.write_text(sila_workcell(free_ports(count), seconds))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "console", "sila-sim", "--workcell", str(path), cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL)
+    assert proc.stdout is not None
+    for _ in range(count):
+        line = await asyncio.wait_for(proc.stdout.readline(), 120)
+        assert b"SiLA 2 server on" in line, line
+    return proc, load_workcell(path)
+
+
+def sila_order(i: int, capability: str) -> Order:
+    return Order(identifier=f"sila-{capability}-{i}", templateName=capability,
+                 inputParameters=[{"name": "plate", "value": f"P{i}"},
+                                  {"name": "wavelength", "value": 450}])
+
+
+async def time_sila(driver: Any, n: int, capability: str) -> list[float]:
+    sink = lambda f, v: None  # noqa: E731
+    for i in range(10):
+        await driver.execute(sila_order(-i - 1, capability), sink)
+    times = []
+    for i in range(n):
+        t = time.perf_counter()
+        await driver.execute(sila_order(i, capability), sink)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+async def sila_overhead(n: int, tmp: Path) -> None:
+    proc, cell = await sila_servers(1, 0.0, tmp)
+    try:
+        drivers = build_drivers(cell, SystemClock())
+        sila = drivers["Reader0"]
+        await sila.connect()
+        sim = SimulatedDriver(cell.instruments[0].model_copy(update={"driver": "simulated",
+                                                                      "options": {}}),
+                              SystemClock(), seed=1)
+        await sim.connect()
+        s = await time_sila(sim, n, "PlateReader.Shake")
+        u = await time_sila(sila, n, "PlateReader.Shake")
+        o = await time_sila(sila, max(20, n // 5), "PlateReader.ReadPlate")
+        beats = [await sila.heartbeat() for _ in range(100)]
+        await sila.disconnect()
+    finally:
+        proc.kill()
+        await proc.wait()
+    us = 1e6
+    print(f"SiLA 2 per-command, sequential zero-duration commands ({n} unobservable, "
+          f"{max(20, n // 5)} observable):")
+    print(f"  simulated driver (in process)  p50 {statistics.median(s) * us:8.0f} us   "
+          f"p99 {pct(s, 0.99) * us:8.0f} us   mean {statistics.fmean(s) * us:8.0f} us")
+    print(f"  SiLA unobservable (Shake)      p50 {statistics.median(u) * us:8.0f} us   "
+          f"p99 {pct(u, 0.99) * us:8.0f} us   mean {statistics.fmean(u) * us:8.0f} us")
+    print(f"  SiLA observable (ReadPlate)    p50 {statistics.median(o) * us:8.0f} us   "
+          f"p99 {pct(o, 0.99) * us:8.0f} us   mean {statistics.fmean(o) * us:8.0f} us")
+    print(f"  overhead per command           unobservable "
+          f"{(statistics.median(u) - statistics.median(s)) * 1e3:.2f} ms, observable "
+          f"{(statistics.median(o) - statistics.median(s)) * 1e3:.2f} ms (its status is polled "
+          f"every 50 ms)")
+    print(f"  heartbeat round trip           p50 {statistics.median(beats) * us:8.0f} us   "
+          f"p99 {pct(beats, 0.99) * us:8.0f} us")
+
+
+async def sila_stream(count: int, seconds: float, tmp: Path) -> None:
+    idle = await sample_lag(min(seconds, 3.0))
+    proc, cell = await sila_servers(count, seconds + 2.0, tmp)
+    try:
+        drivers = build_drivers(cell, SystemClock())
+        await asyncio.gather(*(d.connect() for d in drivers.values()))
+        reports = [0]
+
+        def sink(fraction: Any, values: Any) -> None:
+            reports[0] += 1
+
+        runs = [asyncio.create_task(d.execute(sila_order(i, "PlateReader.ReadPlate"), sink))
+                for i, d in enumerate(drivers.values())]
+        await asyncio.sleep(0.5)  # every command running
+        before = reports[0]
+        lags = await sample_lag(seconds)
+        during = reports[0] - before
+        await asyncio.gather(*runs)
+        await asyncio.gather(*(d.disconnect() for d in drivers.values()))
+    finally:
+        proc.kill()
+        await proc.wait()
+    ms = 1e3
+    p99, worst = pct(lags, .99) * ms, max(lags) * ms
+    print(f"event-loop lag, {count} SiLA 2 instruments streaming progress at 10 Hz, {seconds:g} s "
+          f"({during} progress reports reached the console, {during / seconds:.0f}/s):")
+    print(f"  idle loop                      p50 {pct(idle, .5) * ms:6.2f} ms  p99 {pct(idle, .99) * ms:6.2f} ms  "
+          f"max {max(idle) * ms:6.2f} ms")
+    print(f"  with {count} streaming            p50 {pct(lags, .5) * ms:6.2f} ms  p99 {p99:6.2f} ms  "
+          f"max {worst:6.2f} ms   (targets p99 <= 16 ms: {'met' if p99 <= 16 else 'MISSED'}, "
+          f"max <= 50 ms: {'met' if worst <= 50 else 'MISSED'})")
+
+
+async def sila_part(args: argparse.Namespace) -> None:
+    import tempfile
+
+    logging.getLogger("core.drivers.sila").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory(prefix="sila-bench-") as tmp:
+        await sila_overhead(args.commands, Path(tmp))
+        await sila_stream(args.sila, args.seconds, Path(tmp))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--commands", type=int, default=300)
     parser.add_argument("--agents", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--sila", type=int, default=8, help="SiLA instruments streaming progress")
+    parser.add_argument("--only", choices=["agents", "sila"], default=None)
     parser.add_argument("--child", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.getLogger("core.drivers.agent").setLevel(logging.ERROR)  # agents leaving at the end
@@ -184,8 +347,11 @@ def main() -> None:
     if args.child:
         asyncio.run(child(args.child, args.agents))
         return
-    asyncio.run(overhead(args.commands))
-    asyncio.run(fleet(args.agents, args.seconds))
+    if args.only != "sila":
+        asyncio.run(overhead(args.commands))
+        asyncio.run(fleet(args.agents, args.seconds))
+    if args.only != "agents":
+        asyncio.run(sila_part(args))
 
 
 if __name__ == "__main__":
