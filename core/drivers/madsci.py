@@ -499,8 +499,9 @@ class MadsciDriver:
     def _outputs(self, result: Mapping[str, Any], bound: _Bound) -> dict[str, Any]:
         names = bound.spec.results
         data = result.get("json_result")
+        out: dict[str, Any]
         if isinstance(data, dict):
-            out = {names.get(k, k): v for k, v in data.items()}
+            out = {names.get(str(k), str(k)): v for k, v in data.items()}
         elif data is None:
             out = {}
         else:

@@ -320,7 +320,7 @@ class PyLabRobotDriver:
                         f"options.commands.{capability}.operation "
                         f"({', '.join(OPERATION_ARGUMENTS)})"))
                     continue
-                spec = PlrCommandSpec(operation=guess)  # type: ignore[arg-type]
+                spec = PlrCommandSpec(operation=guess)
             reads = spec.operation in _READS
             if reads != (self.options.machine == "plate_reader"):
                 problems.append(Problem(
