@@ -213,3 +213,21 @@ def test_without_pylabrobot_the_driver_is_refused_naming_the_extra(tmp_path):
                          cwd=ROOT, timeout=60)
     assert f"{path}:5" in out.stdout and "pip install 'labconsole[plr]'" in out.stdout, out
     assert "LH1" in out.stdout and "Reader1" in out.stdout
+
+
+def test_demo_plr_workcell_loads_and_its_machines_run():
+    workcell = load_workcell(ROOT / "resources" / "workcells" / "demo-plr.yaml")
+
+    async def scenario() -> None:
+        d = build_drivers(workcell, clock=None)
+        ot2, reader = d["OT2"], d["Reader1"]
+        await asyncio.gather(ot2.connect(), reader.connect())
+        out = await ot2.execute(order("t", "Transfer", **{"from": "source", "well": "A1",
+                                                         "to": "dest", "wells": "A1:D1",
+                                                         "volume": 15}), lambda f, v: None)
+        assert out["SourceRemaining"] == 140.0 and out["Targets"] == ["A1", "B1", "C1", "D1"]
+        read = await reader.execute(order("r", "ReadAbsorbance", wavelength=600), lambda f, v: None)
+        assert len(read["WellValues"]) == 96
+        await asyncio.gather(ot2.disconnect(), reader.disconnect())
+
+    asyncio.run(scenario())
