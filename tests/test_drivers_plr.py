@@ -186,6 +186,18 @@ def test_wrong_operation_argument_and_files_refused_with_location(tmp_path):
         assert lh.state is DriverState.DISCONNECTED
 
     asyncio.run(scenario())
+    (tmp_path / "broken.json").write_text('{"type": "OTDeck", "children": [')
+    (tmp_path / "broken.yaml").write_text(lh_text().replace(str(DECK), "broken.json"))
+    broken = build_drivers(load_workcell(tmp_path / "broken.yaml"), clock=None)["LH1"]
+
+    async def broken_deck() -> None:
+        with pytest.raises(WorkcellError) as exc:
+            await broken.connect()
+        assert "broken.yaml:8" in str(exc.value) and "broken.json" in str(exc.value)
+        status = await broken.status()
+        assert status.state is DriverState.DISCONNECTED and "deck" in status.detail
+
+    asyncio.run(broken_deck())
     with pytest.raises(WorkcellError) as exc:
         parse_workcell(lh_text().replace(str(DECK), "nowhere/deck.json"), "cell.yaml")
     assert "cell.yaml:8: instruments[0].options.deck" in str(exc.value) and "no such file" in str(exc.value)

@@ -184,8 +184,12 @@ class PyLabRobotDriver:
             self._connecting = True
             self._announce()
             try:
-                self._operations = self._bind()
-                machine = await self._build()
+                try:
+                    self._operations = self._bind()
+                    machine = await self._build()
+                except WorkcellError as exc:
+                    self._detail = exc.summary
+                    raise
                 try:
                     await machine.setup()
                 except Exception as exc:  # noqa: BLE001 - any backend failure: unavailable
