@@ -184,12 +184,16 @@ def test_node_restart_mid_action_is_outcome_unknown_and_loss_goes_offline(tmp_pa
 
 def test_wrong_action_or_argument_refused_at_connect_with_location(tmp_path, node):
     async def scenario() -> None:
-        d = driver_for(tmp_path, node.url, action="transfur")
+        bus = EventBus()
+        seen: list[InstrumentStatusChanged] = []
+        bus.subscribe(seen.append, InstrumentStatusChanged)
+        d = driver_for(tmp_path, node.url, bus=bus, action="transfur")
         with pytest.raises(WorkcellError) as exc:
             await d.connect()
         text = str(exc.value)
         assert "madsci.yaml:12" in text and "no action 'transfur'" in text and "transfer" in text
         assert d.state is DriverState.DISCONNECTED
+        assert seen[-1].status is ModuleStatus.Offline and "does not fit" in seen[-1].detail
         text_file = cell_text(node.url).replace("{from: source, to: target}", "{from: src}")
         (tmp_path / "arg.yaml").write_text(text_file)
         d = build_drivers(load_workcell(tmp_path / "arg.yaml"), clock=None)["LH2"]

@@ -188,6 +188,8 @@ class MadsciDriver:
                     self._detail = exc.summary
                     raise
             except BaseException:
+                self._connecting = False
+                self._announce()
                 await http.aclose()
                 raise
             finally:
