@@ -448,8 +448,11 @@ class MadsciOptions(ConfigModel):
     """The node's REST address, ``http://HOST:PORT``."""
     request_timeout: PositiveDuration = 5.0
     """Deadline of one HTTP round trip (never of a whole action)."""
-    poll_interval: PositiveDuration = 0.2
-    """Seconds between two looks at a running action's status."""
+    poll_interval: PositiveDuration = 1.0
+    """Seconds between two looks at a running action's status. MADSci nodes limit each client
+    on another machine to 100 requests a minute by default: polling faster than about once a
+    second runs into that limit (the driver then waits as the node's 429 answer asks, so a
+    finished action is seen late)."""
     actions: dict[CapabilityName, MadsciActionSpec] = Field(default_factory=dict)
     """Capability -> node action. A capability left out runs the action named like its command
     in snake case (``LiquidHandler.Transfer`` -> ``transfer``)."""
