@@ -1,4 +1,4 @@
-"""Driver benchmark, remote robot agents: what an agent costs the console.
+"""Driver benchmark: what SiLA 2 instruments and remote robot agents cost the console.
 
 1. Per-command overhead: N sequential zero-duration commands through the agent driver to a real
    ``labconsole agent`` process (WebSocket on 127.0.0.1), against the same commands through the
@@ -8,22 +8,35 @@
    dispatcher's round): p50/p99/max of a 10 ms sampler's overshoot, against the idle loop.
 3. RSS of the console process per connected agent (current RSS before and after A agents
    registered, divided by A).
+4. SiLA 2 per-command overhead: N sequential zero-duration commands through the SiLA driver to
+   a real SiLA 2 server (``labconsole sila-sim`` in its own process, gRPC on 127.0.0.1), an
+   unobservable one and an observable one, against the in-process simulated driver, same run.
+5. Event-loop lag of the console's loop while S SiLA 2 instruments (S servers in one
+   ``labconsole sila-sim`` process) each run an observable command that streams progress and an
+   intermediate response at 10 Hz: p50/p99/max of a 10 ms sampler's overshoot, against the idle
+   loop (targets: p99 <= 16 ms, max <= 50 ms); then the same while the A agents of part 2
+   heartbeat as well (without ``--only``).
 
-usage: python bench/drivers.py [--commands 300] [--agents 50] [--seconds 10]
+usage: python bench/drivers.py [--commands 300] [--agents 50] [--seconds 10] [--sila 8]
+                               [--only agents|sila]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import statistics
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")  # before sila2 imports
 
 from core.clock import SystemClock  # noqa: E402
 from core.drivers.agent import AgentDriver  # noqa: E402
@@ -117,15 +130,20 @@ async def sample_lag(seconds: float, period: float = 0.01) -> list[float]:
     return lags
 
 
-async def fleet(count: int, seconds: float) -> None:
+@contextlib.asynccontextmanager
+async def agent_fleet(count: int, stats: dict[str, float] | None = None
+                      ) -> AsyncIterator[dict[str, Any]]:
+    """``count`` agents (one child process) registered and connected, and the dispatcher's
+    heartbeat round to each of them every second; yields the drivers. ``stats`` gets the RSS
+    once the hub listens (``rss_hub``)."""
     names = [f"Agent{i:03d}" for i in range(count)]
-    idle = await sample_lag(min(seconds, 3.0))
-    base_rss = rss_mb()
     drivers = build_drivers(parse_workcell(workcell(names, 1.0)), SystemClock())
     hub = next(iter(drivers.values())).hub  # type: ignore[attr-defined]
     await hub.start()
-    rss_hub = rss_mb()
+    if stats is not None:
+        stats["rss_hub"] = rss_mb()
     proc = await spawn(THIS, "--child", hub.url, "--agents", str(count))
+    rounds: asyncio.Task[None] | None = None
     try:
         deadline = time.monotonic() + 60
         while any(d.agent_address is None for d in drivers.values()):  # type: ignore[attr-defined]
@@ -133,8 +151,6 @@ async def fleet(count: int, seconds: float) -> None:
             await asyncio.sleep(0.05)
         await asyncio.gather(*(d.connect() for d in drivers.values()))
         await asyncio.sleep(1.0)
-        rss_connected = rss_mb()
-        beats_before = sum(d.heartbeats for d in drivers.values())  # type: ignore[attr-defined]
 
         async def dispatcher_round() -> None:  # the dispatcher heartbeats each instrument
             while True:
@@ -142,15 +158,26 @@ async def fleet(count: int, seconds: float) -> None:
                 await asyncio.sleep(1.0)
 
         rounds = asyncio.create_task(dispatcher_round())
-        lags = await sample_lag(seconds)
-        rounds.cancel()
-        await asyncio.gather(rounds, return_exceptions=True)
-        beats = sum(d.heartbeats for d in drivers.values()) - beats_before  # type: ignore[attr-defined]
-        latencies = [d.latency for d in drivers.values() if d.latency is not None]  # type: ignore[attr-defined]
+        yield drivers
     finally:
+        if rounds is not None:
+            rounds.cancel()
+            await asyncio.gather(rounds, return_exceptions=True)
         proc.kill()
         await proc.wait()
         await hub.close()
+
+
+async def fleet(count: int, seconds: float) -> None:
+    idle = await sample_lag(min(seconds, 3.0))
+    base_rss = rss_mb()
+    stats: dict[str, float] = {}
+    async with agent_fleet(count, stats) as drivers:
+        rss_connected = rss_mb()
+        beats_before = sum(d.heartbeats for d in drivers.values())
+        lags = await sample_lag(seconds)
+        beats = sum(d.heartbeats for d in drivers.values()) - beats_before
+        latencies = [d.latency for d in drivers.values() if d.latency is not None]
     ms = 1e3
     print(f"event-loop lag, {count} agents heartbeating every 1 s + console heartbeat round every 1 s, "
           f"{seconds:g} s ({beats} agent heartbeats received, {beats / seconds:.0f}/s):")
@@ -160,6 +187,7 @@ async def fleet(count: int, seconds: float) -> None:
           f"max {max(lags) * ms:6.2f} ms")
     print(f"  console heartbeat round trip   p50 {statistics.median(latencies) * ms:6.2f} ms  "
           f"max {max(latencies) * ms:6.2f} ms")
+    rss_hub = stats["rss_hub"]
     print(f"RSS: before hub {base_rss:.1f} MB, hub listening {rss_hub:.1f} MB, {count} agents connected "
           f"{rss_connected:.1f} MB -> {(rss_connected - rss_hub) * 1024 / count:.0f} KB per connected agent")
 
@@ -172,11 +200,171 @@ async def child(url: str, count: int) -> None:
     await asyncio.gather(*(c.run() for c in clients))
 
 
+# --------------------------------------------------------------------------- SiLA 2
+
+
+def sila_workcell(ports: list[int], seconds: float) -> str:
+    steps = max(1, round(seconds * 10))  # progress and an intermediate response at 10 Hz
+    seconds = round(seconds, 3)
+    items = "".join(f"""\
+  - id: Reader{i}
+    kind: PlateReader
+    driver: sila
+    options:
+      host: 127.0.0.1
+      port: {port}
+      insecure: true
+      commands:
+        PlateReader.ReadPlate:
+          command: PlateReader/ReadPlate
+          parameters: {{plate: PlateId, wavelength: Wavelength}}
+        PlateReader.Shake: {{command: PlateReader/Shake, parameters: {{plate: PlateId}}}}
+    capabilities:
+      PlateReader.ReadPlate: {{duration: {seconds}s, jitter: 0s, progress_steps: {steps}}}
+      PlateReader.Shake: {{duration: 0s, jitter: 0s}}
+""" for i, port in enumerate(ports))
+    return f"name: SiLA bench\ninstruments:\n{items}"
+
+
+def free_ports(count: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+async def sila_servers(count: int, seconds: float, tmp: Path) -> tuple[Any, Any]:
+    """``count`` SiLA 2 servers in one ``labconsole sila-sim`` process, and their workcell."""
+    from core.workcell import load_workcell
+
+    path = tmp / "sila-bench.yaml"
+    path.write_text(sila_workcell(free_ports(count), seconds))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "console", "sila-sim", "--workcell", str(path), cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL)
+    assert proc.stdout is not None
+    for _ in range(count):
+        line = await asyncio.wait_for(proc.stdout.readline(), 120)
+        assert b"SiLA 2 server on" in line, line
+    return proc, load_workcell(path)
+
+
+def sila_order(i: int, capability: str) -> Order:
+    return Order(identifier=f"sila-{capability}-{i}", templateName=capability,
+                 inputParameters=[{"name": "plate", "value": f"P{i}"},
+                                  {"name": "wavelength", "value": 450}])
+
+
+async def time_sila(driver: Any, n: int, capability: str) -> list[float]:
+    sink = lambda f, v: None  # noqa: E731
+    for i in range(10):
+        await driver.execute(sila_order(-i - 1, capability), sink)
+    times = []
+    for i in range(n):
+        t = time.perf_counter()
+        await driver.execute(sila_order(i, capability), sink)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+async def sila_overhead(n: int, tmp: Path) -> None:
+    proc, cell = await sila_servers(1, 0.0, tmp)
+    try:
+        drivers = build_drivers(cell, SystemClock())
+        sila = drivers["Reader0"]
+        await sila.connect()
+        sim = SimulatedDriver(cell.instruments[0].model_copy(update={"driver": "simulated",
+                                                                      "options": {}}),
+                              SystemClock(), seed=1)
+        await sim.connect()
+        s = await time_sila(sim, n, "PlateReader.Shake")
+        u = await time_sila(sila, n, "PlateReader.Shake")
+        o = await time_sila(sila, max(20, n // 5), "PlateReader.ReadPlate")
+        beats = [await sila.heartbeat() for _ in range(100)]
+        await sila.disconnect()
+    finally:
+        proc.kill()
+        await proc.wait()
+    us = 1e6
+    print(f"SiLA 2 per-command, sequential zero-duration commands ({n} unobservable, "
+          f"{max(20, n // 5)} observable):")
+    print(f"  simulated driver (in process)  p50 {statistics.median(s) * us:8.0f} us   "
+          f"p99 {pct(s, 0.99) * us:8.0f} us   mean {statistics.fmean(s) * us:8.0f} us")
+    print(f"  SiLA unobservable (Shake)      p50 {statistics.median(u) * us:8.0f} us   "
+          f"p99 {pct(u, 0.99) * us:8.0f} us   mean {statistics.fmean(u) * us:8.0f} us")
+    print(f"  SiLA observable (ReadPlate)    p50 {statistics.median(o) * us:8.0f} us   "
+          f"p99 {pct(o, 0.99) * us:8.0f} us   mean {statistics.fmean(o) * us:8.0f} us")
+    print(f"  overhead per command           unobservable "
+          f"{(statistics.median(u) - statistics.median(s)) * 1e3:.2f} ms, observable "
+          f"{(statistics.median(o) - statistics.median(s)) * 1e3:.2f} ms (its status is polled "
+          f"every 50 ms)")
+    print(f"  heartbeat round trip           p50 {statistics.median(beats) * us:8.0f} us   "
+          f"p99 {pct(beats, 0.99) * us:8.0f} us")
+
+
+async def sila_stream(count: int, seconds: float, tmp: Path, agents: int = 0) -> None:
+    idle = await sample_lag(min(seconds, 3.0))
+    proc, cell = await sila_servers(count, seconds + 2.0, tmp)
+    fleet_cm = agent_fleet(agents) if agents else contextlib.nullcontext({})
+    try:
+        await fleet_cm.__aenter__()
+        drivers = build_drivers(cell, SystemClock())
+        await asyncio.gather(*(d.connect() for d in drivers.values()))
+        reports = [0]
+
+        def sink(fraction: Any, values: Any) -> None:
+            reports[0] += 1
+
+        runs = [asyncio.create_task(d.execute(sila_order(i, "PlateReader.ReadPlate"), sink))
+                for i, d in enumerate(drivers.values())]
+        await asyncio.sleep(0.5)  # every command running
+        before = reports[0]
+        lags = await sample_lag(seconds)
+        during = reports[0] - before
+        await asyncio.gather(*runs)
+        await asyncio.gather(*(d.disconnect() for d in drivers.values()))
+    finally:
+        await fleet_cm.__aexit__(None, None, None)
+        proc.kill()
+        await proc.wait()
+    ms = 1e3
+    p99, worst = pct(lags, .99) * ms, max(lags) * ms
+    also = (f" and {agents} agents heartbeating every 1 s (+ a console heartbeat round to each "
+            f"every 1 s)" if agents else "")
+    print(f"event-loop lag, {count} SiLA 2 instruments streaming progress at 10 Hz{also}, "
+          f"{seconds:g} s ({during} progress reports reached the console, {during / seconds:.0f}/s):")
+    print(f"  idle loop                      p50 {pct(idle, .5) * ms:6.2f} ms  p99 {pct(idle, .99) * ms:6.2f} ms  "
+          f"max {max(idle) * ms:6.2f} ms")
+    print(f"  with {count} streaming            p50 {pct(lags, .5) * ms:6.2f} ms  p99 {p99:6.2f} ms  "
+          f"max {worst:6.2f} ms   (targets p99 <= 16 ms: {'met' if p99 <= 16 else 'MISSED'}, "
+          f"max <= 50 ms: {'met' if worst <= 50 else 'MISSED'})")
+
+
+async def sila_part(args: argparse.Namespace) -> None:
+    import tempfile
+
+    logging.getLogger("core.drivers.sila").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory(prefix="sila-bench-") as tmp:
+        await sila_overhead(args.commands, Path(tmp))
+        await sila_stream(args.sila, args.seconds, Path(tmp))
+        if args.only is None:  # both kinds at once, as a mixed workcell runs them
+            await sila_stream(args.sila, args.seconds, Path(tmp), agents=args.agents)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--commands", type=int, default=300)
     parser.add_argument("--agents", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--sila", type=int, default=8, help="SiLA instruments streaming progress")
+    parser.add_argument("--only", choices=["agents", "sila"], default=None)
     parser.add_argument("--child", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.getLogger("core.drivers.agent").setLevel(logging.ERROR)  # agents leaving at the end
@@ -184,8 +372,11 @@ def main() -> None:
     if args.child:
         asyncio.run(child(args.child, args.agents))
         return
-    asyncio.run(overhead(args.commands))
-    asyncio.run(fleet(args.agents, args.seconds))
+    if args.only != "sila":
+        asyncio.run(overhead(args.commands))
+        asyncio.run(fleet(args.agents, args.seconds))
+    if args.only != "agents":
+        asyncio.run(sila_part(args))
 
 
 if __name__ == "__main__":

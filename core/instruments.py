@@ -26,7 +26,7 @@ from pydantic import (
 
 from core.durations import Duration, DurationError, parse_duration
 
-DRIVER_KINDS = ("simulated", "sila", "agent")
+DRIVER_KINDS = ("simulated", "sila", "agent", "pylabrobot", "madsci")
 """Driver names a workcell file may use."""
 
 _ID_CHARS = "letters, digits, '_', '.' and '-', starting with a letter"
@@ -340,8 +340,139 @@ class AgentOptions(ConfigModel):
         return self
 
 
+class ErrorSpec(ConfigModel):
+    """How labconsole treats one instrument error (shorthand: the ``retryable`` flag)."""
+
+    retryable: bool = False
+    """Whether the same order may succeed when run again (feeds the retry policy)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flag_shorthand(cls, data: Any) -> Any:
+        return {"retryable": data} if isinstance(data, bool) else data
+
+
+PlrOperation = Literal["aspirate", "dispense", "transfer", "read_absorbance",
+                       "read_fluorescence", "read_luminescence"]
+"""What a PyLabRobot capability does (see :mod:`core.drivers.pylabrobot`)."""
+
+
+class PlrCommandSpec(ConfigModel):
+    """Which PyLabRobot operation runs one capability, and how its names map."""
+
+    operation: PlrOperation
+    parameters: dict[str, str] = Field(default_factory=dict)
+    """Order parameter name -> the operation's argument (``plate``, ``wells``, ``volume`` ...).
+    Unmapped parameters match by name (ignoring case, ``_`` and spaces)."""
+    errors: dict[str, ErrorSpec] = Field(default_factory=dict)
+    """PyLabRobot exception class name (``TooLittleLiquidError``) -> how to treat it
+    (unlisted: not retryable)."""
+
+
+class PyLabRobotOptions(ConfigModel):
+    """``options`` of a ``driver: pylabrobot`` instrument (a PyLabRobot machine)."""
+
+    machine: Literal["liquid_handler", "plate_reader"] = "liquid_handler"
+    backend: str = "chatterbox"
+    """``chatterbox`` (PyLabRobot's device-free backend) or ``module:Class`` of a PyLabRobot
+    backend (``pylabrobot.liquid_handling.backends.hamilton.STAR_backend:STARBackend``)."""
+    backend_options: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments of the backend's constructor."""
+    deck: str | None = None
+    """Deck layout: a PyLabRobot deck JSON file (``deck.save(...)``), relative to the workcell
+    file. Required for a liquid handler."""
+    state: str | None = None
+    """Optional PyLabRobot state JSON file (``deck.save_state_to_file(...)``): tips and liquids
+    at start. Without it every tip rack starts full and every well empty."""
+    volume_tracking: bool = True
+    """Track liquid volumes (an aspirate beyond what a well holds then fails)."""
+    plate: str | None = None
+    """Plate reader: the PyLabRobot plate definition it reads (``Cor_96_wellplate_360ul_Fb``)."""
+    commands: dict[CapabilityName, PlrCommandSpec] = Field(default_factory=dict)
+    """Capability -> operation. A capability left out runs the operation named like its
+    command (``LiquidHandler.Aspirate`` -> ``aspirate``, ``PlateReader.ReadAbsorbance`` ->
+    ``read_absorbance``)."""
+
+    @field_validator("backend")
+    @classmethod
+    def _backend_path(cls, value: str) -> str:
+        if value != "chatterbox":
+            module, colon, name = value.partition(":")
+            if not colon or not module or not name.isidentifier():
+                raise ValueError(f"backend must be 'chatterbox' or 'module:Class', got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _machine_needs(self) -> PyLabRobotOptions:
+        if self.machine == "liquid_handler" and not self.deck:
+            raise ValueError("a liquid handler needs deck (a PyLabRobot deck JSON file)")
+        if self.machine == "plate_reader" and not self.plate:
+            raise ValueError("a plate reader needs plate (a PyLabRobot plate definition, "
+                             "e.g. Cor_96_wellplate_360ul_Fb)")
+        return self
+
+
+def _check_madsci_url(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"url {value!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
+        raise ValueError(f"url must be http://HOST:PORT or https://HOST:PORT, got {value!r}")
+    return value.rstrip("/")
+
+
+class MadsciActionSpec(ConfigModel):
+    """Which MADSci node action runs one capability, and how its names map."""
+
+    action: Annotated[str, AfterValidator(check_word)]
+    """The node's action name (``transfer``)."""
+    parameters: dict[str, str] = Field(default_factory=dict)
+    """Order parameter name -> action argument. Unmapped parameters match by name (ignoring
+    case, ``_`` and spaces)."""
+    results: dict[str, str] = Field(default_factory=dict)
+    """Key of the action's JSON result -> output parameter name. Unmapped keys keep their name."""
+    errors: dict[str, ErrorSpec] = Field(default_factory=dict)
+    """MADSci ``error_type`` -> how to treat it (unlisted: not retryable)."""
+
+
+class MadsciOptions(ConfigModel):
+    """``options`` of a ``driver: madsci`` instrument (a MADSci REST node)."""
+
+    insecure: bool = False
+    """Plain http to a node on another machine (MADSci nodes have no authentication)."""
+    url: Annotated[str, AfterValidator(_check_madsci_url)]
+    """The node's REST address, ``http://HOST:PORT``."""
+    request_timeout: PositiveDuration = 5.0
+    """Deadline of one HTTP round trip (never of a whole action)."""
+    poll_interval: PositiveDuration = 1.0
+    """Seconds between two looks at a running action's status. MADSci nodes limit each client
+    on another machine to 100 requests a minute by default: polling faster than about once a
+    second runs into that limit (the driver then waits as the node's 429 answer asks, so a
+    finished action is seen late)."""
+    actions: dict[CapabilityName, MadsciActionSpec] = Field(default_factory=dict)
+    """Capability -> node action. A capability left out runs the action named like its command
+    in snake case (``LiquidHandler.Transfer`` -> ``transfer``)."""
+
+    @field_validator("url")
+    @classmethod
+    def _plain_http_on_loopback(cls, value: str, info: ValidationInfo) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if (parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1")
+                and not info.data.get("insecure")):
+            raise ValueError(f"plain http to {parts.hostname!r} crosses the network unencrypted "
+                             f"and unauthenticated: use https, or set insecure: true")
+        return value
+
+
 DRIVER_OPTIONS: dict[str, type[BaseModel]] = {"simulated": SimulatedOptions, "sila": SilaOptions,
-                                        "agent": AgentOptions}
+                                        "agent": AgentOptions, "pylabrobot": PyLabRobotOptions,
+                                        "madsci": MadsciOptions}
 
 
 # --------------------------------------------------------------------------- instruments

@@ -10,7 +10,7 @@ A workcell file (YAML or JSON) declares the instruments of one workcell::
       - id: PlateReader1           # letters, digits, _ . - ; unique
         name: Plate reader 1       # display name (defaults to the id)
         kind: PlateReader
-        driver: simulated          # simulated | sila | agent
+        driver: simulated          # simulated | sila | agent | pylabrobot | madsci
         vendor: BMG LABTECH        # vendor, model, serial: optional
         max_concurrent: 1          # orders it runs at once (default 1)
         tags: [detection]
@@ -33,7 +33,11 @@ Driver options: ``simulated``: ``connect_time``, ``heartbeat_latency`` (duration
 (loopback only), ``root_certs`` or ``server_cert``, ``connect_timeout``, ``heartbeat_timeout``
 and ``commands`` (capability -> SiLA ``Feature/Command`` with parameter, response and error
 mappings, see :class:`SilaOptions` and :mod:`core.drivers.sila`); ``agent``: ``url``
-(``ws://`` or ``wss://``), ``token_env``.
+(``ws://`` or ``wss://``), ``token_env``; ``pylabrobot``: ``machine``, ``backend``, ``deck``
+(a PyLabRobot deck JSON file), ``state``, ``plate`` and ``commands`` (see
+:class:`PyLabRobotOptions` and :mod:`core.drivers.pylabrobot`); ``madsci``: ``url`` of the node,
+``request_timeout``, ``poll_interval`` and ``actions`` (see :class:`MadsciOptions` and
+:mod:`core.drivers.madsci`).
 
 :func:`load_workcell` rejects a wrong file with a :class:`~core.errors.WorkcellError` listing
 *every* problem, each with file, field path and line. :func:`build_drivers` turns a workcell
@@ -63,10 +67,15 @@ from core.instruments import (
     CapabilityName,
     CapabilitySpec,
     ConfigModel,
+    ErrorSpec,
     InstrumentConfig,
     Jitter,
+    MadsciActionSpec,
+    MadsciOptions,
     OutputSpec,
+    PlrCommandSpec,
     PositiveDuration,
+    PyLabRobotOptions,
     SilaCommandSpec,
     SilaErrorSpec,
     SilaOptions,
@@ -84,9 +93,14 @@ __all__ = [
     "DRIVER_KINDS",
     "AgentOptions",
     "CapabilitySpec",
+    "ErrorSpec",
     "InstrumentConfig",
     "Jitter",
+    "MadsciActionSpec",
+    "MadsciOptions",
     "OutputSpec",
+    "PlrCommandSpec",
+    "PyLabRobotOptions",
     "SilaCommandSpec",
     "SilaErrorSpec",
     "SilaOptions",
@@ -225,6 +239,8 @@ def _cross_checks(data: dict[str, Any], doc: Document) -> list[Problem]:
                 problems += _problems(exc, doc, ("instruments", i, "options"), DRIVER_OPTIONS[driver])
             if driver == "sila":
                 problems += _sila_checks(inst, options, doc, ("instruments", i))
+            elif driver in ("pylabrobot", "madsci"):
+                problems += _mapping_checks(inst, options, doc, ("instruments", i), driver)
     step_types = data.get("step_types")
     if isinstance(step_types, dict):
         for name, step in step_types.items():
@@ -272,6 +288,28 @@ def _sila_checks(inst: dict[str, Any], options: dict[str, Any], doc: Document,
         if isinstance(name, str) and not (base / name).is_file():
             problems.append(Problem(doc.where((*path, "options", key)),
                                     f"{key}: no such file {str(base / name)!r}"))
+    return problems
+
+
+def _mapping_checks(inst: dict[str, Any], options: dict[str, Any], doc: Document,
+                    path: tuple[str | int, ...], driver: str) -> list[Problem]:
+    """Command mappings name capabilities of the instrument; the deck and state files exist."""
+    problems: list[Problem] = []
+    caps = inst.get("capabilities")
+    caps = [c for c in caps if isinstance(c, str)] if isinstance(caps, dict) else []
+    key = "commands" if driver == "pylabrobot" else "actions"
+    mapped = options.get(key)
+    for cap in mapped if isinstance(mapped, dict) else {}:
+        if caps and cap not in caps:
+            problems.append(Problem(doc.where((*path, "options", key, cap)),
+                                    f"{cap!r} is not a capability of this instrument "
+                                    f"(capabilities: {', '.join(caps)})"))
+    base = Path(doc.file).parent if doc.file and not doc.file.startswith("<") else Path.cwd()
+    for name_key in ("deck", "state") if driver == "pylabrobot" else ():
+        name = options.get(name_key)
+        if isinstance(name, str) and not (base / name).is_file():
+            problems.append(Problem(doc.where((*path, "options", name_key)),
+                                    f"{name_key}: no such file {str(base / name)!r}"))
     return problems
 
 
@@ -369,14 +407,15 @@ def build_drivers(workcell: Workcell, clock: Clock, bus: EventBus | None = None,
             three, one fresh seed is drawn for all instruments (see each driver's ``seed``).
 
     Raises:
-        WorkcellError: an instrument uses a driver this build does not provide, or the
-            environment variable named by an agent's ``token_env`` is not set.
+        WorkcellError: an instrument uses a driver whose optional package is not installed
+            (``pylabrobot``), or the environment variable named by an agent's ``token_env`` is
+            not set.
         FaultSpecError: ``faults`` does not parse or names an unknown instrument.
     """
     spec = FaultSpec.parse(faults, source="--faults") if isinstance(faults, str) else faults
     if spec is not None:
         spec.check_instruments([i.id for i in workcell.instruments], source="--faults")
-    unavailable = _agent_problems(workcell)
+    unavailable = _agent_problems(workcell) + _missing_packages(workcell)
     if unavailable:
         raise WorkcellError(f"cannot start workcell {workcell.name!r}", unavailable)
     if seed is None:
@@ -392,9 +431,29 @@ def build_drivers(workcell: Workcell, clock: Clock, bus: EventBus | None = None,
             drivers[inst.id] = SilaDriver(inst, clock, bus=bus, workcell=workcell, index=n)
         elif inst.driver == "agent":
             drivers[inst.id] = _agent_driver(inst, workcell, hubs, clock, bus)
+        elif inst.driver == "pylabrobot":
+            from core.drivers.pylabrobot import PyLabRobotDriver
+
+            drivers[inst.id] = PyLabRobotDriver(inst, clock, bus=bus, workcell=workcell, index=n)
+        elif inst.driver == "madsci":
+            from core.drivers.madsci import MadsciDriver
+
+            drivers[inst.id] = MadsciDriver(inst, clock, bus=bus, workcell=workcell, index=n)
         else:
             drivers[inst.id] = SimulatedDriver(inst, clock, seed=seed, faults=spec, bus=bus)
     return drivers
+
+
+def _missing_packages(workcell: Workcell) -> list[Problem]:
+    """Instruments whose driver needs an optional package that is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("pylabrobot") is not None:
+        return []
+    return [Problem(workcell.where(("instruments", n, "driver")),
+                    f"instrument {inst.id!r}: driver: pylabrobot needs PyLabRobot, which is not "
+                    f"installed: pip install 'labconsole[plr]'")
+            for n, inst in enumerate(workcell.instruments) if inst.driver == "pylabrobot"]
 
 
 def _agent_problems(workcell: Workcell) -> list[Problem]:

@@ -165,7 +165,7 @@ def test_unknown_driver():
     message = one_problem(GOOD.replace("driver: simulated\n    capabilities:\n      RobotArm",
                                        "driver: quantum\n    capabilities:\n      RobotArm"))
     assert message == ("cell.yaml:11: instruments[1].driver: unknown driver 'quantum' "
-                       "(drivers: simulated, sila, agent)")
+                       "(drivers: simulated, sila, agent, pylabrobot, madsci)")
 
 
 def test_bad_ids_and_capability_names():

@@ -107,6 +107,9 @@ POLL_INTERVAL = 0.05
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 30.0
 """Reconnect delays after a lost link: first, then doubling up to the maximum (seconds)."""
 CANCEL_CONTROLLER = "CancelController"
+_CLIENT_LOCK = threading.Lock()
+"""One SilaClient created at a time in the process: concurrent creation races in sila2's
+generation of the features' protobuf modules (``KeyError: 'SiLAService_pb2'``)."""
 
 
 def _key(name: str) -> str:
@@ -393,7 +396,8 @@ class SilaDriver:
                                         instrument_id=self.instrument_id) from None
 
     def _dial(self, credentials: dict[str, Any]) -> tuple[SilaClient, str, str]:
-        client = SilaClient(self.options.host, self.options.port, **credentials)
+        with _CLIENT_LOCK:  # sila2 builds protobuf modules while it creates a client: not thread-safe
+            client = SilaClient(self.options.host, self.options.port, **credentials)
         try:
             return client, str(client.SiLAService.ServerUUID.get()), client.SiLAService.ServerName.get()
         except BaseException:
