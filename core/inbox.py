@@ -683,6 +683,11 @@ class Inbox:
         self.escalate_after = {**ESCALATE_AFTER, **(escalate_after or {})}
         self.propose_after = propose_after
         self.loop: asyncio.AbstractEventLoop | None = None
+        """The loop answers run on (the engine's); answers from other threads are sent there."""
+        try:
+            self.loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.loop = None
         self._answering: dict[int, str] = {}
         """Items answered (or being answered) through this inbox -> who answered."""
         self._task: asyncio.Task[None] | None = None
