@@ -65,7 +65,7 @@ def test_sigkill_after_answers_loses_no_answer_and_the_runs_go_on(tmp_path):
 
     answered, still_open, runs, final = asyncio.run(restart())
     assert len(answered) + len(still_open) == RUNS
-    for item_id, (run_id, volume) in acknowledged.items():
+    for item_id, (_run_id, volume) in acknowledged.items():
         assert answered[item_id].answer == {"volume": volume}  # every acknowledged answer survived
     for item in answered.values():  # answered <=> the prompt step completed with it, never one without the other
         ask = next(s for s in runs[item.run_id]["steps"] if s["id"] == "ask")
@@ -73,6 +73,6 @@ def test_sigkill_after_answers_loses_no_answer_and_the_runs_go_on(tmp_path):
     for item in still_open:
         ask = next(s for s in runs[item.run_id]["steps"] if s["id"] == "ask")
         assert ask["status"] != "completed"
-    for run_id, inst in final.items():
+    for inst in final.values():
         transfer = next(s for s in inst["steps"] if s["id"] == "transfer")
         assert transfer["status"] == "completed"

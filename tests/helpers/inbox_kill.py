@@ -13,7 +13,7 @@ import sys
 from core.clock import SystemClock
 from core.engine import Engine, SimulatedExecutor
 from core.facade import Core
-from core.inbox import Inbox
+from core.inbox import Inbox, InboxChanged
 from core.store import Store
 from core.templates import template_from_dict
 
@@ -35,7 +35,7 @@ async def main(path: str, runs: int) -> None:
         run_id = await engine.create_instance("AskThenTransfer", {}, allow_duplicate=True)
         await engine.execute_workflow(run_id)
     while len(inbox.items()) < runs:
-        await asyncio.sleep(0.01)
+        await engine.core.bus.next_event(InboxChanged, timeout=30)
     print("READY", flush=True)
     for n, item in enumerate(inbox.items()):
         await inbox.answer(item.id, {"volume": 10 + n}, who="night-shift")
