@@ -187,7 +187,8 @@ def load_rules(path: str | Path, *, capabilities: Collection[str] | None = None,
 
 def _rules_of(doc: Document, capabilities: Collection[str] | None,
               instruments: Collection[str] | None) -> list[Rule]:
-    data, base = doc.data, ()
+    data = doc.data
+    base: tuple[str | int, ...] = ()
     if isinstance(data, Mapping):
         unknown = sorted(set(data) - {"rules"})
         if unknown:
@@ -200,16 +201,16 @@ def _rules_of(doc: Document, capabilities: Collection[str] | None,
     problems: list[Problem] = []
     seen: dict[str, int] = {}
     for i, raw in enumerate(data):
+        rule_id = raw.get("id") if isinstance(raw, Mapping) else None
+        if isinstance(rule_id, str) and rule_id in seen:
+            problems.append(Problem(doc.where((*base, i, "id")), f"id '{rule_id}' is used by rule {seen[rule_id]} too"))
+        elif isinstance(rule_id, str):
+            seen[rule_id] = i
         try:
-            rule = check_rule(raw, capabilities=capabilities, instruments=instruments, doc=doc, path=(*base, i))
+            rules.append(check_rule(raw, capabilities=capabilities, instruments=instruments, doc=doc,
+                                    path=(*base, i)))
         except PlaybookError as exc:
             problems += exc.problems
-            continue
-        if rule.id in seen:
-            problems.append(Problem(doc.where((*base, i, "id")), f"id '{rule.id}' is used by rule {seen[rule.id]} too"))
-            continue
-        seen[rule.id] = i
-        rules.append(rule)
     if problems:
         raise PlaybookError(f"{doc.file}: bad playbook", problems)
     return rules
