@@ -16,6 +16,7 @@ This module never imports Qt.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
@@ -264,6 +265,12 @@ def check_answer(fields: Sequence[FormField], values: Mapping[str, Any], where: 
 # --------------------------------------------------------------------------- items
 
 
+@functools.lru_cache(maxsize=512)
+def _stored_form(text: str) -> tuple[FormField, ...]:
+    """A stored form (items of one template step share it: parsed once)."""
+    return tuple(parse_form(json.loads(text).get("fields")))
+
+
 @dataclass
 class InboxItem:
     id: int
@@ -287,9 +294,8 @@ class InboxItem:
 
     @classmethod
     def from_row(cls, r: Sequence[Any]) -> InboxItem:
-        form = json.loads(r[10])
         return cls(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
-                   json.loads(r[9]) if r[9] else None, parse_form(form.get("fields")),
+                   json.loads(r[9]) if r[9] else None, list(_stored_form(r[10])),
                    json.loads(r[11]) if r[11] else None, json.loads(r[12] or "{}"), r[13],
                    json.loads(r[14]) if r[14] else None, r[15], r[16], bool(r[17]))
 
