@@ -21,9 +21,11 @@ from PySide6.QtWidgets import (
 
 from console.bridge import EventBridge
 from core.forecast import Forecast
+from core.playbook import Playbook
 from panels.dashboard import DashboardPanel
 from panels.detail import DetailPanel
 from panels.help import HelpDialog, about_html, collect_shortcuts, data_html, shortcuts_html
+from panels.inbox import InboxPanel
 from panels.jobs import JobsPanel
 from panels.metrics import MetricsPanel
 from panels.palette import (
@@ -76,6 +78,9 @@ class MainWindow(QMainWindow):
         self.schedules = SchedulesPanel(runtime, self.bridge, self)
         self.forecast: Forecast | None = None
         """Run ETAs, once the runtime has started (see :meth:`load_orders`)."""
+        Playbook.attach(runtime.engine, runtime.workcell)  # failures consult it before the templates' policies
+        self.inbox = InboxPanel(runtime, self.bridge, self)
+        self.inbox.counts_changed.connect(self._on_inbox_counts)
         self.jobs.order_selected.connect(self._on_order_selected)
         self.jobs.details_requested.connect(self._show_details)
         self.detail.navigate.connect(self._select_in_jobs)
@@ -97,9 +102,11 @@ class MainWindow(QMainWindow):
         schedules.setFrameShape(QFrame.Shape.NoFrame)
         schedules.setWidget(self.schedules)
         self._add_dock("Schedules", schedules, Qt.DockWidgetArea.RightDockWidgetArea)
-        for name in ("Robots", "Metrics", "Templates", "Schedules"):
+        self._add_dock("Inbox", self.inbox, Qt.DockWidgetArea.RightDockWidgetArea)
+        for name in ("Robots", "Metrics", "Templates", "Schedules", "Inbox"):
             self.tabifyDockWidget(self.docks["Detail"], self.docks[name])
         self.docks["Detail"].raise_()
+        self._on_inbox_counts(len(self.inbox.model.all), sum(i.escalated for i in self.inbox.model.all))
         self._layout_pending = True
 
         file_menu = self.menuBar().addMenu("&File")
@@ -180,6 +187,14 @@ class MainWindow(QMainWindow):
         self._stats_timer.setInterval(1000)
         self._stats_timer.timeout.connect(self._show_stats)
 
+    @Slot(int, int)
+    def _on_inbox_counts(self, waiting: int, escalated: int) -> None:
+        """The window title counts what waits for a person (and how much of it is overdue)."""
+        title = "labconsole" if not waiting else \
+            f"labconsole — {waiting} waiting" + (f" ({escalated} escalated)" if escalated else "")
+        self.setWindowTitle(title)
+        self.docks["Inbox"].setWindowTitle(f"Inbox ({waiting})" if waiting else "Inbox")
+
     def _add_dock(self, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> None:
         dock = QDockWidget(name, self)
         dock.setObjectName(f"dock{name}")
@@ -200,6 +215,7 @@ class MainWindow(QMainWindow):
             self.schedules.set_forecast(self.forecast)
         self.statusBar().showMessage(f"Loaded {count:,} orders", 4000)
         self._stats_timer.start()
+        self.inbox.inbox.start()  # escalation of items waiting too long
         return count
 
     def set_theme(self, name: str) -> Theme:
@@ -397,7 +413,7 @@ class MainWindow(QMainWindow):
         self._stats_timer.stop()
         self.loop_lag.stop()
         for panel in (self.dashboard, self.robots, self.metrics, self.detail, self.templates, self.schedules,
-                      self.jobs):
+                      self.jobs, self.inbox):
             close = getattr(panel, "shutdown", None)
             if close is not None:
                 close()

@@ -26,7 +26,7 @@ from PySide6.QtCore import (
     Signal,
     Slot,
 )
-from PySide6.QtGui import QFont
+from PySide6.QtGui import QFont, QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -55,6 +55,8 @@ COLUMNS = ("Kind", "Priority", "Age", "Item", "Concerns")
 KIND_LABELS = {"prompt": "Prompt", "error": "Paused error", "approval": "Approval", "lock": "Hands in cell",
                "proposal": "Playbook proposal"}
 AGE_TICK_MS = 5000
+NARROW = 820
+"""Below this width the answer form goes under the list."""
 _Index = QModelIndex | QPersistentModelIndex
 
 
@@ -339,7 +341,7 @@ class InboxPanel(QWidget):
         for col, width in ((0, 130), (1, 60), (2, 100), (4, 220)):
             self.table.setColumnWidth(col, width)
         self.form = AnswerForm()
-        split = QSplitter(Qt.Orientation.Horizontal)
+        split = self.split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.table)
         split.addWidget(self.form)
         split.setStretchFactor(0, 3)
@@ -488,6 +490,12 @@ class InboxPanel(QWidget):
         colour = current_theme().colors[tone]
         self.feedback.setStyleSheet(f"#inboxFeedback {{ color: {colour}; }}")
         self.feedback.setText(text)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt's name
+        """Form beside the list when there is room, below it in a narrow dock."""
+        wide = event.size().width() >= NARROW
+        self.split.setOrientation(Qt.Orientation.Horizontal if wide else Qt.Orientation.Vertical)
+        super().resizeEvent(event)
 
     # ------------------------------------------------------------------ life cycle
 
