@@ -24,7 +24,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from core.errors import InputError, NotFoundError, StateError
 from core.events import Event
@@ -471,6 +471,33 @@ def read_items(conn: sqlite3.Connection, state: str | None = "open", kind: str |
     return [InboxItem.from_row(r) for r in conn.execute(sql, params)]
 
 
+class InboxRow(NamedTuple):
+    """What a list of items shows (the form and context are read when an item is opened)."""
+
+    id: int
+    kind: str
+    priority: int
+    created: float
+    title: str
+    concerns: str
+    escalated: bool
+    text: str
+    """Lower-case words to filter on: title, concerns, kind."""
+
+
+def read_rows(conn: sqlite3.Connection, state: str = "open") -> list[InboxRow]:
+    """Items as list rows, most urgent first (built here, on the reader thread)."""
+    out = []
+    for i, kind, priority, created, title, run_id, step_id, instrument, escalated in conn.execute(
+            "SELECT id, kind, priority, created, title, run_id, step_id, instrument, escalated FROM inbox "
+            "WHERE state = ? ORDER BY priority DESC, created, id", (state,)):
+        concerns = ", ".join(p for p in (run_id and f"run {run_id}", step_id and f"step {step_id}",
+                                         instrument and f"instrument {instrument}") if p)
+        out.append(InboxRow(i, kind, priority, created, title, concerns, bool(escalated),
+                            f"{title} {concerns} {kind}".lower()))
+    return out
+
+
 def read_item(conn: sqlite3.Connection, item_id: int) -> InboxItem:
     row = conn.execute(f"SELECT {COLUMNS} FROM inbox WHERE id=?", (item_id,)).fetchone()
     if row is None:
@@ -715,6 +742,9 @@ class Inbox:
 
     def item(self, item_id: int) -> InboxItem:
         return self.store.read_sync(lambda c: read_item(c, item_id))
+
+    def rows(self, state: str = "open") -> list[InboxRow]:
+        return self.store.read_sync(lambda c: read_rows(c, state))
 
     def counts(self) -> tuple[int, int]:
         """(open, escalated) — for the window title."""

@@ -46,7 +46,16 @@ from PySide6.QtWidgets import (
 from core.errors import InputError, LabconsoleError
 from core.facade import os_user
 from core.impact import preview
-from core.inbox import KINDS, FormField, Inbox, InboxChanged, InboxItem, check_answer, read_items
+from core.inbox import (
+    KINDS,
+    FormField,
+    Inbox,
+    InboxChanged,
+    InboxItem,
+    InboxRow,
+    check_answer,
+    read_rows,
+)
 from panels.style import format_age
 from panels.theme import current_theme, keep_styled
 from panels.widgets import TaskKeeper
@@ -65,19 +74,23 @@ class InboxModel(QAbstractTableModel):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.all: list[InboxItem] = []
-        self.rows: list[InboxItem] = []
-        self._haystack: dict[int, str] = {}
+        self.all: list[InboxRow] = []
+        self.rows: list[InboxRow] = []
         self.kind: str | None = None
         self.text = ""
         self.now = time.time
 
-    def set_items(self, items: list[InboxItem]) -> None:
+    def set_items(self, items: list[InboxRow]) -> None:
         self.beginResetModel()
         self.all = items
-        self._haystack = {i.id: f"{i.title} {i.concerns} {i.kind} {KIND_LABELS.get(i.kind, '')}".lower()
-                          for i in items}
         self._apply()
+        self.endResetModel()
+
+    def remove(self, ids: set[int]) -> None:
+        """Items answered: out of the list without reading it again."""
+        self.beginResetModel()
+        self.all = [i for i in self.all if i.id not in ids]
+        self.rows = [i for i in self.rows if i.id not in ids]
         self.endResetModel()
 
     def set_filter(self, kind: str | None, text: str) -> None:
@@ -87,10 +100,11 @@ class InboxModel(QAbstractTableModel):
         self.endResetModel()
 
     def _apply(self) -> None:
-        words = self.text.split()
-        hay = self._haystack
-        self.rows = [i for i in self.all if (self.kind is None or i.kind == self.kind)
-                     and all(w in hay[i.id] for w in words)]
+        words, kind = self.text.split(), self.kind
+        if not words and kind is None:
+            self.rows = list(self.all)
+            return
+        self.rows = [i for i in self.all if (kind is None or i.kind == kind) and all(w in i.text for w in words)]
 
     def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008, N802 - Qt's signature
         return 0 if parent.isValid() else len(self.rows)
@@ -130,7 +144,7 @@ class InboxModel(QAbstractTableModel):
             return current_theme().color(tone)
         return None
 
-    def item_at(self, row: int) -> InboxItem | None:
+    def item_at(self, row: int) -> InboxRow | None:
         return self.rows[row] if 0 <= row < len(self.rows) else None
 
     def row_of(self, item_id: int) -> int:
@@ -362,17 +376,15 @@ class InboxPanel(QWidget):
         self.age_timer.setInterval(AGE_TICK_MS)
         self.age_timer.timeout.connect(self._tick)
         self.age_timer.start()
-        self.load(self.inbox.items())
+        self.load(self.inbox.rows())
 
     # ------------------------------------------------------------------ contents
 
-    def load(self, items: list[InboxItem]) -> None:
+    def load(self, items: list[InboxRow]) -> None:
         """Show ``items`` (open ones), keeping the selected item selected."""
         current = self.form.item.id if self.form.item is not None else None
         self.model.set_items(items)
-        escalated = sum(1 for i in items if i.escalated)
-        self.count_label.setText(f"{len(items)} open" + (f", {escalated} escalated" if escalated else ""))
-        self.counts_changed.emit(len(items), escalated)
+        self._counted()
         self._reselect(current)
 
     def _reselect(self, item_id: int | None) -> None:
@@ -397,12 +409,27 @@ class InboxPanel(QWidget):
                 self._again = False
                 self.refresh()
 
-        self.tasks.spawn(self.inbox.store.read(read_items), done)
+        self.tasks.spawn(self.inbox.store.read(read_rows), done)
 
     @Slot(object)
     def _on_events(self, events: list[Any]) -> None:
-        if any(isinstance(e, InboxChanged) for e in events):
+        changes = [e for e in events if isinstance(e, InboxChanged)]
+        if not changes:
+            return
+        if all(e.state == "answered" and e.item_id is not None for e in changes) and not self._refreshing:
+            answered = {e.item_id for e in changes if e.item_id is not None}
+            current = self.form.item.id if self.form.item is not None else None
+            self.model.remove(answered)
+            self._counted()
+            self._reselect(current)
+        else:
             self.refresh()
+
+    def _counted(self) -> None:
+        items = self.model.all
+        escalated = sum(1 for i in items if i.escalated)
+        self.count_label.setText(f"{len(items)} open" + (f", {escalated} escalated" if escalated else ""))
+        self.counts_changed.emit(len(items), escalated)
 
     @Slot()
     def _tick(self) -> None:
@@ -419,9 +446,13 @@ class InboxPanel(QWidget):
     @Slot()
     def _selected(self) -> None:
         rows = self.table.selectionModel().selectedRows()
-        item = self.model.item_at(rows[0].row()) if rows else None
-        if item is not None and self.form.item is not None and item.id == self.form.item.id:
+        row = self.model.item_at(rows[0].row()) if rows else None
+        if row is not None and self.form.item is not None and row.id == self.form.item.id:
             return
+        try:
+            item = self.inbox.item(row.id) if row is not None else None  # one row by its key
+        except LabconsoleError:
+            item = None
         self.form.show_item(item)
         self._preview()
 
