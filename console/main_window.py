@@ -37,6 +37,7 @@ from panels.palette import (
     PaletteItem,
     action_items,
 )
+from panels.playbook import PlaybookPanel
 from panels.robots import RobotsPanel
 from panels.schedules import SchedulesPanel
 from panels.templates import TemplatesPanel
@@ -81,6 +82,7 @@ class MainWindow(QMainWindow):
         Playbook.attach(runtime.engine, runtime.workcell)  # failures consult it before the templates' policies
         self.inbox = InboxPanel(runtime, self.bridge, self)
         self.inbox.counts_changed.connect(self._on_inbox_counts)
+        self.playbook = PlaybookPanel(runtime, self.bridge, self)
         self.jobs.order_selected.connect(self._on_order_selected)
         self.jobs.details_requested.connect(self._show_details)
         self.detail.navigate.connect(self._select_in_jobs)
@@ -103,7 +105,8 @@ class MainWindow(QMainWindow):
         schedules.setWidget(self.schedules)
         self._add_dock("Schedules", schedules, Qt.DockWidgetArea.RightDockWidgetArea)
         self._add_dock("Inbox", self.inbox, Qt.DockWidgetArea.RightDockWidgetArea)
-        for name in ("Robots", "Metrics", "Templates", "Schedules", "Inbox"):
+        self._add_dock("Playbook", self.playbook, Qt.DockWidgetArea.RightDockWidgetArea)
+        for name in ("Robots", "Metrics", "Templates", "Schedules", "Inbox", "Playbook"):
             self.tabifyDockWidget(self.docks["Detail"], self.docks[name])
         self.docks["Detail"].raise_()
         self._on_inbox_counts(len(self.inbox.model.all), sum(i.escalated for i in self.inbox.model.all))
@@ -413,7 +416,7 @@ class MainWindow(QMainWindow):
         self._stats_timer.stop()
         self.loop_lag.stop()
         for panel in (self.dashboard, self.robots, self.metrics, self.detail, self.templates, self.schedules,
-                      self.jobs, self.inbox):
+                      self.jobs, self.inbox, self.playbook):
             close = getattr(panel, "shutdown", None)
             if close is not None:
                 close()
