@@ -333,6 +333,19 @@ class NewItem:
 
 Write = Callable[[sqlite3.Connection], Any]
 
+TOPIC_OPENED = "Labconsole.Inbox.ItemOpened"
+TOPIC_ANSWERED = "Labconsole.Inbox.ItemAnswered"
+"""Data Services event topics: every item opened and answered is in the event log (same commit)."""
+
+
+def _ds_event(conn: sqlite3.Connection, topic: str, item_id: int, run_id: str | None, who: str | None,
+              data: Mapping[str, Any]) -> None:
+    from core.dataservices.backend import _insert_event
+    from core.dataservices.models import EventMessage
+
+    _insert_event(conn, EventMessage(topic=topic, associationId=run_id, actorId=who, subjects=[f"inbox/{item_id}"],
+                                     data=json.dumps({"itemId": item_id, **data}, default=str)))
+
 
 def open_item_op(item: NewItem, now: float) -> Write:
     """Record an open item; when the same order already has an open item of this kind (a prompt
@@ -354,7 +367,11 @@ def open_item_op(item: NewItem, now: float) -> Write:
             (item.kind, priority, now, item.title, item.run_id, item.step_id, item.order_id, item.instrument,
              json.dumps(list(item.answerers)) if item.answerers else None, form,
              json.dumps(dict(item.suggestion)) if item.suggestion else None, json.dumps(dict(item.context))))
-        return int(cur.lastrowid or 0)
+        item_id = int(cur.lastrowid or 0)
+        _ds_event(conn, TOPIC_OPENED, item_id, item.run_id, None,
+                  {"kind": item.kind, "title": item.title, "stepId": item.step_id, "instrument": item.instrument,
+                   "priority": priority, "fields": [f.as_dict() for f in item.form]})
+        return item_id
 
     return op
 
@@ -371,7 +388,7 @@ def answer_op(item_id: int, who: str, answer: Mapping[str, Any], now: float, *,
     payload = json.dumps(dict(answer), default=str)
 
     def op(conn: sqlite3.Connection) -> int | None:
-        row = conn.execute("SELECT state, answered_by, answered_at, kind, context FROM inbox WHERE id=?",
+        row = conn.execute("SELECT state, answered_by, answered_at, kind, context, run_id FROM inbox WHERE id=?",
                            (item_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"no inbox item {item_id}")
@@ -379,6 +396,7 @@ def answer_op(item_id: int, who: str, answer: Mapping[str, Any], now: float, *,
             raise AlreadyAnsweredError(item_id, row[1], row[2])
         conn.execute("UPDATE inbox SET state='answered', answer=?, answered_by=?, answered_at=? WHERE id=?",
                      (payload, who, now, item_id))
+        _ds_event(conn, TOPIC_ANSWERED, item_id, row[5], who, {"kind": row[3], "answer": dict(answer)})
         choice = answer.get("choice")
         context = json.loads(row[4] or "{}")
         if row[3] == "error" and choice in ERROR_CHOICES and context.get("signature") and propose_after > 0:
@@ -425,13 +443,16 @@ def close_op(who: str, why: str, now: float, *, run_id: str | None = None, order
 
     def op(conn: sqlite3.Connection) -> int:
         if order_id is not None:
-            cur = conn.execute("UPDATE inbox SET state='answered', answer=?, answered_by=?, answered_at=? "
-                               "WHERE order_id=? AND state='open'", (payload, who, now, order_id))
+            closed = conn.execute("UPDATE inbox SET state='answered', answer=?, answered_by=?, answered_at=? "
+                                  "WHERE order_id=? AND state='open' RETURNING id, kind, run_id",
+                                  (payload, who, now, order_id)).fetchall()
         else:
-            cur = conn.execute("UPDATE inbox SET state='answered', answer=?, answered_by=?, answered_at=? "
-                               "WHERE run_id=? AND state='open' AND kind IN ('prompt','error','approval')",
-                               (payload, who, now, run_id))
-        return cur.rowcount
+            closed = conn.execute("UPDATE inbox SET state='answered', answer=?, answered_by=?, answered_at=? "
+                                  "WHERE run_id=? AND state='open' AND kind IN ('prompt','error','approval') "
+                                  "RETURNING id, kind, run_id", (payload, who, now, run_id)).fetchall()
+        for item_id, kind, item_run in closed:
+            _ds_event(conn, TOPIC_ANSWERED, item_id, item_run, who, {"kind": kind, "answer": {"action": why}})
+        return len(closed)
 
     return op
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 from enginekit import Kit, run_kit, template
 
 from core.dataservices.inbox_routes import inbox_routes
 from core.dataservices.server import EmbeddedDataServices
-from core.inbox import Inbox
+from core.inbox import TOPIC_ANSWERED, TOPIC_OPENED, Inbox
 
 ASK = template("AskHttp", [
     {"id": "ask", "kind": "prompt", "parameters": {"message": "Temperature of the cold room?", "fields": [
@@ -42,6 +44,10 @@ def test_a_lims_lists_and_answers_an_item_over_http_with_the_token(data_dir):
             assert again.status_code == 409 and "already answered by lims" in again.json()["detail"]
             missing = await http.get("/api/v3.0/inbox/999", headers=auth)
             assert missing.status_code == 404
+            opened = (await http.get("/api/v3.0/events", params={"topic": TOPIC_OPENED}, headers=auth)).json()
+            answered = (await http.get("/api/v3.0/events", params={"topic": TOPIC_ANSWERED}, headers=auth)).json()
+            assert [e["associationId"] for e in opened] == [run_id]
+            assert [(e["actorId"], json.loads(e["data"])["answer"]) for e in answered] == [("lims", {"celsius": 4.5})]
             assert "/api/v3.0/inbox/{id}/answer" in (await http.get("/openapi.json", headers=auth)).text
         await kit.until_done(run_id)
         return kit.steps(run_id), kit.engine.get_instance(run_id)["status"]
