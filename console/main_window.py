@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QScrollArea,
+    QSystemTrayIcon,
     QWidget,
 )
 
@@ -80,6 +81,8 @@ class MainWindow(QMainWindow):
         self.forecast: Forecast | None = None
         """Run ETAs, once the runtime has started (see :meth:`load_orders`)."""
         Playbook.attach(runtime.engine, runtime.workcell)  # failures consult it before the templates' policies
+        self.tray: QSystemTrayIcon | None = None
+        self._escalated_seen = 0
         self.inbox = InboxPanel(runtime, self.bridge, self)
         self.inbox.counts_changed.connect(self._on_inbox_counts)
         self.playbook = PlaybookPanel(runtime, self.bridge, self)
@@ -197,6 +200,13 @@ class MainWindow(QMainWindow):
             f"labconsole — {waiting} waiting" + (f" ({escalated} escalated)" if escalated else "")
         self.setWindowTitle(title)
         self.docks["Inbox"].setWindowTitle(f"Inbox ({waiting})" if waiting else "Inbox")
+        if escalated > self._escalated_seen and QSystemTrayIcon.isSystemTrayAvailable():
+            if self.tray is None:
+                self.tray = QSystemTrayIcon(QApplication.windowIcon(), self)
+                self.tray.show()
+            self.tray.showMessage("labconsole", f"{escalated} inbox item(s) waiting too long",
+                                  QSystemTrayIcon.MessageIcon.Warning)
+        self._escalated_seen = escalated
 
     def _add_dock(self, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> None:
         dock = QDockWidget(name, self)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -196,7 +197,9 @@ def _compute(conn: sqlite3.Connection, action: str, ids: list[str], from_step: s
                 meta[run_id] = (status, name, version, paused)
     touched: set[str] = set()
     covered: set[str] = set()
-    for oid in ids:
+    for n, oid in enumerate(ids):
+        if n % CHUNK == 0:
+            time.sleep(0)  # let the event loop's thread have the interpreter between chunks
         if oid in runs:
             if _on_run(impact, est, oid, meta[oid], steps.get(oid, {}), from_step):
                 touched.add(oid)
