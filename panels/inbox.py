@@ -31,12 +31,14 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
     QFormLayout,
+    QFrame,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
+    QScrollArea,
     QSplitter,
     QTableView,
     QVBoxLayout,
@@ -356,8 +358,12 @@ class InboxPanel(QWidget):
             self.table.setColumnWidth(col, width)
         self.form = AnswerForm()
         split = self.split = QSplitter(Qt.Orientation.Horizontal)
+        scroll = QScrollArea()  # a long form scrolls in a short dock instead of making the window taller
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(self.form)
         split.addWidget(self.table)
-        split.addWidget(self.form)
+        split.addWidget(scroll)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 2)
         layout = QVBoxLayout(self)

@@ -16,12 +16,14 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
@@ -107,14 +109,19 @@ class PlaybookPanel(QWidget):
         buttons.addStretch(1)
         for b in (self.import_button, self.export_button):
             buttons.addWidget(b)
-        right = QVBoxLayout()
+        editor = QWidget()
+        right = QVBoxLayout(editor)
         right.addLayout(form)
         right.addLayout(buttons)
         right.addWidget(self.feedback)
         right.addStretch(1)
+        scroll = QScrollArea()  # the form scrolls in a short dock instead of making the window taller
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(editor)
         layout = QHBoxLayout(self)
         layout.addWidget(self.table, 3)
-        layout.addLayout(right, 2)
+        layout.addWidget(scroll, 2)
         self.show_rules()
 
     @staticmethod
