@@ -354,7 +354,7 @@ class InboxPanel(QWidget):
         self.table.setWordWrap(False)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
-        for col, width in ((0, 130), (1, 60), (2, 100), (4, 220)):
+        for col, width in ((0, 130), (1, 60), (2, 130), (4, 220)):
             self.table.setColumnWidth(col, width)
         self.form = AnswerForm()
         split = self.split = QSplitter(Qt.Orientation.Horizontal)
