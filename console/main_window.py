@@ -16,14 +16,17 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QScrollArea,
+    QSystemTrayIcon,
     QWidget,
 )
 
 from console.bridge import EventBridge
 from core.forecast import Forecast
+from core.playbook import Playbook
 from panels.dashboard import DashboardPanel
 from panels.detail import DetailPanel
 from panels.help import HelpDialog, about_html, collect_shortcuts, data_html, shortcuts_html
+from panels.inbox import InboxPanel
 from panels.jobs import JobsPanel
 from panels.metrics import MetricsPanel
 from panels.palette import (
@@ -35,6 +38,7 @@ from panels.palette import (
     PaletteItem,
     action_items,
 )
+from panels.playbook import PlaybookPanel
 from panels.robots import RobotsPanel
 from panels.schedules import SchedulesPanel
 from panels.templates import TemplatesPanel
@@ -76,6 +80,12 @@ class MainWindow(QMainWindow):
         self.schedules = SchedulesPanel(runtime, self.bridge, self)
         self.forecast: Forecast | None = None
         """Run ETAs, once the runtime has started (see :meth:`load_orders`)."""
+        Playbook.attach(runtime.engine, runtime.workcell)  # failures consult it before the templates' policies
+        self.tray: QSystemTrayIcon | None = None
+        self._escalated_seen = 0
+        self.inbox = InboxPanel(runtime, self.bridge, self)
+        self.inbox.counts_changed.connect(self._on_inbox_counts)
+        self.playbook = PlaybookPanel(runtime, self.bridge, self)
         self.jobs.order_selected.connect(self._on_order_selected)
         self.jobs.details_requested.connect(self._show_details)
         self.detail.navigate.connect(self._select_in_jobs)
@@ -97,9 +107,12 @@ class MainWindow(QMainWindow):
         schedules.setFrameShape(QFrame.Shape.NoFrame)
         schedules.setWidget(self.schedules)
         self._add_dock("Schedules", schedules, Qt.DockWidgetArea.RightDockWidgetArea)
-        for name in ("Robots", "Metrics", "Templates", "Schedules"):
+        self._add_dock("Inbox", self.inbox, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._add_dock("Playbook", self.playbook, Qt.DockWidgetArea.RightDockWidgetArea)
+        for name in ("Robots", "Metrics", "Templates", "Schedules", "Inbox", "Playbook"):
             self.tabifyDockWidget(self.docks["Detail"], self.docks[name])
         self.docks["Detail"].raise_()
+        self._on_inbox_counts(len(self.inbox.model.all), sum(i.escalated for i in self.inbox.model.all))
         self._layout_pending = True
 
         file_menu = self.menuBar().addMenu("&File")
@@ -180,6 +193,21 @@ class MainWindow(QMainWindow):
         self._stats_timer.setInterval(1000)
         self._stats_timer.timeout.connect(self._show_stats)
 
+    @Slot(int, int)
+    def _on_inbox_counts(self, waiting: int, escalated: int) -> None:
+        """The window title counts what waits for a person (and how much of it is overdue)."""
+        title = "labconsole" if not waiting else \
+            f"labconsole — {waiting} waiting" + (f" ({escalated} escalated)" if escalated else "")
+        self.setWindowTitle(title)
+        self.docks["Inbox"].setWindowTitle(f"Inbox ({waiting})" if waiting else "Inbox")
+        if escalated > self._escalated_seen and QSystemTrayIcon.isSystemTrayAvailable():
+            if self.tray is None:
+                self.tray = QSystemTrayIcon(QApplication.windowIcon(), self)
+                self.tray.show()
+            self.tray.showMessage("labconsole", f"{escalated} inbox item(s) waiting too long",
+                                  QSystemTrayIcon.MessageIcon.Warning)
+        self._escalated_seen = escalated
+
     def _add_dock(self, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> None:
         dock = QDockWidget(name, self)
         dock.setObjectName(f"dock{name}")
@@ -200,6 +228,7 @@ class MainWindow(QMainWindow):
             self.schedules.set_forecast(self.forecast)
         self.statusBar().showMessage(f"Loaded {count:,} orders", 4000)
         self._stats_timer.start()
+        self.inbox.inbox.start()  # escalation of items waiting too long
         return count
 
     def set_theme(self, name: str) -> Theme:
@@ -397,7 +426,7 @@ class MainWindow(QMainWindow):
         self._stats_timer.stop()
         self.loop_lag.stop()
         for panel in (self.dashboard, self.robots, self.metrics, self.detail, self.templates, self.schedules,
-                      self.jobs):
+                      self.jobs, self.inbox, self.playbook):
             close = getattr(panel, "shutdown", None)
             if close is not None:
                 close()

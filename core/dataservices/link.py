@@ -164,8 +164,11 @@ class DataServicesLink:
         store = self.runtime.store
         await self.claim_module_id()
         if self.embedded:
+            from core.dataservices.inbox_routes import inbox_routes
+
             self.server = EmbeddedDataServices(store, host=self._host, port=self._port, token=self._token,
-                                               limits=self._limits)
+                                               limits=self._limits, extra_routes=inbox_routes(
+                                                   lambda: getattr(self.runtime.engine, "inbox", None)))
             url = await self.server.start()
             self.state.url = url
             self.state.connected = True

@@ -54,7 +54,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, unquote
@@ -380,7 +380,8 @@ class DataServicesApp:
     """The ASGI application: routing, binding and error mapping over a :class:`DataServicesBackend`."""
 
     def __init__(self, backend: DataServicesBackend, *, token: str | None = None,
-                 limits: ServerLimits | None = None, require_auth: bool = False) -> None:
+                 limits: ServerLimits | None = None, require_auth: bool = False,
+                 extra_routes: Sequence[Route] = ()) -> None:
         self.backend = backend
         self.limits = limits or ServerLimits()
         self._expected_auth = f"Bearer {token}".encode() if token else None
@@ -494,6 +495,7 @@ class DataServicesApp:
             v3("GET", "events/{id}", lambda c: self._one(lambda: b.event_json(c.params["id"])),
                "One event"),
         ]
+        self.routes += extra_routes  # e.g. the inbox's (core.dataservices.inbox_routes)
         self._openapi = json.dumps(openapi_document(self.routes)).encode()
 
     async def _token_user(self, given: bytes) -> str | None:
@@ -845,8 +847,10 @@ class EmbeddedDataServices:
     def __init__(self, store: Store, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                  token: str | None = None, *, on_change: Callable[[ServerChange], None] | None = None,
                  emit_order_events: bool = True, port_attempts: int = 20,
-                 limits: ServerLimits | None = None, tls: TlsFiles | None = None) -> None:
+                 limits: ServerLimits | None = None, tls: TlsFiles | None = None,
+                 extra_routes: Sequence[Route] = ()) -> None:
         token = token or None
+        self.extra_routes = list(extra_routes)
         self.tls = tls
         self.exposed = not is_loopback(host)
         check_exposure(host, token, user_tokens=self.exposed and not token and store.read_sync(has_user_tokens))
@@ -897,7 +901,8 @@ class EmbeddedDataServices:
         # uvicorn's own limit_concurrency is not used: it counts idle connections too, so a few
         # hundred slow clients would turn every request into a 503; _GuardedH11 closes the idle
         # ones instead. log_config=None: uvicorn logs through the console's logging.
-        app = DataServicesApp(self.backend, token=self.token, limits=limits, require_auth=self.exposed)
+        app = DataServicesApp(self.backend, token=self.token, limits=limits, require_auth=self.exposed,
+                              extra_routes=self.extra_routes)
         config = uvicorn.Config(app,
                                 lifespan="off", http=_guarded_protocol(limits), ws="none",
                                 loop="none", log_level="warning", log_config=None,

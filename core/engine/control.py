@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from core import inbox
 from core.engine.dag import DagEngine
 from core.engine.decision import Decision
 from core.engine.state import RunState, StepState
-from core.engine.types import StopReason, to_parameters
+from core.engine.types import StepFailure, StopReason, to_parameters
 from core.errors import (
     IllegalTransitionError,
     InputError,
@@ -40,6 +41,8 @@ class Act(Enum):
     RECOVER = "recover"
     SKIP = "skip step"
     REPRIORITISE = "reprioritise"
+    ANSWER = "answer"
+    """Complete a waiting ``prompt`` step with the answer as its outputs (or, ``rejected``, fail it)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,7 +59,16 @@ class Action:
     priority: int | None = None
     signature: Mapping[str, Any] | None = None
     """An electronic signature record (``core.users.Signature.record()``), kept in the audit entry."""
+    item: int | None = None
+    """The inbox item this action answers (marked answered in the same transaction)."""
+    answer: Mapping[str, Any] | None = None
+    """The answer given to ``item``, as recorded."""
+    rejected: str | None = None
+    """ANSWER to an approval: the reason it was rejected (the step fails)."""
 
+
+_CLOSES_STEP_ITEMS = frozenset({"retry step", "skip step", "cancel step"})
+_CLOSES_RUN_ITEMS = frozenset({"retry step", "recover"})
 
 
 class OperatorControl(DagEngine):
@@ -72,7 +84,15 @@ class OperatorControl(DagEngine):
             run: RunState | None = None
             try:
                 run = await self._reopen(action.run_id)
-                self._plan(d, run, action)
+                one = Decision(self.core)
+                if action.item is not None:  # first: the run may finish (closing what is left open) in this commit
+                    one.write(inbox.answer_op(action.item, action.who, action.answer or action.outputs or {},
+                                              self.clock.now(), propose_after=self._propose_after()),
+                              inbox.publish_answered(action.item, run.run_id))
+                else:
+                    self._close_items(one, run, action)
+                self._plan(one, run, action)
+                d.merge(one)
             except LabconsoleError as exc:
                 results.append(exc)
                 if run is not None:
@@ -223,6 +243,25 @@ class OperatorControl(DagEngine):
                 if dep.status is StepStatus.SKIPPED and dep.error is None and dep.outputs is None:
                     self._reset(d, run, [dep], "upstream step skipped by operator")
             self._continue(d, run, who)
+        elif a.act is Act.ANSWER and state is not None:
+            if state.step.kind != "prompt" or state.status is not StepStatus.RUNNING:
+                raise StateError(f"step {state.step.id} of {run.run_id} is not waiting for an answer "
+                                 f"(it is {state.status.value})")
+            target = state.order_id
+            details = {"item": a.item, "answer": dict(a.answer or a.outputs or {})}
+            state.cancel_timer()
+            task, state.request, state.stop_reason = state.task, None, StopReason.SKIPPED
+            if task is not None and not task.done():
+                d.then.append(task.cancel)  # the prompt's wait ends; nothing runs on an instrument
+            state.ended = self.clock.now()
+            if a.rejected is not None:
+                self._fail_for_good(d, run, state, StepFailure(f"Rejected by {who}: {a.rejected}", "Rejected",
+                                                               retryable=False))
+            else:
+                state.outputs, state.error = dict(a.outputs or {}), None
+                d.step(run, state, StepStatus.COMPLETED, f"Answered by {who}",
+                       changes={"outputParameters": to_parameters(state.outputs)}, who=who)
+                self._advance(d, run, after=state)
         elif a.act is Act.REPRIORITISE and a.priority is not None:
             if not 0 <= a.priority <= 100:
                 raise InputError.at(f"priority must be 0..100, not {a.priority}", field="priority")
@@ -240,6 +279,19 @@ class OperatorControl(DagEngine):
         else:
             raise StateError(f"{a.act.value} needs a step of run {run.run_id}")
         d.audit(who, a.act.value, target, reason, _signed(details, a))
+
+    def _propose_after(self) -> int:
+        return self.inbox.propose_after if self.inbox is not None else inbox.PROPOSE_AFTER
+
+    def _close_items(self, d: Decision, run: RunState, a: Action) -> None:
+        """Inbox items this action settles (the step's, or the run's) are answered by it."""
+        state = run.steps.get(a.step_id) if a.step_id is not None else None
+        why = a.act.value + (f": {a.reason}" if a.reason else "")
+        if state is not None and a.act.value in _CLOSES_STEP_ITEMS:
+            d.write(inbox.close_op(a.who, why, self.clock.now(), order_id=state.order_id),
+                    inbox.publish_closed(run.run_id))
+        elif a.act.value in _CLOSES_RUN_ITEMS:
+            d.write(inbox.close_op(a.who, why, self.clock.now(), run_id=run.run_id), inbox.publish_closed(run.run_id))
 
     def _requeue(self, state: StepState, priority: int) -> None:
         reprioritise = getattr(self.executor, "reprioritise", None)

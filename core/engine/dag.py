@@ -30,8 +30,9 @@ import sqlite3
 from collections import deque
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from core import inbox
 from core.clock import Clock, SystemClock, to_datetime
 from core.conditions import ConditionError, evaluate
 from core.durations import parse_duration
@@ -57,6 +58,10 @@ from core.orders import Order, OrderPriority, SchedulingStrategy
 from core.states import DONE_OK, RUN_FINAL, STEP_FINAL, RunStatus, StepStatus
 from core.tasks import Supervisor
 from core.templates import FailurePolicy, WorkflowTemplate, template_from_dict
+
+if TYPE_CHECKING:
+    from core.inbox import Inbox
+    from core.playbook import Playbook
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +93,10 @@ class DagEngine:
         """Final status of runs this engine finished and released from memory."""
         self.timers = Timers(self.clock)
         self.tasks = Supervisor("engine")
+        self.inbox: Inbox | None = None
+        """The operator inbox (:class:`core.inbox.Inbox`) when one is attached."""
+        self.playbook: Playbook | None = None
+        """Error playbook consulted before the template's retry and failure policies."""
         self.step_dispatch_latencies: deque[float] = deque(maxlen=100_000)
         """Seconds from "step ready" to "executor called", the most recent ones (for benchmarks)."""
 
@@ -482,9 +491,8 @@ class DagEngine:
             self.timers.at(self.clock.now() + wait, wake)
             await done
             return {"waited_seconds": total}
-        if request.kind == "prompt":
-            state.error = str(request.parameters.get("message", "Operator action required"))
-            await asyncio.Event().wait()  # ends when the operator skips/completes the step
+        if request.kind == "prompt":  # an inbox item; ends when it is answered (or the step skipped)
+            await inbox.wait_for_answer(self, state, request)
         return {}
 
     # ------------------------------------------------------------------ failures
@@ -506,6 +514,8 @@ class DagEngine:
         state.cancel_timer()
         state.request = None
         state.error, state.error_code = failure.message, failure.code
+        if self.playbook is not None and self.playbook.decide(self, d, run, state, failure):
+            return  # a playbook rule decided (and recorded why)
         policy = run.template.retry_policy(state.step)
         retryable = failure.retryable and failure.code not in policy.non_retryable \
             and type(failure).__name__ not in policy.non_retryable
@@ -548,6 +558,7 @@ class DagEngine:
         if force_pause or policy is FailurePolicy.PAUSE:
             run.paused = True
             d.run(run, RunStatus.PAUSED, f"step '{state.step.id}' needs the operator: {state.error}")
+            inbox.record_error(self, d, run, state)
             d.then.append(run.done.set)
         elif policy is FailurePolicy.ABORT:
             self._abort_rest(d, run, f"aborted: step '{state.step.id}' failed", keep=handler_id)
@@ -600,6 +611,8 @@ class DagEngine:
             run.timer.cancel()
         outputs = run_outputs(run.template, run.outputs(), status is RunStatus.COMPLETED)
         d.run(run, status, detail, who=who, changes={"outputParameters": to_parameters(outputs)})
+        d.write(inbox.close_op(who, f"run {status.value}", run.ended, run_id=run.run_id),
+                inbox.publish_closed(run.run_id))
         d.then.append(run.done.set)
         d.then.append(lambda: self._release(run))
 

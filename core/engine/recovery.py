@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 
+from core import inbox
 from core.engine import tables
 from core.engine.dag import DagEngine
 from core.engine.decision import Decision
@@ -83,6 +84,9 @@ class Recovery(DagEngine):
         if unknown:
             run.paused = True
             d.run(run, RunStatus.PAUSED, "waiting for the operator after a restart: a step's outcome is unknown")
+            for state in run.steps.values():
+                if state.status is StepStatus.UNKNOWN:
+                    inbox.record_error(self, d, run, state)
             d.then.append(run.done.set)
             if rerun:  # interrupted idempotent steps finish what they had started
                 self._queue(d, run, rerun)

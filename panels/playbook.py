@@ -1,0 +1,240 @@
+"""Playbook panel: the error playbook's rules as a table, edited in a form, imported and exported
+as YAML. Every change is audited; a refused rule or file shows what is wrong and where."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QFrame,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.errors import InputError, LabconsoleError
+from core.facade import os_user
+from core.playbook import RESPONSES, Playbook, Rule
+from panels.theme import current_theme, keep_styled
+from panels.widgets import TaskKeeper
+
+COLUMNS = ("Rule", "Error", "Capability", "Instrument", "Template", "Response", "On")
+
+
+class PlaybookPanel(QWidget):
+    changed = Signal()
+    """A change (add, edit, remove, import) was committed or refused; ``feedback`` says which."""
+
+    def __init__(self, runtime: Any, bridge: Any = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.runtime = runtime
+        self.playbook = Playbook.attach(runtime.engine, runtime.workcell)
+        self.tasks = TaskKeeper()
+        self.who = os_user()
+
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().hide()
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.itemSelectionChanged.connect(self._selected)
+
+        caps = sorted(self.playbook.capabilities or ())
+        ids = sorted(self.playbook.instruments or ())
+        names = sorted(t.name for t in runtime.templates())
+        self.rule_id = QLineEdit()
+        self.error_code = QLineEdit()
+        self.error_code.setPlaceholderText("error code or exception class; * for any")
+        self.capability = self._choices(caps)
+        self.instrument = self._choices(ids)
+        self.template = self._choices(names)
+        self.response = QComboBox()
+        for r in RESPONSES:
+            self.response.addItem(r, r)
+        self.max_attempts = QSpinBox()
+        self.max_attempts.setRange(1, 100)
+        self.max_attempts.setValue(3)
+        self.backoff = QDoubleSpinBox()
+        self.backoff.setRange(0, 3600)
+        self.backoff.setSuffix(" s")
+        self.backoff.setValue(10)
+        self.outputs = QPlainTextEdit()
+        self.outputs.setPlaceholderText('skip: outputs as JSON, e.g. {"od": 0}')
+        self.outputs.setFixedHeight(52)
+        self.enabled = QCheckBox("Enabled")
+        self.enabled.setChecked(True)
+        form = QFormLayout()
+        for label, widget in (("Rule id", self.rule_id), ("Error", self.error_code), ("Capability", self.capability),
+                              ("Instrument", self.instrument), ("Template", self.template),
+                              ("Response", self.response), ("Retry up to", self.max_attempts),
+                              ("Backoff from", self.backoff), ("Outputs", self.outputs), ("", self.enabled)):
+            form.addRow(label, widget)
+        self.save_button = QPushButton("Save rule")
+        self.save_button.clicked.connect(self.save)
+        self.remove_button = QPushButton("Remove")
+        self.remove_button.clicked.connect(self.remove)
+        self.import_button = QPushButton("Import YAML…")
+        self.import_button.clicked.connect(self._ask_import)
+        self.export_button = QPushButton("Export YAML…")
+        self.export_button.clicked.connect(self._ask_export)
+        self.feedback = QLabel("")
+        self.feedback.setWordWrap(True)
+        self.feedback.setObjectName("playbookFeedback")
+        self.feedback.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        keep_styled(self.feedback, lambda t: "")
+        buttons = QHBoxLayout()
+        for b in (self.save_button, self.remove_button):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        for b in (self.import_button, self.export_button):
+            buttons.addWidget(b)
+        editor = QWidget()
+        right = QVBoxLayout(editor)
+        right.addLayout(form)
+        right.addLayout(buttons)
+        right.addWidget(self.feedback)
+        right.addStretch(1)
+        scroll = QScrollArea()  # the form scrolls in a short dock instead of making the window taller
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(editor)
+        layout = QHBoxLayout(self)
+        layout.addWidget(self.table, 3)
+        layout.addWidget(scroll, 2)
+        self.show_rules()
+
+    @staticmethod
+    def _choices(values: list[str]) -> QComboBox:
+        box = QComboBox()
+        box.setEditable(True)
+        box.addItem("")
+        box.addItems(values)
+        box.lineEdit().setPlaceholderText("any")
+        return box
+
+    # ------------------------------------------------------------------ table and form
+
+    def show_rules(self) -> None:
+        rules = self.playbook.rules
+        self.table.setRowCount(len(rules))
+        for row, r in enumerate(rules):
+            what = f"retry ≤{r.max_attempts}, {r.backoff:g} s" if r.response == "retry" else r.response
+            for col, text in enumerate((r.id, r.error_code, r.capability or "any", r.instrument or "any",
+                                        r.template or "any", what, "yes" if r.enabled else "no")):
+                self.table.setItem(row, col, QTableWidgetItem(text))
+
+    @Slot()
+    def _selected(self) -> None:
+        rows = self.table.selectionModel().selectedRows()
+        if rows and rows[0].row() < len(self.playbook.rules):
+            self.edit(self.playbook.rules[rows[0].row()])
+
+    def edit(self, rule: Rule) -> None:
+        self.rule_id.setText(rule.id)
+        self.error_code.setText(rule.error_code)
+        self.capability.setCurrentText(rule.capability or "")
+        self.instrument.setCurrentText(rule.instrument or "")
+        self.template.setCurrentText(rule.template or "")
+        self.response.setCurrentIndex(self.response.findData(rule.response))
+        self.max_attempts.setValue(rule.max_attempts or 3)
+        self.backoff.setValue(rule.backoff)
+        self.outputs.setPlainText(json.dumps(rule.outputs) if rule.outputs else "")
+        self.enabled.setChecked(rule.enabled)
+
+    def form_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.rule_id.text().strip(), "error_code": self.error_code.text().strip(),
+                                "response": self.response.currentData(), "enabled": self.enabled.isChecked(),
+                                "backoff": self.backoff.value()}
+        for key, box in (("capability", self.capability), ("instrument", self.instrument),
+                         ("template", self.template)):
+            if box.currentText().strip():
+                data[key] = box.currentText().strip()
+        if data["response"] == "retry":
+            data["max_attempts"] = self.max_attempts.value()
+        text = self.outputs.toPlainText().strip()
+        if text:
+            try:
+                data["outputs"] = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise InputError.at(f"outputs: not JSON ({exc.msg} at character {exc.pos})", field="outputs") from None
+        return data
+
+    # ------------------------------------------------------------------ actions (audited)
+
+    @Slot()
+    def save(self) -> None:
+        try:
+            data = self.form_data()
+        except InputError as exc:
+            self._say(str(exc), "text_error")
+            return
+        replace = any(r.id == data["id"] for r in self.playbook.rules)
+        self._run(self.playbook.add(data, who=self.who, replace=replace), f"Rule {data['id']} saved")
+
+    @Slot()
+    def remove(self) -> None:
+        rule_id = self.rule_id.text().strip()
+        self._run(self.playbook.remove(rule_id, who=self.who), f"Rule {rule_id} removed")
+
+    def import_file(self, path: str | Path) -> None:
+        self._run(self.playbook.import_file(path, who=self.who), f"Imported {path}")
+
+    def export_file(self, path: str | Path) -> None:
+        Path(path).write_text(self.playbook.export(), encoding="utf-8")
+        self._say(f"Exported {len(self.playbook.rules)} rules to {path}", "text_ok")
+
+    @Slot()
+    def _ask_import(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import playbook", "", "Playbook (*.yaml *.yml *.json)")
+        if path:
+            self.import_file(path)
+
+    @Slot()
+    def _ask_export(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export playbook", "playbook.yaml", "Playbook (*.yaml)")
+        if path:
+            self.export_file(path)
+
+    def _run(self, coro: Any, ok_text: str) -> None:
+        def done(task: asyncio.Task[Any]) -> None:
+            if task.cancelled():
+                return
+            exc = task.exception()
+            if exc is None:
+                self._say(ok_text, "text_ok")
+            elif isinstance(exc, LabconsoleError):
+                self._say(str(exc), "text_error")
+            else:
+                raise exc
+            self.show_rules()
+            self.changed.emit()
+
+        self.tasks.spawn(coro, done)
+
+    def _say(self, text: str, tone: str) -> None:
+        self.feedback.setStyleSheet(f"#playbookFeedback {{ color: {current_theme().colors[tone]}; }}")
+        self.feedback.setText(text)
+
+    def shutdown(self) -> None:
+        self.tasks.cancel_all()
