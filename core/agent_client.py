@@ -103,7 +103,8 @@ def load_handler(spec: str) -> Handler:
             raise ConfigError(f"--handler {spec!r}: {module_name!r} has no {attr!r}")
     if not callable(target):
         raise ConfigError(f"--handler {spec!r}: {attr!r} is not a function")
-    return target
+    handler: Handler = target
+    return handler
 
 
 @dataclass(eq=False)

@@ -326,7 +326,7 @@ class Scheduler:
         self.store = runtime.store
         self.clock = clock or runtime.clock or SystemClock()
         self.catch_up = catch_up
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.started: list[tuple[str, str]] = []
         """(schedule id, run id) of every run this scheduler started."""

@@ -42,6 +42,22 @@ STRICT = [
     "core/instruments.py",
     "core/workcell.py",
     "core/durations.py",
+    "core/schedules.py",
+    "core/drivers/agent.py",
+    "core/agent_client.py",
+    "core/history.py",
+    "core/archive.py",
+    "core/audit_chain.py",
+    "core/users.py",
+    "core/inbox.py",
+    "core/playbook.py",
+    "core/impact.py",
+    "core/forecast.py",
+    "core/durations_model.py",
+    "core/pysteps.py",
+    "core/storefile.py",
+    "core/drivers/pylabrobot.py",
+    "core/drivers/madsci.py",
 ]
 
 

@@ -138,7 +138,7 @@ class _Link:
     async def request(self, kind: str, payload: BaseModel | dict[str, Any]) -> tuple[Envelope, Any]:
         """Send a frame and wait (at most :data:`ROUND_TRIP_TIMEOUT`) for the frame answering it."""
         text, msg_id = encode(kind, payload)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[Envelope, Any]] = asyncio.get_running_loop().create_future()
         self.replies[msg_id] = future
         try:
             await self.ws.send(text)
@@ -158,7 +158,7 @@ class AgentHub:
 
     def __init__(self, url: str, *, heartbeat_interval: float = 5.0) -> None:
         parts = urlsplit(url)
-        self.host = "127.0.0.1" if parts.hostname in (None, "localhost") else parts.hostname
+        self.host: str = "127.0.0.1" if parts.hostname in (None, "localhost") else str(parts.hostname)
         self.port = parts.port or 0
         self.heartbeat_interval = heartbeat_interval
         self.drivers: dict[str, AgentDriver] = {}
