@@ -90,9 +90,14 @@ class LinkListener:
         return True
 
     def close(self) -> None:
+        """Stop listening and free the server now, on this (the GUI) thread. Left to the garbage
+        collector, the server would be deleted on whatever thread collects it (a store or
+        reader thread), which corrupts Qt's timers."""
         for task in list(self._tasks):
             task.cancel()
+        self.server.newConnection.disconnect(self._on_connection)
         self.server.close()
+        self.server.deleteLater()
 
     def _on_connection(self) -> None:
         while (sock := self.server.nextPendingConnection()) is not None:
@@ -273,9 +278,16 @@ def main_gui(data_dir: Path, **options: object) -> int:
     # the saved theme before any window exists, so nothing flashes in the other one
     apply_theme(app, theme_name(settings_for(data_dir).value(SETTINGS_KEY)))
     app.setWindowIcon(icon("labconsole", size=64))
+    # Collect garbage on the GUI thread only (on a timer): an automatic collection may run on a
+    # store or worker thread and free Qt objects there, which corrupts Qt's timers.
+    from pyqtgraph.util.garbage_collector import GarbageCollector
+
+    collector = GarbageCollector(interval=1.0)
     try:
         with asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(app)) as runner:
             return runner.run(run_console(data_dir, **options))  # type: ignore[arg-type]
     except LabconsoleError as exc:
         print(f"labconsole: {exc}", file=sys.stderr)
         return 2
+    finally:
+        collector.timer.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 from pathlib import Path
@@ -79,6 +80,11 @@ def _no_leaked_top_level_widgets(request):
     QApplication.processEvents()
     leaked = [w for w in QApplication.topLevelWidgets()
               if id(w) not in before and w.isVisible()]
+    # Qt objects the test dropped in reference cycles are freed now, on this (the GUI) thread:
+    # left to the garbage collector they would be freed on whatever thread next triggers a
+    # collection (a store writer, a worker), which corrupts Qt's timers and crashes later.
+    gc.collect()
+    QApplication.processEvents()
     assert not leaked, f"top-level widgets left open: {[type(w).__name__ for w in leaked]}"
 
 
