@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import sqlite3
 from datetime import timedelta
+from typing import Any
 
 from core import audit_chain
 from core.orders import Order, OrderPriority, OrderStatus, Parameter
@@ -38,8 +39,8 @@ def generate(store: Store, n: int, *, seed: int = 7, who: str = "demo") -> int:
 
     def op(conn: sqlite3.Connection) -> int:
         made = 0
-        rows = []
-        transitions = []
+        rows: list[tuple[Any, ...]] = []
+        transitions: list[tuple[Any, ...]] = []
         while made < n:
             name = rng.choice(list(WORKFLOWS))
             steps = WORKFLOWS[name]
@@ -102,12 +103,12 @@ def generate(store: Store, n: int, *, seed: int = 7, who: str = "demo") -> int:
                 previous = child.identifier
             if run_status in (OrderStatus.Complete, OrderStatus.Error, OrderStatus.Canceled):
                 run.actualEndTime = t
-                if run_status is OrderStatus.Error:
+                if run_status is OrderStatus.Error and failed_at is not None:
                     run.statusDetails = "step failed: " + (child_rows[failed_at].statusDetails or "")
             for o in [run, *child_rows]:
                 npri = rng.choice([50, 50, 50, 70, 90]) if o is run else 50
                 row = _order_row(o, npri)
-                rows.append((o.identifier, int(o.identifier.split("_")[1]), o.parentIdentifier,
+                rows.append((o.identifier, int((o.identifier or "_0").split("_")[1]), o.parentIdentifier,
                              o.sourceIdentifier, o.runAfterIdentifier, o.templateName,
                              o.templateVersion, int(o.status), int(o.priority), npri, o.assignedTo,
                              row[8], _ts(o.scheduledStartTime), row[9], row[10],

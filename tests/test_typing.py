@@ -42,6 +42,7 @@ STRICT = [
     "core/instruments.py",
     "core/workcell.py",
     "core/durations.py",
+    "core/demo.py",
     "core/schedules.py",
     "core/drivers/agent.py",
     "core/agent_client.py",
