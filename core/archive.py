@@ -31,7 +31,6 @@ finished more than that long ago; the runtime calls :meth:`ArchivePolicy.run_due
 from __future__ import annotations
 
 import asyncio
-import configparser
 import contextlib
 import json
 import logging
@@ -46,6 +45,7 @@ from typing import Any, TypeVar
 
 from core.durations import DurationError, parse_duration
 from core.errors import ConfigError, StoreError
+from core.inifile import read_section
 from core.orders import OrderStatus
 from core.states import RUN_FINAL
 from core.store import SQLITE_HEADER, Store
@@ -466,21 +466,11 @@ class ArchivePolicy:
     @classmethod
     def from_ini(cls, path: Path | None) -> ArchivePolicy | None:
         """The policy of a config.ini (``[STORE] archive_after = 90d``); None: no automatic archive."""
-        if path is None or not path.is_file():
+        found = read_section(path, "STORE")
+        if found is None:
             return None
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError.at(f"cannot read config file: {exc}", file=path) from None
-        parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#", ";"))
-        try:
-            parser.read_string(text, source=str(path))
-        except configparser.Error as exc:
-            raise ConfigError.at(f"cannot parse: {exc}", file=path, line=getattr(exc, "lineno", None)) from None
-        section = next((s for s in parser.sections() if s.strip().upper() == "STORE"), None)
-        if section is None:
-            return None
-        raw = parser.get(section, CONFIG_KEY, fallback="").strip()
+        section, text = found
+        raw = section.get(CONFIG_KEY, fallback="").strip()
         if not raw or raw.lower() in ("0", "off", "never", "no"):
             return None
         line = _line_of(text, CONFIG_KEY)

@@ -21,7 +21,6 @@ pruning only ever deletes files with such names.
 from __future__ import annotations
 
 import asyncio
-import configparser
 import contextlib
 import logging
 import os
@@ -41,6 +40,7 @@ from core.errors import (
     SchemaTooNewError,
     StoreError,
 )
+from core.inifile import read_section
 from core.store import APPLICATION_ID, SCHEMA_VERSION, SQLITE_HEADER
 from core.storefile import StoreLock, connect_readonly, run_check
 
@@ -268,23 +268,13 @@ class BackupSettings:
 
 def settings_from_ini(path: Path | None) -> BackupSettings:
     """``[STORE] backup_every`` and ``backup_keep`` of a config.ini (absent: no scheduled backups)."""
-    if path is None or not path.is_file():
+    found = read_section(path, CONFIG_SECTION)
+    if found is None:
         return BackupSettings()
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError.at(f"cannot read config file: {exc}", file=path) from None
-    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#", ";"))
-    try:
-        parser.read_string(text, source=str(path))
-    except configparser.Error as exc:
-        raise ConfigError.at(f"cannot parse: {exc}", file=path, line=getattr(exc, "lineno", None)) from None
-    section = next((s for s in parser.sections() if s.strip().upper() == CONFIG_SECTION), None)
-    if section is None:
-        return BackupSettings()
+    section, text = found
     every: float | None = None
     keep = DEFAULT_KEEP
-    raw = parser.get(section, "backup_every", fallback="").strip()
+    raw = section.get("backup_every", fallback="").strip()
     if raw and raw.lower() not in ("0", "off", "never", "no"):
         try:
             every = parse_duration(raw)
@@ -295,7 +285,7 @@ def settings_from_ini(path: Path | None) -> BackupSettings:
             raise ConfigError.at(f"backup_every {raw!r} is under a minute; give e.g. 24h or 6h",
                                  file=path, field=f"{CONFIG_SECTION}.backup_every",
                                  line=_line_of(text, "backup_every"))
-    raw_keep = parser.get(section, "backup_keep", fallback="").strip()
+    raw_keep = section.get("backup_keep", fallback="").strip()
     if raw_keep:
         if not raw_keep.isdigit() or int(raw_keep) < 1:
             raise ConfigError.at(f"backup_keep {raw_keep!r} is not a whole number of at least 1",

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import configparser
 import hashlib
 import hmac
 import json
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.audit_chain import SIGNING
 from core.errors import ConfigError, InputError, NotFoundError, StateError
+from core.inifile import read_section
 
 if TYPE_CHECKING:
     from core.store import Store
@@ -397,21 +397,11 @@ class SignaturePolicy:
 
     @classmethod
     def from_ini(cls, path: Path | None) -> SignaturePolicy:
-        if path is None or not path.is_file():
+        found = read_section(path, CONFIG_SECTION)
+        if found is None:
             return cls()
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError.at(f"cannot read config file: {exc}", file=path) from None
-        parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#", ";"))
-        try:
-            parser.read_string(text, source=str(path))
-        except configparser.Error as exc:
-            raise ConfigError.at(f"cannot parse: {exc}", file=path, line=getattr(exc, "lineno", None)) from None
-        section = next((s for s in parser.sections() if s.strip().upper() == CONFIG_SECTION), None)
-        if section is None:
-            return cls()
-        raw = parser.get(section, "require", fallback="")
+        section, text = found
+        raw = section.get("require", fallback="")
         names = [" ".join(n.replace("_", " ").split()).lower() for n in raw.split(",")]
         names = [n for n in names if n]
         unknown = [n for n in names if n not in SIGNABLE]
@@ -426,15 +416,8 @@ class SignaturePolicy:
 
 def idle_lock_minutes(path: Path | None, default: float = 15.0) -> float:
     """``[USERS] idle_lock_minutes`` of config.ini (0: never lock)."""
-    if path is None or not path.is_file():
-        return default
-    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#", ";"))
-    try:
-        parser.read_string(path.read_text(encoding="utf-8-sig"), source=str(path))
-    except (OSError, UnicodeDecodeError, configparser.Error) as exc:
-        raise ConfigError.at(f"cannot read config file: {exc}", file=path) from None
-    section = next((s for s in parser.sections() if s.strip().upper() == "USERS"), None)
-    raw = parser.get(section, "idle_lock_minutes", fallback="").strip() if section else ""
+    found = read_section(path, "USERS")
+    raw = found[0].get("idle_lock_minutes", fallback="").strip() if found else ""
     if not raw:
         return default
     try:

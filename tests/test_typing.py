@@ -43,6 +43,7 @@ STRICT = [
     "core/workcell.py",
     "core/durations.py",
     "core/demo.py",
+    "core/inifile.py",
     "core/schedules.py",
     "core/drivers/agent.py",
     "core/agent_client.py",
