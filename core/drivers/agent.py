@@ -75,10 +75,12 @@ from core.drivers.base import (
     InstrumentUnavailable,
     OrderCancelled,
     ProgressSink,
+    StatusKey,
     UnsupportedCapability,
+    announce_status,
     resolve_capability,
 )
-from core.events import EventBus, InstrumentStatusChanged
+from core.events import EventBus
 
 if TYPE_CHECKING:
     from core.orders import Order
@@ -385,7 +387,7 @@ class AgentDriver:
         self._jobs: dict[str, _Job] = {}
         self._simulations: dict[str, dict[str, Any]] = {}
         self._detail = "not connected"
-        self._published: tuple[Any, ...] | None = None
+        self._published: StatusKey | None = None
         self.latency: float | None = None
         """Last heartbeat round trip in seconds (None before the first)."""
         self.last_heartbeat: float | None = None
@@ -690,17 +692,8 @@ class AgentDriver:
                                           instrument_id=self.instrument_id))
 
     def _announce(self) -> None:
-        if self.bus is None:
-            return
-        state = self.state
-        key = (state, self._detail, tuple(self._jobs))
-        if key == self._published:
-            return
-        self._published = key
-        self.bus.publish(InstrumentStatusChanged(
-            instrument_id=self.instrument_id, status=state.module_status,
-            detail=self._detail or state.value, current_orders=key[2],
-            enabled=self.config.enabled))
+        self._published = announce_status(self.bus, self._published, self.instrument_id, self.state,
+                                          self._detail, self._jobs, self.config.enabled)
 
     def __repr__(self) -> str:
         return f"AgentDriver({self.instrument_id!r}, state={self.state.value})"

@@ -27,17 +27,19 @@ agree on what "Ready" means.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, runtime_checkable
 
 from core.errors import LabconsoleError
 from core.orders import ModuleStatus
 
 if TYPE_CHECKING:
+    from core.events import EventBus
     from core.orders import Order
 
 __all__ = [
@@ -326,3 +328,32 @@ def resolve_capability(order: Order, capabilities: Collection[str],
     raise UnsupportedCapability(
         f"{who}order {order.identifier} asks for {name!r}, which this instrument does not "
         f"offer (capabilities: {offered})", instrument_id=instrument_id)
+
+
+def raise_interrupt(interrupt: BaseException | None, task: asyncio.Task[Any] | None) -> NoReturn:
+    """Inside ``except asyncio.CancelledError``: a command the driver itself interrupted ends
+    with ``interrupt`` (cancelled, instrument lost ...); a cancellation of the caller's own task
+    (or one with no interrupt recorded) goes on as a cancellation."""
+    if interrupt is None or (task is not None and task.uncancel() > 0):
+        raise  # re-raises the CancelledError being handled
+    raise interrupt from None
+
+
+StatusKey = tuple[DriverState, str | None, tuple[str, ...]]
+
+
+def announce_status(bus: EventBus | None, previous: StatusKey | None, instrument_id: str,
+                    state: DriverState, detail: str | None, orders: Collection[str],
+                    enabled: bool) -> StatusKey | None:
+    """Publish the instrument's status if (state, detail, orders) changed since ``previous``;
+    returns what was published last (the driver keeps it for the next call)."""
+    if bus is None:
+        return previous
+    key: StatusKey = (state, detail, tuple(orders))
+    if key != previous:
+        from core.events import InstrumentStatusChanged
+
+        bus.publish(InstrumentStatusChanged(instrument_id=instrument_id, status=state.module_status,
+                                            detail=detail or state.value, current_orders=key[2],
+                                            enabled=enabled))
+    return key

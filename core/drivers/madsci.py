@@ -67,10 +67,13 @@ from core.drivers.base import (
     OrderCancelled,
     OutcomeUnknown,
     ProgressSink,
+    StatusKey,
+    announce_status,
+    raise_interrupt,
     resolve_capability,
 )
 from core.errors import Problem, Where, WorkcellError
-from core.events import EventBus, InstrumentStatusChanged
+from core.events import EventBus
 from core.instruments import InstrumentConfig, MadsciActionSpec, MadsciOptions
 
 if TYPE_CHECKING:
@@ -149,7 +152,7 @@ class MadsciDriver:
         self._connecting = False
         self._detail = "not connected"
         self._last_heartbeat: float | None = None
-        self._published: tuple[Any, ...] | None = None
+        self._published: StatusKey | None = None
         self._run_count = 0
 
     def where(self, *path: str | int) -> Where:
@@ -269,11 +272,7 @@ class MadsciDriver:
         try:
             return await self._run(http, run, bound, args, progress, where)
         except asyncio.CancelledError:
-            if run.interrupt is None:
-                raise
-            if run.task is not None and run.task.uncancel() > 0:
-                raise  # the caller cancelled its task as well: its cancellation wins
-            raise run.interrupt from None
+            raise_interrupt(run.interrupt, run.task)
         finally:
             del self._runs[order_id]
             self._announce()
@@ -305,17 +304,8 @@ class MadsciDriver:
         return text
 
     def _announce(self) -> None:
-        if self.bus is None:
-            return
-        state = self.state
-        detail = self._state_detail()
-        key = (state, detail, tuple(self._runs))
-        if key == self._published:
-            return
-        self._published = key
-        self.bus.publish(InstrumentStatusChanged(
-            instrument_id=self.instrument_id, status=state.module_status,
-            detail=detail or state.value, current_orders=key[2], enabled=self.config.enabled))
+        self._published = announce_status(self.bus, self._published, self.instrument_id, self.state,
+                                          self._state_detail(), self._runs, self.config.enabled)
 
     def _require_connected(self) -> httpx.AsyncClient:
         if self._http is None:

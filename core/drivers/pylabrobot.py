@@ -76,10 +76,12 @@ from core.drivers.base import (
     OrderCancelled,
     OutcomeUnknown,
     ProgressSink,
+    StatusKey,
+    announce_status,
     resolve_capability,
 )
 from core.errors import Problem, Where, WorkcellError
-from core.events import EventBus, InstrumentStatusChanged
+from core.events import EventBus
 from core.instruments import InstrumentConfig, PlrCommandSpec, PyLabRobotOptions
 
 if TYPE_CHECKING:
@@ -166,7 +168,7 @@ class PyLabRobotDriver:
         self._connecting = False
         self._detail = "not connected"
         self._last_heartbeat: float | None = None
-        self._published: tuple[Any, ...] | None = None
+        self._published: StatusKey | None = None
         self._run_count = 0
 
     def where(self, *path: str | int) -> Where:
@@ -294,17 +296,8 @@ class PyLabRobotDriver:
         return DriverState.BUSY if self._runs else DriverState.IDLE
 
     def _announce(self) -> None:
-        if self.bus is None:
-            return
-        state = self.state
-        key = (state, self._detail, tuple(self._runs))
-        if key == self._published:
-            return
-        self._published = key
-        self.bus.publish(InstrumentStatusChanged(
-            instrument_id=self.instrument_id, status=state.module_status,
-            detail=self._detail or state.value, current_orders=key[2],
-            enabled=self.config.enabled))
+        self._published = announce_status(self.bus, self._published, self.instrument_id, self.state,
+                                          self._detail, self._runs, self.config.enabled)
 
     # ------------------------------------------------------------------ connecting
 

@@ -88,10 +88,13 @@ from core.drivers.base import (  # noqa: E402
     OrderCancelled,
     OutcomeUnknown,
     ProgressSink,
+    StatusKey,
+    announce_status,
+    raise_interrupt,
     resolve_capability,
 )
 from core.errors import Problem, Where, WorkcellError  # noqa: E402
-from core.events import EventBus, InstrumentStatusChanged  # noqa: E402
+from core.events import EventBus  # noqa: E402
 from core.orders import Order  # noqa: E402
 from core.workcell import InstrumentConfig, SilaCommandSpec, SilaOptions  # noqa: E402
 
@@ -183,7 +186,7 @@ class SilaDriver:
         self._detail = "not connected"
         self._last_heartbeat: float | None = None
         self._run_count = 0
-        self._published: tuple[Any, ...] | None = None
+        self._published: StatusKey | None = None
 
     # ------------------------------------------------------------------ where
 
@@ -291,11 +294,7 @@ class SilaDriver:
                 return await self._observable(run, params, progress)
             return await self._unobservable(run, params)
         except asyncio.CancelledError:
-            if run.interrupt is None:
-                raise
-            if run.task is not None and run.task.uncancel() > 0:
-                raise  # the caller cancelled its task as well: its cancellation wins
-            raise run.interrupt from None
+            raise_interrupt(run.interrupt, run.task)
         finally:
             del self._runs[order_id]
             self._announce()
@@ -327,17 +326,8 @@ class SilaDriver:
                                         instrument_id=self.instrument_id)
 
     def _announce(self) -> None:
-        if self.bus is None:
-            return
-        state = self.state
-        key = (state, self._detail, tuple(self._runs))
-        if key == self._published:
-            return
-        self._published = key
-        self.bus.publish(InstrumentStatusChanged(
-            instrument_id=self.instrument_id, status=state.module_status,
-            detail=self._detail or state.value, current_orders=key[2],
-            enabled=self.config.enabled))
+        self._published = announce_status(self.bus, self._published, self.instrument_id, self.state,
+                                          self._detail, self._runs, self.config.enabled)
 
     def _lose(self, message: str, detail: str, *, except_run: _Run | None = None,
               reconnect: bool = True) -> None:

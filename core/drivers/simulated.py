@@ -35,11 +35,14 @@ from core.drivers.base import (
     OrderCancelled,
     OutcomeUnknown,
     ProgressSink,
+    StatusKey,
+    announce_status,
+    raise_interrupt,
     resolve_capability,
 )
 from core.drivers.faults import Faults, FaultSpec
 from core.durations import DurationError, parse_duration
-from core.events import EventBus, InstrumentStatusChanged
+from core.events import EventBus
 from core.instruments import CapabilitySpec, InstrumentConfig, OutputSpec
 from core.orders import Order
 
@@ -264,7 +267,7 @@ class SimulatedDriver:
         self._detail = "not connected"
         self._last_heartbeat: float | None = None
         self._run_count = 0
-        self._published: tuple[Any, ...] | None = None
+        self._published: StatusKey | None = None
 
     # ------------------------------------------------------------------ faults
 
@@ -365,11 +368,7 @@ class SimulatedDriver:
         try:
             return await self._run(run, spec, plan, order, progress)
         except asyncio.CancelledError:
-            if run.interrupt is None:
-                raise
-            if run.task is not None and run.task.uncancel() > 0:
-                raise  # the caller cancelled its task as well: its cancellation wins
-            raise run.interrupt from None
+            raise_interrupt(run.interrupt, run.task)
         finally:
             del self._runs[order_id]
             self._announce()
@@ -408,17 +407,8 @@ class SimulatedDriver:
         self._announce()
 
     def _announce(self) -> None:
-        if self.bus is None:
-            return
-        state = self.state
-        key = (state, self._detail, tuple(self._runs))
-        if key == self._published:
-            return
-        self._published = key
-        self.bus.publish(InstrumentStatusChanged(
-            instrument_id=self.instrument_id, status=state.module_status,
-            detail=self._detail or state.value, current_orders=key[2],
-            enabled=self.config.enabled))
+        self._published = announce_status(self.bus, self._published, self.instrument_id, self.state,
+                                          self._detail, self._runs, self.config.enabled)
 
     # ------------------------------------------------------------------ one run
 
