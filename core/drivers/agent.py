@@ -370,9 +370,7 @@ class AgentDriver:
                  connect_timeout: float = 5.0, reconnect_grace: float = 10.0) -> None:
         self.config = config
         self.instrument_id = config.id
-        self.info = DriverInfo(name=config.display_name, kind=config.kind, vendor=config.vendor,
-                               model=config.model, serial=config.serial,
-                               capabilities=frozenset(config.capabilities))
+        self.info = DriverInfo.of(config)
         self.max_concurrent = config.max_concurrent
         self.hub = hub
         self.token = token

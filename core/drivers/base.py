@@ -114,6 +114,13 @@ class DriverInfo:
     serial: str = ""
     capabilities: frozenset[str] = frozenset()
 
+    @classmethod
+    def of(cls, config: Any, *, serial: str | None = None) -> DriverInfo:
+        """The identity a workcell file gives an instrument (an ``InstrumentConfig``)."""
+        return cls(name=config.display_name, kind=config.kind, vendor=config.vendor, model=config.model,
+                   serial=serial if serial is not None else config.serial,
+                   capabilities=frozenset(config.capabilities))
+
 
 @dataclass
 class DriverStatus:

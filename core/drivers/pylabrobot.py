@@ -151,9 +151,7 @@ class PyLabRobotDriver:
         self.config = config
         self.instrument_id = config.id
         self.options = PyLabRobotOptions.model_validate(config.options)
-        self.info = DriverInfo(name=config.display_name, kind=config.kind, vendor=config.vendor,
-                               model=config.model, serial=config.serial,
-                               capabilities=frozenset(config.capabilities))
+        self.info = DriverInfo.of(config)
         self.clock = clock or SystemClock()
         self.bus = bus
         self._workcell = workcell

@@ -163,9 +163,7 @@ class SilaDriver:
         self.config = config
         self.instrument_id = config.id
         self.options = SilaOptions.model_validate(config.options)
-        self.info = DriverInfo(name=config.display_name, kind=config.kind, vendor=config.vendor,
-                               model=config.model, serial=config.serial,
-                               capabilities=frozenset(config.capabilities))
+        self.info = DriverInfo.of(config)
         self.clock = clock or SystemClock()
         self.bus = bus
         self._workcell = workcell

@@ -243,9 +243,7 @@ class SimulatedDriver:
                  bus: EventBus | None = None) -> None:
         self.config = config
         self.instrument_id = config.id
-        self.info = DriverInfo(name=config.display_name, kind=config.kind, vendor=config.vendor,
-                               model=config.model, serial=config.serial or f"SIM-{config.id}",
-                               capabilities=frozenset(config.capabilities))
+        self.info = DriverInfo.of(config, serial=config.serial or f"SIM-{config.id}")
         self.max_concurrent = config.max_concurrent
         self.clock = clock
         self.seed = random.randrange(2**32) if seed is None else seed
