@@ -44,6 +44,7 @@ STRICT = [
     "core/durations.py",
     "core/demo.py",
     "core/inifile.py",
+    "core/compat",
     "core/schedules.py",
     "core/drivers/agent.py",
     "core/agent_client.py",

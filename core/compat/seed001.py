@@ -193,7 +193,8 @@ class WorkflowService(WorkflowEngine):
                     rows.append(data)
         return rows
 
-    def get_statistics(self, template_name: str | None = None, template_id: str | None = None) -> dict[str, Any]:
+    def get_statistics(self, template_id: str | None = None, *,
+                       template_name: str | None = None) -> dict[str, Any]:
         return self.engine.get_statistics(template_name or template_id)
 
 

@@ -181,7 +181,7 @@ class JobOrchestrator:
         return self._where(lambda s: s["status"] in ("failed", "paused")
                            and s["recovery_attempts"] < s["max_recovery_attempts"])
 
-    def _where(self, keep: Callable[[dict[str, Any]], bool]) -> list[WorkflowState]:
+    def _where(self, keep: Callable[[WorkflowState], bool]) -> list[WorkflowState]:
         out = []
         for status in ("pending", "running", "paused", "recovering", "failed"):
             rows, _ = self.engine.query_instances(status=status, limit=10_000)

@@ -189,7 +189,8 @@ class OrchestratorEngine:
         metrics = self.runtime.metrics
         if metrics is None:
             raise StateError("this runtime keeps no metrics")
-        return metrics.dashboard()
+        dashboard: DashboardMetrics = metrics.dashboard()
+        return dashboard
 
 
 __all__ = ["JobQueue", "OrchestratorEngine", "PRIORITIES"]
