@@ -29,11 +29,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core.clock import SystemClock  # noqa: E402
+from core.dispatcher import Dispatcher  # noqa: E402
 from core.engine import Engine, StepRequest, started  # noqa: E402
 from core.facade import Core  # noqa: E402
 from core.orders import Order, OrderStatus  # noqa: E402
 from core.store import Store  # noqa: E402
 from core.templates import template_from_dict  # noqa: E402
+from core.workcell import build_drivers, parse_workcell  # noqa: E402
 
 PEER = ROOT.parent / "shared" / "peers" / "prefect_dag.py"
 PREFECT_PY = ROOT / ".bench-venv-prefect" / "bin" / "python"
@@ -48,6 +51,18 @@ class InstantExecutor:
 
     async def cancel(self, request: StepRequest) -> bool:
         return True
+
+
+class ClaimingInstantExecutor(InstantExecutor):
+    """The same, with an instrument that is always free to claim (``ClaimingExecutor``): a
+    step's Running transition is committed with the decision that queued it, as the dispatcher
+    does when an instrument is free and nothing waits ahead of the step."""
+
+    def claim(self, request: StepRequest) -> str | None:
+        return "bench"
+
+    def unclaim(self, request: StepRequest) -> None:
+        pass
 
 
 def fan_out(n: int) -> dict[str, Any]:
@@ -68,10 +83,11 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else 0.0
 
 
-async def run_engine(path: Path, n: int, sync: str, shape: str = "fan-out") -> dict[str, float]:
+async def run_engine(path: Path, n: int, sync: str, shape: str = "fan-out",
+                     claim: bool = True) -> dict[str, float]:
     store = Store(path, synchronous=sync).open()
     core = Core(store)
-    engine = Engine(core, InstantExecutor())
+    engine = Engine(core, ClaimingInstantExecutor() if claim else InstantExecutor())
     await engine.start()
     template = template_from_dict(fan_out(n) if shape == "fan-out" else chain(n))
     await engine.publish(template)
@@ -90,6 +106,38 @@ async def run_engine(path: Path, n: int, sync: str, shape: str = "fan-out") -> d
     return {"seconds": elapsed, "steps_per_s": count / elapsed, "transitions": transitions,
             "ms_per_transition": elapsed / transitions * 1000, "p50_ms": pct(lat, 0.5) * 1000,
             "p99_ms": pct(lat, 0.99) * 1000, "first_ms": min(lat) * 1000 if lat else 0.0}
+
+
+INSTANT_CELL = """
+name: bench cell
+instruments:
+  - {id: Bench1, kind: Bench, driver: simulated, capabilities: {Bench.Step: {duration: 0s, jitter: 0s}}}
+"""
+
+
+async def run_dispatched_chain(path: Path, n: int, sync: str) -> dict[str, float]:
+    """The chain through the real dispatcher and a simulated instrument that takes no time."""
+    store = Store(path, synchronous=sync).open()
+    core = Core(store)
+    drivers = build_drivers(parse_workcell(INSTANT_CELL, "bench-cell.yaml"), SystemClock(), core.bus)
+    dispatcher = Dispatcher(store, core.bus, drivers)
+    engine = Engine(core, dispatcher)
+    await dispatcher.start()
+    await engine.start()
+    template = template_from_dict(chain(n))
+    await engine.publish(template)
+    run_id = await engine.create_instance(template.name, {})
+    commits = store.commit_count
+    t0 = time.perf_counter()
+    await engine.execute_workflow(run_id, async_execution=False)
+    elapsed = time.perf_counter() - t0
+    commits = store.commit_count - commits
+    status = engine.run_status(run_id).value
+    await engine.close()
+    await dispatcher.close()
+    store.close()
+    assert status == "completed", status
+    return {"seconds": elapsed, "steps_per_s": n / elapsed, "commits_per_step": commits / n}
 
 
 async def run_bare(path: Path, n: int, sync: str) -> dict[str, float]:
@@ -152,6 +200,10 @@ def main() -> None:
     bare = asyncio.run(run_bare(tmp / "bare.sqlite3", args.n, args.synchronous))
     small = asyncio.run(run_engine(tmp / "engine-small.sqlite3", args.prefect_n, args.synchronous))
     seq = asyncio.run(run_engine(tmp / "engine-chain.sqlite3", 200, args.synchronous, "chain"))
+    unclaimed = asyncio.run(run_engine(tmp / "engine-unclaimed.sqlite3", args.n, args.synchronous, claim=False))
+    seq_unclaimed = asyncio.run(run_engine(tmp / "engine-chain-unclaimed.sqlite3", 200, args.synchronous,
+                                           "chain", claim=False))
+    dispatched = asyncio.run(run_dispatched_chain(tmp / "engine-dispatched.sqlite3", 200, args.synchronous))
     prefect = run_prefect(args.prefect_n)
     print(f"engine benchmark: fan-out 1 -> {args.n} -> 1, zero-duration steps, synchronous={args.synchronous}")
     print(f"  labconsole engine : {eng['seconds']:.3f} s, {eng['steps_per_s']:.0f} steps/s, "
@@ -161,6 +213,10 @@ def main() -> None:
     print(f"  first dispatch of the {args.n}-wide fan-out: {eng['first_ms']:.3f} ms (target <= 5 ms)")
     print(f"  chain of 200 steps: {seq['steps_per_s']:.0f} steps/s, dispatch latency p50 {seq['p50_ms']:.3f} ms, "
           f"p99 {seq['p99_ms']:.3f} ms (one step ready at a time)")
+    print(f"  without claiming (the executor reports each start, one more commit per step): fan-out "
+          f"{unclaimed['steps_per_s']:.0f} steps/s, chain {seq_unclaimed['steps_per_s']:.0f} steps/s")
+    print(f"  chain of 200 through the dispatcher (simulated instrument, no duration): "
+          f"{dispatched['steps_per_s']:.0f} steps/s, {dispatched['commits_per_step']:.2f} commits per step")
     print(f"  bare asyncio.Queue: {bare['seconds']:.3f} s, {bare['steps_per_s']:.0f} steps/s "
           f"(same order writes, no engine)")
     print(f"  ratio engine/bare time: {eng['seconds'] / bare['seconds']:.2f}x (target <= 3x)")
@@ -175,7 +231,9 @@ def main() -> None:
           f"p99 dispatch <= 5 ms: {'met' if seq['p99_ms'] <= 5 else 'NOT met'} for one-at-a-time steps, "
           f"{'met' if eng['p99_ms'] <= 5 else 'NOT met'} for a {args.n}-wide burst")
     if args.json:
-        print(json.dumps({"engine": eng, "bare": bare, "small": small, "chain": seq, "prefect": prefect}))
+        print(json.dumps({"engine": eng, "bare": bare, "small": small, "chain": seq, "prefect": prefect,
+                          "unclaimed": unclaimed, "chain_unclaimed": seq_unclaimed,
+                          "dispatched_chain": dispatched}))
 
 
 if __name__ == "__main__":

@@ -192,6 +192,16 @@ class JobQueue:
         else:
             self._push(job)
 
+    def admit(self, job: Job, now: float) -> None:
+        """Register a job dispatched at once, without waiting in a heap (a claim)."""
+        if job.order_id in self.jobs and self.jobs[job.order_id].status not in FINAL:
+            raise StateError(f"order {job.order_id} is already queued")
+        job.to(JobStatus.QUEUED)
+        job.to(JobStatus.DISPATCHED)
+        job.seq = job.seq or next(self._seq)
+        job.submitted = now
+        self.jobs[job.order_id] = job
+
     def _push(self, job: Job) -> None:
         for hk in self.heap_keys(job):
             heapq.heappush(self.heaps.setdefault(hk, []), (job.key(), job.version, next(self._tie), job))
@@ -346,6 +356,8 @@ class Dispatcher:
         self._rr: dict[str, int] = {}
         self._affinity: dict[tuple[str, str], str] = {}
         self._kick_pending = False
+        self._claimed: dict[str, tuple[Any, Job]] = {}
+        """Steps claimed by the engine (see :meth:`claim`) and not yet executed: request, job."""
         self._ticker: asyncio.Task[None] | None = None
         self._rearm = asyncio.Event()
         self.tasks = Supervisor("dispatcher")
@@ -411,25 +423,101 @@ class Dispatcher:
         return "ready"
 
     async def _set_status(self, inst: Instrument, status: ModuleStatus, detail: str) -> None:
+        """The instrument's status changes; returns once its log row is committed."""
+        written = self._status_change(inst, status, detail)
+        if written is not None:
+            await written
+
+    def _status_change(self, inst: Instrument, status: ModuleStatus, detail: str) -> asyncio.Future[Any] | None:
+        """Change the instrument's status in memory now, queue its log row (writes keep their
+        order) and publish the change once that row is committed. Returns the write, if any."""
         previous = inst.status
         if previous == status and inst.detail == detail:
-            return
+            return None
         inst.status, inst.detail = status, detail
-        now = self.clock.now()
-        orders = json.dumps(list(inst.running))
-        if previous != status:
-            await self.store.write(lambda c: c.execute(
-                "INSERT INTO instrument_log (instrument_id, at, from_status, to_status, detail, order_ids) "
-                "VALUES (?,?,?,?,?,?)", (inst.id, now, previous.name, status.name, detail, orders)))
-        self.bus.publish(InstrumentStatusChanged(instrument_id=inst.id, status=status, detail=detail,
-                                                 current_orders=tuple(inst.running), enabled=inst.enabled,
-                                                 in_service=inst.in_service))
+        event = InstrumentStatusChanged(instrument_id=inst.id, status=status, detail=detail,
+                                        current_orders=tuple(inst.running), enabled=inst.enabled,
+                                        in_service=inst.in_service)
+        if previous == status:
+            self.bus.publish(event)
+            return None
+        now, orders = self.clock.now(), json.dumps(list(inst.running))
+        written = self.store.submit(lambda c: c.execute(
+            "INSERT INTO instrument_log (instrument_id, at, from_status, to_status, detail, order_ids) "
+            "VALUES (?,?,?,?,?,?)", (inst.id, now, previous.name, status.name, detail, orders)))
+
+        def committed(future: asyncio.Future[Any]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                log.error("%s: status %s not recorded: %s", inst.id, status.name,
+                          "cancelled" if future.cancelled() else future.exception())
+            else:
+                self.bus.publish(event)
+
+        written.add_done_callback(committed)
+        return written
 
     # ------------------------------------------------------------------ StepExecutor
 
     async def execute(self, request: Any, progress: ProgressSink) -> dict[str, Any]:
         """Queue the step, wait for an instrument, run it there, return its outputs. A step whose
-        capability no instrument of the workcell offers fails at once (it would wait forever)."""
+        capability no instrument of the workcell offers fails at once (it would wait forever).
+        A step claimed with :meth:`claim` goes straight to its instrument."""
+        claimed = self._claimed.pop(request.order_id, None)
+        if claimed is not None and claimed[0] is request:
+            job = claimed[1]
+            job.on_started, job.progress = request.started, progress
+            job.future = asyncio.get_running_loop().create_future()
+            main = self.instruments[job.instruments[0]]
+            job.task = self._spawn(self._run_job(job, main, [self.instruments[i] for i in job.instruments[1:]]),
+                                   f"job-{job.order_id}")
+            return await self._outcome(job)
+        if claimed is not None:  # a claim for an earlier attempt that was never launched
+            self._unassign(claimed[1], JobStatus.CANCELLED)
+        job = self._job(request)
+        job.progress = progress
+        return await self.submit(job)
+
+    def claim(self, request: Any) -> str | None:
+        """Reserve an instrument for the step now, if it would be dispatched at once anyway: one
+        is free and eligible (restrictions, extra capabilities) and no queued job of the same
+        capabilities waits ahead. The engine then records the step running with the decision that
+        made it ready, and :meth:`execute` starts it there (see ``ClaimingExecutor``)."""
+        try:
+            job = self._job(request)
+        except DriverError:
+            return None  # execute() says why
+        current = self.queue.jobs.get(job.order_id)
+        if job.scheduled is not None or job.order_id in self._claimed or (
+                current is not None and current.status not in FINAL):
+            return None
+        capabilities = {job.capability, *job.reserve}
+        if any(hk[1] in capabilities and self.queue.head(hk) is not None for hk in list(self.queue.heaps)):
+            return None  # others wait: the dispatch pass keeps their order
+        free = [i for i in self.instruments.values() if i.accepts_work]
+        mains = [i for i in free if self._eligible(job, i, job.capability)]
+        if not mains:
+            return None
+        main = self._choose(job, mains)
+        extras: list[Instrument] = []
+        for capability in job.reserve:
+            pool = [i for i in free if i is not main and i not in extras and capability in i.capabilities]
+            if not pool:
+                return None
+            extras.append(self._choose(job, pool, capability))
+        now = self.clock.now()
+        self.queue.admit(job, now)
+        self._reserve(job, main, extras, now)
+        self._claimed[job.order_id] = (request, job)
+        return main.id
+
+    def unclaim(self, request: Any) -> None:
+        """The claimed step will not run: free its instruments."""
+        claimed = self._claimed.get(request.order_id)
+        if claimed is not None and claimed[0] is request:
+            del self._claimed[request.order_id]
+            self._unassign(claimed[1], JobStatus.CANCELLED)
+
+    def _job(self, request: Any) -> Job:
         order: Order = request.order
         for capability in (request.kind, *getattr(request, "reserve", ())):
             if not any(capability in i.capabilities for i in self.instruments.values()):
@@ -437,15 +525,14 @@ class Dispatcher:
                 raise DriverError(f"no instrument of this workcell offers {capability!r} "
                                   f"(offered: {', '.join(offered) or 'none'})", code="NoCapability",
                                   retryable=False)
-        job = Job(order_id=request.order_id, order=order, capability=request.kind,
-                  reserve=tuple(getattr(request, "reserve", ())), restrict=tuple(order.restricted_modules),
-                  strategy=order.moduleRestrictionStrategy, biosero=int(order.priority),
-                  priority=request.priority, run_id=request.run_id,
-                  workflow=getattr(request, "template_name", None), idempotent=request.idempotent,
-                  scheduled=(order.scheduledStartTime.timestamp() if order.scheduledStartTime is not None
-                             and order.schedulingStrategy is SchedulingStrategy.FirstAvailableSlot else None),
-                  on_started=request.started, progress=progress)
-        return await self.submit(job)
+        return Job(order_id=request.order_id, order=order, capability=request.kind,
+                   reserve=tuple(getattr(request, "reserve", ())), restrict=tuple(order.restricted_modules),
+                   strategy=order.moduleRestrictionStrategy, biosero=int(order.priority),
+                   priority=request.priority, run_id=request.run_id,
+                   workflow=getattr(request, "template_name", None), idempotent=request.idempotent,
+                   scheduled=(order.scheduledStartTime.timestamp() if order.scheduledStartTime is not None
+                              and order.schedulingStrategy is SchedulingStrategy.FirstAvailableSlot else None),
+                   on_started=request.started)
 
     async def submit(self, job: Job) -> dict[str, Any]:
         job.future = asyncio.get_running_loop().create_future()
@@ -453,6 +540,10 @@ class Dispatcher:
         if job.scheduled is not None:
             self._rearm.set()
         self.kick()
+        return await self._outcome(job)
+
+    async def _outcome(self, job: Job) -> dict[str, Any]:
+        assert job.future is not None
         try:
             return await job.future
         except asyncio.CancelledError:
@@ -468,6 +559,10 @@ class Dispatcher:
     async def cancel(self, request: Any) -> bool:
         """Stop the step: dequeue it if waiting; ask its instrument to stop if running."""
         order_id = request.order_id if not isinstance(request, str) else request
+        claimed = self._claimed.pop(order_id, None)
+        if claimed is not None:  # claimed, not started: nothing runs on the instrument yet
+            self._unassign(claimed[1], JobStatus.CANCELLED)
+            return True
         job = self.queue.jobs.get(order_id)
         if job is None or job.status in FINAL:
             return False
@@ -604,6 +699,10 @@ class Dispatcher:
 
     def _assign(self, job: Job, main: Instrument, extras: list[Instrument], now: float) -> None:
         self.queue.take(job, JobStatus.DISPATCHED)
+        self._reserve(job, main, extras, now)
+        job.task = self._spawn(self._run_job(job, main, extras), f"job-{job.order_id}")
+
+    def _reserve(self, job: Job, main: Instrument, extras: list[Instrument], now: float) -> None:
         job.instruments = (main.id, *(i.id for i in extras))
         for inst in (main, *extras):
             inst.running[job.order_id] = job
@@ -611,11 +710,12 @@ class Dispatcher:
                 inst.busy_since = now
         key_run, key_flow = (job.run_id or "", job.capability), (job.workflow or "", job.capability)
         self._affinity[key_run] = self._affinity[key_flow] = main.id
-        job.task = self._spawn(self._run_job(job, main, extras), f"job-{job.order_id}")
 
     async def _run_job(self, job: Job, main: Instrument, extras: list[Instrument]) -> None:
+        # the instruments' log rows are queued, not waited for: what must be committed before
+        # the instrument starts is the step's Running transition (on_started, or the claim)
         for inst in (main, *extras):
-            await self._set_status(inst, ModuleStatus.Busy, self._idle_detail(inst))
+            self._status_change(inst, ModuleStatus.Busy, self._idle_detail(inst))
         job.to(JobStatus.RUNNING)
         job.started = self.clock.now()
         if job.on_started is not None:  # committed before the instrument starts
@@ -644,7 +744,7 @@ class Dispatcher:
         ok, value = outcome
         status = JobStatus.COMPLETED if ok else (
             JobStatus.CANCELLED if isinstance(value, OrderCancelled) else JobStatus.FAILED)
-        await self._release(job, main, extras, status)
+        self._unassign(job, status)
         if not main.connected and main.status is not ModuleStatus.Offline:
             await self._set_status(main, ModuleStatus.Offline, f"link lost: {value}")
         if job.future is not None and not job.future.done():
@@ -652,14 +752,27 @@ class Dispatcher:
                 job.future.set_exception(value)
             else:
                 job.future.set_result(value)
+        self._idle(main, extras)
 
     async def _release(self, job: Job, main: Instrument, extras: list[Instrument], status: JobStatus) -> None:
+        self._unassign(job, status)
+        self._idle(main, extras)
+
+    def _idle(self, main: Instrument, extras: list[Instrument]) -> None:
+        """Back to idle: the log rows are queued with (not before) the engine's next decision."""
+        for inst in (main, *extras):
+            if inst.connected:
+                self._status_change(inst, self._idle_status(inst), self._idle_detail(inst))
+
+    def _unassign(self, job: Job, status: JobStatus) -> None:
+        """The job ended (``status``): free its instruments and ask for the next dispatch pass."""
         now = self.clock.now()
         if job.status not in FINAL:
             job.to(status)
         job.ended = now
         self.queue.forget(job)
-        for inst in (main, *extras):
+        main = self.instruments[job.instruments[0]] if job.instruments else None
+        for inst in (self.instruments[i] for i in job.instruments):
             inst.running.pop(job.order_id, None)
             if not inst.running and inst.busy_since is not None:
                 inst.busy_seconds += now - inst.busy_since
@@ -673,11 +786,8 @@ class Dispatcher:
                 inst.draining = False
                 inst.in_service = False
         # bookkeeping first and the next dispatch pass asked for, so a cancellation arriving
-        # during the status writes below can never leave an instrument reserved or idle
+        # during the status writes that follow can never leave an instrument reserved or idle
         self.kick()
-        for inst in (main, *extras):
-            if inst.connected:
-                await self._set_status(inst, self._idle_status(inst), self._idle_detail(inst))
 
     # ------------------------------------------------------------------ heartbeats and timers
 

@@ -458,6 +458,11 @@ class Store:
         """Run ``fn(conn)`` on the writer thread inside a transaction; return after COMMIT."""
         return await self._submit(fn)
 
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue ``fn(conn)`` now, after every write queued before it; the future is done after
+        COMMIT. For writes the caller need not wait for (an instrument's log row)."""
+        return self._submit(fn)
+
     def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Blocking variant of :meth:`write` for scripts and the headless CLI (not the GUI)."""
         if self._thread is None:

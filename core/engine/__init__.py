@@ -19,6 +19,7 @@ from core.engine.engine import Engine
 from core.engine.registry import TemplateRegistry, check_inputs
 from core.engine.simulated import SimulatedExecutor
 from core.engine.types import (
+    ClaimingExecutor,
     StepExecutor,
     StepFailure,
     StepRequest,
@@ -32,7 +33,7 @@ from core.engine.types import (
 from core.engine.views import RunView, RunViews, StepView
 from core.states import RUN_ORDER_STATUS, STEP_ORDER_STATUS, RunStatus, StepStatus
 
-__all__ = ["RUN_ORDER_STATUS", "tables", "STEP_ORDER_STATUS", "Act", "Action", "Engine", "RunStatus", "RunView",
+__all__ = ["RUN_ORDER_STATUS", "tables", "STEP_ORDER_STATUS", "Act", "Action", "ClaimingExecutor", "Engine", "RunStatus", "RunView",
            "RunViews", "SimulatedExecutor", "StepExecutor", "StepFailure", "StepRequest", "StepStatus",
            "StepView", "StopReason", "TemplateRegistry", "check_inputs", "classify", "run_outputs",
            "started", "to_parameter", "to_parameters"]

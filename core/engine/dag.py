@@ -28,7 +28,7 @@ import logging
 import random
 import sqlite3
 from collections import deque
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -99,6 +99,9 @@ class DagEngine:
         """Error playbook consulted before the template's retry and failure policies."""
         self.step_dispatch_latencies: deque[float] = deque(maxlen=100_000)
         """Seconds from "step ready" to "executor called", the most recent ones (for benchmarks)."""
+        self._claim: Callable[[StepRequest], str | None] | None = getattr(executor, "claim", None)
+        self._unclaim: Callable[[StepRequest], None] | None = getattr(executor, "unclaim", None)
+        """The executor's :class:`~core.engine.types.ClaimingExecutor` side, when it has one."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -253,7 +256,12 @@ class DagEngine:
         if d.stops:
             await self._stop_attempts(d.stops)
         if d:
-            results = await self.store.write(d.apply)
+            try:
+                results = await self.store.write(d.apply)
+            except BaseException:
+                for undo in d.undo:  # nothing of it was recorded: give back what it took
+                    undo()
+                raise
             d.published(results)
         for then in d.then:
             then()
@@ -351,10 +359,19 @@ class DagEngine:
                                                    f"fan-out-{run.run_id}"))
 
     def _record_queued(self, d: Decision, run: RunState, batch: list[tuple[StepState, StepRequest]]) -> None:
+        """Record each step of ``batch`` as queued with ``d``; a step whose instrument the executor
+        can claim at once is recorded running too (the same commit: one per step in a chain)."""
+        claim = self._claim
         for state, request in batch:
             if state.status is StepStatus.QUEUED and state.request is request:
                 d.step(run, state, StepStatus.QUEUED, f"attempt {state.attempt}" if state.attempt > 1 else None,
                        changes={"inputParameters": request.order.inputParameters})
+                if claim is not None and request.kind not in _BUILTIN:
+                    instrument = claim(request)
+                    if instrument is not None:
+                        state.instrument = instrument
+                        self._running(d, run, state)
+                        d.undo.append(functools.partial(self._unclaim_request, request))
 
     async def _queue_rest(self, run: RunState, rest: list[tuple[StepState, StepRequest]],
                           ready_at: float) -> None:
@@ -368,11 +385,16 @@ class DagEngine:
     def _launch(self, run: RunState, batch: list[tuple[StepState, StepRequest]], ready_at: float) -> None:
         now = self.clock.now()
         for state, request in batch:
-            if state.status is not StepStatus.QUEUED or state.request is not request:
-                continue  # stopped while its wave was being written
+            if state.request is not request or state.status not in (StepStatus.QUEUED, StepStatus.RUNNING):
+                self._unclaim_request(request)  # stopped while its wave was being written
+                continue
             self.step_dispatch_latencies.append(now - ready_at)
             state.task = self.tasks.spawn(self._run_attempt(run, state, request), f"step-{state.order_id}",
                                           context=f"run {run.run_id}, step {state.step.id}")
+
+    def _unclaim_request(self, request: StepRequest) -> None:
+        if self._unclaim is not None:
+            self._unclaim(request)
 
     def _request(self, run: RunState, state: StepState, params: dict[str, Any]) -> StepRequest:
         step = state.step
@@ -403,15 +425,20 @@ class DagEngine:
     async def _mark_running(self, run: RunState, state: StepState, request: StepRequest) -> None:
         if state.request is not request or state.status is not StepStatus.QUEUED:
             return
+        d = Decision(self.core)
+        self._running(d, run, state)
+        await self._commit(d)
+
+    def _running(self, d: Decision, run: RunState, state: StepState) -> None:
+        """The step's attempt starts on ``state.instrument``: its start time, its timeout, and
+        its Running transition (written by ``d``, before the instrument is asked to start)."""
         if not (state.resumed and state.started is not None):
             state.started = self.clock.now()
         if state.step.timeout:
             attempt = state.attempt
             state.timer = self.timers.at(self.clock.now() + state.step.timeout,
                                          lambda: self._on_step_timeout(run, state, attempt))
-        d = Decision(self.core)
         d.step(run, state, StepStatus.RUNNING, changes={"assignedTo": state.instrument})
-        await self._commit(d)
 
     def _resolve_parameters(self, run: RunState, state: StepState) -> dict[str, Any]:
         step = state.step

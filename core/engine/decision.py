@@ -43,7 +43,7 @@ _DETAIL_KEPT = frozenset({StepStatus.QUEUED, StepStatus.RETRYING, StepStatus.PEN
 class Decision:
     """The writes, events, instrument stops and follow-ups of one decision (see module doc)."""
 
-    __slots__ = ("core", "_writes", "_publish", "stops", "then")
+    __slots__ = ("core", "_writes", "_publish", "stops", "then", "undo")
 
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -53,6 +53,8 @@ class Decision:
         """Attempts to stop on their instruments before the commit."""
         self.then: list[Callable[[], object]] = []
         """Run after the commit and its events, in order."""
+        self.undo: list[Callable[[], object]] = []
+        """Run instead when the commit fails (gives back instruments claimed for it)."""
 
     def __bool__(self) -> bool:
         return bool(self._writes or self.stops or self.then)
@@ -164,3 +166,4 @@ class Decision:
         self._publish += other._publish
         self.stops += other.stops
         self.then += other.then
+        self.undo += other.undo

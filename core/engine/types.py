@@ -75,6 +75,26 @@ class StepExecutor(Protocol):
     async def cancel(self, request: StepRequest) -> bool: ...
 
 
+class ClaimingExecutor(StepExecutor, Protocol):
+    """An executor that can also take an instrument for a step at once, synchronously.
+
+    ``claim(request)``
+        Called while the engine decides to queue the step. Returns the instrument now reserved
+        for it, or None when the step has to wait its turn (nothing free, others queued ahead,
+        a scheduled start). A claimed step's Queued and Running transitions are committed with
+        the decision that made it ready, so a chain of steps costs one commit per step; the
+        next ``execute(request, ...)`` runs it on that instrument, and ``request.started``
+        then returns None (the Running transition is already written).
+    ``unclaim(request)``
+        The claimed step will not be executed (stopped before it was launched): free the
+        instrument. Must not raise for a request that was never claimed.
+    """
+
+    def claim(self, request: StepRequest) -> str | None: ...
+
+    def unclaim(self, request: StepRequest) -> None: ...
+
+
 async def started(request: StepRequest, instrument: str | None) -> None:
     """Tell the engine the step is starting on ``instrument``; returns once that is committed."""
     pending = request.started(instrument)
