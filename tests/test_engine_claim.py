@@ -125,3 +125,20 @@ def test_claim_unclaim_and_cancel_free_the_instrument(data_dir: Path) -> None:
     assert freed == {}
     assert reclaimed == "Sealer" and canceled is True and after_cancel == {}
     assert third == "Sealer"
+
+
+def test_a_step_stopped_for_its_timeout_fails_as_timed_out(data_dir: Path) -> None:
+    """The instrument answers the stop with "cancelled" before the attempt's task is cancelled:
+    the step still fails with code Timeout (not OrderCancelled), once, and its run goes on."""
+
+    async def scenario(kit: DKit) -> tuple[dict[str, Any], RunStatus]:
+        await kit.publish("Hasty", [
+            {"id": "read", "kind": READ, "timeout_seconds": 10, "retry_policy": {"max_attempts": 1}}])
+        run_id = await kit.run("Hasty")
+        await kit.until_done(run_id)
+        return kit.steps(run_id)["read"], kit.status(run_id)
+
+    step, status = run_dkit(data_dir, scenario)
+    assert step["status"] == "failed" and step["error_code"] == "Timeout", step
+    assert step["error"] == "timed out after 10 s" and step["attempt"] == 1
+    assert status is RunStatus.FAILED

@@ -471,16 +471,20 @@ class DagEngine:
                 outputs = await self._builtin(state, request)
             else:
                 outputs = await self.executor.execute(request, progress)
+        # The outcome's decision is shielded: a stop that arrives while it commits (a timeout
+        # racing a completion) must not cut it off between its commit and its follow-ups.
         except asyncio.CancelledError:
             if state.stop_reason is not StopReason.TIMEOUT or self.tasks.closing:
                 raise  # a decision recorded the outcome (or the engine is closing)
-            policy = run.template.retry_policy(state.step)
-            await self._on_failure(run, state, StepFailure(
-                f"timed out after {state.step.timeout:g} s", "Timeout", retryable=policy.retry_on_timeout))
+            await asyncio.shield(self._on_failure(run, state, self._timed_out(run, state)))
             return
         except Exception as exc:  # noqa: BLE001 - every failure is classified
             if state.request is request:
-                await self._on_failure(run, state, classify(exc))
+                # stopped for its timeout, the instrument may answer "cancelled" before the
+                # attempt's task is cancelled: it is still the timeout that ended it
+                failure = self._timed_out(run, state) if state.stop_reason is StopReason.TIMEOUT \
+                    else classify(exc)
+                await asyncio.shield(self._on_failure(run, state, failure))
             return
         if state.request is not request:
             return
@@ -493,7 +497,12 @@ class DagEngine:
         d = Decision(self.core)
         d.step(run, state, StepStatus.COMPLETED, changes={"outputParameters": to_parameters(state.outputs)})
         self._advance(d, run, after=state)  # the next steps start in the same commit
-        await self._commit(d)
+        await asyncio.shield(self._commit(d))
+
+    def _timed_out(self, run: RunState, state: StepState) -> StepFailure:
+        policy = run.template.retry_policy(state.step)
+        return StepFailure(f"timed out after {state.step.timeout:g} s", "Timeout",
+                           retryable=policy.retry_on_timeout)
 
     async def _builtin(self, state: StepState, request: StepRequest) -> dict[str, Any]:
         await started(request, None)
