@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from core.engine.engine import Engine
     from core.engine.state import RunState, StepState
     from core.engine.types import StepRequest
+    from core.notify import Notice, Notifier
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +292,12 @@ class InboxItem:
     answered_by: str | None = None
     answered_at: float | None = None
     escalated: bool = False
+    notices: list[Notice] = field(default_factory=list)
+    """Notifications of this item beyond the window (webhook, e-mail) and how they went."""
+
+    @property
+    def notice_failed(self) -> bool:
+        return any(n.failing for n in self.notices)
 
     @classmethod
     def from_row(cls, r: Sequence[Any]) -> InboxItem:
@@ -311,7 +318,8 @@ class InboxItem:
                 "instrument": self.instrument, "answerers": self.answerers,
                 "fields": [f.as_dict() for f in self.form], "suggestion": self.suggestion,
                 "context": self.context, "state": self.state, "answer": self.answer,
-                "answeredBy": self.answered_by, "answeredAt": self.answered_at, "escalated": self.escalated}
+                "answeredBy": self.answered_by, "answeredAt": self.answered_at, "escalated": self.escalated,
+                "notifications": [n.as_dict() for n in self.notices]}
 
 
 @dataclass
@@ -465,17 +473,23 @@ def publish_closed(run_id: str | None) -> Callable[[Any, Any], None]:
     return publish
 
 
-def escalate_op(now: float, after: Mapping[str, float], boost: int = ESCALATION_BOOST) -> Write:
-    """Raise the priority of open items older than their kind's threshold (once each)."""
+def escalate_op(now: float, after: Mapping[str, float], boost: int = ESCALATION_BOOST,
+                notify: Sequence[str] = ()) -> Write:
+    """Raise the priority of open items older than their kind's threshold (once each); with
+    ``notify`` channels, each raised item's notifications are recorded in the same transaction.
+    Returns the ids of the items raised."""
+    from core.notify import schedule_op
 
-    def op(conn: sqlite3.Connection) -> int:
-        total = 0
+    def op(conn: sqlite3.Connection) -> list[int]:
+        raised: list[int] = []
         for kind, seconds in after.items():
             if math.isfinite(seconds):
-                total += conn.execute("UPDATE inbox SET escalated=1, priority=priority+? WHERE state='open' "
-                                      "AND escalated=0 AND kind=? AND created <= ?",
-                                      (boost, kind, now - seconds)).rowcount
-        return total
+                raised += [int(r[0]) for r in conn.execute(
+                    "UPDATE inbox SET escalated=1, priority=priority+? WHERE state='open' AND escalated=0 "
+                    "AND kind=? AND created <= ? RETURNING id", (boost, kind, now - seconds))]
+        if raised and notify:
+            schedule_op(conn, raised, notify, now)
+        return raised
 
     return op
 
@@ -504,26 +518,37 @@ class InboxRow(NamedTuple):
     escalated: bool
     text: str
     """Lower-case words to filter on: title, concerns, kind."""
+    notice: str = ""
+    """What went wrong notifying about the item beyond the window (empty: nothing)."""
 
 
 def read_rows(conn: sqlite3.Connection, state: str = "open") -> list[InboxRow]:
     """Items as list rows, most urgent first (built here, on the reader thread)."""
+    from core.notify import failing_notices
+
+    failing = failing_notices(conn)
     out = []
     for i, kind, priority, created, title, run_id, step_id, instrument, escalated in conn.execute(
             "SELECT id, kind, priority, created, title, run_id, step_id, instrument, escalated FROM inbox "
             "WHERE state = ? ORDER BY priority DESC, created, id", (state,)):
         concerns = ", ".join(p for p in (run_id and f"run {run_id}", step_id and f"step {step_id}",
                                          instrument and f"instrument {instrument}") if p)
+        notices = failing.get(i)
         out.append(InboxRow(i, kind, priority, created, title, concerns, bool(escalated),
-                            f"{title} {concerns} {kind}".lower()))
+                            f"{title} {concerns} {kind}".lower(),
+                            "; ".join(n.describe() for n in notices) if notices else ""))
     return out
 
 
 def read_item(conn: sqlite3.Connection, item_id: int) -> InboxItem:
+    from core.notify import notices_of
+
     row = conn.execute(f"SELECT {COLUMNS} FROM inbox WHERE id=?", (item_id,)).fetchone()
     if row is None:
         raise NotFoundError(f"no inbox item {item_id}")
-    return InboxItem.from_row(row)
+    item = InboxItem.from_row(row)
+    item.notices = notices_of(conn, item_id)
+    return item
 
 
 def counts(conn: sqlite3.Connection) -> tuple[int, int]:
@@ -726,11 +751,14 @@ class Inbox:
     """Listing, answering and escalating items of one engine's store (see the module docstring).
 
     ``dispatcher``: for "hands in the cell" locks (instruments disabled while claimed).
+    ``notifier``: sends escalated items beyond the window (:mod:`core.notify`).
     """
 
     def __init__(self, engine: Engine, *, dispatcher: Any = None,
-                 escalate_after: Mapping[str, float] | None = None, propose_after: int = PROPOSE_AFTER) -> None:
+                 escalate_after: Mapping[str, float] | None = None, propose_after: int = PROPOSE_AFTER,
+                 notifier: Notifier | None = None) -> None:
         self.engine = engine
+        self.notifier = notifier
         self.store = engine.store
         self.bus = engine.core.bus
         self.dispatcher = dispatcher
@@ -749,11 +777,17 @@ class Inbox:
 
     @classmethod
     def of(cls, runtime: Any) -> Inbox:
-        """The inbox of a :class:`core.runtime.Runtime` (made on first use)."""
+        """The inbox of a :class:`core.runtime.Runtime` (made on first use), notifying as
+        ``[NOTIFICATIONS]`` of its config.ini asks (a bad entry raises ConfigError naming it)."""
+        from core.backup import find_config
+        from core.notify import Notifier
+
         existing = getattr(runtime.engine, "inbox", None)
         if isinstance(existing, Inbox):
             return existing
-        return cls(runtime.engine, dispatcher=runtime.dispatcher)
+        notifier = Notifier.from_config(runtime.store, find_config(runtime.store.path.parent),
+                                        clock=runtime.clock, bus=runtime.core.bus)
+        return cls(runtime.engine, dispatcher=runtime.dispatcher, notifier=notifier)
 
     # ------------------------------------------------------------------ reading
 
@@ -774,15 +808,30 @@ class Inbox:
     # ------------------------------------------------------------------ escalation
 
     async def escalate(self) -> int:
-        """Escalate items older than their kind's threshold; returns how many were raised."""
-        raised = await self.store.write(escalate_op(self.engine.clock.now(), self.escalate_after))
+        """Escalate items older than their kind's threshold (and record their notifications);
+        returns how many were raised."""
+        channels = self.notifier.channels if self.notifier is not None else ()
+        raised = await self.store.write(escalate_op(self.engine.clock.now(), self.escalate_after, notify=channels))
         if raised:
             self.bus.publish(InboxChanged(state="escalated"))
-        return int(raised)
+            if self.notifier is not None:
+                self.notifier.wake()
+        return len(raised)
+
+    async def resend(self, item_id: int, *, who: str | None = None, reason: str | None = None) -> int:
+        """Send an item's failed notifications again (audited); how many were queued."""
+        if self.notifier is None:
+            raise StateError("no notifications are configured ([NOTIFICATIONS] of config.ini)")
+        count = await self.notifier.resend(item_id, who=who or os_user(), reason=reason)
+        if count:
+            self.bus.publish(InboxChanged(item_id=item_id, state="notified"))
+        return count
 
     def start(self, interval: float = 30.0) -> None:
-        """Escalate periodically on the running loop."""
+        """Escalate periodically on the running loop (and send notifications, if configured)."""
         self.loop = asyncio.get_running_loop()
+        if self.notifier is not None:
+            self.notifier.start(self.engine.tasks)
 
         async def every() -> None:
             while True:
