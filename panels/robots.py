@@ -744,10 +744,27 @@ class RobotsPanel(Panel):
                               f"Why {verb} <b>{_escape(name)}</b>? "
                               "The reason is kept in the audit log with your name.", self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        if key == "out_of_service":  # what waits longer or is blocked, before the operator confirms
+            self._preview_out_of_service(dialog, iid)
         dialog.reason_given.connect(lambda reason: self._start(iid, spec, reason))
         dialog.finished.connect(self._forget_dialog)
         self.reason_dialog = dialog
         dialog.open()
+
+    def _preview_out_of_service(self, dialog: ReasonDialog, iid: str) -> None:
+        from core.impact import preview
+        from panels.dialogs import ImpactView
+
+        view = ImpactView(dialog)
+        view.setObjectName("impactView")
+        layout = dialog.layout()
+        assert isinstance(layout, QVBoxLayout)
+        layout.insertWidget(1, view)
+        dialog.finished.connect(lambda _code: view.cancel())
+        capabilities = {v.id: v.capabilities for v in self._views.values()}
+        view.compute(lambda: preview(self.runtime.store, "out_of_service", instrument=iid,
+                                     capabilities=capabilities))
+        dialog.setMinimumWidth(480)
 
     @Slot()
     def _forget_dialog(self) -> None:
