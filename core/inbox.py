@@ -540,6 +540,31 @@ def read_rows(conn: sqlite3.Connection, state: str = "open") -> list[InboxRow]:
     return out
 
 
+class Lock(NamedTuple):
+    """An open "hands in the cell" lock, as Robots and the Dashboard show it."""
+
+    item_id: int
+    instruments: tuple[str, ...]
+    who: str
+    reason: str | None
+    since: float
+
+    def describe(self) -> str:
+        """``"Hands in the cell: ann — calibration"``."""
+        return f"Hands in the cell: {self.who}" + (f" — {self.reason}" if self.reason else "")
+
+
+def read_locks(conn: sqlite3.Connection) -> list[Lock]:
+    """Open locks, oldest first (one indexed query)."""
+    out = []
+    for item_id, created, context in conn.execute(
+            "SELECT id, created, context FROM inbox WHERE state='open' AND kind='lock' ORDER BY created, id"):
+        ctx = json.loads(context or "{}")
+        out.append(Lock(int(item_id), tuple(str(i) for i in ctx.get("instruments") or ()),
+                        str(ctx.get("claimed_by") or "someone"), ctx.get("reason") or None, float(created)))
+    return out
+
+
 def read_item(conn: sqlite3.Connection, item_id: int) -> InboxItem:
     from core.notify import notices_of
 
@@ -939,11 +964,7 @@ class Inbox:
 
     def locked_instruments(self) -> dict[str, str]:
         """instrument -> who holds it, for open locks."""
-        out: dict[str, str] = {}
-        for item in self.items(kind="lock"):
-            for instrument in item.context.get("instruments") or ():
-                out[instrument] = str(item.context.get("claimed_by"))
-        return out
+        return {instrument: lock.who for lock in self.store.read_sync(read_locks) for instrument in lock.instruments}
 
     # ------------------------------------------------------------------ playbook proposals
 
