@@ -130,52 +130,57 @@ def parse_form(raw: Any, where: str = "fields") -> list[FormField]:
     out: list[FormField] = []
     seen: set[str] = set()
     for i, f in enumerate(raw):
-        at = f"{where}[{i}]"
-        if not isinstance(f, Mapping):
-            raise InputError.at(f"{at}: a mapping with name and type", field=at)
-        unknown = set(f) - _FIELD_KEYS
-        if unknown:
-            raise InputError.at(f"{at}: unknown key(s) {', '.join(sorted(unknown))}", field=f"{at}.{sorted(unknown)[0]}")
-        name = f.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise InputError.at(f"{at}.name: an identifier is required, not {name!r}", field=f"{at}.name")
-        if name in seen:
-            raise InputError.at(f"{at}.name: '{name}' is declared twice", field=f"{at}.name")
-        seen.add(name)
-        kind = f.get("type", "text")
-        if kind not in FIELD_TYPES:
-            raise InputError.at(f"{at}.type: '{kind}' is not one of {', '.join(FIELD_TYPES)}", field=f"{at}.type")
-        bounds = {}
-        for key in ("min", "max"):
-            value = f.get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-                raise InputError.at(f"{at}.{key}: a number, not {value!r}", field=f"{at}.{key}")
-            bounds[key] = float(value) if value is not None else None
-        if bounds["min"] is not None and bounds["max"] is not None and bounds["min"] > bounds["max"]:
-            raise InputError.at(f"{at}.min: {bounds['min']:g} is above max {bounds['max']:g}", field=f"{at}.min")
-        choices = f.get("choices", ())
-        if kind == "choice" and (not isinstance(choices, list) or not choices
-                                 or not all(isinstance(c, str | int | float) for c in choices)):
-            raise InputError.at(f"{at}.choices: a choice field needs a non-empty list of values",
-                                field=f"{at}.choices")
-        pattern = f.get("pattern")
-        if pattern is not None:
-            try:
-                re.compile(str(pattern))
-            except re.error as exc:
-                raise InputError.at(f"{at}.pattern: not a regular expression ({exc})", field=f"{at}.pattern") from None
-        spec = FormField(name=name, type=kind, label=str(f.get("label", "")), required=bool(f.get("required", True)),
-                         default=f.get("default"), unit=f.get("unit"), min=bounds["min"], max=bounds["max"],
-                         integer=bool(f.get("integer", False)), choices=tuple(str(c) for c in choices or ()),
-                         pattern=str(pattern) if pattern is not None else None)
-        if spec.default is not None:
-            try:
-                check_answer([spec], {name: spec.default})
-            except InputError as exc:
-                message = exc.problems[0].message if exc.problems else str(exc)
-                raise InputError.at(f"{at}.default: {message}", field=f"{at}.default") from None
+        spec = parse_field(f, f"{where}[{i}]")
+        if spec.name in seen:
+            raise InputError.at(f"{where}[{i}].name: '{spec.name}' is declared twice", field=f"{where}[{i}].name")
+        seen.add(spec.name)
         out.append(spec)
     return out
+
+
+def parse_field(f: Any, at: str) -> FormField:
+    """One typed field (a mapping of :data:`_FIELD_KEYS`); a problem is refused naming ``at.key``."""
+    if not isinstance(f, Mapping):
+        raise InputError.at(f"{at}: a mapping with name and type", field=at)
+    unknown = set(f) - _FIELD_KEYS
+    if unknown:
+        raise InputError.at(f"{at}: unknown key(s) {', '.join(sorted(unknown))}", field=f"{at}.{sorted(unknown)[0]}")
+    name = f.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InputError.at(f"{at}.name: an identifier is required, not {name!r}", field=f"{at}.name")
+    kind = f.get("type", "text")
+    if kind not in FIELD_TYPES:
+        raise InputError.at(f"{at}.type: '{kind}' is not one of {', '.join(FIELD_TYPES)}", field=f"{at}.type")
+    bounds = {}
+    for key in ("min", "max"):
+        value = f.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise InputError.at(f"{at}.{key}: a number, not {value!r}", field=f"{at}.{key}")
+        bounds[key] = float(value) if value is not None else None
+    if bounds["min"] is not None and bounds["max"] is not None and bounds["min"] > bounds["max"]:
+        raise InputError.at(f"{at}.min: {bounds['min']:g} is above max {bounds['max']:g}", field=f"{at}.min")
+    choices = f.get("choices", ())
+    if kind == "choice" and (not isinstance(choices, list) or not choices
+                             or not all(isinstance(c, str | int | float) for c in choices)):
+        raise InputError.at(f"{at}.choices: a choice field needs a non-empty list of values",
+                            field=f"{at}.choices")
+    pattern = f.get("pattern")
+    if pattern is not None:
+        try:
+            re.compile(str(pattern))
+        except re.error as exc:
+            raise InputError.at(f"{at}.pattern: not a regular expression ({exc})", field=f"{at}.pattern") from None
+    spec = FormField(name=name, type=kind, label=str(f.get("label", "")), required=bool(f.get("required", True)),
+                     default=f.get("default"), unit=f.get("unit"), min=bounds["min"], max=bounds["max"],
+                     integer=bool(f.get("integer", False)), choices=tuple(str(c) for c in choices or ()),
+                     pattern=str(pattern) if pattern is not None else None)
+    if spec.default is not None:
+        try:
+            check_answer([spec], {name: spec.default})
+        except InputError as exc:
+            message = exc.problems[0].message if exc.problems else str(exc)
+            raise InputError.at(f"{at}.default: {message}", field=f"{at}.default") from None
+    return spec
 
 
 _YES = {"true", "yes", "y", "1", "on"}
@@ -643,6 +648,12 @@ def prompt_spec(parameters: Mapping[str, Any]) -> PromptSpec:
         except (InputError, ValueError) as exc:
             raise InputError.at(f"parameters.timeout: {exc}", field="parameters.timeout") from None
     default = parameters.get("default")
+    if default is not None and not isinstance(default, Mapping):
+        raise InputError.at("parameters.default: the answer given on timeout, a mapping of field values",
+                            field="parameters.default")
+    for key, check in (("priority", _priority_problem), ("answerers", _answerers_problem)):
+        if (problem := check(parameters.get(key))) is not None:
+            raise InputError.at(f"parameters.{key}: {problem}", field=f"parameters.{key}")
     spec = PromptSpec(str(parameters.get("message", "Operator action required")), fields, bool(approval), two,
                       tuple(str(a) for a in answerers), seconds,
                       dict(default) if isinstance(default, Mapping) else None,
@@ -651,8 +662,81 @@ def prompt_spec(parameters: Mapping[str, Any]) -> PromptSpec:
         raise InputError.at("parameters.default: a prompt with a timeout needs the answer given when it passes",
                             field="parameters.default")
     if spec.default is not None:
-        check_answer(spec.form, spec.default, "parameters.default")
+        try:
+            check_answer(spec.form, spec.default, "parameters.default")
+        except InputError as exc:
+            problem = exc.problems[0]
+            at = f"parameters.default.{problem.where.field}"
+            raise InputError.at(f"{at}: {problem.message}", field=at) from None
     return spec
+
+
+def _priority_problem(value: Any) -> str | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 100):
+        return None
+    return f"a whole number 0-100, not {value!r}"
+
+
+def _answerers_problem(value: Any) -> str | None:
+    names = (value,) if isinstance(value, str) else value
+    if value is None or (isinstance(names, list | tuple) and all(isinstance(a, str) and a for a in names)):
+        return None
+    return f"a user name or a list of user names, not {value!r}"
+
+
+def prompt_problems(parameters: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Every problem of a ``prompt`` step's declaration, for the template validator: (path under
+    the step, message) — each answer field on its own (type, range, choices, pattern, its
+    default), then the prompt's timeout, default answer (against its fields), priority and
+    answerers."""
+    out: list[tuple[tuple[str | int, ...], str]] = []
+
+    def note(exc: InputError) -> None:
+        problem = exc.problems[0] if exc.problems else None
+        field_name = problem.where.field if problem is not None and problem.where.field else "parameters"
+        message = problem.message if problem is not None else str(exc)
+        prefix = f"{field_name}: "
+        out.append((_field_path(field_name), message[len(prefix):] if message.startswith(prefix) else message))
+
+    raw = parameters.get("fields")
+    if raw is not None and not isinstance(raw, list):
+        out.append((("parameters", "fields"), f"a list of fields, not {type(raw).__name__}"))
+        return out
+    seen: set[str] = set()
+    good = 0
+    for i, f in enumerate(raw or ()):
+        name = f.get("name") if isinstance(f, Mapping) else None
+        try:
+            parse_field(f, f"parameters.fields[{i}]")
+            good += 1
+        except InputError as exc:
+            note(exc)
+        if isinstance(name, str) and name in seen:
+            out.append((("parameters", "fields", i, "name"), f"'{name}' is declared twice"))
+            good -= 1
+        if isinstance(name, str):
+            seen.add(name)
+    for key, check in (("priority", _priority_problem), ("answerers", _answerers_problem)):
+        if (problem := check(parameters.get(key))) is not None:
+            out.append((("parameters", key), problem))
+    if good < len(raw or ()):
+        return out  # the timeout and default answer are checked once the fields are right
+    try:
+        prompt_spec({k: v for k, v in parameters.items() if k not in ("priority", "answerers")})
+    except InputError as exc:
+        note(exc)
+    return out
+
+
+def _field_path(text: str) -> tuple[str | int, ...]:
+    """``parameters.fields[1].type`` -> ``("parameters", "fields", 1, "type")``."""
+    out: list[str | int] = []
+    for part in text.split("."):
+        name, *indexes = part.split("[")
+        if name:
+            out.append(name)
+        out += [int(i.rstrip("]")) for i in indexes if i.rstrip("]").isdigit()]
+    return tuple(out)
 
 
 # --------------------------------------------------------------------------- what the engine records
