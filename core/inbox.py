@@ -665,9 +665,9 @@ def prompt_spec(parameters: Mapping[str, Any]) -> PromptSpec:
         try:
             check_answer(spec.form, spec.default, "parameters.default")
         except InputError as exc:
-            problem = exc.problems[0]
-            at = f"parameters.default.{problem.where.field}"
-            raise InputError.at(f"{at}: {problem.message}", field=at) from None
+            first = exc.problems[0]
+            at = f"parameters.default.{first.where.field}"
+            raise InputError.at(f"{at}: {first.message}", field=at) from None
     return spec
 
 
