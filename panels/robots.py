@@ -460,6 +460,8 @@ class RobotsPanel(Panel):
         self.locks: dict[str, Lock] = {}
         """Instrument -> its open "hands in the cell" lock (read from the inbox on changes)."""
         self._locks_reading = False
+        self._lock_reads = TaskKeeper()
+        """Reads of the locks (apart from :attr:`tasks`, whose business disables the actions)."""
         self.locks = {i: lock for lock in runtime.store.read_sync(read_locks) for i in lock.instruments}
         self._order: list[str] = []
         self._progress: dict[str, float] = {}
@@ -624,7 +626,7 @@ class RobotsPanel(Panel):
             self.locks = {i: lock for lock in task.result() for i in lock.instruments}
             self._dirty = True
 
-        self.tasks.spawn(self.runtime.store.read(read_locks), done)
+        self._lock_reads.spawn(self.runtime.store.read(read_locks), done)
 
     @Slot()
     def tick(self) -> None:
@@ -715,8 +717,10 @@ class RobotsPanel(Panel):
     def _update_actions(self) -> None:
         view = self._views.get(self._selected or "")
         busy = self.tasks.busy
+        locked = view is not None and view.id in self.locks
         for key, action in self.actions_by_key.items():
-            action.setEnabled(view is not None and not busy and ACTION_BY_KEY[key].allowed(view))
+            action.setEnabled(view is not None and not busy and ACTION_BY_KEY[key].allowed(view)
+                              and not (locked and key == "enable"))  # a lock is released in the Inbox
         self.details_action.setEnabled(view is not None)
 
     @Slot(QPoint)
@@ -771,6 +775,10 @@ class RobotsPanel(Panel):
         iid = self._selected
         spec = ACTION_BY_KEY[key]
         if iid is None:
+            return
+        if key == "enable" and iid in self.locks:
+            lock = self.locks[iid]
+            self._say(f"{iid}: {lock.describe()} — release the lock in the Inbox to enable it", "bad")
             return
         if not spec.needs_reason:
             self._start(iid, spec, None)
@@ -852,6 +860,7 @@ class RobotsPanel(Panel):
     def on_shutdown(self) -> None:
         """Cancel any action in flight and close the reason dialog."""
         self.tasks.cancel_all()
+        self._lock_reads.cancel_all()
         if self.reason_dialog is not None:
             self.reason_dialog.reject()
         self.detail_window.shutdown()

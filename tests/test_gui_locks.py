@@ -64,6 +64,11 @@ def test_a_lock_shows_in_robots_and_dashboard_until_released(cell, qtbot, qrun):
     assert card.state.text() == "Hands in cell"
     assert "ann — clearing a jammed plate" in card.state_detail.full_text()
     assert card.toolTip() == "Hands in the cell: ann — clearing a jammed plate — release it in the Inbox"
+    robots.select("Sealer")  # Enable would bypass the lock: refused, pointing at the Inbox
+    assert not robots.actions_by_key["enable"].isEnabled()
+    robots.request_action("enable")
+    assert "release the lock in the Inbox" in robots.feedback.text()
+    assert not {v.id: v for v in rt.instruments()}["Sealer"].enabled
     qtbot.waitUntil(lambda: any(a.key == f"lock:{item_id}" for a in dashboard.current_alerts), timeout=5000)
     alert = next(a for a in dashboard.current_alerts if a.key == f"lock:{item_id}")
     assert alert.severity == WARNING
