@@ -83,6 +83,8 @@ class MainWindow(QMainWindow):
         Playbook.attach(runtime.engine, runtime.workcell)  # failures consult it before the templates' policies
         self.tray: QSystemTrayIcon | None = None
         self._escalated_seen = 0
+        self.tray_message = ""
+        """The last tray notification shown."""
         self.inbox = InboxPanel(runtime, self.bridge, self)
         self.inbox.counts_changed.connect(self._on_inbox_counts)
         self.playbook = PlaybookPanel(runtime, self.bridge, self)
@@ -200,13 +202,26 @@ class MainWindow(QMainWindow):
             f"labconsole — {waiting} waiting" + (f" ({escalated} escalated)" if escalated else "")
         self.setWindowTitle(title)
         self.docks["Inbox"].setWindowTitle(f"Inbox ({waiting})" if waiting else "Inbox")
-        if escalated > self._escalated_seen and QSystemTrayIcon.isSystemTrayAvailable():
-            if self.tray is None:
-                self.tray = QSystemTrayIcon(QApplication.windowIcon(), self)
-                self.tray.show()
-            self.tray.showMessage("labconsole", f"{escalated} inbox item(s) waiting too long",
-                                  QSystemTrayIcon.MessageIcon.Warning)
+        # the tray (where there is one) holds the escalated count while there is one
+        if escalated and self.tray is None and QSystemTrayIcon.isSystemTrayAvailable():
+            self.tray = QSystemTrayIcon(QApplication.windowIcon(), self)
+            self.tray.activated.connect(self._show_inbox)
+        if self.tray is not None:
+            self.tray.setToolTip(f"labconsole — {escalated} escalated, {waiting} waiting in the inbox")
+            self.tray.setVisible(bool(escalated))
+            if escalated > self._escalated_seen:
+                self.tray_message = f"{escalated} inbox item{'s' if escalated != 1 else ''} waiting too long"
+                self.tray.showMessage("labconsole", self.tray_message, QSystemTrayIcon.MessageIcon.Warning)
         self._escalated_seen = escalated
+
+    @Slot()
+    def _show_inbox(self) -> None:
+        """The tray icon was clicked: bring the window and its Inbox forward."""
+        self.showNormal()
+        self.raise_()
+        self.activateWindow()
+        self.docks["Inbox"].show()
+        self.docks["Inbox"].raise_()
 
     def _add_dock(self, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> None:
         dock = QDockWidget(name, self)

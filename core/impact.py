@@ -185,8 +185,8 @@ def _compute(conn: sqlite3.Connection, action: str, ids: list[str], from_step: s
     for part in _chunks(involved):
         marks = ",".join("?" * len(part))
         for run_id, step_id, order_id, status, instrument in conn.execute(
-                f"SELECT run_id, step_id, order_id, status, instrument FROM step_runs WHERE run_id IN ({marks})",
-                part):
+                f"SELECT run_id, step_id, order_id, status, instrument FROM step_runs WHERE run_id IN ({marks}) "
+                "ORDER BY rowid", part):  # a run's steps in the order they were created (the template's)
             steps.setdefault(run_id, {})[step_id] = (status, order_id, instrument)
         missing = [r for r in part if r not in meta]
         if missing:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from core.engine.engine import Engine
     from core.engine.state import RunState, StepState
     from core.engine.types import StepRequest
+    from core.notify import Notice, Notifier
 
 log = logging.getLogger(__name__)
 
@@ -129,52 +130,57 @@ def parse_form(raw: Any, where: str = "fields") -> list[FormField]:
     out: list[FormField] = []
     seen: set[str] = set()
     for i, f in enumerate(raw):
-        at = f"{where}[{i}]"
-        if not isinstance(f, Mapping):
-            raise InputError.at(f"{at}: a mapping with name and type", field=at)
-        unknown = set(f) - _FIELD_KEYS
-        if unknown:
-            raise InputError.at(f"{at}: unknown key(s) {', '.join(sorted(unknown))}", field=f"{at}.{sorted(unknown)[0]}")
-        name = f.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise InputError.at(f"{at}.name: an identifier is required, not {name!r}", field=f"{at}.name")
-        if name in seen:
-            raise InputError.at(f"{at}.name: '{name}' is declared twice", field=f"{at}.name")
-        seen.add(name)
-        kind = f.get("type", "text")
-        if kind not in FIELD_TYPES:
-            raise InputError.at(f"{at}.type: '{kind}' is not one of {', '.join(FIELD_TYPES)}", field=f"{at}.type")
-        bounds = {}
-        for key in ("min", "max"):
-            value = f.get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-                raise InputError.at(f"{at}.{key}: a number, not {value!r}", field=f"{at}.{key}")
-            bounds[key] = float(value) if value is not None else None
-        if bounds["min"] is not None and bounds["max"] is not None and bounds["min"] > bounds["max"]:
-            raise InputError.at(f"{at}.min: {bounds['min']:g} is above max {bounds['max']:g}", field=f"{at}.min")
-        choices = f.get("choices", ())
-        if kind == "choice" and (not isinstance(choices, list) or not choices
-                                 or not all(isinstance(c, str | int | float) for c in choices)):
-            raise InputError.at(f"{at}.choices: a choice field needs a non-empty list of values",
-                                field=f"{at}.choices")
-        pattern = f.get("pattern")
-        if pattern is not None:
-            try:
-                re.compile(str(pattern))
-            except re.error as exc:
-                raise InputError.at(f"{at}.pattern: not a regular expression ({exc})", field=f"{at}.pattern") from None
-        spec = FormField(name=name, type=kind, label=str(f.get("label", "")), required=bool(f.get("required", True)),
-                         default=f.get("default"), unit=f.get("unit"), min=bounds["min"], max=bounds["max"],
-                         integer=bool(f.get("integer", False)), choices=tuple(str(c) for c in choices or ()),
-                         pattern=str(pattern) if pattern is not None else None)
-        if spec.default is not None:
-            try:
-                check_answer([spec], {name: spec.default})
-            except InputError as exc:
-                message = exc.problems[0].message if exc.problems else str(exc)
-                raise InputError.at(f"{at}.default: {message}", field=f"{at}.default") from None
+        spec = parse_field(f, f"{where}[{i}]")
+        if spec.name in seen:
+            raise InputError.at(f"{where}[{i}].name: '{spec.name}' is declared twice", field=f"{where}[{i}].name")
+        seen.add(spec.name)
         out.append(spec)
     return out
+
+
+def parse_field(f: Any, at: str) -> FormField:
+    """One typed field (a mapping of :data:`_FIELD_KEYS`); a problem is refused naming ``at.key``."""
+    if not isinstance(f, Mapping):
+        raise InputError.at(f"{at}: a mapping with name and type", field=at)
+    unknown = set(f) - _FIELD_KEYS
+    if unknown:
+        raise InputError.at(f"{at}: unknown key(s) {', '.join(sorted(unknown))}", field=f"{at}.{sorted(unknown)[0]}")
+    name = f.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InputError.at(f"{at}.name: an identifier is required, not {name!r}", field=f"{at}.name")
+    kind = f.get("type", "text")
+    if kind not in FIELD_TYPES:
+        raise InputError.at(f"{at}.type: '{kind}' is not one of {', '.join(FIELD_TYPES)}", field=f"{at}.type")
+    bounds = {}
+    for key in ("min", "max"):
+        value = f.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise InputError.at(f"{at}.{key}: a number, not {value!r}", field=f"{at}.{key}")
+        bounds[key] = float(value) if value is not None else None
+    if bounds["min"] is not None and bounds["max"] is not None and bounds["min"] > bounds["max"]:
+        raise InputError.at(f"{at}.min: {bounds['min']:g} is above max {bounds['max']:g}", field=f"{at}.min")
+    choices = f.get("choices", ())
+    if kind == "choice" and (not isinstance(choices, list) or not choices
+                             or not all(isinstance(c, str | int | float) for c in choices)):
+        raise InputError.at(f"{at}.choices: a choice field needs a non-empty list of values",
+                            field=f"{at}.choices")
+    pattern = f.get("pattern")
+    if pattern is not None:
+        try:
+            re.compile(str(pattern))
+        except re.error as exc:
+            raise InputError.at(f"{at}.pattern: not a regular expression ({exc})", field=f"{at}.pattern") from None
+    spec = FormField(name=name, type=kind, label=str(f.get("label", "")), required=bool(f.get("required", True)),
+                     default=f.get("default"), unit=f.get("unit"), min=bounds["min"], max=bounds["max"],
+                     integer=bool(f.get("integer", False)), choices=tuple(str(c) for c in choices or ()),
+                     pattern=str(pattern) if pattern is not None else None)
+    if spec.default is not None:
+        try:
+            check_answer([spec], {name: spec.default})
+        except InputError as exc:
+            message = exc.problems[0].message if exc.problems else str(exc)
+            raise InputError.at(f"{at}.default: {message}", field=f"{at}.default") from None
+    return spec
 
 
 _YES = {"true", "yes", "y", "1", "on"}
@@ -291,6 +297,12 @@ class InboxItem:
     answered_by: str | None = None
     answered_at: float | None = None
     escalated: bool = False
+    notices: list[Notice] = field(default_factory=list)
+    """Notifications of this item beyond the window (webhook, e-mail) and how they went."""
+
+    @property
+    def notice_failed(self) -> bool:
+        return any(n.failing for n in self.notices)
 
     @classmethod
     def from_row(cls, r: Sequence[Any]) -> InboxItem:
@@ -311,7 +323,8 @@ class InboxItem:
                 "instrument": self.instrument, "answerers": self.answerers,
                 "fields": [f.as_dict() for f in self.form], "suggestion": self.suggestion,
                 "context": self.context, "state": self.state, "answer": self.answer,
-                "answeredBy": self.answered_by, "answeredAt": self.answered_at, "escalated": self.escalated}
+                "answeredBy": self.answered_by, "answeredAt": self.answered_at, "escalated": self.escalated,
+                "notifications": [n.as_dict() for n in self.notices]}
 
 
 @dataclass
@@ -465,17 +478,23 @@ def publish_closed(run_id: str | None) -> Callable[[Any, Any], None]:
     return publish
 
 
-def escalate_op(now: float, after: Mapping[str, float], boost: int = ESCALATION_BOOST) -> Write:
-    """Raise the priority of open items older than their kind's threshold (once each)."""
+def escalate_op(now: float, after: Mapping[str, float], boost: int = ESCALATION_BOOST,
+                notify: Sequence[str] = ()) -> Write:
+    """Raise the priority of open items older than their kind's threshold (once each); with
+    ``notify`` channels, each raised item's notifications are recorded in the same transaction.
+    Returns the ids of the items raised."""
+    from core.notify import schedule_op
 
-    def op(conn: sqlite3.Connection) -> int:
-        total = 0
+    def op(conn: sqlite3.Connection) -> list[int]:
+        raised: list[int] = []
         for kind, seconds in after.items():
             if math.isfinite(seconds):
-                total += conn.execute("UPDATE inbox SET escalated=1, priority=priority+? WHERE state='open' "
-                                      "AND escalated=0 AND kind=? AND created <= ?",
-                                      (boost, kind, now - seconds)).rowcount
-        return total
+                raised += [int(r[0]) for r in conn.execute(
+                    "UPDATE inbox SET escalated=1, priority=priority+? WHERE state='open' AND escalated=0 "
+                    "AND kind=? AND created <= ? RETURNING id", (boost, kind, now - seconds))]
+        if raised and notify:
+            schedule_op(conn, raised, notify, now)
+        return raised
 
     return op
 
@@ -504,26 +523,62 @@ class InboxRow(NamedTuple):
     escalated: bool
     text: str
     """Lower-case words to filter on: title, concerns, kind."""
+    notice: str = ""
+    """What went wrong notifying about the item beyond the window (empty: nothing)."""
 
 
 def read_rows(conn: sqlite3.Connection, state: str = "open") -> list[InboxRow]:
     """Items as list rows, most urgent first (built here, on the reader thread)."""
+    from core.notify import failing_notices
+
+    failing = failing_notices(conn)
     out = []
     for i, kind, priority, created, title, run_id, step_id, instrument, escalated in conn.execute(
             "SELECT id, kind, priority, created, title, run_id, step_id, instrument, escalated FROM inbox "
             "WHERE state = ? ORDER BY priority DESC, created, id", (state,)):
         concerns = ", ".join(p for p in (run_id and f"run {run_id}", step_id and f"step {step_id}",
                                          instrument and f"instrument {instrument}") if p)
+        notices = failing.get(i)
         out.append(InboxRow(i, kind, priority, created, title, concerns, bool(escalated),
-                            f"{title} {concerns} {kind}".lower()))
+                            f"{title} {concerns} {kind}".lower(),
+                            "; ".join(n.describe() for n in notices) if notices else ""))
+    return out
+
+
+class Lock(NamedTuple):
+    """An open "hands in the cell" lock, as Robots and the Dashboard show it."""
+
+    item_id: int
+    instruments: tuple[str, ...]
+    who: str
+    reason: str | None
+    since: float
+
+    def describe(self) -> str:
+        """``"Hands in the cell: ann — calibration"``."""
+        return f"Hands in the cell: {self.who}" + (f" — {self.reason}" if self.reason else "")
+
+
+def read_locks(conn: sqlite3.Connection) -> list[Lock]:
+    """Open locks, oldest first (one indexed query)."""
+    out = []
+    for item_id, created, context in conn.execute(
+            "SELECT id, created, context FROM inbox WHERE state='open' AND kind='lock' ORDER BY created, id"):
+        ctx = json.loads(context or "{}")
+        out.append(Lock(int(item_id), tuple(str(i) for i in ctx.get("instruments") or ()),
+                        str(ctx.get("claimed_by") or "someone"), ctx.get("reason") or None, float(created)))
     return out
 
 
 def read_item(conn: sqlite3.Connection, item_id: int) -> InboxItem:
+    from core.notify import notices_of
+
     row = conn.execute(f"SELECT {COLUMNS} FROM inbox WHERE id=?", (item_id,)).fetchone()
     if row is None:
         raise NotFoundError(f"no inbox item {item_id}")
-    return InboxItem.from_row(row)
+    item = InboxItem.from_row(row)
+    item.notices = notices_of(conn, item_id)
+    return item
 
 
 def counts(conn: sqlite3.Connection) -> tuple[int, int]:
@@ -593,6 +648,12 @@ def prompt_spec(parameters: Mapping[str, Any]) -> PromptSpec:
         except (InputError, ValueError) as exc:
             raise InputError.at(f"parameters.timeout: {exc}", field="parameters.timeout") from None
     default = parameters.get("default")
+    if default is not None and not isinstance(default, Mapping):
+        raise InputError.at("parameters.default: the answer given on timeout, a mapping of field values",
+                            field="parameters.default")
+    for key, check in (("priority", _priority_problem), ("answerers", _answerers_problem)):
+        if (problem := check(parameters.get(key))) is not None:
+            raise InputError.at(f"parameters.{key}: {problem}", field=f"parameters.{key}")
     spec = PromptSpec(str(parameters.get("message", "Operator action required")), fields, bool(approval), two,
                       tuple(str(a) for a in answerers), seconds,
                       dict(default) if isinstance(default, Mapping) else None,
@@ -601,8 +662,81 @@ def prompt_spec(parameters: Mapping[str, Any]) -> PromptSpec:
         raise InputError.at("parameters.default: a prompt with a timeout needs the answer given when it passes",
                             field="parameters.default")
     if spec.default is not None:
-        check_answer(spec.form, spec.default, "parameters.default")
+        try:
+            check_answer(spec.form, spec.default, "parameters.default")
+        except InputError as exc:
+            first = exc.problems[0]
+            at = f"parameters.default.{first.where.field}"
+            raise InputError.at(f"{at}: {first.message}", field=at) from None
     return spec
+
+
+def _priority_problem(value: Any) -> str | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 100):
+        return None
+    return f"a whole number 0-100, not {value!r}"
+
+
+def _answerers_problem(value: Any) -> str | None:
+    names = (value,) if isinstance(value, str) else value
+    if value is None or (isinstance(names, list | tuple) and all(isinstance(a, str) and a for a in names)):
+        return None
+    return f"a user name or a list of user names, not {value!r}"
+
+
+def prompt_problems(parameters: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Every problem of a ``prompt`` step's declaration, for the template validator: (path under
+    the step, message) — each answer field on its own (type, range, choices, pattern, its
+    default), then the prompt's timeout, default answer (against its fields), priority and
+    answerers."""
+    out: list[tuple[tuple[str | int, ...], str]] = []
+
+    def note(exc: InputError) -> None:
+        problem = exc.problems[0] if exc.problems else None
+        field_name = problem.where.field if problem is not None and problem.where.field else "parameters"
+        message = problem.message if problem is not None else str(exc)
+        prefix = f"{field_name}: "
+        out.append((_field_path(field_name), message[len(prefix):] if message.startswith(prefix) else message))
+
+    raw = parameters.get("fields")
+    if raw is not None and not isinstance(raw, list):
+        out.append((("parameters", "fields"), f"a list of fields, not {type(raw).__name__}"))
+        return out
+    seen: set[str] = set()
+    good = 0
+    for i, f in enumerate(raw or ()):
+        name = f.get("name") if isinstance(f, Mapping) else None
+        try:
+            parse_field(f, f"parameters.fields[{i}]")
+            good += 1
+        except InputError as exc:
+            note(exc)
+        if isinstance(name, str) and name in seen:
+            out.append((("parameters", "fields", i, "name"), f"'{name}' is declared twice"))
+            good -= 1
+        if isinstance(name, str):
+            seen.add(name)
+    for key, check in (("priority", _priority_problem), ("answerers", _answerers_problem)):
+        if (problem := check(parameters.get(key))) is not None:
+            out.append((("parameters", key), problem))
+    if good < len(raw or ()):
+        return out  # the timeout and default answer are checked once the fields are right
+    try:
+        prompt_spec({k: v for k, v in parameters.items() if k not in ("priority", "answerers")})
+    except InputError as exc:
+        note(exc)
+    return out
+
+
+def _field_path(text: str) -> tuple[str | int, ...]:
+    """``parameters.fields[1].type`` -> ``("parameters", "fields", 1, "type")``."""
+    out: list[str | int] = []
+    for part in text.split("."):
+        name, *indexes = part.split("[")
+        if name:
+            out.append(name)
+        out += [int(i.rstrip("]")) for i in indexes if i.rstrip("]").isdigit()]
+    return tuple(out)
 
 
 # --------------------------------------------------------------------------- what the engine records
@@ -726,11 +860,14 @@ class Inbox:
     """Listing, answering and escalating items of one engine's store (see the module docstring).
 
     ``dispatcher``: for "hands in the cell" locks (instruments disabled while claimed).
+    ``notifier``: sends escalated items beyond the window (:mod:`core.notify`).
     """
 
     def __init__(self, engine: Engine, *, dispatcher: Any = None,
-                 escalate_after: Mapping[str, float] | None = None, propose_after: int = PROPOSE_AFTER) -> None:
+                 escalate_after: Mapping[str, float] | None = None, propose_after: int = PROPOSE_AFTER,
+                 notifier: Notifier | None = None) -> None:
         self.engine = engine
+        self.notifier = notifier
         self.store = engine.store
         self.bus = engine.core.bus
         self.dispatcher = dispatcher
@@ -749,11 +886,17 @@ class Inbox:
 
     @classmethod
     def of(cls, runtime: Any) -> Inbox:
-        """The inbox of a :class:`core.runtime.Runtime` (made on first use)."""
+        """The inbox of a :class:`core.runtime.Runtime` (made on first use), notifying as
+        ``[NOTIFICATIONS]`` of its config.ini asks (a bad entry raises ConfigError naming it)."""
+        from core.backup import find_config
+        from core.notify import Notifier
+
         existing = getattr(runtime.engine, "inbox", None)
         if isinstance(existing, Inbox):
             return existing
-        return cls(runtime.engine, dispatcher=runtime.dispatcher)
+        notifier = Notifier.from_config(runtime.store, find_config(runtime.store.path.parent),
+                                        clock=runtime.clock, bus=runtime.core.bus)
+        return cls(runtime.engine, dispatcher=runtime.dispatcher, notifier=notifier)
 
     # ------------------------------------------------------------------ reading
 
@@ -774,15 +917,30 @@ class Inbox:
     # ------------------------------------------------------------------ escalation
 
     async def escalate(self) -> int:
-        """Escalate items older than their kind's threshold; returns how many were raised."""
-        raised = await self.store.write(escalate_op(self.engine.clock.now(), self.escalate_after))
+        """Escalate items older than their kind's threshold (and record their notifications);
+        returns how many were raised."""
+        channels = self.notifier.channels if self.notifier is not None else ()
+        raised = await self.store.write(escalate_op(self.engine.clock.now(), self.escalate_after, notify=channels))
         if raised:
             self.bus.publish(InboxChanged(state="escalated"))
-        return int(raised)
+            if self.notifier is not None:
+                self.notifier.wake()
+        return len(raised)
+
+    async def resend(self, item_id: int, *, who: str | None = None, reason: str | None = None) -> int:
+        """Send an item's failed notifications again (audited); how many were queued."""
+        if self.notifier is None:
+            raise StateError("no notifications are configured ([NOTIFICATIONS] of config.ini)")
+        count = await self.notifier.resend(item_id, who=who or os_user(), reason=reason)
+        if count:
+            self.bus.publish(InboxChanged(item_id=item_id, state="notified"))
+        return count
 
     def start(self, interval: float = 30.0) -> None:
-        """Escalate periodically on the running loop."""
+        """Escalate periodically on the running loop (and send notifications, if configured)."""
         self.loop = asyncio.get_running_loop()
+        if self.notifier is not None:
+            self.notifier.start(self.engine.tasks)
 
         async def every() -> None:
             while True:
@@ -890,11 +1048,7 @@ class Inbox:
 
     def locked_instruments(self) -> dict[str, str]:
         """instrument -> who holds it, for open locks."""
-        out: dict[str, str] = {}
-        for item in self.items(kind="lock"):
-            for instrument in item.context.get("instruments") or ():
-                out[instrument] = str(item.context.get("claimed_by"))
-        return out
+        return {instrument: lock.who for lock in self.store.read_sync(read_locks) for instrument in lock.instruments}
 
     # ------------------------------------------------------------------ playbook proposals
 

@@ -25,3 +25,15 @@ def read_section(path: Path | None, name: str) -> tuple[configparser.SectionProx
         raise ConfigError.at(f"cannot parse: {exc}", file=path, line=getattr(exc, "lineno", None)) from None
     section = next((s for s in parser.sections() if s.strip().upper() == name.upper()), None)
     return (parser[section], text) if section is not None else None
+
+
+def line_of(text: str, section: str, key: str) -> int | None:
+    """The line number of ``key`` in ``[section]`` of a config.ini's text (for located errors)."""
+    inside = False
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line.startswith("[") and line.endswith("]"):
+            inside = line[1:-1].strip().upper() == section.upper()
+        elif inside and line.split("=", 1)[0].split(":", 1)[0].strip().lower() == key.lower():
+            return number
+    return None

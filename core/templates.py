@@ -376,7 +376,9 @@ class _Raw:
     def source_path(self, loc: Loc) -> Loc:
         if loc and loc[0] == "steps" and len(loc) > 1 and isinstance(loc[1], int) \
                 and loc[1] < len(self.step_paths):
-            rest = tuple(self.renames.get(p, p) if isinstance(p, str) else p for p in loc[2:])
+            rest = loc[2:]
+            if rest and isinstance(rest[0], str):  # a step key the dialect names otherwise (not keys inside it)
+                rest = (self.renames.get(rest[0], rest[0]), *rest[1:])
             return self.step_paths[loc[1]] + rest
         if loc and isinstance(loc[0], str) and loc[0] in self.top:
             return (*self.top[loc[0]], *loc[1:])
@@ -753,8 +755,12 @@ def check_template(t: WorkflowTemplate, *, capabilities: Iterable[str] | None = 
     """Semantic checks on a model: (model path, message) for every problem found.
 
     Duplicate ids, unknown dependencies, cycles (the cycle is printed), error handlers, input
-    mappings, conditions, kinds (against ``capabilities`` when given).
+    mappings, conditions, kinds (against ``capabilities`` when given), and what a ``prompt``
+    step declares: its answer fields (types, ranges, choices, each field's default), its timeout
+    and default answer (against its fields), priority and answerers (:func:`core.inbox.prompt_problems`).
     """
+    from core.inbox import prompt_problems
+
     out: list[tuple[Loc, str]] = []
     ids: dict[str, int] = {}
     for i, s in enumerate(t.steps):
@@ -806,6 +812,8 @@ def check_template(t: WorkflowTemplate, *, capabilities: Iterable[str] | None = 
                 out.append((("steps", i, "reserve", j), f"no instrument of the workcell offers '{extra}'"))
             if extra == s.kind:
                 out.append((("steps", i, "reserve", j), f"'{extra}' is already the step's kind"))
+        if s.kind == "prompt":
+            out += [(("steps", i, *path), message) for path, message in prompt_problems(s.parameters)]
         if s.kind == "delay" and not ({"seconds", "duration"} & (set(s.parameters) | set(s.input_mapping))):
             out.append((("steps", i, "parameters"), "a delay step needs seconds or duration (a parameter or an input mapping)"))
         if s.condition:

@@ -11,7 +11,9 @@ Three pieces, shared by the Jobs and the Detail panel:
 - :class:`OrderActions` — one operator action from request to result: ask what is needed (a
   reason, a step, a priority) in a dialog opened with ``open()`` and awaited (never ``exec()``,
   which would re-enter the event loop), call the runtime facade with *who* (the OS user) and
-  *why*, and report at once ("Cancelling …") and at the end (result or error).
+  *why*, and report at once ("Cancelling …") and at the end (result or error). Each dialog
+  previews what the action will touch (:func:`core.impact.preview`, on a reader thread; for a
+  bulk action over every order it names) while the operator decides.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from PySide6.QtWidgets import QDialog, QWidget
 
 from core.errors import LabconsoleError
 from core.facade import os_user
+from core.impact import preview as impact_preview
 from core.orders import OrderStatus
 from panels.dialogs import (
     BulkDialog,
@@ -307,6 +310,7 @@ class OrderActions(QObject):
                               f"Cancel <b>{order_id}</b>? Running steps are stopped on their "
                               "instruments; the rest is canceled. This cannot be undone.",
                               who=self.who(), ok_text="Cancel order", parent=self.host)
+        dialog.preview(lambda: impact_preview(self.runtime.store, "cancel", [order_id]))
         if not await self._ask(dialog, "cancel", order_id):
             return None
         signature = None
@@ -322,6 +326,7 @@ class OrderActions(QObject):
         row = self.runtime.store.order_rows("id = ?", (order_id,), limit=1)
         current = row[0][6] if row else 50
         dialog = PriorityDialog(f"Reprioritise {order_id}", current, who=self.who(), parent=self.host)
+        dialog.preview(lambda: impact_preview(self.runtime.store, "reprioritise", [order_id]))
         if not await self._ask(dialog, "reprioritise", order_id):
             return None
         return await self.runtime.reprioritise(order_id, dialog.priority, who=self.who(),
@@ -344,6 +349,15 @@ class OrderActions(QObject):
             f"Run <b>{run['id']}</b> ({run['template_name']} v{run['template_version']}): run the "
             "chosen step and every step after it again. Outputs of earlier steps are kept.",
             steps, default=default, who=self.who(), ok_text="Recover", parent=self.host)
+        run_id = str(run["id"])
+
+        def recover_preview() -> None:
+            step = dialog.combo.currentData()
+            if step is not None:
+                dialog.preview(lambda: impact_preview(self.runtime.store, "recover", [run_id], from_step=step))
+
+        dialog.combo.currentIndexChanged.connect(recover_preview)
+        recover_preview()
         if not await self._ask(dialog, "recover", order_id):
             return None
         return await self.runtime.recover(order_id, dialog.step_id, who=self.who(), reason=dialog.reason)
@@ -363,6 +377,15 @@ class OrderActions(QObject):
             "need, one <tt>name = value</tt> per line.",
             choices, default=default, who=self.who(), ok_text="Skip step", outputs=True,
             parent=self.host)
+        orders = {s["id"]: s["order_id"] for s in run["steps"]}
+
+        def skip_preview() -> None:
+            step = dialog.combo.currentData()
+            if step in orders:
+                dialog.preview(lambda: impact_preview(self.runtime.store, "skip", [orders[step]]))
+
+        dialog.combo.currentIndexChanged.connect(skip_preview)
+        skip_preview()
         if not await self._ask(dialog, "skip", order_id):
             return None
         order = next(s["order_id"] for s in run["steps"] if s["id"] == dialog.step_id)
@@ -384,6 +407,8 @@ class OrderActions(QObject):
         store = self.runtime.store
         ids, preview = await store.read(lambda _c: self._prepare_bulk(ids))
         dialog = BulkDialog(key, preview, who=self.who(), parent=self.host)
+        dialog.impact.show()  # every order, on a reader thread: the dialog answers meanwhile
+        dialog.impact.compute(lambda: impact_preview(store, key, ids))
         self.dialog = dialog
         self.dialog_opened.emit(dialog)
         self._say("busy", f"{BULK_LABELS[key]} {len(ids):,} orders: answer the dialog to go on")

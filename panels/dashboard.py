@@ -50,6 +50,7 @@ from PySide6.QtWidgets import (
 
 from core.dispatcher import InstrumentView
 from core.events import InstrumentStatusChanged, OperatorAction, RunChanged, StepChanged
+from core.inbox import Lock, read_locks
 from core.metrics import DashboardMetrics, initial_counts
 from core.orders import ModuleStatus, OrderStatus
 from panels.actions import TaskRunner
@@ -168,13 +169,14 @@ class AlertBook:
     def evaluate(self, now: float, instruments: Sequence[InstrumentView],
                  failures: np.ndarray | None = None, completions: np.ndarray | None = None,
                  bucket_minutes: float = 1.0, *, attention: Sequence[Attention] = (),
-                 today: tuple[int, int] | None = None) -> list[Alert]:
+                 today: tuple[int, int] | None = None, locks: Sequence[Lock] = ()) -> list[Alert]:
         """Every alert that holds now, worst first, newest first within a severity.
 
         ``failures``/``completions`` are the core's per-minute job series (``metrics.failures``,
         ``metrics.throughput``); their last ``window_buckets`` values give the error rate, and
         so does ``today`` (failed, decided jobs today). ``attention``: runs and steps waiting
-        for a person, from the store (paused runs, failed or outcome-unknown steps).
+        for a person, from the store (paused runs, failed or outcome-unknown steps). ``locks``:
+        instruments an operator claimed for manual work ("hands in the cell").
         """
         active: list[Alert] = []
         for v in instruments:
@@ -190,6 +192,10 @@ class AlertBook:
             elif v.status is ModuleStatus.Error:
                 active.append(self._condition(f"error:{v.id}", CRITICAL, f"{v.name or v.id} is in error",
                                               v.detail, now, current))
+        for lock in locks:  # hands in the cell: its instruments are disabled on purpose, yet it waits for a person
+            active.append(self._condition(
+                f"lock:{lock.item_id}", WARNING, f"{lock.describe()} on {', '.join(lock.instruments)}",
+                "no new orders go to them until the lock is released in the Inbox", lock.since))
         for kind, order_id, run_id, step_id, error, since in attention:
             if kind == "paused":
                 title = f"Run {run_id} is paused, waiting for the operator"
@@ -380,6 +386,8 @@ class DashboardPanel(Panel):
         self.current_alerts: list[Alert] = []
         """The alerts shown now, worst first."""
         self.attention: list[Attention] = []
+        self.locks: list[Lock] = []
+        """Open "hands in the cell" locks (read with :attr:`attention`)."""
         """Runs and steps waiting for a person, as last read from the store."""
         self.truth_reads = 0
         """How many times counts and attention were read from the store."""
@@ -562,11 +570,11 @@ class DashboardPanel(Panel):
             self._show_status(metrics.status_counts())
             alerts = self.alerts.evaluate(
                 now, instruments, metrics.failures, metrics.throughput, metrics.width / 60.0,
-                attention=self.attention,
+                attention=self.attention, locks=self.locks,
                 today=(jobs.failed_jobs_today, jobs.completed_jobs_today + jobs.failed_jobs_today))
         else:
             self._show_kpis(None, None)
-            alerts = self.alerts.evaluate(now, instruments, attention=self.attention)
+            alerts = self.alerts.evaluate(now, instruments, attention=self.attention, locks=self.locks)
         self._show_instruments(instruments)
         self._show_alerts(alerts)
         self._read_truth_when_due()
@@ -603,17 +611,18 @@ class DashboardPanel(Panel):
         store, metrics = self.runtime.store, self.runtime.metrics
         day = metrics.day_start if metrics is not None else 0.0
 
-        def read(c: Any) -> tuple[Any, list[Attention], float]:
+        def read(c: Any) -> tuple[Any, list[Attention], list[Lock], float]:
             began = time.monotonic()
             counts = initial_counts(c, day) if with_counts and metrics is not None else None
-            return counts, store.needing_attention(), time.monotonic() - began
+            return counts, store.needing_attention(), read_locks(c), time.monotonic() - began
 
-        counts, attention, seconds = await store.read(read)
+        counts, attention, locks, seconds = await store.read(read)
         if counts is not None:
             self.truth_seconds = seconds
         if metrics is not None and counts is not None and metrics.day_start == day:
             metrics.seed(counts)
         self.attention = attention
+        self.locks = locks
         self.truth_reads += 1
         if not self.is_shut_down:
             self.refresh()

@@ -6,17 +6,20 @@ operator closes it, so the loop keeps running (the engine, the bridge, other act
 dialog waits. Tests fill the fields and call ``accept()`` — no nested event loop anywhere.
 
 Every dialog says who the action will be recorded as, and reads its values into plain Python
-attributes when accepted, so they stay readable after the widget is gone.
+attributes when accepted, so they stay readable after the widget is gone. Dialogs of actions on
+orders and instruments carry an :class:`ImpactView`: what the action will touch
+(:func:`core.impact.preview`, computed on a reader thread), with counts and the first items.
 """
 
 from __future__ import annotations
 
 import asyncio
+import html
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -39,8 +42,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.errors import LabconsoleError
+from core.impact import Impact
 from core.orders import OrderStatus
 from panels.style import status_icon
+from panels.theme import keep_styled
 
 ModelIndex = QModelIndex | QPersistentModelIndex
 
@@ -64,6 +70,154 @@ async def ask(dialog: QDialog) -> bool:
     except asyncio.CancelledError:
         dialog.reject()
         raise
+
+
+IMPACT_LINES = 6
+"""Steps and refusals named in an impact preview (the rest are counted)."""
+
+
+class ImpactView(QWidget):
+    """What an action will touch, shown before it is taken: the counts (runs, steps by what
+    happens to them, instruments freed or blocked, queued steps that wait longer, instrument time
+    added or removed, orders it does not apply to), then the first runs, steps and refusals.
+
+    :meth:`compute` starts a preview coroutine (:func:`core.impact.preview`, which reads on a
+    reader thread) and shows its result when it ends; a newer :meth:`compute` replaces an older
+    one still running, and closing the view cancels it.
+    """
+
+    computed = Signal(object)
+    """The :class:`~core.impact.Impact` shown (None when the preview failed)."""
+
+    def __init__(self, parent: QWidget | None = None, *, runs: bool = True) -> None:
+        super().__init__(parent)
+        self.setObjectName("impactView")
+        self.runs = runs
+        """Name the first runs (a bulk dialog names them itself)."""
+        self.impact: Impact | None = None
+        self._task: asyncio.Task[Impact] | None = None
+        self.summary = QLabel("", self)
+        self.summary.setObjectName("impactSummary")
+        self.summary.setWordWrap(True)
+        self.summary.setTextFormat(Qt.TextFormat.RichText)
+        self.details = QLabel("", self)
+        self.details.setObjectName("impactDetails")
+        self.details.setWordWrap(True)
+        self.details.setTextFormat(Qt.TextFormat.RichText)
+        self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        keep_styled(self, lambda t: f"#impactView {{ border-left: 3px solid {t.colors['text_info']}; }} "
+                                    f"#impactDetails {{ color: {t.colors['muted']}; }}")
+        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(10, 2, 2, 2)
+        layout.setSpacing(2)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.details)
+
+    @property
+    def busy(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def compute(self, make: Callable[[], Coroutine[Any, Any, Impact]]) -> None:
+        """Preview with ``make()`` (a coroutine giving an Impact); shown when it ends."""
+        self.cancel()
+        self.impact = None
+        self.summary.setText("<i>Working out what this touches…</i>")
+        self.details.setText("")
+        task = asyncio.get_running_loop().create_task(make(), name="impact preview")
+        self._task = task
+        task.add_done_callback(self._done)
+
+    def cancel(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._task = None
+
+    def _done(self, task: asyncio.Task[Impact]) -> None:
+        if task is not self._task or task.cancelled():
+            return
+        self._task = None
+        exc = task.exception()
+        if exc is None:
+            self.show_impact(task.result())
+            return
+        message = str(exc) if isinstance(exc, LabconsoleError) else f"{type(exc).__name__}: {exc}"
+        self.summary.setText(f"<i>What this touches could not be worked out: {html.escape(message)}</i>")
+        self.details.setText("")
+        self.computed.emit(None)
+
+    def show_impact(self, impact: Impact) -> None:
+        self.impact = impact
+        self.summary.setText(impact_summary_html(impact))
+        self.details.setText(impact_details_html(impact, runs=self.runs))
+        self.details.setVisible(bool(self.details.text()))
+        self._fit()
+        self.computed.emit(impact)
+
+    def _fit(self) -> None:
+        """Grow the dialog when the preview needs more room than it had when it opened."""
+        window = self.window()
+        if window is self:
+            return
+        layout = window.layout()
+        if layout is None:
+            return
+        layout.activate()
+        width = window.width()
+        height = layout.totalHeightForWidth(width) if layout.hasHeightForWidth() else window.sizeHint().height()
+        if height > window.height():
+            window.resize(width, height)
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+        self.cancel()
+        super().closeEvent(event)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def impact_summary_html(impact: Impact) -> str:
+    """The counts of an impact, one line: "Touches 3 runs · 6 steps canceled · frees Sealer1 …"."""
+    parts = [f"<b>{_plural(impact.runs, 'run')}</b>"]
+    parts += [f"{_plural(n, 'step')} {html.escape(what)}" for what, n in sorted(impact.steps.items(),
+                                                                            key=lambda kv: (-kv[1], kv[0]))]
+    if impact.instruments_freed:
+        parts.append("frees " + html.escape(", ".join(sorted(impact.instruments_freed))))
+    if impact.instruments_blocked:
+        parts.append("blocks " + html.escape(", ".join(impact.instruments_blocked)))
+    if impact.waiting_longer:
+        parts.append(f"{_plural(impact.waiting_longer, 'queued step')} wait longer")
+    if impact.work_seconds:
+        minutes = abs(impact.work_seconds) / 60
+        amount = f"{abs(impact.work_seconds):.0f}\u00a0s" if minutes < 2 else \
+            f"{minutes:.0f}\u00a0min" if minutes < 120 else f"{minutes / 60:.1f}\u00a0h"
+        parts.append(f"{'+' if impact.work_seconds > 0 else '−'}{amount} instrument time")
+    if impact.refused_count:
+        parts.append(f"<b>{impact.refused_count:,} not applicable</b>")
+    if not impact.runs and not impact.steps and not impact.refused_count and not impact.instruments_blocked:
+        return "<b>Touches nothing</b> that is still running or waiting."
+    return "<b>Touches</b> " + " · ".join(parts)
+
+
+def impact_details_html(impact: Impact, lines: int = IMPACT_LINES, *, runs: bool = True) -> str:
+    """The first runs, steps and refusals of an impact (the rest counted)."""
+    out: list[str] = []
+    if runs and impact.first_runs and (impact.runs > 1 or impact.action == "out_of_service"):
+        more = impact.runs - len(impact.first_runs)
+        out.append("Runs: " + html.escape(", ".join(impact.first_runs))
+                   + (f" … and {more:,} more" if more > 0 else ""))
+    total_steps = sum(impact.steps.values())
+    for run_id, step_id, now, what in impact.first_steps[:lines]:
+        out.append(f"{STEP_STATUS_GLYPH.get(now, '·')} {html.escape(run_id)} · <b>{html.escape(step_id)}</b> "
+                   f"({html.escape(now)}) → {html.escape(what)}")
+    if total_steps > min(lines, len(impact.first_steps)):
+        out.append(f"… and {total_steps - min(lines, len(impact.first_steps)):,} more steps")
+    for order_id, why in impact.refused[:lines]:
+        out.append(f"✕ {html.escape(order_id)}: {html.escape(why)}")
+    if impact.refused_count > min(lines, len(impact.refused)):
+        out.append(f"… and {impact.refused_count - min(lines, len(impact.refused)):,} more not applicable")
+    return "<br>".join(out)
 
 
 class ActionDialog(QDialog):
@@ -99,11 +253,21 @@ class ActionDialog(QDialog):
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
         self.reason_edit.textChanged.connect(self.validate)
+        self.impact = ImpactView(self)
+        """What the action will touch (shown once :meth:`preview` is called)."""
+        self.impact.hide()
+        self.finished.connect(lambda _code: self.impact.cancel())
         layout = QVBoxLayout(self)
         layout.addWidget(self.message)
+        layout.addWidget(self.impact)
         layout.addLayout(self.form)
         layout.addWidget(self.who)
         layout.addWidget(self.buttons)
+
+    def preview(self, make: Callable[[], Coroutine[Any, Any, Impact]]) -> None:
+        """Show what the action will touch: ``make()`` is a :func:`core.impact.preview` call."""
+        self.impact.show()
+        self.impact.compute(make)
 
     def add_reason_row(self) -> None:
         """Subclasses call this after adding their own rows, so the reason comes last."""
@@ -374,8 +538,13 @@ class BulkDialog(QDialog):
         self.confirm_buttons.accepted.connect(self.confirm)
         self.confirm_buttons.rejected.connect(self.reject)
         self.reason_edit.textChanged.connect(self._validate)
+        self.impact = ImpactView(confirm, runs=False)
+        """What the action will touch, for every order (computed on a reader thread)."""
+        self.impact.hide()
+        self.finished.connect(lambda _code: self.impact.cancel())
         box = QVBoxLayout(confirm)
         box.addWidget(self.summary)
+        box.addWidget(self.impact)
         box.addLayout(form)
         box.addWidget(who_label)
         box.addStretch(1)

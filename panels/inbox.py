@@ -7,7 +7,9 @@ field's message in the form and keeps what was typed; an accepted one is committ
 effect (one transaction) and the item leaves the list. For a paused error the consequences of
 the chosen decision are previewed (:func:`core.impact.preview`) before it is taken, and the
 playbook's suggestion is preselected. Escalated items are marked; the open and escalated counts
-go to the window title through :attr:`InboxPanel.counts_changed`.
+go to the window title through :attr:`InboxPanel.counts_changed`. A notification beyond the window
+(webhook, e-mail: :mod:`core.notify`) that failed marks its row (✉✗, the reason in its tooltip)
+and is listed in the form, which can send it again once it was given up.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from core.inbox import (
     InboxItem,
     InboxRow,
     check_answer,
+    read_item,
     read_rows,
 )
 from panels.style import format_age
@@ -126,7 +129,8 @@ class InboxModel(QAbstractTableModel):
         item, col = self.rows[index.row()], index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             if col == 0:
-                return KIND_LABELS.get(item.kind, item.kind) + ("  ▲" if item.escalated else "")
+                return KIND_LABELS.get(item.kind, item.kind) + ("  ▲" if item.escalated else "") + \
+                    ("  ✉✗" if item.notice else "")
             if col == 1:
                 return item.priority
             if col == 2:
@@ -134,8 +138,11 @@ class InboxModel(QAbstractTableModel):
             if col == 3:
                 return item.title
             return item.concerns
-        if role == Qt.ItemDataRole.ToolTipRole and col == 0 and item.escalated:
-            return "Escalated: waiting longer than this kind's threshold"
+        if role == Qt.ItemDataRole.ToolTipRole and col == 0 and (item.escalated or item.notice):
+            tips = ["Escalated: waiting longer than this kind's threshold"] if item.escalated else []
+            if item.notice:
+                tips.append(item.notice)
+            return "\n".join(tips)
         if role == Qt.ItemDataRole.FontRole and item.escalated:
             font = QFont()
             font.setBold(True)
@@ -159,10 +166,13 @@ class AnswerForm(QWidget):
     submitted = Signal(object, dict)
     """(item, typed values) once the form's own checks pass."""
     changed = Signal()
+    resend = Signal(object)
+    """(item) whose given-up notifications should be sent again."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.item: InboxItem | None = None
+        self.now = time.time
         self.editors: dict[str, QWidget] = {}
         self.error_field: str | None = None
         """The field the last refusal named (its editor gets the focus)."""
@@ -176,6 +186,19 @@ class AnswerForm(QWidget):
         self.details.setWordWrap(True)
         self.details.setObjectName("inboxDetails")
         keep_styled(self.details, lambda t: f"#inboxDetails {{ color: {t.colors['muted']}; }}")
+        self.notices = QLabel("")
+        self.notices.setWordWrap(True)
+        self.notices.setObjectName("inboxNotices")
+        self.notices.setProperty("failing", False)
+        keep_styled(self.notices, lambda t: f"#inboxNotices {{ color: {t.colors['muted']}; }} "
+                                            f"#inboxNotices[failing=\"true\"] {{ color: {t.colors['text_error']}; }}")
+        self.resend_button = QPushButton("Notify again")
+        self.resend_button.setToolTip("Send the notifications that were given up once more")
+        self.resend_button.clicked.connect(lambda: self.item is not None and self.resend.emit(self.item))
+        self.resend_button.hide()
+        notices = QHBoxLayout()
+        notices.addWidget(self.notices, 1)
+        notices.addWidget(self.resend_button, 0, Qt.AlignmentFlag.AlignTop)
         self.fields = QFormLayout()
         self.fields.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         self.consequence = QLabel("")
@@ -192,6 +215,7 @@ class AnswerForm(QWidget):
         self.answer_button.clicked.connect(self.submit)
         layout.addWidget(self.heading)
         layout.addWidget(self.details)
+        layout.addLayout(notices)
         layout.addLayout(self.fields)
         layout.addWidget(self.consequence)
         layout.addWidget(self.error)
@@ -209,6 +233,7 @@ class AnswerForm(QWidget):
         self.error.setText("")
         self.consequence.setText("")
         self.answer_button.setEnabled(item is not None)
+        self._show_notices(item)
         if item is None:
             self.heading.setText("Select an item to answer it")
             self.details.setText("")
@@ -231,6 +256,18 @@ class AnswerForm(QWidget):
             label = (f.label or f.name) + (f" ({f.unit})" if f.unit else "") + ("" if f.required else " — optional")
             self.fields.addRow(label, editor)
         self.answer_button.setText({"lock": "Release", "proposal": "Decide", "error": "Apply"}.get(item.kind, "Answer"))
+
+    def _show_notices(self, item: InboxItem | None) -> None:
+        notices = item.notices if item is not None else []
+        failing = any(n.failing for n in notices)
+        now = self.now()
+        self.notices.setText("\n".join(n.describe(now) for n in notices))
+        self.notices.setVisible(bool(notices))
+        if self.notices.property("failing") != failing:
+            self.notices.setProperty("failing", failing)
+            self.notices.style().unpolish(self.notices)
+            self.notices.style().polish(self.notices)
+        self.resend_button.setVisible(any(n.state == "failed" for n in notices))
 
     def _editor(self, f: FormField, suggested: Any) -> QWidget:
         start = suggested if suggested is not None else f.default
@@ -357,6 +394,7 @@ class InboxPanel(QWidget):
         for col, width in ((0, 130), (1, 60), (2, 130), (4, 220)):
             self.table.setColumnWidth(col, width)
         self.form = AnswerForm()
+        self.form.now = runtime.clock.now
         split = self.split = QSplitter(Qt.Orientation.Horizontal)
         scroll = QScrollArea()  # a long form scrolls in a short dock instead of making the window taller
         scroll.setWidgetResizable(True)
@@ -377,6 +415,7 @@ class InboxPanel(QWidget):
         self.table.selectionModel().selectionChanged.connect(self._selected)
         self.form.submitted.connect(self._answer)
         self.form.changed.connect(self._preview)
+        self.form.resend.connect(self._resend)
         self._subscription = bridge.events.connect(self._on_events)
         self.age_timer = QTimer(self)
         self.age_timer.setInterval(AGE_TICK_MS)
@@ -430,6 +469,8 @@ class InboxPanel(QWidget):
             self._reselect(current)
         else:
             self.refresh()
+            if self.form.item is not None and any(e.state == "notified" for e in changes):
+                self._reread(self.form.item.id)
 
     def _counted(self) -> None:
         items = self.model.all
@@ -496,6 +537,40 @@ class InboxPanel(QWidget):
             self.refresh()
 
         self.tasks.spawn(self.inbox.answer(item.id, values, who=self.who), done)
+
+    @Slot(object)
+    def _resend(self, item: InboxItem) -> None:
+        self.form.resend_button.setEnabled(False)
+
+        def done(task: asyncio.Task[Any]) -> None:
+            self.form.resend_button.setEnabled(True)
+            if task.cancelled():
+                return
+            exc = task.exception()
+            if exc is None:
+                self._say(f"Notifications of item {item.id} are sent again", "muted")
+            elif isinstance(exc, LabconsoleError):
+                self._say(str(exc), "bad")
+            else:
+                raise exc
+            self._reread(item.id)
+
+        self.tasks.spawn(self.inbox.resend(item.id, who=self.who), done)
+
+    def _reread(self, item_id: int) -> None:
+        """Show the selected item again as stored (its notifications changed)."""
+        if self.form.item is None or self.form.item.id != item_id:
+            return
+
+        def done(task: asyncio.Task[Any]) -> None:
+            if task.cancelled() or task.exception() is not None:
+                return
+            item = task.result()
+            if self.form.item is not None and self.form.item.id == item.id:
+                self.form.item.notices = item.notices
+                self.form._show_notices(self.form.item)  # noqa: SLF001 - the form's own display
+
+        self.tasks.spawn(self.inbox.store.read(lambda c: read_item(c, item_id)), done)
 
     @Slot()
     def _preview(self) -> None:

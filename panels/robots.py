@@ -52,6 +52,7 @@ from PySide6.QtWidgets import (
 
 from core.dispatcher import InstrumentView
 from core.events import InstrumentStatusChanged, OperatorAction, StepProgress
+from core.inbox import InboxChanged, Lock, read_locks
 from panels.base import Panel
 from panels.instrument_detail import InstrumentDetail
 from panels.style import (
@@ -151,6 +152,8 @@ class InstrumentsTableModel(QAbstractTableModel):
         super().__init__(parent)
         self._views: list[InstrumentView] = []
         self._progress: list[float | None] = []
+        self.locks: dict[str, Lock] = {}
+        """Instruments an operator claimed for manual work ("hands in the cell") -> the lock."""
 
     def rowCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: N802
         return 0 if parent.isValid() else len(self._views)
@@ -167,6 +170,10 @@ class InstrumentsTableModel(QAbstractTableModel):
     def data(self, index: ModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         v = self._views[index.row()]
         col = index.column()
+        lock = self.locks.get(v.id)
+        if lock is not None and col in (_STATE, _DETAIL) and role in (Qt.ItemDataRole.DisplayRole,
+                                                                      Qt.ItemDataRole.ToolTipRole):
+            return f"Hands in cell ({lock.who})" if col == _STATE else lock.describe()
         if role == Qt.ItemDataRole.DisplayRole:
             return self._text(v, col, self._progress[index.row()])
         if role == PROGRESS_ROLE:
@@ -212,9 +219,14 @@ class InstrumentsTableModel(QAbstractTableModel):
             return ", ".join(short_capability(c, v.kind) for c in v.capabilities)
         return v.detail
 
-    def set_views(self, views: Sequence[InstrumentView], progress: Sequence[float | None]) -> None:
+    def set_views(self, views: Sequence[InstrumentView], progress: Sequence[float | None],
+                  locks: dict[str, Lock] | None = None) -> None:
         """Replace the snapshot; rows that did not change are not repainted."""
         views, progress = list(views), list(progress)
+        if locks is not None and locks != self.locks:
+            self.locks = dict(locks)
+            if self._views:
+                self.dataChanged.emit(self.index(0, 0), self.index(len(self._views) - 1, len(COLUMNS) - 1))
         if [v.id for v in views] != [v.id for v in self._views]:
             self.beginResetModel()
             self._views, self._progress = views, progress
@@ -326,16 +338,20 @@ class InstrumentCard(QFrame):
         self.update_view(view, None)
         theme_events().changed.connect(self._on_theme)
 
-    def update_view(self, v: InstrumentView, progress: float | None, note: str = "") -> None:
+    def update_view(self, v: InstrumentView, progress: float | None, note: str = "",
+                    lock: Lock | None = None) -> None:
         """Show the snapshot ``v``; ``progress`` (0..1) of its order or slot load; ``note``: the
-        last operator decision about it (who and why), if known."""
+        last operator decision about it (who and why), if known; ``lock``: an operator's hands
+        are in the cell (it replaces the note)."""
         state = instrument_state(v)
         if state != self._state:
             self._state = state
             self.badge.setPixmap(state_pixmap(state, 22))
             self._restyle()
-        self.state.setText(STATE_LABELS[state])
-        self.state_detail.set_full_text(state_detail(v, state, note))
+        self.state.setText("Hands in cell" if lock is not None else STATE_LABELS[state])
+        claimed = f"{lock.who}" + (f" — {lock.reason}" if lock.reason else "") if lock is not None else ""
+        self.state_detail.set_full_text(state_detail(v, state, claimed or note))
+        self.setToolTip(f"{lock.describe()} — release it in the Inbox" if lock is not None else "")
         shown = progress is not None
         self.progress.setVisible(shown)
         self.progress_text.setVisible(shown)
@@ -441,6 +457,12 @@ class RobotsPanel(Panel):
         self.detail_window.order_requested.connect(self.order_requested)
         self.detail_window.step_sent.connect(self._on_step_sent)
         self._views: dict[str, InstrumentView] = {}
+        self.locks: dict[str, Lock] = {}
+        """Instrument -> its open "hands in the cell" lock (read from the inbox on changes)."""
+        self._locks_reading = False
+        self._lock_reads = TaskKeeper()
+        """Reads of the locks (apart from :attr:`tasks`, whose business disables the actions)."""
+        self.locks = {i: lock for lock in runtime.store.read_sync(read_locks) for i in lock.instruments}
         self._order: list[str] = []
         self._progress: dict[str, float] = {}
         self._notes: dict[str, str] = {}
@@ -588,6 +610,23 @@ class RobotsPanel(Panel):
                 self._dirty = True
             elif isinstance(event, InstrumentStatusChanged):
                 self._dirty = True
+            elif isinstance(event, InboxChanged) and event.kind in ("lock", None):
+                self.read_locks()
+
+    def read_locks(self) -> None:
+        """Read the open locks again (off the loop) and show them."""
+        if self._locks_reading:
+            return
+        self._locks_reading = True
+
+        def done(task: asyncio.Task[Any]) -> None:
+            self._locks_reading = False
+            if task.cancelled() or task.exception() is not None:
+                return
+            self.locks = {i: lock for lock in task.result() for i in lock.instruments}
+            self._dirty = True
+
+        self._lock_reads.spawn(self.runtime.store.read(read_locks), done)
 
     @Slot()
     def tick(self) -> None:
@@ -611,8 +650,8 @@ class RobotsPanel(Panel):
             self._rebuild_cards(views)
         for v, p in zip(views, progress, strict=True):
             held = instrument_state(v) in (DISABLED, OUT_OF_SERVICE, DRAINING)
-            self.cards[v.id].update_view(v, p, self._notes.get(v.id, "") if held else "")
-        self.model.set_views(views, progress)
+            self.cards[v.id].update_view(v, p, self._notes.get(v.id, "") if held else "", self.locks.get(v.id))
+        self.model.set_views(views, progress, self.locks)
         self._update_summary(views)
         self._update_actions()
 
@@ -678,8 +717,10 @@ class RobotsPanel(Panel):
     def _update_actions(self) -> None:
         view = self._views.get(self._selected or "")
         busy = self.tasks.busy
+        locked = view is not None and view.id in self.locks
         for key, action in self.actions_by_key.items():
-            action.setEnabled(view is not None and not busy and ACTION_BY_KEY[key].allowed(view))
+            action.setEnabled(view is not None and not busy and ACTION_BY_KEY[key].allowed(view)
+                              and not (locked and key == "enable"))  # a lock is released in the Inbox
         self.details_action.setEnabled(view is not None)
 
     @Slot(QPoint)
@@ -735,6 +776,10 @@ class RobotsPanel(Panel):
         spec = ACTION_BY_KEY[key]
         if iid is None:
             return
+        if key == "enable" and iid in self.locks:
+            lock = self.locks[iid]
+            self._say(f"{iid}: {lock.describe()} — release the lock in the Inbox to enable it", "bad")
+            return
         if not spec.needs_reason:
             self._start(iid, spec, None)
             return
@@ -744,10 +789,27 @@ class RobotsPanel(Panel):
                               f"Why {verb} <b>{_escape(name)}</b>? "
                               "The reason is kept in the audit log with your name.", self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        if key == "out_of_service":  # what waits longer or is blocked, before the operator confirms
+            self._preview_out_of_service(dialog, iid)
         dialog.reason_given.connect(lambda reason: self._start(iid, spec, reason))
         dialog.finished.connect(self._forget_dialog)
         self.reason_dialog = dialog
         dialog.open()
+
+    def _preview_out_of_service(self, dialog: ReasonDialog, iid: str) -> None:
+        from core.impact import preview
+        from panels.dialogs import ImpactView
+
+        view = ImpactView(dialog)
+        view.setObjectName("impactView")
+        layout = dialog.layout()
+        assert isinstance(layout, QVBoxLayout)
+        layout.insertWidget(1, view)
+        dialog.finished.connect(lambda _code: view.cancel())
+        capabilities = {v.id: v.capabilities for v in self._views.values()}
+        view.compute(lambda: preview(self.runtime.store, "out_of_service", instrument=iid,
+                                     capabilities=capabilities))
+        dialog.setMinimumWidth(480)
 
     @Slot()
     def _forget_dialog(self) -> None:
@@ -798,6 +860,7 @@ class RobotsPanel(Panel):
     def on_shutdown(self) -> None:
         """Cancel any action in flight and close the reason dialog."""
         self.tasks.cancel_all()
+        self._lock_reads.cancel_all()
         if self.reason_dialog is not None:
             self.reason_dialog.reject()
         self.detail_window.shutdown()

@@ -9,9 +9,10 @@ import pytest
 from enginekit import Kit, run_kit, template
 
 from core.engine import RunStatus
-from core.errors import InputError, StateError
+from core.errors import InputError, StateError, TemplateError
 from core.inbox import AlreadyAnsweredError, Inbox, check_answer, parse_form
 from core.store import Store
+from core.templates import template_from_dict
 
 FIELDS = [
     {"name": "volume", "type": "number", "unit": "µL", "min": 1, "max": 200, "label": "Volume"},
@@ -212,12 +213,18 @@ def test_prompt_timeout_gives_the_declared_default_and_escalation_raises_priorit
 
 
 def test_a_bad_prompt_declaration_fails_the_step_naming_the_field(data_dir):
+    """Declared in the template, it is refused when the template loads (tests/test_inbox_templates.py);
+    given at run time through an input mapping, the step fails naming the field."""
+    with pytest.raises(TemplateError, match=r"steps\[0\]\.parameters\.fields\[0\]\.default"):
+        template_from_dict(template("BadAsk", [{"id": "ask", "kind": "prompt", "parameters": {
+            "message": "?", "fields": [{"name": "n", "type": "number", "max": 5, "default": 9}]}}]))
+
     async def scenario(kit: Kit):
         Inbox(kit.engine)
-        await kit.publish(template("BadAsk", [{"id": "ask", "kind": "prompt", "parameters": {
-            "message": "?", "fields": [{"name": "n", "type": "number", "max": 5, "default": 9}]}}],
-            failure_policy="abort"))
-        run_id = await kit.run("BadAsk")
+        await kit.publish(template("MappedAsk", [{"id": "ask", "kind": "prompt", "parameters": {"message": "?"},
+                                                  "input_mapping": {"fields": "input_data.fields"}}],
+                                   inputs=[{"name": "fields", "type": "json"}], failure_policy="abort"))
+        run_id = await kit.run("MappedAsk", {"fields": [{"name": "n", "type": "number", "max": 5, "default": 9}]})
         await kit.until_done(run_id)
         return kit.steps(run_id)["ask"]
 

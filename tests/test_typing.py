@@ -55,6 +55,7 @@ STRICT = [
     "core/inbox.py",
     "core/playbook.py",
     "core/impact.py",
+    "core/notify.py",
     "core/forecast.py",
     "core/durations_model.py",
     "core/pysteps.py",
