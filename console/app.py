@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core import gcpolicy
 from core.errors import LabconsoleError
 
 if TYPE_CHECKING:
@@ -238,6 +239,7 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
         links = LinkListener(data_dir, lambda order_id: focus_order_in(window, runtime, order_id, loaded))
         links.start()
         window.statusBar().showMessage("Connecting instruments, resuming runs…")
+        gcpolicy.enable()  # connected instruments' objects stay out of full GC passes (core/gcpolicy.py)
         await runtime.start(link=link, schedules=True)
         await window.load_orders()
         loaded.set()

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from core import gcpolicy
 from core.clock import Clock, SystemClock, sleep_or_wake, to_datetime
 from core.drivers.base import (
     Driver,
@@ -409,6 +410,7 @@ class Dispatcher:
             return False
         inst.connected = True
         inst.last_heartbeat = self.clock.now()
+        gcpolicy.settle()  # what the driver built to connect lives long: out of full collections
         await self._set_status(inst, self._idle_status(inst), self._idle_detail(inst))
         self.kick()
         return True
