@@ -15,10 +15,15 @@
    ``labconsole sila-sim`` process) each run an observable command that streams progress and an
    intermediate response at 10 Hz: p50/p99/max of a 10 ms sampler's overshoot, against the idle
    loop (targets: p99 <= 16 ms, max <= 50 ms); then the same while the A agents of part 2
-   heartbeat as well (without ``--only``).
+   heartbeat as well (without ``--only``, or alone with ``--only mixed``).
+
+Each lag part also reports the garbage collector's passes over 5 ms while it sampled. As in the
+console, what instruments build to connect is moved out of full collections once they are
+connected (``core/gcpolicy.py``: the dispatcher settles after each connect); ``--no-settle``
+measures without that (a full collection then stalls the loop for about 100-200 ms).
 
 usage: python bench/drivers.py [--commands 300] [--agents 50] [--seconds 10] [--sila 8]
-                               [--only agents|sila]
+                               [--only agents|sila|mixed] [--no-settle]
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import statistics
@@ -38,6 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")  # before sila2 imports
 
+from core import gcpolicy  # noqa: E402
 from core.clock import SystemClock  # noqa: E402
 from core.drivers.agent import AgentDriver  # noqa: E402
 from core.drivers.simulated import SimulatedDriver  # noqa: E402
@@ -120,14 +127,39 @@ async def overhead(n: int) -> None:
           f"p99 {pct(beats, 0.99) * 1e6:8.0f} us")
 
 
+GC_PAUSES: list[tuple[int, float]] = []
+"""(generation, seconds) of each garbage collection over 5 ms while :func:`sample_lag` ran."""
+
+
+def _gc_watch(phase: str, info: dict[str, Any], started: list[float] = [0.0]) -> None:  # noqa: B006
+    if phase == "start":
+        started[0] = time.perf_counter()
+    elif (took := time.perf_counter() - started[0]) > 0.005:
+        GC_PAUSES.append((info["generation"], took))
+
+
 async def sample_lag(seconds: float, period: float = 0.01) -> list[float]:
     lags = []
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        t = time.perf_counter()
-        await asyncio.sleep(period)
-        lags.append(time.perf_counter() - t - period)
+    GC_PAUSES.clear()
+    gc.callbacks.append(_gc_watch)
+    try:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t = time.perf_counter()
+            await asyncio.sleep(period)
+            lags.append(time.perf_counter() - t - period)
+    finally:
+        gc.callbacks.remove(_gc_watch)
     return lags
+
+
+def gc_text() -> str:
+    """The collections over 5 ms during the last :func:`sample_lag`."""
+    if not GC_PAUSES:
+        return "no GC pass over 5 ms"
+    worst = max(GC_PAUSES, key=lambda p: p[1])
+    return (f"{len(GC_PAUSES)} GC pass(es) over 5 ms, longest {worst[1] * 1e3:.0f} ms "
+            f"(generation {worst[0]})")
 
 
 @contextlib.asynccontextmanager
@@ -150,6 +182,7 @@ async def agent_fleet(count: int, stats: dict[str, float] | None = None
             assert time.monotonic() < deadline, "agents did not all register within 60 s"
             await asyncio.sleep(0.05)
         await asyncio.gather(*(d.connect() for d in drivers.values()))
+        gcpolicy.settle()  # as the dispatcher does after connecting an instrument
         await asyncio.sleep(1.0)
 
         async def dispatcher_round() -> None:  # the dispatcher heartbeats each instrument
@@ -184,7 +217,7 @@ async def fleet(count: int, seconds: float) -> None:
     print(f"  idle loop                      p50 {pct(idle, .5) * ms:6.2f} ms  p99 {pct(idle, .99) * ms:6.2f} ms  "
           f"max {max(idle) * ms:6.2f} ms")
     print(f"  with {count} agents              p50 {pct(lags, .5) * ms:6.2f} ms  p99 {pct(lags, .99) * ms:6.2f} ms  "
-          f"max {max(lags) * ms:6.2f} ms")
+          f"max {max(lags) * ms:6.2f} ms   ({gc_text()})")
     print(f"  console heartbeat round trip   p50 {statistics.median(latencies) * ms:6.2f} ms  "
           f"max {max(latencies) * ms:6.2f} ms")
     rss_hub = stats["rss_hub"]
@@ -317,6 +350,7 @@ async def sila_stream(count: int, seconds: float, tmp: Path, agents: int = 0) ->
         await fleet_cm.__aenter__()
         drivers = build_drivers(cell, SystemClock())
         await asyncio.gather(*(d.connect() for d in drivers.values()))
+        gcpolicy.settle()  # as the dispatcher does after connecting an instrument
         reports = [0]
 
         def sink(fraction: Any, values: Any) -> None:
@@ -345,6 +379,7 @@ async def sila_stream(count: int, seconds: float, tmp: Path, agents: int = 0) ->
     print(f"  with {count} streaming            p50 {pct(lags, .5) * ms:6.2f} ms  p99 {p99:6.2f} ms  "
           f"max {worst:6.2f} ms   (targets p99 <= 16 ms: {'met' if p99 <= 16 else 'MISSED'}, "
           f"max <= 50 ms: {'met' if worst <= 50 else 'MISSED'})")
+    print(f"  garbage collector while sampling: {gc_text()}")
 
 
 async def sila_part(args: argparse.Namespace) -> None:
@@ -352,9 +387,10 @@ async def sila_part(args: argparse.Namespace) -> None:
 
     logging.getLogger("core.drivers.sila").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="sila-bench-") as tmp:
-        await sila_overhead(args.commands, Path(tmp))
-        await sila_stream(args.sila, args.seconds, Path(tmp))
-        if args.only is None:  # both kinds at once, as a mixed workcell runs them
+        if args.only != "mixed":
+            await sila_overhead(args.commands, Path(tmp))
+            await sila_stream(args.sila, args.seconds, Path(tmp))
+        if args.only in (None, "mixed"):  # both kinds at once, as a mixed workcell runs them
             await sila_stream(args.sila, args.seconds, Path(tmp), agents=args.agents)
 
 
@@ -364,7 +400,10 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--sila", type=int, default=8, help="SiLA instruments streaming progress")
-    parser.add_argument("--only", choices=["agents", "sila"], default=None)
+    parser.add_argument("--only", choices=["agents", "sila", "mixed"], default=None,
+                        help="agents: parts 1-3; sila: parts 4-5 without agents; mixed: part 5 with agents")
+    parser.add_argument("--no-settle", action="store_true",
+                        help="keep connected instruments' objects in full GC passes (core/gcpolicy.py off)")
     parser.add_argument("--child", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.getLogger("core.drivers.agent").setLevel(logging.ERROR)  # agents leaving at the end
@@ -372,7 +411,8 @@ def main() -> None:
     if args.child:
         asyncio.run(child(args.child, args.agents))
         return
-    if args.only != "sila":
+    gcpolicy.enable(not args.no_settle)  # the console's policy (console/app.py)
+    if args.only not in ("sila", "mixed"):
         asyncio.run(overhead(args.commands))
         asyncio.run(fleet(args.agents, args.seconds))
     if args.only != "agents":

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core import gcpolicy
 from core.errors import LabconsoleError
 
 if TYPE_CHECKING:
@@ -225,6 +226,7 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
     idle_minutes = idle_lock_minutes(config_file(data_dir, config))  # [USERS], checked before the window
     watcher = None
     links: LinkListener | None = None
+    simulators = None
     try:
         link.check()  # refused before the window opens and before any instrument moves
         window = MainWindow(runtime, settings_for(data_dir))
@@ -238,6 +240,11 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
         links = LinkListener(data_dir, lambda order_id: focus_order_in(window, runtime, order_id, loaded))
         links.start()
         window.statusBar().showMessage("Connecting instruments, resuming runs…")
+        if runtime.workcell is not None:  # SiLA instruments marked simulate: true (demo workcells)
+            from console.sila_demo import SilaSimulators
+
+            simulators = await SilaSimulators(runtime.workcell).start()
+        gcpolicy.enable()  # connected instruments' objects stay out of full GC passes (core/gcpolicy.py)
         await runtime.start(link=link, schedules=True)
         await window.load_orders()
         loaded.set()
@@ -261,6 +268,8 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
         await runtime.close()
+        if simulators is not None:
+            await simulators.stop()
 
 
 def main_gui(data_dir: Path, **options: object) -> int:

@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     sila_sim.add_argument("--seed", dest="sila_seed", type=int, default=None)
     sila_sim.add_argument("--for", dest="sila_for", type=float, default=None, metavar="SECONDS",
                           help="stop after this many seconds (default: until Ctrl-C)")
+    sila_sim.add_argument("--only", dest="sila_only", default=None, metavar="ID,ID",
+                          help="serve only these instruments of the workcell")
+    sila_sim.add_argument("--parent", dest="sila_parent", type=int, default=None, metavar="PID",
+                          help="stop when process PID (the console that started it) is gone")
 
     schedules = sub.add_parser("schedules", help="runs started on time").add_subparsers(dest="action", required=True)
     add = schedules.add_parser("add", help="add a schedule for a published template")
@@ -492,6 +496,17 @@ def _archive(args: argparse.Namespace, db: Path) -> int:
     return 0
 
 
+def _listening(host: str, port: int) -> bool:
+    """Whether a TCP server already accepts connections on ``host:port``."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def _sila_sim(args: argparse.Namespace) -> int:
     import time
 
@@ -502,6 +517,14 @@ def _sila_sim(args: argparse.Namespace) -> int:
     path = args.sila_workcell or Path(__file__).resolve().parent.parent / "resources" / "workcells" / "demo-sila.yaml"
     workcell = load_workcell(path)
     instruments = [i for i in workcell.instruments if i.driver == "sila"]
+    if args.sila_only is not None:
+        wanted = {name.strip() for name in args.sila_only.split(",") if name.strip()}
+        unknown = sorted(wanted - {i.id for i in instruments})
+        if unknown:
+            print(f"labconsole: --only: {path} has no SiLA instrument {', '.join(unknown)} "
+                  f"(SiLA instruments: {', '.join(i.id for i in instruments) or 'none'})", file=sys.stderr)
+            return 2
+        instruments = [i for i in instruments if i.id in wanted]
     if not instruments:
         print(f"labconsole: {path}: no instrument uses driver: sila", file=sys.stderr)
         return 2
@@ -512,6 +535,10 @@ def _sila_sim(args: argparse.Namespace) -> int:
     try:
         for inst in instruments:
             server = SimulatedSilaServer(inst, seed=seed, faults=spec.for_instrument(inst.id))
+            if _listening(server.host, server.port):  # gRPC would share the port (SO_REUSEPORT)
+                print(f"labconsole: {inst.id}: cannot serve on {server.host}:{server.port}: something "
+                      f"already listens there (another labconsole sila-sim?)", file=sys.stderr)
+                return 2
             try:
                 server.start()
             except RuntimeError as exc:
@@ -524,6 +551,8 @@ def _sila_sim(args: argparse.Namespace) -> int:
         deadline = None if args.sila_for is None else time.monotonic() + args.sila_for
         while deadline is None or time.monotonic() < deadline:
             time.sleep(0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic())))
+            if args.sila_parent is not None and os.getppid() != args.sila_parent:
+                break  # the console that started these servers is gone
     except KeyboardInterrupt:
         pass
     finally:

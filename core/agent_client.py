@@ -42,6 +42,7 @@ import inspect
 import json
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -299,11 +300,14 @@ class AgentClient:
                 self._results.pop(payload["job_id"], None)
 
     async def _beats(self) -> None:
+        """A heartbeat every interval, +-10 % at random: agents that registered together (after
+        the console restarted) drift apart instead of reaching the console's loop in one burst."""
+        jitter = random.Random()
         while True:
             self._emit("heartbeat", {"running": list(self.jobs)})
             if len(self._beat_sent) > 100:
                 self._beat_sent.clear()
-            await asyncio.sleep(self.heartbeat_interval)
+            await asyncio.sleep(self.heartbeat_interval * jitter.uniform(0.9, 1.1))
 
     def _emit(self, kind: str, payload: BaseModel | dict[str, Any], reply_to: str | None = None) -> None:
         body = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload

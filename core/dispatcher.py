@@ -39,10 +39,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from core import gcpolicy
 from core.clock import Clock, SystemClock, sleep_or_wake, to_datetime
 from core.drivers.base import (
     Driver,
     DriverError,
+    DriverInfo,
     InstrumentUnavailable,
     OrderCancelled,
     OutcomeUnknown,
@@ -286,6 +288,8 @@ class Instrument:
     draining: bool = False
     running: dict[str, Job] = field(default_factory=dict)
     last_heartbeat: float | None = None
+    latency: float | None = None
+    """Round trip of the last heartbeat that answered, in seconds."""
     heartbeat_task: asyncio.Task[None] | None = None
     next_reconnect: float = 0.0
     busy_since: float | None = None
@@ -327,6 +331,10 @@ class InstrumentView:
     utilisation: float
     completed: int
     failed: int
+    latency: float | None = None
+    """Round trip of the last heartbeat, seconds (None before the first)."""
+    info: DriverInfo | None = None
+    """The driver's identity: driver kind, endpoint and what the instrument reported."""
 
 
 # ============================================================================ dispatcher
@@ -402,6 +410,7 @@ class Dispatcher:
             return False
         inst.connected = True
         inst.last_heartbeat = self.clock.now()
+        gcpolicy.settle()  # what the driver built to connect lives long: out of full collections
         await self._set_status(inst, self._idle_status(inst), self._idle_detail(inst))
         self.kick()
         return True
@@ -824,7 +833,7 @@ class Dispatcher:
 
     async def _beat(self, inst: Instrument) -> None:
         try:
-            await inst.driver.heartbeat()
+            inst.latency = await inst.driver.heartbeat()
         except Exception as exc:  # noqa: BLE001 - a failed heartbeat is just not counted
             log.info("%s: heartbeat failed: %s", inst.id, exc)
             return
@@ -988,7 +997,8 @@ class Dispatcher:
         return [InstrumentView(i.id, i.name, i.kind, i.status, i.detail, tuple(sorted(i.capabilities)),
                                i.enabled, i.in_service, i.draining, tuple(i.running), i.capacity,
                                (now - i.last_heartbeat) if i.last_heartbeat is not None else None,
-                               i.utilisation(now, self._started_at), i.completed, i.failed)
+                               i.utilisation(now, self._started_at), i.completed, i.failed,
+                               i.latency, i.driver.info)
                 for i in self.instruments.values()]
 
     def why_waiting(self, order_id: str) -> list[str]:

@@ -275,6 +275,18 @@ class SilaOptions(ConfigModel):
     """Deadline of one heartbeat (a read of the server's UUID); no answer by then -> Offline."""
     commands: dict[CapabilityName, SilaCommandSpec] = Field(default_factory=dict)
     """Capability -> the SiLA command that runs it; one entry per capability of the instrument."""
+    simulate: bool = False
+    """Demo: the console serves this instrument itself with labconsole's simulated SiLA 2 server
+    (``labconsole sila-sim`` in a child process, on this machine only)."""
+
+    @field_validator("simulate")
+    @classmethod
+    def _simulate_only_on_loopback(cls, value: bool, info: ValidationInfo) -> bool:
+        host = info.data.get("host")
+        if value and host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(f"simulate is allowed only for a server on this machine (127.0.0.1), "
+                             f"not {host!r}")
+        return value
 
     @field_validator("insecure")
     @classmethod

@@ -43,6 +43,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QSplitter,
     QTableView,
     QVBoxLayout,
@@ -52,6 +53,7 @@ from PySide6.QtWidgets import (
 from core.dispatcher import InstrumentView, Job, JobStatus
 from core.facade import os_user
 from core.orders import ModuleRestrictionStrategy, ModuleStatus
+from panels.identity import identity_html, identity_rows, latency_text
 from panels.style import STATE_LABELS, format_age, format_seconds, instrument_state, state_pixmap
 from panels.theme import current_theme, theme_events
 from panels.widgets import ElidedLabel, ReasonDialog, TaskKeeper
@@ -194,6 +196,9 @@ class InstrumentDetail(QDialog):
         self._store_dirty = True
         self._last_read = 0.0
         self._picking: asyncio.Task[Any] | None = None
+        self._shut = False
+        """Set by :meth:`shutdown`: a read that already finished (its callback still queued on
+        the loop) must not touch the widgets, which may be deleted by then."""
 
         self.badge = QLabel(self)
         self.title = ElidedLabel("", self)
@@ -206,6 +211,15 @@ class InstrumentDetail(QDialog):
         self.figures.setObjectName("detailFigures")
         self.capabilities = ElidedLabel("", self)
         self.capabilities.setObjectName("detailMuted")
+        self.identity = QLabel(self)
+        """Driver, endpoint and what the instrument reported about itself (selectable text)."""
+        self.identity.setObjectName("detailIdentity")
+        self.identity.setTextFormat(Qt.TextFormat.RichText)
+        self.identity.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.identity.setWordWrap(True)
+        self.identity.setMinimumWidth(320)
+        self.identity.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+        self._identity_html = ""
 
         self.running_label = QLabel("<b>Running now</b>", self)
         self.running = RowsModel(("Order", "Run", "Template", "Capability", "Since"), self)
@@ -257,7 +271,9 @@ class InstrumentDetail(QDialog):
         state_row.addWidget(self.figures, 1)
         names.addLayout(state_row)
         names.addWidget(self.capabilities)
-        head.addLayout(names, 1)
+        names.addStretch(1)  # the identity beside may be taller: keep these lines together
+        head.addLayout(names, 3)
+        head.addWidget(self.identity, 2, Qt.AlignmentFlag.AlignTop)
 
         now_box = QWidget(self)
         now_layout = QVBoxLayout(now_box)
@@ -377,9 +393,21 @@ class InstrumentDetail(QDialog):
         self.state.setText(f"<b>{STATE_LABELS[state]}</b>")
         self.state.setToolTip(v.detail)
         util = self._utilisation_text(v)
+        latency = latency_text(v.latency)
         self.figures.set_full_text(" · ".join((v.detail, util, f"{v.completed:,} done · {v.failed:,} failed "
-                                               "since start", f"heartbeat {format_age(v.heartbeat_age)}")))
+                                               "since start", f"heartbeat {format_age(v.heartbeat_age)}"
+                                               + (f" ({latency} round trip)" if latency else ""))))
         self.capabilities.set_full_text("Capabilities: " + ", ".join(v.capabilities))
+        html = identity_html(v)
+        if html != self._identity_html:  # the heartbeat round trip moves: re-render only then
+            self._identity_html = html
+            self.identity.setText(html)
+            self.identity.setVisible(bool(html))
+
+    def identity_facts(self) -> dict[str, str]:
+        """What the identity box shows, label -> value (for scripts and tests)."""
+        v = self.view()
+        return dict(identity_rows(v)) if v is not None else {}
 
     def _utilisation_text(self, v: InstrumentView) -> str:
         """Busy time today: the stored log up to the last read, plus the time since if Busy now."""
@@ -420,7 +448,7 @@ class InstrumentDetail(QDialog):
         self._update_buttons()
 
     def _picked(self, iid: str, task: asyncio.Task[Any]) -> None:
-        if task.cancelled() or iid != self.instrument_id:
+        if task.cancelled() or self._shut or iid != self.instrument_id:
             return
         if task.exception() is not None:
             log.warning("instrument %s: picking its queue failed: %s", iid, task.exception())
@@ -471,7 +499,7 @@ class InstrumentDetail(QDialog):
         return await store.read(read)
 
     def _loaded(self, task: asyncio.Task[Any]) -> None:
-        if task.cancelled():
+        if task.cancelled() or self._shut:
             return
         exc = task.exception()
         if exc is not None:
@@ -628,6 +656,7 @@ class InstrumentDetail(QDialog):
 
     def shutdown(self) -> None:
         """Stop the timer and the tasks, close the reason dialog and the window."""
+        self._shut = True
         self.timer.stop()
         self.tasks.cancel_all()
         self.reads.cancel_all()

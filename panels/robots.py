@@ -54,6 +54,7 @@ from core.dispatcher import InstrumentView
 from core.events import InstrumentStatusChanged, OperatorAction, StepProgress
 from core.inbox import InboxChanged, Lock, read_locks
 from panels.base import Panel
+from panels.identity import connection_line, identity_tooltip, latency_text
 from panels.instrument_detail import InstrumentDetail
 from panels.style import (
     BUSY,
@@ -121,6 +122,12 @@ def short_capability(capability: str, kind: str) -> str:
     return capability[len(prefix):] if capability.startswith(prefix) else capability
 
 
+def heartbeat_text(view: InstrumentView) -> str:
+    """``just now (0.8 ms)``: the heartbeat's age and its last round trip."""
+    latency = latency_text(view.latency)
+    return format_age(view.heartbeat_age) + (f" ({latency})" if latency else "")
+
+
 def current_order_text(view: InstrumentView) -> str:
     if not view.running:
         return ""
@@ -141,8 +148,8 @@ def order_progress(view: InstrumentView, progress: dict[str, float]) -> float | 
 # ---------------------------------------------------------------------------- table
 
 COLUMNS: tuple[str, ...] = ("Instrument", "State", "Current order", "Progress", "Heartbeat",
-                            "Utilisation", "Done", "Failed", "Capabilities", "Detail")
-_NAME, _STATE, _ORDER, _PROGRESS, _BEAT, _UTIL, _DONE, _FAILED, _CAPS, _DETAIL = range(len(COLUMNS))
+                            "Utilisation", "Done", "Failed", "Capabilities", "Driver", "Detail")
+_NAME, _STATE, _ORDER, _PROGRESS, _BEAT, _UTIL, _DONE, _FAILED, _CAPS, _DRIVER, _DETAIL = range(len(COLUMNS))
 
 
 class InstrumentsTableModel(QAbstractTableModel):
@@ -185,8 +192,8 @@ class InstrumentsTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DecorationRole and col == _STATE:
             return state_icon(instrument_state(v))
         if role == Qt.ItemDataRole.ToolTipRole:
-            if col == _NAME:
-                return f"{v.name or v.id} ({v.id}, {v.kind})"
+            if col in (_NAME, _DRIVER):
+                return identity_tooltip(v)
             if col in (_DETAIL, _CAPS, _ORDER):
                 return self._text(v, col, None) or None
             if col == _UTIL:
@@ -208,7 +215,9 @@ class InstrumentsTableModel(QAbstractTableModel):
                 return ""
             return f"{len(v.running)} / {v.capacity} slots" if v.capacity > 1 else f"{progress * 100:.0f} %"
         if col == _BEAT:
-            return format_age(v.heartbeat_age)
+            return heartbeat_text(v)
+        if col == _DRIVER:
+            return connection_line(v)
         if col == _UTIL:
             return f"{v.utilisation * 100:.0f} %"
         if col == _DONE:
@@ -291,6 +300,8 @@ class InstrumentCard(QFrame):
         self.title.setObjectName("cardTitle")
         self.subtitle = ElidedLabel(description, self)
         self.subtitle.setObjectName("cardMuted")
+        self.connection = ElidedLabel("", self)
+        self.connection.setObjectName("cardMuted")
         self.state = QLabel(self)
         self.state.setObjectName("cardState")
         self.state_detail = ElidedLabel("", self)
@@ -314,6 +325,7 @@ class InstrumentCard(QFrame):
         names.setSpacing(0)
         names.addWidget(self.title)
         names.addWidget(self.subtitle)
+        names.addWidget(self.connection)
         head.addLayout(names, 1)
         bar = QHBoxLayout()
         bar.setSpacing(6)
@@ -359,8 +371,11 @@ class InstrumentCard(QFrame):
             self.progress.setValue(int(1000 * max(0.0, min(1.0, progress or 0.0))))
             self.progress_text.setText(f"{len(v.running)} / {v.capacity} slots" if v.capacity > 1
                                        else f"{(progress or 0.0) * 100:.0f} %")
-        self.health.set_full_text(f"Heartbeat {format_age(v.heartbeat_age)} · "
-                                  f"{v.utilisation * 100:.0f} % busy")
+        self.health.set_full_text(f"Heartbeat {heartbeat_text(v)} · {v.utilisation * 100:.0f} % busy")
+        self.connection.set_full_text(connection_line(v))
+        tooltip = identity_tooltip(v)
+        if tooltip != self.toolTip():
+            self.setToolTip(tooltip)
         self.counts.setText(f"{v.completed:,} done · {v.failed:,} failed")
         self.capabilities.set_full_text(" · ".join(short_capability(c, v.kind) for c in v.capabilities))
 
@@ -550,7 +565,7 @@ class RobotsPanel(Panel):
         hh = self.table.horizontalHeader()
         hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         hh.setStretchLastSection(True)
-        for col, width in enumerate((190, 120, 110, 80, 90, 85, 60, 60, 220)):
+        for col, width in enumerate((190, 120, 110, 80, 130, 85, 60, 60, 220, 260)):
             self.table.setColumnWidth(col, width)
         self.table.selectionModel().currentRowChanged.connect(self._on_table_current)
 

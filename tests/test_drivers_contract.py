@@ -404,6 +404,38 @@ def test_connect_execute_with_outputs(harness):
     run(harness, body)
 
 
+IDENTITY = {
+    "simulated": ("Simulation", "Seed"),
+    "sila": ("Server name", "Server type", "Server UUID", "Server version", "Features", "Cancel"),
+    "agent": ("Agent", "Agent address", "Host", "Process id", "Agent version", "Protocol"),
+    "pylabrobot": ("Machine", "Backend", "Channels", "Deck"),
+    "madsci": ("Node name", "Node id", "Module", "Actions", "Admin commands"),
+}
+"""What each kind of instrument reports about itself on connect (the Robots panel shows it)."""
+
+
+def test_connect_reports_driver_endpoint_and_identity(harness):
+    async def body(driver: Any) -> None:
+        info = driver.info
+        assert info.driver == harness.kind and info.endpoint
+        facts = dict(info.identity)
+        assert [label for label in IDENTITY[harness.kind] if not facts.get(label)] == [], facts
+        assert info.capabilities and info.name  # the workcell's part is kept
+        if harness.kind == "sila":
+            assert facts["Server UUID"] == driver.server_uuid == harness.server.server_uuid
+            assert info.endpoint == f"127.0.0.1:{harness.port} (plain text, this machine only)"
+        elif harness.kind == "agent":
+            assert facts["Process id"] == str(harness.proc.pid)
+            assert info.endpoint.startswith(driver.hub.url)
+            assert facts["Agent address"] == driver.agent_address
+        elif harness.kind == "madsci":
+            assert facts["Node id"] == driver.node_id and info.endpoint.startswith(harness.node.url)
+        elif harness.kind == "pylabrobot":
+            assert facts["Backend"].endswith("SlowChatterbox")
+
+    run(harness, body)
+
+
 def test_progress(harness):
     async def body(driver: Any) -> None:
         seen: list[tuple[Any, Any]] = []

@@ -370,7 +370,7 @@ class AgentDriver:
                  connect_timeout: float = 5.0, reconnect_grace: float = 10.0) -> None:
         self.config = config
         self.instrument_id = config.id
-        self.info = DriverInfo.of(config)
+        self.info = DriverInfo.of(config, endpoint=f"{hub.url} (agent hub)")
         self.max_concurrent = config.max_concurrent
         self.hub = hub
         self.token = token
@@ -583,6 +583,12 @@ class AgentDriver:
         self._link = link
         self._detail = ""
         self.last_heartbeat = self.clock.now()
+        self.info = self.info.identified(
+            [("Agent", hello.name), ("Agent address", link.address), ("Host", hello.hostname),
+             ("Process id", hello.pid), ("Agent version", hello.agent_version),
+             ("Protocol", f"version {PROTOCOL_VERSION}"),
+             ("Token", "required" if self.token is not None else "none (this machine only)")],
+            endpoint=f"{self.hub.url} (agent hub)")
         self._registered.set()
         if stale:
             log.warning("%s: the agent still runs %s, which the console no longer waits for: "

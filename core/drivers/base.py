@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, runtime_checkable
@@ -105,6 +105,19 @@ class DriverInfo:
         serial: Serial number, if known.
         capabilities: Commands the instrument accepts, each ``"Feature.Command"``
             (``"PlateReader.ReadPlate"``). The dispatcher matches a step's capability here.
+        driver: The workcell file's driver kind (``"simulated"``, ``"sila"``, ``"agent"``,
+            ``"pylabrobot"``, ``"madsci"``).
+        endpoint: Where the console reaches the instrument, as the operator would look for it
+            (``"127.0.0.1:50101 (TLS, pinned certificate)"``, the agent hub's ``ws://`` URL, a
+            MADSci node's URL, a PyLabRobot backend).
+        identity: What the instrument said about itself when it connected, as ``(label,
+            value)`` pairs in display order: a SiLA server's name, type, UUID and version, an
+            agent's address, host and version, a MADSci node's name, id and module, a PyLabRobot
+            machine and backend class. Empty before the first connect; after the link drops it
+            keeps the last one seen (the state says the instrument is gone).
+
+    Capabilities never change after construction (the dispatcher indexes them); a driver
+    replaces :attr:`Driver.info` with :meth:`identified` when it learns who answered.
     """
 
     name: str
@@ -113,13 +126,32 @@ class DriverInfo:
     model: str = ""
     serial: str = ""
     capabilities: frozenset[str] = frozenset()
+    driver: str = ""
+    endpoint: str = ""
+    identity: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def of(cls, config: Any, *, serial: str | None = None) -> DriverInfo:
+    def of(cls, config: Any, *, serial: str | None = None, endpoint: str = "") -> DriverInfo:
         """The identity a workcell file gives an instrument (an ``InstrumentConfig``)."""
         return cls(name=config.display_name, kind=config.kind, vendor=config.vendor, model=config.model,
                    serial=serial if serial is not None else config.serial,
-                   capabilities=frozenset(config.capabilities))
+                   capabilities=frozenset(config.capabilities), driver=config.driver,
+                   endpoint=endpoint)
+
+    def identified(self, identity: Iterable[tuple[str, Any]], *, endpoint: str | None = None,
+                   serial: str | None = None) -> DriverInfo:
+        """This record with what the instrument reported: ``identity`` pairs whose value is
+        empty or None are left out, the others are shown as text (a list joined by commas)."""
+        pairs: list[tuple[str, str]] = []
+        for label, value in identity:
+            if isinstance(value, set | frozenset):
+                value = ", ".join(sorted(map(str, value)))
+            elif isinstance(value, list | tuple):
+                value = ", ".join(map(str, value))
+            if value is not None and value != "":
+                pairs.append((label, str(value)))
+        return replace(self, identity=tuple(pairs), endpoint=self.endpoint if endpoint is None else endpoint,
+                       serial=self.serial if serial is None else serial)
 
 
 @dataclass
@@ -230,8 +262,9 @@ class Driver(Protocol):
     """One instrument, as the core sees it. All methods are coroutines on the core's loop.
 
     Attributes:
-        info: Identity and capabilities; fixed after :meth:`connect` (a SiLA driver fills it
-            from the server's feature definitions).
+        info: Identity and capabilities. Capabilities are fixed; :attr:`DriverInfo.identity`
+            (and the endpoint) is filled by :meth:`connect` from what the instrument reports
+            and may change when it reconnects (a restarted SiLA server has a new UUID).
     """
 
     info: DriverInfo

@@ -132,7 +132,7 @@ class MadsciDriver:
         self.config = config
         self.instrument_id = config.id
         self.options = MadsciOptions.model_validate(config.options)
-        self.info = DriverInfo.of(config)
+        self.info = DriverInfo.of(config, endpoint=f"{self.options.url} (MADSci node REST API)")
         self.clock = clock or SystemClock()
         self.bus = bus
         self._workcell = workcell
@@ -200,6 +200,13 @@ class MadsciDriver:
             self.node_name = str(info.get("node_name") or "")
             caps = info.get("capabilities") or {}
             self.admin_commands = frozenset(caps.get("admin_commands") or ())
+            module = " ".join(str(p) for p in (info.get("module_name"), info.get("module_version")) if p)
+            self.info = self.info.identified(
+                [("Node name", self.node_name), ("Node id", self.node_id),
+                 ("Node type", info.get("node_type")), ("Module", module),
+                 ("Description", info.get("node_description")),
+                 ("Actions", sorted(str(a) for a in (info.get("actions") or {}))),
+                 ("Admin commands", self.admin_commands or "none (orders cannot be stopped)")])
             self._node_status = status
             self._detail = ""
             self._last_heartbeat = self.clock.now()

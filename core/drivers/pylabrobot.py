@@ -151,7 +151,7 @@ class PyLabRobotDriver:
         self.config = config
         self.instrument_id = config.id
         self.options = PyLabRobotOptions.model_validate(config.options)
-        self.info = DriverInfo.of(config)
+        self.info = DriverInfo.of(config, endpoint=f"PyLabRobot {self.options.backend} backend")
         self.clock = clock or SystemClock()
         self.bus = bus
         self._workcell = workcell
@@ -201,6 +201,7 @@ class PyLabRobotDriver:
                 self.machine = machine
                 self._detail = ""
                 self._last_heartbeat = self.clock.now()
+                self.info = self.info.identified(self._identity(machine))
             finally:
                 self._connecting = False
                 self._announce()
@@ -372,6 +373,20 @@ class PyLabRobotDriver:
 
         self.deck = deck
         return LiquidHandler(backend=backend, deck=deck, name=self.instrument_id)
+
+    def _identity(self, machine: Any) -> list[tuple[str, Any]]:
+        """What the set-up machine says about itself, for the Robots panel."""
+        backend = machine.backend
+        o = self.options
+        import pylabrobot
+
+        return [
+            ("Machine", f"{type(machine).__name__} {machine.name}"),
+            ("Backend", f"{type(backend).__module__}.{type(backend).__qualname__}"),
+            ("Channels", getattr(backend, "num_channels", None)),
+            ("Deck", f"{type(self.deck).__name__} from {o.deck}" if self.deck is not None else None),
+            ("Deck state", o.state), ("Plate", o.plate),
+            ("PyLabRobot", getattr(pylabrobot, "__version__", None))]
 
     def _load_deck(self) -> Any:
         from pylabrobot.resources import Container, Deck, TipRack

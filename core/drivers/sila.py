@@ -163,7 +163,7 @@ class SilaDriver:
         self.config = config
         self.instrument_id = config.id
         self.options = SilaOptions.model_validate(config.options)
-        self.info = DriverInfo.of(config)
+        self.info = DriverInfo.of(config, endpoint=f"{self.address} ({self.security})")
         self.clock = clock or SystemClock()
         self.bus = bus
         self._workcell = workcell
@@ -197,6 +197,18 @@ class SilaDriver:
     @property
     def address(self) -> str:
         return f"{self.options.host}:{self.options.port}"
+
+    @property
+    def security(self) -> str:
+        """How the link is trusted, as the workcell file says."""
+        o = self.options
+        if o.insecure:
+            return "plain text, this machine only"
+        if o.server_cert:
+            return f"TLS, pinned certificate {o.server_cert}"
+        if o.root_certs:
+            return f"TLS, CA file {o.root_certs}"
+        return "TLS, the system's CAs"
 
     # ------------------------------------------------------------------ Driver protocol
 
@@ -383,11 +395,22 @@ class SilaDriver:
                                         f"read {path}: {exc.strerror}",
                                         instrument_id=self.instrument_id) from None
 
-    def _dial(self, credentials: dict[str, Any]) -> tuple[SilaClient, str, str]:
+    def _dial(self, credentials: dict[str, Any]) -> tuple[SilaClient, str, str, list[tuple[str, Any]]]:
+        """Connect and read who answered: (client, server UUID, server name, identity pairs)."""
         with _CLIENT_LOCK:  # sila2 builds protobuf modules while it creates a client: not thread-safe
             client = SilaClient(self.options.host, self.options.port, **credentials)
         try:
-            return client, str(client.SiLAService.ServerUUID.get()), client.SiLAService.ServerName.get()
+            service = client.SiLAService
+            uuid, name = str(service.ServerUUID.get()), service.ServerName.get()
+            identity: list[tuple[str, Any]] = [
+                ("Server name", name), ("Server type", service.ServerType.get()),
+                ("Server UUID", uuid), ("Server version", service.ServerVersion.get()),
+                ("Vendor", service.ServerVendorURL.get()),
+                ("Description", service.ServerDescription.get()),
+                ("Features", sorted(f for f in client._features if f != "SiLAService")),
+                ("Cancel", "CancelController" if CANCEL_CONTROLLER in client._features
+                 else "not offered (orders cannot be stopped)")]
+            return client, uuid, name, identity
         except BaseException:
             client.close()
             raise
@@ -397,7 +420,7 @@ class SilaDriver:
         future = asyncio.get_running_loop().run_in_executor(self._executor, self._dial, credentials)
         where = self.where("options", "host")
         try:
-            client, uuid, name = await asyncio.wait_for(asyncio.shield(future),
+            client, uuid, name, identity = await asyncio.wait_for(asyncio.shield(future),
                                                         self.options.connect_timeout)
         except TimeoutError:
             future.add_done_callback(_close_late)
@@ -411,6 +434,7 @@ class SilaDriver:
             self._executor.submit(client.close)
             raise
         self._client, self._server_uuid, self.server_name = client, uuid, name
+        self.info = self.info.identified(identity)
         self._bound = bound
         self._has_cancel = CANCEL_CONTROLLER in client._features
         self._detail = ""

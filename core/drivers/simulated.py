@@ -243,10 +243,13 @@ class SimulatedDriver:
                  bus: EventBus | None = None) -> None:
         self.config = config
         self.instrument_id = config.id
-        self.info = DriverInfo.of(config, serial=config.serial or f"SIM-{config.id}")
         self.max_concurrent = config.max_concurrent
         self.clock = clock
         self.seed = random.randrange(2**32) if seed is None else seed
+        self.info = DriverInfo.of(config, serial=config.serial or f"SIM-{config.id}",
+                                  endpoint="in this process").identified(
+            [("Simulation", "durations, progress and outputs from the workcell file"),
+             ("Seed", self.seed)])
         self.bus = bus
         options = config.simulated_options
         self._connect_time = options.connect_time
