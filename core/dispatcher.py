@@ -437,9 +437,11 @@ class Dispatcher:
         if written is not None:
             await written
 
-    def _status_change(self, inst: Instrument, status: ModuleStatus, detail: str) -> asyncio.Future[Any] | None:
+    def _status_change(self, inst: Instrument, status: ModuleStatus, detail: str, *,
+                       ride: bool = False) -> asyncio.Future[Any] | None:
         """Change the instrument's status in memory now, queue its log row (writes keep their
-        order) and publish the change once that row is committed. Returns the write, if any."""
+        order) and publish the change once that row is committed. Returns the write, if any.
+        ``ride``: the row commits with the next write (a step's, usually) instead of alone."""
         previous = inst.status
         if previous == status and inst.detail == detail:
             return None
@@ -451,7 +453,8 @@ class Dispatcher:
             self.bus.publish(event)
             return None
         now, orders = self.clock.now(), json.dumps(list(inst.running))
-        written = self.store.submit(lambda c: c.execute(
+        write = self.store.write_with_next if ride else self.store.submit
+        written = write(lambda c: c.execute(
             "INSERT INTO instrument_log (instrument_id, at, from_status, to_status, detail, order_ids) "
             "VALUES (?,?,?,?,?,?)", (inst.id, now, previous.name, status.name, detail, orders)))
 
@@ -724,7 +727,7 @@ class Dispatcher:
         # the instruments' log rows are queued, not waited for: what must be committed before
         # the instrument starts is the step's Running transition (on_started, or the claim)
         for inst in (main, *extras):
-            self._status_change(inst, ModuleStatus.Busy, self._idle_detail(inst))
+            self._status_change(inst, ModuleStatus.Busy, self._idle_detail(inst), ride=True)
         job.to(JobStatus.RUNNING)
         job.started = self.clock.now()
         if job.on_started is not None:  # committed before the instrument starts
@@ -771,7 +774,7 @@ class Dispatcher:
         """Back to idle: the log rows are queued with (not before) the engine's next decision."""
         for inst in (main, *extras):
             if inst.connected:
-                self._status_change(inst, self._idle_status(inst), self._idle_detail(inst))
+                self._status_change(inst, self._idle_status(inst), self._idle_detail(inst), ride=True)
 
     def _unassign(self, job: Job, status: JobStatus) -> None:
         """The job ended (``status``): free its instruments and ask for the next dispatch pass."""

@@ -148,6 +148,8 @@ class _Op:
 
 
 _STOP = object()
+RIDER_WAIT = 0.05
+"""Seconds a :meth:`Store.write_with_next` write waits for a write to ride with."""
 
 
 class Store:
@@ -181,6 +183,9 @@ class Store:
         self.in_flight = 0
         self._pending: set[asyncio.Future[Any]] = set()
         """Asynchronous writes submitted and not yet delivered to their caller."""
+        self._riders: list[_Op] = []
+        """Writes waiting to commit with the next one (:meth:`write_with_next`)."""
+        self._rider_timer: asyncio.TimerHandle | None = None
         self.clock: Any = None
         """The runtime's clock (``now()`` in epoch seconds); None: the system clock. Every time the
         store writes (creation, transitions, audit) comes from it, so a virtual or accelerated
@@ -235,6 +240,8 @@ class Store:
         """Finish queued writes, stop the writer and close every connection."""
         self._local = threading.local()
         if self._thread is not None:
+            if self._riders:
+                self._queue.put(self._take_riders())
             self._queue.put(_STOP)
             self._thread.join()
             self._thread = None
@@ -372,7 +379,7 @@ class Store:
             first = self._queue.get()
             if first is _STOP:
                 break
-            batch = [first]
+            batch = list(first) if isinstance(first, list) else [first]  # a list: riders + a write
             if self.group_commit:
                 while len(batch) < self.max_batch:
                     try:
@@ -382,7 +389,10 @@ class Store:
                     if item is _STOP:
                         stop = True
                         break
-                    batch.append(item)
+                    if isinstance(item, list):
+                        batch += item
+                    else:
+                        batch.append(item)
             self._run_batch(conn, batch)
         conn.close()
 
@@ -433,7 +443,7 @@ class Store:
             except RuntimeError:  # loop closed: nobody is waiting any more
                 pass
 
-    def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+    def _submit(self, fn: Callable[[sqlite3.Connection], T], *, rider: bool = False) -> asyncio.Future[T]:
         if self._thread is None:
             raise StoreError(self.path, "store is not open")
         loop = asyncio.get_running_loop()
@@ -442,8 +452,28 @@ class Store:
         self.in_flight += 1
         self._pending.add(future)
         future.add_done_callback(self._delivered)
-        self._queue.put(_Op(fn, future, loop))
+        op = _Op(fn, future, loop)
+        if rider:
+            self._riders.append(op)
+            if self._rider_timer is None:
+                self._rider_timer = loop.call_later(RIDER_WAIT, self._flush_riders)
+        elif self._riders:
+            self._queue.put([*self._take_riders(), op])  # one item: the writer takes them together
+        else:
+            self._queue.put(op)
         return future
+
+    def _take_riders(self) -> list[_Op]:
+        riders, self._riders = self._riders, []
+        if self._rider_timer is not None:
+            self._rider_timer.cancel()
+            self._rider_timer = None
+        return riders
+
+    def _flush_riders(self) -> None:
+        self._rider_timer = None
+        if self._riders and self._thread is not None:
+            self._queue.put(self._take_riders())
 
     def _delivered(self, future: asyncio.Future[Any]) -> None:
         self.in_flight -= 1
@@ -460,8 +490,15 @@ class Store:
 
     def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         """Queue ``fn(conn)`` now, after every write queued before it; the future is done after
-        COMMIT. For writes the caller need not wait for (an instrument's log row)."""
+        COMMIT (:meth:`write` without waiting for it)."""
         return self._submit(fn)
+
+    def write_with_next(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue ``fn(conn)`` to commit in the same transaction as the next write (or on its own
+        after :data:`RIDER_WAIT` seconds if none comes), keeping its order; the future is done
+        after that COMMIT. For rows nobody waits for (an instrument's log): they cost no commit
+        of their own while the engine is writing anyway."""
+        return self._submit(fn, rider=True)
 
     def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Blocking variant of :meth:`write` for scripts and the headless CLI (not the GUI)."""

@@ -257,3 +257,35 @@ def test_reopen_keeps_ids_increasing(tmp_path):
 
     assert asyncio.run(make(2)) == ["Order_00001", "Order_00002"]
     assert asyncio.run(make(1)) == ["Order_00003"]
+
+
+def test_a_write_with_the_next_commits_in_that_transaction_or_alone_soon_after(store):
+    """``write_with_next``: an instrument's log row costs no commit of its own while other writes
+    come, keeps its order, is committed alone if none comes, and is not lost on close."""
+    from core.store import RIDER_WAIT
+
+    def log(n):
+        return lambda c: c.execute("INSERT INTO instrument_log (instrument_id, at, from_status, to_status, "
+                                   "detail, order_ids) VALUES (?,?,?,?,?,?)", (f"I{n}", n, "Idle", "Busy", "", "[]"))
+
+    def rows(c: sqlite3.Connection) -> list[str]:
+        return [r[0] for r in c.execute("SELECT instrument_id FROM instrument_log ORDER BY rowid")]
+
+    async def scenario():
+        before = store.commit_count
+        first = store.write_with_next(log(1))
+        second = store.write_with_next(log(2))
+        assert not first.done()
+        await store.write(log(3))  # one commit carries all three, in order
+        assert first.done() and second.done() and store.commit_count == before + 1
+        t0 = asyncio.get_running_loop().time()
+        await store.write_with_next(log(4))  # nothing else comes: alone, soon
+        waited = asyncio.get_running_loop().time() - t0
+        assert store.commit_count == before + 2 and waited >= RIDER_WAIT * 0.5
+        store.write_with_next(log(5))  # pending when the store closes
+
+    asyncio.run(scenario())
+    path = store.path
+    store.close()
+    with sqlite3.connect(path) as conn:
+        assert rows(conn) == ["I1", "I2", "I3", "I4", "I5"]
