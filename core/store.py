@@ -906,6 +906,10 @@ class Store:
 
 
 _ORDER_FIELDS = frozenset(Order.model_fields)
+_PLAIN_TEXT = frozenset(name for name, info in Order.model_fields.items()
+                        if info.annotation == str | None and not info.metadata)
+"""Order fields that are optional text with no validator of their own: a str or None is already
+their wire value."""
 
 
 def wire_fields(changes: dict[str, Any]) -> dict[str, Any]:
@@ -916,9 +920,13 @@ def wire_fields(changes: dict[str, Any]) -> dict[str, Any]:
     unknown = set(changes) - _ORDER_FIELDS
     if unknown:
         raise ValueError(f"not Order fields: {', '.join(sorted(unknown))}")
+    if all(k in _PLAIN_TEXT and (v is None or type(v) is str) for k, v in changes.items()):
+        return dict(changes)  # the hot path: assignedTo, statusDetails
     probe = Order.model_validate(changes)  # validates and coerces each value
-    wire = probe.to_wire()
-    return {key: wire[key] for key in changes}
+    if "templateLastModifiedDateUtc" in changes:  # to_wire's own rule for it
+        wire = probe.to_wire()
+        return {key: wire[key] for key in changes}
+    return probe.model_dump(mode="json", include=set(changes))
 
 
 def _deliver(items: list[tuple[_Op, bool, Any]]) -> None:
