@@ -532,6 +532,26 @@ def live_window_rows(conn: sqlite3.Connection, cutoff: float) -> list[tuple[Any,
         "AND NOT coalesce(ended >= :cut, created >= :cut)) ORDER BY seq", {"cut": cutoff}).fetchall()
 
 
+def adopted_in(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> dict[str, str]:
+    """Among ``rows`` (``ORDER_ROW_COLUMNS``), the runs made for another order (an order claimed
+    from Data Services: the run's parent is that order, not a run): run id -> that order.
+    Primary-key look-ups of the rows' parents, then of the few rows whose parent is no run."""
+    parents = sorted({r[1] for r in rows if r[1] is not None})
+    runs: set[str] = set()
+    for i in range(0, len(parents), 500):
+        part = parents[i:i + 500]
+        runs.update(x for (x,) in conn.execute(
+            f"SELECT run_id FROM runs WHERE run_id IN ({','.join('?' * len(part))})", part))
+    unsure = [r[0] for r in rows if r[1] is not None and r[1] not in runs]
+    out: dict[str, str] = {}
+    for i in range(0, len(unsure), 500):
+        part = unsure[i:i + 500]
+        out.update((a, b) for a, b in conn.execute(
+            "SELECT r.run_id, o.parent_id FROM runs r JOIN orders o ON o.id = r.run_id "
+            f"WHERE r.run_id IN ({','.join('?' * len(part))})", part))
+    return out
+
+
 def dashboard_counts(conn: sqlite3.Connection, day_start: float) -> DashboardCounts:
     """Counts by status (an index-only scan) and today's counts (index ranges since ``day_start``)."""
     by_status = {OrderStatus(s): n for s, n in conn.execute(
@@ -554,5 +574,5 @@ def _interrupted(exc: BaseException) -> bool:
 
 
 __all__ = ["ROW_COLUMNS", "ArchiveState", "DashboardCounts", "HistoryPage", "HistoryQuery",
-           "HistorySearch", "Reach", "SearchSuperseded", "dashboard_counts", "fts_expression",
+           "HistorySearch", "Reach", "SearchSuperseded", "adopted_in", "dashboard_counts", "fts_expression",
            "live_window_rows"]

@@ -20,8 +20,9 @@ them.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,8 +61,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.backup import find_config
+from core.errors import ConfigError
 from core.events import StepChanged, StepProgress
 from core.facade import os_user
+from core.history import DAY, adopted_in, live_window_rows
 from core.orders import OrderStatus
 from panels.actions import (
     ACTIONS,
@@ -74,7 +78,15 @@ from panels.actions import (
 )
 from panels.base import Panel
 from panels.dialogs import NameDialog, ask
-from panels.jobs_filter import PARENT, STATUS, OrderFilter, SavedView, SavedViews
+from panels.jobs_filter import (
+    LIVE_DAYS,
+    PARENT,
+    STATUS,
+    OrderFilter,
+    SavedView,
+    SavedViews,
+    live_days_from_ini,
+)
 from panels.jobs_filterbar import FilterBar, FlowLayout
 from panels.jobs_model import (
     COLUMN_KEYS,
@@ -84,6 +96,7 @@ from panels.jobs_model import (
     PROGRESS_ROLE,
     STATUS_COLUMN,
     OrdersTableModel,
+    Prepared,
 )
 from panels.style import SKIPPED, status_color
 
@@ -155,8 +168,22 @@ class JobsPanel(Panel):
 
     def __init__(self, runtime: Runtime, bridge: Bridge, parent: QWidget | None = None, *,
                  views_path: Path | None = None, now: Callable[[], float] = time.time,
-                 who: Callable[[], str] = os_user) -> None:
+                 who: Callable[[], str] = os_user, live_days: float | None = None) -> None:
         super().__init__(runtime, bridge, parent)
+        self.config_error: Feedback | None = None
+        """Why ``[JOBS]`` of config.ini was not used (shown on the status line), if it was not."""
+        if live_days is None:
+            try:
+                live_days = live_days_from_ini(find_config(Path(runtime.store.path).parent))
+            except ConfigError as exc:
+                self.config_error = Feedback("error", f"{exc}; showing the last {LIVE_DAYS:g} days")
+                live_days = LIVE_DAYS
+        self.live_days = live_days
+        """Finished orders of the last this many days are in the table (``[JOBS] live_days``)."""
+        self.stored_orders = 0
+        """Orders in the store when the table was loaded (the live window is part of them)."""
+        self.older_orders = 0
+        """Orders of the store left out of the live window when it was loaded."""
         self.model = model = OrdersTableModel(self, now=now)
         self._leaving: str | None = None
         """The current order while its row leaves the table (Qt would make a neighbour current)."""
@@ -291,22 +318,30 @@ class JobsPanel(Panel):
     # ------------------------------------------------------------------ loading
 
     async def load(self) -> int:
-        """Read every order off the loop (index, filter and sort too), then show them.
+        """Read the live window off the loop (index, filter and sort too), then show it.
 
-        The rows stream from the cursor into the model's index (as ``store.order_rows()`` would
-        return them, without the list of every row held at once): each row is dropped as soon as
-        it is indexed, so loading needs no more memory than the index itself.
+        The live window is every unfinished order plus those finished in the last
+        :attr:`live_days` days (and the older steps of a live run, so it is shown whole): what
+        the console works on, whatever the age of the store. Older orders stay on disk and are
+        reached through "Search all history".
         """
         store = self.runtime.store
         model = self.model
         self._show_status(Feedback("busy", "Loading orders…"))
-        def read(_c: Any) -> tuple[Any, set[str], dict[str, str]]:
-            adopted: dict[str, str] = {}
-            runs = store.run_ids()
-            prepared = store.scan_order_rows(lambda rows: model.prepare(_as_runs(rows, runs, adopted)))
-            return prepared, store.step_orders_with_status("skipped"), adopted
+        cutoff = model.now() - self.live_days * DAY
 
-        prepared, skipped, adopted = await store.read(read)
+        def read(conn: sqlite3.Connection) -> tuple[Prepared, set[str], dict[str, str], int]:
+            rows = live_window_rows(conn, cutoff)
+            adopted = adopted_in(conn, rows)
+            prepared = model.prepare(_as_runs(rows, adopted))
+            shown = prepared.index.all
+            skipped = {o for o in store.step_orders_with_status("skipped") if o in shown}
+            stored = conn.execute("SELECT count(*) FROM orders INDEXED BY orders_by_status_seq").fetchone()[0]
+            return prepared, skipped, adopted, int(stored)
+
+        prepared, skipped, adopted, stored = await store.read(read)
+        self.stored_orders = stored
+        self.older_orders = max(0, stored - len(prepared.index.all))
         self._note_adopted(adopted)
         model.set_skipped(skipped)
         model.install(prepared)
@@ -315,7 +350,7 @@ class JobsPanel(Panel):
             model.apply(self._adopt(self._pending))
             self._pending = {}
         self._load_note = True
-        self._show_status(Feedback("ok", self._loaded_text()))
+        self._show_status(self.config_error or Feedback("ok", self._loaded_text()))
         self._update_summary()
         self.update_refresh()
         return len(prepared.index.all)
@@ -666,6 +701,9 @@ class JobsPanel(Panel):
         shown, total = self.model.rowCount(), self.model.total
         spec = self.model.filter
         text = f"{total:,} orders" if spec.is_empty else f"{shown:,} of {total:,} orders · {spec.describe()}"
+        if self.older_orders:
+            text += (f" · unfinished and last {self.live_days:g} days; {self.older_orders:,} older "
+                     "in Search all history")
         selected = self.selected_count()
         if selected:
             text += f" · {selected:,} selected"
@@ -751,16 +789,8 @@ class JobsPanel(Panel):
         self._tasks.cancel_all()
 
 
-def _as_runs(rows: Any, runs: set[str], adopted: dict[str, str]) -> Any:
-    """Store rows with the runs made for another order (one claimed from Data Services: the
-    run's parent is not a run) as runs, parent cleared; those are noted in ``adopted``."""
-    if not runs:
-        yield from rows
-        return
+def _as_runs(rows: Iterable[tuple[Any, ...]], adopted: dict[str, str]) -> Iterator[tuple[Any, ...]]:
+    """Store rows with the runs made for another order (``adopted``: one claimed from Data
+    Services, whose run's parent is not a run) as runs, parent cleared."""
     for row in rows:
-        parent = row[1]
-        if parent is not None and parent not in runs and row[0] in runs:
-            adopted[row[0]] = parent
-            yield (row[0], None, *row[2:])
-        else:
-            yield row
+        yield (row[0], None, *row[2:]) if row[0] in adopted else row

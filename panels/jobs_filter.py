@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from core.errors import ConfigError
+from core.inifile import read_section
 from core.orders import OrderPriority, OrderStatus
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,39 @@ groups and OR within a group."""
 _BANDS: dict[str, tuple[int, int]] = {"high": (70, 100), "normal": (31, 69), "low": (0, 30)}
 
 KINDS: dict[str, str] = {"all": "Runs and steps", "runs": "Runs only", "steps": "Steps only"}
+
+LIVE_DAYS = 7.0
+"""Finished orders of the last this many days stay in the Jobs table (``[JOBS] live_days``);
+older ones are reached through "Search all history"."""
+LIVE_DAYS_KEY = "live_days"
+
+
+def live_days_from_ini(path: Path | None) -> float:
+    """``[JOBS] live_days`` of a config.ini (days, a positive number; :data:`LIVE_DAYS` when it is
+    not set). A bad value raises :class:`ConfigError` naming the file, line and field."""
+    found = read_section(path, "JOBS")
+    if found is None:
+        return LIVE_DAYS
+    section, text = found
+    raw = section.get(LIVE_DAYS_KEY, fallback="").strip()
+    if not raw:
+        return LIVE_DAYS
+    line, inside = None, False
+    for number, raw_line in enumerate(text.splitlines(), start=1):
+        stripped = raw_line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            inside = stripped[1:-1].strip().upper() == "JOBS"
+        elif inside and stripped.split("=", 1)[0].split(":", 1)[0].strip().lower() == LIVE_DAYS_KEY:
+            line = number
+    try:
+        days = float(raw.lower().removesuffix("d").strip())
+    except ValueError:
+        days = float("nan")
+    if not days > 0 or days == float("inf"):
+        raise ConfigError.at(f"{raw!r} is not a number of days above 0 (e.g. 7)", file=path,
+                             line=line, field=f"JOBS.{LIVE_DAYS_KEY}")
+    return days
+
 
 UNASSIGNED = ""
 """The instrument filter value that matches orders not assigned to any instrument."""
