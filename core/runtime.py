@@ -31,6 +31,7 @@ from core.users import Signature, SignaturePolicy, has_users, signing
 from core.workcell import Workcell, build_drivers, load_workcell
 
 if TYPE_CHECKING:
+    from core.archive import ScheduledArchive
     from core.backup import ScheduledBackups
     from core.dataservices.link import DataServicesLink
     from core.drivers.agent import AgentHub
@@ -125,6 +126,10 @@ class Runtime:
     schedules: Scheduler | None = None
     """Schedules that start runs on time, once started (the console, not command-line tools)."""
     backups: ScheduledBackups | None = None
+    archive: ScheduledArchive | None = None
+    """Moves old finished orders to the archive on a schedule ([STORE] archive_after), once started."""
+    archive_options: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of :class:`~core.archive.ScheduledArchive` (``first_delay``)."""
     signatures: SignaturePolicy = field(default_factory=SignaturePolicy)
     """Which operator actions need an electronic signature ([SIGNATURES] require of config.ini)."""
     bulk_chunk: int = 400
@@ -215,12 +220,17 @@ class Runtime:
             await self.schedules.start()
             self._stack.push_async_callback(self.schedules.close)
             await self.schedules.adopt_template_schedules()
-        if execute and isinstance(self.clock, SystemClock):  # [STORE] backup_every of config.ini
+        if execute and isinstance(self.clock, SystemClock):  # [STORE] backup_every, archive_after
             from core.backup import ScheduledBackups
 
             if (backups := ScheduledBackups.from_config(self.store.path)) is not None:
                 self.backups = backups.start()
                 self._stack.push_async_callback(backups.close)
+            from core.archive import ScheduledArchive  # [STORE] archive_after
+
+            if (archive := ScheduledArchive.from_config(self.store, **self.archive_options)) is not None:
+                self.archive = archive.start()
+                self._stack.push_async_callback(archive.close)
         return published
 
     async def close(self) -> None:
