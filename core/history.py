@@ -360,6 +360,35 @@ class HistorySearch:
         return [Transition(r[0], r[1], OrderStatus(r[2]) if r[2] is not None else None,
                            OrderStatus(r[3]), r[4], r[5], r[6]) for r in rows]
 
+    def archived_order(self, order_id: str) -> Order:
+        """An archived order (on the calling thread); :class:`OrderNotFoundError` if it is not
+        in the archive (or is still in the store)."""
+        rows, archived = self.store.read_sync(lambda c: self._one(
+            c, "SELECT data FROM {}.orders WHERE id = ?", (order_id,)))
+        if not rows or not archived:
+            raise OrderNotFoundError(order_id)
+        return Order.model_validate_json(rows[0][0])
+
+    def archived_transitions(self, order_id: str) -> list[Transition]:
+        """The transitions of an archived order (on the calling thread); [] if it is not archived."""
+        rows, archived = self.store.read_sync(lambda c: self._one(
+            c, "SELECT seq, order_id, from_status, to_status, at, who, why FROM {}.transitions "
+               "WHERE order_id = ? ORDER BY seq", (order_id,)))
+        return [Transition(r[0], r[1], OrderStatus(r[2]) if r[2] is not None else None,
+                           OrderStatus(r[3]), r[4], r[5], r[6]) for r in rows] if archived else []
+
+    def child_ids(self, run_id: str) -> list[str]:
+        """The step orders of a run, wherever the run is (a run moves to the archive whole)."""
+        rows, _ = self.store.read_sync(lambda c: self._one(
+            c, "SELECT id FROM {}.orders WHERE parent_id = ? ORDER BY seq", (run_id,)))
+        return [r[0] for r in rows]
+
+    def is_archived(self, order_id: str) -> bool:
+        """Whether ``order_id`` is in the archive and no longer in the store."""
+        rows, archived = self.store.read_sync(lambda c: self._one(
+            c, "SELECT 1 FROM {}.orders WHERE id = ?", (order_id,)))
+        return bool(rows) and archived
+
     def _one(self, conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> tuple[list[Any], bool]:
         rows = conn.execute(sql.format("main"), params).fetchall()
         if rows or conn.execute("SELECT 1 FROM main.orders WHERE id = ?", (params[0],)).fetchone():

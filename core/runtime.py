@@ -9,6 +9,7 @@ through its methods (operator actions by order id, with who and why, audited).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 import time
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from core.clock import Clock, SystemClock
 from core.dispatcher import Dispatcher, InstrumentView, LoadBalancing
 from core.engine import Act, Action, Engine, SimulatedExecutor, StepExecutor, tables
-from core.errors import NotFoundError, StateError, TemplateError
+from core.errors import NotFoundError, OrderNotFoundError, StateError, TemplateError
 from core.facade import Core, os_user
 from core.metrics import Metrics, initial_counts
 from core.orders import Order, OrderStatus
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from core.backup import ScheduledBackups
     from core.dataservices.link import DataServicesLink
     from core.drivers.agent import AgentHub
+    from core.history import HistorySearch
     from core.schedules import Scheduler
 
 log = logging.getLogger(__name__)
@@ -253,10 +255,25 @@ class Runtime:
         return OrderTarget(order_id, run_id, step_id)
 
     def order(self, order_id: str) -> Order:
-        return self.store.get_order(order_id)
+        """The order, from the store or, once archived, from the archive (read-only there)."""
+        try:
+            return self.store.get_order(order_id)
+        except OrderNotFoundError:
+            return self.archive_reader.archived_order(order_id)
 
     def history(self, order_id: str) -> list[Transition]:
-        return self.store.transitions(order_id)
+        return self.store.transitions(order_id) or self.archive_reader.archived_transitions(order_id)
+
+    def child_ids(self, run_id: str) -> list[str]:
+        """The step orders of a run (from the archive if the run was archived)."""
+        return self.archive_reader.child_ids(run_id)
+
+    @functools.cached_property
+    def archive_reader(self) -> HistorySearch:
+        """Reads orders in the store and its archive (:mod:`core.history`)."""
+        from core.history import HistorySearch
+
+        return HistorySearch(self.store)
 
     def audit(self, order_id: str | None = None) -> list[AuditEntry]:
         return self.store.audit_entries(order_id)

@@ -19,6 +19,7 @@ them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import time
@@ -62,10 +63,20 @@ from PySide6.QtWidgets import (
 )
 
 from core.backup import find_config
-from core.errors import ConfigError
+from core.errors import ConfigError, LabconsoleError
 from core.events import StepChanged, StepProgress
 from core.facade import os_user
-from core.history import DAY, adopted_in, live_window_rows
+from core.history import (
+    ARCHIVED_COLUMN,
+    DAY,
+    HistoryPage,
+    HistoryQuery,
+    HistorySearch,
+    Reach,
+    SearchSuperseded,
+    adopted_in,
+    live_window_rows,
+)
 from core.orders import OrderStatus
 from panels.actions import (
     ACTIONS,
@@ -85,6 +96,7 @@ from panels.jobs_filter import (
     OrderFilter,
     SavedView,
     SavedViews,
+    history_query,
     live_days_from_ini,
 )
 from panels.jobs_filterbar import FilterBar, FlowLayout
@@ -97,6 +109,7 @@ from panels.jobs_model import (
     STATUS_COLUMN,
     OrdersTableModel,
     Prepared,
+    format_full_time,
 )
 from panels.style import SKIPPED, status_color
 
@@ -111,6 +124,10 @@ TICK_MS = 1000
 """How often running durations of the visible rows are repainted."""
 RESELECT_LIMIT = 20_000
 """Up to this many selected orders are selected again after the table is rebuilt."""
+HISTORY_PAGE = 200
+"""Rows per page of "Search all history"."""
+HISTORY_COUNT_CAP = 100_000
+"""Matches of a history search are counted up to this many ("over 100,000 match")."""
 
 
 class ProgressDelegate(QStyledItemDelegate):
@@ -184,12 +201,33 @@ class JobsPanel(Panel):
         """Orders in the store when the table was loaded (the live window is part of them)."""
         self.older_orders = 0
         """Orders of the store left out of the live window when it was loaded."""
-        self.model = model = OrdersTableModel(self, now=now)
+        self.live_model = model = OrdersTableModel(self, now=now)
+        """The live window: every unfinished order and those finished in the last ``live_days``."""
+        self.history_model = OrdersTableModel(self, now=now)
+        """The pages of "Search all history" found so far (SQL filters them; no filter here)."""
+        self.model = model
+        """The model the table shows: :attr:`live_model`, or :attr:`history_model` while
+        searching all history."""
         self._leaving: str | None = None
         """The current order while its row leaves the table (Qt would make a neighbour current)."""
-        # before the view's selection model connects: this must run before it moves the current row
-        model.rowsAboutToBeRemoved.connect(self._on_rows_leaving)
-        model.rowsRemoved.connect(self._on_rows_left)
+        for each in (self.live_model, self.history_model):
+            # before the view's selection model connects: this must run before it moves the current row
+            each.rowsAboutToBeRemoved.connect(self._on_rows_leaving)
+            each.rowsRemoved.connect(self._on_rows_left)
+            each.modelAboutToBeReset.connect(self._remember_selection)
+            each.modelReset.connect(self._restore_selection)
+        self.history = HistorySearch(runtime.store)
+        """Searches every order on disk, the store and its archive, off the loop."""
+        self.history_reach: Reach | None = None
+        """How far back history reaches (read when the search mode is switched on)."""
+        self.history_page: HistoryPage | None = None
+        """The last page of history results read."""
+        self.history_matched: tuple[int, bool] | None = None
+        """How many orders match the history search: (count, more than that)."""
+        self.archived_ids: set[str] = set()
+        """Orders among the history results that are in the archive: read-only."""
+        self._history_query: HistoryQuery | None = None
+        self._history_task: asyncio.Task[None] | None = None
         self._loaded = False
         self._load_note = False
         """The status line shows the load note, whose count follows the table."""
@@ -304,12 +342,13 @@ class JobsPanel(Panel):
         find = QShortcut(QKeySequence.StandardKey.Find, self, self.filter_bar.search.setFocus)
         find.setWhatsThis("Search the orders (free text filter)")
 
-        model.modelAboutToBeReset.connect(self._remember_selection)
-        model.modelReset.connect(self._restore_selection)
-        model.rows_changed.connect(self._update_summary)
         model.distinct_changed.connect(self._update_names)
-        self.view.selectionModel().currentRowChanged.connect(self._on_current)
-        self.view.selectionModel().selectionChanged.connect(self._on_selection_changed)
+        for each in (self.live_model, self.history_model):
+            each.rows_changed.connect(self._update_summary)
+        self._connect_selection()
+        self.filter_bar.history_toggled.connect(self.set_history_mode)
+        self.filter_bar.more_requested.connect(self.load_more_history)
+        self.view.verticalScrollBar().valueChanged.connect(self._on_scrolled)
         self.listen(bridge.orders_changed, self._on_orders_changed)
         self.listen(bridge.events, self._on_events)
         self._update_summary()
@@ -326,7 +365,7 @@ class JobsPanel(Panel):
         reached through "Search all history".
         """
         store = self.runtime.store
-        model = self.model
+        model = self.live_model
         self._show_status(Feedback("busy", "Loading orders…"))
         cutoff = model.now() - self.live_days * DAY
 
@@ -358,7 +397,12 @@ class JobsPanel(Panel):
     @Slot(object)
     def _on_orders_changed(self, rows: dict[str, tuple]) -> None:
         if self._loaded:
-            self.model.apply(self._adopt(rows))
+            self.live_model.apply(self._adopt(rows))
+            if self.model is self.history_model:  # results that changed (new orders are not results)
+                known = self.history_model.ix.all
+                found = {oid: row for oid, row in rows.items() if oid in known}
+                if found:
+                    self.history_model.apply(found)
             if self.selected_count() == 1:  # its buttons follow its status (and its run's)
                 current = self.current_id()
                 if current is not None and (current in rows or self.adopters.get(current) in rows):
@@ -371,7 +415,7 @@ class JobsPanel(Panel):
 
         A new order whose parent has no step shown yet may be such a run: those are looked up
         together (one indexed query per frame that creates runs)."""
-        every, children, adopted = self.model.ix.all, self.model.ix.children, self.adopted
+        every, children, adopted = self.live_model.ix.all, self.live_model.ix.children, self.adopted
         unsure = [oid for oid, row in rows.items()
                   if row[PARENT] is not None and oid not in every and oid not in adopted
                   and row[PARENT] not in children]
@@ -391,7 +435,11 @@ class JobsPanel(Panel):
         """The row whose status decides which actions apply to ``order_id``: its own, or for an
         order claimed from Data Services its run's."""
         run_id = self.adopters.get(order_id)
-        return self.model.get(run_id if run_id is not None else order_id) or self.model.get(order_id)
+        for model in (self.model, self.live_model):
+            row = model.get(run_id if run_id is not None else order_id) or model.get(order_id)
+            if row is not None:
+                return row
+        return None
 
     @Slot(object)
     def _on_events(self, events: list[Any]) -> None:
@@ -400,10 +448,10 @@ class JobsPanel(Panel):
         fractions = {e.order_id: e.progress for e in events
                      if isinstance(e, StepProgress) and e.progress is not None}
         if fractions:
-            self.model.apply_progress(fractions)
+            self.live_model.apply_progress(fractions)
         steps = {e.order_id: e.status == "skipped" for e in events if isinstance(e, StepChanged)}
         if steps:
-            self.model.set_skipped([o for o, s in steps.items() if s], [o for o, s in steps.items() if not s])
+            self.live_model.set_skipped([o for o, s in steps.items() if s], [o for o, s in steps.items() if not s])
 
     def wants_refresh(self) -> bool:
         return self._loaded
@@ -552,6 +600,13 @@ class JobsPanel(Panel):
         if key == "details":
             self.details_requested.emit(ids[0])
             return None
+        archived = [i for i in ids if i in self.archived_ids]
+        if archived:
+            self._show_status(Feedback("error", f"{action.label.rstrip('…')}: {archived[0]} is archived "
+                                                "(read-only: its details, history and audit can be shown)"
+                                                + (f"; {len(archived) - 1:,} more selected" if len(archived) > 1
+                                                   else "")))
+            return None
         if len(ids) > 1:
             if not action.bulk:
                 self._show_status(Feedback("error", f"{action.label.rstrip('…')} works on one order "
@@ -590,6 +645,14 @@ class JobsPanel(Panel):
             item.triggered.connect(lambda: QGuiApplication.clipboard().setText("\n".join(ids)))
             return menu
         row = self.model.row_data(view_row)
+        if order_id in self.archived_ids:
+            menu.addSection(f"{order_id} · {self.model.status_name(row)} · archived (read-only)")
+            item = menu.addAction(ACTIONS["details"].label)
+            item.setObjectName("details")
+            item.triggered.connect(lambda _c=False: self.trigger("details"))
+            copy = menu.addAction("Copy id")
+            copy.triggered.connect(lambda: QGuiApplication.clipboard().setText(order_id))
+            return menu
         acting = self.acting_row(order_id) or row
         status = OrderStatus(acting[STATUS])
         is_run = row[PARENT] is None
@@ -645,7 +708,10 @@ class JobsPanel(Panel):
 
     @Slot(object)
     def _on_filter_changed(self, spec: OrderFilter) -> None:
-        self.model.set_filter(spec)
+        if self.model is self.history_model:
+            self.search_history(spec)
+        else:
+            self.live_model.set_filter(spec)
         self._update_summary()
 
     @Slot(object)
@@ -687,21 +753,161 @@ class JobsPanel(Panel):
 
     @Slot()
     def _update_names(self) -> None:
-        instruments = set(self.model.ix.instruments)
+        instruments = set(self.live_model.ix.instruments)
         try:
             instruments.update(v.id for v in self.runtime.instruments())
         except Exception:  # noqa: BLE001 - a runtime without a workcell has no instruments
             pass
-        self.filter_bar.set_names(self.model.ix.templates, instruments)
+        self.filter_bar.set_names(self.live_model.ix.templates, instruments)
+
+    # ------------------------------------------------------------------ all history
+
+    @property
+    def history_mode(self) -> bool:
+        """Whether the table shows "Search all history" results instead of the live window."""
+        return self.model is self.history_model
+
+    @Slot(bool)
+    def set_history_mode(self, on: bool) -> None:
+        """Show the results of searching all history (True) or the live window (False)."""
+        if on == self.history_mode:
+            return
+        self._cancel_history()
+        self.model = self.history_model if on else self.live_model
+        old = self.view.selectionModel()
+        self.view.setModel(self.model)
+        old.deleteLater()
+        self._connect_selection()
+        self.view.horizontalHeader().setSortIndicator(self.model.sort_column, self.model.sort_order)
+        if self.filter_bar.history_mode != on:
+            self.filter_bar.set_history_mode(on)
+        if on:
+            self.search_history(self.filter_bar.current())
+        else:
+            self.history_reach = self.history_page = self.history_matched = None
+            self.archived_ids.clear()
+            self.history_model.reset(())
+            if self.live_model.filter != self.filter_bar.current():
+                self.live_model.set_filter(self.filter_bar.current())
+        self._update_summary()
+        self._update_buttons()
+
+    def search_history(self, spec: OrderFilter) -> asyncio.Task[None]:
+        """Search all history for ``spec`` off the loop (the search before it is cancelled) and
+        show the first page of results, newest first."""
+        self._cancel_history()
+        query = history_query(spec, self.live_model.now(), HISTORY_PAGE)
+        self._history_query = query
+        self.history_matched = None
+        self.filter_bar.set_history_note("Searching all history…")
+        task = asyncio.get_running_loop().create_task(self._run_history(query, None))
+        self._history_task = task
+        return task
+
+    @Slot()
+    def load_more_history(self) -> asyncio.Task[None] | None:
+        """Page in the next (older) results of the history search, if there are more."""
+        page, query = self.history_page, self._history_query
+        if (not self.history_mode or page is None or page.next_cursor is None or query is None
+                or (self._history_task is not None and not self._history_task.done())):
+            return None
+        task = asyncio.get_running_loop().create_task(self._run_history(query, page.next_cursor))
+        self._history_task = task
+        return task
+
+    def _cancel_history(self) -> None:
+        task = self._history_task
+        self._history_task = None
+        if task is not None and not task.done():
+            task.cancel()
+            self.history.cancel()  # interrupts its query if it is running
+
+    async def _run_history(self, query: HistoryQuery, cursor: int | None) -> None:
+        try:
+            if self.history_reach is None:
+                self.history_reach = await self.history.reach()
+            page = await self.history.search(query, cursor)
+            if query is not self._history_query or not self.history_mode:
+                return
+            self._show_history_page(page, first=cursor is None)
+            self._update_history_note()
+            if cursor is None:
+                self.history_matched = await self.history.count(query, cap=HISTORY_COUNT_CAP)
+        except SearchSuperseded:
+            return
+        except (LabconsoleError, sqlite3.Error) as exc:
+            if query is self._history_query:
+                self.filter_bar.set_history_note(f"History search failed: {exc}", error=True)
+            return
+        if query is self._history_query and self.history_mode:
+            self._update_history_note()
+
+    def _show_history_page(self, page: HistoryPage, *, first: bool) -> None:
+        if first:
+            self.archived_ids = {r[0] for r in page.rows if r[ARCHIVED_COLUMN]}
+            self.history_model.reset(page.rows)
+        else:
+            self.archived_ids.update(r[0] for r in page.rows if r[ARCHIVED_COLUMN])
+            self.history_model.apply({r[0]: r for r in page.rows})
+        self.history_page = page
+
+    def _history_text(self) -> tuple[str, bool]:
+        """What the history search reaches and found (and whether the archive has a problem)."""
+        parts: list[str] = []
+        reach = self.history_reach
+        if reach is not None:
+            oldest = reach.oldest
+            total = reach.live_orders + reach.archived_orders
+            back = f"back to {format_full_time(oldest)[:10]}" if oldest is not None else "empty"
+            parts.append(f"All history {back}: {total:,} orders"
+                         + (f" ({reach.archived_orders:,} archived)" if reach.archived_orders else ""))
+        if self.history_matched is not None:
+            count, more = self.history_matched
+            parts.append(f"{'over ' if more else ''}{count:,} match")
+        elif self.history_page is not None:
+            parts.append("counting matches…")
+        parts.append(f"{self.history_model.rowCount():,} shown")
+        error = False
+        page = self.history_page
+        state = page.archive if page is not None else reach.archive if reach is not None else None
+        if state is not None and not state.ok:
+            parts.append(state.message)
+            error = True
+        return " · ".join(parts), error
+
+    def _update_history_note(self) -> None:
+        text, error = self._history_text()
+        page = self.history_page
+        self.filter_bar.set_history_note(text, more=page is not None and page.next_cursor is not None,
+                                         error=error)
+        self._update_summary()
+
+    def _history_summary(self, shown: int) -> str:
+        return f"{shown:,} orders found in all history · {self.live_model.filter.describe()}".replace(
+            " · all orders", "")
+
+    @Slot(int)
+    def _on_scrolled(self, value: int) -> None:
+        bar = self.view.verticalScrollBar()
+        if self.history_mode and value > 0 and value == bar.maximum():
+            self.load_more_history()
+
+    def _connect_selection(self) -> None:
+        selection = self.view.selectionModel()
+        selection.currentRowChanged.connect(self._on_current)
+        selection.selectionChanged.connect(self._on_selection_changed)
 
     # ------------------------------------------------------------------ status
 
     @Slot()
     def _update_summary(self) -> None:
         shown, total = self.model.rowCount(), self.model.total
-        spec = self.model.filter
-        text = f"{total:,} orders" if spec.is_empty else f"{shown:,} of {total:,} orders · {spec.describe()}"
-        if self.older_orders:
+        spec = self.live_model.filter
+        if self.model is self.history_model:
+            text = self._history_summary(shown)
+        else:
+            text = f"{total:,} orders" if spec.is_empty else f"{shown:,} of {total:,} orders · {spec.describe()}"
+        if self.older_orders and self.model is self.live_model:
             text += (f" · unfinished and last {self.live_days:g} days; {self.older_orders:,} older "
                      "in Search all history")
         selected = self.selected_count()
@@ -716,7 +922,7 @@ class JobsPanel(Panel):
         self._update_empty_hint(shown, total)
 
     def _loaded_text(self) -> str:
-        return f"{self.model.total:,} orders, following the store live"
+        return f"{self.live_model.total:,} orders, following the store live"
 
     def _update_empty_hint(self, shown: int, total: int) -> None:
         if shown or not self._loaded:
@@ -739,11 +945,12 @@ class JobsPanel(Panel):
         if count == 1:
             ids = self.selected_ids()
             row = self.acting_row(ids[0]) if ids else None
-        managed = row is not None and self.is_managed(row[0])
+        managed = row is not None and row[0] not in self.archived_ids and self.is_managed(row[0])
         for key, button in self.bulk_buttons.items():
             action = ACTIONS[key]
             if count > 1:
-                button.setEnabled(True)
+                button.setEnabled(not self.archived_ids or not any(i in self.archived_ids
+                                                                   for i in self.selected_ids()))
                 button.setText(f"{BULK_LABELS[key]} {count:,}…")
             else:
                 button.setText(action.label)
@@ -785,6 +992,7 @@ class JobsPanel(Panel):
     def on_shutdown(self) -> None:
         """Stop the filter bar's timers, running actions and the panel's own dialogs."""
         self.filter_bar.shutdown()
+        self._cancel_history()
         self.actions.shutdown()
         self._tasks.cancel_all()
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError
+from core.history import HistoryQuery
 from core.inifile import read_section
 from core.orders import OrderPriority, OrderStatus
 
@@ -238,6 +239,28 @@ class OrderFilter:
 
     def with_(self, **changes: Any) -> OrderFilter:
         return replace(self, **changes)
+
+
+HISTORY_FIELDS = ("text", "statuses", "templates", "time")
+"""What "Search all history" searches on disk: free text (whole words), status, template and a
+created or ended time range. Priority, instrument, kind and the started time filter the live
+window only."""
+
+
+def history_query(spec: OrderFilter, now: float, limit: int = 200) -> HistoryQuery:
+    """The on-disk search for what ``spec`` asks of all history (see :data:`HISTORY_FIELDS`)."""
+    lo, hi = spec.time_bounds(now)
+    created = ended = (None, None)
+    if lo is not None or hi is not None:
+        # the half-open range of the search, ``hi`` included as the live filter includes it
+        bounds = (lo, hi + 1e-6 if hi is not None else None)
+        if spec.time_field == "ended":
+            ended = bounds
+        else:
+            created = bounds
+    return HistoryQuery(text=spec.text.strip(), statuses=spec.statuses, templates=spec.templates,
+                        created_from=created[0], created_to=created[1], ended_from=ended[0],
+                        ended_to=ended[1], limit=limit)
 
 
 class _Contains(dict):
