@@ -90,7 +90,9 @@ from panels.actions import (
 from panels.base import Panel
 from panels.dialogs import NameDialog, ask
 from panels.jobs_filter import (
+    ID,
     LIVE_DAYS,
+    NPRI,
     PARENT,
     STATUS,
     OrderFilter,
@@ -104,12 +106,14 @@ from panels.jobs_model import (
     COLUMN_KEYS,
     COLUMNS,
     DURATION_COLUMN,
+    PRIORITY_COLUMN,
     PROGRESS_COLUMN,
     PROGRESS_ROLE,
     STATUS_COLUMN,
     OrdersTableModel,
     Prepared,
     format_full_time,
+    priority_for_drop,
 )
 from panels.style import SKIPPED, status_color
 
@@ -271,6 +275,15 @@ class JobsPanel(Panel):
         self.view.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.view.customContextMenuRequested.connect(self._on_context_menu)
+        # queued runs are dragged up or down to a new priority (sorted by Priority)
+        self.view.setDragEnabled(True)
+        self.view.setAcceptDrops(True)
+        self.view.setDropIndicatorShown(True)
+        self.view.setDragDropMode(QAbstractItemView.DragDropMode.DragDrop)
+        self.view.setDefaultDropAction(Qt.DropAction.MoveAction)
+        self.view.setDragDropOverwriteMode(False)
+        model.draggable = self._draggable
+        model.reorder_requested.connect(self.move_run)
         self.view.doubleClicked.connect(self._on_activated)
         self.view.activated.connect(self._on_activated)
         vh = self.view.verticalHeader()
@@ -703,6 +716,61 @@ class JobsPanel(Panel):
         menu = self.build_menu(index.row())
         menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         menu.popup(self.view.viewport().mapToGlobal(pos))
+
+    # ------------------------------------------------------------------ drag to reprioritise
+
+    def _draggable(self, row: tuple[Any, ...]) -> bool:
+        """Queued runs of the live window (not started, or waiting) move by drag and drop."""
+        if row[PARENT] is not None or row[ID] in self.archived_ids:
+            return False
+        if not ACTIONS["reprioritise"].applies(OrderStatus(row[STATUS]), True, False):
+            return False
+        return self.is_managed(row[ID])
+
+    @Slot(str, int)
+    def move_run(self, order_id: str, row: int) -> asyncio.Task[Any] | None:
+        """Give ``order_id`` the priority that puts it before view row ``row`` of the table
+        sorted by Priority (the run dropped there); the engine records who moved it."""
+        model = self.model
+        current = model.get(order_id)
+        if current is None or not self._draggable(current):
+            self._show_status(Feedback("error", f"Move {order_id}: only queued runs can be dragged"))
+            return None
+        if model.sort_column != PRIORITY_COLUMN:
+            self._show_status(Feedback("error", f"Move {order_id}: sort by Priority first (click its "
+                                                "header); a run dropped there gets the priority of its place"))
+            return None
+        above, below = model.neighbours(order_id, row)
+        highest_first = model.sort_order == Qt.SortOrder.AscendingOrder
+        new = priority_for_drop(above[NPRI] if above is not None else None,
+                                below[NPRI] if below is not None else None, highest_first=highest_first)
+        old = current[NPRI]
+        if new == old:
+            self._show_status(Feedback("ok", f"{order_id} keeps priority {old}: that is its place already"))
+            return None
+        if below is not None:
+            where = f"above {below[ID]}"
+        elif above is not None:
+            where = f"below {above[ID]}"
+        else:
+            where = "alone"
+        reason = f"moved {where} in Jobs"
+        who = self.actions.who()
+        self._show_status(Feedback("busy", f"Reprioritising {order_id}: {old} → {new} ({reason})…"))
+
+        async def flow() -> Any:
+            try:
+                result = await self.runtime.reprioritise(order_id, new, who=who, reason=reason)
+            except LabconsoleError as exc:
+                self._show_status(Feedback("error", f"Move {order_id}: {exc}"))
+                return None
+            if result.ok:
+                self._show_status(Feedback("ok", f"{order_id}: priority {old} → {new}, {where}"))
+            else:
+                self._show_status(Feedback("error", f"Move {order_id}: {result.message}"))
+            return result
+
+        return self._tasks.run(flow(), f"move {order_id}")
 
     # ------------------------------------------------------------------ filter and views
 
