@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import (
     QItemSelection,
     QItemSelectionModel,
+    QItemSelectionRange,
     QModelIndex,
+    QPersistentModelIndex,
     QPoint,
     QRect,
     QRectF,
@@ -137,7 +139,8 @@ HISTORY_COUNT_CAP = 100_000
 class ProgressDelegate(QStyledItemDelegate):
     """Draws the progress column as a thin bar in the row's status colour, with the percentage."""
 
-    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem,
+              index: QModelIndex | QPersistentModelIndex) -> None:
         value = index.data(PROGRESS_ROLE)
         if value is None:
             super().paint(painter, option, index)
@@ -153,7 +156,7 @@ class ProgressDelegate(QStyledItemDelegate):
         rect: QRect = opt.rect
         text_width = opt.fontMetrics.horizontalAdvance("100 %") + 6
         bar = QRectF(rect.left() + 5, rect.center().y() - 2.5, max(8, rect.width() - text_width - 10), 5)
-        colour = index.siblingAtColumn(STATUS_COLUMN).data(Qt.ItemDataRole.ForegroundRole)
+        colour = index.sibling(index.row(), STATUS_COLUMN).data(Qt.ItemDataRole.ForegroundRole)
         if not isinstance(colour, QColor):
             colour = opt.palette.color(QPalette.ColorRole.Highlight)
         selected = bool(opt.state & QStyle.StateFlag.State_Selected)
@@ -177,7 +180,7 @@ class ProgressDelegate(QStyledItemDelegate):
 
 
 class JobsPanel(Panel):
-    """The Jobs table over every order of the store, its filter bar and the operator's actions.
+    """The Jobs table over the live window, its filter bar and the operator's actions.
 
     Emits :attr:`order_selected` with the id of the current order and :attr:`details_requested`
     when the operator asks for an order's details (double click, Return, menu).
@@ -186,6 +189,7 @@ class JobsPanel(Panel):
     order_selected = Signal(str)
     details_requested = Signal(str)
     REFRESH_MS = TICK_MS
+    actions: OrderActions  # type: ignore[assignment]  # the operator's order actions; QWidget.actions() is unused here
 
     def __init__(self, runtime: Runtime, bridge: Bridge, parent: QWidget | None = None, *,
                  views_path: Path | None = None, now: Callable[[], float] = time.time,
@@ -235,7 +239,7 @@ class JobsPanel(Panel):
         self._loaded = False
         self._load_note = False
         """The status line shows the load note, whose count follows the table."""
-        self._pending: dict[str, tuple] = {}
+        self._pending: dict[str, tuple[Any, ...]] = {}
         self._emitted: str | None = None
         self._managed: dict[str, bool] = {}
         self.adopted: dict[str, str] = {}
@@ -408,7 +412,7 @@ class JobsPanel(Panel):
         return len(prepared.index.all)
 
     @Slot(object)
-    def _on_orders_changed(self, rows: dict[str, tuple]) -> None:
+    def _on_orders_changed(self, rows: dict[str, tuple[Any, ...]]) -> None:
         if self._loaded:
             self.live_model.apply(self._adopt(rows))
             if self.model is self.history_model:  # results that changed (new orders are not results)
@@ -423,7 +427,7 @@ class JobsPanel(Panel):
         else:
             self._pending.update(rows)
 
-    def _adopt(self, rows: dict[str, tuple]) -> dict[str, tuple]:
+    def _adopt(self, rows: dict[str, tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
         """``rows`` with the runs made for Data Services orders as runs (their parent cleared).
 
         A new order whose parent has no step shown yet may be such a run: those are looked up
@@ -444,7 +448,7 @@ class JobsPanel(Panel):
             self.adopters[order_id] = run_id
             self._managed.pop(order_id, None)
 
-    def acting_row(self, order_id: str) -> tuple | None:
+    def acting_row(self, order_id: str) -> tuple[Any, ...] | None:
         """The row whose status decides which actions apply to ``order_id``: its own, or for an
         order claimed from Data Services its run's."""
         run_id = self.adopters.get(order_id)
@@ -488,7 +492,7 @@ class JobsPanel(Panel):
         selection = self.view.selectionModel().selection()
         n = self.model.rowCount()
         rows: list[int] = []
-        for rng in selection:
+        for rng in _ranges(selection):
             rows.extend(range(rng.top(), rng.bottom() + 1))
         if len(rows) == n and n > 0 and len(set(rows)) == n:
             return self.model.visible_ids()
@@ -496,7 +500,7 @@ class JobsPanel(Panel):
         return [self.model.order_id(r) for r in rows]
 
     def selected_count(self) -> int:
-        return sum(rng.bottom() - rng.top() + 1 for rng in self.view.selectionModel().selection())
+        return sum(rng.bottom() - rng.top() + 1 for rng in _ranges(self.view.selectionModel().selection()))
 
     def current_id(self) -> str | None:
         index = self.view.currentIndex()
@@ -523,14 +527,16 @@ class JobsPanel(Panel):
         rows = sorted(r for r in (self.model.row_of(o) for o in order_ids) if r is not None)
         selection = QItemSelection()
         last_col = self.model.columnCount() - 1
-        start = prev = None
-        for r in rows + [None]:
+        start: int | None = None
+        prev = -1
+        for r in [*rows, None]:
             if start is not None and (r is None or r != prev + 1):
                 selection.select(self.model.index(start, 0), self.model.index(prev, last_col))
                 start = None
-            if r is not None and start is None:
-                start = r
-            prev = r
+            if r is not None:
+                if start is None:
+                    start = r
+                prev = r
         self.view.selectionModel().select(
             selection, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
         return len(rows)
@@ -1063,6 +1069,11 @@ class JobsPanel(Panel):
         self._cancel_history()
         self.actions.shutdown()
         self._tasks.cancel_all()
+
+
+def _ranges(selection: QItemSelection) -> list[QItemSelectionRange]:
+    """The ranges of a selection (PySide6's stubs do not declare it iterable)."""
+    return [selection.at(i) for i in range(selection.count())]
 
 
 def _as_runs(rows: Iterable[tuple[Any, ...]], adopted: dict[str, str]) -> Iterator[tuple[Any, ...]]:

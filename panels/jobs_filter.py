@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 # Positions in an order row (core.store.ORDER_ROW_COLUMNS).
 ID, PARENT, TEMPLATE, VERSION, STATUS, PRIORITY, NPRI, ASSIGNED, CREATED, STARTED, ENDED, DETAILS = range(12)
 
-Row = tuple
+Row = tuple[Any, ...]
 Predicate = Callable[[Row], bool]
 
 TIME_PRESETS: dict[str, tuple[str, float | None]] = {
@@ -250,7 +250,8 @@ window only."""
 def history_query(spec: OrderFilter, now: float, limit: int = 200) -> HistoryQuery:
     """The on-disk search for what ``spec`` asks of all history (see :data:`HISTORY_FIELDS`)."""
     lo, hi = spec.time_bounds(now)
-    created = ended = (None, None)
+    created: tuple[float | None, float | None] = (None, None)
+    ended: tuple[float | None, float | None] = (None, None)
     if lo is not None or hi is not None:
         # the half-open range of the search, ``hi`` included as the live filter includes it
         bounds = (lo, hi + 1e-6 if hi is not None else None)
@@ -263,7 +264,7 @@ def history_query(spec: OrderFilter, now: float, limit: int = 200) -> HistoryQue
                         ended_to=ended[1], limit=limit)
 
 
-class _Contains(dict):
+class _Contains(dict[str | None, bool]):
     """value -> whether ``needle`` is a case-insensitive substring of it, computed once per value."""
 
     def __init__(self, needle: str) -> None:

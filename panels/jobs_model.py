@@ -262,7 +262,7 @@ class OrderIndex:
         self.next_rank = 0
 
     @classmethod
-    def build(cls, rows: Iterable[tuple], now: Callable[[], float] = time.time) -> OrderIndex:
+    def build(cls, rows: Iterable[tuple[Any, ...]], now: Callable[[], float] = time.time) -> OrderIndex:
         """An index over store order rows (thread-safe: touches only the new object)."""
         ix = cls(now)
         collecting = gc.isenabled()
@@ -284,7 +284,7 @@ class OrderIndex:
                 gc.enable()
         return ix
 
-    def share(self, row: tuple, rank: int) -> Row:
+    def share(self, row: tuple[Any, ...], rank: int) -> Row:
         """The stored form of a store row: its rank appended, repeated strings shared.
 
         Template names, versions, instruments and details repeat across thousands of rows; a
@@ -330,15 +330,15 @@ class OrderIndex:
                 array = np.array(prim)
                 if array.dtype.kind in "if":
                     # Times, durations, priorities: a stable argsort gives the order sorted() would.
-                    order = np.argsort(array, kind="stable")
-                    return array[order].tolist(), list(map(rows.__getitem__, order.tolist()))
+                    positions = np.argsort(array, kind="stable")
+                    return array[positions].tolist(), list(map(rows.__getitem__, positions.tolist()))
             order = sorted(range(n), key=prim.__getitem__)
             return list(map(prim.__getitem__, order)), list(map(rows.__getitem__, order))
         finally:
             if collecting:
                 gc.enable()
 
-    def put(self, row: tuple) -> tuple[Row, bool]:
+    def put(self, row: tuple[Any, ...]) -> tuple[Row, bool]:
         """Store a new version of an order row; returns (stored row, whether a name is new)."""
         oid = row[ID]
         old = self.all.get(oid)
@@ -679,7 +679,8 @@ class OrdersTableModel(QAbstractTableModel):
         return self._view_row(i, len(self._rows))
 
     def order_id(self, row: int) -> str:
-        return self.row_data(row)[ID]
+        order_id: str = self.row_data(row)[ID]
+        return order_id
 
     def row_data(self, row: int) -> Row:
         """The order row shown at view row ``row``."""
@@ -697,7 +698,7 @@ class OrdersTableModel(QAbstractTableModel):
             ids.reverse()
         return ids
 
-    def children(self, run_id: str) -> list[Row]:
+    def steps_of(self, run_id: str) -> list[Row]:
         """The step orders of a run (whatever the filter), in arrival order."""
         every = self.ix.all
         return [every[c] for c in self.ix.children.get(run_id, ()) if c in every]
@@ -713,7 +714,7 @@ class OrdersTableModel(QAbstractTableModel):
 
     # ------------------------------------------------------------------ feeding
 
-    def prepare(self, rows: Iterable[tuple]) -> Prepared:
+    def prepare(self, rows: Iterable[tuple[Any, ...]]) -> Prepared:
         """Index ``rows`` and filter and sort them as the model would — on any thread."""
         ix = OrderIndex.build(rows, self.now)
         spec, column = self._filter, self._sort_col
@@ -738,7 +739,7 @@ class OrdersTableModel(QAbstractTableModel):
         self.rows_changed.emit()
         return current
 
-    def reset(self, rows: Iterable[tuple]) -> None:
+    def reset(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """Replace every order (on the loop; :meth:`prepare` + :meth:`install` avoid that)."""
         self.beginResetModel()
         self.ix = OrderIndex.build(rows, self.now)
@@ -758,7 +759,7 @@ class OrdersTableModel(QAbstractTableModel):
         self.filter_changed.emit()
         self.rows_changed.emit()
 
-    def apply(self, changed: Mapping[str, tuple]) -> None:
+    def apply(self, changed: Mapping[str, tuple[Any, ...]]) -> None:
         """One frame of order rows from the bridge: replace, add, move, show or hide rows."""
         if not changed:
             return
@@ -831,13 +832,14 @@ class OrdersTableModel(QAbstractTableModel):
         self.rebuilds += 1
         return self.ix.visible(self._pred, self._sort_col)
 
-    def _remap_persistent(self, old: list[tuple[QPersistentModelIndex, str | None]]) -> None:
+    def _remap_persistent(self, old: list[tuple[QModelIndex, str | None]]) -> None:
         if not old:
             return
-        froms, tos = [], []
+        froms: list[QModelIndex] = []
+        tos: list[QModelIndex] = []
         for index, oid in old:
             row = self.row_of(oid) if oid is not None else None
-            froms.append(QModelIndex(index))
+            froms.append(index)
             tos.append(self.index(row, index.column()) if row is not None else QModelIndex())
         self.changePersistentIndexList(froms, tos)
 
