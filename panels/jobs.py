@@ -389,7 +389,7 @@ class JobsPanel(Panel):
         def read(conn: sqlite3.Connection) -> tuple[Prepared, set[str], dict[str, str], int]:
             rows = live_window_rows(conn, cutoff)
             adopted = adopted_in(conn, rows)
-            prepared = model.prepare(_as_runs(rows, adopted))
+            prepared = model.prepare(_as_runs(_drain(rows), adopted))  # each row freed once indexed
             shown = prepared.index.all
             skipped = {o for o in store.step_orders_with_status("skipped") if o in shown}
             stored = conn.execute("SELECT count(*) FROM orders INDEXED BY orders_by_status_seq").fetchone()[0]
@@ -1074,6 +1074,14 @@ class JobsPanel(Panel):
 def _ranges(selection: QItemSelection) -> list[QItemSelectionRange]:
     """The ranges of a selection (PySide6's stubs do not declare it iterable)."""
     return [selection.at(i) for i in range(selection.count())]
+
+
+def _drain(rows: list[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+    """The rows in order, each dropped from the list as it is handed out: the memory of the rows
+    read goes to the index built from them instead of adding to it."""
+    rows.reverse()
+    while rows:
+        yield rows.pop()
 
 
 def _as_runs(rows: Iterable[tuple[Any, ...]], adopted: dict[str, str]) -> Iterator[tuple[Any, ...]]:

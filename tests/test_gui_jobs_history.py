@@ -233,6 +233,7 @@ def test_an_archived_order_shows_its_detail_history_and_audit_read_only(store, y
         assert [c.identifier for c in detail.data.children] == year["old"][1:3]
         assert [t.to_status for t, _ in detail.data.transitions if t.order_id == run][-1] == OrderStatus.Error
         assert detail.data.audit == [] or all(a.target in set(year["old"][:3]) for a in detail.data.audit)
+        assert not any(button.isEnabled() for button in detail.buttons.values())  # read-only there too
         # read-only: no action but Details in its menu, and an action asked for says why not
         menu = jobs.build_menu(jobs.model.row_of(run))
         assert [a.objectName() for a in menu.actions() if a.objectName()] == ["details"]
