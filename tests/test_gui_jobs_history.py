@@ -14,7 +14,7 @@ import time
 import pytest
 from conftest import save_screenshot
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QSplitter
+from PySide6.QtWidgets import QApplication, QSplitter
 from test_history import add_run
 
 from console.bridge import EventBridge
@@ -24,6 +24,7 @@ from core.runtime import Runtime
 from panels.detail import DetailPanel
 from panels.jobs import JobsPanel
 from panels.jobs_filter import OrderFilter
+from panels.theme import apply_theme
 
 DAY = 86400.0
 NOW = time.time()
@@ -181,6 +182,14 @@ def test_search_all_history_reaches_the_archive_and_pages_in(store, year, qtbot,
         assert jobs.history_matched == (40, False) and "40 match" in bar.history_note.text()
         panel.window.resize(1280, 720)
         save_screenshot(panel.window, "jobs-history-search-1280x720")
+        apply_theme(QApplication.instance(), "dark")
+        try:
+            QApplication.processEvents()
+            save_screenshot(panel.window, "jobs-history-search-1280x720-dark")
+            panel.window.resize(1920, 1080)
+            save_screenshot(panel.window, "jobs-history-search-1920x1080-dark")
+        finally:
+            apply_theme(QApplication.instance(), "light")
 
         # back to the live window: the same orders as before, the filter kept
         qtbot.mouseClick(bar.history_button, Qt.MouseButton.LeftButton)
