@@ -24,8 +24,15 @@ Measures, each with a baseline taken in the same run and the ratio to it:
 The table, proxy and default-pyqtgraph baselines run in a fresh subprocess (``--baselines``),
 so their copies of the data neither slow the console's measurements nor count in its RSS.
 
+With ``--year STORE`` (a store of a year of orders, e.g. the one ``bench/history.py --orders
+1000000 --generate-only`` keeps in its cache: 90 % finished more than 7 days ago) it measures
+only **window ready** and its RSS, each in a fresh process over a copy of that store: the Jobs
+table holding the live window (``[JOBS] live_days = 7``), against the same window loading every
+order (``live_days`` larger than the store's age) as the in-run baseline.
+
 usage: QT_QPA_PLATFORM=offscreen python bench/gui.py [--orders 100000] [--rate 1000]
        [--seconds 10] [--bulk 10000] [--proxy-rows 100000] [--no-gc-freeze]
+       python bench/gui.py --year /tmp/lc-history-bench/orders-1000000.sqlite3
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import gc
 import json
 import os
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -484,6 +492,57 @@ async def main(args: argparse.Namespace) -> None:
     app.processEvents()
 
 
+async def ready_only(data_dir: Path) -> dict[str, float]:
+    """Window ready over the store of ``data_dir`` (its config.ini sets ``[JOBS] live_days``)."""
+    rss_qt = rss_now_mb()
+    t0 = time.perf_counter()
+    runtime = Runtime.build(data_dir)
+    await runtime.start()
+    t_runtime = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    window = MainWindow(runtime, settings_for(data_dir))
+    window.show()
+    loaded = await window.load_orders()
+    window.repaint()
+    t_ready = time.perf_counter() - t1
+    out = {"ready": t_ready, "runtime": t_runtime, "rows": float(loaded), "rss_ready": rss_now_mb(),
+           "rss_peak": rss_mb(), "rss_qt": rss_qt, "stored": float(window.jobs.stored_orders)}
+    window.close()
+    await runtime.close()
+    return out
+
+
+async def year(args: argparse.Namespace) -> None:
+    """Window ready and RSS over a year of orders: the live window against every order."""
+    data_dir = Path(tempfile.mkdtemp(prefix="labconsole-bench-year-"))
+    t = time.perf_counter()
+    shutil.copyfile(args.year, data_dir / DB_FILENAME)
+    print(f"store copied in {time.perf_counter() - t:.1f} s ({data_dir})", flush=True)
+    results = {}
+    for name, days in (("live", 7.0), ("everything", 100_000.0)):
+        (data_dir / "config.ini").write_text(f"[JOBS]\nlive_days = {days:g}\n", encoding="utf-8")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--ready-only", str(data_dir), stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "QT_QPA_PLATFORM": "offscreen"}, cwd=str(data_dir))
+        stdout, _ = await proc.communicate()
+        results[name] = json.loads(stdout.decode().strip().splitlines()[-1])
+        print(f"  {name}: {results[name]}", flush=True)
+    shutil.rmtree(data_dir, ignore_errors=True)
+    live, every = results["live"], results["everything"]
+    report = Report()
+    report.add(f"window ready, live window ({live['rows']:,.0f} of {live['stored']:,.0f} orders)", live["ready"],
+               "s", "<= 1.5 s", every["ready"], f"loading all {every['rows']:,.0f}", "{:.2f}")
+    report.add("window ready incl. runtime start", live["ready"] + live["runtime"], "s", "",
+               every["ready"] + every["runtime"], "loading all", "{:.2f}")
+    report.add("RSS with the window ready (current)", live["rss_ready"], "MB", "<= 300 MB", every["rss_ready"],
+               "loading all", "{:.0f}")
+    report.add("peak RSS", live["rss_peak"], "MB", "", every["rss_peak"], "loading all", "{:.0f}")
+    print()
+    print(f"labconsole GUI benchmark, a year of orders: {live['stored']:,.0f} in the store, offscreen, "
+          f"Python {sys.version.split()[0]}, PySide6 {PySide6.__version__}")
+    report.print()
+
+
 def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=100_000)
@@ -495,7 +554,10 @@ def run() -> None:
     parser.add_argument("--repeats", type=int, default=15, help="chart redraws to take the median of")
     parser.add_argument("--no-gc-freeze", action="store_true",
                         help="skip the gc.freeze() the console does once the orders are loaded")
+    parser.add_argument("--year", type=Path, default=None, metavar="STORE",
+                        help="window ready and RSS over a copy of STORE: live window against every order")
     parser.add_argument("--baselines", help=argparse.SUPPRESS)
+    parser.add_argument("--ready-only", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--chart-layout", default="3,2,8,1,1", help=argparse.SUPPRESS)
     parser.add_argument("--chart-width", type=int, default=488, help=argparse.SUPPRESS)
     parser.add_argument("--chart-height", type=int, default=560, help=argparse.SUPPRESS)
@@ -506,7 +568,12 @@ def run() -> None:
     app = QApplication.instance() or QApplication(sys.argv)
     app.setQuitOnLastWindowClosed(False)
     with asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(app)) as runner:
-        runner.run(main(args))
+        if args.ready_only is not None:
+            print(json.dumps(runner.run(ready_only(args.ready_only))))
+        elif args.year is not None:
+            runner.run(year(args))
+        else:
+            runner.run(main(args))
 
 
 if __name__ == "__main__":

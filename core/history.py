@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import sqlite3
 import threading
@@ -359,6 +360,35 @@ class HistorySearch:
         return [Transition(r[0], r[1], OrderStatus(r[2]) if r[2] is not None else None,
                            OrderStatus(r[3]), r[4], r[5], r[6]) for r in rows]
 
+    def archived_order(self, order_id: str) -> Order:
+        """An archived order (on the calling thread); :class:`OrderNotFoundError` if it is not
+        in the archive (or is still in the store)."""
+        rows, archived = self.store.read_sync(lambda c: self._one(
+            c, "SELECT data FROM {}.orders WHERE id = ?", (order_id,)))
+        if not rows or not archived:
+            raise OrderNotFoundError(order_id)
+        return Order.model_validate_json(rows[0][0])
+
+    def archived_transitions(self, order_id: str) -> list[Transition]:
+        """The transitions of an archived order (on the calling thread); [] if it is not archived."""
+        rows, archived = self.store.read_sync(lambda c: self._one(
+            c, "SELECT seq, order_id, from_status, to_status, at, who, why FROM {}.transitions "
+               "WHERE order_id = ? ORDER BY seq", (order_id,)))
+        return [Transition(r[0], r[1], OrderStatus(r[2]) if r[2] is not None else None,
+                           OrderStatus(r[3]), r[4], r[5], r[6]) for r in rows] if archived else []
+
+    def child_ids(self, run_id: str) -> list[str]:
+        """The step orders of a run, wherever the run is (a run moves to the archive whole)."""
+        rows, _ = self.store.read_sync(lambda c: self._one(
+            c, "SELECT id FROM {}.orders WHERE parent_id = ? ORDER BY seq", (run_id,)))
+        return [r[0] for r in rows]
+
+    def is_archived(self, order_id: str) -> bool:
+        """Whether ``order_id`` is in the archive and no longer in the store."""
+        rows, archived = self.store.read_sync(lambda c: self._one(
+            c, "SELECT 1 FROM {}.orders WHERE id = ?", (order_id,)))
+        return bool(rows) and archived
+
     def _one(self, conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> tuple[list[Any], bool]:
         rows = conn.execute(sql.format("main"), params).fetchall()
         if rows or conn.execute("SELECT 1 FROM main.orders WHERE id = ?", (params[0],)).fetchone():
@@ -516,20 +546,40 @@ def _count_sql(schema: str, query: HistoryQuery) -> tuple[str, list[Any]]:
 
 def live_window_rows(conn: sqlite3.Connection, cutoff: float) -> list[tuple[Any, ...]]:
     """Unfinished orders, those finished at or after ``cutoff`` (or, without an end time,
-    created since), and the older finished steps of unfinished runs, so a live run is shown
-    whole. Four disjoint index ranges: (status, seq), ended, the unended and source_id."""
+    created since), and the older steps of unfinished runs, so a live run is shown whole.
+
+    Four index ranges give the rows' rowids without touching the table: (status, seq), ended,
+    the unended, and source_id of the unfinished runs' families; ``IN`` merges them without
+    duplicates and the rows are then read in rowid order (the order the table is stored in)
+    instead of one random page per row."""
     cols = ", ".join(ORDER_ROW_COLUMNS)
     return conn.execute(
-        f"WITH open AS MATERIALIZED (SELECT seq, {cols}, source_id FROM orders INDEXED BY orders_by_status_seq "
-        f"WHERE status IN ({_UNFINISHED_SQL})) "
-        f"SELECT {cols} FROM (SELECT seq, {cols} FROM open "
-        f"UNION ALL SELECT seq, {cols} FROM orders INDEXED BY orders_by_ended WHERE ended >= :cut "
-        f"AND status IN ({_FINISHED_SQL}) "
-        f"UNION ALL SELECT seq, {cols} FROM orders INDEXED BY orders_unended WHERE ended IS NULL "
+        f"SELECT {cols} FROM orders WHERE rowid IN ("
+        f"SELECT rowid FROM orders INDEXED BY orders_by_status_seq WHERE status IN ({_UNFINISHED_SQL}) "
+        "UNION ALL SELECT rowid FROM orders INDEXED BY orders_by_ended WHERE ended >= :cut "
+        "UNION ALL SELECT rowid FROM orders INDEXED BY orders_unended WHERE ended IS NULL "
         f"AND status IN ({_FINISHED_SQL}) AND created >= :cut "
-        f"UNION ALL SELECT seq, {cols} FROM orders INDEXED BY orders_by_source WHERE source_id IN "
-        f"(SELECT coalesce(source_id, id) FROM open) AND status IN ({_FINISHED_SQL}) "
-        "AND NOT coalesce(ended >= :cut, created >= :cut)) ORDER BY seq", {"cut": cutoff}).fetchall()
+        "UNION ALL SELECT rowid FROM orders INDEXED BY orders_by_source WHERE source_id IN "
+        f"(SELECT coalesce(source_id, id) FROM orders INDEXED BY orders_by_status_seq "
+        f"WHERE status IN ({_UNFINISHED_SQL}))) ORDER BY seq", {"cut": cutoff}).fetchall()
+
+
+def adopted_in(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> dict[str, str]:
+    """Among ``rows`` (``ORDER_ROW_COLUMNS``), the runs made for another order (an order claimed
+    from Data Services: the run's parent is that order, not a run): run id -> that order.
+    Two queries: which of the rows' parents are runs, then which rows whose parent is no run
+    are runs themselves (the ids go in as one JSON array each)."""
+    parents = sorted({r[1] for r in rows if r[1] is not None})
+    if not parents:
+        return {}
+    runs = {x for (x,) in conn.execute(
+        "SELECT r.run_id FROM json_each(?) j JOIN runs r ON r.run_id = j.value", (json.dumps(parents),))}
+    unsure = [r[0] for r in rows if r[1] is not None and r[1] not in runs]
+    if not unsure:
+        return {}
+    return dict(conn.execute(
+        "SELECT r.run_id, o.parent_id FROM json_each(?) j JOIN runs r ON r.run_id = j.value "
+        "JOIN orders o ON o.id = r.run_id", (json.dumps(unsure),)).fetchall())
 
 
 def dashboard_counts(conn: sqlite3.Connection, day_start: float) -> DashboardCounts:
@@ -554,5 +604,5 @@ def _interrupted(exc: BaseException) -> bool:
 
 
 __all__ = ["ROW_COLUMNS", "ArchiveState", "DashboardCounts", "HistoryPage", "HistoryQuery",
-           "HistorySearch", "Reach", "SearchSuperseded", "dashboard_counts", "fts_expression",
+           "HistorySearch", "Reach", "SearchSuperseded", "adopted_in", "dashboard_counts", "fts_expression",
            "live_window_rows"]

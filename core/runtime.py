@@ -9,6 +9,7 @@ through its methods (operator actions by order id, with who and why, audited).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 import time
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from core.clock import Clock, SystemClock
 from core.dispatcher import Dispatcher, InstrumentView, LoadBalancing
 from core.engine import Act, Action, Engine, SimulatedExecutor, StepExecutor, tables
-from core.errors import NotFoundError, StateError, TemplateError
+from core.errors import NotFoundError, OrderNotFoundError, StateError, TemplateError
 from core.facade import Core, os_user
 from core.metrics import Metrics, initial_counts
 from core.orders import Order, OrderStatus
@@ -31,9 +32,11 @@ from core.users import Signature, SignaturePolicy, has_users, signing
 from core.workcell import Workcell, build_drivers, load_workcell
 
 if TYPE_CHECKING:
+    from core.archive import ScheduledArchive
     from core.backup import ScheduledBackups
     from core.dataservices.link import DataServicesLink
     from core.drivers.agent import AgentHub
+    from core.history import HistorySearch
     from core.schedules import Scheduler
 
 log = logging.getLogger(__name__)
@@ -125,6 +128,10 @@ class Runtime:
     schedules: Scheduler | None = None
     """Schedules that start runs on time, once started (the console, not command-line tools)."""
     backups: ScheduledBackups | None = None
+    archive: ScheduledArchive | None = None
+    """Moves old finished orders to the archive on a schedule ([STORE] archive_after), once started."""
+    archive_options: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of :class:`~core.archive.ScheduledArchive` (``first_delay``)."""
     signatures: SignaturePolicy = field(default_factory=SignaturePolicy)
     """Which operator actions need an electronic signature ([SIGNATURES] require of config.ini)."""
     bulk_chunk: int = 400
@@ -215,12 +222,17 @@ class Runtime:
             await self.schedules.start()
             self._stack.push_async_callback(self.schedules.close)
             await self.schedules.adopt_template_schedules()
-        if execute and isinstance(self.clock, SystemClock):  # [STORE] backup_every of config.ini
+        if execute and isinstance(self.clock, SystemClock):  # [STORE] backup_every, archive_after
             from core.backup import ScheduledBackups
 
             if (backups := ScheduledBackups.from_config(self.store.path)) is not None:
                 self.backups = backups.start()
                 self._stack.push_async_callback(backups.close)
+            from core.archive import ScheduledArchive  # [STORE] archive_after
+
+            if (archive := ScheduledArchive.from_config(self.store, **self.archive_options)) is not None:
+                self.archive = archive.start()
+                self._stack.push_async_callback(archive.close)
         return published
 
     async def close(self) -> None:
@@ -243,10 +255,25 @@ class Runtime:
         return OrderTarget(order_id, run_id, step_id)
 
     def order(self, order_id: str) -> Order:
-        return self.store.get_order(order_id)
+        """The order, from the store or, once archived, from the archive (read-only there)."""
+        try:
+            return self.store.get_order(order_id)
+        except OrderNotFoundError:
+            return self.archive_reader.archived_order(order_id)
 
     def history(self, order_id: str) -> list[Transition]:
-        return self.store.transitions(order_id)
+        return self.store.transitions(order_id) or self.archive_reader.archived_transitions(order_id)
+
+    def child_ids(self, run_id: str) -> list[str]:
+        """The step orders of a run (from the archive if the run was archived)."""
+        return self.archive_reader.child_ids(run_id)
+
+    @functools.cached_property
+    def archive_reader(self) -> HistorySearch:
+        """Reads orders in the store and its archive (:mod:`core.history`)."""
+        from core.history import HistorySearch
+
+        return HistorySearch(self.store)
 
     def audit(self, order_id: str | None = None) -> list[AuditEntry]:
         return self.store.audit_entries(order_id)

@@ -37,7 +37,6 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QIcon, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QApplication,
     QGridLayout,
     QHBoxLayout,
     QLabel,
@@ -67,7 +66,7 @@ from panels.style import (
     status_icon,
     status_pixmap,
 )
-from panels.theme import Theme, current_theme
+from panels.theme import Theme, keep_palette
 from panels.widgets import BAD, GOOD, NEUTRAL, WARN, BreakdownBar, ElidedLabel, KpiCard, Section
 
 ModelIndex = QModelIndex | QPersistentModelIndex
@@ -315,9 +314,7 @@ def _short_list(parent: QWidget, model: LinesModel) -> QListView:
 def _card_background(view: QListView) -> None:
     """The list blends into its section card (palette, not a style sheet: scroll bars stay native)."""
     for widget in (view, view.viewport()):
-        pal = QPalette(QApplication.palette())
-        pal.setColor(QPalette.ColorRole.Base, current_theme().color("card"))
-        widget.setPalette(pal)
+        keep_palette(widget, {QPalette.ColorRole.Base: "card"})  # and again at each theme change
 
 
 def activity_lines(events: Iterable[Any], known: dict[str, ModuleStatus]) -> list[Line]:

@@ -169,7 +169,7 @@ def gather(runtime: Runtime, order_id: str) -> DetailData:
         is_run = order.parentIdentifier is None
         run_id = order_id if is_run else order.parentIdentifier
         data = DetailData(order_id, order, is_run, run_id, False, numeric_priority=numeric)
-        child_ids = [r[0] for r in runtime.store.order_rows("parent_id = ?", (run_id,))]
+        child_ids = runtime.child_ids(run_id) if run_id else []
         data.children = [runtime.order(c) for c in child_ids]
         if not is_run and run_id:
             with contextlib.suppress(LabconsoleError):

@@ -19,16 +19,20 @@ them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import (
     QItemSelection,
     QItemSelectionModel,
+    QItemSelectionRange,
     QModelIndex,
+    QPersistentModelIndex,
     QPoint,
     QRect,
     QRectF,
@@ -60,8 +64,21 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.backup import find_config
+from core.errors import ConfigError, LabconsoleError
 from core.events import StepChanged, StepProgress
 from core.facade import os_user
+from core.history import (
+    ARCHIVED_COLUMN,
+    DAY,
+    HistoryPage,
+    HistoryQuery,
+    HistorySearch,
+    Reach,
+    SearchSuperseded,
+    adopted_in,
+    live_window_rows,
+)
 from core.orders import OrderStatus
 from panels.actions import (
     ACTIONS,
@@ -74,16 +91,31 @@ from panels.actions import (
 )
 from panels.base import Panel
 from panels.dialogs import NameDialog, ask
-from panels.jobs_filter import PARENT, STATUS, OrderFilter, SavedView, SavedViews
+from panels.jobs_filter import (
+    ID,
+    LIVE_DAYS,
+    NPRI,
+    PARENT,
+    STATUS,
+    OrderFilter,
+    SavedView,
+    SavedViews,
+    history_query,
+    live_days_from_ini,
+)
 from panels.jobs_filterbar import FilterBar, FlowLayout
 from panels.jobs_model import (
     COLUMN_KEYS,
     COLUMNS,
     DURATION_COLUMN,
+    PRIORITY_COLUMN,
     PROGRESS_COLUMN,
     PROGRESS_ROLE,
     STATUS_COLUMN,
     OrdersTableModel,
+    Prepared,
+    format_full_time,
+    priority_for_drop,
 )
 from panels.style import SKIPPED, status_color
 
@@ -98,12 +130,17 @@ TICK_MS = 1000
 """How often running durations of the visible rows are repainted."""
 RESELECT_LIMIT = 20_000
 """Up to this many selected orders are selected again after the table is rebuilt."""
+HISTORY_PAGE = 200
+"""Rows per page of "Search all history"."""
+HISTORY_COUNT_CAP = 100_000
+"""Matches of a history search are counted up to this many ("over 100,000 match")."""
 
 
 class ProgressDelegate(QStyledItemDelegate):
     """Draws the progress column as a thin bar in the row's status colour, with the percentage."""
 
-    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem,
+              index: QModelIndex | QPersistentModelIndex) -> None:
         value = index.data(PROGRESS_ROLE)
         if value is None:
             super().paint(painter, option, index)
@@ -119,7 +156,7 @@ class ProgressDelegate(QStyledItemDelegate):
         rect: QRect = opt.rect
         text_width = opt.fontMetrics.horizontalAdvance("100 %") + 6
         bar = QRectF(rect.left() + 5, rect.center().y() - 2.5, max(8, rect.width() - text_width - 10), 5)
-        colour = index.siblingAtColumn(STATUS_COLUMN).data(Qt.ItemDataRole.ForegroundRole)
+        colour = index.sibling(index.row(), STATUS_COLUMN).data(Qt.ItemDataRole.ForegroundRole)
         if not isinstance(colour, QColor):
             colour = opt.palette.color(QPalette.ColorRole.Highlight)
         selected = bool(opt.state & QStyle.StateFlag.State_Selected)
@@ -143,7 +180,7 @@ class ProgressDelegate(QStyledItemDelegate):
 
 
 class JobsPanel(Panel):
-    """The Jobs table over every order of the store, its filter bar and the operator's actions.
+    """The Jobs table over the live window, its filter bar and the operator's actions.
 
     Emits :attr:`order_selected` with the id of the current order and :attr:`details_requested`
     when the operator asks for an order's details (double click, Return, menu).
@@ -152,21 +189,57 @@ class JobsPanel(Panel):
     order_selected = Signal(str)
     details_requested = Signal(str)
     REFRESH_MS = TICK_MS
+    actions: OrderActions  # type: ignore[assignment]  # the operator's order actions; QWidget.actions() is unused here
 
     def __init__(self, runtime: Runtime, bridge: Bridge, parent: QWidget | None = None, *,
                  views_path: Path | None = None, now: Callable[[], float] = time.time,
-                 who: Callable[[], str] = os_user) -> None:
+                 who: Callable[[], str] = os_user, live_days: float | None = None) -> None:
         super().__init__(runtime, bridge, parent)
-        self.model = model = OrdersTableModel(self, now=now)
+        self.config_error: Feedback | None = None
+        """Why ``[JOBS]`` of config.ini was not used (shown on the status line), if it was not."""
+        if live_days is None:
+            try:
+                live_days = live_days_from_ini(find_config(Path(runtime.store.path).parent))
+            except ConfigError as exc:
+                self.config_error = Feedback("error", f"{exc}; showing the last {LIVE_DAYS:g} days")
+                live_days = LIVE_DAYS
+        self.live_days = live_days
+        """Finished orders of the last this many days are in the table (``[JOBS] live_days``)."""
+        self.stored_orders = 0
+        """Orders in the store when the table was loaded (the live window is part of them)."""
+        self.older_orders = 0
+        """Orders of the store left out of the live window when it was loaded."""
+        self.live_model = model = OrdersTableModel(self, now=now)
+        """The live window: every unfinished order and those finished in the last ``live_days``."""
+        self.history_model = OrdersTableModel(self, now=now)
+        """The pages of "Search all history" found so far (SQL filters them; no filter here)."""
+        self.model = model
+        """The model the table shows: :attr:`live_model`, or :attr:`history_model` while
+        searching all history."""
         self._leaving: str | None = None
         """The current order while its row leaves the table (Qt would make a neighbour current)."""
-        # before the view's selection model connects: this must run before it moves the current row
-        model.rowsAboutToBeRemoved.connect(self._on_rows_leaving)
-        model.rowsRemoved.connect(self._on_rows_left)
+        for each in (self.live_model, self.history_model):
+            # before the view's selection model connects: this must run before it moves the current row
+            each.rowsAboutToBeRemoved.connect(self._on_rows_leaving)
+            each.rowsRemoved.connect(self._on_rows_left)
+            each.modelAboutToBeReset.connect(self._remember_selection)
+            each.modelReset.connect(self._restore_selection)
+        self.history = HistorySearch(runtime.store)
+        """Searches every order on disk, the store and its archive, off the loop."""
+        self.history_reach: Reach | None = None
+        """How far back history reaches (read when the search mode is switched on)."""
+        self.history_page: HistoryPage | None = None
+        """The last page of history results read."""
+        self.history_matched: tuple[int, bool] | None = None
+        """How many orders match the history search: (count, more than that)."""
+        self.archived_ids: set[str] = set()
+        """Orders among the history results that are in the archive: read-only."""
+        self._history_query: HistoryQuery | None = None
+        self._history_task: asyncio.Task[None] | None = None
         self._loaded = False
         self._load_note = False
         """The status line shows the load note, whose count follows the table."""
-        self._pending: dict[str, tuple] = {}
+        self._pending: dict[str, tuple[Any, ...]] = {}
         self._emitted: str | None = None
         self._managed: dict[str, bool] = {}
         self.adopted: dict[str, str] = {}
@@ -206,6 +279,15 @@ class JobsPanel(Panel):
         self.view.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.view.customContextMenuRequested.connect(self._on_context_menu)
+        # queued runs are dragged up or down to a new priority (sorted by Priority)
+        self.view.setDragEnabled(True)
+        self.view.setAcceptDrops(True)
+        self.view.setDropIndicatorShown(True)
+        self.view.setDragDropMode(QAbstractItemView.DragDropMode.DragDrop)
+        self.view.setDefaultDropAction(Qt.DropAction.MoveAction)
+        self.view.setDragDropOverwriteMode(False)
+        model.draggable = self._draggable
+        model.reorder_requested.connect(self.move_run)
         self.view.doubleClicked.connect(self._on_activated)
         self.view.activated.connect(self._on_activated)
         vh = self.view.verticalHeader()
@@ -277,12 +359,13 @@ class JobsPanel(Panel):
         find = QShortcut(QKeySequence.StandardKey.Find, self, self.filter_bar.search.setFocus)
         find.setWhatsThis("Search the orders (free text filter)")
 
-        model.modelAboutToBeReset.connect(self._remember_selection)
-        model.modelReset.connect(self._restore_selection)
-        model.rows_changed.connect(self._update_summary)
         model.distinct_changed.connect(self._update_names)
-        self.view.selectionModel().currentRowChanged.connect(self._on_current)
-        self.view.selectionModel().selectionChanged.connect(self._on_selection_changed)
+        for each in (self.live_model, self.history_model):
+            each.rows_changed.connect(self._update_summary)
+        self._connect_selection()
+        self.filter_bar.history_toggled.connect(self.set_history_mode)
+        self.filter_bar.more_requested.connect(self.load_more_history)
+        self.view.verticalScrollBar().valueChanged.connect(self._on_scrolled)
         self.listen(bridge.orders_changed, self._on_orders_changed)
         self.listen(bridge.events, self._on_events)
         self._update_summary()
@@ -291,22 +374,30 @@ class JobsPanel(Panel):
     # ------------------------------------------------------------------ loading
 
     async def load(self) -> int:
-        """Read every order off the loop (index, filter and sort too), then show them.
+        """Read the live window off the loop (index, filter and sort too), then show it.
 
-        The rows stream from the cursor into the model's index (as ``store.order_rows()`` would
-        return them, without the list of every row held at once): each row is dropped as soon as
-        it is indexed, so loading needs no more memory than the index itself.
+        The live window is every unfinished order plus those finished in the last
+        :attr:`live_days` days (and the older steps of a live run, so it is shown whole): what
+        the console works on, whatever the age of the store. Older orders stay on disk and are
+        reached through "Search all history".
         """
         store = self.runtime.store
-        model = self.model
+        model = self.live_model
         self._show_status(Feedback("busy", "Loading orders…"))
-        def read(_c: Any) -> tuple[Any, set[str], dict[str, str]]:
-            adopted: dict[str, str] = {}
-            runs = store.run_ids()
-            prepared = store.scan_order_rows(lambda rows: model.prepare(_as_runs(rows, runs, adopted)))
-            return prepared, store.step_orders_with_status("skipped"), adopted
+        cutoff = model.now() - self.live_days * DAY
 
-        prepared, skipped, adopted = await store.read(read)
+        def read(conn: sqlite3.Connection) -> tuple[Prepared, set[str], dict[str, str], int]:
+            rows = live_window_rows(conn, cutoff)
+            adopted = adopted_in(conn, rows)
+            prepared = model.prepare(_as_runs(_drain(rows), adopted))  # each row freed once indexed
+            shown = prepared.index.all
+            skipped = {o for o in store.step_orders_with_status("skipped") if o in shown}
+            stored = conn.execute("SELECT count(*) FROM orders INDEXED BY orders_by_status_seq").fetchone()[0]
+            return prepared, skipped, adopted, int(stored)
+
+        prepared, skipped, adopted, stored = await store.read(read)
+        self.stored_orders = stored
+        self.older_orders = max(0, stored - len(prepared.index.all))
         self._note_adopted(adopted)
         model.set_skipped(skipped)
         model.install(prepared)
@@ -315,15 +406,20 @@ class JobsPanel(Panel):
             model.apply(self._adopt(self._pending))
             self._pending = {}
         self._load_note = True
-        self._show_status(Feedback("ok", self._loaded_text()))
+        self._show_status(self.config_error or Feedback("ok", self._loaded_text()))
         self._update_summary()
         self.update_refresh()
         return len(prepared.index.all)
 
     @Slot(object)
-    def _on_orders_changed(self, rows: dict[str, tuple]) -> None:
+    def _on_orders_changed(self, rows: dict[str, tuple[Any, ...]]) -> None:
         if self._loaded:
-            self.model.apply(self._adopt(rows))
+            self.live_model.apply(self._adopt(rows))
+            if self.model is self.history_model:  # results that changed (new orders are not results)
+                known = self.history_model.ix.all
+                found = {oid: row for oid, row in rows.items() if oid in known}
+                if found:
+                    self.history_model.apply(found)
             if self.selected_count() == 1:  # its buttons follow its status (and its run's)
                 current = self.current_id()
                 if current is not None and (current in rows or self.adopters.get(current) in rows):
@@ -331,12 +427,12 @@ class JobsPanel(Panel):
         else:
             self._pending.update(rows)
 
-    def _adopt(self, rows: dict[str, tuple]) -> dict[str, tuple]:
+    def _adopt(self, rows: dict[str, tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
         """``rows`` with the runs made for Data Services orders as runs (their parent cleared).
 
         A new order whose parent has no step shown yet may be such a run: those are looked up
         together (one indexed query per frame that creates runs)."""
-        every, children, adopted = self.model.ix.all, self.model.ix.children, self.adopted
+        every, children, adopted = self.live_model.ix.all, self.live_model.ix.children, self.adopted
         unsure = [oid for oid, row in rows.items()
                   if row[PARENT] is not None and oid not in every and oid not in adopted
                   and row[PARENT] not in children]
@@ -352,11 +448,15 @@ class JobsPanel(Panel):
             self.adopters[order_id] = run_id
             self._managed.pop(order_id, None)
 
-    def acting_row(self, order_id: str) -> tuple | None:
+    def acting_row(self, order_id: str) -> tuple[Any, ...] | None:
         """The row whose status decides which actions apply to ``order_id``: its own, or for an
         order claimed from Data Services its run's."""
         run_id = self.adopters.get(order_id)
-        return self.model.get(run_id if run_id is not None else order_id) or self.model.get(order_id)
+        for model in (self.model, self.live_model):
+            row = model.get(run_id if run_id is not None else order_id) or model.get(order_id)
+            if row is not None:
+                return row
+        return None
 
     @Slot(object)
     def _on_events(self, events: list[Any]) -> None:
@@ -365,10 +465,10 @@ class JobsPanel(Panel):
         fractions = {e.order_id: e.progress for e in events
                      if isinstance(e, StepProgress) and e.progress is not None}
         if fractions:
-            self.model.apply_progress(fractions)
+            self.live_model.apply_progress(fractions)
         steps = {e.order_id: e.status == "skipped" for e in events if isinstance(e, StepChanged)}
         if steps:
-            self.model.set_skipped([o for o, s in steps.items() if s], [o for o, s in steps.items() if not s])
+            self.live_model.set_skipped([o for o, s in steps.items() if s], [o for o, s in steps.items() if not s])
 
     def wants_refresh(self) -> bool:
         return self._loaded
@@ -392,7 +492,7 @@ class JobsPanel(Panel):
         selection = self.view.selectionModel().selection()
         n = self.model.rowCount()
         rows: list[int] = []
-        for rng in selection:
+        for rng in _ranges(selection):
             rows.extend(range(rng.top(), rng.bottom() + 1))
         if len(rows) == n and n > 0 and len(set(rows)) == n:
             return self.model.visible_ids()
@@ -400,7 +500,7 @@ class JobsPanel(Panel):
         return [self.model.order_id(r) for r in rows]
 
     def selected_count(self) -> int:
-        return sum(rng.bottom() - rng.top() + 1 for rng in self.view.selectionModel().selection())
+        return sum(rng.bottom() - rng.top() + 1 for rng in _ranges(self.view.selectionModel().selection()))
 
     def current_id(self) -> str | None:
         index = self.view.currentIndex()
@@ -427,14 +527,16 @@ class JobsPanel(Panel):
         rows = sorted(r for r in (self.model.row_of(o) for o in order_ids) if r is not None)
         selection = QItemSelection()
         last_col = self.model.columnCount() - 1
-        start = prev = None
-        for r in rows + [None]:
+        start: int | None = None
+        prev = -1
+        for r in [*rows, None]:
             if start is not None and (r is None or r != prev + 1):
                 selection.select(self.model.index(start, 0), self.model.index(prev, last_col))
                 start = None
-            if r is not None and start is None:
-                start = r
-            prev = r
+            if r is not None:
+                if start is None:
+                    start = r
+                prev = r
         self.view.selectionModel().select(
             selection, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
         return len(rows)
@@ -517,6 +619,13 @@ class JobsPanel(Panel):
         if key == "details":
             self.details_requested.emit(ids[0])
             return None
+        archived = [i for i in ids if i in self.archived_ids]
+        if archived:
+            self._show_status(Feedback("error", f"{action.label.rstrip('…')}: {archived[0]} is archived "
+                                                "(read-only: its details, history and audit can be shown)"
+                                                + (f"; {len(archived) - 1:,} more selected" if len(archived) > 1
+                                                   else "")))
+            return None
         if len(ids) > 1:
             if not action.bulk:
                 self._show_status(Feedback("error", f"{action.label.rstrip('…')} works on one order "
@@ -555,6 +664,14 @@ class JobsPanel(Panel):
             item.triggered.connect(lambda: QGuiApplication.clipboard().setText("\n".join(ids)))
             return menu
         row = self.model.row_data(view_row)
+        if order_id in self.archived_ids:
+            menu.addSection(f"{order_id} · {self.model.status_name(row)} · archived (read-only)")
+            item = menu.addAction(ACTIONS["details"].label)
+            item.setObjectName("details")
+            item.triggered.connect(lambda _c=False: self.trigger("details"))
+            copy = menu.addAction("Copy id")
+            copy.triggered.connect(lambda: QGuiApplication.clipboard().setText(order_id))
+            return menu
         acting = self.acting_row(order_id) or row
         status = OrderStatus(acting[STATUS])
         is_run = row[PARENT] is None
@@ -606,11 +723,69 @@ class JobsPanel(Panel):
         menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         menu.popup(self.view.viewport().mapToGlobal(pos))
 
+    # ------------------------------------------------------------------ drag to reprioritise
+
+    def _draggable(self, row: tuple[Any, ...]) -> bool:
+        """Queued runs of the live window (not started, or waiting) move by drag and drop."""
+        if row[PARENT] is not None or row[ID] in self.archived_ids:
+            return False
+        if not ACTIONS["reprioritise"].applies(OrderStatus(row[STATUS]), True, False):
+            return False
+        return self.is_managed(row[ID])
+
+    @Slot(str, int)
+    def move_run(self, order_id: str, row: int) -> asyncio.Task[Any] | None:
+        """Give ``order_id`` the priority that puts it before view row ``row`` of the table
+        sorted by Priority (the run dropped there); the engine records who moved it."""
+        model = self.model
+        current = model.get(order_id)
+        if current is None or not self._draggable(current):
+            self._show_status(Feedback("error", f"Move {order_id}: only queued runs can be dragged"))
+            return None
+        if model.sort_column != PRIORITY_COLUMN:
+            self._show_status(Feedback("error", f"Move {order_id}: sort by Priority first (click its "
+                                                "header); a run dropped there gets the priority of its place"))
+            return None
+        above, below = model.neighbours(order_id, row)
+        highest_first = model.sort_order == Qt.SortOrder.AscendingOrder
+        new = priority_for_drop(above[NPRI] if above is not None else None,
+                                below[NPRI] if below is not None else None, highest_first=highest_first)
+        old = current[NPRI]
+        if new == old:
+            self._show_status(Feedback("ok", f"{order_id} keeps priority {old}: that is its place already"))
+            return None
+        if below is not None:
+            where = f"above {below[ID]}"
+        elif above is not None:
+            where = f"below {above[ID]}"
+        else:
+            where = "alone"
+        reason = f"moved {where} in Jobs"
+        who = self.actions.who()
+        self._show_status(Feedback("busy", f"Reprioritising {order_id}: {old} → {new} ({reason})…"))
+
+        async def flow() -> Any:
+            try:
+                result = await self.runtime.reprioritise(order_id, new, who=who, reason=reason)
+            except LabconsoleError as exc:
+                self._show_status(Feedback("error", f"Move {order_id}: {exc}"))
+                return None
+            if result.ok:
+                self._show_status(Feedback("ok", f"{order_id}: priority {old} → {new}, {where}"))
+            else:
+                self._show_status(Feedback("error", f"Move {order_id}: {result.message}"))
+            return result
+
+        return self._tasks.run(flow(), f"move {order_id}")
+
     # ------------------------------------------------------------------ filter and views
 
     @Slot(object)
     def _on_filter_changed(self, spec: OrderFilter) -> None:
-        self.model.set_filter(spec)
+        if self.model is self.history_model:
+            self.search_history(spec)
+        else:
+            self.live_model.set_filter(spec)
         self._update_summary()
 
     @Slot(object)
@@ -652,20 +827,163 @@ class JobsPanel(Panel):
 
     @Slot()
     def _update_names(self) -> None:
-        instruments = set(self.model.ix.instruments)
+        instruments = set(self.live_model.ix.instruments)
         try:
             instruments.update(v.id for v in self.runtime.instruments())
         except Exception:  # noqa: BLE001 - a runtime without a workcell has no instruments
             pass
-        self.filter_bar.set_names(self.model.ix.templates, instruments)
+        self.filter_bar.set_names(self.live_model.ix.templates, instruments)
+
+    # ------------------------------------------------------------------ all history
+
+    @property
+    def history_mode(self) -> bool:
+        """Whether the table shows "Search all history" results instead of the live window."""
+        return self.model is self.history_model
+
+    @Slot(bool)
+    def set_history_mode(self, on: bool) -> None:
+        """Show the results of searching all history (True) or the live window (False)."""
+        if on == self.history_mode:
+            return
+        self._cancel_history()
+        self.model = self.history_model if on else self.live_model
+        old = self.view.selectionModel()
+        self.view.setModel(self.model)
+        old.deleteLater()
+        self._connect_selection()
+        self.view.horizontalHeader().setSortIndicator(self.model.sort_column, self.model.sort_order)
+        if self.filter_bar.history_mode != on:
+            self.filter_bar.set_history_mode(on)
+        if on:
+            self.search_history(self.filter_bar.current())
+        else:
+            self.history_reach = self.history_page = self.history_matched = None
+            self.archived_ids.clear()
+            self.history_model.reset(())
+            if self.live_model.filter != self.filter_bar.current():
+                self.live_model.set_filter(self.filter_bar.current())
+        self._update_summary()
+        self._update_buttons()
+
+    def search_history(self, spec: OrderFilter) -> asyncio.Task[None]:
+        """Search all history for ``spec`` off the loop (the search before it is cancelled) and
+        show the first page of results, newest first."""
+        self._cancel_history()
+        query = history_query(spec, self.live_model.now(), HISTORY_PAGE)
+        self._history_query = query
+        self.history_matched = None
+        self.filter_bar.set_history_note("Searching all history…")
+        task = asyncio.get_running_loop().create_task(self._run_history(query, None))
+        self._history_task = task
+        return task
+
+    @Slot()
+    def load_more_history(self) -> asyncio.Task[None] | None:
+        """Page in the next (older) results of the history search, if there are more."""
+        page, query = self.history_page, self._history_query
+        if (not self.history_mode or page is None or page.next_cursor is None or query is None
+                or (self._history_task is not None and not self._history_task.done())):
+            return None
+        task = asyncio.get_running_loop().create_task(self._run_history(query, page.next_cursor))
+        self._history_task = task
+        return task
+
+    def _cancel_history(self) -> None:
+        task = self._history_task
+        self._history_task = None
+        if task is not None and not task.done():
+            task.cancel()
+            self.history.cancel()  # interrupts its query if it is running
+
+    async def _run_history(self, query: HistoryQuery, cursor: int | None) -> None:
+        try:
+            if self.history_reach is None:
+                self.history_reach = await self.history.reach()
+            page = await self.history.search(query, cursor)
+            if query is not self._history_query or not self.history_mode:
+                return
+            self._show_history_page(page, first=cursor is None)
+            self._update_history_note()
+            if cursor is None:
+                self.history_matched = await self.history.count(query, cap=HISTORY_COUNT_CAP)
+        except SearchSuperseded:
+            return
+        except (LabconsoleError, sqlite3.Error) as exc:
+            if query is self._history_query:
+                self.filter_bar.set_history_note(f"History search failed: {exc}", error=True)
+            return
+        if query is self._history_query and self.history_mode:
+            self._update_history_note()
+
+    def _show_history_page(self, page: HistoryPage, *, first: bool) -> None:
+        if first:
+            self.archived_ids = {r[0] for r in page.rows if r[ARCHIVED_COLUMN]}
+            self.history_model.reset(page.rows)
+        else:
+            self.archived_ids.update(r[0] for r in page.rows if r[ARCHIVED_COLUMN])
+            self.history_model.apply({r[0]: r for r in page.rows})
+        self.history_page = page
+
+    def _history_text(self) -> tuple[str, bool]:
+        """What the history search reaches and found (and whether the archive has a problem)."""
+        parts: list[str] = []
+        reach = self.history_reach
+        if reach is not None:
+            oldest = reach.oldest
+            total = reach.live_orders + reach.archived_orders
+            back = f"back to {format_full_time(oldest)[:10]}" if oldest is not None else "empty"
+            parts.append(f"All history {back}: {total:,} orders"
+                         + (f" ({reach.archived_orders:,} archived)" if reach.archived_orders else ""))
+        if self.history_matched is not None:
+            count, more = self.history_matched
+            parts.append(f"{'over ' if more else ''}{count:,} match")
+        elif self.history_page is not None:
+            parts.append("counting matches…")
+        parts.append(f"{self.history_model.rowCount():,} shown")
+        error = False
+        page = self.history_page
+        state = page.archive if page is not None else reach.archive if reach is not None else None
+        if state is not None and not state.ok:
+            parts.append(state.message)
+            error = True
+        return " · ".join(parts), error
+
+    def _update_history_note(self) -> None:
+        text, error = self._history_text()
+        page = self.history_page
+        self.filter_bar.set_history_note(text, more=page is not None and page.next_cursor is not None,
+                                         error=error)
+        self._update_summary()
+
+    def _history_summary(self, shown: int) -> str:
+        return f"{shown:,} orders found in all history · {self.live_model.filter.describe()}".replace(
+            " · all orders", "")
+
+    @Slot(int)
+    def _on_scrolled(self, value: int) -> None:
+        bar = self.view.verticalScrollBar()
+        if self.history_mode and value > 0 and value == bar.maximum():
+            self.load_more_history()
+
+    def _connect_selection(self) -> None:
+        selection = self.view.selectionModel()
+        selection.currentRowChanged.connect(self._on_current)
+        selection.selectionChanged.connect(self._on_selection_changed)
 
     # ------------------------------------------------------------------ status
 
     @Slot()
     def _update_summary(self) -> None:
         shown, total = self.model.rowCount(), self.model.total
-        spec = self.model.filter
-        text = f"{total:,} orders" if spec.is_empty else f"{shown:,} of {total:,} orders · {spec.describe()}"
+        spec = self.live_model.filter
+        if self.model is self.history_model:
+            text = self._history_summary(shown)
+        else:
+            text = f"{total:,} orders" if spec.is_empty else f"{shown:,} of {total:,} orders · {spec.describe()}"
+        if self.older_orders and self.model is self.live_model:
+            text += (f" · unfinished and last {self.live_days:g} days; {self.older_orders:,} older "
+                     "in Search all history")
         selected = self.selected_count()
         if selected:
             text += f" · {selected:,} selected"
@@ -678,7 +996,7 @@ class JobsPanel(Panel):
         self._update_empty_hint(shown, total)
 
     def _loaded_text(self) -> str:
-        return f"{self.model.total:,} orders, following the store live"
+        return f"{self.live_model.total:,} orders, following the store live"
 
     def _update_empty_hint(self, shown: int, total: int) -> None:
         if shown or not self._loaded:
@@ -701,11 +1019,12 @@ class JobsPanel(Panel):
         if count == 1:
             ids = self.selected_ids()
             row = self.acting_row(ids[0]) if ids else None
-        managed = row is not None and self.is_managed(row[0])
+        managed = row is not None and row[0] not in self.archived_ids and self.is_managed(row[0])
         for key, button in self.bulk_buttons.items():
             action = ACTIONS[key]
             if count > 1:
-                button.setEnabled(True)
+                button.setEnabled(not self.archived_ids or not any(i in self.archived_ids
+                                                                   for i in self.selected_ids()))
                 button.setText(f"{BULK_LABELS[key]} {count:,}…")
             else:
                 button.setText(action.label)
@@ -747,20 +1066,26 @@ class JobsPanel(Panel):
     def on_shutdown(self) -> None:
         """Stop the filter bar's timers, running actions and the panel's own dialogs."""
         self.filter_bar.shutdown()
+        self._cancel_history()
         self.actions.shutdown()
         self._tasks.cancel_all()
 
 
-def _as_runs(rows: Any, runs: set[str], adopted: dict[str, str]) -> Any:
-    """Store rows with the runs made for another order (one claimed from Data Services: the
-    run's parent is not a run) as runs, parent cleared; those are noted in ``adopted``."""
-    if not runs:
-        yield from rows
-        return
+def _ranges(selection: QItemSelection) -> list[QItemSelectionRange]:
+    """The ranges of a selection (PySide6's stubs do not declare it iterable)."""
+    return [selection.at(i) for i in range(selection.count())]
+
+
+def _drain(rows: list[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+    """The rows in order, each dropped from the list as it is handed out: the memory of the rows
+    read goes to the index built from them instead of adding to it."""
+    rows.reverse()
+    while rows:
+        yield rows.pop()
+
+
+def _as_runs(rows: Iterable[tuple[Any, ...]], adopted: dict[str, str]) -> Iterator[tuple[Any, ...]]:
+    """Store rows with the runs made for another order (``adopted``: one claimed from Data
+    Services, whose run's parent is not a run) as runs, parent cleared."""
     for row in rows:
-        parent = row[1]
-        if parent is not None and parent not in runs and row[0] in runs:
-            adopted[row[0]] = parent
-            yield (row[0], None, *row[2:])
-        else:
-            yield row
+        yield (row[0], None, *row[2:]) if row[0] in adopted else row

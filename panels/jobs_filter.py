@@ -20,6 +20,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from core.errors import ConfigError
+from core.history import HistoryQuery
+from core.inifile import read_section
 from core.orders import OrderPriority, OrderStatus
 
 log = logging.getLogger(__name__)
@@ -27,7 +30,7 @@ log = logging.getLogger(__name__)
 # Positions in an order row (core.store.ORDER_ROW_COLUMNS).
 ID, PARENT, TEMPLATE, VERSION, STATUS, PRIORITY, NPRI, ASSIGNED, CREATED, STARTED, ENDED, DETAILS = range(12)
 
-Row = tuple
+Row = tuple[Any, ...]
 Predicate = Callable[[Row], bool]
 
 TIME_PRESETS: dict[str, tuple[str, float | None]] = {
@@ -58,6 +61,39 @@ groups and OR within a group."""
 _BANDS: dict[str, tuple[int, int]] = {"high": (70, 100), "normal": (31, 69), "low": (0, 30)}
 
 KINDS: dict[str, str] = {"all": "Runs and steps", "runs": "Runs only", "steps": "Steps only"}
+
+LIVE_DAYS = 7.0
+"""Finished orders of the last this many days stay in the Jobs table (``[JOBS] live_days``);
+older ones are reached through "Search all history"."""
+LIVE_DAYS_KEY = "live_days"
+
+
+def live_days_from_ini(path: Path | None) -> float:
+    """``[JOBS] live_days`` of a config.ini (days, a positive number; :data:`LIVE_DAYS` when it is
+    not set). A bad value raises :class:`ConfigError` naming the file, line and field."""
+    found = read_section(path, "JOBS")
+    if found is None:
+        return LIVE_DAYS
+    section, text = found
+    raw = section.get(LIVE_DAYS_KEY, fallback="").strip()
+    if not raw:
+        return LIVE_DAYS
+    line, inside = None, False
+    for number, raw_line in enumerate(text.splitlines(), start=1):
+        stripped = raw_line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            inside = stripped[1:-1].strip().upper() == "JOBS"
+        elif inside and stripped.split("=", 1)[0].split(":", 1)[0].strip().lower() == LIVE_DAYS_KEY:
+            line = number
+    try:
+        days = float(raw.lower().removesuffix("d").strip())
+    except ValueError:
+        days = float("nan")
+    if not days > 0 or days == float("inf"):
+        raise ConfigError.at(f"{raw!r} is not a number of days above 0 (e.g. 7)", file=path,
+                             line=line, field=f"JOBS.{LIVE_DAYS_KEY}")
+    return days
+
 
 UNASSIGNED = ""
 """The instrument filter value that matches orders not assigned to any instrument."""
@@ -205,7 +241,30 @@ class OrderFilter:
         return replace(self, **changes)
 
 
-class _Contains(dict):
+HISTORY_FIELDS = ("text", "statuses", "templates", "time")
+"""What "Search all history" searches on disk: free text (whole words), status, template and a
+created or ended time range. Priority, instrument, kind and the started time filter the live
+window only."""
+
+
+def history_query(spec: OrderFilter, now: float, limit: int = 200) -> HistoryQuery:
+    """The on-disk search for what ``spec`` asks of all history (see :data:`HISTORY_FIELDS`)."""
+    lo, hi = spec.time_bounds(now)
+    created: tuple[float | None, float | None] = (None, None)
+    ended: tuple[float | None, float | None] = (None, None)
+    if lo is not None or hi is not None:
+        # the half-open range of the search, ``hi`` included as the live filter includes it
+        bounds = (lo, hi + 1e-6 if hi is not None else None)
+        if spec.time_field == "ended":
+            ended = bounds
+        else:
+            created = bounds
+    return HistoryQuery(text=spec.text.strip(), statuses=spec.statuses, templates=spec.templates,
+                        created_from=created[0], created_to=created[1], ended_from=ended[0],
+                        ended_to=ended[1], limit=limit)
+
+
+class _Contains(dict[str | None, bool]):
     """value -> whether ``needle`` is a case-insensitive substring of it, computed once per value."""
 
     def __init__(self, needle: str) -> None:

@@ -37,6 +37,7 @@ from panels.jobs_filter import (
     SavedViews,
 )
 from panels.style import status_icon
+from panels.theme import keep_styled, text_style
 
 SEARCH_DEBOUNCE_MS = 250
 
@@ -92,7 +93,7 @@ class FlowLayout(QLayout):
         return size + QSize(margins.left() + margins.right(), margins.top() + margins.bottom())
 
     def _visible(self) -> list[QLayoutItem]:
-        return [i for i in self._items if not (i.widget() is not None and i.widget().isHidden())]
+        return [i for i in self._items if not ((w := i.widget()) is not None and w.isHidden())]
 
     def _arrange(self, rect: QRect, *, move: bool) -> int:
         x, y, line = rect.x(), rect.y(), 0
@@ -224,6 +225,10 @@ class FilterBar(QWidget):
     """The new :class:`OrderFilter`."""
     view_chosen = Signal(object)
     save_requested = Signal()
+    history_toggled = Signal(bool)
+    """"Search all history" was switched on (True) or off."""
+    more_requested = Signal()
+    """The operator asks for the next page of history results."""
 
     def __init__(self, views: SavedViews, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -298,13 +303,31 @@ class FilterBar(QWidget):
         self.clear_button = QToolButton(self)
         self.clear_button.setText("Clear filters")
         self.clear_button.clicked.connect(self.clear)
+        self.history_button = QToolButton(self)
+        self.history_button.setObjectName("historyMode")
+        self.history_button.setText("Search all history")
+        self.history_button.setCheckable(True)
+        self.history_button.setToolTip("Search every order on disk, archived ones included (text, status, "
+                                       "template, created or ended time), instead of the live window")
+        self.history_button.toggled.connect(self._on_history_toggled)
+        self.history_note = QLabel(self)
+        self.history_note.setObjectName("historyNote")
+        self.history_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.history_note.hide()
+        self.more_button = QToolButton(self)
+        self.more_button.setObjectName("historyMore")
+        self.more_button.setText("Load more")
+        self.more_button.setToolTip("The next page of older matches")
+        self.more_button.clicked.connect(self.more_requested)
+        self.more_button.hide()
 
         self.search.setMinimumWidth(160)
         flow = FlowLayout(self)
         for widget in (self.view_combo, self.save_button, self.delete_button, self.search,
                        self.status, self.priority, self.instrument, self.template, self.kind,
                        self.time_field, self.time, self.time_from, self.time_sep, self.time_to,
-                       self.run_chip, self.clear_button):
+                       self.run_chip, self.clear_button, self.history_button, self.history_note,
+                       self.more_button):
             flow.addWidget(widget)
         self.refresh_views()
 
@@ -379,6 +402,43 @@ class FilterBar(QWidget):
         if missing:
             button.set_choices([(v, button._labels[v]) for v in button._choices] + [(v, v or "(not assigned)")
                                                                                   for v in missing])
+
+    # ------------------------------------------------------------------ all history
+
+    @property
+    def history_mode(self) -> bool:
+        return self.history_button.isChecked()
+
+    def set_history_mode(self, on: bool) -> None:
+        """Search all history on disk (True) or filter the live window (False)."""
+        self.history_button.setChecked(on)
+
+    def set_history_note(self, text: str, *, more: bool = False, error: bool = False) -> None:
+        """What the history search reaches and found; ``more``: offer the next page."""
+        self.history_note.setText(text)
+        self.history_note.setToolTip(text)
+        keep_styled(self.history_note, text_style("text_error" if error else "muted"))
+        self.more_button.setVisible(self.history_mode and more)
+
+    @Slot(bool)
+    def _on_history_toggled(self, on: bool) -> None:
+        for widget in (self.priority, self.instrument, self.kind):
+            widget.setEnabled(not on)
+            widget.setToolTip("Filters the live window only; not searched in all history" if on else "")
+        started = self.time_field.findData("started")
+        item = self.time_field.model().item(started)  # type: ignore[attr-defined]
+        if item is not None:
+            item.setEnabled(not on)
+        if on and self.time_field.currentData() == "started":
+            with QSignalBlocker(self.time_field):
+                self.time_field.setCurrentIndex(self.time_field.findData("created"))
+        self.history_button.setText("Search all history ✓" if on else "Search all history")
+        self.history_note.setVisible(on)
+        self.more_button.setVisible(False)
+        self.history_toggled.emit(on)
+        if on:
+            self._filter = self.current()
+            self._sync_view_combo()
 
     # ------------------------------------------------------------------ views
 

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import (
     QAbstractTableModel,
+    QMimeData,
     QModelIndex,
     QObject,
     QPersistentModelIndex,
@@ -71,6 +72,26 @@ PROGRESS_ROLE = Qt.ItemDataRole.UserRole + 1
 """Progress as a fraction 0..1 (None when unknown); the progress column's delegate draws it."""
 ORDER_ID_ROLE = Qt.ItemDataRole.UserRole + 2
 """The order id of the row, in every column."""
+ORDER_MIME = "application/x-labconsole-order-ids"
+"""What a dragged row carries: its order id (UTF-8)."""
+
+
+def priority_for_drop(above: int | None, below: int | None, *, highest_first: bool) -> int:
+    """The numeric priority (0-100) that places a run between the rows ``above`` and ``below``
+    it (their numeric priorities; None at either end of the list) in a list sorted by priority,
+    highest first (or lowest first). Between two neighbours it takes the middle; next to one
+    with no room left it ties with it (ties keep their arrival order)."""
+    if not highest_first:  # the same question seen from the other end of the list
+        above, below = below, above
+    if above is not None and below is not None:
+        if above - below >= 2:
+            return (above + below + 1) // 2
+        return max(0, min(100, below + 1))
+    if below is not None:
+        return min(100, below + 1)
+    if above is not None:
+        return max(0, above - 1)
+    return 50
 
 _STATUS_NAMES = {int(s): s.name for s in OrderStatus}
 _PRIORITY_NAMES = {int(p): p.name for p in OrderPriority}
@@ -216,6 +237,8 @@ STATUS_COLUMN = COLUMN_KEYS.index("status")
 RUN_COLUMN = COLUMN_KEYS.index("run")
 PROGRESS_COLUMN = COLUMN_KEYS.index("progress")
 DURATION_COLUMN = COLUMN_KEYS.index("duration")
+PRIORITY_COLUMN = COLUMN_KEYS.index("priority")
+"""The column sorting by Biosero priority, then numeric priority (the dispatch order)."""
 _TIME_POS = {COLUMN_KEYS.index("created"): CREATED, COLUMN_KEYS.index("started"): STARTED,
              COLUMN_KEYS.index("ended"): ENDED}
 
@@ -239,7 +262,7 @@ class OrderIndex:
         self.next_rank = 0
 
     @classmethod
-    def build(cls, rows: Iterable[tuple], now: Callable[[], float] = time.time) -> OrderIndex:
+    def build(cls, rows: Iterable[tuple[Any, ...]], now: Callable[[], float] = time.time) -> OrderIndex:
         """An index over store order rows (thread-safe: touches only the new object)."""
         ix = cls(now)
         collecting = gc.isenabled()
@@ -261,7 +284,7 @@ class OrderIndex:
                 gc.enable()
         return ix
 
-    def share(self, row: tuple, rank: int) -> Row:
+    def share(self, row: tuple[Any, ...], rank: int) -> Row:
         """The stored form of a store row: its rank appended, repeated strings shared.
 
         Template names, versions, instruments and details repeat across thousands of rows; a
@@ -307,15 +330,15 @@ class OrderIndex:
                 array = np.array(prim)
                 if array.dtype.kind in "if":
                     # Times, durations, priorities: a stable argsort gives the order sorted() would.
-                    order = np.argsort(array, kind="stable")
-                    return array[order].tolist(), list(map(rows.__getitem__, order.tolist()))
+                    positions = np.argsort(array, kind="stable")
+                    return array[positions].tolist(), list(map(rows.__getitem__, positions.tolist()))
             order = sorted(range(n), key=prim.__getitem__)
             return list(map(prim.__getitem__, order)), list(map(rows.__getitem__, order))
         finally:
             if collecting:
                 gc.enable()
 
-    def put(self, row: tuple) -> tuple[Row, bool]:
+    def put(self, row: tuple[Any, ...]) -> tuple[Row, bool]:
         """Store a new version of an order row; returns (stored row, whether a name is new)."""
         oid = row[ID]
         old = self.all.get(oid)
@@ -423,6 +446,9 @@ class OrdersTableModel(QAbstractTableModel):
     """A template or instrument name appeared that the filter menus do not list yet."""
     rows_changed = Signal()
     """Rows were shown, hidden or replaced: once per frame, filter, sort or load (for counts)."""
+    reorder_requested = Signal(str, int)
+    """A run was dropped before view row ``row`` (row count: at the end): (order id, row). The
+    rows do not move here; the run's new priority moves it when the store has it."""
 
     def __init__(self, parent: QObject | None = None, *, now: Callable[[], float] = time.time) -> None:
         super().__init__(parent)
@@ -451,6 +477,8 @@ class OrdersTableModel(QAbstractTableModel):
         self._muted = QColor()
         self.theme_resolutions = 0
         """How many times the theme's colours were resolved (once per theme change)."""
+        self.draggable: Callable[[Row], bool] = lambda _row: False
+        """Which rows may be dragged to a new place (the panel decides: queued runs)."""
         self._resolve_theme()
         theme_events().changed.connect(self._on_theme)
 
@@ -541,6 +569,59 @@ class OrdersTableModel(QAbstractTableModel):
             return self._tooltip(row, col)
         return None
 
+    # ------------------------------------------------------------------ drag and drop
+
+    def flags(self, index: ModelIndex) -> Qt.ItemFlag:
+        flags = super().flags(index)
+        if not index.isValid():
+            return flags | Qt.ItemFlag.ItemIsDropEnabled  # drops go between rows
+        r = index.row()
+        if 0 <= r < len(self._rows) and self.draggable(self.row_data(r)):
+            flags |= Qt.ItemFlag.ItemIsDragEnabled
+        return flags
+
+    def mimeTypes(self) -> list[str]:  # noqa: N802
+        return [ORDER_MIME]
+
+    def mimeData(self, indexes: Any) -> QMimeData:  # noqa: N802
+        data = QMimeData()
+        rows = sorted({i.row() for i in indexes if i.isValid()})
+        ids = [self.order_id(r) for r in rows if self.draggable(self.row_data(r))]
+        data.setData(ORDER_MIME, "\n".join(ids[:1]).encode())
+        return data
+
+    def supportedDragActions(self) -> Qt.DropAction:  # noqa: N802
+        return Qt.DropAction.MoveAction
+
+    def supportedDropActions(self) -> Qt.DropAction:  # noqa: N802
+        return Qt.DropAction.MoveAction
+
+    def canDropMimeData(self, data: QMimeData, action: Qt.DropAction, row: int, column: int,  # noqa: N802
+                        parent: ModelIndex) -> bool:
+        return data.hasFormat(ORDER_MIME) and action == Qt.DropAction.MoveAction
+
+    def dropMimeData(self, data: QMimeData, action: Qt.DropAction, row: int, column: int,  # noqa: N802
+                     parent: ModelIndex) -> bool:
+        """Ask for the dropped run to go before ``row``; returns False: no row moves now (and
+        the view removes none)."""
+        if not self.canDropMimeData(data, action, row, column, parent):
+            return False
+        order_id = bytes(data.data(ORDER_MIME).data()).decode()
+        if not order_id or order_id not in self.ix.all:
+            return False
+        if row < 0:
+            row = parent.row() if parent.isValid() else len(self._rows)
+        self.reorder_requested.emit(order_id, row)
+        return False
+
+    def neighbours(self, order_id: str, row: int) -> tuple[Row | None, Row | None]:
+        """The rows just above and below view row ``row`` once ``order_id`` has left its place."""
+        n = len(self._rows)
+        above = next((self.row_data(r) for r in range(row - 1, -1, -1)
+                      if r < n and self.order_id(r) != order_id), None)
+        below = next((self.row_data(r) for r in range(row, n) if self.order_id(r) != order_id), None)
+        return above, below
+
     def _tooltip(self, row: Row, col: int) -> str | None:
         if col == STATUS_COLUMN:
             name = self.status_name(row)
@@ -598,7 +679,8 @@ class OrdersTableModel(QAbstractTableModel):
         return self._view_row(i, len(self._rows))
 
     def order_id(self, row: int) -> str:
-        return self.row_data(row)[ID]
+        order_id: str = self.row_data(row)[ID]
+        return order_id
 
     def row_data(self, row: int) -> Row:
         """The order row shown at view row ``row``."""
@@ -616,7 +698,7 @@ class OrdersTableModel(QAbstractTableModel):
             ids.reverse()
         return ids
 
-    def children(self, run_id: str) -> list[Row]:
+    def steps_of(self, run_id: str) -> list[Row]:
         """The step orders of a run (whatever the filter), in arrival order."""
         every = self.ix.all
         return [every[c] for c in self.ix.children.get(run_id, ()) if c in every]
@@ -632,7 +714,7 @@ class OrdersTableModel(QAbstractTableModel):
 
     # ------------------------------------------------------------------ feeding
 
-    def prepare(self, rows: Iterable[tuple]) -> Prepared:
+    def prepare(self, rows: Iterable[tuple[Any, ...]]) -> Prepared:
         """Index ``rows`` and filter and sort them as the model would — on any thread."""
         ix = OrderIndex.build(rows, self.now)
         spec, column = self._filter, self._sort_col
@@ -657,7 +739,7 @@ class OrdersTableModel(QAbstractTableModel):
         self.rows_changed.emit()
         return current
 
-    def reset(self, rows: Iterable[tuple]) -> None:
+    def reset(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """Replace every order (on the loop; :meth:`prepare` + :meth:`install` avoid that)."""
         self.beginResetModel()
         self.ix = OrderIndex.build(rows, self.now)
@@ -677,7 +759,7 @@ class OrdersTableModel(QAbstractTableModel):
         self.filter_changed.emit()
         self.rows_changed.emit()
 
-    def apply(self, changed: Mapping[str, tuple]) -> None:
+    def apply(self, changed: Mapping[str, tuple[Any, ...]]) -> None:
         """One frame of order rows from the bridge: replace, add, move, show or hide rows."""
         if not changed:
             return
@@ -750,13 +832,14 @@ class OrdersTableModel(QAbstractTableModel):
         self.rebuilds += 1
         return self.ix.visible(self._pred, self._sort_col)
 
-    def _remap_persistent(self, old: list[tuple[QPersistentModelIndex, str | None]]) -> None:
+    def _remap_persistent(self, old: list[tuple[QModelIndex, str | None]]) -> None:
         if not old:
             return
-        froms, tos = [], []
+        froms: list[QModelIndex] = []
+        tos: list[QModelIndex] = []
         for index, oid in old:
             row = self.row_of(oid) if oid is not None else None
-            froms.append(QModelIndex(index))
+            froms.append(index)
             tos.append(self.index(row, index.column()) if row is not None else QModelIndex())
         self.changePersistentIndexList(froms, tos)
 

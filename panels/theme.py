@@ -214,6 +214,37 @@ def keep_styled(widget: QWidget, sheet: Callable[[Theme], str]) -> None:
     keeper.apply()
 
 
+class _ThemedPalette(QObject):
+    """Keeps colour roles of a widget's palette in the current theme's colours (a child of the
+    widget, so the link to the theme announcer ends with the widget)."""
+
+    def __init__(self, widget: QWidget, roles: dict[QPalette.ColorRole, str]) -> None:
+        super().__init__(widget)
+        self.setObjectName("themedPalette")
+        self.widget = widget
+        self.roles = roles
+        theme_events().changed.connect(self.apply)
+
+    def apply(self, theme: Theme | None = None) -> None:
+        theme = theme or current_theme()
+        pal = QPalette(theme.qpalette())
+        for role, key in self.roles.items():
+            pal.setColor(role, theme.resolve(key) if ":" in key else theme.color(key))
+        self.widget.setPalette(pal)
+
+
+def keep_palette(widget: QWidget, roles: dict[QPalette.ColorRole, str]) -> None:
+    """Give ``widget`` the theme's palette with ``roles`` in theme colours (``{Base: "card"}``:
+    a list that blends into its card), now and again at every theme change. A palette set once
+    would keep the colours of the theme it was set in: a white list on a dark card. Calling it
+    again replaces the roles."""
+    keeper = widget.findChild(_ThemedPalette, "themedPalette")
+    if keeper is None:
+        keeper = _ThemedPalette(widget, roles)
+    keeper.roles = dict(roles)
+    keeper.apply()
+
+
 def text_style(key: str, extra: str = "") -> Callable[[Theme], str]:
     """A :func:`keep_styled` sheet: text in the theme colour ``key`` (``text_error``, ``muted`` ...)."""
     return lambda theme: theme.css(key, extra=extra)

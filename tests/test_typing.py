@@ -62,6 +62,10 @@ STRICT = [
     "core/storefile.py",
     "core/drivers/pylabrobot.py",
     "core/drivers/madsci.py",
+    "panels/jobs.py",
+    "panels/jobs_model.py",
+    "panels/jobs_filter.py",
+    "panels/jobs_filterbar.py",
 ]
 
 
