@@ -6,7 +6,9 @@
 
 An illegal transition raises :class:`~core.errors.IllegalTransitionError` and changes nothing.
 Order of service: Biosero priority (Elevated first), then numeric priority (0-100, higher
-first), then scheduled start time, then FIFO. Jobs are indexed in heaps by capability and, for
+first), then the step whose time window (``start_within``) closes soonest, then work in progress
+(steps of runs already under way, the longest under way first, before the first steps of new
+runs: plates already out wait least), then scheduled start time, then FIFO. Jobs are indexed in heaps by capability and, for
 restricted jobs, by module and restriction strategy, so a dispatch decision looks only at the
 heads of a few heaps — never at every queued job.
 
@@ -104,8 +106,10 @@ JOB_ORDER_STATUS: dict[JobStatus, OrderStatus] = {
 FINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMEOUT})
 
 T = TypeVar("T")
-JobKey = tuple[int, int, float, int]
-"""A job's place in its heaps: (Biosero priority, -priority, scheduled start, arrival)."""
+JobKey = tuple[int, int, float, float, float, int]
+"""A job's place in its heaps: (Biosero priority, -priority, window closes, run under way since,
+scheduled start, arrival)."""
+_NEVER = float("inf")
 HeapKey = tuple[str, str] | tuple[str, str, str, ModuleRestrictionStrategy]
 """``("any", capability)`` or ``("pin", capability, module, strategy)``."""
 HeapEntry = tuple[JobKey, int, int, "Job"]
@@ -147,9 +151,14 @@ class Job:
     interrupt: DriverError | None = None
     on_started: Any = None
     progress: ProgressSink | None = None
+    closes: float | None = None
+    """The step's start window closes then (None: no window)."""
+    under_way: float | None = None
+    """When the job's run started its first step (None: a new run, or not preferred)."""
 
     def key(self) -> JobKey:
-        return (self.biosero, -self.priority, self.scheduled or 0.0, self.seq)
+        return (self.biosero, -self.priority, _NEVER if self.closes is None else self.closes,
+                _NEVER if self.under_way is None else self.under_way, self.scheduled or 0.0, self.seq)
 
     def to(self, status: JobStatus) -> None:
         if status not in TRANSITIONS.get(self.status, frozenset()):
@@ -346,8 +355,10 @@ class Dispatcher:
     def __init__(self, store: Store, bus: EventBus, drivers: Mapping[str, Driver], *,
                  clock: Clock | None = None, strategy: LoadBalancing | str = LoadBalancing.LEAST_LOADED,
                  heartbeat_interval: float = 5.0, stale_timeout: float = 30.0, seed: int = 0,
-                 capacities: Mapping[str, int] | None = None) -> None:
+                 capacities: Mapping[str, int] | None = None, prefer_started: bool = True) -> None:
         self.store = store
+        self.prefer_started = prefer_started
+        """Serve steps of runs under way before first steps of new runs (within a priority)."""
         self.bus = bus
         self.clock = clock or SystemClock()
         self.strategy = LoadBalancing(strategy)
@@ -499,9 +510,11 @@ class Dispatcher:
         except DriverError:
             return None  # execute() says why
         current = self.queue.jobs.get(job.order_id)
+        opens = getattr(request, "not_before", None)
         if job.scheduled is not None or job.order_id in self._claimed or (
-                current is not None and current.status not in FINAL):
-            return None
+                current is not None and current.status not in FINAL) or (
+                opens is not None and opens > self.clock.now()):
+            return None  # (a step whose time window has not opened yet waits for it first)
         capabilities = {job.capability, *job.reserve}
         if any(hk[1] in capabilities and self.queue.head(hk) is not None for hk in list(self.queue.heaps)):
             return None  # others wait: the dispatch pass keeps their order
@@ -509,6 +522,9 @@ class Dispatcher:
         mains = [i for i in free if self._eligible(job, i, job.capability)]
         if not mains:
             return None
+        if job.under_way is None and len(mains) <= sum(
+                kinds.count(job.capability) for kinds, _timer in self._holds.values()):
+            return None  # the free ones are kept for runs under way
         main = self._choose(job, mains)
         extras: list[Instrument] = []
         for capability in job.reserve:
@@ -520,6 +536,8 @@ class Dispatcher:
         self.queue.admit(job, now)
         self._reserve(job, main, extras, now)
         self._claimed[job.order_id] = (request, job)
+        if job.run_id is not None and (hold := self._holds.pop(job.run_id, None)) is not None:
+            hold[1].cancel()  # the run's next step has its instrument
         return main.id
 
     def unclaim(self, request: Any) -> None:
@@ -544,7 +562,9 @@ class Dispatcher:
                    workflow=getattr(request, "template_name", None), idempotent=request.idempotent,
                    scheduled=(order.scheduledStartTime.timestamp() if order.scheduledStartTime is not None
                               and order.schedulingStrategy is SchedulingStrategy.FirstAvailableSlot else None),
-                   on_started=request.started)
+                   on_started=request.started,
+                   closes=getattr(request, "window_closes", None),
+                   under_way=getattr(request, "run_started", None) if self.prefer_started else None)
 
     async def submit(self, job: Job) -> dict[str, Any]:
         job.future = asyncio.get_running_loop().create_future()
@@ -1033,8 +1053,8 @@ class Dispatcher:
                 reasons.append(self._instrument_reason(inst))
         ahead = self.queue.ahead_of(job)
         if ahead:
-            reasons.append(f"behind {ahead} order{'s' if ahead != 1 else ''} of higher priority "
-                           f"for {job.capability}")
+            reasons.append(f"behind {ahead} order{'s' if ahead != 1 else ''} served first for {job.capability} "
+                           "(higher priority, an earlier window, a run under way or arrived earlier)")
         if not reasons:
             reasons.append("about to be dispatched")
         return list(dict.fromkeys(reasons))
