@@ -110,6 +110,9 @@ JobKey = tuple[int, int, float, float, float, int]
 """A job's place in its heaps: (Biosero priority, -priority, window closes, run under way since,
 scheduled start, arrival)."""
 _NEVER = float("inf")
+HOLD = 1.0
+"""Seconds an instrument freed by a run under way is kept from new runs while that run's next
+step is being recorded (it normally arrives within milliseconds)."""
 HeapKey = tuple[str, str] | tuple[str, str, str, ModuleRestrictionStrategy]
 """``("any", capability)`` or ``("pin", capability, module, strategy)``."""
 HeapEntry = tuple[JobKey, int, int, "Job"]
@@ -155,6 +158,8 @@ class Job:
     """The step's start window closes then (None: no window)."""
     under_way: float | None = None
     """When the job's run started its first step (None: a new run, or not preferred)."""
+    expects: tuple[str, ...] = ()
+    """Capabilities the run's next steps need once this job ends."""
 
     def key(self) -> JobKey:
         return (self.biosero, -self.priority, _NEVER if self.closes is None else self.closes,
@@ -359,6 +364,10 @@ class Dispatcher:
         self.store = store
         self.prefer_started = prefer_started
         """Serve steps of runs under way before first steps of new runs (within a priority)."""
+        self._holds: dict[str, tuple[tuple[str, ...], asyncio.Task[None]]] = {}
+        """Run id -> (capabilities its next steps need, until when): a step of a run under way
+        ended and its next steps are being recorded; new runs do not take those instruments
+        meanwhile (:data:`HOLD` seconds at most)."""
         self.bus = bus
         self.clock = clock or SystemClock()
         self.strategy = LoadBalancing(strategy)
@@ -564,9 +573,12 @@ class Dispatcher:
                               and order.schedulingStrategy is SchedulingStrategy.FirstAvailableSlot else None),
                    on_started=request.started,
                    closes=getattr(request, "window_closes", None),
-                   under_way=getattr(request, "run_started", None) if self.prefer_started else None)
+                   under_way=getattr(request, "run_started", None) if self.prefer_started else None,
+                   expects=tuple(getattr(request, "next_kinds", ())) if self.prefer_started else ())
 
     async def submit(self, job: Job) -> dict[str, Any]:
+        if job.run_id is not None and (hold := self._holds.pop(job.run_id, None)) is not None:
+            hold[1].cancel()  # the run's next step is here
         job.future = asyncio.get_running_loop().create_future()
         self.queue.enqueue(job, self.clock.now())
         if job.scheduled is not None:
@@ -667,6 +679,10 @@ class Dispatcher:
         free = [i for i in self.instruments.values() if i.accepts_work]
         if not free:
             return False
+        held: dict[str, int] = {}
+        for kinds, _timer in self._holds.values():
+            for kind in kinds:
+                held[kind] = held.get(kind, 0) + 1
         earmarked: set[str] = set()
         stash: list[tuple[HeapKey, HeapEntry]] = []
         try:
@@ -679,8 +695,8 @@ class Dispatcher:
                 blocked = None
                 for job in sorted(heads.values(), key=Job.key):
                     mains = [i for i in free if i.id not in earmarked and self._eligible(job, i, job.capability)]
-                    if not mains:
-                        continue
+                    if not mains or (job.under_way is None and len(mains) <= held.get(job.capability, 0)):
+                        continue  # none free, or the free ones wait for runs under way
                     main = self._choose(job, mains)
                     extras: list[Instrument] = []
                     missing = False
@@ -817,9 +833,22 @@ class Dispatcher:
             if inst.draining and not inst.running:
                 inst.draining = False
                 inst.in_service = False
+        if status is JobStatus.COMPLETED and job.expects and job.run_id is not None:
+            previous = self._holds.get(job.run_id)
+            if previous is not None:
+                previous[1].cancel()
+            self._holds[job.run_id] = (job.expects, self._spawn(self._end_hold(job.run_id), f"hold-{job.run_id}"))
         # bookkeeping first and the next dispatch pass asked for, so a cancellation arriving
         # during the status writes that follow can never leave an instrument reserved or idle
         self.kick()
+
+    async def _end_hold(self, run_id: str) -> None:
+        """The run's next step did not come (skipped, paused, cancelled): let new runs in."""
+        await self.clock.sleep(HOLD)
+        hold = self._holds.get(run_id)
+        if hold is not None and hold[1] is asyncio.current_task():
+            del self._holds[run_id]
+            self.kick()
 
     # ------------------------------------------------------------------ heartbeats and timers
 

@@ -422,7 +422,10 @@ class DagEngine:
                               order=order, started=on_started, reserve=step.reserve, not_before=opens,
                               window_closes=closes,
                               run_started=min((st.started for st in run.steps.values() if st.started is not None),
-                                              default=None))
+                                              default=None),
+                              next_kinds=tuple(run.steps[c].step.kind for c in run.children.get(step.id, ())
+                                               if not run.steps[c].step.is_builtin
+                                               and run.steps[c].step.kind != "python"))
         state.request = request
         state.stop_reason = None
         return request

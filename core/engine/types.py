@@ -58,6 +58,9 @@ class StepRequest:
     run_started: float | None = None
     """When the run's first step started (None: this is its first): work in progress is served
     before new runs of the same priority."""
+    next_kinds: tuple[str, ...] = ()
+    """Capabilities of the steps that follow this one: when it ends, an instrument for them is
+    kept from new runs until the run's next step arrives (work in progress first)."""
 
 
 class StepExecutor(Protocol):
