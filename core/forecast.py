@@ -799,3 +799,100 @@ class WindowWarnings:
                 except Exception:  # noqa: BLE001 - answered by someone already: nothing to close
                     continue
                 self.inbox.bus.publish(InboxChanged(item_id=item_id, state="answered", kind="window"))
+
+
+# ============================================================================ before a run starts
+
+
+@dataclass(frozen=True, slots=True)
+class Feasibility:
+    """Whether a run of a template could finish if started now, given the queue."""
+
+    template: str
+    can_finish: bool
+    lacking: tuple[str, ...] = ()
+    """What no instrument in service offers: ``capability (instrument (why) ...)`` or
+    ``capability (no instrument in the workcell has it)``."""
+    eta: RunEta | None = None
+    risks: tuple[WindowRisk, ...] = ()
+    """Its windows (and deadline) forecast to break behind the current queue."""
+    note: str | None = None
+    """Why there is no ETA although nothing is lacking (an operator's answer is needed)."""
+    queued: int = 0
+    """Runs ahead of it in the forecast."""
+
+    def lines(self, now: float) -> list[str]:
+        """Plain-language summary, most important first."""
+        from core.durations import format_duration
+
+        if not self.can_finish:
+            return ["Cannot finish: " + "; ".join(self.lacking)]
+        out = []
+        if self.eta is not None and self.eta.ok:
+            out.append(f"Can finish: done in about {format_duration(max(0.0, self.eta.p50 - now))} "
+                       f"(p10 {format_duration(max(0.0, self.eta.p10 - now))}, p90 "
+                       f"{format_duration(max(0.0, self.eta.p90 - now))}) behind {self.queued} runs in flight")
+        else:
+            out.append(f"Can finish; no ETA: {self.note}")
+        template_windows = [r for r in self.risks if r.step is not None]
+        if template_windows:
+            out += [f"Window will not hold: step {r.step} would start {format_duration(r.late)} after its window "
+                    f"closes (at most {format_duration(r.limit)} after {r.after})" for r in template_windows]
+        deadline = [r for r in self.risks if r.step is None]
+        if deadline:
+            out.append(f"Deadline will not hold: it would end {format_duration(deadline[0].late)} past its "
+                       f"deadline ({format_duration(deadline[0].limit)})")
+        if not self.risks and self.eta is not None and self.eta.ok:
+            out.append("Its time windows and deadline hold with the current queue")
+        return out
+
+
+CANDIDATE = "candidate:"
+"""Run id of the run :func:`feasibility` plays forward (never a real run's id)."""
+
+
+def feasibility(snap: Snapshot, template: WorkflowTemplate, model: DurationsModel, *,
+                inputs: dict[str, Any] | None = None, priority: int = 50, samples: int = 8,
+                seed: int = 0) -> Feasibility:
+    """Add a run of ``template`` started at ``snap.now`` to the queue and play it forward:
+    what it lacks, when it would end, which of its windows would break."""
+    available = [i for i in snap.instruments if i.available]
+    lacking = []
+    for s in template.steps:
+        if runs_locally(s):
+            continue
+        for cap in (s.kind, *s.reserve):
+            if any(cap in i.capabilities for i in available):
+                continue
+            out = [f"{i.id} ({i.why_not})" for i in snap.instruments if cap in i.capabilities]
+            entry = f"{cap} for step {s.id} (" + (", ".join(out) if out else "no instrument in the workcell has it") + ")"
+            if entry not in lacking:
+                lacking.append(entry)
+    if lacking:
+        return Feasibility(template.name, False, tuple(lacking))
+    run_id = f"{CANDIDATE}{template.name}"
+    candidate = RunState(run_id, template, "pending", priority, snap.now, dict(inputs or {}), {})
+    result = forecast(Snapshot(snap.now, (*snap.runs, candidate), snap.instruments), model, samples=samples,
+                      seed=seed)
+    eta = result.runs.get(run_id)
+    risks = tuple(w for w in result.windows if w.run_id == run_id)
+    return Feasibility(template.name, True, (), eta, risks, eta.problem if eta is not None else None,
+                       sum(1 for r in snap.runs if r.start_at is None))
+
+
+async def check_feasibility(runtime: Any, template: WorkflowTemplate, inputs: dict[str, Any] | None = None, *,
+                            priority: int = 50, model: DurationsModel | None = None,
+                            samples: int = 8) -> Feasibility:
+    """:func:`feasibility` of a run of ``template`` on ``runtime`` now: the state read on a
+    reader thread, the play-forward on a worker thread (the loop only waits)."""
+    now = runtime.clock.now()
+    instruments = instrument_states(runtime.instruments())
+    rows = await runtime.store.read(read_state)
+    model = model or DurationsModel(runtime.workcell, clock=runtime.clock, templates=runtime.engine.templates.get)
+    lookup = runtime.engine.templates.get
+
+    def play() -> Feasibility:
+        snap = snapshot_from(rows, instruments, lookup, now)
+        return feasibility(snap, template, model, inputs=inputs, priority=priority, samples=samples)
+
+    return await asyncio.to_thread(play)
