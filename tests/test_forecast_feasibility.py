@@ -126,7 +126,17 @@ def test_the_run_form_says_whether_the_run_can_finish(data_dir, qtbot, qrun):
                     timeout=10_000)
     text = form.feasibility.text()
     assert "Can finish" in text and "Window will not hold: step read" in text
+    from PySide6.QtWidgets import QApplication
+
+    from panels.theme import apply_theme
+
     save_screenshot(form, "run-form-feasibility")
+    apply_theme(QApplication.instance(), "dark")
+    qtbot.wait(50)
+    try:
+        save_screenshot(form, "run-form-feasibility-dark")
+    finally:
+        apply_theme(QApplication.instance(), "light")
     form.close()
     qrun(rt.dispatcher.take_out_of_service("Sealer", who="tester"))
     form = panel.open_run_form()

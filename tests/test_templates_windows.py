@@ -195,3 +195,14 @@ def test_seed_004_tasks_declare_windows_and_the_workflow_a_deadline():
     finally:
         _workflows.pop("windows-004", None)
         _workflows.pop("windows-004b", None)
+
+
+def test_editor_edits_keep_windows_pointing_at_the_right_step(tmp_path):
+    from panels.editor import ops
+
+    t = load_template(_write(tmp_path, "t.yaml", DEFINITION))
+    renamed = ops.rename_step(t, "thaw", "warm")
+    assert renamed.step("decap").start_within == Window(after="warm", min=60, max=600)
+    removed = ops.remove_steps(renamed, {"decap"})
+    assert removed.step("read").start_within is None  # its window counted from the removed step
+    assert ops.remove_steps(t, {"read"}).step("decap").start_within == Window(after="thaw", min=60, max=600)

@@ -118,6 +118,7 @@ class RunForm(QDialog):
         key = {"ok": "text_ok", "warn": "text_warn", "error": "text_error"}.get(level, "muted")
         keep_styled(self.feasibility, text_style(key))
         self.feasibility.setVisible(bool(lines))
+        self.adjustSize()  # the dialog grows with what it says
 
     def _field(self, p: InputParameter) -> QLineEdit | QCheckBox:
         if p.type is ParameterType.BOOLEAN:
