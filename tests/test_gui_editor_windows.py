@@ -36,7 +36,7 @@ def editor(qtbot):
     ed.close()
 
 
-def test_a_step_window_is_edited_checked_and_undone(editor, tmp_path):
+def test_a_step_window_is_edited_checked_and_undone(editor, tmp_path, qtbot):
     editor.select_step("read")
     page = editor.inspector.step
     box = page.window
@@ -53,6 +53,18 @@ def test_a_step_window_is_edited_checked_and_undone(editor, tmp_path):
     assert editor.document.template.step("read").start_within == Window(after="decap", min=900, max=300)
     assert "less than the minimum delay 15m" in page.problems.text()
     save_screenshot(editor, "editor-start-window")
+    from PySide6.QtWidgets import QApplication
+
+    from panels.theme import apply_theme
+
+    editor.resize(1920, 1080)
+    apply_theme(QApplication.instance(), "dark")
+    qtbot.wait(50)
+    try:
+        save_screenshot(editor, "editor-start-window-dark-1080")
+    finally:
+        apply_theme(QApplication.instance(), "light")
+        editor.resize(1280, 720)
     box.least.box.setValue(60)
     assert "minimum delay" not in page.problems.text()
     editor.select_step(None)

@@ -1023,6 +1023,7 @@ class Inspector(QScrollArea):
         else:
             self.pages.setCurrentWidget(self.step)
             self.step.show_step(step_id)
+        self._fit()
 
     def refresh(self) -> None:
         if self.pages.currentWidget() is self.step and self.step.step is not None:
@@ -1030,6 +1031,13 @@ class Inspector(QScrollArea):
         else:
             self.pages.setCurrentWidget(self.workflow)
             self.workflow.refresh()
+        self._fit()
+
+    def _fit(self) -> None:
+        """Scroll rather than squeeze: the page is never shorter than what it shows needs."""
+        page = self.pages.currentWidget()
+        if page is not None:
+            self.pages.setMinimumHeight(page.sizeHint().height())
 
 
 def _ancestors(t: WorkflowTemplate, step_id: str) -> set[str]:
