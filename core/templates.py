@@ -655,7 +655,8 @@ def _from_definition(doc: Document, problems: ProblemList) -> _Raw | None:
         problems.problems.append(Problem(doc.where((*base, "steps")),
                                          "missing field 'steps' (a non-empty list)"))
         return None
-    steps, step_paths = [], []
+    steps: list[dict[str, Any]] = []
+    step_paths: list[Loc] = []
     windows: list[tuple[int, dict[str, Loc]]] = []
     for i, s in enumerate(steps_in):
         path = (*base, "steps", i)
@@ -750,7 +751,8 @@ def _from_job_orchestrator(doc: Document, problems: ProblemList) -> _Raw | None:
         if sid in seen and not (isinstance(steps_in[i], dict) and "id" in steps_in[i]):
             ids[i] = f"{sid}_{i}"
         seen[ids[i]] = i
-    steps, step_paths = [], []
+    steps: list[dict[str, Any]] = []
+    step_paths: list[Loc] = []
     windows: list[tuple[int, dict[str, Loc]]] = []
 
     def after_of(value: Any, where: Loc) -> str | None:  # an index, as dependencies are, or a step id
@@ -836,7 +838,8 @@ def _from_moose(doc: Document, problems: ProblemList) -> _Raw | None:
         return None
     names = [t.get("name") for t in tasks if isinstance(t, dict)]
     parents: dict[str, list[str]] = {}
-    steps, step_paths = [], []
+    steps: list[dict[str, Any]] = []
+    step_paths: list[Loc] = []
     windows: list[tuple[int, dict[str, Loc]]] = []
     for i, t in enumerate(tasks):
         path = ("tasks", i)
@@ -883,9 +886,9 @@ def _from_moose(doc: Document, problems: ProblemList) -> _Raw | None:
             windows.append((len(steps), wpaths))
         steps.append(step)
     if starting is not None:
-        for step, path in zip(steps, step_paths, strict=True):
+        for step, task_path in zip(steps, step_paths, strict=True):
             if not step["depends_on"] and step["id"] != starting:
-                problems.problems.append(Problem(doc.where(path),
+                problems.problems.append(Problem(doc.where(task_path),
                                                  f"task '{step['id']}' is not reachable from starting_task "
                                                  f"'{starting}' (add it to an on_complete)"))
     value: dict[str, Any] = {"name": data.get("name"), "description": data.get("description", ""),
