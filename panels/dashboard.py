@@ -177,7 +177,8 @@ class AlertBook:
         ``metrics.throughput``); their last ``window_buckets`` values give the error rate, and
         so does ``today`` (failed, decided jobs today). ``attention``: runs and steps waiting
         for a person, from the store (paused runs, failed or outcome-unknown steps). ``locks``:
-        instruments an operator claimed for manual work ("hands in the cell").
+        instruments an operator claimed for manual work ("hands in the cell"). ``windows``: time
+        windows and deadlines the forecast says will break (core.forecast.WindowRisk).
         """
         active: list[Alert] = []
         for w in windows:  # core.forecast.WindowRisk: forecast to break, not broken yet
