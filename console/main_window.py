@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from console.bridge import EventBridge
-from core.forecast import Forecast
+from core.forecast import Forecast, WindowWarnings
 from core.playbook import Playbook
 from panels.dashboard import DashboardPanel
 from panels.detail import DetailPanel
@@ -241,6 +241,8 @@ class MainWindow(QMainWindow):
             self.forecast = Forecast(self.runtime, process=True)
             await self.forecast.start()
             self.schedules.set_forecast(self.forecast)
+            self.dashboard.set_forecast(self.forecast)
+            await WindowWarnings(self.forecast, self.inbox.inbox).start()
         self.statusBar().showMessage(f"Loaded {count:,} orders", 4000)
         self._stats_timer.start()
         self.inbox.inbox.start()  # escalation of items waiting too long

@@ -6,7 +6,9 @@
 
 An illegal transition raises :class:`~core.errors.IllegalTransitionError` and changes nothing.
 Order of service: Biosero priority (Elevated first), then numeric priority (0-100, higher
-first), then scheduled start time, then FIFO. Jobs are indexed in heaps by capability and, for
+first), then the step whose time window (``start_within``) closes soonest, then work in progress
+(steps of runs already under way, the longest under way first, before the first steps of new
+runs: plates already out wait least), then scheduled start time, then FIFO. Jobs are indexed in heaps by capability and, for
 restricted jobs, by module and restriction strategy, so a dispatch decision looks only at the
 heads of a few heaps — never at every queued job.
 
@@ -104,8 +106,13 @@ JOB_ORDER_STATUS: dict[JobStatus, OrderStatus] = {
 FINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMEOUT})
 
 T = TypeVar("T")
-JobKey = tuple[int, int, float, int]
-"""A job's place in its heaps: (Biosero priority, -priority, scheduled start, arrival)."""
+JobKey = tuple[int, int, float, float, float, int]
+"""A job's place in its heaps: (Biosero priority, -priority, window closes, run under way since,
+scheduled start, arrival)."""
+_NEVER = float("inf")
+HOLD = 1.0
+"""Seconds an instrument freed by a run under way is kept from new runs while that run's next
+step is being recorded (it normally arrives within milliseconds)."""
 HeapKey = tuple[str, str] | tuple[str, str, str, ModuleRestrictionStrategy]
 """``("any", capability)`` or ``("pin", capability, module, strategy)``."""
 HeapEntry = tuple[JobKey, int, int, "Job"]
@@ -147,9 +154,16 @@ class Job:
     interrupt: DriverError | None = None
     on_started: Any = None
     progress: ProgressSink | None = None
+    closes: float | None = None
+    """The step's start window closes then (None: no window)."""
+    under_way: float | None = None
+    """When the job's run started its first step (None: a new run, or not preferred)."""
+    expects: tuple[str, ...] = ()
+    """Capabilities the run's next steps need once this job ends."""
 
     def key(self) -> JobKey:
-        return (self.biosero, -self.priority, self.scheduled or 0.0, self.seq)
+        return (self.biosero, -self.priority, _NEVER if self.closes is None else self.closes,
+                _NEVER if self.under_way is None else self.under_way, self.scheduled or 0.0, self.seq)
 
     def to(self, status: JobStatus) -> None:
         if status not in TRANSITIONS.get(self.status, frozenset()):
@@ -346,8 +360,14 @@ class Dispatcher:
     def __init__(self, store: Store, bus: EventBus, drivers: Mapping[str, Driver], *,
                  clock: Clock | None = None, strategy: LoadBalancing | str = LoadBalancing.LEAST_LOADED,
                  heartbeat_interval: float = 5.0, stale_timeout: float = 30.0, seed: int = 0,
-                 capacities: Mapping[str, int] | None = None) -> None:
+                 capacities: Mapping[str, int] | None = None, prefer_started: bool = True) -> None:
         self.store = store
+        self.prefer_started = prefer_started
+        """Serve steps of runs under way before first steps of new runs (within a priority)."""
+        self._holds: dict[str, tuple[tuple[str, ...], asyncio.Task[None]]] = {}
+        """Run id -> (capabilities its next steps need, until when): a step of a run under way
+        ended and its next steps are being recorded; new runs do not take those instruments
+        meanwhile (:data:`HOLD` seconds at most)."""
         self.bus = bus
         self.clock = clock or SystemClock()
         self.strategy = LoadBalancing(strategy)
@@ -499,9 +519,11 @@ class Dispatcher:
         except DriverError:
             return None  # execute() says why
         current = self.queue.jobs.get(job.order_id)
+        opens = getattr(request, "not_before", None)
         if job.scheduled is not None or job.order_id in self._claimed or (
-                current is not None and current.status not in FINAL):
-            return None
+                current is not None and current.status not in FINAL) or (
+                opens is not None and opens > self.clock.now()):
+            return None  # (a step whose time window has not opened yet waits for it first)
         capabilities = {job.capability, *job.reserve}
         if any(hk[1] in capabilities and self.queue.head(hk) is not None for hk in list(self.queue.heaps)):
             return None  # others wait: the dispatch pass keeps their order
@@ -509,6 +531,9 @@ class Dispatcher:
         mains = [i for i in free if self._eligible(job, i, job.capability)]
         if not mains:
             return None
+        if job.under_way is None and len(mains) <= sum(
+                kinds.count(job.capability) for kinds, _timer in self._holds.values()):
+            return None  # the free ones are kept for runs under way
         main = self._choose(job, mains)
         extras: list[Instrument] = []
         for capability in job.reserve:
@@ -520,6 +545,8 @@ class Dispatcher:
         self.queue.admit(job, now)
         self._reserve(job, main, extras, now)
         self._claimed[job.order_id] = (request, job)
+        if job.run_id is not None and (hold := self._holds.pop(job.run_id, None)) is not None:
+            hold[1].cancel()  # the run's next step has its instrument
         return main.id
 
     def unclaim(self, request: Any) -> None:
@@ -544,9 +571,14 @@ class Dispatcher:
                    workflow=getattr(request, "template_name", None), idempotent=request.idempotent,
                    scheduled=(order.scheduledStartTime.timestamp() if order.scheduledStartTime is not None
                               and order.schedulingStrategy is SchedulingStrategy.FirstAvailableSlot else None),
-                   on_started=request.started)
+                   on_started=request.started,
+                   closes=getattr(request, "window_closes", None),
+                   under_way=getattr(request, "run_started", None) if self.prefer_started else None,
+                   expects=tuple(getattr(request, "next_kinds", ())) if self.prefer_started else ())
 
     async def submit(self, job: Job) -> dict[str, Any]:
+        if job.run_id is not None and (hold := self._holds.pop(job.run_id, None)) is not None:
+            hold[1].cancel()  # the run's next step is here
         job.future = asyncio.get_running_loop().create_future()
         self.queue.enqueue(job, self.clock.now())
         if job.scheduled is not None:
@@ -647,6 +679,10 @@ class Dispatcher:
         free = [i for i in self.instruments.values() if i.accepts_work]
         if not free:
             return False
+        held: dict[str, int] = {}
+        for kinds, _timer in self._holds.values():
+            for kind in kinds:
+                held[kind] = held.get(kind, 0) + 1
         earmarked: set[str] = set()
         stash: list[tuple[HeapKey, HeapEntry]] = []
         try:
@@ -659,8 +695,8 @@ class Dispatcher:
                 blocked = None
                 for job in sorted(heads.values(), key=Job.key):
                     mains = [i for i in free if i.id not in earmarked and self._eligible(job, i, job.capability)]
-                    if not mains:
-                        continue
+                    if not mains or (job.under_way is None and len(mains) <= held.get(job.capability, 0)):
+                        continue  # none free, or the free ones wait for runs under way
                     main = self._choose(job, mains)
                     extras: list[Instrument] = []
                     missing = False
@@ -797,9 +833,22 @@ class Dispatcher:
             if inst.draining and not inst.running:
                 inst.draining = False
                 inst.in_service = False
+        if status is JobStatus.COMPLETED and job.expects and job.run_id is not None:
+            previous = self._holds.get(job.run_id)
+            if previous is not None:
+                previous[1].cancel()
+            self._holds[job.run_id] = (job.expects, self._spawn(self._end_hold(job.run_id), f"hold-{job.run_id}"))
         # bookkeeping first and the next dispatch pass asked for, so a cancellation arriving
         # during the status writes that follow can never leave an instrument reserved or idle
         self.kick()
+
+    async def _end_hold(self, run_id: str) -> None:
+        """The run's next step did not come (skipped, paused, cancelled): let new runs in."""
+        await self.clock.sleep(HOLD)
+        hold = self._holds.get(run_id)
+        if hold is not None and hold[1] is asyncio.current_task():
+            del self._holds[run_id]
+            self.kick()
 
     # ------------------------------------------------------------------ heartbeats and timers
 
@@ -1033,8 +1082,8 @@ class Dispatcher:
                 reasons.append(self._instrument_reason(inst))
         ahead = self.queue.ahead_of(job)
         if ahead:
-            reasons.append(f"behind {ahead} order{'s' if ahead != 1 else ''} of higher priority "
-                           f"for {job.capability}")
+            reasons.append(f"behind {ahead} order{'s' if ahead != 1 else ''} served first for {job.capability} "
+                           "(higher priority, an earlier window, a run under way or arrived earlier)")
         if not reasons:
             reasons.append("about to be dispatched")
         return list(dict.fromkeys(reasons))

@@ -10,6 +10,12 @@ drawn from :class:`~core.durations_model.DurationsModel` (history, else the decl
 It does that ``samples`` times with different draws and gives each run the p10, median and
 p90 of its completion time (:class:`RunEta`), and each step the median of its end.
 
+Time windows (``start_within``) are played as the dispatcher keeps them: a step waits for its
+window to open, and among the steps of a priority the one whose window closes soonest goes
+first. Each window still to come whose forecast start (median of the plays) falls after it
+closes, and each run forecast to end past its deadline, is a :class:`WindowRisk` of the result:
+a warning before the window breaks. :class:`WindowWarnings` opens an inbox item for each.
+
 A run that cannot finish without someone says why instead of giving a time: it is paused, a
 step failed and waits for an operator, no instrument in service offers a capability it needs
 (naming the capability and the instruments out of service).
@@ -60,6 +66,7 @@ DEBOUNCE = 0.5
 """Seconds of quiet after the last change before the forecast is made again."""
 
 _DONE = frozenset({StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.CANCELLED})
+_NEVER = float("inf")
 _OPERATOR = frozenset({StepStatus.FAILED, StepStatus.UNKNOWN})
 
 
@@ -73,6 +80,7 @@ class StepState:
     started: float | None = None
     instrument: str | None = None
     next_attempt_at: float | None = None
+    ended: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +94,8 @@ class RunState:
     steps: dict[str, StepState]
     start_at: float | None = None
     """For a run a schedule will start: when (it holds nothing before)."""
+    started: float | None = None
+    """When the run started (None: not yet)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +140,37 @@ class RunEta:
 
 
 @dataclass(frozen=True, slots=True)
+class WindowRisk:
+    """A time window forecast to break: ``step`` (None: the run's deadline) is forecast to start
+    (end, for the deadline) ``late`` seconds (median) after it closes, in ``chance`` of the plays."""
+
+    run_id: str
+    template: str
+    step: str | None
+    after: str | None
+    limit: float
+    late: float
+    chance: float
+    closes: float
+    """When the window closes (median, epoch seconds)."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.run_id}/{self.step or 'deadline'}"
+
+    @property
+    def text(self) -> str:
+        from core.durations import format_duration
+
+        if self.step is None:
+            return (f"run {self.run_id} ({self.template}) is forecast to end {format_duration(self.late)} past its "
+                    f"deadline ({format_duration(self.limit)})")
+        return (f"step {self.step} of run {self.run_id} ({self.template}) is forecast to start "
+                f"{format_duration(self.late)} after its window closes (at most {format_duration(self.limit)} "
+                f"after {self.after} ends; {self.chance * 100:.0f} % of plays)")
+
+
+@dataclass(frozen=True, slots=True)
 class ForecastResult:
     at: float
     """The (clock) time the state was taken."""
@@ -137,6 +178,8 @@ class ForecastResult:
     samples: int
     seconds: float
     """Wall-clock seconds the forecast took."""
+    windows: tuple[WindowRisk, ...] = ()
+    """Windows (and deadlines) forecast to break, most late first."""
 
 
 # ============================================================================ reading the state
@@ -145,12 +188,13 @@ class ForecastResult:
 def read_state(conn: sqlite3.Connection) -> list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]]:
     """(run row, its step rows) of every unfinished run, oldest first (one reader-thread call)."""
     runs = conn.execute(
-        "SELECT run_id, template_name, template_version, status, priority, created, input_data FROM runs "
+        "SELECT run_id, template_name, template_version, status, priority, created, input_data, started FROM runs "
         "WHERE status IN ('pending', 'running', 'paused', 'recovering') ORDER BY created").fetchall()
     steps: dict[str, list[tuple[Any, ...]]] = {r[0]: [] for r in runs}
     if runs:
         for row in conn.execute(
-                "SELECT s.run_id, s.step_id, s.status, s.started, s.instrument, s.next_attempt_at FROM step_runs s "
+                "SELECT s.run_id, s.step_id, s.status, s.started, s.instrument, s.next_attempt_at, s.ended "
+                "FROM step_runs s "
                 "JOIN runs r ON r.run_id = s.run_id WHERE r.status IN ('pending', 'running', 'paused', 'recovering')"):
             if row[0] in steps:
                 steps[row[0]].append(row)
@@ -171,12 +215,14 @@ def snapshot_from(rows: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]], ins
         except Exception as exc:  # noqa: BLE001 - a run whose template cannot be read is left out, and said so
             log.warning("forecast: run %s: template %s v%s: %s", r[0], r[1], r[2], exc)
             continue
-        steps = {s[1]: StepState(s[1], StepStatus(s[2]), s[3], s[4], s[5]) for s in step_rows}
+        steps = {s[1]: StepState(s[1], StepStatus(s[2]), s[3], s[4], s[5], s[6] if len(s) > 6 else None)
+                 for s in step_rows}
         try:
             inputs = json.loads(r[6]) if r[6] else {}
         except json.JSONDecodeError:
             inputs = {}
-        runs.append(RunState(r[0], template, r[3], r[4] if r[4] is not None else 50, r[5], inputs, steps))
+        runs.append(RunState(r[0], template, r[3], r[4] if r[4] is not None else 50, r[5], inputs, steps,
+                             started=r[7] if len(r) > 7 else None))
     for schedule, at in scheduled:
         try:
             template = templates(schedule.template, None)
@@ -226,13 +272,21 @@ def forecast_rows(rows: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]],
 
 class _Node:
     __slots__ = ("run", "step", "capability", "reserve", "allowed", "children", "deps", "key", "samplers",
-                 "fixed", "ready_at", "running", "running_on", "elapsed", "fail_p", "retry")
+                 "fixed", "ready_at", "running", "running_on", "elapsed", "fail_p", "retry", "w_after",
+                 "w_after_end", "w_min", "w_max", "priority", "created")
 
     def __init__(self) -> None:
         self.run = 0
         self.step = ""
         self.capability: str | None = None
-        self.key: tuple[int, float, int] = (0, 0.0, 0)
+        self.key: tuple[int, float, float, int] = (0, _NEVER, 0.0, 0)
+        self.priority = 0
+        self.created = 0.0
+        self.w_after = -1
+        """The node whose end opens this step's window (-1: none, or already ended: w_after_end)."""
+        self.w_after_end: float | None = None
+        self.w_min = 0.0
+        self.w_max: float | None = None
         self.children: list[int] = []
         self.deps = 0
         self.reserve: tuple[str, ...] = ()
@@ -303,7 +357,8 @@ def _plan(snap: Snapshot, model: DurationsModel) -> tuple[list[_Node], list[RunS
             node.reserve = tuple(s.reserve)
             if s.restrict_to and s.module_restriction == "FullRestriction":
                 node.allowed = frozenset(s.restrict_to)
-            node.key = (-run.priority, run.created, len(nodes))
+            node.priority, node.created = run.priority, run.created
+            node.key = (-run.priority, _NEVER, run.created, len(nodes))
             if runs_locally(s):
                 node.fixed = model.estimate(t.name, s, None, run.inputs).median
             else:
@@ -328,11 +383,21 @@ def _plan(snap: Snapshot, model: DurationsModel) -> tuple[list[_Node], list[RunS
             for d in s.depends_on:
                 if d in index:
                     nodes[index[d]].children.append(index[s.id])
+            w = s.start_within
+            if w is not None:
+                node = nodes[index[s.id]]
+                node.w_min, node.w_max = w.min, w.max
+                if w.after in index:
+                    node.w_after = index[w.after]
+                else:
+                    done = run.steps.get(w.after)
+                    node.w_after_end = done.ended if done is not None else None
     return nodes, plannable, problems
 
 
-def _play(nodes: list[_Node], snap: Snapshot, rng: random.Random) -> list[float]:
-    """One play-forward: the end time of every node."""
+def _play(nodes: list[_Node], snap: Snapshot, rng: random.Random,
+          starts: list[float] | None = None) -> list[float]:
+    """One play-forward: the end time of every node (and its start, into ``starts``)."""
     now = snap.now
     free = {x.id: x.capacity for x in snap.instruments if x.available}
     by_cap: dict[str, list[str]] = {}
@@ -342,6 +407,7 @@ def _play(nodes: list[_Node], snap: Snapshot, rng: random.Random) -> list[float]
                 by_cap.setdefault(c, []).append(x.id)
     deps = [n.deps for n in nodes]
     ends = [0.0] * len(nodes)
+    started = starts if starts is not None else [0.0] * len(nodes)
     events: list[tuple[float, int, tuple[str, ...]]] = []
     ready: dict[str, list[tuple[Any, int]]] = {}
 
@@ -359,10 +425,18 @@ def _play(nodes: list[_Node], snap: Snapshot, rng: random.Random) -> list[float]
 
     def make_ready(i: int, t: float) -> None:
         n = nodes[i]
+        ready_at = n.ready_at
+        if n.w_max is not None or n.w_min:
+            after_end = ends[n.w_after] if n.w_after >= 0 else n.w_after_end
+            if after_end is not None:
+                ready_at = max(ready_at, after_end + n.w_min)
+                if n.w_max is not None:
+                    n.key = (-n.priority, after_end + n.w_max, n.created, i)
         if n.capability is None:
-            heapq.heappush(events, (max(t, n.ready_at) + duration(n, None), i, ()))
-        elif n.ready_at > t:
-            heapq.heappush(events, (n.ready_at, -1 - i, ()))  # wakes the step at its next attempt
+            started[i] = max(t, ready_at)
+            heapq.heappush(events, (started[i] + duration(n, None), i, ()))
+        elif ready_at > t:
+            heapq.heappush(events, (ready_at, -1 - i, ()))  # wakes the step at its window or next attempt
         else:
             heapq.heappush(ready.setdefault(n.capability, []), (n.key, i))
             dirty.add(n.capability)
@@ -376,6 +450,7 @@ def _play(nodes: list[_Node], snap: Snapshot, rng: random.Random) -> list[float]
             for inst in held:
                 free[inst] -= 1
             heapq.heappush(events, (now + left, i, held))
+            started[i] = now - n.elapsed
             deps[i] = -1
     for i in range(len(nodes)):
         if deps[i] == 0:
@@ -425,6 +500,7 @@ def _play(nodes: list[_Node], snap: Snapshot, rng: random.Random) -> list[float]
                         free[main] -= 1
                         held_now = (main,)
                     heapq.heappop(heap)
+                    started[i] = t
                     heapq.heappush(events, (t + duration(n, main), i, held_now))
         if not events:
             break
@@ -462,15 +538,28 @@ def forecast(snap: Snapshot, model: DurationsModel, *, samples: int = SAMPLES, s
     rng = random.Random(seed)
     ends_by_run: list[list[float]] = [[] for _ in runs]
     step_ends: list[list[float]] = [[] for _ in nodes]
+    windowed = [i for i, n in enumerate(nodes) if n.w_max is not None
+                and (n.w_after >= 0 or n.w_after_end is not None)]
+    lates: dict[int, list[tuple[float, float]]] = {i: [] for i in windowed}
+    firsts: list[list[float]] = [[] for _ in runs]
     for _ in range(max(1, samples)):
-        ends = _play(nodes, snap, rng)
+        starts = [0.0] * len(nodes)
+        ends = _play(nodes, snap, rng, starts)
         last = [snap.now] * len(runs)
+        first = [_NEVER] * len(runs)
         for i, n in enumerate(nodes):
             if ends[i] > last[n.run]:
                 last[n.run] = ends[i]
+            if starts[i] < first[n.run]:
+                first[n.run] = starts[i]
             step_ends[i].append(ends[i])
+        for i in windowed:
+            n = nodes[i]
+            closes = (ends[n.w_after] if n.w_after >= 0 else n.w_after_end or 0.0) + (n.w_max or 0.0)
+            lates[i].append((starts[i] - closes, closes))
         for r, value in enumerate(last):
             ends_by_run[r].append(value)
+            firsts[r].append(first[r])
     per_run_steps: list[dict[str, float]] = [{} for _ in runs]
     for i, n in enumerate(nodes):
         per_run_steps[n.run][n.step] = _quantile(step_ends[i], 0.5)
@@ -482,7 +571,29 @@ def forecast(snap: Snapshot, model: DurationsModel, *, samples: int = SAMPLES, s
     for run in snap.runs:
         if run.run_id in problems:
             out[run.run_id] = RunEta(run.run_id, run.template.name, problem=problems[run.run_id])
-    return ForecastResult(snap.now, out, max(1, samples), time.perf_counter() - began)
+    risks: list[WindowRisk] = []
+    for i in windowed:
+        n, run = nodes[i], runs[nodes[i].run]
+        late = _quantile([x for x, _ in lates[i]], 0.5)
+        if late > 0:
+            w = run.template.step(n.step).start_within
+            assert w is not None and w.max is not None
+            risks.append(WindowRisk(run.run_id, run.template.name, n.step, w.after, w.max, late,
+                                    sum(1 for x, _ in lates[i] if x > 0) / len(lates[i]),
+                                    _quantile([c for _, c in lates[i]], 0.5)))
+    for r, run in enumerate(runs):
+        deadline = run.template.deadline
+        if deadline is None:
+            continue
+        begun = [run.started] * len(firsts[r]) if run.started is not None else \
+            [f if f != _NEVER else snap.now for f in firsts[r]]
+        over = [end - b - deadline for end, b in zip(ends_by_run[r], begun, strict=True)]
+        late = _quantile(over, 0.5)
+        if late > 0:
+            risks.append(WindowRisk(run.run_id, run.template.name, None, None, deadline, late,
+                                    sum(1 for x in over if x > 0) / len(over), _quantile(begun, 0.5) + deadline))
+    risks.sort(key=lambda w: -w.late)
+    return ForecastResult(snap.now, out, max(1, samples), time.perf_counter() - began, tuple(risks))
 
 
 # ============================================================================ kept up to date
@@ -621,3 +732,167 @@ class Forecast:
             except Exception:  # one listener must not stop the others
                 log.exception("forecast listener %r failed", callback)
         return result
+
+
+# ============================================================================ warnings
+
+
+class WindowWarnings:
+    """An inbox item (kind ``window``) for each window or deadline a forecast says will break,
+    opened once, before it breaks; closed (answered by the forecast) once a later forecast no
+    longer sees the risk — the step started, the run ended or the queue moved."""
+
+    WHO = "forecast"
+
+    def __init__(self, forecast: Forecast, inbox: Any) -> None:
+        self.forecast = forecast
+        self.inbox = inbox
+        self.open: dict[str, int] = {}
+        """Risk key (``run/step``) -> its open inbox item."""
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Pick up the items an earlier session left open, then follow each forecast."""
+        from core.inbox import read_items
+
+        items = await self.inbox.store.read(lambda c: read_items(c, "open", "window", None, None))
+        self.open = {str(i.context.get("key")): i.id for i in items if i.context.get("key")}
+        self.forecast.add_listener(self._on_result)
+        if self.forecast.result is not None:
+            self._on_result(self.forecast.result)
+
+    def stop(self) -> None:
+        self.forecast.remove_listener(self._on_result)
+
+    def _on_result(self, result: ForecastResult) -> None:
+        task = asyncio.get_running_loop().create_task(self.sync(result), name="window-warnings")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def sync(self, result: ForecastResult) -> None:
+        """Open items for new risks and close those no longer forecast (one write each)."""
+        from core.inbox import WINDOW_FORM, InboxChanged, NewItem, answer_op, open_item_op
+
+        async with self._lock:
+            now = self.forecast.runtime.clock.now()
+            risks = {w.key: w for w in result.windows if not w.run_id.startswith(SCHEDULED_PREFIX)}
+            for key, w in risks.items():
+                if key in self.open:
+                    continue
+                title = (f"Deadline at risk: {w.text}" if w.step is None else f"Window at risk: {w.text}")
+                item = NewItem(kind="window", title=title, form=WINDOW_FORM, run_id=w.run_id, step_id=w.step,
+                               context={"key": key, "after": w.after, "limit": w.limit, "late": w.late,
+                                        "chance": w.chance, "closes": w.closes})
+                try:
+                    item_id = int(await self.inbox.store.write(open_item_op(item, now)))
+                except Exception:  # noqa: BLE001 - the next forecast tries again
+                    log.exception("window warning for %s not recorded", key)
+                    continue
+                self.open[key] = item_id
+                self.inbox.bus.publish(InboxChanged(item_id=item_id, run_id=w.run_id, kind="window"))
+            for key in [k for k in self.open if k not in risks]:
+                item_id = self.open.pop(key)
+                try:
+                    await self.inbox.store.write(answer_op(
+                        item_id, self.WHO, {"action": "no longer forecast to break"}, now))
+                except Exception:  # noqa: BLE001 - answered by someone already: nothing to close
+                    continue
+                self.inbox.bus.publish(InboxChanged(item_id=item_id, state="answered", kind="window"))
+
+
+# ============================================================================ before a run starts
+
+
+@dataclass(frozen=True, slots=True)
+class Feasibility:
+    """Whether a run of a template could finish if started now, given the queue."""
+
+    template: str
+    can_finish: bool
+    lacking: tuple[str, ...] = ()
+    """What no instrument in service offers: ``capability (instrument (why) ...)`` or
+    ``capability (no instrument in the workcell has it)``."""
+    eta: RunEta | None = None
+    risks: tuple[WindowRisk, ...] = ()
+    """Its windows (and deadline) forecast to break behind the current queue."""
+    note: str | None = None
+    """Why there is no ETA although nothing is lacking (an operator's answer is needed)."""
+    queued: int = 0
+    """Runs ahead of it in the forecast."""
+
+    def lines(self, now: float) -> list[str]:
+        """Plain-language summary, most important first."""
+        from core.durations import format_duration
+
+        if not self.can_finish:
+            return ["Cannot finish: " + "; ".join(self.lacking)]
+        out = []
+        if self.eta is not None and self.eta.ok:
+            out.append(f"Can finish: done in about {format_duration(max(0.0, self.eta.p50 - now))} "
+                       f"(p10 {format_duration(max(0.0, self.eta.p10 - now))}, p90 "
+                       f"{format_duration(max(0.0, self.eta.p90 - now))}) behind {self.queued} runs in flight")
+        else:
+            out.append(f"Can finish; no ETA: {self.note}")
+        template_windows = [r for r in self.risks if r.step is not None]
+        if template_windows:
+            out += [f"Window will not hold: step {r.step} would start {format_duration(r.late)} after its window "
+                    f"closes (at most {format_duration(r.limit)} after {r.after})" for r in template_windows]
+        deadline = [r for r in self.risks if r.step is None]
+        if deadline:
+            out.append(f"Deadline will not hold: it would end {format_duration(deadline[0].late)} past its "
+                       f"deadline ({format_duration(deadline[0].limit)})")
+        if not self.risks and self.eta is not None and self.eta.ok:
+            out.append("Its time windows and deadline hold with the current queue")
+        return out
+
+
+CANDIDATE = "candidate:"
+"""Run id of the run :func:`feasibility` plays forward (never a real run's id)."""
+
+
+def feasibility(snap: Snapshot, template: WorkflowTemplate, model: DurationsModel, *,
+                inputs: dict[str, Any] | None = None, priority: int = 50, samples: int = 8,
+                seed: int = 0) -> Feasibility:
+    """Add a run of ``template`` started at ``snap.now`` to the queue and play it forward:
+    what it lacks, when it would end, which of its windows would break."""
+    available = [i for i in snap.instruments if i.available]
+    lacking = []
+    for s in template.steps:
+        if runs_locally(s):
+            continue
+        for cap in (s.kind, *s.reserve):
+            if any(cap in i.capabilities for i in available):
+                continue
+            out = [f"{i.id} ({i.why_not})" for i in snap.instruments if cap in i.capabilities]
+            entry = f"{cap} for step {s.id} (" + (", ".join(out) if out else "no instrument in the workcell has it") + ")"
+            if entry not in lacking:
+                lacking.append(entry)
+    if lacking:
+        return Feasibility(template.name, False, tuple(lacking))
+    run_id = f"{CANDIDATE}{template.name}"
+    candidate = RunState(run_id, template, "pending", priority, snap.now, dict(inputs or {}), {})
+    result = forecast(Snapshot(snap.now, (*snap.runs, candidate), snap.instruments), model, samples=samples,
+                      seed=seed)
+    eta = result.runs.get(run_id)
+    risks = tuple(w for w in result.windows if w.run_id == run_id)
+    return Feasibility(template.name, True, (), eta, risks, eta.problem if eta is not None else None,
+                       sum(1 for r in snap.runs if r.start_at is None))
+
+
+async def check_feasibility(runtime: Any, template: WorkflowTemplate, inputs: dict[str, Any] | None = None, *,
+                            priority: int = 50, model: DurationsModel | None = None,
+                            samples: int = 8) -> Feasibility:
+    """:func:`feasibility` of a run of ``template`` on ``runtime`` now: the state read on a
+    reader thread, the play-forward on a worker thread (the loop only waits)."""
+    now = runtime.clock.now()
+    instruments = instrument_states(runtime.instruments())
+    rows = await runtime.store.read(read_state)
+    model = model or DurationsModel(runtime.workcell, clock=runtime.clock, templates=runtime.engine.templates.get)
+    lookup = runtime.engine.templates.get
+
+    def play() -> Feasibility:
+        snap = snapshot_from(rows, instruments, lookup, now)
+        return feasibility(snap, template, model, inputs=inputs, priority=priority, samples=samples)
+
+    return await asyncio.to_thread(play)

@@ -40,18 +40,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KINDS = ("prompt", "error", "approval", "lock", "proposal")
+KINDS = ("prompt", "error", "approval", "lock", "proposal", "window")
 """prompt: a ``prompt`` step's question; error: a run paused on a failed step or one whose
 outcome is unknown; approval: a ``prompt`` step declared as an approval; lock: instruments an
 operator claimed for manual work ("hands in the cell"); proposal: a playbook rule learned from
-repeated identical decisions."""
+repeated identical decisions; window: a step's time window (or a run's deadline) the forecast
+says will break, before it does (closed by the forecast once it no longer sees it)."""
 
 STATES = ("open", "answered", "expired")
 FIELD_TYPES = ("text", "number", "choice", "yesno", "barcode", "json")
 
-DEFAULT_PRIORITY = {"error": 80, "prompt": 60, "approval": 50, "lock": 40, "proposal": 10}
+DEFAULT_PRIORITY = {"error": 80, "window": 70, "prompt": 60, "approval": 50, "lock": 40, "proposal": 10}
 ESCALATE_AFTER = {"error": 600.0, "prompt": 900.0, "approval": 3600.0, "lock": 4 * 3600.0,
-                  "proposal": math.inf}
+                  "proposal": math.inf, "window": 600.0}
 """Seconds an item may stay open before it is escalated, per kind."""
 ESCALATION_BOOST = 30
 PROPOSE_AFTER = 5
@@ -606,6 +607,7 @@ def approval_form() -> list[FormField]:
     return [FormField("approved", "yesno", "Approve"), FormField("reason", "text", "Reason", required=False)]
 
 
+WINDOW_FORM = (FormField("acknowledged", "yesno", "Seen: I will look after this run"),)
 LOCK_FORM = (FormField("release", "yesno", "Release the instruments"),
              FormField("reason", "text", "Reason", required=False))
 
@@ -986,6 +988,17 @@ class Inbox:
             return
         if item.kind == "proposal":
             await self._decide_proposal(item, answer, who, reason)
+            return
+        if item.kind == "window":  # seen: the forecast goes on watching the run
+            done, audit = answer_op(item.id, who, answer, self.engine.clock.now()), \
+                self.store.audit_op(who, "acknowledge window warning", item.run_id, reason, {"item": item.id})
+
+            def both(conn: sqlite3.Connection) -> None:
+                done(conn)
+                audit(conn)
+
+            await self.store.write(both)
+            self.bus.publish(InboxChanged(item_id=item.id, run_id=item.run_id, state="answered", kind="window"))
             return
         if item.kind == "approval" and item.context.get("two_people") and who == item.context.get("requested_by"):
             raise StateError(f"inbox item {item.id}: {who} requested this run and cannot also approve it; "

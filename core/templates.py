@@ -24,12 +24,22 @@ Files are JSON or YAML in one of three dialects, detected from their shape:
           input_mapping: {plate: input_data.plate_id}
           retry_policy: {max_attempts: 3, backoff_multiplier: 2, max_backoff_seconds: 300}
           timeout_seconds: 600
+          start_within: {after: incubate, max: 10m}   # time window from the end of an earlier step
+          min_delay: 5m                               # not sooner than this after it ends
+      deadline: 4h                     # the run should be done this long after it starts
 
 ``job_orchestrator`` (seed 002): ``steps`` with ``name``, ``task_type``, ``dependencies`` given by
-index, ``max_retries``, ``timeout``, ``estimated_duration``; ``max_recovery_attempts``.
+index, ``max_retries``, ``timeout``, ``estimated_duration``; ``max_recovery_attempts``; windows name the earlier step by
+index or id (``start_within: {after: 0, max: 10m}``); ``deadline`` at the top.
 
 ``moose`` (seed 004): ``tasks`` with ``name``, ``run`` (the step kind), ``on_complete`` chains,
-``timeout: "5m"``, ``retries``; ``config: {starting_task, timeout: "1h", retries, schedule}``.
+``timeout: "5m"``, ``retries``, ``start_within`` / ``min_delay`` naming an earlier task;
+``config: {starting_task, timeout: "1h", retries, schedule, deadline}``.
+
+Time constraints (every dialect): ``start_within: {after: STEP, max: D, min: D}`` — the step
+starts between ``min`` and ``max`` after STEP ended (STEP must run before it); ``min_delay: D``
+or ``min_delay: {after: STEP, delay: D}`` sets only the minimum. ``deadline: D``: the run should
+end within D of its start. Durations are seconds or ``"10m"``-style text.
 
 :func:`load_template` rejects a bad file with every problem listed, each naming file, field path
 and line; nothing is half-loaded.
@@ -40,7 +50,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -48,7 +58,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.conditions import check_condition
-from core.durations import parse_duration
+from core.durations import format_duration, parse_duration
 from core.errors import Problem, ProblemList, TemplateError, Where
 from core.pysteps import PYTHON_KIND, handler_problem
 from core.schedules import cron_problem
@@ -129,6 +139,22 @@ class InputParameter(_Model):
         return json.loads(value) if isinstance(value, str) else value
 
 
+class Window(_Model):
+    """When a step may start, counted from the end of an earlier step (``after``): not sooner
+    than ``min`` seconds, not later than ``max`` (None: no upper bound)."""
+
+    after: str = Field(min_length=1)
+    min: float = Field(0.0, ge=0)
+    max: float | None = Field(None, gt=0)
+
+    def closes(self, after_ended: float) -> float | None:
+        """The latest start (epoch seconds) once ``after`` ended at ``after_ended``."""
+        return None if self.max is None else after_ended + self.max
+
+    def opens(self, after_ended: float) -> float:
+        return after_ended + self.min
+
+
 class Step(_Model):
     id: str = Field(min_length=1)
     name: str = ""
@@ -156,6 +182,8 @@ class Step(_Model):
     (e.g. the robot arm that keeps the plate at the reader): all or nothing, never one by one."""
     position: tuple[float, float] | None = None
     """Where the editor drew the step (kept so a layout survives a save)."""
+    start_within: Window | None = None
+    """A time window from the end of an earlier step to this step's start."""
 
     @property
     def is_builtin(self) -> bool:
@@ -182,6 +210,9 @@ class WorkflowTemplate(_Model):
     default_retry_policy: RetryPolicy = RetryPolicy()
     schedule: str | None = None
     """A cron expression the template was declared with (seed 004); used by schedules."""
+    deadline: float | None = Field(None, gt=0)
+    """Seconds from the run's start within which it should end (a target: a late run is
+    recorded as late, not stopped; ``default_timeout`` stops it)."""
 
     def step(self, step_id: str) -> Step:
         for s in self.steps:
@@ -234,12 +265,17 @@ class WorkflowTemplate(_Model):
                 d["module_restriction"] = s.module_restriction
             if s.position is not None:
                 d["position"] = list(s.position)
+            if s.start_within is not None:
+                d["start_within"] = s.start_within.model_dump(mode="json", exclude_defaults=True) | \
+                    {"after": s.start_within.after}
             steps.append(d)
         definition: dict[str, Any] = {"steps": steps, "error_handlers": dict(self.error_handlers),
                                       "failure_policy": self.failure_policy.value,
                                       "max_recovery_attempts": self.max_recovery_attempts}
         if self.default_timeout is not None:
             definition["default_timeout_seconds"] = self.default_timeout
+        if self.deadline is not None:
+            definition["deadline"] = self.deadline
         if self.default_retry_policy != RetryPolicy():
             definition["default_retry_policy"] = self.default_retry_policy.model_dump(mode="json")
         out: dict[str, Any] = {"name": self.name, "description": self.description,
@@ -372,8 +408,13 @@ class _Raw:
         self.renames: dict[str, str] = {}
         self.top: dict[str, Loc] = {}
         """Model field -> its path in the file, where the dialect puts it elsewhere."""
+        self.paths: dict[Loc, Loc] = {}
+        """Model path -> file path, for single fields a file spells differently (``min_delay``)."""
 
     def source_path(self, loc: Loc) -> Loc:
+        for n in range(len(loc), 2, -1):
+            if loc[:n] in self.paths:
+                return (*self.paths[loc[:n]], *loc[n:])
         if loc and loc[0] == "steps" and len(loc) > 1 and isinstance(loc[1], int) \
                 and loc[1] < len(self.step_paths):
             rest = loc[2:]
@@ -393,14 +434,15 @@ class _Raw:
 _STEP_KEYS_001 = {"id", "name", "kind", "handler", "parameters", "input_mapping", "depends_on",
                   "condition", "retry_policy", "timeout_seconds", "timeout", "idempotent",
                   "estimated_duration", "execution_mode", "position", "description", "reserve",
-                  "restrict_to", "module_restriction"}
+                  "restrict_to", "module_restriction", "start_within", "min_delay"}
 _RETRY_KEYS = {"max_attempts", "initial_interval", "initial_interval_seconds", "backoff_multiplier",
                "max_backoff_seconds", "max_backoff", "jitter", "non_retryable", "retry_on_timeout"}
 _TOP_KEYS_001 = {"name", "version", "description", "tags", "inputs", "definition", "steps",
                  "error_handlers", "default_timeout_seconds", "failure_policy", "max_recovery_attempts",
-                 "default_retry_policy", "schedule", "dialect"}
+                 "default_retry_policy", "schedule", "dialect", "deadline"}
 _DEF_KEYS = {"steps", "error_handlers", "default_timeout_seconds", "failure_policy",
-             "max_recovery_attempts", "default_retry_policy", "inputs"}
+             "max_recovery_attempts", "default_retry_policy", "inputs", "deadline"}
+_WINDOW_HINT = "{after: STEP, max: DURATION, min: DURATION}"
 
 
 def _unknown(doc: Document, problems: ProblemList, mapping: dict[str, Any], allowed: set[str], path: Loc) -> None:
@@ -494,6 +536,92 @@ def _retry(doc: Document, problems: ProblemList, value: Any, path: Loc) -> dict[
     return out
 
 
+def _window(doc: Document, problems: ProblemList, s: Mapping[str, Any], path: Loc, deps: Sequence[str],
+            after_of: Callable[[Any, Loc], str | None], raw_paths: dict[str, Loc]
+            ) -> dict[str, Any] | None:
+    """A step's ``start_within`` and ``min_delay`` (the file mapping ``s`` at ``path``) as one
+    window, or None. A wrong part is reported and the window left out (nothing half-read).
+
+    ``after_of(value, path)`` names the step ``after`` refers to (None: reported as wrong);
+    ``deps``: the step's dependencies (``min_delay: 5m`` alone counts from the only one);
+    ``raw_paths`` gets the file path of each window field spelled as ``min_delay``."""
+    within, delay = s.get("start_within"), s.get("min_delay")
+    if within is None and delay is None:
+        return None
+    before = len(problems.problems)
+    out: dict[str, Any] = {}
+    if within is not None:
+        wpath = (*path, "start_within")
+        if not isinstance(within, dict):
+            problems.problems.append(Problem(doc.where(wpath), f"start_within must be a mapping {_WINDOW_HINT}, "
+                                             f"got {within!r}"))
+        else:
+            _unknown(doc, problems, within, {"after", "max", "min"}, wpath)
+            if "after" not in within:
+                problems.problems.append(Problem(doc.where(wpath), "missing field 'after' (the step the window "
+                                                 "counts from)"))
+            else:
+                out["after"] = after_of(within["after"], (*wpath, "after"))
+            if "max" not in within and "min" not in within:
+                problems.problems.append(Problem(doc.where(wpath), "start_within needs max (and may have min)"))
+            for key in ("min", "max"):
+                if key in within:
+                    out[key] = _duration(doc, problems, within[key], (*wpath, key))
+    if delay is not None:
+        dpath = (*path, "min_delay")
+        if "min" in out:
+            problems.problems.append(Problem(doc.where(dpath), "min_delay and start_within.min both set the "
+                                             "minimum: keep one"))
+        elif isinstance(delay, dict):
+            _unknown(doc, problems, delay, {"after", "delay"}, dpath)
+            if "after" in delay:
+                after = after_of(delay["after"], (*dpath, "after"))
+                if "after" in out and after is not None and out["after"] != after:
+                    problems.problems.append(Problem(doc.where((*dpath, "after")), f"min_delay counts from "
+                                                     f"'{after}' but start_within from '{out['after']}': a step "
+                                                     "has one window"))
+                elif "after" not in out:
+                    out["after"] = after
+                    raw_paths["after"] = (*dpath, "after")
+            if "delay" not in delay:
+                problems.problems.append(Problem(doc.where(dpath), "missing field 'delay' (min_delay: "
+                                                 "{after: STEP, delay: DURATION})"))
+            else:
+                out["min"] = _duration(doc, problems, delay["delay"], (*dpath, "delay"))
+                raw_paths["min"] = (*dpath, "delay")
+        else:
+            out["min"] = _duration(doc, problems, delay, dpath)
+            raw_paths["min"] = dpath
+        if "after" not in out and len(problems.problems) == before:
+            if len(deps) == 1:
+                out["after"] = deps[0]
+            else:
+                problems.problems.append(Problem(doc.where(dpath), "min_delay needs the step it counts from: "
+                                                 "min_delay: {after: STEP, delay: DURATION}"
+                                                 + (" (this step depends on several)" if deps else "")))
+    if len(problems.problems) != before or any(v is None for v in out.values()):
+        return None
+    return out
+
+
+def _after_name(doc: Document, problems: ProblemList) -> Callable[[Any, Loc], str | None]:
+    def after_of(value: Any, path: Loc) -> str | None:
+        if isinstance(value, str) and value:
+            return value
+        problems.problems.append(Problem(doc.where(path), f"after must name a step, got {value!r}"))
+        return None
+
+    return after_of
+
+
+def _window_into(raw: _Raw, steps: Sequence[dict[str, Any]], windows: Sequence[tuple[int, dict[str, Loc]]]) -> None:
+    """Record where each step's window fields came from (``raw.paths``)."""
+    for k, paths in windows:
+        if "start_within" in steps[k]:
+            for key, file_path in paths.items():
+                raw.paths[("steps", k, "start_within", key)] = file_path
+
+
 def _inputs(doc: Document, problems: ProblemList, value: Any, path: Loc) -> list[Any]:
     if value is None:
         return []
@@ -527,7 +655,9 @@ def _from_definition(doc: Document, problems: ProblemList) -> _Raw | None:
         problems.problems.append(Problem(doc.where((*base, "steps")),
                                          "missing field 'steps' (a non-empty list)"))
         return None
-    steps, step_paths = [], []
+    steps: list[dict[str, Any]] = []
+    step_paths: list[Loc] = []
+    windows: list[tuple[int, dict[str, Loc]]] = []
     for i, s in enumerate(steps_in):
         path = (*base, "steps", i)
         if not isinstance(s, dict):
@@ -564,6 +694,11 @@ def _from_definition(doc: Document, problems: ProblemList) -> _Raw | None:
                                                    (*path, "estimated_duration"))
         if "retry_policy" in s:
             step["retry_policy"] = _retry(doc, problems, s["retry_policy"], (*path, "retry_policy"))
+        wpaths: dict[str, Loc] = {}
+        window = _window(doc, problems, s, path, step.get("depends_on", ()), _after_name(doc, problems), wpaths)
+        if window is not None:
+            step["start_within"] = window
+            windows.append((len(steps), wpaths))
         steps.append(step)
     value: dict[str, Any] = {
         "name": data.get("name"), "description": data.get("description", ""),
@@ -584,19 +719,25 @@ def _from_definition(doc: Document, problems: ProblemList) -> _Raw | None:
         policy = _retry(doc, problems, definition["default_retry_policy"], (*base, "default_retry_policy"))
         if policy is not None:
             value["default_retry_policy"] = policy
+    deadline_path = (*base, "deadline") if "deadline" in definition else ("deadline",)
+    if "deadline" in definition or (base and "deadline" in data):
+        value["deadline"] = _duration(doc, problems, definition.get("deadline", data.get("deadline")), deadline_path)
     raw = _Raw(value, step_paths, base)
     raw.renames = {"timeout": "timeout_seconds"}
+    raw.top = {"deadline": deadline_path}
+    _window_into(raw, steps, windows)
     return raw
 
 
 _STEP_KEYS_002 = {"name", "task_type", "handler", "dependencies", "max_retries", "timeout",
-                  "estimated_duration", "parameters", "idempotent", "condition", "id"}
+                  "estimated_duration", "parameters", "idempotent", "condition", "id", "start_within",
+                  "min_delay"}
 
 
 def _from_job_orchestrator(doc: Document, problems: ProblemList) -> _Raw | None:
     data = doc.data
     _unknown(doc, problems, data, {"name", "description", "tags", "steps", "max_recovery_attempts",
-                                   "inputs", "failure_policy", "dialect"}, ())
+                                   "inputs", "failure_policy", "dialect", "deadline"}, ())
     if "name" not in data:
         problems.problems.append(Problem(doc.where(("name",)), "missing field 'name'"))
     steps_in = data["steps"]
@@ -610,7 +751,19 @@ def _from_job_orchestrator(doc: Document, problems: ProblemList) -> _Raw | None:
         if sid in seen and not (isinstance(steps_in[i], dict) and "id" in steps_in[i]):
             ids[i] = f"{sid}_{i}"
         seen[ids[i]] = i
-    steps, step_paths = [], []
+    steps: list[dict[str, Any]] = []
+    step_paths: list[Loc] = []
+    windows: list[tuple[int, dict[str, Loc]]] = []
+
+    def after_of(value: Any, where: Loc) -> str | None:  # an index, as dependencies are, or a step id
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(ids):
+            return ids[value]
+        if isinstance(value, str) and value:
+            return value
+        problems.problems.append(Problem(doc.where(where), f"after {value!r} is neither the index of a step "
+                                         f"(0..{len(ids) - 1}) nor a step id"))
+        return None
+
     for i, s in enumerate(steps_in):
         path = ("steps", i)
         if not isinstance(s, dict):
@@ -645,18 +798,27 @@ def _from_job_orchestrator(doc: Document, problems: ProblemList) -> _Raw | None:
         if "estimated_duration" in s:
             step["estimated_duration"] = _duration(doc, problems, s["estimated_duration"],
                                                    (*path, "estimated_duration"))
+        wpaths: dict[str, Loc] = {}
+        window = _window(doc, problems, s, path, deps, after_of, wpaths)
+        if window is not None:
+            step["start_within"] = window
+            windows.append((len(steps), wpaths))
         steps.append(step)
     value = {"name": data.get("name"), "description": data.get("description", ""),
              "tags": _strings(doc, problems, data.get("tags"), ("tags",), "tags"), "steps": steps,
              "inputs": _inputs(doc, problems, data.get("inputs"), ("inputs",)),
              **{k: data[k] for k in ("max_recovery_attempts", "failure_policy") if k in data}}
+    if "deadline" in data:
+        value["deadline"] = _duration(doc, problems, data["deadline"], ("deadline",))
     raw = _Raw(value, step_paths)
     raw.renames = {"kind": "task_type", "retry_policy": "max_retries", "depends_on": "dependencies"}
+    raw.top = {"deadline": ("deadline",)}
+    _window_into(raw, steps, windows)
     return raw
 
 
 _TASK_KEYS = {"name", "run", "kind", "on_complete", "timeout", "retries", "parameters",
-              "input_mapping", "condition", "idempotent", "description", "handler"}
+              "input_mapping", "condition", "idempotent", "description", "handler", "start_within", "min_delay"}
 
 
 def _from_moose(doc: Document, problems: ProblemList) -> _Raw | None:
@@ -669,14 +831,16 @@ def _from_moose(doc: Document, problems: ProblemList) -> _Raw | None:
     if not isinstance(config, dict):
         problems.problems.append(Problem(doc.where(("config",)), "config must be a mapping"))
         config = {}
-    _unknown(doc, problems, config, {"starting_task", "timeout", "retries", "schedule"}, ("config",))
+    _unknown(doc, problems, config, {"starting_task", "timeout", "retries", "schedule", "deadline"}, ("config",))
     tasks = data["tasks"]
     if not isinstance(tasks, list) or not tasks:
         problems.problems.append(Problem(doc.where(("tasks",)), "tasks must be a non-empty list"))
         return None
     names = [t.get("name") for t in tasks if isinstance(t, dict)]
     parents: dict[str, list[str]] = {}
-    steps, step_paths = [], []
+    steps: list[dict[str, Any]] = []
+    step_paths: list[Loc] = []
+    windows: list[tuple[int, dict[str, Loc]]] = []
     for i, t in enumerate(tasks):
         path = ("tasks", i)
         if not isinstance(t, dict):
@@ -715,11 +879,16 @@ def _from_moose(doc: Document, problems: ProblemList) -> _Raw | None:
             step["retry_policy"] = _retries(doc, problems, t["retries"], (*path, "retries"))
         if "timeout" in t:
             step["timeout"] = _duration(doc, problems, t["timeout"], (*path, "timeout"))
+        wpaths: dict[str, Loc] = {}
+        window = _window(doc, problems, t, path, step["depends_on"], _after_name(doc, problems), wpaths)
+        if window is not None:
+            step["start_within"] = window
+            windows.append((len(steps), wpaths))
         steps.append(step)
     if starting is not None:
-        for step, path in zip(steps, step_paths, strict=True):
+        for step, task_path in zip(steps, step_paths, strict=True):
             if not step["depends_on"] and step["id"] != starting:
-                problems.problems.append(Problem(doc.where(path),
+                problems.problems.append(Problem(doc.where(task_path),
                                                  f"task '{step['id']}' is not reachable from starting_task "
                                                  f"'{starting}' (add it to an on_complete)"))
     value: dict[str, Any] = {"name": data.get("name"), "description": data.get("description", ""),
@@ -733,12 +902,15 @@ def _from_moose(doc: Document, problems: ProblemList) -> _Raw | None:
             value["default_retry_policy"] = policy
     if "schedule" in config:
         value["schedule"] = config["schedule"]
+    if "deadline" in config:
+        value["deadline"] = _duration(doc, problems, config["deadline"], ("config", "deadline"))
     if "failure_policy" in data:
         value["failure_policy"] = data["failure_policy"]
     raw = _Raw(value, step_paths)
     raw.renames = {"kind": "run", "retry_policy": "retries", "id": "name", "depends_on": "on_complete"}
     raw.top = {"default_timeout": ("config", "timeout"), "default_retry_policy": ("config", "retries"),
-               "schedule": ("config", "schedule")}
+               "schedule": ("config", "schedule"), "deadline": ("config", "deadline")}
+    _window_into(raw, steps, windows)
     return raw
 
 
@@ -824,7 +996,61 @@ def check_template(t: WorkflowTemplate, *, capabilities: Iterable[str] | None = 
                                              ancestors)
             if mapping_problem:
                 out.append((("steps", i, "input_mapping", param), mapping_problem))
+        if s.start_within is not None:
+            out.extend(_check_window(s, i, ids, ancestors))
+    if t.deadline is not None and not cycle:
+        out.extend(_check_deadline(t))
     return out
+
+
+def _check_window(s: Step, i: int, ids: dict[str, int], ancestors: dict[str, set[str]]) -> list[tuple[Loc, str]]:
+    w = s.start_within
+    assert w is not None
+    out: list[tuple[Loc, str]] = []
+    at: Loc = ("steps", i, "start_within")
+    if w.after not in ids:
+        close = difflib.get_close_matches(w.after, list(ids), n=1)
+        out.append(((*at, "after"), f"the window counts from unknown step '{w.after}'"
+                    + (f" (did you mean '{close[0]}'?)" if close else "")))
+    elif w.after == s.id:
+        out.append(((*at, "after"), f"step '{s.id}' cannot wait for its own end"))
+    elif w.after not in ancestors.get(s.id, set()):
+        out.append(((*at, "after"), f"step '{w.after}' does not run before '{s.id}' (add it to depends_on, "
+                    "directly or through other steps)"))
+    if w.max is not None and w.max < w.min:
+        out.append(((*at, "max"), f"max {format_duration(w.max)} is less than the minimum delay "
+                    f"{format_duration(w.min)}: the window can never hold"))
+    return out
+
+
+def _check_deadline(t: WorkflowTemplate) -> list[tuple[Loc, str]]:
+    """A deadline shorter than the least time the run can take: the minimum delays and the
+    declared durations along its longest chain of steps."""
+    assert t.deadline is not None
+    least: dict[str, float] = {}
+    via: dict[str, str | None] = {}
+    by_id = {s.id: s for s in t.steps}
+    for sid in topological_order(t):
+        s = by_id[sid]
+        start, prev = 0.0, None
+        for dep in s.depends_on:
+            if dep in least and least[dep] > start:
+                start, prev = least[dep], dep
+        w = s.start_within
+        if w is not None and w.after in least and least[w.after] + w.min > start:
+            start, prev = least[w.after] + w.min, w.after
+        least[sid] = start + (s.estimated_duration or 0.0)
+        via[sid] = prev
+    if not least:
+        return []
+    end = max(least, key=lambda k: least[k])
+    if least[end] <= t.deadline:
+        return []
+    chain = [end]
+    while (prev := via[chain[-1]]) is not None:
+        chain.append(prev)
+    return [(("deadline",), f"deadline {format_duration(t.deadline)} cannot hold: {' -> '.join(reversed(chain))} "
+             f"takes at least {format_duration(least[end])} (minimum delays and estimated durations)")]
 
 
 _RESTRICTIONS = {n.lower(): n for n in ("NoRestriction", "UnlessBusy", "UnlessError", "UnlessOffline",
@@ -962,6 +1188,6 @@ def dump_template(t: WorkflowTemplate, path: str | Path) -> None:
 
 
 __all__ = ["BUILTIN_KINDS", "FailurePolicy", "InputParameter", "ParameterType", "RetryPolicy", "Step",
-           "WorkflowTemplate", "check_template", "descendants", "detect_dialect", "dump_template",
+           "Window", "WorkflowTemplate", "check_template", "descendants", "detect_dialect", "dump_template",
            "find_cycle", "load_template", "parse_template", "render_path", "template_from_dict",
            "topological_order"]

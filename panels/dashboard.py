@@ -168,16 +168,22 @@ class AlertBook:
     def evaluate(self, now: float, instruments: Sequence[InstrumentView],
                  failures: np.ndarray | None = None, completions: np.ndarray | None = None,
                  bucket_minutes: float = 1.0, *, attention: Sequence[Attention] = (),
-                 today: tuple[int, int] | None = None, locks: Sequence[Lock] = ()) -> list[Alert]:
+                 today: tuple[int, int] | None = None, locks: Sequence[Lock] = (),
+                 windows: Sequence[Any] = ()) -> list[Alert]:
         """Every alert that holds now, worst first, newest first within a severity.
 
         ``failures``/``completions`` are the core's per-minute job series (``metrics.failures``,
         ``metrics.throughput``); their last ``window_buckets`` values give the error rate, and
         so does ``today`` (failed, decided jobs today). ``attention``: runs and steps waiting
         for a person, from the store (paused runs, failed or outcome-unknown steps). ``locks``:
-        instruments an operator claimed for manual work ("hands in the cell").
+        instruments an operator claimed for manual work ("hands in the cell"). ``windows``: time
+        windows and deadlines the forecast says will break (core.forecast.WindowRisk).
         """
         active: list[Alert] = []
+        for w in windows:  # core.forecast.WindowRisk: forecast to break, not broken yet
+            title = (f"Deadline at risk: run {w.run_id}" if w.step is None
+                     else f"Window at risk: step {w.step} of run {w.run_id}")
+            active.append(self._condition(f"window:{w.key}", WARNING, title, w.text, now, w.run_id))
         for v in instruments:
             current = v.running[0] if v.running else None
             if not v.enabled:
@@ -382,6 +388,9 @@ class DashboardPanel(Panel):
         """How many times the dashboard has refreshed (tests follow the fixed rate with it)."""
         self.current_alerts: list[Alert] = []
         """The alerts shown now, worst first."""
+        self.window_risks: tuple[Any, ...] = ()
+        """Windows the latest forecast says will break (core.forecast.WindowRisk)."""
+        self.forecast: Any = None
         self.attention: list[Attention] = []
         self.locks: list[Lock] = []
         """Open "hands in the cell" locks (read with :attr:`attention`)."""
@@ -548,6 +557,22 @@ class DashboardPanel(Panel):
         self._pending.extend(e for e in events
                              if isinstance(e, OperatorAction | RunChanged | InstrumentStatusChanged | StepChanged))
 
+    def set_forecast(self, forecast: Any) -> None:
+        """Alert on the windows and deadlines ``forecast`` (core.forecast.Forecast) says will break."""
+        if self.forecast is not None:
+            self.forecast.remove_listener(self._on_forecast)
+        self.forecast = forecast
+        if forecast is not None:
+            forecast.add_listener(self._on_forecast)
+            if forecast.result is not None:
+                self._on_forecast(forecast.result)
+
+    def _on_forecast(self, result: Any) -> None:
+        risks = tuple(w for w in result.windows if not w.run_id.startswith("scheduled:"))
+        if risks != self.window_risks:
+            self.window_risks = risks
+            self.refresh()
+
     @Slot()
     def refresh(self) -> None:
         """Read the KPIs, states and alerts now and take the events noted since the last time."""
@@ -567,11 +592,12 @@ class DashboardPanel(Panel):
             self._show_status(metrics.status_counts())
             alerts = self.alerts.evaluate(
                 now, instruments, metrics.failures, metrics.throughput, metrics.width / 60.0,
-                attention=self.attention, locks=self.locks,
+                attention=self.attention, locks=self.locks, windows=self.window_risks,
                 today=(jobs.failed_jobs_today, jobs.completed_jobs_today + jobs.failed_jobs_today))
         else:
             self._show_kpis(None, None)
-            alerts = self.alerts.evaluate(now, instruments, attention=self.attention, locks=self.locks)
+            alerts = self.alerts.evaluate(now, instruments, attention=self.attention, locks=self.locks,
+                                          windows=self.window_risks)
         self._show_instruments(instruments)
         self._show_alerts(alerts)
         self._read_truth_when_due()

@@ -533,7 +533,9 @@ class DetailPanel(Panel):
             "Template": f"{_html(o.templateName or '—')}" + (f" v{o.templateVersion}" if o.templateVersion else ""),
             "Status": f"<b style='color:{display_color(d.status_name).name()}'>{d.status_name}</b>"
                       + (" (Canceled in Data Services)" if d.skipped else ""),
-            "Details": _html(d.details) if d.details else None,
+            "Details": _html(d.details) if d.details else (
+                _html("; ".join(entry["text"] for entry in d.run.get("late") or ()))
+                if d.is_run and d.run and d.run.get("late") else None),
             "Run": None if d.is_run else f"<a href='{d.run_id}'>{d.run_id}</a>",
             "Steps": self._steps_summary(self._gantt_steps(d)) if d.is_run else None,
             "Priority": f"{o.priority.name}" + (f" · {d.numeric_priority}" if d.numeric_priority is not None else ""),
@@ -610,6 +612,9 @@ class DetailPanel(Panel):
                 errors.append(f"{_clock(_ts(c.actualEndTime))}  {c.identifier} Error: {c.statusDetails}")
         if errors:
             lines += ["— step errors —", *errors, ""]
+        late = (d.run or {}).get("late") or []
+        if late:
+            lines += ["— time windows that did not hold —", *(entry["text"] for entry in late), ""]
         lines.append("— stored log (transitions, operator actions, instruments) —")
         lines += [f"{_clock(at)}  {label} {kind}: {text}" for at, kind, label, text in d.stored_log[-LOG_LINES:]] \
             or ["(nothing stored)"]

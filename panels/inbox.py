@@ -67,7 +67,7 @@ from panels.widgets import TaskKeeper
 
 COLUMNS = ("Kind", "Priority", "Age", "Item", "Concerns")
 KIND_LABELS = {"prompt": "Prompt", "error": "Paused error", "approval": "Approval", "lock": "Hands in cell",
-               "proposal": "Playbook proposal"}
+               "proposal": "Playbook proposal", "window": "Time window"}
 AGE_TICK_MS = 5000
 NARROW = 820
 """Below this width the answer form goes under the list."""

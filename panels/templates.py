@@ -586,9 +586,24 @@ class TemplatesPanel(Panel):
         form.submitted.connect(lambda inputs, priority, again: self._spawn(
             self._run_from_form(form, inputs, priority, again), "start run"))
         form.destroyed.connect(lambda *_: setattr(self, "run_form", None))
+        form.priority_changed.connect(lambda _p: self._spawn(self._check_feasibility(form), "check the run"))
         self.run_form = form
         form.open()
+        self._spawn(self._check_feasibility(form), "check the run")
         return form
+
+    async def _check_feasibility(self, form: RunForm) -> None:
+        """Say in the form whether the run can finish, what the cell lacks and whether its time
+        windows hold behind the current queue (core.forecast.check_feasibility)."""
+        from core.forecast import check_feasibility
+
+        form.show_feasibility(["Checking whether it can finish…"])
+        priority = form.priority.value()
+        result = await check_feasibility(self.runtime, form.template, priority=priority)
+        if not shiboken6.isValid(form) or form.priority.value() != priority:
+            return  # closed, or a newer check follows
+        form.show_feasibility(result.lines(self.runtime.clock.now()),
+                              "error" if not result.can_finish else "warn" if result.risks else "ok")
 
     async def _run_from_form(self, form: RunForm, inputs: dict[str, Any], priority: int,
                              allow_duplicate: bool) -> str | None:

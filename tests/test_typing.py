@@ -57,6 +57,7 @@ STRICT = [
     "core/impact.py",
     "core/notify.py",
     "core/forecast.py",
+    "core/windows.py",
     "core/durations_model.py",
     "core/pysteps.py",
     "core/storefile.py",

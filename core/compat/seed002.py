@@ -48,6 +48,10 @@ class WorkflowStep:
     timeout: float | None = None
     estimated_duration: float | None = None
     dependencies: list[int] = field(default_factory=list)
+    start_within: Mapping[str, Any] | None = None
+    """``{"after": step index, "max": seconds or "10m", "min": ...}``: when this step may start."""
+    min_delay: float | str | None = None
+    """Not sooner than this after its (only) dependency ends."""
 
     def __post_init__(self) -> None:
         self.handler_name = register_callable(self.handler)  # TypeError now for a lambda
@@ -58,6 +62,8 @@ class WorkflowDefinition:
     name: str
     steps: list[WorkflowStep]
     max_recovery_attempts: int = 3
+    deadline: float | str | None = None
+    """The run should end within this long of its start (seconds or "4h")."""
 
     def step_ids(self) -> list[str]:
         ids: list[str] = []
@@ -82,10 +88,24 @@ class WorkflowDefinition:
                 step["timeout_seconds"] = s.timeout
             if s.estimated_duration is not None:
                 step["estimated_duration"] = s.estimated_duration
+            if s.start_within is not None:
+                window = dict(s.start_within)
+                after = window.get("after")
+                if isinstance(after, int) and not isinstance(after, bool):
+                    if not 0 <= after < len(self.steps):
+                        raise InputError.at(f"step {i} ({s.name}): start_within after {after} is not the index "
+                                            f"of a step (0..{len(self.steps) - 1})",
+                                            field=f"steps[{i}].start_within.after")
+                    window["after"] = ids[after]
+                step["start_within"] = window
+            if s.min_delay is not None:
+                step["min_delay"] = s.min_delay
             steps.append(step)
-        return template_from_dict({"name": self.name, "tags": ["job-orchestrator"],
-                                   "definition": {"steps": steps, "failure_policy": "abort",
-                                                  "max_recovery_attempts": self.max_recovery_attempts}},
+        definition: dict[str, Any] = {"steps": steps, "failure_policy": "abort",
+                                      "max_recovery_attempts": self.max_recovery_attempts}
+        if self.deadline is not None:
+            definition["deadline"] = self.deadline
+        return template_from_dict({"name": self.name, "tags": ["job-orchestrator"], "definition": definition},
                                   source=f"workflow definition '{self.name}'")
 
 

@@ -26,7 +26,7 @@ default of its tasks); ``schedule`` is a cron expression the console's schedules
 from __future__ import annotations
 
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -45,6 +45,10 @@ class TaskConfig:
     on_complete: list[Task[Any, Any]] | None = None
     timeout: str | None = None
     retries: int | None = None
+    start_within: Mapping[str, Any] | None = None
+    """``{"after": task or task name, "max": "10m", "min": "1m"}``: when this task may start."""
+    min_delay: str | float | None = None
+    """Not sooner than this after the task it follows ends."""
 
     def __post_init__(self) -> None:
         if not callable(self.run):
@@ -78,6 +82,8 @@ class WorkflowConfig:
     schedule: str | None = None
     timeout: str | None = None
     retries: int | None = None
+    deadline: str | None = None
+    """The run should end within this long of its start."""
 
 
 class _Registry(dict[str, "Workflow"]):
@@ -130,12 +136,21 @@ class Workflow:
                 step["timeout_seconds"] = task.config.timeout
             if task.config.retries is not None:
                 step["retry_policy"] = {"max_attempts": int(task.config.retries) + 1}
+            if task.config.start_within is not None:
+                window = dict(task.config.start_within)
+                if isinstance(window.get("after"), Task):
+                    window["after"] = window["after"].name
+                step["start_within"] = window
+            if task.config.min_delay is not None:
+                step["min_delay"] = task.config.min_delay
             steps.append(step)
         definition: dict[str, Any] = {"steps": steps}
         if self.config.timeout is not None:
             definition["default_timeout_seconds"] = self.config.timeout
         if self.config.retries is not None:
             definition["default_retry_policy"] = {"max_attempts": int(self.config.retries) + 1}
+        if self.config.deadline is not None:
+            definition["deadline"] = self.config.deadline
         data: dict[str, Any] = {"name": self.name, "tags": ["moose"], "definition": definition}
         if self.config.schedule is not None:
             data["schedule"] = self.config.schedule

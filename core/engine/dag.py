@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from core import inbox
+from core import inbox, windows
 from core.clock import Clock, SystemClock, to_datetime
 from core.conditions import ConditionError, evaluate
 from core.durations import parse_duration
@@ -413,11 +413,19 @@ class DagEngine:
                 return self._mark_running(run, state, request)
             return None
 
+        opens, closes = windows.bounds(step, {sid: st.ended for sid, st in run.steps.items()}) \
+            if step.start_within is not None else (None, None)
         request = StepRequest(run_id=run.run_id, step_id=step.id, order_id=state.order_id, kind=step.kind,
                               parameters=params, attempt=attempt, timeout=step.timeout,
                               idempotent=step.idempotent, priority=run.priority,
                               template_name=run.template.name, template_version=run.template.version,
-                              order=order, started=on_started, reserve=step.reserve)
+                              order=order, started=on_started, reserve=step.reserve, not_before=opens,
+                              window_closes=closes,
+                              run_started=min((st.started for st in run.steps.values() if st.started is not None),
+                                              default=None),
+                              next_kinds=tuple(run.steps[c].step.kind for c in run.children.get(step.id, ())
+                                               if not run.steps[c].step.is_builtin
+                                               and run.steps[c].step.kind != "python"))
         state.request = request
         state.stop_reason = None
         return request
@@ -438,7 +446,10 @@ class DagEngine:
             attempt = state.attempt
             state.timer = self.timers.at(self.clock.now() + state.step.timeout,
                                          lambda: self._on_step_timeout(run, state, attempt))
-        d.step(run, state, StepStatus.RUNNING, changes={"assignedTo": state.instrument})
+        late = windows.lateness(state.step, state.started, {sid: st.ended for sid, st in run.steps.items()}) \
+            if state.step.start_within is not None else None
+        d.step(run, state, StepStatus.RUNNING, late.text if late is not None else None,
+               changes={"assignedTo": state.instrument})
 
     def _resolve_parameters(self, run: RunState, state: StepState) -> dict[str, Any]:
         step = state.step
@@ -467,6 +478,8 @@ class DagEngine:
                                                progress=fraction, values=dict(values) if values else None))
 
         try:
+            if request.not_before is not None and request.not_before > self.clock.now():
+                await self._until(request.not_before)  # the step's window opens
             if request.kind in _BUILTIN:
                 outputs = await self._builtin(state, request)
             else:
@@ -503,6 +516,12 @@ class DagEngine:
         policy = run.template.retry_policy(state.step)
         return StepFailure(f"timed out after {state.step.timeout:g} s", "Timeout",
                            retryable=policy.retry_on_timeout)
+
+    async def _until(self, when: float) -> None:
+        """Wait for ``when`` on the engine's timer heap (cancelled with the attempt)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.timers.at(when, lambda: None if done.done() else done.set_result(None))
+        await done
 
     async def _builtin(self, state: StepState, request: StepRequest) -> dict[str, Any]:
         await started(request, None)

@@ -50,6 +50,17 @@ class StepRequest:
     """Called by the executor when an instrument takes the step (see :func:`started`)."""
     reserve: tuple[str, ...] = ()
     """More capabilities to hold for the whole step (reserved with the main one, atomically)."""
+    not_before: float | None = None
+    """The step's window opens then (epoch seconds): the engine hands it over no sooner."""
+    window_closes: float | None = None
+    """The step should start by then (its ``start_within`` window): served before steps whose
+    window closes later, or that have none, of the same priority."""
+    run_started: float | None = None
+    """When the run's first step started (None: this is its first): work in progress is served
+    before new runs of the same priority."""
+    next_kinds: tuple[str, ...] = ()
+    """Capabilities of the steps that follow this one: when it ends, an instrument for them is
+    kept from new runs until the run's next step arrives (work in progress first)."""
 
 
 class StepExecutor(Protocol):

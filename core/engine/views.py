@@ -17,6 +17,7 @@ from core.engine.registry import TemplateRegistry
 from core.errors import NotFoundError
 from core.states import DONE_OK, RunStatus, StepStatus
 from core.store import Store
+from core.windows import Late, late_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,8 @@ class RunView:
     completed_at: float | None
     steps: tuple[StepView, ...]
     """In template order."""
+    late: tuple[Late, ...] = ()
+    """Time windows (and the deadline) that did not hold, with by how much (core.windows)."""
 
     def step(self, step_id: str) -> StepView:
         for s in self.steps:
@@ -75,7 +78,8 @@ class RunView:
                 "priority": self.priority, "input_data": self.input_data,
                 "recovery_attempts": self.recovery_attempts, "error": self.error,
                 "created_at": self.created_at, "started_at": self.started_at,
-                "completed_at": self.completed_at, "steps": [s.as_dict() for s in self.steps]}
+                "completed_at": self.completed_at, "steps": [s.as_dict() for s in self.steps],
+                "late": [late.as_dict() for late in self.late]}
 
 
 class RunViews:
@@ -101,8 +105,11 @@ class RunViews:
                 continue
             views.append(StepView(step.id, step.label, step.kind, s[1], StepStatus(s[2]), s[3],
                                   json.loads(s[4]) if s[4] else None, s[5], s[6], s[7], s[8], s[10]))
+        late = late_of(template, {v.id: v.started_at for v in views}, {v.id: v.completed_at for v in views},
+                       r[10], r[11]) if template.deadline is not None or any(
+                           s.start_within is not None for s in template.steps) else []
         return RunView(r[0], r[1], r[2], RunStatus(r[3]), r[4], json.loads(r[5]), r[6],
-                       template.max_recovery_attempts, r[8], r[9], r[10], r[11], tuple(views))
+                       template.max_recovery_attempts, r[8], r[9], r[10], r[11], tuple(views), tuple(late))
 
     def progress(self, run_id: str) -> dict[str, Any]:
         """Seed 002's progress report."""

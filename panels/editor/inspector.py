@@ -47,6 +47,7 @@ from core.templates import (
     ParameterType,
     RetryPolicy,
     Step,
+    Window,
     WorkflowTemplate,
     descendants,
 )
@@ -336,6 +337,64 @@ class ParamRow(QWidget):
             self.changed.emit(self.name, self.VALUE, value)
 
 
+class WindowEditor(QGroupBox):
+    """A step's start window: after which earlier step, at least / at most how long after it
+    ends. Checked off: no window. Emits :attr:`window_changed` with a Window or None."""
+
+    window_changed = Signal(object)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Start window", parent)
+        self.setObjectName("startWindow")
+        self.setCheckable(True)
+        self.after = QComboBox(self)
+        self.after.setObjectName("windowAfter")
+        self.least = OptionalSeconds("At least", 60.0, self)
+        self.least.setObjectName("windowMin")
+        self.most = OptionalSeconds("At most", 600.0, self)
+        self.most.setObjectName("windowMax")
+        form = QFormLayout(self)
+        form.addRow("After the end of", self.after)
+        form.addRow("", self.least)
+        form.addRow("", self.most)
+        self.toggled.connect(self._emit)
+        self.after.currentIndexChanged.connect(self._emit)
+        self.least.value_changed.connect(self._emit)
+        self.most.value_changed.connect(self._emit)
+
+    def window(self) -> Window | None:
+        after = self.after.currentData()
+        if not self.isChecked() or not after:
+            return None
+        least, most = self.least.value(), self.most.value()
+        if least is None and most is None:
+            most = self.most.box.value()  # a window has at least one bound: "at most" by default
+        return Window(after=after, min=least or 0.0, max=most)
+
+    def _emit(self, *_args: Any) -> None:
+        self.window_changed.emit(self.window())
+
+    def load(self, step: Step, earlier: list[Step]) -> None:
+        """Show ``step``'s window; ``earlier``: the steps it may count from (run before it)."""
+        w = step.start_within
+        self.blockSignals(True)
+        self.after.blockSignals(True)
+        self.after.clear()
+        for other in earlier:
+            self.after.addItem(f"{other.label} ({other.id})", other.id)
+        if w is not None and self.after.findData(w.after) < 0:  # e.g. a dependency just removed
+            self.after.addItem(f"{w.after} (not before this step)", w.after)
+        self.after.blockSignals(False)
+        self.setChecked(w is not None)
+        self.setEnabled(bool(earlier) or w is not None)
+        self.setToolTip("" if earlier or w is not None else "Add a dependency first: the window counts from "
+                        "the end of an earlier step")
+        self.blockSignals(False)
+        _set_combo(self.after, w.after if w is not None else (earlier[-1].id if earlier else None))
+        self.least.set_value(w.min if w is not None and w.min else None)
+        self.most.set_value(w.max if w is not None else None)
+
+
 class StepInspector(QWidget):
     """Every field of one step. Emits :attr:`step_renamed` (old id, new id) before a rename."""
 
@@ -389,6 +448,7 @@ class StepInspector(QWidget):
         self.retry_default = QLabel(self)
         keep_styled(self.retry_default, _MUTED_STYLE)
         self.idempotent = QCheckBox("Idempotent — safe to run again after a crash", self)
+        self.window = WindowEditor(self)
 
         form = QFormLayout()
         form.addRow("Id", self.id_edit)
@@ -412,10 +472,12 @@ class StepInspector(QWidget):
         layout.addLayout(cond_form)
         layout.addWidget(self.retry_box)
         layout.addWidget(self.retry_default)
+        layout.addWidget(self.window)
         layout.addWidget(self.idempotent)
         layout.addStretch(1)
 
         self.id_edit.editingFinished.connect(self._on_id)
+        self.window.window_changed.connect(lambda w: self._edit("start window", start_within=w))
         self.name_edit.editingFinished.connect(
             lambda: self._edit("name", name=self.name_edit.text().strip()))
         self.condition.textChanged.connect(self._check_condition)
@@ -500,6 +562,8 @@ class StepInspector(QWidget):
                                    f"Uses the workflow default: {default.max_attempts} attempt"
                                    f"{'s' if default.max_attempts != 1 else ''}")
         _set_checked(self.idempotent, step.idempotent)
+        before = _ancestors(t, step.id)
+        self.window.load(step, [s for s in t.steps if s.id in before])
 
     # -- parameters
     def _specs(self, step: Step, info: KindInfo | None) -> list[tuple[ParamSpec, str]]:
@@ -820,6 +884,10 @@ class WorkflowInspector(QWidget):
                              (FailurePolicy.CONTINUE, "Continue other branches")):
             self.failure.addItem(text, policy.value)
         self.timeout = OptionalSeconds("Run timeout", 3600.0, self)
+        self.deadline = OptionalSeconds("Deadline", 3600.0, self)
+        self.deadline.setObjectName("deadline")
+        self.deadline.setToolTip("The run should end within this long of its start; a late run is recorded "
+                                 "as late and warned about before, not stopped (the run timeout stops it)")
         self.recovery = QSpinBox(self)
         self.recovery.setRange(0, 100)
         self.recovery.setKeyboardTracking(False)
@@ -838,6 +906,7 @@ class WorkflowInspector(QWidget):
         policy = QFormLayout()
         policy.addRow("When a step fails", self.failure)
         policy.addRow("", self.timeout)
+        policy.addRow("", self.deadline)
         policy.addRow("Recovery attempts", self.recovery)
         policy.addRow("On any failure run", self.handler)
         retry_box = QGroupBox("Default retry policy", self)
@@ -862,6 +931,7 @@ class WorkflowInspector(QWidget):
         self.failure.currentIndexChanged.connect(
             lambda _i: self._edit("failure policy", failure_policy=self.failure.currentData()))
         self.timeout.value_changed.connect(lambda v: self._edit("run timeout", default_timeout=v))
+        self.deadline.value_changed.connect(lambda v: self._edit("deadline", deadline=v))
         self.recovery.valueChanged.connect(lambda v: self._edit("recovery attempts",
                                                                 max_recovery_attempts=v))
         self.retry.policy_changed.connect(lambda p: self._edit("default retry policy",
@@ -918,6 +988,7 @@ class WorkflowInspector(QWidget):
         self.inputs_model.set_inputs(t.inputs)
         _set_combo(self.failure, t.failure_policy.value)
         self.timeout.set_value(t.default_timeout)
+        self.deadline.set_value(t.deadline)
         _set_value(self.recovery, t.max_recovery_attempts)
         self.retry.set_policy(t.default_retry_policy)
         self.handler.blockSignals(True)
@@ -952,6 +1023,7 @@ class Inspector(QScrollArea):
         else:
             self.pages.setCurrentWidget(self.step)
             self.step.show_step(step_id)
+        self._fit()
 
     def refresh(self) -> None:
         if self.pages.currentWidget() is self.step and self.step.step is not None:
@@ -959,3 +1031,23 @@ class Inspector(QScrollArea):
         else:
             self.pages.setCurrentWidget(self.workflow)
             self.workflow.refresh()
+        self._fit()
+
+    def _fit(self) -> None:
+        """Scroll rather than squeeze: the page is never shorter than what it shows needs."""
+        page = self.pages.currentWidget()
+        if page is not None:
+            self.pages.setMinimumHeight(page.sizeHint().height())
+
+
+def _ancestors(t: WorkflowTemplate, step_id: str) -> set[str]:
+    """The steps that run before ``step_id`` (through its dependencies)."""
+    deps = {s.id: s.depends_on for s in t.steps}
+    out: set[str] = set()
+    todo = list(deps.get(step_id, ()))
+    while todo:
+        d = todo.pop()
+        if d not in out and d != step_id:
+            out.add(d)
+            todo += deps.get(d, ())
+    return out

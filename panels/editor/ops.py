@@ -70,15 +70,22 @@ def add_step(t: WorkflowTemplate, kind: str, position: tuple[float, float] | Non
 
 
 def remove_steps(t: WorkflowTemplate, step_ids: set[str] | frozenset[str]) -> WorkflowTemplate:
-    """Remove steps with the dependencies and error-handler entries that name them.
+    """Remove steps with the dependencies, time windows and error-handler entries that name them.
 
     Input mappings and conditions that read a removed step stay: validation points at them.
     """
     if not step_ids:
         return t
-    steps = tuple(s if not set(s.depends_on) & step_ids else
-                  s.model_copy(update={"depends_on": tuple(d for d in s.depends_on if d not in step_ids)})
-                  for s in t.steps if s.id not in step_ids)
+
+    def without(s: Step) -> Step:
+        changes: dict[str, Any] = {}
+        if set(s.depends_on) & step_ids:
+            changes["depends_on"] = tuple(d for d in s.depends_on if d not in step_ids)
+        if s.start_within is not None and s.start_within.after in step_ids:
+            changes["start_within"] = None
+        return s.model_copy(update=changes) if changes else s
+
+    steps = tuple(without(s) for s in t.steps if s.id not in step_ids)
     handlers = {k: v for k, v in t.error_handlers.items() if k not in step_ids and v not in step_ids}
     return _replace_steps(t, steps, error_handlers=handlers)
 
@@ -126,7 +133,7 @@ _ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
 def rename_step(t: WorkflowTemplate, old: str, new: str) -> WorkflowTemplate:
-    """Give a step a new id and update every reference: dependencies, error handlers, input
+    """Give a step a new id and update every reference: dependencies, time windows, error handlers, input
     mappings (``step_outputs.OLD.x``) and conditions (``step_outputs['OLD']``)."""
     new = new.strip()
     if new == old:
@@ -143,6 +150,8 @@ def rename_step(t: WorkflowTemplate, old: str, new: str) -> WorkflowTemplate:
             changes["id"] = new
         if old in s.depends_on:
             changes["depends_on"] = tuple(new if d == old else d for d in s.depends_on)
+        if s.start_within is not None and s.start_within.after == old:
+            changes["start_within"] = s.start_within.model_copy(update={"after": new})
         prefix = f"step_outputs.{old}."
         if any(v.startswith(prefix) for v in s.input_mapping.values()):
             changes["input_mapping"] = {k: f"step_outputs.{new}.{v[len(prefix):]}" if v.startswith(prefix)

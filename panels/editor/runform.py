@@ -42,6 +42,8 @@ class RunForm(QDialog):
 
     submitted = Signal(object, int, bool)
     """(typed inputs, priority, whether a duplicate of a recent run is wanted)."""
+    priority_changed = Signal(int)
+    """The priority was changed (whether the run can finish in time depends on it)."""
 
     def __init__(self, template: WorkflowTemplate, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -76,6 +78,14 @@ class RunForm(QDialog):
         self.priority.setRange(0, 100)
         self.priority.setValue(50)
         form.addRow("Priority (0–100)", self.priority)
+        self.priority.valueChanged.connect(self.priority_changed)
+        # whether the run can finish, what the cell lacks, whether its windows hold (the owner
+        # fills it in: core.forecast.check_feasibility)
+        self.feasibility = QLabel(self)
+        self.feasibility.setObjectName("feasibility")
+        self.feasibility.setWordWrap(True)
+        self.feasibility.setTextFormat(Qt.TextFormat.PlainText)
+        self.feasibility.hide()
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel, self)
         self.start = self.buttons.addButton("Start run", QDialogButtonBox.ButtonRole.AcceptRole)
         self.start.setObjectName("startRun")
@@ -95,9 +105,20 @@ class RunForm(QDialog):
         layout = QVBoxLayout(self)
         layout.addWidget(heading)
         layout.addLayout(form)
+        layout.addWidget(self.feasibility)
         layout.addWidget(self.refusal)
         layout.addWidget(self.buttons)
         self.validate()
+
+    def show_feasibility(self, lines: list[str], level: str = "muted") -> None:
+        """Show what the forecast says about this run; ``level``: ``muted`` (still checking),
+        ``ok``, ``warn`` (a window or the deadline would not hold) or ``error`` (it cannot
+        finish). The run may be started anyway: the operator decides."""
+        self.feasibility.setText("\n".join(lines))
+        key = {"ok": "text_ok", "warn": "text_warn", "error": "text_error"}.get(level, "muted")
+        keep_styled(self.feasibility, text_style(key))
+        self.feasibility.setVisible(bool(lines))
+        self.adjustSize()  # the dialog grows with what it says
 
     def _field(self, p: InputParameter) -> QLineEdit | QCheckBox:
         if p.type is ParameterType.BOOLEAN:
