@@ -446,8 +446,8 @@ def _read_password(args: argparse.Namespace, name: str) -> str:
 
 def _users(args: argparse.Namespace, data_dir: Path) -> int:
     from core import users
-    from core.facade import os_user
     from core.store import Store
+    from core.users import os_user
 
     who = os_user()
     with Store.open_in(data_dir) as store:

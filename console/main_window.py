@@ -59,7 +59,7 @@ class MainWindow(QMainWindow):
         super().__init__(parent)
         self.runtime = runtime
         self.settings = settings
-        self.bridge = bridge or EventBridge(runtime.core.bus, parent=self)
+        self.bridge = bridge or EventBridge(runtime.ledger.bus, parent=self)
         self.closed: asyncio.Future[None] | None = None
         self.setWindowTitle("labconsole")
         self.setObjectName("labconsoleMainWindow")

@@ -517,8 +517,8 @@ class Forecast:
         """Learn from the transition log (if ``history``), listen to changes, make a first forecast."""
         if history:
             await self.model.load(self.runtime.store)
-        self._subs.append(self.model.subscribe(self.runtime.core.bus))
-        self._subs.append(self.runtime.core.bus.subscribe(
+        self._subs.append(self.model.subscribe(self.runtime.ledger.bus))
+        self._subs.append(self.runtime.ledger.bus.subscribe(
             self._changed, (RunChanged, StepChanged, InstrumentStatusChanged)))
         self._schedule()
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from core.errors import InputError, NotFoundError, StateError
 from core.events import Event
-from core.facade import os_user
+from core.users import os_user
 
 if TYPE_CHECKING:
     from core.engine.dag import DagEngine
@@ -803,7 +803,7 @@ async def wait_for_answer(engine: DagEngine, state: StepState, request: StepRequ
         opened.append(item_id)
         publish_opened(request.run_id, item.kind)(item_id, bus)
 
-    d = Decision(engine.core)
+    d = Decision(engine.ledger)
     d.write(_open_prompt_op(item, engine.clock.now()), publish)
     await engine._commit(d)  # noqa: SLF001 - the engine's own commit path
     if spec.timeout is not None and spec.default is not None and opened:
@@ -869,7 +869,7 @@ class Inbox:
         self.engine = engine
         self.notifier = notifier
         self.store = engine.store
-        self.bus = engine.core.bus
+        self.bus = engine.ledger.bus
         self.dispatcher = dispatcher
         self.escalate_after = {**ESCALATE_AFTER, **(escalate_after or {})}
         self.propose_after = propose_after

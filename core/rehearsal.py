@@ -113,7 +113,7 @@ async def rehearse(workcell: Path | Workcell, templates: Path, orders: int, *, s
         elif event.status == "running" and event.order_id in queued_at:
             waits.append(clock.now() - queued_at.pop(event.order_id))
 
-    runtime.core.bus.subscribe(on_step, StepChanged)
+    runtime.ledger.bus.subscribe(on_step, StepChanged)
     try:
         starting = asyncio.ensure_future(runtime.start(templates_dir=None))
         if isinstance(clock, VirtualClock):  # instruments take (virtual) time to connect
@@ -143,7 +143,7 @@ async def rehearse(workcell: Path | Workcell, templates: Path, orders: int, *, s
                 if done():
                     finished.set()
 
-            with runtime.core.bus.subscribe(wake, RunChanged):
+            with runtime.ledger.bus.subscribe(wake, RunChanged):
                 if not done():
                     await finished.wait()
         makespan = clock.now() - start

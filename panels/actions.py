@@ -29,9 +29,9 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QDialog, QWidget
 
 from core.errors import LabconsoleError
-from core.facade import os_user
 from core.impact import preview as impact_preview
 from core.orders import OrderStatus
+from core.users import os_user
 from panels.dialogs import (
     BulkDialog,
     MessageDialog,

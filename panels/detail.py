@@ -55,8 +55,8 @@ from core.events import (
     StepChanged,
     StepProgress,
 )
-from core.facade import os_user
 from core.orders import TERMINAL_STATUSES, Order, OrderStatus
+from core.users import os_user
 from panels.actions import ACTIONS, MARKS, Bridge, Feedback, OrderActions
 from panels.base import Panel
 from panels.detail_steps import AXIS, LANE, GanttStep, StepsTimeline

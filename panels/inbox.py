@@ -48,7 +48,6 @@ from PySide6.QtWidgets import (
 )
 
 from core.errors import InputError, LabconsoleError
-from core.facade import os_user
 from core.impact import preview
 from core.inbox import (
     KINDS,
@@ -61,6 +60,7 @@ from core.inbox import (
     read_item,
     read_rows,
 )
+from core.users import os_user
 from panels.style import format_age
 from panels.theme import current_theme, keep_styled
 from panels.widgets import TaskKeeper

@@ -51,8 +51,8 @@ from PySide6.QtWidgets import (
 )
 
 from core.dispatcher import InstrumentView, Job, JobStatus
-from core.facade import os_user
 from core.orders import ModuleRestrictionStrategy, ModuleStatus
+from core.users import os_user
 from panels.identity import identity_html, identity_rows, latency_text
 from panels.style import STATE_LABELS, format_age, format_seconds, instrument_state, state_pixmap
 from panels.theme import current_theme, theme_events

@@ -32,8 +32,8 @@ from PySide6.QtWidgets import (
 )
 
 from core.errors import InputError, LabconsoleError
-from core.facade import os_user
 from core.playbook import RESPONSES, Playbook, Rule
+from core.users import os_user
 from panels.theme import current_theme, keep_styled
 from panels.widgets import TaskKeeper
 

@@ -48,7 +48,6 @@ from PySide6.QtWidgets import (
 
 from core.durations import format_duration
 from core.errors import InputError
-from core.facade import os_user
 from core.schedules import (
     MAX_MISSED_CAP,
     Blackout,
@@ -60,6 +59,7 @@ from core.schedules import (
     check_blackout,
     check_schedule,
 )
+from core.users import os_user
 from panels.actions import TaskRunner
 from panels.base import Panel
 from panels.theme import Theme, current_theme

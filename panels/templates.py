@@ -49,8 +49,8 @@ from PySide6.QtWidgets import (
 
 from core.errors import DuplicateSubmissionError, LabconsoleError
 from core.events import RunChanged
-from core.facade import os_user
 from core.templates import WorkflowTemplate, dump_template, load_template
+from core.users import os_user
 from panels.base import Panel
 from panels.editor import ops
 from panels.editor.diffview import TemplateDiffView

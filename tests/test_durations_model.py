@@ -83,7 +83,7 @@ def test_live_events_and_the_transition_log_give_the_same_statistics(data_dir):
         cell = parse_workcell(CELL)
         rt = Runtime.build(data_dir, clock=clock, store=store, workcell=cell, seed=3, metrics=False)
         live = DurationsModel(cell, clock=clock, templates=rt.engine.templates.get)
-        live.subscribe(rt.core.bus)
+        live.subscribe(rt.ledger.bus)
         starting = asyncio.ensure_future(rt.start(templates_dir=None))
         await clock.run_until(starting.done, step=1.0)
         await rt.engine.publish(template_from_dict(TEMPLATE))

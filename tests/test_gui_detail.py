@@ -10,8 +10,8 @@ from PySide6.QtCore import QPoint, Qt
 from test_gui_jobs import Lab
 
 from core.engine import RunStatus
-from core.facade import os_user
 from core.orders import OrderStatus
+from core.users import os_user
 from panels.detail_steps import AXIS, LANE
 from panels.dialogs import ReasonDialog, StepChoiceDialog
 from panels.jobs import STATUS_COLUMN

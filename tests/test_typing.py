@@ -22,6 +22,7 @@ STRICT = [
     "core/errors.py",
     "core/clock.py",
     "core/events.py",
+    "core/ledger.py",
     "core/facade.py",
     "core/orders.py",
     "core/wire.py",
