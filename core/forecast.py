@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.api import RuntimeApi
 from core.durations_model import DurationsModel, runs_locally
 from core.events import InstrumentStatusChanged, RunChanged, StepChanged, Subscription
 from core.orders import ModuleStatus
@@ -491,7 +492,7 @@ def forecast(snap: Snapshot, model: DurationsModel, *, samples: int = SAMPLES, s
 class Forecast:
     """A forecast of the runtime's runs, made again (debounced, off the loop) after each change."""
 
-    def __init__(self, runtime: Any, model: DurationsModel | None = None, *, samples: int = SAMPLES,
+    def __init__(self, runtime: RuntimeApi, model: DurationsModel | None = None, *, samples: int = SAMPLES,
                  debounce: float = DEBOUNCE, seed: int = 0, process: bool = False,
                  horizon: float = HORIZON) -> None:
         self.runtime = runtime

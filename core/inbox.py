@@ -31,6 +31,7 @@ from core.events import Event
 from core.users import os_user
 
 if TYPE_CHECKING:
+    from core.api import RuntimeApi
     from core.engine.dag import DagEngine
     from core.engine.decision import Decision
     from core.engine.engine import Engine
@@ -885,7 +886,7 @@ class Inbox:
         engine.inbox = self
 
     @classmethod
-    def of(cls, runtime: Any) -> Inbox:
+    def of(cls, runtime: RuntimeApi) -> Inbox:
         """The inbox of a :class:`core.runtime.Runtime` (made on first use), notifying as
         ``[NOTIFICATIONS]`` of its config.ini asks (a bad entry raises ConfigError naming it)."""
         from core.backup import find_config
@@ -895,7 +896,7 @@ class Inbox:
         if isinstance(existing, Inbox):
             return existing
         notifier = Notifier.from_config(runtime.store, find_config(runtime.store.path.parent),
-                                        clock=runtime.clock, bus=runtime.core.bus)
+                                        clock=runtime.clock, bus=runtime.ledger.bus)
         return cls(runtime.engine, dispatcher=runtime.dispatcher, notifier=notifier)
 
     # ------------------------------------------------------------------ reading

@@ -28,6 +28,7 @@ import shiboken6
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QDialog, QWidget
 
+from core.api import RuntimeApi
 from core.errors import LabconsoleError
 from core.impact import preview as impact_preview
 from core.orders import OrderStatus
@@ -44,8 +45,6 @@ from panels.signature import needs_signature, request_signature
 
 if TYPE_CHECKING:
     from PySide6.QtCore import SignalInstance
-
-    from core.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +204,7 @@ class OrderActions(QObject):
     done = Signal(str, object)
     """(action key, list of ActionResult or one ActionResult) after a successful action."""
 
-    def __init__(self, runtime: Runtime, host: QWidget, *, who: Callable[[], str] = os_user) -> None:
+    def __init__(self, runtime: RuntimeApi, host: QWidget, *, who: Callable[[], str] = os_user) -> None:
         super().__init__(host)
         self.runtime = runtime
         self.host = host

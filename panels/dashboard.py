@@ -48,6 +48,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.api import RuntimeApi
 from core.dispatcher import InstrumentView
 from core.events import InstrumentStatusChanged, OperatorAction, RunChanged, StepChanged
 from core.inbox import Lock, read_locks
@@ -374,7 +375,7 @@ class DashboardPanel(Panel):
     expanded_changed = Signal(bool)
     """The operator showed (True) or hid (False) the sections below the KPI cards."""
 
-    def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None, *,
+    def __init__(self, runtime: RuntimeApi, bridge: Any, parent: QWidget | None = None, *,
                  expanded: bool = False) -> None:
         super().__init__(runtime, bridge, parent)
         self.alerts = AlertBook()

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PySide6.QtCore import QSize, Qt, Signal, Slot
 from PySide6.QtGui import QFont
@@ -44,6 +44,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.api import RuntimeApi
 from core.errors import LabconsoleError
 from core.events import (
     InstrumentStatusChanged,
@@ -64,9 +65,6 @@ from panels.detail_tables import SmallTableModel, cell, make_table
 from panels.jobs_filterbar import FlowLayout
 from panels.jobs_model import format_duration, format_full_time
 from panels.style import display_color, display_icon, display_status, status_color, status_icon
-
-if TYPE_CHECKING:
-    from core.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +135,7 @@ class DetailData:
         return ids
 
 
-def gather(runtime: Runtime, order_id: str) -> DetailData:
+def gather(runtime: RuntimeApi, order_id: str) -> DetailData:
     """Read everything about ``order_id`` through the runtime facade (runs on a reader thread)."""
     order = runtime.order(order_id)
     target = runtime.target(order_id)
@@ -215,7 +213,7 @@ class DetailPanel(Panel):
 
     REFRESH_MS = TICK_MS
 
-    def __init__(self, runtime: Runtime, bridge: Bridge, parent: QWidget | None = None, *,
+    def __init__(self, runtime: RuntimeApi, bridge: Bridge, parent: QWidget | None = None, *,
                  now: Callable[[], float] = time.time, who: Callable[[], str] = os_user) -> None:
         super().__init__(runtime, bridge, parent)
         self.now = now

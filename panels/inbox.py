@@ -47,6 +47,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.api import RuntimeApi
 from core.errors import InputError, LabconsoleError
 from core.impact import preview
 from core.inbox import (
@@ -353,7 +354,7 @@ class InboxPanel(QWidget):
     answered = Signal(int, bool, str)
     """(item id, accepted, message) once an answer was committed or refused."""
 
-    def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None, *,
+    def __init__(self, runtime: RuntimeApi, bridge: Any, parent: QWidget | None = None, *,
                  inbox: Inbox | None = None) -> None:
         super().__init__(parent)
         self.runtime = runtime

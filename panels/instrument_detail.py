@@ -50,6 +50,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.api import RuntimeApi
 from core.dispatcher import InstrumentView, Job, JobStatus
 from core.orders import ModuleRestrictionStrategy, ModuleStatus
 from core.users import os_user
@@ -176,7 +177,7 @@ class InstrumentDetail(QDialog):
     loaded = Signal(str)
     """Emitted after the store part (log, utilisation today) has been read and shown."""
 
-    def __init__(self, runtime: Any, instrument_id: str, parent: QWidget | None = None) -> None:
+    def __init__(self, runtime: RuntimeApi, instrument_id: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.runtime = runtime
         self.instrument_id = instrument_id

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.facade import os_user
 from PySide6.QtCore import (
     QItemSelection,
     QItemSelectionModel,
@@ -62,6 +61,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.events import StepChanged, StepProgress
+from core.facade import os_user
 from core.orders import OrderStatus
 from panels.actions import (
     ACTIONS,

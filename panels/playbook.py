@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.api import RuntimeApi
 from core.errors import InputError, LabconsoleError
 from core.playbook import RESPONSES, Playbook, Rule
 from core.users import os_user
@@ -44,7 +45,7 @@ class PlaybookPanel(QWidget):
     changed = Signal()
     """A change (add, edit, remove, import) was committed or refused; ``feedback`` says which."""
 
-    def __init__(self, runtime: Any, bridge: Any = None, parent: QWidget | None = None) -> None:
+    def __init__(self, runtime: RuntimeApi, bridge: Any = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.runtime = runtime
         self.playbook = Playbook.attach(runtime.engine, runtime.workcell)

@@ -50,6 +50,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.api import RuntimeApi
 from core.dispatcher import InstrumentView
 from core.events import InstrumentStatusChanged, OperatorAction, StepProgress
 from core.inbox import InboxChanged, Lock, read_locks
@@ -458,7 +459,7 @@ class RobotsPanel(Panel):
     """An order opened from the instrument detail window (to select in Jobs)."""
     REFRESH_MS = TICK_MS
 
-    def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None) -> None:
+    def __init__(self, runtime: RuntimeApi, bridge: Any, parent: QWidget | None = None) -> None:
         super().__init__(runtime, bridge, parent)
         self.tasks = TaskKeeper()
         self.reason_dialog: ReasonDialog | None = None

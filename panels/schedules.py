@@ -46,6 +46,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.api import RuntimeApi
 from core.durations import format_duration
 from core.errors import InputError
 from core.schedules import (
@@ -493,7 +494,7 @@ class SchedulesPanel(Panel):
     changed = Signal()
     """Emitted after the list was read again."""
 
-    def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None, *,
+    def __init__(self, runtime: RuntimeApi, bridge: Any, parent: QWidget | None = None, *,
                  forecast: Any = None, zone: ZoneInfo | None = None) -> None:
         super().__init__(runtime, bridge, parent)
         self.setObjectName("schedulesPanel")

@@ -47,6 +47,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.api import RuntimeApi
 from core.errors import DuplicateSubmissionError, LabconsoleError
 from core.events import RunChanged
 from core.templates import WorkflowTemplate, dump_template, load_template
@@ -194,7 +195,7 @@ class TemplatesPanel(Panel):
     template_published = Signal(str, int)
     """(name, version) after a publish made a new version."""
 
-    def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None) -> None:
+    def __init__(self, runtime: RuntimeApi, bridge: Any, parent: QWidget | None = None) -> None:
         super().__init__(runtime, bridge, parent)
         self.who = os_user()
         self._tasks: set[asyncio.Task[Any]] = set()

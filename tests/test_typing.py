@@ -23,6 +23,8 @@ STRICT = [
     "core/clock.py",
     "core/events.py",
     "core/ledger.py",
+    "core/api.py",
+    "console",
     "core/facade.py",
     "core/orders.py",
     "core/wire.py",
