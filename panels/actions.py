@@ -143,20 +143,20 @@ class TaskRunner(QObject):
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._tasks: dict[asyncio.Task, str] = {}
+        self._tasks: dict[asyncio.Task[Any], str] = {}
 
     @property
     def busy(self) -> bool:
         return bool(self._tasks)
 
-    def run(self, coro: Coroutine[Any, Any, Any], label: str) -> asyncio.Task:
+    def run(self, coro: Coroutine[Any, Any, Any], label: str) -> asyncio.Task[Any]:
         """Start ``coro`` now on the running loop and keep a reference until it ends."""
         task = asyncio.get_running_loop().create_task(coro, name=label)
         self._tasks[task] = label
         task.add_done_callback(self._done)
         return task
 
-    def _done(self, task: asyncio.Task) -> None:
+    def _done(self, task: asyncio.Task[Any]) -> None:
         label = self._tasks.pop(task, "")
         if task.cancelled():
             return
@@ -217,7 +217,7 @@ class OrderActions(QObject):
 
     # ------------------------------------------------------------------ entry points
 
-    def request(self, key: str, order_id: str) -> asyncio.Task | None:
+    def request(self, key: str, order_id: str) -> asyncio.Task[Any] | None:
         """Start action ``key`` on one order; returns its task (None for a refusal)."""
         if self.dialog is not None:
             self._say("error", "Finish the open dialog first")
@@ -248,7 +248,7 @@ class OrderActions(QObject):
             self._say("busy", f"{_progressive(key)} {order_id}…")
         return self.runner.run(self._guard(key, flow()), label)
 
-    def request_bulk(self, key: str, order_ids: Sequence[str]) -> asyncio.Task | None:
+    def request_bulk(self, key: str, order_ids: Sequence[str]) -> asyncio.Task[Any] | None:
         """Start bulk action ``key`` (cancel, retry, reprioritise) on many orders."""
         if self.dialog is not None:
             self._say("error", "Finish the open dialog first")

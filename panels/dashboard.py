@@ -488,7 +488,7 @@ class DashboardPanel(Panel):
                                  (self.alerts_section, 4), (self.activity_section, 5)):
             section.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
             lower.addWidget(section, stretch)
-        layout = QVBoxLayout(self)
+        layout = self._layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 6, 8, 8)
         layout.setSpacing(8)
         layout.addLayout(kpis)
@@ -539,7 +539,7 @@ class DashboardPanel(Panel):
 
     def compact_height(self) -> int:
         """The height of the compact dashboard: one row of KPI cards and the margins."""
-        margins = self.layout().contentsMargins()
+        margins = self._layout.contentsMargins()
         cards = max(card.sizeHint().height() for card in self.kpi.values())
         return cards + margins.top() + margins.bottom()
 

@@ -180,7 +180,7 @@ class IdleLock(QObject):
 def apply_session(window: Any, session: Session) -> None:
     """Record the panels' actions as the signed-in user."""
     window.jobs.actions.who = session.who
-    window.detail.actions.who = session.who
+    window.detail.order_actions.who = session.who
 
     def templates_who(user: User) -> None:
         window.templates.who = user.name

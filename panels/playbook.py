@@ -131,7 +131,8 @@ class PlaybookPanel(QWidget):
         box.setEditable(True)
         box.addItem("")
         box.addItems(values)
-        box.lineEdit().setPlaceholderText("any")
+        if (line := box.lineEdit()) is not None:
+            line.setPlaceholderText("any")
         return box
 
     # ------------------------------------------------------------------ table and form

@@ -46,6 +46,7 @@ from PySide6.QtWidgets import (
     QStyleOptionViewItem,
     QTableView,
     QToolBar,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -518,7 +519,8 @@ class RobotsPanel(Panel):
         self.view_bar.setIconSize(QSize(16, 16))
         self.view_bar.addAction(self.details_action)  # beside the summary: always in sight
         details_button = self.view_bar.widgetForAction(self.details_action)
-        details_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        if isinstance(details_button, QToolButton):
+            details_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         details_button.setObjectName("instrumentDetailsButton")
         self.view_bar.addSeparator()
         group = QActionGroup(self)
@@ -601,9 +603,9 @@ class RobotsPanel(Panel):
     # ------------------------------------------------------------------ data
 
     def _describe_instruments(self) -> dict[str, str]:
-        cell = getattr(self.runtime, "workcell", None)
+        cell = self.runtime.workcell
         out: dict[str, str] = {}
-        for spec in getattr(cell, "instruments", ()) or ():
+        for spec in cell.instruments if cell is not None else ():
             maker = " ".join(p for p in (spec.vendor, spec.model) if p)
             out[spec.id] = " · ".join(p for p in (spec.id, maker or spec.kind) if p)
         return out

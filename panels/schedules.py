@@ -601,7 +601,7 @@ class SchedulesPanel(Panel):
     @property
     def scheduler(self) -> Scheduler:
         """The runtime's running scheduler (its timer wakes on a change), else one of our own."""
-        running = getattr(self.runtime, "schedules", None)
+        running = self.runtime.schedules
         if running is not None:
             return running
         if self._own_scheduler is None:
@@ -667,10 +667,10 @@ class SchedulesPanel(Panel):
         self.calendar.set_data(view.start, view.now, self.zone, view.occurrences, view.blackouts, colours)
         self.blackout_list.clear()
         for b in view.blackouts:
-            item = QListWidgetItem(f"{_when(b.start, self.zone)} – {_when(b.end, self.zone)}: "
-                                   f"{BLACKOUT_LABELS[b.policy].lower()}" + (f" — {b.reason}" if b.reason else ""))
-            item.setData(Qt.ItemDataRole.UserRole, b.id)
-            self.blackout_list.addItem(item)
+            entry = QListWidgetItem(f"{_when(b.start, self.zone)} – {_when(b.end, self.zone)}: "
+                                    f"{BLACKOUT_LABELS[b.policy].lower()}" + (f" — {b.reason}" if b.reason else ""))
+            entry.setData(Qt.ItemDataRole.UserRole, b.id)
+            self.blackout_list.addItem(entry)
         self._update_actions()
         self.changed.emit()
 

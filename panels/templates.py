@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import shiboken6
 from PySide6.QtCore import (
@@ -48,6 +48,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.api import RuntimeApi
+from core.engine.registry import TemplateRegistry
 from core.errors import DuplicateSubmissionError, LabconsoleError
 from core.events import RunChanged
 from core.templates import WorkflowTemplate, dump_template, load_template
@@ -63,6 +64,8 @@ from panels.theme import current_theme, embolden, keep_styled, text_style
 
 __all__ = ["RunsModel", "TemplateListModel", "TemplateRow", "TemplatesPanel", "VersionRow",
            "VersionsModel"]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 ModelIndex = QModelIndex | QPersistentModelIndex
@@ -201,7 +204,7 @@ class TemplatesPanel(Panel):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loaded = False
         self.last_error: str | None = None
-        self.catalog = KindCatalog.from_workcell(getattr(runtime, "workcell", None))
+        self.catalog = KindCatalog.from_workcell(runtime.workcell)
         self.run_form: RunForm | None = None
         self._runs: list[dict[str, Any]] = []
         self._file_dialog: QFileDialog | None = None
@@ -378,10 +381,10 @@ class TemplatesPanel(Panel):
     # ------------------------------------------------------------------ reading
 
     @property
-    def registry(self) -> Any:
+    def registry(self) -> TemplateRegistry:
         return self.runtime.engine.templates
 
-    async def _read(self, fn: Any) -> Any:
+    async def _read(self, fn: Callable[[], T]) -> T:
         """Call ``fn()`` on a store reader thread (registry and run queries read SQLite)."""
         return await self.runtime.store.read(lambda _conn: fn())
 

@@ -50,8 +50,8 @@ def settled(lab: Lab) -> None:
 
 
 def dialog_of(lab: Lab, kind: type):
-    lab.qtbot.waitUntil(lambda: isinstance(lab.detail.actions.dialog, kind), timeout=5000)
-    return lab.detail.actions.dialog
+    lab.qtbot.waitUntil(lambda: isinstance(lab.detail.order_actions.dialog, kind), timeout=5000)
+    return lab.detail.order_actions.dialog
 
 
 def test_a_run_in_detail_follows_the_engine(lab):

@@ -346,7 +346,7 @@ class StepInspector(QWidget):
         self.document = document
         self.step_id: str | None = None
         self._rows: dict[str, ParamRow] = {}
-        self._row_key: tuple = ()
+        self._row_key: tuple[object, ...] = ()
 
         self.title = QLabel(self)
         self.title.setObjectName("inspectorTitle")
@@ -815,10 +815,10 @@ class WorkflowInspector(QWidget):
         self.remove_input = QPushButton("Remove", self)
         self.failure = QComboBox(self)
         self.failure.setObjectName("failurePolicy")
-        for policy, text in ((FailurePolicy.ABORT, "Abort the run"),
+        for choice, text in ((FailurePolicy.ABORT, "Abort the run"),
                              (FailurePolicy.PAUSE, "Pause for the operator"),
                              (FailurePolicy.CONTINUE, "Continue other branches")):
-            self.failure.addItem(text, policy.value)
+            self.failure.addItem(text, choice.value)
         self.timeout = OptionalSeconds("Run timeout", 3600.0, self)
         self.recovery = QSpinBox(self)
         self.recovery.setRange(0, 100)
