@@ -90,6 +90,8 @@ STRICT = [
     "core/storefile.py",
     "core/drivers/pylabrobot.py",
     "core/drivers/madsci.py",
+    "core/drivers/sila.py",
+    "core/drivers/sila_sim.py",
 ]
 
 
