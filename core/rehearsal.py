@@ -95,10 +95,7 @@ async def rehearse(workcell: Path | Workcell, templates: Path, orders: int, *, s
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="labconsole-rehearsal-"))
     store = Store(data_dir / DB_FILENAME, synchronous="NORMAL").open()
     clock: Clock
-    if speed == "max":
-        clock = VirtualClock.for_store(store)
-    else:
-        clock = ScaledClock(float(speed))
+    clock = VirtualClock.for_store(store) if speed == "max" else ScaledClock(float(speed))
     runtime = Runtime.build(data_dir, clock=clock, store=store, workcell=workcell, faults=faults, seed=seed,
                             strategy=strategy, metrics=False)
     queued_at: dict[str, float] = {}

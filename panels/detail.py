@@ -692,10 +692,9 @@ class DetailPanel(Panel):
             elif isinstance(e, OrderStatusChanged | OrderUpdated | OrderCreated):
                 if e.order_id in watched or (isinstance(e, OrderCreated) and e.parent_id == run_id):
                     dirty = True
-            elif isinstance(e, InstrumentStatusChanged):
-                if watched.intersection(e.current_orders):
-                    self._note(e.at.timestamp(), f"{e.instrument_id} {e.status.name}"
-                               + (f": {e.detail}" if e.detail else ""))
+            elif isinstance(e, InstrumentStatusChanged) and watched.intersection(e.current_orders):
+                self._note(e.at.timestamp(), f"{e.instrument_id} {e.status.name}"
+                           + (f": {e.detail}" if e.detail else ""))
         if dirty:
             self.refresh()
 

@@ -111,7 +111,7 @@ def validate(t: WorkflowTemplate, catalog: KindCatalog) -> list[Issue]:
             continue
         for spec in info.parameters:
             given = [n for n in spec.names() if n in s.parameters or n in s.input_mapping]
-            if spec.required and not given and not (s.kind == "delay"):  # the loader reports delay
+            if spec.required and not given and s.kind != "delay":  # the loader reports delay
                 issues.append(Issue(f"required parameter '{spec.name}' has no value and no mapping",
                                     ("steps", i, "parameters", spec.name), s.id))
             for name in given:
