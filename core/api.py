@@ -106,8 +106,6 @@ class RuntimeApi(Protocol):
     async def instrument_action(self, instrument_id: str, action: str, *, who: str | None = None,
                                 reason: str | None = None,
                                 signature: Signature | None = None) -> ActionResult: ...
-    async def publish_template(self, template: WorkflowTemplate, *, who: str | None = None,
-                               signature: Signature | None = None) -> WorkflowTemplate: ...
 
 
 if TYPE_CHECKING:

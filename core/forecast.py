@@ -591,7 +591,7 @@ class Forecast:
         instruments = self.runtime.instruments()
         rows = await self.runtime.store.read(read_state)
         templates = self.runtime.engine.templates.get
-        scheduler = getattr(self.runtime, "schedules", None)
+        scheduler = self.runtime.schedules
         self.seed += 1
 
         def gather() -> tuple[list[tuple[Any, float]], dict[tuple[str, int | None], WorkflowTemplate]]:

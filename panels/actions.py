@@ -46,6 +46,8 @@ from panels.signature import needs_signature, request_signature
 if TYPE_CHECKING:
     from PySide6.QtCore import SignalInstance
 
+    from core.runtime import ActionResult
+
 log = logging.getLogger(__name__)
 
 
@@ -301,8 +303,11 @@ class OrderActions(QObject):
             self._say("busy", f"{_progressive(key)} {order_id}…")
         return accepted
 
-    async def _simple(self, method: str, order_id: str) -> Any:
-        return await getattr(self.runtime, method)(order_id, who=self.who())
+    async def _simple(self, method: str, order_id: str) -> ActionResult:
+        rt = self.runtime
+        simple: dict[str, Callable[..., Coroutine[Any, Any, ActionResult]]] = {
+            "retry": rt.retry, "pause": rt.pause, "resume": rt.resume, "start_now": rt.start_now}
+        return await simple[method](order_id, who=self.who())
 
     async def _cancel(self, order_id: str) -> Any:
         dialog = ReasonDialog(f"Cancel {order_id}",
