@@ -307,7 +307,7 @@ class DataServicesLink:
         """``UnassignedOrders``, read one order at a time: an order that cannot be read is
         skipped for good (it will not become readable) instead of failing the whole list."""
         assert self.client is not None
-        data = await self.client._get(f"{V2}/OrderService/UnassignedOrders",
+        data = await self.client.get_json(f"{V2}/OrderService/UnassignedOrders",
                                       {"limit": PICKUP_BATCH, "offset": 0})
         if not isinstance(data, list):
             raise DataServicesError(self.client.base_url, "expected a JSON list of orders, got "
