@@ -92,6 +92,12 @@ STRICT = [
     "core/drivers/madsci.py",
     "core/drivers/sila.py",
     "core/drivers/sila_sim.py",
+    "core/__init__.py",
+    "core/drivers/__init__.py",
+    "core/drivers/agent_protocol.py",
+    "core/gcpolicy.py",
+    "core/template_diff.py",
+    "panels/identity.py",
 ]
 
 
