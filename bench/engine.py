@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from core.clock import SystemClock  # noqa: E402
 from core.dispatcher import Dispatcher  # noqa: E402
 from core.engine import Engine, StepRequest, started  # noqa: E402
-from core.facade import Core  # noqa: E402
+from core.ledger import Ledger  # noqa: E402
 from core.orders import Order, OrderStatus  # noqa: E402
 from core.store import Store  # noqa: E402
 from core.templates import template_from_dict  # noqa: E402
@@ -86,7 +86,7 @@ def pct(values: list[float], q: float) -> float:
 async def run_engine(path: Path, n: int, sync: str, shape: str = "fan-out",
                      claim: bool = True) -> dict[str, float]:
     store = Store(path, synchronous=sync).open()
-    core = Core(store)
+    core = Ledger(store)
     engine = Engine(core, ClaimingInstantExecutor() if claim else InstantExecutor())
     await engine.start()
     template = template_from_dict(fan_out(n) if shape == "fan-out" else chain(n))
@@ -118,7 +118,7 @@ instruments:
 async def run_dispatched_chain(path: Path, n: int, sync: str) -> dict[str, float]:
     """The chain through the real dispatcher and a simulated instrument that takes no time."""
     store = Store(path, synchronous=sync).open()
-    core = Core(store)
+    core = Ledger(store)
     drivers = build_drivers(parse_workcell(INSTANT_CELL, "bench-cell.yaml"), SystemClock(), core.bus)
     dispatcher = Dispatcher(store, core.bus, drivers)
     engine = Engine(core, dispatcher)

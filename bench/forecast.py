@@ -109,7 +109,7 @@ async def accuracy(args: argparse.Namespace) -> dict[str, Any]:
         await clock.run_until(lambda: all(rt.engine.run_status(r) in FINAL for r in history), limit=30 * 86400)
         model = DurationsModel(rt.workcell, clock=clock, templates=rt.engine.templates.get)
         learned = await model.load(rt.store)
-        model.subscribe(rt.core.bus)
+        model.subscribe(rt.ledger.bus)
         runs = await _submit(rt, args.runs, offset=args.history)
         created = {r: rt.engine.get_instance(r)["created_at"] for r in runs}
         records: list[tuple[str, float, float, float, float, float, float]] = []

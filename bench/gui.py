@@ -159,7 +159,7 @@ async def stream(runtime: Runtime, orders: list[str], running: list[str], rate: 
                  ) -> tuple[int, float]:
     """Real store transitions at ``rate``/s (cycling ``orders`` through statuses) and progress
     reports at rate/5 per second, for ``seconds``; returns (transitions, seconds taken)."""
-    core = runtime.core
+    core = runtime.ledger
     done = 0
     i = 0
     t0 = time.perf_counter()
@@ -363,7 +363,7 @@ async def main(args: argparse.Namespace) -> None:
     _, idle_lags = await lag_during(window, asyncio.sleep(args.idle))
     idle = lag_stats(idle_lags) or (0.0, 0.0, 0.0)
     report.add("idle lag p50 / p99 / max", idle[1] * 1000, "ms (p99)", fmt="{:.2f}")
-    core = runtime.core
+    core = runtime.ledger
     made_orders = []
     for _batch in range(10):
         made_orders += await asyncio.gather(*[core.create_order(Order(templateName="Bench stream"), who="bench")

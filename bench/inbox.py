@@ -65,10 +65,10 @@ async def main(args: argparse.Namespace) -> None:
         run_ids += batch
         await asyncio.gather(*(engine.execute_workflow(r) for r in batch))
     while inbox.counts()[0] < args.runs:
-        await runtime.core.bus.next_event(InboxChanged, timeout=60)
+        await runtime.ledger.bus.next_event(InboxChanged, timeout=60)
     print(f"setup: {args.runs:,} runs waiting at a prompt in {time.perf_counter() - t0:.1f} s")
 
-    bridge = EventBridge(runtime.core.bus)
+    bridge = EventBridge(runtime.ledger.bus)
     t = time.perf_counter()
     panel = InboxPanel(runtime, bridge)
     panel.resize(1280, 720)

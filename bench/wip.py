@@ -137,7 +137,7 @@ async def one(prefer_started: bool, runs: int, seed: int, limit: float, scratch:
     # heartbeats every hour of workcell time, not every 5 s: they are most of the clock's wake-ups
     # and nothing here goes offline, so the wall time goes to the runs
     rt.dispatcher.heartbeat_interval, rt.dispatcher.stale_timeout = 3600.0, 7200.0
-    rt.dispatcher._rearm.set()
+    rt.dispatcher._rearm.set()  # noqa: SLF001 - wake the ticker so the new intervals apply now
     began = time.perf_counter()
     try:
         ids = await _submit(rt, runs)

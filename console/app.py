@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import getpass
 import hashlib
@@ -12,26 +13,31 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core import gcpolicy
+from core.api import RuntimeApi
 from core.errors import LabconsoleError
 
 if TYPE_CHECKING:
+    from PySide6.QtCore import QSettings
+    from PySide6.QtNetwork import QLocalSocket
+
+    from core.dataservices.config import DataServicesSettings
     from core.dataservices.server import ServerLimits
 
 log = logging.getLogger(__name__)
 
 
-def settings_for(data_dir: Path):  # noqa: ANN201 - QSettings, imported lazily
+def settings_for(data_dir: Path) -> QSettings:
     from PySide6.QtCore import QSettings
 
     return QSettings(str(data_dir / "console.ini"), QSettings.Format.IniFormat)
 
 
-async def _watch_store(runtime, interval: float = 2.0) -> None:  # noqa: ANN001
+async def _watch_store(runtime: RuntimeApi, interval: float = 2.0) -> None:
     """Pick up runs other processes (the command line) created or cancelled in the store."""
     while True:
         await asyncio.sleep(interval)
@@ -63,7 +69,7 @@ class LinkListener:
     one does not listen (and says so in the log).
     """
 
-    def __init__(self, data_dir: Path, focus: Callable[[str], Awaitable[dict[str, Any]]]) -> None:
+    def __init__(self, data_dir: Path, focus: Callable[[str], Coroutine[Any, Any, dict[str, Any]]]) -> None:
         from PySide6.QtNetwork import QLocalServer
 
         self.name = link_server_name(data_dir)
@@ -102,17 +108,17 @@ class LinkListener:
 
     def _on_connection(self) -> None:
         while (sock := self.server.nextPendingConnection()) is not None:
-            sock.readyRead.connect(lambda sock=sock: self._on_ready(sock))
+            sock.readyRead.connect(functools.partial(self._on_ready, sock))
             sock.disconnected.connect(sock.deleteLater)
             if sock.bytesAvailable():  # the request may have arrived with the connection
                 self._on_ready(sock)
 
-    def _on_ready(self, sock: Any) -> None:
+    def _on_ready(self, sock: QLocalSocket) -> None:
         if not sock.canReadLine():
             if sock.bytesAvailable() > LINK_LINE_LIMIT:
                 self._answer(sock, {"ok": False, "error": f"request longer than {LINK_LINE_LIMIT} bytes"})
             return
-        line = bytes(sock.readLine(LINK_LINE_LIMIT + 1)).decode("utf-8", "replace")
+        line = bytes(sock.readLine(LINK_LINE_LIMIT + 1).data()).decode("utf-8", "replace")
         try:
             request = json.loads(line)
             order_id = request["open"] if isinstance(request, dict) else None
@@ -121,19 +127,19 @@ class LinkListener:
         if not isinstance(order_id, str) or not order_id.strip():
             self._answer(sock, {"ok": False, "error": 'expected one JSON line {"open": ORDER_ID}'})
             return
-        task = asyncio.get_event_loop().create_task(self.focus(order_id.strip()))
+        task: asyncio.Task[dict[str, Any]] = asyncio.get_event_loop().create_task(self.focus(order_id.strip()))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(lambda t, sock=sock: self._finished(sock, t))
+        task.add_done_callback(functools.partial(self._finished, sock))
 
-    def _finished(self, sock: Any, task: asyncio.Task[dict[str, Any]]) -> None:
+    def _finished(self, sock: QLocalSocket, task: asyncio.Task[dict[str, Any]]) -> None:
         if task.cancelled():
             return
         exc = task.exception()
         self._answer(sock, task.result() if exc is None else {"ok": False, "error": str(exc)})
 
     @staticmethod
-    def _answer(sock: Any, reply: dict[str, Any]) -> None:
+    def _answer(sock: QLocalSocket, reply: dict[str, Any]) -> None:
         from PySide6.QtNetwork import QLocalSocket
 
         if sock.state() != QLocalSocket.LocalSocketState.ConnectedState:
@@ -143,7 +149,7 @@ class LinkListener:
         sock.disconnectFromServer()
 
 
-async def focus_order_in(window: Any, runtime: Any, order_id: str,
+async def focus_order_in(window: Any, runtime: RuntimeApi, order_id: str,
                          loaded: asyncio.Event | None = None) -> dict[str, Any]:
     """Show ``order_id`` in the window (a deep link), once ``loaded`` is set (the orders are
     listed): the answer says whether Jobs selected it."""
@@ -175,7 +181,8 @@ def config_file(data_dir: Path, config: Path | None) -> Path | None:
     return config
 
 
-def data_services_settings(data_dir: Path, flag: str | None, config: Path | None):  # noqa: ANN201
+def data_services_settings(data_dir: Path, flag: str | None,
+                           config: Path | None) -> DataServicesSettings | None:
     """URL from --data-services-url, $LABCONSOLE_DATA_SERVICES_URL or config.ini
     (``[DATA SERVICES] url = ...``). None means: start the embedded Data Services."""
     from core.dataservices.config import resolve_url
@@ -183,7 +190,7 @@ def data_services_settings(data_dir: Path, flag: str | None, config: Path | None
     return resolve_url(flag, config_file=config_file(data_dir, config))
 
 
-async def start_demo_runs(runtime, count: int) -> list[str]:  # noqa: ANN001
+async def start_demo_runs(runtime: RuntimeApi, count: int) -> list[str]:
     """Start ``count`` runs of the published templates in turn (stand-in inputs), to watch the
     simulated workcell work."""
     from core.rehearsal import stand_in_inputs
@@ -280,7 +287,8 @@ def main_gui(data_dir: Path, **options: object) -> int:
     from panels.style import icon
     from panels.theme import SETTINGS_KEY, apply_theme, theme_name
 
-    app = QApplication.instance() or QApplication(sys.argv)
+    existing = QApplication.instance()
+    app = existing if isinstance(existing, QApplication) else QApplication(sys.argv)
     app.setApplicationName("labconsole")
     app.setOrganizationName("labconsole")
     app.setQuitOnLastWindowClosed(False)  # the console coroutine ends the loop after cleaning up

@@ -9,6 +9,8 @@ runs only while something is pending, so an idle console has no running timers.
 
 from __future__ import annotations
 
+from typing import Any
+
 from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
 from core.events import Event, EventBus, OrderCreated, OrderStatusChanged, OrderUpdated
@@ -22,7 +24,7 @@ class EventBridge(QObject):
 
     def __init__(self, bus: EventBus, interval_ms: int = 25, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._rows: dict[str, tuple] = {}
+        self._rows: dict[str, tuple[Any, ...]] = {}
         self._events: list[Event] = []
         self.frames = 0
         self.events_seen = 0

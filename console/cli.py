@@ -36,6 +36,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from core.api import RuntimeApi
 from core.errors import LabconsoleError
 
 
@@ -309,7 +310,7 @@ def _open(target: str, data_dir: Path) -> int:
     sock.waitForBytesWritten(2000)
     answer = b""
     while not answer.endswith(b"\n") and sock.waitForReadyRead(LINK_TIMEOUT_MS):
-        answer += bytes(sock.readAll())
+        answer += bytes(sock.readAll().data())
     sock.disconnectFromServer()
     try:
         reply = json.loads(answer.decode("utf-8", "replace"))
@@ -446,8 +447,8 @@ def _read_password(args: argparse.Namespace, name: str) -> str:
 
 def _users(args: argparse.Namespace, data_dir: Path) -> int:
     from core import users
-    from core.facade import os_user
     from core.store import Store
+    from core.users import os_user
 
     who = os_user()
     with Store.open_in(data_dir) as store:
@@ -701,7 +702,7 @@ async def _headless(args: argparse.Namespace, data_dir: Path) -> int:
     return 1
 
 
-async def _schedules(args: argparse.Namespace, runtime: Any) -> int:
+async def _schedules(args: argparse.Namespace, runtime: RuntimeApi) -> int:
     from core.schedules import Frequency, Schedule, Scheduler
 
     scheduler = Scheduler(runtime)

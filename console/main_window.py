@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QShowEvent
@@ -15,12 +14,14 @@ from PySide6.QtWidgets import (
     QFrame,
     QLabel,
     QMainWindow,
+    QMenu,
     QScrollArea,
     QSystemTrayIcon,
     QWidget,
 )
 
 from console.bridge import EventBridge
+from core.api import RuntimeApi
 from core.forecast import Forecast, WindowWarnings
 from core.playbook import Playbook
 from panels.dashboard import DashboardPanel
@@ -42,7 +43,15 @@ from panels.playbook import PlaybookPanel
 from panels.robots import RobotsPanel
 from panels.schedules import SchedulesPanel
 from panels.templates import TemplatesPanel
-from panels.theme import SETTINGS_KEY, THEME_NAMES, Theme, apply_theme, load_theme, theme_name
+from panels.theme import (
+    SETTINGS_KEY,
+    THEME_NAMES,
+    Theme,
+    apply_theme,
+    gui_application,
+    load_theme,
+    theme_name,
+)
 from panels.widgets import LoopLagIndicator, LoopLagProbe
 
 log = logging.getLogger(__name__)
@@ -54,20 +63,21 @@ DASHBOARD_KEY = "ui/dashboard_expanded"
 class MainWindow(QMainWindow):
     """Dashboard, Jobs, Detail, Robots, Metrics, Templates and Schedules as dock widgets over one runtime."""
 
-    def __init__(self, runtime: Any, settings: QSettings, *, bridge: EventBridge | None = None,
+    def __init__(self, runtime: RuntimeApi, settings: QSettings, *, bridge: EventBridge | None = None,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.runtime = runtime
         self.settings = settings
-        self.bridge = bridge or EventBridge(runtime.core.bus, parent=self)
+        self.bridge = bridge or EventBridge(runtime.ledger.bus, parent=self)
         self.closed: asyncio.Future[None] | None = None
         self.setWindowTitle("labconsole")
         self.setObjectName("labconsoleMainWindow")
         self.setDockNestingEnabled(True)
         # the theme first, so every panel is built in its colours
-        self.theme = apply_theme(QApplication.instance(), theme_name(settings.value(SETTINGS_KEY)))
+        self.theme = apply_theme(gui_application(), theme_name(settings.value(SETTINGS_KEY)))
 
-        self.jobs = JobsPanel(runtime, self.bridge, self)
+        # JobsPanel still declares the concrete Runtime; this ignore goes once it takes RuntimeApi
+        self.jobs = JobsPanel(runtime, self.bridge, self)  # type: ignore[arg-type]
         self.jobs_model = self.jobs.model
         self.detail = DetailPanel(runtime, self.bridge, self)
         self.dashboard = DashboardPanel(runtime, self.bridge, self,
@@ -151,8 +161,8 @@ class MainWindow(QMainWindow):
         view_menu.insertAction(view_menu.actions()[len(self.docks)], self.dashboard_action)
 
         go_menu = self.menuBar().addMenu("&Go")
-        self.palette = CommandPalette(self._palette_entries, runtime.store, self)
-        self.palette.chosen.connect(self.run_palette_item)
+        self.command_palette = CommandPalette(self._palette_entries, runtime.store, self)
+        self.command_palette.chosen.connect(self.run_palette_item)
         self.palette_action = QAction("&Command palette…", self)
         self.palette_action.setObjectName("commandPalette")
         self.palette_action.setShortcut(QKeySequence("Ctrl+K"))
@@ -250,7 +260,7 @@ class MainWindow(QMainWindow):
 
     def set_theme(self, name: str) -> Theme:
         """Apply the Light or Dark theme to the whole application and keep the choice."""
-        self.theme = apply_theme(QApplication.instance(), name)
+        self.theme = apply_theme(gui_application(), name)
         self.theme_actions[self.theme.name].setChecked(True)
         self.settings.setValue(SETTINGS_KEY, self.theme.name)
         self.settings.sync()
@@ -297,21 +307,21 @@ class MainWindow(QMainWindow):
     @Slot()
     def show_palette(self) -> CommandPalette:
         """Go > Command palette (Ctrl+K)."""
-        self.palette.popup(self)
-        return self.palette
+        self.command_palette.popup(self)
+        return self.command_palette
 
     def _palette_entries(self) -> list[PaletteItem]:
         actions = []
         for menu_action in self.menuBar().actions():
             menu = menu_action.menu()
             group = menu_action.text().replace("&", "")
-            stack = list(menu.actions()) if menu is not None else []
+            stack = list(menu.actions()) if isinstance(menu, QMenu) else []
             while stack:
                 action = stack.pop(0)
                 if action is self.palette_action:
                     continue
-                if action.menu() is not None:
-                    stack[:0] = action.menu().actions()
+                if isinstance(submenu := action.menu(), QMenu):
+                    stack[:0] = submenu.actions()
                     continue
                 action.setProperty("paletteGroup", group)
                 actions.append(action)

@@ -126,7 +126,7 @@ class AgentJob:
     order: dict[str, Any]
     simulation: dict[str, Any] | None
     _client: AgentClient = field(repr=False)
-    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
     task: asyncio.Task[Any] | None = field(default=None, repr=False)
     progress_value: float | None = None
 
@@ -138,7 +138,7 @@ class AgentJob:
     @property
     def cancelled(self) -> bool:
         """True once the console asked to stop this job."""
-        return self._cancel.is_set()
+        return self.cancel_event.is_set()
 
     def progress(self, fraction: float | None = None, values: Mapping[str, Any] | None = None) -> None:
         """Report progress (0..1) and intermediate values; callable from any thread."""
@@ -155,13 +155,13 @@ class AgentJob:
         except RuntimeError:
             in_loop = False
         if in_loop:
-            self._client._emit("job_progress", payload)
+            self._client.emit("job_progress", payload)
         else:
-            loop.call_soon_threadsafe(self._client._emit, "job_progress", payload)
+            loop.call_soon_threadsafe(self._client.emit, "job_progress", payload)
 
     async def simulate(self) -> dict[str, Any]:
         """Run the built-in simulation of this command; returns its outputs."""
-        return await self._client._simulate(self)
+        return await self._client.simulate_job(self)
 
 
 class AgentClient:
@@ -304,12 +304,12 @@ class AgentClient:
         the console restarted) drift apart instead of reaching the console's loop in one burst."""
         jitter = random.Random()
         while True:
-            self._emit("heartbeat", {"running": list(self.jobs)})
+            self.emit("heartbeat", {"running": list(self.jobs)})
             if len(self._beat_sent) > 100:
                 self._beat_sent.clear()
             await asyncio.sleep(self.heartbeat_interval * jitter.uniform(0.9, 1.1))
 
-    def _emit(self, kind: str, payload: BaseModel | dict[str, Any], reply_to: str | None = None) -> None:
+    def emit(self, kind: str, payload: BaseModel | dict[str, Any], reply_to: str | None = None) -> None:
         body = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload
         if kind in ("job_complete", "job_failed"):
             self._results[body["job_id"]] = (kind, body)
@@ -324,11 +324,11 @@ class AgentClient:
                 envelope, payload = decode(frame)
             except ProtocolError as exc:
                 log.warning("bad frame from the console: %s: %s", exc.code, exc.message)
-                self._emit("error", {"code": exc.code, "message": exc.message}, exc.reply_to)
+                self.emit("error", {"code": exc.code, "message": exc.message}, exc.reply_to)
                 continue
             if isinstance(payload, Heartbeat):
                 if envelope.reply_to is None:
-                    self._emit("heartbeat", {"running": list(self.jobs)}, envelope.id)
+                    self.emit("heartbeat", {"running": list(self.jobs)}, envelope.id)
                 else:
                     sent = self._beat_sent.pop(envelope.reply_to, None)
                     if sent is not None:
@@ -337,19 +337,19 @@ class AgentClient:
                 self._assign(payload)
             elif isinstance(payload, JobCancel):
                 accepted = self._cancel_job(payload.job_id)
-                self._emit("job_cancel", {"job_id": payload.job_id, "accepted": accepted}, envelope.id)
+                self.emit("job_cancel", {"job_id": payload.job_id, "accepted": accepted}, envelope.id)
             elif isinstance(payload, ErrorPayload):
                 log.warning("the console reports a bad frame from this agent: %s: %s",
                             payload.code, payload.message)
             else:
-                self._emit("error", {"code": "unexpected", "message":
+                self.emit("error", {"code": "unexpected", "message":
                                      f"a {envelope.type!r} frame is not expected from the console"},
                            envelope.id)
 
     def _assign(self, assign: JobAssign) -> None:
         def reject(code: str, message: str, retryable: bool = False) -> None:
             log.warning("job %s rejected: %s", assign.job_id, message)
-            self._emit("job_reject", {"job_id": assign.job_id, "code": code, "message": message,
+            self.emit("job_reject", {"job_id": assign.job_id, "code": code, "message": message,
                                       "retryable": retryable})
 
         if assign.job_id in self.jobs or assign.job_id in self._results:
@@ -364,13 +364,13 @@ class AgentClient:
                        assign.simulation, self)
         self.jobs[job.job_id] = job
         job.task = asyncio.create_task(self._run_job(job), name=f"agent-job-{job.job_id}")
-        self._emit("job_accept", {"job_id": job.job_id})
+        self.emit("job_accept", {"job_id": job.job_id})
 
     def _cancel_job(self, job_id: str) -> bool:
         job = self.jobs.get(job_id)
         if job is None:
             return False
-        job._cancel.set()
+        job.cancel_event.set()
         sim = self._sims.get(job.capability)
         if sim is not None and job_id in sim.running:
             asyncio.ensure_future(sim.cancel(job_id))
@@ -388,7 +388,7 @@ class AgentClient:
         log.debug("job %s: %s started", job.job_id, job.capability)
         try:
             if self.handler is None:
-                result: Any = await self._simulate(job)
+                result: Any = await self.simulate_job(job)
             elif inspect.iscoroutinefunction(self.handler):
                 result = await self.handler(job)
             else:
@@ -410,7 +410,7 @@ class AgentClient:
             self._failed(job, DriverError(f"{type(exc).__name__}: {exc}", code="AgentHandlerError"))
         else:
             log.debug("job %s: complete in %.3f s", job.job_id, time.perf_counter() - started)
-            self._emit("job_complete", {"job_id": job.job_id, "outputs": outputs,
+            self.emit("job_complete", {"job_id": job.job_id, "outputs": outputs,
                                         "duration": round(time.perf_counter() - started, 6)})
         finally:
             self.jobs.pop(job.job_id, None)
@@ -419,10 +419,10 @@ class AgentClient:
         code = OrderCancelled.code if job.cancelled and exc.code in ("OrderCancelled", "Cancelled") else exc.code
         log.info("job %s: failed: %s (%s, %s)", job.job_id, exc.message, code,
                  "retryable" if exc.retryable else "not retryable")
-        self._emit("job_failed", {"job_id": job.job_id, "code": code, "message": exc.message,
+        self.emit("job_failed", {"job_id": job.job_id, "code": code, "message": exc.message,
                                   "retryable": exc.retryable})
 
-    async def _simulate(self, job: AgentJob) -> dict[str, Any]:
+    async def simulate_job(self, job: AgentJob) -> dict[str, Any]:
         from core.drivers.simulated import SimulatedDriver
         from core.orders import Order
         from core.workcell import InstrumentConfig

@@ -125,7 +125,7 @@ class Subscription:
         self._bus, self.callback, self.types = bus, callback, types
 
     def close(self) -> None:
-        self._bus._unsubscribe(self)
+        self._bus.unsubscribe(self)
 
     def __enter__(self) -> Subscription:
         return self
@@ -150,7 +150,7 @@ class EventBus:
         self._by_type.clear()
         return sub
 
-    def _unsubscribe(self, sub: Subscription) -> None:
+    def unsubscribe(self, sub: Subscription) -> None:
         if sub in self._subs:
             self._subs.remove(sub)
             self._by_type.clear()

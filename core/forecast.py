@@ -45,6 +45,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.api import RuntimeApi
 from core.durations_model import DurationsModel, runs_locally
 from core.events import InstrumentStatusChanged, RunChanged, StepChanged, Subscription
 from core.orders import ModuleStatus
@@ -602,7 +603,7 @@ def forecast(snap: Snapshot, model: DurationsModel, *, samples: int = SAMPLES, s
 class Forecast:
     """A forecast of the runtime's runs, made again (debounced, off the loop) after each change."""
 
-    def __init__(self, runtime: Any, model: DurationsModel | None = None, *, samples: int = SAMPLES,
+    def __init__(self, runtime: RuntimeApi, model: DurationsModel | None = None, *, samples: int = SAMPLES,
                  debounce: float = DEBOUNCE, seed: int = 0, process: bool = False,
                  horizon: float = HORIZON) -> None:
         self.runtime = runtime
@@ -628,8 +629,8 @@ class Forecast:
         """Learn from the transition log (if ``history``), listen to changes, make a first forecast."""
         if history:
             await self.model.load(self.runtime.store)
-        self._subs.append(self.model.subscribe(self.runtime.core.bus))
-        self._subs.append(self.runtime.core.bus.subscribe(
+        self._subs.append(self.model.subscribe(self.runtime.ledger.bus))
+        self._subs.append(self.runtime.ledger.bus.subscribe(
             self._changed, (RunChanged, StepChanged, InstrumentStatusChanged)))
         self._schedule()
 
@@ -701,7 +702,7 @@ class Forecast:
         instruments = self.runtime.instruments()
         rows = await self.runtime.store.read(read_state)
         templates = self.runtime.engine.templates.get
-        scheduler = getattr(self.runtime, "schedules", None)
+        scheduler = self.runtime.schedules
         self.seed += 1
 
         def gather() -> tuple[list[tuple[Any, float]], dict[tuple[str, int | None], WorkflowTemplate]]:

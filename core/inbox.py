@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from core.errors import InputError, NotFoundError, StateError
 from core.events import Event
-from core.facade import os_user
+from core.users import os_user
 
 if TYPE_CHECKING:
+    from core.api import RuntimeApi
     from core.engine.dag import DagEngine
     from core.engine.decision import Decision
     from core.engine.engine import Engine
@@ -805,7 +806,7 @@ async def wait_for_answer(engine: DagEngine, state: StepState, request: StepRequ
         opened.append(item_id)
         publish_opened(request.run_id, item.kind)(item_id, bus)
 
-    d = Decision(engine.core)
+    d = Decision(engine.ledger)
     d.write(_open_prompt_op(item, engine.clock.now()), publish)
     await engine._commit(d)  # noqa: SLF001 - the engine's own commit path
     if spec.timeout is not None and spec.default is not None and opened:
@@ -871,7 +872,7 @@ class Inbox:
         self.engine = engine
         self.notifier = notifier
         self.store = engine.store
-        self.bus = engine.core.bus
+        self.bus = engine.ledger.bus
         self.dispatcher = dispatcher
         self.escalate_after = {**ESCALATE_AFTER, **(escalate_after or {})}
         self.propose_after = propose_after
@@ -887,7 +888,7 @@ class Inbox:
         engine.inbox = self
 
     @classmethod
-    def of(cls, runtime: Any) -> Inbox:
+    def of(cls, runtime: RuntimeApi) -> Inbox:
         """The inbox of a :class:`core.runtime.Runtime` (made on first use), notifying as
         ``[NOTIFICATIONS]`` of its config.ini asks (a bad entry raises ConfigError naming it)."""
         from core.backup import find_config
@@ -897,7 +898,7 @@ class Inbox:
         if isinstance(existing, Inbox):
             return existing
         notifier = Notifier.from_config(runtime.store, find_config(runtime.store.path.parent),
-                                        clock=runtime.clock, bus=runtime.core.bus)
+                                        clock=runtime.clock, bus=runtime.ledger.bus)
         return cls(runtime.engine, dispatcher=runtime.dispatcher, notifier=notifier)
 
     # ------------------------------------------------------------------ reading

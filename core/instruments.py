@@ -138,7 +138,7 @@ class OutputSpec(ConfigModel):
     @model_validator(mode="before")
     @classmethod
     def _constant_shorthand(cls, data: Any) -> Any:
-        if isinstance(data, dict) or isinstance(data, OutputSpec):
+        if isinstance(data, (dict, OutputSpec)):
             return data
         kind = ("boolean" if isinstance(data, bool) else "integer" if isinstance(data, int)
                 else "double" if isinstance(data, float) else "string")

@@ -124,9 +124,9 @@ def check_rule(data: Any, *, capabilities: Collection[str] | None = None,
         bad("instrument", f"unknown instrument '{instrument}' (the workcell has: "
                           f"{', '.join(sorted(instruments)) or 'none'})")
     attempts = data.get("max_attempts")
-    if response == "retry":
-        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 100:
-            bad("max_attempts", f"a retry rule needs max_attempts 1..100, not {attempts!r}")
+    if response == "retry" and (isinstance(attempts, bool) or not isinstance(attempts, int)
+                                or not 1 <= attempts <= 100):
+        bad("max_attempts", f"a retry rule needs max_attempts 1..100, not {attempts!r}")
     backoff = data.get("backoff", 10.0)
     if isinstance(backoff, bool) or not isinstance(backoff, int | float) or not 0 <= backoff <= MAX_BACKOFF:
         bad("backoff", f"seconds 0..{MAX_BACKOFF:g}, not {backoff!r}")

@@ -95,10 +95,7 @@ async def rehearse(workcell: Path | Workcell, templates: Path, orders: int, *, s
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="labconsole-rehearsal-"))
     store = Store(data_dir / DB_FILENAME, synchronous="NORMAL").open()
     clock: Clock
-    if speed == "max":
-        clock = VirtualClock.for_store(store)
-    else:
-        clock = ScaledClock(float(speed))
+    clock = VirtualClock.for_store(store) if speed == "max" else ScaledClock(float(speed))
     runtime = Runtime.build(data_dir, clock=clock, store=store, workcell=workcell, faults=faults, seed=seed,
                             strategy=strategy, metrics=False)
     queued_at: dict[str, float] = {}
@@ -113,7 +110,7 @@ async def rehearse(workcell: Path | Workcell, templates: Path, orders: int, *, s
         elif event.status == "running" and event.order_id in queued_at:
             waits.append(clock.now() - queued_at.pop(event.order_id))
 
-    runtime.core.bus.subscribe(on_step, StepChanged)
+    runtime.ledger.bus.subscribe(on_step, StepChanged)
     try:
         starting = asyncio.ensure_future(runtime.start(templates_dir=None))
         if isinstance(clock, VirtualClock):  # instruments take (virtual) time to connect
@@ -143,7 +140,7 @@ async def rehearse(workcell: Path | Workcell, templates: Path, orders: int, *, s
                 if done():
                     finished.set()
 
-            with runtime.core.bus.subscribe(wake, RunChanged):
+            with runtime.ledger.bus.subscribe(wake, RunChanged):
                 if not done():
                     await finished.wait()
         makespan = clock.now() - start

@@ -23,12 +23,12 @@ from core.clock import Clock, SystemClock
 from core.dispatcher import Dispatcher, InstrumentView, LoadBalancing
 from core.engine import Act, Action, Engine, SimulatedExecutor, StepExecutor, tables
 from core.errors import NotFoundError, OrderNotFoundError, StateError, TemplateError
-from core.facade import Core, os_user
+from core.ledger import Ledger
 from core.metrics import Metrics, initial_counts
 from core.orders import Order, OrderStatus
 from core.store import DB_FILENAME, AuditEntry, Store, Transition
 from core.templates import WorkflowTemplate, load_template
-from core.users import Signature, SignaturePolicy, has_users, signing
+from core.users import Signature, SignaturePolicy, has_users, os_user, signing
 from core.workcell import Workcell, build_drivers, load_workcell
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ class Runtime:
     """The composition root: every part of the core, built once, started and stopped in order."""
 
     store: Store
-    core: Core
+    ledger: Ledger
     engine: Engine
     executor: StepExecutor
     clock: Clock
@@ -159,14 +159,14 @@ class Runtime:
         store = store or Store(data_dir / DB_FILENAME).open()
         if not isinstance(clock, SystemClock):
             store.clock = clock
-        core = Core(store)
+        ledger = Ledger(store)
         cell: Workcell | None = None
         dispatcher = None
         hubs: list[AgentHub] = []
         if executor is None and workcell is not None:
             cell = workcell if isinstance(workcell, Workcell) else load_workcell(workcell)
-            drivers = build_drivers(cell, clock, core.bus, faults=faults, seed=seed)
-            dispatcher = Dispatcher(store, core.bus, drivers, clock=clock, strategy=strategy,
+            drivers = build_drivers(cell, clock, ledger.bus, faults=faults, seed=seed)
+            dispatcher = Dispatcher(store, ledger.bus, drivers, clock=clock, strategy=strategy,
                                     heartbeat_interval=cell.heartbeat_interval,
                                     stale_timeout=cell.stale_timeout, seed=seed or 0,
                                     capacities={i.id: i.max_concurrent for i in cell.instruments})
@@ -178,14 +178,14 @@ class Runtime:
                 wake_on_register(hubs, dispatcher.instruments)
         if executor is None:
             executor = SimulatedExecutor(clock)
-        engine = Engine(core, executor, clock=clock, seed=seed)
+        engine = Engine(ledger, executor, clock=clock, seed=seed)
         m = None
         if metrics:
             m = Metrics(clock)
             if cell is not None:
                 m.add_instruments([i.id for i in cell.instruments])
-            m.subscribe(core.bus)
-        return cls(store, core, engine, executor, clock, cell, dispatcher, m, hubs, signatures=signatures)
+            m.subscribe(ledger.bus)
+        return cls(store, ledger, engine, executor, clock, cell, dispatcher, m, hubs, signatures=signatures)
 
     async def start(self, templates_dir: Path | None = SAMPLE_TEMPLATES, *, execute: bool = True,
                     link: DataServicesLink | None = None, schedules: bool = False) -> list[WorkflowTemplate]:

@@ -42,6 +42,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from core.api import RuntimeApi
 from core.clock import Clock, SystemClock, sleep_or_wake
 from core.errors import ConfigError, LabconsoleError, NotFoundError, Problem, Where
 
@@ -321,7 +322,7 @@ def check_schedule(s: Schedule, *, source: str = "schedule") -> Schedule:
 class Scheduler:
     """Keeps schedules in the store and starts their runs on time. ``runtime`` is a Runtime."""
 
-    def __init__(self, runtime: Any, clock: Clock | None = None, *, catch_up: bool = True) -> None:
+    def __init__(self, runtime: RuntimeApi, clock: Clock | None = None, *, catch_up: bool = True) -> None:
         self.runtime = runtime
         self.store = runtime.store
         self.clock = clock or runtime.clock or SystemClock()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import getpass
 import hashlib
 import hmac
 import json
@@ -51,6 +52,7 @@ MEANINGS = ("performed", "approved", "reviewed", "verified")
 """What a signature means (21 CFR 11.50: the meaning is shown and recorded with the signature)."""
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**17, 8, 1
+
 SCRYPT_MAXMEM = 256 * 1024 * 1024
 MIN_PASSWORD = 8
 SIGNATURE_TTL = 300.0
@@ -60,6 +62,14 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 SIGNABLE = ("cancel", "skip", "retry", "recover", "pause", "resume", "reprioritise",
             "template publish", "out of service", "release", "enable", "disable", "reconnect")
 """Actions ``[SIGNATURES] require`` may name."""
+
+
+def os_user() -> str:
+    """The operating-system user, recorded as *who* for operator actions in single-user mode."""
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user database in some containers
+        return "operator"
 
 
 class AuthenticationError(StateError):

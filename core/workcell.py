@@ -138,6 +138,11 @@ class Workcell(ConfigModel):
 
     _document: Document | None = PrivateAttr(default=None)
 
+    def read_from(self, doc: Document) -> Workcell:
+        """This workcell, remembering the document it was read from (for file:line locations)."""
+        self._document = doc
+        return self
+
     @property
     def source(self) -> str | None:
         """The file it was loaded from, if any."""
@@ -203,8 +208,7 @@ def _build(doc: Document) -> Workcell:
         problems.sort(key=lambda p: (p.where.line or 0, p.where.field or ""))
         raise WorkcellError(f"workcell {doc.file} is not valid", problems)
     assert workcell is not None
-    workcell._document = doc
-    return workcell
+    return workcell.read_from(doc)
 
 
 def _cross_checks(data: dict[str, Any], doc: Document) -> list[Problem]:

@@ -28,10 +28,11 @@ import shiboken6
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QDialog, QWidget
 
+from core.api import RuntimeApi
 from core.errors import LabconsoleError
-from core.facade import os_user
 from core.impact import preview as impact_preview
 from core.orders import OrderStatus
+from core.users import os_user
 from panels.dialogs import (
     BulkDialog,
     MessageDialog,
@@ -45,7 +46,7 @@ from panels.signature import needs_signature, request_signature
 if TYPE_CHECKING:
     from PySide6.QtCore import SignalInstance
 
-    from core.runtime import Runtime
+    from core.runtime import ActionResult
 
 log = logging.getLogger(__name__)
 
@@ -144,20 +145,20 @@ class TaskRunner(QObject):
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._tasks: dict[asyncio.Task, str] = {}
+        self._tasks: dict[asyncio.Task[Any], str] = {}
 
     @property
     def busy(self) -> bool:
         return bool(self._tasks)
 
-    def run(self, coro: Coroutine[Any, Any, Any], label: str) -> asyncio.Task:
+    def run(self, coro: Coroutine[Any, Any, Any], label: str) -> asyncio.Task[Any]:
         """Start ``coro`` now on the running loop and keep a reference until it ends."""
         task = asyncio.get_running_loop().create_task(coro, name=label)
         self._tasks[task] = label
         task.add_done_callback(self._done)
         return task
 
-    def _done(self, task: asyncio.Task) -> None:
+    def _done(self, task: asyncio.Task[Any]) -> None:
         label = self._tasks.pop(task, "")
         if task.cancelled():
             return
@@ -205,7 +206,7 @@ class OrderActions(QObject):
     done = Signal(str, object)
     """(action key, list of ActionResult or one ActionResult) after a successful action."""
 
-    def __init__(self, runtime: Runtime, host: QWidget, *, who: Callable[[], str] = os_user) -> None:
+    def __init__(self, runtime: RuntimeApi, host: QWidget, *, who: Callable[[], str] = os_user) -> None:
         super().__init__(host)
         self.runtime = runtime
         self.host = host
@@ -218,7 +219,7 @@ class OrderActions(QObject):
 
     # ------------------------------------------------------------------ entry points
 
-    def request(self, key: str, order_id: str) -> asyncio.Task | None:
+    def request(self, key: str, order_id: str) -> asyncio.Task[Any] | None:
         """Start action ``key`` on one order; returns its task (None for a refusal)."""
         if self.dialog is not None:
             self._say("error", "Finish the open dialog first")
@@ -249,7 +250,7 @@ class OrderActions(QObject):
             self._say("busy", f"{_progressive(key)} {order_id}…")
         return self.runner.run(self._guard(key, flow()), label)
 
-    def request_bulk(self, key: str, order_ids: Sequence[str]) -> asyncio.Task | None:
+    def request_bulk(self, key: str, order_ids: Sequence[str]) -> asyncio.Task[Any] | None:
         """Start bulk action ``key`` (cancel, retry, reprioritise) on many orders."""
         if self.dialog is not None:
             self._say("error", "Finish the open dialog first")
@@ -302,8 +303,11 @@ class OrderActions(QObject):
             self._say("busy", f"{_progressive(key)} {order_id}…")
         return accepted
 
-    async def _simple(self, method: str, order_id: str) -> Any:
-        return await getattr(self.runtime, method)(order_id, who=self.who())
+    async def _simple(self, method: str, order_id: str) -> ActionResult:
+        rt = self.runtime
+        simple: dict[str, Callable[..., Coroutine[Any, Any, ActionResult]]] = {
+            "retry": rt.retry, "pause": rt.pause, "resume": rt.resume, "start_now": rt.start_now}
+        return await simple[method](order_id, who=self.who())
 
     async def _cancel(self, order_id: str) -> Any:
         dialog = ReasonDialog(f"Cancel {order_id}",

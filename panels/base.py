@@ -27,6 +27,7 @@ from PySide6.QtCore import QTimer
 from PySide6.QtGui import QHideEvent, QShowEvent
 from PySide6.QtWidgets import QWidget
 
+from core.api import RuntimeApi
 from panels.theme import Theme, theme_events
 
 
@@ -47,7 +48,7 @@ class Panel(QWidget):
     REFRESH_MS = 0
     """Period of :meth:`tick` while the panel is shown; 0 for a panel without a refresh timer."""
 
-    def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None) -> None:
+    def __init__(self, runtime: RuntimeApi, bridge: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.runtime = runtime
         self.bridge = bridge

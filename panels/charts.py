@@ -423,7 +423,7 @@ def nice_ceiling(value: float) -> float:
     """A round upper bound for an axis (1, 2, 2.5, 5 x 10^k) at least ``value``."""
     if not math.isfinite(value) or value <= 0:
         return 1.0
-    exp = 10 ** math.floor(math.log10(value))
+    exp = 10.0 ** math.floor(math.log10(value))
     for m in (1.0, 2.0, 2.5, 5.0, 10.0):
         if value <= m * exp:
             return m * exp

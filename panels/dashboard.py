@@ -47,6 +47,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.api import RuntimeApi
 from core.dispatcher import InstrumentView
 from core.events import InstrumentStatusChanged, OperatorAction, RunChanged, StepChanged
 from core.inbox import Lock, read_locks
@@ -377,7 +378,7 @@ class DashboardPanel(Panel):
     expanded_changed = Signal(bool)
     """The operator showed (True) or hid (False) the sections below the KPI cards."""
 
-    def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None, *,
+    def __init__(self, runtime: RuntimeApi, bridge: Any, parent: QWidget | None = None, *,
                  expanded: bool = False) -> None:
         super().__init__(runtime, bridge, parent)
         self.alerts = AlertBook()
@@ -493,7 +494,7 @@ class DashboardPanel(Panel):
                                  (self.alerts_section, 4), (self.activity_section, 5)):
             section.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
             lower.addWidget(section, stretch)
-        layout = QVBoxLayout(self)
+        layout = self._layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 6, 8, 8)
         layout.setSpacing(8)
         layout.addLayout(kpis)
@@ -544,7 +545,7 @@ class DashboardPanel(Panel):
 
     def compact_height(self) -> int:
         """The height of the compact dashboard: one row of KPI cards and the margins."""
-        margins = self.layout().contentsMargins()
+        margins = self._layout.contentsMargins()
         cards = max(card.sizeHint().height() for card in self.kpi.values())
         return cards + margins.top() + margins.bottom()
 

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PySide6.QtCore import QSize, Qt, Signal, Slot
 from PySide6.QtGui import QFont
@@ -44,6 +44,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.api import RuntimeApi
 from core.errors import LabconsoleError
 from core.events import (
     InstrumentStatusChanged,
@@ -55,8 +56,8 @@ from core.events import (
     StepChanged,
     StepProgress,
 )
-from core.facade import os_user
 from core.orders import TERMINAL_STATUSES, Order, OrderStatus
+from core.users import os_user
 from panels.actions import ACTIONS, MARKS, Bridge, Feedback, OrderActions
 from panels.base import Panel
 from panels.detail_steps import AXIS, LANE, GanttStep, StepsTimeline
@@ -64,9 +65,6 @@ from panels.detail_tables import SmallTableModel, cell, make_table
 from panels.jobs_filterbar import FlowLayout
 from panels.jobs_model import format_duration, format_full_time
 from panels.style import display_color, display_icon, display_status, status_color, status_icon
-
-if TYPE_CHECKING:
-    from core.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +135,7 @@ class DetailData:
         return ids
 
 
-def gather(runtime: Runtime, order_id: str) -> DetailData:
+def gather(runtime: RuntimeApi, order_id: str) -> DetailData:
     """Read everything about ``order_id`` through the runtime facade (runs on a reader thread)."""
     order = runtime.order(order_id)
     target = runtime.target(order_id)
@@ -215,7 +213,7 @@ class DetailPanel(Panel):
 
     REFRESH_MS = TICK_MS
 
-    def __init__(self, runtime: Runtime, bridge: Bridge, parent: QWidget | None = None, *,
+    def __init__(self, runtime: RuntimeApi, bridge: Bridge, parent: QWidget | None = None, *,
                  now: Callable[[], float] = time.time, who: Callable[[], str] = os_user) -> None:
         super().__init__(runtime, bridge, parent)
         self.now = now
@@ -224,13 +222,13 @@ class DetailPanel(Panel):
         self.order_id: str | None = None
         self.data: DetailData | None = None
         self.loads = 0
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[DetailData | None] | None = None
         self._again = False
         self._events: deque[str] = deque(maxlen=LOG_LINES)
         self._fractions: dict[str, float] = {}
         """Latest progress report of every running order (so a run shown mid-step has it)."""
-        self.actions = OrderActions(runtime, self, who=who)
-        self.actions.feedback.connect(self._on_feedback)
+        self.order_actions = OrderActions(runtime, self, who=who)
+        self.order_actions.feedback.connect(self._on_feedback)
         self.last_feedback: Feedback | None = None
 
         self.pages = QStackedWidget(self)
@@ -239,13 +237,13 @@ class DetailPanel(Panel):
         self.empty.setWordWrap(True)
         self.pages.addWidget(self.empty)
         # The content scrolls when the dock is short, so the panel never forces a tall window.
-        self.scroll = QScrollArea(self)
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        content = _FitWidth(self.scroll)
-        self.scroll.setWidget(content)
-        self.pages.addWidget(self.scroll)
+        self.scroll_area = QScrollArea(self)
+        self.scroll_area.setWidgetResizable(True)
+        self.scroll_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        content = _FitWidth(self.scroll_area)
+        self.scroll_area.setWidget(content)
+        self.pages.addWidget(self.scroll_area)
 
         # -- header
         self.badge = QLabel(content)
@@ -368,7 +366,7 @@ class DetailPanel(Panel):
 
     # ------------------------------------------------------------------ showing an order
 
-    def show_order(self, order_id: str | None) -> asyncio.Task | None:
+    def show_order(self, order_id: str | None) -> asyncio.Task[DetailData | None] | None:
         """Show ``order_id`` (None: nothing). The read runs as a task; the latest call wins."""
         if order_id != self.order_id:
             self._events.clear()
@@ -389,7 +387,7 @@ class DetailPanel(Panel):
             return None
         return self._task
 
-    def refresh(self) -> asyncio.Task | None:
+    def refresh(self) -> asyncio.Task[DetailData | None] | None:
         """Read the shown order again (coalesced: one read in flight, one more queued)."""
         if self.order_id is None:
             return None
@@ -445,10 +443,10 @@ class DetailPanel(Panel):
         state = f"<b style='color:{colour}'>{shown}</b>"
         if d.is_run:
             kind = "Run" if d.engine else "Order"
-            steps = len(d.run["steps"]) if d.run else len(d.children)
+            n_steps = len(d.run["steps"]) if d.run else len(d.children)
             if d.engine and d.run_id and d.run_id != d.order_id:
                 kind = f"Order claimed from Data Services, run by <a href='{d.run_id}'>{d.run_id}</a>"
-            sub = f"{kind} with {steps} step{'s' if steps != 1 else ''} · {state}"
+            sub = f"{kind} with {n_steps} step{'s' if n_steps != 1 else ''} · {state}"
         else:
             step = next((s for s in (d.run or {}).get("steps", []) if s["order_id"] == d.order_id), None)
             name = f"step <b>{step['id']}</b> " if step else "step "
@@ -631,11 +629,11 @@ class DetailPanel(Panel):
 
     # ------------------------------------------------------------------ actions
 
-    def trigger(self, key: str) -> asyncio.Task | None:
+    def trigger(self, key: str) -> asyncio.Task[Any] | None:
         """Run action ``key`` (cancel, retry, recover ...) on the shown order."""
         if self.data is None:
             return None
-        return self.actions.request(key, self.data.order_id)
+        return self.order_actions.request(key, self.data.order_id)
 
     @Slot(object)
     def _on_feedback(self, feedback: Feedback) -> None:
@@ -699,10 +697,9 @@ class DetailPanel(Panel):
             elif isinstance(e, OrderStatusChanged | OrderUpdated | OrderCreated):
                 if e.order_id in watched or (isinstance(e, OrderCreated) and e.parent_id == run_id):
                     dirty = True
-            elif isinstance(e, InstrumentStatusChanged):
-                if watched.intersection(e.current_orders):
-                    self._note(e.at.timestamp(), f"{e.instrument_id} {e.status.name}"
-                               + (f": {e.detail}" if e.detail else ""))
+            elif isinstance(e, InstrumentStatusChanged) and watched.intersection(e.current_orders):
+                self._note(e.at.timestamp(), f"{e.instrument_id} {e.status.name}"
+                           + (f": {e.detail}" if e.detail else ""))
         if dirty:
             self.refresh()
 
@@ -727,7 +724,7 @@ class DetailPanel(Panel):
         """Cancel the read in flight and open actions."""
         if self._task is not None and not self._task.done():
             self._task.cancel()
-        self.actions.shutdown()
+        self.order_actions.shutdown()
 
 
 class _FitWidth(QWidget):

@@ -208,19 +208,19 @@ class StepsTimeline(QWidget):
                 if dep not in bars:
                     continue
                 a, b = bars[dep], bars[s.key]
-                start = QPointF(a.right(), a.center().y())
-                end = QPointF(b.left() - 1, b.center().y())
-                mid = max(start.x() + 4, min(end.x() - 4, (start.x() + end.x()) / 2))
-                path = QPainterPath(start)
-                path.lineTo(mid, start.y())
-                path.lineTo(mid, end.y())
-                path.lineTo(end)
+                tail = QPointF(a.right(), a.center().y())
+                tip = QPointF(b.left() - 1, b.center().y())
+                mid = max(tail.x() + 4, min(tip.x() - 4, (tail.x() + tip.x()) / 2))
+                path = QPainterPath(tail)
+                path.lineTo(mid, tail.y())
+                path.lineTo(mid, tip.y())
+                path.lineTo(tip)
                 p.drawPath(path)
-                head = QPainterPath(end)
-                head.lineTo(end.x() - 4, end.y() - 3)
-                head.lineTo(end.x() - 4, end.y() + 3)
-                head.closeSubpath()
-                p.fillPath(head, muted)
+                arrowhead = QPainterPath(tip)
+                arrowhead.lineTo(tip.x() - 4, tip.y() - 3)
+                arrowhead.lineTo(tip.x() - 4, tip.y() + 3)
+                arrowhead.closeSubpath()
+                p.fillPath(arrowhead, muted)
 
         fm = self.fontMetrics()
         self._bars = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import platform
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from html import escape
 from importlib import metadata
@@ -31,7 +31,7 @@ class Shortcut:
     keys: str
 
 
-def _where(widget: Any, docks: dict[str, QWidget]) -> str:
+def _where(widget: Any, docks: Mapping[str, QWidget]) -> str:
     """The dock (panel) an action belongs to, else "Window"."""
     node = widget
     while node is not None:
@@ -42,7 +42,7 @@ def _where(widget: Any, docks: dict[str, QWidget]) -> str:
     return "Window"
 
 
-def collect_shortcuts(root: QWidget, docks: dict[str, QWidget]) -> list[Shortcut]:
+def collect_shortcuts(root: QWidget, docks: Mapping[str, QWidget]) -> list[Shortcut]:
     """Every action and shortcut under ``root`` that has a key, by panel, without repeats."""
     seen: set[tuple[str, str, str]] = set()
     out: list[Shortcut] = []

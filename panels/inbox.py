@@ -47,8 +47,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.api import RuntimeApi
 from core.errors import InputError, LabconsoleError
-from core.facade import os_user
 from core.impact import preview
 from core.inbox import (
     KINDS,
@@ -61,6 +61,7 @@ from core.inbox import (
     read_item,
     read_rows,
 )
+from core.users import os_user
 from panels.style import format_age
 from panels.theme import current_theme, keep_styled
 from panels.widgets import TaskKeeper
@@ -353,7 +354,7 @@ class InboxPanel(QWidget):
     answered = Signal(int, bool, str)
     """(item id, accepted, message) once an answer was committed or refused."""
 
-    def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None, *,
+    def __init__(self, runtime: RuntimeApi, bridge: Any, parent: QWidget | None = None, *,
                  inbox: Inbox | None = None) -> None:
         super().__init__(parent)
         self.runtime = runtime

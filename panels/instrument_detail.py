@@ -19,6 +19,7 @@ only when their rows changed, so an idle instrument costs no repaint.
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import logging
 import time
@@ -50,9 +51,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.api import RuntimeApi
 from core.dispatcher import InstrumentView, Job, JobStatus
-from core.facade import os_user
+from core.errors import StateError
 from core.orders import ModuleRestrictionStrategy, ModuleStatus
+from core.users import os_user
 from panels.identity import identity_html, identity_rows, latency_text
 from panels.style import STATE_LABELS, format_age, format_seconds, instrument_state, state_pixmap
 from panels.theme import current_theme, theme_events
@@ -176,7 +179,7 @@ class InstrumentDetail(QDialog):
     loaded = Signal(str)
     """Emitted after the store part (log, utilisation today) has been read and shown."""
 
-    def __init__(self, runtime: Any, instrument_id: str, parent: QWidget | None = None) -> None:
+    def __init__(self, runtime: RuntimeApi, instrument_id: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.runtime = runtime
         self.instrument_id = instrument_id
@@ -385,9 +388,9 @@ class InstrumentDetail(QDialog):
             self._state = state
             self.badge.setPixmap(state_pixmap(state, 36))
         self.title.set_full_text(v.name or v.id)
-        cell = getattr(self.runtime, "workcell", None)
-        spec = next((s for s in getattr(cell, "instruments", ()) or () if s.id == v.id), None)
-        maker = " ".join(p for p in (getattr(spec, "vendor", None), getattr(spec, "model", None)) if p)
+        cell = self.runtime.workcell
+        spec = next((s for s in cell.instruments if s.id == v.id), None) if cell is not None else None
+        maker = " ".join(p for p in (spec.vendor, spec.model) if p) if spec is not None else ""
         self.subtitle.set_full_text(" · ".join(p for p in (v.id, v.kind, maker, f"{v.capacity} slot"
                                                            + ("s" if v.capacity != 1 else "")) if p))
         self.state.setText(f"<b>{STATE_LABELS[state]}</b>")
@@ -423,7 +426,7 @@ class InstrumentDetail(QDialog):
         return f"{share:.0f} % busy today ({format_seconds(busy)})"
 
     def _jobs(self) -> dict[str, Job]:
-        dispatcher = getattr(self.runtime, "dispatcher", None)
+        dispatcher = self.runtime.dispatcher
         return dispatcher.queue.jobs if dispatcher is not None else {}
 
     def _show_queue(self, v: InstrumentView) -> None:
@@ -444,7 +447,7 @@ class InstrumentDetail(QDialog):
         elif self._picking is None or self._picking.done():
             snapshot = list(jobs.values())  # the dispatcher changes the dict on the loop, not the list
             self._picking = self.reads.spawn(asyncio.to_thread(next_for, snapshot, v.id, caps),
-                                             lambda task, iid=v.id: self._picked(iid, task))
+                                             functools.partial(self._picked, v.id))
         self._update_buttons()
 
     def _picked(self, iid: str, task: asyncio.Task[Any]) -> None:
@@ -470,9 +473,8 @@ class InstrumentDetail(QDialog):
                                  f"this instrument can run, in order of service{more}")
 
     def _now(self) -> float:
-        dispatcher = getattr(self.runtime, "dispatcher", None)
-        clock = getattr(dispatcher, "clock", None)
-        return clock.now() if clock is not None else datetime.now().timestamp()
+        dispatcher = self.runtime.dispatcher
+        return dispatcher.clock.now() if dispatcher is not None else datetime.now().timestamp()
 
     def _read_store(self) -> None:
         if self._read is not None and not self._read.done():
@@ -544,8 +546,8 @@ class InstrumentDetail(QDialog):
     @Slot(QModelIndex, QModelIndex)
     def _on_queue_current(self, current: QModelIndex, _previous: QModelIndex) -> None:
         oid = current.data(ORDER_ROLE) if current.isValid() else None
-        dispatcher = getattr(self.runtime, "dispatcher", None)
-        reasons = dispatcher.why_waiting(oid) if oid and dispatcher is not None else []
+        dispatcher = self.runtime.dispatcher
+        reasons = dispatcher.why_waiting(oid) if isinstance(oid, str) and oid and dispatcher is not None else []
         self.waiting.set_full_text(("Waiting: " + "; ".join(reasons)) if reasons else "")
         self._update_buttons()
 
@@ -564,8 +566,9 @@ class InstrumentDetail(QDialog):
         views = (self.queue_view, self.running_view, self.log_view)
         for view in sorted(views, key=lambda v: not v.hasFocus()):
             index = view.currentIndex()
-            if index.isValid() and index.data(ORDER_ROLE):
-                return index.data(ORDER_ROLE)
+            oid = index.data(ORDER_ROLE) if index.isValid() else None
+            if isinstance(oid, str) and oid:
+                return oid
         return None
 
     @Slot()
@@ -618,8 +621,14 @@ class InstrumentDetail(QDialog):
             self.refresh()
             self.step_sent.emit(order_id, instrument_id, ok, message)
 
-        task = self.tasks.spawn(self.runtime.dispatcher.send_to(order_id, instrument_id, who=os_user(),
-                                                                reason=reason), done)
+        dispatcher = self.runtime.dispatcher
+
+        async def send_to() -> None:
+            if dispatcher is None:
+                raise StateError(f"no instruments are connected: {order_id} cannot go to {instrument_id}")
+            await dispatcher.send_to(order_id, instrument_id, who=os_user(), reason=reason)
+
+        task = self.tasks.spawn(send_to(), done)
         self._update_buttons()
         return task
 

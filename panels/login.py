@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
@@ -30,11 +30,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.api import RuntimeApi
 from core.users import AuthenticationError, User, aauthenticate, has_users, record_login
 from panels.dialogs import ask
-
-if TYPE_CHECKING:
-    from core.runtime import Runtime
 
 INPUT_EVENTS = frozenset({QEvent.Type.KeyPress, QEvent.Type.MouseButtonPress, QEvent.Type.MouseMove,
                           QEvent.Type.Wheel, QEvent.Type.TouchBegin})
@@ -100,7 +98,7 @@ class Session(QObject):
         self.changed.emit(user)
 
 
-async def sign_in(runtime: Runtime, *, title: str = "Sign in to labconsole", user: str = "",
+async def sign_in(runtime: RuntimeApi, *, title: str = "Sign in to labconsole", user: str = "",
                   dialog_opened: Callable[[QDialog], Any] | None = None) -> User | None:
     """Ask until a user signs in (returned, audited as ``login``) or the operator quits (None)."""
     error = ""
@@ -129,7 +127,7 @@ class IdleLock(QObject):
     locked = Signal()
     unlocked = Signal(object)
 
-    def __init__(self, window: QWidget, runtime: Runtime, session: Session, minutes: float) -> None:
+    def __init__(self, window: QWidget, runtime: RuntimeApi, session: Session, minutes: float) -> None:
         super().__init__(window)
         self.window, self.runtime, self.session = window, runtime, session
         self.timer = QTimer(self)
@@ -182,7 +180,7 @@ class IdleLock(QObject):
 def apply_session(window: Any, session: Session) -> None:
     """Record the panels' actions as the signed-in user."""
     window.jobs.actions.who = session.who
-    window.detail.actions.who = session.who
+    window.detail.order_actions.who = session.who
 
     def templates_who(user: User) -> None:
         window.templates.who = user.name
@@ -191,7 +189,7 @@ def apply_session(window: Any, session: Session) -> None:
     session.changed.connect(templates_who)
 
 
-async def start_session(window: Any, runtime: Runtime, idle_minutes: float) -> Session | None | bool:
+async def start_session(window: Any, runtime: RuntimeApi, idle_minutes: float) -> Session | None | bool:
     """Single-user mode: None. Otherwise sign in (False if the operator quits) and return the
     session, applied to the window's panels, with its idle lock running."""
     if not await asyncio.to_thread(has_users, runtime.store):

@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.api import RuntimeApi
 from core.orders import ModuleStatus, OrderStatus
 from panels.base import Panel
 from panels.charts import (
@@ -122,7 +123,7 @@ class MetricsPanel(Panel):
 
     REFRESH_MS = REDRAW_MS
 
-    def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None, *,
+    def __init__(self, runtime: RuntimeApi, bridge: Any, parent: QWidget | None = None, *,
                  history: MetricsHistory | None = None) -> None:
         super().__init__(runtime, bridge, parent)
         self.history = history or MetricsHistory()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import QEvent, QObject, Qt, Signal, Slot
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFrame,
@@ -89,6 +89,10 @@ def match(items: Sequence[PaletteItem], text: str) -> list[PaletteItem]:
     hits = [(not it.title.lower().startswith(needle), n, it) for n, it in enumerate(items)
             if all(w in f"{it.title} {it.detail}".lower() for w in words)]
     return [it for _starts, _n, it in sorted(hits, key=lambda h: (h[0], h[1]))]
+
+
+_MOVES: dict[int, int] = {Qt.Key.Key_Down: 1, Qt.Key.Key_Up: -1, Qt.Key.Key_PageDown: 8, Qt.Key.Key_PageUp: -8}
+"""Rows the highlight moves by, per navigation key of the search field."""
 
 
 class CommandPalette(QFrame):
@@ -239,8 +243,8 @@ class CommandPalette(QFrame):
 
     def entries(self) -> list[PaletteItem]:
         """The entries listed now, top first."""
-        return [self.results.topLevelItem(i).data(0, Qt.ItemDataRole.UserRole)
-                for i in range(self.results.topLevelItemCount())]
+        items = (self.results.topLevelItem(i) for i in range(self.results.topLevelItemCount()))
+        return [item.data(0, Qt.ItemDataRole.UserRole) for item in items if item is not None]
 
     # ------------------------------------------------------------------ choosing
 
@@ -259,7 +263,7 @@ class CommandPalette(QFrame):
         self.chosen.emit(entry)
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
-        if watched is self.search and event.type() == QEvent.Type.KeyPress:
+        if watched is self.search and isinstance(event, QKeyEvent) and event.type() == QEvent.Type.KeyPress:
             key = event.key()
             if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
                 self.choose_current()
@@ -276,9 +280,12 @@ class CommandPalette(QFrame):
         count = self.results.topLevelItemCount()
         if not count:
             return
-        current = self.results.indexOfTopLevelItem(self.results.currentItem()) if self.results.currentItem() else 0
-        step = {Qt.Key.Key_Down: 1, Qt.Key.Key_Up: -1, Qt.Key.Key_PageDown: 8, Qt.Key.Key_PageUp: -8}[key]
-        self.results.setCurrentItem(self.results.topLevelItem(max(0, min(count - 1, current + step))))
+        item = self.results.currentItem()
+        current = self.results.indexOfTopLevelItem(item) if item is not None else 0
+        step = _MOVES[key]
+        target = self.results.topLevelItem(max(0, min(count - 1, current + step)))
+        if target is not None:
+            self.results.setCurrentItem(target)
 
     def hideEvent(self, event: Any) -> None:  # noqa: N802
         super().hideEvent(event)

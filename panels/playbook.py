@@ -31,9 +31,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.api import RuntimeApi
 from core.errors import InputError, LabconsoleError
-from core.facade import os_user
 from core.playbook import RESPONSES, Playbook, Rule
+from core.users import os_user
 from panels.theme import current_theme, keep_styled
 from panels.widgets import TaskKeeper
 
@@ -44,7 +45,7 @@ class PlaybookPanel(QWidget):
     changed = Signal()
     """A change (add, edit, remove, import) was committed or refused; ``feedback`` says which."""
 
-    def __init__(self, runtime: Any, bridge: Any = None, parent: QWidget | None = None) -> None:
+    def __init__(self, runtime: RuntimeApi, bridge: Any = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.runtime = runtime
         self.playbook = Playbook.attach(runtime.engine, runtime.workcell)
@@ -130,7 +131,8 @@ class PlaybookPanel(QWidget):
         box.setEditable(True)
         box.addItem("")
         box.addItems(values)
-        box.lineEdit().setPlaceholderText("any")
+        if (line := box.lineEdit()) is not None:
+            line.setPlaceholderText("any")
         return box
 
     # ------------------------------------------------------------------ table and form

@@ -13,6 +13,7 @@ once a second regardless, so heartbeat ages move. No Qt signal and no task per e
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -46,10 +47,12 @@ from PySide6.QtWidgets import (
     QStyleOptionViewItem,
     QTableView,
     QToolBar,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
+from core.api import RuntimeApi
 from core.dispatcher import InstrumentView
 from core.events import InstrumentStatusChanged, OperatorAction, StepProgress
 from core.inbox import InboxChanged, Lock, read_locks
@@ -363,7 +366,6 @@ class InstrumentCard(QFrame):
         self.state.setText("Hands in cell" if lock is not None else STATE_LABELS[state])
         claimed = f"{lock.who}" + (f" — {lock.reason}" if lock.reason else "") if lock is not None else ""
         self.state_detail.set_full_text(state_detail(v, state, claimed or note))
-        self.setToolTip(f"{lock.describe()} — release it in the Inbox" if lock is not None else "")
         shown = progress is not None
         self.progress.setVisible(shown)
         self.progress_text.setVisible(shown)
@@ -374,6 +376,8 @@ class InstrumentCard(QFrame):
         self.health.set_full_text(f"Heartbeat {heartbeat_text(v)} · {v.utilisation * 100:.0f} % busy")
         self.connection.set_full_text(connection_line(v))
         tooltip = identity_tooltip(v)
+        if lock is not None:  # the lock first, then who the instrument is
+            tooltip = f"<b>{html.escape(lock.describe())} — release it in the Inbox</b><br>{tooltip}"
         if tooltip != self.toolTip():
             self.setToolTip(tooltip)
         self.counts.setText(f"{v.completed:,} done · {v.failed:,} failed")
@@ -458,7 +462,7 @@ class RobotsPanel(Panel):
     """An order opened from the instrument detail window (to select in Jobs)."""
     REFRESH_MS = TICK_MS
 
-    def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None) -> None:
+    def __init__(self, runtime: RuntimeApi, bridge: Any, parent: QWidget | None = None) -> None:
         super().__init__(runtime, bridge, parent)
         self.tasks = TaskKeeper()
         self.reason_dialog: ReasonDialog | None = None
@@ -517,7 +521,8 @@ class RobotsPanel(Panel):
         self.view_bar.setIconSize(QSize(16, 16))
         self.view_bar.addAction(self.details_action)  # beside the summary: always in sight
         details_button = self.view_bar.widgetForAction(self.details_action)
-        details_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        if isinstance(details_button, QToolButton):
+            details_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         details_button.setObjectName("instrumentDetailsButton")
         self.view_bar.addSeparator()
         group = QActionGroup(self)
@@ -600,9 +605,9 @@ class RobotsPanel(Panel):
     # ------------------------------------------------------------------ data
 
     def _describe_instruments(self) -> dict[str, str]:
-        cell = getattr(self.runtime, "workcell", None)
+        cell = self.runtime.workcell
         out: dict[str, str] = {}
-        for spec in getattr(cell, "instruments", ()) or ():
+        for spec in cell.instruments if cell is not None else ():
             maker = " ".join(p for p in (spec.vendor, spec.model) if p)
             out[spec.id] = " · ".join(p for p in (spec.id, maker or spec.kind) if p)
         return out

@@ -46,9 +46,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.api import RuntimeApi
 from core.durations import format_duration
 from core.errors import InputError
-from core.facade import os_user
 from core.schedules import (
     MAX_MISSED_CAP,
     Blackout,
@@ -60,6 +60,7 @@ from core.schedules import (
     check_blackout,
     check_schedule,
 )
+from core.users import os_user
 from panels.actions import TaskRunner
 from panels.base import Panel
 from panels.theme import Theme, current_theme
@@ -493,7 +494,7 @@ class SchedulesPanel(Panel):
     changed = Signal()
     """Emitted after the list was read again."""
 
-    def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None, *,
+    def __init__(self, runtime: RuntimeApi, bridge: Any, parent: QWidget | None = None, *,
                  forecast: Any = None, zone: ZoneInfo | None = None) -> None:
         super().__init__(runtime, bridge, parent)
         self.setObjectName("schedulesPanel")
@@ -600,7 +601,7 @@ class SchedulesPanel(Panel):
     @property
     def scheduler(self) -> Scheduler:
         """The runtime's running scheduler (its timer wakes on a change), else one of our own."""
-        running = getattr(self.runtime, "schedules", None)
+        running = self.runtime.schedules
         if running is not None:
             return running
         if self._own_scheduler is None:
@@ -666,10 +667,10 @@ class SchedulesPanel(Panel):
         self.calendar.set_data(view.start, view.now, self.zone, view.occurrences, view.blackouts, colours)
         self.blackout_list.clear()
         for b in view.blackouts:
-            item = QListWidgetItem(f"{_when(b.start, self.zone)} – {_when(b.end, self.zone)}: "
-                                   f"{BLACKOUT_LABELS[b.policy].lower()}" + (f" — {b.reason}" if b.reason else ""))
-            item.setData(Qt.ItemDataRole.UserRole, b.id)
-            self.blackout_list.addItem(item)
+            entry = QListWidgetItem(f"{_when(b.start, self.zone)} – {_when(b.end, self.zone)}: "
+                                    f"{BLACKOUT_LABELS[b.policy].lower()}" + (f" — {b.reason}" if b.reason else ""))
+            entry.setData(Qt.ItemDataRole.UserRole, b.id)
+            self.blackout_list.addItem(entry)
         self._update_actions()
         self.changed.emit()
 

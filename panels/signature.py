@@ -10,7 +10,6 @@ backed out. A wrong password keeps the dialog's place: it opens again saying so,
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
@@ -24,15 +23,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.api import RuntimeApi
 from core.users import MEANINGS, AuthenticationError, Signature, asign, has_users
-
-if TYPE_CHECKING:
-    from core.runtime import Runtime
 
 ATTEMPTS = 3
 
 
-def needs_signature(runtime: Runtime, action: str) -> bool:
+def needs_signature(runtime: RuntimeApi, action: str) -> bool:
     """True when ``action`` must be signed (configured, and named users are on)."""
     return runtime.signatures.needs(action) and has_users(runtime.store)
 
@@ -98,7 +95,7 @@ class SignatureDialog(QDialog):
         super().accept()
 
 
-async def request_signature(ask: Callable[[QDialog], Awaitable[bool]], runtime: Runtime, action: str,
+async def request_signature(ask: Callable[[QDialog], Awaitable[bool]], runtime: RuntimeApi, action: str,
                             target: str | None, *, user: str, parent: QWidget | None = None) -> Signature | None:
     """Ask for a signature of ``action`` on ``target``; None if the operator backs out."""
     error = ""

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import shiboken6
 from PySide6.QtCore import (
@@ -47,10 +47,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.api import RuntimeApi
+from core.engine.registry import TemplateRegistry
 from core.errors import DuplicateSubmissionError, LabconsoleError
 from core.events import RunChanged
-from core.facade import os_user
 from core.templates import WorkflowTemplate, dump_template, load_template
+from core.users import os_user
 from panels.base import Panel
 from panels.editor import ops
 from panels.editor.diffview import TemplateDiffView
@@ -62,6 +64,8 @@ from panels.theme import current_theme, embolden, keep_styled, text_style
 
 __all__ = ["RunsModel", "TemplateListModel", "TemplateRow", "TemplatesPanel", "VersionRow",
            "VersionsModel"]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 ModelIndex = QModelIndex | QPersistentModelIndex
@@ -194,13 +198,13 @@ class TemplatesPanel(Panel):
     template_published = Signal(str, int)
     """(name, version) after a publish made a new version."""
 
-    def __init__(self, runtime: Any, bridge: Any, parent: QWidget | None = None) -> None:
+    def __init__(self, runtime: RuntimeApi, bridge: Any, parent: QWidget | None = None) -> None:
         super().__init__(runtime, bridge, parent)
         self.who = os_user()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loaded = False
         self.last_error: str | None = None
-        self.catalog = KindCatalog.from_workcell(getattr(runtime, "workcell", None))
+        self.catalog = KindCatalog.from_workcell(runtime.workcell)
         self.run_form: RunForm | None = None
         self._runs: list[dict[str, Any]] = []
         self._file_dialog: QFileDialog | None = None
@@ -377,10 +381,10 @@ class TemplatesPanel(Panel):
     # ------------------------------------------------------------------ reading
 
     @property
-    def registry(self) -> Any:
+    def registry(self) -> TemplateRegistry:
         return self.runtime.engine.templates
 
-    async def _read(self, fn: Any) -> Any:
+    async def _read(self, fn: Callable[[], T]) -> T:
         """Call ``fn()`` on a store reader thread (registry and run queries read SQLite)."""
         return await self.runtime.store.read(lambda _conn: fn())
 

@@ -170,6 +170,14 @@ def current_theme() -> Theme:
     return _current[-1] if _current else load_theme(DEFAULT_THEME)
 
 
+def gui_application() -> QApplication:
+    """The running QApplication, which the window and its panels need."""
+    app = QApplication.instance()
+    if not isinstance(app, QApplication):
+        raise RuntimeError("the labconsole window needs a running QApplication")
+    return app
+
+
 def apply_theme(app: QApplication, name: str) -> Theme:
     """Make ``name`` the theme of ``app``: Fusion style and the theme's palette; then announce it
     on :func:`theme_events` so cards and charts repaint in its colours."""

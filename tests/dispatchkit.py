@@ -10,7 +10,7 @@ from typing import Any
 from core.clock import VirtualClock
 from core.dispatcher import Dispatcher
 from core.engine import Engine, RunStatus
-from core.facade import Core
+from core.ledger import Ledger
 from core.store import Store
 from core.templates import template_from_dict
 from core.workcell import build_drivers, parse_workcell
@@ -32,15 +32,15 @@ class DKit:
     def __init__(self, store: Store, workcell: str = WORKCELL, strategy: str = "least_loaded",
                  faults: str | None = None) -> None:
         self.store = store
-        self.core = Core(store)
+        self.ledger = Ledger(store)
         self.clock = VirtualClock.for_store(store)
         store.clock = self.clock
         self.workcell = parse_workcell(workcell, "cell.yaml")
-        self.drivers = build_drivers(self.workcell, self.clock, self.core.bus, faults=faults)
-        self.dispatcher = Dispatcher(store, self.core.bus, self.drivers, clock=self.clock, strategy=strategy,
+        self.drivers = build_drivers(self.workcell, self.clock, self.ledger.bus, faults=faults)
+        self.dispatcher = Dispatcher(store, self.ledger.bus, self.drivers, clock=self.clock, strategy=strategy,
                                      heartbeat_interval=self.workcell.heartbeat_interval,
                                      stale_timeout=self.workcell.stale_timeout, seed=5)
-        self.engine = Engine(self.core, self.dispatcher, clock=self.clock, seed=1)
+        self.engine = Engine(self.ledger, self.dispatcher, clock=self.clock, seed=1)
 
     async def start(self) -> None:
         await self.dispatcher.start()

@@ -9,7 +9,7 @@ from typing import Any
 
 from core.clock import VirtualClock
 from core.engine import Engine, RunStatus, SimulatedExecutor
-from core.facade import Core
+from core.ledger import Ledger
 from core.store import Store
 from core.templates import template_from_dict
 
@@ -22,11 +22,11 @@ def template(name: str, steps: list[dict[str, Any]], **definition: Any) -> dict[
 class Kit:
     def __init__(self, store: Store, **executor: Any) -> None:
         self.store = store
-        self.core = Core(store)
+        self.ledger = Ledger(store)
         self.clock = VirtualClock.for_store(store)
         store.clock = self.clock
         self.executor = SimulatedExecutor(self.clock, **executor)
-        self.engine = Engine(self.core, self.executor, clock=self.clock, seed=1)
+        self.engine = Engine(self.ledger, self.executor, clock=self.clock, seed=1)
 
     async def publish(self, data: dict[str, Any]):
         return await self.engine.publish(template_from_dict(data))

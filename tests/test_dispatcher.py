@@ -347,7 +347,7 @@ def test_stale_heartbeat_takes_instrument_offline_mid_order(data_dir, idempotent
         assert kit.engine.get_instance(run_id)["status"] == "paused"
     log = kit.store.read_sync(lambda c: c.execute(
         "SELECT from_status, to_status, detail FROM instrument_log WHERE instrument_id='Sealer'").fetchall())
-    assert ("Busy", "Offline") == log[-1][:2] and "heartbeat stale" in log[-1][2]
+    assert log[-1][:2] == ("Busy", "Offline") and "heartbeat stale" in log[-1][2]
     order_log = [t.why or "" for t in kit.store.transitions(step["order_id"])]
     assert any("went offline" in w for w in order_log)
 

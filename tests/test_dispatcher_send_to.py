@@ -31,7 +31,7 @@ def test_send_a_queued_step_to_an_instrument(data_dir):
         await kit.clock.advance(1)
         a, b = kit.steps(free)["read"]["order_id"], kit.steps(pinned)["read"]["order_id"]
         events = []
-        kit.core.bus.subscribe(events.append)
+        kit.ledger.bus.subscribe(events.append)
         audit_before = len(kit.store.audit_entries())
 
         with pytest.raises(StateError, match=r"restricted to Reader1 \(FullRestriction\): it may run "

@@ -230,7 +230,7 @@ def test_link_drop_while_the_job_runs_on_and_ends_during_the_outage():
         task = asyncio.create_task(arm.execute(order("r1", duration=1.5, plate="R1"),
                                                lambda f, v: progressed.set()))
         await asyncio.wait_for(progressed.wait(), 20)
-        await arm._link.ws.close(1011, "network glitch")  # type: ignore[union-attr]
+        await arm.link.ws.close(1011, "network glitch")  # type: ignore[union-attr]
         out = await asyncio.wait_for(task, 20)
         assert out["plate"] == "R1"
 

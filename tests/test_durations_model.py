@@ -73,7 +73,7 @@ def test_a_duration_parameter_and_a_step_estimate_change_the_prior():
     assert model.estimate("T", delay).median == 120.0
     rng = random.Random(1)
     draws = [model.sampler("T", Step(id="r", kind="PlateReader.ReadPlate"))(rng) for _ in range(2000)]
-    assert 75 < min(draws) and max(draws) < 105 and abs(sorted(draws)[1000] - 90) < 2
+    assert min(draws) > 75 and max(draws) < 105 and abs(sorted(draws)[1000] - 90) < 2
 
 
 def test_live_events_and_the_transition_log_give_the_same_statistics(data_dir):
@@ -83,7 +83,7 @@ def test_live_events_and_the_transition_log_give_the_same_statistics(data_dir):
         cell = parse_workcell(CELL)
         rt = Runtime.build(data_dir, clock=clock, store=store, workcell=cell, seed=3, metrics=False)
         live = DurationsModel(cell, clock=clock, templates=rt.engine.templates.get)
-        live.subscribe(rt.core.bus)
+        live.subscribe(rt.ledger.bus)
         starting = asyncio.ensure_future(rt.start(templates_dir=None))
         await clock.run_until(starting.done, step=1.0)
         await rt.engine.publish(template_from_dict(TEMPLATE))

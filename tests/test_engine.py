@@ -303,7 +303,7 @@ def test_console_picks_up_runs_created_and_cancelled_elsewhere(data_dir):
 
     async def scenario(kit):
         await kit.publish(template("Long", [{"id": "a", "kind": "X.Y"}, {"id": "b", "kind": "X.Y", "depends_on": ["a"]}]))
-        other = Engine(kit.core, kit.executor, clock=kit.clock)  # e.g. the command line
+        other = Engine(kit.ledger, kit.executor, clock=kit.clock)  # e.g. the command line
         run_id = await other.create_instance("Long", {})
         started, _ = await kit.engine.sync_with_store()
         await kit.clock.advance(10)

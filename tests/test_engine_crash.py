@@ -12,7 +12,7 @@ from pathlib import Path
 
 from core.clock import VirtualClock
 from core.engine import Engine, RunStatus, SimulatedExecutor
-from core.facade import Core
+from core.ledger import Ledger
 from core.orders import OrderStatus
 from core.store import Store
 
@@ -45,7 +45,7 @@ def test_restart_resumes_runs_without_rerunning_finished_steps(tmp_path):
         store = Store(db).open()
         clock = VirtualClock.for_store(store)
         executor = SimulatedExecutor(clock, durations={"*": 30})
-        engine = Engine(Core(store), executor, clock=clock)
+        engine = Engine(Ledger(store), executor, clock=clock)
         await engine.start()
         def steps():
             return {s["id"]: s["status"] for s in engine.get_instance(run_id)["steps"]}

@@ -36,7 +36,7 @@ def _start(store, data_dir, qrun, faults=None):
 @pytest.fixture
 def dashboard(store, data_dir, qtbot, qrun, request):
     rt, clock = _start(store, data_dir, qrun, getattr(request, "param", None))
-    bridge = EventBridge(rt.core.bus)
+    bridge = EventBridge(rt.ledger.bus)
     panel = DashboardPanel(rt, bridge, expanded=True)
     qtbot.addWidget(panel)
     panel.resize(1400, 260)

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QApplication
 
 from console.bridge import EventBridge
 from core.clock import VirtualClock
-from core.facade import Core
+from core.ledger import Ledger
 from core.orders import Order, OrderStatus
 from core.runtime import Runtime
 from core.store import Store
@@ -35,7 +35,7 @@ def env(store, data_dir, qtbot, qrun):
                        faults="fail_next@Sealer=2,retryable=false")
     qrun(rt.start(templates_dir=None))
     qrun(rt.engine.publish(template_from_dict(CAREFUL)))
-    bridge = EventBridge(rt.core.bus)
+    bridge = EventBridge(rt.ledger.bus)
     panel = DashboardPanel(rt, bridge, expanded=True)
     panel.TRUTH_SECONDS = (0.2, 0.5)
     qtbot.addWidget(panel)
@@ -92,7 +92,7 @@ def test_counts_are_the_stores_whoever_wrote_the_orders(env, qtbot, qrun, data_d
     # another process (the command line, Data Services) writes orders to the same store
     other = Store(rt.store.path).open()
     try:
-        elsewhere = Core(other)
+        elsewhere = Ledger(other)
         made = [qrun(elsewhere.create_order(Order(templateName="From the CLI"), who="cli")) for _ in range(4)]
         for order in made[:2]:
             qrun(elsewhere.set_status(order.identifier, OrderStatus.Running, who="cli"))
@@ -100,7 +100,7 @@ def test_counts_are_the_stores_whoever_wrote_the_orders(env, qtbot, qrun, data_d
     finally:
         other.close()
     # the console then acts on one of them (its counts never saw it created)
-    qrun(rt.core.set_status(made[3].identifier, OrderStatus.Running, who="ann"))
+    qrun(rt.ledger.set_status(made[3].identifier, OrderStatus.Running, who="ann"))
     qrun(clock.settle())
     seen: set[str] = set()
 

@@ -18,7 +18,7 @@ TIGHT = {"name": "Tight", "definition": {"steps": [
 
 def test_a_window_forecast_to_break_is_a_dashboard_alert(store, data_dir, qtbot, qrun):
     rt, clock = _start(store, data_dir, qrun)
-    bridge = EventBridge(rt.core.bus)
+    bridge = EventBridge(rt.ledger.bus)
     panel = DashboardPanel(rt, bridge, expanded=True)
     qtbot.addWidget(panel)
     panel.resize(1400, 300)

@@ -10,8 +10,8 @@ from PySide6.QtCore import QPoint, Qt
 from test_gui_jobs import Lab
 
 from core.engine import RunStatus
-from core.facade import os_user
 from core.orders import OrderStatus
+from core.users import os_user
 from panels.detail_steps import AXIS, LANE
 from panels.dialogs import ReasonDialog, StepChoiceDialog
 from panels.jobs import STATUS_COLUMN
@@ -50,8 +50,8 @@ def settled(lab: Lab) -> None:
 
 
 def dialog_of(lab: Lab, kind: type):
-    lab.qtbot.waitUntil(lambda: isinstance(lab.detail.actions.dialog, kind), timeout=5000)
-    return lab.detail.actions.dialog
+    lab.qtbot.waitUntil(lambda: isinstance(lab.detail.order_actions.dialog, kind), timeout=5000)
+    return lab.detail.order_actions.dialog
 
 
 def test_a_run_in_detail_follows_the_engine(lab):

@@ -28,7 +28,7 @@ TEMPLATES = ROOT / "resources" / "templates"
 def drop_kind(editor: TemplateEditor, kind: str, at: QPoint) -> None:
     """Drag ``kind`` out of the palette and drop it on the canvas at viewport point ``at``,
     through Qt's drag events and the palette model's own MIME data."""
-    model = editor.palette.palette_model
+    model = editor.kind_palette.palette_model
     index = model.kind_index(kind)
     assert index.isValid(), kind
     mime = model.mimeData([index])

@@ -39,7 +39,7 @@ def editor(qtbot):
 def test_a_step_window_is_edited_checked_and_undone(editor, tmp_path, qtbot):
     editor.select_step("read")
     page = editor.inspector.step
-    box = page.window
+    box = page.window_box
     # only steps that run before "read" can open its window
     assert [box.after.itemData(i) for i in range(box.after.count())] == ["thaw", "decap"]
     box.setChecked(True)
@@ -85,6 +85,6 @@ def test_a_step_window_is_edited_checked_and_undone(editor, tmp_path, qtbot):
 
 def test_a_step_without_earlier_steps_has_no_window_to_edit(editor):
     editor.select_step("thaw")
-    box = editor.inspector.step.window
+    box = editor.inspector.step.window_box
     assert not box.isEnabled() and box.after.count() == 0 and not box.isChecked()
     assert isinstance(editor.document.template, WorkflowTemplate)

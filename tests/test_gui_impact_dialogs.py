@@ -153,7 +153,7 @@ def test_out_of_service_dialog_previews_blocked_and_delayed_steps(lab, store, qt
     for _ in range(3):
         qrun(rt.start_run("Prep", who="bob", allow_duplicate=True))
     qrun(clock.advance(1))
-    bridge = EventBridge(rt.core.bus)
+    bridge = EventBridge(rt.ledger.bus)
     panel = RobotsPanel(rt, bridge)
     qtbot.addWidget(panel)
     panel.resize(900, 700)

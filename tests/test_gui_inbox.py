@@ -46,7 +46,7 @@ def cell(store, data_dir, qtbot, qrun):
         qrun(rt.engine.publish(template_from_dict(t)))
     Playbook.attach(rt.engine)
     inbox = Inbox.of(rt)
-    bridge = EventBridge(rt.core.bus)
+    bridge = EventBridge(rt.ledger.bus)
     panel = InboxPanel(rt, bridge)
     panel.who = "ann"
     qtbot.addWidget(panel)

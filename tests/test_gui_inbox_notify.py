@@ -31,9 +31,9 @@ def night(store, data_dir, qtbot, qrun):
         qrun(rt.start(templates_dir=None))
         qrun(rt.engine.publish(template_from_dict(ASK)))
         notifier = Notifier(store, NotifySettings(webhook_url=receiver.url, attempts=1), clock=clock,
-                            bus=rt.core.bus)
+                            bus=rt.ledger.bus)
         inbox = Inbox(rt.engine, escalate_after={"prompt": 600}, notifier=notifier)
-        bridge = EventBridge(rt.core.bus)
+        bridge = EventBridge(rt.ledger.bus)
         panel = InboxPanel(rt, bridge, inbox=inbox)
         panel.who = "ann"
         qtbot.addWidget(panel)

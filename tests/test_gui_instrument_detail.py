@@ -39,7 +39,7 @@ def cell(store, data_dir, qtbot, qrun):
     for template in (_template("Hog1", "Reader1", 100), _template("Hog2", "Reader2", 600), _template("Any"),
                      _template("Reader1 unless error", "Reader1", 60, "UnlessError")):
         qrun(rt.engine.publish(template))
-    bridge = EventBridge(rt.core.bus)
+    bridge = EventBridge(rt.ledger.bus)
     panel = RobotsPanel(rt, bridge)
     qtbot.addWidget(panel)
     panel.resize(560, 760)

@@ -20,10 +20,10 @@ from PySide6.QtWidgets import QSplitter
 from console.bridge import EventBridge
 from core.clock import VirtualClock
 from core.engine import RunStatus
-from core.facade import os_user
 from core.orders import OrderStatus
 from core.runtime import Runtime
 from core.templates import template_from_dict
+from core.users import os_user
 from core.workcell import parse_workcell
 from panels.dialogs import BulkDialog, MessageDialog, NameDialog, PriorityDialog, ReasonDialog
 from panels.jobs import STATUS_COLUMN, JobsPanel
@@ -49,7 +49,7 @@ class Lab:
                                 seed=1, faults=faults, metrics=False)
         qrun(self.rt.start(templates_dir=None))
         qrun(self.rt.engine.publish(template_from_dict(FLOW)))
-        self.bridge = EventBridge(self.rt.core.bus, interval_ms=10)
+        self.bridge = EventBridge(self.rt.ledger.bus, interval_ms=10)
         self.window = QSplitter()
         self.window.resize(1500, 760)
         self.jobs = JobsPanel(self.rt, self.bridge, self.window)

@@ -45,7 +45,7 @@ def lab(store, data_dir, qtbot, qrun):
 def claim(lab: Lab, plate: str) -> tuple[str, str]:
     """A Data Services client's workflow order, claimed by the console as the link does it.
     Returns (the client's order, the run made for it)."""
-    order = lab.qrun(lab.rt.core.create_order(
+    order = lab.qrun(lab.rt.ledger.create_order(
         Order(templateName=FLOW["name"], createdBy="biosero",
               inputParameters=[{"name": "plate", "value": plate, "valueType": "String"}]),
         who="Data Services"))

@@ -35,7 +35,7 @@ class Panel:
 
     def __init__(self, store, qtbot, qrun, *, live_days: float | None = None, size=(1280, 720)) -> None:
         self.runtime = Runtime.build(store.path.parent, store=store, workcell=None, metrics=False)
-        self.bridge = EventBridge(self.runtime.core.bus, interval_ms=10)
+        self.bridge = EventBridge(self.runtime.ledger.bus, interval_ms=10)
         self.window = QSplitter()
         self.window.resize(*size)
         self.jobs = JobsPanel(self.runtime, self.bridge, self.window, live_days=live_days)
@@ -114,7 +114,7 @@ def test_an_old_order_that_changes_joins_the_window(store, ages, qtbot, qrun):
     try:
         run = ages["old_failed"][0]
         assert panel.jobs.model.get(run) is None
-        qrun(panel.runtime.core.set_status(run, OrderStatus.Running, who="alice", why="retry"))
+        qrun(panel.runtime.ledger.set_status(run, OrderStatus.Running, who="alice", why="retry"))
         qtbot.waitUntil(lambda: panel.jobs.model.get(run) is not None, timeout=5000)
         assert panel.jobs.model.get(run)[4] == int(OrderStatus.Running)
     finally:

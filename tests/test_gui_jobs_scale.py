@@ -42,7 +42,7 @@ def big_store(tmp_path_factory):
 def panels(big_store, qtbot, qrun):
     """Jobs and Detail side by side over the big store, loaded; closed afterwards."""
     runtime = Runtime.build(big_store.path.parent, store=big_store, workcell=None, metrics=False)
-    bridge = EventBridge(runtime.core.bus, interval_ms=10)
+    bridge = EventBridge(runtime.ledger.bus, interval_ms=10)
     window = QSplitter()
     window.resize(1560, 820)
     jobs = JobsPanel(runtime, bridge, window)

@@ -29,7 +29,7 @@ def cell(store, data_dir, qtbot, qrun):
     qrun(rt.start(templates_dir=None))
     qrun(clock.settle())
     inbox = Inbox.of(rt)
-    bridge = EventBridge(rt.core.bus)
+    bridge = EventBridge(rt.ledger.bus)
     robots = RobotsPanel(rt, bridge)
     dashboard = DashboardPanel(rt, bridge, expanded=True)
     for panel in (robots, dashboard):
@@ -63,7 +63,9 @@ def test_a_lock_shows_in_robots_and_dashboard_until_released(cell, qtbot, qrun):
     card = robots.cards["Arm"]
     assert card.state.text() == "Hands in cell"
     assert "ann — clearing a jammed plate" in card.state_detail.full_text()
-    assert card.toolTip() == "Hands in the cell: ann — clearing a jammed plate — release it in the Inbox"
+    assert card.toolTip().startswith(
+        "<b>Hands in the cell: ann — clearing a jammed plate — release it in the Inbox</b><br>")
+    assert "Driver" in card.toolTip()  # and who the instrument is, below
     robots.select("Sealer")  # Enable would bypass the lock: refused, pointing at the Inbox
     assert not robots.actions_by_key["enable"].isEnabled()
     robots.request_action("enable")

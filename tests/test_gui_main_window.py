@@ -10,7 +10,7 @@ from console.bridge import EventBridge
 from console.main_window import MainWindow
 from core import demo
 from core.events import OrderUpdated
-from core.facade import Core
+from core.ledger import Ledger
 from core.orders import Order, OrderStatus
 from core.runtime import Runtime
 from panels.jobs import STATUS_COLUMN
@@ -21,7 +21,7 @@ def _window(store, data_dir, qtbot):
     window = MainWindow(runtime, settings_for(data_dir))
     qtbot.addWidget(window)
     window.show()
-    return runtime.core, window
+    return runtime.ledger, window
 
 
 def test_jobs_table_shows_the_store_and_follows_events(store, data_dir, qtbot, qrun):
@@ -72,7 +72,7 @@ def test_layout_is_restored(store, data_dir, qtbot, qrun):
 
 
 def test_bridge_coalesces_thousands_of_events_into_one_frame(store, qtbot, qrun):
-    core = Core(store)
+    core = Ledger(store)
     bridge = EventBridge(core.bus, interval_ms=10_000)
     frames = []
     bridge.orders_changed.connect(frames.append)

@@ -42,7 +42,7 @@ def charts(store, data_dir, qtbot, qrun):
     rt = Runtime.build(data_dir, clock=clock, store=store, workcell=parse_workcell(WORKCELL), seed=1)
     qrun(rt.start(templates_dir=None))
     qrun(clock.settle())
-    bridge = EventBridge(rt.core.bus)
+    bridge = EventBridge(rt.ledger.bus)
     panel = MetricsPanel(rt, bridge)
     qtbot.addWidget(panel)
     panel.resize(620, 760)

@@ -41,7 +41,7 @@ def window(store, data_dir, qtbot, qrun):
     w.activateWindow()
     qtbot.waitUntil(lambda: QApplication.activeWindow() is w)
     yield w
-    w.palette.hide()
+    w.command_palette.hide()
     if w.robots.detail_window is not None:
         w.robots.detail_window.close()
     w.close()
@@ -52,9 +52,9 @@ def _open_palette(qtbot, w):
     w.activateWindow()  # window shortcuts work in the active window
     qtbot.waitUntil(lambda: QApplication.activeWindow() is w)
     qtbot.keyClick(w.jobs.view, Qt.Key.Key_K, CTRL)
-    qtbot.waitUntil(w.palette.isVisible)
-    assert w.palette.search.hasFocus() or QApplication.focusWidget() is w.palette.search
-    return w.palette
+    qtbot.waitUntil(w.command_palette.isVisible)
+    assert w.command_palette.search.hasFocus() or QApplication.focusWidget() is w.command_palette.search
+    return w.command_palette
 
 
 def test_ctrl_k_order_id_prefix_enter_selects_it_in_jobs_and_detail(window, qtbot):

@@ -29,7 +29,7 @@ def runtime(store, data_dir):
 @pytest.mark.parametrize("cls", PANELS, ids=lambda c: c.__name__)
 def test_panel_base_timer_runs_only_while_shown_and_shutdown_is_idempotent(cls, runtime, qtbot, qrun,
                                                                            qapp):
-    bridge = EventBridge(runtime.core.bus)
+    bridge = EventBridge(runtime.ledger.bus)
     panel = cls(runtime, bridge)
     assert bridge.receivers(EVENTS) == (0 if cls is MetricsPanel else 1)
     qtbot.addWidget(panel)

@@ -32,7 +32,7 @@ def cell(store, data_dir, qtbot, qrun):
     rt = Runtime.build(data_dir, clock=clock, store=store, workcell=parse_workcell(WORKCELL), seed=1)
     qrun(rt.start(templates_dir=None))
     qrun(clock.settle())
-    bridge = EventBridge(rt.core.bus)
+    bridge = EventBridge(rt.ledger.bus)
     panel = RobotsPanel(rt, bridge)
     qtbot.addWidget(panel)
     panel.resize(560, 760)

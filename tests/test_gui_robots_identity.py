@@ -106,7 +106,7 @@ def lab(tmp_path, data_dir, qtbot, qrun):
         qrun(hub.start())
         agent = qrun(agents.start(hub.url, "Arm1", f"{MOVE},RobotArm.Park"))
         qrun(rt.start(None), timeout_ms=60_000)
-        bridge = EventBridge(rt.core.bus)
+        bridge = EventBridge(rt.ledger.bus)
         panel = RobotsPanel(rt, bridge)
         qtbot.addWidget(panel)
         panel.resize(900, 640)

@@ -33,7 +33,7 @@ def world(store, data_dir, qtbot, qrun):
     qrun(rt.start(templates_dir=None, schedules=True))
     qrun(rt.engine.publish(template_from_dict(NOOP)))
     qrun(rt.engine.publish(template_from_dict({**NOOP, "name": "Plate wash"})))
-    bridge = EventBridge(rt.core.bus)
+    bridge = EventBridge(rt.ledger.bus)
     panel = SchedulesPanel(rt, bridge, zone=BERLIN)
     qtbot.addWidget(panel)
     panel.resize(1280, 720)
@@ -221,7 +221,7 @@ instruments:
         {"id": "seal", "kind": "Sealer.Seal"}]}})))
     runs = [qrun(rt.start_run("Seal", allow_duplicate=True)) for _ in range(3)]
     forecast = Forecast(rt, samples=8)
-    bridge = EventBridge(rt.core.bus)
+    bridge = EventBridge(rt.ledger.bus)
     panel = SchedulesPanel(rt, bridge, zone=BERLIN)
     qtbot.addWidget(panel)
     panel.resize(1280, 720)

@@ -147,7 +147,7 @@ def test_the_main_window_records_the_signed_in_user(store, data_dir, qtbot, qloo
     qtbot.waitUntil(task.done, timeout=10_000)
     session = task.result()
     assert session.who() == "ann" and window.isEnabled()
-    assert window.jobs.actions.who() == "ann" and window.detail.actions.who() == "ann"
+    assert window.jobs.actions.who() == "ann" and window.detail.order_actions.who() == "ann"
     assert window.templates.who == "ann" and "ann (supervisor)" in window.windowTitle()
     window.idle_lock.stop()
     window.close()

@@ -29,7 +29,7 @@ def background(view) -> QColor:
 def test_dashboard_lists_follow_the_theme(start, store, data_dir, qapp, qtbot, light_again):
     apply_theme(qapp, start)
     runtime = Runtime.build(data_dir, store=store, workcell=None, metrics=False)
-    bridge = EventBridge(runtime.core.bus, interval_ms=10)
+    bridge = EventBridge(runtime.ledger.bus, interval_ms=10)
     panel = DashboardPanel(runtime, bridge, None, expanded=True)
     qtbot.addWidget(panel)
     panel.resize(1280, 400)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from core.clock import VirtualClock
 from core.engine import Engine, RunStatus, SimulatedExecutor
-from core.facade import Core
 from core.inbox import Inbox
+from core.ledger import Ledger
 from core.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +46,7 @@ def test_sigkill_after_answers_loses_no_answer_and_the_runs_go_on(tmp_path):
         store = Store(db).open()
         assert store.integrity_check() == "ok"
         clock = VirtualClock.for_store(store)
-        engine = Engine(Core(store), SimulatedExecutor(clock, durations={"*": 5}), clock=clock)
+        engine = Engine(Ledger(store), SimulatedExecutor(clock, durations={"*": 5}), clock=clock)
         inbox = Inbox(engine)
         await engine.start()
         await clock.settle()

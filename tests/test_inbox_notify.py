@@ -71,7 +71,7 @@ def test_a_bad_notifications_section_is_refused_with_file_line_and_key(tmp_path)
 def test_webhook_refused_once_is_shown_on_the_item_then_retried_after_the_backoff(data_dir):
     async def scenario(kit: Kit, url: str):
         settings = NotifySettings(webhook_url=url, webhook_token="s3cret", backoff=30.0, attempts=4)
-        notifier = Notifier(kit.store, settings, clock=kit.clock, bus=kit.core.bus)
+        notifier = Notifier(kit.store, settings, clock=kit.clock, bus=kit.ledger.bus)
         inbox = Inbox(kit.engine, escalate_after={"prompt": 600}, notifier=notifier)
         await kit.publish(ASK)
         run_id = await kit.run("AskNight")
@@ -114,7 +114,7 @@ def test_email_refused_once_by_a_real_smtp_server_is_retried(data_dir, mailbox):
     async def scenario(kit: Kit):
         settings = NotifySettings(email_to=("night@example.org", "ann@example.org"), email_from="lab@example.org",
                                   smtp_host="127.0.0.1", smtp_port=port, backoff=10.0, timeout=10.0)
-        notifier = Notifier(kit.store, settings, clock=kit.clock, bus=kit.core.bus)
+        notifier = Notifier(kit.store, settings, clock=kit.clock, bus=kit.ledger.bus)
         inbox = Inbox(kit.engine, escalate_after={"prompt": 600}, notifier=notifier)
         await kit.publish(ASK)
         await kit.run("AskNight")
@@ -142,7 +142,7 @@ def test_email_refused_once_by_a_real_smtp_server_is_retried(data_dir, mailbox):
 def test_a_delivery_that_keeps_failing_is_given_up_visible_and_sent_again_on_request(data_dir):
     async def scenario(kit: Kit, url: str):
         notifier = Notifier(kit.store, NotifySettings(webhook_url=url, backoff=5.0, attempts=2),
-                            clock=kit.clock, bus=kit.core.bus)
+                            clock=kit.clock, bus=kit.ledger.bus)
         inbox = Inbox(kit.engine, escalate_after={"prompt": 600}, notifier=notifier)
         await kit.publish(ASK)
         await kit.run("AskNight")
@@ -172,7 +172,7 @@ def test_nobody_listening_is_a_failed_attempt_and_answered_items_are_not_sent(da
     async def scenario(kit: Kit):
         url = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
         notifier = Notifier(kit.store, NotifySettings(webhook_url=url, backoff=5.0), clock=kit.clock,
-                            bus=kit.core.bus)
+                            bus=kit.ledger.bus)
         inbox = Inbox(kit.engine, escalate_after={"prompt": 600}, notifier=notifier)
         await kit.publish(ASK)
         await kit.run("AskNight")

@@ -11,7 +11,7 @@ import pytest
 
 from core.clock import SystemClock
 from core.events import EventBus, InstrumentStatusChanged, OrderCreated, OrderStatusChanged
-from core.facade import Core
+from core.ledger import Ledger
 from core.metrics import DashboardMetrics, InitialCounts, Metrics, initial_counts
 from core.orders import ModuleStatus, Order, OrderStatus
 
@@ -207,7 +207,7 @@ def test_initial_counts_from_the_store_match_the_event_stream(store):
         bus = EventBus()
         live = Metrics(SystemClock(), tz=UTC)
         live.subscribe(bus)
-        core = Core(store, bus)
+        core = Ledger(store, bus)
         run = await core.create_order(Order(templateName="ELISA"))
         steps = [await core.create_order(Order(templateName="PlateReader.ReadPlate",
                                                parentIdentifier=run.identifier)) for _ in range(3)]

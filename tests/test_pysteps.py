@@ -15,7 +15,7 @@ import pytest
 from core import pysteps
 from core.engine import Engine, SimulatedExecutor, StepFailure
 from core.errors import TemplateError
-from core.facade import Core
+from core.ledger import Ledger
 from core.store import DB_FILENAME, Store
 from core.templates import parse_template, template_from_dict
 
@@ -99,7 +99,7 @@ def _scenario(data_dir: Path, body):
 
     async def main():
         store = Store(data_dir / DB_FILENAME).open()
-        engine = Engine(Core(store), SimulatedExecutor(_RealClock()), seed=1)
+        engine = Engine(Ledger(store), SimulatedExecutor(_RealClock()), seed=1)
         await engine.start()
         try:
             return await body(engine)

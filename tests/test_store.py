@@ -18,7 +18,7 @@ from core.errors import (
     SchemaTooNewError,
 )
 from core.events import EventBus, OrderCreated, OrderStatusChanged
-from core.facade import Core
+from core.ledger import Ledger
 from core.orders import Order, OrderStatus
 from core.store import APPLICATION_ID, DB_FILENAME, SCHEMA_VERSION, Store, resolve_data_dir
 
@@ -40,7 +40,7 @@ def test_data_dir_flag_beats_environment(tmp_path, monkeypatch):
 
 def test_transitions_and_audit_are_logged_with_who_and_why(store):
     async def scenario():
-        core = Core(store)
+        core = Ledger(store)
         seen = []
         core.bus.subscribe(seen.append)
         order = await core.create_order(Order(templateName="ELISA"), who="lims")
@@ -97,7 +97,7 @@ def test_event_is_published_only_after_commit(store):
 
     async def scenario():
         bus = EventBus()
-        core = Core(store, bus)
+        core = Ledger(store, bus)
         observed = []
         loop = asyncio.get_running_loop()
         subscriber_ran = threading.Event()
@@ -133,7 +133,7 @@ def test_event_is_published_only_after_commit(store):
 
 def test_illegal_transition_changes_nothing(store):
     async def scenario():
-        core = Core(store)
+        core = Ledger(store)
         order = await core.create_order(Order(templateName="T"))
         await core.set_status(order.identifier, OrderStatus.Complete)
         with pytest.raises(IllegalTransitionError, match="Complete -> Running"):
@@ -150,7 +150,7 @@ def test_illegal_transition_changes_nothing(store):
 
 def test_concurrent_writes_share_commits_and_failures_stay_alone(store):
     async def scenario():
-        core = Core(store)
+        core = Ledger(store)
         first = await core.create_order(Order(templateName="T"))
         commits_before = store.commit_count
         results = await asyncio.gather(
@@ -175,7 +175,7 @@ def test_writes_do_not_block_the_loop(store):
     commit_seconds = 0.05
 
     async def scenario():
-        core = Core(store)
+        core = Ledger(store)
         await _on_writer_commit(store, lambda: time.sleep(commit_seconds))
         lags = []
         stop = False

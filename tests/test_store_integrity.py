@@ -21,7 +21,7 @@ import pytest
 from console.cli import main as cli_main
 from core import demo
 from core.errors import ConfigError, CorruptDatabaseError, StoreError
-from core.facade import Core
+from core.ledger import Ledger
 from core.orders import Order, OrderStatus
 from core.store import DB_FILENAME, Store, resolve_data_dir
 
@@ -37,7 +37,7 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     demo.generate(store, 600, seed=3)
 
     async def live() -> None:
-        core = Core(store)
+        core = Ledger(store)
         for n in range(20):
             order = await core.create_order(Order(templateName=f"T{n}"), who="lims")
             await core.set_status(order.identifier, OrderStatus.Running, who="dispatcher")

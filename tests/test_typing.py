@@ -1,11 +1,12 @@
-"""`mypy --strict` over the core modules that are kept fully typed.
+"""`mypy --strict` over the modules that are kept fully typed: core, console and panels.
 
-STRICT lists the files and packages that must stay clean. Modules they import are analysed for
-their types but their own errors are not reported here (``--follow-imports=silent``): a module is
-held to the strict bar once it is on the list. Settings come from ``[tool.mypy]`` in
-pyproject.toml. The run keeps its own cache, ``tmp/.mypy_cache_strict``, so later runs are
-incremental: mypy replays a cached module's errors even where that module is only followed, so
-the cache of full ``mypy core/`` runs (``tmp/.mypy_cache``) would report modules not listed here.
+STRICT lists the files and packages that must stay clean (panels/ file by file: the Jobs panel's
+four files are not on it yet). Modules they import are analysed for their types but their own
+errors are not reported here (``--follow-imports=silent``): a module is held to the strict bar
+once it is on the list. Settings come from ``[tool.mypy]`` in pyproject.toml. The run keeps its
+own cache, ``tmp/.mypy_cache_strict``, so later runs are incremental: mypy replays a cached
+module's errors even where that module is only followed, so the cache of full ``mypy core/``
+runs (``tmp/.mypy_cache``) would report modules not listed here.
 """
 
 from __future__ import annotations
@@ -22,6 +23,33 @@ STRICT = [
     "core/errors.py",
     "core/clock.py",
     "core/events.py",
+    "core/ledger.py",
+    "core/api.py",
+    "console",
+    "panels/__init__.py",
+    "panels/actions.py",
+    "panels/base.py",
+    "panels/charts.py",
+    "panels/dashboard.py",
+    "panels/detail.py",
+    "panels/detail_steps.py",
+    "panels/detail_tables.py",
+    "panels/dialogs.py",
+    "panels/help.py",
+    "panels/inbox.py",
+    "panels/instrument_detail.py",
+    "panels/login.py",
+    "panels/metrics.py",
+    "panels/palette.py",
+    "panels/playbook.py",
+    "panels/robots.py",
+    "panels/schedules.py",
+    "panels/signature.py",
+    "panels/style.py",
+    "panels/templates.py",
+    "panels/theme.py",
+    "panels/widgets.py",
+    "panels/editor",
     "core/facade.py",
     "core/orders.py",
     "core/wire.py",
@@ -67,6 +95,14 @@ STRICT = [
     "panels/jobs_model.py",
     "panels/jobs_filter.py",
     "panels/jobs_filterbar.py",
+    "core/drivers/sila.py",
+    "core/drivers/sila_sim.py",
+    "core/__init__.py",
+    "core/drivers/__init__.py",
+    "core/drivers/agent_protocol.py",
+    "core/gcpolicy.py",
+    "core/template_diff.py",
+    "panels/identity.py",
 ]
 
 

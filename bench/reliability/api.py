@@ -18,6 +18,7 @@ import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from core.dataservices import server as ds_server
 from core.dataservices.server import EmbeddedDataServices
@@ -30,8 +31,9 @@ def count_statuses() -> None:
     """Count each answer's status as it leaves the app (wraps the ASGI ``send``)."""
     original = ds_server.DataServicesApp.__call__
 
-    async def counted(self, scope, receive, send):  # type: ignore[no-untyped-def]
-        async def send_counted(message):  # type: ignore[no-untyped-def]
+    async def counted(self: ds_server.DataServicesApp, scope: dict[str, Any], receive: Any,
+                      send: Any) -> None:
+        async def send_counted(message: dict[str, Any]) -> None:
             if message.get("type") == "http.response.start":
                 STATUS[message["status"]] += 1
             await send(message)

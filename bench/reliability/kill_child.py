@@ -19,7 +19,7 @@ from core.engine import Engine, SimulatedExecutor
 from core.engine.types import StepRequest, started
 from core.errors import NotFoundError
 from core.events import OrderCreated, OrderStatusChanged
-from core.facade import Core
+from core.ledger import Ledger
 from core.store import Store
 from core.templates import template_from_dict
 
@@ -49,7 +49,7 @@ class LoggedExecutor(SimulatedExecutor):
 
 async def main(path: str, runs: int, exec_log: str) -> None:
     store = Store(path).open()
-    core = Core(store)
+    core = Ledger(store)
     out = sys.stdout
     core.bus.subscribe(lambda e: out.write(f"ACK {e.order_id} 0 {int(e.status)}\n"), OrderCreated)
     core.bus.subscribe(lambda e: out.write(f"ACK {e.order_id} {e.seq} {int(e.to_status)}\n"),

@@ -16,6 +16,7 @@ import asyncio
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from core.dataservices.client import DataServicesClient
@@ -37,7 +38,7 @@ instruments:
 """
 
 
-async def until(predicate, timeout: float, step: float = 0.05) -> bool:
+async def until(predicate: Callable[[], object], timeout: float, step: float = 0.05) -> bool:
     end = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > end:

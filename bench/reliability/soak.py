@@ -94,7 +94,7 @@ async def soak(hours: float, interval: float, trace: int) -> dict:
         nonlocal transitions
         transitions += 1
 
-    rt.core.bus.subscribe(count, (OrderCreated, OrderStatusChanged))
+    rt.ledger.bus.subscribe(count, (OrderCreated, OrderStatusChanged))
     end = clock.now() + hours * 3600
     snapshots = []
     while clock.now() < end:

@@ -21,11 +21,13 @@ import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from dispatchkit import WORKCELL, DKit  # noqa: E402
 
-from core.orders import ModuleStatus  # noqa: E402
+from core.drivers.base import ProgressSink  # noqa: E402
+from core.orders import ModuleStatus, Order  # noqa: E402
 from core.store import Store  # noqa: E402
 
 CELL = WORKCELL.replace("{id: Sealer, kind: Sealer,", "{id: Sealer, kind: Sealer, max_concurrent: 2,")
@@ -43,7 +45,7 @@ async def main() -> None:
     sent: Counter[str] = Counter()
     execute = driver.execute
 
-    async def counted(order, progress):  # type: ignore[no-untyped-def]
+    async def counted(order: Order, progress: ProgressSink) -> dict[str, Any]:
         sent[order.identifier or ""] += 1
         return await execute(order, progress)
 

@@ -83,7 +83,7 @@ class ServerChange:
     name for ``template*``, an event id for ``event``. For orders, ``order`` and ``row`` (the
     ``core.store.ORDER_ROW_COLUMNS`` tuple) are the order after the change, and ``status_change``
     is the store's :class:`~core.store.StatusChange` for ``order_status``, ready for
-    ``Core.publish_change``.
+    ``Ledger.publish_change``.
     """
 
     kind: ChangeKind

@@ -345,7 +345,7 @@ class DataServicesClient(DataServicesApi):
                                     "the answer is not JSON; is this a Data Services server?"
                                     f"{_snippet(response.text)}") from None
 
-    async def _get(self, path: str, params: Mapping[str, Any] | None = None, **subject: str) -> Any:
+    async def get_json(self, path: str, params: Mapping[str, Any] | None = None, **subject: str) -> Any:
         response = await self._request("GET", path, params=params, idempotent=True)
         return self._json(self._check(response, **subject))
 
@@ -371,7 +371,7 @@ class DataServicesClient(DataServicesApi):
     # ------------------------------------------------------------------ misc
 
     async def version(self) -> str:
-        data = await self._get(f"{V2}/version")
+        data = await self.get_json(f"{V2}/version")
         if not isinstance(data, str):
             raise DataServicesError(self.base_url + f"{V2}/version",
                                     f"expected a version string, got {data!r:.80}; is this a "
@@ -413,11 +413,11 @@ class DataServicesClient(DataServicesApi):
         return bool(self.honours_idempotency)
 
     async def get_order(self, order_id: str) -> Order:
-        data = await self._get(f"{V2}/OrderService/Order", {"orderId": order_id}, order_id=order_id)
+        data = await self.get_json(f"{V2}/OrderService/Order", {"orderId": order_id}, order_id=order_id)
         return self._typed(Order, data, "order")
 
     async def get_order_status(self, order_id: str) -> OrderStatus:
-        data = await self._get(f"{V2}/OrderService/OrderStatus", {"orderId": order_id},
+        data = await self.get_json(f"{V2}/OrderService/OrderStatus", {"orderId": order_id},
                                order_id=order_id)
         try:
             return OrderStatus.parse(data)  # type: ignore[return-value]
@@ -433,24 +433,24 @@ class DataServicesClient(DataServicesApi):
             params["createdOnOrBefore"] = format_datetime(created_on_or_before)
         if wanted:
             params["status"] = sorted(s.name for s in wanted)
-        found = self._typed_list(Order, await self._get(f"{V2}/OrderService/Orders", params), "orders")
+        found = self._typed_list(Order, await self.get_json(f"{V2}/OrderService/Orders", params), "orders")
         return [o for o in found if wanted is None or o.status in wanted]
 
     async def completed_orders(self, *, limit: int = 100, offset: int = 0) -> list[Order]:
         """Orders in status Complete, oldest first."""
-        data = await self._get(f"{V2}/OrderService/CompletedOrders", {"limit": limit, "offset": offset})
+        data = await self.get_json(f"{V2}/OrderService/CompletedOrders", {"limit": limit, "offset": offset})
         return self._typed_list(Order, data, "orders")
 
     async def executing_orders(self, *, limit: int = 100, offset: int = 0) -> list[Order]:
         """Orders being executed (Running or Paused on labconsole's server), oldest first."""
-        data = await self._get(f"{V2}/OrderService/ExecutingOrders", {"limit": limit, "offset": offset})
+        data = await self.get_json(f"{V2}/OrderService/ExecutingOrders", {"limit": limit, "offset": offset})
         return self._typed_list(Order, data, "orders")
 
     async def unassigned_orders(self, *, limit: int | None = None, offset: int = 0,
                                 module_id: str | None = None,
                                 template_names: Iterable[str] | None = None) -> list[Order]:
         params = {"limit": limit, "offset": offset} if limit is not None else None
-        data = await self._get(f"{V2}/OrderService/UnassignedOrders", params)
+        data = await self.get_json(f"{V2}/OrderService/UnassignedOrders", params)
         found: list[Order] = self._typed_list(Order, data, "orders")
         names = {n.lower() for n in template_names} if template_names is not None else None
         return [o for o in found
@@ -459,7 +459,7 @@ class DataServicesClient(DataServicesApi):
 
     async def descendants_and_self(self, order_id: str) -> list[Order]:
         """The order and every order below it (``parentIdentifier`` chains), oldest first."""
-        data = await self._get(f"{V3}/orders/{_seg(order_id)}/descendants-and-self", order_id=order_id)
+        data = await self.get_json(f"{V3}/orders/{_seg(order_id)}/descendants-and-self", order_id=order_id)
         return self._typed_list(Order, data, "orders")
 
     async def try_assign(self, order_id: str, to: str) -> bool:
@@ -510,12 +510,12 @@ class DataServicesClient(DataServicesApi):
 
     async def list_templates(self, *, limit: int = 1000, offset: int = 0,
                              exclude_hidden: bool = False) -> list[OrderTemplate]:
-        data = await self._get(f"{V3}/order-templates", {
+        data = await self.get_json(f"{V3}/order-templates", {
             "excludeHidden": "true" if exclude_hidden else "false", "limit": limit, "offset": offset})
         return self._typed_list(OrderTemplate, data, "order templates")
 
     async def get_template(self, name: str) -> OrderTemplate:
-        data = await self._get(f"{V3}/order-templates/{_seg(name)}", template=name)
+        data = await self.get_json(f"{V3}/order-templates/{_seg(name)}", template=name)
         return self._typed(OrderTemplate, data, "order template")
 
     async def find_template(self, name: str) -> OrderTemplate:
@@ -569,7 +569,7 @@ class DataServicesClient(DataServicesApi):
         return self._typed_list(EventMessage, self._json(self._check(response)), "events")
 
     async def get_event(self, event_id: str) -> EventMessage:
-        data = await self._get(f"{V3}/events/{_seg(event_id)}", event_id=event_id)
+        data = await self.get_json(f"{V3}/events/{_seg(event_id)}", event_id=event_id)
         return self._typed(EventMessage, data, "event")
 
 

@@ -177,7 +177,7 @@ class DataServicesLink:
         self.client = self.client or DataServicesClient(url, timeout=self._timeout, token=self._token)
         if self.identity is not None:
             self.tasks.spawn(self.identity.run(), "heartbeat")
-        self.runtime.core.bus.subscribe(self._on_status, OrderStatusChanged)
+        self.runtime.ledger.bus.subscribe(self._on_status, OrderStatusChanged)
         await self._restore_watches()
         if self.embedded:  # our own server: the templates are there before anyone asks
             await self.register_templates()
@@ -307,7 +307,7 @@ class DataServicesLink:
         """``UnassignedOrders``, read one order at a time: an order that cannot be read is
         skipped for good (it will not become readable) instead of failing the whole list."""
         assert self.client is not None
-        data = await self.client._get(f"{V2}/OrderService/UnassignedOrders",
+        data = await self.client.get_json(f"{V2}/OrderService/UnassignedOrders",
                                       {"limit": PICKUP_BATCH, "offset": 0})
         if not isinstance(data, list):
             raise DataServicesError(self.client.base_url, "expected a JSON list of orders, got "
@@ -356,20 +356,20 @@ class DataServicesLink:
         if self.embedded:
             answer_id = remote_id
         else:  # a local mirror of the remote order, linked to it
-            mirror = await self.runtime.core.create_order(
+            mirror = await self.runtime.ledger.create_order(
                 order.model_copy(update={"identifier": None, "assignedTo": self.module_id,
                                          "status": OrderStatus.Created}), who=f"Data Services {remote_id}")
             answer_id = mirror.identifier or ""
             await self._link(answer_id, remote_id, adopted=True)
         if problems:
-            await self.runtime.core.set_status(answer_id, OrderStatus.Invalid, who=self.module_id,
+            await self.runtime.ledger.set_status(answer_id, OrderStatus.Invalid, who=self.module_id,
                                                why="inputs rejected: " + "; ".join(problems),
                                                changes={"validationErrors": problems})
             return
         if kind == "workflow":
-            await self.runtime.core.set_status(answer_id, OrderStatus.Validated, who=self.module_id,
+            await self.runtime.ledger.set_status(answer_id, OrderStatus.Validated, who=self.module_id,
                                                why="inputs checked against the template")
-        await self.runtime.core.set_status(answer_id, OrderStatus.Running, who=self.module_id,
+        await self.runtime.ledger.set_status(answer_id, OrderStatus.Running, who=self.module_id,
                                            why="claimed by labconsole")
         if kind == "workflow":
             scheduled = order.scheduledStartTime \
@@ -390,7 +390,7 @@ class DataServicesLink:
         job = Job(answer_id, order.model_copy(update={"identifier": answer_id}), order.templateName or "",
                   restrict=tuple(m for m in order.restricted_modules if m != self.module_id),
                   strategy=order.moduleRestrictionStrategy, biosero=int(order.priority),
-                  on_started=lambda instrument: self.runtime.core.update_order(
+                  on_started=lambda instrument: self.runtime.ledger.update_order(
                       answer_id, {"assignedTo": instrument}))
         try:
             if dispatcher is None:
@@ -409,7 +409,7 @@ class DataServicesLink:
         changes = None
         if outputs:
             changes = {"outputParameters": [to_parameter(k, v) for k, v in outputs.items()]}
-        await self.runtime.core.set_status(order_id, status, who=self.module_id, why=why, changes=changes)
+        await self.runtime.ledger.set_status(order_id, status, who=self.module_id, why=why, changes=changes)
 
     def _on_status(self, event: Any) -> None:
         """A watched run ended: answer the order it runs for."""

@@ -996,17 +996,17 @@ class _GuardedH11(H11Protocol):
 
     limits: ClassVar[ServerLimits]
     _head_timer: asyncio.TimerHandle | None = None
-    _last_active: float = 0.0
+    last_active: float = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._last_active = self.loop.time()
+        self.last_active = self.loop.time()
         self._arm_head_timer()
         if len(self.connections) > self.limits.max_connections:
             self._make_room()
 
     def data_received(self, data: bytes) -> None:
-        self._last_active = self.loop.time()
+        self.last_active = self.loop.time()
         super().data_received(data)
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
             self._arm_head_timer()  # (part of) a request head: it must be complete in time
@@ -1017,24 +1017,24 @@ class _GuardedH11(H11Protocol):
         self._disarm_head_timer()
         super().connection_lost(exc)
 
-    def _idle(self) -> bool:
+    def idle(self) -> bool:
         return self.cycle is None or self.cycle.response_complete
 
     def _make_room(self) -> None:
         idle = [c for c in self.connections
-                if c is not self and isinstance(c, _GuardedH11) and c._idle()
+                if c is not self and isinstance(c, _GuardedH11) and c.idle()
                 and not c.transport.is_closing()]
         limit = self.limits.max_connections
         if idle:
-            victim = min(idle, key=lambda c: c._last_active)
+            victim = min(idle, key=lambda c: c.last_active)
             log.warning("Data Services: %d connections open (limit %d); closing the longest idle",
                         len(self.connections), limit)
-            victim._close_with(408, "Request Timeout", "closed to make room for other clients: "
+            victim.close_with(408, "Request Timeout", "closed to make room for other clients: "
                                f"the server keeps at most {limit} connections open")
         else:
             log.warning("Data Services: %d connections open (limit %d), all busy; refusing one",
                         len(self.connections), limit)
-            self._close_with(503, "Service Unavailable",
+            self.close_with(503, "Service Unavailable",
                              f"the server is busy ({limit} connections open); retry shortly")
 
     def _arm_head_timer(self) -> None:
@@ -1048,13 +1048,13 @@ class _GuardedH11(H11Protocol):
 
     def _head_timeout(self) -> None:
         self._head_timer = None
-        if self.conn.their_state is h11.IDLE and self._idle() and not self.transport.is_closing():
+        if self.conn.their_state is h11.IDLE and self.idle() and not self.transport.is_closing():
             log.warning("Data Services: a client did not send a complete request head within "
                         "%g s; connection closed", self.limits.header_timeout)
-            self._close_with(408, "Request Timeout", "the request line and headers were not "
+            self.close_with(408, "Request Timeout", "the request line and headers were not "
                              f"complete within {self.limits.header_timeout:g} s")
 
-    def _close_with(self, status: int, reason: str, detail: str) -> None:
+    def close_with(self, status: int, reason: str, detail: str) -> None:
         self._disarm_head_timer()
         self._unset_keepalive_if_required()
         if not self.transport.is_closing():

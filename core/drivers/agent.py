@@ -226,11 +226,11 @@ class AgentHub:
             await asyncio.sleep(self.heartbeat_interval)
             now = time.monotonic()
             for driver in self.drivers.values():
-                link = driver._link
+                link = driver.link
                 if link is not None and now - link.last_seen > limit:
                     log.warning("%s: no frame from the agent for %.0f s: connection closed as lost",
                                 driver.instrument_id, now - link.last_seen)
-                    driver._lost(link, f"no heartbeat for {now - link.last_seen:.0f} s")
+                    driver.lost(link, f"no heartbeat for {now - link.last_seen:.0f} s")
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(link.ws.close(1011, "heartbeat timeout"), 2)
 
@@ -252,7 +252,7 @@ class AgentHub:
                 except ProtocolError as exc:
                     await self._bad_frame(ws, address, exc, limiter, link.name)
                     continue
-                await self.drivers[link.name]._on_message(link, envelope, payload)
+                await self.drivers[link.name].on_message(link, envelope, payload)
         except ConnectionClosed as exc:
             rcvd = exc.rcvd
             if rcvd is not None and rcvd.code not in (1000, 1001):
@@ -268,7 +268,7 @@ class AgentHub:
             if link is not None:
                 driver = self.drivers.get(link.name)
                 if driver is not None:
-                    driver._lost(link, f"connection from {address} closed")
+                    driver.lost(link, f"connection from {address} closed")
 
     async def _bad_frame(self, ws: ServerConnection, address: str, exc: ProtocolError,
                          limiter: _LogLimiter, name: str | None) -> None:
@@ -325,18 +325,18 @@ class AgentHub:
                                f"workcell declares for it (it offers: "
                                f"{', '.join(hello.capabilities) or 'nothing'})", envelope.id)
             return None
-        old = driver._link
+        old = driver.link
         if old is not None and not old.closed:
             if time.monotonic() - old.last_seen < 2 * self.heartbeat_interval:
                 await self._refuse(ws, address, "already_connected",
                                    f"agent {hello.name!r} is already connected from {old.address}",
                                    envelope.id)
                 return None
-            driver._lost(old, f"replaced by a new connection from {address}")
+            driver.lost(old, f"replaced by a new connection from {address}")
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(old.ws.close(1001, "replaced by a new connection"), 2)
         link = _Link(ws, hello.name, address, hello)
-        await driver._attach(link, envelope)
+        await driver.attach(link, envelope)
         if self.on_register is not None:
             self.on_register(hello.name)
         return link
@@ -378,7 +378,7 @@ class AgentDriver:
         self.bus = bus
         self.connect_timeout = connect_timeout
         self.reconnect_grace = reconnect_grace
-        self._link: _Link | None = None
+        self.link: _Link | None = None
         self._registered = asyncio.Event()
         self._connected = False
         self._connecting = False
@@ -399,21 +399,21 @@ class AgentDriver:
     @property
     def agent_address(self) -> str | None:
         """``host:port`` of the connected agent, or None."""
-        return self._link.address if self._link is not None else None
+        return self.link.address if self.link is not None else None
 
     @property
     def agent_host(self) -> str:
         """Host name and pid the agent reported, or ''."""
-        if self._link is None:
+        if self.link is None:
             return ""
-        hello = self._link.hello
+        hello = self.link.hello
         return f"{hello.hostname} pid {hello.pid}" if hello.pid is not None else hello.hostname
 
     @property
     def state(self) -> DriverState:
         if self._connecting:
             return DriverState.CONNECTING
-        if not self._connected or self._link is None:
+        if not self._connected or self.link is None:
             return DriverState.DISCONNECTED
         return DriverState.BUSY if self._jobs else DriverState.IDLE
 
@@ -425,12 +425,12 @@ class AgentDriver:
 
     async def connect(self) -> None:
         await self.hub.start()
-        if self._connected and self._link is not None:
+        if self._connected and self.link is not None:
             return
         self._connecting = True
         self._announce()
         try:
-            if self._link is None:
+            if self.link is None:
                 try:
                     async with asyncio.timeout(self.connect_timeout):
                         await self._registered.wait()
@@ -451,13 +451,13 @@ class AgentDriver:
     async def disconnect(self) -> None:
         self._connected = False
         self._detail = "disconnected"
-        link = self._link
+        link = self.link
         for job in list(self._jobs.values()):
             self._finish(job, InstrumentUnavailable(
                 f"{self.instrument_id}: disconnected during {job.capability} of order {job.job_id}",
                 instrument_id=self.instrument_id))
         if link is not None:
-            self._link = None
+            self.link = None
             self._registered.clear()
             link.closed = True
             with contextlib.suppress(Exception):
@@ -466,8 +466,8 @@ class AgentDriver:
 
     async def status(self) -> DriverStatus:
         detail = self._detail
-        if self._link is not None and not detail:
-            detail = f"agent at {self._link.address}" + (
+        if self.link is not None and not detail:
+            detail = f"agent at {self.link.address}" + (
                 f", latency {self.latency * 1000:.1f} ms" if self.latency is not None else "")
         return DriverStatus(self.state, detail, list(self._jobs),
                             to_datetime(self.last_heartbeat) if self.last_heartbeat else None)
@@ -486,7 +486,7 @@ class AgentDriver:
 
     async def cancel(self, order_id: str) -> bool:
         job = self._jobs.get(order_id)
-        link = self._link
+        link = self.link
         if job is None or link is None:
             return False
         try:
@@ -529,11 +529,11 @@ class AgentDriver:
                 self._lost_job(job)
             return await job.future
         except asyncio.CancelledError:
-            if not job.future.done() and self._link is not None:
+            if not job.future.done() and self.link is not None:
                 # the caller gave up on the job: stop it on the agent as well (no wait)
                 job.cancel_requested = True
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(self._link.send("job_cancel", JobCancel(job_id=job_id)))
+                    await asyncio.shield(self.link.send("job_cancel", JobCancel(job_id=job_id)))
             raise
         finally:
             if job.lost_timer is not None:
@@ -545,14 +545,14 @@ class AgentDriver:
     # ------------------------------------------------------------------ link events (hub)
 
     def _require_link(self) -> _Link:
-        if self._link is None or not self._connected:
+        if self.link is None or not self._connected:
             raise InstrumentUnavailable(f"{self.instrument_id}: agent not connected"
                                         + (f" ({self._detail})" if self._detail else ""),
                                         instrument_id=self.instrument_id)
-        return self._link
+        return self.link
 
     async def _wait_for_link(self) -> _Link:
-        if self._link is None:
+        if self.link is None:
             try:
                 async with asyncio.timeout(self.connect_timeout):
                     await self._registered.wait()
@@ -561,10 +561,10 @@ class AgentDriver:
                                   f"{self.connect_timeout:g} s); nothing was sent",
                                   code="AgentNotConnected", retryable=True,
                                   instrument_id=self.instrument_id) from None
-        assert self._link is not None
-        return self._link
+        assert self.link is not None
+        return self.link
 
-    async def _attach(self, link: _Link, envelope: Envelope) -> None:
+    async def attach(self, link: _Link, envelope: Envelope) -> None:
         """A registration was accepted: reconcile the jobs, answer ``robot_registered``."""
         hello = link.hello
         reported = {r.job_id for r in hello.running} | set(hello.finished)
@@ -580,7 +580,7 @@ class AgentDriver:
                     job.lost_timer.cancel()
                     job.lost_timer = None
                 job.accepted = True
-        self._link = link
+        self.link = link
         self._detail = ""
         self.last_heartbeat = self.clock.now()
         self.info = self.info.identified(
@@ -600,7 +600,7 @@ class AgentDriver:
                  self.agent_host or "unknown host")
         self._announce()
 
-    def _lost(self, link: _Link, why: str) -> None:
+    def lost(self, link: _Link, why: str) -> None:
         """The agent's connection ended: its jobs wait ``reconnect_grace`` for it to return."""
         for future in link.replies.values():
             if not future.done():
@@ -608,9 +608,9 @@ class AgentDriver:
         if link.closed:
             return
         link.closed = True
-        if self._link is not link:
+        if self.link is not link:
             return
-        self._link = None
+        self.link = None
         self._registered.clear()
         self._detail = f"agent connection lost: {why}"
         log.warning("%s: %s", self.instrument_id, self._detail)
@@ -625,7 +625,7 @@ class AgentDriver:
 
     def _grace_over(self, job: _Job) -> None:
         job.lost_timer = None
-        if self._link is None:
+        if self.link is None:
             self._finish(job, InstrumentUnavailable(
                 f"{self.instrument_id}: connection to the agent lost during {job.capability} of "
                 f"order {job.job_id}, and it did not come back within {self.reconnect_grace:g} s; "
@@ -643,7 +643,7 @@ class AgentDriver:
         else:
             job.future.set_result(result)
 
-    async def _on_message(self, link: _Link, envelope: Envelope, payload: Any) -> None:
+    async def on_message(self, link: _Link, envelope: Envelope, payload: Any) -> None:
         self.last_heartbeat = self.clock.now()
         if envelope.reply_to is not None:
             future = link.replies.get(envelope.reply_to)

@@ -345,10 +345,7 @@ def encode(kind: str, payload: BaseModel | dict[str, Any] | None = None, *,
 
     Non-finite floats (NaN, infinity) become null, so every frame is standard JSON.
     """
-    if isinstance(payload, BaseModel):
-        body = payload.model_dump(mode="json")
-    else:
-        body = payload or {}
+    body = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload or {}
     msg_id = msg_id or uuid.uuid4().hex
     frame = {"v": PROTOCOL_VERSION, "type": kind, "id": msg_id,
              "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),

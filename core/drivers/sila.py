@@ -276,7 +276,8 @@ class SilaDriver:
             return False
         try:
             await asyncio.wait_for(run.uuid_known.wait(), self.options.connect_timeout)
-            await self._call(self._client.CancelController.CancelCommand, run.execution_uuid)
+            cancel = self._client._features[CANCEL_CONTROLLER]._client_commands["CancelCommand"]
+            await self._call(cancel, run.execution_uuid)
         except (Exception, TimeoutError) as exc:  # noqa: BLE001 - not confirmed: False
             log.info("%s: cancel not confirmed: %s", where, _why(exc))
             return False
@@ -475,8 +476,9 @@ class SilaDriver:
             params = {p._identifier: p for p in node.parameters}
             answers = {r._identifier for r in node.responses}
             observable = isinstance(node, ObservableCommand)
-            intermediate = bool(observable and node.intermediate_responses)
-            if intermediate:
+            intermediate = False
+            if isinstance(node, ObservableCommand) and node.intermediate_responses:
+                intermediate = True
                 answers |= {r._identifier for r in node.intermediate_responses}
             errors = {e._identifier for e in node.defined_execution_errors}
             for name, target in spec.parameters.items():
@@ -508,7 +510,7 @@ class SilaDriver:
         timeout = self.options.heartbeat_timeout
 
         def read() -> str:
-            service = client.SiLAService
+            service = client._features["SiLAService"]
             prop = service._unobservable_properties["ServerUUID"]
             message = service._grpc_stub.Get_ServerUUID(prop.get_parameters_message(), timeout=timeout)
             return str(prop.to_native_type(message))
@@ -661,9 +663,8 @@ class SilaDriver:
 def _why(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
-    if isinstance(exc, SilaConnectionError) and isinstance(getattr(exc, "exception", None), grpc.RpcError):
-        inner = exc.exception
-        return f"{inner.code().name}: {inner.details()}"
+    if isinstance(exc, SilaConnectionError) and isinstance(exc.exception, grpc.RpcError):
+        return f"{exc.exception.code().name}: {exc.exception.details()}"
     if isinstance(exc, grpc.RpcError):
         return f"{exc.code().name}: {exc.details()}"
     return str(exc) or type(exc).__name__

@@ -177,8 +177,9 @@ class SimulatedSilaServer:
     def start(self) -> None:
         """Start serving (a new server UUID each time)."""
         quiet_sila_logs(*self._feature_ids)
-        original = _sila_server_module.SilaServiceBroadcaster
-        _sila_server_module.SilaServiceBroadcaster = _NoBroadcast  # type: ignore[misc,assignment]
+        namespace = vars(_sila_server_module)  # the name SilaServer's constructor looks up
+        original = namespace["SilaServiceBroadcaster"]
+        namespace["SilaServiceBroadcaster"] = _NoBroadcast
         try:
             server = SilaServer(server_name=self.config.display_name[:255],
                                 server_type=self.config.kind,
@@ -188,7 +189,7 @@ class SimulatedSilaServer:
                                 server_uuid=self._next_uuid)
             self._next_uuid = None
         finally:
-            _sila_server_module.SilaServiceBroadcaster = original  # type: ignore[misc]
+            namespace["SilaServiceBroadcaster"] = original
         features = [_feature(self._features_dir / f"{f}.sila.xml") for f in self._feature_ids]
         if self.cancel_controller:
             features.append(_feature(self._features_dir / "CancelController.sila.xml"))
@@ -258,7 +259,9 @@ class SimulatedSilaServer:
                 command = self._commands.get((feature_id, command_id)) or _Command(
                     f"{feature_id}.{command_id}", CapabilitySpec(duration=1.0), None, node)
                 members[command_id] = self._handler(command, feature)
-        return type(f"{feature_id}Simulation", (FeatureImplementationBase,), members)(server)
+        simulation: type[FeatureImplementationBase] = type(f"{feature_id}Simulation",
+                                                           (FeatureImplementationBase,), members)
+        return simulation(server)
 
     def _handler(self, command: _Command, feature: Feature) -> Any:
         sim = self

@@ -25,9 +25,9 @@ from core.errors import (
     NotFoundError,
     StateError,
 )
-from core.facade import os_user
 from core.states import DONE_OK, RUN_FINAL, STEP_FINAL, STEP_RETRYABLE, RunStatus, StepStatus
 from core.templates import descendants
+from core.users import os_user
 
 
 class Act(Enum):
@@ -78,13 +78,13 @@ class OperatorControl(DagEngine):
     async def act(self, actions: Sequence[Action]) -> list[LabconsoleError | None]:
         """Apply operator actions in ONE transaction (state changes, transitions, audit entries);
         one result per action: None, or why it was refused (nothing of it was applied)."""
-        d = Decision(self.core)
+        d = Decision(self.ledger)
         results: list[LabconsoleError | None] = []
         for action in actions:
             run: RunState | None = None
             try:
                 run = await self._reopen(action.run_id)
-                one = Decision(self.core)
+                one = Decision(self.ledger)
                 if action.item is not None:  # first: the run may finish (closing what is left open) in this commit
                     one.write(inbox.answer_op(action.item, action.who, action.answer or action.outputs or {},
                                               self.clock.now(), propose_after=self._propose_after()),

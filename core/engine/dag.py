@@ -53,7 +53,7 @@ from core.engine.types import (
 from core.engine.views import RunViews
 from core.errors import DuplicateSubmissionError, InputError, NotFoundError
 from core.events import OrderCreated, RunChanged, StepProgress
-from core.facade import Core
+from core.ledger import Ledger
 from core.orders import Order, OrderPriority, SchedulingStrategy
 from core.states import DONE_OK, RUN_FINAL, STEP_FINAL, RunStatus, StepStatus
 from core.tasks import Supervisor
@@ -75,15 +75,15 @@ _BUILTIN = ("delay", "noop", "prompt", "python")
 class DagEngine:
     """Runs workflow templates as durable DAGs of orders. See the module docstring."""
 
-    def __init__(self, core: Core, executor: StepExecutor, *, clock: Clock | None = None,
+    def __init__(self, ledger: Ledger, executor: StepExecutor, *, clock: Clock | None = None,
                  registry: TemplateRegistry | None = None, seed: int | None = None,
                  duplicate_window: float = 10.0) -> None:
-        self.core = core
-        self.store = core.store
+        self.ledger = ledger
+        self.store = ledger.store
         self.executor = executor
         self.clock = clock or SystemClock()
-        self.templates = registry or TemplateRegistry(core.store)
-        self.views = RunViews(core.store, self.templates)
+        self.templates = registry or TemplateRegistry(ledger.store)
+        self.views = RunViews(ledger.store, self.templates)
         self.rng = random.Random(seed)
         self.duplicate_window = duplicate_window
         """Seconds within which the same template + inputs + requester is refused as a duplicate."""
@@ -185,7 +185,7 @@ class DagEngine:
         made = await store.write(op)
         run_id = made[0][0].identifier or ""
         for order, row in made:
-            self.core.bus.publish(OrderCreated(order_id=order.identifier or "", parent_id=order.parentIdentifier,
+            self.ledger.bus.publish(OrderCreated(order_id=order.identifier or "", parent_id=order.parentIdentifier,
                                                template_name=order.templateName, row=row))
         run = RunState(run_id, template, inputs, priority, created=now, biosero_priority=biosero_priority,
                        not_before=scheduled_start.timestamp() if scheduled_start else None)
@@ -193,7 +193,7 @@ class DagEngine:
             run.steps[s.id] = StepState(s, order.identifier or "")
         run.index()
         self._runs[run_id] = run
-        self.core.bus.publish(RunChanged(run_id=run_id, template_name=template.name,
+        self.ledger.bus.publish(RunChanged(run_id=run_id, template_name=template.name,
                                          template_version=template.version, status=run.status))
         return run_id
 
@@ -201,7 +201,7 @@ class DagEngine:
         """Start a created run. With ``async_execution=False`` wait until it ends."""
         run = await self._reopen(instance_id)
         if run.status is RunStatus.PENDING:
-            d = Decision(self.core)
+            d = Decision(self.ledger)
             self._begin(d, run)
             await self._commit(d)
         if not async_execution:
@@ -213,7 +213,7 @@ class DagEngine:
             when = to_datetime(run.not_before).isoformat(timespec="seconds")
             d.then.append(lambda: self.timers.at(run.not_before or 0.0, lambda: self.tasks.spawn(
                 self._begin_when_due(run), f"scheduled-{run.run_id}")))
-            d.then.append(lambda: self.core.bus.publish(RunChanged(
+            d.then.append(lambda: self.ledger.bus.publish(RunChanged(
                 run_id=run.run_id, template_name=run.template.name, template_version=run.template.version,
                 status=run.status, detail=f"scheduled for {when}")))
             return
@@ -226,7 +226,7 @@ class DagEngine:
 
     async def _begin_when_due(self, run: RunState) -> None:
         if run.status is RunStatus.PENDING and self._runs.get(run.run_id) is run:
-            d = Decision(self.core)
+            d = Decision(self.ledger)
             self._begin(d, run)
             await self._commit(d)
 
@@ -377,7 +377,7 @@ class DagEngine:
                           ready_at: float) -> None:
         for i in range(0, len(rest), WAVE):
             wave = rest[i:i + WAVE]
-            d = Decision(self.core)
+            d = Decision(self.ledger)
             self._record_queued(d, run, wave)
             d.then.append(functools.partial(self._launch, run, wave, ready_at))
             await self._commit(d)
@@ -433,7 +433,7 @@ class DagEngine:
     async def _mark_running(self, run: RunState, state: StepState, request: StepRequest) -> None:
         if state.request is not request or state.status is not StepStatus.QUEUED:
             return
-        d = Decision(self.core)
+        d = Decision(self.ledger)
         self._running(d, run, state)
         await self._commit(d)
 
@@ -474,7 +474,7 @@ class DagEngine:
 
     async def _run_attempt(self, run: RunState, state: StepState, request: StepRequest) -> None:
         def progress(fraction: float | None, values: Mapping[str, Any] | None) -> None:
-            self.core.bus.publish(StepProgress(order_id=request.order_id, instrument_id=state.instrument,
+            self.ledger.bus.publish(StepProgress(order_id=request.order_id, instrument_id=state.instrument,
                                                progress=fraction, values=dict(values) if values else None))
 
         try:
@@ -507,7 +507,7 @@ class DagEngine:
         state.ended = self.clock.now()
         if state.started is None:  # an executor that never reported "started"
             state.started = state.ended
-        d = Decision(self.core)
+        d = Decision(self.ledger)
         d.step(run, state, StepStatus.COMPLETED, changes={"outputParameters": to_parameters(state.outputs)})
         self._advance(d, run, after=state)  # the next steps start in the same commit
         await asyncio.shield(self._commit(d))
@@ -560,7 +560,7 @@ class DagEngine:
             self.tasks.spawn(self._stop_attempts([(request, task)]), f"timeout-{state.order_id}")
 
     async def _on_failure(self, run: RunState, state: StepState, failure: StepFailure) -> None:
-        d = Decision(self.core)
+        d = Decision(self.ledger)
         self._failed(d, run, state, failure)
         await self._commit(d)
 
@@ -591,7 +591,7 @@ class DagEngine:
     def _retry_due(self, run: RunState, state: StepState, attempt: int) -> None:
         if state.status is StepStatus.RETRYING and state.attempt == attempt \
                 and not run.paused and run.status not in RUN_FINAL:
-            d = Decision(self.core)
+            d = Decision(self.ledger)
             self._queue(d, run, [state])
             self.tasks.spawn(self._commit(d), f"retry-{state.order_id}")
 
@@ -685,7 +685,7 @@ class DagEngine:
 
     async def _run_timed_out(self, run: RunState) -> None:
         if run.status not in RUN_FINAL:
-            d = Decision(self.core)
+            d = Decision(self.ledger)
             self._end(d, run, RunStatus.FAILED, f"run timed out after {run.template.default_timeout:g} s")
             await self._commit(d)
 

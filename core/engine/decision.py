@@ -19,7 +19,7 @@ from core.engine import tables
 from core.engine.state import RunState, StepState
 from core.engine.types import StepRequest, StopReason
 from core.events import EventBus, OperatorAction, OrderUpdated, RunChanged, StepChanged
-from core.facade import Core
+from core.ledger import Ledger
 from core.states import (
     DONE_OK,
     RUN_ORDER_STATUS,
@@ -43,10 +43,10 @@ _DETAIL_KEPT = frozenset({StepStatus.QUEUED, StepStatus.RETRYING, StepStatus.PEN
 class Decision:
     """The writes, events, instrument stops and follow-ups of one decision (see module doc)."""
 
-    __slots__ = ("core", "_writes", "_publish", "stops", "then", "undo")
+    __slots__ = ("ledger", "_writes", "_publish", "stops", "then", "undo")
 
-    def __init__(self, core: Core) -> None:
-        self.core = core
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
         self._writes: list[Write] = []
         self._publish: list[Publish | None] = []
         self.stops: list[tuple[StepRequest, asyncio.Task[None]]] = []
@@ -79,7 +79,7 @@ class Decision:
         if detail is not None and status in _DETAIL_KEPT:
             order_changes["statusDetails"] = detail
         order_status = STEP_ORDER_STATUS[status]
-        status_op = self.core.store.status_op(state.order_id, order_status, who=who, why=detail,
+        status_op = self.ledger.store.status_op(state.order_id, order_status, who=who, why=detail,
                                               changes=order_changes or None) \
             if order_status is not STEP_ORDER_STATUS[previous] or order_changes or detail else None
         row = tables.step_row(run.run_id, state)
@@ -93,7 +93,7 @@ class Decision:
 
         def publish(change: StatusChange | None, bus: EventBus) -> None:
             if change is not None:
-                self.core.publish_change(change, who, detail)
+                self.ledger.publish_change(change, who, detail)
             bus.publish(event)
 
         self.write(write, publish)
@@ -103,7 +103,7 @@ class Decision:
         """The run is now ``status``: its ``runs`` row and its parent order's transition."""
         run.status = status
         row = tables.run_row(run)
-        status_op = self.core.store.status_op(run.run_id, RUN_ORDER_STATUS[status], who=who, why=detail,
+        status_op = self.ledger.store.status_op(run.run_id, RUN_ORDER_STATUS[status], who=who, why=detail,
                                               changes=changes)
         event = RunChanged(run_id=run.run_id, template_name=run.template.name,
                            template_version=run.template.version, status=status, detail=detail)
@@ -113,7 +113,7 @@ class Decision:
             return status_op(conn)
 
         def publish(change: StatusChange, bus: EventBus) -> None:
-            self.core.publish_change(change, who, detail)
+            self.ledger.publish_change(change, who, detail)
             bus.publish(event)
 
         self.write(write, publish)
@@ -125,7 +125,7 @@ class Decision:
 
     def order_fields(self, order_id: str, changes: dict[str, Any], *,
                      numeric_priority: int | None = None) -> None:
-        op = self.core.store.update_op(order_id, changes, numeric_priority)
+        op = self.ledger.store.update_op(order_id, changes, numeric_priority)
         fields = tuple(changes) or (("priority",) if numeric_priority is not None else ())
 
         def publish(result: Any, bus: EventBus) -> None:
@@ -136,7 +136,7 @@ class Decision:
     def audit(self, who: str, action: str, target: str | None, reason: str | None,
               details: dict[str, Any] | None = None) -> None:
         """An operator action (or an automatic decision made on one's behalf), in the same commit."""
-        op = self.core.store.audit_op(who, action, target, reason, details)
+        op = self.ledger.store.audit_op(who, action, target, reason, details)
         event = OperatorAction(who=who, action=action, target=target, reason=reason)
         self.write(op, lambda _seq, bus: bus.publish(event))
 
@@ -156,7 +156,7 @@ class Decision:
         return [w(conn) for w in self._writes]
 
     def published(self, results: list[Any]) -> None:
-        bus = self.core.bus
+        bus = self.ledger.bus
         for publish, result in zip(self._publish, results, strict=True):
             if publish is not None:
                 publish(result, bus)

@@ -38,7 +38,7 @@ class Recovery(DagEngine):
                 await self.recover_in_flight(only=run_id)
                 started_ids.append(run_id)
             elif status == RunStatus.CANCELLED and run is not None and run.status not in RUN_FINAL:
-                d = Decision(self.core)
+                d = Decision(self.ledger)
                 self._end(d, run, RunStatus.CANCELLED, "Canceled outside the console")
                 await self._commit(d)
                 stopped.append(run_id)
@@ -59,7 +59,7 @@ class Recovery(DagEngine):
         return resumed
 
     def _resume_after_restart(self, run: RunState) -> Decision:
-        d = Decision(self.core)
+        d = Decision(self.ledger)
         unknown = False
         rerun: list[StepState] = []
         for state in run.steps.values():

@@ -45,10 +45,10 @@ class TemplateEdit(QUndoCommand):
         self._id = _merge_id(merge_key)
 
     def redo(self) -> None:
-        self.document._set(self.after)
+        self.document.set_template(self.after)
 
     def undo(self) -> None:
-        self.document._set(self.before)
+        self.document.set_template(self.before)
 
     def id(self) -> int:  # noqa: A003 - Qt's name
         return self._id
@@ -98,7 +98,7 @@ class TemplateDocument(QObject):
         self._base = 0
         self.published = template if published else None
         self.latest_version = max(latest_version, template.version if published else 0)
-        self._set(template if published else template.model_copy(update={"version": 0}), emit=False)
+        self.set_template(template if published else template.model_copy(update={"version": 0}), emit=False)
         self.opened.emit()
         self.changed.emit()
 
@@ -131,7 +131,7 @@ class TemplateDocument(QObject):
         self.stack.push(TemplateEdit(self, self.template, new, text, merge_key))
         return True
 
-    def _set(self, template: WorkflowTemplate, emit: bool = True) -> None:
+    def set_template(self, template: WorkflowTemplate, emit: bool = True) -> None:
         if self.published is not None and template.content_hash() == self.published.content_hash():
             template = self.published  # back to the published content: that version again
         elif template.version:

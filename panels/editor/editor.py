@@ -8,7 +8,7 @@ running belong to the Templates panel, which drives the editor through :attr:`do
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from PySide6.QtCore import (
     QAbstractListModel,
@@ -38,7 +38,7 @@ from panels.editor.kinds import KindCatalog
 from panels.editor.layout import NODE_HEIGHT, NODE_WIDTH, V_GAP, layered_layout, layout_with_routes
 from panels.editor.palette import KindPalette
 from panels.editor.validation import Issue
-from panels.theme import current_theme, embolden, keep_styled, text_style, theme_events
+from panels.theme import Theme, current_theme, embolden, keep_styled, text_style, theme_events
 
 __all__ = ["IssuesModel", "TemplateEditor", "display_positions"]
 
@@ -53,7 +53,7 @@ def display_positions(t: WorkflowTemplate,
     out = {s.id: s.position for s in t.steps if s.position is not None}
     missing = [s for s in t.steps if s.id not in out]
     if not missing:
-        return out  # type: ignore[return-value]
+        return out
     cached = {s.id: cache[s.id] for s in missing if cache and s.id in cache}
     out.update(cached)
     rest = [s for s in missing if s.id not in cached]
@@ -69,11 +69,17 @@ def display_positions(t: WorkflowTemplate,
         else:
             for s in rest:
                 out[s.id] = layout[s.id]
-    return out  # type: ignore[return-value]
+    return out
 
 
 def _near(a: tuple[float, float] | None, b: tuple[float, float] | None) -> bool:
     return a is not None and b is not None and abs(a[0] - b[0]) < 0.5 and abs(a[1] - b[1]) < 0.5
+
+
+
+def _banner(tone: str, rest: str) -> Callable[[Theme], str]:
+    """The style sheet of a banner in ``tone`` (ok, warn, error, info) for a theme."""
+    return lambda t: t.css(f"banner_{tone}_fg", f"banner_{tone}_bg", rest)
 
 
 class IssuesModel(QAbstractListModel):
@@ -123,7 +129,7 @@ class TemplateEditor(QWidget):
         self._view_positions: dict[str, tuple[float, float]] = {}
         self._selected: str | None = None
 
-        self.palette = KindPalette(catalog, self)
+        self.kind_palette = KindPalette(catalog, self)
         self.scene = EditorScene(self)
         self.view = EditorView(self.scene, self)
         self.view.setObjectName("editorCanvas")
@@ -198,7 +204,7 @@ class TemplateEditor(QWidget):
         embolden(palette_title)
         palette_title.setWordWrap(True)
         palette_layout.addWidget(palette_title)
-        palette_layout.addWidget(self.palette, 1)
+        palette_layout.addWidget(self.kind_palette, 1)
         self.splitter = QSplitter(Qt.Orientation.Horizontal, self)
         self.splitter.addWidget(palette_box)
         self.splitter.addWidget(canvas)
@@ -226,7 +232,7 @@ class TemplateEditor(QWidget):
         self.scene.selectionChanged.connect(self._on_scene_selection)
         self.view.delete_requested.connect(self.delete_selection)
         self.inspector.step.step_renamed.connect(self._on_step_renamed)
-        self.palette.kind_activated.connect(self._on_palette_activated)
+        self.kind_palette.kind_activated.connect(self._on_palette_activated)
         self.issues.clicked.connect(self._on_issue_clicked)
         self.delete_action.triggered.connect(self.delete_selection)
         self.layout_action.triggered.connect(self.auto_layout)
@@ -240,7 +246,7 @@ class TemplateEditor(QWidget):
     def set_catalog(self, catalog: KindCatalog) -> None:
         self.catalog = catalog
         self.document.catalog = catalog
-        self.palette.set_catalog(catalog)
+        self.kind_palette.set_catalog(catalog)
 
     def open(self, template: WorkflowTemplate, *, published: bool, latest_version: int = 0) -> None:
         """Open ``template`` (see :meth:`TemplateDocument.open`)."""
@@ -295,13 +301,11 @@ class TemplateEditor(QWidget):
                 text += f" · {warnings} warning{'s' if warnings != 1 else ''}"
             tone = "ok"
         self.status.setText(text)
-        keep_styled(self.status, lambda t, tone=tone: t.css(f"banner_{tone}_fg", f"banner_{tone}_bg",
-                                                            "padding: 4px 8px; font-weight: 600; border-radius: 3px;"))
+        keep_styled(self.status, _banner(tone, "padding: 4px 8px; font-weight: 600; border-radius: 3px;"))
         draft = doc.is_draft
         self.banner.setText(f"<b>{doc.template.name}</b> &nbsp;·&nbsp; {doc.state_text()}")
         tone = "warn" if draft and doc.published else "info"
-        keep_styled(self.banner, lambda t, tone=tone: t.css(f"banner_{tone}_fg", f"banner_{tone}_bg",
-                                                            "padding: 4px 8px; border-radius: 3px;"))
+        keep_styled(self.banner, _banner(tone, "padding: 4px 8px; border-radius: 3px;"))
         self.issues.setVisible(bool(doc.issues))
         if doc.issues:  # room for each problem to wrap once, up to four lines
             lines = min(4, len(doc.issues) + 1)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from PySide6.QtCore import QLineF, QMimeData, QPoint, QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QLineF, QMimeData, QPoint, QPointF, QRect, QRectF, Qt, Signal
 from PySide6.QtGui import (
     QBrush,
     QColor,
@@ -277,7 +277,7 @@ class StepNode(QGraphicsObject):
         self.setToolTip("<br>".join(lines))
 
     @property
-    def group(self) -> str:
+    def kind_group(self) -> str:
         if self.info is not None:
             return self.info.group
         return BUILTIN_GROUP if self.step.is_builtin else self.step.kind.partition(".")[0]
@@ -335,7 +335,7 @@ class StepNode(QGraphicsObject):
         bar.addRoundedRect(QRectF(0, 0, 14, NODE_HEIGHT), 7, 7)
         clip = QPainterPath()
         clip.addRect(QRectF(0, 0, 7, NODE_HEIGHT))
-        painter.setBrush(group_color(self.group))
+        painter.setBrush(group_color(self.kind_group))
         painter.drawPath(bar.intersected(clip))
 
         # border: selection > diff mark > problems > plain
@@ -731,7 +731,7 @@ class EditorScene(QGraphicsScene):
         self.update()
 
     # -- background
-    def drawBackground(self, painter: QPainter, rect: QRectF) -> None:  # noqa: N802
+    def drawBackground(self, painter: QPainter, rect: QRectF | QRect) -> None:  # noqa: N802
         painter.fillRect(rect, colors().background)
         step = 20
         left = int(rect.left()) - int(rect.left()) % step

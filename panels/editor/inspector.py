@@ -362,7 +362,8 @@ class WindowEditor(QGroupBox):
         self.least.value_changed.connect(self._emit)
         self.most.value_changed.connect(self._emit)
 
-    def window(self) -> Window | None:
+    def chosen(self) -> Window | None:
+        """The window as edited (None: no window)."""
         after = self.after.currentData()
         if not self.isChecked() or not after:
             return None
@@ -372,7 +373,7 @@ class WindowEditor(QGroupBox):
         return Window(after=after, min=least or 0.0, max=most)
 
     def _emit(self, *_args: Any) -> None:
-        self.window_changed.emit(self.window())
+        self.window_changed.emit(self.chosen())
 
     def load(self, step: Step, earlier: list[Step]) -> None:
         """Show ``step``'s window; ``earlier``: the steps it may count from (run before it)."""
@@ -405,7 +406,7 @@ class StepInspector(QWidget):
         self.document = document
         self.step_id: str | None = None
         self._rows: dict[str, ParamRow] = {}
-        self._row_key: tuple = ()
+        self._row_key: tuple[object, ...] = ()
 
         self.title = QLabel(self)
         self.title.setObjectName("inspectorTitle")
@@ -448,7 +449,7 @@ class StepInspector(QWidget):
         self.retry_default = QLabel(self)
         keep_styled(self.retry_default, _MUTED_STYLE)
         self.idempotent = QCheckBox("Idempotent — safe to run again after a crash", self)
-        self.window = WindowEditor(self)
+        self.window_box = WindowEditor(self)
 
         form = QFormLayout()
         form.addRow("Id", self.id_edit)
@@ -472,12 +473,12 @@ class StepInspector(QWidget):
         layout.addLayout(cond_form)
         layout.addWidget(self.retry_box)
         layout.addWidget(self.retry_default)
-        layout.addWidget(self.window)
+        layout.addWidget(self.window_box)
         layout.addWidget(self.idempotent)
         layout.addStretch(1)
 
         self.id_edit.editingFinished.connect(self._on_id)
-        self.window.window_changed.connect(lambda w: self._edit("start window", start_within=w))
+        self.window_box.window_changed.connect(lambda w: self._edit("start window", start_within=w))
         self.name_edit.editingFinished.connect(
             lambda: self._edit("name", name=self.name_edit.text().strip()))
         self.condition.textChanged.connect(self._check_condition)
@@ -563,7 +564,7 @@ class StepInspector(QWidget):
                                    f"{'s' if default.max_attempts != 1 else ''}")
         _set_checked(self.idempotent, step.idempotent)
         before = _ancestors(t, step.id)
-        self.window.load(step, [s for s in t.steps if s.id in before])
+        self.window_box.load(step, [s for s in t.steps if s.id in before])
 
     # -- parameters
     def _specs(self, step: Step, info: KindInfo | None) -> list[tuple[ParamSpec, str]]:
@@ -722,18 +723,6 @@ class StepInspector(QWidget):
         self._edit("retry policy", retry_policy=policy)
 
 
-def _ancestors(t: WorkflowTemplate, step_id: str) -> set[str]:
-    deps = {s.id: s.depends_on for s in t.steps}
-    out: set[str] = set()
-    todo = list(deps.get(step_id, ()))
-    while todo:
-        d = todo.pop()
-        if d not in out:
-            out.add(d)
-            todo.extend(deps.get(d, ()))
-    return out
-
-
 # ------------------------------------------------------------------------------ workflow
 
 _INPUT_COLUMNS = ("Name", "Type", "Required", "Default", "Description")
@@ -879,10 +868,10 @@ class WorkflowInspector(QWidget):
         self.remove_input = QPushButton("Remove", self)
         self.failure = QComboBox(self)
         self.failure.setObjectName("failurePolicy")
-        for policy, text in ((FailurePolicy.ABORT, "Abort the run"),
+        for choice, text in ((FailurePolicy.ABORT, "Abort the run"),
                              (FailurePolicy.PAUSE, "Pause for the operator"),
                              (FailurePolicy.CONTINUE, "Continue other branches")):
-            self.failure.addItem(text, policy.value)
+            self.failure.addItem(text, choice.value)
         self.timeout = OptionalSeconds("Run timeout", 3600.0, self)
         self.deadline = OptionalSeconds("Deadline", 3600.0, self)
         self.deadline.setObjectName("deadline")

@@ -185,10 +185,10 @@ class KindCatalog:
                                         aliases=tuple(aliases)))
                 b.outputs.setdefault("Success", OutputInfo("Success", "boolean"))
         for step_type in workcell.step_types.values():
-            b = builders.get(step_type.capability)
-            if b is not None:
+            found = builders.get(step_type.capability)
+            if found is not None:
                 for command_input in step_type.parameters.values():
-                    b.add(ParamSpec(command_input, "string"))
+                    found.add(ParamSpec(command_input, "string"))
         needed = {cap: set(names) for cap, names in (required or {}).items()}
         kinds: dict[str, KindInfo] = {k.kind: k for k in _BUILTINS}
         for cap in sorted(builders):

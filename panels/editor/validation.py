@@ -31,7 +31,7 @@ class Issue:
     """One problem, located in the model."""
 
     message: str
-    path: tuple = ()
+    path: tuple[str | int, ...] = ()
     """Model path, e.g. ``("steps", 2, "condition")``."""
     step_id: str | None = None
     edges: tuple[tuple[str, str], ...] = ()
@@ -50,7 +50,7 @@ class Issue:
         return f"{where} · {self.field}" if self.field else where
 
 
-def _locate(t: WorkflowTemplate, path: tuple, message: str) -> Issue:
+def _locate(t: WorkflowTemplate, path: tuple[str | int, ...], message: str) -> Issue:
     step_id: str | None = None
     edges: tuple[tuple[str, str], ...] = ()
     if len(path) >= 2 and path[0] == "steps" and isinstance(path[1], int) and path[1] < len(t.steps):
@@ -111,7 +111,7 @@ def validate(t: WorkflowTemplate, catalog: KindCatalog) -> list[Issue]:
             continue
         for spec in info.parameters:
             given = [n for n in spec.names() if n in s.parameters or n in s.input_mapping]
-            if spec.required and not given and not (s.kind == "delay"):  # the loader reports delay
+            if spec.required and not given and s.kind != "delay":  # the loader reports delay
                 issues.append(Issue(f"required parameter '{spec.name}' has no value and no mapping",
                                     ("steps", i, "parameters", spec.name), s.id))
             for name in given:

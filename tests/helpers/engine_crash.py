@@ -12,7 +12,7 @@ import sys
 from core.clock import SystemClock
 from core.engine import Engine, SimulatedExecutor
 from core.events import StepChanged
-from core.facade import Core
+from core.ledger import Ledger
 from core.store import Store
 from core.templates import template_from_dict
 
@@ -26,7 +26,7 @@ TEMPLATE = {"name": "Crash", "definition": {"steps": [
 
 async def main(path: str) -> None:
     store = Store(path).open()
-    core = Core(store)
+    core = Ledger(store)
     core.bus.subscribe(lambda e: print(f"STEP {e.step_id} {e.status}", flush=True), StepChanged)
     executor = SimulatedExecutor(SystemClock(), durations={"LiquidHandler.Transfer": 0.05, "*": 60})
     engine = Engine(core, executor)

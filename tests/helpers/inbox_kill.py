@@ -12,8 +12,8 @@ import sys
 
 from core.clock import SystemClock
 from core.engine import Engine, SimulatedExecutor
-from core.facade import Core
 from core.inbox import Inbox, InboxChanged
+from core.ledger import Ledger
 from core.store import Store
 from core.templates import template_from_dict
 
@@ -27,7 +27,7 @@ TEMPLATE = {"name": "AskThenTransfer", "definition": {"steps": [
 
 async def main(path: str, runs: int) -> None:
     store = Store(path).open()
-    engine = Engine(Core(store), SimulatedExecutor(SystemClock(), durations={"*": 60}))
+    engine = Engine(Ledger(store), SimulatedExecutor(SystemClock(), durations={"*": 60}))
     inbox = Inbox(engine)
     await engine.start()
     await engine.publish(template_from_dict(TEMPLATE))
@@ -35,7 +35,7 @@ async def main(path: str, runs: int) -> None:
         run_id = await engine.create_instance("AskThenTransfer", {}, allow_duplicate=True)
         await engine.execute_workflow(run_id)
     while len(inbox.items()) < runs:
-        await engine.core.bus.next_event(InboxChanged, timeout=30)
+        await engine.ledger.bus.next_event(InboxChanged, timeout=30)
     print("READY", flush=True)
     for n, item in enumerate(inbox.items()):
         await inbox.answer(item.id, {"volume": 10 + n}, who="night-shift")

@@ -115,7 +115,7 @@ class AsyncResult:
 
     wait = get
 
-    def _run(self, fn: Callable[..., Any], args: Iterable[Any], kwargs: Mapping[str, Any]) -> None:
+    def execute(self, fn: Callable[..., Any], args: Iterable[Any], kwargs: Mapping[str, Any]) -> None:
         self.state = STARTED
         try:
             value = fn(*args, **kwargs)
@@ -188,7 +188,7 @@ class CeleryApp:
             raise TypeError(f"send_task: the task name must be a str, got {type(name).__name__}")
         fn = self._lookup(name)
         result = AsyncResult(uuid.uuid4().hex, name)
-        threading.Thread(target=result._run, args=(fn, list(args or ()), dict(kwargs or {})),
+        threading.Thread(target=result.execute, args=(fn, list(args or ()), dict(kwargs or {})),
                          name=f"task-{name}", daemon=True).start()
         return result
 
