@@ -48,12 +48,15 @@ from core.errors import InputError
 from core.orders import OrderStatus
 from core.store import ORDER_ROW_COLUMNS, ORDER_ROW_SQL, Store
 
+_ALL_STATUSES = tuple(int(s) for s in OrderStatus)
 OPEN_STATUSES = frozenset(int(s) for s in OrderStatus if s not in FINISHED_STATUSES)
 """Statuses of an order that is not finished (kept in snapshots, shown as open at a moment)."""
 META_KEY = "timetravel.checked"
 """``meta`` key: ``{"seq": last transition seq the snapshots were checked against, "archived": n}``."""
 SNAPSHOT_FORMAT = 1
 _TRANSITION_COLS = "seq, order_id, from_status, to_status, at, who, why"
+_REPLAY_COLS = "seq, order_id, from_status, to_status, at"
+"""What a replay reads of each transition (who and why are not part of the state)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +117,8 @@ class OrderState:
 
     open: dict[str, tuple[int, float]] = field(default_factory=dict)
     """Order id -> (status value, since when)."""
-    counts: dict[int, int] = field(default_factory=dict)
-    """Status value -> how many orders were in it."""
+    counts: dict[int, int] = field(default_factory=lambda: dict.fromkeys(_ALL_STATUSES, 0))
+    """Status value -> how many orders were in it (every status has a key)."""
     applied: int = 0
     """Transitions applied (every transition at or before the position)."""
     position: tuple[float, int] = (float("-inf"), 0)
@@ -127,20 +130,19 @@ class OrderState:
     def apply(self, rows: Iterable[tuple[Any, ...]]) -> int:
         """Apply transition rows ``(seq, order_id, from_status, to_status, at, ...)`` in log time
         order; rows at or before the position are skipped. Returns how many were applied."""
-        open_, counts = self.open, self.counts
+        open_, counts, pop, is_open = self.open, self.counts, self.open.pop, OPEN_STATUSES.__contains__
         pos_at, pos_seq = self.position
         n = 0
-        for row in rows:
-            seq, oid, frm, to, at = row[0], row[1], row[2], row[3], row[4]
-            if at < pos_at or (at == pos_at and seq <= pos_seq):
+        for seq, oid, frm, to, at, *_rest in rows:
+            if at <= pos_at and (at < pos_at or seq <= pos_seq):
                 continue
             if frm is not None:
-                counts[frm] = counts.get(frm, 0) - 1
-            counts[to] = counts.get(to, 0) + 1
-            if to in OPEN_STATUSES:
+                counts[frm] -= 1
+            counts[to] += 1
+            if is_open(to):
                 open_[oid] = (to, at)
             else:
-                open_.pop(oid, None)
+                pop(oid, None)
             pos_at, pos_seq = at, seq
             n += 1
         self.position = (pos_at, pos_seq)
@@ -158,8 +160,9 @@ class OrderState:
         data = json.loads(zlib.decompress(blob))
         if data.get("format") != SNAPSHOT_FORMAT:
             raise ValueError(f"snapshot format {data.get('format')!r} is not {SNAPSHOT_FORMAT}")
-        return cls({oid: (s, t) for oid, s, t in data["open"]},
-                   {int(k): v for k, v in data["counts"].items()}, data["applied"],
+        counts = dict.fromkeys(_ALL_STATUSES, 0)
+        counts.update({int(k): v for k, v in data["counts"].items()})
+        return cls({oid: (s, t) for oid, s, t in data["open"]}, counts, data["applied"],
                    (data["position"][0], data["position"][1]))
 
 
@@ -267,7 +270,7 @@ class TimeMachine:
             state = OrderState.decode(base[0]) if base is not None else OrderState()
             snapshots: list[tuple[float, int, int, bytes]] = []
             replayed = 0
-            cur = conn.execute(f"SELECT {_TRANSITION_COLS} FROM transitions WHERE at >= ? ORDER BY at, seq",
+            cur = conn.execute(f"SELECT {_REPLAY_COLS} FROM transitions WHERE at >= ? ORDER BY at, seq",
                                (state.position[0] if base is not None else float("-inf"),))
             while True:
                 chunk = cur.fetchmany(self.every - (state.applied % self.every) or self.every)
@@ -327,10 +330,10 @@ class TimeMachine:
                 state = self._snapshot(conn, at, valid_to) if use_snapshots else OrderState()
                 snapshot_at = state.position[0] if state.applied else None
             if state.applied:
-                rows = conn.execute(f"SELECT {_TRANSITION_COLS} FROM transitions WHERE at >= ? AND at <= ? "
+                rows = conn.execute(f"SELECT {_REPLAY_COLS} FROM transitions WHERE at >= ? AND at <= ? "
                                     "ORDER BY at, seq", (state.position[0], at))
             else:
-                rows = conn.execute(f"SELECT {_TRANSITION_COLS} FROM transitions WHERE at <= ? ORDER BY at, seq",
+                rows = conn.execute(f"SELECT {_REPLAY_COLS} FROM transitions WHERE at <= ? ORDER BY at, seq",
                                     (at,))
             replayed = state.apply(rows)
             moment = Moment(at, state, self._recent(conn, at), self._instruments(conn, at, state),
@@ -502,14 +505,15 @@ def _valid_to(conn: sqlite3.Connection) -> float:
     head = conn.execute("SELECT coalesce(max(seq), 0) FROM transitions").fetchone()[0]
     if head < checked["seq"]:
         return float("-inf")  # rows removed: the snapshots no longer describe this log
-    late = conn.execute("SELECT min(at) FROM transitions WHERE seq > ?", (checked["seq"],)).fetchone()[0]
+    late = conn.execute("SELECT min(at + 0) FROM transitions WHERE seq > ?", (checked["seq"],)).fetchone()[0]
     return float("inf") if late is None else float(late)
 
 
 def _unchanged_before(conn: sqlite3.Connection, head: int, at: float) -> bool:
     """Whether no transition written after ``head`` lies at or before ``at`` (then a moment built
     at ``head`` is still right up to ``at``)."""
-    late = conn.execute("SELECT min(at) FROM transitions WHERE seq > ?", (head,)).fetchone()[0]
+    # at + 0: walk the rows after head on the primary key, not the whole time index for min()
+    late = conn.execute("SELECT min(at + 0) FROM transitions WHERE seq > ?", (head,)).fetchone()[0]
     return late is None or late > at
 
 
