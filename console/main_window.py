@@ -43,6 +43,7 @@ from panels.robots import RobotsPanel
 from panels.schedules import SchedulesPanel
 from panels.templates import TemplatesPanel
 from panels.theme import SETTINGS_KEY, THEME_NAMES, Theme, apply_theme, load_theme, theme_name
+from panels.timetravel import TimeTravel, TimeTravelBar
 from panels.widgets import LoopLagIndicator, LoopLagProbe
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,14 @@ class MainWindow(QMainWindow):
         self.templates.run_started.connect(self._select_in_jobs)
         self.templates.run_selected.connect(self._select_in_jobs)
         self.robots.order_requested.connect(self.focus_order)
+        # time travel: the slider's moment goes to every panel that shows the workcell (read only);
+        # time_travel.moment_changed is the hook (a Moment, or None for live)
+        cell = getattr(runtime, "workcell", None)
+        self.time_travel = TimeTravel(runtime.store, [i.id for i in getattr(cell, "instruments", ()) or ()], self)
+        self.time_bar = TimeTravelBar(self.time_travel, runtime.store.clock, self)
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.time_bar)
+        for panel in (self.robots, self.dashboard):
+            self.time_travel.moment_changed.connect(panel.show_moment)
 
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("Dashboard", self.dashboard, Qt.DockWidgetArea.TopDockWidgetArea)
@@ -127,6 +136,8 @@ class MainWindow(QMainWindow):
             dock.toggleViewAction().setText(f"{dock.windowTitle()} panel")  # shown or hidden
             dock.toggleViewAction().setShortcut(QKeySequence(f"Shift+F{n + 1}"))
             view_menu.addAction(dock.toggleViewAction())
+        self.time_bar.toggleViewAction().setText("Time travel bar")
+        view_menu.addAction(self.time_bar.toggleViewAction())
         view_menu.addSeparator()
         theme_menu = view_menu.addMenu("&Theme")
         self.theme_actions: dict[str, QAction] = {}
@@ -442,6 +453,7 @@ class MainWindow(QMainWindow):
         self.save_layout()
         self._stats_timer.stop()
         self.loop_lag.stop()
+        self.time_bar.shutdown()
         for panel in (self.dashboard, self.robots, self.metrics, self.detail, self.templates, self.schedules,
                       self.jobs, self.inbox, self.playbook):
             close = getattr(panel, "shutdown", None)

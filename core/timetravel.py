@@ -443,6 +443,7 @@ EXPORT_COLUMNS = ("kind", "seq", "at", "at_epoch", "order_or_target", "from_stat
 
 
 def _export(conn: sqlite3.Connection, path: Path, start: float, end: float) -> ExportReport:
+    path = path.expanduser()
     counts = {"transition": 0, "action": 0}
 
     def transitions() -> Iterator[tuple[float, int, list[Any]]]:

@@ -53,6 +53,7 @@ from PySide6.QtWidgets import (
 from core.dispatcher import InstrumentView
 from core.events import InstrumentStatusChanged, OperatorAction, StepProgress
 from core.inbox import InboxChanged, Lock, read_locks
+from core.timetravel import Moment
 from panels.base import Panel
 from panels.identity import connection_line, identity_tooltip, latency_text
 from panels.instrument_detail import InstrumentDetail
@@ -70,6 +71,7 @@ from panels.style import (
     state_pixmap,
 )
 from panels.theme import Theme, current_theme, theme_events
+from panels.timetravel import PastBanner, past_views
 from panels.widgets import CardGrid, ElidedLabel, ReasonDialog, TaskKeeper
 
 log = logging.getLogger(__name__)
@@ -485,6 +487,9 @@ class RobotsPanel(Panel):
         self._dirty = True
         self._last_refresh = 0.0
         self._descriptions = self._describe_instruments()
+        self.moment: Moment | None = None
+        """The past moment shown read only (:meth:`show_moment`); None: live."""
+        self.past_banner = PastBanner(self)
 
         # actions on the selected instrument; the view switch sits with the summary
         self.toolbar = QToolBar(self)
@@ -588,6 +593,7 @@ class RobotsPanel(Panel):
         top = QHBoxLayout()
         top.addWidget(self.summary, 1)
         top.addWidget(self.view_bar)
+        layout.addWidget(self.past_banner)
         layout.addLayout(top)
         layout.addWidget(self.toolbar)
         layout.addWidget(self.stack, 1)
@@ -653,6 +659,8 @@ class RobotsPanel(Panel):
         self._dirty = False
         self._last_refresh = time.monotonic()
         views = self.runtime.instruments()
+        if self.moment is not None:
+            views = past_views(views, self.moment)
         running = {oid for v in views for oid in v.running}
         for oid in [o for o in self._progress if o not in running]:
             del self._progress[oid]
@@ -729,9 +737,15 @@ class RobotsPanel(Panel):
     def show_table(self, table: bool = True) -> None:
         (self.table_action if table else self.cards_action).setChecked(True)
 
+    def show_moment(self, moment: Moment | None) -> None:
+        """Show the instruments as they were at ``moment``, read only (None: live again)."""
+        self.moment = moment
+        self.past_banner.show_moment(moment)
+        self.refresh()
+
     def _update_actions(self) -> None:
         view = self._views.get(self._selected or "")
-        busy = self.tasks.busy
+        busy = self.tasks.busy or self.moment is not None  # the past is read only
         locked = view is not None and view.id in self.locks
         for key, action in self.actions_by_key.items():
             action.setEnabled(view is not None and not busy and ACTION_BY_KEY[key].allowed(view)
@@ -789,7 +803,7 @@ class RobotsPanel(Panel):
         (with a non-blocking dialog: ``open()``, never ``exec()``)."""
         iid = self._selected
         spec = ACTION_BY_KEY[key]
-        if iid is None:
+        if iid is None or self.moment is not None:
             return
         if key == "enable" and iid in self.locks:
             lock = self.locks[iid]
