@@ -43,6 +43,7 @@ from panels.robots import RobotsPanel
 from panels.schedules import SchedulesPanel
 from panels.templates import TemplatesPanel
 from panels.theme import SETTINGS_KEY, THEME_NAMES, Theme, apply_theme, load_theme, theme_name
+from panels.timeline import TimelinePanel
 from panels.timetravel import TimeTravel, TimeTravelBar
 from panels.widgets import LoopLagIndicator, LoopLagProbe
 
@@ -79,6 +80,7 @@ class MainWindow(QMainWindow):
         self.metrics = MetricsPanel(runtime, self.bridge, self)
         self.templates = TemplatesPanel(runtime, self.bridge, self)
         self.schedules = SchedulesPanel(runtime, self.bridge, self)
+        self.timeline = TimelinePanel(runtime, self.bridge, self)
         self.forecast: Forecast | None = None
         """Run ETAs, once the runtime has started (see :meth:`load_orders`)."""
         Playbook.attach(runtime.engine, runtime.workcell)  # failures consult it before the templates' policies
@@ -120,7 +122,8 @@ class MainWindow(QMainWindow):
         self._add_dock("Schedules", schedules, Qt.DockWidgetArea.RightDockWidgetArea)
         self._add_dock("Inbox", self.inbox, Qt.DockWidgetArea.RightDockWidgetArea)
         self._add_dock("Playbook", self.playbook, Qt.DockWidgetArea.RightDockWidgetArea)
-        for name in ("Robots", "Metrics", "Templates", "Schedules", "Inbox", "Playbook"):
+        self._add_dock("Timeline", self.timeline, Qt.DockWidgetArea.RightDockWidgetArea)
+        for name in ("Robots", "Metrics", "Templates", "Schedules", "Inbox", "Playbook", "Timeline"):
             self.tabifyDockWidget(self.docks["Detail"], self.docks[name])
         self.docks["Detail"].raise_()
         self._on_inbox_counts(len(self.inbox.model.all), sum(i.escalated for i in self.inbox.model.all))
@@ -134,7 +137,8 @@ class MainWindow(QMainWindow):
         view_menu = self.menuBar().addMenu("&View")
         for n, dock in enumerate(self.docks.values(), 1):
             dock.toggleViewAction().setText(f"{dock.windowTitle()} panel")  # shown or hidden
-            dock.toggleViewAction().setShortcut(QKeySequence(f"Shift+F{n + 1}"))
+            if n < 12:
+                dock.toggleViewAction().setShortcut(QKeySequence(f"Shift+F{n + 1}"))
             view_menu.addAction(dock.toggleViewAction())
         self.time_bar.toggleViewAction().setText("Time travel bar")
         view_menu.addAction(self.time_bar.toggleViewAction())
@@ -174,7 +178,8 @@ class MainWindow(QMainWindow):
         for n, name in enumerate(self.docks, 1):
             action = QAction(f"Go to {name}", self)
             action.setObjectName(f"go_{name.lower()}")
-            action.setShortcut(QKeySequence(f"Ctrl+{n}"))
+            if n <= 9:
+                action.setShortcut(QKeySequence(f"Ctrl+{n}"))
             action.setToolTip(f"Show the {name} panel and put the focus in it")
             action.triggered.connect(lambda _checked=False, name=name: self.go_to(name))
             go_menu.addAction(action)
@@ -250,6 +255,8 @@ class MainWindow(QMainWindow):
         await self.templates.reload()
         if self.forecast is None and self.runtime.dispatcher is not None:
             self.forecast = Forecast(self.runtime, process=True)
+            self.forecast.add_listener(self.timeline.set_forecast)
+            self.detail.set_forecast(self.forecast)
             await self.forecast.start()
             self.schedules.set_forecast(self.forecast)
             self.dashboard.set_forecast(self.forecast)
@@ -455,7 +462,7 @@ class MainWindow(QMainWindow):
         self.loop_lag.stop()
         self.time_bar.shutdown()
         for panel in (self.dashboard, self.robots, self.metrics, self.detail, self.templates, self.schedules,
-                      self.jobs, self.inbox, self.playbook):
+                      self.jobs, self.inbox, self.playbook, self.timeline):
             close = getattr(panel, "shutdown", None)
             if close is not None:
                 close()
