@@ -17,7 +17,7 @@ hash chain's bulk insert) until the log holds ``--transitions`` rows. The file i
 Prints the figures (median, p95, max) and the baseline's ratio; the whole run stops measuring
 when ``--budget`` seconds have passed (generation excluded).
 
-usage: python bench/timetravel.py [--transitions 1000000] [--cache DIR] [--every 10000]
+usage: python bench/timetravel.py [--transitions 1000000] [--cache DIR] [--every 5000] [--rebuild]
        [--jumps 40] [--scrubs 100] [--baselines 3] [--budget 300]
 """
 
@@ -70,12 +70,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--transitions", type=int, default=1_000_000)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/labconsole-bench-timetravel"))
-    parser.add_argument("--every", type=int, default=10_000)
+    parser.add_argument("--every", type=int, default=5_000)
     parser.add_argument("--jumps", type=int, default=40)
     parser.add_argument("--scrubs", type=int, default=100)
     parser.add_argument("--baselines", type=int, default=3)
     parser.add_argument("--budget", type=float, default=300.0, help="seconds of measuring at most")
     parser.add_argument("--seed", type=int, default=20261127)
+    parser.add_argument("--rebuild", action="store_true", help="drop the snapshots first and time building them")
     args = parser.parse_args()
 
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -88,6 +89,8 @@ def main() -> int:
         print(f"log: {count:,} transitions" + (f" (generated in {generated:.0f} s)" if generated > 1 else " (cached)"))
         deadline = time.monotonic() + args.budget
         machine = TimeMachine(store, every=args.every)
+        if args.rebuild:
+            store.write_sync(lambda c: c.execute("DELETE FROM timetravel_snapshots"))
         report = machine.refresh_sync()
         print(f"snapshots: {machine.snapshot_count()} (every {args.every:,} transitions); this refresh built "
               f"{report.built}, dropped {report.dropped}, replayed {report.replayed:,} rows in {report.seconds:.2f} s")

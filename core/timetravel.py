@@ -30,6 +30,7 @@ write snapshots on its writer thread; the ``*_sync`` ones run on the calling thr
 from __future__ import annotations
 
 import csv
+import functools
 import heapq
 import json
 import os
@@ -179,8 +180,9 @@ class Moment:
     actions: list[ActionAt]
     """Operator actions of the last ``window`` seconds up to ``at``, newest first."""
     rows: dict[str, tuple[Any, ...]]
-    """Order rows (``ORDER_ROW_COLUMNS``) of the open orders shown (at most ``row_limit``) and of
-    the orders in :attr:`recent`. Template, instrument, parent: what does not change with time."""
+    """Order rows (``ORDER_ROW_COLUMNS``) of the orders running or paused then (at most
+    ``row_limit``) and of the orders in :attr:`recent`: template, instrument, parent (what does not
+    change with time). Others: :func:`order_rows`."""
     replayed: int
     """Transitions replayed to build this moment (from a snapshot, the moment before, or the start)."""
     snapshot_at: float | None
@@ -225,7 +227,7 @@ class TimeMachine:
     """Rebuilds moments of one store. One per store; thread-safe for reads (no shared cursor)."""
 
     def __init__(self, store: Store, *, every: int = 10_000, window: float = 3600.0,
-                 limit: int = 500, row_limit: int = 2000, instruments: Sequence[str] | None = None) -> None:
+                 limit: int = 200, row_limit: int = 500, instruments: Sequence[str] | None = None) -> None:
         if every < 100:
             raise ValueError(f"every must be at least 100 transitions, not {every}")
         self.store = store
@@ -245,13 +247,15 @@ class TimeMachine:
         the end of the log (reads on a reader thread, writes on the writer thread)."""
         t0 = time.perf_counter()
         plan = await self.store.read(self._plan)
-        await self.store.write(lambda c: self._write_plan(c, plan))
+        for part in _parts(plan):  # a few snapshots per commit: the writer is never held long
+            await self.store.write(functools.partial(self._write_plan, part=part))
         return self._report(plan, t0)
 
     def refresh_sync(self) -> RefreshReport:
         t0 = time.perf_counter()
         plan = self.store.read_sync(self._plan)
-        self.store.write_sync(lambda c: self._write_plan(c, plan))
+        for part in _parts(plan):
+            self.store.write_sync(functools.partial(self._write_plan, part=part))
         return self._report(plan, t0)
 
     @staticmethod
@@ -286,13 +290,14 @@ class TimeMachine:
             conn.execute("COMMIT")
 
     @staticmethod
-    def _write_plan(conn: sqlite3.Connection, plan: dict[str, Any]) -> None:
-        conn.execute("DELETE FROM timetravel_snapshots WHERE at > ?", (plan["valid_to"],))
+    def _write_plan(conn: sqlite3.Connection, part: dict[str, Any]) -> None:
+        if part["first"]:
+            conn.execute("DELETE FROM timetravel_snapshots WHERE at > ?", (part["valid_to"],))
         conn.executemany("INSERT OR REPLACE INTO timetravel_snapshots (at, seq, transitions, data) "
-                         "VALUES (?, ?, ?, ?)", plan["snapshots"])
-        # rows written between the plan and now are checked by the next jump or refresh
-        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                     (META_KEY, json.dumps({"seq": plan["head"], "archived": plan["archived"]})))
+                         "VALUES (?, ?, ?, ?)", part["snapshots"])
+        if part["last"]:  # rows written between the plan and now are checked by the next jump or refresh
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                         (META_KEY, json.dumps({"seq": part["head"], "archived": part["archived"]})))
 
     def snapshot_count(self) -> int:
         count: int = self.store.read_sync(
@@ -393,8 +398,7 @@ class TimeMachine:
 
     def _rows(self, conn: sqlite3.Connection, moment: Moment) -> dict[str, tuple[Any, ...]]:
         running = {int(OrderStatus.Running), int(OrderStatus.Paused)}
-        ordered = sorted(moment.state.open.items(), key=lambda kv: (kv[1][0] not in running, -kv[1][1]))
-        ids = [oid for oid, _ in ordered[:self.row_limit]]
+        ids = [oid for oid, (status, _since) in moment.state.open.items() if status in running][:self.row_limit]
         ids += [r.order_id for r in moment.recent]
         return order_rows(conn, ids)
 
@@ -475,6 +479,18 @@ def _export(conn: sqlite3.Connection, path: Path, start: float, end: float) -> E
         conn.execute("COMMIT")
         partial.unlink(missing_ok=True)
     return ExportReport(path, counts["transition"], counts["action"])
+
+
+WRITE_BATCH = 20
+"""Snapshots written per commit by a refresh."""
+
+
+def _parts(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """A refresh's writes: the stale snapshots deleted in the first, the watermark moved in the last."""
+    snaps = plan["snapshots"]
+    chunks = [snaps[i:i + WRITE_BATCH] for i in range(0, len(snaps), WRITE_BATCH)] or [[]]
+    return [{**plan, "snapshots": chunk, "first": i == 0, "last": i == len(chunks) - 1}
+            for i, chunk in enumerate(chunks)]
 
 
 def order_rows(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:

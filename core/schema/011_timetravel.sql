@@ -2,7 +2,9 @@
 -- around a moment (transitions, operator actions, instrument states, inbox items by time), and
 -- periodic snapshots of the workcell's order state: a jump to a moment loads the snapshot before
 -- it and replays the transitions after it. Snapshots are derived data: dropping them loses nothing.
-CREATE INDEX IF NOT EXISTS transitions_by_at ON transitions (at);
+-- covering for a replay (time, seq, order, from, to): a replay reads the index alone, in time
+-- order, however the rows were written
+CREATE INDEX IF NOT EXISTS transitions_by_at ON transitions (at, seq, order_id, from_status, to_status);
 CREATE INDEX IF NOT EXISTS audit_by_at ON audit (at);
 CREATE INDEX IF NOT EXISTS instrument_log_by_at ON instrument_log (instrument_id, at);
 CREATE INDEX IF NOT EXISTS inbox_by_created ON inbox (created);
