@@ -29,6 +29,7 @@ write snapshots on its writer thread; the ``*_sync`` ones run on the calling thr
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import functools
 import heapq
@@ -246,7 +247,9 @@ class TimeMachine:
         """Drop snapshots that later rows made stale and add one every ``every`` transitions up to
         the end of the log (reads on a reader thread, writes on the writer thread)."""
         t0 = time.perf_counter()
-        plan = await self.store.read(self._plan)
+        # a long read (seconds per million new rows): on a thread of its own, not one of the
+        # store's two reader threads that the panels' reads and the moments share
+        plan = await asyncio.to_thread(self.store.read_sync, self._plan)
         for part in _parts(plan):  # a few snapshots per commit: the writer is never held long
             await self.store.write(functools.partial(self._write_plan, part=part))
         return self._report(plan, t0)

@@ -104,7 +104,6 @@ def test_timeline_shows_running_and_forecast_bars_on_each_instrument(window, qtb
     panel.hours.setCurrentIndex(0)
     assert canvas.hours == 1 and "next 1 h" in panel.summary.text()
     assert canvas._x(canvas.now) != before  # the scale changed with the horizon
-    panel.hours.setCurrentIndex(2)
     for theme in ("light", "dark"):
         w.set_theme(theme)
         for size in ((1280, 720), (1920, 1080)):

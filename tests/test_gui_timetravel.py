@@ -18,7 +18,7 @@ from core.inbox import NewItem, open_item_op
 from core.orders import ModuleStatus
 from core.runtime import Runtime
 from core.templates import template_from_dict
-from core.timetravel import TimeMachine
+from core.timetravel import META_KEY, TimeMachine
 from core.workcell import parse_workcell
 from panels.style import BUSY, instrument_state
 from panels.timetravel import when
@@ -170,3 +170,9 @@ def test_moments_are_read_off_the_loop_thread(lab, qtbot, monkeypatch):
     monkeypatch.setattr(TimeMachine, "_moment", spy)
     _go(qtbot, window, when(busy_at))
     assert seen == [False]
+    # the first visit to the past brings the snapshots up to date (off the loop too)
+    refresh = window.time_travel._refresh
+    assert refresh is not None
+    qtbot.waitUntil(refresh.done, timeout=5000)
+    store = window.runtime.store
+    assert store.read_sync(lambda c: c.execute("SELECT 1 FROM meta WHERE key = ?", (META_KEY,)).fetchone())
