@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from PySide6.QtCore import (
@@ -674,6 +675,14 @@ class RobotsPanel(Panel):
         for v, p in zip(views, progress, strict=True):
             held = instrument_state(v) in (DISABLED, OUT_OF_SERVICE, DRAINING)
             self.cards[v.id].update_view(v, p, self._notes.get(v.id, "") if held else "", self.locks.get(v.id))
+        if self.moment is not None:  # the past: since when each was in its state, not live health
+            for v in views:
+                then = self.moment.instruments.get(v.id)
+                since = then.since if then is not None else None
+                self.cards[v.id].health.set_full_text(
+                    f"{v.status.name} since {datetime.fromtimestamp(since):%Y-%m-%d %H:%M:%S}" if since
+                    else "nothing logged before this moment")
+                self.cards[v.id].counts.setText("")
         self.model.set_views(views, progress, self.locks)
         self._update_summary(views)
         self._update_actions()

@@ -88,6 +88,7 @@ def test_go_to_a_past_moment_shows_robots_and_dashboard_read_only_then_now(lab, 
     assert bar.mode.text().startswith("PAST")
     reader = robots._views["Reader1"]
     assert instrument_state(reader) == BUSY and reader.running, "Reader1 was reading P1 then"
+    assert robots.cards["Reader1"].health.full_text().startswith("Busy since ")
     step_order = reader.running[0]
     assert moment.status_of(step_order) is not None
     # the past is read only: no instrument action is offered
