@@ -141,6 +141,7 @@ class MainWindow(QMainWindow):
                 dock.toggleViewAction().setShortcut(QKeySequence(f"Shift+F{n + 1}"))
             view_menu.addAction(dock.toggleViewAction())
         self.time_bar.toggleViewAction().setText("Time travel bar")
+        self.time_bar.toggleViewAction().setShortcut(QKeySequence("Ctrl+Shift+T"))
         view_menu.addAction(self.time_bar.toggleViewAction())
         view_menu.addSeparator()
         theme_menu = view_menu.addMenu("&Theme")
@@ -174,12 +175,12 @@ class MainWindow(QMainWindow):
         self.palette_action.setToolTip("Find an order by id, a template, an instrument or an action")
         self.palette_action.triggered.connect(self.show_palette)
         go_menu.addAction(self.palette_action)
+        go_menu.addAction(self.time_bar.focus_action)
         go_menu.addSeparator()
         for n, name in enumerate(self.docks, 1):
             action = QAction(f"Go to {name}", self)
             action.setObjectName(f"go_{name.lower()}")
-            if n <= 9:
-                action.setShortcut(QKeySequence(f"Ctrl+{n}"))
+            action.setShortcut(QKeySequence(f"Ctrl+{n}" if n <= 9 else "Ctrl+Alt+T" if name == "Timeline" else ""))
             action.setToolTip(f"Show the {name} panel and put the focus in it")
             action.triggered.connect(lambda _checked=False, name=name: self.go_to(name))
             go_menu.addAction(action)

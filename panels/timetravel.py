@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QDateTime, QObject, Qt, Signal, Slot
+from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QDateTimeEdit,
     QDialog,
@@ -278,6 +279,11 @@ class TimeTravelBar(QToolBar):
         self.export_button.clicked.connect(self.open_export)
         self.message = QLabel(self)
         self.message.setObjectName("timeTravelMessage")
+        self.focus_action = QAction("Go to a &moment…", self)
+        self.focus_action.setObjectName("timeTravelGoToAction")
+        self.focus_action.setShortcut(QKeySequence("Ctrl+G"))
+        self.focus_action.setToolTip("Type a past moment to see the workcell then (read only)")
+        self.focus_action.triggered.connect(self.focus_field)
         for w in (self.mode, self.slider, self.field, self.now_button, self.export_button, self.message):
             self.addWidget(w)
         travel.moment_changed.connect(self._on_moment)
@@ -331,6 +337,12 @@ class TimeTravelBar(QToolBar):
         at = self.time_at(value)
         if at is not None:
             self.travel.go_to(at)
+
+    @Slot()
+    def focus_field(self) -> None:
+        self.show()
+        self.field.setFocus(Qt.FocusReason.ShortcutFocusReason)
+        self.field.selectAll()
 
     @Slot()
     def go_to_text(self) -> None:

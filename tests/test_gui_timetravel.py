@@ -10,6 +10,7 @@ import pytest
 from conftest import save_screenshot
 from dispatchkit import WORKCELL
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication
 
 from console.app import settings_for
 from console.main_window import MainWindow
@@ -131,6 +132,9 @@ def test_slider_moves_through_the_past_and_its_end_is_live(lab, qtbot):
 def test_go_to_refuses_what_is_not_a_moment_and_names_the_field(lab, qtbot):
     _rt, _clock, window, _busy_at, _ = lab
     bar = window.time_bar
+    window.activateWindow()
+    bar.focus_action.trigger()  # Ctrl+G, Go > Go to a moment
+    assert bar.field.hasFocus() or QApplication.focusWidget() is bar.field
     bar.field.setText("yesterday at tea")
     qtbot.keyClick(bar.field, Qt.Key.Key_Return)
     assert "go to" in bar.message.toolTip() and "not a date" in bar.message.text()
