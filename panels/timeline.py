@@ -153,10 +153,15 @@ class TimelineCanvas(QWidget):
                 p.drawText(QRectF(x + 2, 0, 60, AXIS - 4),
                            int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), _clock(tick))
             tick += step
-        # bars
+        # bars: gathered per kind and drawn in one call each (no antialiasing for these
+        # axis-aligned rectangles); captions only on bars wide enough to hold one
         running_colour = status_color(OrderStatus.Running)
         planned_colour = status_color(OrderStatus.Scheduled)
-        drawn = 0
+        running_rects: list[QRectF] = []
+        planned_rects: list[QRectF] = []
+        outlined: list[QRectF] = []
+        captions: list[tuple[QRectF, str, bool]] = []
+        min_caption = fm.horizontalAdvance("xxxx")
         for i, inst in enumerate(self.instruments):
             top = AXIS + i * LANE
             for b in self._by_lane.get(inst, ()):
@@ -164,21 +169,29 @@ class TimelineCanvas(QWidget):
                     continue
                 x0, x1 = max(LABEL, self._x(b.start)), min(right, self._x(b.end))
                 rect = QRectF(x0, top + 4, max(2.0, x1 - x0), LANE - 8)
-                if b.running:
-                    p.setPen(Qt.PenStyle.NoPen)
-                    p.setBrush(running_colour)
-                else:
-                    fill = QColor(planned_colour)
-                    fill.setAlpha(70)
-                    p.setPen(QPen(planned_colour, 1, Qt.PenStyle.DashLine))
-                    p.setBrush(fill)
-                p.drawRoundedRect(rect, 3, 3)
-                caption = f"{b.step} · {b.run_id}"
-                if rect.width() > fm.horizontalAdvance(b.step) + 8:
-                    p.setPen(QColor("white") if b.running else text)
-                    p.drawText(rect.adjusted(4, 0, -2, 0), int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter),
-                               fm.elidedText(caption, Qt.TextElideMode.ElideRight, int(rect.width()) - 6))
-                drawn += 1
+                (running_rects if b.running else planned_rects).append(rect)
+                if not b.running and rect.width() > 6:
+                    outlined.append(rect)
+                if rect.width() > min_caption:
+                    captions.append((rect, f"{b.step} · {b.run_id}", b.running))
+        p.setRenderHint(QPainter.RenderHint.Antialiasing, False)
+        fill = QColor(planned_colour)
+        fill.setAlpha(70)
+        p.setPen(Qt.PenStyle.NoPen)
+        p.setBrush(fill)
+        p.drawRects(planned_rects)
+        p.setBrush(running_colour)
+        p.drawRects(running_rects)
+        p.setBrush(Qt.BrushStyle.NoBrush)
+        p.setPen(QPen(planned_colour, 1, Qt.PenStyle.DashLine))
+        p.drawRects(outlined)
+        p.setFont(self.font())
+        for rect, caption, running in captions:
+            p.setPen(QColor("white") if running else text)
+            p.drawText(rect.adjusted(4, 0, -2, 0), int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter),
+                       fm.elidedText(caption, Qt.TextElideMode.ElideRight, int(rect.width()) - 6))
+        p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        drawn = len(running_rects) + len(planned_rects)
         self.painted_bars = drawn
         # now-line over everything
         x = self._x(self.now)
