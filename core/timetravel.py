@@ -227,7 +227,7 @@ class ExportReport:
 class TimeMachine:
     """Rebuilds moments of one store. One per store; thread-safe for reads (no shared cursor)."""
 
-    def __init__(self, store: Store, *, every: int = 10_000, window: float = 3600.0,
+    def __init__(self, store: Store, *, every: int = 5_000, window: float = 3600.0,
                  limit: int = 200, row_limit: int = 500, instruments: Sequence[str] | None = None) -> None:
         if every < 100:
             raise ValueError(f"every must be at least 100 transitions, not {every}")

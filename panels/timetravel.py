@@ -187,6 +187,7 @@ class ExportDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Export a period")
         self.setObjectName("timeTravelExport")
+        self.setMinimumWidth(520)  # room for the file's path
         self.start_edit = QDateTimeEdit(QDateTime.fromSecsSinceEpoch(int(start)), self)
         self.end_edit = QDateTimeEdit(QDateTime.fromSecsSinceEpoch(int(end)), self)
         for edit in (self.start_edit, self.end_edit):
