@@ -1,4 +1,4 @@
--- v11: time travel over the transition log (core/timetravel.py). Indexes to find what happened
+-- v12: time travel over the transition log (core/timetravel.py). Indexes to find what happened
 -- around a moment (transitions, operator actions, instrument states, inbox items by time), and
 -- periodic snapshots of the workcell's order state: a jump to a moment loads the snapshot before
 -- it and replays the transitions after it. Snapshots are derived data: dropping them loses nothing.
