@@ -68,6 +68,8 @@ bench: $(STAMP) $(PREFECT_STAMP)
 	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python bench/dispatch.py
 	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python bench/drivers.py
 	test ! -f bench/gui.py || QT_QPA_PLATFORM=offscreen $(VENV)/bin/python bench/gui.py
+	$(VENV)/bin/python bench/timetravel.py
+	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python bench/timeline.py
 
 # The standing reliability suite (not part of `make test`): one table of figures, each with the
 # command that produced it. PROFILE=short is the CI profile (a few minutes); QUICK=N samples N

@@ -52,6 +52,8 @@ from panels.theme import (
     load_theme,
     theme_name,
 )
+from panels.timeline import TimelinePanel
+from panels.timetravel import TimeTravel, TimeTravelBar
 from panels.widgets import LoopLagIndicator, LoopLagProbe
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,7 @@ class MainWindow(QMainWindow):
         self.metrics = MetricsPanel(runtime, self.bridge, self)
         self.templates = TemplatesPanel(runtime, self.bridge, self)
         self.schedules = SchedulesPanel(runtime, self.bridge, self)
+        self.timeline = TimelinePanel(runtime, self.bridge, self)
         self.forecast: Forecast | None = None
         """Run ETAs, once the runtime has started (see :meth:`load_orders`)."""
         Playbook.attach(runtime.engine, runtime.workcell)  # failures consult it before the templates' policies
@@ -104,6 +107,14 @@ class MainWindow(QMainWindow):
         self.templates.run_started.connect(self._select_in_jobs)
         self.templates.run_selected.connect(self._select_in_jobs)
         self.robots.order_requested.connect(self.focus_order)
+        # time travel: the slider's moment goes to every panel that shows the workcell (read only);
+        # time_travel.moment_changed is the hook (a Moment, or None for live)
+        cell = getattr(runtime, "workcell", None)
+        self.time_travel = TimeTravel(runtime.store, [i.id for i in getattr(cell, "instruments", ()) or ()], self)
+        self.time_bar = TimeTravelBar(self.time_travel, runtime.store.clock, self)
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.time_bar)
+        for panel in (self.robots, self.dashboard):
+            self.time_travel.moment_changed.connect(panel.show_moment)
 
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("Dashboard", self.dashboard, Qt.DockWidgetArea.TopDockWidgetArea)
@@ -121,7 +132,8 @@ class MainWindow(QMainWindow):
         self._add_dock("Schedules", schedules, Qt.DockWidgetArea.RightDockWidgetArea)
         self._add_dock("Inbox", self.inbox, Qt.DockWidgetArea.RightDockWidgetArea)
         self._add_dock("Playbook", self.playbook, Qt.DockWidgetArea.RightDockWidgetArea)
-        for name in ("Robots", "Metrics", "Templates", "Schedules", "Inbox", "Playbook"):
+        self._add_dock("Timeline", self.timeline, Qt.DockWidgetArea.RightDockWidgetArea)
+        for name in ("Robots", "Metrics", "Templates", "Schedules", "Inbox", "Playbook", "Timeline"):
             self.tabifyDockWidget(self.docks["Detail"], self.docks[name])
         self.docks["Detail"].raise_()
         self._on_inbox_counts(len(self.inbox.model.all), sum(i.escalated for i in self.inbox.model.all))
@@ -135,8 +147,12 @@ class MainWindow(QMainWindow):
         view_menu = self.menuBar().addMenu("&View")
         for n, dock in enumerate(self.docks.values(), 1):
             dock.toggleViewAction().setText(f"{dock.windowTitle()} panel")  # shown or hidden
-            dock.toggleViewAction().setShortcut(QKeySequence(f"Shift+F{n + 1}"))
+            if n < 12:
+                dock.toggleViewAction().setShortcut(QKeySequence(f"Shift+F{n + 1}"))
             view_menu.addAction(dock.toggleViewAction())
+        self.time_bar.toggleViewAction().setText("Time travel bar")
+        self.time_bar.toggleViewAction().setShortcut(QKeySequence("Ctrl+Shift+T"))
+        view_menu.addAction(self.time_bar.toggleViewAction())
         view_menu.addSeparator()
         theme_menu = view_menu.addMenu("&Theme")
         self.theme_actions: dict[str, QAction] = {}
@@ -169,11 +185,12 @@ class MainWindow(QMainWindow):
         self.palette_action.setToolTip("Find an order by id, a template, an instrument or an action")
         self.palette_action.triggered.connect(self.show_palette)
         go_menu.addAction(self.palette_action)
+        go_menu.addAction(self.time_bar.focus_action)
         go_menu.addSeparator()
         for n, name in enumerate(self.docks, 1):
             action = QAction(f"Go to {name}", self)
             action.setObjectName(f"go_{name.lower()}")
-            action.setShortcut(QKeySequence(f"Ctrl+{n}"))
+            action.setShortcut(QKeySequence(f"Ctrl+{n}" if n <= 9 else "Ctrl+Alt+T" if name == "Timeline" else ""))
             action.setToolTip(f"Show the {name} panel and put the focus in it")
             action.triggered.connect(lambda _checked=False, name=name: self.go_to(name))
             go_menu.addAction(action)
@@ -249,6 +266,8 @@ class MainWindow(QMainWindow):
         await self.templates.reload()
         if self.forecast is None and self.runtime.dispatcher is not None:
             self.forecast = Forecast(self.runtime, process=True)
+            self.forecast.add_listener(self.timeline.set_forecast)
+            self.detail.set_forecast(self.forecast)
             await self.forecast.start()
             self.schedules.set_forecast(self.forecast)
             self.dashboard.set_forecast(self.forecast)
@@ -452,8 +471,9 @@ class MainWindow(QMainWindow):
         self.save_layout()
         self._stats_timer.stop()
         self.loop_lag.stop()
+        self.time_bar.shutdown()
         for panel in (self.dashboard, self.robots, self.metrics, self.detail, self.templates, self.schedules,
-                      self.jobs, self.inbox, self.playbook):
+                      self.jobs, self.inbox, self.playbook, self.timeline):
             close = getattr(panel, "shutdown", None)
             if close is not None:
                 close()

@@ -118,6 +118,17 @@ class Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class StepPlan:
+    """Where and when a step is forecast to run (epoch seconds)."""
+
+    start: float
+    end: float
+    instrument: str | None
+    running: bool = False
+    """It runs now (its start is the actual one)."""
+
+
+@dataclass(frozen=True, slots=True)
 class RunEta:
     """When a run is forecast to be done (epoch seconds), or why it cannot be."""
 
@@ -129,6 +140,9 @@ class RunEta:
     problem: str | None = None
     steps: dict[str, float] = field(default_factory=dict)
     """Median end of each step still to do (epoch seconds)."""
+    plan: dict[str, StepPlan] = field(default_factory=dict)
+    """Each step still to do (or running): median start and end, and the instrument it takes most
+    often across the plays (the timeline and the run's forward Gantt draw these)."""
 
     @property
     def ok(self) -> bool:
@@ -397,8 +411,9 @@ def _plan(snap: Snapshot, model: DurationsModel) -> tuple[list[_Node], list[RunS
 
 
 def _play(nodes: list[_Node], snap: Snapshot, rng: random.Random,
-          starts: list[float] | None = None) -> list[float]:
-    """One play-forward: the end time of every node (and its start, into ``starts``)."""
+          starts: list[float] | None = None, placed: list[str | None] | None = None) -> list[float]:
+    """One play-forward: the end time of every node (and its start, into ``starts``, and the
+    instrument it took, into ``placed``)."""
     now = snap.now
     free = {x.id: x.capacity for x in snap.instruments if x.available}
     by_cap: dict[str, list[str]] = {}
@@ -409,6 +424,7 @@ def _play(nodes: list[_Node], snap: Snapshot, rng: random.Random,
     deps = [n.deps for n in nodes]
     ends = [0.0] * len(nodes)
     started = starts if starts is not None else [0.0] * len(nodes)
+    place = placed if placed is not None else [None] * len(nodes)
     events: list[tuple[float, int, tuple[str, ...]]] = []
     ready: dict[str, list[tuple[Any, int]]] = {}
 
@@ -452,6 +468,7 @@ def _play(nodes: list[_Node], snap: Snapshot, rng: random.Random,
                 free[inst] -= 1
             heapq.heappush(events, (now + left, i, held))
             started[i] = now - n.elapsed
+            place[i] = n.running_on
             deps[i] = -1
     for i in range(len(nodes)):
         if deps[i] == 0:
@@ -502,6 +519,7 @@ def _play(nodes: list[_Node], snap: Snapshot, rng: random.Random,
                         held_now = (main,)
                     heapq.heappop(heap)
                     started[i] = t
+                    place[i] = main
                     heapq.heappush(events, (t + duration(n, main), i, held_now))
         if not events:
             break
@@ -543,9 +561,12 @@ def forecast(snap: Snapshot, model: DurationsModel, *, samples: int = SAMPLES, s
                 and (n.w_after >= 0 or n.w_after_end is not None)]
     lates: dict[int, list[tuple[float, float]]] = {i: [] for i in windowed}
     firsts: list[list[float]] = [[] for _ in runs]
+    step_starts: list[list[float]] = [[] for _ in nodes]
+    step_places: list[list[str | None]] = [[] for _ in nodes]
     for _ in range(max(1, samples)):
         starts = [0.0] * len(nodes)
-        ends = _play(nodes, snap, rng, starts)
+        placed: list[str | None] = [None] * len(nodes)
+        ends = _play(nodes, snap, rng, starts, placed)
         last = [snap.now] * len(runs)
         first = [_NEVER] * len(runs)
         for i, n in enumerate(nodes):
@@ -554,6 +575,8 @@ def forecast(snap: Snapshot, model: DurationsModel, *, samples: int = SAMPLES, s
             if starts[i] < first[n.run]:
                 first[n.run] = starts[i]
             step_ends[i].append(ends[i])
+            step_starts[i].append(starts[i])
+            step_places[i].append(placed[i])
         for i in windowed:
             n = nodes[i]
             closes = (ends[n.w_after] if n.w_after >= 0 else n.w_after_end or 0.0) + (n.w_max or 0.0)
@@ -562,13 +585,18 @@ def forecast(snap: Snapshot, model: DurationsModel, *, samples: int = SAMPLES, s
             ends_by_run[r].append(value)
             firsts[r].append(first[r])
     per_run_steps: list[dict[str, float]] = [{} for _ in runs]
+    per_run_plan: list[dict[str, StepPlan]] = [{} for _ in runs]
     for i, n in enumerate(nodes):
-        per_run_steps[n.run][n.step] = _quantile(step_ends[i], 0.5)
+        end = _quantile(step_ends[i], 0.5)
+        per_run_steps[n.run][n.step] = end
+        places = step_places[i]
+        where = max(set(places), key=lambda m: (places.count(m), m or "")) if places else None
+        per_run_plan[n.run][n.step] = StepPlan(min(_quantile(step_starts[i], 0.5), end), end, where, n.running)
     out: dict[str, RunEta] = {}
     for r, run in enumerate(runs):
         v = ends_by_run[r]
         out[run.run_id] = RunEta(run.run_id, run.template.name, _quantile(v, 0.1), _quantile(v, 0.5),
-                                 _quantile(v, 0.9), None, per_run_steps[r])
+                                 _quantile(v, 0.9), None, per_run_steps[r], per_run_plan[r])
     for run in snap.runs:
         if run.run_id in problems:
             out[run.run_id] = RunEta(run.run_id, run.template.name, problem=problems[run.run_id])

@@ -53,6 +53,8 @@ from core.events import InstrumentStatusChanged, OperatorAction, RunChanged, Ste
 from core.inbox import Lock, read_locks
 from core.metrics import DashboardMetrics, initial_counts
 from core.orders import ModuleStatus, OrderStatus
+from core.store import ORDER_ROW_COLUMNS
+from core.timetravel import Moment
 from panels.actions import TaskRunner
 from panels.base import Panel
 from panels.style import (
@@ -68,6 +70,7 @@ from panels.style import (
     status_pixmap,
 )
 from panels.theme import Theme, keep_palette
+from panels.timetravel import PastBanner, past_views
 from panels.widgets import BAD, GOOD, NEUTRAL, WARN, BreakdownBar, ElidedLabel, KpiCard, Section
 
 ModelIndex = QModelIndex | QPersistentModelIndex
@@ -357,6 +360,24 @@ def activity_lines(events: Iterable[Any], known: dict[str, ModuleStatus]) -> lis
     return out
 
 
+def past_activity(m: Moment) -> list[Line]:
+    """What happened in the hour before a past moment: transitions and operator actions, newest first."""
+    template = ORDER_ROW_COLUMNS.index("template_name")
+    lines: list[Line] = []
+    for r in m.recent:
+        row = m.rows.get(r.order_id)
+        name = f" {row[template]}" if row is not None and row[template] else ""
+        to = OrderStatus(r.to_status)
+        move = f"{OrderStatus(r.from_status).name} → {to.name}" if r.from_status is not None else to.name
+        lines.append(Line(r.at, status_icon(to), f"{r.order_id}{name}: {move}" + (f" — {r.why}" if r.why else ""),
+                          r.why or ""))
+    for a in m.actions:
+        target = f" {a.target}" if a.target else ""
+        lines.append(Line(a.at, icon("user"), f"{a.who}: {a.action}{target}" + (f" — {a.reason}" if a.reason else "")))
+    lines.sort(key=lambda line: -line.at)
+    return lines[:200]
+
+
 # ---------------------------------------------------------------------------- panel
 
 
@@ -407,6 +428,10 @@ class DashboardPanel(Panel):
         self._dirty = True
         self._counts_dirty = False
         self._reader = TaskRunner(self)
+        self.moment: Moment | None = None
+        """The past moment shown read only (:meth:`show_moment`); None: live."""
+        self._live_activity: list[Line] | None = None
+        self.past_banner = PastBanner(self)
 
         self.kpi: dict[str, KpiCard] = {}
         kpis = QHBoxLayout()
@@ -497,6 +522,7 @@ class DashboardPanel(Panel):
         layout = self._layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 6, 8, 8)
         layout.setSpacing(8)
+        layout.addWidget(self.past_banner)
         layout.addLayout(kpis)
         layout.addWidget(self.details, 1)
         self._expanded: bool | None = None
@@ -547,7 +573,9 @@ class DashboardPanel(Panel):
         """The height of the compact dashboard: one row of KPI cards and the margins."""
         margins = self._layout.contentsMargins()
         cards = max(card.sizeHint().height() for card in self.kpi.values())
-        return cards + margins.top() + margins.bottom()
+        banner = 0 if self.past_banner.isHidden() else \
+            self.past_banner.heightForWidth(max(self.width(), 600)) + self._layout.spacing()
+        return cards + banner + margins.top() + margins.bottom()
 
     # ------------------------------------------------------------------ feeding
 
@@ -578,6 +606,9 @@ class DashboardPanel(Panel):
     def refresh(self) -> None:
         """Read the KPIs, states and alerts now and take the events noted since the last time."""
         self.ticks += 1
+        if self.moment is not None:
+            self._show_past(self.moment)
+            return
         now = time.time()
         events, self._pending = self._pending, []
         self.alerts.note(events, now)
@@ -657,6 +688,51 @@ class DashboardPanel(Panel):
         alert = next((a for a in self.current_alerts if a.key == key), None)
         if alert is not None and alert.order_id:
             self.order_requested.emit(alert.order_id)
+
+    # ------------------------------------------------------------------ the past
+
+    def show_moment(self, moment: Moment | None) -> None:
+        """Show the workcell as it was at ``moment``, read only (None: live again). Live events
+        keep being noted meanwhile and show when back to live."""
+        if moment is not None and self.moment is None:
+            self._live_activity = self.activity_model.lines()
+        self.moment = moment
+        self.past_banner.show_moment(moment)
+        if not self._expanded:  # the compact dock grows by the banner's height, and shrinks back
+            self.setMinimumHeight(self.compact_height() if moment is not None else 0)
+            self.setMaximumHeight(self.compact_height())
+        self.dismiss_button.setEnabled(moment is None)
+        if moment is None and self._live_activity is not None:
+            self.activity_model.set_lines(self._live_activity)
+            self._live_activity = None
+        self.refresh()
+
+    def _show_past(self, m: Moment) -> None:
+        views = past_views(self.runtime.instruments(), m)
+        k = self.kpi
+        online = sum(v.status is not ModuleStatus.Offline for v in views)
+        busy = sum(v.status is ModuleStatus.Busy for v in views)
+        k["instruments"].set(f"{online} / {len(views)}", f"online then · {busy} busy",
+                             NEUTRAL if not views else BAD if not online else WARN if online < len(views) else GOOD)
+        k["jobs"].set(f"{m.count(OrderStatus.Complete):,}", "completed up to then (runs and steps)")
+        k["jobs"].setToolTip("Orders (runs and steps) complete at that moment")
+        k["attention"].set(f"{len(m.inbox):,}", "inbox items open then" if m.inbox else "nothing waited",
+                           WARN if m.inbox else NEUTRAL)
+        failed = m.count(OrderStatus.Error)
+        k["failed"].set(f"{failed:,}", "in Error then", BAD if failed else NEUTRAL)
+        pending = sum(m.count(s) for s in (OrderStatus.Created, OrderStatus.Validated, OrderStatus.Scheduled))
+        k["pending"].set(f"{pending:,}", "orders waiting then")
+        k["running"].set(f"{m.count(OrderStatus.Running):,}", f"{m.count(OrderStatus.Paused):,} paused then")
+        k["average"].set("—", "not kept for the past")
+        k["success"].set("—", "not kept for the past")
+        self._show_status({s: m.count(s) for s in OrderStatus})
+        self._show_instruments(views)
+        alerts = [Alert(f"inbox:{item.item_id}", WARNING, item.title,
+                        f"{item.kind} · waiting since {datetime.fromtimestamp(item.created):%H:%M:%S}",
+                        item.created, order_id=item.order_id)
+                  for item in m.inbox[:100]]
+        self._show_alerts(alerts)
+        self.activity_model.set_lines(past_activity(m))
 
     # ------------------------------------------------------------------ showing
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -228,6 +229,8 @@ class DetailPanel(Panel):
         self._fractions: dict[str, float] = {}
         """Latest progress report of every running order (so a run shown mid-step has it)."""
         self.order_actions = OrderActions(runtime, self, who=who)
+        self.forecast: Any = None
+        """The run ETAs (:meth:`set_forecast`); None: steps to come are chained after their dependencies."""
         self.order_actions.feedback.connect(self._on_feedback)
         self.last_feedback: Feedback | None = None
 
@@ -479,20 +482,47 @@ class DetailPanel(Panel):
             self.why.setText("<b>Why waiting</b><ul style='margin-left:-24px; margin-top:2px'>"
                              + "".join(f"<li>{_html(r)}</li>" for r in reasons) + "</ul>")
 
-        steps = self._gantt_steps(d)
-        self.timeline.set_steps(steps, self._now(d), highlight=d.order_id)
-        for step in steps:
-            if step.order_id in self._fractions:
-                self.timeline.set_progress(step.order_id, self._fractions[step.order_id])
-        # the whole timeline up to ten lanes; more scroll
-        self.timeline_area.setFixedHeight(min(self.timeline.sizeHint().height(), AXIS + LANE * 10) + 2)
-        self.steps_title.setText(f"<b>Steps</b> · {self._steps_summary(steps)}")
+        self._show_steps(d)
         self._render_properties(d)
         self._render_parameters(d)
         self._render_history(d)
         self._render_log(d)
         self._live = o.status not in TERMINAL_STATUSES and self.timeline.running
         self.update_refresh()
+
+    def _show_steps(self, d: DetailData) -> list[GanttStep]:
+        """The run's steps on the timeline: done and running ones where they ran, those to come
+        where the forecast places them (a forward Gantt), and the run's forecast completion."""
+        eta = self.forecast.eta(d.run_id) if self.forecast is not None and d.run_id else None
+        steps = self._gantt_steps(d)
+        band = None
+        if eta is not None and eta.ok:
+            steps = [dataclasses.replace(s, planned=(eta.plan[s.key].start, eta.plan[s.key].end))
+                     if s.started is None and s.key in eta.plan else s for s in steps]
+            band = (eta.p10, eta.p50, eta.p90)
+        self.timeline.set_steps(steps, self._now(d), highlight=d.order_id, eta=band)
+        for step in steps:
+            if step.order_id in self._fractions:
+                self.timeline.set_progress(step.order_id, self._fractions[step.order_id])
+        # the whole timeline up to ten lanes; more scroll
+        self.timeline_area.setFixedHeight(min(self.timeline.sizeHint().height(), AXIS + LANE * 10) + 2)
+        title = f"<b>Steps</b> · {self._steps_summary(steps)}"
+        if band is not None:
+            title += (f" · done by {_clock(band[1])} (p10–p90 {_clock(band[0])}–{_clock(band[2])})"
+                      if band[2] > self._now(d) else "")
+        self.steps_title.setText(title)
+        return steps
+
+    def set_forecast(self, forecast: Any) -> None:
+        """Draw the steps to come where ``forecast`` (a :class:`core.forecast.Forecast`) places
+        them, and follow its new results."""
+        self.forecast = forecast
+        forecast.add_listener(self._on_forecast)
+
+    def _on_forecast(self, result: Any) -> None:
+        d = self.data
+        if d is not None and d.run_id in result.runs and not self.is_shut_down:
+            self._show_steps(d)
 
     def _now(self, d: DetailData) -> float:
         return self.runtime.clock.now() if d.engine else self.now()

@@ -59,6 +59,9 @@ class GanttStep:
     kind: str = ""
     estimate: float | None = None
     """Expected duration in seconds (for the outline of a step not started yet)."""
+    planned: tuple[float, float] | None = None
+    """Forecast start and end (median of the forecast's plays) of a step not started yet: its
+    outline is drawn there (a forward Gantt) instead of chained after its dependencies."""
 
 
 _GLYPH_BY_STATUS = {OrderStatus.Created: "○", OrderStatus.Scheduled: "◷", OrderStatus.Running: "▶",
@@ -81,6 +84,7 @@ class StepsTimeline(QWidget):
         self.now = 0.0
         self.highlight: str | None = None
         self.progress: dict[str, float] = {}
+        self.eta: tuple[float, float, float] | None = None
         self.setMouseTracking(True)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setMinimumWidth(160)
@@ -88,7 +92,10 @@ class StepsTimeline(QWidget):
 
     # ------------------------------------------------------------------ data
 
-    def set_steps(self, steps: Sequence[GanttStep], now: float, highlight: str | None = None) -> None:
+    def set_steps(self, steps: Sequence[GanttStep], now: float, highlight: str | None = None,
+                  eta: tuple[float, float, float] | None = None) -> None:
+        """``eta``: the run's forecast completion (p10, median, p90), drawn as a band."""
+        self.eta = eta
         self.steps = list(steps)
         self.now = now
         self.highlight = highlight
@@ -131,11 +138,15 @@ class StepsTimeline(QWidget):
             if s.started is not None:
                 end = s.ended if s.ended is not None else max(self.now, s.started)
                 times[s.key] = (s.started, end)
+            elif s.planned is not None:
+                times[s.key] = s.planned
             else:
                 after = [times[d][1] for d in s.depends_on if d in times]
                 start = max(after) if after else max(t0, min(self.now, known))
                 times[s.key] = (start, start + (s.estimate or default))
-        t1 = max([t0 + 1.0] + [end for _start, end in times.values()])
+        t1 = max([t0 + 1.0] + [end for _start, end in times.values()]
+                 + ([self.eta[2]] if self.eta is not None else []))
+        t0 = min([t0] + [start for start, _end in times.values()])
         return times, t0, t1
 
     def _label_width(self) -> int:
@@ -184,7 +195,15 @@ class StepsTimeline(QWidget):
                 p.drawText(QRectF(xx + 2, 0, 80, AXIS - 4),
                            int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), label)
             tick += step
-        if t0 <= self.now <= t1 and any(s.ended is None and s.started is not None for s in self.steps):
+        if self.eta is not None:  # the forecast completion: p10-p90 band, median mark
+            p10, p50, p90 = self.eta
+            band = QColor(status_color(OrderStatus.Scheduled))
+            band.setAlpha(45)
+            p.fillRect(QRectF(x(p10), AXIS - 4, max(2.0, x(p90) - x(p10)), self.height() - AXIS + 2), band)
+            p.setPen(QPen(status_color(OrderStatus.Scheduled), 1.5))
+            p.drawLine(QPointF(x(p50), AXIS - 4), QPointF(x(p50), self.height() - 2))
+        if t0 <= self.now <= t1 and (self.eta is not None
+                                     or any(s.ended is None and s.started is not None for s in self.steps)):
             now_pen = QPen(status_color(OrderStatus.Running), 1, Qt.PenStyle.DashLine)
             p.setPen(now_pen)
             p.drawLine(QPointF(x(self.now), AXIS - 4), QPointF(x(self.now), self.height() - 2))

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from PySide6.QtCore import (
@@ -56,6 +57,7 @@ from core.api import RuntimeApi
 from core.dispatcher import InstrumentView
 from core.events import InstrumentStatusChanged, OperatorAction, StepProgress
 from core.inbox import InboxChanged, Lock, read_locks
+from core.timetravel import Moment
 from panels.base import Panel
 from panels.identity import connection_line, identity_tooltip, latency_text
 from panels.instrument_detail import InstrumentDetail
@@ -73,6 +75,7 @@ from panels.style import (
     state_pixmap,
 )
 from panels.theme import Theme, current_theme, theme_events
+from panels.timetravel import PastBanner, past_views
 from panels.widgets import CardGrid, ElidedLabel, ReasonDialog, TaskKeeper
 
 log = logging.getLogger(__name__)
@@ -489,6 +492,9 @@ class RobotsPanel(Panel):
         self._dirty = True
         self._last_refresh = 0.0
         self._descriptions = self._describe_instruments()
+        self.moment: Moment | None = None
+        """The past moment shown read only (:meth:`show_moment`); None: live."""
+        self.past_banner = PastBanner(self)
 
         # actions on the selected instrument; the view switch sits with the summary
         self.toolbar = QToolBar(self)
@@ -593,6 +599,7 @@ class RobotsPanel(Panel):
         top = QHBoxLayout()
         top.addWidget(self.summary, 1)
         top.addWidget(self.view_bar)
+        layout.addWidget(self.past_banner)
         layout.addLayout(top)
         layout.addWidget(self.toolbar)
         layout.addWidget(self.stack, 1)
@@ -658,6 +665,8 @@ class RobotsPanel(Panel):
         self._dirty = False
         self._last_refresh = time.monotonic()
         views = self.runtime.instruments()
+        if self.moment is not None:
+            views = past_views(views, self.moment)
         running = {oid for v in views for oid in v.running}
         for oid in [o for o in self._progress if o not in running]:
             del self._progress[oid]
@@ -671,6 +680,14 @@ class RobotsPanel(Panel):
         for v, p in zip(views, progress, strict=True):
             held = instrument_state(v) in (DISABLED, OUT_OF_SERVICE, DRAINING)
             self.cards[v.id].update_view(v, p, self._notes.get(v.id, "") if held else "", self.locks.get(v.id))
+        if self.moment is not None:  # the past: since when each was in its state, not live health
+            for v in views:
+                then = self.moment.instruments.get(v.id)
+                since = then.since if then is not None else None
+                self.cards[v.id].health.set_full_text(
+                    f"{v.status.name} since {datetime.fromtimestamp(since):%Y-%m-%d %H:%M:%S}" if since
+                    else "nothing logged before this moment")
+                self.cards[v.id].counts.setText("")
         self.model.set_views(views, progress, self.locks)
         self._update_summary(views)
         self._update_actions()
@@ -734,9 +751,15 @@ class RobotsPanel(Panel):
     def show_table(self, table: bool = True) -> None:
         (self.table_action if table else self.cards_action).setChecked(True)
 
+    def show_moment(self, moment: Moment | None) -> None:
+        """Show the instruments as they were at ``moment``, read only (None: live again)."""
+        self.moment = moment
+        self.past_banner.show_moment(moment)
+        self.refresh()
+
     def _update_actions(self) -> None:
         view = self._views.get(self._selected or "")
-        busy = self.tasks.busy
+        busy = self.tasks.busy or self.moment is not None  # the past is read only
         locked = view is not None and view.id in self.locks
         for key, action in self.actions_by_key.items():
             action.setEnabled(view is not None and not busy and ACTION_BY_KEY[key].allowed(view)
@@ -794,7 +817,7 @@ class RobotsPanel(Panel):
         (with a non-blocking dialog: ``open()``, never ``exec()``)."""
         iid = self._selected
         spec = ACTION_BY_KEY[key]
-        if iid is None:
+        if iid is None or self.moment is not None:
             return
         if key == "enable" and iid in self.locks:
             lock = self.locks[iid]
