@@ -134,3 +134,29 @@ def test_an_adopted_order_is_never_sent_back_as_a_new_one(tmp_path):
     orders = asyncio.run(scenario())
     top = [o for o in orders if o.templateName == "Fleet Read" and not o.parentIdentifier]
     assert len(top) == 1, [o.createdBy for o in top]
+
+
+def test_two_consoles_orders_with_the_same_local_id_stay_two_orders_on_the_data_services(tmp_path):
+    """Each console numbers its orders from Order_00001; the outbox's idempotency key was the
+    local id alone, so the second console's run was taken for the first one's (linked to it)."""
+    async def scenario() -> list[Order]:
+        shared = Store(tmp_path / "shared" / DB_FILENAME).open()
+        async with EmbeddedDataServices(shared, port=0) as server:
+            consoles = [_console(tmp_path, name, None, server.url) for name in ("cell-1", "cell-2")]
+            for rt, link in consoles:
+                await rt.start(templates_dir=fleetkit.TEMPLATES, link=link)
+                run_id = await rt.start_run("Fleet Read", {"plate": "P1"})
+                assert run_id == "Order_00001"
+            async with DataServicesClient(server.url) as c:
+                async def both_there() -> list[Order] | None:
+                    runs = [o for o in await c.orders(limit=100) if o.templateName == "Fleet Read"]
+                    return runs if len(runs) >= 2 else None
+
+                runs = await _until(both_there, 20, "both runs are on the Data Services")
+            for rt, _ in consoles:
+                await rt.close()
+        shared.close()
+        return runs
+
+    runs = asyncio.run(scenario())
+    assert sorted(o.createdBy or "" for o in runs) == ["cell-1 Order_00001", "cell-2 Order_00001"]

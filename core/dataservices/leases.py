@@ -31,11 +31,10 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Literal
 
 from core.dataservices.client import DataServicesClient
-from core.dataservices.fleet import ModuleBeat, recent_beats
+from core.dataservices.fleet import ModuleBeat
 from core.dataservices.models import EventMessage
 from core.orders import Order
 
@@ -161,6 +160,7 @@ class Leases:
             if beat.instance not in latest or beat.at >= latest[beat.instance].at:
                 latest[beat.instance] = beat
         modules = {b.module_id for b in latest.values()}
+        live = {b.module_id for b in latest.values() if b.alive_until > t}
         live_held = {oid for b in latest.values() if b.alive_until > t for oid in b.held}
         out = []
         for order in orders:
@@ -178,20 +178,11 @@ class Leases:
                     continue
             elif max(m.at for m in marks) > t - self.lease:
                 continue
-            if h.started:
-                if oid not in self._unknown_told:
+            if h.started:  # finished there and not reported yet, or lost with its console
+                if owner not in live and oid not in self._unknown_told:
                     self._unknown_told.add(oid)
                     log.warning("order %s had started on %s, whose console is gone: its outcome is "
                                 "unknown, it stays there for an operator to decide", oid, h.module_id)
                 continue
             out.append((order, h))
         return out
-
-
-async def console_beats(client: DataServicesClient, now: float, lease: float) -> list[ModuleBeat]:
-    """Heartbeats of the last ten leases: enough to know which modules are consoles."""
-    return await recent_beats(client, now - 10 * lease)
-
-
-def utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)

@@ -42,11 +42,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from core.dataservices.backend import EXECUTING_STATUSES, WAITING_STATUSES
-from core.dataservices.client import V2, DataServicesClient
+from core.dataservices.client import V2, V3, DataServicesClient
 from core.dataservices.config import DataServicesSettings
 from core.dataservices.errors import CreateOutcomeUnknownError
-from core.dataservices.fleet import DEFAULT_LEASE, FleetModule, ModuleIdentity, fleet
-from core.dataservices.leases import Holding, Leases, console_beats
+from core.dataservices.fleet import DEFAULT_LEASE, FleetModule, ModuleIdentity, fleet, recent_beats
+from core.dataservices.leases import Holding, Leases
 from core.dataservices.models import OrderTemplate, json_text_problem
 from core.dataservices.server import EmbeddedDataServices, ServerLimits, check_exposure
 from core.engine import check_inputs, to_parameter
@@ -71,6 +71,10 @@ SKIP_CREATORS = ("demo",)
 PICKUP_BATCH = 200
 PICKUP_RETRY = 60.0
 PAGE = 1000
+SWEEP_EVERY = 10
+"""Every this many reclaim rounds (a third of a lease each), a thorough one."""
+SWEEP_LEASES = 100
+"""How far back (in leases) a thorough round looks for consoles that are gone."""
 WORKFLOW_ENGINE_NAMES = frozenset({"workflow execution engine"})
 """Restrictions any labconsole takes as naming itself (Biosero's SDK sets this one)."""
 DROP_WAIT = 30.0
@@ -155,6 +159,7 @@ class DataServicesLink:
         self._beats: list[Any] = []
         self._all_beats: list[Any] = []
         self._told: dict[str, str] = {}
+        self._v3_unassigned = True
         """Orders this console took over from consoles that were gone."""
 
     @property
@@ -555,27 +560,34 @@ class DataServicesLink:
         while True:
             await asyncio.sleep(self.lease / 3)
             try:
-                await self.reclaim_once(waiting=rounds % 3 == 0)
+                await self.reclaim_once(thorough=rounds % SWEEP_EVERY == 0)
             except DataServicesError as exc:
                 self._mark(False, exc.cause)
             except Exception:  # noqa: BLE001 - keep reclaiming, say why
                 log.exception("Data Services: reclaiming orders failed")
             rounds += 1
 
-    async def reclaim_once(self, *, waiting: bool = True) -> list[str]:
+    async def reclaim_once(self, *, thorough: bool = True) -> list[str]:
         """Take over the unstarted orders of consoles that are gone (see
-        :mod:`core.dataservices.leases`) and run them here; return their ids. ``waiting``: look
-        at assigned orders still waiting too, not only the executing ones (a console that died
-        before reporting Running)."""
+        :mod:`core.dataservices.leases`) and run them here; return their ids.
+
+        The orders are read only when a console's heartbeats have stopped; a ``thorough`` round
+        reads them anyway, with heartbeats from further back (consoles gone long ago, orders a
+        console won with try-assign just before it died, before it could mark them)."""
         assert self.client is not None and self.leases is not None
-        await self._refresh_fleet()
-        beats = self._all_beats
+        await self._refresh_fleet(SWEEP_LEASES if thorough else 2)
+        beats, now = self._all_beats, time.time()
+        latest: dict[str, Any] = {}
+        for b in beats:
+            if b.instance not in latest or b.at >= latest[b.instance].at:
+                latest[b.instance] = b
+        if not thorough and all(b.alive_until > now for b in latest.values()):
+            return []
         orders = await self._all(lambda offset: self.client.executing_orders(limit=PAGE, offset=offset)
                                   if self.client else _none())
-        if waiting:
-            orders += [o for o in await self._all(lambda offset: self.client.orders(
-                statuses=WAITING_STATUSES, limit=PAGE, offset=offset) if self.client else _none())
-                if o.assignedTo]
+        orders += [o for o in await self._all(lambda offset: self.client.orders(
+            statuses=WAITING_STATUSES, limit=PAGE, offset=offset) if self.client else _none())
+            if o.assignedTo]
         taken = []
         for order, seen in await self.leases.takeable(beats, orders, self._can_take):
             oid = order.identifier or ""
@@ -589,9 +601,9 @@ class DataServicesLink:
                 taken.append(oid)
         return taken
 
-    async def _refresh_fleet(self) -> None:
+    async def _refresh_fleet(self, leases: float = 2) -> None:
         assert self.client is not None
-        self._all_beats = await console_beats(self.client, time.time(), self.lease)
+        self._all_beats = await recent_beats(self.client, time.time() - leases * self.lease)
         self._beats = _latest_per_module(self._all_beats)
 
     def _can_take(self, order: Order) -> bool:
@@ -614,8 +626,7 @@ class DataServicesLink:
         """``UnassignedOrders``, read one order at a time: an order that cannot be read is
         skipped for good (it will not become readable) instead of failing the whole list."""
         assert self.client is not None
-        data = await self.client.get_json(f"{V2}/OrderService/UnassignedOrders",
-                                      {"limit": PICKUP_BATCH, "offset": 0})
+        data = await self._unassigned_data()
         if not isinstance(data, list):
             raise DataServicesError(self.client.base_url, "expected a JSON list of orders, got "
                                                           f"{type(data).__name__}")
@@ -633,6 +644,30 @@ class DataServicesLink:
             except LabconsoleError as exc:
                 self._pickup_failed(oid, f"cannot be read: {exc}", retry_after=math.inf)
         return orders
+
+    async def _unassigned_data(self) -> Any:
+        """The waiting orders to look at. On a shared Data Services only those of the templates
+        and capabilities this console has, a few times its backlog (v3 ``orders/unassigned``
+        filters by template name), so several consoles polling stay cheap; a server without that
+        route is read through v2 ``UnassignedOrders`` whole, as before."""
+        assert self.client is not None
+        if self.leases is not None and self._v3_unassigned:
+            names = sorted({t.name for t in self.runtime.templates() if self._runnable(t)}
+                           | set(self.runtime.workcell.capabilities if self.runtime.workcell else ()))
+            if not names:
+                return []
+            try:
+                return await self.client.get_json(f"{V3}/orders/unassigned", {
+                    "templateName": names, "limit": max(50, 4 * self._backlog()), "offset": 0})
+            except DataServicesError as exc:
+                if not exc.cause.startswith("HTTP 404"):
+                    raise
+                self._v3_unassigned = False
+                log.warning("Data Services %s has no GET %s/orders/unassigned (%s): reading %s/"
+                            "OrderService/UnassignedOrders whole instead", self.client.base_url, V3,
+                            exc.cause, V2)
+        return await self.client.get_json(f"{V2}/OrderService/UnassignedOrders",
+                                      {"limit": PICKUP_BATCH, "offset": 0})
 
     def _pickup_failed(self, order_id: str, reason: str, retry_after: float = PICKUP_RETRY) -> None:
         """Skip ``order_id`` for ``retry_after`` seconds; log it once per reason; show it."""
@@ -839,7 +874,7 @@ class DataServicesLink:
                            restrictToModuleIds=current.restrictToModuleIds,
                            moduleRestrictionStrategy=current.moduleRestrictionStrategy)
             try:
-                remote = await self.client.create_order(create, idempotency_key=f"labconsole:{local_id}")
+                remote = await self.client.create_order(create, idempotency_key=self._create_key(local_id))
             except CreateOutcomeUnknownError as exc:
                 raise DataServicesError(self.client.base_url, f"create of {local_id} unconfirmed: {exc}") from None
             await self._link(local_id, remote)
@@ -852,6 +887,13 @@ class DataServicesLink:
             log.warning("remote order %s of %s is gone; relinking", remote, local_id)
             await self.runtime.store.write(lambda c: c.execute("DELETE FROM ds_links WHERE local_id = ?", (local_id,)))
             raise DataServicesError(self.client.base_url, f"order {remote} vanished; will recreate") from None
+
+    def _create_key(self, local_id: str) -> str:
+        """The idempotency key of the remote twin of ``local_id``: unique on a Data Services that
+        several consoles share (each numbers its orders from Order_00001)."""
+        if self.identity is not None:
+            return f"labconsole:{self.identity.instance}:{local_id}"
+        return f"labconsole:{local_id}"
 
     def _mark(self, ok: bool, error: str | None) -> None:
         if self.state.connected != ok or self.state.error != error:
