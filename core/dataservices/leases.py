@@ -147,7 +147,9 @@ class Leases:
 
     async def takeable(self, consoles: Sequence[ModuleBeat], orders: Iterable[Order],
                        wanted: Callable[[Order], bool]) -> list[tuple[Order, Holding]]:
-        """Orders this console may take over now, with what their marks said.
+        """Orders this console may take over now, with what their marks said. One this console
+        holds already (``holder`` is its instance) is its own, won just before it died and
+        restarted without a copy of it: it adopts it without a takeover.
 
         ``consoles``: recent heartbeats. ``orders``: waiting or executing orders of the Data
         Services. An order qualifies when it is assigned to a console module, was not created by
@@ -171,8 +173,6 @@ class Leases:
                 continue
             marks = await self.marks(oid)
             h = walk(marks)
-            if h.holder == self.instance:
-                continue
             if not marks:
                 if self._markless.setdefault(oid, t) > t - self.lease:
                     continue

@@ -592,7 +592,9 @@ class DataServicesLink:
         for order, seen in await self.leases.takeable(beats, orders, self._can_take):
             oid = order.identifier or ""
             kind = self._wanted(order)
-            if kind is None or not await self.leases.take(oid, seen):
+            if kind is None:
+                continue
+            if seen.holder != self.leases.instance and not await self.leases.take(oid, seen):
                 continue
             self.taken_over += 1
             log.info("Data Services: order %s of %s taken over (its console is gone, it had not "
