@@ -126,7 +126,7 @@ class ConsoleMetrics(Collector):
             await asyncio.to_thread(self._server.shutdown)
             self._server.server_close()
 
-    def _on_status(self, event: OrderStatusChanged) -> None:
+    def _on_status(self, event: Any) -> None:
         now = self.runtime.clock.now()
         if event.to_status is OrderStatus.Running:
             self._running_since.setdefault(event.order_id, now)

@@ -160,6 +160,7 @@ class DataServicesLink:
         self._all_beats: list[Any] = []
         self._told: dict[str, str] = {}
         self._v3_unassigned = True
+        self._no_run: list[str] = []
         """Orders this console took over from consoles that were gone."""
 
     @property
@@ -206,19 +207,29 @@ class DataServicesLink:
 
     async def _restore_held(self) -> None:
         """Adopted orders not finished (held), and those another console took over (lost)."""
-        def read(c: sqlite3.Connection) -> tuple[list[tuple[str, str, str]], list[str]]:
+        def read(c: sqlite3.Connection) -> tuple[list[tuple[str, str, str]], list[str], list[tuple[str, str]]]:
             held = c.execute("SELECT l.local_id, l.remote_id, o.data FROM ds_links l "
                              "JOIN orders o ON o.id = l.local_id WHERE l.adopted = 1").fetchall()
             lost = [k[len(LOST_PREFIX):] for (k,) in c.execute(
                 "SELECT key FROM meta WHERE key LIKE ?", (LOST_PREFIX + "%",)).fetchall()]
-            return held, lost
+            runs = c.execute("SELECT o.id, o.parent_id FROM orders o JOIN ds_links l ON l.local_id = o.parent_id "
+                             "WHERE l.adopted = 1 AND o.id IN (SELECT run_id FROM runs)").fetchall()
+            return held, lost, runs
 
-        held, lost = await self.runtime.store.read(read)
+        held, lost, runs = await self.runtime.store.read(read)
         self._lost = set(lost)
+        for run_id, answer in runs:  # a console stopped between creating the run and its watch
+            if run_id not in self._watch:
+                self._watch[run_id] = answer
+                await self._save_watch(run_id, answer)
+        with_run = set(self._watch.values())
+        names = {n.lower() for n in self.runtime.engine.templates.names()}
         for local_id, remote_id, data in held:
-            status = Order.model_validate_json(data).status
-            if local_id not in self._lost and status not in TERMINAL_STATUSES | {OrderStatus.Error}:
+            order = Order.model_validate_json(data)
+            if local_id not in self._lost and order.status not in TERMINAL_STATUSES | {OrderStatus.Error}:
                 self._held[local_id] = remote_id
+                if local_id not in with_run and (order.templateName or "").lower() in names:
+                    self._no_run.append(local_id)  # stopped before its run existed: started in start()
 
     def _describe(self) -> dict[str, Any]:
         rt = self.runtime
@@ -259,6 +270,11 @@ class DataServicesLink:
             await self._refresh_fleet()
             for local_id in sorted(self._lost):
                 await self._drop(local_id)
+            for local_id in self._no_run:
+                if local_id in self._held:
+                    mirror = self.runtime.store.get_order(local_id)
+                    await self._start_run(local_id, mirror,
+                                          self._version_for(mirror, mirror.templateName or "") or None)
             self.tasks.spawn(self._reclaim_loop(), "reclaim")
         self.runtime.ledger.bus.subscribe(self._on_status, OrderStatusChanged)
         await self._restore_watches()
@@ -541,8 +557,7 @@ class DataServicesLink:
         reason = why[0] if why else "taken over by another console"
         for run_id in [r for r, a in self._watch.items() if a == local_id]:
             self._watch.pop(run_id, None)
-            await self.runtime.store.write(lambda c, r=run_id: c.execute(
-                "DELETE FROM meta WHERE key = ?", (f"ds_watch:{r}",)))
+            await self._forget_watch(run_id)
             try:
                 if self.runtime.store.get_order(run_id).status not in TERMINAL_STATUSES:
                     await self.runtime.cancel(run_id, who=self.module_id, reason=reason)
@@ -720,18 +735,23 @@ class DataServicesLink:
         await self.runtime.ledger.set_status(answer_id, OrderStatus.Running, who=self.module_id,
                                            why="claimed by labconsole")
         if kind == "workflow":
-            scheduled = order.scheduledStartTime \
-                if order.schedulingStrategy is SchedulingStrategy.FirstAvailableSlot else None
-            run_id = await self.runtime.engine.create_instance(
-                order.templateName or "", inputs, parent_identifier=answer_id, who=order.createdBy or remote_id,
-                allow_duplicate=True, biosero_priority=order.priority, scheduled_start=scheduled,
-                version=version)
-            self._watch[run_id] = answer_id
-            await self._save_watch(run_id, answer_id)
-            await self.runtime.engine.execute_workflow(run_id)
+            await self._start_run(answer_id, order, version)
         else:
             self._module_jobs.add(answer_id)
             self._spawn(self._run_module_job(answer_id, order))
+
+    async def _start_run(self, answer_id: str, order: Order, version: int | None = None) -> None:
+        """The run that answers ``answer_id`` (a child of it), watched, started."""
+        inputs = {p.name: p.typed_value for p in order.inputParameters if p.value not in (None, "")}
+        scheduled = order.scheduledStartTime \
+            if order.schedulingStrategy is SchedulingStrategy.FirstAvailableSlot else None
+        run_id = await self.runtime.engine.create_instance(
+            order.templateName or "", inputs, parent_identifier=answer_id,
+            who=order.createdBy or order.identifier or "", allow_duplicate=True,
+            biosero_priority=order.priority, scheduled_start=scheduled, version=version)
+        self._watch[run_id] = answer_id
+        await self._save_watch(run_id, answer_id)
+        await self.runtime.engine.execute_workflow(run_id)
 
     async def _run_module_job(self, answer_id: str, order: Order) -> None:
         from core.dispatcher import Job
@@ -778,6 +798,12 @@ class DataServicesLink:
     async def _save_watch(self, run_id: str, answer_id: str) -> None:
         await self.runtime.store.write(lambda c: c.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (f"ds_watch:{run_id}", answer_id)))
+
+    async def _forget_watch(self, run_id: str) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM meta WHERE key = ?", (f"ds_watch:{run_id}",))
+
+        await self.runtime.store.write(op)
 
     async def _restore_watches(self) -> None:
         rows = await self.runtime.store.read(lambda c: c.execute(
