@@ -160,3 +160,41 @@ def test_two_consoles_orders_with_the_same_local_id_stay_two_orders_on_the_data_
 
     runs = asyncio.run(scenario())
     assert sorted(o.createdBy or "" for o in runs) == ["cell-1 Order_00001", "cell-2 Order_00001"]
+
+
+def test_a_run_that_ended_before_the_link_listened_still_answers_its_order(tmp_path):
+    """After a restart the engine resumes runs before the link starts; one that finished in
+    between left the order it answers Running for ever."""
+    async def scenario() -> tuple[OrderStatus, OrderStatus]:
+        shared = Store(tmp_path / "shared" / DB_FILENAME).open()
+        async with EmbeddedDataServices(shared, port=0) as server:
+            rt, link = _console(tmp_path, "cell", None, server.url)
+            await rt.start(templates_dir=fleetkit.TEMPLATES)  # the link not started: not listening
+            link.client = DataServicesClient(server.url)
+            oid = await link.client.create_order(Order(templateName="Fleet Read"))
+            assert await link.client.try_assign(oid, "cell")
+            await link._adopt(await link.client.get_order(oid), "workflow")
+            mirror = next(iter(link._held))
+
+            async def run_done() -> bool:
+                return all(rt.store.get_order(r).status is OrderStatus.Complete for r in link._watch)
+
+            await _until(run_done, 10, "the run completes")
+            before = rt.store.get_order(mirror).status
+            await link.start()
+
+            async def answered() -> bool:
+                return rt.store.get_order(mirror).status is OrderStatus.Complete
+
+            try:
+                await _until(answered, 5, "the order is answered")
+            except AssertionError:
+                pass
+            after = rt.store.get_order(mirror).status
+            await link.stop()
+            await rt.close()
+        shared.close()
+        return before, after
+
+    before, after = asyncio.run(scenario())
+    assert before is OrderStatus.Running and after is OrderStatus.Complete

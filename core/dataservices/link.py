@@ -278,6 +278,7 @@ class DataServicesLink:
             self.tasks.spawn(self._reclaim_loop(), "reclaim")
         self.runtime.ledger.bus.subscribe(self._on_status, OrderStatusChanged)
         await self._restore_watches()
+        self._answer_ended_runs()
         if self.embedded:  # our own server: the templates are there before anyone asks
             await self.register_templates()
         self.tasks.spawn(self._inbound_loop(), "inbound")
@@ -783,6 +784,17 @@ class DataServicesLink:
         if outputs:
             changes = {"outputParameters": [to_parameter(k, v) for k, v in outputs.items()]}
         await self.runtime.ledger.set_status(order_id, status, who=self.module_id, why=why, changes=changes)
+
+    def _answer_ended_runs(self) -> None:
+        """Runs the engine resumed and finished before this link listened (a restart): answer them."""
+        for run_id in list(self._watch):
+            try:
+                status = self.runtime.store.get_order(run_id).status
+            except LabconsoleError:
+                continue
+            if status in (OrderStatus.Complete, OrderStatus.Error, OrderStatus.Canceled):
+                self._on_status(OrderStatusChanged(order_id=run_id, from_status=None, to_status=status,
+                                                   who=self.module_id))
 
     def _on_status(self, event: Any) -> None:
         """A watched run ended: answer the order it runs for."""
