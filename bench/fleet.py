@@ -34,6 +34,15 @@ from core.dataservices.leases import CLAIM_TOPIC, ClaimMark  # noqa: E402
 from core.orders import Order, OrderStatus, Parameter  # noqa: E402
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -106,7 +115,11 @@ def run_size(n: int, per_console: int, cutoff: float) -> dict[str, object]:
             for i in range(n):
                 procs.append(fleetkit.console(base, f"cell-{i + 1}", url, "reader", speed=400, lease=10,
                                               poll=0.2))
+            before = (cpu_seconds(ds.proc.pid), sum(cpu_seconds(p.proc.pid) for p in procs))
             result = asyncio.run(load(url, per_console * n, cutoff))
+            wall = float(result["elapsed"])  # type: ignore[arg-type]
+            result["ds_cpu"] = (cpu_seconds(ds.proc.pid) - before[0]) / wall
+            result["consoles_cpu"] = (sum(cpu_seconds(p.proc.pid) for p in procs) - before[1]) / wall
         finally:
             for p in procs:
                 p.stop()
@@ -124,7 +137,8 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
     print(f"{'consoles':>8} {'orders':>7} {'s':>6} {'orders/h':>9} {'vs linear':>9} "
-          f"{'claim p50':>9} {'claim p99':>9} {'DS p50':>7} {'DS p99':>7} {'DS idle':>7}")
+          f"{'claim p50':>9} {'claim p99':>9} {'DS p50':>7} {'DS p99':>7} {'DS idle':>7} {'DS cpu':>6} "
+          f"{'cons cpu':>8}")
     base_rate = None
     rows = []
     for n in sizes:
@@ -133,20 +147,27 @@ def main() -> int:
         base_rate = base_rate or rate / n
         scaling = rate / (base_rate * n) if base_rate else float("nan")
         claims, lat, idle = r["claims"], r["latency"], r["idle"]
-        rows.append((n, scaling, lat, idle))
+        rows.append((n, scaling, lat, idle, r["ds_cpu"], r["consoles_cpu"]))
         print(f"{n:>8} {r['done']:>3}/{args.per_console * n:<3} {r['elapsed']:>6.1f} {rate:>9.0f} "
               f"{scaling:>8.2f}x {pct(claims, .5):>7.0f}ms {pct(claims, .99):>7.0f}ms "  # type: ignore[arg-type]
-              f"{pct(lat, .5):>5.0f}ms {pct(lat, .99):>5.0f}ms {statistics.median(idle):>5.0f}ms",  # type: ignore[arg-type]
-              flush=True)
-    n, scaling, lat, idle = rows[-1]
+              f"{pct(lat, .5):>5.0f}ms {pct(lat, .99):>5.0f}ms {statistics.median(idle):>5.0f}ms "  # type: ignore[arg-type]
+              f"{float(r['ds_cpu']):>6.0%} {float(r['consoles_cpu']):>8.0%}", flush=True)  # type: ignore[arg-type]
+    n, scaling, lat, idle, ds_cpu, consoles_cpu = rows[-1]
     if scaling >= 0.85:
         print(f"scaling to {n} consoles: {scaling:.2f} x linear (target 0.85)")
     else:
-        print(f"scaling to {n} consoles: {scaling:.2f} x linear, below 0.85. Bottleneck: the one Data "
-              f"Services process every console's claims, marks and outbox go through: its request "
-              f"latency is {pct(lat, .5):.0f} ms p50 / {pct(lat, .99):.0f} ms p99 under this load against "
-              f"{statistics.median(idle):.0f} ms idle, with {os.cpu_count()} cores shared by "
-              f"{n + 1} processes (load average {os.getloadavg()[0]:.1f})")
+        busy = float(ds_cpu) + float(consoles_cpu)  # type: ignore[arg-type]
+        cores = os.cpu_count() or 1
+        share = (f"the Data Services used {float(ds_cpu):.0%} of a core and the {n} consoles "  # type: ignore[arg-type]
+                 f"{float(consoles_cpu):.0%}: {busy:.0%} of the {100 * cores}% the {cores} cores "  # type: ignore[arg-type]
+                 f"have (load average {os.getloadavg()[0]:.1f} with the machine's other work)")
+        if busy >= 0.8 * cores:
+            print(f"scaling to {n} consoles: {scaling:.2f} x linear, below 0.85. Bottleneck: CPU; {share}")
+        else:
+            print(f"scaling to {n} consoles: {scaling:.2f} x linear, below 0.85. Bottleneck: the Data "
+                  f"Services' answer time, {pct(lat, .5):.0f} ms p50 / {pct(lat, .99):.0f} ms p99 under "
+                  f"this load, which every order's chain of requests waits on one after the other "
+                  f"(claim, claim and start marks, the outbox's creates and statuses); not CPU: {share}")
     return 0
 
 
