@@ -159,7 +159,7 @@ class ConsoleMetrics(Collector):
             d, link = rt.dispatcher, rt.link
             snap = Snapshot(
                 queue_depth=len(d.queue) if d is not None else 0,
-                claimed_unstarted=link._unstarted() if link is not None and link.leases is not None else 0,
+                claimed_unstarted=link.unstarted() if link is not None and link.leases is not None else 0,
                 outbox_depth=link.state.outbox if link is not None else 0,
                 loop_lag=lag, instruments={v.id: v.status.name for v in rt.instruments()},
                 states=self.snapshot.states)

@@ -97,9 +97,8 @@ def walk(marks: Iterable[ClaimMark]) -> Holding:
     for m in marks:
         if h.started:
             break
-        if m.kind == "claim" and h.holder is None:
-            h = Holding(m.instance, m.module_id, False, m.at)
-        elif m.kind == "takeover" and m.previous == h.holder:
+        claims = (m.kind == "claim" and h.holder is None) or (m.kind == "takeover" and m.previous == h.holder)
+        if claims:
             h = Holding(m.instance, m.module_id, False, m.at)
         elif m.kind == "start" and m.instance == h.holder:
             h = Holding(m.instance, m.module_id, True, m.at)

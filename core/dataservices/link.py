@@ -435,7 +435,7 @@ class DataServicesLink:
         adopted = []
         now = asyncio.get_running_loop().time()
         for order in await self._unassigned():
-            if self.leases is not None and self._unstarted() >= self._backlog():
+            if self.leases is not None and self.unstarted() >= self._backlog():
                 break  # enough claimed here: the others are left to other consoles
             oid = order.identifier or ""
             skipped = self._skipped.get(oid)
@@ -483,7 +483,7 @@ class DataServicesLink:
 
     # ------------------------------------------------------------------ leases (remote mode)
 
-    def _unstarted(self) -> int:
+    def unstarted(self) -> int:
         return sum(1 for local_id in self._held if local_id not in self._started)
 
     def _backlog(self) -> int:
