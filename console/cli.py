@@ -165,6 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "--bind, --port, --token/--token-file and --max-body-mb)")
     ds.add_argument("--certfile", default=None, help="PEM certificate chain: serve HTTPS")
     ds.add_argument("--keyfile", default=None, help="PEM private key of --certfile")
+    headless = sub.add_parser("headless", help="work the orders of a Data Services without a window "
+                              "(uses --data-services-url or config.ini, --workcell, --token/--token-file)")
+    headless.add_argument("--module-id", default=None, help="this console's module id (default: "
+                          "[DATA SERVICES] module_id of config.ini, else 'labconsole')")
+    headless.add_argument("--templates", type=Path, default=None, help="directory of templates (default: samples)")
+    headless.add_argument("--speed", type=float, default=1.0, help="simulated time runs this many times faster")
+    headless.add_argument("--lease", type=float, default=None, help="seconds a claim outlives the last "
+                          "heartbeat (default: [DATA SERVICES] lease of config.ini, else 60)")
+    headless.add_argument("--poll", type=float, default=1.0, help="seconds between looks for new orders")
+    headless.add_argument("--backlog", type=int, default=None, help="most orders claimed and not started "
+                          "yet (default: twice the instruments' capacity, at least 4)")
     audit = sub.add_parser("audit", help="the tamper-evident audit trail").add_subparsers(
         dest="action", required=True)
     verify = audit.add_parser("verify", help="check the hash chains; exit 1 naming the first broken row")
@@ -252,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _store(args, data_dir)
         if args.command == "data-services":
             return _data_services(args, data_dir)
+        if args.command == "headless":
+            return _headless_console(args, data_dir)
         if args.command == "audit":
             return _audit(args, data_dir)
         if args.command == "users":
@@ -352,6 +365,29 @@ def _data_services(args: argparse.Namespace, data_dir: Path) -> int:
     token = resolve_token(args.token, token_file=args.token_file)
     return asyncio.run(serve(data_dir, host=args.bind, port=args.port, token=token, limits=limits,
                              tls=tls, ready=lambda url: print(f"Data Services listening: {url}", flush=True)))
+
+
+def _headless_console(args: argparse.Namespace, data_dir: Path) -> int:
+    from console.app import config_file, data_services_settings
+    from core import headless
+    from core.dataservices.config import lease_from_ini, module_id_from_ini, resolve_token
+    from core.dataservices.fleet import DEFAULT_LEASE
+    from core.errors import ConfigError
+
+    config = config_file(data_dir, args.config)
+    settings = data_services_settings(data_dir, args.data_services_url, args.config)
+    if settings is None:
+        raise ConfigError.at("a Data Services to work with is needed: --data-services-url URL or "
+                             "[DATA SERVICES] url of config.ini", field="--data-services-url")
+    module_id = args.module_id or module_id_from_ini(config) or "labconsole"
+    lease = args.lease if args.lease is not None else lease_from_ini(config) or DEFAULT_LEASE
+    if not lease > 0:
+        raise ConfigError.at(f"must be more than 0 seconds, not {lease:g}", field="--lease")
+    token = resolve_token(args.token, token_file=args.token_file)
+    return asyncio.run(headless.run(
+        data_dir, settings, module_id=module_id, workcell=args.workcell, templates=args.templates,
+        speed=args.speed, lease=lease, poll_interval=args.poll, token=token, backlog=args.backlog,
+        ready=lambda m: print(f"module {m} working {settings.url}", flush=True)))
 
 
 def _store(args: argparse.Namespace, data_dir: Path) -> int:

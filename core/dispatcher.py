@@ -36,7 +36,7 @@ import json
 import logging
 import random
 import sqlite3
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -390,6 +390,9 @@ class Dispatcher:
         self._rearm = asyncio.Event()
         self.tasks = Supervisor("dispatcher")
         self._started_at = self.clock.now()
+        self.admit: Callable[[Job], Awaitable[bool]] | None = None
+        """Asked before a job starts on its instrument: False leaves the job cancelled, unstarted
+        (an order held as a lease on a shared Data Services that another console took over)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -760,6 +763,22 @@ class Dispatcher:
         self._affinity[key_run] = self._affinity[key_flow] = main.id
 
     async def _run_job(self, job: Job, main: Instrument, extras: list[Instrument]) -> None:
+        if self.admit is not None:
+            refused: BaseException | None = None
+            try:
+                if not await self.admit(job):
+                    refused = OrderCancelled(f"order {job.order_id} was not started: this console "
+                                             "no longer holds it")
+            except asyncio.CancelledError:
+                await self._release(job, main, extras, JobStatus.CANCELLED)
+                raise
+            except Exception as exc:  # noqa: BLE001 - delivered to the engine like a step failure
+                refused = exc
+            if refused is not None:
+                await self._release(job, main, extras, JobStatus.CANCELLED)
+                if job.future is not None and not job.future.done():
+                    job.future.set_exception(refused)
+                return
         # the instruments' log rows are queued, not waited for: what must be committed before
         # the instrument starts is the step's Running transition (on_started, or the claim)
         for inst in (main, *extras):

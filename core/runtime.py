@@ -222,6 +222,11 @@ class Runtime:
             await self.schedules.start()
             self._stack.push_async_callback(self.schedules.close)
             await self.schedules.adopt_template_schedules()
+        if execute:  # [METRICS] prometheus_port of config.ini
+            from core.prometheus import from_config
+
+            if (exporter := from_config(self)) is not None:
+                self._stack.push_async_callback(exporter.start().close)
         if execute and isinstance(self.clock, SystemClock):  # [STORE] backup_every, archive_after
             from core.backup import ScheduledBackups
 

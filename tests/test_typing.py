@@ -63,6 +63,8 @@ STRICT = [
     "core/drivers/faults.py",
     "core/drivers/simulated.py",
     "core/dataservices/",
+    "core/headless.py",
+    "core/prometheus.py",
     "core/engine",
     "core/templates.py",
     "core/sourcemap.py",

@@ -63,7 +63,9 @@ _SEQUENCE_ID = re.compile(r"^order_\d+$", re.IGNORECASE)
 _CREATE_FIELDS = {name.lower(): name for name in (
     "identifier", "parentIdentifier", "runAfterIdentifier", "restrictToModuleIds",
     "moduleRestrictionStrategy", "createdBy", "notes", "scheduledStartTime", "estimatedDuration",
-    "templateName", "inputParameters", "outputParameters", "schedulingStrategy", "priority")}
+    "templateName", "templateVersion", "inputParameters", "outputParameters", "schedulingStrategy",
+    "priority")}
+"""``templateVersion`` (in Biosero's Order; optional here): the template version the order needs."""
 _UPDATE_FIELDS = {name.lower(): name for name in (
     "parentIdentifier", "runAfterIdentifier", "restrictToModuleIds", "moduleRestrictionStrategy",
     "notes", "scheduledStartTime", "estimatedDuration", "templateName", "inputParameters",

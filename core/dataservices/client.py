@@ -493,6 +493,10 @@ class DataServicesClient(DataServicesApi):
         await self._call("PUT", f"{V3}/orders/{_seg(order_id)}/status",
                          {"status": status.name, "statusDetails": details}, order_id=order_id)
 
+    async def update_order(self, order_id: str, changes: Mapping[str, Any]) -> None:
+        """Change fields of an order (``PUT orders/{id}``: notes, statusDetails, priority ...)."""
+        await self._call("PUT", f"{V3}/orders/{_seg(order_id)}", dict(changes), order_id=order_id)
+
     async def set_output_parameters(self, order_id: str, values: Mapping[str, Any]) -> None:
         body = {str(k): Parameter(name=str(k), value=v).value for k, v in values.items()}
         await self._call("POST", f"{V2}/OrderService/SetOutputParameters", body,
@@ -578,7 +582,7 @@ def create_body(order: Order) -> dict[str, Any]:
     wire = order.to_wire()
     body: dict[str, Any] = {key: wire[key] for key in (
         "parentIdentifier", "runAfterIdentifier", "restrictToModuleIds",
-        "moduleRestrictionStrategy", "createdBy", "notes", "templateName",
+        "moduleRestrictionStrategy", "createdBy", "notes", "templateName", "templateVersion",
         "schedulingStrategy", "priority") if wire.get(key) is not None}
     # Only what the caller set on each parameter: the server takes the rest (valueType, unit ...)
     # from the template, as it does for the {name, value} pairs other clients send.

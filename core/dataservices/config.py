@@ -241,3 +241,30 @@ def module_id_from_ini(path: str | os.PathLike[str] | None) -> str | None:
                              "starting with a letter", file=file, field=f"{SECTION}.{MODULE_KEY}",
                              line=_line_of(text, section, MODULE_KEY))
     return value
+
+
+LEASE_KEY = "lease"
+
+
+def lease_from_ini(path: str | os.PathLike[str] | None) -> float | None:
+    """The ``[DATA SERVICES] lease`` of a config.ini in seconds (how long a console's claims outlive
+    its last heartbeat), or None; a bad value is refused naming the file and line."""
+    if path is None:
+        return None
+    file = Path(path)
+    read = _read_ini(file)
+    if read is None:
+        return None
+    text, parser = read
+    section = next((s for s in parser.sections() if s.strip().upper() == SECTION), None)
+    if section is None or not parser.has_option(section, LEASE_KEY):
+        return None
+    raw = parser.get(section, LEASE_KEY).strip()
+    try:
+        value = float(raw.removesuffix("s").strip())
+    except ValueError:
+        value = float("nan")
+    if not 1 <= value <= 86_400:
+        raise ConfigError.at(f"lease {raw!r} must be a number of seconds from 1 to 86400 (e.g. 60)",
+                             file=file, field=f"{SECTION}.{LEASE_KEY}", line=_line_of(text, section, LEASE_KEY))
+    return value

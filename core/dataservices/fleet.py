@@ -43,7 +43,9 @@ class ModuleBeat:
 
     module_id: str
     instance: str
-    """Unique per console process: tells a restarted or second console from this one."""
+    """Unique per console and data directory (kept in its store): a console restarted on the same
+    data directory is the same instance, and keeps its module id and its claims at once; a second
+    console, elsewhere, is another."""
     host: str
     pid: int
     at: float
@@ -56,6 +58,9 @@ class ModuleBeat:
     running: int = 0
     instruments: dict[str, str] = field(default_factory=dict)
     """Instrument id -> state (Ready, Busy, Error, Offline ...)."""
+    held: tuple[str, ...] = ()
+    """Data Services order ids this console holds (claimed and not finished): each beat renews
+    their leases (see :mod:`core.dataservices.leases`)."""
 
     @property
     def alive_until(self) -> float:
@@ -76,7 +81,8 @@ class ModuleBeat:
                        templates=tuple(str(t) for t in raw.get("templates", ())),
                        capabilities=tuple(str(c) for c in raw.get("capabilities", ())),
                        queue_depth=int(raw.get("queue_depth", 0)), running=int(raw.get("running", 0)),
-                       instruments={str(k): str(v) for k, v in dict(raw.get("instruments", {})).items()})
+                       instruments={str(k): str(v) for k, v in dict(raw.get("instruments", {})).items()},
+                       held=tuple(str(o) for o in raw.get("held", ())))
         except (ValueError, TypeError, KeyError, AttributeError):
             return None
 
@@ -89,13 +95,14 @@ class ModuleIdentity:
     """This console's module id on a shared Data Services: claimed at start, kept by heartbeats."""
 
     def __init__(self, client: DataServicesClient, module_id: str, *, lease: float = DEFAULT_LEASE,
-                 describe: Describe | None = None, now: Callable[[], float] = time.time) -> None:
+                 describe: Describe | None = None, now: Callable[[], float] = time.time,
+                 instance: str | None = None) -> None:
         if lease <= 0:
             raise ConfigError.at(f"must be more than 0 seconds, not {lease:g}", field="DATA SERVICES.lease")
         self.client, self.module_id, self.lease = client, module_id, lease
         self.describe = describe or (lambda: {})
         self.now = now
-        self.instance = uuid.uuid4().hex
+        self.instance = instance or uuid.uuid4().hex
         self.host, self.pid = socket.gethostname(), os.getpid()
 
     def beat(self, lease: float | None = None) -> ModuleBeat:
@@ -105,7 +112,8 @@ class ModuleIdentity:
                           templates=tuple(extra.get("templates", ())),
                           capabilities=tuple(extra.get("capabilities", ())),
                           queue_depth=int(extra.get("queue_depth", 0)), running=int(extra.get("running", 0)),
-                          instruments=dict(extra.get("instruments", {})))
+                          instruments=dict(extra.get("instruments", {})),
+                          held=tuple(extra.get("held", ())))
 
     async def claim(self) -> None:
         """Refuse (ConfigError) if another console holds this module id; else post a heartbeat."""

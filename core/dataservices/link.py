@@ -35,14 +35,18 @@ import asyncio
 import logging
 import math
 import sqlite3
+import time
+import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from core.dataservices.client import V2, DataServicesClient
+from core.dataservices.backend import EXECUTING_STATUSES, WAITING_STATUSES
+from core.dataservices.client import V2, V3, DataServicesClient
 from core.dataservices.config import DataServicesSettings
 from core.dataservices.errors import CreateOutcomeUnknownError
-from core.dataservices.fleet import DEFAULT_LEASE, FleetModule, ModuleIdentity, fleet
+from core.dataservices.fleet import DEFAULT_LEASE, FleetModule, ModuleIdentity, fleet, recent_beats
+from core.dataservices.leases import Holding, Leases
 from core.dataservices.models import OrderTemplate, json_text_problem
 from core.dataservices.server import EmbeddedDataServices, ServerLimits, check_exposure
 from core.engine import check_inputs, to_parameter
@@ -66,7 +70,20 @@ SKIP_CREATORS = ("demo",)
 """Orders made by these creators (demo history) are not sent to a remote Data Services."""
 PICKUP_BATCH = 200
 PICKUP_RETRY = 60.0
+PAGE = 1000
+SWEEP_EVERY = 10
+"""Every this many reclaim rounds (a third of a lease each), a thorough one."""
+SWEEP_LEASES = 100
+"""How far back (in leases) a thorough round looks for consoles that are gone."""
+WORKFLOW_ENGINE_NAMES = frozenset({"workflow execution engine"})
+"""Restrictions any labconsole takes as naming itself (Biosero's SDK sets this one)."""
+DROP_WAIT = 30.0
 """Seconds before an order the server refused to hand over is tried again."""
+INSTANCE_KEY = "ds_instance"
+"""This console's instance id on a shared Data Services (kept in the store, so a console restarted
+on the same data directory is the same instance and keeps its claims)."""
+LOST_PREFIX = "ds_lost:"
+"""meta keys of adopted orders another console took over: never answered from here."""
 
 
 @dataclass
@@ -101,7 +118,8 @@ class DataServicesLink:
     def __init__(self, runtime: Runtime, settings: DataServicesSettings | None = None, *,
                  module_id: str = MODULE_ID, poll_interval: float = 1.0, port: int = 8105,
                  host: str = "127.0.0.1", token: str | None = None, timeout: float = 5.0,
-                 limits: ServerLimits | None = None, lease: float = DEFAULT_LEASE) -> None:
+                 limits: ServerLimits | None = None, lease: float = DEFAULT_LEASE,
+                 backlog: int | None = None) -> None:
         self.runtime = runtime
         self.settings = settings
         self.module_id = module_id
@@ -115,12 +133,35 @@ class DataServicesLink:
         self.state = LinkState("remote" if settings else "embedded", settings.url if settings else "")
         self.tasks = Supervisor("data-services")
         self._wake = asyncio.Event()
+        self._adopting = asyncio.Lock()
+        """Held while a remote order's local mirror is created and linked (remote mode)."""
         self._watch: dict[str, str] = {}
         """local run/job id -> the order it answers (embedded: same store; remote: via ds_links)."""
         self.on_state: Callable[[LinkState], None] | None = None
         self.lease = lease
+        self.backlog = backlog
+        """At most this many claimed orders not started yet (remote mode): the rest stay on the
+        Data Services for other consoles. Default: twice the instruments' capacity, at least 4."""
         self.identity: ModuleIdentity | None = None
         """This console's module id on a shared (remote) Data Services, kept by heartbeats."""
+        self.leases: Leases | None = None
+        """Its claims as leases on that Data Services (remote mode)."""
+        self._held: dict[str, str] = {}
+        """local mirror id -> Data Services order id, for every adopted order not finished."""
+        self._started: set[str] = set()
+        """Mirrors whose start this console recorded (and so may run every step of)."""
+        self._lost: set[str] = set()
+        """Mirrors another console took over: not run, not answered from here."""
+        self._module_jobs: set[str] = set()
+        self.taken_over = 0
+        self.compatible: dict[str, tuple[int, int]] = {}
+        """Template name (lower case) -> versions (low, high) this console also runs orders for."""
+        self._beats: list[Any] = []
+        self._all_beats: list[Any] = []
+        self._told: dict[str, str] = {}
+        self._v3_unassigned = True
+        self._no_run: list[str] = []
+        """Orders this console took over from consoles that were gone."""
 
     @property
     def embedded(self) -> bool:
@@ -140,18 +181,66 @@ class DataServicesLink:
             return
         self.client = self.client or DataServicesClient(self.settings.url if self.settings else "",
                                                         timeout=self._timeout, token=self._token)
-        identity = ModuleIdentity(self.client, self.module_id, lease=self.lease, describe=self._describe)
+        instance = await self._instance()
+        identity = ModuleIdentity(self.client, self.module_id, lease=self.lease, describe=self._describe,
+                                  instance=instance)
         await identity.claim()
         self.identity = identity
+        self.leases = Leases(self.client, self.module_id, instance, lease=self.lease, now=time.time)
+        # before the engine resumes anything: which adopted orders are still this console's
+        await self._restore_watches()
+        await self._restore_held()
+        await self._check_held()
+        if self.runtime.dispatcher is not None:
+            self.runtime.dispatcher.admit = self._admit
+
+    async def _instance(self) -> str:
+        def op(c: sqlite3.Connection) -> str:
+            row = c.execute("SELECT value FROM meta WHERE key = ?", (INSTANCE_KEY,)).fetchone()
+            if row:
+                return str(row[0])
+            value = uuid.uuid4().hex
+            c.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (INSTANCE_KEY, value))
+            return value
+
+        return await self.runtime.store.write(op)
+
+    async def _restore_held(self) -> None:
+        """Adopted orders not finished (held), and those another console took over (lost)."""
+        def read(c: sqlite3.Connection) -> tuple[list[tuple[str, str, str]], list[str], list[tuple[str, str]]]:
+            held = c.execute("SELECT l.local_id, l.remote_id, o.data FROM ds_links l "
+                             "JOIN orders o ON o.id = l.local_id WHERE l.adopted = 1").fetchall()
+            lost = [k[len(LOST_PREFIX):] for (k,) in c.execute(
+                "SELECT key FROM meta WHERE key LIKE ?", (LOST_PREFIX + "%",)).fetchall()]
+            runs = c.execute("SELECT o.id, o.parent_id FROM orders o JOIN ds_links l ON l.local_id = o.parent_id "
+                             "WHERE l.adopted = 1 AND o.id IN (SELECT run_id FROM runs)").fetchall()
+            return held, lost, runs
+
+        held, lost, runs = await self.runtime.store.read(read)
+        self._lost = set(lost)
+        for run_id, answer in runs:  # a console stopped between creating the run and its watch
+            if run_id not in self._watch:
+                self._watch[run_id] = answer
+                await self._save_watch(run_id, answer)
+        with_run = set(self._watch.values())
+        names = {n.lower() for n in self.runtime.engine.templates.names()}
+        for local_id, remote_id, data in held:
+            order = Order.model_validate_json(data)
+            if local_id not in self._lost and order.status not in TERMINAL_STATUSES | {OrderStatus.Error}:
+                self._held[local_id] = remote_id
+                if local_id not in with_run and (order.templateName or "").lower() in names:
+                    self._no_run.append(local_id)  # stopped before its run existed: started in start()
 
     def _describe(self) -> dict[str, Any]:
         rt = self.runtime
         views = rt.dispatcher.view() if rt.dispatcher is not None else []
-        return {"templates": [f"{t.name}@{t.version}" for t in rt.templates()],
+        runnable = [t for t in rt.templates() if self._runnable(t)]
+        return {"templates": [f"{t.name}@{v}" for t in runnable for v in rt.engine.templates.versions(t.name)],
                 "capabilities": sorted({c for v in views for c in v.capabilities}),
                 "queue_depth": len(rt.dispatcher.queue) if rt.dispatcher is not None else 0,
                 "running": sum(len(v.running) for v in views),
-                "instruments": {v.id: v.status.name for v in views}}
+                "instruments": {v.id: v.status.name for v in views},
+                "held": sorted(self._held.values())}
 
     async def fleet(self) -> list[FleetModule]:
         """The consoles on this Data Services (read-only; their latest heartbeats)."""
@@ -177,8 +266,19 @@ class DataServicesLink:
         self.client = self.client or DataServicesClient(url, timeout=self._timeout, token=self._token)
         if self.identity is not None:
             self.tasks.spawn(self.identity.run(), "heartbeat")
+        if self.leases is not None:
+            await self._refresh_fleet()
+            for local_id in sorted(self._lost):
+                await self._drop(local_id)
+            for local_id in self._no_run:
+                if local_id in self._held:
+                    mirror = self.runtime.store.get_order(local_id)
+                    await self._start_run(local_id, mirror,
+                                          self._version_for(mirror, mirror.templateName or "") or None)
+            self.tasks.spawn(self._reclaim_loop(), "reclaim")
         self.runtime.ledger.bus.subscribe(self._on_status, OrderStatusChanged)
         await self._restore_watches()
+        self._answer_ended_runs()
         if self.embedded:  # our own server: the templates are there before anyone asks
             await self.register_templates()
         self.tasks.spawn(self._inbound_loop(), "inbound")
@@ -228,21 +328,86 @@ class DataServicesLink:
 
     def _wanted(self, order: Order) -> str | None:
         """'workflow', 'module' or None: is this order for labconsole?"""
+        return self.route(order)[0]
+
+    def route(self, order: Order) -> tuple[str | None, str | None]:
+        """('workflow' | 'module' | None, why not): can this console run ``order``?
+
+        A workflow order needs a published template of that name whose steps' capabilities this
+        workcell has; an order with a ``templateVersion`` needs that version, or one this
+        console declares compatible (``[DATA SERVICES] compatible``). On a shared Data Services,
+        ``restrictToModuleIds`` must name this console's module id, one of its instruments, or
+        Biosero's workflow engine ("Workflow Execution Engine", what the SDK sets): the console
+        is a workflow engine. "Why not" is a reason worth telling (a version mismatch), else None.
+        """
         if (order.createdBy or "").startswith(f"{self.module_id} ") or self._is_ours(order.identifier):
-            return None  # an order this console created there itself
-        templates = {t.name.lower(): t for t in self.runtime.templates()}
-        name = (order.templateName or "").lower()
-        if name in templates:
-            # a parent workflow that scripts drive (seed 000's OrderScheduler pattern) is theirs
-            return None if SCRIPT_DRIVEN_TAG in templates[name].tags else "workflow"
+            return None, None  # an order this console created there itself
         cell = self.runtime.workcell
         restricted = set(order.restricted_modules)
+        instruments = {i.id for i in cell.instruments} if cell is not None else set()
+        mine = bool(restricted & instruments) or self.module_id in restricted
+        if restricted and not mine and not self.embedded \
+                and not {m.lower() for m in restricted} & WORKFLOW_ENGINE_NAMES:
+            return None, None  # meant for another module
+        name = (order.templateName or "").lower()
+        template = next((t for t in self.runtime.templates() if t.name.lower() == name), None)
+        if template is not None:
+            # a parent workflow that scripts drive (seed 000's OrderScheduler pattern) is theirs
+            if SCRIPT_DRIVEN_TAG in template.tags:
+                return None, None
+            if not self._runnable(template):
+                return None, None
+            if self._version_for(order, template.name) is None:
+                asked = requested_version(order)
+                return None, f"asks for {template.name} v{asked}"
+            return "workflow", None
         if cell is not None:
             capabilities = {c.lower() for c in cell.capabilities}
-            instruments = {i.id for i in cell.instruments}
-            if name in capabilities and (not restricted or restricted & instruments or self.module_id in restricted):
-                return "module"
+            if name in capabilities and (not restricted or mine):
+                return "module", None
+        return None, None
+
+    def _runnable(self, template: Any) -> bool:
+        """Does this workcell offer every capability the template's steps need?"""
+        cell = self.runtime.workcell
+        if cell is None:
+            return True
+        offered = {c.lower() for c in cell.capabilities}
+        return all(k.lower() in offered for st in template.steps for k in (st.kind, *st.reserve) if "." in k)
+
+    def _version_for(self, order: Order, name: str) -> int | None:
+        """The version of ``name`` this console runs ``order`` with; None if it has none that fits.
+        0 means the latest (the order asks for no version)."""
+        asked = requested_version(order)
+        if asked is None:
+            return 0
+        versions = self.runtime.engine.templates.versions(name)
+        if asked in versions:
+            return asked
+        low, high = self.compatible.get(name.lower(), (None, None))
+        if low is not None and high is not None and low <= asked <= high and versions:
+            return 0
         return None
+
+    async def _tell_waiting(self, order: Order, why: str) -> None:
+        """Say on the order (its ``statusDetails``) why no console runs it: the versions each has."""
+        assert self.client is not None
+        oid = order.identifier or ""
+        name = order.templateName or ""
+        have = []
+        for beat in self._beats:
+            versions = [f"v{v}" for n, _, v in (t.rpartition("@") for t in beat.templates)
+                        if n.lower() == name.lower()]
+            if versions:
+                have.append(f"{beat.module_id} has {', '.join(versions)}")
+        text = f"waiting: {why}; " + ("; ".join(sorted(set(have))) if have else "no workcell has it")
+        if order.statusDetails == text or self._told.get(oid) == text:
+            return
+        self._told[oid] = text
+        try:
+            await self.client.update_order(oid, {"statusDetails": text})
+        except DataServicesError as exc:
+            log.info("order %s: why it waits not written: %s", oid, exc.cause)
 
     async def _inbound_loop(self) -> None:
         registered = self.embedded
@@ -270,11 +435,15 @@ class DataServicesLink:
         adopted = []
         now = asyncio.get_running_loop().time()
         for order in await self._unassigned():
+            if self.leases is not None and self.unstarted() >= self._backlog():
+                break  # enough claimed here: the others are left to other consoles
             oid = order.identifier or ""
             skipped = self._skipped.get(oid)
             if skipped is not None and now < skipped[1]:
                 continue
-            kind = self._wanted(order)
+            kind, why_not = self.route(order)
+            if why_not is not None and self.leases is not None:
+                await self._tell_waiting(order, why_not)
             if kind is None or not oid:
                 continue
             try:
@@ -288,27 +457,194 @@ class DataServicesLink:
                 self._pickup_failed(oid, f"the server refused to hand it over: {exc.cause}")
                 continue
             self._picked_up(oid)
-            try:
-                await self._adopt(order, kind)
+            if self.leases is not None and not await self.leases.claim(oid):
+                continue  # taken over between try-assign and the claim mark: the other runs it
+            if await self._adopt_or_report(order, kind):
                 adopted.append(oid)
-            except LabconsoleError as exc:
-                try:
-                    await self.client.update_order_status(oid, OrderStatus.Error,
-                                                          f"labconsole could not run it: {exc}")
-                except DataServicesError as report:
-                    if not _server_answered(report):
-                        raise
-                    self._pickup_failed(oid, f"could not run it ({exc}) nor report that: "
-                                             f"{report.cause}")
         self.state.adopted += len(adopted)
         return adopted
+
+    async def _adopt_or_report(self, order: Order, kind: str) -> bool:
+        """Adopt ``order``; if labconsole cannot run it, set it to Error with the reason."""
+        assert self.client is not None
+        oid = order.identifier or ""
+        try:
+            await self._adopt(order, kind)
+            return True
+        except LabconsoleError as exc:
+            try:
+                await self.client.update_order_status(oid, OrderStatus.Error,
+                                                      f"labconsole could not run it: {exc}")
+            except DataServicesError as report:
+                if not _server_answered(report):
+                    raise
+                self._pickup_failed(oid, f"could not run it ({exc}) nor report that: {report.cause}")
+            return False
+
+    # ------------------------------------------------------------------ leases (remote mode)
+
+    def unstarted(self) -> int:
+        return sum(1 for local_id in self._held if local_id not in self._started)
+
+    def _backlog(self) -> int:
+        if self.backlog is not None:
+            return self.backlog
+        d = self.runtime.dispatcher
+        capacity = sum(i.capacity for i in d.instruments.values()) if d is not None else 2
+        return max(4, 2 * capacity)
+
+    async def _check_held(self) -> None:
+        """At start: the adopted orders another console took over meanwhile are lost to this one."""
+        assert self.leases is not None
+        for local_id, remote_id in list(self._held.items()):
+            h = await self.leases.holding(remote_id)
+            if h.holder is None and await self.leases.claim(remote_id):
+                continue  # this console died between try-assign and its claim mark
+            h = await self.leases.holding(remote_id) if h.holder is None else h
+            if h.holder != self.leases.instance:
+                await self._lose(local_id, h)
+            elif h.started:
+                self._started.add(local_id)
+
+    async def _admit(self, job: Any) -> bool:
+        """Before a step starts: the first step of an adopted order records the start (a lease
+        mark); if another console took the order over meanwhile, nothing starts here."""
+        answer = self._watch.get(job.run_id) if job.run_id else None
+        if answer is None and job.order_id in self._module_jobs:
+            answer = job.order_id
+        if answer is None or answer in self._started:
+            return True
+        if answer in self._lost:
+            return await self._until_dropped()
+        remote = self._held.get(answer)
+        if remote is None or self.leases is None:
+            return True
+        delay = 0.2
+        while True:  # an unrecorded start could be taken over: wait for the Data Services
+            try:
+                h = await self.leases.start(remote)
+                break
+            except DataServicesError as exc:
+                self._mark(False, exc.cause)
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2)
+        if self.leases.may_start(h):
+            self._started.add(answer)
+            return True
+        await self._lose(answer, h)
+        self._spawn(self._drop(answer))
+        return await self._until_dropped()
+
+    async def _until_dropped(self) -> bool:
+        """A step of an order another console took over waits here, unstarted, until the run is
+        cancelled (:meth:`_drop`), so it ends Canceled rather than failed; False if that never
+        comes."""
+        await asyncio.sleep(DROP_WAIT)
+        return False
+
+    async def _lose(self, local_id: str, h: Holding) -> None:
+        why = f"taken over by {h.module_id or 'another console'} on Data Services"
+        log.warning("Data Services: order %s (%s) is not run here: %s", local_id,
+                    self._held.get(local_id), why)
+        self._lost.add(local_id)
+        self._held.pop(local_id, None)
+        await self.runtime.store.write(lambda c: c.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (LOST_PREFIX + local_id, why)))
+
+    async def _drop(self, local_id: str) -> None:
+        """Stop this console's copy of an order another console took over (never answered)."""
+        why = await self.runtime.store.read(lambda c: c.execute(
+            "SELECT value FROM meta WHERE key = ?", (LOST_PREFIX + local_id,)).fetchone())
+        reason = why[0] if why else "taken over by another console"
+        for run_id in [r for r, a in self._watch.items() if a == local_id]:
+            self._watch.pop(run_id, None)
+            await self._forget_watch(run_id)
+            try:
+                if self.runtime.store.get_order(run_id).status not in TERMINAL_STATUSES:
+                    await self.runtime.cancel(run_id, who=self.module_id, reason=reason)
+            except LabconsoleError as exc:
+                log.warning("run %s of order %s not cancelled: %s", run_id, local_id, exc)
+        try:
+            if self.runtime.store.get_order(local_id).status not in TERMINAL_STATUSES:
+                await self.runtime.ledger.set_status(local_id, OrderStatus.Canceled, who=self.module_id,
+                                                   why=reason)
+        except LabconsoleError as exc:
+            log.warning("order %s not closed: %s", local_id, exc)
+
+    async def _reclaim_loop(self) -> None:
+        rounds = 0
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                await self.reclaim_once(thorough=rounds % SWEEP_EVERY == 0)
+            except DataServicesError as exc:
+                self._mark(False, exc.cause)
+            except Exception:  # noqa: BLE001 - keep reclaiming, say why
+                log.exception("Data Services: reclaiming orders failed")
+            rounds += 1
+
+    async def reclaim_once(self, *, thorough: bool = True) -> list[str]:
+        """Take over the unstarted orders of consoles that are gone (see
+        :mod:`core.dataservices.leases`) and run them here; return their ids.
+
+        The orders are read only when a console's heartbeats have stopped; a ``thorough`` round
+        reads them anyway, with heartbeats from further back (consoles gone long ago, orders a
+        console won with try-assign just before it died, before it could mark them)."""
+        assert self.client is not None and self.leases is not None
+        await self._refresh_fleet(SWEEP_LEASES if thorough else 2)
+        beats, now = self._all_beats, time.time()
+        latest: dict[str, Any] = {}
+        for b in beats:
+            if b.instance not in latest or b.at >= latest[b.instance].at:
+                latest[b.instance] = b
+        if not thorough and all(b.alive_until > now for b in latest.values()):
+            return []
+        orders = await self._all(lambda offset: self.client.executing_orders(limit=PAGE, offset=offset)
+                                  if self.client else _none())
+        orders += [o for o in await self._all(lambda offset: self.client.orders(
+            statuses=WAITING_STATUSES, limit=PAGE, offset=offset) if self.client else _none())
+            if o.assignedTo]
+        taken = []
+        for order, seen in await self.leases.takeable(beats, orders, self._can_take):
+            oid = order.identifier or ""
+            kind = self._wanted(order)
+            if kind is None:
+                continue
+            if seen.holder != self.leases.instance and not await self.leases.take(oid, seen):
+                continue
+            self.taken_over += 1
+            log.info("Data Services: order %s of %s taken over (its console is gone, it had not "
+                     "started)", oid, order.assignedTo)
+            if await self._adopt_or_report(order, kind):
+                taken.append(oid)
+        return taken
+
+    async def _refresh_fleet(self, leases: float = 2) -> None:
+        assert self.client is not None
+        self._all_beats = await recent_beats(self.client, time.time() - leases * self.lease)
+        self._beats = _latest_per_module(self._all_beats)
+
+    def _can_take(self, order: Order) -> bool:
+        oid = order.identifier or ""
+        if order.status not in EXECUTING_STATUSES | WAITING_STATUSES or self._wanted(order) is None:
+            return False
+        return self.runtime.store.read_sync(lambda c: c.execute(
+            "SELECT 1 FROM ds_links WHERE remote_id = ?", (oid,)).fetchone()) is None
+
+    @staticmethod
+    async def _all(page: Callable[[int], Coroutine[Any, Any, list[Order]]]) -> list[Order]:
+        out: list[Order] = []
+        while True:
+            got = await page(len(out))
+            out += got
+            if len(got) < PAGE:
+                return out
 
     async def _unassigned(self) -> list[Order]:
         """``UnassignedOrders``, read one order at a time: an order that cannot be read is
         skipped for good (it will not become readable) instead of failing the whole list."""
         assert self.client is not None
-        data = await self.client.get_json(f"{V2}/OrderService/UnassignedOrders",
-                                      {"limit": PICKUP_BATCH, "offset": 0})
+        data = await self._unassigned_data()
         if not isinstance(data, list):
             raise DataServicesError(self.client.base_url, "expected a JSON list of orders, got "
                                                           f"{type(data).__name__}")
@@ -326,6 +662,30 @@ class DataServicesLink:
             except LabconsoleError as exc:
                 self._pickup_failed(oid, f"cannot be read: {exc}", retry_after=math.inf)
         return orders
+
+    async def _unassigned_data(self) -> Any:
+        """The waiting orders to look at. On a shared Data Services only those of the templates
+        and capabilities this console has, a few times its backlog (v3 ``orders/unassigned``
+        filters by template name), so several consoles polling stay cheap; a server without that
+        route is read through v2 ``UnassignedOrders`` whole, as before."""
+        assert self.client is not None
+        if self.leases is not None and self._v3_unassigned:
+            names = sorted({t.name for t in self.runtime.templates() if self._runnable(t)}
+                           | set(self.runtime.workcell.capabilities if self.runtime.workcell else ()))
+            if not names:
+                return []
+            try:
+                return await self.client.get_json(f"{V3}/orders/unassigned", {
+                    "templateName": names, "limit": max(50, 4 * self._backlog()), "offset": 0})
+            except DataServicesError as exc:
+                if not exc.cause.startswith("HTTP 404"):
+                    raise
+                self._v3_unassigned = False
+                log.warning("Data Services %s has no GET %s/orders/unassigned (%s): reading %s/"
+                            "OrderService/UnassignedOrders whole instead", self.client.base_url, V3,
+                            exc.cause, V2)
+        return await self.client.get_json(f"{V2}/OrderService/UnassignedOrders",
+                                      {"limit": PICKUP_BATCH, "offset": 0})
 
     def _pickup_failed(self, order_id: str, reason: str, retry_after: float = PICKUP_RETRY) -> None:
         """Skip ``order_id`` for ``retry_after`` seconds; log it once per reason; show it."""
@@ -347,21 +707,25 @@ class DataServicesLink:
     async def _adopt(self, order: Order, kind: str) -> None:
         remote_id = order.identifier or ""
         inputs = {p.name: p.typed_value for p in order.inputParameters if p.value not in (None, "")}
+        version = (self._version_for(order, order.templateName or "") or None) if kind == "workflow" else None
         problems: list[str] = []
         if kind == "workflow":  # Biosero's lifecycle: Invalid (with the reasons) or Validated
             try:
-                check_inputs(self.runtime.engine.templates.get(order.templateName or ""), inputs)
+                check_inputs(self.runtime.engine.templates.get(order.templateName or "", version), inputs)
             except InputError as exc:
                 problems = [str(p) for p in exc.problems] or [str(exc)]
         if self.embedded:
             answer_id = remote_id
-        else:  # a local mirror of the remote order, linked to it
-            mirror = await self.runtime.ledger.create_order(
-                order.model_copy(update={"identifier": None, "assignedTo": self.module_id,
-                                         "status": OrderStatus.Created}), who=f"Data Services {remote_id}")
-            answer_id = mirror.identifier or ""
-            await self._link(answer_id, remote_id, adopted=True)
+        else:  # a local mirror of the remote order, linked to it before the outbox can see it
+            async with self._adopting:
+                mirror = await self.runtime.ledger.create_order(
+                    order.model_copy(update={"identifier": None, "assignedTo": self.module_id,
+                                             "status": OrderStatus.Created}), who=f"Data Services {remote_id}")
+                answer_id = mirror.identifier or ""
+                await self._link(answer_id, remote_id, adopted=True)
+            self._held[answer_id] = remote_id
         if problems:
+            self._held.pop(answer_id, None)
             await self.runtime.ledger.set_status(answer_id, OrderStatus.Invalid, who=self.module_id,
                                                why="inputs rejected: " + "; ".join(problems),
                                                changes={"validationErrors": problems})
@@ -372,16 +736,23 @@ class DataServicesLink:
         await self.runtime.ledger.set_status(answer_id, OrderStatus.Running, who=self.module_id,
                                            why="claimed by labconsole")
         if kind == "workflow":
-            scheduled = order.scheduledStartTime \
-                if order.schedulingStrategy is SchedulingStrategy.FirstAvailableSlot else None
-            run_id = await self.runtime.engine.create_instance(
-                order.templateName or "", inputs, parent_identifier=answer_id, who=order.createdBy or remote_id,
-                allow_duplicate=True, biosero_priority=order.priority, scheduled_start=scheduled)
-            self._watch[run_id] = answer_id
-            await self._save_watch(run_id, answer_id)
-            await self.runtime.engine.execute_workflow(run_id)
+            await self._start_run(answer_id, order, version)
         else:
+            self._module_jobs.add(answer_id)
             self._spawn(self._run_module_job(answer_id, order))
+
+    async def _start_run(self, answer_id: str, order: Order, version: int | None = None) -> None:
+        """The run that answers ``answer_id`` (a child of it), watched, started."""
+        inputs = {p.name: p.typed_value for p in order.inputParameters if p.value not in (None, "")}
+        scheduled = order.scheduledStartTime \
+            if order.schedulingStrategy is SchedulingStrategy.FirstAvailableSlot else None
+        run_id = await self.runtime.engine.create_instance(
+            order.templateName or "", inputs, parent_identifier=answer_id,
+            who=order.createdBy or order.identifier or "", allow_duplicate=True,
+            biosero_priority=order.priority, scheduled_start=scheduled, version=version)
+        self._watch[run_id] = answer_id
+        await self._save_watch(run_id, answer_id)
+        await self.runtime.engine.execute_workflow(run_id)
 
     async def _run_module_job(self, answer_id: str, order: Order) -> None:
         from core.dispatcher import Job
@@ -406,10 +777,24 @@ class DataServicesLink:
 
     async def _answer(self, order_id: str, status: OrderStatus, why: str | None,
                       outputs: dict[str, Any] | None) -> None:
+        self._held.pop(order_id, None)
+        self._started.discard(order_id)
+        self._module_jobs.discard(order_id)
         changes = None
         if outputs:
             changes = {"outputParameters": [to_parameter(k, v) for k, v in outputs.items()]}
         await self.runtime.ledger.set_status(order_id, status, who=self.module_id, why=why, changes=changes)
+
+    def _answer_ended_runs(self) -> None:
+        """Runs the engine resumed and finished before this link listened (a restart): answer them."""
+        for run_id in list(self._watch):
+            try:
+                status = self.runtime.store.get_order(run_id).status
+            except LabconsoleError:
+                continue
+            if status in (OrderStatus.Complete, OrderStatus.Error, OrderStatus.Canceled):
+                self._on_status(OrderStatusChanged(order_id=run_id, from_status=None, to_status=status,
+                                                   who=self.module_id))
 
     def _on_status(self, event: Any) -> None:
         """A watched run ended: answer the order it runs for."""
@@ -425,6 +810,12 @@ class DataServicesLink:
     async def _save_watch(self, run_id: str, answer_id: str) -> None:
         await self.runtime.store.write(lambda c: c.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (f"ds_watch:{run_id}", answer_id)))
+
+    async def _forget_watch(self, run_id: str) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM meta WHERE key = ?", (f"ds_watch:{run_id}",))
+
+        await self.runtime.store.write(op)
 
     async def _restore_watches(self) -> None:
         rows = await self.runtime.store.read(lambda c: c.execute(
@@ -489,9 +880,10 @@ class DataServicesLink:
         creates and idempotent updates make harmless.
         """
         assert self.client is not None
-        rows = await self.runtime.store.read(lambda c: c.execute(
-            "SELECT t.seq, t.order_id, o.data FROM transitions t JOIN orders o ON o.id = t.order_id "
-            "WHERE t.seq > ? ORDER BY t.seq LIMIT ?", (_cursor(c), batch)).fetchall())
+        async with self._adopting:  # a mirror being adopted is read with its link, never without
+            rows = await self.runtime.store.read(lambda c: c.execute(
+                "SELECT t.seq, t.order_id, o.data FROM transitions t JOIN orders o ON o.id = t.order_id "
+                "WHERE t.seq > ? ORDER BY t.seq LIMIT ?", (_cursor(c), batch)).fetchall())
         sent: set[str] = set()
         for _seq, order_id, data in rows:
             if order_id in sent:
@@ -510,6 +902,8 @@ class DataServicesLink:
     async def _deliver(self, local_id: str, current: Order) -> None:
         """Make the remote twin of ``local_id`` match ``current`` (its latest local state)."""
         assert self.client is not None
+        if local_id in self._lost:
+            return  # another console holds that order now and answers it
         remote = self._remote_of(local_id)
         if remote is None:
             parent = self._remote_of(current.parentIdentifier)
@@ -520,7 +914,7 @@ class DataServicesLink:
                            restrictToModuleIds=current.restrictToModuleIds,
                            moduleRestrictionStrategy=current.moduleRestrictionStrategy)
             try:
-                remote = await self.client.create_order(create, idempotency_key=f"labconsole:{local_id}")
+                remote = await self.client.create_order(create, idempotency_key=self._create_key(local_id))
             except CreateOutcomeUnknownError as exc:
                 raise DataServicesError(self.client.base_url, f"create of {local_id} unconfirmed: {exc}") from None
             await self._link(local_id, remote)
@@ -534,10 +928,41 @@ class DataServicesLink:
             await self.runtime.store.write(lambda c: c.execute("DELETE FROM ds_links WHERE local_id = ?", (local_id,)))
             raise DataServicesError(self.client.base_url, f"order {remote} vanished; will recreate") from None
 
+    def _create_key(self, local_id: str) -> str:
+        """The idempotency key of the remote twin of ``local_id``: unique on a Data Services that
+        several consoles share (each numbers its orders from Order_00001)."""
+        if self.identity is not None:
+            return f"labconsole:{self.identity.instance}:{local_id}"
+        return f"labconsole:{local_id}"
+
     def _mark(self, ok: bool, error: str | None) -> None:
         if self.state.connected != ok or self.state.error != error:
             self.state.connected, self.state.error = ok, error
             self._changed()
+
+
+def requested_version(order: Order) -> int | None:
+    """The template version an order asks for (its ``templateVersion``: ``3`` or ``v3``), or None;
+    -1 for one that is not a number (no console has it)."""
+    text = (order.templateVersion or "").strip()
+    if not text:
+        return None
+    try:
+        return int(text.lstrip("vV"))
+    except ValueError:
+        return -1
+
+
+def _latest_per_module(beats: list[Any]) -> list[Any]:
+    latest: dict[str, Any] = {}
+    for b in beats:
+        if b.module_id not in latest or b.at >= latest[b.module_id].at:
+            latest[b.module_id] = b
+    return [latest[k] for k in sorted(latest)]
+
+
+async def _none() -> list[Order]:
+    return []
 
 
 def _server_answered(exc: DataServicesError) -> bool:

@@ -1,0 +1,61 @@
+"""A console without a window: ``labconsole headless``.
+
+The same runtime as the window (store, engine, dispatcher, simulated or real instruments) working
+orders of a shared Data Services under its own module id, until SIGINT/SIGTERM. For a workcell PC
+that needs no screen, and for several workcells (a fleet) tested together: each headless console
+claims, runs and answers the orders it can run, with leases (see
+:mod:`core.dataservices.leases`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from core.clock import Clock, ScaledClock, SystemClock
+from core.dataservices.config import DataServicesSettings
+from core.dataservices.fleet import DEFAULT_LEASE
+from core.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+async def run(data_dir: Path, settings: DataServicesSettings, *, module_id: str, workcell: Path | None,
+              templates: Path | None, speed: float = 1.0, lease: float = DEFAULT_LEASE,
+              poll_interval: float = 1.0, token: str | None = None, backlog: int | None = None,
+              ready: Callable[[str], None] | None = None, stop: asyncio.Event | None = None) -> int:
+    """Work the Data Services' orders until ``stop`` is set (or SIGINT/SIGTERM)."""
+    from core.dataservices.link import DataServicesLink
+    from core.runtime import DEMO_WORKCELL, SAMPLE_TEMPLATES, Runtime
+    from core.store import DB_FILENAME, Store
+
+    if not speed > 0:
+        raise ConfigError.at(f"must be more than 0, not {speed:g}", field="--speed")
+    if backlog is not None and backlog < 1:
+        raise ConfigError.at(f"must be at least 1, not {backlog}", field="--backlog")
+    if not poll_interval > 0:
+        raise ConfigError.at(f"must be more than 0 seconds, not {poll_interval:g}", field="--poll")
+    clock: Clock = SystemClock() if speed == 1 else ScaledClock(speed)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+            pass
+    store = await asyncio.to_thread(lambda: Store(data_dir / DB_FILENAME).open())
+    runtime = Runtime.build(data_dir, clock=clock, store=store, workcell=workcell or DEMO_WORKCELL,
+                            metrics=False)
+    link = DataServicesLink(runtime, settings, module_id=module_id, poll_interval=poll_interval,
+                            lease=lease, token=token, backlog=backlog)
+    try:
+        await runtime.start(templates_dir=templates or SAMPLE_TEMPLATES, link=link)
+        if ready is not None:
+            ready(module_id)
+        await stop.wait()
+        return 0
+    finally:
+        await runtime.close()
