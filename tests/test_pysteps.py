@@ -5,6 +5,7 @@ a hang or bad data fails only the step."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import textwrap
 from pathlib import Path
@@ -253,3 +254,50 @@ def test_handler_survives_export_and_the_sample_template_mixes_instruments(data_
     again = template_from_dict(t.to_definition())
     assert again.step("volumes").handler == "dilution.compute_volumes"
     assert [s.kind for s in again.steps] == ["PlateReader.ReadPlate", "python", "LiquidHandler.Transfer"]
+
+
+def test_the_sample_template_runs_on_the_demo_workcell_and_dispenses_what_python_computed(data_dir):
+    """Plate Normalization on the demo workcell: the reader's ODs go to dilution.compute_volumes in
+    a worker, and the liquid handler's Transfer gets the diluent volumes it computed. Instrument
+    time is virtual; the Python step runs in real time (the clock waits while it is in flight)."""
+    import importlib.util
+
+    from core.clock import VirtualClock
+    from core.runtime import DEMO_WORKCELL, SAMPLE_TEMPLATES, Runtime
+
+    spec = importlib.util.spec_from_file_location("dilution", pysteps.DEFAULT_HANDLERS / "dilution.py")
+    dilution = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dilution)
+
+    async def scenario():
+        store = Store(data_dir / DB_FILENAME).open()
+        clock = VirtualClock.for_store(store)
+        runtime = Runtime.build(data_dir, clock=clock, store=store, workcell=DEMO_WORKCELL, seed=3)
+        starting = asyncio.ensure_future(runtime.start(SAMPLE_TEMPLATES))
+        await clock.run_until(starting.done, step=0.5)  # instruments connect on the virtual clock
+        await starting
+        try:
+            run_id = await runtime.start_run("Plate Normalization", {"plate_id": "P-17", "target_od": 0.5})
+            for _ in range(20_000):
+                run = runtime.engine.get_instance(run_id)
+                if run["status"] in ("completed", "failed", "cancelled"):
+                    break
+                if _by_id(run)["volumes"]["status"] in ("queued", "running"):
+                    await asyncio.sleep(0.02)  # the worker runs in real time: let it
+                else:
+                    await clock.advance(min(5.0, max(0.0, (clock.next_deadline or clock.now() + 1) - clock.now())))
+            steps = _by_id(run)
+            dispense = runtime.order(steps["dispense"]["order_id"])
+            received = {k: dispense.get_input_parameter_value(k) for k in ("volumes_ul", "volume_ul", "plate")}
+            return run, steps, received
+        finally:
+            await runtime.close()
+
+    run, steps, received = asyncio.run(scenario())
+    assert run["status"] == "completed", run
+    wells = steps["read"]["outputs"]["well_values"]
+    expected = dilution.compute_volumes({"well_values": wells, "target_od": 0.5})
+    assert steps["volumes"]["outputs"] == expected and expected["wells_to_dilute"] > 0
+    assert steps["dispense"]["status"] == "completed" and steps["dispense"]["instrument"]
+    assert json.loads(received["volumes_ul"]) == expected["diluent_volumes_ul"]  # on the wire as JSON text
+    assert float(received["volume_ul"]) == expected["total_diluent_ul"] and received["plate"] == "P-17"
