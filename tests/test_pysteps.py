@@ -62,6 +62,13 @@ def hang(input_data):
     time.sleep(3600)
 
 
+def hang_telling(input_data):
+    with open(input_data["pid_file"] + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(input_data["pid_file"] + ".tmp", input_data["pid_file"])
+    time.sleep(3600)
+
+
 def crash(input_data):
     os._exit(7)
 
@@ -187,6 +194,46 @@ def test_a_crash_or_a_hang_fails_only_the_step_and_the_worker_is_replaced(data_d
     assert "worker process died (exit code 7)" in _by_id(crashed)["c"]["error"]
     pid = _by_id(fine)["n"]["outputs"]["pid"]
     assert pid != os.getpid()  # it ran in a worker, and the console lives on
+
+
+def test_cancel_kills_the_python_steps_worker_and_the_next_call_gets_a_new_one(data_dir, tmp_path):
+    pid_file = tmp_path / "worker.pid"
+    hang = _steps({"id": "h", "handler": "labsteps.hang_telling", "parameters": {"pid_file": str(pid_file)}},
+                  name="hang-until-cancelled")
+    after = _steps({"id": "n", "handler": "labsteps.no_args"}, name="after-cancel")
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"  # killed, not reaped
+
+    async def body(engine):
+        t = await engine.publish(template_from_dict(hang))
+        run_id = await engine.create_instance(t.name, {}, allow_duplicate=True)
+        await engine.execute_workflow(run_id)
+        for _ in range(1500):  # the worker starts (spawn) and calls the handler
+            if pid_file.exists():
+                break
+            await asyncio.sleep(0.02)
+        pid = int(pid_file.read_text())
+        alive_before = not gone(pid)
+        started_before = pysteps.POOL.started
+        await engine.cancel(run_id)
+        await engine.wait(run_id, 30)
+        for _ in range(500):
+            if gone(pid):
+                break
+            await asyncio.sleep(0.02)
+        return pid, alive_before, gone(pid), engine.get_instance(run_id), started_before, await _run(engine, after)
+
+    pid, alive_before, killed, cancelled, started_before, next_run = _scenario(data_dir, body)
+    assert alive_before and killed, f"worker {pid} still running after the cancel"
+    assert cancelled["status"] == "cancelled" and _by_id(cancelled)["h"]["status"] == "cancelled"
+    assert next_run["status"] == "completed"
+    assert _by_id(next_run)["n"]["outputs"]["pid"] not in (pid, os.getpid())
+    assert pysteps.POOL.started == started_before + 1  # a fresh worker, not the killed one
 
 
 def test_failures_retry_per_policy_unless_not_retryable(data_dir, tmp_path):
