@@ -69,6 +69,14 @@ def hang_telling(input_data):
     time.sleep(3600)
 
 
+def slow_once(input_data):
+    marker = input_data["marker"]
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        time.sleep(3600)
+    return {"ok": True}
+
+
 def crash(input_data):
     os._exit(7)
 
@@ -234,6 +242,23 @@ def test_cancel_kills_the_python_steps_worker_and_the_next_call_gets_a_new_one(d
     assert next_run["status"] == "completed"
     assert _by_id(next_run)["n"]["outputs"]["pid"] not in (pid, os.getpid())
     assert pysteps.POOL.started == started_before + 1  # a fresh worker, not the killed one
+
+
+def test_seed_001_retry_on_timeout_retries_a_timed_out_step_or_fails_it(data_dir, tmp_path):
+    def slow_once(name: str, retry_on_timeout: bool) -> dict[str, Any]:
+        return _steps({"id": "s", "handler": "labsteps.slow_once", "timeout_seconds": 1,
+                       "parameters": {"marker": str(tmp_path / name)},
+                       "retry_policy": {"max_attempts": 3, "initial_interval": 0.01,
+                                        "retry_on_timeout": retry_on_timeout}}, name=name)
+
+    async def body(engine):
+        return await _run(engine, slow_once("retried", True)), await _run(engine, slow_once("not-retried", False))
+
+    retried, not_retried = _scenario(data_dir, body)
+    r, n = _by_id(retried)["s"], _by_id(not_retried)["s"]
+    assert retried["status"] == "completed" and r["attempt"] == 2 and r["outputs"] == {"ok": True}
+    assert not_retried["status"] == "failed" and n["attempt"] == 1
+    assert n["error_code"] == "Timeout" and "timed out after 1 s" in n["error"]
 
 
 def test_failures_retry_per_policy_unless_not_retryable(data_dir, tmp_path):
