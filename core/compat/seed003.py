@@ -241,14 +241,17 @@ class JobScheduler:
         self.runtime = service
         self._own = service.schedules is None
         self.scheduler: Scheduler = service.schedules or Scheduler(service)
+        self._running = False
 
     async def start(self) -> None:
-        if self._own and self.scheduler._task is None:
+        if self._own and not self._running:
             await self.scheduler.start()
+            self._running = True
 
     async def stop(self) -> None:
-        if self._own:
+        if self._own and self._running:
             await self.scheduler.close()
+            self._running = False
 
     def _to_core(self, schedule: Schedule) -> _Schedule:
         if schedule.robot_id is not None:
