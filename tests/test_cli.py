@@ -60,6 +60,11 @@ def test_run_status_list_terminate(tmp_path):
     assert f"{pending}: cancelled" in lc("workflow", "status", pending, data_dir=tmp_path).stdout
     again = lc("workflow", "terminate", pending, "--reason", "again", data_dir=tmp_path, check=False)
     assert again.returncode == 2 and "illegal transition cancelled -> cancelled" in again.stderr
+    # seed 004: terminate NAME stops the workflow's latest run
+    third = lc("workflow", "run", "Quick", "--input", '{"n": 3}', data_dir=tmp_path).stdout.strip()
+    by_name = lc("workflow", "terminate", "Quick", "--reason", "by name", data_dir=tmp_path)
+    assert f"{third}: cancelled" in by_name.stdout
+    assert f"{third}: cancelled" in lc("workflow", "status", third, data_dir=tmp_path).stdout
     bad = lc("workflow", "run", "Nope", data_dir=tmp_path, check=False)
     assert bad.returncode == 2 and "no template 'Nope'" in bad.stderr
     bad_input = lc("workflow", "run", "Quick", "--input", '{"n": "x"}', data_dir=tmp_path, check=False)
@@ -112,3 +117,8 @@ def test_validate_and_publish_check_capabilities_against_the_workcell(tmp_path):
     assert bad.returncode == 1 and "odd.yaml:4" in bad.stdout and "Spectro.Scan" in bad.stdout
     refused = lc("--workcell", demo, "templates", "publish", str(odd), data_dir=tmp_path, check=False)
     assert refused.returncode == 2 and "Spectro.Scan" in refused.stderr
+    # headless commands build the workcell's instruments with --faults: a spec naming an
+    # instrument the workcell lacks is refused, naming the option and the instruments there are
+    faulty = lc("--workcell", demo, "--faults", "hang@Nobody=true", "workflow", "list", data_dir=tmp_path, check=False)
+    assert faulty.returncode == 2 and "--faults: 'Nobody': no instrument 'Nobody' in the workcell" in faulty.stderr
+    assert "Traceback" not in faulty.stderr

@@ -5,6 +5,7 @@ a hang or bad data fails only the step."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import textwrap
 from pathlib import Path
@@ -59,6 +60,21 @@ def no_args():
 
 def hang(input_data):
     time.sleep(3600)
+
+
+def hang_telling(input_data):
+    with open(input_data["pid_file"] + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(input_data["pid_file"] + ".tmp", input_data["pid_file"])
+    time.sleep(3600)
+
+
+def slow_once(input_data):
+    marker = input_data["marker"]
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        time.sleep(3600)
+    return {"ok": True}
 
 
 def crash(input_data):
@@ -188,6 +204,63 @@ def test_a_crash_or_a_hang_fails_only_the_step_and_the_worker_is_replaced(data_d
     assert pid != os.getpid()  # it ran in a worker, and the console lives on
 
 
+def test_cancel_kills_the_python_steps_worker_and_the_next_call_gets_a_new_one(data_dir, tmp_path):
+    pid_file = tmp_path / "worker.pid"
+    hang = _steps({"id": "h", "handler": "labsteps.hang_telling", "parameters": {"pid_file": str(pid_file)}},
+                  name="hang-until-cancelled")
+    after = _steps({"id": "n", "handler": "labsteps.no_args"}, name="after-cancel")
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"  # killed, not reaped
+
+    async def body(engine):
+        t = await engine.publish(template_from_dict(hang))
+        run_id = await engine.create_instance(t.name, {}, allow_duplicate=True)
+        await engine.execute_workflow(run_id)
+        for _ in range(1500):  # the worker starts (spawn) and calls the handler
+            if pid_file.exists():
+                break
+            await asyncio.sleep(0.02)
+        pid = int(pid_file.read_text())
+        alive_before = not gone(pid)
+        started_before = pysteps.POOL.started
+        await engine.cancel(run_id)
+        await engine.wait(run_id, 30)
+        for _ in range(500):
+            if gone(pid):
+                break
+            await asyncio.sleep(0.02)
+        return pid, alive_before, gone(pid), engine.get_instance(run_id), started_before, await _run(engine, after)
+
+    pid, alive_before, killed, cancelled, started_before, next_run = _scenario(data_dir, body)
+    assert alive_before and killed, f"worker {pid} still running after the cancel"
+    assert cancelled["status"] == "cancelled" and _by_id(cancelled)["h"]["status"] == "cancelled"
+    assert next_run["status"] == "completed"
+    assert _by_id(next_run)["n"]["outputs"]["pid"] not in (pid, os.getpid())
+    assert pysteps.POOL.started == started_before + 1  # a fresh worker, not the killed one
+
+
+def test_seed_001_retry_on_timeout_retries_a_timed_out_step_or_fails_it(data_dir, tmp_path):
+    def slow_once(name: str, retry_on_timeout: bool) -> dict[str, Any]:
+        return _steps({"id": "s", "handler": "labsteps.slow_once", "timeout_seconds": 1,
+                       "parameters": {"marker": str(tmp_path / name)},
+                       "retry_policy": {"max_attempts": 3, "initial_interval": 0.01,
+                                        "retry_on_timeout": retry_on_timeout}}, name=name)
+
+    async def body(engine):
+        return await _run(engine, slow_once("retried", True)), await _run(engine, slow_once("not-retried", False))
+
+    retried, not_retried = _scenario(data_dir, body)
+    r, n = _by_id(retried)["s"], _by_id(not_retried)["s"]
+    assert retried["status"] == "completed" and r["attempt"] == 2 and r["outputs"] == {"ok": True}
+    assert not_retried["status"] == "failed" and n["attempt"] == 1
+    assert n["error_code"] == "Timeout" and "timed out after 1 s" in n["error"]
+
+
 def test_failures_retry_per_policy_unless_not_retryable(data_dir, tmp_path):
     flaky = _steps({"id": "f", "handler": "labsteps.flaky", "parameters": {"marker": str(tmp_path / "m")},
                     "retry_policy": {"max_attempts": 3, "initial_interval": 0.01}}, name="flaky")
@@ -253,3 +326,50 @@ def test_handler_survives_export_and_the_sample_template_mixes_instruments(data_
     again = template_from_dict(t.to_definition())
     assert again.step("volumes").handler == "dilution.compute_volumes"
     assert [s.kind for s in again.steps] == ["PlateReader.ReadPlate", "python", "LiquidHandler.Transfer"]
+
+
+def test_the_sample_template_runs_on_the_demo_workcell_and_dispenses_what_python_computed(data_dir):
+    """Plate Normalization on the demo workcell: the reader's ODs go to dilution.compute_volumes in
+    a worker, and the liquid handler's Transfer gets the diluent volumes it computed. Instrument
+    time is virtual; the Python step runs in real time (the clock waits while it is in flight)."""
+    import importlib.util
+
+    from core.clock import VirtualClock
+    from core.runtime import DEMO_WORKCELL, SAMPLE_TEMPLATES, Runtime
+
+    spec = importlib.util.spec_from_file_location("dilution", pysteps.DEFAULT_HANDLERS / "dilution.py")
+    dilution = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dilution)
+
+    async def scenario():
+        store = Store(data_dir / DB_FILENAME).open()
+        clock = VirtualClock.for_store(store)
+        runtime = Runtime.build(data_dir, clock=clock, store=store, workcell=DEMO_WORKCELL, seed=3)
+        starting = asyncio.ensure_future(runtime.start(SAMPLE_TEMPLATES))
+        await clock.run_until(starting.done, step=0.5)  # instruments connect on the virtual clock
+        await starting
+        try:
+            run_id = await runtime.start_run("Plate Normalization", {"plate_id": "P-17", "target_od": 0.5})
+            for _ in range(20_000):
+                run = runtime.engine.get_instance(run_id)
+                if run["status"] in ("completed", "failed", "cancelled"):
+                    break
+                if _by_id(run)["volumes"]["status"] in ("queued", "running"):
+                    await asyncio.sleep(0.02)  # the worker runs in real time: let it
+                else:
+                    await clock.advance(min(5.0, max(0.0, (clock.next_deadline or clock.now() + 1) - clock.now())))
+            steps = _by_id(run)
+            dispense = runtime.order(steps["dispense"]["order_id"])
+            received = {k: dispense.get_input_parameter_value(k) for k in ("volumes_ul", "volume_ul", "plate")}
+            return run, steps, received
+        finally:
+            await runtime.close()
+
+    run, steps, received = asyncio.run(scenario())
+    assert run["status"] == "completed", run
+    wells = steps["read"]["outputs"]["well_values"]
+    expected = dilution.compute_volumes({"well_values": wells, "target_od": 0.5})
+    assert steps["volumes"]["outputs"] == expected and expected["wells_to_dilute"] > 0
+    assert steps["dispense"]["status"] == "completed" and steps["dispense"]["instrument"]
+    assert json.loads(received["volumes_ul"]) == expected["diluent_volumes_ul"]  # on the wire as JSON text
+    assert float(received["volume_ul"]) == expected["total_diluent_ul"] and received["plate"] == "P-17"

@@ -230,10 +230,20 @@ def test_error_recovery_pattern_and_monitoring(data_dir):
         after = await orchestrator.get_workflow_progress(workflow_id)
         with pytest.raises(InputError, match="from_step 9 is not a step index"):
             await orchestrator.recover_workflow(workflow_id, from_step=9)
-        return progress, failed, recoverable, active, after
+        # from_step may name the step by its id as well
+        marker.unlink()
+        second = await orchestrator.create_workflow(job_id=8, workflow_def=definition)
+        await orchestrator.execute_workflow(second.id, definition)
+        before = db.engine.get_instance(second.id)
+        label_id = before["steps"][1]["id"]
+        marker.touch()
+        await orchestrator.recover_workflow(workflow_id=second.id, from_step=label_id)
+        await db.engine.wait(second.id, 30)
+        by_id = db.engine.get_instance(second.id)
+        return progress, failed, recoverable, active, after, (before, by_id)
 
     try:
-        progress, failed, recoverable, active, after = _with_runtime(data_dir, body)
+        progress, failed, recoverable, active, after, (before, by_id) = _with_runtime(data_dir, body)
     finally:
         marker.unlink(missing_ok=True)
     assert progress["status"] == "failed" and progress["current_step"] == 1
@@ -242,6 +252,11 @@ def test_error_recovery_pattern_and_monitoring(data_dir):
     assert [w.job_id for w in active] == [7]
     assert after["status"] == "completed" and after["recovery_attempts"] == 1
     assert after["tasks"][0]["retry_count"] == 0  # the download was kept, not re-run
+    assert by_id["status"] == "completed" and by_id["recovery_attempts"] == 1
+    assert before["status"] == "failed" and before["steps"][1]["id"] == by_id["steps"][1]["id"] == "label"
+    assert by_id["steps"][0] == before["steps"][0]  # the download was kept as it was, not re-run
+    assert [s["status"] for s in by_id["steps"]] == ["completed"] * 3 and by_id["steps"][1]["outputs"] == {
+        "labeled": 900}
 
 
 def test_control_pause_cancel_and_a_handler_that_cannot_be_sent(data_dir):

@@ -5,14 +5,18 @@ class outlines; what they name is exercised here."""
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from core.compat.seed003 import JobQueue, OrchestratorEngine
+from core.clock import VirtualClock
+from core.compat.seed003 import JobQueue, JobScheduler, OrchestratorEngine, Schedule
 from core.dispatcher import Job, JobStatus
 from core.errors import IllegalTransitionError, NotFoundError
 from core.orders import Order
 from core.runtime import Runtime
+from core.store import DB_FILENAME, Store
 from core.templates import template_from_dict
 from core.workcell import parse_workcell
 
@@ -113,3 +117,53 @@ def test_the_queue_api_and_its_state_machine():
         queue.update_status("elevated", JobStatus.COMPLETED)  # dispatched -> completed skips running
     queue.update_status("low", JobStatus.TIMEOUT)
     assert queue.peek() is None and queue.dequeue() is None
+
+
+def test_the_job_scheduler_adds_updates_pauses_resumes_and_removes(data_dir):
+    """The seed's JobScheduler table, method by method, on a virtual clock (Monday 08:00 Berlin)."""
+    berlin = ZoneInfo("Europe/Berlin")
+    monday_8 = datetime(2026, 11, 23, 8, 0, tzinfo=berlin).timestamp()
+
+    async def scenario():
+        store = Store(data_dir / DB_FILENAME).open()
+        clock = VirtualClock.for_store(store, start=monday_8)
+        store.clock = clock
+        runtime = Runtime.build(data_dir, clock=clock, store=store, workcell=None, metrics=False)
+        await runtime.start(templates_dir=None)
+        await runtime.engine.publish(template_from_dict(
+            {"name": "Nightly", "definition": {"steps": [{"id": "a", "kind": "noop"}]}}))
+        scheduler = JobScheduler(runtime)
+        await scheduler.start()
+        schedule = Schedule(schedule_id="weekday-9", workflow_id="Nightly",
+                            frequency=JobScheduler.ScheduleFrequency.CRON, cron_expression="0 9 * * 1-5",
+                            timezone="Europe/Berlin", variables={"plate": "P1"})
+        added = await scheduler.add_schedule(schedule)
+        first = scheduler.get_next_run("weekday-9")
+        schedule.cron_expression = "0 0 10 * * 1-5"             # 6 fields: 10:00:00 weekdays
+        updated = await scheduler.update_schedule(schedule)
+        moved = scheduler.get_next_run("weekday-9")
+        paused = await scheduler.pause_schedule("weekday-9")
+        await clock.advance(3 * 3600)                          # 08:00 -> 11:00: paused, nothing
+        while_paused = scheduler.get_next_run("weekday-9"), list(scheduler.scheduler.started)
+        resumed = await scheduler.resume_schedule("weekday-9")
+        await clock.advance(24 * 3600)                         # Tuesday 10:00 fires
+        fired = [run for _, run in scheduler.scheduler.started]
+        inputs = [runtime.engine.get_instance(r)["input_data"] for r in fired]
+        with pytest.raises(ValueError, match="weekday-9: robot_id: per-schedule robot affinity"):
+            await scheduler.update_schedule(Schedule("weekday-9", "Nightly", "daily", "09:00", robot_id="R1"))
+        await scheduler.remove_schedule("weekday-9")
+        with pytest.raises(NotFoundError, match="no schedule 'weekday-9'"):
+            scheduler.get_next_run("weekday-9")
+        audit = [a.action for a in runtime.audit("weekday-9")]
+        await scheduler.stop()
+        await runtime.close()
+        return added, first, updated, moved, paused, while_paused, resumed, fired, inputs, audit
+
+    added, first, updated, moved, paused, while_paused, resumed, fired, inputs, audit = asyncio.run(scenario())
+    assert added.schedule_id == "weekday-9" and added.enabled and added.next_run == first
+    assert first.strftime("%a %H:%M") == "Mon 09:00" and first.tzinfo == berlin
+    assert updated.cron_expression == "0 0 10 * * 1-5" and moved.strftime("%a %H:%M") == "Mon 10:00"
+    assert paused.enabled is False and while_paused == (None, [])
+    assert resumed.enabled and resumed.next_run.strftime("%a %H:%M") == "Tue 10:00"
+    assert len(fired) == 1 and inputs == [{"plate": "P1"}]
+    assert audit == ["add schedule", "edit schedule", "pause schedule", "resume schedule", "remove schedule"]

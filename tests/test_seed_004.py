@@ -492,3 +492,78 @@ async def _orders(db, order):
     done = await order_workflow.run(db, order)
     bad = await order_workflow.run(db, {**order, "items": []})
     return done, bad
+
+
+NIGHTLY_TASKS = '''
+def sweep(input_data):
+    return {"swept": input_data.get("shelf", "all")}
+'''
+
+
+def test_a_scheduled_workflow_fires_in_a_freshly_started_runtime(data_dir, monkeypatch):
+    """A task function lives only in the process that registered it, unless its module is on the
+    handler path: then a console started later (here: a second runtime, the registration
+    forgotten) finds it there when the schedule fires."""
+    import importlib
+    import sys
+
+    from core import pysteps
+    from core.clock import VirtualClock
+    from core.store import DB_FILENAME, Store
+
+    handlers = data_dir / "handlers"
+    handlers.mkdir(exist_ok=True)
+    (handlers / "nightly_tasks.py").write_text(NIGHTLY_TASKS)
+    monkeypatch.syspath_prepend(str(handlers))
+    monkeypatch.delitem(sys.modules, "nightly_tasks", raising=False)
+    nightly_tasks = importlib.import_module("nightly_tasks")
+    workflow = Workflow(name="NightlySweep", config=WorkflowConfig(
+        starting_task=Task(name="sweep", config=TaskConfig(run=nightly_tasks.sweep)), schedule="* * * * *"))
+
+    async def register():
+        db = Runtime.build(data_dir, workcell=None, metrics=False)
+        await db.start(templates_dir=None, schedules=True)
+        try:
+            await workflow.publish(db)
+            await db.schedules.adopt_template_schedules()
+            return [s.id for s in db.schedules.entries()]
+        finally:
+            await db.close()
+
+    async def fresh():
+        store = Store(data_dir / DB_FILENAME).open()
+        clock = VirtualClock.for_store(store)
+        db = Runtime.build(data_dir, clock=clock, store=store, workcell=None, metrics=False)
+        await db.start(templates_dir=None, schedules=True)
+        try:
+            await clock.advance(61)
+            for _ in range(1500):
+                started = db.schedules.started
+                if started and db.engine.run_status(started[0][1]).is_final:
+                    break
+                await asyncio.sleep(0.02)  # the task runs in a worker, in real time
+                await clock.advance(0.02)
+            return db.engine.get_instance(db.schedules.started[0][1])
+        finally:
+            await db.close()
+
+    schedule_ids = asyncio.run(register())
+    _workflows.pop("NightlySweep", None)
+    monkeypatch.delitem(pysteps._CALLABLES, "nightly_tasks.sweep")  # what a new process would not know
+    run = asyncio.run(fresh())
+    assert len(schedule_ids) == 1
+    assert run["status"] == "completed", run
+    assert run["steps"][0]["outputs"] == {"swept": "all"}
+
+
+def test_publishing_a_scheduled_workflow_whose_task_is_off_the_handler_path_says_so(data_dir, caplog):
+    async def body(db):
+        await scheduled_workflow.publish(db)
+        await workflow.publish(db)  # not scheduled: runs started by this process only, nothing to say
+
+    with caplog.at_level("WARNING", logger="core.compat.seed004"):
+        _with_runtime(data_dir, body)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "core.compat.seed004"]
+    assert len(warnings) == 1, warnings
+    assert "workflow 'DailyCleanupWorkflow' is scheduled (0 0 * * *), but task 'cleanup'" in warnings[0]
+    assert "no module test_seed_004 in the handler path" in warnings[0] and str(data_dir / "handlers") in warnings[0]

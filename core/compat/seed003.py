@@ -22,12 +22,31 @@ for compatibility: the dispatcher decides on every change, not on an interval.
 ``JobQueue`` is the seed's queue API over labconsole's queue (:class:`core.dispatcher.JobQueue`,
 the same heaps and state machine the dispatcher uses): ``enqueue``, ``dequeue``, ``peek``,
 ``update_status``, ``get_by_status``.
+
+``JobScheduler`` is the seed's scheduler over labconsole's schedules (:class:`core.schedules.Scheduler`,
+kept in the store and fired by the console's schedule loop)::
+
+    scheduler = JobScheduler(runtime)          # the runtime's own scheduler, or a new one
+    await scheduler.start()
+    schedule = Schedule(schedule_id="nightly", workflow_id="ELISA Readout",
+                        frequency=ScheduleFrequency.CRON, cron_expression="0 9 * * 1-5")
+    await scheduler.add_schedule(schedule)
+    await scheduler.pause_schedule("nightly"); await scheduler.resume_schedule("nightly")
+    print(scheduler.get_next_run("nightly"))   # a datetime in the schedule's time zone
+
+``workflow_id`` is the template's name, ``variables`` the run's inputs. For the frequencies other
+than ``cron``, ``cron_expression`` holds when in the period (``"09:30"`` daily, ``"mon 09:30"``
+weekly, ``":15"`` hourly, an ISO time once). ``robot_id`` (per-schedule affinity) is refused: the
+dispatcher chooses the instrument (``load_balancing="affinity"`` keeps a workflow on one).
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from core.clock import Clock, SystemClock
 from core.dispatcher import FINAL, Job, JobStatus, LoadBalancing
@@ -35,6 +54,9 @@ from core.dispatcher import JobQueue as _Queue
 from core.engine import StepFailure
 from core.errors import NotFoundError, StateError
 from core.metrics import DashboardMetrics
+from core.schedules import Frequency as ScheduleFrequency
+from core.schedules import Schedule as _Schedule
+from core.schedules import Scheduler
 
 PRIORITIES = {"low": 25, "normal": 50, "high": 75, "critical": 100}
 TIMEOUT_CODE = "JobTimeout"
@@ -193,4 +215,90 @@ class OrchestratorEngine:
         return dashboard
 
 
-__all__ = ["JobQueue", "OrchestratorEngine", "PRIORITIES"]
+@dataclass
+class Schedule:
+    """The seed's schedule record."""
+
+    schedule_id: str
+    workflow_id: str
+    frequency: ScheduleFrequency | str
+    cron_expression: str | None = None
+    timezone: str = "UTC"
+    enabled: bool = True
+    next_run: datetime | None = None
+    last_run: datetime | None = None
+    variables: dict[str, Any] = field(default_factory=dict)
+    robot_id: str | None = None
+
+
+class JobScheduler:
+    """The seed's ``JobScheduler`` over :class:`core.schedules.Scheduler` (``runtime.schedules``
+    when the runtime runs one, else a scheduler of its own, started by :meth:`start`)."""
+
+    ScheduleFrequency = ScheduleFrequency
+
+    def __init__(self, service: Any) -> None:
+        self.runtime = service
+        self._own = service.schedules is None
+        self.scheduler: Scheduler = service.schedules or Scheduler(service)
+        self._running = False
+
+    async def start(self) -> None:
+        if self._own and not self._running:
+            await self.scheduler.start()
+            self._running = True
+
+    async def stop(self) -> None:
+        if self._own and self._running:
+            await self.scheduler.close()
+            self._running = False
+
+    def _to_core(self, schedule: Schedule) -> _Schedule:
+        if schedule.robot_id is not None:
+            raise ValueError(f"schedule {schedule.schedule_id}: robot_id: per-schedule robot affinity is "
+                             "not supported; the dispatcher chooses the robot (load_balancing='affinity' "
+                             "keeps a workflow on one)")
+        frequency = ScheduleFrequency(schedule.frequency)
+        cron = schedule.cron_expression if frequency is ScheduleFrequency.CRON else None
+        at = None if frequency is ScheduleFrequency.CRON else schedule.cron_expression
+        return _Schedule(schedule.workflow_id, frequency, cron=cron, at=at, timezone=schedule.timezone,
+                         inputs=schedule.variables, enabled=schedule.enabled, id=schedule.schedule_id)
+
+    def _to_seed(self, s: _Schedule) -> Schedule:
+        def when(ts: float | None) -> datetime | None:
+            return None if ts is None else datetime.fromtimestamp(ts, ZoneInfo(s.timezone))
+
+        frequency = ScheduleFrequency(s.frequency)
+        return Schedule(s.id, s.template, frequency,
+                        s.cron if frequency is ScheduleFrequency.CRON else s.at, s.timezone, s.enabled,
+                        when(s.next_run), when(s.last_run), dict(s.inputs), None)
+
+    async def add_schedule(self, schedule: Schedule) -> Schedule:
+        added = await self.scheduler.add(self._to_core(schedule), who="orchestrator")
+        if not schedule.enabled:
+            added = await self.scheduler.set_enabled(added.id, False, who="orchestrator")
+        return self._to_seed(added)
+
+    async def remove_schedule(self, schedule_id: str) -> None:
+        await self.scheduler.remove(schedule_id, who="orchestrator")
+
+    async def update_schedule(self, schedule: Schedule) -> Schedule:
+        """Replace the settings of the schedule with ``schedule.schedule_id``; its next run is
+        computed again from now."""
+        return self._to_seed(await self.scheduler.update(self._to_core(schedule), who="orchestrator"))
+
+    async def pause_schedule(self, schedule_id: str) -> Schedule:
+        return self._to_seed(await self.scheduler.set_enabled(schedule_id, False, who="orchestrator"))
+
+    async def resume_schedule(self, schedule_id: str) -> Schedule:
+        return self._to_seed(await self.scheduler.set_enabled(schedule_id, True, who="orchestrator"))
+
+    def get_schedule(self, schedule_id: str) -> Schedule:
+        return self._to_seed(self.scheduler.get(schedule_id))
+
+    def get_next_run(self, schedule_id: str) -> datetime | None:
+        """When the schedule fires next (blackout windows applied); None when paused or spent."""
+        return self.scheduler.get_next_run(schedule_id)
+
+
+__all__ = ["JobQueue", "JobScheduler", "OrchestratorEngine", "PRIORITIES", "Schedule", "ScheduleFrequency"]

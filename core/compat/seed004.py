@@ -21,10 +21,16 @@ in the worker, naming the field that is wrong. A task receives the run's input o
 outputs of the tasks before it (the parent's output becomes the child's input). ``timeout`` is
 "30s" / "5m" / "1h"; ``retries`` are retries after the first attempt (the workflow's are the
 default of its tasks); ``schedule`` is a cron expression the console's schedules pick up.
+
+A task function is known by reference to the process that registered it. A console started later
+(a schedule firing after a restart, a run resumed after one) finds it only if its module is on the
+handler path (``resources/handlers``, ``<data dir>/handlers`` or config.ini's ``[HANDLERS] path``):
+publishing a scheduled workflow whose task module is not there logs a warning saying so.
 """
 
 from __future__ import annotations
 
+import logging
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -32,8 +38,10 @@ from typing import Any, Generic, TypeVar
 
 from core.compat.seed001 import _engine_of
 from core.durations import parse_duration
-from core.pysteps import PYTHON_KIND, register_callable
+from core.pysteps import PYTHON_KIND, find_handler, paths_for, register_callable
 from core.templates import WorkflowTemplate, template_from_dict
+
+log = logging.getLogger(__name__)
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -157,7 +165,23 @@ class Workflow:
         return template_from_dict(data, source=f"workflow '{self.name}'")
 
     async def publish(self, runtime: Any) -> WorkflowTemplate:
-        return await _engine_of(runtime).publish(self.to_template(), who="moose workflow")
+        engine = _engine_of(runtime)
+        template = self.to_template()
+        if template.schedule:
+            self._warn_unreachable(template, paths_for(engine.store.path.parent))
+        return await engine.publish(template, who="moose workflow")
+
+    def _warn_unreachable(self, template: WorkflowTemplate, paths: tuple[Any, ...]) -> None:
+        """A scheduled workflow fires in whatever console runs then: say which task functions
+        such a console cannot find (their module is not on the handler path)."""
+        for step in template.steps:
+            try:
+                find_handler(step.handler or "", paths)
+            except Exception as exc:  # noqa: BLE001 - StepFailure naming the module and the path
+                log.warning("workflow '%s' is scheduled (%s), but task '%s' (%s) runs only while this "
+                            "process is up: %s. Put its module in a handler directory so that a console "
+                            "started later can run it.", self.name, template.schedule, step.id,
+                            step.handler, exc)
 
     async def run(self, runtime: Any, input_data: dict[str, Any] | None = None, *,
                   wait: bool = True) -> dict[str, Any]:
