@@ -35,7 +35,7 @@ def test_sila_progress_and_intermediate_values_reach_the_detail_panel(tmp_path, 
     bridge = panel = None
     try:
         qrun(rt.start(None), timeout_ms=60_000)
-        bridge = EventBridge(rt.core.bus, interval_ms=20)
+        bridge = EventBridge(rt.ledger.bus, interval_ms=20)
         panel = DetailPanel(rt, bridge)
         qtbot.addWidget(panel)
         panel.resize(1280, 720)

@@ -90,7 +90,7 @@ def test_bad_sila_and_agent_go_offline_with_their_cause_and_the_good_one_runs(
 
         _, answer = qrun(start(), timeout_ms=15_000)  # well within Arm1's 20 s connect_timeout
         assert answer["payload"]["code"] == "unsupported_version"
-        bridge = EventBridge(rt.core.bus)
+        bridge = EventBridge(rt.ledger.bus)
         panel = RobotsPanel(rt, bridge)
         qtbot.addWidget(panel)
         panel.resize(1280, 720)
