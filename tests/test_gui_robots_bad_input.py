@@ -19,6 +19,7 @@ import pytest  # noqa: E402
 pytest.importorskip("sila2")
 
 from conftest import save_screenshot  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
 
 from console.bridge import EventBridge  # noqa: E402
@@ -29,6 +30,7 @@ from core.runtime import Runtime  # noqa: E402
 from core.templates import template_from_dict  # noqa: E402
 from core.workcell import load_workcell  # noqa: E402
 from panels.robots import RobotsPanel  # noqa: E402
+from panels.theme import apply_theme  # noqa: E402
 from tests.test_drivers_agent import MOVE, until  # noqa: E402
 from tests.test_drivers_sila import free_port, workcell_text  # noqa: E402
 
@@ -111,7 +113,19 @@ def test_bad_sila_and_agent_go_offline_with_their_cause_and_the_good_one_runs(
         text = arm.state_detail.full_text()
         assert arm.state.text() == "Offline", arm.state.text()
         assert "Arm1: agent at 127.0.0.1:" in text and "protocol version 1 is spoken here" in text, text
-        save_screenshot(panel, "robots-bad-input-cards")
+        # a narrow card elides the cause; hovering shows all of it
+        assert "it may require TLS" in reader.state_detail.toolTip()
+        assert "protocol version 1 is spoken here" in arm.state_detail.toolTip()
+        app = QApplication.instance()
+        try:
+            for theme in ("light", "dark"):
+                apply_theme(app, theme)
+                for size in ((1280, 720), (1920, 1080)):
+                    panel.resize(*size)
+                    qtbot.wait(100)
+                    save_screenshot(panel, f"robots-bad-input-cards-{theme}-{size[0]}")
+        finally:
+            apply_theme(app, "light")
 
         # nothing else stopped: the good instrument runs a workflow to Complete
         qrun(rt.engine.publish(template_from_dict({"name": "Seal", "definition": {"steps": [
