@@ -302,8 +302,9 @@ class AgentHub:
             envelope, hello = decode(frame)
         except ProtocolError as exc:
             self.bad_frames += 1
+            claimed = _claimed_name(frame)
             await self._refuse(ws, address, exc.code, exc.message, exc.reply_to,
-                               self.drivers.get(_claimed_name(frame)))
+                               self.drivers.get(claimed) if claimed is not None else None)
             return None
         if not isinstance(hello, Register):
             await self._refuse(ws, address, "not_registered",
