@@ -16,6 +16,12 @@
    intermediate response at 10 Hz: p50/p99/max of a 10 ms sampler's overshoot, against the idle
    loop (targets: p99 <= 16 ms, max <= 50 ms); then the same while the A agents of part 2
    heartbeat as well (without ``--only``, or alone with ``--only mixed``).
+6. MADSci per-command overhead (``--only madsci``): sequential short actions through the MADSci
+   driver to a real MADSci REST node (``.madsci-venv``, tests/helpers/madsci_node.py) on
+   127.0.0.1, against the in-process simulated driver, same run.
+7. PyLabRobot per-command overhead (``--only plr``, needs the [plr] extra): sequential transfers
+   through the PyLabRobot driver on PLR's chatterbox backend (in process, no machine), against
+   the in-process simulated driver, same run.
 
 Each lag part also reports the garbage collector's passes over 5 ms while it sampled. As in the
 console, what instruments build to connect is moved out of full collections once they are
@@ -23,7 +29,7 @@ connected (``core/gcpolicy.py``: the dispatcher settles after each connect); ``-
 measures without that (a full collection then stalls the loop for about 100-200 ms).
 
 usage: python bench/drivers.py [--commands 300] [--agents 50] [--seconds 10] [--sila 8]
-                               [--only agents|sila|mixed] [--no-settle]
+                               [--only agents|sila|mixed|madsci|plr] [--no-settle]
 """
 
 from __future__ import annotations
@@ -382,6 +388,110 @@ async def sila_stream(count: int, seconds: float, tmp: Path, agents: int = 0) ->
     print(f"  garbage collector while sampling: {gc_text()}")
 
 
+def _report(label: str, n: int, rows: list[tuple[str, list[float]]]) -> None:
+    """p50/p99/mean of each row, then each row's overhead over the first (the simulated driver)."""
+    us = 1e6
+    print(f"{label} per-command, {n} sequential commands:")
+    for name, times in rows:
+        print(f"  {name:<30} p50 {statistics.median(times) * us:8.0f} us   "
+              f"p99 {pct(times, 0.99) * us:8.0f} us   mean {statistics.fmean(times) * us:8.0f} us")
+    base = rows[0][1]
+    for name, times in rows[1:]:
+        print(f"  overhead of {name:<18} p50 {(statistics.median(times) - statistics.median(base)) * 1e3:.2f} ms"
+              f"   p99 {(pct(times, 0.99) - pct(base, 0.99)) * 1e3:.2f} ms   "
+              f"({statistics.median(times) / statistics.median(base):.0f}x at p50)")
+
+
+async def time_orders(driver: Any, make: Any, n: int, warm: int = 5) -> list[float]:
+    sink = lambda f, v: None  # noqa: E731
+    for i in range(warm):
+        await driver.execute(make(-i - 1), sink)
+    times = []
+    for i in range(n):
+        t = time.perf_counter()
+        await driver.execute(make(i), sink)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+async def zero_duration_simulated(capability: str) -> Any:
+    """The in-process simulated driver offering ``capability`` with no duration, connected."""
+    cell = parse_workcell(f"instruments:\n  - id: Sim\n    kind: LiquidHandler\n    driver: simulated\n"
+                          f"    capabilities: {{{capability}: {{duration: 0s, jitter: 0s}}}}\n", "sim.yaml")
+    sim = build_drivers(cell, SystemClock(), seed=1)["Sim"]
+    await sim.connect()
+    return sim
+
+
+async def madsci_overhead(n: int) -> None:
+    """Zero-duration ``transfer`` actions on a real MADSci node (its status polled every 10 ms)."""
+    from tests.helpers.madsci_support import MadsciNode
+    from tests.test_drivers_madsci import cell_text
+
+    node = MadsciNode()
+    await asyncio.to_thread(node.start)
+    try:
+        cell = parse_workcell(cell_text(node.url).replace("poll_interval: 0.05s", "poll_interval: 0.01s"),
+                              "madsci-bench.yaml")
+        madsci = build_drivers(cell, SystemClock())["LH2"]
+        await madsci.connect()
+        sim = await zero_duration_simulated("LiquidHandler.Transfer")
+
+        def make(i: int) -> Order:
+            return Order(identifier=f"madsci-{i}", templateName="Transfer",
+                         inputParameters=[{"name": "from", "value": "A1"}, {"name": "to", "value": "B1"},
+                                          {"name": "volume", "value": 1}, {"name": "duration", "value": 0}])
+
+        s = await time_orders(sim, make, n)
+        m = await time_orders(madsci, make, n)
+        await madsci.disconnect()
+    finally:
+        await asyncio.to_thread(node.close)
+    _report("MADSci", n, [("simulated driver (in process)", s), ("MADSci node (REST, 10 ms poll)", m)])
+
+
+async def plr_overhead(n: int) -> None:
+    """Single-well transfers through PyLabRobot's chatterbox backend (tip pick-up, aspirate,
+    dispense, tip drop: what PLR itself does per transfer, with no machine behind it)."""
+    import io
+    from contextlib import redirect_stdout
+
+    from tests.test_drivers_plr import lh_text
+
+    with tempfile_dir() as tmp:
+        path = Path(tmp) / "plr.yaml"
+        path.write_text(lh_text())
+        from core.workcell import load_workcell
+
+        cell = load_workcell(path)
+        plr = build_drivers(cell, SystemClock())["LH1"]
+        with redirect_stdout(io.StringIO()):
+            await plr.connect()
+        sim = await zero_duration_simulated("LiquidHandler.Transfer")
+        wells = [f"{r}{c}" for c in range(1, 13) for r in "ABCDEFGH"]
+
+        def make(i: int) -> Order:
+            well = wells[i % len(wells)]
+            return Order(identifier=f"plr-{i}", templateName="LiquidHandler.Transfer",
+                         inputParameters=[{"name": "from", "value": "source"}, {"name": "well", "value": "A1"},
+                                          {"name": "to", "value": "dest"}, {"name": "wells", "value": well},
+                                          {"name": "volume", "value": 1}])
+
+        s = await time_orders(sim, make, n)
+        with redirect_stdout(io.StringIO()):
+            p = await time_orders(plr, make, n)
+            await plr.disconnect()
+    _report("PyLabRobot", n, [("simulated driver (in process)", s), ("PyLabRobot (chatterbox)", p)])
+
+
+@contextlib.contextmanager
+def tempfile_dir() -> Any:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="drivers-bench-") as tmp:
+        yield tmp
+
+
 async def sila_part(args: argparse.Namespace) -> None:
     import tempfile
 
@@ -400,8 +510,9 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--sila", type=int, default=8, help="SiLA instruments streaming progress")
-    parser.add_argument("--only", choices=["agents", "sila", "mixed"], default=None,
-                        help="agents: parts 1-3; sila: parts 4-5 without agents; mixed: part 5 with agents")
+    parser.add_argument("--only", choices=["agents", "sila", "mixed", "madsci", "plr"], default=None,
+                        help="agents: parts 1-3; sila: parts 4-5 without agents; mixed: part 5 with "
+                             "agents; madsci: part 6; plr: part 7")
     parser.add_argument("--no-settle", action="store_true",
                         help="keep connected instruments' objects in full GC passes (core/gcpolicy.py off)")
     parser.add_argument("--child", metavar="URL", help=argparse.SUPPRESS)
@@ -412,6 +523,12 @@ def main() -> None:
         asyncio.run(child(args.child, args.agents))
         return
     gcpolicy.enable(not args.no_settle)  # the console's policy (console/app.py)
+    if args.only == "madsci":
+        asyncio.run(madsci_overhead(max(20, args.commands // 3)))
+        return
+    if args.only == "plr":
+        asyncio.run(plr_overhead(min(args.commands, 90)))  # one tip rack: 96 transfers
+        return
     if args.only not in ("sila", "mixed"):
         asyncio.run(overhead(args.commands))
         asyncio.run(fleet(args.agents, args.seconds))

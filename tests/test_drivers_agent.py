@@ -301,6 +301,25 @@ def test_unknown_name_missing_capabilities_and_old_protocol_version_refused():
                 await ws.recv()
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1002
         assert drivers["Arm1"].agent_address is None
+        # the instrument the refused agent claimed keeps the cause, and a connect says it at once
+        arm = drivers["Arm1"]
+        detail = (await arm.status()).detail
+        assert detail.startswith("agent at 127.0.0.1:") and "protocol version 1 is spoken here" in detail
+        assert "the frame has version 0" in detail
+        connecting = asyncio.create_task(arm.connect())
+        await until(lambda: arm.state is DriverState.CONNECTING)
+        async with connect(hub.url) as ws:  # refused while the console waits for Arm1
+            await ws.send(json.dumps(old))
+            await ws.recv()
+        with pytest.raises(InstrumentUnavailable) as exc:
+            await asyncio.wait_for(connecting, 5)  # well within its 10 s connect_timeout
+        assert str(exc.value).startswith("Arm1: agent at 127.0.0.1:") and "version 0" in str(exc.value)
+        # a good agent under the same name clears it
+        await agents.start(hub.url, "Arm1")
+        await until(lambda: arm.agent_address is not None)
+        await arm.connect()
+        assert (await arm.status()).detail.startswith("agent at 127.0.0.1:")
+        assert "version" not in (await arm.status()).detail
         await hub.close()
 
     run(body)

@@ -24,7 +24,6 @@ from typing import Any  # noqa: E402
 import pytest  # noqa: E402
 
 pytest.importorskip("sila2")
-pytest.importorskip("pylabrobot")
 
 from core.clock import SystemClock  # noqa: E402
 from core.drivers import (  # noqa: E402
@@ -45,7 +44,6 @@ from tests.test_drivers_agent import order as agent_order  # noqa: E402
 from tests.test_drivers_agent import workcell as agent_workcell  # noqa: E402
 from tests.test_drivers_madsci import cell_text as madsci_text  # noqa: E402
 from tests.test_drivers_madsci import transfer as madsci_transfer  # noqa: E402
-from tests.test_drivers_plr import lh_text  # noqa: E402
 from tests.test_drivers_sila import free_port, read, workcell_text  # noqa: E402
 
 KINDS = ["simulated", "sila", "agent", "pylabrobot", "madsci"]
@@ -257,6 +255,8 @@ class PlrHarness(Harness):
     kind = "pylabrobot"
 
     async def start(self) -> Any:
+        from tests.test_drivers_plr import lh_text  # needs the [plr] extra
+
         path = self.tmp_path / "plr.yaml"
         path.write_text(lh_text(backend="tests.helpers.plr_backends:SlowChatterbox",
                                 extra="      backend_options: {delay: 0.2}",
@@ -346,6 +346,8 @@ def madsci_node() -> Iterator[MadsciNode]:
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
     if request.param == "madsci":
         request.getfixturevalue("madsci_node")
+    elif request.param == "pylabrobot":
+        pytest.importorskip("pylabrobot", reason="PyLabRobot is the optional [plr] extra")
     return HARNESSES[request.param](tmp_path)
 
 
@@ -628,3 +630,21 @@ def test_sila_instruments_connect_concurrently(tmp_path):
     finally:
         for s in servers:
             s.stop()
+
+
+def test_without_pylabrobot_only_its_harness_is_skipped():
+    """Without the [plr] extra the other drivers' contract still runs: only the PyLabRobot
+    harness skips, saying why."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    code = ("import sys; sys.modules['pylabrobot'] = None; import pytest; "
+            "sys.exit(pytest.main(['-q', '-rs', '-p', 'no:cacheprovider', "
+            "'tests/test_drivers_contract.py', '-k', 'test_connect_execute_with_outputs and "
+            "(simulated or pylabrobot)']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root)}, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 passed, 1 skipped" in proc.stdout, proc.stdout
+    assert "PyLabRobot is the optional [plr] extra" in proc.stdout, proc.stdout

@@ -365,11 +365,86 @@ def test_tls_with_pinned_server_certificate(tmp_path, port):
             await driver.connect()
             assert (await driver.execute(read("o1"), lambda f, v: None))["well_values"]
             await driver.disconnect()
-            # a plain-text client is refused by the TLS server
+            # a plain-text client is refused by the TLS server: the message says so, at the
+            # workcell line that chose plain text
             plain = driver_for(tmp_path, port)
-            with pytest.raises(InstrumentUnavailable):
+            with pytest.raises(InstrumentUnavailable) as exc:
                 await plain.connect()
+            message = str(exc.value)
+            assert "sila.yaml:9: instruments[0].options.insecure: instrument PlateReader1" in message
+            assert f"SiLA server 127.0.0.1:{port}" in message and "it may require TLS" in message
+            assert "it may require TLS" in (await plain.status()).detail
             await plain.disconnect()
+
+        arun(scenario)
+    # the other way round: a TLS client against a plain-text server
+    with SimulatedSilaServer(instrument):
+        async def reverse():
+            tls = driver_for(tmp_path, port, security="server_cert: reader.pem")
+            with pytest.raises(InstrumentUnavailable) as exc:
+                await tls.connect()
+            message = str(exc.value)
+            assert "sila.yaml:9: instruments[0].options.server_cert: instrument PlateReader1" in message
+            assert "the server speaks plain text, not TLS" in message
+            assert "TLS handshake failed" in (await tls.status()).detail
+            await tls.disconnect()
+
+        arun(reverse)
+
+
+def _ca_and_server_cert(server_uuid: uuid.UUID) -> tuple[bytes, bytes, bytes]:
+    """A certificate authority, and a server key and certificate for 127.0.0.1 that it signed
+    (carrying the SiLA server UUID extension): (CA certificate, server key, server certificate)."""
+    import datetime
+    from ipaddress import IPv4Address
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Lab test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(hours=1))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(IPv4Address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.58583"),
+                                                      str(server_uuid).encode("ascii")), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    key_pem = key.private_bytes(pem, serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption())
+    return ca.public_bytes(pem), key_pem, cert.public_bytes(pem)
+
+
+def test_tls_with_a_ca_file(tmp_path, port):
+    """``root_certs``: the server's certificate is trusted because the lab's CA signed it."""
+    instrument = cell(tmp_path, port).instruments[0]
+    server_uuid = uuid.uuid4()
+    ca, key, cert = _ca_and_server_cert(server_uuid)
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "lab-ca.pem").write_bytes(ca)
+    with SimulatedSilaServer(instrument, private_key=key, cert_chain=cert, server_uuid=str(server_uuid)):
+        async def scenario():
+            driver = driver_for(tmp_path, port, security="root_certs: certs/lab-ca.pem")
+            await driver.connect()
+            assert driver.server_uuid == str(server_uuid)
+            assert "TLS, CA file certs/lab-ca.pem" in driver.info.endpoint
+            assert (await driver.execute(read("o1"), lambda f, v: None))["well_values"]
+            await driver.disconnect()
 
         arun(scenario)
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import time
 import uuid
@@ -278,8 +279,10 @@ class AgentHub:
         await ws.send(text)
 
     async def _refuse(self, ws: ServerConnection, address: str, code: str, message: str,
-                      reply_to: str | None) -> None:
+                      reply_to: str | None, driver: AgentDriver | None = None) -> None:
         log.warning("agent at %s refused: %s", address, message)
+        if driver is not None:
+            driver.refused(address, message)
         text, _ = encode("error", {"code": code, "message": message}, reply_to=reply_to)
         with contextlib.suppress(ConnectionClosed):
             await ws.send(text)
@@ -299,7 +302,9 @@ class AgentHub:
             envelope, hello = decode(frame)
         except ProtocolError as exc:
             self.bad_frames += 1
-            await self._refuse(ws, address, exc.code, exc.message, exc.reply_to)
+            claimed = _claimed_name(frame)
+            await self._refuse(ws, address, exc.code, exc.message, exc.reply_to,
+                               self.drivers.get(claimed) if claimed is not None else None)
             return None
         if not isinstance(hello, Register):
             await self._refuse(ws, address, "not_registered",
@@ -316,14 +321,14 @@ class AgentHub:
                 (hello.token or "").encode(), driver.token.encode()):
             await self._refuse(ws, address, "unauthorized",
                                f"agent {hello.name!r}: the token is "
-                               f"{'missing' if not hello.token else 'wrong'}", envelope.id)
+                               f"{'missing' if not hello.token else 'wrong'}", envelope.id, driver)
             return None
         missing = sorted(set(driver.info.capabilities) - set(hello.capabilities))
         if missing:
             await self._refuse(ws, address, "capabilities",
                                f"agent {hello.name!r} does not offer {', '.join(missing)}, which the "
                                f"workcell declares for it (it offers: "
-                               f"{', '.join(hello.capabilities) or 'nothing'})", envelope.id)
+                               f"{', '.join(hello.capabilities) or 'nothing'})", envelope.id, driver)
             return None
         old = driver.link
         if old is not None and not old.closed:
@@ -380,6 +385,11 @@ class AgentDriver:
         self.reconnect_grace = reconnect_grace
         self.link: _Link | None = None
         self._registered = asyncio.Event()
+        self._refusal: str | None = None
+        """Why the last agent that dialled in under this name was refused (until one registers)."""
+        self._refusals = 0
+        self._changed = asyncio.Event()
+        """Set when an agent registers or is refused under this name."""
         self._connected = False
         self._connecting = False
         self._jobs: dict[str, _Job] = {}
@@ -431,16 +441,24 @@ class AgentDriver:
         self._announce()
         try:
             if self.link is None:
+                refusals = self._refusals  # an agent refused while this connect waits fails it
                 try:
                     async with asyncio.timeout(self.connect_timeout):
-                        await self._registered.wait()
+                        while not self._registered.is_set():
+                            if self._refusals != refusals and self._refusal is not None:
+                                self._detail = self._refusal
+                                raise InstrumentUnavailable(f"{self.instrument_id}: {self._refusal}",
+                                                            instrument_id=self.instrument_id)
+                            self._changed.clear()
+                            await self._changed.wait()
                 except TimeoutError:
-                    self._detail = f"agent has not connected to {self.hub.url}"
+                    last = f"; last refused: {self._refusal}" if self._refusal else ""
+                    self._detail = f"agent has not connected to {self.hub.url}{last}"
                     raise InstrumentUnavailable(
                         f"{self.instrument_id}: agent has not connected to {self.hub.url} within "
                         f"{self.connect_timeout:g} s (start it with: labconsole agent --console "
                         f"{self.hub.url} --name {self.instrument_id} --capabilities "
-                        f"{','.join(sorted(self.info.capabilities))})",
+                        f"{','.join(sorted(self.info.capabilities))}){last}",
                         instrument_id=self.instrument_id) from None
             self._connected = True
             self._detail = ""
@@ -582,6 +600,8 @@ class AgentDriver:
                 job.accepted = True
         self.link = link
         self._detail = ""
+        self._refusal = None
+        self._changed.set()
         self.last_heartbeat = self.clock.now()
         self.info = self.info.identified(
             [("Agent", hello.name), ("Agent address", link.address), ("Host", hello.hostname),
@@ -598,6 +618,17 @@ class AgentDriver:
             reply_to=envelope.id)
         log.info("%s: agent registered from %s (%s)", self.instrument_id, link.address,
                  self.agent_host or "unknown host")
+        self._announce()
+
+    def refused(self, address: str, message: str) -> None:
+        """An agent dialling in under this instrument's name was refused: the cause is kept for
+        the Robots panel and fails a connect that waits for an agent."""
+        if self.link is not None:
+            return  # an agent is connected: the refused one changes nothing
+        self._refusal = f"agent at {address} refused: {message}"
+        self._refusals += 1
+        self._detail = self._refusal
+        self._changed.set()
         self._announce()
 
     def lost(self, link: _Link, why: str) -> None:
@@ -724,3 +755,13 @@ def wake_on_register(hubs: Iterable[AgentHub], instruments: Mapping[str, Any]) -
 
     for hub in hubs:
         hub.on_register = woke
+
+
+def _claimed_name(frame: str | bytes) -> str | None:
+    """The agent name a register frame that failed its checks claims, if it can be read."""
+    try:
+        payload = json.loads(frame).get("payload")
+    except (ValueError, TypeError, AttributeError):
+        return None
+    name = payload.get("name") if isinstance(payload, dict) else None
+    return name if isinstance(name, str) else None

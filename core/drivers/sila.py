@@ -427,7 +427,11 @@ class SilaDriver:
             future.add_done_callback(_close_late)
             raise self._unreachable(where, f"no answer within {self.options.connect_timeout:g} s") from None
         except Exception as exc:  # noqa: BLE001 - sila2/grpc raise many kinds
-            raise self._unreachable(where, _why(exc)) from None
+            why = _why(exc)
+            mismatch = self._tls_mismatch(why)
+            if mismatch is not None:  # point at the security option, say what differs
+                raise self._unreachable(self.where("options", mismatch[0]), f"{why}; {mismatch[1]}") from None
+            raise self._unreachable(where, why) from None
         try:
             bound = self._bind(client)
         except WorkcellError as exc:
@@ -440,6 +444,24 @@ class SilaDriver:
         self._has_cancel = CANCEL_CONTROLLER in client._features
         self._detail = ""
         self._last_heartbeat = self.clock.now()
+
+    def _tls_mismatch(self, why: str) -> tuple[str, str] | None:
+        """(option key, explanation) when a failed connect looks like the console and the server
+        disagree about TLS; None otherwise."""
+        o, low = self.options, why.lower()
+        if o.insecure:
+            if "socket closed" in low:
+                return "insecure", ("the server closed the plain-text connection: it may require TLS "
+                                    "(give server_cert or root_certs instead of insecure: true)")
+            return None
+        if not any(word in low for word in ("ssl", "handshake", "certificate")):
+            return None
+        key = "server_cert" if o.server_cert else "root_certs" if o.root_certs else "host"
+        if "wrong_version_number" in low or "wrong version number" in low:
+            return key, ("TLS handshake failed: the server speaks plain text, not TLS (on this "
+                         "machine only, use insecure: true)")
+        trusted = o.server_cert or o.root_certs or "the system's CAs"
+        return key, f"TLS handshake failed: the server's certificate is not trusted by {trusted}"
 
     def _unreachable(self, where: Where, why: str) -> InstrumentUnavailable:
         self._detail = f"cannot reach SiLA server {self.address}: {why}"

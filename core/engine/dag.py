@@ -572,8 +572,9 @@ class DagEngine:
         if self.playbook is not None and self.playbook.decide(self, d, run, state, failure):
             return  # a playbook rule decided (and recorded why)
         policy = run.template.retry_policy(state.step)
-        retryable = failure.retryable and failure.code not in policy.non_retryable \
-            and type(failure).__name__ not in policy.non_retryable
+        # an idempotent step may simply run again when its outcome is unknown
+        retryable = (failure.retryable or (failure.outcome_unknown and state.step.idempotent)) \
+            and failure.code not in policy.non_retryable and type(failure).__name__ not in policy.non_retryable
         if failure.outcome_unknown and not state.step.idempotent:
             d.step(run, state, StepStatus.UNKNOWN, f"Outcome unknown: {failure.message}; the operator "
                    "decides (retry, skip or recover)")
