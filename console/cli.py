@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     users = sub.add_parser("users", help="named users with roles").add_subparsers(dest="action", required=True)
     users_add = users.add_parser("add", help="add a user (password from a prompt or --password-file)")
     users_add.add_argument("name")
-    users_add.add_argument("--role", required=True, choices=["operator", "supervisor", "admin"])
+    users_add.add_argument("--role", required=True, choices=["viewer", "operator", "supervisor", "admin"])
     users_add.add_argument("--password-file", type=Path, default=None, metavar="PATH",
                            help="file holding the password on its first line (default: prompt)")
     users.add_parser("list", help="users, roles and whether they are enabled")
