@@ -44,6 +44,9 @@ from panels.dialogs import (
 from panels.signature import needs_signature, request_signature
 
 if TYPE_CHECKING:
+    from core.users import User
+
+if TYPE_CHECKING:
     from PySide6.QtCore import SignalInstance
 
     from core.runtime import ActionResult
@@ -125,6 +128,9 @@ ACTIONS: dict[str, OrderAction] = {a.key: a for a in (
 BULK_LABELS = {"cancel": "Cancel", "retry": "Retry", "reprioritise": "Reprioritise"}
 ASKS = frozenset({"cancel", "reprioritise", "recover", "skip"})
 """Actions that ask the operator something (a reason, a step, a priority) before acting."""
+ROLE_ACTIONS = {"cancel": "cancel", "retry": "retry", "recover": "recover", "skip": "skip", "pause": "pause",
+                "resume": "resume", "reprioritise": "reprioritise", "start_now": "start now"}
+"""The action of :data:`core.users.PERMISSIONS` each order action is (details and why-waiting only read)."""
 MARKS = {"busy": "↻", "ok": "✓", "error": "✕"}
 """The status line's mark per feedback level (glyphs the bundled DejaVu fonts have)."""
 
@@ -211,6 +217,8 @@ class OrderActions(QObject):
         self.runtime = runtime
         self.host = host
         self.who = who
+        self.user: Callable[[], User | None] = lambda: None
+        """The signed-in user (None: single-user mode): what their role allows is offered."""
         self.runner = TaskRunner(self)
         self.runner.finished.connect(self._on_finished)
         self.dialog: QDialog | None = None
@@ -218,6 +226,14 @@ class OrderActions(QObject):
         self.history: list[Feedback] = []
 
     # ------------------------------------------------------------------ entry points
+
+    def refusal(self, key: str) -> str | None:
+        """Why the signed-in user may not do action ``key`` (None: allowed, or single-user mode);
+        the core refuses the same, this only says it before a dialog opens."""
+        from core.users import refusal
+
+        user, action = self.user(), ROLE_ACTIONS.get(key)
+        return refusal(user, action) if user is not None and action is not None else None
 
     def request(self, key: str, order_id: str) -> asyncio.Task[Any] | None:
         """Start action ``key`` on one order; returns its task (None for a refusal)."""
@@ -227,6 +243,9 @@ class OrderActions(QObject):
         action = ACTIONS.get(key)
         if action is None:
             self._say("error", f"unknown action '{key}'")
+            return None
+        if (refused := self.refusal(key)) is not None:
+            self._say("error", refused)
             return None
         order_id = self.resolve(order_id)
         label = f"{action.label.rstrip('…')} {order_id}"
@@ -256,6 +275,9 @@ class OrderActions(QObject):
             self._say("error", "Finish the open dialog first")
             return None
         if key not in BULK_LABELS or not order_ids:
+            return None
+        if (refused := self.refusal(key)) is not None:
+            self._say("error", refused)
             return None
         ids = list(order_ids)
         self._say("busy", f"Preparing {BULK_LABELS[key].lower()} of {len(ids):,} orders…")

@@ -58,6 +58,7 @@ from core.dispatcher import InstrumentView
 from core.events import InstrumentStatusChanged, OperatorAction, StepProgress
 from core.inbox import InboxChanged, Lock, read_locks
 from core.timetravel import Moment
+from core.users import User, refusal
 from panels.base import Panel
 from panels.identity import connection_line, identity_tooltip, latency_text
 from panels.instrument_detail import InstrumentDetail
@@ -468,6 +469,8 @@ class RobotsPanel(Panel):
     def __init__(self, runtime: RuntimeApi, bridge: Any, parent: QWidget | None = None) -> None:
         super().__init__(runtime, bridge, parent)
         self.tasks = TaskKeeper()
+        self.user: User | None = None
+        """The signed-in user (None: single-user mode); actions their role does not allow are off."""
         self.reason_dialog: ReasonDialog | None = None
         """The open reason dialog, if any (tests fill it in)."""
         self.context_menu: QMenu | None = None
@@ -757,13 +760,22 @@ class RobotsPanel(Panel):
         self.past_banner.show_moment(moment)
         self.refresh()
 
+    def set_user(self, user: User | None) -> None:
+        """Who is signed in (None: single-user mode): the actions their role does not allow are
+        disabled, the tooltip saying why, and the others are recorded as them."""
+        self.user = user
+        self._update_actions()
+
     def _update_actions(self) -> None:
         view = self._views.get(self._selected or "")
         busy = self.tasks.busy or self.moment is not None  # the past is read only
         locked = view is not None and view.id in self.locks
         for key, action in self.actions_by_key.items():
-            action.setEnabled(view is not None and not busy and ACTION_BY_KEY[key].allowed(view)
+            refused = refusal(self.user, key.replace("_", " ")) if self.user is not None else None
+            action.setEnabled(view is not None and not busy and ACTION_BY_KEY[key].allowed(view) and refused is None
                               and not (locked and key == "enable"))  # a lock is released in the Inbox
+            spec = ACTION_BY_KEY[key]
+            action.setToolTip(refused or f"{spec.tooltip} — {spec.shortcut}")
         self.details_action.setEnabled(view is not None)
 
     @Slot(QPoint)
@@ -879,7 +891,8 @@ class RobotsPanel(Panel):
             self.refresh()
             self.action_finished.emit(iid, spec.key, ok, message)
 
-        self.tasks.spawn(self.runtime.instrument_action(iid, spec.key, reason=reason), done)
+        who = self.user.name if self.user is not None else None
+        self.tasks.spawn(self.runtime.instrument_action(iid, spec.key, who=who, reason=reason), done)
         self._update_actions()
 
     def _say(self, text: str, tone: str) -> None:
