@@ -187,6 +187,8 @@ def apply_session(window: Any, session: Session) -> None:
     def follow(user: User) -> None:
         window.templates.set_user(user)
         window.robots.set_user(user)
+        for panel in (window.schedules, window.inbox, window.playbook):  # the core checks their role
+            panel.who = user.name
         if window.detail.data is not None:
             window.detail.refresh()  # its buttons follow the new role
 

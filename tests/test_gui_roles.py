@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 from conftest import save_screenshot
+from PySide6.QtCore import Qt
 from test_gui_jobs import Lab
+from test_gui_robots import _click_action, _give_reason, cell  # noqa: F401 - the Robots panel fixture
 from test_gui_templates import env  # noqa: F401 - the Templates panel over a started runtime
 
 from core import users
@@ -98,3 +100,27 @@ def test_templates_publish_follows_the_role_and_asks_for_a_signature(env, qrun, 
     row = [e for e in rt.store.audit_entries() if e.action == "publish template"][-1]
     assert row.who == "ann" and row.details["signature"]["action"] == "template publish"
     assert row.details["signature"]["meaning"] == "approved" and rt.store.verify_chain().ok
+
+
+def test_robots_out_of_service_follows_the_role_and_is_signed(cell, qtbot, store):  # noqa: F811
+    rt, _clock, _bridge, panel = cell
+    people = add_users(store)
+    rt.signatures = SignaturePolicy(frozenset({"out of service"}), "config.ini")
+    qtbot.mouseClick(panel.cards["Sealer"], Qt.MouseButton.LeftButton)
+    panel.set_user(people["bob"])
+    action = panel.actions_by_key["out_of_service"]
+    assert not action.isEnabled()
+    assert action.toolTip() == ("out of service: 'bob' is signed in as operator; out of service needs the "
+                                "supervisor role or above")
+    panel.set_user(people["ann"])
+    assert action.isEnabled() and "Out of service" not in action.toolTip().split(":")[0]
+    _click_action(qtbot, panel, "out_of_service")
+    _give_reason(qtbot, panel, "cleaning")
+    qtbot.waitUntil(lambda: isinstance(panel.signature_dialog, SignatureDialog), timeout=10_000)
+    dialog = panel.signature_dialog
+    assert dialog.user_edit.text() == "ann" and dialog.windowTitle() == "Sign: out of service"
+    dialog.password_edit.setText("ann-password")
+    dialog.ok_button.click()
+    qtbot.waitUntil(lambda: not {v.id: v for v in rt.instruments()}["Sealer"].in_service, timeout=10_000)
+    row = [e for e in rt.store.audit_entries() if e.action == "take out of service"][-1]
+    assert row.who == "ann" and row.reason == "cleaning" and row.details["signature"]["action"] == "out of service"
