@@ -12,15 +12,16 @@ import logging
 import pytest
 from dispatchkit import run_dkit
 
+from core.clock import VirtualClock
 from core.dataservices.config import DataServicesSettings
 from core.dataservices.link import DataServicesLink
 from core.dataservices.server import EmbeddedDataServices
 from core.engine import RunStatus
+from core.engine.state import Timers
 from core.errors import IllegalTransitionError, StoreError
 from core.runtime import Runtime
 from core.store import DB_FILENAME, Store
 
-READ = [{"id": "read", "kind": "PlateReader.ReadPlate", "inputs": {"duration": 5}}]
 SEAL = [{"id": "seal", "kind": "Sealer.Seal"}]
 
 
@@ -126,8 +127,9 @@ def test_the_inbound_poll_survives_an_unexpected_error_and_says_so(data_dir, cap
     with caplog.at_level(logging.ERROR, logger="core.dataservices.link"):
         polls = asyncio.run(scenario())
     assert polls >= 3, "the poll loop stopped after the error"
-    failed = [r for r in caplog.records if "inbound poll failed" in r.getMessage()]
-    assert len(failed) == 1 and failed[0].exc_info and "disk hiccup" in str(failed[0].exc_info[1])
+    failed = [r for r in caplog.records if r.name == "core.dataservices.link"]
+    assert [r.getMessage() for r in failed] == ["Data Services inbound poll failed"]
+    assert failed[0].exc_info and "disk hiccup" in str(failed[0].exc_info[1])
 
 
 def test_a_remote_console_heartbeat_authenticates_and_describes_an_empty_workcell(tmp_path):
@@ -150,3 +152,21 @@ def test_a_remote_console_heartbeat_authenticates_and_describes_an_empty_workcel
     fleet = asyncio.run(scenario())
     beat = fleet["cell-9"]
     assert (beat.queue_depth, beat.running, beat.instruments, beat.capabilities) == (0, 0, {}, ())
+
+
+def test_engine_timers_due_at_the_same_instant_all_fire_in_the_order_they_were_set():
+    async def scenario():
+        clock = VirtualClock(start=1000.0)
+        timers = Timers(clock)
+        fired: list[str] = []
+        task = asyncio.get_running_loop().create_task(timers.run())
+        for name in ("first", "second", "third"):
+            timers.at(1010.0, lambda name=name: fired.append(name))
+        cancelled = timers.at(1010.0, lambda: fired.append("cancelled"))
+        cancelled.cancel()
+        timers.at(1005.0, lambda: fired.append("earlier"))
+        await clock.advance(20)
+        task.cancel()
+        return fired
+
+    assert asyncio.run(scenario()) == ["earlier", "first", "second", "third"]
