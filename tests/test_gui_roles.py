@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from conftest import save_screenshot
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication
 from test_gui_jobs import Lab
 from test_gui_robots import _click_action, _give_reason, cell  # noqa: F401 - the Robots panel fixture
 from test_gui_templates import env  # noqa: F401 - the Templates panel over a started runtime
@@ -13,6 +14,7 @@ from test_gui_templates import env  # noqa: F401 - the Templates panel over a st
 from core import users
 from core.users import PermissionDenied, SignaturePolicy
 from panels.signature import SignatureDialog
+from panels.theme import apply_theme
 
 
 @pytest.fixture(autouse=True)
@@ -73,6 +75,15 @@ def test_templates_publish_follows_the_role_and_asks_for_a_signature(env, qrun, 
     assert panel.publish_action.toolTip() == ("template publish: 'bob' is signed in as operator; template publish "
                                               "needs the supervisor role or above")
     save_screenshot(panel, "roles-templates-operator")
+    app = QApplication.instance()
+    try:
+        for theme, (w, h) in (("dark", (1280, 720)), ("light", (1920, 1080))):
+            apply_theme(app, theme)
+            panel.resize(w, h)
+            save_screenshot(panel, f"roles-templates-operator-{theme}-{w}x{h}")
+    finally:
+        apply_theme(app, "light")
+        panel.resize(1600, 980)
     with pytest.raises(PermissionDenied, match="template publish: 'bob' is signed in as operator"):
         qrun(panel.publish())  # the core refuses too, whatever the window offers
     assert rt.engine.templates.versions("ELISA Readout") == [1]
