@@ -149,7 +149,8 @@ def fail(message: str) -> None:
 
 def log_tail(log: Path, lines: int = 3) -> str:
     text = log.read_text(errors="replace") if log.exists() else ""
-    useful = [t.strip() for t in text.replace("\r", "\n").splitlines() if t.strip() and "⠋" not in t]
+    spinner = {chr(c) for c in range(0x2800, 0x2900)}  # mutmut's progress spinner (Braille patterns)
+    useful = [t.strip() for t in text.replace("\r", "\n").splitlines() if t.strip() and t.strip()[0] not in spinner]
     return " | ".join(useful[-lines:])
 
 
