@@ -1,7 +1,7 @@
--- v12: a read-only role, viewer. SQLite cannot change a CHECK constraint in place: the users
+-- v13: a read-only role, viewer. SQLite cannot change a CHECK constraint in place: the users
 -- table is rebuilt (the store turns foreign keys off for migrations and runs
 -- foreign_key_check before committing, so user_tokens keeps pointing at the same names).
-CREATE TABLE users_v12 (
+CREATE TABLE users_v13 (
     name TEXT PRIMARY KEY COLLATE NOCASE,
     role TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'supervisor', 'admin')),
     password_hash TEXT NOT NULL,
@@ -10,7 +10,7 @@ CREATE TABLE users_v12 (
     created_by TEXT NOT NULL,
     updated REAL
 );
-INSERT INTO users_v12 (name, role, password_hash, enabled, created, created_by, updated)
+INSERT INTO users_v13 (name, role, password_hash, enabled, created, created_by, updated)
     SELECT name, role, password_hash, enabled, created, created_by, updated FROM users;
 DROP TABLE users;
-ALTER TABLE users_v12 RENAME TO users;
+ALTER TABLE users_v13 RENAME TO users;
