@@ -132,6 +132,10 @@ def test_robots_out_of_service_follows_the_role_and_is_signed(cell, qtbot, store
     assert dialog.user_edit.text() == "ann" and dialog.windowTitle() == "Sign: out of service"
     dialog.password_edit.setText("ann-password")
     dialog.ok_button.click()
-    qtbot.waitUntil(lambda: not {v.id: v for v in rt.instruments()}["Sealer"].in_service, timeout=10_000)
-    row = [e for e in rt.store.audit_entries() if e.action == "take out of service"][-1]
+    def rows():
+        return [e for e in rt.store.audit_entries() if e.action == "take out of service"]
+
+    qtbot.waitUntil(lambda: bool(rows()), timeout=10_000)  # the action's commit, with its audit row
+    assert not {v.id: v for v in rt.instruments()}["Sealer"].in_service
+    row = rows()[-1]
     assert row.who == "ann" and row.reason == "cleaning" and row.details["signature"]["action"] == "out of service"
