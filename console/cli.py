@@ -18,6 +18,8 @@
     labconsole audit verify [--file EXPORT]              check the hash chain of transitions and audit
     labconsole audit export --from D --to D --format csv|json OUT   rows with their hashes
     labconsole users add|list|disable|passwd|token       named users, roles, Data Services tokens
+    (publish, run, terminate, retry and schedule changes take --user NAME [--password-file F]
+     [--meaning M]: act as a named user, whose role is checked, and sign when config.ini requires it)
     labconsole store archive --before DATE               move finished runs to the archive file, online
     labconsole sila-sim [--workcell FILE] [--faults F]   serve the SiLA instruments of FILE on 127.0.0.1
     labconsole agent --console URL --name N --capabilities A,B   a remote robot agent
@@ -80,10 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("count", type=int)
     demo.add_argument("--seed", type=int, default=7)
 
+    acting = argparse.ArgumentParser(add_help=False)  # who acts: a named user, signing when required
+    acting.add_argument("--user", default=None, metavar="NAME",
+                        help="act as this named user (their role is checked; password from a prompt or "
+                             "--password-file); needed for actions [SIGNATURES] require while users exist")
+    acting.add_argument("--password-file", type=Path, default=None, metavar="PATH",
+                        help="the --user password: the first line of PATH")
+    acting.add_argument("--meaning", default="approved", choices=["performed", "approved", "reviewed", "verified"],
+                        help="what an electronic signature means (default: approved)")
+
     templates = sub.add_parser("templates", help="workflow templates").add_subparsers(dest="action", required=True)
     validate = templates.add_parser("validate", help="check template files; exit 1 if any is bad")
     validate.add_argument("files", nargs="+", type=Path)
-    publish = templates.add_parser("publish", help="publish template files as new versions")
+    publish = templates.add_parser("publish", parents=[acting], help="publish template files as new versions")
     publish.add_argument("files", nargs="+", type=Path)
     templates.add_parser("list", help="published templates")
 
@@ -113,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="stop when process PID (the console that started it) is gone")
 
     schedules = sub.add_parser("schedules", help="runs started on time").add_subparsers(dest="action", required=True)
-    add = schedules.add_parser("add", help="add a schedule for a published template")
+    add = schedules.add_parser("add", parents=[acting], help="add a schedule for a published template")
     add.add_argument("template")
     add.add_argument("--cron", help="5 or 6 field cron expression, e.g. '0 9 * * 1-5'")
     add.add_argument("--every", choices=["once", "hourly", "daily", "weekly", "monthly"],
@@ -124,10 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--priority", type=int, default=50)
     schedules.add_parser("list", help="schedules and their next runs")
     for verb in ("pause", "resume", "remove"):
-        schedules.add_parser(verb, help=f"{verb} a schedule").add_argument("id")
+        schedules.add_parser(verb, parents=[acting], help=f"{verb} a schedule").add_argument("id")
 
     workflow = sub.add_parser("workflow", help="workflow runs").add_subparsers(dest="action", required=True)
-    run = workflow.add_parser("run", help="start a run of a published template")
+    run = workflow.add_parser("run", parents=[acting], help="start a run of a published template")
     run.add_argument("name")
     run.add_argument("--input", default="{}", help="inputs as a JSON object")
     run.add_argument("--priority", type=int, default=50)
@@ -139,10 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--status")
     listing.add_argument("--template")
     listing.add_argument("--limit", type=int, default=50)
-    terminate = workflow.add_parser("terminate", help="cancel a run (or a workflow's latest run)")
+    terminate = workflow.add_parser("terminate", parents=[acting], help="cancel a run (or a workflow's latest run)")
     terminate.add_argument("id")
     terminate.add_argument("--reason", required=True)
-    retry = workflow.add_parser("retry", help="retry the failed steps of a run")
+    retry = workflow.add_parser("retry", parents=[acting], help="retry the failed steps of a run")
     retry.add_argument("id")
     retry.add_argument("--wait", action="store_true")
 
@@ -190,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     users = sub.add_parser("users", help="named users with roles").add_subparsers(dest="action", required=True)
     users_add = users.add_parser("add", help="add a user (password from a prompt or --password-file)")
     users_add.add_argument("name")
-    users_add.add_argument("--role", required=True, choices=["operator", "supervisor", "admin"])
+    users_add.add_argument("--role", required=True, choices=["viewer", "operator", "supervisor", "admin"])
     users_add.add_argument("--password-file", type=Path, default=None, metavar="PATH",
                            help="file holding the password on its first line (default: prompt)")
     users.add_parser("list", help="users, roles and whether they are enabled")
@@ -481,6 +492,63 @@ def _read_password(args: argparse.Namespace, name: str) -> str:
     return first
 
 
+class Actor:
+    """Who acts from the command line: the operating-system user, or ``--user`` (password checked
+    once, off the event loop). :meth:`sign` makes the electronic signature an action needs when
+    ``[SIGNATURES] require`` lists it and named users are on."""
+
+    def __init__(self, args: argparse.Namespace, runtime: Any) -> None:
+        self.name: str | None = getattr(args, "user", None)
+        self.meaning: str = getattr(args, "meaning", "approved")
+        self.runtime = runtime
+        self._args = args
+        self._password: str | None = None
+
+    def _secret(self) -> str:
+        import getpass
+
+        from core.errors import ConfigError
+
+        if self._password is None:
+            assert self.name is not None
+            path = self._args.password_file
+            if path is not None:
+                try:
+                    lines = path.read_text(encoding="utf-8").splitlines()
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise ConfigError.at(f"cannot read: {exc}", file=path) from None
+                self._password = lines[0] if lines else ""
+            else:
+                self._password = getpass.getpass(f"Password for {self.name}: ")
+        return self._password
+
+    async def login(self) -> str | None:
+        """The acting user's name (checked), or None for the operating-system user."""
+        if self.name is None:
+            return None
+        from core.users import aauthenticate
+
+        user = await aauthenticate(self.runtime.store, self.name, self._secret(), purpose="command line")
+        self.name = user.name
+        return user.name
+
+    async def sign(self, action: str, target: str | None) -> Any:
+        """The signature ``action`` on ``target`` needs, or None when it needs none; refused
+        (naming --user) when one is needed and no --user was given."""
+        from core.errors import ConfigError
+        from core.users import asign, has_users
+
+        policy = self.runtime.signatures
+        if not (policy.needs(action) and await asyncio.to_thread(has_users, self.runtime.store)):
+            return None
+        if self.name is None:
+            raise ConfigError.at(f"{action} needs an electronic signature ([SIGNATURES] require in "
+                                 f"{policy.source}): give --user NAME (password from a prompt or "
+                                 "--password-file)", field="--user")
+        self.runtime.authorize(action, self.name)  # a refused role is not asked to sign
+        return await asign(self.runtime.store, self.name, self._secret(), self.meaning, action, target)
+
+
 def _users(args: argparse.Namespace, data_dir: Path) -> int:
     from core import users
     from core.store import Store
@@ -655,22 +723,31 @@ def _validate(files: list[Path], workcell: Path | None = None) -> int:
 
 
 async def _headless(args: argparse.Namespace, data_dir: Path) -> int:
+    from core.backup import find_config
     from core.runtime import DEMO_WORKCELL, Runtime
+    from core.users import SignaturePolicy, os_user
 
-    runtime = Runtime.build(data_dir, workcell=args.workcell or DEMO_WORKCELL, faults=args.faults)
+    signatures = SignaturePolicy.from_ini(find_config(data_dir, args.config))
+    runtime = Runtime.build(data_dir, workcell=args.workcell or DEMO_WORKCELL, faults=args.faults,
+                            signatures=signatures)
     try:
         # The console executes runs; the command line only executes the run it waits for.
         await runtime.start(execute=False)
         engine = runtime.engine
+        actor = Actor(args, runtime)
+        who = await actor.login()
         if args.command == "schedules":
-            return await _schedules(args, runtime)
+            return await _schedules(args, runtime, who)
         if args.command == "templates":
             if args.action == "publish":
                 from core.templates import load_template
 
                 capabilities = _capabilities(args.workcell)
                 for path in args.files:
-                    t = await engine.publish(load_template(path, capabilities=capabilities))
+                    template = load_template(path, capabilities=capabilities)
+                    runtime.authorize("template publish", who)
+                    signature = await actor.sign("template publish", template.name)
+                    t = await runtime.publish_template(template, who=who, signature=signature)
                     print(f"{t.name}: version {t.version}")
             else:
                 for t in engine.templates.latest():
@@ -685,8 +762,9 @@ async def _headless(args: argparse.Namespace, data_dir: Path) -> int:
             if not isinstance(inputs, dict):
                 print("labconsole: --input must be a JSON object", file=sys.stderr)
                 return 2
+            runtime.authorize("start run", who)
             run_id = await engine.create_instance(args.name, inputs, priority=args.priority,
-                                                  version=args.version)
+                                                  version=args.version, who=who or os_user())
             print(run_id)
             if args.wait:
                 if runtime.dispatcher is not None:
@@ -714,7 +792,9 @@ async def _headless(args: argparse.Namespace, data_dir: Path) -> int:
             return 0
         if args.action == "terminate":
             run_id = _run_id(engine, args.id)
-            await engine.cancel(run_id, reason=args.reason)
+            runtime.authorize("cancel", who)
+            signature = await actor.sign("cancel", run_id)
+            await runtime.cancel(run_id, who=who, reason=args.reason, signature=signature)
             print(f"{run_id}: cancelled")
             return 0
         if args.action == "retry":
@@ -723,8 +803,9 @@ async def _headless(args: argparse.Namespace, data_dir: Path) -> int:
             if not failed:
                 print(f"labconsole: run {args.id} has no failed step to retry", file=sys.stderr)
                 return 2
-            for step in failed:
-                await engine.retry_step(args.id, step, reason="retry from the command line")
+            runtime.authorize("retry", who)
+            signature = await actor.sign("retry", args.id)
+            await runtime.retry(args.id, who=who, reason="retry from the command line", signature=signature)
             if args.wait:
                 if runtime.dispatcher is not None:
                     await runtime.dispatcher.start()
@@ -738,8 +819,11 @@ async def _headless(args: argparse.Namespace, data_dir: Path) -> int:
     return 1
 
 
-async def _schedules(args: argparse.Namespace, runtime: RuntimeApi) -> int:
+async def _schedules(args: argparse.Namespace, runtime: RuntimeApi, who: str | None) -> int:
     from core.schedules import Frequency, Schedule, Scheduler
+    from core.users import os_user
+
+    by = who or os_user()
 
     scheduler = Scheduler(runtime)
     if args.action == "add":
@@ -754,7 +838,7 @@ async def _schedules(args: argparse.Namespace, runtime: RuntimeApi) -> int:
         # check_schedule refuses inputs that are not an object, and a cron that never fires,
         # naming the field
         s = await scheduler.add(Schedule(args.template, Frequency(args.every or "cron"), cron=args.cron, at=args.at,
-                                         timezone=args.timezone, inputs=inputs, priority=args.priority))
+                                         timezone=args.timezone, inputs=inputs, priority=args.priority), who=by)
         print(f"{s.id}: {s.template} '{s.expression()}' ({s.timezone}), next run {scheduler.get_next_run(s.id)}")
     elif args.action == "list":
         for s in scheduler.entries():
@@ -762,10 +846,10 @@ async def _schedules(args: argparse.Namespace, runtime: RuntimeApi) -> int:
             print(f"{s.id}  {state:<8} {s.template:<24} {s.expression():<20} {s.timezone:<14} "
                   f"next {scheduler.get_next_run(s.id) or '-'}  last run {s.last_run_id or '-'}")
     elif args.action == "remove":
-        await scheduler.remove(args.id)
+        await scheduler.remove(args.id, who=by)
         print(f"{args.id}: removed")
     else:
-        s = await scheduler.set_enabled(args.id, args.action == "resume")
+        s = await scheduler.set_enabled(args.id, args.action == "resume", who=by)
         print(f"{s.id}: {'enabled' if s.enabled else 'paused'}, next run {scheduler.get_next_run(s.id) or '-'}")
     print("the console starts scheduled runs while it is open")
     return 0

@@ -63,6 +63,7 @@ from core.orders import (
 )
 from core.store import Store
 from core.tasks import Supervisor
+from core.users import authorize
 
 log = logging.getLogger(__name__)
 
@@ -1014,6 +1015,7 @@ class Dispatcher:
         in the queue and in the stored order, audited in the same transaction, then a dispatch
         pass runs. Refused (StateError, nothing changed) unless the step is queued, the instrument
         offers its capability and the step's restriction allows the instrument now."""
+        authorize(self.store, who, "send to")
         inst = self._instrument(instrument_id)
         job = self.queue.jobs.get(order_id)
         if job is None or job.status is not JobStatus.QUEUED:

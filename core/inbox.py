@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from core.errors import InputError, NotFoundError, StateError
 from core.events import Event
-from core.users import os_user
+from core.users import authorize, os_user
 
 if TYPE_CHECKING:
     from core.api import RuntimeApi
@@ -964,6 +964,7 @@ class Inbox:
         then committed with its effect and audit entry in one transaction. A second answer is
         refused (AlreadyAnsweredError) naming who answered first."""
         who = who or os_user()
+        authorize(self.store, who, "answer")
         item = await self.store.read(lambda c: read_item(c, item_id))
         first = self._answering.get(item_id)  # checked after the read: nothing awaits between check and claim
         if first is not None:

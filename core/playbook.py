@@ -26,6 +26,7 @@ import yaml
 
 from core.errors import InputError, Problem
 from core.sourcemap import Document, load_document, parse_document
+from core.users import authorize
 
 if TYPE_CHECKING:
     from core.engine.dag import DagEngine
@@ -252,6 +253,7 @@ class Playbook:
     # ------------------------------------------------------------------ editing (audited)
 
     async def add(self, data: Mapping[str, Any] | Rule, *, who: str, replace: bool = False) -> Rule:
+        authorize(self.store, who, "playbook")
         rule = data if isinstance(data, Rule) else check_rule(data, capabilities=self.capabilities,
                                                               instruments=self.instruments)
         insert = insert_rule_op(rule, who, self.store.now().timestamp(), replace=replace)
@@ -267,6 +269,7 @@ class Playbook:
         return rule
 
     async def remove(self, rule_id: str, *, who: str) -> None:
+        authorize(self.store, who, "playbook")
         audit = self.store.audit_op(who, "remove playbook rule", rule_id, None)
 
         def both(conn: sqlite3.Connection) -> None:
@@ -279,6 +282,7 @@ class Playbook:
 
     async def import_file(self, path: str | Path, *, who: str) -> list[Rule]:
         """Replace every rule by the file's (all or nothing, audited)."""
+        authorize(self.store, who, "playbook")
         rules = load_rules(path, capabilities=self.capabilities, instruments=self.instruments)
         now = self.store.now().timestamp()
         ops = [insert_rule_op(r, who, now, replace=True) for r in rules]

@@ -28,7 +28,7 @@ from core.metrics import Metrics, initial_counts
 from core.orders import Order, OrderStatus
 from core.store import DB_FILENAME, AuditEntry, Store, Transition
 from core.templates import WorkflowTemplate, load_template
-from core.users import Signature, SignaturePolicy, has_users, os_user, signing
+from core.users import Signature, SignaturePolicy, authorize, has_users, os_user, signing
 from core.workcell import Workcell, build_drivers, load_workcell
 
 if TYPE_CHECKING:
@@ -330,6 +330,7 @@ class Runtime:
         inputs by the same person within the engine's duplicate window is refused
         (DuplicateSubmissionError) unless ``allow_duplicate``."""
         who = who or os_user()
+        self.authorize("start run", who)
         run_id = await self.engine.create_instance(
             template_name, inputs or {}, priority=priority, version=version, who=who,
             allow_duplicate=allow_duplicate,
@@ -370,8 +371,15 @@ class Runtime:
         """Let a queued step that waits for its scheduled slot go as soon as an instrument fits."""
         if self.dispatcher is None:
             raise StateError(f"{order_id} is not waiting in the queue")
+        self.authorize("start now", who)
         await self.dispatcher.start_now(order_id, who=who or os_user(), reason=reason)
         return ActionResult(order_id, True, "starting as soon as an instrument fits")
+
+    def authorize(self, action: str, who: str | None) -> None:
+        """Refuse (:class:`~core.users.PermissionDenied`, naming the role and the action) an action
+        the role of ``who`` does not allow while named users are on (:data:`core.users.PERMISSIONS`).
+        Every operator action of the runtime passes here before it acts or checks a signature."""
+        authorize(self.store, who, action)
 
     def check_signature(self, action: str, target: str | None, signature: Signature | None) -> Signature | None:
         """The signature to record with ``action`` on ``target``: checked if given; required
@@ -390,6 +398,7 @@ class Runtime:
     async def _one(self, key: str, order_id: str, who: str | None, reason: str | None,
                    signature: Signature | None = None, **options: Any) -> ActionResult:
         target = self._known(order_id)
+        self.authorize(key, signature.user if signature is not None else who)
         if self.check_signature(key, order_id, signature) is not None:
             assert signature is not None
             who = signature.user
@@ -413,6 +422,7 @@ class Runtime:
         """
         if action not in BULK_ACTIONS:
             raise StateError(f"unknown bulk action '{action}' (one of: {', '.join(BULK_ACTIONS)})")
+        self.authorize(action, signature.user if signature is not None else who)
         if self.check_signature(action, None, signature) is not None:
             assert signature is not None
             who = signature.user
@@ -492,6 +502,7 @@ class Runtime:
             raise StateError("no workcell is connected")
         if action not in _INSTRUMENT_AUDIT:
             raise StateError(f"unknown instrument action '{action}'")
+        self.authorize(action.replace("_", " "), signature.user if signature is not None else who)
         if self.check_signature(action.replace("_", " "), instrument_id, signature) is not None:
             assert signature is not None
             who = signature.user
@@ -524,6 +535,7 @@ class Runtime:
                                signature: Signature | None = None) -> WorkflowTemplate:
         """Publish ``template`` as its next version (audited; signed when ``[SIGNATURES] require``
         lists ``template publish``)."""
+        self.authorize("template publish", signature.user if signature is not None else who)
         if self.check_signature("template publish", template.name, signature) is not None:
             assert signature is not None
             who = signature.user

@@ -45,6 +45,7 @@ from croniter import croniter
 from core.api import RuntimeApi
 from core.clock import Clock, SystemClock, sleep_or_wake
 from core.errors import ConfigError, LabconsoleError, NotFoundError, Problem, Where
+from core.users import authorize
 
 log = logging.getLogger(__name__)
 
@@ -377,6 +378,7 @@ class Scheduler:
         raise NotFoundError(f"no schedule '{schedule_id}'")
 
     async def add(self, s: Schedule, *, who: str = "labconsole") -> Schedule:
+        authorize(self.store, who, "schedules")
         check_schedule(s)
         self.runtime.engine.templates.get(s.template)  # the template must exist (NotFoundError names it)
         s.created_by = who
@@ -389,6 +391,7 @@ class Scheduler:
 
     async def update(self, s: Schedule, *, who: str = "labconsole") -> Schedule:
         """Replace a schedule's settings (same id); its next run is computed again from now."""
+        authorize(self.store, who, "schedules")
         old = self.get(s.id)
         check_schedule(s, source=f"schedule {s.id}")
         self.runtime.engine.templates.get(s.template)
@@ -402,6 +405,7 @@ class Scheduler:
         return self.get(s.id)
 
     async def set_enabled(self, schedule_id: str, enabled: bool, *, who: str = "labconsole") -> Schedule:
+        authorize(self.store, who, "schedules")
         s = self.get(schedule_id)
         s.enabled = enabled
         next_run = self._next(s, self.clock.now()) if enabled else s.next_run
@@ -411,6 +415,7 @@ class Scheduler:
         return self.get(schedule_id)
 
     async def remove(self, schedule_id: str, *, who: str = "labconsole") -> None:
+        authorize(self.store, who, "schedules")
         self.get(schedule_id)
         await self.store.write(lambda c: c.execute("DELETE FROM schedules WHERE id = ?", (schedule_id,)))
         await self.store.audit(who, "remove schedule", schedule_id)
@@ -435,6 +440,7 @@ class Scheduler:
         return out
 
     async def add_blackout(self, b: Blackout, *, who: str = "labconsole") -> Blackout:
+        authorize(self.store, who, "schedules")
         check_blackout(b)
         b.created_by = who
         await self.store.write(lambda c: c.execute(
@@ -446,6 +452,7 @@ class Scheduler:
         return b
 
     async def remove_blackout(self, blackout_id: str, *, who: str = "labconsole") -> None:
+        authorize(self.store, who, "schedules")
         if not any(b.id == blackout_id for b in self.blackouts()):
             raise NotFoundError(f"no blackout window '{blackout_id}'")
         await self.store.write(lambda c: c.execute("DELETE FROM schedule_blackouts WHERE id = ?", (blackout_id,)))

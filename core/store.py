@@ -355,11 +355,17 @@ class Store:
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
+        # A migration may rebuild a table others refer to (SQLite's documented way to change a
+        # constraint): foreign keys are off while it runs and checked before it commits.
+        conn.execute("PRAGMA foreign_keys = OFF")
         for number in range(version, SCHEMA_VERSION):
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 for statement in _split_sql(MIGRATIONS[number]):
                     conn.execute(statement)
+                rebuilt = "DROP TABLE" in MIGRATIONS[number].upper()  # only a rebuild can break a reference
+                if rebuilt and (broken := conn.execute("PRAGMA foreign_key_check").fetchmany(3)):
+                    raise sqlite3.IntegrityError(f"foreign keys broken: {broken}")
                 if number + 1 == CHAIN_SCHEMA:  # seal the rows written before the chain existed
                     start = audit_chain.backfill(conn, self.now().timestamp(), CHAIN_SCHEMA)
                     log.info("%s: audit chain started: %s", self.path, start)
@@ -370,6 +376,7 @@ class Store:
                 conn.execute("ROLLBACK")
                 raise StoreError(self.path, f"migration to schema {number + 1} failed: {exc}") from None
             log.info("%s: migrated schema to version %d", self.path, number + 1)
+        conn.execute("PRAGMA foreign_keys = ON")
 
     # ------------------------------------------------------------------ writer
 

@@ -47,7 +47,8 @@ from core.inifile import read_section
 if TYPE_CHECKING:
     from core.store import Store
 
-ROLES = ("operator", "supervisor", "admin")
+ROLES = ("viewer", "operator", "supervisor", "admin")
+"""From least to most allowed: each role may do what the roles before it may (:data:`PERMISSIONS`)."""
 MEANINGS = ("performed", "approved", "reviewed", "verified")
 """What a signature means (21 CFR 11.50: the meaning is shown and recorded with the signature)."""
 
@@ -72,8 +73,23 @@ def os_user() -> str:
         return "operator"
 
 
+PERMISSIONS: dict[str, str] = {
+    **dict.fromkeys(("start run", "cancel", "retry", "recover", "skip", "pause", "resume", "reprioritise",
+                     "start now", "send to", "answer"), "operator"),
+    **dict.fromkeys(("template publish", "out of service", "release", "enable", "disable", "reconnect",
+                     "playbook", "schedules"), "supervisor"),
+    "users": "admin",
+}
+"""The least role each action needs while named users are on. Reading (orders, runs, history,
+audit) needs no more than ``viewer``."""
+
+
 class AuthenticationError(StateError):
     """A wrong user name or password, or a disabled user (which one is not said to the caller)."""
+
+
+class PermissionDenied(StateError):
+    """The signed-in user's role does not allow the action (the message names both)."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +190,7 @@ def _require(conn: sqlite3.Connection, name: str) -> str:
 
 def add_user(store: Store, name: str, role: str, password: str, *, who: str) -> User:
     """Add a user (audited as ``user add``); the password is hashed here, before the write."""
+    authorize(store, who, "users")
     check_name(name)
     if role not in ROLES:
         raise InputError.at(f"{role!r} is not a role (one of: {', '.join(ROLES)})", field="role")
@@ -198,6 +215,7 @@ def add_user(store: Store, name: str, role: str, password: str, *, who: str) -> 
 def set_enabled(store: Store, name: str, enabled: bool, *, who: str) -> None:
     """Enable or disable a user (kept, so the audit trail keeps naming them); disabling also revokes
     the user's tokens. The last enabled admin cannot be disabled while other users remain."""
+    authorize(store, who, "users")
     now = store.now().timestamp()
 
     def op(conn: sqlite3.Connection) -> None:
@@ -218,6 +236,8 @@ def set_enabled(store: Store, name: str, enabled: bool, *, who: str) -> None:
 
 
 def set_password(store: Store, name: str, password: str, *, who: str) -> None:
+    if who.lower() != name.lower():  # everyone may change their own password
+        authorize(store, who, "users")
     check_new_password(name, password)
     hashed = hash_password(password)
     now = store.now().timestamp()
@@ -252,6 +272,50 @@ async def aauthenticate(store: Store, name: str, password: str, *, purpose: str 
     return await asyncio.to_thread(authenticate, store, name, password, purpose=purpose)
 
 
+# --------------------------------------------------------------------------- roles
+
+
+def required_role(action: str) -> str:
+    """The least role allowed to do ``action`` (a key of :data:`PERMISSIONS`)."""
+    try:
+        return PERMISSIONS[action]
+    except KeyError:
+        raise ValueError(f"{action!r} is not an action with a role (one of: {', '.join(PERMISSIONS)})") from None
+
+
+def may(role: str, action: str) -> bool:
+    """Whether ``role`` is allowed ``action``."""
+    return role in ROLES and ROLES.index(role) >= ROLES.index(required_role(action))
+
+
+def refusal(user: User, action: str) -> str | None:
+    """Why ``user`` may not do ``action`` (None: allowed), in words the operator sees."""
+    if not user.enabled:
+        return f"{action}: user '{user.name}' is disabled"
+    if may(user.role, action):
+        return None
+    need = required_role(action)
+    return (f"{action}: '{user.name}' is signed in as {user.role}; {action} needs the {need} role"
+            f"{'' if need == 'admin' else ' or above'}")
+
+
+def authorize(store: Store, who: str | None, action: str) -> None:
+    """Raise :class:`PermissionDenied` naming the role and the action unless ``who`` may do ``action``.
+
+    Only people are checked: in single-user mode nothing is, and a ``who`` that is no user name
+    (the console's own actors — schedules, playbook rules, Data Services pickup — and the command
+    line without ``--user``) acts as before. The window always acts as the signed-in user."""
+    required_role(action)  # an unknown action is a programming error, even in single-user mode
+    if who is None or not has_users(store):
+        return
+    user = get_user(store, who)
+    if user is None:
+        return
+    reason = refusal(user, action)
+    if reason is not None:
+        raise PermissionDenied(reason)
+
+
 async def record_login(store: Store, user: User, action: str = "login") -> None:
     await store.audit(user.name, action, None, None, {"role": user.role})
 
@@ -265,6 +329,7 @@ def token_hash(token: str) -> str:
 
 def issue_token(store: Store, name: str, *, who: str) -> str:
     """A new bearer token for ``name`` (returned once; only its SHA-256 is stored)."""
+    authorize(store, who, "users")
     token = "lcu_" + secrets.token_urlsafe(32)
     digest = token_hash(token)
     now = store.now().timestamp()
@@ -282,6 +347,7 @@ def issue_token(store: Store, name: str, *, who: str) -> str:
 
 
 def revoke_tokens(store: Store, name: str, *, who: str) -> int:
+    authorize(store, who, "users")
     def op(conn: sqlite3.Connection) -> int:
         real = _require(conn, name)
         n = conn.execute("UPDATE user_tokens SET revoked = 1 WHERE user_name = ? AND revoked = 0",

@@ -44,6 +44,9 @@ from panels.dialogs import (
 from panels.signature import needs_signature, request_signature
 
 if TYPE_CHECKING:
+    from core.users import User
+
+if TYPE_CHECKING:
     from PySide6.QtCore import SignalInstance
 
     from core.runtime import ActionResult
@@ -125,6 +128,9 @@ ACTIONS: dict[str, OrderAction] = {a.key: a for a in (
 BULK_LABELS = {"cancel": "Cancel", "retry": "Retry", "reprioritise": "Reprioritise"}
 ASKS = frozenset({"cancel", "reprioritise", "recover", "skip"})
 """Actions that ask the operator something (a reason, a step, a priority) before acting."""
+ROLE_ACTIONS = {"cancel": "cancel", "retry": "retry", "recover": "recover", "skip": "skip", "pause": "pause",
+                "resume": "resume", "reprioritise": "reprioritise", "start_now": "start now"}
+"""The action of :data:`core.users.PERMISSIONS` each order action is (details and why-waiting only read)."""
 MARKS = {"busy": "↻", "ok": "✓", "error": "✕"}
 """The status line's mark per feedback level (glyphs the bundled DejaVu fonts have)."""
 
@@ -211,6 +217,8 @@ class OrderActions(QObject):
         self.runtime = runtime
         self.host = host
         self.who = who
+        self.user: Callable[[], User | None] = lambda: None
+        """The signed-in user (None: single-user mode): what their role allows is offered."""
         self.runner = TaskRunner(self)
         self.runner.finished.connect(self._on_finished)
         self.dialog: QDialog | None = None
@@ -218,6 +226,14 @@ class OrderActions(QObject):
         self.history: list[Feedback] = []
 
     # ------------------------------------------------------------------ entry points
+
+    def refusal(self, key: str) -> str | None:
+        """Why the signed-in user may not do action ``key`` (None: allowed, or single-user mode);
+        the core refuses the same, this only says it before a dialog opens."""
+        from core.users import refusal
+
+        user, action = self.user(), ROLE_ACTIONS.get(key)
+        return refusal(user, action) if user is not None and action is not None else None
 
     def request(self, key: str, order_id: str) -> asyncio.Task[Any] | None:
         """Start action ``key`` on one order; returns its task (None for a refusal)."""
@@ -227,6 +243,9 @@ class OrderActions(QObject):
         action = ACTIONS.get(key)
         if action is None:
             self._say("error", f"unknown action '{key}'")
+            return None
+        if (refused := self.refusal(key)) is not None:
+            self._say("error", refused)
             return None
         order_id = self.resolve(order_id)
         label = f"{action.label.rstrip('…')} {order_id}"
@@ -256,6 +275,9 @@ class OrderActions(QObject):
             self._say("error", "Finish the open dialog first")
             return None
         if key not in BULK_LABELS or not order_ids:
+            return None
+        if (refused := self.refusal(key)) is not None:
+            self._say("error", refused)
             return None
         ids = list(order_ids)
         self._say("busy", f"Preparing {BULK_LABELS[key].lower()} of {len(ids):,} orders…")
@@ -303,11 +325,25 @@ class OrderActions(QObject):
             self._say("busy", f"{_progressive(key)} {order_id}…")
         return accepted
 
-    async def _simple(self, method: str, order_id: str) -> ActionResult:
+    async def _signature(self, key: str, order_id: str | None) -> tuple[bool, Any]:
+        """(go on, signature): the electronic signature ``key`` needs when ``[SIGNATURES] require``
+        lists it (the password again, in a dialog); (False, None) if the operator backs out."""
+        if not needs_signature(self.runtime, key):
+            return True, None
+        signature = await request_signature(lambda d: self._ask(d, key, order_id or "orders"), self.runtime,
+                                             key, order_id, user=self.who(), parent=self.host)
+        return signature is not None, signature
+
+    async def _simple(self, method: str, order_id: str) -> ActionResult | None:
         rt = self.runtime
+        if method == "start_now":  # not an action a signature is asked for
+            return await rt.start_now(order_id, who=self.who())
+        go, signature = await self._signature(method, order_id)
+        if not go:
+            return None
         simple: dict[str, Callable[..., Coroutine[Any, Any, ActionResult]]] = {
-            "retry": rt.retry, "pause": rt.pause, "resume": rt.resume, "start_now": rt.start_now}
-        return await simple[method](order_id, who=self.who())
+            "retry": rt.retry, "pause": rt.pause, "resume": rt.resume}
+        return await simple[method](order_id, who=self.who(), signature=signature)
 
     async def _cancel(self, order_id: str) -> Any:
         dialog = ReasonDialog(f"Cancel {order_id}",
@@ -317,13 +353,9 @@ class OrderActions(QObject):
         dialog.preview(lambda: impact_preview(self.runtime.store, "cancel", [order_id]))
         if not await self._ask(dialog, "cancel", order_id):
             return None
-        signature = None
-        if needs_signature(self.runtime, "cancel"):  # [SIGNATURES] require: password again
-            signature = await request_signature(lambda d: self._ask(d, "cancel", order_id), self.runtime,
-                                                 "cancel", order_id,
-                                                 user=self.who(), parent=self.host)
-            if signature is None:
-                return None
+        go, signature = await self._signature("cancel", order_id)  # [SIGNATURES] require: password again
+        if not go:
+            return None
         return await self.runtime.cancel(order_id, who=self.who(), reason=dialog.reason, signature=signature)
 
     async def _reprioritise(self, order_id: str) -> Any:
@@ -333,8 +365,11 @@ class OrderActions(QObject):
         dialog.preview(lambda: impact_preview(self.runtime.store, "reprioritise", [order_id]))
         if not await self._ask(dialog, "reprioritise", order_id):
             return None
+        go, signature = await self._signature("reprioritise", order_id)
+        if not go:
+            return None
         return await self.runtime.reprioritise(order_id, dialog.priority, who=self.who(),
-                                               reason=dialog.reason or None)
+                                               reason=dialog.reason or None, signature=signature)
 
     def _steps(self, order_id: str) -> tuple[dict[str, Any], str | None]:
         run = self.runtime.run_of(order_id)
@@ -364,7 +399,11 @@ class OrderActions(QObject):
         recover_preview()
         if not await self._ask(dialog, "recover", order_id):
             return None
-        return await self.runtime.recover(order_id, dialog.step_id, who=self.who(), reason=dialog.reason)
+        go, signature = await self._signature("recover", order_id)
+        if not go:
+            return None
+        return await self.runtime.recover(order_id, dialog.step_id, who=self.who(), reason=dialog.reason,
+                                          signature=signature)
 
     async def _skip(self, order_id: str) -> Any:
         run, step_id = self._steps(order_id)
@@ -393,7 +432,11 @@ class OrderActions(QObject):
         if not await self._ask(dialog, "skip", order_id):
             return None
         order = next(s["order_id"] for s in run["steps"] if s["id"] == dialog.step_id)
-        return await self.runtime.skip(order, dialog.outputs, who=self.who(), reason=dialog.reason)
+        go, signature = await self._signature("skip", order)
+        if not go:
+            return None
+        return await self.runtime.skip(order, dialog.outputs, who=self.who(), reason=dialog.reason,
+                                       signature=signature)
 
     async def _why_waiting(self, order_id: str) -> Any:
         reasons = self.runtime.why_waiting(order_id)
@@ -423,6 +466,21 @@ class OrderActions(QObject):
             kwargs: dict[str, Any] = {}
             if key == "reprioritise":
                 kwargs["priority"] = dialog.priority
+            if needs_signature(self.runtime, key):  # one signature for the whole bulk action
+                async def ask_signature(d: QDialog) -> bool:
+                    self.dialog = d
+                    self.dialog_opened.emit(d)
+                    try:
+                        return await ask(d)
+                    finally:
+                        self.dialog = dialog
+                        d.deleteLater()
+
+                kwargs["signature"] = await request_signature(ask_signature, self.runtime, key, None,
+                                                              user=self.who(), parent=self.host)
+                if kwargs["signature"] is None:
+                    dialog.reject()
+                    return None
             verb = BULK_LABELS[key]
             self._say("busy", f"{verb}: 0 of {len(ids):,} orders…")
 

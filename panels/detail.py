@@ -462,8 +462,11 @@ class DetailPanel(Panel):
         acting = d.run_order.status if d.is_run and d.run_order is not None else status
         for key, button in self.buttons.items():
             applies = ACTIONS[key].applies(acting, d.is_run, d.skipped)
-            button.setEnabled(applies and d.engine)
-            if not d.engine:
+            refused = self.order_actions.refusal(key)
+            button.setEnabled(applies and d.engine and refused is None)
+            if refused is not None:
+                button.setToolTip(refused)
+            elif not d.engine:
                 button.setToolTip("Not a labconsole run: the engine does not act on it")
             elif not applies:
                 button.setToolTip(f"{ACTIONS[key].label.rstrip('…')} does not apply to a {shown} "

@@ -178,15 +178,22 @@ class IdleLock(QObject):
 
 
 def apply_session(window: Any, session: Session) -> None:
-    """Record the panels' actions as the signed-in user."""
-    window.jobs.actions.who = session.who
-    window.detail.order_actions.who = session.who
+    """Record the panels' actions as the signed-in user, and offer only what their role allows
+    (the core refuses the rest: :data:`core.users.PERMISSIONS`)."""
+    for actions in (window.jobs.actions, window.detail.order_actions):
+        actions.who = session.who
+        actions.user = lambda: session.user
 
-    def templates_who(user: User) -> None:
-        window.templates.who = user.name
+    def follow(user: User) -> None:
+        window.templates.set_user(user)
+        window.robots.set_user(user)
+        for panel in (window.schedules, window.inbox, window.playbook):  # the core checks their role
+            panel.who = user.name
+        if window.detail.data is not None:
+            window.detail.refresh()  # its buttons follow the new role
 
-    templates_who(session.user)
-    session.changed.connect(templates_who)
+    follow(session.user)
+    session.changed.connect(follow)
 
 
 async def start_session(window: Any, runtime: RuntimeApi, idle_minutes: float) -> Session | None | bool:

@@ -35,6 +35,7 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence, QMouseEvent, QPainter
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QDialog,
     QFrame,
     QHBoxLayout,
     QHeaderView,
@@ -57,10 +58,14 @@ from core.api import RuntimeApi
 from core.dispatcher import InstrumentView
 from core.events import InstrumentStatusChanged, OperatorAction, StepProgress
 from core.inbox import InboxChanged, Lock, read_locks
+from core.runtime import ActionResult
 from core.timetravel import Moment
+from core.users import User, refusal
 from panels.base import Panel
+from panels.dialogs import ask
 from panels.identity import connection_line, identity_tooltip, latency_text
 from panels.instrument_detail import InstrumentDetail
+from panels.signature import needs_signature, request_signature
 from panels.style import (
     BUSY,
     DISABLED,
@@ -468,8 +473,12 @@ class RobotsPanel(Panel):
     def __init__(self, runtime: RuntimeApi, bridge: Any, parent: QWidget | None = None) -> None:
         super().__init__(runtime, bridge, parent)
         self.tasks = TaskKeeper()
+        self.user: User | None = None
+        """The signed-in user (None: single-user mode); actions their role does not allow are off."""
         self.reason_dialog: ReasonDialog | None = None
         """The open reason dialog, if any (tests fill it in)."""
+        self.signature_dialog: QDialog | None = None
+        """The electronic signature dialog while it waits (tests fill it in)."""
         self.context_menu: QMenu | None = None
         """The instrument menu shown last (right click on a card or a row)."""
         self.detail_window = InstrumentDetail(runtime, "", self)
@@ -757,13 +766,22 @@ class RobotsPanel(Panel):
         self.past_banner.show_moment(moment)
         self.refresh()
 
+    def set_user(self, user: User | None) -> None:
+        """Who is signed in (None: single-user mode): the actions their role does not allow are
+        disabled, the tooltip saying why, and the others are recorded as them."""
+        self.user = user
+        self._update_actions()
+
     def _update_actions(self) -> None:
         view = self._views.get(self._selected or "")
         busy = self.tasks.busy or self.moment is not None  # the past is read only
         locked = view is not None and view.id in self.locks
         for key, action in self.actions_by_key.items():
-            action.setEnabled(view is not None and not busy and ACTION_BY_KEY[key].allowed(view)
+            refused = refusal(self.user, key.replace("_", " ")) if self.user is not None else None
+            action.setEnabled(view is not None and not busy and ACTION_BY_KEY[key].allowed(view) and refused is None
                               and not (locked and key == "enable"))  # a lock is released in the Inbox
+            spec = ACTION_BY_KEY[key]
+            action.setToolTip(refused or f"{spec.tooltip} — {spec.shortcut}")
         self.details_action.setEnabled(view is not None)
 
     @Slot(QPoint)
@@ -879,8 +897,27 @@ class RobotsPanel(Panel):
             self.refresh()
             self.action_finished.emit(iid, spec.key, ok, message)
 
-        self.tasks.spawn(self.runtime.instrument_action(iid, spec.key, reason=reason), done)
+        self.tasks.spawn(self._act(iid, spec, reason), done)
         self._update_actions()
+
+    async def _act(self, iid: str, spec: InstrumentAction, reason: str | None) -> Any:
+        """The instrument action, signed first when ``[SIGNATURES] require`` lists it."""
+        who = self.user.name if self.user is not None else None
+        signature = None
+        if needs_signature(self.runtime, spec.key.replace("_", " ")):
+            signature = await request_signature(self._ask_signature, self.runtime, spec.key.replace("_", " "), iid,
+                                                user=who or "", parent=self)
+            if signature is None:
+                return ActionResult(iid, False, "not signed: nothing was done")
+        return await self.runtime.instrument_action(iid, spec.key, who=who, reason=reason, signature=signature)
+
+    async def _ask_signature(self, dialog: QDialog) -> bool:
+        self.signature_dialog = dialog
+        try:
+            return await ask(dialog)
+        finally:
+            self.signature_dialog = None
+            dialog.deleteLater()
 
     def _say(self, text: str, tone: str) -> None:
         colour = current_theme().colors[tone]

@@ -1,7 +1,8 @@
 """Templates panel: the published templates, the drag-and-drop editor, versions, diff and Run….
 
-A thin adapter over the runtime facade (injected): the template registry publishes and reads
-versions, :meth:`Runtime.runs_using` tells which runs used a version, :meth:`Runtime.start_run`
+A thin adapter over the runtime facade (injected): :meth:`Runtime.publish_template` publishes
+(refused when the signed-in user's role may not; with an electronic signature when
+``[SIGNATURES] require`` lists ``template publish``), the template registry reads versions, :meth:`Runtime.runs_using` tells which runs used a version, :meth:`Runtime.start_run`
 starts a run. Everything that touches the store or a file runs off the event loop
 (``store.read`` / ``asyncio.to_thread``); operator actions are coroutines whose tasks the panel
 keeps (qasync's ``asyncSlot`` does not) and whose failures show in the panel's message line.
@@ -35,6 +36,7 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QDialog,
     QFileDialog,
     QHBoxLayout,
     QHeaderView,
@@ -52,14 +54,16 @@ from core.engine.registry import TemplateRegistry
 from core.errors import DuplicateSubmissionError, LabconsoleError
 from core.events import RunChanged
 from core.templates import WorkflowTemplate, dump_template, load_template
-from core.users import os_user
+from core.users import User, os_user, refusal
 from panels.base import Panel
+from panels.dialogs import ask
 from panels.editor import ops
 from panels.editor.diffview import TemplateDiffView
 from panels.editor.editor import TemplateEditor
 from panels.editor.kinds import KindCatalog
 from panels.editor.layout import layered_layout
 from panels.editor.runform import RunForm
+from panels.signature import needs_signature, request_signature
 from panels.theme import current_theme, embolden, keep_styled, text_style
 
 __all__ = ["RunsModel", "TemplateListModel", "TemplateRow", "TemplatesPanel", "VersionRow",
@@ -201,6 +205,10 @@ class TemplatesPanel(Panel):
     def __init__(self, runtime: RuntimeApi, bridge: Any, parent: QWidget | None = None) -> None:
         super().__init__(runtime, bridge, parent)
         self.who = os_user()
+        self.user: User | None = None
+        """The signed-in user (None: single-user mode): Publish and Run follow their role."""
+        self.signature_dialog: QDialog | None = None
+        """The electronic signature dialog while it waits (tests fill it in)."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loaded = False
         self.last_error: str | None = None
@@ -529,7 +537,15 @@ class TemplatesPanel(Panel):
             return None
         draft, registry = doc.template, self.registry
         before = await self._read(lambda: registry.versions(draft.name))
-        published = await registry.publish(draft, who=self.who)
+        self.runtime.authorize("template publish", self.who)  # a refused role is not asked to sign
+        signature = None
+        if needs_signature(self.runtime, "template publish"):  # [SIGNATURES] require: password again
+            signature = await request_signature(self._ask_signature, self.runtime, "template publish", draft.name,
+                                                user=self.who, parent=self)
+            if signature is None:
+                self.show_message(f"Not published: {draft.name} was not signed")
+                return None
+        published = await self.runtime.publish_template(draft, who=self.who, signature=signature)
         if doc.template is draft:
             doc.mark_published(published, max([*before, published.version]))
         if published.version in before:
@@ -643,18 +659,36 @@ class TemplatesPanel(Panel):
 
     # ------------------------------------------------------------------ reactions
 
+    async def _ask_signature(self, dialog: QDialog) -> bool:
+        self.signature_dialog = dialog
+        try:
+            return await ask(dialog)
+        finally:
+            self.signature_dialog = None
+            dialog.deleteLater()
+
+    def set_user(self, user: User | None) -> None:
+        """Who is signed in (None: single-user mode): recorded as *who*, and what their role
+        does not allow is disabled, its tooltip saying why."""
+        self.user = user
+        self.who = user.name if user is not None else os_user()
+        self._update_actions()
+
     @Slot()
     def _update_actions(self) -> None:
         doc = self.editor.document
-        self.publish_action.setEnabled(doc.can_publish)
+        no_publish = refusal(self.user, "template publish") if self.user is not None else None
+        self.publish_action.setEnabled(doc.can_publish and no_publish is None)
         self.publish_action.setText(f"Publish v{doc.next_version}" if doc.is_draft else "Publish")
         self.publish_action.setToolTip(
+            no_publish if no_publish is not None else
             "Publish as the next version" if doc.can_publish else
             f"{len(doc.errors)} problem(s) block publishing" if doc.errors else
             "This is a published version: edit it to make a draft")
+        no_run = refusal(self.user, "start run") if self.user is not None else None
         runnable = not doc.is_draft and doc.published is not None
-        self.run_action.setEnabled(runnable)
-        self.run_action.setToolTip("Start a run of this version" if runnable
+        self.run_action.setEnabled(runnable and no_run is None)
+        self.run_action.setToolTip(no_run if no_run is not None else "Start a run of this version" if runnable
                                    else "Publish the draft before running it")
 
     @Slot()

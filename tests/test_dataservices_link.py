@@ -169,21 +169,30 @@ def test_data_services_lifecycle_fields_reach_the_run(data_dir):
             bad = await client.create_order(Order(templateName="Cell Prep",
                                                   inputParameters=[Parameter("Plate Count", "many")]))
             elevated = await client.create_order(Order(templateName="Cell Prep", priority=OrderPriority.Elevated))
-            later = datetime.now(UTC) + timedelta(seconds=2)
+            later = datetime.now(UTC) + timedelta(seconds=3)
             slot = await client.create_order(Order(templateName="Cell Prep", scheduledStartTime=later,
                                                    schedulingStrategy=SchedulingStrategy.FirstAvailableSlot))
+
+            def run_of(order_id: str) -> str | None:
+                runs = runtime.engine.query_instances(template="Cell Prep")[0]
+                return next((r["id"] for r in runs if runtime.order(r["id"]).parentIdentifier == order_id), None)
+
+            # as soon as the slot's run exists (not after other orders ran: a loaded machine takes
+            # longer than the slot's 3 s for those) it waits for its time
+            await until(lambda: run_of(slot) is not None, step=0.01)
+            slot_run = run_of(slot)
+            waiting = runtime.engine.run_status(slot_run).value
+            waited_from = datetime.now(UTC)
             await until(lambda: runtime.order(bad).status is OrderStatus.Invalid)
             await until(lambda: runtime.order(elevated).status is OrderStatus.Complete)
-            runs = {r["id"]: r for r in runtime.engine.query_instances(template="Cell Prep")[0]}
-            elevated_run = next(r for r in runs if runtime.order(r).parentIdentifier == elevated)
-            slot_run = next(r for r in runs if runtime.order(r).parentIdentifier == slot)
-            waiting = runtime.engine.run_status(slot_run).value
+            elevated_run = run_of(elevated)
             await until(lambda: runtime.order(slot).status is OrderStatus.Complete)
             started = runtime.engine.get_instance(slot_run)["started_at"]
             steps = [s["order_id"] for s in runtime.engine.get_instance(elevated_run)["steps"]]
             priorities = {runtime.order(o).priority for o in [elevated_run, *steps]}
             history = [t.to_status for t in runtime.history(elevated)]
             await client.close()
+            assert waited_from < later, "the slot's run was created after its time: the check proves nothing"
             return runtime.order(bad), waiting, started, later.timestamp(), priorities, history
         finally:
             await link.stop()

@@ -149,6 +149,8 @@ def test_the_main_window_records_the_signed_in_user(store, data_dir, qtbot, qloo
     assert session.who() == "ann" and window.isEnabled()
     assert window.jobs.actions.who() == "ann" and window.detail.order_actions.who() == "ann"
     assert window.templates.who == "ann" and "ann (supervisor)" in window.windowTitle()
+    assert window.schedules.who == window.inbox.who == window.playbook.who == "ann"
+    assert window.robots.user.name == "ann" and window.templates.user.role == "supervisor"
     window.idle_lock.stop()
     window.close()
 
@@ -164,3 +166,30 @@ def test_quitting_the_sign_in(store, data_dir, qtbot, qloop):
     _login_dialog(qtbot).reject()
     qtbot.waitUntil(task.done, timeout=10_000)
     assert task.result() is False
+
+
+def test_bulk_cancel_and_skip_ask_for_one_signature_each(lab, qtbot):
+    from panels.dialogs import BulkDialog, StepChoiceDialog
+
+    lab.rt.signatures = SignaturePolicy(frozenset({"cancel", "skip"}), "config.ini")
+    runs = lab.start_runs(3)
+    lab.load()
+    task = lab.jobs.actions.request_bulk("cancel", runs[:2])
+    bulk = lab.dialog(BulkDialog)
+    bulk.reason_edit.setText("end of shift")
+    bulk.go_button.click()
+    fill(lab.dialog(SignatureDialog), "ann-password")
+    lab.wait_task(task)
+    assert bulk.stage == "results" and all(bulk.results.result(i).ok for i in range(2))
+    rows = [e for e in lab.rt.store.audit_entries() if e.action in ("cancel run", "bulk cancel")]
+    assert len(rows) == 3 and all(e.who == "ann" and e.details["signature"]["action"] == "cancel" for e in rows)
+
+    task = lab.jobs.actions.request("skip", runs[2])
+    choice = lab.dialog(StepChoiceDialog)
+    choice.reason_edit.setText("read by hand")
+    choice.ok_button.click()
+    first = lab.dialog(SignatureDialog)
+    assert first.windowTitle() == "Sign: skip"
+    first.reject()  # backing out of the signature skips nothing
+    assert lab.wait_task(task) == ("skip", None)
+    assert all(s["status"] != "skipped" for s in lab.rt.engine.get_instance(runs[2])["steps"])

@@ -1,12 +1,17 @@
 """Mutation testing with mutmut: core/dispatcher.py, core/store.py, core/engine/ and
 core/dataservices/link.py against their tests ([tool.mutmut] in pyproject.toml).
 
-usage: python bench/reliability/mutation.py [--quick N] [--seed N]
+usage: python bench/reliability/mutation.py [--quick N] [--seed N] [--budget SECONDS]
+       [--max-children N] [--report PATH] [--keep]
 
-Runs in a scratch copy of the working tree (mutmut writes a mutants/ folder). mutmut generates
-every mutant and maps each function to the tests that run it; ``--quick N`` then checks a
-seeded random sample of N mutants (0: all of them, which takes hours). Score: mutants killed
-(a test failed, or it timed out) out of those checked; "no tests" mutants count as survivors.
+Runs in a scratch copy of the working tree (mutmut writes a mutants/ folder), removed at the end
+unless ``--keep``. mutmut generates every mutant and maps each function to the tests that run it;
+``--quick N`` then checks a seeded random sample of N mutants (0: all of them, which takes hours).
+The sample depends only on the source and the seed: the same tree and seed check the same
+mutants. Score: mutants killed (a test failed, or it timed out) out of those checked; "no tests"
+mutants count as survivors. The run stops at ``--budget`` seconds of wall time (mutmut's own
+per-mutant limit is ``timeout_multiplier`` times the tests' clean duration); what was checked by
+then is scored and the figure says how many were not. ``--report`` gets each survivor's diff.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -41,11 +48,25 @@ def scratch_copy() -> Path:
     return work
 
 
-def mutmut(work: Path, *names: str) -> subprocess.CompletedProcess[str]:
+def mutmut(work: Path, log: Path, budget: float, *args: str) -> tuple[int | None, bool]:
+    """Run ``mutmut ARGS`` in ``work`` (output to ``log``); (exit code, whether it hit ``budget``).
+    On the budget its whole process group is stopped, so no test process is left behind."""
     exe = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or "mutmut"
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     env.pop("PYTHONPATH", None)  # the mutated copy must be what the tests import
-    return subprocess.run([exe, "run", *names], cwd=work, capture_output=True, text=True, env=env)
+    with log.open("a") as out:
+        proc = subprocess.Popen([exe, *args], cwd=work, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+        try:
+            return proc.wait(timeout=max(1.0, budget)), False
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            return None, True
 
 
 def exit_codes(work: Path) -> dict[str, int | None]:
@@ -55,39 +76,94 @@ def exit_codes(work: Path) -> dict[str, int | None]:
     return codes
 
 
+def module_of(name: str) -> str:
+    """``core.engine.control.xǁOperatorControlǁ_plan__mutmut_3`` -> ``core/engine``."""
+    path = name.split(".x")[0].split(".")
+    return "/".join(path[:2]) if path[1] == "engine" else "/".join(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", type=int, default=300, help="mutants sampled (0: all)")
     parser.add_argument("--seed", type=int, default=20261127)
+    parser.add_argument("--budget", type=float, default=3600.0, help="seconds of wall time, at most")
+    parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once")
+    parser.add_argument("--report", type=Path, default=Path(tempfile.gettempdir()) / "labconsole-mutation-report.txt",
+                        help="where each survivor's diff is written")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch copy")
     args = parser.parse_args()
     from mutmut.stats import status_by_exit_code
 
+    started = time.monotonic()
     work = scratch_copy()
-    if args.quick:
-        mutmut(work, "labconsole.generate-only*")  # generates and maps tests; matches no mutant
-        names = sorted(exit_codes(work))
-        if not names:
-            raise SystemExit("mutmut generated no mutants (see its output in " + str(work) + ")")
-        chosen = random.Random(args.seed).sample(names, min(args.quick, len(names)))
-    else:
-        names = chosen = []
-    done = mutmut(work, *chosen)
-    codes = exit_codes(work)
-    names = names or sorted(codes)
-    checked = {n: codes.get(n) for n in (chosen or names)}
-    status = Counter(status_by_exit_code[c] for c in checked.values())
-    killed = status["killed"] + status["timeout"] + status["caught by type check"]
-    total = sum(n for s, n in status.items() if s != "not checked")
-    score = killed / total if total else 0.0
-    survivors = sorted(n for n, c in checked.items() if status_by_exit_code[c] in ("survived", "no tests"))
-    (work / "survivors.txt").write_text("\n".join(survivors) + "\n")
-    detail = ", ".join(f"{s} {n}" for s, n in sorted(status.items()))
-    sample = f"{len(chosen)} sampled of {len(names)}" if chosen else f"all {len(names)}"
-    print("RESULT " + json.dumps({"status": dict(status), "survivors": str(work / "survivors.txt"),
-                                  "mutmut_exit": done.returncode, "rows": [
-        {"figure": f"mutation score, mutmut ({sample}; {detail})",
-         "value": f"{score:.0%} ({killed}/{total})", "target": f">= {TARGET:.0%}",
-         "ok": score >= TARGET and total > 0}]}))
+    log = work / "mutmut.log"
+    try:
+        left = lambda: args.budget - (time.monotonic() - started)  # noqa: E731
+        names: list[str] = []
+        chosen: list[str] = []
+        if args.quick:
+            # generates the mutants and maps tests to functions; the name matches no mutant
+            mutmut(work, log, left(), "run", "labconsole.generate-only*")
+            names = sorted(exit_codes(work))
+            if not names:
+                fail(f"mutmut generated no mutants ({log_tail(log)})")
+            chosen = random.Random(args.seed).sample(names, min(args.quick, len(names)))
+        code, stopped = mutmut(work, log, left(), "run", "--max-children", str(args.max_children), *chosen)
+        codes = exit_codes(work)
+        names = names or sorted(codes)
+        checked = {n: codes.get(n) for n in (chosen or names)}
+        status = Counter(status_by_exit_code[c] for c in checked.values())
+        killed = status["killed"] + status["timeout"] + status["caught by type check"]
+        total = sum(n for s, n in status.items() if s != "not checked")
+        if total == 0:
+            fail(f"mutmut checked no mutant (exit {code}{', budget reached' if stopped else ''}): {log_tail(log)}")
+        score = killed / total
+        survivors = sorted(n for n, c in checked.items() if status_by_exit_code[c] in ("survived", "no tests"))
+        write_report(work, log, args.report, survivors, checked, status_by_exit_code)
+        detail = ", ".join(f"{s} {n}" for s, n in sorted(status.items()))
+        sample = f"{len(chosen)} sampled of {len(names)}, seed {args.seed}" if chosen else f"all {len(names)}"
+        if stopped:
+            detail += f"; stopped at the {args.budget:g} s budget"
+        rows = [{"figure": f"mutation score, mutmut ({sample}; {detail})",
+                 "value": f"{score:.0%} ({killed}/{total})", "target": f">= {TARGET:.0%}",
+                 "ok": score >= TARGET and not stopped}]
+        by_module: dict[str, Counter[str]] = {}
+        for n, c in checked.items():
+            by_module.setdefault(module_of(n), Counter())[status_by_exit_code[c]] += 1
+        for module, counts in sorted(by_module.items()):
+            done = sum(v for k, v in counts.items() if k != "not checked")
+            dead = counts["killed"] + counts["timeout"] + counts["caught by type check"]
+            rows.append({"figure": f"  of which {module}", "value": f"{dead}/{done}", "target": "", "ok": True})
+        print("RESULT " + json.dumps({"status": dict(status), "report": str(args.report), "mutmut_exit": code,
+                                      "seconds": round(time.monotonic() - started), "rows": rows}))
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def fail(message: str) -> None:
+    print("RESULT " + json.dumps({"rows": [{"figure": "mutation score, mutmut: probe failed", "value": message[:300],
+                                            "target": f">= {TARGET:.0%}", "ok": False}]}))
+    raise SystemExit(1)
+
+
+def log_tail(log: Path, lines: int = 3) -> str:
+    text = log.read_text(errors="replace") if log.exists() else ""
+    spinner = {chr(c) for c in range(0x2800, 0x2900)}  # mutmut's progress spinner (Braille patterns)
+    useful = [t.strip() for t in text.replace("\r", "\n").splitlines() if t.strip() and t.strip()[0] not in spinner]
+    return " | ".join(useful[-lines:])
+
+
+def write_report(work: Path, log: Path, report: Path, survivors: list[str], checked: dict[str, int | None],
+                 status_by_exit_code: dict[int | None, str]) -> None:
+    exe = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or "mutmut"
+    parts = [f"{len(survivors)} survivors of {len(checked)} sampled mutants\n"]
+    for name in survivors:
+        shown = subprocess.run([exe, "show", name], cwd=work, capture_output=True, text=True,
+                               env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+        parts.append(shown.stdout or f"# {name}: {status_by_exit_code[checked[name]]}\n")
+    parts.append("\nsampled: " + ", ".join(f"{n} {status_by_exit_code[c]}" for n, c in sorted(checked.items())) + "\n")
+    report.write_text("\n".join(parts))
 
 
 if __name__ == "__main__":

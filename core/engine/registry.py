@@ -9,6 +9,7 @@ from typing import Any
 from core.errors import InputError, NotFoundError, Problem, Where
 from core.store import Store
 from core.templates import WorkflowTemplate
+from core.users import authorize
 
 
 class TemplateRegistry:
@@ -19,7 +20,9 @@ class TemplateRegistry:
         self._cache: dict[tuple[str, int], WorkflowTemplate] = {}
 
     async def publish(self, template: WorkflowTemplate, *, who: str = "labconsole") -> WorkflowTemplate:
-        """Publish as the next version; identical content to the latest returns the latest."""
+        """Publish as the next version; identical content to the latest returns the latest. Refused
+        (:class:`~core.users.PermissionDenied`) when ``who`` is a user whose role may not publish."""
+        authorize(self.store, who, "template publish")
         digest = template.content_hash()
 
         def op(conn: sqlite3.Connection) -> tuple[int, bool]:
