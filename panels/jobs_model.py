@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain, repeat
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -103,8 +102,6 @@ _PAUSED = int(OrderStatus.Paused)
 _CANCELED = int(OrderStatus.Canceled)
 _TERMINAL = frozenset(int(s) for s in (OrderStatus.Complete, OrderStatus.Canceled,
                                        OrderStatus.Invalid, OrderStatus.Consolidated))
-
-_rank = itemgetter(12)
 
 REBUILD_THRESHOLD = 400
 """A frame that moves more rows than this (or than 2 % of them) rebuilds the list at once."""
@@ -255,6 +252,8 @@ class OrderIndex:
         self.all: dict[str, Row] = {}
         """id -> row (with its rank at :data:`RANK`), in arrival order."""
         self.children: dict[str, list[str]] = {}
+        self.position: dict[str, int] = {}
+        """Step order id -> its place in its run (1, 2, ...: template order)."""
         self.fraction: dict[str, float] = {}
         """Latest progress report (0..1) of running orders."""
         self.templates: set[str] = set()
@@ -273,10 +272,12 @@ class OrderIndex:
             for rank, r in enumerate(rows):
                 every[r[ID]] = share(r, rank)
             ix.next_rank = len(every)
-            children = ix.children
+            children, position = ix.children, ix.position
             for r in every.values():
                 if r[PARENT] is not None:
-                    children.setdefault(r[PARENT], []).append(r[ID])
+                    kids = children.setdefault(r[PARENT], [])
+                    kids.append(r[ID])
+                    position[r[ID]] = len(kids)
             ix.templates = {r[TEMPLATE] for r in every.values() if r[TEMPLATE]}
             ix.instruments = {r[ASSIGNED] for r in every.values() if r[ASSIGNED]}
         finally:
@@ -297,20 +298,27 @@ class OrderIndex:
         return (oid, parent, template and _intern(template), version and _intern(version), status, prio, npri,
                 assigned and _intern(assigned), created, started, ended, details and _intern(details), rank)
 
-    def visible(self, pred: Predicate | None, sort_column: int) -> tuple[list[Any], list[Row]]:
+    def visible(self, pred: Predicate | None, sort_column: int,
+                tree: Tree | None = None) -> tuple[list[Any], list[Row]]:
         """Filter and sort every row: (sort values ascending, rows in the same order).
 
-        The order is by (value, rank); the rank of a row is ``row[RANK]``, so the values alone
-        are kept (no tuple per row).
+        The order is by (value, tie); the tie of a row is ``row[RANK]`` (or :meth:`tie` in a
+        tree), so the values alone are kept (no tuple per row).
         """
         collecting = gc.isenabled()
         gc.disable()
         try:
-            # ``all`` is in arrival (rank) order and the sort is stable: sorting by the column's
-            # scalar alone orders ties by rank, i.e. exactly by the composite (value, rank) key.
-            rows = list(self.all.values()) if pred is None else [r for r in self.all.values() if pred(r)]
+            # The rows are taken in tie order and the sort is stable: sorting by the column's
+            # scalar alone orders ties by rank, i.e. exactly by the composite (value, tie) key.
+            # In a tree a step's value is its run's, so it stays next to it.
+            every = self.tree_order(tree.desc) if tree is not None else self.all.values()
+            rows = list(every) if pred is None else [r for r in every if pred(r)]
             primary = COLUMNS[sort_column].sort
-            prim = [primary(self, r) for r in rows]
+            if tree is not None:
+                run_of = self.run_of
+                prim = [primary(self, run_of(r)) for r in rows]
+            else:
+                prim = [primary(self, r) for r in rows]
             n = len(prim)
             how = sort_method(prim)
             if how == "group":
@@ -338,6 +346,76 @@ class OrderIndex:
             if collecting:
                 gc.enable()
 
+    # ------------------------------------------------------------------ runs as a tree
+
+    def run_of(self, row: Row) -> Row:
+        """The run row a step belongs to (a run, a plain order or an orphan step: itself)."""
+        parent = row[PARENT]
+        if parent is None:
+            return row
+        run = self.all.get(parent)
+        return row if run is None else run
+
+    def tie(self, row: Row, desc: bool) -> tuple[int, int]:
+        """A row's place among equal sort values in a tree: its run's rank, then 0 for the run
+        and its position for a step (negated when the view reads the list backwards, so a run's
+        steps still follow it in template order)."""
+        parent = row[PARENT]
+        if parent is not None:
+            run = self.all.get(parent)
+            if run is not None:
+                sub = self.position.get(row[ID], 0)
+                return (run[RANK], -sub if desc else sub)
+        return (row[RANK], 0)
+
+    def tree_order(self, desc: bool) -> list[Row]:
+        """Every row in tie order (:meth:`tie`): each run (or plain order) by rank, its steps
+        around it."""
+        out: list[Row] = []
+        every, children = self.all, self.children
+        append, extend = out.append, out.extend
+        for r in every.values():
+            parent = r[PARENT]
+            if parent is not None and parent in every:
+                continue
+            kids = children.get(r[ID])
+            if not kids:
+                append(r)
+                continue
+            steps = [every[k] for k in kids if k in every]
+            if desc:
+                steps.reverse()
+                extend(steps)
+                append(r)
+            else:
+                append(r)
+                extend(steps)
+        return out
+
+    def tree_predicate(self, pred: Predicate | None, tree: Tree) -> Predicate:
+        """Which rows a tree shows: a run (or plain order) when it or one of its steps passes
+        ``pred``; a step when its run is shown and expanded."""
+        every, children = self.all, self.children
+
+        def run_passes(run: Row) -> bool:
+            if pred is None or pred(run):
+                return True
+            kids = children.get(run[ID])
+            return bool(kids) and any(pred(every[k]) for k in kids if k in every)
+
+        shows = tree.shows
+
+        def passes(r: Row) -> bool:
+            parent = r[PARENT]
+            if parent is None:
+                return run_passes(r)
+            run = every.get(parent)
+            if run is None:
+                return run_passes(r)
+            return shows(parent) and run_passes(run)
+
+        return passes
+
     def put(self, row: tuple[Any, ...]) -> tuple[Row, bool]:
         """Store a new version of an order row; returns (stored row, whether a name is new)."""
         oid = row[ID]
@@ -346,7 +424,9 @@ class OrderIndex:
             rank = self.next_rank
             self.next_rank += 1
             if row[PARENT] is not None:
-                self.children.setdefault(row[PARENT], []).append(oid)
+                kids = self.children.setdefault(row[PARENT], [])
+                kids.append(oid)
+                self.position[oid] = len(kids)
         else:
             rank = old[RANK]
         stored = self.share(row, rank)
@@ -420,6 +500,23 @@ class OrderIndex:
         return row[STARTED] is not None and row[ENDED] is None and row[STATUS] not in _TERMINAL
 
 
+@dataclass(frozen=True)
+class Tree:
+    """Runs as rows that expand to their steps: which runs are expanded, and the reading
+    direction (a run's steps follow it either way)."""
+
+    all_expanded: bool = False
+    flipped: frozenset[str] = frozenset()
+    """Runs expanded (when not all are) or collapsed (when all are)."""
+    desc: bool = True
+
+    def shows(self, run_id: str) -> bool:
+        return self.all_expanded != (run_id in self.flipped)
+
+    def flip(self, run_id: str) -> Tree:
+        return Tree(self.all_expanded, self.flipped ^ {run_id}, self.desc)
+
+
 @dataclass
 class Prepared:
     """An index and its visible rows computed off the loop, ready for :meth:`OrdersTableModel.install`."""
@@ -431,6 +528,7 @@ class Prepared:
     sort_column: int
     predicate: Predicate | None
     """The filter compiled when the rows were chosen (relative times fixed then)."""
+    tree: Tree | None = None
 
 
 class OrdersTableModel(QAbstractTableModel):
@@ -465,6 +563,8 @@ class OrdersTableModel(QAbstractTableModel):
         self._pred: Predicate | None = None
         self._sort_col = COLUMN_KEYS.index("created")
         self._desc = True
+        self._tree: Tree | None = None
+        """Runs as rows that expand to their steps (None: every order is a row of its own)."""
         self._keyfn = self._make_key(self._sort_col)
         self.rebuilds = 0
         """How many times the visible list was rebuilt (filter, sort or a very large frame)."""
@@ -548,7 +648,11 @@ class OrdersTableModel(QAbstractTableModel):
         row = self._rows[n - 1 - r] if self._desc else self._rows[r]
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
-            return self.status_name(row) if col == STATUS_COLUMN else COLUMNS[col].text(self.ix, row)
+            if col == STATUS_COLUMN:
+                return self.status_name(row)
+            if col == 0 and self._tree is not None:
+                return self._tree_id_text(row)
+            return COLUMNS[col].text(self.ix, row)
         if role == Qt.ItemDataRole.DecorationRole:
             return self._icons[self.status_name(row)] if col == STATUS_COLUMN else None
         if role == Qt.ItemDataRole.ForegroundRole:
@@ -622,6 +726,18 @@ class OrdersTableModel(QAbstractTableModel):
         below = next((self.row_data(r) for r in range(row, n) if self.order_id(r) != order_id), None)
         return above, below
 
+    def _tree_id_text(self, row: Row) -> str:
+        """The id with the tree's marks: ▸/▾ on a run with steps, a step indented."""
+        tree = self._tree
+        oid: str = row[ID]
+        if tree is None:
+            return oid
+        if row[PARENT] is not None and row[PARENT] in self.ix.all:
+            return "      " + oid
+        if self.ix.children.get(oid):
+            return ("▾ " if tree.shows(oid) else "▸ ") + oid
+        return "   " + oid
+
     def _tooltip(self, row: Row, col: int) -> str | None:
         if col == STATUS_COLUMN:
             name = self.status_name(row)
@@ -640,6 +756,8 @@ class OrdersTableModel(QAbstractTableModel):
             return
         self._sort_col = column
         self._desc = order == Qt.SortOrder.DescendingOrder
+        if self._tree is not None:
+            self._tree = Tree(self._tree.all_expanded, self._tree.flipped, self._desc)
         self._keyfn = self._make_key(column)
         self.layoutAboutToBeChanged.emit()
         persistent = [(p, self._id_at(p.row())) for p in self.persistentIndexList()]
@@ -706,6 +824,60 @@ class OrdersTableModel(QAbstractTableModel):
     def progress(self, row: Row) -> float | None:
         return self.ix.progress(row)
 
+    # ------------------------------------------------------------------ runs as a tree
+
+    @property
+    def tree(self) -> bool:
+        """Whether runs are rows that expand to their steps."""
+        return self._tree is not None
+
+    def set_tree(self, on: bool) -> None:
+        """Show runs as rows that expand to their steps (all collapsed), or every order flat."""
+        if on == (self._tree is not None):
+            return
+        self._tree = Tree(desc=self._desc) if on else None
+        self._keyfn = self._make_key(self._sort_col)
+        self._refilter()
+
+    def is_expanded(self, run_id: str) -> bool:
+        return self._tree is not None and self._tree.shows(run_id)
+
+    def can_expand(self, order_id: str) -> bool:
+        """Whether ``order_id`` is a run with steps to show or hide."""
+        row = self.ix.all.get(order_id)
+        return self._tree is not None and row is not None and row[PARENT] is None \
+            and bool(self.ix.children.get(order_id))
+
+    def set_expanded(self, run_id: str, on: bool) -> None:
+        """Show or hide a run's steps under it: O(its steps), the selection stays."""
+        tree = self._tree
+        if tree is None or tree.shows(run_id) == on or not self.can_expand(run_id):
+            return
+
+        def mutate() -> None:
+            self._tree = tree.flip(run_id)
+            self._pred = self._compile()
+
+        self._update([run_id, *self.ix.children.get(run_id, ())], mutate)
+        row = self.row_of(run_id)
+        if row is not None:  # its ▸/▾ mark
+            self.dataChanged.emit(self.index(row, 0), self.index(row, 0), [Qt.ItemDataRole.DisplayRole])
+
+    def expand_all(self, on: bool = True) -> None:
+        """Expand (or collapse) every run: one pass over the rows, then a reset of the view."""
+        if self._tree is None:
+            return
+        self._tree = Tree(on, frozenset(), self._desc)
+        self._pred = self._compile()
+        self._rebuild_keeping_selection()
+        self.rows_changed.emit()
+
+    def reveal(self, order_id: str) -> None:
+        """Expand the run of a step so that the step has a row."""
+        row = self.ix.all.get(order_id)
+        if self._tree is not None and row is not None and row[PARENT] is not None:
+            self.set_expanded(row[PARENT], True)
+
     def current_step(self, row: Row) -> str:
         return self.ix.current_step(row)
 
@@ -717,22 +889,25 @@ class OrdersTableModel(QAbstractTableModel):
     def prepare(self, rows: Iterable[tuple[Any, ...]]) -> Prepared:
         """Index ``rows`` and filter and sort them as the model would — on any thread."""
         ix = OrderIndex.build(rows, self.now)
-        spec, column = self._filter, self._sort_col
+        spec, column, tree = self._filter, self._sort_col, self._tree
         pred = spec.predicate(self.now())
-        keys, visible = ix.visible(pred, column)
-        return Prepared(ix, keys, visible, spec, column, pred)
+        if tree is not None:
+            pred = ix.tree_predicate(pred, tree)
+        keys, visible = ix.visible(pred, column, tree)
+        return Prepared(ix, keys, visible, spec, column, pred, tree)
 
     def install(self, prepared: Prepared) -> bool:
         """Show a :meth:`prepare` result. If the filter or the sort changed while it was being
         prepared, its rows are filtered and sorted again here (returns False then)."""
-        current = prepared.filter == self._filter and prepared.sort_column == self._sort_col
+        current = prepared.filter == self._filter and prepared.sort_column == self._sort_col \
+            and prepared.tree == self._tree
         self.beginResetModel()
         self.ix = prepared.index
         if current:
             self._pred = prepared.predicate
             self._keys, self._rows = prepared.keys, prepared.rows
         else:
-            self._pred = self._filter.predicate(self.now())
+            self._pred = self._compile()
             self._keys, self._rows = self._visible_lists()
         self.endResetModel()
         self.distinct_changed.emit()
@@ -743,7 +918,7 @@ class OrdersTableModel(QAbstractTableModel):
         """Replace every order (on the loop; :meth:`prepare` + :meth:`install` avoid that)."""
         self.beginResetModel()
         self.ix = OrderIndex.build(rows, self.now)
-        self._pred = self._filter.predicate(self.now())
+        self._pred = self._compile()
         self._keys, self._rows = self._visible_lists()
         self.endResetModel()
         self.distinct_changed.emit()
@@ -752,12 +927,19 @@ class OrdersTableModel(QAbstractTableModel):
     def set_filter(self, spec: OrderFilter) -> None:
         """Show only the orders ``spec`` lets through (relative time ranges count from now)."""
         self._filter = spec
+        self._refilter()
+
+    def _refilter(self) -> None:
         self.beginResetModel()
-        self._pred = spec.predicate(self.now())
+        self._pred = self._compile()
         self._keys, self._rows = self._visible_lists()
         self.endResetModel()
         self.filter_changed.emit()
         self.rows_changed.emit()
+
+    def _compile(self) -> Predicate | None:
+        pred = self._filter.predicate(self.now())
+        return pred if self._tree is None else self.ix.tree_predicate(pred, self._tree)
 
     def apply(self, changed: Mapping[str, tuple[Any, ...]]) -> None:
         """One frame of order rows from the bridge: replace, add, move, show or hide rows."""
@@ -771,6 +953,10 @@ class OrdersTableModel(QAbstractTableModel):
                 touched.add(old[PARENT])
             if row[PARENT]:
                 touched.add(row[PARENT])
+        if self._tree is not None:  # a run's steps sort by it and its steps may let it through
+            children = self.ix.children
+            for oid in list(touched):
+                touched.update(children.get(oid, ()))
         new_names = False
 
         def mutate() -> None:
@@ -794,6 +980,8 @@ class OrdersTableModel(QAbstractTableModel):
             parent = every[oid][PARENT]
             if parent:
                 touched.add(parent)
+                if self._tree is not None:
+                    touched.update(self.ix.children.get(parent, ()))
         self._update(touched, lambda: self.ix.fraction.update(wanted))
 
     def refresh_rows(self, first: int, last: int, column: int) -> None:
@@ -807,11 +995,20 @@ class OrdersTableModel(QAbstractTableModel):
 
     def _make_key(self, column: int) -> Callable[[Row], Any]:
         primary = COLUMNS[column].sort
+        if self._tree is not None:
+            def tree_key(r: Row) -> Any:
+                ix = self.ix
+                return (primary(ix, ix.run_of(r)), ix.tie(r, self._desc))
+
+            return tree_key
 
         def key(r: Row) -> Any:
             return (primary(self.ix, r), r[RANK])
 
         return key
+
+    def _tie(self, r: Row) -> Any:
+        return r[RANK] if self._tree is None else self.ix.tie(r, self._desc)
 
     def _place(self, key: tuple[Any, int]) -> int:
         """Where ``key`` (sort value, rank) is, or would go, in the visible list: O(log n)."""
@@ -819,7 +1016,7 @@ class OrdersTableModel(QAbstractTableModel):
         value, rank = key
         lo = bisect_left(keys, value)
         hi = bisect_right(keys, value, lo)
-        return bisect_left(self._rows, rank, lo, hi, key=_rank)  # equal values: by rank
+        return bisect_left(self._rows, rank, lo, hi, key=self._tie)  # equal values: by tie
 
     def _view_row(self, i: int, n: int) -> int:
         return n - 1 - i if self._desc else i
@@ -830,7 +1027,7 @@ class OrdersTableModel(QAbstractTableModel):
 
     def _visible_lists(self) -> tuple[list[Any], list[Row]]:
         self.rebuilds += 1
-        return self.ix.visible(self._pred, self._sort_col)
+        return self.ix.visible(self._pred, self._sort_col, self._tree)
 
     def _remap_persistent(self, old: list[tuple[QModelIndex, str | None]]) -> None:
         if not old:
@@ -857,6 +1054,7 @@ class OrdersTableModel(QAbstractTableModel):
             if row is not None and (pred is None or pred(row)):
                 before[oid] = key(row)
         mutate()
+        pred = self._pred
         moves: list[tuple[str, Any, Any]] = []
         in_place: list[str] = []
         for oid in ids:
