@@ -9,6 +9,9 @@ Measures, each with a baseline taken in the same run and the ratio to it:
 - **sort and filter** of the Jobs model (``model.sort(column, order)``, ``model.set_filter``)
   plus the repaint of the visible rows. Baseline: ``QSortFilterProxyModel`` sort and fixed-string
   filter over a 100k-row copy in a minimal model.
+- **runs as a tree**: the Jobs model turned into runs that expand to their steps, then every run
+  expanded and collapsed at once (``expand_all``), each with a repaint. Baseline: the flat
+  model's rebuild of the same rows (``set_filter`` of the empty filter).
 - **event-loop lag** (an ``await asyncio.sleep(0.005)`` probe: p50 / p99 / max) while real store
   transitions stream at 1,000/s (plus 200 instrument progress reports/s) and the demo workcell
   runs; once in the default layout, once with the Metrics tab showing a full 24 h history.
@@ -334,6 +337,7 @@ async def main(args: argparse.Namespace) -> None:
     print("sort and filter", flush=True)
     model = window.jobs_model
     view = window.jobs.view
+    model.set_tree(False)  # every order a row of its own: the flat figures; the tree follows
     headers = {model.headerData(c, Qt.Orientation.Horizontal): c for c in range(model.columnCount())}
     sorts = []
     for header, order in (("Status", Qt.SortOrder.AscendingOrder), ("Created", Qt.SortOrder.DescendingOrder),
@@ -356,6 +360,22 @@ async def main(args: argparse.Namespace) -> None:
     for label, seconds, shown in filters:
         report.add(f"Jobs filter {label} ({shown:,} rows) + repaint", seconds * 1000, "ms", "<= 100 ms",
                    t_proxy_filter * 1000, "proxy filter", "{:.0f}")
+
+    # ------------------------------------------------------------------ runs as a tree
+    print("runs as a tree", flush=True)
+    t_flat = timed(lambda: (model.set_filter(OrderFilter()), view.viewport().repaint()))
+    t_tree = timed(lambda: (model.set_tree(True), view.viewport().repaint()))
+    runs_shown = model.rowCount()
+    t_expand = timed(lambda: (model.expand_all(True), view.viewport().repaint()))
+    expanded_rows = model.rowCount()
+    t_collapse = timed(lambda: (model.expand_all(False), view.viewport().repaint()))
+    report.add(f"Jobs as a tree: runs collapsed ({runs_shown:,} rows) + repaint", t_tree * 1000, "ms",
+               "<= 100 ms", t_flat * 1000, "flat model rebuild of every order", "{:.0f}")
+    report.add(f"Jobs tree: expand all runs ({expanded_rows:,} rows) + repaint", t_expand * 1000, "ms",
+               "<= 100 ms", t_flat * 1000, "flat model rebuild of every order", "{:.0f}")
+    report.add("Jobs tree: collapse all + repaint", t_collapse * 1000, "ms", "<= 100 ms", t_flat * 1000,
+               "flat model rebuild of every order", "{:.0f}")
+    model.set_tree(False)
 
     # ------------------------------------------------------------------ loop lag
     print("event-loop lag", flush=True)

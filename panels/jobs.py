@@ -28,10 +28,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import (
+    QEvent,
     QItemSelection,
     QItemSelectionModel,
     QItemSelectionRange,
     QModelIndex,
+    QObject,
     QPersistentModelIndex,
     QPoint,
     QRect,
@@ -45,6 +47,7 @@ from PySide6.QtGui import (
     QColor,
     QGuiApplication,
     QKeySequence,
+    QMouseEvent,
     QPainter,
     QPalette,
     QShortcut,
@@ -133,6 +136,10 @@ RESELECT_LIMIT = 20_000
 HISTORY_PAGE = 200
 """Rows per page of "Search all history"."""
 HISTORY_COUNT_CAP = 100_000
+EXPAND_ALL_KEYS = "Ctrl+Shift+Right"
+COLLAPSE_ALL_KEYS = "Ctrl+Shift+Left"
+MARK_WIDTH = 18
+"""Pixels at the left of a run's id cell where a click expands or collapses it (its ▸/▾)."""
 """Matches of a history search are counted up to this many ("over 100,000 match")."""
 
 
@@ -210,7 +217,9 @@ class JobsPanel(Panel):
         self.older_orders = 0
         """Orders of the store left out of the live window when it was loaded."""
         self.live_model = model = OrdersTableModel(self, now=now)
-        """The live window: every unfinished order and those finished in the last ``live_days``."""
+        """The live window: every unfinished order and those finished in the last ``live_days``.
+        Runs are rows that expand to their steps (collapsed at first)."""
+        model.set_tree(True)
         self.history_model = OrdersTableModel(self, now=now)
         """The pages of "Search all history" found so far (SQL filters them; no filter here)."""
         self.model = model
@@ -326,10 +335,18 @@ class JobsPanel(Panel):
             button.clicked.connect(lambda _checked=False, k=key: self.trigger(k))
             self.bulk_buttons[key] = button
         # buttons first, so they stay on one line; the summary follows (next line if narrow)
+        self.expand_button = QPushButton("Expand all", self)
+        self.expand_button.setToolTip(f"Show every run's steps under it ({EXPAND_ALL_KEYS})")
+        self.expand_button.clicked.connect(lambda _checked=False: self.expand_all(True))
+        self.collapse_button = QPushButton("Collapse all", self)
+        self.collapse_button.setToolTip(f"Show runs only, their steps hidden ({COLLAPSE_ALL_KEYS})")
+        self.collapse_button.clicked.connect(lambda _checked=False: self.expand_all(False))
         bar = FlowLayout(spacing=4)
         bar.addWidget(self.select_all_button)
         for button in self.bulk_buttons.values():
             bar.addWidget(button)
+        bar.addWidget(self.expand_button)
+        bar.addWidget(self.collapse_button)
         bar.addWidget(self.summary)
 
         self.status_line = QLabel(self)
@@ -356,6 +373,18 @@ class JobsPanel(Panel):
             qaction.triggered.connect(lambda _checked=False, k=key: self.trigger(k))
             self.view.addAction(qaction)
             self.shortcuts[key] = qaction
+        for key, label, keys, slot in (
+                ("expand", "Expand run", "+", lambda: self.expand_current(True)),
+                ("collapse", "Collapse run", "-", lambda: self.expand_current(False)),
+                ("expand_all", "Expand all runs", EXPAND_ALL_KEYS, lambda: self.expand_all(True)),
+                ("collapse_all", "Collapse all runs", COLLAPSE_ALL_KEYS, lambda: self.expand_all(False))):
+            qaction = QAction(label, self.view)
+            qaction.setShortcut(QKeySequence(keys))
+            qaction.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            qaction.triggered.connect(lambda _checked=False, f=slot: f())
+            self.view.addAction(qaction)
+            self.shortcuts[key] = qaction
+        self.view.viewport().installEventFilter(self)
         find = QShortcut(QKeySequence.StandardKey.Find, self, self.filter_bar.search.setFocus)
         find.setWhatsThis("Search the orders (free text filter)")
 
@@ -511,8 +540,64 @@ class JobsPanel(Panel):
         """Select every order the filter lets through (then bulk actions apply to all of them)."""
         self.view.selectAll()
 
+    def expand_all(self, on: bool) -> None:
+        """Show (or hide) every run's steps; the selection stays on the same orders (a hidden
+        step's on its run)."""
+        if self.selected_count() > RESELECT_LIMIT:
+            self.model.expand_all(on)
+            return
+        current = self.current_id()
+        keep = self.selected_ids()
+        if not on:
+            keep = list(dict.fromkeys(self._run_id(o) for o in keep))
+            current = self._run_id(current) if current else None
+        self.model.expand_all(on)
+        self.select_orders(keep)
+        row = self.model.row_of(current) if current else None
+        if row is not None:
+            self.view.selectionModel().setCurrentIndex(self.model.index(row, 0),
+                                                       QItemSelectionModel.SelectionFlag.NoUpdate)
+
+    def _run_id(self, order_id: str) -> str:
+        row = self.model.get(order_id)
+        return order_id if row is None or row[PARENT] is None else str(row[PARENT])
+
+    def expand_current(self, on: bool) -> None:
+        """Show (or hide) the steps of the current run (of the current step's run, to hide)."""
+        order_id = self.current_id()
+        row = self.model.get(order_id) if order_id else None
+        if row is None:
+            return
+        run = row[1] or row[0]
+        self.model.set_expanded(run, on)
+        if not on:
+            self.select_order(run)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
+        """A click on a run's ▸/▾ mark expands or collapses it."""
+        kinds = (QEvent.Type.MouseButtonPress, QEvent.Type.MouseButtonRelease, QEvent.Type.MouseButtonDblClick)
+        if watched is self.view.viewport() and event.type() in kinds \
+                and isinstance(event, QMouseEvent) and event.button() == Qt.MouseButton.LeftButton:
+            pos = event.position().toPoint()
+            index = self.view.indexAt(pos)
+            if index.isValid() and index.column() == 0 \
+                    and pos.x() - self.view.visualRect(index).left() < MARK_WIDTH:
+                order_id = self.model.order_id(index.row())
+                if self.model.can_expand(order_id):
+                    if event.type() == QEvent.Type.MouseButtonPress:  # the rest of the click: nothing
+                        self.model.set_expanded(order_id, not self.model.is_expanded(order_id))
+                    return True
+        return super().eventFilter(watched, event)
+
+    def _show_run(self, run_id: str) -> None:
+        """Only this run, its steps shown under it."""
+        self.model.set_expanded(run_id, True)
+        self.filter_bar.set_run(run_id)
+
     def select_order(self, order_id: str) -> bool:
-        """Make ``order_id`` the current, only selected order (False if it is not shown)."""
+        """Make ``order_id`` the current, only selected order (False if it is not shown); a
+        step's run is expanded to show it."""
+        self.model.reveal(order_id)
         row = self.model.row_of(order_id)
         if row is None:
             return False
@@ -700,12 +785,12 @@ class JobsPanel(Panel):
         if is_run:
             item = menu.addAction("Show only this run and its steps")
             item.setObjectName("show_run")
-            item.triggered.connect(lambda: self.filter_bar.set_run(order_id))
+            item.triggered.connect(lambda: self._show_run(order_id))
         else:
             parent = row[PARENT]
             item = menu.addAction(f"Show run {parent} and its steps")
             item.setObjectName("show_run")
-            item.triggered.connect(lambda: self.filter_bar.set_run(parent))
+            item.triggered.connect(lambda: self._show_run(parent))
         copy = menu.addAction("Copy id")
         copy.triggered.connect(lambda: QGuiApplication.clipboard().setText(order_id))
         menu.setToolTipsVisible(True)

@@ -301,11 +301,12 @@ class SavedView:
 
 ACTIVE = frozenset({OrderStatus.Created, OrderStatus.Validated, OrderStatus.Scheduled,
                     OrderStatus.Running, OrderStatus.Paused})
+NEEDS_ATTENTION = frozenset({OrderStatus.Error, OrderStatus.Paused, OrderStatus.Unknown})
+"""Statuses that wait for a person: failed, paused (by an operator or on a prompt), outcome unknown."""
 BUILTIN_VIEWS: tuple[SavedView, ...] = (
+    SavedView("Needs attention", OrderFilter(statuses=NEEDS_ATTENTION), "ended", True, builtin=True),
     SavedView("All orders", OrderFilter(), "created", True, builtin=True),
     SavedView("Active runs", OrderFilter(statuses=ACTIVE, kind="runs"), "created", True, builtin=True),
-    SavedView("Needs attention", OrderFilter(statuses=frozenset({OrderStatus.Error, OrderStatus.Paused})),
-              "ended", True, builtin=True),
     SavedView("Failed, last 24 h", OrderFilter(statuses=frozenset({OrderStatus.Error}), time_preset="24h",
                                           time_field="ended"), "ended", True, builtin=True),
 )

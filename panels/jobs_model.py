@@ -401,7 +401,7 @@ class OrderIndex:
             if pred is None or pred(run):
                 return True
             kids = children.get(run[ID])
-            return bool(kids) and any(pred(every[k]) for k in kids if k in every)
+            return kids is not None and any(pred(every[k]) for k in kids if k in every)
 
         shows = tree.shows
 

@@ -177,7 +177,11 @@ def test_table_filters_sorts_and_follows_the_engine(lab):
     bar.search.clear()
     bar.search.returnPressed.emit()
     bar.kind.setCurrentIndex(bar.kind.findData("all"))
+    assert model.rowCount() == 6, "runs, their steps hidden"
+    lab.jobs.expand_button.click()
     assert model.rowCount() == 18
+    lab.jobs.collapse_button.click()
+    assert model.rowCount() == 6
 
     # sort by clicking the Status header: ascending, then descending
     header = lab.jobs.view.horizontalHeader()

@@ -67,7 +67,7 @@ def test_claimed_orders_and_their_runs_are_actionable(lab):
     assert lab.rt.order(first_run).parentIdentifier == first
     row = model.row_of(first_run)
     assert model.get(first_run)[1] is None
-    assert model.index(row, 0).data() == first_run
+    assert model.index(row, 0).data() == f"▸ {first_run}", "a run, collapsed: its steps under it"
     font = model.index(row, 0).data(Qt.ItemDataRole.FontRole)
     assert font is not None and font.bold(), "the run made for a claimed order is shown as a run"
     steps = {s["order_id"] for s in lab.rt.run_of(first_run)["steps"]}

@@ -70,6 +70,7 @@ def test_start_up_reads_only_the_live_window(store, ages, qtbot, qrun):
         model = panel.jobs.model
         live = {*ages["old_running"], *ages["old_queued"], *ages["recent"], *ages["today"]}
         assert set(model.ix.all) == live
+        panel.jobs.expand_button.click()
         assert panel.loaded == len(live) == model.rowCount()
         # the live run's old finished steps come with it: it is shown whole
         assert all(model.row_of(o) is not None for o in ages["old_running"])

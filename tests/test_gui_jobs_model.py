@@ -163,7 +163,7 @@ def test_saved_views_survive_a_restart_and_a_bad_file(tmp_path):
     again = SavedViews(path)
     assert again.get("Reader trouble").filter == spec
     assert again.get("Reader trouble").sort_column == "ended"
-    assert again.names()[:4] == ["All orders", "Active runs", "Needs attention", "Failed, last 24 h"]
+    assert again.names()[:4] == ["Needs attention", "All orders", "Active runs", "Failed, last 24 h"]
     again.delete("Reader trouble")
     assert SavedViews(path).get("Reader trouble") is None
     path.write_text("{not json")

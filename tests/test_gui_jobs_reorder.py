@@ -102,6 +102,7 @@ def test_steps_and_finished_runs_do_not_drag(lab):
     lab.load()
     model = lab.jobs.model
     step = lab.rt.run_of(runs[0])["steps"][0]["order_id"]
+    assert lab.jobs.select_order(step), "selecting a step expands its run"
     assert not model.flags(model.index(model.row_of(step), 0)) & Qt.ItemFlag.ItemIsDragEnabled
     assert model.flags(model.index(model.row_of(runs[0]), 0)) & Qt.ItemFlag.ItemIsDragEnabled
     lab.until(lambda: lab.rt.order(runs[0]).status.name == "Complete")
