@@ -202,7 +202,8 @@ def _progress_key(m: OrderIndex, r: Row) -> Any:
 # Sort keys are scalars of one type per column (str, float or int), so Python's sort uses its
 # fast type-specialised comparisons; ties keep arrival order (the sort is stable).
 COLUMNS: list[Column] = [
-    Column("id", "ID", 108, lambda m, r: r[ID], _id_key, tip="Order identifier (runs in bold)"),
+    Column("id", "ID", 136, lambda m, r: r[ID], _id_key,
+           tip="Order identifier (runs in bold; ▸ click, + or - to show or hide their steps)"),
     Column("template", "Template", 176, lambda m, r: r[TEMPLATE] or "", lambda m, r: r[TEMPLATE] or "",
            tip="Workflow template of a run, or the step's instrument capability"),
     Column("version", "Ver.", 38, lambda m, r: r[VERSION] or "", lambda m, r: r[VERSION] or "",

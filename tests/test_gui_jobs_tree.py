@@ -5,15 +5,23 @@ a paused run through its step; screenshots at 1280x720 and 1920x1080, light and 
 
 from __future__ import annotations
 
+import pytest
 from conftest import save_screenshot
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtWidgets import QApplication
-from test_gui_jobs import Lab, lab  # noqa: F401  (the fixture)
+from test_gui_jobs import Lab
 
 from core.orders import OrderStatus
 from panels.dialogs import ReasonDialog
 from panels.jobs_filter import NEEDS_ATTENTION
 from panels.theme import apply_theme
+
+
+@pytest.fixture
+def lab(store, data_dir, qtbot, qrun):
+    made = Lab(store, data_dir, qtbot, qrun)
+    yield made
+    made.close()
 
 
 def shown(model) -> list[str]:
