@@ -865,12 +865,43 @@ class OrdersTableModel(QAbstractTableModel):
             self.dataChanged.emit(self.index(row, 0), self.index(row, 0), [Qt.ItemDataRole.DisplayRole])
 
     def expand_all(self, on: bool = True) -> None:
-        """Expand (or collapse) every run: one pass over the rows, then a reset of the view."""
+        """Expand (or collapse) every run: one pass over the shown rows (the runs keep their
+        order: no filtering or sorting again), then a reset of the view."""
         if self._tree is None:
             return
         self._tree = Tree(on, frozenset(), self._desc)
         self._pred = self._compile()
-        self._rebuild_keeping_selection()
+        every, desc = self.ix.all, self._desc
+        children = self.ix.children if on else {}
+        rows: list[Row] = []
+        keys: list[Any] = []
+        add_row, add_rows, add_key, add_keys = rows.append, rows.extend, keys.append, keys.extend
+        step_row = every.__getitem__  # a run's children are always in ``all`` (put and build add both)
+        collecting = gc.isenabled()
+        gc.disable()  # many new list cells, no cycles
+        try:
+            for key, r in zip(self._keys, self._rows, strict=True):
+                parent = r[PARENT]
+                if parent is not None and parent in every:
+                    continue  # a step: it comes with its run
+                kids = children.get(r[ID])
+                if not kids:
+                    add_row(r)
+                    add_key(key)
+                    continue
+                if desc:  # read backwards: the run, then its steps in template order
+                    add_rows(map(step_row, reversed(kids)))
+                    add_row(r)
+                else:
+                    add_row(r)
+                    add_rows(map(step_row, kids))
+                add_keys(repeat(key, len(kids) + 1))
+        finally:
+            if collecting:
+                gc.enable()
+        self.beginResetModel()
+        self._keys, self._rows = keys, rows
+        self.endResetModel()
         self.rows_changed.emit()
 
     def reveal(self, order_id: str) -> None:
