@@ -13,6 +13,7 @@ from test_gui_jobs import Lab
 
 from core.orders import OrderStatus
 from panels.dialogs import ReasonDialog
+from panels.help import collect_shortcuts
 from panels.jobs_filter import NEEDS_ATTENTION
 from panels.theme import apply_theme
 
@@ -66,6 +67,8 @@ def test_runs_expand_collapse_select_a_step_and_act_on_a_run(lab: Lab) -> None:
                        Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
     assert model.rowCount() == 3
     assert {"expand", "collapse", "expand_all", "collapse_all"} <= set(panel.shortcuts)
+    listed = {s.what: s.keys for s in collect_shortcuts(lab.window, {"Jobs": panel})}
+    assert listed["Expand all runs"] == "Ctrl+Shift+Right" and listed["Collapse run"] == "-"
 
     # selecting a step (as Detail or search would) expands its run; the selection stays on the
     # step while other runs expand and collapse
