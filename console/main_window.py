@@ -79,7 +79,7 @@ class MainWindow(QMainWindow):
         self.theme = apply_theme(gui_application(), theme_name(settings.value(SETTINGS_KEY)))
 
         # JobsPanel still declares the concrete Runtime; this ignore goes once it takes RuntimeApi
-        self.jobs = JobsPanel(runtime, self.bridge, self)  # type: ignore[arg-type]
+        self.jobs = JobsPanel(runtime, self.bridge, self)
         self.jobs_model = self.jobs.model
         self.detail = DetailPanel(runtime, self.bridge, self)
         self.dashboard = DashboardPanel(runtime, self.bridge, self,

@@ -70,7 +70,6 @@ from PySide6.QtWidgets import (
 from core.backup import find_config
 from core.errors import ConfigError, LabconsoleError
 from core.events import StepChanged, StepProgress
-from core.facade import os_user
 from core.history import (
     ARCHIVED_COLUMN,
     DAY,
@@ -83,6 +82,7 @@ from core.history import (
     live_window_rows,
 )
 from core.orders import OrderStatus
+from core.users import os_user
 from panels.actions import (
     ACTIONS,
     BULK_LABELS,
@@ -123,7 +123,7 @@ from panels.jobs_model import (
 from panels.style import SKIPPED, status_color
 
 if TYPE_CHECKING:
-    from core.runtime import Runtime
+    from core.api import RuntimeApi
 
 __all__ = ["STATUS_COLUMN", "JobsPanel", "OrdersTableModel", "ProgressDelegate"]
 
@@ -198,7 +198,7 @@ class JobsPanel(Panel):
     REFRESH_MS = TICK_MS
     actions: OrderActions  # type: ignore[assignment]  # the operator's order actions; QWidget.actions() is unused here
 
-    def __init__(self, runtime: Runtime, bridge: Bridge, parent: QWidget | None = None, *,
+    def __init__(self, runtime: RuntimeApi, bridge: Bridge, parent: QWidget | None = None, *,
                  views_path: Path | None = None, now: Callable[[], float] = time.time,
                  who: Callable[[], str] = os_user, live_days: float | None = None) -> None:
         super().__init__(runtime, bridge, parent)

@@ -187,6 +187,10 @@ class ChoiceButton(QPushButton):
         """The menu entry of ``value`` (``trigger()`` it to tick or untick)."""
         return self._choices[value]
 
+    def offered(self) -> list[tuple[str, str]]:
+        """Every (value, label) the menu offers, in order."""
+        return [(v, self._labels[v]) for v in self._choices]
+
     @Slot()
     def clear(self) -> None:
         if self.chosen():
@@ -398,10 +402,11 @@ class FilterBar(QWidget):
         self.instrument.set_choices([(UNASSIGNED, "(not assigned)")] + [(i, i) for i in names])
 
     def _ensure_choices(self, button: ChoiceButton, values: Iterable[str]) -> None:
-        missing = [v for v in values if v not in button._choices]
+        offered = button.offered()
+        known = {v for v, _ in offered}
+        missing = [v for v in values if v not in known]
         if missing:
-            button.set_choices([(v, button._labels[v]) for v in button._choices] + [(v, v or "(not assigned)")
-                                                                                  for v in missing])
+            button.set_choices(offered + [(v, v or "(not assigned)") for v in missing])
 
     # ------------------------------------------------------------------ all history
 

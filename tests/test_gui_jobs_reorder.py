@@ -10,7 +10,7 @@ from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 from test_gui_jobs import Lab
 
-from core.facade import os_user
+from core.users import os_user
 from panels.jobs_filter import OrderFilter
 from panels.jobs_model import PRIORITY_COLUMN, priority_for_drop
 

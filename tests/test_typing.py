@@ -50,7 +50,6 @@ STRICT = [
     "panels/theme.py",
     "panels/widgets.py",
     "panels/editor",
-    "core/facade.py",
     "core/orders.py",
     "core/wire.py",
     "core/store.py",
