@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from core.clock import Clock, ScaledClock, SystemClock
 from core.dataservices.config import DataServicesSettings
 from core.dataservices.fleet import DEFAULT_LEASE
 from core.errors import ConfigError
+from core.tasks import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,7 @@ async def run(data_dir: Path, settings: DataServicesSettings, *, module_id: str,
         raise ConfigError.at(f"must be more than 0 seconds, not {poll_interval:g}", field="--poll")
     clock: Clock = SystemClock() if speed == 1 else ScaledClock(speed)
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
-            pass
+    stop_on_signals(stop)
     store = await asyncio.to_thread(lambda: Store(data_dir / DB_FILENAME).open())
     runtime = Runtime.build(data_dir, clock=clock, store=store, workcell=workcell or DEMO_WORKCELL,
                             metrics=False)

@@ -27,12 +27,12 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from core.errors import ConfigError
+from core.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -222,9 +222,9 @@ __all__ = ["DataServicesSettings", "TOKEN_ENV", "URL_ENV", "URL_FLAG", "check_ur
 MODULE_KEY = "module_id"
 
 
-def module_id_from_ini(path: str | os.PathLike[str] | None) -> str | None:
-    """The ``[DATA SERVICES] module_id`` of a config.ini (this console's module id on a shared
-    Data Services), or None; a bad id is refused naming the file and line."""
+def _data_services_option(path: str | os.PathLike[str] | None, key: str) -> tuple[str, Callable[[str], InputError]] | None:
+    """The raw value of ``[DATA SERVICES] key`` in a config.ini (None: no file, section or key)
+    and a maker of errors that name the file, the field and the key's line."""
     if path is None:
         return None
     file = Path(path)
@@ -233,13 +233,24 @@ def module_id_from_ini(path: str | os.PathLike[str] | None) -> str | None:
         return None
     text, parser = read
     section = next((s for s in parser.sections() if s.strip().upper() == SECTION), None)
-    if section is None or not parser.has_option(section, MODULE_KEY):
+    if section is None or not parser.has_option(section, key):
         return None
-    value = parser.get(section, MODULE_KEY).strip()
+
+    def error(message: str) -> InputError:
+        return ConfigError.at(message, file=file, field=f"{SECTION}.{key}", line=_line_of(text, section, key))
+
+    return parser.get(section, key).strip(), error
+
+
+def module_id_from_ini(path: str | os.PathLike[str] | None) -> str | None:
+    """The ``[DATA SERVICES] module_id`` of a config.ini (this console's module id on a shared
+    Data Services), or None; a bad id is refused naming the file and line."""
+    found = _data_services_option(path, MODULE_KEY)
+    if found is None:
+        return None
+    value, error = found
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]{0,63}", value):
-        raise ConfigError.at(f"module id {value!r} must be 1-64 letters, digits, '_', '.' or '-', "
-                             "starting with a letter", file=file, field=f"{SECTION}.{MODULE_KEY}",
-                             line=_line_of(text, section, MODULE_KEY))
+        raise error(f"module id {value!r} must be 1-64 letters, digits, '_', '.' or '-', starting with a letter")
     return value
 
 
@@ -249,22 +260,14 @@ LEASE_KEY = "lease"
 def lease_from_ini(path: str | os.PathLike[str] | None) -> float | None:
     """The ``[DATA SERVICES] lease`` of a config.ini in seconds (how long a console's claims outlive
     its last heartbeat), or None; a bad value is refused naming the file and line."""
-    if path is None:
+    found = _data_services_option(path, LEASE_KEY)
+    if found is None:
         return None
-    file = Path(path)
-    read = _read_ini(file)
-    if read is None:
-        return None
-    text, parser = read
-    section = next((s for s in parser.sections() if s.strip().upper() == SECTION), None)
-    if section is None or not parser.has_option(section, LEASE_KEY):
-        return None
-    raw = parser.get(section, LEASE_KEY).strip()
+    raw, error = found
     try:
         value = float(raw.removesuffix("s").strip())
     except ValueError:
         value = float("nan")
     if not 1 <= value <= 86_400:
-        raise ConfigError.at(f"lease {raw!r} must be a number of seconds from 1 to 86400 (e.g. 60)",
-                             file=file, field=f"{SECTION}.{LEASE_KEY}", line=_line_of(text, section, LEASE_KEY))
+        raise error(f"lease {raw!r} must be a number of seconds from 1 to 86400 (e.g. 60)")
     return value

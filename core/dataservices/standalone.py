@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Callable
 from pathlib import Path
 
 from core.dataservices.server import EmbeddedDataServices, ServerLimits, TlsFiles, check_exposure
 from core.store import DB_FILENAME, Store
+from core.tasks import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +29,7 @@ async def serve(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8105, to
     check_exposure(host, token, field="--bind")  # refused before the store is opened
     store = await asyncio.to_thread(lambda: Store(data_dir / DB_FILENAME).open())
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
-            pass
+    stop_on_signals(stop)
     backups = ScheduledBackups.from_config(store.path)
     server = EmbeddedDataServices(store, host, port, token, limits=limits, tls=tls)
     try:
