@@ -564,6 +564,11 @@ def live_window_rows(conn: sqlite3.Connection, cutoff: float) -> list[tuple[Any,
         f"WHERE status IN ({_UNFINISHED_SQL}))) ORDER BY seq", {"cut": cutoff}).fetchall()
 
 
+def stored_count(conn: sqlite3.Connection) -> int:
+    """How many orders the store holds (live and finished), from an index alone."""
+    return int(conn.execute("SELECT count(*) FROM orders INDEXED BY orders_by_status_seq").fetchone()[0])
+
+
 def adopted_in(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> dict[str, str]:
     """Among ``rows`` (``ORDER_ROW_COLUMNS``), the runs made for another order (an order claimed
     from Data Services: the run's parent is that order, not a run): run id -> that order.

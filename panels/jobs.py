@@ -80,6 +80,7 @@ from core.history import (
     SearchSuperseded,
     adopted_in,
     live_window_rows,
+    stored_count,
 )
 from core.orders import OrderStatus
 from core.users import os_user
@@ -421,8 +422,7 @@ class JobsPanel(Panel):
             prepared = model.prepare(_as_runs(_drain(rows), adopted))  # each row freed once indexed
             shown = prepared.index.all
             skipped = {o for o in store.step_orders_with_status("skipped") if o in shown}
-            stored = conn.execute("SELECT count(*) FROM orders INDEXED BY orders_by_status_seq").fetchone()[0]
-            return prepared, skipped, adopted, int(stored)
+            return prepared, skipped, adopted, stored_count(conn)
 
         prepared, skipped, adopted, stored = await store.read(read)
         self.stored_orders = stored

@@ -155,6 +155,7 @@ def test_skip_a_failed_step_with_outputs(faulty_lab):
     assert lab.rt.order(seal["order_id"]).status is OrderStatus.Canceled, "the wire status stays"
     lab.sync()
     jobs = lab.jobs
+    jobs.model.set_expanded(runs[0], True)  # the step shows under its run
     lab.qtbot.waitUntil(lambda: jobs.model.row_of(seal["order_id"]) is not None, timeout=5000)
     cell = jobs.model.index(jobs.model.row_of(seal["order_id"]), STATUS_COLUMN)
     lab.qtbot.waitUntil(lambda: cell.data() == "Skipped", timeout=5000)

@@ -29,6 +29,7 @@ def test_jobs_table_shows_the_store_and_follows_events(store, data_dir, qtbot, q
     core, window = _window(store, data_dir, qtbot)
     assert qrun(window.load_orders()) == made
     model = window.jobs_model
+    model.expand_all()  # runs open on their steps: every order is a row
     assert model.rowCount() == made == store.count_orders()
     assert window.jobs.summary.text() == f"{made:,} orders"
 
@@ -43,7 +44,8 @@ def test_jobs_table_shows_the_store_and_follows_events(store, data_dir, qtbot, q
     assert window.bridge.frames - frames_before <= 2, "events are coalesced per frame"
     assert model.rowCount() == made + 1
 
-    # sorting happens in the model
+    # sorting happens in the model (on runs and plain orders; a run's steps follow it)
+    model.expand_all(False)
     window.jobs.view.sortByColumn(STATUS_COLUMN, Qt.SortOrder.AscendingOrder)
     statuses = [model.row_data(i)[4] for i in range(model.rowCount())]
     assert statuses == sorted(statuses)
