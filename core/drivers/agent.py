@@ -79,6 +79,7 @@ from core.drivers.base import (
     StatusKey,
     UnsupportedCapability,
     announce_status,
+    link_state,
     resolve_capability,
 )
 from core.events import EventBus
@@ -421,11 +422,8 @@ class AgentDriver:
 
     @property
     def state(self) -> DriverState:
-        if self._connecting:
-            return DriverState.CONNECTING
-        if not self._connected or self.link is None:
-            return DriverState.DISCONNECTED
-        return DriverState.BUSY if self._jobs else DriverState.IDLE
+        return link_state(connecting=self._connecting, connected=self._connected and self.link is not None,
+                          busy=bool(self._jobs))
 
     @property
     def running(self) -> list[str]:

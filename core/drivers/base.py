@@ -29,17 +29,20 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, runtime_checkable
 
-from core.errors import LabconsoleError
+from core.clock import Clock, SystemClock
+from core.errors import LabconsoleError, Where
 from core.orders import ModuleStatus
 
 if TYPE_CHECKING:
     from core.events import EventBus
+    from core.instruments import InstrumentConfig
     from core.orders import Order
 
 __all__ = [
@@ -54,6 +57,8 @@ __all__ = [
     "OutcomeUnknown",
     "ProgressSink",
     "UnsupportedCapability",
+    "WorkcellEntry",
+    "link_state",
     "no_progress",
     "resolve_capability",
 ]
@@ -397,3 +402,45 @@ def announce_status(bus: EventBus | None, previous: StatusKey | None, instrument
                                             detail=detail or state.value, current_orders=key[2],
                                             enabled=enabled))
     return key
+
+
+class WorkcellFile(Protocol):
+    """What a driver needs of its workcell file (``core.workcell.Workcell``, which imports the
+    drivers, so it is not imported here)."""
+
+    @property
+    def source(self) -> str | None: ...
+
+    def where(self, path: Sequence[str | int]) -> Where: ...
+
+
+class WorkcellEntry:
+    """What a driver configured by one entry of a workcell file keeps: the entry, the clock, the
+    bus, and where the entry stands in its file (located messages, paths relative to the file)."""
+
+    def __init__(self, config: InstrumentConfig, clock: Clock | None, bus: EventBus | None,
+                 workcell: WorkcellFile | None, index: int | None) -> None:
+        self.config = config
+        self.instrument_id = config.id
+        self.clock = clock or SystemClock()
+        self.bus = bus
+        self._workcell = workcell
+        self._index = index
+        source = workcell.source if workcell is not None else None
+        self._base_dir = Path(source).parent if source else Path.cwd()
+
+    def where(self, *path: str | int) -> Where:
+        """File:line of ``path`` under this instrument's entry of the workcell file."""
+        if self._workcell is None or self._index is None:
+            return Where(None, ".".join(str(p) for p in (self.instrument_id, *path)))
+        return self._workcell.where(("instruments", self._index, *path))
+
+
+def link_state(*, connecting: bool, connected: bool, busy: bool) -> DriverState:
+    """The state of a driver that holds a link to its instrument: connecting, disconnected, or
+    busy/idle by whether it has work under way."""
+    if connecting:
+        return DriverState.CONNECTING
+    if not connected:
+        return DriverState.DISCONNECTED
+    return DriverState.BUSY if busy else DriverState.IDLE

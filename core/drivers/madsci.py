@@ -52,12 +52,11 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from core.clock import Clock, SystemClock, to_datetime
+from core.clock import Clock, to_datetime
 from core.drivers.base import (
     DriverError,
     DriverInfo,
@@ -68,11 +67,12 @@ from core.drivers.base import (
     OutcomeUnknown,
     ProgressSink,
     StatusKey,
+    WorkcellEntry,
     announce_status,
     raise_interrupt,
     resolve_capability,
 )
-from core.errors import Problem, Where, WorkcellError
+from core.errors import Problem, WorkcellError
 from core.events import EventBus
 from core.instruments import InstrumentConfig, MadsciActionSpec, MadsciOptions
 
@@ -114,7 +114,7 @@ class _Run:
     interrupt: DriverError | None = None
 
 
-class MadsciDriver:
+class MadsciDriver(WorkcellEntry):
     """A MADSci REST node satisfying :class:`~core.drivers.base.Driver`.
 
     Args:
@@ -129,16 +129,9 @@ class MadsciDriver:
     def __init__(self, config: InstrumentConfig, clock: Clock | None = None, *,
                  bus: EventBus | None = None, workcell: Workcell | None = None,
                  index: int | None = None) -> None:
-        self.config = config
-        self.instrument_id = config.id
+        super().__init__(config, clock, bus, workcell, index)
         self.options = MadsciOptions.model_validate(config.options)
         self.info = DriverInfo.of(config, endpoint=f"{self.options.url} (MADSci node REST API)")
-        self.clock = clock or SystemClock()
-        self.bus = bus
-        self._workcell = workcell
-        self._index = index
-        source = workcell.source if workcell is not None else None
-        self._base_dir = Path(source).parent if source else Path.cwd()
         self._http: httpx.AsyncClient | None = None
         self.node_id: str | None = None
         self.node_name = ""
@@ -152,12 +145,6 @@ class MadsciDriver:
         self._last_heartbeat: float | None = None
         self._published: StatusKey | None = None
         self._run_count = 0
-
-    def where(self, *path: str | int) -> Where:
-        """File:line of ``path`` under this instrument's entry of the workcell file."""
-        if self._workcell is None or self._index is None:
-            return Where(None, ".".join(str(p) for p in (self.instrument_id, *path)))
-        return self._workcell.where(("instruments", self._index, *path))
 
     @property
     def url(self) -> str:

@@ -63,10 +63,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.clock import Clock, SystemClock, to_datetime
+from core.clock import Clock, to_datetime
 from core.drivers.base import (
     DriverError,
     DriverInfo,
@@ -77,10 +76,12 @@ from core.drivers.base import (
     OutcomeUnknown,
     ProgressSink,
     StatusKey,
+    WorkcellEntry,
     announce_status,
+    link_state,
     resolve_capability,
 )
-from core.errors import Problem, Where, WorkcellError
+from core.errors import Problem, WorkcellError
 from core.events import EventBus
 from core.instruments import InstrumentConfig, PlrCommandSpec, PyLabRobotOptions
 
@@ -132,7 +133,7 @@ class _Run:
     cancel_requested: bool = False
 
 
-class PyLabRobotDriver:
+class PyLabRobotDriver(WorkcellEntry):
     """A PyLabRobot liquid handler or plate reader satisfying :class:`~core.drivers.base.Driver`.
 
     Args:
@@ -148,16 +149,9 @@ class PyLabRobotDriver:
     def __init__(self, config: InstrumentConfig, clock: Clock | None = None, *,
                  bus: EventBus | None = None, workcell: Workcell | None = None,
                  index: int | None = None) -> None:
-        self.config = config
-        self.instrument_id = config.id
+        super().__init__(config, clock, bus, workcell, index)
         self.options = PyLabRobotOptions.model_validate(config.options)
         self.info = DriverInfo.of(config, endpoint=f"PyLabRobot {self.options.backend} backend")
-        self.clock = clock or SystemClock()
-        self.bus = bus
-        self._workcell = workcell
-        self._index = index
-        source = workcell.source if workcell is not None else None
-        self._base_dir = Path(source).parent if source else Path.cwd()
         self.machine: Any = None  # the PyLabRobot LiquidHandler or PlateReader once connected
         self.deck: Any = None
         self._operations: dict[str, PlrCommandSpec] = {}
@@ -168,12 +162,6 @@ class PyLabRobotDriver:
         self._last_heartbeat: float | None = None
         self._published: StatusKey | None = None
         self._run_count = 0
-
-    def where(self, *path: str | int) -> Where:
-        """File:line of ``path`` under this instrument's entry of the workcell file."""
-        if self._workcell is None or self._index is None:
-            return Where(None, ".".join(str(p) for p in (self.instrument_id, *path)))
-        return self._workcell.where(("instruments", self._index, *path))
 
     # ------------------------------------------------------------------ Driver protocol
 
@@ -288,11 +276,7 @@ class PyLabRobotDriver:
 
     @property
     def state(self) -> DriverState:
-        if self._connecting:
-            return DriverState.CONNECTING
-        if self.machine is None:
-            return DriverState.DISCONNECTED
-        return DriverState.BUSY if self._runs else DriverState.IDLE
+        return link_state(connecting=self._connecting, connected=self.machine is not None, busy=bool(self._runs))
 
     def _announce(self) -> None:
         self._published = announce_status(self.bus, self._published, self.instrument_id, self.state,

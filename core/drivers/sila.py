@@ -55,7 +55,6 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")  # before sila2 imports
@@ -78,7 +77,7 @@ from sila2.framework.data_types.list import List as SilaList  # noqa: E402
 from sila2.framework.data_types.real import Real  # noqa: E402
 from sila2.framework.data_types.string import String  # noqa: E402
 
-from core.clock import Clock, SystemClock, to_datetime  # noqa: E402
+from core.clock import Clock, to_datetime  # noqa: E402
 from core.drivers.base import (  # noqa: E402
     DriverError,
     DriverInfo,
@@ -89,7 +88,9 @@ from core.drivers.base import (  # noqa: E402
     OutcomeUnknown,
     ProgressSink,
     StatusKey,
+    WorkcellEntry,
     announce_status,
+    link_state,
     raise_interrupt,
     resolve_capability,
 )
@@ -144,7 +145,7 @@ class _Run:
     uuid_known: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class SilaDriver:
+class SilaDriver(WorkcellEntry):
     """A SiLA 2 server satisfying :class:`~core.drivers.base.Driver`.
 
     Args:
@@ -160,16 +161,9 @@ class SilaDriver:
     def __init__(self, config: InstrumentConfig, clock: Clock | None = None, *,
                  bus: EventBus | None = None, workcell: Workcell | None = None,
                  index: int | None = None, max_threads: int = 8) -> None:
-        self.config = config
-        self.instrument_id = config.id
+        super().__init__(config, clock, bus, workcell, index)
         self.options = SilaOptions.model_validate(config.options)
         self.info = DriverInfo.of(config, endpoint=f"{self.address} ({self.security})")
-        self.clock = clock or SystemClock()
-        self.bus = bus
-        self._workcell = workcell
-        self._index = index
-        source = workcell.source if workcell is not None else None
-        self._base_dir = Path(source).parent if source else Path.cwd()
         self._executor = ThreadPoolExecutor(max_threads, thread_name_prefix=f"sila-{config.id}")
         self._client: SilaClient | None = None
         self._server_uuid: str | None = None
@@ -187,12 +181,6 @@ class SilaDriver:
         self._published: StatusKey | None = None
 
     # ------------------------------------------------------------------ where
-
-    def where(self, *path: str | int) -> Where:
-        """File:line of ``path`` under this instrument's entry of the workcell file."""
-        if self._workcell is None or self._index is None:
-            return Where(None, ".".join(str(p) for p in (self.instrument_id, *path)))
-        return self._workcell.where(("instruments", self._index, *path))
 
     @property
     def address(self) -> str:
@@ -314,11 +302,7 @@ class SilaDriver:
 
     @property
     def state(self) -> DriverState:
-        if self._connecting:
-            return DriverState.CONNECTING
-        if self._client is None:
-            return DriverState.DISCONNECTED
-        return DriverState.BUSY if self._runs else DriverState.IDLE
+        return link_state(connecting=self._connecting, connected=self._client is not None, busy=bool(self._runs))
 
     @property
     def server_uuid(self) -> str | None:
