@@ -24,7 +24,6 @@ from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QFormLayout,
-    QLabel,
     QLineEdit,
     QVBoxLayout,
     QWidget,
@@ -33,6 +32,7 @@ from PySide6.QtWidgets import (
 from core.api import RuntimeApi
 from core.users import AuthenticationError, User, aauthenticate, has_users, record_login
 from panels.dialogs import ask
+from panels.widgets import error_label, password_edit
 
 INPUT_EVENTS = frozenset({QEvent.Type.KeyPress, QEvent.Type.MouseButtonPress, QEvent.Type.MouseMove,
                           QEvent.Type.Wheel, QEvent.Type.TouchBegin})
@@ -51,13 +51,8 @@ class LoginDialog(QDialog):
         self.password = ""
         self.user_edit = QLineEdit(user, self)
         self.user_edit.setObjectName("user")
-        self.password_edit = QLineEdit(self)
-        self.password_edit.setObjectName("password")
-        self.password_edit.setEchoMode(QLineEdit.EchoMode.Password)
-        self.error = QLabel(error, self)
-        self.error.setObjectName("error")
-        self.error.setStyleSheet("color: #c62828;")
-        self.error.setVisible(bool(error))
+        self.password_edit = password_edit(self)
+        self.error = error_label(error, self)
         form = QFormLayout()
         form.addRow("User:", self.user_edit)
         form.addRow("Password:", self.password_edit)

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from core.api import RuntimeApi
 from core.users import MEANINGS, AuthenticationError, Signature, asign, has_users
+from panels.widgets import error_label, password_edit
 
 ATTEMPTS = 3
 
@@ -52,17 +53,12 @@ class SignatureDialog(QDialog):
         message.setWordWrap(True)
         self.user_edit = QLineEdit(user, self)
         self.user_edit.setObjectName("user")
-        self.password_edit = QLineEdit(self)
-        self.password_edit.setObjectName("password")
-        self.password_edit.setEchoMode(QLineEdit.EchoMode.Password)
+        self.password_edit = password_edit(self)
         self.meaning_box = QComboBox(self)
         self.meaning_box.setObjectName("meaning")
         self.meaning_box.addItems(MEANINGS)
         self.meaning_box.setCurrentText("approved")
-        self.error = QLabel(error, self)
-        self.error.setObjectName("error")
-        self.error.setStyleSheet("color: #c62828;")
-        self.error.setVisible(bool(error))
+        self.error = error_label(error, self)
         form = QFormLayout()
         form.addRow("User:", self.user_edit)
         form.addRow("Password:", self.password_edit)

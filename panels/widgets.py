@@ -428,3 +428,20 @@ class LoopLagIndicator(QLabel):
                         f"{p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max {worst * 1000:.1f} ms "
                         "(budget: p99 16 ms, max 50 ms).")
         self.setStyleSheet(f"#loopLag {{ color: {theme.colors[tone]}; }}" if tone != "good" else "")
+
+
+def password_edit(parent: QWidget) -> QLineEdit:
+    """A password field (objectName ``password``) for the sign-in and signature dialogs."""
+    edit = QLineEdit(parent)
+    edit.setObjectName("password")
+    edit.setEchoMode(QLineEdit.EchoMode.Password)
+    return edit
+
+
+def error_label(text: str, parent: QWidget) -> QLabel:
+    """A red line (objectName ``error``) under a form, hidden while ``text`` is empty."""
+    label = QLabel(text, parent)
+    label.setObjectName("error")
+    label.setStyleSheet("color: #c62828;")
+    label.setVisible(bool(text))
+    return label
