@@ -31,18 +31,13 @@ def cell(value: Any, tip: str | None = None, *, icon: QIcon | None = None,
     return Cell("" if value is None else str(value), tip, icon, color)
 
 
-class SmallTableModel(QAbstractTableModel):
-    """Rows of :class:`Cell`; replaced whole with :meth:`set_rows`."""
+class HeaderedRows(QAbstractTableModel):
+    """A flat read-only table: ``headers`` across, ``rows`` down (subclasses give ``data``)."""
 
     def __init__(self, headers: Sequence[str], parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.headers = list(headers)
-        self.rows: list[list[Cell]] = []
-
-    def set_rows(self, rows: Sequence[Sequence[Cell]]) -> None:
-        self.beginResetModel()
-        self.rows = [list(r) for r in rows]
-        self.endResetModel()
+        self.rows: list[Any] = []
 
     def rowCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: N802
         return 0 if parent.isValid() else len(self.rows)
@@ -55,6 +50,15 @@ class SmallTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
             return self.headers[section]
         return None
+
+
+class SmallTableModel(HeaderedRows):
+    """Rows of :class:`Cell`; replaced whole with :meth:`set_rows`."""
+
+    def set_rows(self, rows: Sequence[Sequence[Cell]]) -> None:
+        self.beginResetModel()
+        self.rows = [list(r) for r in rows]
+        self.endResetModel()
 
     def data(self, index: ModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         c = self.rows[index.row()][index.column()]

@@ -28,7 +28,6 @@ from datetime import datetime
 from typing import Any
 
 from PySide6.QtCore import (
-    QAbstractTableModel,
     QModelIndex,
     QPersistentModelIndex,
     Qt,
@@ -56,6 +55,7 @@ from core.dispatcher import InstrumentView, Job, JobStatus
 from core.errors import StateError
 from core.orders import ModuleRestrictionStrategy, ModuleStatus
 from core.users import os_user
+from panels.detail_tables import HeaderedRows
 from panels.identity import identity_html, identity_rows, latency_text
 from panels.style import STATE_LABELS, format_age, format_seconds, instrument_state, state_pixmap
 from panels.theme import current_theme, theme_events
@@ -87,25 +87,10 @@ class Row:
     tooltip: str | None = None
 
 
-class RowsModel(QAbstractTableModel):
+class RowsModel(HeaderedRows):
     """A read-only table of :class:`Row` replaced whole; an unchanged list is not repainted."""
 
-    def __init__(self, headers: tuple[str, ...], parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.headers = headers
-        self.rows: list[Row] = []
-
-    def rowCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: N802
-        return 0 if parent.isValid() else len(self.rows)
-
-    def columnCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: N802
-        return 0 if parent.isValid() else len(self.headers)
-
-    def headerData(self, section: int, orientation: Qt.Orientation,  # noqa: N802
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return self.headers[section]
-        return None
+    rows: list[Row]
 
     def data(self, index: ModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         row = self.rows[index.row()]
