@@ -382,6 +382,8 @@ class Dispatcher:
             capacity = (capacities or {}).get(iid) or getattr(driver, "max_concurrent", 1) or 1
             self.instruments[iid] = Instrument(iid, driver, frozenset(info.capabilities), capacity,
                                                info.name or iid, info.kind)
+        self.offered = frozenset(c for inst in self.instruments.values() for c in inst.capabilities)
+        """Every capability some instrument of the workcell offers (the workcell is fixed)."""
         self._rr: dict[str, int] = {}
         self._affinity: dict[tuple[str, str], str] = {}
         self._kick_pending = False
@@ -563,11 +565,10 @@ class Dispatcher:
     def _job(self, request: Any) -> Job:
         order: Order = request.order
         for capability in (request.kind, *getattr(request, "reserve", ())):
-            if not any(capability in i.capabilities for i in self.instruments.values()):
-                offered = sorted({c for i in self.instruments.values() for c in i.capabilities})
+            if capability not in self.offered:
                 raise DriverError(f"no instrument of this workcell offers {capability!r} "
-                                  f"(offered: {', '.join(offered) or 'none'})", code="NoCapability",
-                                  retryable=False)
+                                  f"(offered: {', '.join(sorted(self.offered)) or 'none'})",
+                                  code="NoCapability", retryable=False)
         return Job(order_id=request.order_id, order=order, capability=request.kind,
                    reserve=tuple(getattr(request, "reserve", ())), restrict=tuple(order.restricted_modules),
                    strategy=order.moduleRestrictionStrategy, biosero=int(order.priority),
