@@ -45,7 +45,7 @@ from typing import Any, TypeVar
 
 from core.durations import DurationError, parse_duration
 from core.errors import ConfigError, StoreError
-from core.inifile import read_section
+from core.inifile import line_of, read_section
 from core.orders import OrderStatus
 from core.states import RUN_FINAL
 from core.store import SQLITE_HEADER, Store
@@ -473,7 +473,7 @@ class ArchivePolicy:
         raw = section.get(CONFIG_KEY, fallback="").strip()
         if not raw or raw.lower() in ("0", "off", "never", "no"):
             return None
-        line = _line_of(text, CONFIG_KEY)
+        line = line_of(text, "STORE", CONFIG_KEY)
         try:
             after = parse_duration(raw)
         except DurationError as exc:
@@ -559,17 +559,6 @@ def parse_before(text: str, *, now: float | None = None, field: str = "--before"
         raise ConfigError.at(f"{text!r} is in the future; only finished orders can be archived",
                              field=field)
     return cutoff
-
-
-def _line_of(text: str, key: str) -> int | None:
-    inside = False
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if line.startswith("[") and line.endswith("]"):
-            inside = line[1:-1].strip().upper() == "STORE"
-        elif inside and line.split("=", 1)[0].split(":", 1)[0].strip().lower() == key:
-            return number
-    return None
 
 
 __all__ = ["ARCHIVE_FILENAME", "FINISHED_STATUSES", "ArchiveFile", "ArchivePolicy", "ArchiveResult",

@@ -40,7 +40,7 @@ from core.errors import (
     SchemaTooNewError,
     StoreError,
 )
-from core.inifile import read_section
+from core.inifile import line_of, read_section
 from core.store import APPLICATION_ID, SCHEMA_VERSION, SQLITE_HEADER
 from core.storefile import StoreLock, connect_readonly, run_check
 
@@ -280,17 +280,17 @@ def settings_from_ini(path: Path | None) -> BackupSettings:
             every = parse_duration(raw)
         except DurationError as exc:
             raise ConfigError.at(str(exc), file=path, field=f"{CONFIG_SECTION}.backup_every",
-                                 line=_line_of(text, "backup_every")) from None
+                                 line=line_of(text, CONFIG_SECTION, "backup_every")) from None
         if every < 60:
             raise ConfigError.at(f"backup_every {raw!r} is under a minute; give e.g. 24h or 6h",
                                  file=path, field=f"{CONFIG_SECTION}.backup_every",
-                                 line=_line_of(text, "backup_every"))
+                                 line=line_of(text, CONFIG_SECTION, "backup_every"))
     raw_keep = section.get("backup_keep", fallback="").strip()
     if raw_keep:
         if not raw_keep.isdigit() or int(raw_keep) < 1:
             raise ConfigError.at(f"backup_keep {raw_keep!r} is not a whole number of at least 1",
                                  file=path, field=f"{CONFIG_SECTION}.backup_keep",
-                                 line=_line_of(text, "backup_keep"))
+                                 line=line_of(text, CONFIG_SECTION, "backup_keep"))
         keep = int(raw_keep)
     return BackupSettings(every, keep, str(path))
 
@@ -302,17 +302,6 @@ def find_config(data_dir: Path, config: Path | None = None) -> Path | None:
     for candidate in (Path.cwd() / "config.ini", data_dir / "config.ini"):
         if candidate.is_file():
             return candidate
-    return None
-
-
-def _line_of(text: str, key: str) -> int | None:
-    inside = False
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if line.startswith("[") and line.endswith("]"):
-            inside = line[1:-1].strip().upper() == CONFIG_SECTION
-        elif inside and line.split("=", 1)[0].split(":", 1)[0].strip().lower() == key:
-            return number
     return None
 
 

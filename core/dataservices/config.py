@@ -33,6 +33,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from core.errors import ConfigError, InputError
+from core.inifile import line_of
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ def url_from_ini(path: str | os.PathLike[str]) -> DataServicesSettings | None:
     section = next((s for s in parser.sections() if s.strip().upper() == SECTION), None)
     if section is None or not parser.has_option(section, KEY):
         return None
-    line = _line_of(text, section, KEY)
+    line = line_of(text, section, KEY)
     try:
         url = check_url(parser.get(section, KEY))
     except ValueError as exc:
@@ -155,20 +156,6 @@ def _checked(value: str, field: str) -> str:
         return check_url(value)
     except ValueError as exc:
         raise ConfigError.at(f"Data Services URL {exc}", field=field) from None
-
-
-def _line_of(text: str, section: str, key: str) -> int | None:
-    """1-based line of ``key`` inside ``[section]`` (configparser keeps no line numbers)."""
-    inside = False
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if line.startswith("[") and line.endswith("]"):
-            inside = line[1:-1].strip().upper() == section.strip().upper()
-        elif inside and line and line[0] not in "#;":
-            name = line.split("=", 1)[0].split(":", 1)[0].strip()
-            if name.lower() == key.lower():
-                return number
-    return None
 
 
 def resolve_token(flag: str | None = None, *, token_file: str | os.PathLike[str] | None = None,
@@ -237,7 +224,7 @@ def _data_services_option(path: str | os.PathLike[str] | None, key: str) -> tupl
         return None
 
     def error(message: str) -> InputError:
-        return ConfigError.at(message, file=file, field=f"{SECTION}.{key}", line=_line_of(text, section, key))
+        return ConfigError.at(message, file=file, field=f"{SECTION}.{key}", line=line_of(text, section, key))
 
     return parser.get(section, key).strip(), error
 
