@@ -51,8 +51,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-import httpx
-
 from core.clock import Clock, SystemClock, sleep_or_wake
 from core.durations import DurationError, format_duration, parse_duration
 from core.errors import ConfigError, InputError
@@ -413,10 +411,6 @@ class Notifier:
                 return f"unknown channel {channel!r}"
         except DeliveryError as exc:
             return str(exc)
-        except httpx.TimeoutException:
-            return f"no answer from {self.settings.webhook_url} within {format_duration(self.settings.timeout)}"
-        except httpx.HTTPError as exc:
-            return f"cannot reach {self.settings.webhook_url}: {exc or type(exc).__name__}"
         except smtplib.SMTPResponseException as exc:
             text = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else exc.smtp_error
             return f"mail server {self.settings.smtp_host} refused: {exc.smtp_code} {text}"
@@ -439,9 +433,18 @@ class Notifier:
         headers = {"User-Agent": "labconsole"}
         if s.webhook_token:
             headers["Authorization"] = f"Bearer {s.webhook_token}"
-        async with httpx.AsyncClient(timeout=s.timeout, follow_redirects=False) as http:
-            response = await http.post(s.webhook_url, content=json.dumps(self.payload(items, now)),
-                                       headers={**headers, "Content-Type": "application/json"})
+        # Imported here, not with the module: the window only pays for httpx (about 20 MB with the
+        # command-line modules its package imports) once a webhook is sent.
+        import httpx
+
+        try:
+            async with httpx.AsyncClient(timeout=s.timeout, follow_redirects=False) as http:
+                response = await http.post(s.webhook_url, content=json.dumps(self.payload(items, now)),
+                                           headers={**headers, "Content-Type": "application/json"})
+        except httpx.TimeoutException:
+            raise DeliveryError(f"no answer from {s.webhook_url} within {format_duration(s.timeout)}") from None
+        except httpx.HTTPError as exc:
+            raise DeliveryError(f"cannot reach {s.webhook_url}: {exc or type(exc).__name__}") from None
         if not 200 <= response.status_code < 300:
             body = " ".join(response.text.split())[:200]
             raise DeliveryError(f"{s.webhook_url} answered HTTP {response.status_code}" + (f": {body}" if body else ""))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,45 @@ def test_core_imports_without_qt():
             "('PySide6','qasync','pyqtgraph','shiboken6')]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
+WINDOW_WITHOUT_HTTP = """
+import asyncio, pathlib, sys
+from PySide6.QtWidgets import QApplication
+import qasync
+from console.app import settings_for
+from console.main_window import MainWindow
+from core.runtime import Runtime
+
+app = QApplication([])
+app.setQuitOnLastWindowClosed(False)
+data_dir = pathlib.Path(sys.argv[1])
+
+async def main():
+    rt = Runtime.build(data_dir)
+    await rt.start(templates_dir=None)
+    window = MainWindow(rt, settings_for(data_dir))
+    window.show()
+    await window.load_orders()
+    window.close()
+    await rt.close()
+
+loop = qasync.QEventLoop(app)
+asyncio.set_event_loop(loop)
+with loop:
+    loop.run_until_complete(main())
+bad = [m for m in ('httpx', 'click', 'rich', 'pygments') if m in sys.modules]
+assert not bad, bad
+"""
+
+
+def test_the_window_does_not_import_an_http_client(tmp_path):
+    """httpx (with the command-line modules its package imports: click, rich, pygments) costs
+    the window about 20 MB; on embedded defaults nothing needs it until a webhook is sent."""
+    result = subprocess.run([sys.executable, "-c", WINDOW_WITHOUT_HTTP, str(tmp_path)], cwd=ROOT,
+                            timeout=120, capture_output=True, text=True,
+                            env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_ruff_is_clean():
