@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 import sqlite3
 import threading
@@ -544,6 +543,18 @@ def _count_sql(schema: str, query: HistoryQuery) -> tuple[str, list[Any]]:
     return f"SELECT count(*) FROM (SELECT 1 FROM {schema}.orders o{where} LIMIT ?)", params
 
 
+def _live_window_sql(extra: str = "") -> str:
+    cols = ", ".join(ORDER_ROW_COLUMNS)
+    return (f"SELECT {cols}{extra} FROM orders WHERE rowid IN ("
+            f"SELECT rowid FROM orders INDEXED BY orders_by_status_seq WHERE status IN ({_UNFINISHED_SQL}) "
+            "UNION ALL SELECT rowid FROM orders INDEXED BY orders_by_ended WHERE ended >= :cut "
+            "UNION ALL SELECT rowid FROM orders INDEXED BY orders_unended WHERE ended IS NULL "
+            f"AND status IN ({_FINISHED_SQL}) AND created >= :cut "
+            "UNION ALL SELECT rowid FROM orders INDEXED BY orders_by_source WHERE source_id IN "
+            f"(SELECT coalesce(source_id, id) FROM orders INDEXED BY orders_by_status_seq "
+            f"WHERE status IN ({_UNFINISHED_SQL}))) ORDER BY seq")
+
+
 def live_window_rows(conn: sqlite3.Connection, cutoff: float) -> list[tuple[Any, ...]]:
     """Unfinished orders, those finished at or after ``cutoff`` (or, without an end time,
     created since), and the older steps of unfinished runs, so a live run is shown whole.
@@ -552,39 +563,32 @@ def live_window_rows(conn: sqlite3.Connection, cutoff: float) -> list[tuple[Any,
     the unended, and source_id of the unfinished runs' families; ``IN`` merges them without
     duplicates and the rows are then read in rowid order (the order the table is stored in)
     instead of one random page per row."""
-    cols = ", ".join(ORDER_ROW_COLUMNS)
-    return conn.execute(
-        f"SELECT {cols} FROM orders WHERE rowid IN ("
-        f"SELECT rowid FROM orders INDEXED BY orders_by_status_seq WHERE status IN ({_UNFINISHED_SQL}) "
-        "UNION ALL SELECT rowid FROM orders INDEXED BY orders_by_ended WHERE ended >= :cut "
-        "UNION ALL SELECT rowid FROM orders INDEXED BY orders_unended WHERE ended IS NULL "
-        f"AND status IN ({_FINISHED_SQL}) AND created >= :cut "
-        "UNION ALL SELECT rowid FROM orders INDEXED BY orders_by_source WHERE source_id IN "
-        f"(SELECT coalesce(source_id, id) FROM orders INDEXED BY orders_by_status_seq "
-        f"WHERE status IN ({_UNFINISHED_SQL}))) ORDER BY seq", {"cut": cutoff}).fetchall()
+    return conn.execute(_live_window_sql(), {"cut": cutoff}).fetchall()
+
+
+_ADOPTED_SQL = (", CASE WHEN parent_id IS NULL OR EXISTS (SELECT 1 FROM runs WHERE run_id = orders.parent_id) "
+                "THEN 0 ELSE EXISTS (SELECT 1 FROM runs WHERE run_id = orders.id) END")
+"""Whether a row is a run made for another order (an order claimed from Data Services: the run's parent is that order, not a run): one index probe per
+row with a parent, two for such a run."""
+
+
+def live_window_scan(conn: sqlite3.Connection, cutoff: float,
+                     adopted: dict[str, str]) -> Iterator[tuple[Any, ...]]:
+    """The rows of :func:`live_window_rows`, streamed from the cursor (the list of every row is
+    never held: a reader turns them into its own structures one at a time), with the runs made
+    for another order given as runs (parent cleared) and recorded in ``adopted`` (run id ->
+    that order) as they pass."""
+    for row in conn.execute(_live_window_sql(_ADOPTED_SQL), {"cut": cutoff}):
+        if row[-1]:
+            adopted[row[0]] = row[1]
+            yield (row[0], None, *row[2:-1])
+        else:
+            yield row[:-1]
 
 
 def stored_count(conn: sqlite3.Connection) -> int:
     """How many orders the store holds (live and finished), from an index alone."""
     return int(conn.execute("SELECT count(*) FROM orders INDEXED BY orders_by_status_seq").fetchone()[0])
-
-
-def adopted_in(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> dict[str, str]:
-    """Among ``rows`` (``ORDER_ROW_COLUMNS``), the runs made for another order (an order claimed
-    from Data Services: the run's parent is that order, not a run): run id -> that order.
-    Two queries: which of the rows' parents are runs, then which rows whose parent is no run
-    are runs themselves (the ids go in as one JSON array each)."""
-    parents = sorted({r[1] for r in rows if r[1] is not None})
-    if not parents:
-        return {}
-    runs = {x for (x,) in conn.execute(
-        "SELECT r.run_id FROM json_each(?) j JOIN runs r ON r.run_id = j.value", (json.dumps(parents),))}
-    unsure = [r[0] for r in rows if r[1] is not None and r[1] not in runs]
-    if not unsure:
-        return {}
-    return dict(conn.execute(
-        "SELECT r.run_id, o.parent_id FROM json_each(?) j JOIN runs r ON r.run_id = j.value "
-        "JOIN orders o ON o.id = r.run_id", (json.dumps(unsure),)).fetchall())
 
 
 def dashboard_counts(conn: sqlite3.Connection, day_start: float) -> DashboardCounts:
@@ -609,5 +613,5 @@ def _interrupted(exc: BaseException) -> bool:
 
 
 __all__ = ["ROW_COLUMNS", "ArchiveState", "DashboardCounts", "HistoryPage", "HistoryQuery",
-           "HistorySearch", "Reach", "SearchSuperseded", "adopted_in", "dashboard_counts", "fts_expression",
-           "live_window_rows"]
+           "HistorySearch", "Reach", "SearchSuperseded", "dashboard_counts", "fts_expression",
+           "live_window_rows", "live_window_scan"]

