@@ -172,12 +172,18 @@ class Job:
         self.status = status
 
 
+COMPACT_AFTER = 256
+"""Jobs cancelled or timed out while queued before the queue's heaps are rebuilt without them."""
+
+
 class JobQueue:
     """Queued jobs in heaps by capability ("any" module) and by (capability, module, strategy).
 
     Entries are removed lazily: a popped entry whose job is no longer QUEUED, or whose version
     changed (reprioritised), is dropped. Jobs with a future ``scheduled`` start (FirstAvailableSlot)
-    wait in a time heap until :meth:`release_due` moves them in.
+    wait in a time heap until :meth:`release_due` moves them in. Once the heaps hold more dropped
+    entries than queued ones (a bulk cancel of queued steps: nothing may pop them for hours), they
+    are rebuilt without them, so a cancelled job, its order and its run are not kept alive.
     """
 
     def __init__(self) -> None:
@@ -187,6 +193,8 @@ class JobQueue:
         self._seq = itertools.count(1)
         self._tie = itertools.count()
         self.queued = 0
+        self._dropped = 0
+        """Jobs that left the queue with their entries still in the heaps since the last compact."""
 
     def __len__(self) -> int:
         return self.queued
@@ -254,6 +262,20 @@ class JobQueue:
         """Leave the queue (dispatched, cancelled or timed out); heap entries go lazily."""
         job.to(status)
         self.queued -= 1
+        if status is not JobStatus.DISPATCHED:  # its entries stay where no dispatch pops them
+            self._dropped += 1
+            if self._dropped > COMPACT_AFTER and self._dropped > self.queued:
+                self.compact()
+
+    def compact(self) -> None:
+        """Rebuild the heaps with only the entries of queued jobs at their current version (in
+        place: a caller holding a heap sees the change)."""
+        for heap in self.heaps.values():
+            heap[:] = [e for e in heap if e[3].status is JobStatus.QUEUED and e[1] == e[3].version]
+            heapq.heapify(heap)
+        self._later[:] = [e for e in self._later if e[2].status is JobStatus.QUEUED]
+        heapq.heapify(self._later)
+        self._dropped = 0
 
     def reprioritise(self, order_id: str, *, priority: int | None = None, biosero: int | None = None) -> Job:
         job = self.jobs.get(order_id)

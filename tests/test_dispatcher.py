@@ -4,6 +4,8 @@ heartbeats and operator control, on a virtual clock with the engine on top."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 import pytest
 from dispatchkit import WORKCELL, run_dkit
@@ -62,6 +64,34 @@ def test_order_of_service_and_reprioritise():
     assert q2.ahead_of(b) == 1 and q2.ahead_of(a) == 0
     with pytest.raises(StateError, match="not queued"):
         q2.reprioritise("zzz", priority=1)
+
+
+def test_cancelled_queued_jobs_do_not_stay_in_the_heaps():
+    """A bulk cancel of queued steps with no dispatch after it (their instruments busy or gone)
+    must not keep every cancelled job, its order and its run alive in the heaps."""
+    q = JobQueue()
+    jobs = [Job(f"O{i}", Order(), "C", priority=i % 7,
+                scheduled=50.0 if i % 5 == 0 else None) for i in range(2000)]
+    for job in jobs:
+        q.enqueue(job, now=10.0)
+    keep = {jobs[3].order_id, jobs[1500].order_id, jobs[10].order_id}
+    for job in jobs:
+        if job.order_id not in keep:
+            q.take(job, JobStatus.CANCELLED)
+    refs = [weakref.ref(job) for job in jobs if job.order_id not in keep]
+    for job in jobs:
+        if job.order_id not in keep:
+            q.forget(job)
+    del jobs, job
+    gc.collect()
+    assert sum(ref() is not None for ref in refs) < 300, "cancelled jobs still held by the queue"
+    assert len(q) == 3
+    served = []
+    q.release_due(100.0)
+    while (head := q.head(("any", "C"))) is not None:
+        served.append(head.order_id)
+        q.take(head)
+    assert served == ["O3", "O10", "O1500"]  # priority 3 (first come first) before 2
 
 
 def test_priorities_decide_who_gets_the_single_sealer(data_dir):
