@@ -18,6 +18,14 @@ that cannot be read (e.g. text with a lone surrogate, stored by an older version
 server refuses to hand over is skipped, logged once with its id and the reason, and counted in
 :attr:`LinkState.skipped` / :attr:`LinkState.pickup_error` (shown in the status bar).
 
+In embedded mode the link does not poll its own server: the server announces each committed
+change (:class:`~core.dataservices.backend.ServerChange`) on the console's loop, a change that
+leaves an order waiting and unassigned (a new order, a reset, an assignment cleared) or changes
+a template wakes the link, and it reads the waiting orders and claims them in-process, without
+HTTP. It also reads them every :data:`EMBEDDED_SWEEP` seconds, for orders due again after a
+refusal and orders written to the store by another process. In remote mode it polls every
+``poll_interval``.
+
 **Outbound (remote mode): the transition log is the outbox.** The store's append-only
 ``transitions`` table already holds every change in commit order, durably. The link keeps a
 cursor (``meta.ds_outbox_cursor``) and delivers each transition after it: create the remote
@@ -32,6 +40,8 @@ nothing is doubled (creates are keyed, status and outputs are idempotent).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import math
 import sqlite3
@@ -41,7 +51,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from core.dataservices.backend import EXECUTING_STATUSES, WAITING_STATUSES
+from core.dataservices.backend import EXECUTING_STATUSES, WAITING_STATUSES, ServerChange
 from core.dataservices.client import V2, V3, DataServicesClient
 from core.dataservices.config import DataServicesSettings
 from core.dataservices.errors import CreateOutcomeUnknownError
@@ -53,6 +63,7 @@ from core.engine import check_inputs, to_parameter
 from core.errors import DataServicesError, InputError, LabconsoleError, OrderNotFoundError
 from core.events import OrderStatusChanged
 from core.orders import TERMINAL_STATUSES, Order, OrderStatus, Parameter, SchedulingStrategy
+from core.store import ORDER_ROW_COLUMNS
 from core.tasks import Supervisor
 
 if TYPE_CHECKING:
@@ -77,6 +88,8 @@ SWEEP_LEASES = 100
 """How far back (in leases) a thorough round looks for consoles that are gone."""
 WORKFLOW_ENGINE_NAMES = frozenset({"workflow execution engine"})
 """Restrictions any labconsole takes as naming itself (Biosero's SDK sets this one)."""
+EMBEDDED_SWEEP = 30.0
+"""Embedded mode: seconds between reads of the waiting orders when the server announced nothing."""
 DROP_WAIT = 30.0
 """Seconds before an order the server refused to hand over is tried again."""
 INSTANCE_KEY = "ds_instance"
@@ -84,6 +97,8 @@ INSTANCE_KEY = "ds_instance"
 on the same data directory is the same instance and keeps its claims)."""
 LOST_PREFIX = "ds_lost:"
 """meta keys of adopted orders another console took over: never answered from here."""
+ROW_STATUS = ORDER_ROW_COLUMNS.index("status")
+ROW_ASSIGNED = ORDER_ROW_COLUMNS.index("assigned_to")
 
 
 @dataclass
@@ -162,6 +177,10 @@ class DataServicesLink:
         self._v3_unassigned = True
         self._no_run: list[str] = []
         """Orders this console took over from consoles that were gone."""
+        self.wakeups = 0
+        """Embedded mode: server changes that woke the inbound loop (a waiting order to look at)."""
+        self.polls = 0
+        """Reads of the waiting orders (:meth:`poll_once`)."""
 
     @property
     def embedded(self) -> bool:
@@ -256,7 +275,8 @@ class DataServicesLink:
             from core.dataservices.inbox_routes import inbox_routes
 
             self.server = EmbeddedDataServices(store, host=self._host, port=self._port, token=self._token,
-                                               limits=self._limits, extra_routes=inbox_routes(
+                                               limits=self._limits, on_change=self._on_server_change,
+                                               extra_routes=inbox_routes(
                                                    lambda: getattr(self.runtime.engine, "inbox", None)))
             url = await self.server.start()
             self.state.url = url
@@ -409,20 +429,43 @@ class DataServicesLink:
         except DataServicesError as exc:
             log.info("order %s: why it waits not written: %s", oid, exc.cause)
 
+    def _on_server_change(self, change: ServerChange) -> None:
+        """Embedded mode: the server committed a change (called on this loop). Wake the inbound
+        loop when it may have left an order for a module to claim."""
+        if change.kind.startswith("template"):
+            wake = True
+        elif change.kind.startswith("order") and change.row is not None:
+            status, assigned = change.row[ROW_STATUS], change.row[ROW_ASSIGNED]
+            wake = not assigned and OrderStatus(status) in WAITING_STATUSES
+        else:
+            wake = False
+        if wake:
+            self.wakeups += 1
+            self._wake.set()
+
     async def _inbound_loop(self) -> None:
         registered = self.embedded
         while True:
+            self._wake.clear()  # a change announced while reading wakes the next read at once
+            failed = True
             try:
                 if not registered:
                     await self.register_templates()
                     registered = True
                 await self.poll_once()
                 self._mark(True, None)
+                failed = False
             except DataServicesError as exc:
                 self._mark(False, exc.cause)
             except Exception:  # noqa: BLE001 - keep the module alive, say why
                 log.exception("Data Services inbound poll failed")
-            await asyncio.sleep(self.poll_interval)
+            if failed or not self.embedded:  # embedded: a failed read is tried again soon
+                await asyncio.sleep(self.poll_interval)
+                continue
+            due = min((t for _reason, t in self._skipped.values()), default=math.inf)
+            wait = max(0.0, min(EMBEDDED_SWEEP, due - asyncio.get_running_loop().time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
 
     async def poll_once(self) -> list[str]:
         """Claim and start every unassigned order meant for labconsole; return their ids.
@@ -432,6 +475,7 @@ class DataServicesLink:
         :class:`DataServicesError` only when the server cannot be reached at all.
         """
         assert self.client is not None
+        self.polls += 1
         adopted = []
         now = asyncio.get_running_loop().time()
         for order in await self._unassigned():
@@ -447,7 +491,7 @@ class DataServicesLink:
             if kind is None or not oid:
                 continue
             try:
-                if not await self.client.try_assign(oid, self.module_id):
+                if not await self._try_assign(oid):
                     continue
             except OrderNotFoundError:  # deleted since the list was read
                 continue
@@ -456,6 +500,9 @@ class DataServicesLink:
                     raise  # unreachable: the whole poll fails and the link shows it
                 self._pickup_failed(oid, f"the server refused to hand it over: {exc.cause}")
                 continue
+            except LabconsoleError as exc:  # the embedded server, in-process
+                self._pickup_failed(oid, f"the server refused to hand it over: {exc}")
+                continue
             self._picked_up(oid)
             if self.leases is not None and not await self.leases.claim(oid):
                 continue  # taken over between try-assign and the claim mark: the other runs it
@@ -463,6 +510,13 @@ class DataServicesLink:
                 adopted.append(oid)
         self.state.adopted += len(adopted)
         return adopted
+
+    async def _try_assign(self, order_id: str) -> bool:
+        """Claim ``order_id`` for this module: in-process on the embedded server, else over HTTP."""
+        if self.server is not None:
+            return await self.server.backend.try_assign(order_id, self.module_id)
+        assert self.client is not None
+        return await self.client.try_assign(order_id, self.module_id)
 
     async def _adopt_or_report(self, order: Order, kind: str) -> bool:
         """Adopt ``order``; if labconsole cannot run it, set it to Error with the reason."""
@@ -669,6 +723,11 @@ class DataServicesLink:
         filters by template name), so several consoles polling stay cheap; a server without that
         route is read through v2 ``UnassignedOrders`` whole, as before."""
         assert self.client is not None
+        if self.server is not None:  # embedded: read in-process (off the loop), no HTTP
+            backend = self.server.backend
+            rows = await asyncio.to_thread(lambda: backend.list_orders(
+                statuses=WAITING_STATUSES, unassigned=True, limit=PICKUP_BATCH))
+            return [json.loads(r) for r in rows]
         if self.leases is not None and self._v3_unassigned:
             names = sorted({t.name for t in self.runtime.templates() if self._runnable(t)}
                            | set(self.runtime.workcell.capabilities if self.runtime.workcell else ()))
