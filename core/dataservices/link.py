@@ -55,7 +55,14 @@ from core.dataservices.backend import EXECUTING_STATUSES, WAITING_STATUSES, Serv
 from core.dataservices.client import V2, V3, DataServicesClient
 from core.dataservices.config import DataServicesSettings
 from core.dataservices.errors import CreateOutcomeUnknownError
-from core.dataservices.fleet import DEFAULT_LEASE, FleetModule, ModuleIdentity, fleet, recent_beats
+from core.dataservices.fleet import (
+    DEFAULT_LEASE,
+    FleetModule,
+    ModuleIdentity,
+    instrument_state,
+    latest_modules,
+    recent_beats,
+)
 from core.dataservices.leases import Holding, Leases
 from core.dataservices.models import OrderTemplate, json_text_problem
 from core.dataservices.server import EmbeddedDataServices, ServerLimits, check_exposure
@@ -97,6 +104,8 @@ INSTANCE_KEY = "ds_instance"
 on the same data directory is the same instance and keeps its claims)."""
 LOST_PREFIX = "ds_lost:"
 """meta keys of adopted orders another console took over: never answered from here."""
+OWNER_PREFIX = "ds_owner:"
+"""meta keys of those orders: the module id of the console that took each over."""
 ROW_STATUS = ORDER_ROW_COLUMNS.index("status")
 ROW_ASSIGNED = ORDER_ROW_COLUMNS.index("assigned_to")
 
@@ -173,6 +182,10 @@ class DataServicesLink:
         """Template name (lower case) -> versions (low, high) this console also runs orders for."""
         self._beats: list[Any] = []
         self._all_beats: list[Any] = []
+        self._fleet_at = 0.0
+        """When the heartbeats were last read (epoch seconds; 0: never)."""
+        self._lost_to: dict[str, str] = {}
+        """Mirrors another console took over -> its module id."""
         self._told: dict[str, str] = {}
         self._v3_unassigned = True
         self._no_run: list[str] = []
@@ -226,17 +239,21 @@ class DataServicesLink:
 
     async def _restore_held(self) -> None:
         """Adopted orders not finished (held), and those another console took over (lost)."""
-        def read(c: sqlite3.Connection) -> tuple[list[tuple[str, str, str]], list[str], list[tuple[str, str]]]:
+        def read(c: sqlite3.Connection) -> tuple[list[tuple[str, str, str]], list[str], list[tuple[str, str]],
+                                                 dict[str, str]]:
             held = c.execute("SELECT l.local_id, l.remote_id, o.data FROM ds_links l "
                              "JOIN orders o ON o.id = l.local_id WHERE l.adopted = 1").fetchall()
             lost = [k[len(LOST_PREFIX):] for (k,) in c.execute(
                 "SELECT key FROM meta WHERE key LIKE ?", (LOST_PREFIX + "%",)).fetchall()]
+            owners = {k[len(OWNER_PREFIX):]: v for k, v in c.execute(
+                "SELECT key, value FROM meta WHERE key LIKE ?", (OWNER_PREFIX + "%",)).fetchall()}
             runs = c.execute("SELECT o.id, o.parent_id FROM orders o JOIN ds_links l ON l.local_id = o.parent_id "
                              "WHERE l.adopted = 1 AND o.id IN (SELECT run_id FROM runs)").fetchall()
-            return held, lost, runs
+            return held, lost, runs, owners
 
-        held, lost, runs = await self.runtime.store.read(read)
+        held, lost, runs, owners = await self.runtime.store.read(read)
         self._lost = set(lost)
+        self._lost_to.update(owners)
         for run_id, answer in runs:  # a console stopped between creating the run and its watch
             if run_id not in self._watch:
                 self._watch[run_id] = answer
@@ -258,14 +275,45 @@ class DataServicesLink:
                 "capabilities": sorted({c for v in views for c in v.capabilities}),
                 "queue_depth": len(rt.dispatcher.queue) if rt.dispatcher is not None else 0,
                 "running": sum(len(v.running) for v in views),
-                "instruments": {v.id: v.status.name for v in views},
-                "held": sorted(self._held.values())}
+                "instruments": {v.id: instrument_state(v) for v in views},
+                "held": sorted(self._held.values()),
+                "running_orders": sorted(r for local, r in self._held.items() if local in self._started),
+                "workcell": rt.workcell.name if rt.workcell is not None else ""}
 
-    async def fleet(self) -> list[FleetModule]:
-        """The consoles on this Data Services (read-only; their latest heartbeats)."""
+    async def fleet(self, max_age: float = 0.0) -> list[FleetModule]:
+        """The consoles on this Data Services (read-only; the latest heartbeat of each that posted
+        in the last two leases), this one included. Heartbeats read less than ``max_age``
+        seconds ago (by this call or the reclaim rounds) are not read again."""
         if self.client is None:
             return []
-        return await fleet(self.client, lease=self.lease)
+        if not self._fleet_at or time.time() - self._fleet_at > max_age:
+            await self._refresh_fleet()
+        return latest_modules(self._all_beats, lease=self.lease, now=time.time())
+
+    def is_foreign(self, assigned_to: str | None) -> bool:
+        """Does ``assignedTo`` name a module other than this console (not its module id, not one
+        of its instruments)?"""
+        if not assigned_to or assigned_to == self.module_id:
+            return False
+        cell = self.runtime.workcell
+        return cell is None or assigned_to not in {i.id for i in cell.instruments}
+
+    async def owner_of(self, order_ids: list[str], assigned_to: str | None) -> FleetModule | str | None:
+        """The other workcell that owns an order: the console that took it over from this one
+        (``order_ids``: the order, its run and the order that run answers), or the console
+        module its ``assignedTo`` names. A :class:`FleetModule` when that console posted
+        heartbeats lately, its module id when not, None for an order of this console."""
+        owner = next((self._lost_to[i] for i in order_ids if i in self._lost_to), None)
+        if owner is None and not self.is_foreign(assigned_to):
+            return None
+        try:
+            modules = {m.beat.module_id: m for m in await self.fleet(max_age=self.lease / 3)}
+        except DataServicesError as exc:
+            log.info("Data Services: consoles not read: %s", exc.cause)
+            modules = {}
+        if owner is not None:
+            return modules.get(owner, owner)
+        return modules.get(assigned_to or "")
 
     async def start(self) -> str:
         """Start the embedded server or connect to the remote one; register templates; start the loops."""
@@ -602,8 +650,17 @@ class DataServicesLink:
                     self._held.get(local_id), why)
         self._lost.add(local_id)
         self._held.pop(local_id, None)
-        await self.runtime.store.write(lambda c: c.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (LOST_PREFIX + local_id, why)))
+        owner = h.module_id or ""
+        if owner:
+            self._lost_to[local_id] = owner
+
+        def op(c: sqlite3.Connection) -> None:
+            c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (LOST_PREFIX + local_id, why))
+            if owner:
+                c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                          (OWNER_PREFIX + local_id, owner))
+
+        await self.runtime.store.write(op)
 
     async def _drop(self, local_id: str) -> None:
         """Stop this console's copy of an order another console took over (never answered)."""
@@ -677,6 +734,7 @@ class DataServicesLink:
         assert self.client is not None
         self._all_beats = await recent_beats(self.client, time.time() - leases * self.lease)
         self._beats = _latest_per_module(self._all_beats)
+        self._fleet_at = time.time()
 
     def _can_take(self, order: Order) -> bool:
         oid = order.identifier or ""
