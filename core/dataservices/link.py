@@ -47,9 +47,11 @@ import math
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from packaging.specifiers import SpecifierSet
 
 from core.dataservices.backend import EXECUTING_STATUSES, WAITING_STATUSES, ServerChange
 from core.dataservices.client import V2, V3, DataServicesClient
@@ -143,7 +145,7 @@ class DataServicesLink:
                  module_id: str = MODULE_ID, poll_interval: float = 1.0, port: int = 8105,
                  host: str = "127.0.0.1", token: str | None = None, timeout: float = 5.0,
                  limits: ServerLimits | None = None, lease: float = DEFAULT_LEASE,
-                 backlog: int | None = None) -> None:
+                 backlog: int | None = None, compatible: Mapping[str, SpecifierSet] | None = None) -> None:
         self.runtime = runtime
         self.settings = settings
         self.module_id = module_id
@@ -178,8 +180,9 @@ class DataServicesLink:
         """Mirrors another console took over: not run, not answered from here."""
         self._module_jobs: set[str] = set()
         self.taken_over = 0
-        self.compatible: dict[str, tuple[int, int]] = {}
-        """Template name (lower case) -> versions (low, high) this console also runs orders for."""
+        self.compatible: dict[str, SpecifierSet] = {k.lower(): v for k, v in (compatible or {}).items()}
+        """Template name (lower case) -> the versions this console also runs orders for, with its
+        latest (``[DATA SERVICES] compatible``, :func:`core.dataservices.config.compatible_from_ini`)."""
         self._beats: list[Any] = []
         self._all_beats: list[Any] = []
         self._fleet_at = 0.0
@@ -427,6 +430,8 @@ class DataServicesLink:
                 return None, None
             if self._version_for(order, template.name) is None:
                 asked = requested_version(order)
+                if asked is not None and asked < 0:
+                    return None, f"asks for {template.name} version {order.templateVersion!r}, not a number"
                 return None, f"asks for {template.name} v{asked}"
             return "workflow", None
         if cell is not None:
@@ -452,8 +457,8 @@ class DataServicesLink:
         versions = self.runtime.engine.templates.versions(name)
         if asked in versions:
             return asked
-        low, high = self.compatible.get(name.lower(), (None, None))
-        if low is not None and high is not None and low <= asked <= high and versions:
+        compatible = self.compatible.get(name.lower())
+        if compatible is not None and asked >= 0 and compatible.contains(str(asked)) and versions:
             return 0
         return None
 
