@@ -178,3 +178,79 @@ def test_a_console_alone_on_its_embedded_data_services_says_no_other_workcell_sh
     save_screenshot(w.fleet, "fleet-alone")
     w.close()
     qrun(rt.close())
+
+
+ONE_SLOW_READER = """
+name: one slow reader
+heartbeat_interval: 10m
+stale_timeout: 2h
+instruments:
+  - {id: Reader1, kind: PlateReader, driver: simulated, options: {connect_time: 0s},
+     capabilities: {PlateReader.ReadPlate: {duration: 2h, jitter: 0s}}}
+"""
+
+
+def test_a_copy_another_workcell_took_over_opens_read_only_naming_it(tmp_path, data_dir, qtbot, qrun):
+    """cell-a claims two reads and starts one; it stops; cell-b takes over the read cell-a never
+    started. Restarted, cell-a's copy of that order shows in Detail as cell-b's, read-only."""
+    shared = Store(tmp_path / "shared" / DB_FILENAME).open()
+    from core.dataservices.server import EmbeddedDataServices
+
+    server = EmbeddedDataServices(shared, port=0)
+    url = qrun(server.start())
+    settings = DataServicesSettings(url, "test")
+    cell = parse_workcell(ONE_SLOW_READER)
+
+    def console(name: str, d) -> tuple[Runtime, DataServicesLink]:  # noqa: ANN001
+        d.mkdir(exist_ok=True)
+        rt = Runtime.build(d, store=Store(d / DB_FILENAME).open(), workcell=cell, metrics=False)
+        return rt, DataServicesLink(rt, settings, module_id=name, poll_interval=0.1, lease=1.5)
+
+    a, a_link = console("cell-a", data_dir)
+    qrun(a.start(templates_dir=fleetkit.TEMPLATES, link=a_link))
+
+    async def claim_two():  # noqa: ANN202
+        async with DataServicesClient(url) as lims:
+            ids = [await lims.create_order(Order(templateName="Fleet Read")) for _ in range(2)]
+        await _until(lambda: _true(len(a_link._held) == 2 and len(a_link._started) == 1),
+                     "cell-a holds both and started one")
+        return ids
+
+    qrun(claim_two(), 30_000)
+    mirror = next(local for local in a_link._held if local not in a_link._started)
+    qrun(a.close())
+    b, b_link = console("cell-b", tmp_path / "cell-b")
+    qrun(b.start(templates_dir=fleetkit.TEMPLATES, link=b_link))
+    qrun(_until(lambda: _true(b_link.taken_over == 1), "cell-b takes over the read cell-a never started"),
+         30_000)
+    a2, a2_link = console("cell-a", data_dir)
+    qrun(a2.start(templates_dir=fleetkit.TEMPLATES, link=a2_link))
+    w = MainWindow(a2, settings_for(data_dir))
+    qtbot.addWidget(w)
+    w.show()
+    qrun(w.load_orders())
+    try:
+        qtbot.waitUntil(lambda: a2.store.get_order(mirror).status is OrderStatus.Canceled, timeout=10_000)
+        w.docks["Detail"].raise_()
+        w.detail.show_order(mirror)
+        qtbot.waitUntil(lambda: w.detail.data is not None and w.detail.data.order_id == mirror, timeout=10_000)
+        detail = w.detail
+        assert detail.owner_line.isVisible() and "cell-b" in detail.owner_line.text()
+        assert detail.data.owner is not None and detail.data.owner.beat.module_id == "cell-b"
+        assert not any(button.isEnabled() for button in detail.buttons.values()), "no Retry of cell-b's order"
+        run = detail.data.run_id
+        assert run is not None and run != mirror
+        detail.show_order(run)  # its run too
+        qtbot.waitUntil(lambda: w.detail.data is not None and w.detail.data.order_id == run, timeout=10_000)
+        assert "cell-b" in detail.owner_line.text() and not detail.buttons["retry"].isEnabled()
+        save_screenshot(w, "fleet-taken-over-detail")
+    finally:
+        w.close()
+        qrun(a2.close())
+        qrun(b.close())
+        qrun(server.stop())
+        shared.close()
+
+
+async def _true(value: bool) -> bool:
+    return value
