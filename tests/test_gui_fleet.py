@@ -14,6 +14,7 @@ import time
 import fleetkit
 import pytest
 from conftest import save_screenshot
+from PySide6.QtGui import QAction
 
 from console.app import settings_for
 from console.main_window import MainWindow
@@ -212,8 +213,9 @@ def test_a_copy_another_workcell_took_over_opens_read_only_naming_it(tmp_path, d
     async def claim_two():  # noqa: ANN202
         async with DataServicesClient(url) as lims:
             ids = [await lims.create_order(Order(templateName="Fleet Read")) for _ in range(2)]
-        await _until(lambda: _true(len(a_link._held) == 2 and len(a_link._started) == 1),
-                     "cell-a holds both and started one")
+        await _until(lambda: _true(len(a_link._held) == 2 and len(a_link._started) == 1
+                                   and len(a.store.runs_for_orders(list(a_link._held))) == 2),
+                     "cell-a holds both, made a run for each and started one")
         return ids
 
     qrun(claim_two(), 30_000)
@@ -244,6 +246,22 @@ def test_a_copy_another_workcell_took_over_opens_read_only_naming_it(tmp_path, d
         qtbot.waitUntil(lambda: w.detail.data is not None and w.detail.data.order_id == run, timeout=10_000)
         assert "cell-b" in detail.owner_line.text() and not detail.buttons["retry"].isEnabled()
         save_screenshot(w, "fleet-taken-over-detail")
+        # Jobs: the run (which stands for the copy) offers nothing but its details
+        jobs = w.jobs
+        qtbot.waitUntil(lambda: jobs.model.row_of(run) is not None, timeout=10_000)
+        assert jobs.owner_elsewhere(run) == "cell-b" and not jobs.is_managed(run)
+        jobs.select_order(run)
+        assert not jobs.bulk_buttons["retry"].isEnabled()
+        menu = jobs.build_menu(jobs.model.row_of(run))
+        try:
+            assert any("owned by cell-b" in a.text() for a in menu.actions() if a.isSeparator())
+            retry = menu.findChild(QAction, "retry")
+            assert retry is not None and not retry.isEnabled()
+        finally:
+            menu.deleteLater()
+        # this console's own run is still its own
+        own = next(r for r in a2.store.runs_for_orders(list(a2_link._held)).values())
+        assert jobs.owner_elsewhere(own) is None and jobs.is_managed(own)
     finally:
         w.close()
         qrun(a2.close())

@@ -47,7 +47,7 @@ import math
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -301,12 +301,17 @@ class DataServicesLink:
         cell = self.runtime.workcell
         return cell is None or assigned_to not in {i.id for i in cell.instruments}
 
+    def lost_owner(self, order_ids: Iterable[str]) -> str | None:
+        """The module id of the console that took over this console's copy of an order (any of
+        ``order_ids``: the order, its run, the order that run answers), or None."""
+        return next((self._lost_to[i] for i in order_ids if i in self._lost_to), None)
+
     async def owner_of(self, order_ids: list[str], assigned_to: str | None) -> FleetModule | str | None:
         """The other workcell that owns an order: the console that took it over from this one
         (``order_ids``: the order, its run and the order that run answers), or the console
         module its ``assignedTo`` names. A :class:`FleetModule` when that console posted
         heartbeats lately, its module id when not, None for an order of this console."""
-        owner = next((self._lost_to[i] for i in order_ids if i in self._lost_to), None)
+        owner = self.lost_owner(order_ids)
         if owner is None and not self.is_foreign(assigned_to):
             return None
         try:
