@@ -63,6 +63,14 @@ def instruments_summary(states: dict[str, str]) -> str:
                                          sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def _span(seconds: float) -> str:
+    """``2 minutes``, ``1 minute``, ``90 s``."""
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes and not rest:
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{seconds:.0f} s"
+
+
 class FleetPanel(Panel):
     """The other workcells on this console's Data Services (see the module doc)."""
 
@@ -105,6 +113,7 @@ class FleetPanel(Panel):
         layout.setContentsMargins(6, 6, 6, 4)
         layout.addWidget(self.summary)
         layout.addWidget(self.tree, 1)
+        layout.addStretch(0)  # takes the room while there is no table
         layout.addWidget(self.hint)
         self._show_summary()
 
@@ -184,7 +193,7 @@ class FleetPanel(Panel):
                 text = f"Reading the workcells on {where}…"
             elif not self.modules:
                 text = (f"No other workcell shares this Data Services ({where}): no other console "
-                        f"posted a heartbeat in the last {format_age(2 * link.lease).removesuffix(' ago')}.")
+                        f"posted a heartbeat in the last {_span(2 * link.lease)}.")
             else:
                 states = Counter(m.state for m in self.modules)
                 parts = [f"{states[s]} {MODULE_STATES[s][0].lower()}" for s in MODULE_STATES if states[s]]
