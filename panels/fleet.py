@@ -20,7 +20,7 @@ import asyncio
 import time
 from collections import Counter
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFont
@@ -35,12 +35,14 @@ from PySide6.QtWidgets import (
 )
 
 from core.api import RuntimeApi
-from core.dataservices.fleet import FleetModule
 from core.errors import LabconsoleError
 from panels.base import Panel
 from panels.style import STATE_LABELS, STATE_MARKS, format_age, state_icon
 from panels.theme import Theme
 from panels.widgets import TaskKeeper
+
+if TYPE_CHECKING:  # the window does not import the Data Services client (httpx) until it needs it
+    from core.dataservices.fleet import FleetModule
 
 COLUMNS = ("Workcell", "Status", "Heartbeat", "Queue", "Steps", "Running orders", "Instruments", "Host")
 WORKCELL, STATUS, HEARTBEAT, QUEUE, STEPS, ORDERS, INSTRUMENTS, HOST = range(len(COLUMNS))

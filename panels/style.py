@@ -20,8 +20,8 @@ from PySide6.QtCore import QByteArray, QRectF, Qt
 from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 from PySide6.QtSvg import QSvgRenderer
 
-from core.dataservices.fleet import instrument_state as shown_state
 from core.dispatcher import InstrumentView
+from core.dispatcher import instrument_state as shown_state
 from core.orders import ModuleStatus, OrderStatus
 from panels.theme import current_theme
 
@@ -67,7 +67,7 @@ STATE_LABELS: dict[str, str] = {READY: "Ready", BUSY: "Busy", ERROR: "Error", OF
 
 def instrument_state(view: InstrumentView) -> str:
     """The one state an instrument is shown in (:data:`STATE_MARKS` keys; the rule is the one
-    the fleet's heartbeats use, :func:`core.dataservices.fleet.instrument_state`).
+    the fleet's heartbeats use, :func:`core.dispatcher.instrument_state`).
 
     Hardware trouble (Offline, Error) comes first, then what the operator decided (draining,
     out of service, disabled), then the module status (Busy, Ready).

@@ -99,22 +99,6 @@ Describe = Callable[[], Mapping[str, Any]]
 held, running_orders, workcell."""
 
 
-def instrument_state(view: Any) -> str:
-    """The one state an instrument (a :class:`core.dispatcher.InstrumentView`) is shown in:
-    hardware trouble (Offline, Error) first, then what the operator decided (Draining,
-    OutOfService, Disabled), then the module status (Busy, Ready)."""
-    status = view.status.name
-    if status in ("Offline", "Error"):
-        return str(status)
-    if view.draining:
-        return "Draining"
-    if not view.in_service:
-        return "OutOfService"
-    if not view.enabled:
-        return "Disabled"
-    return "Busy" if status == "Busy" else "Ready"
-
-
 class ModuleIdentity:
     """This console's module id on a shared Data Services: claimed at start, kept by heartbeats."""
 

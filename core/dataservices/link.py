@@ -61,13 +61,13 @@ from core.dataservices.fleet import (
     DEFAULT_LEASE,
     FleetModule,
     ModuleIdentity,
-    instrument_state,
     latest_modules,
     recent_beats,
 )
 from core.dataservices.leases import Holding, Leases
 from core.dataservices.models import OrderTemplate, json_text_problem
 from core.dataservices.server import EmbeddedDataServices, ServerLimits, check_exposure
+from core.dispatcher import instrument_state
 from core.engine import check_inputs, to_parameter
 from core.errors import DataServicesError, InputError, LabconsoleError, OrderNotFoundError
 from core.events import OrderStatusChanged
