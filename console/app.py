@@ -223,14 +223,14 @@ async def run_console(data_dir: Path, *, demo_orders: int = 0, workcell: Path | 
     store = await asyncio.to_thread(lambda: Store(data_dir / DB_FILENAME).open())
     runtime = Runtime.build(data_dir, store=store, workcell=workcell or DEMO_WORKCELL, faults=faults,
                             signatures=signatures)
-    from core.dataservices.config import lease_from_ini, module_id_from_ini
+    from core.dataservices.config import compatible_from_ini, lease_from_ini, module_id_from_ini
     from core.dataservices.fleet import DEFAULT_LEASE
     from core.dataservices.link import MODULE_ID, DataServicesLink
 
     settings = data_services_settings(data_dir, data_services_url, config)
     module_id = module_id_from_ini(config_file(data_dir, config)) or MODULE_ID
     link = DataServicesLink(runtime, settings, host=bind, port=port, token=token, limits=limits,
-                            module_id=module_id,
+                            module_id=module_id, compatible=compatible_from_ini(config_file(data_dir, config)),
                             lease=lease_from_ini(config_file(data_dir, config)) or DEFAULT_LEASE)
     idle_minutes = idle_lock_minutes(config_file(data_dir, config))  # [USERS], checked before the window
     watcher = None

@@ -381,7 +381,12 @@ def _data_services(args: argparse.Namespace, data_dir: Path) -> int:
 def _headless_console(args: argparse.Namespace, data_dir: Path) -> int:
     from console.app import config_file, data_services_settings
     from core import headless
-    from core.dataservices.config import lease_from_ini, module_id_from_ini, resolve_token
+    from core.dataservices.config import (
+        compatible_from_ini,
+        lease_from_ini,
+        module_id_from_ini,
+        resolve_token,
+    )
     from core.dataservices.fleet import DEFAULT_LEASE
     from core.errors import ConfigError
 
@@ -398,6 +403,7 @@ def _headless_console(args: argparse.Namespace, data_dir: Path) -> int:
     return asyncio.run(headless.run(
         data_dir, settings, module_id=module_id, workcell=args.workcell, templates=args.templates,
         speed=args.speed, lease=lease, poll_interval=args.poll, token=token, backlog=args.backlog,
+        compatible=compatible_from_ini(config),
         ready=lambda m: print(f"module {m} working {settings.url}", flush=True)))
 
 

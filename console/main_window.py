@@ -26,6 +26,7 @@ from core.forecast import Forecast, WindowWarnings
 from core.playbook import Playbook
 from panels.dashboard import DashboardPanel
 from panels.detail import DetailPanel
+from panels.fleet import FleetPanel
 from panels.help import HelpDialog, about_html, collect_shortcuts, data_html, shortcuts_html
 from panels.inbox import InboxPanel
 from panels.jobs import JobsPanel
@@ -63,7 +64,7 @@ DASHBOARD_KEY = "ui/dashboard_expanded"
 
 
 class MainWindow(QMainWindow):
-    """Dashboard, Jobs, Detail, Robots, Metrics, Templates and Schedules as dock widgets over one runtime."""
+    """Dashboard, Jobs, Detail and the other panels (Robots ... Timeline, Fleet) as dock widgets over one runtime."""
 
     def __init__(self, runtime: RuntimeApi, settings: QSettings, *, bridge: EventBridge | None = None,
                  parent: QWidget | None = None) -> None:
@@ -91,6 +92,7 @@ class MainWindow(QMainWindow):
         self.templates = TemplatesPanel(runtime, self.bridge, self)
         self.schedules = SchedulesPanel(runtime, self.bridge, self)
         self.timeline = TimelinePanel(runtime, self.bridge, self)
+        self.fleet = FleetPanel(runtime, self.bridge, self)
         self.forecast: Forecast | None = None
         """Run ETAs, once the runtime has started (see :meth:`load_orders`)."""
         Playbook.attach(runtime.engine, runtime.workcell)  # failures consult it before the templates' policies
@@ -133,7 +135,8 @@ class MainWindow(QMainWindow):
         self._add_dock("Inbox", self.inbox, Qt.DockWidgetArea.RightDockWidgetArea)
         self._add_dock("Playbook", self.playbook, Qt.DockWidgetArea.RightDockWidgetArea)
         self._add_dock("Timeline", self.timeline, Qt.DockWidgetArea.RightDockWidgetArea)
-        for name in ("Robots", "Metrics", "Templates", "Schedules", "Inbox", "Playbook", "Timeline"):
+        self._add_dock("Fleet", self.fleet, Qt.DockWidgetArea.RightDockWidgetArea)
+        for name in ("Robots", "Metrics", "Templates", "Schedules", "Inbox", "Playbook", "Timeline", "Fleet"):
             self.tabifyDockWidget(self.docks["Detail"], self.docks[name])
         self.docks["Detail"].raise_()
         self._on_inbox_counts(len(self.inbox.model.all), sum(i.escalated for i in self.inbox.model.all))
@@ -190,7 +193,8 @@ class MainWindow(QMainWindow):
         for n, name in enumerate(self.docks, 1):
             action = QAction(f"Go to {name}", self)
             action.setObjectName(f"go_{name.lower()}")
-            action.setShortcut(QKeySequence(f"Ctrl+{n}" if n <= 9 else "Ctrl+Alt+T" if name == "Timeline" else ""))
+            action.setShortcut(QKeySequence(f"Ctrl+{n}" if n <= 9 else {"Timeline": "Ctrl+Alt+T",
+                                                                          "Fleet": "Ctrl+Alt+F"}.get(name, "")))
             action.setToolTip(f"Show the {name} panel and put the focus in it")
             action.triggered.connect(lambda _checked=False, name=name: self.go_to(name))
             go_menu.addAction(action)
@@ -274,6 +278,7 @@ class MainWindow(QMainWindow):
             await WindowWarnings(self.forecast, self.inbox.inbox).start()
         self.statusBar().showMessage(f"Loaded {count:,} orders", 4000)
         self._stats_timer.start()
+        self.fleet.update_refresh()  # the Data Services link is there now
         self.inbox.inbox.start()  # escalation of items waiting too long
         return count
 
@@ -473,7 +478,7 @@ class MainWindow(QMainWindow):
         self.loop_lag.stop()
         self.time_bar.shutdown()
         for panel in (self.dashboard, self.robots, self.metrics, self.detail, self.templates, self.schedules,
-                      self.jobs, self.inbox, self.playbook, self.timeline):
+                      self.jobs, self.inbox, self.playbook, self.timeline, self.fleet):
             close = getattr(panel, "shutdown", None)
             if close is not None:
                 close()

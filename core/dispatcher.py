@@ -374,6 +374,21 @@ class InstrumentView:
     """The driver's identity: driver kind, endpoint and what the instrument reported."""
 
 
+def instrument_state(view: InstrumentView) -> str:
+    """The one state an instrument is shown in (Robots panel, fleet heartbeats): hardware trouble
+    (Offline, Error) first, then what the operator decided (Draining, OutOfService, Disabled),
+    then the module status (Busy, Ready)."""
+    if view.status in (ModuleStatus.Offline, ModuleStatus.Error):
+        return view.status.name
+    if view.draining:
+        return "Draining"
+    if not view.in_service:
+        return "OutOfService"
+    if not view.enabled:
+        return "Disabled"
+    return "Busy" if view.status is ModuleStatus.Busy else "Ready"
+
+
 # ============================================================================ dispatcher
 
 

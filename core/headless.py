@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+
+from packaging.specifiers import SpecifierSet
 
 from core.clock import Clock, ScaledClock, SystemClock
 from core.dataservices.config import DataServicesSettings
@@ -26,7 +28,8 @@ log = logging.getLogger(__name__)
 async def run(data_dir: Path, settings: DataServicesSettings, *, module_id: str, workcell: Path | None,
               templates: Path | None, speed: float = 1.0, lease: float = DEFAULT_LEASE,
               poll_interval: float = 1.0, token: str | None = None, backlog: int | None = None,
-              ready: Callable[[str], None] | None = None, stop: asyncio.Event | None = None) -> int:
+              ready: Callable[[str], None] | None = None, stop: asyncio.Event | None = None,
+              compatible: Mapping[str, SpecifierSet] | None = None) -> int:
     """Work the Data Services' orders until ``stop`` is set (or SIGINT/SIGTERM)."""
     from core.dataservices.link import DataServicesLink
     from core.runtime import DEMO_WORKCELL, SAMPLE_TEMPLATES, Runtime
@@ -45,7 +48,7 @@ async def run(data_dir: Path, settings: DataServicesSettings, *, module_id: str,
     runtime = Runtime.build(data_dir, clock=clock, store=store, workcell=workcell or DEMO_WORKCELL,
                             metrics=False)
     link = DataServicesLink(runtime, settings, module_id=module_id, poll_interval=poll_interval,
-                            lease=lease, token=token, backlog=backlog)
+                            lease=lease, token=token, backlog=backlog, compatible=compatible)
     try:
         await runtime.start(templates_dir=templates or SAMPLE_TEMPLATES, link=link)
         if ready is not None:

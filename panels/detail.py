@@ -118,6 +118,9 @@ class DetailData:
     details: str | None = None
     """The order's status details if they explain its current status (a Running order keeps
     the details of the state before it on the wire: those are not shown)."""
+    owner: Any = None
+    """The other workcell that owns the order (a :class:`core.dataservices.fleet.FleetModule`,
+    or its module id when it posted no heartbeat lately): shown read-only."""
 
     @property
     def status_name(self) -> str:
@@ -277,6 +280,12 @@ class DetailPanel(Panel):
             flow.addWidget(button)
             self.buttons[key] = button
 
+        self.owner_line = QLabel(content)
+        self.owner_line.setObjectName("detailOwner")
+        self.owner_line.setWordWrap(True)
+        self.owner_line.setTextFormat(Qt.TextFormat.RichText)
+        self.owner_line.setVisible(False)
+
         self.why_box = QFrame(content)
         self.why_box.setObjectName("whyWaiting")
         self.why_box.setFrameShape(QFrame.Shape.StyledPanel)
@@ -355,6 +364,7 @@ class DetailPanel(Panel):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(6)
         layout.addLayout(head)
+        layout.addWidget(self.owner_line)
         layout.addLayout(flow)
         layout.addWidget(self.why_box)
         layout.addWidget(self.steps_title)
@@ -409,6 +419,13 @@ class DetailPanel(Panel):
             return None
         if self.order_id != order_id:
             return None
+        link = runtime.link
+        if link is not None:  # another workcell's order (on the shared Data Services) is only shown
+            related = [order_id, data.run_id, data.order.parentIdentifier,
+                       data.run_order.parentIdentifier if data.run_order is not None else None]
+            data.owner = await link.owner_of([i for i in related if i], data.order.assignedTo)
+            if self.order_id != order_id:
+                return None
         if data.order.status not in TERMINAL_STATUSES:
             try:
                 # an order claimed from Data Services waits for what its run waits for
@@ -460,11 +477,19 @@ class DetailPanel(Panel):
 
         # an order claimed from Data Services: its actions act on its run, as the run stands
         acting = d.run_order.status if d.is_run and d.run_order is not None else status
+        owner = owner_text(d.owner)
+        self.owner_line.setVisible(owner is not None)
+        if owner is not None:
+            self.owner_line.setText(f"Owned by workcell {owner} — read-only here: act on it from "
+                                    "that workcell's console.")
         for key, button in self.buttons.items():
             applies = ACTIONS[key].applies(acting, d.is_run, d.skipped)
             refused = self.order_actions.refusal(key)
-            button.setEnabled(applies and d.engine and refused is None)
-            if refused is not None:
+            button.setEnabled(applies and d.engine and refused is None and owner is None)
+            if owner is not None:
+                owner_id = d.owner if isinstance(d.owner, str) else d.owner.beat.module_id
+                button.setToolTip(f"Owned by workcell {owner_id}: act on it from its console")
+            elif refused is not None:
                 button.setToolTip(refused)
             elif not d.engine:
                 button.setToolTip("Not a labconsole run: the engine does not act on it")
@@ -480,6 +505,8 @@ class DetailPanel(Panel):
 
         # an order the engine does not run has nothing to say once it failed
         reasons = [r for r in d.why if r != "not waiting"] if d.engine or status is not OrderStatus.Error else []
+        if owner is not None:  # its own workcell decides when it runs, not this console
+            reasons = []
         self.why_box.setVisible(bool(reasons))
         if reasons:
             self.why.setText("<b>Why waiting</b><ul style='margin-left:-24px; margin-top:2px'>"
@@ -778,6 +805,17 @@ class _FitWidth(QWidget):
         # What the scroll area asks to decide on a scroll bar: the least that shows everything.
         layout = self.layout()
         return layout.totalMinimumHeightForWidth(width) if layout is not None else super().heightForWidth(width)
+
+
+def owner_text(owner: Any) -> str | None:
+    """``<b>cell-2</b> (host, alive)`` for a FleetModule, ``<b>cell-2</b>`` for a module id."""
+    if owner is None:
+        return None
+    if isinstance(owner, str):
+        return f"<b>{_html(owner)}</b>"
+    beat = owner.beat
+    name = f" “{_html(beat.workcell)}”" if beat.workcell else ""
+    return f"<b>{_html(beat.module_id)}</b>{name} ({_html(beat.host)}, {owner.state})"
 
 
 def _stamp(ts: float) -> str:

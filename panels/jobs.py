@@ -761,9 +761,10 @@ class JobsPanel(Panel):
         shown = self.model.status_name(row)
         # Orders from elsewhere (Data Services clients) are not the engine's to act on.
         managed = self.is_managed(order_id)
+        owner = self.owner_elsewhere(order_id)
         run_for = self.adopters.get(order_id)
         menu.addSection(f"{order_id} · {shown} {'run' if is_run else 'step'}"
-                        + ("" if managed else " · not a labconsole run")
+                        + ("" if managed else f" · owned by {owner}" if owner else " · not a labconsole run")
                         + (f" · acts on its run {run_for}" if run_for else ""))
         for key, action in ACTIONS.items():
             if not action.applies(status, is_run, acting is row and shown == SKIPPED):
@@ -1117,7 +1118,9 @@ class JobsPanel(Panel):
 
     def is_managed(self, order_id: str) -> bool:
         """Whether the engine runs this order (a labconsole run or step, or an order claimed from
-        Data Services, whose actions act on its run); cached per order."""
+        Data Services, whose actions act on its run) for this workcell; cached per order."""
+        if self.owner_elsewhere(order_id) is not None:
+            return False
         known = self._managed.get(order_id)
         if known is None:  # one or two indexed lookups
             known = (self.runtime.target(order_id).run_id is not None
@@ -1126,6 +1129,19 @@ class JobsPanel(Panel):
                 self._managed.clear()
             self._managed[order_id] = known
         return known
+
+    def owner_elsewhere(self, order_id: str) -> str | None:
+        """The other workcell that took over this console's copy of a Data Services order (the
+        copy, its run and steps are then that workcell's, read-only here), or None."""
+        link = getattr(self.runtime, "link", None)
+        if link is None:
+            return None
+        ids = [order_id]
+        row = self.model.get(order_id)
+        if row is not None and row[PARENT]:
+            ids.append(row[PARENT])
+        ids += [self.adopted[i] for i in list(ids) if i in self.adopted]
+        return link.lost_owner(ids)
 
     @Slot(object)
     def _on_feedback(self, feedback: Feedback) -> None:

@@ -21,6 +21,7 @@ from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 from PySide6.QtSvg import QSvgRenderer
 
 from core.dispatcher import InstrumentView
+from core.dispatcher import instrument_state as shown_state
 from core.orders import ModuleStatus, OrderStatus
 from panels.theme import current_theme
 
@@ -65,22 +66,13 @@ STATE_LABELS: dict[str, str] = {READY: "Ready", BUSY: "Busy", ERROR: "Error", OF
 
 
 def instrument_state(view: InstrumentView) -> str:
-    """The one state an instrument is shown in.
+    """The one state an instrument is shown in (:data:`STATE_MARKS` keys; the rule is the one
+    the fleet's heartbeats use, :func:`core.dispatcher.instrument_state`).
 
     Hardware trouble (Offline, Error) comes first, then what the operator decided (draining,
     out of service, disabled), then the module status (Busy, Ready).
     """
-    if view.status is ModuleStatus.Offline:
-        return OFFLINE
-    if view.status is ModuleStatus.Error:
-        return ERROR
-    if view.draining:
-        return DRAINING
-    if not view.in_service:
-        return OUT_OF_SERVICE
-    if not view.enabled:
-        return DISABLED
-    return BUSY if view.status is ModuleStatus.Busy else READY
+    return shown_state(view)
 
 
 def module_state(status: ModuleStatus, *, enabled: bool = True, in_service: bool = True) -> str:

@@ -13,12 +13,14 @@ import pytest
 from dispatchkit import run_dkit
 
 from core.clock import VirtualClock
+from core.dataservices.client import DataServicesClient
 from core.dataservices.config import DataServicesSettings
 from core.dataservices.link import DataServicesLink
 from core.dataservices.server import EmbeddedDataServices
 from core.engine import RunStatus
 from core.engine.state import Timers
 from core.errors import IllegalTransitionError, StoreError
+from core.orders import Order
 from core.runtime import Runtime
 from core.store import DB_FILENAME, Store
 
@@ -105,10 +107,12 @@ def test_the_inbound_poll_survives_an_unexpected_error_and_says_so(data_dir, cap
         runtime = Runtime.build(data_dir, store=store, workcell=None, metrics=False)
         await runtime.start(templates_dir=None)
         link = DataServicesLink(runtime, None, poll_interval=0.02, port=0, timeout=2.0)
-        real, calls, third = link.poll_once, [], asyncio.Event()
+        real, calls, second, third = link.poll_once, [], asyncio.Event(), asyncio.Event()
 
         async def flaky() -> list[str]:
             calls.append(1)
+            if len(calls) == 2:
+                second.set()
             if len(calls) == 3:
                 third.set()
             if len(calls) == 1:
@@ -118,6 +122,10 @@ def test_the_inbound_poll_survives_an_unexpected_error_and_says_so(data_dir, cap
         link.poll_once = flaky  # type: ignore[method-assign]
         await link.start()
         try:
+            # the failed read is tried again; then an order posted to the server wakes the link
+            await asyncio.wait_for(second.wait(), 10)
+            async with DataServicesClient(link.state.url, timeout=5) as client:
+                await client.create_order(Order(templateName="Nothing here"))
             await asyncio.wait_for(third.wait(), 10)
             return len(calls)
         finally:

@@ -189,6 +189,9 @@ def test_a_killed_consoles_unstarted_orders_are_taken_over_and_its_started_ones_
         for oid in taken & set(links):
             mirror = a_store.get_order(links[oid])
             assert mirror.status is OrderStatus.Canceled and "taken over by cell-b" in (mirror.statusDetails or "")
+            owner = a_store.read_sync(lambda c, m=links[oid]: c.execute(
+                "SELECT value FROM meta WHERE key = ?", (f"ds_owner:{m}",)).fetchone())
+            assert owner == ("cell-b",), "the owner is kept: Detail shows the copy read-only, naming it"
             runs = a_store.read_sync(lambda c, m=links[oid]: c.execute(
                 "SELECT status FROM orders WHERE parent_id = ?", (m,)).fetchall())
             assert all(OrderStatus(r[0]) is OrderStatus.Canceled for r in runs), runs

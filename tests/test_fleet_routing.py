@@ -7,6 +7,7 @@ import asyncio
 import time
 
 import fleetkit
+from packaging.specifiers import SpecifierSet
 
 from core.dataservices.client import DataServicesClient
 from core.dataservices.config import DataServicesSettings
@@ -48,7 +49,7 @@ def test_orders_go_where_they_can_run_and_a_version_no_one_has_waits_naming_the_
             # the sealers' cell has a newer Fleet Seal (v2), and also runs orders written for v3
             seal = sealers.engine.templates.get("Fleet Seal")
             await sealers.publish_template(seal.model_copy(update={"description": "faster seal"}))
-            s_link.compatible = {"fleet seal": (3, 3)}
+            s_link.compatible = {"fleet seal": SpecifierSet("==3")}
             async with DataServicesClient(server.url) as c:
                 def order(template: str, **extra: str) -> Order:
                     return Order(templateName=template, inputParameters=[Parameter(name="plate", value="P1")],

@@ -34,6 +34,7 @@ import json
 import os
 import random
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -261,6 +262,8 @@ class DataServicesClient(DataServicesApi):
                                        transport=transport)
         self.honours_idempotency: bool | None = None
         """Whether the server deduplicates creates by ``Idempotency-Key`` (None: not known yet)."""
+        self.sent: Counter[str] = Counter()
+        """HTTP requests sent, by method (retries count)."""
 
     async def __aenter__(self) -> DataServicesClient:
         return self
@@ -291,6 +294,7 @@ class DataServicesClient(DataServicesApi):
             if remaining <= 0:
                 raise DataServicesError(url, f"{cause} (gave up after {self.timeout:g} s, "
                                              f"{attempt - 1} attempt(s))")
+            self.sent[method] += 1
             try:
                 async with asyncio.timeout(remaining):
                     response = await self._http.request(

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
 from core.errors import ConfigError, InputError
 from core.inifile import line_of
 
@@ -258,3 +260,61 @@ def lease_from_ini(path: str | os.PathLike[str] | None) -> float | None:
     if not 1 <= value <= 86_400:
         raise error(f"lease {raw!r} must be a number of seconds from 1 to 86400 (e.g. 60)")
     return value
+
+
+COMPATIBLE_KEY = "compatible"
+_OPERATORS = "<>=!~"
+
+
+def compatible_from_ini(path: str | os.PathLike[str] | None) -> dict[str, SpecifierSet]:
+    """The ``[DATA SERVICES] compatible`` of a config.ini: template versions this console runs
+    orders for besides the versions it has published (with its latest), or ``{}``.
+
+    One entry per template, entries separated by ``;`` or new lines, each a template name and a
+    version range in the version-specifier syntax pip uses (PEP 440), versions being whole
+    numbers::
+
+        [DATA SERVICES]
+        compatible = Cell Prep>=2,<4; Plate Read==3
+
+    Returns lower-case template name -> :class:`packaging.specifiers.SpecifierSet`. A bad entry
+    is refused naming the file, the key's line and the entry.
+    """
+    found = _data_services_option(path, COMPATIBLE_KEY)
+    if found is None:
+        return {}
+    raw, error = found
+    out: dict[str, SpecifierSet] = {}
+    for entry in (e.strip() for e in re.split(r"[;\n]", raw)):
+        if not entry:
+            continue
+        cut = next((i for i, ch in enumerate(entry) if ch in _OPERATORS), None)
+        if cut is None:
+            raise error(f"{entry!r} has no version range; write a template name and a range, "
+                        "e.g. 'Cell Prep>=2,<4'")
+        name, spec_text = entry[:cut].strip(), entry[cut:].strip()
+        if not name:
+            raise error(f"{entry!r} names no template; write e.g. 'Cell Prep>=2,<4'")
+        try:
+            spec = SpecifierSet(spec_text)
+        except InvalidSpecifier:
+            raise error(f"{name}: {spec_text!r} is not a version range (use >=, >, <=, <, == or != "
+                        "with whole numbers, separated by commas, e.g. '>=2,<4')") from None
+        for item in spec:
+            if not re.fullmatch(r"\d+", item.version) or item.operator not in ("==", "!=", "<", "<=", ">", ">="):
+                raise error(f"{name}: {str(item)!r}: template versions are whole numbers compared with "
+                            ">=, >, <=, <, == or != (e.g. '>=2,<4')")
+        if not any(spec.contains(str(v)) for v in _candidates(spec)):
+            raise error(f"{name}: {spec_text!r} matches no version")
+        key = name.lower()
+        if key in out:
+            raise error(f"{name} is given twice; give one range per template (e.g. '>=2,<4,!=3')")
+        out[key] = spec
+    return out
+
+
+def _candidates(spec: SpecifierSet) -> list[int]:
+    """Versions that decide whether ``spec`` matches any whole number: each bound and its
+    neighbours, and 1."""
+    bounds = {int(item.version) for item in spec}
+    return sorted({1} | {b + d for b in bounds for d in (-1, 0, 1) if b + d >= 1})

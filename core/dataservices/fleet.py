@@ -8,7 +8,8 @@ events on the Data Services they share — no cluster protocol of their own.
 - At start, a console looks for heartbeats of its module id from another process within the
   lease: if there is one, it refuses to start, naming that process (host, pid, how long ago).
   A console that stops posts a last heartbeat with lease 0, so its id is free at once.
-- :func:`fleet` lists the modules that posted recently: the fleet view, read-only.
+- :func:`fleet` lists the modules that posted recently (alive, stale or stopped, with what their
+  last beat said): the console's Fleet panel, read-only.
 
 Times in heartbeats are the sender's clock; clocks of the lab's PCs are assumed to agree within
 a few seconds (NTP), far less than the default lease of 60 s.
@@ -22,7 +23,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -61,6 +62,10 @@ class ModuleBeat:
     held: tuple[str, ...] = ()
     """Data Services order ids this console holds (claimed and not finished): each beat renews
     their leases (see :mod:`core.dataservices.leases`)."""
+    running_orders: tuple[str, ...] = ()
+    """Of those, the ones whose first step has started there (they are never moved)."""
+    workcell: str = ""
+    """The name of its workcell (its workcell file's ``name``)."""
 
     @property
     def alive_until(self) -> float:
@@ -82,13 +87,16 @@ class ModuleBeat:
                        capabilities=tuple(str(c) for c in raw.get("capabilities", ())),
                        queue_depth=int(raw.get("queue_depth", 0)), running=int(raw.get("running", 0)),
                        instruments={str(k): str(v) for k, v in dict(raw.get("instruments", {})).items()},
-                       held=tuple(str(o) for o in raw.get("held", ())))
+                       held=tuple(str(o) for o in raw.get("held", ())),
+                       running_orders=tuple(str(o) for o in raw.get("running_orders", ())),
+                       workcell=str(raw.get("workcell", "")))
         except (ValueError, TypeError, KeyError, AttributeError):
             return None
 
 
 Describe = Callable[[], Mapping[str, Any]]
-"""What a heartbeat says besides who: templates, capabilities, queue_depth, running, instruments."""
+"""What a heartbeat says besides who: templates, capabilities, queue_depth, running, instruments,
+held, running_orders, workcell."""
 
 
 class ModuleIdentity:
@@ -113,7 +121,9 @@ class ModuleIdentity:
                           capabilities=tuple(extra.get("capabilities", ())),
                           queue_depth=int(extra.get("queue_depth", 0)), running=int(extra.get("running", 0)),
                           instruments=dict(extra.get("instruments", {})),
-                          held=tuple(extra.get("held", ())))
+                          held=tuple(extra.get("held", ())),
+                          running_orders=tuple(extra.get("running_orders", ())),
+                          workcell=str(extra.get("workcell", "")))
 
     async def claim(self) -> None:
         """Refuse (ConfigError) if another console holds this module id; else post a heartbeat."""
@@ -171,14 +181,32 @@ class FleetModule:
 
     beat: ModuleBeat
     alive: bool
+    seen: float = 0.0
+    """When this was read (epoch seconds): the heartbeat's age is ``seen - beat.at``."""
+
+    @property
+    def state(self) -> str:
+        """``alive`` (its lease holds), ``stopped`` (it left: a last beat with lease 0) or
+        ``stale`` (its heartbeats stopped without a goodbye: killed, hung or cut off)."""
+        if self.alive:
+            return "alive"
+        return "stopped" if self.beat.lease == 0 else "stale"
+
+
+def latest_modules(beats: Iterable[ModuleBeat], *, lease: float = DEFAULT_LEASE,
+                   now: float) -> list[FleetModule]:
+    """The latest beat of every module among ``beats`` posted in the last two leases, by id."""
+    latest: dict[str, ModuleBeat] = {}
+    for beat in beats:
+        if beat.at < now - 2 * lease:
+            continue
+        if beat.module_id not in latest or beat.at >= latest[beat.module_id].at:
+            latest[beat.module_id] = beat
+    return [FleetModule(b, b.alive_until > now, now) for _, b in sorted(latest.items())]
 
 
 async def fleet(client: DataServicesClient, *, lease: float = DEFAULT_LEASE,
                 now: Callable[[], float] = time.time) -> list[FleetModule]:
     """Every module that posted a heartbeat in the last two leases, by module id."""
     t = now()
-    latest: dict[str, ModuleBeat] = {}
-    for beat in await recent_beats(client, t - 2 * lease):
-        if beat.module_id not in latest or beat.at >= latest[beat.module_id].at:
-            latest[beat.module_id] = beat
-    return [FleetModule(b, b.alive_until > t) for _, b in sorted(latest.items())]
+    return latest_modules(await recent_beats(client, t - 2 * lease), lease=lease, now=t)

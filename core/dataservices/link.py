@@ -18,6 +18,14 @@ that cannot be read (e.g. text with a lone surrogate, stored by an older version
 server refuses to hand over is skipped, logged once with its id and the reason, and counted in
 :attr:`LinkState.skipped` / :attr:`LinkState.pickup_error` (shown in the status bar).
 
+In embedded mode the link does not poll its own server: the server announces each committed
+change (:class:`~core.dataservices.backend.ServerChange`) on the console's loop, a change that
+leaves an order waiting and unassigned (a new order, a reset, an assignment cleared) or changes
+a template wakes the link, and it reads the waiting orders and claims them in-process, without
+HTTP. It also reads them every :data:`EMBEDDED_SWEEP` seconds, for orders due again after a
+refusal and orders written to the store by another process. In remote mode it polls every
+``poll_interval``.
+
 **Outbound (remote mode): the transition log is the outbox.** The store's append-only
 ``transitions`` table already holds every change in commit order, durably. The link keeps a
 cursor (``meta.ds_outbox_cursor``) and delivers each transition after it: create the remote
@@ -32,27 +40,39 @@ nothing is doubled (creates are keyed, status and outputs are idempotent).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import math
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from core.dataservices.backend import EXECUTING_STATUSES, WAITING_STATUSES
+from packaging.specifiers import SpecifierSet
+
+from core.dataservices.backend import EXECUTING_STATUSES, WAITING_STATUSES, ServerChange
 from core.dataservices.client import V2, V3, DataServicesClient
 from core.dataservices.config import DataServicesSettings
 from core.dataservices.errors import CreateOutcomeUnknownError
-from core.dataservices.fleet import DEFAULT_LEASE, FleetModule, ModuleIdentity, fleet, recent_beats
+from core.dataservices.fleet import (
+    DEFAULT_LEASE,
+    FleetModule,
+    ModuleIdentity,
+    latest_modules,
+    recent_beats,
+)
 from core.dataservices.leases import Holding, Leases
 from core.dataservices.models import OrderTemplate, json_text_problem
 from core.dataservices.server import EmbeddedDataServices, ServerLimits, check_exposure
+from core.dispatcher import instrument_state
 from core.engine import check_inputs, to_parameter
 from core.errors import DataServicesError, InputError, LabconsoleError, OrderNotFoundError
 from core.events import OrderStatusChanged
 from core.orders import TERMINAL_STATUSES, Order, OrderStatus, Parameter, SchedulingStrategy
+from core.store import ORDER_ROW_COLUMNS
 from core.tasks import Supervisor
 
 if TYPE_CHECKING:
@@ -77,6 +97,8 @@ SWEEP_LEASES = 100
 """How far back (in leases) a thorough round looks for consoles that are gone."""
 WORKFLOW_ENGINE_NAMES = frozenset({"workflow execution engine"})
 """Restrictions any labconsole takes as naming itself (Biosero's SDK sets this one)."""
+EMBEDDED_SWEEP = 30.0
+"""Embedded mode: seconds between reads of the waiting orders when the server announced nothing."""
 DROP_WAIT = 30.0
 """Seconds before an order the server refused to hand over is tried again."""
 INSTANCE_KEY = "ds_instance"
@@ -84,6 +106,10 @@ INSTANCE_KEY = "ds_instance"
 on the same data directory is the same instance and keeps its claims)."""
 LOST_PREFIX = "ds_lost:"
 """meta keys of adopted orders another console took over: never answered from here."""
+OWNER_PREFIX = "ds_owner:"
+"""meta keys of those orders: the module id of the console that took each over."""
+ROW_STATUS = ORDER_ROW_COLUMNS.index("status")
+ROW_ASSIGNED = ORDER_ROW_COLUMNS.index("assigned_to")
 
 
 @dataclass
@@ -119,7 +145,7 @@ class DataServicesLink:
                  module_id: str = MODULE_ID, poll_interval: float = 1.0, port: int = 8105,
                  host: str = "127.0.0.1", token: str | None = None, timeout: float = 5.0,
                  limits: ServerLimits | None = None, lease: float = DEFAULT_LEASE,
-                 backlog: int | None = None) -> None:
+                 backlog: int | None = None, compatible: Mapping[str, SpecifierSet] | None = None) -> None:
         self.runtime = runtime
         self.settings = settings
         self.module_id = module_id
@@ -154,14 +180,23 @@ class DataServicesLink:
         """Mirrors another console took over: not run, not answered from here."""
         self._module_jobs: set[str] = set()
         self.taken_over = 0
-        self.compatible: dict[str, tuple[int, int]] = {}
-        """Template name (lower case) -> versions (low, high) this console also runs orders for."""
+        self.compatible: dict[str, SpecifierSet] = {k.lower(): v for k, v in (compatible or {}).items()}
+        """Template name (lower case) -> the versions this console also runs orders for, with its
+        latest (``[DATA SERVICES] compatible``, :func:`core.dataservices.config.compatible_from_ini`)."""
         self._beats: list[Any] = []
         self._all_beats: list[Any] = []
+        self._fleet_at = 0.0
+        """When the heartbeats were last read (epoch seconds; 0: never)."""
+        self._lost_to: dict[str, str] = {}
+        """Mirrors another console took over -> its module id."""
         self._told: dict[str, str] = {}
         self._v3_unassigned = True
         self._no_run: list[str] = []
         """Orders this console took over from consoles that were gone."""
+        self.wakeups = 0
+        """Embedded mode: server changes that woke the inbound loop (a waiting order to look at)."""
+        self.polls = 0
+        """Reads of the waiting orders (:meth:`poll_once`)."""
 
     @property
     def embedded(self) -> bool:
@@ -207,17 +242,21 @@ class DataServicesLink:
 
     async def _restore_held(self) -> None:
         """Adopted orders not finished (held), and those another console took over (lost)."""
-        def read(c: sqlite3.Connection) -> tuple[list[tuple[str, str, str]], list[str], list[tuple[str, str]]]:
+        def read(c: sqlite3.Connection) -> tuple[list[tuple[str, str, str]], list[str], list[tuple[str, str]],
+                                                 dict[str, str]]:
             held = c.execute("SELECT l.local_id, l.remote_id, o.data FROM ds_links l "
                              "JOIN orders o ON o.id = l.local_id WHERE l.adopted = 1").fetchall()
             lost = [k[len(LOST_PREFIX):] for (k,) in c.execute(
                 "SELECT key FROM meta WHERE key LIKE ?", (LOST_PREFIX + "%",)).fetchall()]
+            owners = {k[len(OWNER_PREFIX):]: v for k, v in c.execute(
+                "SELECT key, value FROM meta WHERE key LIKE ?", (OWNER_PREFIX + "%",)).fetchall()}
             runs = c.execute("SELECT o.id, o.parent_id FROM orders o JOIN ds_links l ON l.local_id = o.parent_id "
                              "WHERE l.adopted = 1 AND o.id IN (SELECT run_id FROM runs)").fetchall()
-            return held, lost, runs
+            return held, lost, runs, owners
 
-        held, lost, runs = await self.runtime.store.read(read)
+        held, lost, runs, owners = await self.runtime.store.read(read)
         self._lost = set(lost)
+        self._lost_to.update(owners)
         for run_id, answer in runs:  # a console stopped between creating the run and its watch
             if run_id not in self._watch:
                 self._watch[run_id] = answer
@@ -239,14 +278,50 @@ class DataServicesLink:
                 "capabilities": sorted({c for v in views for c in v.capabilities}),
                 "queue_depth": len(rt.dispatcher.queue) if rt.dispatcher is not None else 0,
                 "running": sum(len(v.running) for v in views),
-                "instruments": {v.id: v.status.name for v in views},
-                "held": sorted(self._held.values())}
+                "instruments": {v.id: instrument_state(v) for v in views},
+                "held": sorted(self._held.values()),
+                "running_orders": sorted(r for local, r in self._held.items() if local in self._started),
+                "workcell": rt.workcell.name if rt.workcell is not None else ""}
 
-    async def fleet(self) -> list[FleetModule]:
-        """The consoles on this Data Services (read-only; their latest heartbeats)."""
+    async def fleet(self, max_age: float = 0.0) -> list[FleetModule]:
+        """The consoles on this Data Services (read-only; the latest heartbeat of each that posted
+        in the last two leases), this one included. Heartbeats read less than ``max_age``
+        seconds ago (by this call or the reclaim rounds) are not read again."""
         if self.client is None:
             return []
-        return await fleet(self.client, lease=self.lease)
+        if not self._fleet_at or time.time() - self._fleet_at > max_age:
+            await self._refresh_fleet()
+        return latest_modules(self._all_beats, lease=self.lease, now=time.time())
+
+    def is_foreign(self, assigned_to: str | None) -> bool:
+        """Does ``assignedTo`` name a module other than this console (not its module id, not one
+        of its instruments)?"""
+        if not assigned_to or assigned_to == self.module_id:
+            return False
+        cell = self.runtime.workcell
+        return cell is None or assigned_to not in {i.id for i in cell.instruments}
+
+    def lost_owner(self, order_ids: Iterable[str]) -> str | None:
+        """The module id of the console that took over this console's copy of an order (any of
+        ``order_ids``: the order, its run, the order that run answers), or None."""
+        return next((self._lost_to[i] for i in order_ids if i in self._lost_to), None)
+
+    async def owner_of(self, order_ids: list[str], assigned_to: str | None) -> FleetModule | str | None:
+        """The other workcell that owns an order: the console that took it over from this one
+        (``order_ids``: the order, its run and the order that run answers), or the console
+        module its ``assignedTo`` names. A :class:`FleetModule` when that console posted
+        heartbeats lately, its module id when not, None for an order of this console."""
+        owner = self.lost_owner(order_ids)
+        if owner is None and not self.is_foreign(assigned_to):
+            return None
+        try:
+            modules = {m.beat.module_id: m for m in await self.fleet(max_age=self.lease / 3)}
+        except DataServicesError as exc:
+            log.info("Data Services: consoles not read: %s", exc.cause)
+            modules = {}
+        if owner is not None:
+            return modules.get(owner, owner)
+        return modules.get(assigned_to or "")
 
     async def start(self) -> str:
         """Start the embedded server or connect to the remote one; register templates; start the loops."""
@@ -256,7 +331,8 @@ class DataServicesLink:
             from core.dataservices.inbox_routes import inbox_routes
 
             self.server = EmbeddedDataServices(store, host=self._host, port=self._port, token=self._token,
-                                               limits=self._limits, extra_routes=inbox_routes(
+                                               limits=self._limits, on_change=self._on_server_change,
+                                               extra_routes=inbox_routes(
                                                    lambda: getattr(self.runtime.engine, "inbox", None)))
             url = await self.server.start()
             self.state.url = url
@@ -359,6 +435,8 @@ class DataServicesLink:
                 return None, None
             if self._version_for(order, template.name) is None:
                 asked = requested_version(order)
+                if asked is not None and asked < 0:
+                    return None, f"asks for {template.name} version {order.templateVersion!r}, not a number"
                 return None, f"asks for {template.name} v{asked}"
             return "workflow", None
         if cell is not None:
@@ -384,8 +462,8 @@ class DataServicesLink:
         versions = self.runtime.engine.templates.versions(name)
         if asked in versions:
             return asked
-        low, high = self.compatible.get(name.lower(), (None, None))
-        if low is not None and high is not None and low <= asked <= high and versions:
+        compatible = self.compatible.get(name.lower())
+        if compatible is not None and asked >= 0 and compatible.contains(str(asked)) and versions:
             return 0
         return None
 
@@ -409,20 +487,43 @@ class DataServicesLink:
         except DataServicesError as exc:
             log.info("order %s: why it waits not written: %s", oid, exc.cause)
 
+    def _on_server_change(self, change: ServerChange) -> None:
+        """Embedded mode: the server committed a change (called on this loop). Wake the inbound
+        loop when it may have left an order for a module to claim."""
+        if change.kind.startswith("template"):
+            wake = True
+        elif change.kind.startswith("order") and change.row is not None:
+            status, assigned = change.row[ROW_STATUS], change.row[ROW_ASSIGNED]
+            wake = not assigned and OrderStatus(status) in WAITING_STATUSES
+        else:
+            wake = False
+        if wake:
+            self.wakeups += 1
+            self._wake.set()
+
     async def _inbound_loop(self) -> None:
         registered = self.embedded
         while True:
+            self._wake.clear()  # a change announced while reading wakes the next read at once
+            failed = True
             try:
                 if not registered:
                     await self.register_templates()
                     registered = True
                 await self.poll_once()
                 self._mark(True, None)
+                failed = False
             except DataServicesError as exc:
                 self._mark(False, exc.cause)
             except Exception:  # noqa: BLE001 - keep the module alive, say why
                 log.exception("Data Services inbound poll failed")
-            await asyncio.sleep(self.poll_interval)
+            if failed or not self.embedded:  # embedded: a failed read is tried again soon
+                await asyncio.sleep(self.poll_interval)
+                continue
+            due = min((t for _reason, t in self._skipped.values()), default=math.inf)
+            wait = max(0.0, min(EMBEDDED_SWEEP, due - asyncio.get_running_loop().time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
 
     async def poll_once(self) -> list[str]:
         """Claim and start every unassigned order meant for labconsole; return their ids.
@@ -432,6 +533,7 @@ class DataServicesLink:
         :class:`DataServicesError` only when the server cannot be reached at all.
         """
         assert self.client is not None
+        self.polls += 1
         adopted = []
         now = asyncio.get_running_loop().time()
         for order in await self._unassigned():
@@ -447,7 +549,7 @@ class DataServicesLink:
             if kind is None or not oid:
                 continue
             try:
-                if not await self.client.try_assign(oid, self.module_id):
+                if not await self._try_assign(oid):
                     continue
             except OrderNotFoundError:  # deleted since the list was read
                 continue
@@ -456,6 +558,9 @@ class DataServicesLink:
                     raise  # unreachable: the whole poll fails and the link shows it
                 self._pickup_failed(oid, f"the server refused to hand it over: {exc.cause}")
                 continue
+            except LabconsoleError as exc:  # the embedded server, in-process
+                self._pickup_failed(oid, f"the server refused to hand it over: {exc}")
+                continue
             self._picked_up(oid)
             if self.leases is not None and not await self.leases.claim(oid):
                 continue  # taken over between try-assign and the claim mark: the other runs it
@@ -463,6 +568,13 @@ class DataServicesLink:
                 adopted.append(oid)
         self.state.adopted += len(adopted)
         return adopted
+
+    async def _try_assign(self, order_id: str) -> bool:
+        """Claim ``order_id`` for this module: in-process on the embedded server, else over HTTP."""
+        if self.server is not None:
+            return await self.server.backend.try_assign(order_id, self.module_id)
+        assert self.client is not None
+        return await self.client.try_assign(order_id, self.module_id)
 
     async def _adopt_or_report(self, order: Order, kind: str) -> bool:
         """Adopt ``order``; if labconsole cannot run it, set it to Error with the reason."""
@@ -548,8 +660,17 @@ class DataServicesLink:
                     self._held.get(local_id), why)
         self._lost.add(local_id)
         self._held.pop(local_id, None)
-        await self.runtime.store.write(lambda c: c.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (LOST_PREFIX + local_id, why)))
+        owner = h.module_id or ""
+        if owner:
+            self._lost_to[local_id] = owner
+
+        def op(c: sqlite3.Connection) -> None:
+            c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (LOST_PREFIX + local_id, why))
+            if owner:
+                c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                          (OWNER_PREFIX + local_id, owner))
+
+        await self.runtime.store.write(op)
 
     async def _drop(self, local_id: str) -> None:
         """Stop this console's copy of an order another console took over (never answered)."""
@@ -623,6 +744,7 @@ class DataServicesLink:
         assert self.client is not None
         self._all_beats = await recent_beats(self.client, time.time() - leases * self.lease)
         self._beats = _latest_per_module(self._all_beats)
+        self._fleet_at = time.time()
 
     def _can_take(self, order: Order) -> bool:
         oid = order.identifier or ""
@@ -669,6 +791,11 @@ class DataServicesLink:
         filters by template name), so several consoles polling stay cheap; a server without that
         route is read through v2 ``UnassignedOrders`` whole, as before."""
         assert self.client is not None
+        if self.server is not None:  # embedded: read in-process (off the loop), no HTTP
+            backend = self.server.backend
+            rows = await asyncio.to_thread(lambda: backend.list_orders(
+                statuses=WAITING_STATUSES, unassigned=True, limit=PICKUP_BATCH))
+            return [json.loads(r) for r in rows]
         if self.leases is not None and self._v3_unassigned:
             names = sorted({t.name for t in self.runtime.templates() if self._runnable(t)}
                            | set(self.runtime.workcell.capabilities if self.runtime.workcell else ()))
