@@ -9,8 +9,8 @@ import pytest
 
 from core.clock import VirtualClock
 from core.durations_model import DurationsModel
-from core.forecast import Forecast, InstrumentState
-from core.impact import MOVE_MIN, Change, eta_moves, what_if
+from core.forecast import Forecast, InstrumentState, forecast, snapshot_from
+from core.impact import Change, eta_moves, what_if
 from core.runtime import Runtime
 from core.store import DB_FILENAME, Store
 from core.templates import template_from_dict
@@ -85,15 +85,25 @@ def test_out_of_service_and_skip():
 
 
 def test_paired_draws_leave_runs_the_action_does_not_touch_where_they_were():
-    """With jittered durations a run that frees nothing the others wait for moves no one: each
-    step keeps its draws whatever the others draw (unpaired, the shared generator's sequence
-    shifts and the whole queue seems to move)."""
+    """With jittered durations, canceling the run that goes last moves no one: each step keeps
+    its draws whatever the others draw. Unpaired, the shared generator's sequence shifts and the
+    whole queue seems to move a little."""
     rows = [_row(f"r{i}", NOW - 100 + i) for i in range(6)]
     rows.append((("last", "Seal and read", 1, "running", 10, NOW, "{}", None), []))  # lowest priority: last
-    moves = what_if(rows, INSTRUMENTS, TEMPLATES, NOW, (), DurationsModel(parse_workcell(JITTERY)),
-                    Change("cancel", runs=("last",)), samples=16, seed=11)
+    model = DurationsModel(parse_workcell(JITTERY))
+
+    def deltas(paired):
+        def play(state):
+            return forecast(snapshot_from(state, INSTRUMENTS, lambda n, v: TEMPLATES[(n, v)], NOW), model,
+                            samples=16, seed=11, paired=paired)
+        before, after = play(rows), play(rows[:-1])
+        return [after.runs[r].p50 - before.runs[r].p50 for r in after.runs]
+
+    assert deltas(True) == [0.0] * 6
+    assert any(deltas(False))
+    moves = what_if(rows, INSTRUMENTS, TEMPLATES, NOW, (), model, Change("cancel", runs=("last",)),
+                    samples=16, seed=11)
     assert [m.run_id for m in moves.moves] == ["last"] and moves.count == 1
-    assert MOVE_MIN <= 30  # a shift of half a minute would have been listed
 
 
 def test_eta_moves_over_a_real_runtime_reads_off_the_loop_and_needs_a_forecast(data_dir):
