@@ -428,6 +428,8 @@ class EtaMoves:
     count: int = 0
     forecast_runs: int = 0
     skipped: str | None = None
+    at: float = 0.0
+    """The (clock) time the state was taken: ETAs on its day are shown as a time of day."""
 
 
 @dataclass(frozen=True)
@@ -465,7 +467,7 @@ async def eta_moves(forecast: Forecast | None, action: str, order_ids: Sequence[
     rows, runs, steps = await runtime.store.read(lambda c: _what_if_rows(c, ids))
     unfinished = sum(1 for r, _ in rows if r[3] in _UNFINISHED_RUN)
     if unfinished > ETA_RUNS:
-        return EtaMoves(forecast_runs=unfinished,
+        return EtaMoves(forecast_runs=unfinished, at=now,
                         skipped=f"finish times are not worked out over {unfinished:,} unfinished runs")
     change = Change(action, tuple(runs), tuple(steps), from_step, priority, instrument)
     due, found = await forecast.inputs(rows, now)
@@ -549,7 +551,8 @@ def compare(before: ForecastResult, after: ForecastResult, targets: Collection[s
                 (bt is None) != (at is None):
             moves.append(move)
     moves.sort(key=lambda m: (not m.target, -abs(m.delta) if m.delta is not None else -float("inf"), m.run_id))
-    return EtaMoves(moves[:FIRST], len(moves), sum(1 for r in before.runs if not r.startswith(SCHEDULED_PREFIX)))
+    return EtaMoves(moves[:FIRST], len(moves), sum(1 for r in before.runs if not r.startswith(SCHEDULED_PREFIX)),
+                    at=before.at)
 
 
 def _apply(rows: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]], instruments: tuple[InstrumentState, ...],
