@@ -170,44 +170,58 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
 
 
 def _compute(conn: sqlite3.Connection, action: str, ids: list[str], from_step: str | None) -> Impact:
+    """The impact of ``action`` on ``ids``, a chunk at a time: what a chunk reads is gone before
+    the next is read, so a preview over 10,000 runs never holds them all (its objects die young
+    and do not push the garbage collector into a full pass, which would hold the GIL for as long
+    as it takes to walk the whole process)."""
     impact = Impact(action, orders=len(ids))
     est = _Estimates(conn)
-    runs: dict[str, tuple[str, str, int, int]] = {}  # run -> (status, template, version, paused)
-    step_targets: dict[str, tuple[str, str]] = {}  # order -> (run, step)
+    touched: set[str] = set()
+    covered: set[str] = set()
     for part in _chunks(ids):
-        marks = ",".join("?" * len(part))
-        for run_id, status, name, version, paused in conn.execute(
-                f"SELECT run_id, status, template_name, template_version, paused FROM runs WHERE run_id IN ({marks})",
-                part):
-            runs[run_id] = (status, name, version, paused)
-        for order_id, run_id, step_id in conn.execute(
-                f"SELECT order_id, run_id, step_id FROM step_runs WHERE order_id IN ({marks})", part):
-            step_targets[order_id] = (run_id, step_id)
-    for oid in ids:
+        _compute_part(conn, impact, est, part, from_step, touched, covered)
+        time.sleep(0)  # let the event loop's thread have the interpreter between chunks
+    impact.runs = len(touched)
+    impact.first_runs = sorted(touched)[:FIRST]
+    return impact
+
+
+def _compute_part(conn: sqlite3.Connection, impact: Impact, est: _Estimates, part: Sequence[str],
+                  from_step: str | None, touched: set[str], covered: set[str]) -> None:
+    """One chunk of :func:`_compute`; ``touched``: runs changed so far, ``covered``: runs acted
+    on as a whole so far (their step orders later in the list add nothing)."""
+    action = impact.action
+    marks = ",".join("?" * len(part))
+    runs: dict[str, tuple[str, str, int, int]] = {}  # run -> (status, template, version, paused)
+    for run_id, status, name, version, paused in conn.execute(
+            f"SELECT run_id, status, template_name, template_version, paused FROM runs WHERE run_id IN ({marks})",
+            part):
+        runs[run_id] = (status, name, version, paused)
+    step_targets: dict[str, tuple[str, str]] = {}  # order -> (run, step)
+    for order_id, run_id, step_id in conn.execute(
+            f"SELECT order_id, run_id, step_id FROM step_runs WHERE order_id IN ({marks})", part):
+        step_targets[order_id] = (run_id, step_id)
+    for oid in part:
         if oid not in runs and oid not in step_targets:
             _refuse(impact, oid, "not a labconsole run or step")
     # every step of every run involved, read once
     involved = sorted(set(runs) | {r for r, _ in step_targets.values()})
     steps: dict[str, dict[str, tuple[str, str, str | None]]] = {}  # run -> step -> (status, order, instrument)
     meta = dict(runs)
-    for part in _chunks(involved):
-        marks = ",".join("?" * len(part))
+    for chunk in _chunks(involved):
+        marks = ",".join("?" * len(chunk))
         for run_id, step_id, order_id, status, instrument in conn.execute(
                 f"SELECT run_id, step_id, order_id, status, instrument FROM step_runs WHERE run_id IN ({marks}) "
-                "ORDER BY rowid", part):  # a run's steps in the order they were created (the template's)
+                "ORDER BY rowid", chunk):  # a run's steps in the order they were created (the template's)
             steps.setdefault(run_id, {})[step_id] = (status, order_id, instrument)
-        missing = [r for r in part if r not in meta]
+        missing = [r for r in chunk if r not in meta]
         if missing:
             marks = ",".join("?" * len(missing))
             for run_id, status, name, version, paused in conn.execute(
                     f"SELECT run_id, status, template_name, template_version, paused FROM runs "
                     f"WHERE run_id IN ({marks})", missing):
                 meta[run_id] = (status, name, version, paused)
-    touched: set[str] = set()
-    covered: set[str] = set()
-    for n, oid in enumerate(ids):
-        if n % CHUNK == 0:
-            time.sleep(0)  # let the event loop's thread have the interpreter between chunks
+    for oid in part:
         if oid in runs:
             if _on_run(impact, est, oid, meta[oid], steps.get(oid, {}), from_step):
                 touched.add(oid)
@@ -218,9 +232,6 @@ def _compute(conn: sqlite3.Connection, action: str, ids: list[str], from_step: s
                 continue  # done with its run
             if _on_step(impact, est, oid, run_id, step_id, meta[run_id], steps.get(run_id, {})):
                 touched.add(run_id)
-    impact.runs = len(touched)
-    impact.first_runs = sorted(touched)[:FIRST]
-    return impact
 
 
 def _refuse(impact: Impact, order_id: str, why: str) -> None:
