@@ -475,11 +475,13 @@ async def eta_moves(forecast: Forecast | None, action: str, order_ids: Sequence[
     now = runtime.clock.now()
     states = instrument_states(runtime.instruments())
     ids = list(dict.fromkeys(order_ids))
-    rows, runs, steps = await runtime.store.read(lambda c: _what_if_rows(c, ids))
-    unfinished = sum(1 for r, _ in rows if r[3] in _UNFINISHED_RUN)
-    if unfinished > ETA_RUNS:
+    marks = ",".join("?" * len(_UNFINISHED_RUN))
+    unfinished = int((await runtime.store.read(lambda c: c.execute(
+        f"SELECT COUNT(*) FROM runs WHERE status IN ({marks})", _UNFINISHED_RUN).fetchone()))[0])
+    if unfinished > ETA_RUNS:  # said before anything is read
         return EtaMoves(forecast_runs=unfinished, at=now,
                         skipped=f"finish times are not worked out over {unfinished:,} unfinished runs")
+    rows, runs, steps = await runtime.store.read(lambda c: _what_if_rows(c, ids))
     change = Change(action, tuple(runs), tuple(steps), from_step, priority, instrument)
     due, found = await forecast.inputs(rows, now)
     return await forecast.offload(what_if, rows, states, found, now, due, forecast.worker_model(), change,

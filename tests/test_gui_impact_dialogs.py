@@ -16,6 +16,7 @@ from console.bridge import EventBridge
 from core.clock import VirtualClock
 from core.engine import RunStatus
 from core.forecast import Forecast
+from core.impact import EtaMoves
 from core.orders import OrderStatus
 from core.runtime import Runtime
 from core.templates import template_from_dict
@@ -270,8 +271,14 @@ def test_cancel_and_bulk_cancel_show_moved_etas_per_run(lab, qtbot, qrun):
         assert {m.run_id for m in moves.moves if m.target} == set(runs[:4])
         assert {m.run_id for m in moves.moves if not m.target} == set(runs[4:])
         assert "… and 2 more runs" in dialog.impact.etas.text()
+        assert "instrument time" not in dialog.impact.summary.text()
         dialog.resize(760, 560)
         _shots(dialog, "dialog-bulk-cancel-impact-etas")
+        # too many unfinished runs to play forward: said, and the instrument time comes back
+        dialog.impact.show_moves(EtaMoves(forecast_runs=12_000, skipped="finish times are not worked out "
+                                          "over 12,000 unfinished runs"))
+        assert "the instrument time is shown instead" in dialog.impact.etas.text()
+        assert "instrument time" in dialog.impact.summary.text()
         dialog.reject()
         assert all(rt.engine.run_status(r) is RunStatus.RUNNING for r in runs)
     finally:

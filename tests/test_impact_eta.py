@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from core import impact
 from core.clock import VirtualClock
 from core.durations_model import DurationsModel
 from core.forecast import Forecast, InstrumentState, forecast, snapshot_from
@@ -106,7 +107,7 @@ def test_paired_draws_leave_runs_the_action_does_not_touch_where_they_were():
     assert [m.run_id for m in moves.moves] == ["last"] and moves.count == 1
 
 
-def test_eta_moves_over_a_real_runtime_reads_off_the_loop_and_needs_a_forecast(data_dir):
+def test_eta_moves_over_a_real_runtime_reads_off_the_loop_and_needs_a_forecast(data_dir, monkeypatch):
     async def scenario():
         store = Store(data_dir / DB_FILENAME).open()
         clock = VirtualClock.for_store(store)
@@ -123,6 +124,9 @@ def test_eta_moves_over_a_real_runtime_reads_off_the_loop_and_needs_a_forecast(d
         moved = await eta_moves(fc, "cancel", [runs[0]])
         unknown = await eta_moves(fc, "cancel", ["Order_404"])
         assert store.commit_count == commits
+        monkeypatch.setattr(impact, "ETA_RUNS", 2)  # more unfinished runs than are played forward
+        skipped = await eta_moves(fc, "cancel", runs)
+        assert skipped.skipped == "finish times are not worked out over 3 unfinished runs" and not skipped.moves
         await fc.close()
         await rt.close()
         return runs, none_yet, moved, unknown
