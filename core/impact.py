@@ -66,7 +66,9 @@ class Impact:
     work_seconds: float = 0.0
     """Estimated instrument time the action adds (positive: retry, recover) or removes (negative)."""
 
-    def summary(self) -> str:
+    def summary(self, *, work: bool = True) -> str:
+        """The counts, one line; ``work``: with the instrument time added or removed (left out
+        where moved ETAs are shown)."""
         parts = [f"{self.runs} run{'s' if self.runs != 1 else ''}"]
         parts += [f"{n} step{'s' if n != 1 else ''} {what}" for what, n in sorted(self.steps.items())]
         if self.instruments_freed:
@@ -75,7 +77,7 @@ class Impact:
             parts.append(f"blocks {', '.join(self.instruments_blocked)}")
         if self.waiting_longer:
             parts.append(f"{self.waiting_longer} queued step{'s' if self.waiting_longer != 1 else ''} wait longer")
-        if self.work_seconds:
+        if self.work_seconds and work:
             sign = "+" if self.work_seconds > 0 else "−"
             parts.append(f"{sign}{_duration(abs(self.work_seconds))} instrument time")
         if self.refused_count:
