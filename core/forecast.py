@@ -43,7 +43,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from core.api import RuntimeApi
 from core.durations_model import DurationsModel, runs_locally
@@ -53,6 +53,7 @@ from core.states import StepStatus
 from core.templates import WorkflowTemplate
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 SAMPLES = 16
 """Plays forward per forecast: enough for a p10-p90 band, cheap enough for 500 runs in < 1 s."""
@@ -759,7 +760,7 @@ class Forecast:
         """The durations model as :meth:`offload` can send it (a portable copy for a process)."""
         return self.model.portable() if self._pool is not None else self.model
 
-    async def offload(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def offload(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """``fn(*args, **kwargs)`` in the forecast's worker process, or on a worker thread."""
         if self._pool is not None:
             return await asyncio.wrap_future(self._pool.submit(fn, *args, **kwargs))
