@@ -119,10 +119,12 @@ def test_an_email_refused_for_one_recipient_shows_that_recipient_on_the_item(sto
         assert "E-mail notification to bob@example.org failed (1 attempt, next try in 30s)" in text
         assert "550 5.1.1 no such user here" in text and panel.form.notices.property("failing") is True
         app = QApplication.instance()
-        for theme in ("light", "dark"):
-            apply_theme(app, theme)
-            app.processEvents()
-            save_screenshot(panel, f"inbox-notify-recipient-refused-{theme}")
+        for width, height in ((1280, 720), (1920, 1080)):
+            panel.resize(width, height)
+            for theme in ("light", "dark"):
+                apply_theme(app, theme)
+                app.processEvents()
+                save_screenshot(panel, f"inbox-notify-recipient-refused-{theme}-{width}")
         apply_theme(app, "light")
         qrun(clock.advance(30))
         qrun(notifier.deliver_due())
