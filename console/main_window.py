@@ -272,6 +272,8 @@ class MainWindow(QMainWindow):
             self.forecast = Forecast(self.runtime, process=True)
             self.forecast.add_listener(self.timeline.set_forecast)
             self.detail.set_forecast(self.forecast)
+            # action previews show moved ETAs
+            self.jobs.actions.forecast = self.robots.forecast = self.inbox.forecast = self.forecast
             await self.forecast.start()
             self.schedules.set_forecast(self.forecast)
             self.dashboard.set_forecast(self.forecast)

@@ -43,7 +43,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from core.api import RuntimeApi
 from core.durations_model import DurationsModel, runs_locally
@@ -53,6 +53,7 @@ from core.states import StepStatus
 from core.templates import WorkflowTemplate
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 SAMPLES = 16
 """Plays forward per forecast: enough for a p10-p90 band, cheap enough for 500 runs in < 1 s."""
@@ -288,7 +289,7 @@ def forecast_rows(rows: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]],
 class _Node:
     __slots__ = ("run", "step", "capability", "reserve", "allowed", "children", "deps", "key", "samplers",
                  "fixed", "ready_at", "running", "running_on", "elapsed", "fail_p", "retry", "w_after",
-                 "w_after_end", "w_min", "w_max", "priority", "created")
+                 "w_after_end", "w_min", "w_max", "priority", "created", "rng")
 
     def __init__(self) -> None:
         self.run = 0
@@ -314,6 +315,8 @@ class _Node:
         self.running = False
         self.running_on: str | None = None
         self.elapsed = 0.0
+        self.rng: random.Random | None = None
+        """Its own draws (paired forecasts): the same durations whatever the other steps draw."""
 
 
 def _plan(snap: Snapshot, model: DurationsModel) -> tuple[list[_Node], list[RunState], dict[str, str]]:
@@ -414,6 +417,7 @@ def _play(nodes: list[_Node], snap: Snapshot, rng: random.Random,
           starts: list[float] | None = None, placed: list[str | None] | None = None) -> list[float]:
     """One play-forward: the end time of every node (and its start, into ``starts``, and the
     instrument it took, into ``placed``)."""
+    shared = rng
     now = snap.now
     free = {x.id: x.capacity for x in snap.instruments if x.available}
     by_cap: dict[str, list[str]] = {}
@@ -431,6 +435,7 @@ def _play(nodes: list[_Node], snap: Snapshot, rng: random.Random,
     def duration(n: _Node, inst: str | None, fresh: bool = True) -> float:
         if n.fixed is not None:
             return n.fixed
+        rng = n.rng or shared
         sampler = n.samplers.get(inst) or next(iter(n.samplers.values()))
         total = 0.0
         attempt = 1
@@ -550,11 +555,19 @@ def _quantile(values: list[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
-def forecast(snap: Snapshot, model: DurationsModel, *, samples: int = SAMPLES, seed: int = 0) -> ForecastResult:
-    """Play ``snap`` forward ``samples`` times; an ETA (or the reason there is none) per run."""
+def forecast(snap: Snapshot, model: DurationsModel, *, samples: int = SAMPLES, seed: int = 0,
+             paired: bool = False) -> ForecastResult:
+    """Play ``snap`` forward ``samples`` times; an ETA (or the reason there is none) per run.
+
+    ``paired``: each step draws its durations from its own generator seeded by ``seed``, its
+    run and its id, so two snapshots that differ by one operator action (a what-if) give the
+    steps both contain the same durations, and ETAs move only by what the action changes."""
     began = time.perf_counter()
     nodes, runs, problems = _plan(snap, model)
     rng = random.Random(seed)
+    if paired:
+        for n in nodes:
+            n.rng = random.Random(f"{seed}/{runs[n.run].run_id}/{n.step}")
     ends_by_run: list[list[float]] = [[] for _ in runs]
     step_ends: list[list[float]] = [[] for _ in nodes]
     windowed = [i for i, n in enumerate(nodes) if n.w_max is not None
@@ -723,15 +736,12 @@ class Forecast:
             self._task = None
             self._schedule()
 
-    async def refresh(self) -> ForecastResult:
-        """Make a forecast now: the state (and the schedules' runs within the horizon) read on
-        worker threads, played forward on a worker thread or process."""
-        now = self.runtime.clock.now()
-        instruments = self.runtime.instruments()
-        rows = await self.runtime.store.read(read_state)
+    async def inputs(self, rows: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]], now: float) -> tuple[
+            list[tuple[Any, float]], dict[tuple[str, int | None], WorkflowTemplate]]:
+        """The runs schedules will start within the horizon and the templates of ``rows`` and of
+        those runs (read on a worker thread)."""
         templates = self.runtime.engine.templates.get
         scheduler = self.runtime.schedules
-        self.seed += 1
 
         def gather() -> tuple[list[tuple[Any, float]], dict[tuple[str, int | None], WorkflowTemplate]]:
             due = scheduler.occurrences(now, now + self.horizon) if scheduler is not None else []
@@ -744,15 +754,29 @@ class Forecast:
                     continue
             return pairs, found
 
-        due, found = await asyncio.to_thread(gather)
-        states = instrument_states(instruments)
+        return await asyncio.to_thread(gather)
+
+    def worker_model(self) -> DurationsModel:
+        """The durations model as :meth:`offload` can send it (a portable copy for a process)."""
+        return self.model.portable() if self._pool is not None else self.model
+
+    async def offload(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """``fn(*args, **kwargs)`` in the forecast's worker process, or on a worker thread."""
         if self._pool is not None:
-            result = await asyncio.wrap_future(self._pool.submit(
-                forecast_rows, rows, states, found, now, due, self.model.portable(), samples=self.samples,
-                seed=self.seed))
-        else:
-            result = await asyncio.to_thread(forecast_rows, rows, states, found, now, due, self.model,
-                                             samples=self.samples, seed=self.seed)
+            return await asyncio.wrap_future(self._pool.submit(fn, *args, **kwargs))
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def refresh(self) -> ForecastResult:
+        """Make a forecast now: the state (and the schedules' runs within the horizon) read on
+        worker threads, played forward on a worker thread or process."""
+        now = self.runtime.clock.now()
+        instruments = self.runtime.instruments()
+        rows = await self.runtime.store.read(read_state)
+        self.seed += 1
+        due, found = await self.inputs(rows, now)
+        states = instrument_states(instruments)
+        result = await self.offload(forecast_rows, rows, states, found, now, due, self.worker_model(),
+                                    samples=self.samples, seed=self.seed)
         self.result = result
         self.made += 1
         for callback in list(self._listeners):

@@ -9,6 +9,13 @@ estimated instrument time the action adds or removes (each step's declared
 
 Everything is read on a reader thread (``store.read``), in chunks, so a bulk preview never blocks
 the event loop. Nothing is changed.
+
+:func:`eta_moves` says how the action moves finish times, where the console keeps a forecast
+(:class:`core.forecast.Forecast`): it plays the state forward twice, as it is and as the action
+would leave it, with the same draws for every step both contain (``paired``), in the forecast's
+worker process (or on a worker thread), and lists the runs whose median ETA moves — the runs
+acted on first, then the largest moves. Without a forecast the preview's instrument time
+added or removed stands in for it.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from core.errors import StateError
 
 if TYPE_CHECKING:
+    from core.forecast import Forecast, ForecastResult, InstrumentState
     from core.store import Store
 
 ACTIONS = ("cancel", "retry", "skip", "recover", "pause", "resume", "reprioritise", "out_of_service")
@@ -58,7 +66,9 @@ class Impact:
     work_seconds: float = 0.0
     """Estimated instrument time the action adds (positive: retry, recover) or removes (negative)."""
 
-    def summary(self) -> str:
+    def summary(self, *, work: bool = True) -> str:
+        """The counts, one line; ``work``: with the instrument time added or removed (left out
+        where moved ETAs are shown)."""
         parts = [f"{self.runs} run{'s' if self.runs != 1 else ''}"]
         parts += [f"{n} step{'s' if n != 1 else ''} {what}" for what, n in sorted(self.steps.items())]
         if self.instruments_freed:
@@ -67,7 +77,7 @@ class Impact:
             parts.append(f"blocks {', '.join(self.instruments_blocked)}")
         if self.waiting_longer:
             parts.append(f"{self.waiting_longer} queued step{'s' if self.waiting_longer != 1 else ''} wait longer")
-        if self.work_seconds:
+        if self.work_seconds and work:
             sign = "+" if self.work_seconds > 0 else "−"
             parts.append(f"{sign}{_duration(abs(self.work_seconds))} instrument time")
         if self.refused_count:
@@ -162,44 +172,58 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
 
 
 def _compute(conn: sqlite3.Connection, action: str, ids: list[str], from_step: str | None) -> Impact:
+    """The impact of ``action`` on ``ids``, a chunk at a time: what a chunk reads is gone before
+    the next is read, so a preview over 10,000 runs never holds them all (its objects die young
+    and do not push the garbage collector into a full pass, which would hold the GIL for as long
+    as it takes to walk the whole process)."""
     impact = Impact(action, orders=len(ids))
     est = _Estimates(conn)
-    runs: dict[str, tuple[str, str, int, int]] = {}  # run -> (status, template, version, paused)
-    step_targets: dict[str, tuple[str, str]] = {}  # order -> (run, step)
+    touched: set[str] = set()
+    covered: set[str] = set()
     for part in _chunks(ids):
-        marks = ",".join("?" * len(part))
-        for run_id, status, name, version, paused in conn.execute(
-                f"SELECT run_id, status, template_name, template_version, paused FROM runs WHERE run_id IN ({marks})",
-                part):
-            runs[run_id] = (status, name, version, paused)
-        for order_id, run_id, step_id in conn.execute(
-                f"SELECT order_id, run_id, step_id FROM step_runs WHERE order_id IN ({marks})", part):
-            step_targets[order_id] = (run_id, step_id)
-    for oid in ids:
+        _compute_part(conn, impact, est, part, from_step, touched, covered)
+        time.sleep(0)  # let the event loop's thread have the interpreter between chunks
+    impact.runs = len(touched)
+    impact.first_runs = sorted(touched)[:FIRST]
+    return impact
+
+
+def _compute_part(conn: sqlite3.Connection, impact: Impact, est: _Estimates, part: Sequence[str],
+                  from_step: str | None, touched: set[str], covered: set[str]) -> None:
+    """One chunk of :func:`_compute`; ``touched``: runs changed so far, ``covered``: runs acted
+    on as a whole so far (their step orders later in the list add nothing)."""
+    action = impact.action
+    marks = ",".join("?" * len(part))
+    runs: dict[str, tuple[str, str, int, int]] = {}  # run -> (status, template, version, paused)
+    for run_id, status, name, version, paused in conn.execute(
+            f"SELECT run_id, status, template_name, template_version, paused FROM runs WHERE run_id IN ({marks})",
+            part):
+        runs[run_id] = (status, name, version, paused)
+    step_targets: dict[str, tuple[str, str]] = {}  # order -> (run, step)
+    for order_id, run_id, step_id in conn.execute(
+            f"SELECT order_id, run_id, step_id FROM step_runs WHERE order_id IN ({marks})", part):
+        step_targets[order_id] = (run_id, step_id)
+    for oid in part:
         if oid not in runs and oid not in step_targets:
             _refuse(impact, oid, "not a labconsole run or step")
     # every step of every run involved, read once
     involved = sorted(set(runs) | {r for r, _ in step_targets.values()})
     steps: dict[str, dict[str, tuple[str, str, str | None]]] = {}  # run -> step -> (status, order, instrument)
     meta = dict(runs)
-    for part in _chunks(involved):
-        marks = ",".join("?" * len(part))
+    for chunk in _chunks(involved):
+        marks = ",".join("?" * len(chunk))
         for run_id, step_id, order_id, status, instrument in conn.execute(
                 f"SELECT run_id, step_id, order_id, status, instrument FROM step_runs WHERE run_id IN ({marks}) "
-                "ORDER BY rowid", part):  # a run's steps in the order they were created (the template's)
+                "ORDER BY rowid", chunk):  # a run's steps in the order they were created (the template's)
             steps.setdefault(run_id, {})[step_id] = (status, order_id, instrument)
-        missing = [r for r in part if r not in meta]
+        missing = [r for r in chunk if r not in meta]
         if missing:
             marks = ",".join("?" * len(missing))
             for run_id, status, name, version, paused in conn.execute(
                     f"SELECT run_id, status, template_name, template_version, paused FROM runs "
                     f"WHERE run_id IN ({marks})", missing):
                 meta[run_id] = (status, name, version, paused)
-    touched: set[str] = set()
-    covered: set[str] = set()
-    for n, oid in enumerate(ids):
-        if n % CHUNK == 0:
-            time.sleep(0)  # let the event loop's thread have the interpreter between chunks
+    for oid in part:
         if oid in runs:
             if _on_run(impact, est, oid, meta[oid], steps.get(oid, {}), from_step):
                 touched.add(oid)
@@ -210,9 +234,6 @@ def _compute(conn: sqlite3.Connection, action: str, ids: list[str], from_step: s
                 continue  # done with its run
             if _on_step(impact, est, oid, run_id, step_id, meta[run_id], steps.get(run_id, {})):
                 touched.add(run_id)
-    impact.runs = len(touched)
-    impact.first_runs = sorted(touched)[:FIRST]
-    return impact
 
 
 def _refuse(impact: Impact, order_id: str, why: str) -> None:
@@ -381,3 +402,258 @@ def _out_of_service(conn: sqlite3.Connection, instrument: str, capabilities: dic
     impact.runs = len(touched)
     impact.first_runs = sorted(touched)[:FIRST]
     return impact
+
+
+# --------------------------------------------------------------------------- moved finish times
+
+ETA_RUNS = 2000
+"""Unfinished runs beyond which finish times are not played forward for a preview (it would take
+seconds); the instrument time added or removed is shown instead."""
+ETA_SAMPLES = 8
+MOVE_MIN = 30.0
+"""Seconds a run's median ETA must move by to be listed (runs acted on are always listed)."""
+_UNFINISHED_RUN = ("pending", "running", "paused", "recovering")
+
+
+@dataclass(frozen=True)
+class EtaMove:
+    """How one run's forecast completion (median, epoch seconds) moves; None: no ETA, and why."""
+
+    run_id: str
+    before: float | None
+    after: float | None
+    before_note: str | None = None
+    after_note: str | None = None
+    target: bool = False
+    """A run the action is taken on (rather than one that moves because it shares instruments)."""
+
+    @property
+    def delta(self) -> float | None:
+        return self.after - self.before if self.before is not None and self.after is not None else None
+
+
+@dataclass
+class EtaMoves:
+    """The runs whose ETA an action moves: the first :data:`FIRST` (runs acted on first, then the
+    largest moves) and how many in all; ``skipped`` says why nothing was played forward."""
+
+    moves: list[EtaMove] = field(default_factory=list)
+    count: int = 0
+    forecast_runs: int = 0
+    skipped: str | None = None
+    at: float = 0.0
+    """The (clock) time the state was taken: ETAs on its day are shown as a time of day."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """An operator action as the what-if forecast applies it (sent to the worker process)."""
+
+    action: str
+    runs: tuple[str, ...] = ()
+    """Runs acted on as a whole."""
+    steps: tuple[tuple[str, str], ...] = ()
+    """(run, step) acted on one by one."""
+    from_step: str | None = None
+    priority: int | None = None
+    instrument: str | None = None
+
+
+async def eta_moves(forecast: Forecast | None, action: str, order_ids: Sequence[str] = (), *,
+                    from_step: str | None = None, priority: int | None = None,
+                    instrument: str | None = None) -> EtaMoves | None:
+    """How ``action`` (as for :func:`preview`) would move the forecast finish times; None when
+    there is no forecast yet. The state is read on a reader thread and played forward twice in
+    the forecast's worker process (or on a worker thread): the loop only waits."""
+    if forecast is None or forecast.result is None:
+        return None
+    if action not in ACTIONS:
+        raise StateError(f"no preview for '{action}' (one of: {', '.join(ACTIONS)})")
+    if action == "out_of_service" and instrument is None:
+        raise StateError("out_of_service needs the instrument")
+    from core.forecast import instrument_states
+
+    runtime = forecast.runtime
+    now = runtime.clock.now()
+    states = instrument_states(runtime.instruments())
+    ids = list(dict.fromkeys(order_ids))
+    marks = ",".join("?" * len(_UNFINISHED_RUN))
+    unfinished = int((await runtime.store.read(lambda c: c.execute(
+        f"SELECT COUNT(*) FROM runs WHERE status IN ({marks})", _UNFINISHED_RUN).fetchone()))[0])
+    if unfinished > ETA_RUNS:  # said before anything is read
+        return EtaMoves(forecast_runs=unfinished, at=now,
+                        skipped=f"finish times are not worked out over {unfinished:,} unfinished runs")
+    rows, runs, steps = await runtime.store.read(lambda c: _what_if_rows(c, ids))
+    change = Change(action, tuple(runs), tuple(steps), from_step, priority, instrument)
+    due, found = await forecast.inputs(rows, now)
+    return await forecast.offload(what_if, rows, states, found, now, due, forecast.worker_model(), change,
+                                  samples=ETA_SAMPLES, seed=forecast.seed)
+
+
+def _what_if_rows(conn: sqlite3.Connection, ids: list[str]) -> tuple[
+        list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]], list[str], list[tuple[str, str]]]:
+    """:func:`core.forecast.read_state` plus the runs acted on whatever their status (a failed
+    run retried), and the ids sorted into runs and (run, step) pairs."""
+    from core.forecast import read_state
+
+    rows = read_state(conn)
+    have = {r[0] for r, _ in rows}
+    runs: list[str] = []
+    steps: list[tuple[str, str]] = []
+    for part in _chunks(ids):
+        marks = ",".join("?" * len(part))
+        found = {r for (r,) in conn.execute(f"SELECT run_id FROM runs WHERE run_id IN ({marks})", part)}
+        by_order = {o: (r, s) for o, r, s in conn.execute(
+            f"SELECT order_id, run_id, step_id FROM step_runs WHERE order_id IN ({marks})", part)}
+        for oid in part:
+            if oid in found:
+                runs.append(oid)
+            elif oid in by_order:
+                steps.append(by_order[oid])
+    extra = sorted(({*runs} | {r for r, _ in steps}) - have)
+    for part in _chunks(extra):
+        marks = ",".join("?" * len(part))
+        more = conn.execute(
+            "SELECT run_id, template_name, template_version, status, priority, created, input_data, started "
+            f"FROM runs WHERE run_id IN ({marks})", part).fetchall()
+        step_rows: dict[str, list[tuple[Any, ...]]] = {r[0]: [] for r in more}
+        for row in conn.execute(
+                "SELECT run_id, step_id, status, started, instrument, next_attempt_at, ended FROM step_runs "
+                f"WHERE run_id IN ({marks}) ORDER BY rowid", part):
+            step_rows[row[0]].append(row)
+        rows += [(r, step_rows[r[0]]) for r in more]
+    return rows, runs, steps
+
+
+def what_if(rows: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]], instruments: tuple[InstrumentState, ...],
+            templates: dict[tuple[str, int | None], Any], now: float, scheduled: Sequence[tuple[Any, float]],
+            model: Any, change: Change, *, samples: int = ETA_SAMPLES, seed: int = 0) -> EtaMoves:
+    """Play the state forward as it is and as ``change`` leaves it (paired draws); the moves.
+    Pure: what the worker process runs."""
+    from core.forecast import forecast, snapshot_from
+
+    def lookup(name: str, version: int | None) -> Any:
+        return templates[(name, version)]
+
+    before_rows = [(r, s) for r, s in rows if r[3] in _UNFINISHED_RUN]
+    after_rows, after_instruments = _apply(rows, instruments, templates, change)
+    before = forecast(snapshot_from(before_rows, instruments, lookup, now, scheduled), model,
+                      samples=samples, seed=seed, paired=True)
+    after = forecast(snapshot_from(after_rows, after_instruments, lookup, now, scheduled), model,
+                     samples=samples, seed=seed, paired=True)
+    targets = {*change.runs, *(r for r, _ in change.steps)}
+    return compare(before, after, targets, dropped="canceled" if change.action == "cancel" else "finished")
+
+
+def compare(before: ForecastResult, after: ForecastResult, targets: Collection[str], *,
+            dropped: str = "finished") -> EtaMoves:
+    """The runs whose ETA moves from ``before`` to ``after`` (by :data:`MOVE_MIN` or more, or
+    gaining or losing an ETA), and every run in ``targets``."""
+    from core.forecast import SCHEDULED_PREFIX
+
+    moves: list[EtaMove] = []
+    for run_id in dict.fromkeys([*before.runs, *after.runs]):
+        if run_id.startswith(SCHEDULED_PREFIX) and run_id not in targets:
+            continue
+        b, a = before.runs.get(run_id), after.runs.get(run_id)
+        bt = b.p50 if b is not None and b.ok else None
+        at = a.p50 if a is not None and a.ok else None
+        move = EtaMove(run_id, bt, at,
+                       None if bt is not None else (b.problem if b is not None else "not in flight"),
+                       None if at is not None else (a.problem if a is not None else dropped),
+                       run_id in targets)
+        if move.target or (move.delta is not None and abs(move.delta) >= MOVE_MIN) or \
+                (bt is None) != (at is None):
+            moves.append(move)
+    moves.sort(key=lambda m: (not m.target, -abs(m.delta) if m.delta is not None else -float("inf"), m.run_id))
+    return EtaMoves(moves[:FIRST], len(moves), sum(1 for r in before.runs if not r.startswith(SCHEDULED_PREFIX)),
+                    at=before.at)
+
+
+def _apply(rows: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]], instruments: tuple[InstrumentState, ...],
+           templates: dict[tuple[str, int | None], Any], change: Change) -> tuple[
+        list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]], tuple[InstrumentState, ...]]:
+    """The state rows (and instruments) as ``change`` would leave them."""
+    from dataclasses import replace
+
+    a = change.action
+    if a == "out_of_service":
+        out = tuple(replace(i, available=False, why_not="out of service") if i.id == change.instrument else i
+                    for i in instruments)
+        return [(r, s) for r, s in rows if r[3] in _UNFINISHED_RUN], out
+    runs = set(change.runs)
+    per_step: dict[str, list[str]] = {}
+    for run_id, step_id in change.steps:
+        per_step.setdefault(run_id, []).append(step_id)
+    out_rows: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]] = []
+    for run, steps in rows:
+        run_id = run[0]
+        if run_id not in runs and run_id not in per_step:
+            if run[3] in _UNFINISHED_RUN:
+                out_rows.append((run, steps))
+            continue
+        changed = _apply_run(run, steps, templates.get((run[1], run[2])), run_id in runs,
+                             per_step.get(run_id, []), change)
+        if changed is not None:
+            out_rows.append(changed)
+    return out_rows, instruments
+
+
+def _apply_run(run: tuple[Any, ...], steps: list[tuple[Any, ...]], template: Any, whole: bool,
+               chosen: list[str], change: Change) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]] | None:
+    """One run's rows as ``change`` leaves them (None: it no longer runs)."""
+    run_id, a = run[0], change.action
+    r, s = list(run), {row[1]: row for row in steps}
+
+    def fresh(step_id: str) -> None:
+        s[step_id] = (run_id, step_id, "pending", None, None, None, None)
+
+    def after(step_id: str) -> set[str]:
+        return _descendants(template, step_id) if template is not None else set()
+
+    if a == "cancel":
+        if whole:
+            return None  # canceled: no ETA
+        for sid in chosen:  # a canceled step leaves its run to its failure policy
+            s[sid] = (run_id, sid, "failed", None, None, None, None)
+    elif a == "pause":
+        r[3] = "paused"
+    elif a == "resume":
+        r[3] = "running"
+    elif a == "retry":
+        retried = [sid for sid, row in s.items() if row[2] in _RETRYABLE] if whole else chosen
+        for sid in retried:
+            fresh(sid)
+            for dep in after(sid):
+                if dep in s and s[dep][2] in ("skipped", "cancelled"):
+                    fresh(dep)
+        r[3] = "running"
+    elif a == "recover":
+        first = change.from_step if whole else (chosen[0] if chosen else None)
+        if first is not None:
+            for sid in {first, *after(first)}:
+                fresh(sid)
+            r[3] = "running"
+    elif a == "skip":
+        for sid in chosen:
+            s[sid] = (run_id, sid, "skipped", None, None, None, None)
+    elif a == "reprioritise" and change.priority is not None:
+        r[4] = change.priority
+    if r[3] not in _UNFINISHED_RUN:
+        return None
+    return tuple(r), list(s.values())
+
+
+def _descendants(template: Any, step_id: str) -> set[str]:
+    children: dict[str, list[str]] = {}
+    for step in template.steps:
+        for dep in step.depends_on:
+            children.setdefault(dep, []).append(step.id)
+    out: set[str] = set()
+    todo = [step_id]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in out:
+                out.add(child)
+                todo.append(child)
+    return out

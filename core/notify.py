@@ -7,6 +7,11 @@ channel in the same transaction (table ``inbox_notices``), and the :class:`Notif
 - ``webhook``: one JSON POST (``{"event": "inbox.escalated", "items": [...]}``) through httpx;
 - ``email``: one message through the standard library's smtplib, on a worker thread.
 
+A mail server that takes the message for some recipients and refuses others (smtplib's
+``sendmail`` returns the refused ones) has delivered it to the first: the ``email`` notice is
+sent, and each refused recipient gets a notice of its own (channel ``email:<address>``) with the
+server's reply, retried with backoff to that address alone and shown on the item like any other.
+
 Due notices are sent in batches (at most :data:`BATCH` items per POST or message). A failed
 delivery is recorded on the notice (attempts, error) — the inbox shows it on the item — and
 retried after ``backoff``, doubling each time (capped), until ``attempts`` were made; then it is
@@ -187,8 +192,18 @@ def _is_address(text: str) -> bool:
 # --------------------------------------------------------------------------- records
 
 
+RECIPIENT_PREFIX = "email:"
+"""Channel of a notice owed to one e-mail recipient the server refused: ``email:<address>``."""
+
+
+def recipient_of(channel: str) -> str | None:
+    """The address of a recipient's own notice (None for a channel's notice)."""
+    return channel[len(RECIPIENT_PREFIX):] if channel.startswith(RECIPIENT_PREFIX) else None
+
+
 class Notice(NamedTuple):
-    """One item's notification on one channel, as the inbox shows it."""
+    """One item's notification on one channel (or to one refused e-mail recipient), as the
+    inbox shows it."""
 
     item_id: int
     channel: str
@@ -199,6 +214,10 @@ class Notice(NamedTuple):
     sent_at: float | None
 
     @property
+    def recipient(self) -> str | None:
+        return recipient_of(self.channel)
+
+    @property
     def failing(self) -> bool:
         """A delivery failed and the notice is not sent (still retrying, or given up)."""
         return self.error is not None and self.state in ("pending", "failed")
@@ -206,7 +225,9 @@ class Notice(NamedTuple):
     def describe(self, now: float | None = None) -> str:
         """One line for people: ``"Webhook notification sent"``, ``"E-mail notification failed
         after 6 attempts, gave up: ..."``."""
-        label = f"{CHANNEL_LABELS.get(self.channel, self.channel)} notification"
+        recipient = self.recipient
+        label = f"E-mail notification to {recipient}" if recipient is not None else \
+            f"{CHANNEL_LABELS.get(self.channel, self.channel)} notification"
         tries = f"{self.attempts} attempt{'s' if self.attempts != 1 else ''}"
         if self.state == "sent":
             return f"{label} sent" + (f" after {tries}" if self.attempts > 1 else "")
@@ -220,8 +241,10 @@ class Notice(NamedTuple):
         return f"{label} failed ({tries}{wait}): {self.error}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"channel": self.channel, "state": self.state, "attempts": self.attempts, "due": self.due,
-                "error": self.error, "sentAt": self.sent_at}
+        recipient = self.recipient
+        return {"channel": "email" if recipient is not None else self.channel, "recipient": recipient,
+                "state": self.state, "attempts": self.attempts, "due": self.due, "error": self.error,
+                "sentAt": self.sent_at}
 
 
 NOTICE_COLUMNS = "item_id, channel, state, attempts, due, error, sent_at"
@@ -280,9 +303,17 @@ def read_due(conn: sqlite3.Connection, channel: str, now: float, limit: int = BA
 
 def next_due(conn: sqlite3.Connection, channels: Sequence[str]) -> float | None:
     marks = ",".join("?" * len(channels))
-    row = conn.execute(f"SELECT MIN(due) FROM inbox_notices WHERE state='pending' AND channel IN ({marks})",
-                       tuple(channels)).fetchone()
+    recipients = " OR channel LIKE 'email:%'" if "email" in channels else ""
+    row = conn.execute(f"SELECT MIN(due) FROM inbox_notices WHERE state='pending' AND (channel IN ({marks})"
+                       f"{recipients})", tuple(channels)).fetchone()
     return float(row[0]) if row and row[0] is not None else None
+
+
+def due_recipients(conn: sqlite3.Connection, now: float) -> list[str]:
+    """The channels (``email:<address>``) of refused recipients with a notice due now."""
+    return [r[0] for r in conn.execute(
+        "SELECT DISTINCT channel FROM inbox_notices WHERE state='pending' AND channel LIKE 'email:%' AND due <= ? "
+        "ORDER BY channel", (now,))]
 
 
 class DeliveryError(Exception):
@@ -344,14 +375,23 @@ class Notifier:
         while True:
             now = self.clock.now()
             worked = False
-            for channel in channels:
+            targets = list(channels)
+            if "email" in channels:
+                targets += await self.store.read(lambda c, t=now: due_recipients(c, t))
+            for channel in targets:
                 due = await self.store.read(lambda c, ch=channel, t=now: read_due(c, ch, t, self.batch))
                 if not due:
                     continue
                 worked = True
                 live = [d for d in due if d.open]
-                error = await self.send(channel, live, now) if live else None
-                await self.store.write(self._outcome_op(due, error, self.clock.now()))
+                refused: dict[str, str] = {}
+                if not live:
+                    error = None
+                elif channel == "email" or recipient_of(channel) is not None:
+                    error, refused = await self.send_mail(live, now, recipient_of(channel))
+                else:
+                    error = await self.send(channel, live, now)
+                await self.store.write(self._outcome_op(due, error, self.clock.now(), refused))
                 if self.bus is not None:
                     from core.inbox import InboxChanged
 
@@ -360,7 +400,11 @@ class Notifier:
                 found: float | None = await self.store.read(lambda c: next_due(c, channels))
                 return found
 
-    def _outcome_op(self, due: Sequence[Due], error: str | None, now: float) -> Any:
+    def _outcome_op(self, due: Sequence[Due], error: str | None, now: float,
+                    refused: Mapping[str, str] | None = None) -> Any:
+        """Record how a delivery went: sent, failed (retried after the backoff, or given up), or
+        dropped; ``refused``: recipients the mail server refused while taking the message for the
+        others, each owed a notice of its own (one failed attempt, due after the backoff)."""
         settings = self.settings
 
         def op(conn: sqlite3.Connection) -> None:
@@ -371,6 +415,13 @@ class Notifier:
                 elif error is None:
                     conn.execute("UPDATE inbox_notices SET state='sent', attempts=attempts+1, error=NULL, sent_at=? "
                                  "WHERE item_id=? AND channel=?", (now, d.item_id, d.channel))
+                    for address, reply in (refused or {}).items():
+                        conn.execute(
+                            "INSERT INTO inbox_notices (item_id, channel, state, attempts, due, error) "
+                            "VALUES (?, ?, 'pending', 1, ?, ?) ON CONFLICT (item_id, channel) DO UPDATE SET "
+                            "state='pending', attempts=attempts+1, due=excluded.due, error=excluded.error",
+                            (d.item_id, RECIPIENT_PREFIX + address, now + settings.delay(1),
+                             f"mail server {settings.smtp_host} refused {address}: {reply}"))
                 else:
                     attempts = d.attempts + 1
                     state = "failed" if attempts >= settings.attempts else "pending"
@@ -400,27 +451,43 @@ class Notifier:
     # ------------------------------------------------------------------ channels
 
     async def send(self, channel: str, items: Sequence[Due], now: float) -> str | None:
-        """Deliver one message about ``items``; None when delivered, else what went wrong."""
+        """Deliver one message about ``items``; None when delivered (to every recipient), else
+        what went wrong."""
+        if channel == "email":
+            error, refused = await self.send_mail(items, now)
+            return error if error is not None or not refused else \
+                f"mail server {self.settings.smtp_host} refused {_refusals(refused)}"
         try:
             if channel == "webhook":
                 await self._post(items, now)
-            elif channel == "email":
-                message = self.message(items, now)
-                await asyncio.to_thread(self._mail, message)
             else:
                 return f"unknown channel {channel!r}"
         except DeliveryError as exc:
             return str(exc)
-        except smtplib.SMTPResponseException as exc:
-            text = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else exc.smtp_error
-            return f"mail server {self.settings.smtp_host} refused: {exc.smtp_code} {text}"
-        except smtplib.SMTPRecipientsRefused as exc:
-            return f"mail server {self.settings.smtp_host} refused every recipient: {_refusals(exc.recipients)}"
-        except (smtplib.SMTPException, OSError) as exc:
-            return f"cannot send mail through {self.settings.smtp_host}:{self.settings.smtp_port}: " \
-                   f"{exc or type(exc).__name__}"
         self.sent += 1
         return None
+
+    async def send_mail(self, items: Sequence[Due], now: float, recipient: str | None = None) -> tuple[
+            str | None, dict[str, str]]:
+        """Mail ``items`` to every configured recipient (or to ``recipient`` alone): (what went
+        wrong or None, the recipients the server refused while taking it for the others, each
+        with its reply)."""
+        try:
+            message = self.message(items, now)
+            refused = await asyncio.to_thread(self._mail, message, [recipient] if recipient else None)
+        except (smtplib.SMTPException, OSError) as exc:
+            return self._mail_error(exc), {}
+        self.sent += 1
+        return None, {address: _reply(reply) for address, reply in refused.items()}
+
+    def _mail_error(self, exc: BaseException) -> str:
+        s = self.settings
+        if isinstance(exc, smtplib.SMTPResponseException):
+            text = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else exc.smtp_error
+            return f"mail server {s.smtp_host} refused: {exc.smtp_code} {text}"
+        if isinstance(exc, smtplib.SMTPRecipientsRefused):
+            return f"mail server {s.smtp_host} refused every recipient: {_refusals(exc.recipients)}"
+        return f"cannot send mail through {s.smtp_host}:{s.smtp_port}: {exc or type(exc).__name__}"
 
     def payload(self, items: Sequence[Due], now: float) -> dict[str, Any]:
         return {"event": "inbox.escalated", "source": "labconsole", "host": socket.gethostname(),
@@ -478,8 +545,9 @@ class Notifier:
         message.set_content("\n".join(lines))
         return message
 
-    def _mail(self, message: EmailMessage) -> None:
-        """Send ``message`` (on a worker thread: smtplib blocks)."""
+    def _mail(self, message: EmailMessage, to: Sequence[str] | None = None) -> dict[str, Any]:
+        """Send ``message`` (on a worker thread: smtplib blocks) to its To addresses, or to ``to``;
+        returns the recipients refused while others took it (all refused raises)."""
         s = self.settings
         assert s.smtp_host is not None
         local = socket.gethostname() or "localhost"
@@ -494,15 +562,16 @@ class Notifier:
                 smtp.starttls(context=ssl.create_default_context())
             if s.smtp_user:
                 smtp.login(s.smtp_user, s.smtp_password or "")
-            refused = smtp.send_message(message)
-        if refused:
-            raise DeliveryError(f"mail server {s.smtp_host} refused {_refusals(refused)}")
+            refused: dict[str, Any] = smtp.send_message(message, to_addrs=list(to) if to else None)
+        return refused
+
+
+def _reply(reply: Any) -> str:
+    """An SMTP reply as text: ``(550, b"5.1.1 no such user")`` -> ``"550 5.1.1 no such user"``."""
+    code, text = (reply if isinstance(reply, tuple) else (None, reply))
+    text = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+    return f"{code} {text}" if code else text
 
 
 def _refusals(recipients: Mapping[str, Any]) -> str:
-    parts = []
-    for address, reply in recipients.items():
-        code, text = (reply if isinstance(reply, tuple) else (None, reply))
-        text = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
-        parts.append(f"{address} ({code} {text})" if code else f"{address} ({text})")
-    return ", ".join(parts)
+    return ", ".join(f"{address} ({_reply(reply)})" for address, reply in recipients.items())

@@ -13,7 +13,10 @@ Three pieces, shared by the Jobs and the Detail panel:
   which would re-enter the event loop), call the runtime facade with *who* (the OS user) and
   *why*, and report at once ("Cancelling …") and at the end (result or error). Each dialog
   previews what the action will touch (:func:`core.impact.preview`, on a reader thread; for a
-  bulk action over every order it names) while the operator decides.
+  bulk action over every order it names) while the operator decides, and with a forecast
+  (:attr:`OrderActions.forecast`) how far the affected runs' ETAs move
+  (:func:`core.impact.eta_moves`). Retry and Pause confirm in one keystroke (Enter; the reason
+  is optional); Resume, Start now, Details and Why waiting act at once.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from PySide6.QtWidgets import QDialog, QWidget
 
 from core.api import RuntimeApi
 from core.errors import LabconsoleError
+from core.impact import EtaMoves, eta_moves
 from core.impact import preview as impact_preview
 from core.orders import OrderStatus
 from core.users import os_user
@@ -126,7 +130,7 @@ ACTIONS: dict[str, OrderAction] = {a.key: a for a in (
 """Every order action, in menu order."""
 
 BULK_LABELS = {"cancel": "Cancel", "retry": "Retry", "reprioritise": "Reprioritise"}
-ASKS = frozenset({"cancel", "reprioritise", "recover", "skip"})
+ASKS = frozenset({"cancel", "reprioritise", "recover", "skip", "retry", "pause"})
 """Actions that ask the operator something (a reason, a step, a priority) before acting."""
 ROLE_ACTIONS = {"cancel": "cancel", "retry": "retry", "recover": "recover", "skip": "skip", "pause": "pause",
                 "resume": "resume", "reprioritise": "reprioritise", "start_now": "start now"}
@@ -222,6 +226,9 @@ class OrderActions(QObject):
         self.runner = TaskRunner(self)
         self.runner.finished.connect(self._on_finished)
         self.dialog: QDialog | None = None
+        self.forecast: Any = None
+        """The console's :class:`core.forecast.Forecast` (None: previews show instrument time,
+        not moved ETAs)."""
         self._notes: list[QDialog] = []
         self.history: list[Feedback] = []
 
@@ -251,8 +258,8 @@ class OrderActions(QObject):
         label = f"{action.label.rstrip('…')} {order_id}"
         flows: dict[str, Callable[[], Coroutine[Any, Any, Any]]] = {
             "cancel": lambda: self._cancel(order_id),
-            "retry": lambda: self._simple("retry", order_id),
-            "pause": lambda: self._simple("pause", order_id),
+            "retry": lambda: self._confirm("retry", order_id),
+            "pause": lambda: self._confirm("pause", order_id),
             "resume": lambda: self._simple("resume", order_id),
             "start_now": lambda: self._simple("start_now", order_id),
             "reprioritise": lambda: self._reprioritise(order_id),
@@ -341,16 +348,43 @@ class OrderActions(QObject):
         go, signature = await self._signature(method, order_id)
         if not go:
             return None
-        simple: dict[str, Callable[..., Coroutine[Any, Any, ActionResult]]] = {
-            "retry": rt.retry, "pause": rt.pause, "resume": rt.resume}
-        return await simple[method](order_id, who=self.who(), signature=signature)
+        return await rt.resume(order_id, who=self.who(), signature=signature)
+
+    def _etas(self, action: str, order_ids: Sequence[str], **kwargs: Any) -> Callable[
+            [], Coroutine[Any, Any, EtaMoves | None]] | None:
+        """The moved-ETA preview of an action, when the window keeps a forecast."""
+        if self.forecast is None:
+            return None
+        forecast = self.forecast
+        return lambda: eta_moves(forecast, action, order_ids, **kwargs)
+
+    async def _confirm(self, key: str, order_id: str) -> Any:
+        """Retry or Pause: a confirmation with the preview; Enter confirms (the reason is optional)."""
+        texts = {
+            "retry": (f"Retry <b>{order_id}</b>? Failed and canceled steps run again with fresh attempts; "
+                      "the steps after them follow.", "Retry"),
+            "pause": (f"Pause <b>{order_id}</b>? No new step starts; running steps finish. Resume "
+                      "goes on from there.", "Pause"),
+        }
+        message, ok_text = texts[key]
+        dialog = ReasonDialog(f"{ok_text} {order_id}", message, who=self.who(), ok_text=ok_text,
+                              reason_required=False, parent=self.host)
+        dialog.preview(lambda: impact_preview(self.runtime.store, key, [order_id]), self._etas(key, [order_id]))
+        if not await self._ask(dialog, key, order_id):
+            return None
+        go, signature = await self._signature(key, order_id)
+        if not go:
+            return None
+        act = self.runtime.retry if key == "retry" else self.runtime.pause
+        return await act(order_id, who=self.who(), reason=dialog.reason or None, signature=signature)
 
     async def _cancel(self, order_id: str) -> Any:
         dialog = ReasonDialog(f"Cancel {order_id}",
                               f"Cancel <b>{order_id}</b>? Running steps are stopped on their "
                               "instruments; the rest is canceled. This cannot be undone.",
                               who=self.who(), ok_text="Cancel order", parent=self.host)
-        dialog.preview(lambda: impact_preview(self.runtime.store, "cancel", [order_id]))
+        dialog.preview(lambda: impact_preview(self.runtime.store, "cancel", [order_id]),
+                       self._etas("cancel", [order_id]))
         if not await self._ask(dialog, "cancel", order_id):
             return None
         go, signature = await self._signature("cancel", order_id)  # [SIGNATURES] require: password again
@@ -362,7 +396,14 @@ class OrderActions(QObject):
         row = self.runtime.store.order_rows("id = ?", (order_id,), limit=1)
         current = row[0][6] if row else 50
         dialog = PriorityDialog(f"Reprioritise {order_id}", current, who=self.who(), parent=self.host)
-        dialog.preview(lambda: impact_preview(self.runtime.store, "reprioritise", [order_id]))
+
+        def reprioritise_preview() -> None:
+            dialog.preview(lambda: impact_preview(self.runtime.store, "reprioritise", [order_id]),
+                           self._etas("reprioritise", [order_id], priority=dialog.spin.value()))
+
+        if self.forecast is not None:  # the ETAs follow the priority chosen
+            dialog.spin.valueChanged.connect(reprioritise_preview)
+        reprioritise_preview()
         if not await self._ask(dialog, "reprioritise", order_id):
             return None
         go, signature = await self._signature("reprioritise", order_id)
@@ -393,7 +434,8 @@ class OrderActions(QObject):
         def recover_preview() -> None:
             step = dialog.combo.currentData()
             if step is not None:
-                dialog.preview(lambda: impact_preview(self.runtime.store, "recover", [run_id], from_step=step))
+                dialog.preview(lambda: impact_preview(self.runtime.store, "recover", [run_id], from_step=step),
+                               self._etas("recover", [run_id], from_step=step))
 
         dialog.combo.currentIndexChanged.connect(recover_preview)
         recover_preview()
@@ -425,7 +467,8 @@ class OrderActions(QObject):
         def skip_preview() -> None:
             step = dialog.combo.currentData()
             if step in orders:
-                dialog.preview(lambda: impact_preview(self.runtime.store, "skip", [orders[step]]))
+                dialog.preview(lambda: impact_preview(self.runtime.store, "skip", [orders[step]]),
+                               self._etas("skip", [orders[step]]))
 
         dialog.combo.currentIndexChanged.connect(skip_preview)
         skip_preview()
@@ -455,7 +498,15 @@ class OrderActions(QObject):
         ids, preview = await store.read(lambda _c: self._prepare_bulk(ids))
         dialog = BulkDialog(key, preview, who=self.who(), parent=self.host)
         dialog.impact.show()  # every order, on a reader thread: the dialog answers meanwhile
-        dialog.impact.compute(lambda: impact_preview(store, key, ids))
+        spin = dialog.priority_spin
+
+        def bulk_preview() -> None:
+            dialog.impact.compute(lambda: impact_preview(store, key, ids),
+                                  self._etas(key, ids, **({"priority": spin.value()} if spin is not None else {})))
+
+        if spin is not None and self.forecast is not None:  # the ETAs follow the priority chosen
+            spin.valueChanged.connect(bulk_preview)
+        bulk_preview()
         self.dialog = dialog
         self.dialog_opened.emit(dialog)
         self._say("busy", f"{BULK_LABELS[key]} {len(ids):,} orders: answer the dialog to go on")

@@ -547,6 +547,7 @@ class DetailPanel(Panel):
         """Draw the steps to come where ``forecast`` (a :class:`core.forecast.Forecast`) places
         them, and follow its new results."""
         self.forecast = forecast
+        self.order_actions.forecast = forecast  # its dialogs preview moved ETAs
         forecast.add_listener(self._on_forecast)
 
     def _on_forecast(self, result: Any) -> None:

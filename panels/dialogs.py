@@ -8,7 +8,9 @@ dialog waits. Tests fill the fields and call ``accept()`` — no nested event lo
 Every dialog says who the action will be recorded as, and reads its values into plain Python
 attributes when accepted, so they stay readable after the widget is gone. Dialogs of actions on
 orders and instruments carry an :class:`ImpactView`: what the action will touch
-(:func:`core.impact.preview`, computed on a reader thread), with counts and the first items.
+(:func:`core.impact.preview`, computed on a reader thread), with counts and the first items, and
+where the console keeps a forecast, how far each affected run's ETA moves
+(:func:`core.impact.eta_moves`, played forward in the forecast's worker).
 """
 
 from __future__ import annotations
@@ -17,9 +19,17 @@ import asyncio
 import html
 import json
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import datetime
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    Qt,
+    QTimer,
+    Signal,
+)
 from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -43,7 +53,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.errors import LabconsoleError
-from core.impact import Impact
+from core.impact import EtaMove, EtaMoves, Impact
 from core.orders import OrderStatus
 from panels.style import status_icon
 from panels.theme import keep_styled
@@ -83,11 +93,16 @@ class ImpactView(QWidget):
 
     :meth:`compute` starts a preview coroutine (:func:`core.impact.preview`, which reads on a
     reader thread) and shows its result when it ends; a newer :meth:`compute` replaces an older
-    one still running, and closing the view cancels it.
+    one still running, and closing the view cancels it. Given an ``etas`` coroutine too
+    (:func:`core.impact.eta_moves`), the moved ETAs of the affected runs follow ("R-12: ETA
+    14:20 → 14:05") and replace the instrument time added or removed; without a forecast
+    (``etas`` gives None) the instrument time stays.
     """
 
     computed = Signal(object)
     """The :class:`~core.impact.Impact` shown (None when the preview failed)."""
+    etas_computed = Signal(object)
+    """The :class:`~core.impact.EtaMoves` shown (None: no forecast, or it failed)."""
 
     def __init__(self, parent: QWidget | None = None, *, runs: bool = True) -> None:
         super().__init__(parent)
@@ -95,7 +110,10 @@ class ImpactView(QWidget):
         self.runs = runs
         """Name the first runs (a bulk dialog names them itself)."""
         self.impact: Impact | None = None
+        self.moves: EtaMoves | None = None
+        """The moved ETAs shown (None: none asked, no forecast yet, or still working)."""
         self._task: asyncio.Task[Impact] | None = None
+        self._eta_task: asyncio.Task[EtaMoves | None] | None = None
         self.summary = QLabel("", self)
         self.summary.setObjectName("impactSummary")
         self.summary.setWordWrap(True)
@@ -105,6 +123,12 @@ class ImpactView(QWidget):
         self.details.setWordWrap(True)
         self.details.setTextFormat(Qt.TextFormat.RichText)
         self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.etas = QLabel("", self)
+        self.etas.setObjectName("impactEtas")
+        self.etas.setWordWrap(True)
+        self.etas.setTextFormat(Qt.TextFormat.RichText)
+        self.etas.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.etas.hide()
         keep_styled(self, lambda t: f"#impactView {{ border-left: 3px solid {t.colors['text_info']}; }} "
                                     f"#impactDetails {{ color: {t.colors['muted']}; }}")
         self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
@@ -112,26 +136,45 @@ class ImpactView(QWidget):
         layout.setContentsMargins(10, 2, 2, 2)
         layout.setSpacing(2)
         layout.addWidget(self.summary)
+        layout.addWidget(self.etas)
         layout.addWidget(self.details)
 
     @property
     def busy(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    def compute(self, make: Callable[[], Coroutine[Any, Any, Impact]]) -> None:
-        """Preview with ``make()`` (a coroutine giving an Impact); shown when it ends."""
+    @property
+    def etas_busy(self) -> bool:
+        return self._eta_task is not None and not self._eta_task.done()
+
+    def compute(self, make: Callable[[], Coroutine[Any, Any, Impact]],
+                etas: Callable[[], Coroutine[Any, Any, EtaMoves | None]] | None = None) -> None:
+        """Preview with ``make()`` (a coroutine giving an Impact); shown when it ends. ``etas()``:
+        the moved ETAs (:func:`core.impact.eta_moves`), shown when they are worked out."""
         self.cancel()
         self.impact = None
+        self.moves = None
         self.summary.setText("<i>Working out what this touches…</i>")
         self.details.setText("")
-        task = asyncio.get_running_loop().create_task(make(), name="impact preview")
+        self.etas.setText("")
+        self.etas.hide()
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(make(), name="impact preview")
         self._task = task
         task.add_done_callback(self._done)
+        if etas is not None:
+            self.etas.setText("<i>Working out how finish times move…</i>")
+            self.etas.show()
+            eta_task = loop.create_task(etas(), name="impact preview: ETAs")
+            self._eta_task = eta_task
+            eta_task.add_done_callback(self._etas_done)
 
     def cancel(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        for task in (self._task, self._eta_task):
+            if task is not None and not task.done():
+                task.cancel()
         self._task = None
+        self._eta_task = None
 
     def _done(self, task: asyncio.Task[Impact]) -> None:
         if task is not self._task or task.cancelled():
@@ -148,14 +191,47 @@ class ImpactView(QWidget):
 
     def show_impact(self, impact: Impact) -> None:
         self.impact = impact
-        self.summary.setText(impact_summary_html(impact))
+        self.summary.setText(impact_summary_html(impact, work=not self._moved()))
         self.details.setText(impact_details_html(impact, runs=self.runs))
         self.details.setVisible(bool(self.details.text()))
         self._fit()
         self.computed.emit(impact)
 
+    def _moved(self) -> bool:
+        """Moved ETAs are shown (they replace the instrument time)."""
+        return self.moves is not None and self.moves.skipped is None
+
+    def _etas_done(self, task: asyncio.Task[EtaMoves | None]) -> None:
+        if task is not self._eta_task or task.cancelled():
+            return
+        self._eta_task = None
+        exc = task.exception()
+        if exc is not None:
+            message = str(exc) if isinstance(exc, LabconsoleError) else f"{type(exc).__name__}: {exc}"
+            self.etas.setText(f"<i>How finish times move could not be worked out: {html.escape(message)}</i>")
+            self.etas_computed.emit(None)
+            return
+        self.show_moves(task.result())
+
+    def show_moves(self, moves: EtaMoves | None) -> None:
+        """Show moved ETAs (None: no forecast yet, the instrument time stands in)."""
+        self.moves = moves
+        text = eta_moves_html(moves) if moves is not None else ""
+        self.etas.setText(text)
+        self.etas.setVisible(bool(text))
+        if self.impact is not None:
+            self.summary.setText(impact_summary_html(self.impact, work=not self._moved()))
+        self._fit()
+        self.etas_computed.emit(moves)
+
     def _fit(self) -> None:
-        """Grow the dialog when the preview needs more room than it had when it opened."""
+        """Grow the dialog when the preview needs more room than it had when it opened (once the
+        labels' new text has been laid out)."""
+        for label in (self.summary, self.etas, self.details):
+            label.updateGeometry()
+        QTimer.singleShot(0, self, self._fit_now)
+
+    def _fit_now(self) -> None:
         window = self.window()
         if window is self:
             return
@@ -177,8 +253,9 @@ def _plural(n: int, word: str) -> str:
     return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
-def impact_summary_html(impact: Impact) -> str:
-    """The counts of an impact, one line: "Touches 3 runs · 6 steps canceled · frees Sealer1 …"."""
+def impact_summary_html(impact: Impact, *, work: bool = True) -> str:
+    """The counts of an impact, one line: "Touches 3 runs · 6 steps canceled · frees Sealer1 …";
+    ``work``: with the instrument time added or removed (left out when moved ETAs are shown)."""
     parts = [f"<b>{_plural(impact.runs, 'run')}</b>"]
     parts += [f"{_plural(n, 'step')} {html.escape(what)}" for what, n in sorted(impact.steps.items(),
                                                                             key=lambda kv: (-kv[1], kv[0]))]
@@ -188,7 +265,7 @@ def impact_summary_html(impact: Impact) -> str:
         parts.append("blocks " + html.escape(", ".join(impact.instruments_blocked)))
     if impact.waiting_longer:
         parts.append(f"{_plural(impact.waiting_longer, 'queued step')} wait longer")
-    if impact.work_seconds:
+    if impact.work_seconds and work:
         minutes = abs(impact.work_seconds) / 60
         amount = f"{abs(impact.work_seconds):.0f}\u00a0s" if minutes < 2 else \
             f"{minutes:.0f}\u00a0min" if minutes < 120 else f"{minutes / 60:.1f}\u00a0h"
@@ -198,6 +275,54 @@ def impact_summary_html(impact: Impact) -> str:
     if not impact.runs and not impact.steps and not impact.refused_count and not impact.instruments_blocked:
         return "<b>Touches nothing</b> that is still running or waiting."
     return "<b>Touches</b> " + " · ".join(parts)
+
+
+def _when(ts: float, now: datetime) -> str:
+    moment = datetime.fromtimestamp(ts)
+    return f"{moment:%H:%M}" if moment.date() == now.date() else f"{moment:%a %H:%M}"
+
+
+def _shift(seconds: float) -> str:
+    """A signed move: "−40 s", "+2 min 05 s", "−1 h 10 min"."""
+    sign = "+" if seconds > 0 else "−"
+    total = round(abs(seconds))
+    if total < 60:
+        return f"{sign}{total}\u00a0s"
+    if total < 3600:
+        m, sec = divmod(total, 60)
+        return f"{sign}{m}\u00a0min" + (f" {sec:02d}\u00a0s" if sec else "")
+    h, m = divmod(total // 60, 60)
+    return f"{sign}{h}\u00a0h" + (f" {m:02d}\u00a0min" if m else "")
+
+
+def eta_move_text(move: EtaMove, now: datetime | None = None) -> str:
+    """One run's moved ETA, plain: "R-12: ETA 14:20 → 14:05 (−15 min)", "R-3: ETA 14:20 → none
+    (canceled)", "R-4: no ETA (paused: …) → 15:40"; times of another day than ``now`` with
+    their weekday."""
+    now = now or datetime.now()
+    before = f"ETA {_when(move.before, now)}" if move.before is not None else f"no ETA ({move.before_note})"
+    if move.after is None:
+        after = f"none ({move.after_note})"
+    else:
+        after = _when(move.after, now)
+        if move.delta is not None:
+            after += f" ({_shift(move.delta)})" if round(move.delta) else " (unchanged)"
+    return f"{move.run_id}: {before} → {after}"
+
+
+def eta_moves_html(moves: EtaMoves, lines: int = IMPACT_LINES) -> str:
+    """The moved ETAs of an impact: the runs acted on, then the largest moves (the rest counted)."""
+    if moves.skipped is not None:
+        return f"<i>ETAs: {html.escape(moves.skipped)}; the instrument time is shown instead.</i>"
+    if not moves.count:
+        return "<b>ETAs:</b> no run's forecast finish time moves."
+    now = datetime.fromtimestamp(moves.at) if moves.at else datetime.now()
+    out = [f"<b>ETAs</b> ({_plural(moves.count, 'run')} move" + ("s" if moves.count == 1 else "") + "):"]
+    out += [html.escape(eta_move_text(m, now)) for m in moves.moves[:lines]]
+    shown = min(lines, len(moves.moves))
+    if moves.count > shown:
+        out.append(f"… and {moves.count - shown:,} more runs")
+    return "<br>".join(out)
 
 
 def impact_details_html(impact: Impact, lines: int = IMPACT_LINES, *, runs: bool = True) -> str:
@@ -264,10 +389,12 @@ class ActionDialog(QDialog):
         layout.addWidget(self.who)
         layout.addWidget(self.buttons)
 
-    def preview(self, make: Callable[[], Coroutine[Any, Any, Impact]]) -> None:
-        """Show what the action will touch: ``make()`` is a :func:`core.impact.preview` call."""
+    def preview(self, make: Callable[[], Coroutine[Any, Any, Impact]],
+                etas: Callable[[], Coroutine[Any, Any, EtaMoves | None]] | None = None) -> None:
+        """Show what the action will touch: ``make()`` is a :func:`core.impact.preview` call,
+        ``etas()`` a :func:`core.impact.eta_moves` call (None: no forecast in this window)."""
         self.impact.show()
-        self.impact.compute(make)
+        self.impact.compute(make, etas)
 
     def add_reason_row(self) -> None:
         """Subclasses call this after adding their own rows, so the reason comes last."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import datetime
 from typing import Any
 
 from PySide6.QtCore import (
@@ -49,7 +50,7 @@ from PySide6.QtWidgets import (
 
 from core.api import RuntimeApi
 from core.errors import InputError, LabconsoleError
-from core.impact import preview
+from core.impact import eta_moves, preview
 from core.inbox import (
     KINDS,
     FormField,
@@ -62,6 +63,7 @@ from core.inbox import (
     read_rows,
 )
 from core.users import os_user
+from panels.dialogs import eta_move_text
 from panels.style import format_age
 from panels.theme import current_theme, keep_styled
 from panels.widgets import TaskKeeper
@@ -364,6 +366,9 @@ class InboxPanel(QWidget):
         self._refreshing = False
         self._again = False
         self._preview_seq = 0
+        self.forecast: Any = None
+        """The console's :class:`core.forecast.Forecast`: a paused error's decision previews the
+        runs' moved ETAs too (None: the instrument time added or removed)."""
 
         self.kind_box = QComboBox()
         self.kind_box.addItem("All kinds", None)
@@ -590,14 +595,30 @@ class InboxPanel(QWidget):
         action = {"retry": "retry", "skip": "skip", "recover": "recover", "cancel": "cancel"}[str(choice)]
         from_step = self.form.values().get("from_step") or item.step_id
 
+        if action == "recover":
+            orders = [item.run_id]
+        forecast = self.forecast
+
+        async def both() -> tuple[Any, Any]:
+            impact = preview(self.inbox.store, action, orders, from_step=from_step)
+            moves = eta_moves(forecast, action, orders, from_step=from_step)
+            return await asyncio.gather(impact, moves)
+
         def done(task: asyncio.Task[Any]) -> None:
             if seq != self._preview_seq or task.cancelled() or task.exception() is not None:
                 return
-            self.form.consequence.setText(f"{choice.capitalize()} will touch: {task.result().summary()}")
+            impact, moves = task.result()
+            text = f"{choice.capitalize()} will touch: {impact.summary()}"
+            if moves is not None and moves.skipped is None:  # moved ETAs instead of instrument time
+                text = f"{choice.capitalize()} will touch: {impact.summary(work=False)}"
+                now = datetime.fromtimestamp(moves.at) if moves.at else None
+                shown = [eta_move_text(m, now) for m in moves.moves[:3]]
+                more = moves.count - len(shown)
+                text += "\nETAs: " + ("; ".join(shown) if shown else "no run's finish time moves") + \
+                    (f"; … and {more:,} more" if more > 0 else "")
+            self.form.consequence.setText(text)
 
-        if action == "recover":
-            orders = [item.run_id]
-        self.tasks.spawn(preview(self.inbox.store, action, orders, from_step=from_step), done)
+        self.tasks.spawn(both(), done)
 
     def _say(self, text: str, tone: str) -> None:
         colour = current_theme().colors[tone]

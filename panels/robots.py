@@ -476,6 +476,8 @@ class RobotsPanel(Panel):
         self.user: User | None = None
         """The signed-in user (None: single-user mode); actions their role does not allow are off."""
         self.reason_dialog: ReasonDialog | None = None
+        self.forecast: Any = None
+        """The console's :class:`core.forecast.Forecast`: Out of service previews moved ETAs."""
         """The open reason dialog, if any (tests fill it in)."""
         self.signature_dialog: QDialog | None = None
         """The electronic signature dialog while it waits (tests fill it in)."""
@@ -858,7 +860,7 @@ class RobotsPanel(Panel):
         dialog.open()
 
     def _preview_out_of_service(self, dialog: ReasonDialog, iid: str) -> None:
-        from core.impact import preview
+        from core.impact import eta_moves, preview
         from panels.dialogs import ImpactView
 
         view = ImpactView(dialog)
@@ -868,8 +870,10 @@ class RobotsPanel(Panel):
         layout.insertWidget(1, view)
         dialog.finished.connect(lambda _code: view.cancel())
         capabilities = {v.id: v.capabilities for v in self._views.values()}
+        forecast = self.forecast
         view.compute(lambda: preview(self.runtime.store, "out_of_service", instrument=iid,
-                                     capabilities=capabilities))
+                                     capabilities=capabilities),
+                     (lambda: eta_moves(forecast, "out_of_service", instrument=iid)) if forecast is not None else None)
         dialog.setMinimumWidth(480)
 
     @Slot()

@@ -50,12 +50,22 @@ class Receiver:
 
 
 class Mailbox:
-    """aiosmtpd handler: the first ``refuse`` messages get 451 (try later), later ones are kept."""
+    """aiosmtpd handler: the first ``refuse`` messages get 451 (try later), later ones are kept;
+    each address in ``refuse_rcpt`` is refused at RCPT TO that many times (550), the others
+    of the same message are taken."""
 
-    def __init__(self, refuse: int = 0) -> None:
+    def __init__(self, refuse: int = 0, refuse_rcpt: dict[str, int] | None = None) -> None:
         self.refuse = refuse
+        self.refuse_rcpt = dict(refuse_rcpt or {})
         self.messages: list = []
         self.envelopes: list = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802 - aiosmtpd's name
+        if self.refuse_rcpt.get(address, 0) > 0:
+            self.refuse_rcpt[address] -= 1
+            return "550 5.1.1 no such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
         if self.refuse > 0:

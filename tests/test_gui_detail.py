@@ -199,7 +199,11 @@ def test_cancel_and_retry_buttons_of_a_step(lab):
     audit = {(r[1].text, r[2].text, r[4].text) for r in detail.audit.rows}
     assert (os_user(), "cancel step", "wrong plate") in audit
 
-    detail.buttons["retry"].click()  # no dialog: retry is not destructive
+    detail.buttons["retry"].click()  # a confirmation with its preview; the reason is optional
+    lab.qtbot.waitUntil(lambda: isinstance(detail.order_actions.dialog, ReasonDialog), timeout=5000)
+    dialog = detail.order_actions.dialog
+    assert dialog.ok_button.text() == "Retry" and dialog.ok_button.isEnabled()
+    lab.qtbot.keyClick(dialog.reason_edit, Qt.Key.Key_Return)
     lab.qtbot.waitUntil(lambda: detail.last_feedback.level != "busy", timeout=10_000)
     assert detail.last_feedback.level == "ok", detail.last_feedback.message
     lab.until(lambda: not lab.rt.run_is_active(runs[2]))

@@ -1,23 +1,28 @@
 """The impact preview in the action dialogs, over a real runtime (store, dispatcher, simulated
-instruments, virtual clock): cancel, reprioritise, recover, skip, bulk cancel/retry and taking an
-instrument out of service each show, before the operator confirms, what the action will touch —
-counts and the first runs and steps — and nothing changes until they confirm."""
+instruments, virtual clock): cancel, retry, pause, reprioritise, recover, skip, bulk cancel/retry
+and taking an instrument out of service each show, before the operator confirms, what the action
+will touch — counts and the first runs and steps, and with a forecast how far each affected
+run's ETA moves — and nothing changes until they confirm."""
 
 from __future__ import annotations
 
 import pytest
 from conftest import save_screenshot
 from dispatchkit import WORKCELL
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QWidget
 
 from console.bridge import EventBridge
 from core.clock import VirtualClock
 from core.engine import RunStatus
+from core.forecast import Forecast
+from core.impact import EtaMoves
+from core.orders import OrderStatus
 from core.runtime import Runtime
 from core.templates import template_from_dict
 from core.workcell import parse_workcell
 from panels.actions import OrderActions
-from panels.dialogs import ImpactView
+from panels.dialogs import ImpactView, ReasonDialog
 from panels.robots import RobotsPanel
 from panels.theme import apply_theme
 
@@ -173,3 +178,108 @@ def test_out_of_service_dialog_previews_blocked_and_delayed_steps(lab, store, qt
     panel.shutdown()
     panel.close()
     bridge.close()
+
+
+def _moves(qtbot, view: ImpactView):
+    qtbot.waitUntil(lambda: view.moves is not None and not view.etas_busy, timeout=20_000)
+    return view.moves
+
+
+def test_retry_asks_first_with_its_preview_and_enter_confirms(lab, qtbot, qrun):
+    rt, clock, actions, opened = lab
+    paused = qrun(rt.start_run("Fragile", who="bob"))
+    qrun(clock.run_until(lambda: rt.engine.run_status(paused) is RunStatus.PAUSED))
+    actions.request("retry", paused)
+    dialog = _dialog(qtbot, opened)
+    assert isinstance(dialog, ReasonDialog) and dialog.ok_button.text() == "Retry"
+    assert dialog.ok_button.isEnabled(), "the reason is optional: one key confirms"
+    impact = _computed(qtbot, dialog.impact)
+    assert impact.steps == {"retried": 1} and impact.first_steps[0][1:] == ("seal", "failed", "retried")
+    assert "+20\u00a0s instrument time" in dialog.impact.summary.text(), "no forecast: instrument time"
+    assert not dialog.impact.etas.isVisible()
+    assert rt.engine.run_status(paused) is RunStatus.PAUSED  # nothing yet
+    _shots(dialog, "dialog-retry-impact")
+    dialog.reason_edit.setFocus()
+    qtbot.keyClick(dialog.reason_edit, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: bool(actions.history) and actions.history[-1].level != "busy", timeout=10_000)
+    assert actions.history[-1].level == "ok", actions.history[-1].message
+    qrun(clock.run_until(lambda: rt.engine.run_status(paused) is RunStatus.COMPLETED))
+    seal = next(s["order_id"] for s in rt.run_of(paused)["steps"] if s["id"] == "seal")
+    retry = [a for a in rt.audit(seal) if a.action == "retry step"]
+    assert [(a.who, a.reason) for a in retry] == [("ann", None)], [(a.action, a.who) for a in rt.audit(seal)]
+
+
+def test_pause_previews_moved_etas_from_the_forecast_and_back_changes_nothing(lab, qtbot, qrun):
+    rt, clock, actions, opened = lab
+    runs = [qrun(rt.start_run("Prep", who="bob", allow_duplicate=True)) for _ in range(6)]
+    qrun(clock.advance(1))
+    forecast = Forecast(rt, samples=2, debounce=3600)
+    qrun(forecast.refresh())
+    actions.forecast = forecast
+    try:
+        target = runs[0]
+        actions.request("pause", target)
+        dialog = _dialog(qtbot, opened)
+        impact = _computed(qtbot, dialog.impact)
+        assert impact.runs == 1 and impact.steps["held"] == 2
+        moves = _moves(qtbot, dialog.impact)
+        first = moves.moves[0]
+        assert first.run_id == target and first.target and first.after is None
+        assert first.after_note == "paused: waits for an operator to resume it"
+        behind = [m for m in moves.moves if not m.target]
+        assert behind and all(m.delta is not None and m.delta < 0 for m in behind), "the others finish sooner"
+        etas = dialog.impact.etas.text()
+        assert f"{target}: ETA " in etas and "→ none (paused" in etas and "(−" in etas
+        assert "instrument time" not in dialog.impact.summary.text(), "moved ETAs replace the instrument time"
+        _shots(dialog, "dialog-pause-impact-etas")
+        dialog.back_button.click()
+        qtbot.waitUntil(lambda: actions.dialog is None)
+        assert rt.order(target).status is not OrderStatus.Paused
+
+        actions.request("pause", target)
+        dialog = _dialog(qtbot, opened)
+        dialog.reason_edit.setText("check the plate")
+        qtbot.keyClick(dialog.reason_edit, Qt.Key.Key_Return)
+        qtbot.waitUntil(lambda: actions.history[-1].level != "busy", timeout=10_000)
+        assert actions.history[-1].level == "ok", actions.history[-1].message
+        assert [a.reason for a in rt.audit(target) if a.action == "pause"] == ["check the plate"]
+        assert rt.order(target).status is OrderStatus.Paused
+    finally:
+        qrun(forecast.close())
+
+
+def test_cancel_and_bulk_cancel_show_moved_etas_per_run(lab, qtbot, qrun):
+    rt, clock, actions, opened = lab
+    runs = [qrun(rt.start_run("Prep", who="bob", allow_duplicate=True)) for _ in range(8)]
+    qrun(clock.advance(1))
+    forecast = Forecast(rt, samples=2, debounce=3600)
+    qrun(forecast.refresh())
+    actions.forecast = forecast
+    try:
+        actions.request("cancel", runs[0])
+        dialog = _dialog(qtbot, opened)
+        moves = _moves(qtbot, dialog.impact)
+        assert moves.moves[0].run_id == runs[0] and moves.moves[0].after_note == "canceled"
+        assert moves.count > 1 and all(m.delta < 0 for m in moves.moves[1:])
+        dialog.reject()
+        qtbot.waitUntil(lambda: actions.dialog is None)
+
+        actions.request_bulk("cancel", runs[:4])
+        dialog = _dialog(qtbot, opened)
+        moves = _moves(qtbot, dialog.impact)
+        assert {m.run_id for m in moves.moves[:4]} == set(runs[:4]), "the runs acted on come first"
+        assert {m.run_id for m in moves.moves if m.target} == set(runs[:4])
+        assert {m.run_id for m in moves.moves if not m.target} == set(runs[4:])
+        assert "… and 2 more runs" in dialog.impact.etas.text()
+        assert "instrument time" not in dialog.impact.summary.text()
+        dialog.resize(760, 560)
+        _shots(dialog, "dialog-bulk-cancel-impact-etas")
+        # too many unfinished runs to play forward: said, and the instrument time comes back
+        dialog.impact.show_moves(EtaMoves(forecast_runs=12_000, skipped="finish times are not worked out "
+                                          "over 12,000 unfinished runs"))
+        assert "the instrument time is shown instead" in dialog.impact.etas.text()
+        assert "instrument time" in dialog.impact.summary.text()
+        dialog.reject()
+        assert all(rt.engine.run_status(r) is RunStatus.RUNNING for r in runs)
+    finally:
+        qrun(forecast.close())

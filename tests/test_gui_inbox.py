@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QApplication
 from console.bridge import EventBridge
 from core.clock import VirtualClock
 from core.engine import RunStatus
+from core.forecast import Forecast
 from core.inbox import Inbox
 from core.playbook import Playbook
 from core.runtime import Runtime
@@ -110,6 +111,18 @@ def test_paused_error_shows_its_impact_and_skip_with_outputs_lets_the_run_go_on(
     panel.form.set_value("choice", "cancel")
     qtbot.waitUntil(lambda: "Cancel will touch: 1 run" in panel.form.consequence.text(), timeout=5000)
     assert "1 step canceled" in panel.form.consequence.text()
+    assert "ETAs" not in panel.form.consequence.text()  # no forecast: counts only
+    # with a forecast the decision's preview says how the run's finish time moves
+    forecast = Forecast(rt, samples=2, debounce=3600)
+    qrun(forecast.refresh())
+    panel.forecast = forecast
+    panel.form.set_value("choice", "retry")
+    qtbot.waitUntil(lambda: "Retry will touch" in panel.form.consequence.text(), timeout=10_000)
+    text = panel.form.consequence.text()
+    assert f"ETAs: {run_id}: no ETA (paused: waits for an operator to resume it) → " in text
+    save_screenshot(panel, "inbox-error-retry-etas")
+    panel.forecast = None
+    qrun(forecast.close())
     panel.form.set_value("choice", "skip")
     qtbot.waitUntil(lambda: "Skip will touch" in panel.form.consequence.text(), timeout=5000)
     ok = _answer(qtbot, panel, item.id, {"outputs": '{"sealed": false}', "reason": "sealed by hand"})[1]

@@ -15,7 +15,7 @@ from conftest import save_screenshot
 from dispatchkit import WORKCELL
 from PySide6.QtCore import QPoint, Qt, QTimer
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QSplitter
+from PySide6.QtWidgets import QApplication, QSplitter
 
 from console.bridge import EventBridge
 from core.clock import VirtualClock
@@ -324,9 +324,16 @@ def test_shortcuts_pause_resume_and_reprioritise(lab):
     panel.view.setFocus()
     panel.activateWindow()
     lab.qtbot.keyClick(panel.view, Qt.Key.Key_P, Qt.KeyboardModifier.ControlModifier)
+    dialog = lab.dialog(ReasonDialog)  # Pause asks first, with its preview; Enter confirms
+    assert lab.rt.order(runs[1]).status is not OrderStatus.Paused
+    lab.qtbot.keyClick(dialog.reason_edit, Qt.Key.Key_Return)
     lab.qtbot.waitUntil(lambda: lab.rt.order(runs[1]).status is OrderStatus.Paused, timeout=5000)
+    lab.qtbot.waitUntil(lambda: panel.last_feedback.level != "busy", timeout=5000)
     lab.sync()
     assert [a.who for a in lab.rt.audit(runs[1]) if a.action == "pause"] == [os_user()]
+    panel.activateWindow()  # the dialog is gone: the window takes the keys again
+    lab.qtbot.waitUntil(lambda: QApplication.activeWindow() is not None, timeout=5000)
+    panel.view.setFocus()
     # a shortcut that does not apply says so and does nothing
     lab.qtbot.keyClick(panel.view, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
     assert panel.last_feedback.level == "error" and "does not apply" in panel.last_feedback.message

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 from enginekit import Kit, run_kit, template
 
-from core.impact import preview
+from core.impact import _compute, preview
+from core.store import DB_FILENAME, Store
 
 LONG = template("Long", [
     {"id": "read", "kind": "PlateReader.ReadPlate", "estimated_duration": 600},
@@ -74,3 +77,37 @@ def test_out_of_service_preview_names_what_only_that_instrument_can_do(data_dir)
     reader, sealer = run_kit(data_dir, scenario, hang_kinds={"PlateReader.ReadPlate"})
     assert reader.steps == {"finishes first": 1} and reader.instruments_blocked == ["simulator"]
     assert sealer.waiting_longer == 1 and not sealer.steps  # Sealer2 can seal too
+
+
+def test_a_bulk_preview_holds_one_chunk_of_runs_at_a_time(tmp_path):
+    """A preview over 10,000 runs reads and drops them a chunk at a time: what it holds grows
+    by about a hundred bytes a run, not by the rows read for it (held all at once, over a
+    kilobyte a run: tens of thousands of objects outlive the young collections and push the
+    collector into a full pass that stalls the event loop)."""
+    store = Store(tmp_path / DB_FILENAME).open()
+
+    def fill(start: int, end: int):
+        def op(conn):
+            conn.executemany(
+                "INSERT INTO runs (run_id, template_name, template_version, status, input_data, context, created) "
+                "VALUES (?, 'Long', 1, 'running', '{}', '{}', 0)", [(f"R{i}",) for i in range(start, end)])
+            conn.executemany(
+                "INSERT INTO step_runs (run_id, step_id, order_id, status, instrument) VALUES (?, ?, ?, ?, ?)",
+                [(f"R{i}", sid, f"S{i}-{sid}", status, "Reader" if status == "running" else None)
+                 for i in range(start, end) for sid, status in (("read", "running"), ("seal", "pending"))])
+        store.write_sync(op)
+
+    peaks = {}
+    try:
+        for start, end in ((0, 2000), (2000, 10_000)):
+            fill(start, end)
+            ids = [f"R{i}" for i in range(end)]
+            tracemalloc.start()
+            impact = store.read_sync(lambda c, ids=ids: _compute(c, "cancel", ids, None))
+            peaks[end] = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            assert impact.runs == end and impact.steps == {"stopped": end, "canceled": end}
+    finally:
+        store.close()
+    # per run beyond a chunk: the runs it has counted (two sets of ids), not the rows it read
+    assert (peaks[10_000] - peaks[2000]) / 8000 < 400, peaks

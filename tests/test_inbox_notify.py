@@ -139,6 +139,54 @@ def test_email_refused_once_by_a_real_smtp_server_is_retried(data_dir, mailbox):
     assert message.get_content().count("Refill the tip rack") == 2
 
 
+def test_email_refused_for_one_recipient_is_retried_to_that_recipient_only(data_dir):
+    """The server takes the message for night@ and refuses bob@ (550 at RCPT TO) twice: the
+    e-mail notice is sent, bob@ gets a notice of his own showing the refusal on the item, and the
+    retries after the backoff go to bob@ alone until he takes it."""
+    box = Mailbox(refuse_rcpt={"bob@example.org": 2})
+    controller = Controller(box, hostname="127.0.0.1", port=free_port())
+    controller.start()
+
+    async def scenario(kit: Kit):
+        settings = NotifySettings(email_to=("night@example.org", "bob@example.org"), email_from="lab@example.org",
+                                  smtp_host="127.0.0.1", smtp_port=controller.port, backoff=10.0, timeout=10.0)
+        notifier = Notifier(kit.store, settings, clock=kit.clock, bus=kit.ledger.bus)
+        inbox = Inbox(kit.engine, escalate_after={"prompt": 600}, notifier=notifier)
+        await kit.publish(ASK)
+        await kit.run("AskNight")
+        await kit.clock.settle()
+        await kit.clock.advance(900)
+        assert await inbox.escalate() == 1
+        [item] = inbox.items()
+        await notifier.deliver_due()
+        first = inbox.item(item.id)
+        row = kit.store.read_sync(read_rows)[0].notice
+        await kit.clock.advance(10)
+        await notifier.deliver_due()  # bob@ refused again: 2 attempts, the next in 20 s
+        second = inbox.item(item.id).notices
+        await kit.clock.advance(20)
+        await notifier.deliver_due()
+        return first, row, second, inbox.item(item.id)
+
+    try:
+        first, row, second, last = run_kit(data_dir, scenario)
+    finally:
+        controller.stop()
+    email, bob = first.notices
+    assert (email.channel, email.state, email.attempts, email.error) == ("email", "sent", 1, None)
+    assert (bob.recipient, bob.state, bob.attempts) == ("bob@example.org", "pending", 1)
+    assert bob.error == "mail server 127.0.0.1 refused bob@example.org: 550 5.1.1 no such user here"
+    assert first.notice_failed and first.as_dict()["notifications"][1]["recipient"] == "bob@example.org"
+    assert row.startswith("E-mail notification to bob@example.org failed (1 attempt")
+    assert [(n.channel, n.state, n.attempts) for n in second] == [
+        ("email", "sent", 1), ("email:bob@example.org", "pending", 2)]
+    assert [(n.state, n.attempts, n.error) for n in last.notices] == [("sent", 1, None), ("sent", 3, None)]
+    assert not last.notice_failed
+    # night@ got the message once; bob@ alone got the retry
+    assert box.envelopes == [("lab@example.org", ["night@example.org"]), ("lab@example.org", ["bob@example.org"])]
+    assert box.messages[1]["To"] == "night@example.org, bob@example.org"
+
+
 def test_a_delivery_that_keeps_failing_is_given_up_visible_and_sent_again_on_request(data_dir):
     async def scenario(kit: Kit, url: str):
         notifier = Notifier(kit.store, NotifySettings(webhook_url=url, backoff=5.0, attempts=2),
