@@ -1339,9 +1339,15 @@ class JobsPanel(Panel):
     # ------------------------------------------------------------------ lifecycle
 
     def on_shutdown(self) -> None:
-        """Stop the filter bar's timers, running actions and the panel's own dialogs."""
+        """Stop the filter bar's timers, running actions, the panel's own dialogs, and following
+        the forecast and the past."""
         self.filter_bar.shutdown()
         self._cancel_history()
+        if self.forecast is not None:
+            self.forecast.remove_listener(self._on_forecast)
+        for task in (self._eta_task, self._past_task):
+            if task is not None and not task.done():
+                task.cancel()
         self.actions.shutdown()
         self._tasks.cancel_all()
 
