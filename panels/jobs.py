@@ -496,8 +496,12 @@ class JobsPanel(Panel):
         return self._eta_task  # a task in progress takes the newest result when it is done
 
     async def _show_etas(self) -> None:
-        while True:
-            result = self._forecast_result
+        """Show the newest forecast: the step orders of runs not seen before are read, the cells
+        made on a worker thread (thousands of them are not formatted on the loop), then handed
+        to the table at once; a forecast that came meanwhile is shown next."""
+        shown = None
+        while shown is not self._forecast_result and not self.is_shut_down:
+            result = shown = self._forecast_result
             ix = self.live_model.ix
             known = self._step_orders
             wanted = [r for r in result.runs if r in ix.children
@@ -507,11 +511,12 @@ class JobsPanel(Panel):
                     known.update(await self.runtime.store.read(functools.partial(step_orders, run_ids=wanted)))
                 except (LabconsoleError, sqlite3.Error) as exc:
                     log.warning("step orders of the forecast's runs not read: %s", exc)
-            if result is self._forecast_result:
-                break
-        self._step_orders = {r: m for r, m in known.items() if r in result.runs}
-        if not self.is_shut_down:
-            self.live_model.set_etas(eta_cells(result, self._step_orders, self.adopters))
+            if result is not self._forecast_result:
+                continue
+            self._step_orders = steps = {r: m for r, m in known.items() if r in result.runs}
+            cells = await asyncio.to_thread(eta_cells, result, steps, dict(self.adopters))
+            if result is self._forecast_result and not self.is_shut_down:
+                self.live_model.set_etas(cells)
 
     # ------------------------------------------------------------------ time travel
 
