@@ -293,6 +293,10 @@ class JobsPanel(Panel):
         self.filter_bar = FilterBar(self.views, self)
         self.filter_bar.changed.connect(self._on_filter_changed)
         self.filter_bar.view_chosen.connect(self._on_view_chosen)
+        # the view the operator picks is the one to open on next time (not one the console
+        # switches to by itself, e.g. to show an order the filter hides)
+        self.filter_bar.view_combo.activated.connect(
+            lambda i: self._remember_view(self.filter_bar.view_combo.itemData(i)))
         self.filter_bar.save_requested.connect(self.request_save_view)
 
         self.view = QTableView(self)
@@ -347,7 +351,7 @@ class JobsPanel(Panel):
         self.all_orders_button = QPushButton(f"Show {ALL_ORDERS.lower()}", self.view.viewport())
         self.all_orders_button.setObjectName("jobsShowAll")
         self.all_orders_button.setToolTip(f"Switch to the “{ALL_ORDERS}” view")
-        self.all_orders_button.clicked.connect(lambda _checked=False: self.filter_bar.choose_view(ALL_ORDERS))
+        self.all_orders_button.clicked.connect(self._show_all_orders)
         hint_layout.addWidget(self.all_orders_button, 0, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
         self.all_orders_button.hide()
         self.past_banner = PastBanner(self)
@@ -593,6 +597,12 @@ class JobsPanel(Panel):
         name = self.views.open_on()
         self.filter_bar.choose_view(name)
         return name
+
+    @Slot()
+    def _show_all_orders(self) -> None:
+        """The empty state's button: the "All orders" view, kept as the one to open on."""
+        self.filter_bar.choose_view(ALL_ORDERS)
+        self._remember_view(ALL_ORDERS)
 
     def _remember_view(self, name: str | None) -> None:
         if not name:
@@ -1052,12 +1062,10 @@ class JobsPanel(Panel):
             self.live_model.set_filter(spec)
             if self.moment is not None:
                 self.past_model.set_filter(spec)
-        self._remember_view(self.filter_bar.view_combo.currentData())
         self._update_summary()
 
     @Slot(object)
     def _on_view_chosen(self, view: SavedView) -> None:
-        self._remember_view(view.name)
         if view.sort_column in COLUMN_KEYS:
             order = Qt.SortOrder.DescendingOrder if view.descending else Qt.SortOrder.AscendingOrder
             self.view.sortByColumn(COLUMN_KEYS.index(view.sort_column), order)

@@ -109,7 +109,21 @@ def test_a_paused_run_is_listed_and_a_new_run_shows_all_orders(runtime, data_dir
     assert window.focus_order(runs[0])
     assert jobs.filter_bar.view_combo.currentData() == "All orders"
     assert jobs.current_id() == runs[0]
+    assert jobs.views.opened is None, "a switch the console made is not the operator's choice"
     window.close()
+    # the operator picks a view in the list: the next start opens on it
+    again = _window(runtime, data_dir, qtbot, qrun)
+    combo = again.jobs.filter_bar.view_combo
+    assert combo.currentData() == "Needs attention"
+    combo.setFocus()
+    qtbot.keyClick(combo, Qt.Key.Key_Down)  # "All orders", then "Active runs"
+    qtbot.keyClick(combo, Qt.Key.Key_Down)
+    assert combo.currentData() == "Active runs"
+    assert set(_shown(again.jobs)) == set(runs)  # running or paused
+    again.close()
+    third = _window(runtime, data_dir, qtbot, qrun)
+    assert third.jobs.filter_bar.view_combo.currentData() == "Active runs"
+    third.close()
 
 
 def test_a_saved_view_the_operator_was_on_opens_instead(runtime, data_dir, qtbot, qrun):
