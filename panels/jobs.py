@@ -475,6 +475,8 @@ class JobsPanel(Panel):
         self.update_refresh()
         if self._forecast_result is not None:
             self._on_forecast(self._forecast_result)
+        if self.moment is not None:  # the past was asked for before the orders were read
+            self.show_moment(self.moment)
         return len(prepared.index.all)
 
     # ------------------------------------------------------------------ ETAs

@@ -66,8 +66,11 @@ def test_a_past_moment_shows_each_order_as_it_stood_then_read_only(faulty_lab, q
     lab.advance(5)
     assert jobs.live_model.get(failed[0])[STATUS] == OrderStatus.Complete
 
+    jobs.filter_bar.set_history_mode(True)  # searching all history: the past takes its place
+    assert jobs.history_mode
     moment = _show(lab, first_at)
-    assert jobs.model is jobs.past_model
+    assert jobs.model is jobs.past_model and not jobs.history_mode
+    assert not jobs.filter_bar.history_button.isEnabled()
     assert _statuses(jobs.past_model) == at_first, "every order with its status then, none created later"
     assert jobs.past_banner.isVisible() and when(moment.at) in jobs.past_banner.text()
     assert f"as they stood at {when(moment.at)}" in jobs.summary.text()
@@ -99,6 +102,7 @@ def test_a_past_moment_shows_each_order_as_it_stood_then_read_only(faulty_lab, q
     jobs.filter_bar.choose_view("All orders")
     jobs.show_moment(None)
     assert jobs.model is jobs.live_model and not jobs.past_banner.isVisible()
+    assert jobs.filter_bar.history_button.isEnabled()
     assert jobs.live_model.get(failed[0])[STATUS] == OrderStatus.Complete
     assert set(later) <= set(_statuses(jobs.model))
     jobs.select_order(failed[1])
