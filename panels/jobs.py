@@ -1398,9 +1398,10 @@ def rows_at(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]], moment: M
             unsure.append(r)
     for i in range(0, len(unsure), 500):
         part = unsure[i:i + 500]
-        last = dict(conn.execute(  # SQLite takes the bare column from the row of max(at)
-            f"SELECT order_id, to_status FROM (SELECT order_id, to_status, max(at) FROM transitions "
-            f"WHERE at <= ? AND order_id IN ({','.join('?' * len(part))}) GROUP BY order_id)",
+        last = dict(conn.execute(  # the log's order is (at, seq): several rows may share a time
+            "SELECT order_id, to_status FROM (SELECT order_id, to_status, row_number() OVER "
+            "(PARTITION BY order_id ORDER BY at DESC, seq DESC) AS n FROM transitions "
+            f"WHERE at <= ? AND order_id IN ({','.join('?' * len(part))})) WHERE n = 1",
             [at, *(r[ID] for r in part)]).fetchall())
         for r in part:
             status = last.get(r[ID])
