@@ -168,3 +168,34 @@ def test_the_time_bar_takes_jobs_to_the_past_and_now_brings_it_back(window_lab, 
     assert jobs.moment is None and not jobs.past_banner.isVisible()
     assert all(rt.store.get_order(r).status == OrderStatus.Complete for r in runs)
     assert all(jobs.model.get(r)[STATUS] == OrderStatus.Complete for r in runs)
+
+
+def test_an_order_changed_twice_in_one_instant_stands_in_its_last_status_then(store, qrun):
+    """Transitions sharing a time are ordered by their seq: a step that started and failed in
+    the same instant, then was retried, stood in Error at that instant."""
+    from core.ledger import Ledger
+    from core.orders import Order
+    from panels.jobs import rows_at
+
+    clock = VirtualClock.for_store(store)
+    store.clock = clock  # the store's times are the virtual clock's (as a runtime sets it)
+    ledger = Ledger(store)
+    order = qrun(ledger.create_order(Order(templateName="Sealer.Seal")))
+    oid = order.identifier
+    qrun(clock.advance(10))
+    for status in (OrderStatus.Scheduled, OrderStatus.Running, OrderStatus.Error):  # one instant
+        qrun(ledger.set_status(oid, status, why="seal failed"))
+    failed_at = clock.now()
+    qrun(clock.advance(60))
+    qrun(ledger.set_status(oid, OrderStatus.Running, why="retried"))
+    qrun(ledger.set_status(oid, OrderStatus.Complete, why="sealed"))
+    row = store.read_sync(lambda c: c.execute(
+        "SELECT id, parent_id, template_name, template_version, status, priority, numeric_priority, "
+        "assigned_to, created, started, ended, status_details FROM orders WHERE id = ?", (oid,)).fetchone())
+    assert row[STATUS] == OrderStatus.Complete
+    moment = qrun(TimeMachine(store).moment(failed_at))
+    then = store.read_sync(lambda c: rows_at(c, [row], moment))
+    assert [(r[0], r[STATUS]) for r in then] == [(oid, int(OrderStatus.Error))]
+    assert then[0][10] is None or then[0][10] <= failed_at, "no end time from after the moment"
+    before = qrun(TimeMachine(store).moment(failed_at - 5))
+    assert [r[STATUS] for r in store.read_sync(lambda c: rows_at(c, [row], before))] == [int(OrderStatus.Created)]
