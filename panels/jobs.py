@@ -119,6 +119,8 @@ from panels.jobs_model import (
     COLUMN_KEYS,
     COLUMNS,
     DURATION_COLUMN,
+    ETA_BAND_COLUMN,
+    ETA_COLUMN,
     PRIORITY_COLUMN,
     PROGRESS_COLUMN,
     PROGRESS_ROLE,
@@ -588,13 +590,15 @@ class JobsPanel(Panel):
         old.deleteLater()
         self._connect_selection()
         self.view.horizontalHeader().setSortIndicator(model.sort_column, model.sort_order)
+        for column in (ETA_COLUMN, ETA_BAND_COLUMN):  # forecasts are of the live queue, not the past
+            self.view.setColumnHidden(column, model is self.past_model)
         if current is not None:
             self.select_order(current)
 
     # ------------------------------------------------------------------ the view to open on
 
     def open_saved_view(self) -> str:
-        """Open on the view the operator was on last (kept next to the store), else on "Needs
+        """Open on the view the operator last picked (kept next to the store), else on "Needs
         attention"; returns its name."""
         name = self.views.open_on()
         self.filter_bar.choose_view(name)
@@ -937,8 +941,7 @@ class JobsPanel(Panel):
             item.triggered.connect(lambda: QGuiApplication.clipboard().setText("\n".join(ids)))
             return menu
         row = self.model.row_data(view_row)
-        past = self.moment is not None
-        if order_id in self.archived_ids or past:
+        if order_id in self.archived_ids or self.moment is not None:
             menu.addSection(f"{order_id} · {self.model.status_name(row)} · "
                             + (f"at {when(self.moment.at)} (read only)" if self.moment is not None
                                else "archived (read-only)"))

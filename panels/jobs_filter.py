@@ -319,7 +319,7 @@ OPEN_VIEW = BUILTIN_VIEWS[0].name
 class SavedViews:
     """Named views kept in a JSON file (written atomically); built-in views come first.
 
-    The file also keeps the view the operator was on last (:attr:`opened`), which Jobs opens on
+    The file also keeps the view the operator last picked (:attr:`opened`), which Jobs opens on
     at the next start."""
 
     FILENAME = "jobs_views.json"
@@ -328,7 +328,7 @@ class SavedViews:
         self.path = path
         self._views: dict[str, SavedView] = {}
         self.opened: str | None = None
-        """The view (built-in or saved) the operator was on last; None: none chosen yet."""
+        """The view (built-in or saved) the operator last picked; None: none picked yet."""
         self.error: str | None = None
         """Why the file could not be read or written, if it could not (shown to the operator)."""
         self._load()
@@ -378,7 +378,7 @@ class SavedViews:
         self._write()
 
     def open_on(self) -> str:
-        """The view to open on: the one the operator was on last, if it still exists, else
+        """The view to open on: the one the operator last picked, if it still exists, else
         :data:`OPEN_VIEW`."""
         return self.opened if self.opened is not None and self.get(self.opened) is not None else OPEN_VIEW
 

@@ -20,6 +20,7 @@ from core.templates import template_from_dict
 from core.timetravel import TimeMachine
 from core.workcell import parse_workcell
 from panels.jobs_filter import STATUS
+from panels.jobs_model import ETA_BAND_COLUMN, ETA_COLUMN
 from panels.timetravel import when
 
 
@@ -74,6 +75,7 @@ def test_a_past_moment_shows_each_order_as_it_stood_then_read_only(faulty_lab, q
     assert not jobs.filter_bar.history_button.isEnabled()
     assert _statuses(jobs.past_model) == at_first, "every order with its status then, none created later"
     assert jobs.past_banner.isVisible() and when(moment.at) in jobs.past_banner.text()
+    assert jobs.view.isColumnHidden(ETA_COLUMN) and jobs.view.isColumnHidden(ETA_BAND_COLUMN)
     assert f"as they stood at {when(moment.at)}" in jobs.summary.text()
     # read only: no action, no bulk button, the menu offers details only
     jobs.select_order(runs[0])
@@ -104,6 +106,7 @@ def test_a_past_moment_shows_each_order_as_it_stood_then_read_only(faulty_lab, q
     jobs.show_moment(None)
     assert jobs.model is jobs.live_model and not jobs.past_banner.isVisible()
     assert jobs.filter_bar.history_button.isEnabled()
+    assert not jobs.view.isColumnHidden(ETA_COLUMN) and not jobs.view.isColumnHidden(ETA_BAND_COLUMN)
     assert jobs.live_model.get(failed[0])[STATUS] == OrderStatus.Complete
     assert set(later) <= set(_statuses(jobs.model))
     jobs.select_order(failed[1])
