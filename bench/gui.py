@@ -335,6 +335,7 @@ async def main(args: argparse.Namespace) -> None:
 
     # ------------------------------------------------------------------ sort and filter
     print("sort and filter", flush=True)
+    window.jobs.filter_bar.choose_view("All orders")  # it opens on "Needs attention": sort every order
     model = window.jobs_model
     view = window.jobs.view
     model.set_tree(False)  # every order a row of its own: the flat figures; the tree follows

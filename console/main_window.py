@@ -81,6 +81,7 @@ class MainWindow(QMainWindow):
 
         # JobsPanel still declares the concrete Runtime; this ignore goes once it takes RuntimeApi
         self.jobs = JobsPanel(runtime, self.bridge, self)
+        self.jobs.open_saved_view()  # "Needs attention" unless the operator was on another view
         self.jobs_model = self.jobs.model
         self.detail = DetailPanel(runtime, self.bridge, self)
         self.dashboard = DashboardPanel(runtime, self.bridge, self,
@@ -115,7 +116,7 @@ class MainWindow(QMainWindow):
         self.time_travel = TimeTravel(runtime.store, [i.id for i in getattr(cell, "instruments", ()) or ()], self)
         self.time_bar = TimeTravelBar(self.time_travel, runtime.store.clock, self)
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.time_bar)
-        for panel in (self.robots, self.dashboard):
+        for panel in (self.robots, self.dashboard, self.jobs):
             self.time_travel.moment_changed.connect(panel.show_moment)
 
         self.docks: dict[str, QDockWidget] = {}
@@ -274,6 +275,7 @@ class MainWindow(QMainWindow):
             self.detail.set_forecast(self.forecast)
             # action previews show moved ETAs
             self.jobs.actions.forecast = self.robots.forecast = self.inbox.forecast = self.forecast
+            self.jobs.set_forecast(self.forecast)
             await self.forecast.start()
             self.schedules.set_forecast(self.forecast)
             self.dashboard.set_forecast(self.forecast)
@@ -388,9 +390,9 @@ class MainWindow(QMainWindow):
         log.info("focusing order %s", order_id)
         self.docks["Jobs"].show()
         self.docks["Jobs"].raise_()
-        shown = self.jobs.select_order(order_id)
+        shown = self.jobs.focus_order(order_id)
         if not shown:
-            QTimer.singleShot(100, lambda: self.jobs.select_order(order_id))
+            QTimer.singleShot(100, lambda: self.jobs.focus_order(order_id))
         self._show_details(order_id)
         if self.isMinimized():
             self.showNormal()
@@ -428,8 +430,8 @@ class MainWindow(QMainWindow):
     def _select_in_jobs(self, order_id: str) -> None:
         """Select an order in Jobs (a new run, a step clicked in Detail); it may arrive a frame later."""
         self.docks["Jobs"].raise_()
-        if not self.jobs.select_order(order_id):
-            QTimer.singleShot(100, lambda: self.jobs.select_order(order_id))
+        if not self.jobs.focus_order(order_id):
+            QTimer.singleShot(100, lambda: self.jobs.focus_order(order_id))
 
     @Slot(str)
     def _on_order_selected(self, order_id: str) -> None:

@@ -20,10 +20,11 @@ them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +83,7 @@ from core.history import (
     stored_count,
 )
 from core.orders import OrderStatus
+from core.timetravel import OPEN_STATUSES, Moment
 from core.users import os_user
 from panels.actions import (
     ACTIONS,
@@ -94,11 +96,17 @@ from panels.actions import (
 )
 from panels.base import Panel
 from panels.dialogs import NameDialog, ask
+from panels.jobs_eta import eta_cells, step_orders
 from panels.jobs_filter import (
+    CREATED,
+    DETAILS,
+    ENDED,
     ID,
     LIVE_DAYS,
     NPRI,
+    OPEN_VIEW,
     PARENT,
+    STARTED,
     STATUS,
     OrderFilter,
     SavedView,
@@ -111,6 +119,8 @@ from panels.jobs_model import (
     COLUMN_KEYS,
     COLUMNS,
     DURATION_COLUMN,
+    ETA_BAND_COLUMN,
+    ETA_COLUMN,
     PRIORITY_COLUMN,
     PROGRESS_COLUMN,
     PROGRESS_ROLE,
@@ -121,6 +131,7 @@ from panels.jobs_model import (
     priority_for_drop,
 )
 from panels.style import SKIPPED, status_color
+from panels.timetravel import PastBanner, when
 
 if TYPE_CHECKING:
     from core.api import RuntimeApi
@@ -136,11 +147,13 @@ RESELECT_LIMIT = 20_000
 HISTORY_PAGE = 200
 """Rows per page of "Search all history"."""
 HISTORY_COUNT_CAP = 100_000
+"""Matches of a history search are counted up to this many ("over 100,000 match")."""
 EXPAND_ALL_KEYS = "Ctrl+Shift+Right"
 COLLAPSE_ALL_KEYS = "Ctrl+Shift+Left"
 MARK_WIDTH = 18
 """Pixels at the left of a run's id cell where a click expands or collapses it (its ▸/▾)."""
-"""Matches of a history search are counted up to this many ("over 100,000 match")."""
+ALL_ORDERS = "All orders"
+"""The view the "nothing needs attention" line offers."""
 
 
 class ProgressDelegate(QStyledItemDelegate):
@@ -222,12 +235,24 @@ class JobsPanel(Panel):
         model.set_tree(True)
         self.history_model = OrdersTableModel(self, now=now)
         """The pages of "Search all history" found so far (SQL filters them; no filter here)."""
+        self.moment: Moment | None = None
+        """The past moment the table shows, read only (:meth:`show_moment`); None: live."""
+        self.past_model = OrdersTableModel(self, now=lambda: self.moment.at if self.moment is not None else now())
+        """The live window's orders as they stood at :attr:`moment` (time travel)."""
+        self.past_model.set_tree(True)
+        self._past_task: asyncio.Task[None] | None = None
+        self.forecast: Any = None
+        """The run ETAs (:meth:`set_forecast`, a :class:`core.forecast.Forecast`)."""
+        self._forecast_result: Any = None
+        self._eta_task: asyncio.Task[None] | None = None
+        self._step_orders: dict[str, dict[str, str]] = {}
+        """Run id -> step id -> step order id, for the runs of the last forecast."""
         self.model = model
-        """The model the table shows: :attr:`live_model`, or :attr:`history_model` while
-        searching all history."""
+        """The model the table shows: :attr:`live_model`, :attr:`history_model` while searching
+        all history, or :attr:`past_model` while showing a past moment."""
         self._leaving: str | None = None
         """The current order while its row leaves the table (Qt would make a neighbour current)."""
-        for each in (self.live_model, self.history_model):
+        for each in (self.live_model, self.history_model, self.past_model):
             # before the view's selection model connects: this must run before it moves the current row
             each.rowsAboutToBeRemoved.connect(self._on_rows_leaving)
             each.rowsRemoved.connect(self._on_rows_left)
@@ -270,6 +295,10 @@ class JobsPanel(Panel):
         self.filter_bar = FilterBar(self.views, self)
         self.filter_bar.changed.connect(self._on_filter_changed)
         self.filter_bar.view_chosen.connect(self._on_view_chosen)
+        # the view the operator picks is the one to open on next time (not one the console
+        # switches to by itself, e.g. to show an order the filter hides)
+        self.filter_bar.view_combo.activated.connect(
+            lambda i: self._remember_view(self.filter_bar.view_combo.itemData(i)))
         self.filter_bar.save_requested.connect(self.request_save_view)
 
         self.view = QTableView(self)
@@ -318,8 +347,16 @@ class JobsPanel(Panel):
         self.empty_hint.setTextFormat(Qt.TextFormat.RichText)
         self.empty_hint.setMaximumWidth(520)
         hint_layout = QVBoxLayout(self.view.viewport())
-        hint_layout.addWidget(self.empty_hint, 0, Qt.AlignmentFlag.AlignCenter)
+        # the hint at the bottom of the upper half, its button at the top of the lower half
+        hint_layout.addWidget(self.empty_hint, 0, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignBottom)
         self.empty_hint.hide()
+        self.all_orders_button = QPushButton(f"Show {ALL_ORDERS.lower()}", self.view.viewport())
+        self.all_orders_button.setObjectName("jobsShowAll")
+        self.all_orders_button.setToolTip(f"Switch to the “{ALL_ORDERS}” view")
+        self.all_orders_button.clicked.connect(self._show_all_orders)
+        hint_layout.addWidget(self.all_orders_button, 0, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
+        self.all_orders_button.hide()
+        self.past_banner = PastBanner(self)
 
         self.summary = QLabel(self)
         self.summary.setObjectName("jobsSummary")
@@ -334,6 +371,7 @@ class JobsPanel(Panel):
                               "action with a preview and one result per order")
             button.clicked.connect(lambda _checked=False, k=key: self.trigger(k))
             self.bulk_buttons[key] = button
+        self._bulk_tips = {k: b.toolTip() for k, b in self.bulk_buttons.items()}
         # buttons first, so they stay on one line; the summary follows (next line if narrow)
         self.expand_button = QPushButton("Expand all", self)
         self.expand_button.setToolTip(f"Show every run's steps under it ({EXPAND_ALL_KEYS})")
@@ -358,6 +396,7 @@ class JobsPanel(Panel):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.setSpacing(4)
+        layout.addWidget(self.past_banner)
         layout.addWidget(self.filter_bar)
         layout.addLayout(bar)
         layout.addWidget(self.view, 1)
@@ -389,7 +428,7 @@ class JobsPanel(Panel):
         find.setWhatsThis("Search the orders (free text filter)")
 
         model.distinct_changed.connect(self._update_names)
-        for each in (self.live_model, self.history_model):
+        for each in (self.live_model, self.history_model, self.past_model):
             each.rows_changed.connect(self._update_summary)
         self._connect_selection()
         self.filter_bar.history_toggled.connect(self.set_history_mode)
@@ -436,7 +475,148 @@ class JobsPanel(Panel):
         self._show_status(self.config_error or Feedback("ok", self._loaded_text()))
         self._update_summary()
         self.update_refresh()
+        if self._forecast_result is not None:
+            self._on_forecast(self._forecast_result)
+        if self.moment is not None:  # the past was asked for before the orders were read
+            self.show_moment(self.moment)
         return len(prepared.index.all)
+
+    # ------------------------------------------------------------------ ETAs
+
+    def set_forecast(self, forecast: Any) -> None:
+        """Show the run ETAs of ``forecast`` (a :class:`core.forecast.Forecast`) and follow its
+        new results."""
+        if self.forecast is not None:
+            self.forecast.remove_listener(self._on_forecast)
+        self.forecast = forecast
+        forecast.add_listener(self._on_forecast)
+        if forecast.result is not None:
+            self._on_forecast(forecast.result)
+
+    def _on_forecast(self, result: Any) -> asyncio.Task[None] | None:
+        """A new forecast (on the loop): its cells go to the live table in one batch, once the
+        step orders of runs not seen before are read (off the loop)."""
+        self._forecast_result = result
+        if not self._loaded or self.is_shut_down:
+            return None
+        if self._eta_task is None or self._eta_task.done():
+            self._eta_task = asyncio.get_running_loop().create_task(self._show_etas(), name="jobs etas")
+        return self._eta_task  # a task in progress takes the newest result when it is done
+
+    async def _show_etas(self) -> None:
+        """Show the newest forecast: the step orders of runs not seen before are read, the cells
+        made on a worker thread (thousands of them are not formatted on the loop), then handed
+        to the table at once; a forecast that came meanwhile is shown next."""
+        shown = None
+        while shown is not self._forecast_result and not self.is_shut_down:
+            result = shown = self._forecast_result
+            ix = self.live_model.ix
+            known = self._step_orders
+            wanted = [r for r in result.runs if r in ix.children
+                      and len(known.get(r, ())) != len(ix.children[r])]
+            if wanted:
+                try:
+                    known.update(await self.runtime.store.read(functools.partial(step_orders, run_ids=wanted)))
+                except (LabconsoleError, sqlite3.Error) as exc:
+                    log.warning("step orders of the forecast's runs not read: %s", exc)
+            if result is not self._forecast_result:
+                continue
+            self._step_orders = steps = {r: m for r, m in known.items() if r in result.runs}
+            cells = await asyncio.to_thread(eta_cells, result, steps, dict(self.adopters))
+            if result is self._forecast_result and not self.is_shut_down:
+                self.live_model.set_etas(cells)
+
+    # ------------------------------------------------------------------ time travel
+
+    @Slot(object)
+    def show_moment(self, moment: Moment | None) -> asyncio.Task[None] | None:
+        """Show the orders as they stood at ``moment``, read only (None: live again).
+
+        The live window's orders that existed then, each with its status then (from the
+        moment's open orders, else its last transition before it), filtered and sorted off the
+        loop. Live updates keep going to the live table meanwhile."""
+        self.moment = moment
+        self.past_banner.show_moment(moment)
+        if self._past_task is not None and not self._past_task.done():
+            self._past_task.cancel()
+        self._past_task = None
+        if moment is None:
+            if self.model is self.past_model:
+                self._set_model(self.live_model)
+            self.past_model.reset(())
+            self.filter_bar.history_button.setEnabled(True)
+            if self._loaded:
+                self._load_note = True
+                self._show_status(Feedback("ok", self._loaded_text()))
+            self._update_summary()
+            self._update_buttons()
+            return None
+        if self.history_mode:
+            self.filter_bar.set_history_mode(False)
+        self.filter_bar.history_button.setEnabled(False)
+        self._update_buttons()
+        self._past_task = asyncio.get_running_loop().create_task(self._show_past(moment), name="jobs moment")
+        return self._past_task
+
+    async def _show_past(self, moment: Moment) -> None:
+        live, past = self.live_model, self.past_model
+        if self.model is not past:  # entering the past: as the live table is filtered and sorted
+            if past.filter != live.filter:
+                past.set_filter(live.filter)
+            if (past.sort_column, past.sort_order) != (live.sort_column, live.sort_order):
+                past.sort(live.sort_column, live.sort_order)
+        rows = list(live.ix.all.values())
+        skipped = set(live.skipped)
+        prepared = await self.runtime.store.read(lambda c: past.prepare(rows_at(c, rows, moment)))
+        if moment is not self.moment:
+            return
+        shown = prepared.index.all
+        past.skipped = {o for o in skipped if o in shown and shown[o][STATUS] == int(OrderStatus.Canceled)}
+        past.install(prepared)
+        if self.model is not past:
+            self._set_model(past)
+        self._load_note = False
+        self._show_status(Feedback("ok", f"{past.total:,} orders as they stood at {when(moment.at)}; "
+                                         "read only"))
+        self._update_summary()
+        self._update_buttons()
+
+    def _set_model(self, model: OrdersTableModel) -> None:
+        """Show ``model`` in the table; the current order stays current if it is in it."""
+        current = self.current_id()
+        self.model = model
+        old = self.view.selectionModel()
+        self.view.setModel(model)
+        old.deleteLater()
+        self._connect_selection()
+        self.view.horizontalHeader().setSortIndicator(model.sort_column, model.sort_order)
+        for column in (ETA_COLUMN, ETA_BAND_COLUMN):  # forecasts are of the live queue, not the past
+            self.view.setColumnHidden(column, model is self.past_model)
+        if current is not None:
+            self.select_order(current)
+
+    # ------------------------------------------------------------------ the view to open on
+
+    def open_saved_view(self) -> str:
+        """Open on the view the operator last picked (kept next to the store), else on "Needs
+        attention"; returns its name."""
+        name = self.views.open_on()
+        self.filter_bar.choose_view(name)
+        return name
+
+    @Slot()
+    def _show_all_orders(self) -> None:
+        """The empty state's button: the "All orders" view, kept as the one to open on."""
+        self.filter_bar.choose_view(ALL_ORDERS)
+        self._remember_view(ALL_ORDERS)
+
+    def _remember_view(self, name: str | None) -> None:
+        if not name:
+            return
+        try:
+            self.views.remember(name)
+        except OSError as exc:
+            self._show_status(Feedback("error", f"The view to open on was not kept: {exc}"))
 
     @Slot(object)
     def _on_orders_changed(self, rows: dict[str, tuple[Any, ...]]) -> None:
@@ -504,7 +684,7 @@ class JobsPanel(Panel):
     def tick(self) -> None:
         """Repaint running durations of the visible rows (nothing else changes with time)."""
         n = self.model.rowCount()
-        if n == 0:
+        if n == 0 or self.model is self.past_model:
             return
         first = max(0, self.view.rowAt(0))
         last = self.view.rowAt(self.view.viewport().height() - 1)
@@ -591,6 +771,16 @@ class JobsPanel(Panel):
         """Only this run, its steps shown under it."""
         self.model.set_expanded(run_id, True)
         self.filter_bar.set_run(run_id)
+
+    def focus_order(self, order_id: str) -> bool:
+        """:meth:`select_order`, switching to the "All orders" view first when the filter hides
+        an order the table has (a new run while "Needs attention" is shown)."""
+        if self.select_order(order_id):
+            return True
+        if self.model.get(order_id) is None or self.model is self.history_model:
+            return False
+        self.filter_bar.choose_view(ALL_ORDERS)
+        return self.select_order(order_id)
 
     def select_order(self, order_id: str) -> bool:
         """Make ``order_id`` the current, only selected order (False if it is not shown); a
@@ -702,6 +892,10 @@ class JobsPanel(Panel):
         if key == "details":
             self.details_requested.emit(ids[0])
             return None
+        if self.moment is not None:
+            self._show_status(Feedback("error", f"{action.label.rstrip('…')}: Jobs shows {when(self.moment.at)}, "
+                                                "read only; press Now on the time bar to act"))
+            return None
         archived = [i for i in ids if i in self.archived_ids]
         if archived:
             self._show_status(Feedback("error", f"{action.label.rstrip('…')}: {archived[0]} is archived "
@@ -747,8 +941,10 @@ class JobsPanel(Panel):
             item.triggered.connect(lambda: QGuiApplication.clipboard().setText("\n".join(ids)))
             return menu
         row = self.model.row_data(view_row)
-        if order_id in self.archived_ids:
-            menu.addSection(f"{order_id} · {self.model.status_name(row)} · archived (read-only)")
+        if order_id in self.archived_ids or self.moment is not None:
+            menu.addSection(f"{order_id} · {self.model.status_name(row)} · "
+                            + (f"at {when(self.moment.at)} (read only)" if self.moment is not None
+                               else "archived (read-only)"))
             item = menu.addAction(ACTIONS["details"].label)
             item.setObjectName("details")
             item.triggered.connect(lambda _c=False: self.trigger("details"))
@@ -811,7 +1007,7 @@ class JobsPanel(Panel):
 
     def _draggable(self, row: tuple[Any, ...]) -> bool:
         """Queued runs of the live window (not started, or waiting) move by drag and drop."""
-        if row[PARENT] is not None or row[ID] in self.archived_ids:
+        if row[PARENT] is not None or row[ID] in self.archived_ids or self.moment is not None:
             return False
         if not ACTIONS["reprioritise"].applies(OrderStatus(row[STATUS]), True, False):
             return False
@@ -870,6 +1066,8 @@ class JobsPanel(Panel):
             self.search_history(spec)
         else:
             self.live_model.set_filter(spec)
+            if self.moment is not None:
+                self.past_model.set_filter(spec)
         self._update_summary()
 
     @Slot(object)
@@ -931,12 +1129,7 @@ class JobsPanel(Panel):
         if on == self.history_mode:
             return
         self._cancel_history()
-        self.model = self.history_model if on else self.live_model
-        old = self.view.selectionModel()
-        self.view.setModel(self.model)
-        old.deleteLater()
-        self._connect_selection()
-        self.view.horizontalHeader().setSortIndicator(self.model.sort_column, self.model.sort_order)
+        self._set_model(self.history_model if on else self.live_model)
         if self.filter_bar.history_mode != on:
             self.filter_bar.set_history_mode(on)
         if on:
@@ -1065,6 +1258,8 @@ class JobsPanel(Panel):
             text = self._history_summary(shown)
         else:
             text = f"{total:,} orders" if spec.is_empty else f"{shown:,} of {total:,} orders · {spec.describe()}"
+        if self.model is self.past_model and self.moment is not None:
+            text += f" · as they stood at {when(self.moment.at)}"
         if self.older_orders and self.model is self.live_model:
             text += (f" · unfinished and last {self.live_days:g} days; {self.older_orders:,} older "
                      "in Search all history")
@@ -1083,14 +1278,23 @@ class JobsPanel(Panel):
         return f"{self.live_model.total:,} orders, following the store live"
 
     def _update_empty_hint(self, shown: int, total: int) -> None:
+        self.all_orders_button.hide()
         if shown or not self._loaded:
             self.empty_hint.hide()
             return
-        if total == 0:
+        attention = self.views.get(OPEN_VIEW)
+        if self.model is self.past_model:
+            text = (f"<p><b>No order matches at {when(self.moment.at) if self.moment else 'that moment'}.</b>"
+                    "</p><p>Orders created later, or finished before the live window, are not shown.</p>")
+        elif total == 0:
             text = ("<p><b>No orders yet.</b></p><p>Open <b>Templates</b> (the tab next to Detail), "
                     "pick one, then <b>Run…</b> and fill in its inputs. Its run and steps appear "
                     "here as they move through the workcell.</p><p>Orders sent by Data Services "
                     "clients show up here too.</p>")
+        elif attention is not None and self.model.filter == attention.filter:
+            text = (f"<p><b>Nothing needs attention.</b></p><p>No order is failed, paused or of unknown "
+                    f"outcome ({total:,} orders in all).</p>")
+            self.all_orders_button.show()
         else:
             text = (f"<p><b>No order matches the filter</b> ({total:,} orders in all).</p>"
                     "<p>Change or clear the filter above to see them.</p>")
@@ -1106,6 +1310,12 @@ class JobsPanel(Panel):
         managed = row is not None and row[0] not in self.archived_ids and self.is_managed(row[0])
         for key, button in self.bulk_buttons.items():
             action = ACTIONS[key]
+            if self.moment is not None:  # the past is read only
+                button.setText(action.label if count <= 1 else f"{BULK_LABELS[key]} {count:,}…")
+                button.setEnabled(False)
+                button.setToolTip(f"Read only: Jobs shows {when(self.moment.at)}; press Now on the time bar")
+                continue
+            button.setToolTip(self._bulk_tips[key])
             if count > 1:
                 button.setEnabled(not self.archived_ids or not any(i in self.archived_ids
                                                                    for i in self.selected_ids()))
@@ -1163,9 +1373,15 @@ class JobsPanel(Panel):
     # ------------------------------------------------------------------ lifecycle
 
     def on_shutdown(self) -> None:
-        """Stop the filter bar's timers, running actions and the panel's own dialogs."""
+        """Stop the filter bar's timers, running actions, the panel's own dialogs, and following
+        the forecast and the past."""
         self.filter_bar.shutdown()
         self._cancel_history()
+        if self.forecast is not None:
+            self.forecast.remove_listener(self._on_forecast)
+        for task in (self._eta_task, self._past_task):
+            if task is not None and not task.done():
+                task.cancel()
         self.actions.shutdown()
         self._tasks.cancel_all()
 
@@ -1173,3 +1389,48 @@ class JobsPanel(Panel):
 def _ranges(selection: QItemSelection) -> list[QItemSelectionRange]:
     """The ranges of a selection (PySide6's stubs do not declare it iterable)."""
     return [selection.at(i) for i in range(selection.count())]
+
+
+def rows_at(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]], moment: Moment) -> list[tuple[Any, ...]]:
+    """The order rows as they stood at ``moment`` (on a store reader thread).
+
+    Orders created after it are left out. An order open then has its status then from the
+    moment; one finished before it and untouched since keeps its row; any other (finished then,
+    changed later: a retried failure) gets the status of its last transition up to the moment,
+    read in batches. Start and end times after the moment are cleared, and so are the details
+    of an order whose status has changed since.
+    """
+    at = moment.at
+    opened = moment.state.open
+    out: list[tuple[Any, ...]] = []
+    unsure: list[tuple[Any, ...]] = []
+    for r in rows:
+        created = r[CREATED]
+        if created is None or created > at:
+            continue
+        then = opened.get(r[ID])
+        if then is not None:
+            out.append(_row_then(r, then[0], at))
+        elif r[STATUS] not in OPEN_STATUSES and r[ENDED] is not None and r[ENDED] <= at:
+            out.append(r)
+        else:
+            unsure.append(r)
+    for i in range(0, len(unsure), 500):
+        part = unsure[i:i + 500]
+        last = dict(conn.execute(  # the log's order is (at, seq): several rows may share a time
+            "SELECT order_id, to_status FROM (SELECT order_id, to_status, row_number() OVER "
+            "(PARTITION BY order_id ORDER BY at DESC, seq DESC) AS n FROM transitions "
+            f"WHERE at <= ? AND order_id IN ({','.join('?' * len(part))})) WHERE n = 1",
+            [at, *(r[ID] for r in part)]).fetchall())
+        for r in part:
+            status = last.get(r[ID])
+            if status is not None:
+                out.append(_row_then(r, status, at))
+    return out
+
+
+def _row_then(r: tuple[Any, ...], status: int, at: float) -> tuple[Any, ...]:
+    started = r[STARTED] if r[STARTED] is not None and r[STARTED] <= at else None
+    ended = r[ENDED] if status not in OPEN_STATUSES and r[ENDED] is not None and r[ENDED] <= at else None
+    return (*r[:STATUS], status, *r[STATUS + 1:STARTED], started, ended,
+            r[DETAILS] if status == r[STATUS] else None)

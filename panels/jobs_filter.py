@@ -312,14 +312,23 @@ BUILTIN_VIEWS: tuple[SavedView, ...] = (
 )
 
 
+OPEN_VIEW = BUILTIN_VIEWS[0].name
+"""The view Jobs opens on when the operator has not been on another one ("Needs attention")."""
+
+
 class SavedViews:
-    """Named views kept in a JSON file (written atomically); built-in views come first."""
+    """Named views kept in a JSON file (written atomically); built-in views come first.
+
+    The file also keeps the view the operator last picked (:attr:`opened`), which Jobs opens on
+    at the next start."""
 
     FILENAME = "jobs_views.json"
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._views: dict[str, SavedView] = {}
+        self.opened: str | None = None
+        """The view (built-in or saved) the operator last picked; None: none picked yet."""
         self.error: str | None = None
         """Why the file could not be read or written, if it could not (shown to the operator)."""
         self._load()
@@ -329,6 +338,8 @@ class SavedViews:
             return
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
+            opened = data.get("open_on")
+            self.opened = opened if isinstance(opened, str) and opened else None
             for item in data.get("views", []):
                 view = SavedView(str(item["name"]), OrderFilter.from_json(item.get("filter", {})),
                                  item.get("sort_column"), bool(item.get("descending", True)))
@@ -359,6 +370,18 @@ class SavedViews:
         if self._views.pop(name, None) is not None:
             self._write()
 
+    def remember(self, name: str) -> None:
+        """Keep ``name`` as the view to open on next time (writes the file when it changes)."""
+        if name == self.opened or self.get(name) is None:
+            return
+        self.opened = name
+        self._write()
+
+    def open_on(self) -> str:
+        """The view to open on: the one the operator last picked, if it still exists, else
+        :data:`OPEN_VIEW`."""
+        return self.opened if self.opened is not None and self.get(self.opened) is not None else OPEN_VIEW
+
     def user_views(self) -> Iterable[SavedView]:
         return (self._views[n] for n in sorted(self._views))
 
@@ -366,7 +389,8 @@ class SavedViews:
         if self.path is None:
             return
         data = {"views": [{"name": v.name, "filter": v.filter.to_json(), "sort_column": v.sort_column,
-                           "descending": v.descending} for v in self.user_views()]}
+                           "descending": v.descending} for v in self.user_views()],
+                "open_on": self.opened}
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")

@@ -45,6 +45,7 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QColor, QFont, QGuiApplication, QIcon, QPalette
 
 from core.orders import OrderPriority, OrderStatus
+from panels.jobs_eta import NO_ETA, EtaCell
 from panels.jobs_filter import (
     ASSIGNED,
     CREATED,
@@ -63,7 +64,7 @@ from panels.jobs_filter import (
     Row,
 )
 from panels.style import SKIPPED, display_color, display_icon
-from panels.theme import Theme, theme_events
+from panels.theme import Theme, current_theme, theme_events
 
 ModelIndex = QModelIndex | QPersistentModelIndex
 
@@ -209,6 +210,12 @@ COLUMNS: list[Column] = [
     Column("version", "Ver.", 38, lambda m, r: r[VERSION] or "", lambda m, r: r[VERSION] or "",
            Qt.AlignmentFlag.AlignRight, tip="Template version"),
     Column("status", "Status", 100, lambda m, r: _STATUS_NAMES[r[STATUS]], lambda m, r: r[STATUS]),
+    Column("eta", "ETA", 84, lambda m, r: m.etas.get(r[ID], NO_ETA).text,
+           lambda m, r: m.etas.get(r[ID], NO_ETA).done, Qt.AlignmentFlag.AlignRight, derived=True,
+           tip="Forecast completion (median of the plays): a run's end, or a step's end"),
+    Column("eta_band", "ETA p10–p90", 140, lambda m, r: m.etas.get(r[ID], NO_ETA).band,
+           lambda m, r: m.etas.get(r[ID], NO_ETA).late, derived=True,
+           tip="A run's forecast completion band (p10–p90), or why it has no ETA"),
     Column("priority", "Priority", 100,
            lambda m, r: f"{_PRIORITY_NAMES.get(r[PRIORITY], '?')} · {r[NPRI]}",
            lambda m, r: r[PRIORITY] * 1000 - r[NPRI], tip="Biosero priority · numeric priority (0-100)"),
@@ -235,6 +242,8 @@ STATUS_COLUMN = COLUMN_KEYS.index("status")
 RUN_COLUMN = COLUMN_KEYS.index("run")
 PROGRESS_COLUMN = COLUMN_KEYS.index("progress")
 DURATION_COLUMN = COLUMN_KEYS.index("duration")
+ETA_COLUMN = COLUMN_KEYS.index("eta")
+ETA_BAND_COLUMN = COLUMN_KEYS.index("eta_band")
 PRIORITY_COLUMN = COLUMN_KEYS.index("priority")
 """The column sorting by Biosero priority, then numeric priority (the dispatch order)."""
 _TIME_POS = {COLUMN_KEYS.index("created"): CREATED, COLUMN_KEYS.index("started"): STARTED,
@@ -260,6 +269,8 @@ class OrderIndex:
         self.templates: set[str] = set()
         self.instruments: set[str] = set()
         self.next_rank = 0
+        self.etas: dict[str, EtaCell] = {}
+        """Order id -> its ETA cells (the latest forecast; :meth:`OrdersTableModel.set_etas`)."""
 
     @classmethod
     def build(cls, rows: Iterable[tuple[Any, ...]], now: Callable[[], float] = time.time) -> OrderIndex:
@@ -583,6 +594,7 @@ class OrdersTableModel(QAbstractTableModel):
         self._fg: dict[str, QColor] = {}
         self._icons: dict[str, QIcon] = {}
         self._muted = QColor()
+        self._warn = QColor()
         self.theme_resolutions = 0
         """How many times the theme's colours were resolved (once per theme change)."""
         self.draggable: Callable[[Row], bool] = lambda _row: False
@@ -599,6 +611,7 @@ class OrdersTableModel(QAbstractTableModel):
         self._fg = {n: display_color(n) for n in names}
         self._icons = {n: display_icon(n) for n in names}
         self._muted = QGuiApplication.palette().color(QPalette.ColorRole.PlaceholderText)
+        self._warn = current_theme().color("text_warn")
         self.theme_resolutions += 1
 
     def _on_theme(self, _theme: Theme) -> None:
@@ -668,6 +681,8 @@ class OrdersTableModel(QAbstractTableModel):
                 return self._fg[self.status_name(row)]
             if col == RUN_COLUMN:
                 return self._muted
+            if col in (ETA_COLUMN, ETA_BAND_COLUMN):
+                return self._warn if self.ix.etas.get(row[ID], NO_ETA).problem else None
             return None
         if role == Qt.ItemDataRole.FontRole:
             return self._bold if col == 0 and row[PARENT] is None else None
@@ -754,6 +769,8 @@ class OrdersTableModel(QAbstractTableModel):
             return f"{name}: {row[DETAILS]}" if row[DETAILS] else name
         if col in _TIME_POS:
             return format_full_time(row[_TIME_POS[col]]) or None
+        if col in (ETA_COLUMN, ETA_BAND_COLUMN):
+            return self.ix.etas.get(row[ID], NO_ETA).tip or None
         if COLUMNS[col].key in ("details", "template", "step"):
             return COLUMNS[col].text(self.ix, row) or None
         return None
@@ -928,6 +945,7 @@ class OrdersTableModel(QAbstractTableModel):
     def prepare(self, rows: Iterable[tuple[Any, ...]]) -> Prepared:
         """Index ``rows`` and filter and sort them as the model would — on any thread."""
         ix = OrderIndex.build(rows, self.now)
+        ix.etas = self.ix.etas
         spec, column, tree = self._filter, self._sort_col, self._tree
         pred = spec.predicate(self.now())
         if tree is not None:
@@ -939,8 +957,10 @@ class OrdersTableModel(QAbstractTableModel):
         """Show a :meth:`prepare` result. If the filter or the sort changed while it was being
         prepared, its rows are filtered and sorted again here (returns False then)."""
         current = prepared.filter == self._filter and prepared.sort_column == self._sort_col \
-            and prepared.tree == self._tree
+            and prepared.tree == self._tree and (prepared.index.etas is self.ix.etas
+                                                 or self._sort_col not in (ETA_COLUMN, ETA_BAND_COLUMN))
         self.beginResetModel()
+        prepared.index.etas = self.ix.etas
         self.ix = prepared.index
         if current:
             self._pred = prepared.predicate
@@ -956,7 +976,8 @@ class OrdersTableModel(QAbstractTableModel):
     def reset(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """Replace every order (on the loop; :meth:`prepare` + :meth:`install` avoid that)."""
         self.beginResetModel()
-        self.ix = OrderIndex.build(rows, self.now)
+        etas, self.ix = self.ix.etas, OrderIndex.build(rows, self.now)
+        self.ix.etas = etas
         self._pred = self._compile()
         self._keys, self._rows = self._visible_lists()
         self.endResetModel()
@@ -1022,6 +1043,24 @@ class OrdersTableModel(QAbstractTableModel):
                 if self._tree is not None:
                     touched.update(self.ix.children.get(parent, ()))
         self._update(touched, lambda: self.ix.fraction.update(wanted))
+
+    def set_etas(self, etas: dict[str, EtaCell]) -> None:
+        """The ETA cells of a new forecast, all at once: one ``dataChanged`` over the ETA columns;
+        when the table is sorted by one of them, the rows whose cell changed move."""
+        old = self.ix.etas
+        if self._sort_col not in (ETA_COLUMN, ETA_BAND_COLUMN):
+            self.ix.etas = etas
+            if self._rows:
+                self.dataChanged.emit(self.index(0, ETA_COLUMN), self.index(len(self._rows) - 1, ETA_BAND_COLUMN),
+                                      [Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ForegroundRole])
+            return
+        every = self.ix.all
+        touched = {oid for oid in old.keys() | etas.keys() if oid in every and old.get(oid) != etas.get(oid)}
+        if self._tree is not None:  # a run's steps sort by it
+            children = self.ix.children
+            for oid in list(touched):
+                touched.update(children.get(oid, ()))
+        self._update(touched, lambda: setattr(self.ix, "etas", etas))
 
     def refresh_rows(self, first: int, last: int, column: int) -> None:
         """Repaint one column of view rows ``first..last`` (running durations, once a second)."""

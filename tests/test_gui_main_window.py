@@ -28,6 +28,7 @@ def test_jobs_table_shows_the_store_and_follows_events(store, data_dir, qtbot, q
     made = demo.generate(store, 1000)
     core, window = _window(store, data_dir, qtbot)
     assert qrun(window.load_orders()) == made
+    window.jobs.filter_bar.choose_view("All orders")  # it opens on "Needs attention"
     model = window.jobs_model
     model.expand_all()  # runs open on their steps: every order is a row
     assert model.rowCount() == made == store.count_orders()
@@ -94,6 +95,7 @@ def test_an_alert_click_selects_its_order_in_jobs_and_detail(store, data_dir, qt
     demo.generate(store, 200)
     _core, window = _window(store, data_dir, qtbot)
     qrun(window.load_orders())
+    window.jobs.filter_bar.choose_view("All orders")  # it opens on "Needs attention"
     target = window.jobs_model.order_id(5)
     # a filter that hides it: the click clears the filter rather than selecting nothing
     window.jobs.filter_bar.set_filter(OrderFilter(text="no such order"))

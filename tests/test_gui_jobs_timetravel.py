@@ -1,0 +1,204 @@
+"""Jobs follows the time bar: at a past moment the table shows the orders as they stood then,
+read only under a banner, and returns to live on Now. A real runtime on a virtual clock, the
+real store and its transition log (core.timetravel.TimeMachine), real widgets."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import save_screenshot
+from dispatchkit import WORKCELL
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction
+from test_gui_jobs import Lab
+
+from console.app import settings_for
+from console.main_window import MainWindow
+from core.clock import VirtualClock
+from core.orders import OrderStatus
+from core.runtime import Runtime
+from core.templates import template_from_dict
+from core.timetravel import TimeMachine
+from core.workcell import parse_workcell
+from panels.jobs_filter import STATUS
+from panels.jobs_model import ETA_BAND_COLUMN, ETA_COLUMN
+from panels.timetravel import when
+
+
+@pytest.fixture
+def faulty_lab(store, data_dir, qtbot, qrun):
+    """The sealer fails its first three orders for good: three runs end in Error."""
+    made = Lab(store, data_dir, qtbot, qrun, faults="fail_next@Sealer=3,retryable=false")
+    yield made
+    made.close()
+
+
+def _statuses(model) -> dict[str, int]:
+    """Every order the table holds (whatever the filter or the tree) with its status."""
+    return {oid: row[STATUS] for oid, row in model.ix.all.items()}
+
+
+def _show(lab, at):
+    moment = lab.qrun(TimeMachine(lab.rt.store).moment(at))
+    task = lab.jobs.show_moment(moment)
+    lab.qtbot.waitUntil(task.done, timeout=10_000)
+    task.result()
+    return moment
+
+
+def test_a_past_moment_shows_each_order_as_it_stood_then_read_only(faulty_lab, qtbot):
+    lab = faulty_lab
+    jobs = lab.jobs
+    lab.load()
+    runs = lab.start_runs(5)
+    lab.advance(20)
+    first_at = lab.clock.now()
+    at_first = _statuses(jobs.live_model)
+    assert {OrderStatus.Running, OrderStatus.Scheduled} & {OrderStatus(s) for s in at_first.values()}
+    lab.until(lambda: not any(lab.rt.run_is_active(r) for r in runs))
+    failed = [r for r in runs if jobs.live_model.get(r)[STATUS] == OrderStatus.Error]
+    assert len(failed) == 3
+    lab.advance(10)
+    second_at = lab.clock.now()
+    at_second = _statuses(jobs.live_model)
+    lab.advance(5)  # what follows happens after the moment (a moment includes its own instant)
+    # afterwards: a failed run is retried and completes, new runs arrive
+    lab.qrun(lab.rt.retry(failed[0], who="tester", reason="sealer fixed"))
+    lab.until(lambda: not lab.rt.run_is_active(failed[0]))
+    later = lab.start_runs(2)
+    lab.advance(5)
+    assert jobs.live_model.get(failed[0])[STATUS] == OrderStatus.Complete
+
+    jobs.filter_bar.set_history_mode(True)  # searching all history: the past takes its place
+    assert jobs.history_mode
+    moment = _show(lab, first_at)
+    assert jobs.model is jobs.past_model and not jobs.history_mode
+    assert not jobs.filter_bar.history_button.isEnabled()
+    assert _statuses(jobs.past_model) == at_first, "every order with its status then, none created later"
+    assert jobs.past_banner.isVisible() and when(moment.at) in jobs.past_banner.text()
+    assert jobs.view.isColumnHidden(ETA_COLUMN) and jobs.view.isColumnHidden(ETA_BAND_COLUMN)
+    assert f"as they stood at {when(moment.at)}" in jobs.summary.text()
+    # read only: no action, no bulk button, the menu offers details only
+    jobs.select_order(runs[0])
+    assert jobs.current_id() == runs[0]
+    assert not any(b.isEnabled() for b in jobs.bulk_buttons.values())
+    assert jobs.trigger("cancel") is None
+    assert "read only" in jobs.status_line.text()
+    menu = jobs.build_menu(jobs.model.row_of(runs[0]))
+    assert menu.findChild(QAction, "details") is not None and menu.findChild(QAction, "cancel") is None
+    menu.deleteLater()
+    assert lab.rt.run_is_active(runs[0]) is False  # nothing was done to it
+
+    # the second moment: the failed run that was retried later stood in Error then
+    _show(lab, second_at)
+    past = _statuses(jobs.past_model)
+    assert past == at_second
+    assert past[failed[0]] == OrderStatus.Error
+    assert not set(later) & set(past)
+    # a filter applies to the past as to the live table
+    jobs.filter_bar.choose_view("Needs attention")
+    shown = {jobs.model.order_id(r) for r in range(jobs.model.rowCount())}
+    assert set(failed) <= shown and all(jobs.model.get(o)[STATUS] in (OrderStatus.Error, OrderStatus.Paused,
+                                                                       OrderStatus.Unknown)
+                                        or jobs.model.get(o)[1] is not None for o in shown)
+
+    # live again: the table follows the store, actions come back
+    jobs.filter_bar.choose_view("All orders")
+    jobs.show_moment(None)
+    assert jobs.model is jobs.live_model and not jobs.past_banner.isVisible()
+    assert jobs.filter_bar.history_button.isEnabled()
+    assert not jobs.view.isColumnHidden(ETA_COLUMN) and not jobs.view.isColumnHidden(ETA_BAND_COLUMN)
+    assert jobs.live_model.get(failed[0])[STATUS] == OrderStatus.Complete
+    assert set(later) <= set(_statuses(jobs.model))
+    jobs.select_order(failed[1])
+    assert jobs.bulk_buttons["retry"].isEnabled()
+
+
+READ = {"name": "Read only", "inputs": [{"name": "plate", "type": "string"}],
+        "definition": {"steps": [{"id": "read", "kind": "PlateReader.ReadPlate"}]}}
+
+
+@pytest.fixture
+def window_lab(store, data_dir, qtbot, qrun):
+    clock = VirtualClock.for_store(store)
+    rt = Runtime.build(data_dir, clock=clock, store=store, workcell=parse_workcell(WORKCELL), seed=1)
+    qrun(rt.start(templates_dir=None))
+    qrun(rt.engine.publish(template_from_dict(READ)))
+    runs = [qrun(rt.start_run("Read only", {"plate": f"P{i}"}, who="tester")) for i in range(6)]
+    qrun(clock.advance(30))
+    busy_at = clock.now()
+    qrun(clock.run_until(lambda: not any(rt.run_is_active(r) for r in runs)))
+    qrun(rt.cancel(qrun(rt.start_run("Read only", {"plate": "P9"}, who="tester")), who="tester",
+                   reason="wrong plate"))
+    qrun(clock.advance(60))
+    window = MainWindow(rt, settings_for(data_dir))
+    qtbot.addWidget(window)
+    window.show()
+    qrun(window.jobs.load())
+    yield rt, window, busy_at, runs
+    window.close()
+    qrun(rt.close())
+
+
+def test_the_time_bar_takes_jobs_to_the_past_and_now_brings_it_back(window_lab, qtbot):
+    rt, window, busy_at, runs = window_lab
+    jobs, bar = window.jobs, window.time_bar
+    jobs.filter_bar.choose_view("All orders")
+    jobs.expand_all(True)
+    live = {jobs.model.order_id(r) for r in range(jobs.model.rowCount())}
+    loads = window.time_travel.loads
+    bar.field.setText(when(busy_at))
+    qtbot.keyClick(bar.field, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: window.time_travel.loads > loads and jobs.model is jobs.past_model
+                    and jobs._past_task is not None and jobs._past_task.done(), timeout=10_000)
+    assert jobs.moment is window.time_travel.moment and jobs.past_banner.isVisible()
+    statuses = {OrderStatus(jobs.past_model.get(r)[STATUS]) for r in runs}
+    assert OrderStatus.Running in statuses, "a plate was being read then"
+    assert all(jobs.past_model.get(r)[STATUS] != OrderStatus.Complete or
+               jobs.live_model.get(r)[10] <= busy_at for r in runs)
+    assert jobs.model.total < len(live), "the run created later is not shown"
+    assert not any(b.isEnabled() for b in jobs.bulk_buttons.values())
+    window.docks["Jobs"].raise_()
+    for theme in ("light", "dark"):
+        window.set_theme(theme)
+        for w, h in ((1280, 720), (1920, 1080)):
+            window.resize(w, h)
+            qtbot.wait(60)
+            save_screenshot(window, f"jobs-past-{w}x{h}-{theme}")
+    window.set_theme("light")
+
+    qtbot.mouseClick(bar.now_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: jobs.model is jobs.live_model, timeout=5000)
+    assert jobs.moment is None and not jobs.past_banner.isVisible()
+    assert all(rt.store.get_order(r).status == OrderStatus.Complete for r in runs)
+    assert all(jobs.model.get(r)[STATUS] == OrderStatus.Complete for r in runs)
+
+
+def test_an_order_changed_twice_in_one_instant_stands_in_its_last_status_then(store, qrun):
+    """Transitions sharing a time are ordered by their seq: a step that started and failed in
+    the same instant, then was retried, stood in Error at that instant."""
+    from core.ledger import Ledger
+    from core.orders import Order
+    from panels.jobs import rows_at
+
+    clock = VirtualClock.for_store(store)
+    store.clock = clock  # the store's times are the virtual clock's (as a runtime sets it)
+    ledger = Ledger(store)
+    order = qrun(ledger.create_order(Order(templateName="Sealer.Seal")))
+    oid = order.identifier
+    qrun(clock.advance(10))
+    for status in (OrderStatus.Scheduled, OrderStatus.Running, OrderStatus.Error):  # one instant
+        qrun(ledger.set_status(oid, status, why="seal failed"))
+    failed_at = clock.now()
+    qrun(clock.advance(60))
+    qrun(ledger.set_status(oid, OrderStatus.Running, why="retried"))
+    qrun(ledger.set_status(oid, OrderStatus.Complete, why="sealed"))
+    row = store.read_sync(lambda c: c.execute(
+        "SELECT id, parent_id, template_name, template_version, status, priority, numeric_priority, "
+        "assigned_to, created, started, ended, status_details FROM orders WHERE id = ?", (oid,)).fetchone())
+    assert row[STATUS] == OrderStatus.Complete
+    moment = qrun(TimeMachine(store).moment(failed_at))
+    then = store.read_sync(lambda c: rows_at(c, [row], moment))
+    assert [(r[0], r[STATUS]) for r in then] == [(oid, int(OrderStatus.Error))]
+    assert then[0][10] is None or then[0][10] <= failed_at, "no end time from after the moment"
+    before = qrun(TimeMachine(store).moment(failed_at - 5))
+    assert [r[STATUS] for r in store.read_sync(lambda c: rows_at(c, [row], before))] == [int(OrderStatus.Created)]
