@@ -212,8 +212,8 @@ class FleetPanel(Panel):
         self.tree.setVisible(bool(self.modules))
 
     def _fill(self) -> None:
-        expanded = {self.tree.topLevelItem(i).text(WORKCELL) for i in range(self.tree.topLevelItemCount())
-                    if self.tree.topLevelItem(i).isExpanded()}
+        items = [self.tree.topLevelItem(i) for i in range(self.tree.topLevelItemCount())]
+        expanded = {item.text(WORKCELL) for item in items if item is not None and item.isExpanded()}
         first = self.tree.topLevelItemCount() == 0
         self.tree.clear()
         bold = QFont(self.tree.font())

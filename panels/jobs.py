@@ -1351,7 +1351,8 @@ class JobsPanel(Panel):
         if row is not None and row[PARENT]:
             ids.append(row[PARENT])
         ids += [self.adopted[i] for i in list(ids) if i in self.adopted]
-        return link.lost_owner(ids)
+        owner: str | None = link.lost_owner(ids)
+        return owner
 
     @Slot(object)
     def _on_feedback(self, feedback: Feedback) -> None:
