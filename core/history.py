@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -578,7 +579,33 @@ def live_window_scan(conn: sqlite3.Connection, cutoff: float,
     never held: a reader turns them into its own structures one at a time), with the runs made
     for another order given as runs (parent cleared) and recorded in ``adopted`` (run id ->
     that order) as they pass."""
-    for row in conn.execute(_live_window_sql(_ADOPTED_SQL), {"cut": cutoff}):
+    return _as_runs(conn.execute(_live_window_sql(_ADOPTED_SQL), {"cut": cutoff}), adopted)
+
+
+def rows_of(conn: sqlite3.Connection, order_ids: Sequence[str],
+            adopted: dict[str, str]) -> Iterator[tuple[Any, ...]]:
+    """The rows of ``order_ids`` (those the store holds; any order), as :func:`live_window_scan`
+    gives them, 500 ids a query."""
+    cols = ", ".join(ORDER_ROW_COLUMNS)
+    for i in range(0, len(order_ids), 500):
+        part = json.dumps(list(order_ids[i:i + 500]))
+        yield from _as_runs(conn.execute(
+            f"SELECT {cols}{_ADOPTED_SQL} FROM orders WHERE id IN (SELECT value FROM json_each(?)) "
+            "ORDER BY seq", (part,)), adopted)
+
+
+def rows_ended_between(conn: sqlite3.Connection, start: float, end: float,
+                       adopted: dict[str, str]) -> Iterator[tuple[Any, ...]]:
+    """The rows of the orders that ended after ``start`` and at or before ``end`` (an index
+    range), as :func:`live_window_scan` gives them."""
+    cols = ", ".join(ORDER_ROW_COLUMNS)
+    return _as_runs(conn.execute(
+        f"SELECT {cols}{_ADOPTED_SQL} FROM orders INDEXED BY orders_by_ended WHERE ended > ? AND ended <= ? "
+        "ORDER BY seq", (start, end)), adopted)
+
+
+def _as_runs(rows: Iterable[tuple[Any, ...]], adopted: dict[str, str]) -> Iterator[tuple[Any, ...]]:
+    for row in rows:
         if row[-1]:
             adopted[row[0]] = row[1]
             yield (row[0], None, *row[2:-1])
@@ -614,4 +641,4 @@ def _interrupted(exc: BaseException) -> bool:
 
 __all__ = ["ROW_COLUMNS", "ArchiveState", "DashboardCounts", "HistoryPage", "HistoryQuery",
            "HistorySearch", "Reach", "SearchSuperseded", "dashboard_counts", "fts_expression",
-           "live_window_rows", "live_window_scan"]
+           "live_window_rows", "live_window_scan", "rows_ended_between", "rows_of"]

@@ -80,6 +80,8 @@ from core.history import (
     Reach,
     SearchSuperseded,
     live_window_scan,
+    rows_ended_between,
+    rows_of,
     stored_count,
 )
 from core.orders import OrderStatus
@@ -532,9 +534,10 @@ class JobsPanel(Panel):
     def show_moment(self, moment: Moment | None) -> asyncio.Task[None] | None:
         """Show the orders as they stood at ``moment``, read only (None: live again).
 
-        The live window's orders that existed then, each with its status then (from the
-        moment's open orders, else its last transition before it), filtered and sorted off the
-        loop. Live updates keep going to the live table meanwhile."""
+        The orders open then and those finished in the :attr:`live_days` before it (the live
+        window as it was), each with its status then (from the moment's open orders, else its
+        last transition before it), read, filtered and sorted off the loop. Live updates keep
+        going to the live table meanwhile."""
         self.moment = moment
         self.past_banner.show_moment(moment)
         if self._past_task is not None and not self._past_task.done():
@@ -567,7 +570,8 @@ class JobsPanel(Panel):
                 past.sort(live.sort_column, live.sort_order)
         rows = list(live.ix.all.values())
         skipped = set(live.skipped)
-        prepared = await self.runtime.store.read(lambda c: past.prepare(rows_at(c, rows, moment)))
+        window = self.live_days * DAY
+        prepared = await self.runtime.store.read(lambda c: past.prepare(rows_at(c, rows, moment, window)))
         if moment is not self.moment:
             return
         shown = prepared.index.all
@@ -1392,8 +1396,13 @@ def _ranges(selection: QItemSelection) -> list[QItemSelectionRange]:
     return [selection.at(i) for i in range(selection.count())]
 
 
-def rows_at(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]], moment: Moment) -> list[tuple[Any, ...]]:
+def rows_at(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]], moment: Moment,
+            window: float | None = None) -> list[tuple[Any, ...]]:
     """The order rows as they stood at ``moment`` (on a store reader thread).
+
+    ``rows`` are the rows at hand (the live window); with ``window`` (seconds), the orders open
+    at the moment and those that ended in the ``window`` before it are read from the store too
+    when ``rows`` lack them (a moment older than the live window).
 
     Orders created after it are left out. An order open then has its status then from the
     moment; one finished before it and untouched since keeps its row; any other (finished then,
@@ -1405,6 +1414,13 @@ def rows_at(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]], moment: M
     opened = moment.state.open
     out: list[tuple[Any, ...]] = []
     unsure: list[tuple[Any, ...]] = []
+    rows = list(rows)
+    if window is not None:
+        have = {r[ID] for r in rows}
+        adopted: dict[str, str] = {}
+        rows.extend(rows_of(conn, [o for o in opened if o not in have], adopted))
+        have.update(opened)
+        rows.extend(r for r in rows_ended_between(conn, at - window, at, adopted) if r[ID] not in have)
     for r in rows:
         created = r[CREATED]
         if created is None or created > at:

@@ -202,3 +202,47 @@ def test_an_order_changed_twice_in_one_instant_stands_in_its_last_status_then(st
     assert then[0][10] is None or then[0][10] <= failed_at, "no end time from after the moment"
     before = qrun(TimeMachine(store).moment(failed_at - 5))
     assert [r[STATUS] for r in store.read_sync(lambda c: rows_at(c, [row], before))] == [int(OrderStatus.Created)]
+
+
+def test_a_moment_older_than_the_live_window_lists_the_orders_of_then(store, qrun):
+    """A month later none of these orders is in the live window: the moment still lists the
+    order running then and the one finished in the window before it, not the one finished long
+    before nor the one created after."""
+    from core.history import DAY
+    from core.ledger import Ledger
+    from core.orders import Order
+    from panels.jobs import rows_at
+
+    clock = VirtualClock.for_store(store)
+    store.clock = clock
+    ledger = Ledger(store)
+
+    def order(name: str) -> str:
+        return qrun(ledger.create_order(Order(templateName=name))).identifier
+
+    def to(oid: str, *statuses: OrderStatus) -> None:
+        for status in statuses:
+            qrun(ledger.set_status(oid, status, why=None))
+
+    long_ago = order("Sealer.Seal")
+    to(long_ago, OrderStatus.Scheduled, OrderStatus.Running, OrderStatus.Complete)
+    qrun(clock.advance(10 * DAY))
+    running = order("PlateReader.ReadPlate")
+    to(running, OrderStatus.Scheduled, OrderStatus.Running)
+    finished = order("Incubator.Incubate")
+    to(finished, OrderStatus.Scheduled, OrderStatus.Running)
+    qrun(clock.advance(3600))
+    to(finished, OrderStatus.Complete)
+    qrun(clock.advance(3600))
+    at = clock.now()
+    qrun(clock.advance(60))
+    later = order("Sealer.Seal")
+    qrun(clock.advance(DAY))
+    to(running, OrderStatus.Complete)
+    qrun(clock.advance(30 * DAY))
+    moment = qrun(TimeMachine(store).moment(at))
+
+    then = {r[0]: r[STATUS] for r in store.read_sync(lambda c: rows_at(c, [], moment, 7 * DAY))}
+    assert then == {running: int(OrderStatus.Running), finished: int(OrderStatus.Complete)}
+    assert later not in then and long_ago not in then
+    assert store.read_sync(lambda c: rows_at(c, [], moment)) == [], "without a window: the rows given only"
