@@ -248,6 +248,7 @@ def test_a_copy_another_workcell_took_over_opens_read_only_naming_it(tmp_path, d
         save_screenshot(w, "fleet-taken-over-detail")
         # Jobs: the run (which stands for the copy) offers nothing but its details
         jobs = w.jobs
+        jobs.filter_bar.choose_view("All orders")  # it opens on "Needs attention"
         qtbot.waitUntil(lambda: jobs.model.row_of(run) is not None, timeout=10_000)
         assert jobs.owner_elsewhere(run) == "cell-b" and not jobs.is_managed(run)
         jobs.select_order(run)
