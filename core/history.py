@@ -604,6 +604,19 @@ def rows_ended_between(conn: sqlite3.Connection, start: float, end: float,
         "ORDER BY seq", (start, end)), adopted)
 
 
+def step_orders(conn: sqlite3.Connection, run_ids: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Run id -> step id -> order id of these runs' steps (500 runs a query)."""
+    ids = list(run_ids)
+    out: dict[str, dict[str, str]] = {r: {} for r in ids}
+    for i in range(0, len(ids), 500):
+        part = ids[i:i + 500]
+        for run_id, step_id, order_id in conn.execute(
+                f"SELECT run_id, step_id, order_id FROM step_runs WHERE run_id IN ({','.join('?' * len(part))})",
+                part):
+            out.setdefault(run_id, {})[step_id] = order_id
+    return out
+
+
 def _as_runs(rows: Iterable[tuple[Any, ...]], adopted: dict[str, str]) -> Iterator[tuple[Any, ...]]:
     for row in rows:
         if row[-1]:
@@ -641,4 +654,4 @@ def _interrupted(exc: BaseException) -> bool:
 
 __all__ = ["ROW_COLUMNS", "ArchiveState", "DashboardCounts", "HistoryPage", "HistoryQuery",
            "HistorySearch", "Reach", "SearchSuperseded", "dashboard_counts", "fts_expression",
-           "live_window_rows", "live_window_scan", "rows_ended_between", "rows_of"]
+           "live_window_rows", "live_window_scan", "rows_ended_between", "rows_of", "step_orders"]

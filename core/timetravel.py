@@ -496,6 +496,20 @@ def _parts(plan: dict[str, Any]) -> list[dict[str, Any]]:
             for i, chunk in enumerate(chunks)]
 
 
+def statuses_at(conn: sqlite3.Connection, order_ids: Sequence[str], at: float) -> dict[str, int]:
+    """Each order's status after its last transition at or before ``at`` (500 ids a query; the
+    log's order is (at, seq): several rows may share a time). Orders with none are left out."""
+    out: dict[str, int] = {}
+    for i in range(0, len(order_ids), 500):
+        part = order_ids[i:i + 500]
+        out.update(conn.execute(
+            "SELECT order_id, to_status FROM (SELECT order_id, to_status, row_number() OVER "
+            "(PARTITION BY order_id ORDER BY at DESC, seq DESC) AS n FROM transitions "
+            f"WHERE at <= ? AND order_id IN ({','.join('?' * len(part))})) WHERE n = 1",
+            [at, *part]).fetchall())
+    return out
+
+
 def order_rows(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
     """The light rows of these orders by id (primary-key look-ups, 500 at a time)."""
     out: dict[str, tuple[Any, ...]] = {}

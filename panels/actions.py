@@ -173,11 +173,13 @@ class TaskRunner(QObject):
         if task.cancelled():
             return
         exc = task.exception()
+        if exc is not None and not isinstance(exc, LabconsoleError):
+            log.error("%s failed", label, exc_info=exc)
+        if not shiboken6.isValid(self):  # its window was deleted meanwhile: nobody to tell
+            return
         if exc is None:
             self.finished.emit(label, None, task.result())
         else:
-            if not isinstance(exc, LabconsoleError):
-                log.error("%s failed", label, exc_info=exc)
             self.finished.emit(label, describe_error(exc), None)
 
     def cancel_all(self) -> None:

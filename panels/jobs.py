@@ -82,10 +82,11 @@ from core.history import (
     live_window_scan,
     rows_ended_between,
     rows_of,
+    step_orders,
     stored_count,
 )
 from core.orders import OrderStatus
-from core.timetravel import OPEN_STATUSES, Moment
+from core.timetravel import OPEN_STATUSES, Moment, statuses_at
 from core.users import os_user
 from panels.actions import (
     ACTIONS,
@@ -98,7 +99,7 @@ from panels.actions import (
 )
 from panels.base import Panel
 from panels.dialogs import NameDialog, ask
-from panels.jobs_eta import eta_cells, step_orders
+from panels.jobs_eta import eta_cells
 from panels.jobs_filter import (
     CREATED,
     DETAILS,
@@ -1432,17 +1433,11 @@ def rows_at(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]], moment: M
             out.append(r)
         else:
             unsure.append(r)
-    for i in range(0, len(unsure), 500):
-        part = unsure[i:i + 500]
-        last = dict(conn.execute(  # the log's order is (at, seq): several rows may share a time
-            "SELECT order_id, to_status FROM (SELECT order_id, to_status, row_number() OVER "
-            "(PARTITION BY order_id ORDER BY at DESC, seq DESC) AS n FROM transitions "
-            f"WHERE at <= ? AND order_id IN ({','.join('?' * len(part))})) WHERE n = 1",
-            [at, *(r[ID] for r in part)]).fetchall())
-        for r in part:
-            status = last.get(r[ID])
-            if status is not None:
-                out.append(_row_then(r, status, at))
+    last = statuses_at(conn, [r[ID] for r in unsure], at)
+    for r in unsure:
+        status = last.get(r[ID])
+        if status is not None:
+            out.append(_row_then(r, status, at))
     return out
 
 

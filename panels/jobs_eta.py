@@ -10,8 +10,7 @@ run's. Qt-free.
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -63,7 +62,7 @@ def eta_cells(result: Any, steps: Mapping[str, Mapping[str, str]],
               adopters: Mapping[str, str] | None = None) -> dict[str, EtaCell]:
     """Cells by order id for ``result`` (a :class:`core.forecast.ForecastResult`).
 
-    ``steps``: run id -> step id -> the step's order id (:func:`step_orders`); ``adopters``:
+    ``steps``: run id -> step id -> the step's order id (:func:`core.history.step_orders`); ``adopters``:
     order claimed from Data Services -> the run made for it (the order shows its run's ETA).
     Runs a schedule will start (not orders yet) are left out.
     """
@@ -94,16 +93,3 @@ def eta_cells(result: Any, steps: Mapping[str, Mapping[str, str]],
         if cell is not None:
             cells[order_id] = cell._replace(tip=f"{cell.tip} (run {run_id}, made for this order)")
     return cells
-
-
-def step_orders(conn: sqlite3.Connection, run_ids: Iterable[str]) -> dict[str, dict[str, str]]:
-    """Run id -> step id -> order id of these runs' steps (store reader thread)."""
-    ids = list(run_ids)
-    out: dict[str, dict[str, str]] = {r: {} for r in ids}
-    for i in range(0, len(ids), 500):
-        part = ids[i:i + 500]
-        for run_id, step_id, order_id in conn.execute(
-                f"SELECT run_id, step_id, order_id FROM step_runs WHERE run_id IN ({','.join('?' * len(part))})",
-                part):
-            out.setdefault(run_id, {})[step_id] = order_id
-    return out

@@ -84,3 +84,35 @@ def test_panels_and_console_hold_no_sql_the_store_answers_their_queries(store):
     made = demo.generate(store, 50)
     assert store.scan_order_rows(lambda rows: [r[0] for r in rows]) == [r[0] for r in store.order_rows()]
     assert len(store.order_rows()) == made
+
+
+def test_a_task_ending_after_its_window_was_deleted_reports_to_nobody(qtbot, qrun):
+    """A panel's task (a preview, an ETA) may end after its window was closed and deleted: it
+    must not emit from the deleted object (the loop reported "Signal source has been deleted")."""
+    import asyncio
+
+    import shiboken6
+    from PySide6.QtWidgets import QWidget
+
+    from panels.actions import TaskRunner
+
+    parent = QWidget()
+    runner = TaskRunner(parent)
+    reports: list[tuple[str, object, object]] = []
+    runner.finished.connect(lambda *args: reports.append(args))
+
+    async def scenario() -> None:
+        gate = asyncio.Event()
+
+        async def work() -> int:
+            await gate.wait()
+            return 1
+
+        task = runner.run(work(), "late")
+        shiboken6.delete(parent)  # the window goes, its runner with it
+        gate.set()
+        assert await task == 1
+        await asyncio.sleep(0)
+
+    qrun(scenario())
+    assert reports == []
