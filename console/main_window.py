@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Slot
-from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QShowEvent
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QResizeEvent, QShowEvent
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
@@ -464,6 +464,17 @@ class MainWindow(QMainWindow):
         top = int(height * 0.3) if self.dashboard.expanded else self.dashboard.compact_height()
         self.resizeDocks([self.docks["Dashboard"], self.docks["Jobs"]], [top, height - top],
                          Qt.Orientation.Vertical)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        jobs, dashboard = self.docks["Jobs"], self.docks["Dashboard"]
+        if not self._layout_pending and not self.dashboard.expanded and jobs.isVisible() \
+                and dashboard.isVisible() and not jobs.isFloating() and not dashboard.isFloating():
+            # Qt shares a taller window among the dock areas, the top one included: the compact
+            # dashboard (its height fixed) would sit over an empty band, Jobs below it
+            top = self.dashboard.compact_height()
+            self.resizeDocks([dashboard, jobs], [top, self.height() - top],
+                             Qt.Orientation.Vertical)
 
     def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
         super().showEvent(event)

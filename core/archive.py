@@ -48,7 +48,7 @@ from core.errors import ConfigError, StoreError
 from core.inifile import line_of, read_section
 from core.orders import OrderStatus
 from core.states import RUN_FINAL
-from core.store import SQLITE_HEADER, Store
+from core.store import MIGRATIONS, SQLITE_HEADER, Store, _split_sql
 from core.storefile import is_corruption
 
 try:
@@ -78,6 +78,12 @@ ARCHIVE_SKIPS_INDEXES = frozenset({"orders_by_status", "orders_by_parent", "orde
                                    "runs_by_template", "runs_by_priority", "runs_by_created",
                                    "runs_by_dedup", "step_runs_by_status"})
 """Store indexes for the live work that the archive does without (its search uses the rest)."""
+ARCHIVE_TEXT_TRIGGERS = {
+    statement.split()[5]: statement for statement in _split_sql(next(m for m in MIGRATIONS if "orders_fts" in m))
+    if statement.startswith("CREATE TRIGGER IF NOT EXISTS orders_fts_")}
+"""The archive keeps its text index current in the write itself (the triggers of migration 9):
+it is written in bulk by the mover only, and has no writer that would catch up later (the
+store's own triggers defer that work, see migration 14)."""
 DAY = 86400.0
 
 
@@ -210,7 +216,7 @@ class ArchiveFile:
                 if kind == "index" and name in ARCHIVE_SKIPS_INDEXES:
                     continue
                 if name not in have:
-                    conn.execute(sql)
+                    conn.execute(ARCHIVE_TEXT_TRIGGERS.get(name, sql) if kind == "trigger" else sql)
                 elif kind == "table" and name in TABLES:
                     self._add_columns(conn, table)
             conn.execute("COMMIT")

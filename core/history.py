@@ -177,6 +177,8 @@ class HistorySearch:
         """One page of matches, newest first; supersedes any search still running."""
         generation = self._supersede()
         try:
+            if _uses_text_index(query) and cursor is None:
+                await self.store.catch_up_text_index()  # what was just written is found too
             return await self.store.read(lambda c: self._search(c, query, cursor, generation))
         except asyncio.CancelledError:
             if self._generation == generation:
@@ -186,12 +188,16 @@ class HistorySearch:
     def search_sync(self, query: HistoryQuery, cursor: Cursor | None = None) -> HistoryPage:
         """:meth:`search` on the calling thread (scripts, benchmarks)."""
         generation = self._supersede()
+        if _uses_text_index(query) and cursor is None:
+            self.store.catch_up_text_index_sync()
         return self.store.read_sync(lambda c: self._search(c, query, cursor, generation))
 
     async def count(self, query: HistoryQuery, *, cap: int = 10_000) -> tuple[int, bool]:
         """How many orders match (store and archive), counted up to ``cap``: (count, more than cap).
         Superseded, like a page, by the next search."""
         generation = self._generation
+        if _uses_text_index(query):
+            await self.store.catch_up_text_index()
         return await self.store.read(lambda c: self._count(c, query, cap, generation))
 
     def _search(self, conn: sqlite3.Connection, query: HistoryQuery, cursor: Cursor | None,
@@ -645,6 +651,10 @@ def dashboard_counts(conn: sqlite3.Connection, day_start: float) -> DashboardCou
                            ended_today.get(int(OrderStatus.Complete), 0),
                            ended_today.get(int(OrderStatus.Error), 0),
                            ended_today.get(int(OrderStatus.Canceled), 0))
+
+
+def _uses_text_index(query: HistoryQuery) -> bool:
+    return bool(query.text.strip()) and query.text_mode == "fts"
 
 
 def _interrupted(exc: BaseException) -> bool:

@@ -178,6 +178,9 @@ class Store:
         self._read_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.commit_count = 0
         self.commit_seconds = 0.0
+        self._batches = 0
+        self.text_indexed = 0
+        """Orders (re-)indexed for text search after their writes (see :func:`index_pending_text`)."""
         self.submitted = 0
         """Asynchronous writes submitted so far (a counter tests use to tell when things settle)."""
         self.in_flight = 0
@@ -382,10 +385,16 @@ class Store:
 
     def _writer(self, conn: sqlite3.Connection) -> None:
         stop = False
+        behind = True  # the text index may be behind (migrated, or left so at the last close)
         while not stop:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=TEXT_INDEX_IDLE) if behind else self._queue.get()
+            except queue.Empty:  # idle: bring the text index up to date, a batch at a time
+                behind = self._index_when_idle(conn)
+                continue
             if first is _STOP:
                 break
+            behind = True
             batch = list(first) if isinstance(first, list) else [first]  # a list: riders + a write
             if self.group_commit:
                 while len(batch) < self.max_batch:
@@ -402,6 +411,22 @@ class Store:
                         batch.append(item)
             self._run_batch(conn, batch)
         conn.close()
+
+    def _index_when_idle(self, conn: sqlite3.Connection) -> bool:
+        """Index one batch of the orders whose text index entry is out of date; whether more wait."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            done = index_pending_text(conn, TEXT_INDEX_BATCH)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            log.warning("%s: text index not brought up to date: %s (next try after the next write)", self.path, exc)
+            return False
+        self.text_indexed += done
+        return done == TEXT_INDEX_BATCH
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
         results: list[tuple[_Op, bool, Any]] = []
@@ -423,6 +448,10 @@ class Store:
                 finally:
                     if signed is not None:
                         audit_chain.SIGNING.reset(signed)
+            self._batches += 1
+            if self._batches % TEXT_INDEX_CHECK_EVERY == 0 and text_pending(conn, TEXT_INDEX_BEHIND) > TEXT_INDEX_BEHIND:
+                # never idle long enough: this write takes a batch of the backlog with it
+                self.text_indexed += index_pending_text(conn, TEXT_INDEX_BATCH)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             try:
@@ -664,6 +693,25 @@ class Store:
             return o, _order_row(o, npri)
 
         return op
+
+    async def catch_up_text_index(self) -> int:
+        """Index every order whose text index entry is out of date (before a text search, so it
+        finds what was just written); how many were. Nothing is written when none is."""
+        if not await self.read(lambda c: text_pending(c, 1)):
+            return 0
+        done = 0
+        while (n := await self.write(lambda c: index_pending_text(c, TEXT_INDEX_CATCH_UP))) == TEXT_INDEX_CATCH_UP:
+            done += n
+        return done + n
+
+    def catch_up_text_index_sync(self) -> int:
+        """:meth:`catch_up_text_index` on the calling thread (scripts, benchmarks)."""
+        if not self.read_sync(lambda c: text_pending(c, 1)):
+            return 0
+        done = 0
+        while (n := self.write_sync(lambda c: index_pending_text(c, TEXT_INDEX_CATCH_UP))) == TEXT_INDEX_CATCH_UP:
+            done += n
+        return done + n
 
     def audit_op(self, who: str, action: str, target: str | None = None, reason: str | None = None,
                  details: dict[str, Any] | None = None) -> Callable[[sqlite3.Connection], int]:
@@ -949,6 +997,43 @@ def _deliver(items: list[tuple[_Op, bool, Any]]) -> None:
 def _pairs(conn: sqlite3.Connection, *, sql: str, params: Sequence[Any]) -> dict[str, str]:
     """``{first column: second column}`` of a two-column query."""
     return {str(a): str(b) for a, b in conn.execute(sql, tuple(params))}
+
+
+TEXT_INDEX_IDLE = 0.05
+"""Seconds without a write after which the writer indexes a batch of out-of-date orders."""
+TEXT_INDEX_BATCH = 500
+"""Orders the writer indexes at a time when idle (a few milliseconds of work: a write arriving
+meanwhile waits no longer than that)."""
+TEXT_INDEX_BEHIND = 20_000
+"""Out-of-date orders beyond which writes take a batch of them along (a writer never idle)."""
+TEXT_INDEX_CHECK_EVERY = 16
+"""Commits between two looks at how far the text index is behind."""
+TEXT_INDEX_CATCH_UP = 5_000
+"""Orders a catch-up before a search indexes per write."""
+
+
+def text_pending(conn: sqlite3.Connection, cap: int) -> int:
+    """How many orders wait to be (re-)indexed for text search, counted up to ``cap`` + 1."""
+    return int(conn.execute("SELECT count(*) FROM (SELECT 1 FROM orders_fts_pending LIMIT ?)",
+                            (cap + 1,)).fetchone()[0])
+
+
+def index_pending_text(conn: sqlite3.Connection, limit: int) -> int:
+    """Bring the text index (``orders_fts``) up to date for the first ``limit`` orders waiting in
+    ``orders_fts_pending`` (migration 014), inside the caller's transaction: each leaves the index
+    with the values it was indexed with, then enters it with its current ones. How many were."""
+    bound = conn.execute("SELECT seq FROM orders_fts_pending ORDER BY seq LIMIT 1 OFFSET ?",
+                         (limit - 1,)).fetchone()
+    top = bound[0] if bound is not None else None
+    where, args = ("WHERE p.seq <= ?", (top,)) if top is not None else ("", ())
+    conn.execute("INSERT INTO orders_fts (orders_fts, rowid, id, template, instrument, details, notes) "
+                 f"SELECT 'delete', p.seq, p.id, p.template, p.instrument, p.details, p.notes "
+                 f"FROM orders_fts_pending p {where or 'WHERE 1'} AND p.indexed = 1", args)
+    conn.execute("INSERT INTO orders_fts (rowid, id, template, instrument, details, notes) "
+                 "SELECT o.seq, o.id, o.template_name, o.assigned_to, o.status_details, "
+                 f"json_extract(o.data, '$.notes') FROM orders_fts_pending p JOIN orders o ON o.seq = p.seq {where}",
+                 args)
+    return int(conn.execute(f"DELETE FROM orders_fts_pending AS p {where}", args).rowcount)
 
 
 def _split_sql(script: str) -> list[str]:

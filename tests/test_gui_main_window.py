@@ -60,6 +60,21 @@ def test_jobs_table_shows_the_store_and_follows_events(store, data_dir, qtbot, q
     window.close()
 
 
+def test_a_taller_window_goes_to_jobs_not_to_a_band_under_the_compact_dashboard(store, data_dir, qtbot):
+    """Maximising the window (1280x720 to 1920x1080) shared the new height among the dock areas:
+    the compact dashboard kept its height over a 110-pixel empty band, Jobs below it."""
+    _core, window = _window(store, data_dir, qtbot)
+    window.resize(1280, 720)
+    qtbot.wait(50)
+    dashboard, jobs = window.docks["Dashboard"], window.docks["Jobs"]
+    for width, height in ((1920, 1080), (1600, 900), (1920, 1200)):
+        window.resize(width, height)
+        qtbot.wait(50)
+        assert not window.dashboard.expanded
+        band = jobs.geometry().top() - dashboard.geometry().bottom()
+        assert band <= 12, f"{band} px between the dashboard and Jobs at {width}x{height}"
+
+
 def test_layout_is_restored(store, data_dir, qtbot, qrun):
     core, window = _window(store, data_dir, qtbot)
     window.docks["Metrics"].hide()
