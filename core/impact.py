@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.errors import StateError
+from core.templates import descendants, reachable
 
 if TYPE_CHECKING:
     from core.forecast import Forecast, ForecastResult, InstrumentState
@@ -156,14 +157,7 @@ class _Estimates:
             deps = s.get("depends_on") or []
             for d in [deps] if isinstance(deps, str) else deps:
                 children.setdefault(d, []).append(sid)
-        out: set[str] = set()
-        todo = [step_id]
-        while todo:
-            for child in children.get(todo.pop(), ()):
-                if child not in out:
-                    out.add(child)
-                    todo.append(child)
-        return out
+        return reachable(children, step_id)
 
 
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -609,7 +603,7 @@ def _apply_run(run: tuple[Any, ...], steps: list[tuple[Any, ...]], template: Any
         s[step_id] = (run_id, step_id, "pending", None, None, None, None)
 
     def after(step_id: str) -> set[str]:
-        return _descendants(template, step_id) if template is not None else set()
+        return descendants(template, step_id) if template is not None else set()
 
     if a == "cancel":
         if whole:
@@ -644,16 +638,3 @@ def _apply_run(run: tuple[Any, ...], steps: list[tuple[Any, ...]], template: Any
     return tuple(r), list(s.values())
 
 
-def _descendants(template: Any, step_id: str) -> set[str]:
-    children: dict[str, list[str]] = {}
-    for step in template.steps:
-        for dep in step.depends_on:
-            children.setdefault(dep, []).append(step.id)
-    out: set[str] = set()
-    todo = [step_id]
-    while todo:
-        for child in children.get(todo.pop(), ()):
-            if child not in out:
-                out.add(child)
-                todo.append(child)
-    return out

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import json
 import logging
@@ -419,10 +420,7 @@ class Store:
             done = index_pending_text(conn, TEXT_INDEX_BATCH)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
+            _roll_back(conn)
             log.warning("%s: text index not brought up to date: %s (next try after the next write)", self.path, exc)
             return False
         self.text_indexed += done
@@ -454,10 +452,7 @@ class Store:
                 self.text_indexed += index_pending_text(conn, TEXT_INDEX_BATCH)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
+            _roll_back(conn)
             err = StoreError(self.path, f"commit failed: {exc}")
             results = [(op, False, err) for op in batch]
         seconds = time.perf_counter() - t0
@@ -1010,6 +1005,12 @@ TEXT_INDEX_CHECK_EVERY = 16
 """Commits between two looks at how far the text index is behind."""
 TEXT_INDEX_CATCH_UP = 5_000
 """Orders a catch-up before a search indexes per write."""
+
+
+def _roll_back(conn: sqlite3.Connection) -> None:
+    """Roll the failed transaction back (a failed COMMIT may have ended it already)."""
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute("ROLLBACK")
 
 
 def text_pending(conn: sqlite3.Connection, cap: int) -> int:

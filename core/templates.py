@@ -1152,6 +1152,11 @@ def descendants(t: WorkflowTemplate, step_id: str) -> set[str]:
     for s in t.steps:
         for d in s.depends_on:
             children.setdefault(d, []).append(s.id)
+    return reachable(children, step_id)
+
+
+def reachable(children: Mapping[str, Sequence[str]], step_id: str) -> set[str]:
+    """Every step below ``step_id`` in a graph given as step -> the steps that depend on it."""
     out, todo = set(), [step_id]
     while todo:
         for child in children.get(todo.pop(), ()):
