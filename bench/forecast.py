@@ -9,7 +9,10 @@ declared durations of its remaining steps". When all runs are done each predicti
 with the actual completion: absolute percentage error = |predicted − actual| / (actual −
 created), i.e. relative to the run's life. Printed: median and p90 for all forecasts and for
 those made once 20 % of the queue had finished, for both the forecast and the baseline, and how
-often the actual completion fell inside the p10–p90 band.
+often the actual completion fell inside the p10–p90 band (it should be about 80 %). One
+rehearsal's band figure is noisy (its forecasts share the same few learned samples):
+``--seeds 1,2,3,4,5`` plays one rehearsal per seed (the simulated durations differ) and prints
+each and all of them pooled.
 
 Speed. ``--queued`` runs (500) are created on a fresh store with the demo workcell connected and
 not started; the time to read the state, build the snapshot and play it forward is measured
@@ -17,7 +20,8 @@ not started; the time to read the state, build the snapshot and play it forward 
 thread (a 5 ms ticker on the loop).
 
 usage: python bench/forecast.py [--runs 40] [--history 12] [--every 300] [--samples 16]
-                                [--faults rate=0.03,seed=7] [--queued 500] [--seed 1]
+                                [--faults rate=0.03,seed=7] [--queued 500] [--seed 1] [--seeds 1,2,3]
+                                [--skip-accuracy] [--skip-speed]
 """
 
 from __future__ import annotations
@@ -101,9 +105,14 @@ def _pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
 
 
-async def accuracy(args: argparse.Namespace) -> dict[str, Any]:
+Record = tuple[float, float, float, float, float, float]
+"""Of one prediction of a completed run: share of the queue done, forecast p50, p10, p90,
+baseline, actual completion, and the run's life (seconds)."""
+
+
+async def accuracy(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix="labconsole-bench-forecast-"))
-    rt, clock = await _runtime(data_dir, args.faults, args.seed)
+    rt, clock = await _runtime(data_dir, args.faults, seed)
     try:
         history = await _submit(rt, args.history)
         await clock.run_until(lambda: all(rt.engine.run_status(r) in FINAL for r in history), limit=30 * 86400)
@@ -134,19 +143,28 @@ async def accuracy(args: argparse.Namespace) -> dict[str, Any]:
                   if rt.engine.run_status(r) is RunStatus.COMPLETED}
     finally:
         await rt.close()
+    kept: list[Record] = [(frac, p50, p10, p90, baseline, actual[r], actual[r] - created[r])
+                          for r, _now, frac, p50, p10, p90, baseline in records
+                          if r in actual and actual[r] - created[r] > 0]
     out: dict[str, Any] = {"learned": learned, "forecasts": len(timings), "completed": len(actual),
-                           "runs": len(runs), "forecast_ms": statistics.median(timings) * 1000 if timings else 0}
+                           "runs": len(runs), "forecast_ms": statistics.median(timings) * 1000 if timings else 0,
+                           "records": kept}
+    out.update(errors(kept))
+    return out
+
+
+def errors(records: list[Record]) -> dict[str, dict[str, float]]:
+    """Absolute % errors (median, p90) of the forecast and the baseline, and the share inside the
+    band, over all predictions and over those made once 20 % of the queue had finished."""
+    out = {}
     for label, keep in (("all", lambda frac: True), ("after 20%", lambda frac: frac >= 0.2)):
         fc, base, inside = [], [], 0
-        for r, _now, frac, p50, p10, p90, baseline in records:
-            if r not in actual or not keep(frac):
+        for frac, p50, p10, p90, baseline, actual, life in records:
+            if not keep(frac):
                 continue
-            life = actual[r] - created[r]
-            if life <= 0:
-                continue
-            fc.append(abs(p50 - actual[r]) / life * 100)
-            base.append(abs(baseline - actual[r]) / life * 100)
-            inside += p10 - 1 <= actual[r] <= p90 + 1
+            fc.append(abs(p50 - actual) / life * 100)
+            base.append(abs(baseline - actual) / life * 100)
+            inside += p10 - 1 <= actual <= p90 + 1
         out[label] = {"n": len(fc), "forecast_median": _pct(fc, 0.5), "forecast_p90": _pct(fc, 0.9),
                       "baseline_median": _pct(base, 0.5), "baseline_p90": _pct(base, 0.9),
                       "in_band": inside / len(fc) * 100 if fc else float("nan")}
@@ -217,21 +235,27 @@ def main() -> None:
     ap.add_argument("--queued", type=int, default=500)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seeds", default=None,
+                    help="comma-separated seeds: one accuracy rehearsal each, and all pooled (default: --seed)")
     ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--skip-speed", action="store_true")
     args = ap.parse_args()
     if not args.skip_accuracy:
-        a = asyncio.run(accuracy(args))
-        print(f"accuracy: {a['runs']} runs queued at once after {a['learned']} learned step durations, "
-              f"faults {args.faults!r}; {a['forecasts']} forecasts every {args.every:g} s of workcell time "
-              f"({a['forecast_ms']:.1f} ms each, median); {a['completed']} runs completed")
-        print("  absolute % error of predicted completion, relative to the run's life (created -> completed):")
-        print(f"  {'':<12}{'n':>6}  {'forecast median':>16} {'p90':>7}   {'baseline median':>16} {'p90':>7}"
-              f"   {'actual in p10-p90':>18}")
-        for label in ("all", "after 20%"):
-            r = a[label]
-            print(f"  {label:<12}{r['n']:>6}  {r['forecast_median']:>15.1f}% {r['forecast_p90']:>6.1f}%"
-                  f"   {r['baseline_median']:>15.1f}% {r['baseline_p90']:>6.1f}%   {r['in_band']:>17.0f}%")
+        seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
+        pooled: list[Record] = []
+        for seed in seeds:
+            a = asyncio.run(accuracy(args, seed))
+            pooled += a["records"]
+            print(f"accuracy (seed {seed}): {a['runs']} runs queued at once after {a['learned']} learned step "
+                  f"durations, faults {args.faults!r}; {a['forecasts']} forecasts every {args.every:g} s of "
+                  f"workcell time ({a['forecast_ms']:.1f} ms each, median); {a['completed']} runs completed")
+            _table(a)
+        if len(seeds) > 1:
+            print(f"accuracy, {len(seeds)} seeds pooled:")
+            _table(errors(pooled))
         print("  baseline: now + the sum of the declared durations of the steps still to do")
+    if args.skip_speed:
+        return
     s = asyncio.run(speed(args))
     print(f"speed: {s['queued']} queued runs ({s['forecast_runs']} with an ETA, the last "
           f"{s['last_eta_h']:.1f} h ahead), {args.samples} samples: {s['total_ms']:.0f} ms "
@@ -239,6 +263,16 @@ def main() -> None:
     for mode, (took, p99, worst) in s["lag"].items():
         what = "no forecast (0.5 s)" if mode == "idle" else f"Forecast.refresh in a worker {mode}: {took:.0f} ms"
         print(f"  {what}; event-loop lag meanwhile (5 ms ticker) p99 {p99:.1f} ms, max {worst:.1f} ms")
+
+
+def _table(a: dict[str, Any]) -> None:
+    print("  absolute % error of predicted completion, relative to the run's life (created -> completed):")
+    print(f"  {'':<12}{'n':>6}  {'forecast median':>16} {'p90':>7}   {'baseline median':>16} {'p90':>7}"
+          f"   {'actual in p10-p90':>18}")
+    for label in ("all", "after 20%"):
+        r = a[label]
+        print(f"  {label:<12}{r['n']:>6}  {r['forecast_median']:>15.1f}% {r['forecast_p90']:>6.1f}%"
+              f"   {r['baseline_median']:>15.1f}% {r['baseline_p90']:>6.1f}%   {r['in_band']:>17.0f}%")
 
 
 if __name__ == "__main__":

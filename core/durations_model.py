@@ -17,6 +17,14 @@ Until a key has :data:`MIN_SAMPLES` samples, the declared duration is the prior:
 jitter as the spread; the median moves from the prior to the data as samples arrive
 (``(k·prior + n·median) / (k + n)``, ``k`` = :data:`MIN_SAMPLES`).
 
+A forecast draws durations with :meth:`DurationsModel.sampler`. Each :class:`DurationDraw` also
+says how uncertain its centre is — the standard error of the mean of the samples behind it
+(the prior counting as ``k`` samples) — so a forecast can draw one error of the centre per
+source of samples and play, shared by every step that draws from it. Independent draws alone
+average out over a queue of steps; an estimate learned from a few samples does not: ten plates
+queued on a centrifuge all wait for the same centrifuge, whose learned mean is off by the same
+amount for all ten.
+
 Qt-free; time comes from the injected clock, never from the event's wall-clock stamp.
 """
 
@@ -24,10 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import math
 import random
 import sqlite3
+import statistics
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +75,40 @@ class DurationStats:
 
 
 UNKNOWN = DurationStats(0.0, 0.0, 0.0, 0, "unknown")
+
+_P10_P90_SIGMAS = 2 * statistics.NormalDist().inv_cdf(0.9)
+"""Width of a normal distribution's p10..p90 in standard deviations (about 2.56)."""
+
+
+class DurationDraw:
+    """Plausible durations of one step: ``draw(rng)`` (or calling it) gives one.
+
+    ``key`` names the source of the samples behind it (steps drawing from the same one share
+    it); ``sem`` is the standard error of that source's mean (seconds): how far the centre of
+    the draws may be from the truth, 0 when the duration is fixed; ``df`` its degrees of freedom
+    (samples behind it less one: the error of the centre follows Student's t)."""
+
+    __slots__ = ("df", "hi", "key", "lo", "mid", "sem", "values")
+
+    def __init__(self, key: tuple[Any, ...], sem: float, *, df: int = 1, values: Sequence[float] = (),
+                 lo: float = 0.0, mid: float = 0.0, hi: float = 0.0) -> None:
+        self.key = key
+        self.sem = sem
+        self.df = max(1, df)
+        self.values = tuple(values)
+        self.lo, self.mid, self.hi = lo, mid, hi
+
+    def __call__(self, rng: random.Random) -> float:
+        return self.draw(rng)
+
+    def draw(self, rng: random.Random) -> float:
+        """From the samples themselves when there are some (bootstrap), else triangular around
+        the median reaching a quarter beyond p10 and p90 (the median when there is no spread)."""
+        if self.values:
+            return self.values[int(rng.random() * len(self.values))]
+        if self.hi <= self.lo:
+            return self.mid
+        return rng.triangular(self.lo - 0.25 * (self.mid - self.lo), self.hi + 0.25 * (self.hi - self.mid), self.mid)
 
 LOCAL_KINDS = BUILTIN_KINDS | {"python"}
 """Step kinds the engine runs itself (no instrument): their time is their own, per step."""
@@ -315,18 +359,21 @@ class DurationsModel:
         return _blend(prior, cap if cap is not None and len(cap) >= len(own or ()) else own)
 
     def sampler(self, template: str, step: Step, instrument: str | None = None,
-                inputs: dict[str, Any] | None = None) -> Callable[[random.Random], float]:
-        """A function drawing one plausible duration: from the samples themselves when there are
-        enough (bootstrap), else uniform over the estimate's p10..p90 around its median."""
+                inputs: dict[str, Any] | None = None) -> DurationDraw:
+        """Plausible durations of ``step``: its own samples when there are enough (bootstrap),
+        else triangular over the estimate's p10..p90 around its median; with the standard error
+        of the mean behind it (the prior weighs as :data:`MIN_SAMPLES` samples, as in the blend)."""
         own = self.by_step.get((template, step.id))
         if own is not None and len(own) >= MIN_SAMPLES:
-            values = list(own.sorted)
-            return lambda rng: values[int(rng.random() * len(values))]
+            values = own.sorted
+            return DurationDraw(("step", template, step.id), statistics.stdev(values) / math.sqrt(len(values)),
+                                df=len(values) - 1, values=values)
         stats = self.estimate(template, step, instrument, inputs)
         lo, mid, hi = stats.p10, stats.median, stats.p90
-        if hi <= lo:
-            return lambda rng: mid
-        return lambda rng: rng.triangular(lo - 0.25 * (mid - lo), hi + 0.25 * (hi - mid), mid)
+        weight = {"history": stats.count, "blend": stats.count + MIN_SAMPLES}.get(stats.source, MIN_SAMPLES)
+        sem = (hi - lo) / _P10_P90_SIGMAS / math.sqrt(weight) if hi > lo else 0.0
+        return DurationDraw(("estimate", template, step.id, instrument, lo, mid, hi), sem, df=weight - 1,
+                            lo=lo, mid=mid, hi=hi)
 
 
 def _history(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
