@@ -31,6 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = 0.90
+MUTMUT = (sys.executable, "-m", "mutmut")
+"""mutmut run by this interpreter (its console script keeps the path of the venv it was installed from)."""
 
 
 def scratch_copy() -> Path:
@@ -51,11 +53,10 @@ def scratch_copy() -> Path:
 def mutmut(work: Path, log: Path, budget: float, *args: str) -> tuple[int | None, bool]:
     """Run ``mutmut ARGS`` in ``work`` (output to ``log``); (exit code, whether it hit ``budget``).
     On the budget its whole process group is stopped, so no test process is left behind."""
-    exe = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or "mutmut"
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     env.pop("PYTHONPATH", None)  # the mutated copy must be what the tests import
     with log.open("a") as out:
-        proc = subprocess.Popen([exe, *args], cwd=work, stdout=out, stderr=subprocess.STDOUT, env=env,
+        proc = subprocess.Popen([*MUTMUT, *args], cwd=work, stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
         try:
             return proc.wait(timeout=max(1.0, budget)), False
@@ -156,10 +157,9 @@ def log_tail(log: Path, lines: int = 3) -> str:
 
 def write_report(work: Path, log: Path, report: Path, survivors: list[str], checked: dict[str, int | None],
                  status_by_exit_code: dict[int | None, str]) -> None:
-    exe = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or "mutmut"
     parts = [f"{len(survivors)} survivors of {len(checked)} sampled mutants\n"]
     for name in survivors:
-        shown = subprocess.run([exe, "show", name], cwd=work, capture_output=True, text=True,
+        shown = subprocess.run([*MUTMUT, "show", name], cwd=work, capture_output=True, text=True,
                                env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
         parts.append(shown.stdout or f"# {name}: {status_by_exit_code[checked[name]]}\n")
     parts.append("\nsampled: " + ", ".join(f"{n} {status_by_exit_code[c]}" for n, c in sorted(checked.items())) + "\n")
