@@ -62,7 +62,7 @@ from core.inbox import (
     read_item,
     read_rows,
 )
-from core.users import os_user
+from core.users import User, os_user, refusal
 from panels.dialogs import eta_move_text
 from panels.style import format_age
 from panels.theme import current_theme, keep_styled
@@ -72,6 +72,7 @@ COLUMNS = ("Kind", "Priority", "Age", "Item", "Concerns")
 KIND_LABELS = {"prompt": "Prompt", "error": "Paused error", "approval": "Approval", "lock": "Hands in cell",
                "proposal": "Playbook proposal", "window": "Time window"}
 AGE_TICK_MS = 5000
+ANSWER_TIP = "Send the answer: checked against the form, then applied and audited in one step"
 NARROW = 820
 """Below this width the answer form goes under the list."""
 _Index = QModelIndex | QPersistentModelIndex
@@ -179,6 +180,8 @@ class AnswerForm(QWidget):
         self.editors: dict[str, QWidget] = {}
         self.error_field: str | None = None
         """The field the last refusal named (its editor gets the focus)."""
+        self.refused: str | None = None
+        """Why the signed-in user may not answer (None: they may); the Answer button says it."""
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 4, 4, 4)
         self.heading = QLabel("Select an item to answer it")
@@ -215,6 +218,7 @@ class AnswerForm(QWidget):
         self.answer_button = QPushButton("Answer")
         self.answer_button.setDefault(True)
         self.answer_button.setEnabled(False)
+        self.answer_button.setToolTip(ANSWER_TIP)
         self.answer_button.clicked.connect(self.submit)
         layout.addWidget(self.heading)
         layout.addWidget(self.details)
@@ -235,7 +239,7 @@ class AnswerForm(QWidget):
         self.editors = {}
         self.error.setText("")
         self.consequence.setText("")
-        self.answer_button.setEnabled(item is not None)
+        self.offer_answer()
         self._show_notices(item)
         if item is None:
             self.heading.setText("Select an item to answer it")
@@ -259,6 +263,12 @@ class AnswerForm(QWidget):
             label = (f.label or f.name) + (f" ({f.unit})" if f.unit else "") + ("" if f.required else " — optional")
             self.fields.addRow(label, editor)
         self.answer_button.setText({"lock": "Release", "proposal": "Decide", "error": "Apply"}.get(item.kind, "Answer"))
+
+    def offer_answer(self, *, busy: bool = False) -> None:
+        """Enable Answer for an item shown, unless an answer is on its way or the signed-in user's
+        role may not answer (the tooltip says why)."""
+        self.answer_button.setEnabled(self.item is not None and self.refused is None and not busy)
+        self.answer_button.setToolTip(self.refused or ANSWER_TIP)
 
     def _show_notices(self, item: InboxItem | None) -> None:
         notices = item.notices if item is not None else []
@@ -338,6 +348,9 @@ class AnswerForm(QWidget):
     def submit(self) -> None:
         if self.item is None:
             return
+        if self.refused is not None:  # Return in a field submits too
+            self.show_error(self.refused)
+            return
         try:
             values = check_answer(self.item.form, self.values())
         except InputError as exc:
@@ -363,6 +376,8 @@ class InboxPanel(QWidget):
         self.inbox = inbox or Inbox.of(runtime)
         self.tasks = TaskKeeper()
         self.who = os_user()
+        self.user: User | None = None
+        """The signed-in user (None: single-user mode); answering needs the ``answer`` role."""
         self._refreshing = False
         self._again = False
         self._preview_seq = 0
@@ -509,6 +524,14 @@ class InboxPanel(QWidget):
         self.form.show_item(item)
         self._preview()
 
+    def set_user(self, user: User | None) -> None:
+        """Who is signed in (None: single-user mode): recorded as *who*; when their role may not
+        answer, Answer is disabled, its tooltip saying why."""
+        self.user = user
+        self.who = user.name if user is not None else os_user()
+        self.form.refused = refusal(user, "answer") if user is not None else None
+        self.form.offer_answer()
+
     def select_item(self, item_id: int) -> bool:
         row = self.model.row_of(item_id)
         if row >= 0:
@@ -519,11 +542,11 @@ class InboxPanel(QWidget):
 
     @Slot(object, dict)
     def _answer(self, item: InboxItem, values: dict[str, Any]) -> None:
-        self.form.answer_button.setEnabled(False)
+        self.form.offer_answer(busy=True)
         self._say(f"Answering {KIND_LABELS.get(item.kind, item.kind).lower()} {item.id}…", "muted")
 
         def done(task: asyncio.Task[Any]) -> None:
-            self.form.answer_button.setEnabled(self.form.item is not None)
+            self.form.offer_answer()
             if task.cancelled():
                 return
             exc = task.exception()

@@ -367,11 +367,13 @@ class JobsPanel(Panel):
         self.select_all_button.setToolTip("Select every order the filter lets through (Ctrl+A)")
         self.select_all_button.clicked.connect(self.select_all_matching)
         self.bulk_buttons: dict[str, QPushButton] = {}
+        self.bulk_tips: dict[str, str] = {}
         for key in ("cancel", "retry", "reprioritise"):
             action = ACTIONS[key]
             button = QPushButton(action.label, self)
-            button.setToolTip(f"{action.tip} ({action.shortcut}); several selected orders: a bulk "
-                              "action with a preview and one result per order")
+            self.bulk_tips[key] = (f"{action.tip} ({action.shortcut}); several selected orders: a bulk "
+                                   "action with a preview and one result per order")
+            button.setToolTip(self.bulk_tips[key])
             button.clicked.connect(lambda _checked=False, k=key: self.trigger(k))
             self.bulk_buttons[key] = button
         self._bulk_tips = {k: b.toolTip() for k, b in self.bulk_buttons.items()}
@@ -972,12 +974,13 @@ class JobsPanel(Panel):
                 continue
             item = menu.addAction(action.label)
             item.setObjectName(key)
-            if not managed and key not in ("details", "why_waiting"):
+            refused = self.actions.refusal(key)  # the signed-in user's role
+            if (not managed and key not in ("details", "why_waiting")) or refused is not None:
                 item.setEnabled(False)
             if action.shortcut:
                 item.setShortcut(QKeySequence(action.shortcut))
                 item.setShortcutVisibleInContextMenu(True)
-            item.setToolTip(action.tip)
+            item.setToolTip(refused or action.tip)
             item.triggered.connect(lambda _c=False, k=key: self.trigger(k))
             if key in ("why_waiting", "recover"):
                 menu.addSeparator()
@@ -1330,6 +1333,14 @@ class JobsPanel(Panel):
                 button.setEnabled(managed and row is not None
                                   and action.applies(OrderStatus(row[STATUS]), row[PARENT] is None,
                                                      self.model.status_name(row) == SKIPPED))
+            refused = self.actions.refusal(key)  # the signed-in user's role does not allow it
+            if refused is not None:
+                button.setEnabled(False)
+            button.setToolTip(refused or self.bulk_tips[key])
+
+    def follow_user(self) -> None:
+        """The signed-in user changed: offer the buttons their role allows."""
+        self._update_buttons()
 
     def is_managed(self, order_id: str) -> bool:
         """Whether the engine runs this order (a labconsole run or step, or an order claimed from

@@ -2,11 +2,12 @@
 
 With no user in the store (single-user mode, the default) nothing here shows: actions are recorded
 as the operating-system user, as before. Once users exist, :func:`start_session` asks for a user
-name and password before the window can be used, and the actions of the Jobs, Detail and Templates
-panels are recorded as that user. :class:`IdleLock` locks the window after ``idle_lock_minutes``
-(``[USERS]`` of config.ini; 15 by default, 0: never) without keyboard or mouse input; signing in
-again unlocks it (another user may sign in, and is recorded from then on). Sign-ins, refusals,
-locks and sign-outs are audit rows in the hash chain.
+name and password before the window can be used, and the actions of the panels are recorded as
+that user; what their role does not allow is disabled, its tooltip naming the role it needs.
+:class:`IdleLock` locks the window after ``idle_lock_minutes`` (``[USERS]`` of config.ini; 15 by
+default, 0: never) without keyboard or mouse input; signing in again unlocks it (another user may
+sign in, and is recorded from then on). Sign-ins, refusals, locks and sign-outs are audit rows in
+the hash chain.
 
 The password check costs about half a second of scrypt: it runs off the event loop
 (:func:`core.users.aauthenticate`).
@@ -180,10 +181,9 @@ def apply_session(window: Any, session: Session) -> None:
         actions.user = lambda: session.user
 
     def follow(user: User) -> None:
-        window.templates.set_user(user)
-        window.robots.set_user(user)
-        for panel in (window.schedules, window.inbox, window.playbook):  # the core checks their role
-            panel.who = user.name
+        for panel in (window.templates, window.robots, window.schedules, window.inbox, window.playbook):
+            panel.set_user(user)
+        window.jobs.follow_user()
         if window.detail.data is not None:
             window.detail.refresh()  # its buttons follow the new role
 

@@ -34,11 +34,15 @@ from PySide6.QtWidgets import (
 from core.api import RuntimeApi
 from core.errors import InputError, LabconsoleError
 from core.playbook import RESPONSES, Playbook, Rule
-from core.users import os_user
+from core.users import User, os_user, refusal
 from panels.theme import current_theme, keep_styled
 from panels.widgets import TaskKeeper
 
 COLUMNS = ("Rule", "Error", "Capability", "Instrument", "Template", "Response", "On")
+TIPS = {"save": "Add the rule, or replace the rule with the same id (audited)",
+        "remove": "Remove the rule with this id (audited)",
+        "import": "Add or replace the rules of a YAML or JSON file (audited)"}
+"""The changing buttons' tooltips while the signed-in user may change the playbook."""
 
 
 class PlaybookPanel(QWidget):
@@ -51,6 +55,8 @@ class PlaybookPanel(QWidget):
         self.playbook = Playbook.attach(runtime.engine, runtime.workcell)
         self.tasks = TaskKeeper()
         self.who = os_user()
+        self.user: User | None = None
+        """The signed-in user (None: single-user mode); changes need the ``playbook`` role."""
 
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -99,6 +105,8 @@ class PlaybookPanel(QWidget):
         self.import_button.clicked.connect(self._ask_import)
         self.export_button = QPushButton("Export YAML…")
         self.export_button.clicked.connect(self._ask_export)
+        self.export_button.setToolTip("Save the rules as a YAML file")
+        self.changing = {"save": self.save_button, "remove": self.remove_button, "import": self.import_button}
         self.feedback = QLabel("")
         self.feedback.setWordWrap(True)
         self.feedback.setObjectName("playbookFeedback")
@@ -124,6 +132,17 @@ class PlaybookPanel(QWidget):
         layout.addWidget(self.table, 3)
         layout.addWidget(scroll, 2)
         self.show_rules()
+        self.set_user(None)
+
+    def set_user(self, user: User | None) -> None:
+        """Who is signed in (None: single-user mode): recorded as *who*; when their role may not
+        change the playbook, its changing buttons are disabled, the tooltip saying why."""
+        self.user = user
+        self.who = user.name if user is not None else os_user()
+        refused = refusal(user, "playbook") if user is not None else None
+        for key, button in self.changing.items():
+            button.setEnabled(refused is None)
+            button.setToolTip(refused or TIPS[key])
 
     @staticmethod
     def _choices(values: list[str]) -> QComboBox:

@@ -60,7 +60,7 @@ from core.schedules import (
     check_blackout,
     check_schedule,
 )
-from core.users import os_user
+from core.users import User, os_user, refusal
 from panels.actions import TaskRunner
 from panels.base import Panel
 from panels.theme import Theme, current_theme
@@ -500,6 +500,8 @@ class SchedulesPanel(Panel):
         self.setObjectName("schedulesPanel")
         self.zone = zone or local_zone()
         self.who = os_user()
+        self.user: User | None = None
+        """The signed-in user (None: single-user mode); changes need the ``schedules`` role."""
         self._own_scheduler: Scheduler | None = None
         self.tasks = TaskRunner(self)
         self.tasks.finished.connect(self._on_task_done)
@@ -512,6 +514,7 @@ class SchedulesPanel(Panel):
 
         self.toolbar = QToolBar(self)
         self.actions_by_key = {}
+        self.tips: dict[str, str] = {}
         for key, text, tip in (("add", "Add…", "Add a schedule for a published template"),
                                ("edit", "Edit…", "Change the selected schedule"),
                                ("pause", "Pause", "Pause or resume the selected schedule"),
@@ -523,6 +526,7 @@ class SchedulesPanel(Panel):
             action.setToolTip(tip)
             action.triggered.connect(lambda _checked=False, key=key: self.trigger(key))
             self.actions_by_key[key] = action
+            self.tips[key] = tip
         self.message = QLabel("", self)
         self.message.setObjectName("scheduleMessage")
         self.message.setWordWrap(True)
@@ -693,17 +697,34 @@ class SchedulesPanel(Panel):
         sid = self.selected_id()
         return next((s for s in self.schedules if s.id == sid), None)
 
+    def set_user(self, user: User | None) -> None:
+        """Who is signed in (None: single-user mode): recorded as *who*; when their role may not
+        change schedules, the toolbar's actions are disabled, the tooltip saying why."""
+        self.user = user
+        self.who = user.name if user is not None else os_user()
+        self._update_actions()
+
+    def refusal(self) -> str | None:
+        """Why the signed-in user may not change schedules (None: they may)."""
+        return refusal(self.user, "schedules") if self.user is not None else None
+
     def _update_actions(self) -> None:
         s = self._selected()
-        for key in ("edit", "pause", "remove"):
-            self.actions_by_key[key].setEnabled(s is not None)
+        refused = self.refusal()
+        applies = {"add": True, "blackout": True, "edit": s is not None, "pause": s is not None,
+                   "remove": s is not None, "unblackout": bool(self.blackout_list.selectedItems())}
+        for key, action in self.actions_by_key.items():
+            action.setEnabled(applies[key] and refused is None)
+            action.setToolTip(refused or self.tips[key])
         self.actions_by_key["pause"].setText("Resume" if s is not None and not s.enabled else "Pause")
-        self.actions_by_key["unblackout"].setEnabled(bool(self.blackout_list.selectedItems()))
 
     # ------------------------------------------------------------------ actions
 
     def trigger(self, key: str) -> None:
         """Run a toolbar action: open its dialog, or act on the selected schedule."""
+        if (refused := self.refusal()) is not None:  # a double-click asks to edit, whatever the role
+            self._show_result(refused, error=True)
+            return
         scheduler = self.scheduler
         now = scheduler.clock.now()
         if key in ("add", "edit"):
@@ -767,17 +788,15 @@ class SchedulesPanel(Panel):
                 self._read_again = False
                 self.refresh_later()
             return
-        theme = current_theme()
-        if error:
-            self.message.setText(f"{label}: {error}")
-            self.message.setStyleSheet(f"color: {theme.color('text_error').name()}")
-        else:
-            self.message.setText(f"{label}: done")
-            self.message.setStyleSheet(f"color: {theme.color('text_ok').name()}")
+        self._show_result(f"{label}: {error}" if error else f"{label}: done", error=bool(error))
         if isinstance(result, Schedule):
             self._select_after = result.id
         if not self.is_shut_down:
             self.refresh_later()
+
+    def _show_result(self, text: str, *, error: bool) -> None:
+        self.message.setText(text)
+        self.message.setStyleSheet(f"color: {current_theme().color('text_error' if error else 'text_ok').name()}")
 
     # ------------------------------------------------------------------ forecast
 

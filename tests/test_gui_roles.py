@@ -139,3 +139,125 @@ def test_robots_out_of_service_follows_the_role_and_is_signed(cell, qtbot, store
     assert not {v.id: v for v in rt.instruments()}["Sealer"].in_service
     row = rows()[-1]
     assert row.who == "ann" and row.reason == "cleaning" and row.details["signature"]["action"] == "out of service"
+
+
+ASK = {"name": "Ask", "steps": [{"id": "ask", "kind": "prompt", "parameters": {
+    "message": "Plate loaded?", "fields": [{"name": "ok", "type": "yesno"}]}}]}
+
+
+def _sign_in(qtbot, name: str) -> None:
+    from panels.login import LoginDialog
+
+    def shown() -> list[LoginDialog]:
+        return [w for w in QApplication.topLevelWidgets() if isinstance(w, LoginDialog) and w.isVisible()]
+
+    qtbot.waitUntil(lambda: bool(shown()), timeout=10_000)
+    dialog = shown()[0]
+    dialog.user_edit.setText(name)
+    dialog.password_edit.setText(f"{name}-password")
+    dialog.ok_button.click()
+
+
+def _needs(user: str, role: str, action: str, need: str) -> str:
+    return f"{action}: '{user}' is signed in as {role}; {action} needs the {need} role or above"
+
+
+def test_the_window_disables_what_the_signed_in_role_may_not_do(store, data_dir, qtbot, qrun, qloop):
+    """Jobs' buttons and menu, Playbook, Schedules and Inbox follow the signed-in user's role: a
+    viewer gets them disabled with the role needed in the tooltip; signing in (after the idle
+    lock) as an operator, then a supervisor, offers them again."""
+    from console.app import settings_for
+    from console.main_window import MainWindow
+    from core.runtime import Runtime
+    from core.templates import template_from_dict
+    from panels.login import start_session
+
+    add_users(store)
+    rt = Runtime.build(data_dir, store=store, workcell=None, metrics=False)
+    qrun(rt.start(templates_dir=None))
+    qrun(rt.engine.publish(template_from_dict(ASK)))
+    window = MainWindow(rt, settings_for(data_dir))
+    qtbot.addWidget(window)
+    window.resize(1600, 980)
+    window.show()
+    try:
+        qrun(window.load_orders())
+        run = qrun(rt.start_run("Ask", who="bob"))
+        jobs, inbox, playbook, schedules = window.jobs, window.inbox, window.playbook, window.schedules
+        qtbot.waitUntil(lambda: bool(inbox.model.rows) and jobs.select_order(run), timeout=10_000)
+        assert jobs.bulk_buttons["cancel"].isEnabled()  # single-user mode: everything is offered
+        inbox.select_item(inbox.model.rows[0].id)
+        assert inbox.form.answer_button.isEnabled()
+        assert all(b.isEnabled() for b in playbook.changing.values())
+        assert schedules.actions_by_key["add"].isEnabled()
+
+        session_task = qloop.create_task(start_session(window, rt, 15))
+        _sign_in(qtbot, "vic")
+        qtbot.waitUntil(session_task.done, timeout=10_000)
+        session = session_task.result()
+        assert session.who() == "vic"
+        for key in ("cancel", "retry", "reprioritise"):
+            assert not jobs.bulk_buttons[key].isEnabled()
+        assert jobs.bulk_buttons["cancel"].toolTip() == _needs("vic", "viewer", "cancel", "operator")
+        menu = jobs.build_menu(jobs.model.row_of(run))
+        cancel_item = next(a for a in menu.actions() if a.objectName() == "cancel")
+        assert not cancel_item.isEnabled()
+        assert cancel_item.toolTip() == _needs("vic", "viewer", "cancel", "operator")
+        menu.deleteLater()
+        assert not inbox.form.answer_button.isEnabled()
+        assert inbox.form.answer_button.toolTip() == _needs("vic", "viewer", "answer", "operator")
+        inbox.form.set_value("ok", "yes")
+        inbox.form.submit()  # Return in a field: refused before the core is asked
+        assert inbox.form.error.text() == _needs("vic", "viewer", "answer", "operator")
+        for button in playbook.changing.values():
+            assert not button.isEnabled()
+            assert button.toolTip() == _needs("vic", "viewer", "playbook", "supervisor")
+        assert playbook.export_button.isEnabled()  # reading is for everyone
+        for action in schedules.actions_by_key.values():
+            assert not action.isEnabled()
+            assert action.toolTip() == _needs("vic", "viewer", "schedules", "supervisor")
+        schedules.trigger("add")  # a double-click in the list asks too
+        assert schedules.dialog is None
+        assert schedules.message.text() == _needs("vic", "viewer", "schedules", "supervisor")
+        window.docks["Inbox"].raise_()
+        save_screenshot(window, "roles-viewer-window")
+        app = QApplication.instance()
+        try:
+            for theme, (w, h) in (("dark", (1280, 720)), ("light", (1920, 1080))):
+                apply_theme(app, theme)
+                window.resize(w, h)
+                for dock in ("Playbook", "Schedules"):
+                    window.docks[dock].raise_()
+                    save_screenshot(window, f"roles-viewer-{dock.lower()}-{theme}-{w}x{h}")
+        finally:
+            apply_theme(app, "light")
+            window.resize(1600, 980)
+
+        window.idle_lock.lock()
+        _sign_in(qtbot, "bob")
+        qtbot.waitUntil(lambda: not window.idle_lock.is_locked, timeout=10_000)
+        assert session.who() == "bob"
+        assert jobs.bulk_buttons["cancel"].isEnabled()
+        assert jobs.bulk_buttons["cancel"].toolTip() == jobs.bulk_tips["cancel"]
+        assert inbox.form.answer_button.isEnabled()
+        assert not inbox.form.answer_button.toolTip().startswith("answer:")
+        assert not playbook.save_button.isEnabled()
+        assert playbook.save_button.toolTip() == _needs("bob", "operator", "playbook", "supervisor")
+        assert not schedules.actions_by_key["add"].isEnabled()
+
+        window.idle_lock.lock()
+        _sign_in(qtbot, "ann")
+        qtbot.waitUntil(lambda: not window.idle_lock.is_locked, timeout=10_000)
+        assert all(b.isEnabled() for b in playbook.changing.values())
+        assert playbook.save_button.toolTip().startswith("Add the rule")
+        assert schedules.actions_by_key["add"].isEnabled() and schedules.actions_by_key["blackout"].isEnabled()
+        assert not schedules.actions_by_key["edit"].isEnabled()  # no schedule is selected
+        assert schedules.actions_by_key["add"].toolTip() == "Add a schedule for a published template"
+        with qtbot.waitSignal(inbox.answered, timeout=10_000) as answered:
+            inbox.form.answer_button.click()
+        assert answered.args[1] is True
+        assert [e.who for e in rt.store.audit_entries() if e.action.startswith("answer")][-1:] == ["ann"]
+        window.idle_lock.stop()
+    finally:
+        window.close()
+        qrun(rt.close())
