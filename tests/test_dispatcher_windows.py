@@ -89,7 +89,8 @@ def test_a_minimum_delay_holds_the_step_back(data_dir):
 @pytest.mark.parametrize("prefer_started", [True, False])
 def test_work_in_progress_goes_before_new_runs(data_dir, prefer_started):
     async def scenario(kit):
-        kit.dispatcher.prefer_started = prefer_started
+        if not prefer_started:  # on unless turned off
+            kit.dispatcher.prefer_started = False
         await kit.publish("Two", [MOVE, {"id": "back", "kind": "RobotArm.MovePlate", "depends_on": ["move"]}])
         runs = [await kit.run("Two") for _ in range(5)]
         await kit.until_done(*runs)

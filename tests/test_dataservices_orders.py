@@ -1,0 +1,198 @@
+"""Orders given to a console through a shared Data Services (remote mode, real HTTP to 127.0.0.1):
+the template version an order asks for, its start time only when it asks for a scheduled slot,
+the waiting note naming the versions each console has, the input types it publishes, and the
+takeover of orders held by a console that is gone."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from core.dataservices.client import DataServicesClient
+from core.dataservices.config import DataServicesSettings
+from core.dataservices.link import DataServicesLink
+from core.dataservices.models import OrderTemplate
+from core.dataservices.server import EmbeddedDataServices
+from core.engine import RunStatus
+from core.orders import (
+    TERMINAL_STATUSES,
+    Order,
+    OrderStatus,
+    Parameter,
+    ParameterValueType,
+    SchedulingStrategy,
+)
+from core.runtime import Runtime
+from core.store import DB_FILENAME, Store
+from core.templates import template_from_dict
+
+MIX = {"name": "Mix", "description": "first", "inputs": [
+    {"name": "plate", "type": "string"}, {"name": "volume", "type": "double", "default": 20.0},
+    {"name": "count", "type": "integer", "default": 1}, {"name": "sealed", "type": "boolean", "default": False}],
+    "definition": {"steps": [{"id": "mix", "kind": "noop"}]}}
+
+
+async def _until(check, timeout: float, what: str):  # noqa: ANN001, ANN202
+    deadline = time.monotonic() + timeout
+    while True:
+        got = await check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def _console(root: Path, name: str, url: str, *, lease: float = 30) -> tuple[Runtime, DataServicesLink]:
+    """A console without instruments whose Mix has versions 1 and 2, linked to ``url`` as ``name``."""
+    rt = Runtime.build(root / name, store=Store(root / name / DB_FILENAME).open(), workcell=None, metrics=False)
+    await rt.start(templates_dir=None)
+    if not rt.engine.templates.versions("Mix"):
+        await rt.engine.publish(template_from_dict(MIX))
+        await rt.engine.publish(template_from_dict({**MIX, "description": "second"}))
+    link = DataServicesLink(rt, DataServicesSettings(url, "test"), module_id=name, poll_interval=0.05, lease=lease)
+    await link.start()
+    return rt, link
+
+
+async def _close(rt: Runtime, link: DataServicesLink) -> None:
+    await link.stop()
+    await rt.close()
+
+
+def _runs(rt: Runtime) -> list[dict]:
+    return [rt.engine.get_instance(r["id"]) for r in rt.engine.query_instances(template="Mix")[0]]
+
+
+def _mix(plate: str, **extra) -> Order:  # noqa: ANN003
+    return Order(templateName="Mix", inputParameters=[Parameter(name="plate", value=plate)], **extra)
+
+
+def test_an_order_runs_the_version_it_asks_for_and_waits_for_its_slot_only_when_it_asks_for_one(tmp_path):
+    async def scenario():  # noqa: ANN202
+        shared = Store(tmp_path / "shared" / DB_FILENAME).open()
+        async with EmbeddedDataServices(shared, port=0) as server:
+            rt, link = await _console(tmp_path, "cell", server.url)
+            try:
+                async with DataServicesClient(server.url) as c:
+                    async def registered() -> OrderTemplate | None:
+                        found = [t for t in await c.list_templates() if t.name == "Mix"]
+                        return found[0] if found else None
+
+                    published = await _until(registered, 20, "the console registers its templates")
+                    later = datetime.now(UTC) + timedelta(hours=1)
+                    ids = {
+                        "v1": await c.create_order(_mix("v1", templateVersion="1")),
+                        "latest": await c.create_order(_mix("latest")),
+                        # a start time without a scheduled slot is not a reason to wait
+                        "now": await c.create_order(_mix("now", scheduledStartTime=later,
+                                                         schedulingStrategy=SchedulingStrategy.ImmediateExecution)),
+                        "slot": await c.create_order(_mix("slot", scheduledStartTime=later,
+                                                          schedulingStrategy=SchedulingStrategy.FirstAvailableSlot)),
+                        "v7": await c.create_order(_mix("v7", templateVersion="7")),
+                    }
+
+                    async def ended() -> bool:
+                        return all([(await c.get_order(ids[k])).status in TERMINAL_STATUSES
+                                    for k in ("v1", "latest", "now")])
+
+                    await _until(ended, 30, "the orders that need not wait end")
+
+                    async def told() -> Order | None:
+                        o = await c.get_order(ids["v7"])
+                        return o if (o.statusDetails or "").startswith("waiting:") else None
+
+                    v7 = await _until(told, 30, "the v7 order says why it waits")
+                    orders = {k: await c.get_order(oid) for k, oid in ids.items()}
+                runs = {v["input_data"]["plate"]: v for v in _runs(rt)}
+            finally:
+                await _close(rt, link)
+        shared.close()
+        return published, orders, runs, v7
+
+    published, orders, runs, v7 = asyncio.run(scenario())
+    assert {p.name: p.valueType for p in published.inputParameters} == {
+        "plate": ParameterValueType.STRING, "volume": ParameterValueType.DOUBLE,
+        "count": ParameterValueType.INTEGER, "sealed": ParameterValueType.BOOLEAN}
+    assert all(orders[k].status is OrderStatus.Complete for k in ("v1", "latest", "now"))
+    assert runs["v1"]["template_version"] == 1 and runs["latest"]["template_version"] == 2
+    assert runs["now"]["status"] == RunStatus.COMPLETED.value
+    assert runs["slot"]["status"] not in (RunStatus.COMPLETED.value, RunStatus.RUNNING.value)
+    assert orders["slot"].assignedTo == "cell" and orders["slot"].status not in TERMINAL_STATUSES
+    assert "v7" not in runs and v7.statusDetails == "waiting: asks for Mix v7; cell has v1, v2"
+
+
+def test_a_gone_consoles_unstarted_order_is_taken_over_and_its_console_drops_it_on_restart(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="core.dataservices.link")
+
+    async def scenario():  # noqa: ANN202
+        shared = Store(tmp_path / "shared" / DB_FILENAME).open()
+        async with EmbeddedDataServices(shared, port=0) as server, DataServicesClient(server.url) as c:
+            a = await _console(tmp_path, "a", server.url, lease=0.3)
+            later = datetime.now(UTC) + timedelta(hours=1)  # held, not started, for an hour
+            oid = await c.create_order(_mix("P1", scheduledStartTime=later,
+                                            schedulingStrategy=SchedulingStrategy.FirstAvailableSlot))
+
+            async def assigned_to(module: str):  # noqa: ANN202
+                async def check() -> bool:
+                    return (await c.get_order(oid)).assignedTo == module
+                return check
+
+            async def held_by(link: DataServicesLink, module: str):  # noqa: ANN202
+                async def check() -> bool:  # the claim marks on Data Services say who holds it
+                    return (link.leases is not None and (await link.leases.holding(oid)).module_id == module
+                            and link.taken_over > 0)
+                return check
+
+            await _until(await assigned_to("a"), 20, "console a claims the order")
+
+            async def run_made() -> bool:
+                return bool(_runs(a[0]))
+
+            await _until(run_made, 20, "console a makes the order's run")
+            [mirror] = [a[0].store.get_order(v["id"]).parentIdentifier for v in _runs(a[0])]
+            await _close(*a)  # gone (its last heartbeat says so)
+            b = await _console(tmp_path, "b", server.url, lease=0.3)
+            await _until(await held_by(b[1], "b"), 20, "console b takes the order over")
+            taken = b[1].taken_over
+            again = await _console(tmp_path, "a", server.url, lease=0.3)  # a comes back
+            runs = _runs(again[0])
+            local = again[0].store.get_order(mirror)
+            await _close(*again)
+            await _close(*b)
+        shared.close()
+        return taken, runs, local, mirror, oid
+
+    taken, runs, local, mirror, oid = asyncio.run(scenario())
+    assert taken == 1
+    # back, console a does not run its copy: the run and the local order end Canceled, saying why
+    assert [r["status"] for r in runs] == [RunStatus.CANCELLED.value]
+    assert local.status is OrderStatus.Canceled
+    lost = [r.getMessage() for r in caplog.records if "is not run here" in r.msg]
+    assert lost == [f"Data Services: order {mirror} ({oid}) is not run here: taken over by b on Data Services"]
+
+
+def test_an_order_won_by_a_console_that_died_before_marking_it_is_taken_over_by_a_thorough_round(tmp_path):
+    """Rounds that read every order (with heartbeats from long ago) come every few rounds, not
+    only at start: an order assigned to a console gone long before is taken over later too."""
+    async def scenario():  # noqa: ANN202
+        shared = Store(tmp_path / "shared" / DB_FILENAME).open()
+        async with EmbeddedDataServices(shared, port=0) as server, DataServicesClient(server.url) as c:
+            await _close(*await _console(tmp_path, "old", server.url, lease=0.3))  # beat once, left
+            await asyncio.sleep(1.0)  # its heartbeats are older than a quick round looks back
+            b = await _console(tmp_path, "b", server.url, lease=0.3)
+            await asyncio.sleep(0.5)  # b's first round (a thorough one) is over
+            oid = await c.create_order(_mix("P1"))
+            assert await c.try_assign(oid, "old")  # won, and then its console died unmarked
+
+            async def taken() -> bool:  # the claim marks on Data Services say who holds it
+                return b[1].leases is not None and (await b[1].leases.holding(oid)).module_id == "b"
+
+            await _until(taken, 20, "console b takes over the order of the console gone long ago")
+            await _close(*b)
+        shared.close()
+
+    asyncio.run(scenario())
