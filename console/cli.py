@@ -19,7 +19,8 @@
     labconsole audit export --from D --to D --format csv|json OUT   rows with their hashes
     labconsole users add|list|disable|passwd|token       named users, roles, Data Services tokens
     (publish, run, terminate, retry and schedule changes take --user NAME [--password-file F]
-     [--meaning M]: act as a named user, whose role is checked, and sign when config.ini requires it)
+     [--meaning M]: act as a named user, whose role is checked, and sign when config.ini requires it;
+     the users commands take --user NAME, an admin, password from LABCONSOLE_PASSWORD or a prompt)
     labconsole store archive --before DATE               move finished runs to the archive file, online
     labconsole sila-sim [--workcell FILE] [--faults F]   serve the SiLA instruments of FILE on 127.0.0.1
     labconsole agent --console URL --name N --capabilities A,B   a remote robot agent
@@ -84,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     acting = argparse.ArgumentParser(add_help=False)  # who acts: a named user, signing when required
     acting.add_argument("--user", default=None, metavar="NAME",
-                        help="act as this named user (their role is checked; password from a prompt or "
-                             "--password-file); needed for actions [SIGNATURES] require while users exist")
+                        help=f"act as this named user (their role is checked; password from --password-file, "
+                             f"{PASSWORD_ENV} or a prompt); needed for actions [SIGNATURES] require while "
+                             "users exist")
     acting.add_argument("--password-file", type=Path, default=None, metavar="PATH",
                         help="the --user password: the first line of PATH")
     acting.add_argument("--meaning", default="approved", choices=["performed", "approved", "reviewed", "verified"],
@@ -198,21 +200,26 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["csv", "json"], default="json")
     export.add_argument("out", type=Path)
 
+    admin = argparse.ArgumentParser(add_help=False)  # who changes users: a named admin, or the OS user
+    admin.add_argument("--user", default=None, metavar="NAME",
+                       help=f"act as this named user, an admin (password from {PASSWORD_ENV} or a prompt); "
+                            "recorded in the audit as them (default: the operating-system user)")
     users = sub.add_parser("users", help="named users with roles").add_subparsers(dest="action", required=True)
-    users_add = users.add_parser("add", help="add a user (password from a prompt or --password-file)")
+    users_add = users.add_parser("add", parents=[admin],
+                                 help="add a user (password from a prompt or --password-file)")
     users_add.add_argument("name")
     users_add.add_argument("--role", required=True, choices=["viewer", "operator", "supervisor", "admin"])
     users_add.add_argument("--password-file", type=Path, default=None, metavar="PATH",
                            help="file holding the password on its first line (default: prompt)")
     users.add_parser("list", help="users, roles and whether they are enabled")
-    users_disable = users.add_parser("disable", help="disable a user (kept for the audit trail)")
+    users_disable = users.add_parser("disable", parents=[admin], help="disable a user (kept for the audit trail)")
     users_disable.add_argument("name")
-    users_enable = users.add_parser("enable", help="enable a disabled user again")
+    users_enable = users.add_parser("enable", parents=[admin], help="enable a disabled user again")
     users_enable.add_argument("name")
-    users_passwd = users.add_parser("passwd", help="set a new password")
+    users_passwd = users.add_parser("passwd", parents=[admin], help="set a new password")
     users_passwd.add_argument("name")
     users_passwd.add_argument("--password-file", type=Path, default=None, metavar="PATH")
-    users_token = users.add_parser("token", help="issue a Data Services bearer token for a user "
+    users_token = users.add_parser("token", parents=[admin], help="issue a Data Services bearer token for a user "
                                    "(printed once; only its hash is kept)")
     users_token.add_argument("name")
     users_token.add_argument("--revoke", action="store_true", help="revoke every token of the user instead")
@@ -498,6 +505,28 @@ def _read_password(args: argparse.Namespace, name: str) -> str:
     return first
 
 
+PASSWORD_ENV = "LABCONSOLE_PASSWORD"
+"""Environment variable holding the ``--user`` password (read when no file is given, before a prompt)."""
+
+
+def _acting_password(name: str, path: Path | None = None) -> str:
+    """The password of ``--user NAME``: the first line of ``path``, else :data:`PASSWORD_ENV`,
+    else asked at the terminal (not echoed)."""
+    import getpass
+
+    from core.errors import ConfigError
+
+    if path is not None:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError.at(f"cannot read: {exc}", file=path) from None
+        return lines[0] if lines else ""
+    if PASSWORD_ENV in os.environ:
+        return os.environ[PASSWORD_ENV]
+    return getpass.getpass(f"Password for {name}: ")
+
+
 class Actor:
     """Who acts from the command line: the operating-system user, or ``--user`` (password checked
     once, off the event loop). :meth:`sign` makes the electronic signature an action needs when
@@ -511,21 +540,9 @@ class Actor:
         self._password: str | None = None
 
     def _secret(self) -> str:
-        import getpass
-
-        from core.errors import ConfigError
-
         if self._password is None:
             assert self.name is not None
-            path = self._args.password_file
-            if path is not None:
-                try:
-                    lines = path.read_text(encoding="utf-8").splitlines()
-                except (OSError, UnicodeDecodeError) as exc:
-                    raise ConfigError.at(f"cannot read: {exc}", file=path) from None
-                self._password = lines[0] if lines else ""
-            else:
-                self._password = getpass.getpass(f"Password for {self.name}: ")
+            self._password = _acting_password(self.name, self._args.password_file)
         return self._password
 
     async def login(self) -> str | None:
@@ -560,8 +577,10 @@ def _users(args: argparse.Namespace, data_dir: Path) -> int:
     from core.store import Store
     from core.users import os_user
 
-    who = os_user()
     with Store.open_in(data_dir) as store:
+        who = os_user()
+        if getattr(args, "user", None) is not None:  # a named admin: checked, then recorded as them
+            who = users.authenticate(store, args.user, _acting_password(args.user), purpose="command line").name
         if args.action == "add":
             user = users.add_user(store, args.name, args.role, _read_password(args, args.name), who=who)
             print(f"{user.name}: added as {user.role}")

@@ -118,3 +118,37 @@ def test_cli_users(data_dir, tmp_path, capsys, cheap_scrypt):
     pw.write_text("short\n")
     assert cli(["users", "add", "carl", "--role", "operator", "--password-file", str(pw)]) == 2
     assert "password" in capsys.readouterr().err
+
+
+def test_cli_users_act_as_a_named_admin(data_dir, tmp_path, capsys, cheap_scrypt, monkeypatch):
+    """``--user NAME``: the password comes from LABCONSOLE_PASSWORD or a prompt, the role is
+    checked and the audit names that user instead of the operating-system account."""
+    import getpass
+
+    pw = tmp_path / "pw"
+    pw.write_text("carl-password\n")
+    with Store.open_in(data_dir) as s:
+        users.add_user(s, "ann", "admin", "ann-password", who="root")
+        users.add_user(s, "bob", "operator", "bob-password", who="root")
+    monkeypatch.setenv("LABCONSOLE_PASSWORD", "ann-password")
+    assert cli(["users", "add", "carl", "--role", "viewer", "--password-file", str(pw), "--user", "ann"]) == 0
+    assert "carl: added as viewer" in capsys.readouterr().out
+
+    monkeypatch.setenv("LABCONSOLE_PASSWORD", "bob-password")  # an operator may not change users
+    assert cli(["users", "disable", "carl", "--user", "bob"]) == 2
+    assert "users: 'bob' is signed in as operator; users needs the admin role" in capsys.readouterr().err
+    monkeypatch.setenv("LABCONSOLE_PASSWORD", "not-anns-password")
+    assert cli(["users", "disable", "carl", "--user", "ann"]) == 2
+    assert "wrong user name or password" in capsys.readouterr().err
+
+    monkeypatch.delenv("LABCONSOLE_PASSWORD")  # no variable: asked at the terminal
+    asked: list[str] = []
+    monkeypatch.setattr(getpass, "getpass", lambda prompt: asked.append(prompt) or "ann-password")
+    assert cli(["users", "disable", "carl", "--user", "ann"]) == 0
+    assert asked == ["Password for ann: "]
+    with Store.open_in(data_dir) as s:
+        assert not users.get_user(s, "carl").enabled
+        rows = [(a.who, a.action, a.target) for a in s.audit_entries()]
+    assert ("ann", "user add", "carl") in rows and ("ann", "user disable", "carl") in rows
+    assert ("ann", "command line refused", None) in rows
+    assert not any(a == "user disable" and who == "bob" for who, a, _t in rows)
