@@ -17,6 +17,7 @@ from core.dataservices.link import DataServicesLink
 from core.dataservices.models import OrderTemplate
 from core.dataservices.server import EmbeddedDataServices
 from core.engine import RunStatus
+from core.errors import DataServicesError
 from core.orders import (
     TERMINAL_STATUSES,
     Order,
@@ -108,12 +109,14 @@ def test_an_order_runs_the_version_it_asks_for_and_waits_for_its_slot_only_when_
                     v7 = await _until(told, 30, "the v7 order says why it waits")
                     orders = {k: await c.get_order(oid) for k, oid in ids.items()}
                 runs = {v["input_data"]["plate"]: v for v in _runs(rt)}
+                mirror = rt.store.get_order(runs["v1"]["id"]).parentIdentifier or ""
+                adopted = [(t.to_status, t.why) for t in rt.store.transitions(mirror)]
             finally:
                 await _close(rt, link)
         shared.close()
-        return published, orders, runs, v7
+        return published, orders, runs, v7, adopted
 
-    published, orders, runs, v7 = asyncio.run(scenario())
+    published, orders, runs, v7, adopted = asyncio.run(scenario())
     assert {p.name: p.valueType for p in published.inputParameters} == {
         "plate": ParameterValueType.STRING, "volume": ParameterValueType.DOUBLE,
         "count": ParameterValueType.INTEGER, "sealed": ParameterValueType.BOOLEAN}
@@ -123,6 +126,9 @@ def test_an_order_runs_the_version_it_asks_for_and_waits_for_its_slot_only_when_
     assert runs["slot"]["status"] not in (RunStatus.COMPLETED.value, RunStatus.RUNNING.value)
     assert orders["slot"].assignedTo == "cell" and orders["slot"].status not in TERMINAL_STATUSES
     assert "v7" not in runs and v7.statusDetails == "waiting: asks for Mix v7; cell has v1, v2"
+    # the console's copy of the order says what it checked before claiming it
+    assert (OrderStatus.Validated, "inputs checked against the template") in adopted
+    assert (OrderStatus.Running, "claimed by labconsole") in adopted
 
 
 def test_a_gone_consoles_unstarted_order_is_taken_over_and_its_console_drops_it_on_restart(tmp_path, caplog):
@@ -196,3 +202,33 @@ def test_an_order_won_by_a_console_that_died_before_marking_it_is_taken_over_by_
         shared.close()
 
     asyncio.run(scenario())
+
+
+def test_the_outbox_backs_off_doubling_while_the_data_services_refuses_deliveries(tmp_path):
+    """Deliveries that fail are tried again after 0.5 s, 1 s, 2 s, … (at most 30 s), not in a
+    tight loop and not ever more slowly than doubling."""
+    async def scenario() -> list[float]:
+        shared = Store(tmp_path / "shared" / DB_FILENAME).open()
+        async with EmbeddedDataServices(shared, port=0) as server:
+            rt, link = await _console(tmp_path, "cell", server.url)
+            tries: list[float] = []
+
+            async def refused(batch: int = 200) -> int:  # the Data Services answers 503 to every delivery
+                tries.append(time.monotonic())
+                raise DataServicesError(server.url, "HTTP 503 Service Unavailable")
+
+            link.deliver_pending = refused  # type: ignore[method-assign]
+            try:
+                await _until(lambda: _done(len(tries) >= 4), 30, "four delivery attempts")
+            finally:
+                await _close(rt, link)
+        shared.close()
+        return [b - a for a, b in zip(tries, tries[1:], strict=False)][:3]
+
+    first, second, third = asyncio.run(scenario())
+    assert 1.5 < second / first < 2.6 and 1.5 < third / second < 2.6, (first, second, third)
+    assert 0.4 < first < 1.5
+
+
+async def _done(value: bool) -> bool:
+    return value

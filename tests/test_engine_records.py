@@ -8,11 +8,15 @@ import asyncio
 
 import pytest
 from dispatchkit import DKit, run_dkit
-from enginekit import run_kit, template
+from enginekit import Kit, run_kit, template
 
 import core.store
-from core.errors import NotFoundError
-from core.store import Store
+from core.dispatcher import Job
+from core.engine import RunStatus
+from core.errors import ConfigError, InputError, NotFoundError
+from core.inbox import Inbox, InboxChanged
+from core.orders import ModuleRestrictionStrategy, Order
+from core.store import ORDER_ROW_COLUMNS, Store
 
 
 def test_skip_and_reprioritise_of_a_step_are_recorded_on_that_step_with_the_reason(data_dir):
@@ -56,11 +60,14 @@ def test_an_orders_log_carries_what_its_instrument_said(data_dir):
         await kit.publish("Seal", [{"id": "seal", "kind": "Sealer.Seal"}])
         run_id = await kit.run("Seal")
         await kit.until_done(run_id)
-        return kit.store.order_log([kit.steps(run_id)["seal"]["order_id"]]), kit.steps(run_id)["seal"]["order_id"]
+        seal = kit.steps(run_id)["seal"]["order_id"]
+        return kit.store.order_log([seal]), seal, kit.store.order_rows("id = ?", (seal,))
 
-    log, order_id = run_dkit(data_dir, scenario)
+    log, order_id, rows = run_dkit(data_dir, scenario)
     said = [text for _at, kind, _oid, text in log if kind == "instrument"]
     assert f"Sealer Ready → Busy: running {order_id}" in said
+    # the order's light row (Jobs' Instrument column, history search) names where it ran
+    assert [r[ORDER_ROW_COLUMNS.index("assigned_to")] for r in rows] == ["Sealer"]
 
 
 def test_an_instruments_status_change_outside_a_step_is_committed_without_waiting_for_other_writes(
@@ -82,3 +89,114 @@ def test_an_instruments_status_change_outside_a_step_is_committed_without_waitin
 
     rows = asyncio.run(scenario())
     assert [(r[3], r[4]) for r in rows] == [("Ready", "ready")], rows
+
+
+def test_a_paused_run_stays_paused_across_a_restart(data_dir):
+    """Pause lets the running step finish and starts nothing new; a console restarted meanwhile
+    keeps the run paused until someone resumes it."""
+    flow = template("Wait", [{"id": "a", "kind": "delay", "parameters": {"seconds": "60s"}},
+                             {"id": "b", "kind": "noop", "depends_on": ["a"]}])
+
+    async def scenario():
+        store = Store(data_dir / "engine.sqlite3").open()
+        kit = Kit(store)
+        await kit.engine.start()
+        await kit.publish(flow)
+        run_id = await kit.run("Wait")
+        await kit.clock.settle()
+        named = {t.get_name() for t in asyncio.all_tasks()}
+        await kit.engine.pause(run_id, who="erin", reason="check the plate")
+        await kit.clock.advance(120)
+        before = kit.steps(run_id)
+        await kit.engine.close()
+        kit = Kit(store)  # the console restarts
+        await kit.engine.start()
+        await kit.clock.advance(600)
+        after, status = kit.steps(run_id), kit.engine.run_status(run_id)
+        await kit.engine.resume(run_id, who="erin")
+        await kit.until_done(run_id)
+        final = kit.engine.run_status(run_id)
+        await kit.engine.close()
+        store.close()
+        return named, before, after, status, final
+
+    named, before, after, status, final = asyncio.run(scenario())
+    assert any(n.startswith("engine:") for n in named)  # its tasks are named in failure logs
+    assert before["a"]["status"] == "completed" and before["b"]["status"] == "pending"
+    assert after["b"]["status"] == "pending" and status is RunStatus.PAUSED
+    assert final is RunStatus.COMPLETED
+
+
+def test_answering_a_prompt_tells_the_window_which_item_and_run(data_dir):
+    ask = template("Ask", [{"id": "ask", "kind": "prompt", "parameters": {
+        "message": "Plate loaded?", "fields": [{"name": "ok", "type": "yesno"}]}}])
+
+    async def scenario(kit):
+        inbox = Inbox(kit.engine)
+        await kit.publish(ask)
+        run_id = await kit.run("Ask")
+        await kit.clock.settle()
+        [item] = inbox.items()
+        seen: list[InboxChanged] = []
+        kit.ledger.bus.subscribe(seen.append, InboxChanged)
+        await inbox.answer(item.id, {"ok": "yes"}, who="ann")
+        await kit.clock.settle()
+        return item.id, run_id, seen
+
+    item_id, run_id, seen = run_kit(data_dir, scenario)
+    assert [(e.item_id, e.run_id) for e in seen if e.state == "answered"] == [(item_id, run_id)]
+
+
+def test_bad_priority_and_synchronous_settings_are_refused_naming_the_field(data_dir):
+    async def scenario(kit):
+        await kit.publish(template("One", [{"id": "a", "kind": "noop"}]))
+        with pytest.raises(InputError) as refused:
+            await kit.engine.create_instance("One", {}, priority=101)
+        return refused.value
+
+    refused = run_kit(data_dir, scenario)
+    assert [p.where.field for p in refused.problems] == ["priority"]
+    with pytest.raises(ConfigError) as bad:
+        Store(data_dir / "other.sqlite3", synchronous="fast")
+    assert [p.where.field for p in bad.value.problems] == ["synchronous"]
+
+
+def test_why_waiting_names_a_restriction_only_when_the_order_has_one(data_dir):
+    async def scenario(kit):
+        await kit.dispatcher.set_enabled("Sealer", False, who="ann", reason="cleaning")
+        reasons = {}
+        for oid, restrict in (("Order_97", ()), ("Order_98", ("Sealer",))):
+            order = Order(identifier=oid, templateName="Sealer.Seal",
+                          moduleRestrictionStrategy="UnlessBusy")
+            job = Job(oid, order, "Sealer.Seal", restrict=restrict, strategy=ModuleRestrictionStrategy.UnlessBusy)
+            task = asyncio.ensure_future(kit.dispatcher.submit(job))
+            await kit.clock.advance(1)
+            reasons[oid] = kit.dispatcher.why_waiting(oid)
+            task.cancel()
+        return reasons
+
+    reasons = run_dkit(data_dir, scenario)
+    assert reasons["Order_97"] == ["Sealer is disabled"]
+    assert reasons["Order_98"] == ["restricted to Sealer (UnlessBusy)", "Sealer is disabled"]
+
+
+def test_a_status_change_event_carries_the_row_the_live_views_show(data_dir):
+    """The Jobs table updates its row from the event, without reading the store again: the row
+    must be the order as stored, its instrument included."""
+    from core.events import OrderStatusChanged
+    from core.ledger import Ledger
+    from core.orders import OrderStatus
+
+    async def scenario():
+        with Store(data_dir / "ledger.sqlite3").open() as store:
+            ledger = Ledger(store)
+            seen: list[OrderStatusChanged] = []
+            ledger.bus.subscribe(seen.append, OrderStatusChanged)
+            made = await ledger.create_order(Order(templateName="Sealer.Seal", assignedTo="Sealer"))
+            await ledger.set_status(made.identifier or "", OrderStatus.Running, who="erin", why="started")
+            stored = store.order_rows("id = ?", (made.identifier,))
+        return seen, stored
+
+    seen, stored = asyncio.run(scenario())
+    assert [tuple(e.row) for e in seen] == [tuple(r) for r in stored]
+    assert seen[0].row[ORDER_ROW_COLUMNS.index("assigned_to")] == "Sealer"
