@@ -47,14 +47,16 @@ async def _until(check, timeout: float, what: str):  # noqa: ANN001, ANN202
         await asyncio.sleep(0.05)
 
 
-async def _console(root: Path, name: str, url: str, *, lease: float = 30) -> tuple[Runtime, DataServicesLink]:
+async def _console(root: Path, name: str, url: str, *, lease: float = 30,
+                   poll_interval: float = 0.05) -> tuple[Runtime, DataServicesLink]:
     """A console without instruments whose Mix has versions 1 and 2, linked to ``url`` as ``name``."""
     rt = Runtime.build(root / name, store=Store(root / name / DB_FILENAME).open(), workcell=None, metrics=False)
     await rt.start(templates_dir=None)
     if not rt.engine.templates.versions("Mix"):
         await rt.engine.publish(template_from_dict(MIX))
         await rt.engine.publish(template_from_dict({**MIX, "description": "second"}))
-    link = DataServicesLink(rt, DataServicesSettings(url, "test"), module_id=name, poll_interval=0.05, lease=lease)
+    link = DataServicesLink(rt, DataServicesSettings(url, "test"), module_id=name, poll_interval=poll_interval,
+                            lease=lease)
     await link.start()
     return rt, link
 
@@ -232,3 +234,28 @@ def test_the_outbox_backs_off_doubling_while_the_data_services_refuses_deliverie
 
 async def _done(value: bool) -> bool:
     return value
+
+
+def test_an_order_taken_between_try_assign_and_the_claim_mark_does_not_hold_up_the_next(tmp_path):
+    """Another console marked its claim on the first order first: this console leaves it to them
+    and still adopts the second order of the same poll."""
+    from core.dataservices.leases import Leases
+
+    async def scenario() -> tuple[list[str], str, str]:
+        shared = Store(tmp_path / "shared" / DB_FILENAME).open()
+        async with EmbeddedDataServices(shared, port=0) as server, DataServicesClient(server.url) as c:
+            rt, link = await _console(tmp_path, "cell", server.url, poll_interval=3600)
+            await asyncio.sleep(0.5)  # the inbound loop's first poll is over: only the one below follows
+            first = await c.create_order(_mix("P1"))
+            second = await c.create_order(_mix("P2"))
+            other = Leases(c, "other", "other-instance", lease=30, now=time.time)
+            assert await other.claim(first)  # the other console's mark came first
+            try:
+                adopted = await link.poll_once()
+            finally:
+                await _close(rt, link)
+        shared.close()
+        return adopted, first, second
+
+    adopted, first, second = asyncio.run(scenario())
+    assert adopted == [second]
