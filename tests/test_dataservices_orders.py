@@ -133,54 +133,54 @@ def test_an_order_runs_the_version_it_asks_for_and_waits_for_its_slot_only_when_
     assert (OrderStatus.Running, "claimed by labconsole") in adopted
 
 
-def test_a_gone_consoles_unstarted_order_is_taken_over_and_its_console_drops_it_on_restart(tmp_path, caplog):
+def test_a_gone_consoles_unstarted_orders_are_taken_over_and_its_console_drops_them_on_restart(
+        tmp_path, caplog, monkeypatch):
+    """Console a holds three orders, unstarted, and goes; console b takes them over, reading the
+    Data Services' orders page after page (two a page here); back, a drops its copies."""
+    import core.dataservices.link
+
     caplog.set_level(logging.WARNING, logger="core.dataservices.link")
+    monkeypatch.setattr(core.dataservices.link, "PAGE", 2)
 
     async def scenario():  # noqa: ANN202
         shared = Store(tmp_path / "shared" / DB_FILENAME).open()
         async with EmbeddedDataServices(shared, port=0) as server, DataServicesClient(server.url) as c:
             a = await _console(tmp_path, "a", server.url, lease=0.3)
             later = datetime.now(UTC) + timedelta(hours=1)  # held, not started, for an hour
-            oid = await c.create_order(_mix("P1", scheduledStartTime=later,
-                                            schedulingStrategy=SchedulingStrategy.FirstAvailableSlot))
+            oids = [await c.create_order(_mix(f"P{i}", scheduledStartTime=later,
+                                                 schedulingStrategy=SchedulingStrategy.FirstAvailableSlot))
+                    for i in range(3)]
 
-            async def assigned_to(module: str):  # noqa: ANN202
-                async def check() -> bool:
-                    return (await c.get_order(oid)).assignedTo == module
-                return check
+            async def runs_made() -> bool:
+                return len(_runs(a[0])) == 3 and all([(await c.get_order(o)).assignedTo == "a" for o in oids])
 
-            async def held_by(link: DataServicesLink, module: str):  # noqa: ANN202
-                async def check() -> bool:  # the claim marks on Data Services say who holds it
-                    return (link.leases is not None and (await link.leases.holding(oid)).module_id == module
-                            and link.taken_over > 0)
-                return check
-
-            await _until(await assigned_to("a"), 20, "console a claims the order")
-
-            async def run_made() -> bool:
-                return bool(_runs(a[0]))
-
-            await _until(run_made, 20, "console a makes the order's run")
-            [mirror] = [a[0].store.get_order(v["id"]).parentIdentifier for v in _runs(a[0])]
+            await _until(runs_made, 20, "console a claims the orders and makes their runs")
+            mirrors = {a[0].store.get_order(v["id"]).parentIdentifier for v in _runs(a[0])}
             await _close(*a)  # gone (its last heartbeat says so)
             b = await _console(tmp_path, "b", server.url, lease=0.3)
-            await _until(await held_by(b[1], "b"), 20, "console b takes the order over")
-            taken = b[1].taken_over
+
+            async def taken_over() -> bool:  # the claim marks on Data Services say who holds them
+                return b[1].taken_over == 3 and b[1].leases is not None and all(
+                    [(await b[1].leases.holding(o)).module_id == "b" for o in oids])
+
+            await _until(taken_over, 20, "console b takes the orders over")
             again = await _console(tmp_path, "a", server.url, lease=0.3)  # a comes back
             runs = _runs(again[0])
-            local = again[0].store.get_order(mirror)
+            local = {m: again[0].store.get_order(m or "").status for m in mirrors}
+            links = dict(again[0].store.read_sync(lambda conn: conn.execute(
+                "SELECT local_id, remote_id FROM ds_links").fetchall()))
             await _close(*again)
             await _close(*b)
         shared.close()
-        return taken, runs, local, mirror, oid
+        return runs, local, links
 
-    taken, runs, local, mirror, oid = asyncio.run(scenario())
-    assert taken == 1
-    # back, console a does not run its copy: the run and the local order end Canceled, saying why
-    assert [r["status"] for r in runs] == [RunStatus.CANCELLED.value]
-    assert local.status is OrderStatus.Canceled
-    lost = [r.getMessage() for r in caplog.records if "is not run here" in r.msg]
-    assert lost == [f"Data Services: order {mirror} ({oid}) is not run here: taken over by b on Data Services"]
+    runs, local, links = asyncio.run(scenario())
+    # back, console a does not run its copies: the runs and the local orders end Canceled
+    assert [r["status"] for r in runs] == [RunStatus.CANCELLED.value] * 3
+    assert set(local.values()) == {OrderStatus.Canceled}
+    lost = sorted(r.getMessage() for r in caplog.records if "is not run here" in r.msg)
+    assert lost == sorted(f"Data Services: order {m} ({links[m]}) is not run here: taken over by b on Data Services"
+                          for m in local)
 
 
 def test_an_order_won_by_a_console_that_died_before_marking_it_is_taken_over_by_a_thorough_round(tmp_path):
