@@ -200,3 +200,36 @@ def test_a_status_change_event_carries_the_row_the_live_views_show(data_dir):
     seen, stored = asyncio.run(scenario())
     assert [tuple(e.row) for e in seen] == [tuple(r) for r in stored]
     assert seen[0].row[ORDER_ROW_COLUMNS.index("assigned_to")] == "Sealer"
+
+
+def test_an_instrument_claimed_for_a_step_whose_record_failed_is_given_back(data_dir):
+    """The step's Queued and Running are committed with the claim of its instrument; when that
+    commit fails (a full disk), nothing of it was recorded and the instrument is free again for
+    the next run instead of held for a step that never started."""
+    import sqlite3
+
+    from core.engine.decision import Decision
+
+    async def scenario(kit):
+        await kit.publish("Seal", [{"id": "seal", "kind": "Sealer.Seal"}])
+        write, failed = kit.store.write, []
+
+        async def full_disk_once(fn):
+            owner = getattr(fn, "__self__", None)
+            if not failed and isinstance(owner, Decision) and owner.undo:
+                failed.append(True)
+                raise sqlite3.OperationalError("database or disk is full")
+            return await write(fn)
+
+        kit.store.write = full_disk_once
+        first = await kit.engine.create_instance("Seal", {}, allow_duplicate=True)
+        with pytest.raises(sqlite3.OperationalError):
+            await kit.engine.execute_workflow(first)
+        kit.store.write = write
+        second = await kit.run("Seal")
+        await kit.until(lambda: kit.status(second) is RunStatus.COMPLETED, limit=3600)
+        sealer = {v.id: v for v in kit.dispatcher.view()}["Sealer"]
+        return failed, kit.status(second), sealer.running
+
+    failed, status, running = run_dkit(data_dir, scenario)
+    assert failed == [True] and status is RunStatus.COMPLETED and not running
