@@ -184,6 +184,7 @@ def test_the_window_disables_what_the_signed_in_role_may_not_do(store, data_dir,
         qrun(window.load_orders())
         run = qrun(rt.start_run("Ask", who="bob"))
         jobs, inbox, playbook, schedules = window.jobs, window.inbox, window.playbook, window.schedules
+        jobs.filter_bar.choose_view("All orders")  # it opens on "Needs attention"
         qtbot.waitUntil(lambda: bool(inbox.model.rows) and jobs.select_order(run), timeout=10_000)
         assert jobs.bulk_buttons["cancel"].isEnabled()  # single-user mode: everything is offered
         inbox.select_item(inbox.model.rows[0].id)
