@@ -13,7 +13,7 @@ from enginekit import Kit, run_kit, template
 import core.store
 from core.dispatcher import Job
 from core.engine import RunStatus
-from core.errors import ConfigError, InputError, NotFoundError
+from core.errors import ConfigError, InputError, NotFoundError, StoreError
 from core.inbox import Inbox, InboxChanged
 from core.orders import ModuleRestrictionStrategy, Order
 from core.store import ORDER_ROW_COLUMNS, Store
@@ -159,6 +159,9 @@ def test_bad_priority_and_synchronous_settings_are_refused_naming_the_field(data
     with pytest.raises(ConfigError) as bad:
         Store(data_dir / "other.sqlite3", synchronous="fast")
     assert [p.where.field for p in bad.value.problems] == ["synchronous"]
+    closed = Store(data_dir / "closed.sqlite3")  # never opened: a write says so, naming the file
+    with pytest.raises(StoreError, match=r"closed\.sqlite3.*store is not open"):
+        closed.write_sync(lambda c: c.execute("SELECT 1"))
 
 
 def test_why_waiting_names_a_restriction_only_when_the_order_has_one(data_dir):
@@ -192,7 +195,8 @@ def test_a_status_change_event_carries_the_row_the_live_views_show(data_dir):
             ledger = Ledger(store)
             seen: list[OrderStatusChanged] = []
             ledger.bus.subscribe(seen.append, OrderStatusChanged)
-            made = await ledger.create_order(Order(templateName="Sealer.Seal", assignedTo="Sealer"))
+            made = await ledger.create_order(Order(templateName="Sealer.Seal", templateVersion="2",
+                                                   assignedTo="Sealer"))
             await ledger.set_status(made.identifier or "", OrderStatus.Running, who="erin", why="started")
             stored = store.order_rows("id = ?", (made.identifier,))
         return seen, stored
@@ -200,6 +204,7 @@ def test_a_status_change_event_carries_the_row_the_live_views_show(data_dir):
     seen, stored = asyncio.run(scenario())
     assert [tuple(e.row) for e in seen] == [tuple(r) for r in stored]
     assert seen[0].row[ORDER_ROW_COLUMNS.index("assigned_to")] == "Sealer"
+    assert seen[0].row[ORDER_ROW_COLUMNS.index("template_version")] == "2"
 
 
 def test_an_instrument_claimed_for_a_step_whose_record_failed_is_given_back(data_dir):
