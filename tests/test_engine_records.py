@@ -160,7 +160,7 @@ def test_bad_priority_and_synchronous_settings_are_refused_naming_the_field(data
         Store(data_dir / "other.sqlite3", synchronous="fast")
     assert [p.where.field for p in bad.value.problems] == ["synchronous"]
     closed = Store(data_dir / "closed.sqlite3")  # never opened: a write says so, naming the file
-    with pytest.raises(StoreError, match=r"closed\.sqlite3.*store is not open"):
+    with pytest.raises(StoreError, match=r"closed\.sqlite3: store is not open$"):
         closed.write_sync(lambda c: c.execute("SELECT 1"))
 
 
