@@ -222,16 +222,16 @@ def test_the_window_disables_what_the_signed_in_role_may_not_do(store, data_dir,
         assert schedules.message.text() == _needs("vic", "viewer", "schedules", "supervisor")
         window.docks["Inbox"].raise_()
         save_screenshot(window, "roles-viewer-window")
-        app = QApplication.instance()
         try:
             for theme, (w, h) in (("dark", (1280, 720)), ("light", (1920, 1080))):
-                apply_theme(app, theme)
+                window.set_theme(theme)  # as the View menu does: every panel follows
                 window.resize(w, h)
+                qtbot.wait(60)  # the palette change reaches every widget
                 for dock in ("Playbook", "Schedules"):
                     window.docks[dock].raise_()
                     save_screenshot(window, f"roles-viewer-{dock.lower()}-{theme}-{w}x{h}")
         finally:
-            apply_theme(app, "light")
+            window.set_theme("light")
             window.resize(1600, 980)
 
         window.idle_lock.lock()
