@@ -199,3 +199,47 @@ def test_a_run_that_ended_before_the_link_listened_still_answers_its_order(tmp_p
 
     before, after = asyncio.run(scenario())
     assert before is OrderStatus.Running and after is OrderStatus.Complete
+
+
+def test_another_consoles_copy_of_its_own_run_is_left_to_it(tmp_path):
+    """A console posts a copy of each of its runs and steps unassigned, then claims it: another
+    console that has the same template must not claim the copy meanwhile (it would run it a
+    second time). The copy names its console and local order in ``createdBy``; a known module's
+    copy with another local id shape is left alone too. An ordinary order is taken."""
+    from core.dataservices.fleet import ModuleBeat
+
+    async def scenario() -> dict[str, Order]:
+        shared = Store(tmp_path / "shared" / DB_FILENAME).open()
+        async with EmbeddedDataServices(shared, port=0) as server:
+            rt, link = _console(tmp_path, "readers-b", "reader", server.url)
+            await rt.start(templates_dir=fleetkit.TEMPLATES, link=link)
+            async with DataServicesClient(server.url) as c:
+                await c.publish_event(ModuleBeat("readers-a", "inst-a", "host-a", 4242, time.time(), 0.0).event())
+
+                async def knows_a() -> bool:
+                    return any(b.module_id == "readers-a" for b in link._all_beats)
+
+                await _until(knows_a, 30, "readers-b has read readers-a's heartbeat")
+
+                def read(created_by: str) -> Order:
+                    return Order(templateName="Fleet Read", inputParameters=[Parameter(name="plate", value="P1")],
+                                 createdBy=created_by)
+
+                ids = {"copy": await c.create_order(read("readers-a Order_00042")),
+                       "known": await c.create_order(read("readers-a R-17")),
+                       "lims": await c.create_order(read("lims"))}
+
+                async def taken() -> bool:
+                    return (await c.get_order(ids["lims"])).status in TERMINAL_STATUSES
+
+                await _until(taken, 30, "the ordinary order is run")
+                await asyncio.sleep(0.5)  # several polls more
+                result = {k: await c.get_order(v) for k, v in ids.items()}
+            await rt.close()
+        shared.close()
+        return result
+
+    result = asyncio.run(scenario())
+    assert result["lims"].status is OrderStatus.Complete and result["lims"].assignedTo == "readers-b"
+    for kind in ("copy", "known"):
+        assert not result[kind].assignedTo and result[kind].status is OrderStatus.Created, kind

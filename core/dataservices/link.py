@@ -44,6 +44,7 @@ import contextlib
 import json
 import logging
 import math
+import re
 import sqlite3
 import time
 import uuid
@@ -79,6 +80,8 @@ if TYPE_CHECKING:
     from core.runtime import Runtime
 
 log = logging.getLogger(__name__)
+_LOCAL_ORDER_ID = re.compile(r"Order_\d{5,}")
+"""A console's own order ids (``core.store``), as its copies on Data Services name them."""
 
 MODULE_ID = "labconsole"
 SCRIPT_DRIVEN_TAG = "script-driven"
@@ -406,6 +409,15 @@ class DataServicesLink:
         """'workflow', 'module' or None: is this order for labconsole?"""
         return self.route(order)[0]
 
+    def _copy_of_another_console(self, order: Order) -> bool:
+        """Whether ``order`` is a console's copy of one of its own orders (``createdBy`` "<module
+        id> <local order id>", as :meth:`_deliver` writes it). Such a copy is created unassigned
+        and claimed by its console right after: another console must not claim it meanwhile."""
+        creator, _, local = (order.createdBy or "").partition(" ")
+        if not local or " " in local or creator == self.module_id:
+            return False
+        return creator in {b.module_id for b in self._all_beats} or _LOCAL_ORDER_ID.fullmatch(local) is not None
+
     def route(self, order: Order) -> tuple[str | None, str | None]:
         """('workflow' | 'module' | None, why not): can this console run ``order``?
 
@@ -418,6 +430,8 @@ class DataServicesLink:
         """
         if (order.createdBy or "").startswith(f"{self.module_id} ") or self._is_ours(order.identifier):
             return None, None  # an order this console created there itself
+        if self._copy_of_another_console(order):
+            return None, None  # another console's copy of its own run or step, claimed by it
         cell = self.runtime.workcell
         restricted = set(order.restricted_modules)
         instruments = {i.id for i in cell.instruments} if cell is not None else set()
