@@ -339,7 +339,9 @@ def phase_transition_cost(tmp: Path, reps: int = 6) -> None:
         store.close()
     base = best["no triggers"]
     print("\ncost per transition on the writer thread (CPU of status_op, no fsync; 1 in 6 changes the "
-          "status details, so the FTS row is rewritten):")
+          "status details; \"FTS triggers\" are the store's own: they note the order for the text index, "
+          "which the writer updates later; \"WHEN test only\" is migration 9's test of the index "
+          "being in the write, with an empty body):")
     for variant in variants:
         print(f"  {variant:16} {best[variant] * 1e6:6.1f} us  ({best[variant] / base:.2f}x, "
               f"+{(best[variant] - base) * 1e6:.1f} us)")
