@@ -150,6 +150,8 @@ class _Op:
 
 _STOP = object()
 RIDER_WAIT = 0.05
+CLOSE_READ_WAIT = 5.0
+"""Seconds :meth:`Store.close` waits for reads under way before it interrupts them."""
 """Seconds a :meth:`Store.write_with_next` write waits for a write to ride with."""
 
 
@@ -176,6 +178,11 @@ class Store:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._reads = threading.Condition()
+        self._reads_in_flight = 0
+        self._closing = False
+        """Set by :meth:`close`: reads from then on use a connection of their own, and close
+        waits for the reads under way on the shared ones before it closes them."""
         self._read_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.commit_count = 0
         self.commit_seconds = 0.0
@@ -235,13 +242,22 @@ class Store:
             self._lock.release()
             raise
         self._read_pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="store-read")
+        with self._reads:
+            self._closing = False
         self._thread = threading.Thread(target=self._writer, args=(conn,), name="store-writer",
                                         daemon=True)
         self._thread.start()
         return self
 
     def close(self) -> None:
-        """Finish queued writes, stop the writer and close every connection."""
+        """Finish queued writes, stop the writer and close every connection.
+
+        A read under way on another thread (a panel's worker) is waited for, at most
+        :data:`CLOSE_READ_WAIT` seconds and then interrupted, before its connection is closed:
+        closing a connection while another thread steps through it crashes the process.
+        """
+        with self._reads:
+            self._closing = True
         self._local = threading.local()
         if self._thread is not None:
             if self._riders:
@@ -252,6 +268,12 @@ class Store:
         if self._read_pool is not None:
             self._read_pool.shutdown(wait=True)
             self._read_pool = None
+        with self._reads:
+            if not self._reads.wait_for(lambda: self._reads_in_flight == 0, CLOSE_READ_WAIT):
+                with self._readers_lock:
+                    for conn in self._readers:
+                        conn.interrupt()
+                self._reads.wait_for(lambda: self._reads_in_flight == 0)
         with self._readers_lock:
             for conn in self._readers:
                 try:
@@ -553,15 +575,26 @@ class Store:
     def read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` on a read-only connection of the calling thread.
 
-        After :meth:`close` a short-lived connection is used, so a closed store can still be read.
+        Once :meth:`close` has begun a short-lived connection is used, so a closed store can still
+        be read.
         """
-        if self._thread is None:
+        with self._reads:
+            shared = not self._closing and self._thread is not None
+            if shared:
+                self._reads_in_flight += 1
+        if not shared:
             conn = self._connect(readonly=True)
             try:
                 return fn(conn)
             finally:
                 conn.close()
-        return fn(self._reader())
+        try:
+            return fn(self._reader())
+        finally:
+            with self._reads:
+                self._reads_in_flight -= 1
+                if not self._reads_in_flight:
+                    self._reads.notify_all()
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` on a reader thread; never blocks the event loop."""

@@ -637,9 +637,11 @@ class SchedulesPanel(Panel):
             self._read_again = True
             return
         self.scheduler  # noqa: B018 - made here, on the GUI thread, if it is our own
+        reading = asyncio.to_thread(self.read)
         try:
-            self._reading = self.tasks.run(asyncio.to_thread(self.read), READ_LABEL)
+            self._reading = self.tasks.run(reading, READ_LABEL)
         except RuntimeError:  # no running event loop (a window being built): read now
+            reading.close()
             self.refresh()
 
     def show_view(self, view: ScheduleView) -> None:

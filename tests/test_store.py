@@ -289,3 +289,52 @@ def test_a_write_with_the_next_commits_in_that_transaction_or_alone_soon_after(s
     store.close()
     with sqlite3.connect(path) as conn:
         assert rows(conn) == ["I1", "I2", "I3", "I4", "I5"]
+
+
+def _read_on_a_thread(store, fn):
+    """Start ``store.read_sync(fn)`` on a thread of its own; its outcome lands in the dict."""
+    outcome: dict[str, object] = {}
+    started = threading.Event()
+
+    def body(conn):
+        started.set()
+        return fn(conn)
+
+    def run():
+        try:
+            outcome["value"] = store.read_sync(body)
+        except Exception as exc:  # noqa: BLE001 - the test looks at it
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert started.wait(10)
+    return thread, outcome
+
+
+def test_close_waits_for_a_read_under_way_on_another_thread(tmp_path):
+    # A panel's worker thread read the store while the window closed it: the connection was
+    # closed under the read, which crashed the process at teardown.
+    store = Store(tmp_path / DB_FILENAME).open()
+
+    def slow_read(conn):
+        time.sleep(0.3)
+        return conn.execute("SELECT count(*) FROM orders").fetchone()[0]
+
+    thread, outcome = _read_on_a_thread(store, slow_read)
+    store.close()
+    thread.join(10)
+    assert outcome == {"value": 0}
+    assert store.read_sync(lambda c: c.execute("SELECT count(*) FROM orders").fetchone()[0]) == 0
+
+
+def test_close_interrupts_a_read_that_does_not_end(tmp_path, monkeypatch):
+    monkeypatch.setattr("core.store.CLOSE_READ_WAIT", 0.2)
+    store = Store(tmp_path / DB_FILENAME).open()
+    endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"
+    thread, outcome = _read_on_a_thread(store, lambda conn: conn.execute(endless).fetchone())
+    store.close()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert isinstance(outcome.get("error"), sqlite3.OperationalError)
+    assert "interrupt" in str(outcome["error"])
