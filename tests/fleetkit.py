@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -13,6 +14,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FLEET = ROOT / "tests" / "helpers" / "fleet"
 TEMPLATES = FLEET / "templates"
+
+
+
+async def until(check, timeout: float, what: str, *, every: float = 0.05):  # noqa: ANN001, ANN201
+    """Await ``check()`` every ``every`` seconds until it gives something true (returned), or
+    fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = await check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(every)
 
 
 def free_port() -> int:

@@ -11,6 +11,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from fleetkit import until as _until
+
 from core.dataservices.client import DataServicesClient
 from core.dataservices.config import DataServicesSettings
 from core.dataservices.link import DataServicesLink
@@ -35,16 +37,6 @@ MIX = {"name": "Mix", "description": "first", "inputs": [
     {"name": "count", "type": "integer", "default": 1}, {"name": "sealed", "type": "boolean", "default": False}],
     "definition": {"steps": [{"id": "mix", "kind": "noop"}]}}
 
-
-async def _until(check, timeout: float, what: str):  # noqa: ANN001, ANN202
-    deadline = time.monotonic() + timeout
-    while True:
-        got = await check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.05)
 
 
 async def _console(root: Path, name: str, url: str, *, lease: float = 30,

@@ -93,15 +93,8 @@ async def _marks(client: DataServicesClient) -> dict[str, list[ClaimMark]]:
     return out
 
 
-async def _until(check, timeout: float, what: str):  # noqa: ANN001, ANN202
-    deadline = time.monotonic() + timeout
-    while True:
-        got = await check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.2)
+def _until(check, timeout: float, what: str):  # noqa: ANN001, ANN202
+    return fleetkit.until(check, timeout, what, every=0.2)
 
 
 def test_a_killed_consoles_unstarted_orders_are_taken_over_and_its_started_ones_stay(tmp_path):

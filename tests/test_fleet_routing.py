@@ -17,16 +17,7 @@ from core.orders import TERMINAL_STATUSES, Order, OrderStatus, Parameter
 from core.runtime import Runtime
 from core.store import DB_FILENAME, Store
 
-
-async def _until(check, timeout: float, what: str):  # noqa: ANN001, ANN202
-    deadline = time.monotonic() + timeout
-    while True:
-        got = await check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.05)
+_until = fleetkit.until
 
 
 def _console(tmp_path, name: str, workcell: str | None, url: str) -> tuple[Runtime, DataServicesLink]:  # noqa: ANN001

@@ -7,7 +7,6 @@ over HTTP, the main window driven by pytest-qt."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 
@@ -41,15 +40,8 @@ instruments:
 LEASE = 30.0
 
 
-async def _until(check, what: str, timeout: float = 20.0):  # noqa: ANN001, ANN202
-    deadline = time.monotonic() + timeout
-    while True:
-        got = await check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.05)
+def _until(check, what: str, timeout: float = 20.0):  # noqa: ANN001, ANN202
+    return fleetkit.until(check, timeout, what)
 
 
 @pytest.fixture

@@ -416,7 +416,7 @@ class DataServicesLink:
         creator, _, local = (order.createdBy or "").partition(" ")
         if not local or " " in local or creator == self.module_id:
             return False
-        return creator in {b.module_id for b in self._all_beats} or _LOCAL_ORDER_ID.fullmatch(local) is not None
+        return any(b.module_id == creator for b in self._beats) or _LOCAL_ORDER_ID.fullmatch(local) is not None
 
     def route(self, order: Order) -> tuple[str | None, str | None]:
         """('workflow' | 'module' | None, why not): can this console run ``order``?
