@@ -42,8 +42,9 @@ import random
 import sqlite3
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -53,6 +54,7 @@ from core.durations_model import DurationDraw, DurationsModel, runs_locally
 from core.events import InstrumentStatusChanged, RunChanged, StepChanged, Subscription
 from core.orders import ModuleStatus
 from core.states import StepStatus
+from core.storefile import connect_readonly
 from core.templates import WorkflowTemplate
 
 log = logging.getLogger(__name__)
@@ -208,16 +210,25 @@ def read_state(conn: sqlite3.Connection) -> list[tuple[tuple[Any, ...], list[tup
     """(run row, its step rows) of every unfinished run, oldest first (one reader-thread call)."""
     runs = conn.execute(
         "SELECT run_id, template_name, template_version, status, priority, created, input_data, started FROM runs "
-        "WHERE status IN ('pending', 'running', 'paused', 'recovering') ORDER BY created").fetchall()
+        f"WHERE {_UNFINISHED_RUNS} ORDER BY created").fetchall()
     steps: dict[str, list[tuple[Any, ...]]] = {r[0]: [] for r in runs}
     if runs:
         for row in conn.execute(
                 "SELECT s.run_id, s.step_id, s.status, s.started, s.instrument, s.next_attempt_at, s.ended "
                 "FROM step_runs s "
-                "JOIN runs r ON r.run_id = s.run_id WHERE r.status IN ('pending', 'running', 'paused', 'recovering')"):
+                f"JOIN runs r ON r.run_id = s.run_id WHERE r.{_UNFINISHED_RUNS}"):
             if row[0] in steps:
                 steps[row[0]].append(row)
     return [(r, steps[r[0]]) for r in runs]
+
+
+_UNFINISHED_RUNS = "status IN ('pending', 'running', 'paused', 'recovering')"
+
+
+def read_template_keys(conn: sqlite3.Connection) -> list[tuple[str, int | None]]:
+    """(template name, version) of the unfinished runs: which templates a forecast needs."""
+    return [(r[0], r[1]) for r in conn.execute(
+        f"SELECT DISTINCT template_name, template_version FROM runs WHERE {_UNFINISHED_RUNS}")]
 
 
 def snapshot_from(rows: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]], instruments: Sequence[Any],
@@ -284,6 +295,29 @@ def forecast_rows(rows: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]],
         return templates[(name, version)]
 
     return forecast(snapshot_from(rows, instruments, lookup, now, scheduled), model, samples=samples, seed=seed)
+
+
+def forecast_stored(path: str, instruments: tuple[InstrumentState, ...],
+                    templates: dict[tuple[str, int | None], WorkflowTemplate], now: float,
+                    scheduled: Sequence[tuple[Any, float]], model: DurationsModel, *,
+                    asked: frozenset[tuple[str, int | None]] = frozenset(),
+                    samples: int = SAMPLES, seed: int = 0) -> ForecastResult:
+    """:func:`forecast_rows` over the state read here from the store file at ``path``.
+
+    What the worker process runs: the unfinished runs' rows are read there, so the console's
+    process never holds (nor pickles) them; with 10,000 runs under way they are tens of MB
+    every forecast, and the freed memory stayed with the process, which grew by each one.
+    ``asked``: the (name, version) keys ``templates`` was gathered for. A run of another key was
+    made since and waits for the next forecast (which its creation asks for); a run of a key
+    asked for but not found is left out with a warning, as :func:`snapshot_from` says.
+    """
+    conn = connect_readonly(Path(path))
+    try:
+        conn.execute("PRAGMA busy_timeout = 5000")
+        rows = [row for row in read_state(conn) if (row[0][1], row[0][2]) in asked]
+    finally:
+        conn.close()
+    return forecast_rows(rows, instruments, templates, now, scheduled, model, samples=samples, seed=seed)
 
 
 # ============================================================================ playing forward
@@ -785,10 +819,11 @@ class Forecast:
             self._task = None
             self._schedule()
 
-    async def inputs(self, rows: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]], now: float) -> tuple[
+    async def inputs(self, keys: Iterable[tuple[str, int | None]], now: float) -> tuple[
             list[tuple[Any, float]], dict[tuple[str, int | None], WorkflowTemplate]]:
-        """The runs schedules will start within the horizon and the templates of ``rows`` and of
-        those runs (read on a worker thread)."""
+        """The runs schedules will start within the horizon and the templates of ``keys``
+        ((name, version) of the runs, :func:`read_template_keys`) and of those runs (read on a
+        worker thread)."""
         templates = self.runtime.engine.templates.get
         scheduler = self.runtime.schedules
 
@@ -796,7 +831,7 @@ class Forecast:
             due = scheduler.occurrences(now, now + self.horizon) if scheduler is not None else []
             pairs = [(s, t) for s, t, _ in due]
             found: dict[tuple[str, int | None], WorkflowTemplate] = {}
-            for key in {(r[1], r[2]) for r, _ in rows} | {(s.template, None) for s, _ in pairs}:
+            for key in set(keys) | {(s.template, None) for s, _ in pairs}:
                 try:
                     found[key] = templates(*key)
                 except Exception:  # noqa: BLE001 - left out here; snapshot_from says which run lacks it
@@ -820,12 +855,13 @@ class Forecast:
         worker threads, played forward on a worker thread or process."""
         now = self.runtime.clock.now()
         instruments = self.runtime.instruments()
-        rows = await self.runtime.store.read(read_state)
+        keys = await self.runtime.store.read(read_template_keys)
         self.seed += 1
-        due, found = await self.inputs(rows, now)
+        due, found = await self.inputs(keys, now)
         states = instrument_states(instruments)
-        result = await self.offload(forecast_rows, rows, states, found, now, due, self.worker_model(),
-                                    samples=self.samples, seed=self.seed)
+        result = await self.offload(forecast_stored, str(self.runtime.store.path), states, found, now, due,
+                                    self.worker_model(), asked=frozenset(keys), samples=self.samples,
+                                    seed=self.seed)
         self.result = result
         self.made += 1
         for callback in list(self._listeners):

@@ -479,7 +479,7 @@ async def eta_moves(forecast: Forecast | None, action: str, order_ids: Sequence[
                         skipped=f"finish times are not worked out over {unfinished:,} unfinished runs")
     rows, runs, steps = await runtime.store.read(lambda c: _what_if_rows(c, ids))
     change = Change(action, tuple(runs), tuple(steps), from_step, priority, instrument)
-    due, found = await forecast.inputs(rows, now)
+    due, found = await forecast.inputs({(r[1], r[2]) for r, _ in rows}, now)
     return await forecast.offload(what_if, rows, states, found, now, due, forecast.worker_model(), change,
                                   samples=ETA_SAMPLES, seed=forecast.seed)
 

@@ -185,3 +185,32 @@ def test_a_python_step_runs_in_the_engine_and_takes_its_own_time():
     after = forecast(Snapshot(NOW, runs, INSTRUMENTS), model, samples=2)
     assert after.runs["r1"].p50 == NOW + 20 + 45
     assert "python" not in model.by_capability_any
+
+
+def test_the_console_process_does_not_read_the_runs_for_a_forecast(data_dir, monkeypatch):
+    # The worker process reads the unfinished runs from the store file itself. They used to be
+    # read and pickled in the console's process at every forecast: with 10,000 runs under way,
+    # tens of MB a time, which the process kept.
+    def not_here(_conn):
+        raise AssertionError("the runs were read in the console's process")
+
+    monkeypatch.setattr("core.forecast.read_state", not_here)
+
+    async def scenario():
+        store = Store(data_dir / DB_FILENAME).open()
+        clock = VirtualClock.for_store(store)
+        rt = Runtime.build(data_dir, clock=clock, store=store, workcell=parse_workcell(CELL), seed=2, metrics=False)
+        starting = asyncio.ensure_future(rt.start(templates_dir=None))
+        await clock.run_until(starting.done, step=1.0)
+        await rt.engine.publish(SEAL_READ.model_copy(update={"version": 0}))
+        fc = Forecast(rt, samples=2, debounce=3600, process=True)
+        runs = [await rt.start_run("Seal and read", allow_duplicate=True) for _ in range(3)]
+        try:
+            return runs, await fc.refresh()
+        finally:
+            await fc.close()
+            await rt.close()
+
+    runs, result = asyncio.run(scenario())
+    assert set(runs) <= set(result.runs)
+    assert all(result.runs[r].ok and result.runs[r].p50 > 0 for r in runs)
