@@ -150,9 +150,9 @@ class _Op:
 
 _STOP = object()
 RIDER_WAIT = 0.05
+"""Seconds a :meth:`Store.write_with_next` write waits for a write to ride with."""
 CLOSE_READ_WAIT = 5.0
 """Seconds :meth:`Store.close` waits for reads under way before it interrupts them."""
-"""Seconds a :meth:`Store.write_with_next` write waits for a write to ride with."""
 
 
 class Store:
@@ -432,8 +432,27 @@ class Store:
                         batch += item
                     else:
                         batch.append(item)
-            self._run_batch(conn, batch)
+            try:
+                self._run_batch(conn, batch)
+            except BaseException as exc:  # noqa: BLE001 - the writer outlives a batch: its callers wait on it
+                log.exception("%s: a write batch failed outside its operations", self.path)
+                _roll_back(conn)
+                self._fail(batch, StoreError(self.path, f"write failed: {exc!r}"))
         conn.close()
+
+    @staticmethod
+    def _fail(batch: list[_Op], err: StoreError) -> None:
+        """Deliver ``err`` to every write of ``batch`` not answered yet."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Op, bool, Any]]] = {}
+        for op in batch:
+            if op.loop is None:
+                if not op.future.done():
+                    op.future.set_exception(err)
+            else:
+                by_loop.setdefault(op.loop, []).append((op, False, err))
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # loop closed: nobody is waiting any more
+                loop.call_soon_threadsafe(_deliver, items)
 
     def _index_when_idle(self, conn: sqlite3.Connection) -> bool:
         """Index one batch of the orders whose text index entry is out of date; whether more wait."""

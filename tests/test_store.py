@@ -338,3 +338,27 @@ def test_close_interrupts_a_read_that_does_not_end(tmp_path, monkeypatch):
     assert not thread.is_alive()
     assert isinstance(outcome.get("error"), sqlite3.OperationalError)
     assert "interrupt" in str(outcome["error"])
+
+
+def test_a_batch_that_fails_outside_its_operations_is_refused_and_the_writer_lives_on(tmp_path, monkeypatch):
+    # The writer thread died of an error outside the operations' own handling, and every caller
+    # waited for ever for its write.
+    async def scenario():
+        store = Store(tmp_path / DB_FILENAME).open()
+        ledger = Ledger(store, EventBus())
+        try:
+            monkeypatch.setattr("core.store.TEXT_INDEX_CHECK_EVERY", 1)
+            monkeypatch.setattr("core.store.text_pending", lambda _conn, _cap: 1 / 0)
+            with pytest.raises(Exception) as refused:
+                await asyncio.wait_for(ledger.create_order(Order(templateName="Lost"), who="t"), 20)
+            monkeypatch.undo()
+            kept = await asyncio.wait_for(ledger.create_order(Order(templateName="Kept"), who="t"), 20)
+            names = await store.read(lambda c: [r[0] for r in c.execute("SELECT template_name FROM orders")])
+            return refused.value, kept, names
+        finally:
+            store.close()
+
+    refused, kept, names = asyncio.run(scenario())
+    assert "ZeroDivisionError" in str(refused) and not isinstance(refused, TimeoutError)
+    assert kept.templateName == "Kept"
+    assert names == ["Kept"]
