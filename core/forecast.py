@@ -144,11 +144,14 @@ class RunEta:
     p50: float = 0.0
     p90: float = 0.0
     problem: str | None = None
-    steps: dict[str, float] = field(default_factory=dict)
-    """Median end of each step still to do (epoch seconds)."""
     plan: dict[str, StepPlan] = field(default_factory=dict)
     """Each step still to do (or running): median start and end, and the instrument it takes most
     often across the plays (the timeline and the run's forward Gantt draw these)."""
+
+    @property
+    def steps(self) -> dict[str, float]:
+        """Median end of each step still to do (epoch seconds)."""
+        return {step: plan.end for step, plan in self.plan.items()}
 
     @property
     def ok(self) -> bool:
@@ -679,11 +682,9 @@ def forecast(snap: Snapshot, model: DurationsModel, *, samples: int = SAMPLES, s
         for r, value in enumerate(last):
             ends_by_run[r].append(value)
             firsts[r].append(first[r])
-    per_run_steps: list[dict[str, float]] = [{} for _ in runs]
     per_run_plan: list[dict[str, StepPlan]] = [{} for _ in runs]
     for i, n in enumerate(nodes):
         end = _quantile(step_ends[i], 0.5)
-        per_run_steps[n.run][n.step] = end
         places = step_places[i]
         where = max(set(places), key=lambda m: (places.count(m), m or "")) if places else None
         per_run_plan[n.run][n.step] = StepPlan(min(_quantile(step_starts[i], 0.5), end), end, where, n.running)
@@ -691,8 +692,7 @@ def forecast(snap: Snapshot, model: DurationsModel, *, samples: int = SAMPLES, s
     band = _band(ends_by_run)
     for r, run in enumerate(runs):
         p10, p50, p90 = band[r]
-        out[run.run_id] = RunEta(run.run_id, run.template.name, p10, p50, p90, None, per_run_steps[r],
-                                 per_run_plan[r])
+        out[run.run_id] = RunEta(run.run_id, run.template.name, p10, p50, p90, None, per_run_plan[r])
     for run in snap.runs:
         if run.run_id in problems:
             out[run.run_id] = RunEta(run.run_id, run.template.name, problem=problems[run.run_id])

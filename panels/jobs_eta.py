@@ -101,9 +101,10 @@ def eta_cells(result: Any, steps: Mapping[str, Mapping[str, str]],
                                 f"{clock(eta.p10, now)} – {clock(eta.p90, now)}", False, eta.p10, now)
         orders = steps.get(run_id)
         if orders:
-            for step_id, end in eta.steps.items():
+            for step_id, plan in eta.plan.items():
                 order_id = orders.get(step_id)
                 if order_id is not None:
+                    end = plan.end
                     cells[order_id] = EtaCell(end, clock(end, now), end, "", False, 0.0, now, step_id)
     for order_id, run_id in (adopters or {}).items():
         cell = cells.get(run_id)

@@ -13,7 +13,6 @@ NOW = datetime(2026, 11, 27, 9, 0, 0).timestamp()
 
 def _result(n: int) -> ForecastResult:
     runs = {f"Order_{i:05d}": RunEta(f"Order_{i:05d}", "Bench flow", NOW + 60 + i, NOW + 300 + i, NOW + 900 + i, None,
-                                     {"read": NOW + 120 + i, "seal": NOW + 240 + i},
                                      {"read": StepPlan(NOW, NOW + 120 + i, "Reader"),
                                       "seal": StepPlan(NOW + 120 + i, NOW + 240 + i, "Sealer")})
             for i in range(n)}
