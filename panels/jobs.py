@@ -51,6 +51,7 @@ from PySide6.QtGui import (
     QMouseEvent,
     QPainter,
     QPalette,
+    QPen,
     QShortcut,
 )
 from PySide6.QtWidgets import (
@@ -128,6 +129,7 @@ from panels.jobs_model import (
     PROGRESS_COLUMN,
     PROGRESS_ROLE,
     STATUS_COLUMN,
+    TREE_ROLE,
     OrdersTableModel,
     Prepared,
     format_full_time,
@@ -157,6 +159,29 @@ MARK_WIDTH = 18
 """Pixels at the left of a run's id cell where a click expands or collapses it (its ▸/▾)."""
 ALL_ORDERS = "All orders"
 """The view the "nothing needs attention" line offers."""
+
+
+class BranchDelegate(QStyledItemDelegate):
+    """Draws the tree's branch lines left of a step's id: from its run down to the step, and on
+    to the next step unless it is the last one shown."""
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem,
+              index: QModelIndex | QPersistentModelIndex) -> None:
+        super().paint(painter, option, index)
+        branch = index.data(TREE_ROLE)
+        if branch is None:
+            return
+        rect: QRect = option.rect
+        x = rect.left() + 9
+        mid = rect.center().y()
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        palette: QPalette = option.palette
+        colour = palette.color(QPalette.ColorRole.HighlightedText if selected else QPalette.ColorRole.Mid)
+        painter.save()
+        painter.setPen(QPen(colour, 1))
+        painter.drawLine(x, rect.top(), x, mid if branch == "last" else rect.bottom())
+        painter.drawLine(x, mid, x + 9, mid)
+        painter.restore()
 
 
 class ProgressDelegate(QStyledItemDelegate):
@@ -308,6 +333,7 @@ class JobsPanel(Panel):
         self.view.setObjectName("jobsTable")
         self.view.setModel(model)
         self.view.setItemDelegateForColumn(PROGRESS_COLUMN, ProgressDelegate(self.view))
+        self.view.setItemDelegateForColumn(0, BranchDelegate(self.view))
         # The header's indicator first: enabling sorting sorts by whatever it shows.
         self.view.horizontalHeader().setSortIndicator(model.sort_column, model.sort_order)
         self.view.setSortingEnabled(True)

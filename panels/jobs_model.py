@@ -72,6 +72,9 @@ PROGRESS_ROLE = Qt.ItemDataRole.UserRole + 1
 """Progress as a fraction 0..1 (None when unknown); the progress column's delegate draws it."""
 ORDER_ID_ROLE = Qt.ItemDataRole.UserRole + 2
 """The order id of the row, in every column."""
+TREE_ROLE = Qt.ItemDataRole.UserRole + 3
+"""In the tree, on the id of a step shown under its run: "mid", or "last" for the run's last
+shown step (the id column's delegate draws the branch lines); None otherwise."""
 ORDER_MIME = "application/x-labconsole-order-ids"
 """What a dragged row carries: its order id (UTF-8)."""
 
@@ -692,6 +695,8 @@ class OrdersTableModel(QAbstractTableModel):
             return self.ix.progress(row)
         if role == ORDER_ID_ROLE:
             return row[ID]
+        if role == TREE_ROLE:
+            return self._branch(row, r) if col == 0 else None
         if role == Qt.ItemDataRole.ToolTipRole:
             return self._tooltip(row, col)
         return None
@@ -748,6 +753,14 @@ class OrdersTableModel(QAbstractTableModel):
                       if r < n and self.order_id(r) != order_id), None)
         below = next((self.row_data(r) for r in range(row, n) if self.order_id(r) != order_id), None)
         return above, below
+
+    def _branch(self, row: Row, r: int) -> str | None:
+        """"mid" or "last" for a step shown under its run at view row ``r``, else None."""
+        parent = row[PARENT]
+        if self._tree is None or parent is None or parent not in self.ix.all:
+            return None
+        below = self.row_data(r + 1) if r + 1 < len(self._rows) else None
+        return "mid" if below is not None and below[PARENT] == parent else "last"
 
     def _tree_id_text(self, row: Row) -> str:
         """The id with the tree's marks: ▸/▾ on a run with steps, a step indented."""

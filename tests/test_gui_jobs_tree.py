@@ -15,6 +15,7 @@ from core.orders import OrderStatus
 from panels.dialogs import ReasonDialog
 from panels.help import collect_shortcuts
 from panels.jobs_filter import NEEDS_ATTENTION
+from panels.jobs_model import TREE_ROLE
 from panels.theme import apply_theme
 
 
@@ -49,6 +50,19 @@ def test_runs_expand_collapse_select_a_step_and_act_on_a_run(lab: Lab) -> None:
     at = model.row_of(runs[1])
     assert shown(model)[at:at + 3] == [runs[1], *steps]
     assert model.index(at, 0).data() == f"▾ {runs[1]}"
+    # branch lines join the steps to their run: through the first step, ending at the last
+    assert [model.index(r, 0).data(TREE_ROLE) for r in range(at, at + 3)] == [None, "mid", "last"]
+    assert all(model.index(at + 1, c).data(TREE_ROLE) is None for c in range(1, model.columnCount()))
+    view = lab.jobs.view
+    image = view.viewport().grab().toImage()
+    background = image.pixelColor(view.visualRect(model.index(at, 0)).left() + 9,
+                                  view.visualRect(model.index(at, 0)).center().y() + 3)
+    for r, reaches_bottom in ((at + 1, True), (at + 2, False)):
+        rect = view.visualRect(model.index(r, 0))
+        x, mid = rect.left() + 9, rect.center().y()
+        assert image.pixelColor(x, rect.top() + 2) != background, f"row {r}: no line from above"
+        assert image.pixelColor(x + 5, mid) != background, f"row {r}: no line to the id"
+        assert (image.pixelColor(x, rect.bottom() - 2) != background) is reaches_bottom, f"row {r}: line below"
     click_mark(lab, runs[1])
     assert sorted(shown(model)) == sorted(runs)
 
