@@ -17,6 +17,7 @@ a few seconds (NTP), far less than the default lease of 60 s.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -26,11 +27,12 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from core.dataservices.client import DataServicesClient
+from core.dataservices.backend import DataServicesBackend
 from core.dataservices.models import EventMessage
 from core.errors import ConfigError
+from core.wire import format_datetime
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,9 @@ class ModuleBeat:
     """Of those, the ones whose first step has started there (they are never moved)."""
     workcell: str = ""
     """The name of its workcell (its workcell file's ``name``)."""
+    hosts_data_services: bool = False
+    """This console runs the Data Services the others share (embedded mode): its orders live in
+    its own store and the Data Services stops with it, so they are never taken over."""
 
     @property
     def alive_until(self) -> float:
@@ -89,20 +94,51 @@ class ModuleBeat:
                        instruments={str(k): str(v) for k, v in dict(raw.get("instruments", {})).items()},
                        held=tuple(str(o) for o in raw.get("held", ())),
                        running_orders=tuple(str(o) for o in raw.get("running_orders", ())),
-                       workcell=str(raw.get("workcell", "")))
+                       workcell=str(raw.get("workcell", "")),
+                       hosts_data_services=raw.get("hosts_data_services") is True)
         except (ValueError, TypeError, KeyError, AttributeError):
             return None
 
 
 Describe = Callable[[], Mapping[str, Any]]
 """What a heartbeat says besides who: templates, capabilities, queue_depth, running, instruments,
-held, running_orders, workcell."""
+held, running_orders, workcell, hosts_data_services."""
+
+
+class EventLog(Protocol):
+    """Where heartbeats go and are read: a :class:`DataServicesClient` (over HTTP), or
+    :class:`LocalEvents` (the console's own embedded Data Services, in-process)."""
+
+    async def publish_event(self, event: Mapping[str, Any]) -> str: ...
+
+    async def query_events(self, *, topic: str | None = None, start: datetime | None = None,
+                           module_id: str | None = None, limit: int = 100,
+                           offset: int = 0) -> list[EventMessage]: ...
+
+
+class LocalEvents:
+    """The event log of the console's own (embedded) Data Services, read and written in-process:
+    an embedded console posts its heartbeats there without a request to itself."""
+
+    def __init__(self, backend: DataServicesBackend) -> None:
+        self.backend = backend
+
+    async def publish_event(self, event: Mapping[str, Any]) -> str:
+        return await self.backend.publish_event(dict(event))
+
+    async def query_events(self, *, topic: str | None = None, start: datetime | None = None,
+                           module_id: str | None = None, limit: int = 100,
+                           offset: int = 0) -> list[EventMessage]:
+        search = {"topic": topic, "moduleId": module_id, "start": format_datetime(start) if start else None}
+        rows = await asyncio.to_thread(self.backend.query_events, {k: v for k, v in search.items() if v},
+                                       limit=limit, offset=offset)
+        return [EventMessage.from_dict(json.loads(r), source="Data Services event") for r in rows]
 
 
 class ModuleIdentity:
     """This console's module id on a shared Data Services: claimed at start, kept by heartbeats."""
 
-    def __init__(self, client: DataServicesClient, module_id: str, *, lease: float = DEFAULT_LEASE,
+    def __init__(self, client: EventLog, module_id: str, *, lease: float = DEFAULT_LEASE,
                  describe: Describe | None = None, now: Callable[[], float] = time.time,
                  instance: str | None = None) -> None:
         if lease <= 0:
@@ -123,7 +159,8 @@ class ModuleIdentity:
                           instruments=dict(extra.get("instruments", {})),
                           held=tuple(extra.get("held", ())),
                           running_orders=tuple(extra.get("running_orders", ())),
-                          workcell=str(extra.get("workcell", "")))
+                          workcell=str(extra.get("workcell", "")),
+                          hosts_data_services=bool(extra.get("hosts_data_services", False)))
 
     async def claim(self) -> None:
         """Refuse (ConfigError) if another console holds this module id; else post a heartbeat."""
@@ -143,8 +180,6 @@ class ModuleIdentity:
 
     async def run(self) -> None:
         """Post a heartbeat every third of the lease (until cancelled)."""
-        import asyncio
-
         while True:
             await asyncio.sleep(self.lease / 3)
             try:
@@ -160,7 +195,7 @@ class ModuleIdentity:
             log.warning("module %s: last heartbeat not posted: %s", self.module_id, exc)
 
 
-async def recent_beats(client: DataServicesClient, since: float, *, module_id: str | None = None,
+async def recent_beats(client: EventLog, since: float, *, module_id: str | None = None,
                        page: int = 500) -> list[ModuleBeat]:
     """Heartbeats posted at or after ``since`` (epoch seconds), oldest first."""
     start = datetime.fromtimestamp(since, UTC)
@@ -205,7 +240,7 @@ def latest_modules(beats: Iterable[ModuleBeat], *, lease: float = DEFAULT_LEASE,
     return [FleetModule(b, b.alive_until > now, now) for _, b in sorted(latest.items())]
 
 
-async def fleet(client: DataServicesClient, *, lease: float = DEFAULT_LEASE,
+async def fleet(client: EventLog, *, lease: float = DEFAULT_LEASE,
                 now: Callable[[], float] = time.time) -> list[FleetModule]:
     """Every module that posted a heartbeat in the last two leases, by module id."""
     t = now()

@@ -151,7 +151,8 @@ class Leases:
         restarted without a copy of it: it adopts it without a takeover.
 
         ``consoles``: recent heartbeats. ``orders``: waiting or executing orders of the Data
-        Services. An order qualifies when it is assigned to a console module, was not created by
+        Services. An order qualifies when it is assigned to a console module that does not host
+        the Data Services itself (embedded: its orders go down with it), was not created by
         that console itself (its own runs and steps), is held by no live console, has no mark
         younger than a lease, is not started, and ``wanted`` says this console can run it.
         """
@@ -163,10 +164,11 @@ class Leases:
         modules = {b.module_id for b in latest.values()}
         live = {b.module_id for b in latest.values() if b.alive_until > t}
         live_held = {oid for b in latest.values() if b.alive_until > t for oid in b.held}
+        hosts = {b.module_id for b in latest.values() if b.hosts_data_services}
         out = []
         for order in orders:
             oid, owner = order.identifier or "", order.assignedTo or ""
-            if not oid or owner not in modules or oid in live_held:
+            if not oid or owner not in modules or owner in hosts or oid in live_held:
                 continue
             if (order.createdBy or "").startswith(f"{owner} ") or not wanted(order):
                 continue

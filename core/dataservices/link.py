@@ -60,7 +60,9 @@ from core.dataservices.config import DataServicesSettings
 from core.dataservices.errors import CreateOutcomeUnknownError
 from core.dataservices.fleet import (
     DEFAULT_LEASE,
+    EventLog,
     FleetModule,
+    LocalEvents,
     ModuleIdentity,
     latest_modules,
     recent_beats,
@@ -213,9 +215,17 @@ class DataServicesLink:
             check_exposure(self._host, self._token, field="--bind")
 
     async def claim_module_id(self) -> None:
-        """On a remote Data Services, claim this console's module id (ConfigError if another console
-        holds it); the runtime calls this before any instrument moves."""
-        if self.embedded or self.identity is not None:
+        """Claim this console's module id on its Data Services (ConfigError if another console
+        holds it); the runtime calls this before any instrument moves. Embedded, the heartbeats go
+        into the console's own Data Services in-process, so consoles that share it see this one."""
+        if self.identity is not None:
+            return
+        if self.embedded:
+            self.server = self.server or self._embedded_server()
+            identity = ModuleIdentity(LocalEvents(self.server.backend), self.module_id, lease=self.lease,
+                                      describe=self._describe, instance=await self._instance())
+            await identity.claim()
+            self.identity = identity
             return
         self.client = self.client or DataServicesClient(self.settings.url if self.settings else "",
                                                         timeout=self._timeout, token=self._token)
@@ -277,20 +287,28 @@ class DataServicesLink:
         rt = self.runtime
         views = rt.dispatcher.view() if rt.dispatcher is not None else []
         runnable = [t for t in rt.templates() if self._runnable(t)]
+        if self.embedded:  # the orders it answers live in this console's store: no leases, no marks
+            held = set(self._watch.values()) | self._module_jobs
+            jobs = [j for i in rt.dispatcher.instruments.values() for j in i.running.values()] \
+                if rt.dispatcher is not None else []
+            running = {self._watch.get(j.run_id or "", j.order_id) for j in jobs} & held
+        else:
+            held = set(self._held.values())
+            running = {r for local, r in self._held.items() if local in self._started}
         return {"templates": [f"{t.name}@{v}" for t in runnable for v in rt.engine.templates.versions(t.name)],
                 "capabilities": sorted({c for v in views for c in v.capabilities}),
                 "queue_depth": len(rt.dispatcher.queue) if rt.dispatcher is not None else 0,
                 "running": sum(len(v.running) for v in views),
                 "instruments": {v.id: instrument_state(v) for v in views},
-                "held": sorted(self._held.values()),
-                "running_orders": sorted(r for local, r in self._held.items() if local in self._started),
-                "workcell": rt.workcell.name if rt.workcell is not None else ""}
+                "held": sorted(held), "running_orders": sorted(running),
+                "workcell": rt.workcell.name if rt.workcell is not None else "",
+                "hosts_data_services": self.embedded}
 
     async def fleet(self, max_age: float = 0.0) -> list[FleetModule]:
         """The consoles on this Data Services (read-only; the latest heartbeat of each that posted
         in the last two leases), this one included. Heartbeats read less than ``max_age``
         seconds ago (by this call or the reclaim rounds) are not read again."""
-        if self.client is None:
+        if self._event_log() is None:
             return []
         if not self._fleet_at or time.time() - self._fleet_at > max_age:
             await self._refresh_fleet()
@@ -326,17 +344,18 @@ class DataServicesLink:
             return modules.get(owner, owner)
         return modules.get(assigned_to or "")
 
+    def _embedded_server(self) -> EmbeddedDataServices:
+        from core.dataservices.inbox_routes import inbox_routes
+
+        return EmbeddedDataServices(self.runtime.store, host=self._host, port=self._port, token=self._token,
+                                    limits=self._limits, on_change=self._on_server_change,
+                                    extra_routes=inbox_routes(lambda: getattr(self.runtime.engine, "inbox", None)))
+
     async def start(self) -> str:
         """Start the embedded server or connect to the remote one; register templates; start the loops."""
-        store = self.runtime.store
         await self.claim_module_id()
         if self.embedded:
-            from core.dataservices.inbox_routes import inbox_routes
-
-            self.server = EmbeddedDataServices(store, host=self._host, port=self._port, token=self._token,
-                                               limits=self._limits, on_change=self._on_server_change,
-                                               extra_routes=inbox_routes(
-                                                   lambda: getattr(self.runtime.engine, "inbox", None)))
+            self.server = self.server or self._embedded_server()
             url = await self.server.start()
             self.state.url = url
             self.state.connected = True
@@ -754,9 +773,14 @@ class DataServicesLink:
                 taken.append(oid)
         return taken
 
+    def _event_log(self) -> EventLog | None:
+        """Where heartbeats are read: in-process on the embedded Data Services, else its client."""
+        return self.identity.client if self.identity is not None else self.client
+
     async def _refresh_fleet(self, leases: float = 2) -> None:
-        assert self.client is not None
-        self._all_beats = await recent_beats(self.client, time.time() - leases * self.lease)
+        events = self._event_log()
+        assert events is not None
+        self._all_beats = await recent_beats(events, time.time() - leases * self.lease)
         self._beats = _latest_per_module(self._all_beats)
         self._fleet_at = time.time()
 
