@@ -111,6 +111,9 @@ INSTANCE_KEY = "ds_instance"
 on the same data directory is the same instance and keeps its claims)."""
 LOST_PREFIX = "ds_lost:"
 """meta keys of adopted orders another console took over: never answered from here."""
+JOB_PREFIX = "ds_job:"
+"""meta keys of module jobs (capability orders) claimed and not answered yet, written before the
+job is queued: a restarted console finds them (:meth:`DataServicesLink._resume_module_jobs`)."""
 OWNER_PREFIX = "ds_owner:"
 """meta keys of those orders: the module id of the console that took each over."""
 ROW_STATUS = ORDER_ROW_COLUMNS.index("status")
@@ -377,6 +380,7 @@ class DataServicesLink:
         self.runtime.ledger.bus.subscribe(self._on_status, OrderStatusChanged)
         await self._restore_watches()
         self._answer_ended_runs()
+        await self._resume_module_jobs()
         if self.embedded:  # our own server: the templates are there before anyone asks
             await self.register_templates()
         self.tasks.spawn(self._inbound_loop(), "inbound")
@@ -889,6 +893,8 @@ class DataServicesLink:
                 answer_id = mirror.identifier or ""
                 await self._link(answer_id, remote_id, adopted=True)
             self._held[answer_id] = remote_id
+        if kind == "module" and not problems:  # recorded before it can start: found after a restart
+            await self._save_job(answer_id)
         if problems:
             self._held.pop(answer_id, None)
             await self.runtime.ledger.set_status(answer_id, OrderStatus.Invalid, who=self.module_id,
@@ -944,11 +950,60 @@ class DataServicesLink:
                       outputs: dict[str, Any] | None) -> None:
         self._held.pop(order_id, None)
         self._started.discard(order_id)
+        job = order_id in self._module_jobs
         self._module_jobs.discard(order_id)
         changes = None
         if outputs:
             changes = {"outputParameters": [to_parameter(k, v) for k, v in outputs.items()]}
         await self.runtime.ledger.set_status(order_id, status, who=self.module_id, why=why, changes=changes)
+        if job:
+            await self._forget_job(order_id)
+
+    async def _save_job(self, answer_id: str) -> None:
+        await self.runtime.store.write(lambda c: c.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (JOB_PREFIX + answer_id, "")))
+
+    async def _forget_job(self, answer_id: str) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM meta WHERE key = ?", (JOB_PREFIX + answer_id,))
+
+        await self.runtime.store.write(op)
+
+    async def _resume_module_jobs(self) -> list[str]:
+        """The module jobs in flight when the console stopped, after a restart. One that had not
+        started on an instrument is queued again; one that had (its order names the instrument,
+        written before the instrument was told to start) is never run again: its order ends in
+        Error, its outcome unknown, for an operator to decide. Returns the ids queued again."""
+        keys = await self.runtime.store.read(lambda c: [k for (k,) in c.execute(
+            "SELECT key FROM meta WHERE key LIKE ?", (JOB_PREFIX + "%",)).fetchall()])
+        queued = []
+        for answer_id in (k[len(JOB_PREFIX):] for k in keys):
+            if answer_id in self._module_jobs:
+                continue
+            try:
+                order = self.runtime.store.get_order(answer_id)
+            except LabconsoleError:
+                order = None
+            if order is None or order.status in TERMINAL_STATUSES | {OrderStatus.Error} or answer_id in self._lost \
+                    or (not self.embedded and answer_id not in self._held):  # answered, dropped, taken over
+                await self._forget_job(answer_id)
+                continue
+            if order.assignedTo and order.assignedTo != self.module_id:
+                why = (f"outcome unknown: the console stopped while {order.templateName} was executing on "
+                       f"{order.assignedTo}; it is not run again, an operator decides")
+                log.warning("Data Services: module job %s: %s", answer_id, why)
+                self._module_jobs.add(answer_id)
+                await self._answer(answer_id, OrderStatus.Error, why, None)
+                continue
+            if order.status is not OrderStatus.Running:
+                await self.runtime.ledger.set_status(answer_id, OrderStatus.Running, who=self.module_id,
+                                                   why="claimed by labconsole")
+            log.info("Data Services: module job %s (%s) queued again after a restart", answer_id,
+                     order.templateName)
+            self._module_jobs.add(answer_id)
+            self._spawn(self._run_module_job(answer_id, order))
+            queued.append(answer_id)
+        return queued
 
     def _answer_ended_runs(self) -> None:
         """Runs the engine resumed and finished before this link listened (a restart): answer them."""
