@@ -10,6 +10,13 @@ the bottleneck with its figure. Each size is cut off after 25 s (what finished b
 so the whole run stays under two minutes.
 
 usage: python bench/fleet.py [--sizes 1,2,4] [--per-console 15] [--cutoff 30]
+       python bench/fleet.py --scenario [--orders 3000] [--over 60] [--lease 10] [--speed 200]
+
+``--scenario`` runs tests/test_fleet_three.py at full size instead: one Data Services, three
+consoles, a LIMS (Biosero's client) creating 3,000 orders over 60 s, one console SIGKILLed at a
+quarter complete and restarted a lease later; it prints orders completed exactly once, doubled
+and lost, the time until all were Complete, reclaim latency, claim latency, the Data Services'
+answer time and the CPU each process spent per order, and what bounds the throughput.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -31,16 +39,10 @@ import fleetkit  # noqa: E402
 
 from core.dataservices.client import DataServicesClient  # noqa: E402
 from core.dataservices.leases import CLAIM_TOPIC, ClaimMark  # noqa: E402
+from core.errors import DataServicesError  # noqa: E402
 from core.orders import Order, OrderStatus, Parameter  # noqa: E402
 
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+cpu_seconds = fleetkit.cpu_seconds
 
 
 def pct(values: list[float], q: float) -> float:
@@ -128,12 +130,113 @@ def run_size(n: int, per_console: int, cutoff: float) -> dict[str, object]:
     return result
 
 
+class Prober:
+    """The Data Services' answer time (a GET every 0.5 s) on a thread of its own, meanwhile."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, url: str) -> None:
+        async def loop() -> None:
+            async with DataServicesClient(url, timeout=60) as c:
+                while not self._stop.is_set():
+                    t = time.perf_counter()
+                    try:
+                        await c.version()
+                    except DataServicesError:  # stopped at the end of the scenario
+                        return
+                    self.latencies.append((time.perf_counter() - t) * 1000)
+                    await asyncio.sleep(0.5)
+
+        self._thread = threading.Thread(target=lambda: asyncio.run(loop()), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(70)
+
+
+def scenario(orders: int, over: float, lease: float, speed: float, timeout: float) -> int:
+    """Issue 19's proof at full size: see :func:`fleetkit.three_workcells`."""
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
+    print(f"scenario: 3 consoles + LIMS creating {orders} orders over {over:g} s, lease {lease:g} s, "
+          f"clock x{speed:g}; cell-both SIGKILLed at a quarter complete, restarted {lease + 1:g} s later",
+          flush=True)
+    prober = Prober()
+    with tempfile.TemporaryDirectory(prefix="fleet-scenario-") as tmp:
+        try:
+            run = fleetkit.three_workcells(Path(tmp), orders, over, lease=lease, speed=speed, timeout=timeout,
+                                           probe=2.0, progress=lambda text: print(text, flush=True),
+                                           on_url=prober.start)
+        finally:
+            prober.stop()
+    done = len(run.created) - len(run.lost)
+    per_cell: dict[str, int] = {}
+    for oid in run.created:
+        holder = run.holders.get(oid)
+        if holder is not None and holder.module_id:
+            per_cell[holder.module_id] = per_cell.get(holder.module_id, 0) + 1
+    claims = [max(0.0, run.first_claim[o] - c.timestamp()) * 1000 for o in run.created
+              if o in run.first_claim and (c := run.final[o].creationTime) is not None]
+    rate = done / run.seconds
+    lat = prober.latencies
+    print(f"orders created: {len(run.created)} in {run.create_seconds:.1f} s "
+          f"({len(run.created) / run.create_seconds:.1f}/s asked)")
+    print(f"completed exactly once: {run.exactly_once}; doubled: {len(run.doubled)}; lost (not Complete): "
+          f"{len(run.lost)}; on a workcell that cannot run it or never started: {len(run.wrong_cell)}")
+    print(f"all done after {run.seconds:.0f} s: {rate:.2f} orders/s, {rate * 3600:.0f} orders/h "
+          f"(asked: {orders / over:.1f} orders/s)")
+    print("per workcell: " + ", ".join(f"{k} {v}" for k, v in sorted(per_cell.items())))
+    if run.reclaims:
+        print(f"taken over from the killed console: {len(run.reclaims)}, after {run.reclaims[0]:.1f}-"
+              f"{run.reclaims[-1]:.1f} s from the kill (lease {run.lease:g} s; restarted after "
+              f"{run.restarted_at - run.killed_at:.1f} s)")
+    else:
+        print("taken over from the killed console: none (it held nothing unstarted that another could run)")
+    print(f"claim latency (created -> first claim mark) p50 {pct(claims, .5):.0f} ms, p99 {pct(claims, .99):.0f} ms")
+    print(f"Data Services answer time (GET every 0.5 s) p50 {pct(lat, .5):.0f} ms, p99 {pct(lat, .99):.0f} ms")
+    cores = os.cpu_count() or 1
+    busy = sum(run.cpu.values())
+    print("CPU per order: " + ", ".join(
+        f"{name} {1000 * secs / max(1, per_cell.get(name, done) if name != 'data-services' else done):.0f} ms"
+        for name, secs in sorted(run.cpu.items())) + " (a console's: per order it ran)")
+    per_order = busy / max(1, done)
+    print(f"CPU used: {busy:.0f} s of {run.seconds * cores:.0f} s the {cores} cores had "
+          f"({busy / run.seconds:.0%} of {100 * cores}%); {1000 * per_order:.0f} ms of CPU per order in all: "
+          f"the {cores} cores carry at most {cores / per_order:.1f} orders/s")
+    if orders / over > rate:
+        bound = cores / per_order
+        if busy / run.seconds >= 0.8 * cores:
+            print(f"bottleneck: CPU. {orders / over:.1f} orders/s would need {orders / over * per_order:.1f} "
+                  f"cores at {1000 * per_order:.0f} ms of CPU per order; here {bound:.1f} orders/s at most")
+        else:
+            print(f"bottleneck: not CPU alone ({busy / run.seconds:.0%} of {100 * cores}% used): each order's "
+                  f"chain of requests waits on the Data Services (answer time p50 {pct(lat, .5):.0f} ms, p99 "
+                  f"{pct(lat, .99):.0f} ms)")
+    ok = not run.lost and not run.doubled and not run.wrong_cell
+    return 0 if ok else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1,2,4")
     parser.add_argument("--per-console", type=int, default=15)
     parser.add_argument("--cutoff", type=float, default=25.0)
+    parser.add_argument("--scenario", action="store_true",
+                        help="instead: three consoles, a LIMS creating --orders orders over --over "
+                             "seconds, one console SIGKILLed and restarted (tests/test_fleet_three.py "
+                             "at full size)")
+    parser.add_argument("--orders", type=int, default=3000)
+    parser.add_argument("--over", type=float, default=60.0)
+    parser.add_argument("--lease", type=float, default=10.0)
+    parser.add_argument("--speed", type=float, default=200.0)
+    parser.add_argument("--timeout", type=float, default=3600.0)
     args = parser.parse_args()
+    if args.scenario:
+        return scenario(args.orders, args.over, args.lease, args.speed, args.timeout)
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
     print(f"{'consoles':>8} {'orders':>7} {'s':>6} {'orders/h':>9} {'vs linear':>9} "

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from core.dataservices.client import DataServicesClient
+from core.dataservices.leases import CLAIM_TOPIC, ClaimMark, Holding, walk
+from core.orders import Order, OrderStatus
+from core.store import DB_FILENAME
 
 ROOT = Path(__file__).resolve().parent.parent
 FLEET = ROOT / "tests" / "helpers" / "fleet"
 TEMPLATES = FLEET / "templates"
-
 
 
 async def until(check, timeout: float, what: str, *, every: float = 0.05):  # noqa: ANN001, ANN201
@@ -105,3 +114,191 @@ def console(tmp: Path, name: str, url: str, workcell: str, *, lease: float = 3.0
     if backlog is not None:
         args += ["--backlog", str(backlog)]
     return Proc(args, d / "out.log", f"module {name} working")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+CAN_RUN = {"Fleet Read": {"cell-read", "cell-both"}, "Fleet Seal": {"cell-seal", "cell-both"},
+           "Fleet Read Seal": {"cell-both"}}
+CELLS = {"cell-read": "reader", "cell-seal": "sealer", "cell-both": "both"}
+
+
+@dataclass
+class FleetRun:
+    """What :func:`three_workcells` saw."""
+
+    created: list[str]
+    """The LIMS's orders, in the order it created them."""
+    create_seconds: float
+    """How long the LIMS took to create them."""
+    seconds: float
+    """From the LIMS's first create until every order was Complete (read every ``probe`` s)."""
+    final: dict[str, Order]
+    """Each LIMS order as the Data Services has it at the end."""
+    completed_runs: Counter[str]
+    """LIMS order id -> how many runs of it some console completed (its copy under the order)."""
+    holders: dict[str, Holding]
+    """LIMS order id -> its claim marks read in the server's order."""
+    templates: dict[str, str]
+    killed_at: float
+    """Epoch seconds of the SIGKILL."""
+    restarted_at: float
+    reclaims: list[float] = field(default_factory=list)
+    """Seconds from the SIGKILL to each takeover of an order the killed console held."""
+    cpu: dict[str, float] = field(default_factory=dict)
+    """CPU seconds per process while the orders ran (the killed console: both its lives)."""
+    lease: float = 0.0
+    log_problems: list[str] = field(default_factory=list)
+    """Consoles whose output holds a traceback."""
+    first_claim: dict[str, float] = field(default_factory=dict)
+    """LIMS order id -> when its first claim mark was stored (epoch seconds)."""
+
+    @property
+    def lost(self) -> list[str]:
+        return [i for i in self.created if i not in self.final or self.final[i].status is not OrderStatus.Complete]
+
+    @property
+    def doubled(self) -> list[str]:
+        return [i for i in self.created if self.completed_runs[i] > 1]
+
+    @property
+    def exactly_once(self) -> int:
+        return sum(1 for i in self.created if self.completed_runs[i] == 1
+                   and self.final.get(i) is not None and self.final[i].status is OrderStatus.Complete)
+
+    @property
+    def wrong_cell(self) -> list[str]:
+        return [i for i in self.created
+                if not self.holders.get(i, Holding()).started
+                or self.holders[i].module_id not in CAN_RUN[self.templates[i]]]
+
+
+def _complete_lims_orders(db: Path) -> int:
+    """LIMS orders Complete, read straight from the Data Services' SQLite file (read-only), so
+    watching the run costs the server nothing."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return int(conn.execute("SELECT count(*) FROM orders WHERE parent_id IS NULL AND status = ? AND "
+                                "json_extract(data, '$.createdBy') = 'lims'",
+                                (int(OrderStatus.Complete.value),)).fetchone()[0])
+    finally:
+        conn.close()
+
+
+async def _evidence(url: str) -> tuple[list[Order], list[ClaimMark]]:
+    async with DataServicesClient(url, timeout=60) as c:
+        orders: list[Order] = []
+        while True:
+            page = await c.orders(limit=1000, offset=len(orders))
+            orders += page
+            if len(page) < 1000:
+                break
+        marks: list[ClaimMark] = []
+        offset = 0
+        while True:
+            events = await c.query_events(topic=CLAIM_TOPIC, limit=5000, offset=offset)
+            marks += [m for m in (ClaimMark.from_event(e) for e in events) if m is not None]
+            if len(events) < 5000:
+                return orders, marks
+            offset += len(events)
+
+
+def three_workcells(tmp: Path, orders: int, over: float, *, lease: float = 3.0, speed: float = 200.0,
+                    restart_after: float | None = None, timeout: float = 180.0, probe: float = 0.5,
+                    progress: Callable[[str], None] | None = None,
+                    on_url: Callable[[str], None] | None = None) -> FleetRun:
+    """One ``labconsole data-services``, three headless consoles (a reader cell, a sealer cell, a
+    cell with both) and a LIMS (Biosero's OrderClient, in .bdm-venv) creating ``orders`` orders
+    evenly over ``over`` seconds, cycling through a read, a seal and a read then seal. Once a
+    quarter of them are Complete, the cell with both is SIGKILLed and restarted on its data
+    directory ``restart_after`` seconds later (default: a lease and a second, so the others take
+    over what it held unstarted). Returns what happened; raises AssertionError if the orders are
+    not all Complete within ``timeout`` seconds of the LIMS's start. ``on_url`` is told the Data
+    Services' address once it listens."""
+    from helpers.bdm_support import BDM_PYTHON
+
+    say = progress or (lambda _text: None)
+    restart_after = lease + 1.0 if restart_after is None else restart_after
+    ds, url = data_services(tmp)
+    if on_url is not None:
+        on_url(url)
+    db = tmp / "ds" / DB_FILENAME
+    procs: dict[str, Proc] = {}
+    lims = None
+    cpu: Counter[str] = Counter()
+    try:
+        for name, cell in CELLS.items():
+            procs[name] = console(tmp, name, url, cell, speed=speed, lease=lease)
+        start = {name: cpu_seconds(p.proc.pid) for name, p in procs.items()}
+        start["data-services"] = cpu_seconds(ds.proc.pid)
+        t0 = time.monotonic()
+        lims = subprocess.Popen([str(BDM_PYTHON), str(ROOT / "tests" / "helpers" / "fleet_lims.py"),
+                                 url, str(orders), str(over)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+
+        def until_complete(count: int) -> None:
+            last = -1
+            while True:
+                done = _complete_lims_orders(db)
+                if done != last:
+                    say(f"{time.monotonic() - t0:7.1f} s: {done} of {orders} complete")
+                    last = done
+                if done >= count:
+                    return
+                if time.monotonic() - t0 > timeout:
+                    raise AssertionError(f"{done} of {count} orders complete after {timeout} s")
+                time.sleep(probe)
+
+        until_complete(orders // 4)
+        cpu["cell-both"] += cpu_seconds(procs["cell-both"].proc.pid) - start.pop("cell-both")
+        killed_at = time.time()
+        procs["cell-both"].kill()  # mid-way, with orders claimed, running and queued
+        say(f"{time.monotonic() - t0:7.1f} s: cell-both SIGKILLed; restarted in {restart_after:g} s")
+        time.sleep(restart_after)
+        procs["cell-both"] = console(tmp, "cell-both", url, "both", speed=speed, lease=lease)
+        restarted_at = time.time()
+        start["cell-both"] = cpu_seconds(procs["cell-both"].proc.pid)
+        out, err = lims.communicate(timeout=max(60.0, 2 * over))
+        if lims.returncode != 0:
+            raise AssertionError(f"the LIMS failed: {err[-3000:]}")
+        created = json.loads(out.strip().splitlines()[-1])
+        until_complete(orders)
+        seconds = time.monotonic() - t0
+        for name, p in procs.items():
+            cpu[name] += cpu_seconds(p.proc.pid) - start[name]
+        cpu["data-services"] += cpu_seconds(ds.proc.pid) - start["data-services"]
+        everything, marks = asyncio.run(_evidence(url))
+    finally:
+        if lims is not None and lims.poll() is None:
+            lims.kill()
+        for p in procs.values():
+            p.stop()
+        ds.stop()
+    by_order: dict[str, list[ClaimMark]] = {}
+    for m in marks:
+        by_order.setdefault(m.order_id, []).append(m)
+    ids = set(created["ids"])
+    runs: Counter[str] = Counter()
+    for o in everything:  # each console's own run of an order is created under it, by that console
+        if o.parentIdentifier in ids and o.status is OrderStatus.Complete:
+            runs[o.parentIdentifier] += 1
+    both = {m.instance for m in marks if m.module_id == "cell-both"}
+    reclaims = [m.at - killed_at for m in marks if m.kind == "takeover" and m.previous in both]
+    first_claim: dict[str, float] = {}
+    for m in marks:
+        if m.kind == "claim" and m.order_id in ids:
+            first_claim[m.order_id] = min(first_claim.get(m.order_id, m.at), m.at)
+    problems = [name for name in CELLS if "Traceback" in (tmp / name / "out.log").read_text(errors="replace")]
+    return FleetRun(created=list(created["ids"]), create_seconds=float(created["seconds"]), seconds=seconds,
+                    final={o.identifier or "": o for o in everything if o.identifier in ids},
+                    completed_runs=runs, holders={i: walk(by_order.get(i, [])) for i in ids},
+                    templates=dict(created["templates"]), killed_at=killed_at, restarted_at=restarted_at,
+                    reclaims=sorted(reclaims), cpu=dict(cpu), lease=lease, log_problems=problems,
+                    first_claim=first_claim)
