@@ -9,6 +9,7 @@ first console closed."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 
 import fleetkit
@@ -92,6 +93,12 @@ def test_a_console_sharing_an_embedded_data_services_lists_that_console_and_its_
         own_requests = (sum(a_link.client.sent.values()) if a_link.client else 0) - sent
         await b.close()
         statuses = {i: a.store.get_order(i).status for i in ids}
+        # a day on, its own Data Services keeps no heartbeat (each one was over after its lease)
+        events = a_link.identity.client  # type: ignore[union-attr]
+        total = len(await events.query_events(limit=10_000))
+        pruned = await a_link.prune_heartbeats(now=time.time() + 2 * 86_400)
+        left = await events.query_events(topic=HEARTBEAT_TOPIC)
+        total_left = len(await events.query_events(limit=10_000))
         await a.close()
         store = Store(tmp_path / "a" / DB_FILENAME).open()
         try:
@@ -99,9 +106,10 @@ def test_a_console_sharing_an_embedded_data_services_lists_that_console_and_its_
         finally:
             store.close()
         beats = [ModuleBeat.from_event(EventMessage.model_validate_json(r)) for r in rows]
-        return ids, seen, taken, due, str(refused.value), own_requests, statuses, [b for b in beats if b]
+        return (ids, seen, taken, due, str(refused.value), own_requests, statuses, [b for b in beats if b],
+                (pruned, len(left), total, total_left))
 
-    ids, seen, taken, due, refused, own_requests, statuses, beats = asyncio.run(scenario())
+    ids, seen, taken, due, refused, own_requests, statuses, beats, pruning = asyncio.run(scenario())
     assert set(seen) == {"cell-a", "cell-b"}, "cell-b lists the console whose embedded Data Services it uses"
     a = seen["cell-a"]
     assert a.alive and a.beat.hosts_data_services and a.beat.workcell == "one slow reader"
@@ -114,6 +122,9 @@ def test_a_console_sharing_an_embedded_data_services_lists_that_console_and_its_
     assert own_requests == 0, "cell-a posts and reads its heartbeats in-process, not over HTTP"
     mine = [b for b in beats if b.module_id == "cell-a"]
     assert mine and mine[-1].lease == 0, "cell-a left with a last heartbeat of lease 0"
+    pruned, left, total, total_left = pruning
+    assert pruned >= 3 and left == 0, "old heartbeats (both consoles') are removed"
+    assert total_left == total - pruned and total_left > 0, "the other events (orders created, ...) are kept"
 
 
 async def _true(value: bool) -> bool:

@@ -60,6 +60,7 @@ from core.dataservices.config import DataServicesSettings
 from core.dataservices.errors import CreateOutcomeUnknownError
 from core.dataservices.fleet import (
     DEFAULT_LEASE,
+    HEARTBEAT_TOPIC,
     EventLog,
     FleetModule,
     LocalEvents,
@@ -116,6 +117,10 @@ JOB_PREFIX = "ds_job:"
 job is queued: a restarted console finds them (:meth:`DataServicesLink._resume_module_jobs`)."""
 OWNER_PREFIX = "ds_owner:"
 """meta keys of those orders: the module id of the console that took each over."""
+HEARTBEATS_KEPT = 86_400.0
+"""Embedded mode: seconds heartbeats stay in the console's own Data Services (at least
+``SWEEP_LEASES`` leases); a heartbeat says nothing once its lease is over, and one every third of
+a lease would otherwise grow the store by megabytes a day."""
 ROW_STATUS = ORDER_ROW_COLUMNS.index("status")
 ROW_ASSIGNED = ORDER_ROW_COLUMNS.index("assigned_to")
 
@@ -367,6 +372,8 @@ class DataServicesLink:
         self.client = self.client or DataServicesClient(url, timeout=self._timeout, token=self._token)
         if self.identity is not None:
             self.tasks.spawn(self.identity.run(), "heartbeat")
+        if self.embedded:
+            self.tasks.spawn(self._prune_loop(), "heartbeats kept")
         if self.leases is not None:
             await self._refresh_fleet()
             for local_id in sorted(self._lost):
@@ -776,6 +783,25 @@ class DataServicesLink:
             if await self._adopt_or_report(order, kind):
                 taken.append(oid)
         return taken
+
+    async def _prune_loop(self) -> None:
+        while True:
+            try:
+                await self.prune_heartbeats()
+            except Exception:  # noqa: BLE001 - tried again next hour
+                log.exception("Data Services: old heartbeats not removed")
+            await asyncio.sleep(3600)
+
+    async def prune_heartbeats(self, now: float | None = None) -> int:
+        """Embedded mode: remove heartbeats older than :data:`HEARTBEATS_KEPT` from the console's own
+        Data Services (this console's and those of consoles sharing it); return how many."""
+        before = (time.time() if now is None else now) - max(HEARTBEATS_KEPT, SWEEP_LEASES * self.lease)
+
+        def op(c: sqlite3.Connection) -> int:
+            return int(c.execute("DELETE FROM ds_events WHERE topic = ? AND created < ?",
+                                 (HEARTBEAT_TOPIC, before)).rowcount)
+
+        return await self.runtime.store.write(op)
 
     def _event_log(self) -> EventLog | None:
         """Where heartbeats are read: in-process on the embedded Data Services, else its client."""
