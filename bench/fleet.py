@@ -42,7 +42,7 @@ from core.dataservices.leases import CLAIM_TOPIC, ClaimMark  # noqa: E402
 from core.errors import DataServicesError  # noqa: E402
 from core.orders import Order, OrderStatus, Parameter  # noqa: E402
 
-cpu_seconds = fleetkit.cpu_seconds
+cpu_seconds, runqueue_seconds = fleetkit.cpu_seconds, fleetkit.runqueue_seconds
 
 
 def pct(values: list[float], q: float) -> float:
@@ -118,16 +118,31 @@ def run_size(n: int, per_console: int, cutoff: float) -> dict[str, object]:
                 procs.append(fleetkit.console(base, f"cell-{i + 1}", url, "reader", speed=400, lease=10,
                                               poll=0.2))
             before = (cpu_seconds(ds.proc.pid), sum(cpu_seconds(p.proc.pid) for p in procs))
+            waited = (runqueue_seconds(ds.proc.pid), sum(runqueue_seconds(p.proc.pid) for p in procs))
             result = asyncio.run(load(url, per_console * n, cutoff))
             wall = float(result["elapsed"])  # type: ignore[arg-type]
             result["ds_cpu"] = (cpu_seconds(ds.proc.pid) - before[0]) / wall
             result["consoles_cpu"] = (sum(cpu_seconds(p.proc.pid) for p in procs) - before[1]) / wall
+            result["ds_wait"] = (runqueue_seconds(ds.proc.pid) - waited[0]) / wall
+            result["consoles_wait"] = (sum(runqueue_seconds(p.proc.pid) for p in procs) - waited[1]) / wall
         finally:
             for p in procs:
                 p.stop()
             ds.stop()
+        sent = [fleetkit.requests_sent(p.log) for p in procs]
+        result["requests"] = sum(r for r in sent if r is not None) if None not in sent else None
     result["idle"] = idle
     return result
+
+
+def per_order(r: dict[str, object]) -> dict[str, float]:
+    """Milliseconds per completed order: CPU and time waiting for a CPU, of the Data Services and
+    of the consoles together; requests the consoles sent per order (nan if not known)."""
+    done, wall = max(1, int(r["done"])), float(r["elapsed"])  # type: ignore[call-overload,arg-type]
+    sent = r.get("requests")
+    return {key: 1000 * float(r[key]) * wall / done  # type: ignore[arg-type]
+            for key in ("ds_cpu", "consoles_cpu", "ds_wait", "consoles_wait")} | {
+        "requests": float(sent) / done if sent is not None else float("nan")}  # type: ignore[arg-type]
 
 
 class Prober:
@@ -203,15 +218,21 @@ def scenario(orders: int, over: float, lease: float, speed: float, timeout: floa
     print("CPU per order: " + ", ".join(
         f"{name} {1000 * secs / max(1, per_cell.get(name, done) if name != 'data-services' else done):.0f} ms"
         for name, secs in sorted(run.cpu.items())) + " (a console's: per order it ran)")
+    waited = sum(run.waited.values())
+    print("waiting for a core per order: " + ", ".join(
+        f"{name} {1000 * secs / max(1, per_cell.get(name, done) if name != 'data-services' else done):.0f} ms"
+        for name, secs in sorted(run.waited.items())) + f" ({waited:.0f} s in all, against {busy:.0f} s running)")
     per_order = busy / max(1, done)
     print(f"CPU used: {busy:.0f} s of {run.seconds * cores:.0f} s the {cores} cores had "
           f"({busy / run.seconds:.0%} of {100 * cores}%); {1000 * per_order:.0f} ms of CPU per order in all: "
           f"the {cores} cores carry at most {cores / per_order:.1f} orders/s")
     if orders / over > rate:
         bound = cores / per_order
-        if busy / run.seconds >= 0.8 * cores:
+        if busy / run.seconds >= 0.8 * cores or waited >= busy:
             print(f"bottleneck: CPU. {orders / over:.1f} orders/s would need {orders / over * per_order:.1f} "
-                  f"cores at {1000 * per_order:.0f} ms of CPU per order; here {bound:.1f} orders/s at most")
+                  f"cores at {1000 * per_order:.0f} ms of CPU per order; here {bound:.1f} orders/s at most, "
+                  f"and the fleet's processes waited {1000 * waited / max(1, done):.0f} ms per order for a "
+                  "core the machine's other work held")
         else:
             print(f"bottleneck: not CPU alone ({busy / run.seconds:.0%} of {100 * cores}% used): each order's "
                   f"chain of requests waits on the Data Services (answer time p50 {pct(lat, .5):.0f} ms, p99 "
@@ -250,12 +271,17 @@ def main() -> int:
         base_rate = base_rate or rate / n
         scaling = rate / (base_rate * n) if base_rate else float("nan")
         claims, lat, idle = r["claims"], r["latency"], r["idle"]
-        rows.append((n, scaling, lat, idle, r["ds_cpu"], r["consoles_cpu"]))
+        rows.append((n, scaling, lat, idle, r["ds_cpu"], r["consoles_cpu"], per_order(r)))
         print(f"{n:>8} {r['done']:>3}/{args.per_console * n:<3} {r['elapsed']:>6.1f} {rate:>9.0f} "
               f"{scaling:>8.2f}x {pct(claims, .5):>7.0f}ms {pct(claims, .99):>7.0f}ms "  # type: ignore[arg-type]
               f"{pct(lat, .5):>5.0f}ms {pct(lat, .99):>5.0f}ms {statistics.median(idle):>5.0f}ms "  # type: ignore[arg-type]
               f"{float(r['ds_cpu']):>6.0%} {float(r['consoles_cpu']):>8.0%}", flush=True)  # type: ignore[arg-type]
-    n, scaling, lat, idle, ds_cpu, consoles_cpu = rows[-1]
+    print("per order completed (ms): CPU of the Data Services / of the consoles; time they spent ready to "
+          "run but waiting for a core (the machine's run queue); requests the consoles sent")
+    for n, *_rest, po in rows:
+        print(f"{n:>8} consoles: DS CPU {po['ds_cpu']:.0f}, consoles CPU {po['consoles_cpu']:.0f}; waiting for "
+              f"a core: DS {po['ds_wait']:.0f}, consoles {po['consoles_wait']:.0f}; {po['requests']:.0f} requests")
+    n, scaling, lat, idle, ds_cpu, consoles_cpu, po = rows[-1]
     if scaling >= 0.85:
         print(f"scaling to {n} consoles: {scaling:.2f} x linear (target 0.85)")
     else:
@@ -264,8 +290,16 @@ def main() -> int:
         share = (f"the Data Services used {float(ds_cpu):.0%} of a core and the {n} consoles "  # type: ignore[arg-type]
                  f"{float(consoles_cpu):.0%}: {busy:.0%} of the {100 * cores}% the {cores} cores "  # type: ignore[arg-type]
                  f"have (load average {os.getloadavg()[0]:.1f} with the machine's other work)")
+        cpu_ms, wait_ms = po["ds_cpu"] + po["consoles_cpu"], po["ds_wait"] + po["consoles_wait"]
         if busy >= 0.8 * cores:
             print(f"scaling to {n} consoles: {scaling:.2f} x linear, below 0.85. Bottleneck: CPU; {share}")
+        elif wait_ms >= cpu_ms:
+            print(f"scaling to {n} consoles: {scaling:.2f} x linear, below 0.85. Bottleneck: the cores of this "
+                  f"shared machine. Each order took {cpu_ms:.0f} ms of CPU (Data Services {po['ds_cpu']:.0f}, "
+                  f"consoles {po['consoles_cpu']:.0f}), and the fleet's processes spent {wait_ms:.0f} ms per "
+                  f"order ready to run but waiting for a core, which the machine's other work held "
+                  f"({share}); each order's {po['requests']:.0f} requests wait on the Data Services one after "
+                  f"the other (answer time p50 {pct(lat, .5):.0f} ms, p99 {pct(lat, .99):.0f} ms)")
         else:
             print(f"scaling to {n} consoles: {scaling:.2f} x linear, below 0.85. Bottleneck: the Data "
                   f"Services' answer time, {pct(lat, .5):.0f} ms p50 / {pct(lat, .99):.0f} ms p99 under "

@@ -411,7 +411,8 @@ def _headless_console(args: argparse.Namespace, data_dir: Path) -> int:
         data_dir, settings, module_id=module_id, workcell=args.workcell, templates=args.templates,
         speed=args.speed, lease=lease, poll_interval=args.poll, token=token, backlog=args.backlog,
         compatible=compatible_from_ini(config),
-        ready=lambda m: print(f"module {m} working {settings.url}", flush=True)))
+        ready=lambda m: print(f"module {m} working {settings.url}", flush=True),
+        stopped=lambda text: print(text, flush=True)))
 
 
 def _store(args: argparse.Namespace, data_dir: Path) -> int:

@@ -29,8 +29,10 @@ async def run(data_dir: Path, settings: DataServicesSettings, *, module_id: str,
               templates: Path | None, speed: float = 1.0, lease: float = DEFAULT_LEASE,
               poll_interval: float = 1.0, token: str | None = None, backlog: int | None = None,
               ready: Callable[[str], None] | None = None, stop: asyncio.Event | None = None,
-              compatible: Mapping[str, SpecifierSet] | None = None) -> int:
-    """Work the Data Services' orders until ``stop`` is set (or SIGINT/SIGTERM)."""
+              compatible: Mapping[str, SpecifierSet] | None = None,
+              stopped: Callable[[str], None] | None = None) -> int:
+    """Work the Data Services' orders until ``stop`` is set (or SIGINT/SIGTERM); then tell
+    ``stopped`` how many requests it sent the Data Services, by method."""
     from core.dataservices.link import DataServicesLink
     from core.runtime import DEMO_WORKCELL, SAMPLE_TEMPLATES, Runtime
     from core.store import DB_FILENAME, Store
@@ -54,6 +56,10 @@ async def run(data_dir: Path, settings: DataServicesSettings, *, module_id: str,
         if ready is not None:
             ready(module_id)
         await stop.wait()
+        if stopped is not None and link.client is not None:
+            sent = link.client.sent
+            stopped(f"module {module_id} stopped: {sum(sent.values())} requests to the Data Services ("
+                    + ", ".join(f"{method} {n}" for method, n in sorted(sent.items())) + ")")
         return 0
     finally:
         await runtime.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -159,6 +160,8 @@ class FleetRun:
     """Consoles whose output holds a traceback."""
     first_claim: dict[str, float] = field(default_factory=dict)
     """LIMS order id -> when its first claim mark was stored (epoch seconds)."""
+    waited: dict[str, float] = field(default_factory=dict)
+    """Seconds per process ready to run but waiting for a core (:func:`runqueue_seconds`)."""
 
     @property
     def lost(self) -> list[str]:
@@ -233,11 +236,14 @@ def three_workcells(tmp: Path, orders: int, over: float, *, lease: float = 3.0, 
     procs: dict[str, Proc] = {}
     lims = None
     cpu: Counter[str] = Counter()
+    waited: Counter[str] = Counter()
     try:
         for name, cell in CELLS.items():
             procs[name] = console(tmp, name, url, cell, speed=speed, lease=lease)
         start = {name: cpu_seconds(p.proc.pid) for name, p in procs.items()}
         start["data-services"] = cpu_seconds(ds.proc.pid)
+        queued = {name: runqueue_seconds(p.proc.pid) for name, p in procs.items()}
+        queued["data-services"] = runqueue_seconds(ds.proc.pid)
         t0 = time.monotonic()
         lims = subprocess.Popen([str(BDM_PYTHON), str(ROOT / "tests" / "helpers" / "fleet_lims.py"),
                                  url, str(orders), str(over)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -258,6 +264,7 @@ def three_workcells(tmp: Path, orders: int, over: float, *, lease: float = 3.0, 
 
         until_complete(orders // 4)
         cpu["cell-both"] += cpu_seconds(procs["cell-both"].proc.pid) - start.pop("cell-both")
+        waited["cell-both"] += runqueue_seconds(procs["cell-both"].proc.pid) - queued.pop("cell-both")
         killed_at = time.time()
         procs["cell-both"].kill()  # mid-way, with orders claimed, running and queued
         say(f"{time.monotonic() - t0:7.1f} s: cell-both SIGKILLed; restarted in {restart_after:g} s")
@@ -265,6 +272,7 @@ def three_workcells(tmp: Path, orders: int, over: float, *, lease: float = 3.0, 
         procs["cell-both"] = console(tmp, "cell-both", url, "both", speed=speed, lease=lease)
         restarted_at = time.time()
         start["cell-both"] = cpu_seconds(procs["cell-both"].proc.pid)
+        queued["cell-both"] = runqueue_seconds(procs["cell-both"].proc.pid)
         out, err = lims.communicate(timeout=max(60.0, 2 * over))
         if lims.returncode != 0:
             raise AssertionError(f"the LIMS failed: {err[-3000:]}")
@@ -273,7 +281,9 @@ def three_workcells(tmp: Path, orders: int, over: float, *, lease: float = 3.0, 
         seconds = time.monotonic() - t0
         for name, p in procs.items():
             cpu[name] += cpu_seconds(p.proc.pid) - start[name]
+            waited[name] += runqueue_seconds(p.proc.pid) - queued[name]
         cpu["data-services"] += cpu_seconds(ds.proc.pid) - start["data-services"]
+        waited["data-services"] += runqueue_seconds(ds.proc.pid) - queued["data-services"]
         everything, marks = asyncio.run(_evidence(url))
     finally:
         if lims is not None and lims.poll() is None:
@@ -301,4 +311,22 @@ def three_workcells(tmp: Path, orders: int, over: float, *, lease: float = 3.0, 
                     completed_runs=runs, holders={i: walk(by_order.get(i, [])) for i in ids},
                     templates=dict(created["templates"]), killed_at=killed_at, restarted_at=restarted_at,
                     reclaims=sorted(reclaims), cpu=dict(cpu), lease=lease, log_problems=problems,
-                    first_claim=first_claim)
+                    first_claim=first_claim, waited=dict(waited))
+
+
+def runqueue_seconds(pid: int) -> float:
+    """Seconds the threads of a process spent ready to run but waiting for a CPU (Linux
+    ``/proc/PID/task/*/schedstat``; threads that ended are not counted)."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(stat.read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
+
+
+def requests_sent(log: Path) -> int | None:
+    """Requests a headless console sent its Data Services, from the line it prints when it stops."""
+    found = re.findall(r"stopped: (\d+) requests to the Data Services", log.read_text(errors="replace"))
+    return int(found[-1]) if found else None
