@@ -131,6 +131,9 @@ def run_size(n: int, per_console: int, cutoff: float) -> dict[str, object]:
             ds.stop()
         sent = [fleetkit.requests_sent(p.log) for p in procs]
         result["requests"] = sum(r for r in sent if r is not None) if None not in sent else None
+        busy = [fleetkit.outbox_busy(p.log) for p in procs]
+        result["outbox"] = (sum(b for b in busy if b is not None) / len(busy) / float(result["elapsed"])  # type: ignore[arg-type]
+                            if procs and None not in busy else float("nan"))
     result["idle"] = idle
     return result
 
@@ -142,7 +145,8 @@ def per_order(r: dict[str, object]) -> dict[str, float]:
     sent = r.get("requests")
     return {key: 1000 * float(r[key]) * wall / done  # type: ignore[arg-type]
             for key in ("ds_cpu", "consoles_cpu", "ds_wait", "consoles_wait")} | {
-        "requests": float(sent) / done if sent is not None else float("nan")}  # type: ignore[arg-type]
+        "requests": float(sent) / done if sent is not None else float("nan"),  # type: ignore[arg-type]
+        "outbox": float(r["outbox"])}  # type: ignore[arg-type]
 
 
 class Prober:
@@ -280,7 +284,8 @@ def main() -> int:
           "run but waiting for a core (the machine's run queue); requests the consoles sent")
     for n, *_rest, po in rows:
         print(f"{n:>8} consoles: DS CPU {po['ds_cpu']:.0f}, consoles CPU {po['consoles_cpu']:.0f}; waiting for "
-              f"a core: DS {po['ds_wait']:.0f}, consoles {po['consoles_wait']:.0f}; {po['requests']:.0f} requests")
+              f"a core: DS {po['ds_wait']:.0f}, consoles {po['consoles_wait']:.0f}; {po['requests']:.0f} requests; "
+              f"each console's outbox delivering {po['outbox']:.0%} of the time")
     n, scaling, lat, idle, ds_cpu, consoles_cpu, po = rows[-1]
     if scaling >= 0.85:
         print(f"scaling to {n} consoles: {scaling:.2f} x linear (target 0.85)")
@@ -291,7 +296,14 @@ def main() -> int:
                  f"{float(consoles_cpu):.0%}: {busy:.0%} of the {100 * cores}% the {cores} cores "  # type: ignore[arg-type]
                  f"have (load average {os.getloadavg()[0]:.1f} with the machine's other work)")
         cpu_ms, wait_ms = po["ds_cpu"] + po["consoles_cpu"], po["ds_wait"] + po["consoles_wait"]
-        if busy >= 0.8 * cores:
+        if po["outbox"] >= 0.8:
+            print(f"scaling to {n} consoles: {scaling:.2f} x linear, below 0.85. Bottleneck: each console's "
+                  f"outbox, delivering {po['outbox']:.0%} of the time: it sends its orders' creates, claims and "
+                  f"statuses one request after another ({po['requests']:.0f} requests per order in all), each "
+                  f"waiting on the Data Services (answer time p50 {pct(lat, .5):.0f} ms, p99 {pct(lat, .99):.0f} "
+                  f"ms), and an order is Complete there only once its outbox delivered that; CPU per order "
+                  f"{cpu_ms:.0f} ms, waiting for a core {wait_ms:.0f} ms ({share})")
+        elif busy >= 0.8 * cores:
             print(f"scaling to {n} consoles: {scaling:.2f} x linear, below 0.85. Bottleneck: CPU; {share}")
         elif wait_ms >= cpu_ms:
             print(f"scaling to {n} consoles: {scaling:.2f} x linear, below 0.85. Bottleneck: the cores of this "

@@ -32,7 +32,8 @@ async def run(data_dir: Path, settings: DataServicesSettings, *, module_id: str,
               compatible: Mapping[str, SpecifierSet] | None = None,
               stopped: Callable[[str], None] | None = None) -> int:
     """Work the Data Services' orders until ``stop`` is set (or SIGINT/SIGTERM); then tell
-    ``stopped`` how many requests it sent the Data Services, by method."""
+    ``stopped`` how many requests it sent the Data Services, by method, and how long its outbox
+    spent delivering."""
     from core.dataservices.link import DataServicesLink
     from core.runtime import DEMO_WORKCELL, SAMPLE_TEMPLATES, Runtime
     from core.store import DB_FILENAME, Store
@@ -44,6 +45,7 @@ async def run(data_dir: Path, settings: DataServicesSettings, *, module_id: str,
     if not poll_interval > 0:
         raise ConfigError.at(f"must be more than 0 seconds, not {poll_interval:g}", field="--poll")
     clock: Clock = SystemClock() if speed == 1 else ScaledClock(speed)
+    loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     stop_on_signals(stop)
     store = await asyncio.to_thread(lambda: Store(data_dir / DB_FILENAME).open())
@@ -55,11 +57,13 @@ async def run(data_dir: Path, settings: DataServicesSettings, *, module_id: str,
         await runtime.start(templates_dir=templates or SAMPLE_TEMPLATES, link=link)
         if ready is not None:
             ready(module_id)
+        began = loop.time()
         await stop.wait()
         if stopped is not None and link.client is not None:
             sent = link.client.sent
             stopped(f"module {module_id} stopped: {sum(sent.values())} requests to the Data Services ("
-                    + ", ".join(f"{method} {n}" for method, n in sorted(sent.items())) + ")")
+                    + ", ".join(f"{method} {n}" for method, n in sorted(sent.items())) + "); outbox "
+                    f"delivering {link.outbox_busy:.1f} s of {loop.time() - began:.1f} s")
         return 0
     finally:
         await runtime.close()

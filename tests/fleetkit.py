@@ -330,3 +330,9 @@ def requests_sent(log: Path) -> int | None:
     """Requests a headless console sent its Data Services, from the line it prints when it stops."""
     found = re.findall(r"stopped: (\d+) requests to the Data Services", log.read_text(errors="replace"))
     return int(found[-1]) if found else None
+
+
+def outbox_busy(log: Path) -> float | None:
+    """Seconds a headless console's outbox spent delivering, from the line it prints when it stops."""
+    found = re.findall(r"outbox delivering ([\d.]+) s of", log.read_text(errors="replace"))
+    return float(found[-1]) if found else None

@@ -210,6 +210,10 @@ class DataServicesLink:
         """Embedded mode: server changes that woke the inbound loop (a waiting order to look at)."""
         self.polls = 0
         """Reads of the waiting orders (:meth:`poll_once`)."""
+        self.outbox_busy = 0.0
+        """Remote mode: seconds the outbox spent delivering (its rounds that sent something); the
+        outbox delivers one request after another, so near the console's uptime it bounds how
+        fast this console's orders reach the Data Services."""
 
     @property
     def embedded(self) -> bool:
@@ -1102,7 +1106,10 @@ class DataServicesLink:
         backoff = 0.5
         while True:
             try:
+                began = time.monotonic()
                 delivered = await self.deliver_pending()
+                if delivered:
+                    self.outbox_busy += time.monotonic() - began
                 self._mark(True, None)
                 backoff = 0.5
                 if not delivered:
