@@ -182,7 +182,7 @@ def scenario(orders: int, over: float, lease: float, speed: float, timeout: floa
     """Issue 19's proof at full size: see :func:`fleetkit.three_workcells`."""
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
     print(f"scenario: 3 consoles + LIMS creating {orders} orders over {over:g} s, lease {lease:g} s, "
-          f"clock x{speed:g}; cell-both SIGKILLed at a quarter complete, restarted {lease + 1:g} s later",
+          f"clock x{speed:g}; cell-both SIGKILLed at a quarter complete, restarted {2 * lease + 1:g} s later",
           flush=True)
     prober = Prober()
     with tempfile.TemporaryDirectory(prefix="fleet-scenario-") as tmp:
@@ -203,7 +203,8 @@ def scenario(orders: int, over: float, lease: float, speed: float, timeout: floa
     rate = done / run.seconds
     lat = prober.latencies
     print(f"orders created: {len(run.created)} in {run.create_seconds:.1f} s "
-          f"({len(run.created) / run.create_seconds:.1f}/s asked)")
+          f"({len(run.created) / run.create_seconds:.1f}/s; asked: {orders / over:.1f}/s; each create of "
+          "Biosero's client waits for the Data Services' answer)")
     print(f"completed exactly once: {run.exactly_once}; doubled: {len(run.doubled)}; lost (not Complete): "
           f"{len(run.lost)}; on a workcell that cannot run it or never started: {len(run.wrong_cell)}")
     print(f"all done after {run.seconds:.0f} s: {rate:.2f} orders/s, {rate * 3600:.0f} orders/h "
@@ -226,6 +227,12 @@ def scenario(orders: int, over: float, lease: float, speed: float, timeout: floa
     print("waiting for a core per order: " + ", ".join(
         f"{name} {1000 * secs / max(1, per_cell.get(name, done) if name != 'data-services' else done):.0f} ms"
         for name, secs in sorted(run.waited.items())) + f" ({waited:.0f} s in all, against {busy:.0f} s running)")
+    for name in sorted(run.requests):
+        ran = per_cell.get(name, 0)
+        if ran and name in run.outbox:
+            print(f"{name}: {run.requests[name]} requests to the Data Services"
+                  + (" since its restart" if name == "cell-both" else f", {run.requests[name] / ran:.0f} per order")
+                  + f"; its outbox delivering {run.outbox[name]:.0f} s of the {run.seconds:.0f} s")
     per_order = busy / max(1, done)
     print(f"CPU used: {busy:.0f} s of {run.seconds * cores:.0f} s the {cores} cores had "
           f"({busy / run.seconds:.0%} of {100 * cores}%); {1000 * per_order:.0f} ms of CPU per order in all: "

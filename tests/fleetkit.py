@@ -162,6 +162,10 @@ class FleetRun:
     """LIMS order id -> when its first claim mark was stored (epoch seconds)."""
     waited: dict[str, float] = field(default_factory=dict)
     """Seconds per process ready to run but waiting for a core (:func:`runqueue_seconds`)."""
+    requests: dict[str, int] = field(default_factory=dict)
+    """Requests each console sent the Data Services (the killed one: since its restart)."""
+    outbox: dict[str, float] = field(default_factory=dict)
+    """Seconds each console's outbox spent delivering (the killed one: since its restart)."""
 
     @property
     def lost(self) -> list[str]:
@@ -221,14 +225,14 @@ def three_workcells(tmp: Path, orders: int, over: float, *, lease: float = 3.0, 
     cell with both) and a LIMS (Biosero's OrderClient, in .bdm-venv) creating ``orders`` orders
     evenly over ``over`` seconds, cycling through a read, a seal and a read then seal. Once a
     quarter of them are Complete, the cell with both is SIGKILLed and restarted on its data
-    directory ``restart_after`` seconds later (default: a lease and a second, so the others take
-    over what it held unstarted). Returns what happened; raises AssertionError if the orders are
+    directory ``restart_after`` seconds later (default: two leases and a second, so the others
+    take over what it held unstarted). Returns what happened; raises AssertionError if the orders are
     not all Complete within ``timeout`` seconds of the LIMS's start. ``on_url`` is told the Data
     Services' address once it listens."""
     from helpers.bdm_support import BDM_PYTHON
 
     say = progress or (lambda _text: None)
-    restart_after = lease + 1.0 if restart_after is None else restart_after
+    restart_after = 2 * lease + 1.0 if restart_after is None else restart_after
     ds, url = data_services(tmp)
     if on_url is not None:
         on_url(url)
@@ -305,13 +309,17 @@ def three_workcells(tmp: Path, orders: int, over: float, *, lease: float = 3.0, 
     for m in marks:
         if m.kind == "claim" and m.order_id in ids:
             first_claim[m.order_id] = min(first_claim.get(m.order_id, m.at), m.at)
+    sent = {name: requests_sent(tmp / name / "out.log") for name in CELLS}
+    busy = {name: outbox_busy(tmp / name / "out.log") for name in CELLS}
     problems = [name for name in CELLS if "Traceback" in (tmp / name / "out.log").read_text(errors="replace")]
     return FleetRun(created=list(created["ids"]), create_seconds=float(created["seconds"]), seconds=seconds,
                     final={o.identifier or "": o for o in everything if o.identifier in ids},
                     completed_runs=runs, holders={i: walk(by_order.get(i, [])) for i in ids},
                     templates=dict(created["templates"]), killed_at=killed_at, restarted_at=restarted_at,
                     reclaims=sorted(reclaims), cpu=dict(cpu), lease=lease, log_problems=problems,
-                    first_claim=first_claim, waited=dict(waited))
+                    first_claim=first_claim, waited=dict(waited),
+                    requests={k: v for k, v in sent.items() if v is not None},
+                    outbox={k: v for k, v in busy.items() if v is not None})
 
 
 def runqueue_seconds(pid: int) -> float:
