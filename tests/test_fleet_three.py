@@ -30,3 +30,5 @@ def test_three_workcells_run_every_order_exactly_once_through_a_kill_and_restart
     assert run.wrong_cell == [], [(i, run.templates[i], run.holders[i]) for i in run.wrong_cell]
     assert run.exactly_once == ORDERS
     assert run.log_problems == [], "a console's output holds a traceback"
+    assert set(run.requests) == set(run.outbox) == set(fleetkit.CELLS), "each console says what it sent"
+    assert all(run.requests[name] > 0 and run.outbox[name] > 0 for name in ("cell-read", "cell-seal"))

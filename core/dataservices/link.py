@@ -1015,7 +1015,8 @@ class DataServicesLink:
             except LabconsoleError:
                 order = None
             if order is None or order.status in TERMINAL_STATUSES | {OrderStatus.Error} or answer_id in self._lost \
-                    or (not self.embedded and answer_id not in self._held):  # answered, dropped, taken over
+                    or (not self.embedded and answer_id not in self._held) or not order.assignedTo:
+                # answered, dropped, taken over, or released meanwhile (unassigned: claimed anew)
                 await self._forget_job(answer_id)
                 continue
             if order.assignedTo and order.assignedTo != self.module_id:
