@@ -224,7 +224,7 @@ class FleetPanel(Panel):
             item = QTreeWidgetItem(self.tree)
             item.setText(WORKCELL, b.module_id)
             item.setFont(WORKCELL, bold)
-            item.setText(HOST, b.host)
+            item.setText(HOST, f"{b.host} · runs the Data Services" if b.hosts_data_services else b.host)
             item.setText(STATUS, label)
             item.setIcon(STATUS, state_icon(look))
             item.setText(HEARTBEAT, format_age(max(0.0, m.seen - b.at)))
@@ -242,6 +242,9 @@ class FleetPanel(Panel):
                    f"last heartbeat {datetime.fromtimestamp(b.at).strftime('%H:%M:%S')}, "
                    + ("it left" if b.lease == 0 else f"lease {b.lease:g} s"),
                    f"claimed, not finished: {len(b.held)}"]
+            if b.hosts_data_services:
+                tip.append("runs the Data Services the workcells share (embedded in its console): "
+                           "its orders are never taken over, and the Data Services stops with it")
             if orders:
                 tip.append("running orders: " + ", ".join(orders))
             if b.templates:

@@ -265,3 +265,26 @@ def test_a_copy_another_workcell_took_over_opens_read_only_naming_it(tmp_path, d
 
 async def _true(value: bool) -> bool:
     return value
+
+
+def test_the_console_that_runs_the_data_services_is_named_so(consoles, data_dir, qtbot, qrun):
+    rt, link, _other, _b_link = consoles
+
+    async def beat():  # noqa: ANN202
+        async with DataServicesClient(link.state.url) as lims:
+            await lims.publish_event(ModuleBeat("cell-hub", "inst-hub", "hub-pc", 5151, time.time(), LEASE,
+                                                hosts_data_services=True).event())
+
+    qrun(beat(), 30_000)
+    w = MainWindow(rt, settings_for(data_dir))
+    qtbot.addWidget(w)
+    w.show()
+    qrun(w.load_orders())
+    panel = w.fleet
+    w.go_to("Fleet")
+    qtbot.waitUntil(lambda: panel.reads_done >= 1 and panel.tree.topLevelItemCount() >= 2, timeout=10_000)
+    rows = {panel.tree.topLevelItem(i).text(0): panel.tree.topLevelItem(i)
+            for i in range(panel.tree.topLevelItemCount())}
+    assert rows["cell-hub"].text(7) == "hub-pc · runs the Data Services"
+    assert "runs the Data Services the workcells share" in rows["cell-hub"].toolTip(0)
+    assert rows["cell-b"].text(7) == socket.gethostname(), "a console working it remotely is not named so"
