@@ -91,14 +91,14 @@ def head(conn: sqlite3.Connection, table: str) -> tuple[int, str]:
 
 _HEAD_SQL = {t: f"SELECT (SELECT seq FROM sqlite_sequence WHERE name = '{t}'), "
                 f"(SELECT hash FROM {t} ORDER BY seq DESC LIMIT 1)" for t in CHAIN_FIELDS}
-_INSERT_SQL = {t: f"INSERT INTO {t} (seq, {', '.join(f)}, prev_hash, hash) "
+INSERT_SQL = {t: f"INSERT INTO {t} (seq, {', '.join(f)}, prev_hash, hash) "
                   f"VALUES ({', '.join('?' * (len(f) + 3))})" for t, f in CHAIN_FIELDS.items()}
 
 
 def insert(conn: sqlite3.Connection, table: str, values: Sequence[Any]) -> int:
     """Insert one chained row (``values`` in :data:`CHAIN_FIELDS` order); return its seq."""
     seq, prev = head(conn, table)
-    conn.execute(_INSERT_SQL[table], (seq, *values, prev, row_hash(table, seq, values, prev)))
+    conn.execute(INSERT_SQL[table], (seq, *values, prev, row_hash(table, seq, values, prev)))
     return seq
 
 
@@ -113,7 +113,7 @@ def insert_many(conn: sqlite3.Connection, table: str, rows: Sequence[Sequence[An
         h = row_hash(table, seq, values, prev)
         chained.append((seq, *values, prev, h))
         seq, prev = seq + 1, h
-    conn.executemany(_INSERT_SQL[table], chained)
+    conn.executemany(INSERT_SQL[table], chained)
 
 
 def backfill(conn: sqlite3.Connection, now: float, schema: int) -> dict[str, Any]:

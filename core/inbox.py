@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from core.engine.state import RunState, StepState
     from core.engine.types import StepRequest
     from core.notify import Notice, Notifier
+    from core.store import WriteBatch
 
 log = logging.getLogger(__name__)
 
@@ -452,24 +453,53 @@ def publish_answered(item_id: int, run_id: str | None) -> Callable[[Any, Any], N
     return publish
 
 
-def close_op(who: str, why: str, now: float, *, run_id: str | None = None, order_id: str | None = None) -> Write:
+def close_op(who: str, why: str, now: float, *, run_id: str | None = None, order_id: str | None = None) -> CloseItems:
     """Items of a run (or of one step's order) that an action resolved: answered, naming it."""
-    payload = json.dumps({"action": why})
+    return CloseItems(who, why, now, run_id, order_id)
 
-    def op(conn: sqlite3.Connection) -> int:
-        if order_id is not None:
+
+class CloseItems:
+    """The write of :func:`close_op`: ``op(conn)`` alone; :meth:`into` a batch of writes, where
+    one read finds which of the batch's runs (or orders) have open items at all, and only those
+    are written to (a bulk cancel of runs that have none writes nothing here)."""
+
+    __slots__ = ("who", "why", "now", "run_id", "order_id", "batch_key")
+
+    def __init__(self, who: str, why: str, now: float, run_id: str | None, order_id: str | None) -> None:
+        self.who, self.why, self.now, self.run_id, self.order_id = who, why, now, run_id, order_id
+        self.batch_key = ("inbox order", order_id) if order_id is not None else ("inbox run", run_id)
+
+    def __call__(self, conn: sqlite3.Connection) -> int:
+        payload = json.dumps({"action": self.why})
+        if self.order_id is not None:
             closed = conn.execute("UPDATE inbox SET state='answered', answer=?, answered_by=?, answered_at=? "
                                   "WHERE order_id=? AND state='open' RETURNING id, kind, run_id",
-                                  (payload, who, now, order_id)).fetchall()
+                                  (payload, self.who, self.now, self.order_id)).fetchall()
         else:
             closed = conn.execute("UPDATE inbox SET state='answered', answer=?, answered_by=?, answered_at=? "
                                   "WHERE run_id=? AND state='open' AND kind IN ('prompt','error','approval') "
-                                  "RETURNING id, kind, run_id", (payload, who, now, run_id)).fetchall()
+                                  "RETURNING id, kind, run_id", (payload, self.who, self.now, self.run_id)).fetchall()
         for item_id, kind, item_run in closed:
-            _ds_event(conn, TOPIC_ANSWERED, item_id, item_run, who, {"kind": kind, "answer": {"action": why}})
+            _ds_event(conn, TOPIC_ANSWERED, item_id, item_run, self.who, {"kind": kind, "answer": {"action": self.why}})
         return len(closed)
 
-    return op
+    def into(self, batch: WriteBatch) -> int:
+        kind, key = self.batch_key
+        if not batch.maybe(kind, key, _open_orders if self.order_id is not None else _open_runs):
+            return 0
+        return self(batch.conn)  # the inbox and its events: nothing the batch holds
+
+
+def _open_runs(conn: sqlite3.Connection, run_ids: list[Any]) -> set[Any]:
+    return {r[0] for r in conn.execute(
+        f"SELECT DISTINCT run_id FROM inbox WHERE state='open' AND run_id IN ({','.join('?' * len(run_ids))})",
+        run_ids)}
+
+
+def _open_orders(conn: sqlite3.Connection, order_ids: list[Any]) -> set[Any]:
+    return {r[0] for r in conn.execute(
+        f"SELECT DISTINCT order_id FROM inbox WHERE state='open' AND order_id IN ({','.join('?' * len(order_ids))})",
+        order_ids)}
 
 
 def publish_closed(run_id: str | None) -> Callable[[Any, Any], None]:

@@ -137,6 +137,242 @@ class StatusChange:
         return Order.model_validate(self.data)
 
 
+class StatusOp:
+    """One status transition of one order (:meth:`Store.status_op`): ``op(conn)`` writes it with
+    its own statements; :meth:`into` adds it to a :class:`WriteBatch`. Both give the same rows,
+    the same transition (and hash chain) and the same :class:`StatusChange`."""
+
+    __slots__ = ("store", "order_id", "to_status", "who", "why", "allowed", "wire_changes")
+
+    def __init__(self, store: Store, order_id: str, to_status: OrderStatus, who: str, why: str | None,
+                 allowed: frozenset[OrderStatus] | None, wire_changes: dict[str, Any] | None) -> None:
+        self.store, self.order_id, self.to_status, self.who, self.why = store, order_id, to_status, who, why
+        self.allowed, self.wire_changes = allowed, wire_changes
+
+    def __call__(self, conn: sqlite3.Connection) -> StatusChange:
+        found = conn.execute("SELECT status, data, numeric_priority, started FROM orders "
+                             "WHERE id = ?", (self.order_id,)).fetchone()
+        if found is None:
+            raise OrderNotFoundError(self.order_id)
+        data = json.loads(found[1])  # plain JSON, no model round trip: this is the hot path
+        current, now, started, ended = self._change(found[0], data, found[3])
+        details = data.get("statusDetails")
+        conn.execute(_STATUS_UPDATE_SQL, (int(self.to_status), data.get("assignedTo"), started, ended, now,
+                                          details, json.dumps(data, separators=(",", ":")), self.order_id))
+        seq = audit_chain.insert(conn, "transitions",
+                                 (self.order_id, int(current), int(self.to_status), now, self.who, self.why))
+        created = _ts(parse_datetime(data.get("creationTime")))
+        return self._result(seq, current, data, found[2], created, started, ended)
+
+    def into(self, batch: WriteBatch) -> StatusChange:
+        """The same transition as part of ``batch`` (its order read with the batch's others)."""
+        entry = batch.order(self.order_id)
+        data = dict(entry.data)  # the StatusChange of an earlier transition keeps its own
+        current, now, started, ended = self._change(entry.status, data, entry.started)
+        entry.status, entry.data, entry.started, entry.ended, entry.updated = \
+            int(self.to_status), data, started, ended, now
+        batch.touched[self.order_id] = entry
+        seq = batch.chain("transitions", (self.order_id, int(current), int(self.to_status), now, self.who, self.why))
+        if entry.created is _UNSET or (self.wire_changes is not None and "creationTime" in self.wire_changes):
+            entry.created = _ts(parse_datetime(data.get("creationTime")))
+        return self._result(seq, current, data, entry.numeric_priority, entry.created, started, ended)
+
+    def _change(self, status: int, data: dict[str, Any], started: float | None
+                ) -> tuple[OrderStatus, float, float | None, float | None]:
+        """Apply the transition to the order's JSON ``data``: (current status, now, started, ended)."""
+        current = OrderStatus(status)
+        to_status, why = self.to_status, self.why
+        if self.allowed is not None and current not in self.allowed:
+            raise IllegalTransitionError(f"order {self.order_id}", current, to_status)
+        moment = self.store.now()
+        now = moment.timestamp()
+        if self.wire_changes:
+            data.update(self.wire_changes)
+        data["status"] = to_status.name
+        if to_status is OrderStatus.Running and started is None:
+            data["actualStartTime"] = format_datetime(moment)
+            started = now
+        ended = None
+        if to_status.is_terminal or to_status is OrderStatus.Error:
+            data["actualEndTime"] = format_datetime(moment)
+            ended = now
+            if why is not None:
+                data["statusDetails"] = why
+        elif why is not None and to_status is not OrderStatus.Running:
+            data["statusDetails"] = why
+        if ended is None:
+            ended = _ts(parse_datetime(data.get("actualEndTime")))
+        return current, now, started, ended
+
+    def _result(self, seq: int, current: OrderStatus, data: dict[str, Any], numeric_priority: int,
+                created: float | None, started: float | None, ended: float | None) -> StatusChange:
+        row = (self.order_id, data.get("parentIdentifier"), data.get("templateName"),
+               data.get("templateVersion"), int(self.to_status),
+               int(OrderPriority.parse(data.get("priority", "Standard"))), numeric_priority,
+               data.get("assignedTo"), created, started, ended, data.get("statusDetails"))
+        return StatusChange(seq, self.order_id, current, self.to_status, row, data)
+
+
+class AuditOp:
+    """One audit entry (:meth:`Store.audit_op`): ``op(conn)`` writes it alone, :meth:`into` as
+    part of a :class:`WriteBatch`; either returns its seq."""
+
+    __slots__ = ("store", "who", "action", "target", "reason", "details")
+
+    def __init__(self, store: Store, who: str, action: str, target: str | None, reason: str | None,
+                 details: dict[str, Any] | None) -> None:
+        self.store, self.who, self.action, self.target, self.reason, self.details = \
+            store, who, action, target, reason, details
+
+    def _values(self) -> tuple[Any, ...]:
+        extra = self.details
+        signing = audit_chain.SIGNING.get()
+        if signing is not None and self.action in signing[0] and signing[1] in (None, self.target) \
+                and "signature" not in (self.details or {}):
+            extra = {**(self.details or {}), "signature": signing[2]}
+        return (self.store.now().timestamp(), self.who, self.action, self.target, self.reason,
+                json.dumps(extra) if extra is not None else None)
+
+    def __call__(self, conn: sqlite3.Connection) -> int:
+        return audit_chain.insert(conn, "audit", self._values())
+
+    def into(self, batch: WriteBatch) -> int:
+        return batch.chain("audit", self._values())
+
+
+_UNSET: Any = object()
+
+
+class _Cached:
+    """An order as a :class:`WriteBatch` holds it between its read and its write."""
+
+    __slots__ = ("status", "data", "numeric_priority", "started", "ended", "updated", "created",
+                 "indexed")
+
+    def __init__(self, status: int, data: dict[str, Any], numeric_priority: int, started: float | None,
+                 indexed: tuple[Any, Any]) -> None:
+        self.status, self.data, self.numeric_priority, self.started = status, data, numeric_priority, started
+        self.ended: float | None = None
+        self.updated = 0.0
+        self.created: Any = _UNSET
+        self.indexed = indexed
+        """(assigned_to, status_details) as stored: whether the text index must look at it again."""
+
+
+class WriteBatch:
+    """Many writes of one transaction made set-based, on the writer thread.
+
+    Orders are read with one statement per :data:`BATCH_READ` ids (all the orders the batch was
+    told about, at the first one it needs), each order's row is written once however many
+    transitions it went through, and the chained rows (transitions, audit) and other rows
+    (:meth:`many`) go in with one ``executemany`` each. Chained rows get their seq and hash as
+    they are added, in the order they are added, so the chain is the same as one row at a time.
+
+    :meth:`flush` writes what is held; whoever runs a write that does not go through the batch in
+    the same transaction flushes first (it may read or chain what the batch holds).
+    """
+
+    def __init__(self, conn: sqlite3.Connection, keys: Iterable[tuple[str, Any]] = ()) -> None:
+        self.conn = conn
+        self._keys: dict[str, dict[Any, None]] = {}
+        """What the batch's writes will look up, by kind (``"order"``: order ids): read together."""
+        for kind, key in keys:
+            self._keys.setdefault(kind, {})[key] = None
+        self._orders: dict[str, _Cached] = {}
+        self.touched: dict[str, _Cached] = {}
+        """Orders changed since the last flush."""
+        self._heads: dict[str, tuple[int, str]] = {}
+        self._chained: dict[str, list[tuple[Any, ...]]] = {}
+        self._many: dict[str, list[Sequence[Any]]] = {}
+        self._found: dict[str, tuple[set[Any], set[Any]]] = {}
+
+    def order(self, order_id: str) -> _Cached:
+        entry = self._orders.get(order_id)
+        if entry is None:
+            wanted = self._keys.get("order", {})
+            self._load([oid for oid in wanted if oid not in self._orders] + [order_id])
+            entry = self._orders.get(order_id)
+            if entry is None:
+                raise OrderNotFoundError(order_id)
+        return entry
+
+    def maybe(self, kind: str, key: Any, fetch: Callable[[sqlite3.Connection, list[Any]], set[Any]]) -> bool:
+        """Whether ``key`` may be in what ``fetch(conn, keys)`` finds (the subset of ``keys`` it
+        holds); ``fetch`` runs once for every key of ``kind`` the batch was told about. A write of
+        the batch that removes a key from it may leave it answered True: the write then finds
+        nothing, as it would have."""
+        asked, found = self._found.get(kind) or (set(), set())
+        if key not in asked:
+            keys = [k for k in self._keys.get(kind, {}) if k not in asked] + [key]
+            for i in range(0, len(keys), BATCH_READ):
+                found |= fetch(self.conn, keys[i:i + BATCH_READ])
+            asked.update(keys)
+            self._found[kind] = (asked, found)
+        return key in found
+
+    def _load(self, ids: list[str]) -> None:
+        ids = list(dict.fromkeys(ids))
+        for i in range(0, len(ids), BATCH_READ):
+            part = ids[i:i + BATCH_READ]
+            for oid, status, data, npri, started, assigned, details in self.conn.execute(
+                    "SELECT id, status, data, numeric_priority, started, assigned_to, status_details "
+                    f"FROM orders WHERE id IN ({','.join('?' * len(part))})", part):
+                self._orders[oid] = _Cached(status, json.loads(data), npri, started, (assigned, details))
+
+    def chain(self, table: str, values: Sequence[Any]) -> int:
+        """Add a chained row (``values`` in :data:`core.audit_chain.CHAIN_FIELDS` order); its seq."""
+        seq, prev = self._heads.get(table) or audit_chain.head(self.conn, table)
+        digest = audit_chain.row_hash(table, seq, values, prev)
+        self._chained.setdefault(table, []).append((seq, *values, prev, digest))
+        self._heads[table] = (seq + 1, digest)
+        return seq
+
+    def many(self, sql: str, params: Sequence[Any]) -> None:
+        """Run ``sql`` with ``params`` at the next flush (one ``executemany`` per statement)."""
+        self._many.setdefault(sql, []).append(params)
+
+    def flush(self) -> None:
+        """Write everything held; afterwards the batch reads orders and chain heads afresh."""
+        conn = self.conn
+        if self.touched:
+            rows = []
+            stale = []
+            for oid, e in self.touched.items():
+                data = e.data
+                if (data.get("assignedTo"), data.get("statusDetails")) != e.indexed:
+                    stale.append(oid)
+                rows.append((e.status, data.get("assignedTo"), e.started, e.ended, e.updated,
+                             data.get("statusDetails"), json.dumps(data, separators=(",", ":")), oid))
+            if len(stale) >= BATCH_NOTE_TEXT:
+                # what the update trigger of migration 014 notes one row at a time, in one statement
+                for i in range(0, len(stale), BATCH_READ):
+                    part = stale[i:i + BATCH_READ]
+                    conn.execute(_NOTE_TEXT_SQL.format(marks=",".join("?" * len(part))), part)
+            conn.executemany(_STATUS_UPDATE_SQL, rows)
+        for table, chained in self._chained.items():
+            if chained:
+                conn.executemany(audit_chain.INSERT_SQL[table], chained)
+        for sql, params in self._many.items():
+            conn.executemany(sql, params)
+        self._orders.clear()
+        self.touched.clear()
+        self._heads.clear()
+        self._chained.clear()
+        self._many.clear()
+        self._found.clear()
+
+
+BATCH_READ = 500
+"""Ids per ``IN (...)`` read of a :class:`WriteBatch`."""
+BATCH_NOTE_TEXT = 16
+"""Orders whose indexed text changed from which a batch notes them for the text index itself."""
+_STATUS_UPDATE_SQL = ("UPDATE orders SET status=?, assigned_to=?, started=?, ended=?, updated=?, "
+                      "status_details=?, data=? WHERE id=?")
+_NOTE_TEXT_SQL = ("INSERT OR IGNORE INTO orders_fts_pending (seq, indexed, id, template, instrument, details, "
+                  "notes) SELECT seq, 1, id, template_name, assigned_to, status_details, "
+                  "json_extract(data, '$.notes') FROM orders WHERE id IN ({marks})")
+
+
 class _Op:
     __slots__ = ("fn", "future", "loop", "signing")
 
@@ -664,58 +900,18 @@ class Store:
 
     def status_op(self, order_id: str, to_status: OrderStatus, *, who: str, why: str | None = None,
                   expected: Iterable[OrderStatus] | None = None,
-                  changes: dict[str, Any] | None = None) -> Callable[[sqlite3.Connection], StatusChange]:
+                  changes: dict[str, Any] | None = None) -> StatusOp:
         """The write operation for one status transition (plus optional field changes).
 
         ``expected``: the transition happens only from one of these statuses, otherwise
         :class:`IllegalTransitionError` and nothing changes. Running sets ``actualStartTime`` (once),
         a terminal status or Error sets ``actualEndTime`` and ``statusDetails`` (from ``why``).
+        Called with a connection it writes alone; :meth:`StatusOp.into` writes it as part of a
+        :class:`WriteBatch`.
         """
-        allowed = frozenset(expected) if expected is not None else None
-        wire_changes = wire_fields(changes) if changes else None
-
-        def op(conn: sqlite3.Connection) -> StatusChange:
-            found = conn.execute("SELECT status, data, numeric_priority, started FROM orders "
-                                 "WHERE id = ?", (order_id,)).fetchone()
-            if found is None:
-                raise OrderNotFoundError(order_id)
-            current = OrderStatus(found[0])
-            if allowed is not None and current not in allowed:
-                raise IllegalTransitionError(f"order {order_id}", current, to_status)
-            now = self.now()
-            data = json.loads(found[1])  # plain JSON, no model round trip: this is the hot path
-            if wire_changes:
-                data.update(wire_changes)
-            data["status"] = to_status.name
-            started = found[3]
-            if to_status is OrderStatus.Running and started is None:
-                data["actualStartTime"] = format_datetime(now)
-                started = now.timestamp()
-            ended = None
-            if to_status.is_terminal or to_status is OrderStatus.Error:
-                data["actualEndTime"] = format_datetime(now)
-                ended = now.timestamp()
-                if why is not None:
-                    data["statusDetails"] = why
-            elif why is not None and to_status is not OrderStatus.Running:
-                data["statusDetails"] = why
-            if ended is None:
-                ended = _ts(parse_datetime(data.get("actualEndTime")))
-            details = data.get("statusDetails")
-            conn.execute("UPDATE orders SET status=?, assigned_to=?, started=?, ended=?, updated=?, "
-                         "status_details=?, data=? WHERE id=?",
-                         (int(to_status), data.get("assignedTo"), started, ended, now.timestamp(),
-                          details, json.dumps(data, separators=(",", ":")), order_id))
-            seq = audit_chain.insert(conn, "transitions",
-                                     (order_id, int(current), int(to_status), now.timestamp(), who, why))
-            row = (order_id, data.get("parentIdentifier"), data.get("templateName"),
-                   data.get("templateVersion"), int(to_status),
-                   int(OrderPriority.parse(data.get("priority", "Standard"))), found[2],
-                   data.get("assignedTo"), _ts(parse_datetime(data.get("creationTime"))),
-                   started, ended, details)
-            return StatusChange(seq, order_id, current, to_status, row, data)
-
-        return op
+        return StatusOp(self, order_id, to_status, who, why,
+                        frozenset(expected) if expected is not None else None,
+                        wire_fields(changes) if changes else None)
 
     async def set_status(self, order_id: str, to_status: OrderStatus, *, who: str,
                          why: str | None = None, expected: Iterable[OrderStatus] | None = None,
@@ -761,17 +957,9 @@ class Store:
         return done + n
 
     def audit_op(self, who: str, action: str, target: str | None = None, reason: str | None = None,
-                 details: dict[str, Any] | None = None) -> Callable[[sqlite3.Connection], int]:
-        def op(conn: sqlite3.Connection) -> int:
-            extra = details
-            signing = audit_chain.SIGNING.get()
-            if signing is not None and action in signing[0] and signing[1] in (None, target) \
-                    and "signature" not in (details or {}):
-                extra = {**(details or {}), "signature": signing[2]}
-            return audit_chain.insert(conn, "audit", (self.now().timestamp(), who, action, target, reason,
-                                                      json.dumps(extra) if extra is not None else None))
-
-        return op
+                 details: dict[str, Any] | None = None) -> AuditOp:
+        """The write operation for one audit entry (alone, or :meth:`AuditOp.into` a batch)."""
+        return AuditOp(self, who, action, target, reason, details)
 
     async def audit(self, who: str, action: str, target: str | None = None,
                     reason: str | None = None, details: dict[str, Any] | None = None) -> int:

@@ -28,7 +28,7 @@ from core.states import (
     RunStatus,
     StepStatus,
 )
-from core.store import StatusChange
+from core.store import StatusChange, StatusOp, WriteBatch
 
 ENGINE = "engine"
 """*who* of the engine's own decisions in the transition log."""
@@ -87,16 +87,12 @@ class Decision:
                             status=status, attempt=state.attempt, detail=detail,
                             instrument=state.instrument)
 
-        def write(conn: sqlite3.Connection) -> StatusChange | None:
-            tables.write_step(conn, row)
-            return status_op(conn) if status_op is not None else None
-
         def publish(change: StatusChange | None, bus: EventBus) -> None:
             if change is not None:
                 self.ledger.publish_change(change, who, detail)
             bus.publish(event)
 
-        self.write(write, publish)
+        self.write(_RowAndStatus(tables.STEP_UPDATE_SQL, row, status_op), publish)
 
     def run(self, run: RunState, status: RunStatus, detail: str | None = None, *, who: str = ENGINE,
             changes: dict[str, Any] | None = None) -> None:
@@ -108,20 +104,15 @@ class Decision:
         event = RunChanged(run_id=run.run_id, template_name=run.template.name,
                            template_version=run.template.version, status=status, detail=detail)
 
-        def write(conn: sqlite3.Connection) -> StatusChange:
-            tables.write_run(conn, row)
-            return status_op(conn)
-
         def publish(change: StatusChange, bus: EventBus) -> None:
             self.ledger.publish_change(change, who, detail)
             bus.publish(event)
 
-        self.write(write, publish)
+        self.write(_RowAndStatus(tables.RUN_UPDATE_SQL, row, status_op), publish)
 
     def run_fields(self, run: RunState) -> None:
         """The run's row changed without a status change (priority, recovery count)."""
-        row = tables.run_row(run)
-        self.write(lambda conn: tables.write_run(conn, row))
+        self.write(_RowAndStatus(tables.RUN_UPDATE_SQL, tables.run_row(run), None))
 
     def order_fields(self, order_id: str, changes: dict[str, Any], *,
                      numeric_priority: int | None = None) -> None:
@@ -152,8 +143,21 @@ class Decision:
     # ------------------------------------------------------------------ committing
 
     def apply(self, conn: sqlite3.Connection) -> list[Any]:
-        """Every write, in order (on the writer thread, inside one transaction)."""
-        return [w(conn) for w in self._writes]
+        """Every write, in order (on the writer thread, inside one transaction). Writes that can
+        go into a :class:`~core.store.WriteBatch` (status transitions, audit entries, the engine's
+        rows, inbox items closed) are written set-based; any other write first flushes what the
+        batch holds, so it sees every earlier write."""
+        batch = WriteBatch(conn, [key for w in self._writes if (key := getattr(w, "batch_key", None)) is not None])
+        results = []
+        for w in self._writes:
+            into = getattr(w, "into", None)
+            if into is not None:
+                results.append(into(batch))
+            else:
+                batch.flush()
+                results.append(w(conn))
+        batch.flush()
+        return results
 
     def published(self, results: list[Any]) -> None:
         bus = self.ledger.bus
@@ -167,3 +171,22 @@ class Decision:
         self.stops += other.stops
         self.then += other.then
         self.undo += other.undo
+
+
+class _RowAndStatus:
+    """A write of the engine's own row (``runs`` or ``step_runs``) with its order's transition,
+    alone or into a batch."""
+
+    __slots__ = ("sql", "row", "status_op", "batch_key")
+
+    def __init__(self, sql: str, row: tables.Row, status_op: StatusOp | None) -> None:
+        self.sql, self.row, self.status_op = sql, row, status_op
+        self.batch_key = ("order", status_op.order_id) if status_op is not None else None
+
+    def __call__(self, conn: sqlite3.Connection) -> StatusChange | None:
+        conn.execute(self.sql, self.row)
+        return self.status_op(conn) if self.status_op is not None else None
+
+    def into(self, batch: WriteBatch) -> StatusChange | None:
+        batch.many(self.sql, self.row)
+        return self.status_op.into(batch) if self.status_op is not None else None

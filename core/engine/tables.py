@@ -54,9 +54,13 @@ def step_row(run_id: str, state: StepState) -> Row:
             state.started, state.ended, state.next_attempt_at, state.instrument, run_id, state.step.id)
 
 
+STEP_UPDATE_SQL = ("UPDATE step_runs SET status=?, attempt=?, outputs=?, error=?, error_code=?, "
+                   "started=?, ended=?, next_attempt_at=?, instrument=? WHERE run_id=? AND step_id=?")
+"""The statement :func:`write_step` runs (parameters: :func:`step_row`)."""
+
+
 def write_step(conn: sqlite3.Connection, row: Row) -> None:
-    conn.execute("UPDATE step_runs SET status=?, attempt=?, outputs=?, error=?, error_code=?, "
-                 "started=?, ended=?, next_attempt_at=?, instrument=? WHERE run_id=? AND step_id=?", row)
+    conn.execute(STEP_UPDATE_SQL, row)
 
 
 def run_row(run: RunState) -> Row:
@@ -65,9 +69,13 @@ def run_row(run: RunState) -> Row:
             run.started, run.ended, run.deadline, run.run_id)
 
 
+RUN_UPDATE_SQL = ("UPDATE runs SET status=?, paused=?, error=?, recovery_attempts=?, priority=?, "
+                  "started=?, ended=?, deadline=? WHERE run_id=?")
+"""The statement :func:`write_run` runs (parameters: :func:`run_row`)."""
+
+
 def write_run(conn: sqlite3.Connection, row: Row) -> None:
-    conn.execute("UPDATE runs SET status=?, paused=?, error=?, recovery_attempts=?, priority=?, "
-                 "started=?, ended=?, deadline=? WHERE run_id=?", row)
+    conn.execute(RUN_UPDATE_SQL, row)
 
 
 # ------------------------------------------------------------------ reads
