@@ -100,11 +100,12 @@ class BulkResult(list[ActionResult]):
 
 BULK_ACTIONS = ("cancel", "retry", "reprioritise", "pause", "resume", "skip")
 BULK_SLICE = 0.006
-"""Seconds of event-loop work a bulk chunk aims at (its planning and its events together)."""
+"""Seconds of event-loop work a part of a bulk transaction aims at (its planning; its events are
+published in a loop step of their own)."""
 
 
 def _next_chunk(size: int, spent: float, most: int) -> int:
-    """The next chunk's size: scaled so its loop work comes near :data:`BULK_SLICE`."""
+    """The next part's size: scaled so its loop work comes near :data:`BULK_SLICE`."""
     if spent <= 0:
         return min(most, size * 2)
     return max(5, min(most, int(size * BULK_SLICE / spent), size * 2))
@@ -135,8 +136,9 @@ class Runtime:
     signatures: SignaturePolicy = field(default_factory=SignaturePolicy)
     """Which operator actions need an electronic signature ([SIGNATURES] require of config.ini)."""
     bulk_chunk: int = 400
-    """At most this many orders per transaction in bulk actions; fewer when they cost more than
-    :data:`BULK_SLICE` seconds of the loop's time, so the window never stalls."""
+    """At most this many orders per transaction in bulk actions. They are planned, and their
+    events published, in parts of about :data:`BULK_SLICE` seconds of the loop's time each, so
+    the window never stalls."""
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
     _signatures_used: set[str] = field(default_factory=set)
     """Seals of the signatures already recorded: each signs one action."""
@@ -435,15 +437,27 @@ class Runtime:
         ordered = sorted((oid for oid in dict.fromkeys(order_ids) if oid in found),
                          key=lambda oid: found[oid][1] is not None)  # runs first
         covered: set[str] = set()
-        total, done = len(order_ids), len(results)
+        total = len(order_ids)
         left: list[str] = []
-        size, i = min(self.bulk_chunk, 20), 0  # the first chunk is small: it measures the cost
-        while i < len(ordered):
-            if stop is not None and stop.is_set():
-                left = ordered[i:]
-                break
-            part, i = ordered[i:i + size], i + size
-            cpu = time.thread_time()  # the loop thread's own work: planning and publishing
+        size, i = min(self.bulk_chunk, 20), 0  # the first part is small: it measures the cost
+        first, taken, cpu = True, 0, 0.0
+        chunks: list[list[str]] = []  # the orders of each part of the transaction under way
+
+        async def next_part() -> list[Action] | None:
+            """The next part of the transaction under way: about BULK_SLICE of the loop's time
+            to plan, at most ``bulk_chunk`` orders in all; runs and steps never share one (a step
+            of a run canceled in an earlier transaction counts as done with it)."""
+            nonlocal first, taken, cpu, size, i
+            if not first:
+                size = _next_chunk(size, time.thread_time() - cpu, self.bulk_chunk)
+                if taken >= self.bulk_chunk or i >= len(ordered) or (stop is not None and stop.is_set()) \
+                        or (found[ordered[i - 1]][1] is None) != (found[ordered[i]][1] is None):
+                    return None
+                await asyncio.sleep(0)
+            first = False
+            part = ordered[i:i + min(size, self.bulk_chunk - taken)]
+            i += len(part)
+            taken += len(part)
             chunk, actions = [], []
             for oid in part:
                 run_id, step_id = found[oid]
@@ -452,15 +466,24 @@ class Runtime:
                     continue
                 chunk.append(oid)
                 actions.append(_action(action, OrderTarget(oid, run_id, step_id), who, reason, options))
-            for oid, act, error in zip(chunk, actions, await self.engine.act(actions), strict=True):
-                results[oid] = ActionResult(oid, error is None, _DONE[action](act) if error is None else str(error))
-                if error is None and act.step_id is None:
-                    covered.add(act.run_id)
-            spent = time.thread_time() - cpu
-            size = _next_chunk(size, spent, self.bulk_chunk)
-            done = len(results)
+            chunks.append(chunk)
+            cpu = time.thread_time()  # the loop thread's own work: planning this part
+            return actions
+
+        while i < len(ordered):
+            if stop is not None and stop.is_set():
+                left = ordered[i:]
+                break
+            first, taken = True, 0
+            chunks.clear()
+            done = await self.engine.act_together(next_part)
+            for chunk, (actions, errors) in zip(chunks, done, strict=True):
+                for oid, act, error in zip(chunk, actions, errors, strict=True):
+                    results[oid] = ActionResult(oid, error is None, _DONE[action](act) if error is None else str(error))
+                    if error is None and act.step_id is None:
+                        covered.add(act.run_id)
             if progress is not None:
-                progress(done, total)
+                progress(len(results), total)
             await asyncio.sleep(0)
         outcome = BulkResult((results[oid] for oid in order_ids if oid in results), left)
         summary: dict[str, Any] = {"orders": total, "done": sum(r.ok for r in outcome), "left": len(left)}

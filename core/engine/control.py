@@ -8,7 +8,7 @@ transaction), so a bulk action is one commit per chunk and a refused action chan
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -78,6 +78,26 @@ class OperatorControl(DagEngine):
     async def act(self, actions: Sequence[Action]) -> list[LabconsoleError | None]:
         """Apply operator actions in ONE transaction (state changes, transitions, audit entries);
         one result per action: None, or why it was refused (nothing of it was applied)."""
+        d, results = await self.plan(actions)
+        await self._commit(d)
+        return results
+
+    async def act_together(self, next_part: Callable[[], Awaitable[Sequence[Action] | None]]
+                           ) -> list[tuple[Sequence[Action], list[LabconsoleError | None]]]:
+        """Apply parts of actions in ONE transaction: each part (from ``next_part()``, until it
+        gives None) is planned in a loop step of its own, and after the commit each part's events
+        are published in a loop step of its own, so a large transaction never stalls the event
+        loop for long. Each part with its results (as :meth:`act`)."""
+        planned: list[tuple[Sequence[Action], Decision, list[LabconsoleError | None]]] = []
+        while (actions := await next_part()) is not None:
+            d, results = await self.plan(actions)
+            planned.append((actions, d, results))
+        await self._commit_together([d for _, d, _ in planned])
+        return [(actions, results) for actions, _, results in planned]
+
+    async def plan(self, actions: Sequence[Action]) -> tuple[Decision, list[LabconsoleError | None]]:
+        """What :meth:`act` does before its commit: check and record each action in one decision
+        (the runs in memory change now); one result per action."""
         d = Decision(self.ledger)
         results: list[LabconsoleError | None] = []
         for action in actions:
@@ -99,8 +119,7 @@ class OperatorControl(DagEngine):
                     self._release(run)  # a finished run loaded only to refuse the action
             else:
                 results.append(None)
-        await self._commit(d)
-        return results
+        return d, results
 
     async def _act_one(self, action: Action) -> RunStatus:
         error = (await self.act([action]))[0]

@@ -37,7 +37,7 @@ from core.clock import Clock, SystemClock, to_datetime
 from core.conditions import ConditionError, evaluate
 from core.durations import parse_duration
 from core.engine import tables
-from core.engine.decision import ENGINE, Decision
+from core.engine.decision import ENGINE, Decision, apply_all
 from core.engine.registry import TemplateRegistry, check_inputs
 from core.engine.state import RunState, StepState, Timers
 from core.engine.types import (
@@ -265,6 +265,27 @@ class DagEngine:
             d.published(results)
         for then in d.then:
             then()
+
+    async def _commit_together(self, decisions: Sequence[Decision]) -> None:
+        """:meth:`_commit` for several decisions in ONE transaction; each one's events and
+        follow-ups then run in a loop step of their own."""
+        stops = [ask for d in decisions for ask in d.stops]
+        if stops:
+            await self._stop_attempts(stops)
+        try:
+            results = await self.store.write(functools.partial(apply_all, decisions)) \
+                if any(decisions) else [[] for _ in decisions]
+        except BaseException:
+            for d in decisions:
+                for undo in d.undo:
+                    undo()
+            raise
+        for i, (d, result) in enumerate(zip(decisions, results, strict=True)):
+            if i:
+                await asyncio.sleep(0)
+            d.published(result)
+            for then in d.then:
+                then()
 
     async def _stop_attempts(self, asks: Sequence[tuple[StepRequest, asyncio.Task[None]]]) -> None:
         """Ask each attempt's instrument to stop (all at once), then cancel the attempts' tasks.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from core.engine import tables
@@ -147,7 +147,12 @@ class Decision:
         go into a :class:`~core.store.WriteBatch` (status transitions, audit entries, the engine's
         rows, inbox items closed) are written set-based; any other write first flushes what the
         batch holds, so it sees every earlier write."""
-        batch = WriteBatch(conn, [key for w in self._writes if (key := getattr(w, "batch_key", None)) is not None])
+        return apply_all([self], conn)[0]
+
+    def batch_keys(self) -> list[tuple[str, Any]]:
+        return [key for w in self._writes if (key := getattr(w, "batch_key", None)) is not None]
+
+    def apply_into(self, batch: WriteBatch) -> list[Any]:
         results = []
         for w in self._writes:
             into = getattr(w, "into", None)
@@ -155,8 +160,7 @@ class Decision:
                 results.append(into(batch))
             else:
                 batch.flush()
-                results.append(w(conn))
-        batch.flush()
+                results.append(w(batch.conn))
         return results
 
     def published(self, results: list[Any]) -> None:
@@ -190,3 +194,12 @@ class _RowAndStatus:
     def into(self, batch: WriteBatch) -> StatusChange | None:
         batch.many(self.sql, self.row)
         return self.status_op.into(batch) if self.status_op is not None else None
+
+
+def apply_all(decisions: Sequence[Decision], conn: sqlite3.Connection) -> list[list[Any]]:
+    """Every write of ``decisions``, in order, through one :class:`~core.store.WriteBatch` (on the
+    writer thread, inside one transaction); each decision's results."""
+    batch = WriteBatch(conn, [key for d in decisions for key in d.batch_keys()])
+    results = [d.apply_into(batch) for d in decisions]
+    batch.flush()
+    return results
