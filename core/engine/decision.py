@@ -87,9 +87,11 @@ class Decision:
                             status=status, attempt=state.attempt, detail=detail,
                             instrument=state.instrument)
 
+        ledger = self.ledger  # not self: a closure held by the decision would make it a cycle
+
         def publish(change: StatusChange | None, bus: EventBus) -> None:
             if change is not None:
-                self.ledger.publish_change(change, who, detail)
+                ledger.publish_change(change, who, detail)
             bus.publish(event)
 
         self.write(_RowAndStatus(tables.STEP_UPDATE_SQL, row, status_op), publish)
@@ -104,8 +106,10 @@ class Decision:
         event = RunChanged(run_id=run.run_id, template_name=run.template.name,
                            template_version=run.template.version, status=status, detail=detail)
 
+        ledger = self.ledger  # not self: a closure held by the decision would make it a cycle
+
         def publish(change: StatusChange, bus: EventBus) -> None:
-            self.ledger.publish_change(change, who, detail)
+            ledger.publish_change(change, who, detail)
             bus.publish(event)
 
         self.write(_RowAndStatus(tables.RUN_UPDATE_SQL, row, status_op), publish)
