@@ -3,9 +3,10 @@
 N runs of a two-step template are created and started on the demo workcell (their first steps
 wait in the dispatcher's queue or run), then all are canceled in one bulk action while a probe
 measures the event loop's lag. Printed: wall time, the loop thread's and the store writer's CPU
-time, commits, loop lag p50/p99/max, and the ratio against a baseline measured in the same run:
-the same transitions and audit entries written straight through the store in chunks of 400 (the
-writes alone: no engine, no events), on a second store with the same runs.
+time, commits, loop lag p50/p99/max, garbage collection passes during the action, and the ratio
+against a baseline measured in the same run: the same transitions and audit entries written
+straight through the store in chunks of 400, set-based as the engine writes them (a
+``WriteBatch``: the writes alone, no engine, no events), on a second store with the same runs.
 
 usage: python bench/bulk.py [--runs 10000]
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import sys
 import tempfile
@@ -25,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.orders import OrderStatus  # noqa: E402
 from core.runtime import Runtime  # noqa: E402
-from core.store import Store  # noqa: E402
+from core.store import Store, WriteBatch  # noqa: E402
 from core.templates import template_from_dict  # noqa: E402
 
 FLOW = {"name": "Bench flow", "inputs": [{"name": "plate", "type": "string"}], "definition": {"steps": [
@@ -70,7 +72,18 @@ async def bulk(data_dir: Path, n: int) -> dict[str, Any]:
             await asyncio.sleep(0.001)
             lags.append(time.perf_counter() - t - 0.001)
 
+    passes: list[float] = []
+    started: list[float] = []
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if info["generation"] == 2:
+            if phase == "start":
+                started.append(time.perf_counter())
+            elif started:
+                passes.append(time.perf_counter() - started.pop())
+
     prober = asyncio.create_task(probe())
+    gc.callbacks.append(on_gc)
     commits, loop0, writer0 = rt.store.commit_count, time.thread_time(), writer_cpu(rt.store)
     t0 = time.perf_counter()
     results = await rt.bulk("cancel", runs, who="bench", reason="benchmark")
@@ -78,7 +91,8 @@ async def bulk(data_dir: Path, n: int) -> dict[str, Any]:
     figures = {"seconds": seconds, "loop_cpu": time.thread_time() - loop0,
                "writer_cpu": writer_cpu(rt.store) - writer0, "commits": rt.store.commit_count - commits,
                "ok": sum(r.ok for r in results), "lag_p50": pct(lags, 0.5), "lag_p99": pct(lags, 0.99),
-               "lag_max": max(lags, default=0.0)}
+               "lag_max": max(lags, default=0.0), "gc_full": passes}
+    gc.callbacks.remove(on_gc)
     done.set()
     await prober
     await rt.close()
@@ -99,11 +113,18 @@ async def floor(data_dir: Path, n: int) -> dict[str, Any]:
                 ops.append(store.status_op(order_id, OrderStatus.Canceled, who="bench",
                                            why="Canceled by bench: benchmark"))
             ops.append(store.audit_op("bench", "cancel", run, "benchmark"))
-        await store.write(lambda conn, ops=ops: [op(conn) for op in ops])
+        await store.write(functools.partial(_write_batch, ops))
     figures = {"seconds": time.perf_counter() - t0, "writer_cpu": writer_cpu(store) - writer0}
     await rt.close()
     gc.unfreeze()
     return figures
+
+
+def _write_batch(ops: list[Any], conn: Any) -> None:
+    batch = WriteBatch(conn, [("order", op.order_id) for op in ops if hasattr(op, "order_id")])
+    for op in ops:
+        op.into(batch)
+    batch.flush()
 
 
 def main() -> None:
@@ -118,6 +139,9 @@ def main() -> None:
           f"writer CPU {b['writer_cpu']:.2f} s, {b['commits']} commits")
     print(f"  loop lag     : p50 {b['lag_p50'] * 1000:.1f} ms, p99 {b['lag_p99'] * 1000:.1f} ms, "
           f"max {b['lag_max'] * 1000:.1f} ms")
+    full = b["gc_full"]
+    print(f"  full garbage collections during it: {len(full)}"
+          + (f", longest {max(full) * 1000:.0f} ms" if full else ""))
     print(f"  baseline, the same writes straight through the store: {f['seconds']:.2f} s, "
           f"writer CPU {f['writer_cpu']:.2f} s")
     print(f"  ratio bulk/baseline time: {b['seconds'] / f['seconds']:.2f}x")
