@@ -632,6 +632,12 @@ class Dispatcher:
         assert job.future is not None
         try:
             return await job.future
+        except Exception:
+            # the error's traceback holds this frame, which holds the job: without its future
+            # (done) the job no longer holds the error, and reference counting frees them all
+            # (a bulk cancel of queued steps left thousands of such cycles to full collections)
+            job.future = None
+            raise
         except asyncio.CancelledError:
             # the caller (the engine) gave up: leave the queue, or stop the instrument
             if job.status is JobStatus.QUEUED:

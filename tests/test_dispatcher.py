@@ -12,6 +12,7 @@ from dispatchkit import WORKCELL, run_dkit
 
 from core.clock import to_datetime
 from core.dispatcher import JOB_ORDER_STATUS, Job, JobQueue, JobStatus
+from core.drivers import OrderCancelled
 from core.errors import DuplicateSubmissionError, IllegalTransitionError, StateError
 from core.orders import ModuleRestrictionStrategy, ModuleStatus, Order, OrderStatus
 
@@ -446,3 +447,26 @@ def test_a_timed_out_step_frees_its_instrument_for_the_queue(data_dir):
 
     hang, queued = run_dkit(data_dir, scenario)
     assert hang == "failed" and queued == ["completed"] * 3
+
+
+def test_a_cancelled_queued_step_leaves_no_cycle_for_the_garbage_collector(data_dir):
+    """The cancel's error reaches the engine through the job's future; its traceback holds the
+    job. Freed by reference counting, not left (with every frame it holds) to a full collection,
+    which a bulk cancel of thousands of queued steps made long enough to stall the window."""
+    async def scenario(kit):
+        await kit.publish("Seal", [{"id": "s", "kind": "Sealer.Seal"}])
+        runs = [await kit.run("Seal") for _ in range(12)]  # one Sealer: one runs, the rest queue
+        await kit.clock.settle()
+        gc.collect()
+        gc.disable()
+        try:
+            for run_id in runs[1:]:
+                await kit.engine.cancel(run_id, who="ann")
+            await kit.clock.settle()
+            await kit.store.drain()
+            return [o for o in gc.get_objects() if isinstance(o, OrderCancelled)], runs
+        finally:
+            gc.enable()
+
+    left, runs = run_dkit(data_dir, scenario)
+    assert left == [], f"{len(left)} cancel errors wait for the garbage collector"
