@@ -213,6 +213,51 @@ class StatusOp:
         return StatusChange(seq, self.order_id, current, self.to_status, row, data)
 
 
+class UpdateOp:
+    """A change of an order's fields other than its status (:meth:`Store.update_op`):
+    ``op(conn)`` writes it alone and returns ``(order, row)``. A change of the numeric priority
+    alone (a reprioritise) also goes :meth:`into` a :class:`WriteBatch`, which returns
+    ``(None, row)``: the order's JSON does not change, so it is neither rebuilt nor rewritten."""
+
+    __slots__ = ("store", "order_id", "changes", "numeric_priority", "batch_key")
+
+    def __init__(self, store: Store, order_id: str, changes: dict[str, Any], numeric_priority: int | None) -> None:
+        self.store, self.order_id, self.changes, self.numeric_priority = store, order_id, changes, numeric_priority
+        self.batch_key = ("order", order_id)
+
+    def __call__(self, conn: sqlite3.Connection) -> tuple[Order, tuple[Any, ...]]:
+        found = conn.execute("SELECT data, numeric_priority FROM orders WHERE id = ?",
+                             (self.order_id,)).fetchone()
+        if found is None:
+            raise OrderNotFoundError(self.order_id)
+        o = Order.model_validate_json(found[0])
+        for key, value in self.changes.items():
+            setattr(o, key, value)
+        npri = found[1] if self.numeric_priority is None else self.numeric_priority
+        _write_order(conn, o, self.store.now(), npri)
+        return o, _order_row(o, npri)
+
+    @property
+    def into(self) -> Callable[[WriteBatch], tuple[Order | None, tuple[Any, ...]]] | None:
+        """:meth:`_into` when only the numeric priority changes; None otherwise (written alone)."""
+        return self._into if not self.changes and self.numeric_priority is not None else None
+
+    def _into(self, batch: WriteBatch) -> tuple[Order | None, tuple[Any, ...]]:
+        entry = batch.order(self.order_id)
+        assert self.numeric_priority is not None
+        entry.numeric_priority = self.numeric_priority
+        entry.updated = self.store.now().timestamp()
+        batch.reprioritised[self.order_id] = entry
+        data = entry.data
+        if entry.created is _UNSET:
+            entry.created = _ts(parse_datetime(data.get("creationTime")))
+        row = (self.order_id, data.get("parentIdentifier"), data.get("templateName"), data.get("templateVersion"),
+               entry.status, int(OrderPriority.parse(data.get("priority", "Standard"))), self.numeric_priority,
+               data.get("assignedTo"), entry.created, _ts(parse_datetime(data.get("actualStartTime"))),
+               _ts(parse_datetime(data.get("actualEndTime"))), data.get("statusDetails"))
+        return None, row
+
+
 class AuditOp:
     """One audit entry (:meth:`Store.audit_op`): ``op(conn)`` writes it alone, :meth:`into` as
     part of a :class:`WriteBatch`; either returns its seq."""
@@ -280,7 +325,9 @@ class WriteBatch:
             self._keys.setdefault(kind, {})[key] = None
         self._orders: dict[str, _Cached] = {}
         self.touched: dict[str, _Cached] = {}
-        """Orders changed since the last flush."""
+        """Orders whose status changed since the last flush."""
+        self.reprioritised: dict[str, _Cached] = {}
+        """Orders whose numeric priority alone changed since the last flush."""
         self._heads: dict[str, tuple[int, str]] = {}
         self._chained: dict[str, list[tuple[Any, ...]]] = {}
         self._many: dict[str, list[Sequence[Any]]] = {}
@@ -349,6 +396,9 @@ class WriteBatch:
                     part = stale[i:i + BATCH_READ]
                     conn.execute(_NOTE_TEXT_SQL.format(marks=",".join("?" * len(part))), part)
             conn.executemany(_STATUS_UPDATE_SQL, rows)
+        if self.reprioritised:
+            conn.executemany("UPDATE orders SET numeric_priority=?, updated=? WHERE id=?",
+                             [(e.numeric_priority, e.updated, oid) for oid, e in self.reprioritised.items()])
         for table, chained in self._chained.items():
             if chained:
                 conn.executemany(audit_chain.INSERT_SQL[table], chained)
@@ -356,6 +406,7 @@ class WriteBatch:
             conn.executemany(sql, params)
         self._orders.clear()
         self.touched.clear()
+        self.reprioritised.clear()
         self._heads.clear()
         self._chained.clear()
         self._many.clear()
@@ -920,22 +971,9 @@ class Store:
                                                expected=expected, changes=changes))
 
     def update_op(self, order_id: str, changes: dict[str, Any],
-                  numeric_priority: int | None = None) -> Callable[[sqlite3.Connection], tuple[Order, tuple[Any, ...]]]:
+                  numeric_priority: int | None = None) -> UpdateOp:
         """Change fields other than status (outputs, assignment, priority ...)."""
-
-        def op(conn: sqlite3.Connection) -> tuple[Order, tuple[Any, ...]]:
-            found = conn.execute("SELECT data, numeric_priority FROM orders WHERE id = ?",
-                                 (order_id,)).fetchone()
-            if found is None:
-                raise OrderNotFoundError(order_id)
-            o = Order.model_validate_json(found[0])
-            for key, value in changes.items():
-                setattr(o, key, value)
-            npri = found[1] if numeric_priority is None else numeric_priority
-            _write_order(conn, o, self.now(), npri)
-            return o, _order_row(o, npri)
-
-        return op
+        return UpdateOp(self, order_id, changes, numeric_priority)
 
     async def catch_up_text_index(self) -> int:
         """Index every order whose text index entry is out of date (before a text search, so it

@@ -54,6 +54,8 @@ def _changes(store: Store) -> list:
                         changes={"outputParameters": []}),
         store.audit_op("ann", "note", None, None),
         store.status_op("O0", OrderStatus.Canceled, who="ann", why="Canceled by ann: wrong plate"),
+        store.update_op("O5", {}, numeric_priority=90),
+        store.update_op("O1", {}, numeric_priority=10),
     ]
 
 
@@ -69,6 +71,8 @@ def _everything(c) -> tuple:
 def _plain(result):
     if hasattr(result, "row"):
         return (result.seq, result.order_id, result.from_status, result.to_status, result.row, result.data)
+    if isinstance(result, tuple):  # an order's fields changed: (order, row); a batch builds no order
+        return result[1]
     return result
 
 
