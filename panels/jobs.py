@@ -87,7 +87,7 @@ from core.history import (
     stored_count,
 )
 from core.orders import OrderStatus
-from core.timetravel import OPEN_STATUSES, Moment, statuses_at
+from core.timetravel import OPEN_STATUSES, Moment, attach_for, statuses_at
 from core.users import os_user
 from panels.actions import (
     ACTIONS,
@@ -609,8 +609,10 @@ class JobsPanel(Panel):
         if self.model is not past:
             self._set_model(past)
         self._load_note = False
-        self._show_status(Feedback("ok", f"{past.total:,} orders as they stood at {when(moment.at)}; "
-                                         "read only"))
+        note = moment.archive_note
+        self._show_status(Feedback("error" if note else "ok",
+                                   f"{past.total:,} orders as they stood at {when(moment.at)}; read only"
+                                   + (f"; {note}" if note else "")))
         self._update_summary()
         self._update_buttons()
 
@@ -1440,7 +1442,8 @@ def rows_at(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]], moment: M
 
     ``rows`` are the rows at hand (the live window); with ``window`` (seconds), the orders open
     at the moment and those that ended in the ``window`` before it are read from the store too
-    when ``rows`` lack them (a moment older than the live window).
+    when ``rows`` lack them (a moment older than the live window), and from the archive when the
+    moment was built with it (orders archived since).
 
     Orders created after it are left out. An order open then has its status then from the
     moment; one finished before it and untouched since keeps its row; any other (finished then,
@@ -1453,12 +1456,14 @@ def rows_at(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]], moment: M
     out: list[tuple[Any, ...]] = []
     unsure: list[tuple[Any, ...]] = []
     rows = list(rows)
+    archive = attach_for(conn, moment)
     if window is not None:
         have = {r[ID] for r in rows}
         adopted: dict[str, str] = {}
-        rows.extend(rows_of(conn, [o for o in opened if o not in have], adopted))
+        rows.extend(rows_of(conn, [o for o in opened if o not in have], adopted, archive=archive))
         have.update(opened)
-        rows.extend(r for r in rows_ended_between(conn, at - window, at, adopted) if r[ID] not in have)
+        rows.extend(r for r in rows_ended_between(conn, at - window, at, adopted, archive=archive)
+                    if r[ID] not in have)
     for r in rows:
         created = r[CREATED]
         if created is None or created > at:
@@ -1470,7 +1475,7 @@ def rows_at(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]], moment: M
             out.append(r)
         else:
             unsure.append(r)
-    last = statuses_at(conn, [r[ID] for r in unsure], at)
+    last = statuses_at(conn, [r[ID] for r in unsure], at, archive=archive)
     for r in unsure:
         status = last.get(r[ID])
         if status is not None:

@@ -246,3 +246,56 @@ def test_a_moment_older_than_the_live_window_lists_the_orders_of_then(store, qru
     assert then == {running: int(OrderStatus.Running), finished: int(OrderStatus.Complete)}
     assert later not in then and long_ago not in then
     assert store.read_sync(lambda c: rows_at(c, [], moment)) == [], "without a window: the rows given only"
+
+
+def test_orders_archived_since_stand_in_a_past_moment_with_their_status_then(store, qrun, qtbot):
+    """The orders of a month ago are archived now: the moment still lists the one running then
+    (Running) and the one finished in the window before it (Complete), read from the archive.
+    Without the archive file the banner and the moment say what is left out."""
+    from core.archive import ARCHIVE_FILENAME, Archiver
+    from core.history import DAY
+    from core.ledger import Ledger
+    from core.orders import Order
+    from panels.jobs import rows_at
+    from panels.timetravel import PastBanner
+
+    clock = VirtualClock.for_store(store)
+    store.clock = clock
+    ledger = Ledger(store)
+
+    def order(name: str) -> str:
+        return qrun(ledger.create_order(Order(templateName=name))).identifier
+
+    def to(oid: str, *statuses: OrderStatus) -> None:
+        for status in statuses:
+            qrun(ledger.set_status(oid, status, why=None))
+
+    running = order("PlateReader.ReadPlate")
+    to(running, OrderStatus.Scheduled, OrderStatus.Running)
+    finished = order("Incubator.Incubate")
+    to(finished, OrderStatus.Scheduled, OrderStatus.Running)
+    qrun(clock.advance(3600))
+    to(finished, OrderStatus.Complete)
+    qrun(clock.advance(3600))
+    at = clock.now()
+    qrun(clock.advance(DAY))
+    to(running, OrderStatus.Complete)
+    qrun(clock.advance(30 * DAY))
+    result = Archiver(store).run_sync(clock.now() - 7 * DAY)
+    assert result.orders == 2 and store.count_orders() == 0
+
+    moment = qrun(TimeMachine(store).moment(at))
+    assert moment.status_of(running) is OrderStatus.Running and moment.archive_note is None
+    assert moment.rows[running][2] == "PlateReader.ReadPlate"
+    then = {r[0]: r[STATUS] for r in store.read_sync(lambda c: rows_at(c, [], moment, 7 * DAY))}
+    assert then == {running: int(OrderStatus.Running), finished: int(OrderStatus.Complete)}
+
+    archive = store.path.with_name(ARCHIVE_FILENAME)
+    archive.rename(archive.with_name("moved.sqlite3"))
+    moment = qrun(TimeMachine(store).moment(at))
+    assert moment.open_orders == {} and moment.archive.state == "missing"
+    assert store.read_sync(lambda c: rows_at(c, [], moment, 7 * DAY)) == []
+    banner = PastBanner()
+    qtbot.addWidget(banner)
+    banner.show_moment(moment)
+    assert "2 archived orders are left out" in banner.text() and str(archive) in banner.text()
