@@ -149,7 +149,9 @@ class HistorySearch:
 
     range_rows_cap = 50_000
     """A time range holding fewer rows than this drives the query (its rows are sorted); a wider
-    one is only a filter on the newest-first scan."""
+    one too when it holds fewer than ten times this and the rows after it outnumber its own (a
+    range far back: the newest-first scan would walk every later row first); else it is only a
+    filter on the newest-first scan."""
 
     def __init__(self, store: Store, archive: Path | None = None) -> None:
         self.store = store
@@ -540,7 +542,9 @@ def _page_sql(conn: sqlite3.Connection, schema: str, query: HistoryQuery, cursor
 
 
 def _narrow_range(conn: sqlite3.Connection, schema: str, query: HistoryQuery, cap: int) -> str | None:
-    """The index of the query's time range if it holds fewer than ``cap`` rows, else None."""
+    """The index of the query's time range if it should lead: it holds fewer than ``cap`` rows,
+    or fewer than ``10 * cap`` and fewer than the rows after it (the newest-first scan would
+    walk those before reaching the range: arrival order follows time), else None."""
     best: tuple[int, str] | None = None
     for column, index, low, high in (("created", "orders_by_created", query.created_from, query.created_to),
                                      ("ended", "orders_by_ended", query.ended_from, query.ended_to)):
@@ -549,9 +553,16 @@ def _narrow_range(conn: sqlite3.Connection, schema: str, query: HistoryQuery, ca
         bounds = " AND ".join([*([f"{column} >= ?"] if low is not None else []),
                                *([f"{column} < ?"] if high is not None else [])])
         values = [v for v in (low, high) if v is not None]
-        n = conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM {schema}.orders INDEXED BY {index} "
-                         f"WHERE {bounds} LIMIT ?)", (*values, cap)).fetchone()[0]
-        if n < cap and (best is None or n < best[0]):
+        count = f"SELECT count(*) FROM (SELECT 1 FROM {schema}.orders INDEXED BY {index} WHERE {{}} LIMIT ?)"
+        n = conn.execute(count.format(bounds), (*values, cap)).fetchone()[0]
+        if n >= cap and high is not None:  # wide: lead only if the scan would walk more rows first
+            n = conn.execute(count.format(bounds), (*values, 10 * cap)).fetchone()[0]
+            later = conn.execute(count.format(f"{column} >= ?"), (high, n + 1)).fetchone()[0]
+            if n >= 10 * cap or later <= n:
+                continue
+        elif n >= cap:
+            continue
+        if best is None or n < best[0]:
             best = (n, index)
     return best[1] if best is not None else None
 
