@@ -25,6 +25,12 @@ Stores from before schema 8 are chained once, when they migrate (:func:`backfill
 point is kept in ``meta`` under ``audit_chain_start``. Rows up to it were sealed then: the chain
 proves they have not changed *since* the migration, not before.
 
+Orders moved to the archive (``labconsole-archive.sqlite3``, :mod:`core.archive`) take their
+transitions with them, hashes and all: :func:`verify` given the archive walks the store's
+transitions and the archive's as one chain in ``seq`` order (a copy the archive holds of a row
+still in the store counts once). Without the archive file the moved rows show as missing, and
+the report says which archive they are in.
+
 What a hash chain proves, and what it does not: any change, removal or reordering made without
 recomputing every later hash is detected and named by :func:`verify`. Somebody who can write the
 file and recomputes the whole chain is only caught against a copy of the head kept elsewhere: keep
@@ -169,6 +175,9 @@ class Report:
     source: str
     chains: list[ChainStatus] = field(default_factory=list)
     start: dict[str, Any] | None = None
+    archive: str | None = None
+    """What the archive contributed (its transitions walked with the store's), or why it could
+    not (missing or unreadable, while the store says orders were moved there); None: no archive."""
 
     @property
     def ok(self) -> bool:
@@ -187,6 +196,8 @@ class Report:
             else:
                 span = f"seq {c.first_seq}..{c.last_seq}" if c.rows else "no rows"
                 lines.append(f"ok {c.table}: {c.rows} rows ({span}), head {c.head}")
+        if self.archive is not None:
+            lines.append(self.archive)
         if self.start is not None:
             sealed = ", ".join(f"{t} through seq {self.start[t]['sealed_through_seq']}"
                                for t in CHAIN_FIELDS if t in self.start)
@@ -244,19 +255,68 @@ def _short(h: str | None) -> str:
     return "none" if h is None else h[:12] + "…"
 
 
-def verify(conn: sqlite3.Connection, source: str = "store") -> Report:
-    """Verify both chains of a store (streams the rows; no table is held in memory)."""
+def verify(conn: sqlite3.Connection, source: str = "store", archive: Path | None = None) -> Report:
+    """Verify both chains of a store (streams the rows; no table is held in memory). With
+    ``archive`` (the store's archive file), the transitions moved there are part of the chain."""
     report = Report(source)
-    raw = conn.execute("SELECT value FROM meta WHERE key = ?", (START_KEY,)).fetchone()
+    raw = conn.execute("SELECT value FROM main.meta WHERE key = ?", (START_KEY,)).fetchone()
     report.start = json.loads(raw[0]) if raw else None
+    merged = _attach_archive(conn, archive, report) if archive is not None else False
     for table, fields in CHAIN_FIELDS.items():
         status = ChainStatus(table)
-        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+        row = conn.execute("SELECT seq FROM main.sqlite_sequence WHERE name = ?", (table,)).fetchone()
         stored_max = row[0] if row else None
-        cur = conn.execute(f"SELECT seq, {', '.join(fields)}, prev_hash, hash FROM {table} ORDER BY seq")
-        _check_rows(status, iter(cur), GENESIS, 0, stored_max)
+        cols = f"seq, {', '.join(fields)}, prev_hash, hash"
+        if merged and table == "transitions":
+            try:
+                cur = conn.execute(f"SELECT {cols} FROM main.transitions UNION ALL "
+                                   f"SELECT {cols} FROM archive.transitions ORDER BY seq")
+                _check_rows(status, _once_per_seq(cur), GENESIS, 0, stored_max)
+            except sqlite3.DatabaseError as exc:
+                report.archive = f"the archive {archive} could not be read to the end ({exc})"
+                status = ChainStatus(table)
+                cur = conn.execute(f"SELECT {cols} FROM main.transitions ORDER BY seq")
+                _check_rows(status, iter(cur), GENESIS, 0, stored_max)
+        else:
+            cur = conn.execute(f"SELECT {cols} FROM main.{table} ORDER BY seq")
+            _check_rows(status, iter(cur), GENESIS, 0, stored_max)
         report.chains.append(status)
     return report
+
+
+def _once_per_seq(rows: Iterator[Sequence[Any]]) -> Iterator[Sequence[Any]]:
+    """Rows in seq order with a repeated seq (the archive's copy of a row the store still
+    holds, or the other way) given once: the store's, which comes first."""
+    last = None
+    for row in rows:
+        if row[0] != last:
+            last = row[0]
+            yield row
+
+
+def _attach_archive(conn: sqlite3.Connection, archive: Path, report: Report) -> bool:
+    """Attach ``archive`` read-only as ``archive`` (not in a transaction); whether its
+    transitions can be walked. ``report.archive`` says what it held or why it was left out."""
+    row = conn.execute("SELECT value FROM main.meta WHERE key = 'archive.orders'").fetchone()
+    moved = int(row[0]) if row is not None else 0
+    if not (archive.is_file() and archive.stat().st_size > 0):
+        if moved:
+            report.archive = (f"the archive {archive} is missing: the transitions of the {moved} orders "
+                              "moved there cannot be verified (put the file back and verify again)")
+        return False
+    try:
+        if not any(r[1] == "archive" for r in conn.execute("PRAGMA database_list")):
+            conn.execute("ATTACH DATABASE ? AS archive", (f"{archive.resolve().as_uri()}?mode=ro",))
+        n = conn.execute("SELECT count(*) FROM archive.transitions").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        report.archive = f"the archive {archive} cannot be read ({exc}): its transitions were not verified"
+        try:
+            conn.execute("DETACH DATABASE archive")
+        except sqlite3.DatabaseError:
+            pass
+        return False
+    report.archive = f"with the archive {archive}: {n} transitions of {moved} archived orders in the chain"
+    return True
 
 
 # --------------------------------------------------------------------------- export

@@ -149,7 +149,9 @@ class HistorySearch:
 
     range_rows_cap = 50_000
     """A time range holding fewer rows than this drives the query (its rows are sorted); a wider
-    one is only a filter on the newest-first scan."""
+    one too when it holds fewer than ten times this and the rows after it outnumber its own (a
+    range far back: the newest-first scan would walk every later row first); else it is only a
+    filter on the newest-first scan."""
 
     def __init__(self, store: Store, archive: Path | None = None) -> None:
         self.store = store
@@ -268,56 +270,12 @@ class HistorySearch:
         """Whether the archive can be searched (checked on a reader connection of this thread)."""
         return self.store.read_sync(self._attach)
 
-    def _archived_count(self, conn: sqlite3.Connection) -> int:
-        row = conn.execute("SELECT value FROM main.meta WHERE key = ?", (META_ARCHIVED,)).fetchone()
-        return int(row[0]) if row is not None else 0
-
     def _attach(self, conn: sqlite3.Connection) -> ArchiveState:
-        """Attach the archive to ``conn`` read-only (once per connection); say whether it is usable."""
-        path = self.archive_path
-        archived = self._archived_count(conn)
-        attached = any(r[1] == "archive" for r in conn.execute("PRAGMA database_list"))
-        exists = path.is_file() and path.stat().st_size > 0
-        if attached:
-            if exists:
-                return ArchiveState("ok", path, archived)
-            conn.execute("DETACH DATABASE archive")
-        if not exists:
-            if archived:
-                return ArchiveState("missing", path, archived,
-                                    f"the archive {path} is missing: {archived} archived orders "
-                                    "cannot be searched (put the file back to search them)")
-            return ArchiveState("none", path, 0)
-        try:
-            with open(path, "rb") as f:
-                header = f.read(16)
-        except OSError as exc:
-            return ArchiveState("damaged", path, archived, f"the archive {path} cannot be read: "
-                                f"{exc.strerror}; only the store is searched")
-        if header != SQLITE_HEADER:
-            return ArchiveState("damaged", path, archived, f"the archive {path} is not a SQLite "
-                                "database (bad header); only the store is searched")
-        try:
-            conn.execute("ATTACH DATABASE ? AS archive", (f"{path.resolve().as_uri()}?mode=ro",))
-            app_id = conn.execute("PRAGMA archive.application_id").fetchone()[0]
-            if app_id != ARCHIVE_APPLICATION_ID:
-                conn.execute("DETACH DATABASE archive")
-                return ArchiveState("damaged", path, archived, f"the archive {path} is not a "
-                                    f"labconsole archive (application_id={app_id}); only the store is searched")
-            conn.execute("SELECT 1 FROM archive.orders LIMIT 1").fetchall()
-            conn.execute("SELECT v FROM archive.orders_fts_config LIMIT 1").fetchall()
-        except sqlite3.DatabaseError as exc:
-            return self._lost(conn, ArchiveState("ok", path, archived), exc)
-        return ArchiveState("ok", path, archived)
+        return attach_archive(conn, self.archive_path)
 
     @staticmethod
     def _lost(conn: sqlite3.Connection, state: ArchiveState, exc: sqlite3.DatabaseError) -> ArchiveState:
-        try:
-            conn.execute("DETACH DATABASE archive")
-        except sqlite3.DatabaseError:
-            pass
-        return ArchiveState("damaged", state.path, state.archived_orders,
-                            f"the archive {state.path} is damaged ({exc}); only the store is searched")
+        return archive_lost(conn, state, exc)
 
     # ------------------------------------------------------------------ live window and counts
 
@@ -407,6 +365,69 @@ class HistorySearch:
         except sqlite3.DatabaseError as exc:
             self._lost(conn, state, exc)
             return [], False
+
+
+# ---------------------------------------------------------------------- the archive on a connection
+
+
+def archived_count(conn: sqlite3.Connection) -> int:
+    """How many orders the store says it moved to the archive."""
+    row = conn.execute("SELECT value FROM main.meta WHERE key = ?", (META_ARCHIVED,)).fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+def archive_attached(conn: sqlite3.Connection) -> bool:
+    return any(r[1] == "archive" for r in conn.execute("PRAGMA database_list"))
+
+
+def attach_archive(conn: sqlite3.Connection, path: Path) -> ArchiveState:
+    """Attach the archive at ``path`` to ``conn`` read-only as ``archive`` (once per connection;
+    not inside a transaction) and say whether it is usable. A missing or damaged file is
+    detached and reported, never raised."""
+    archived = archived_count(conn)
+    attached = archive_attached(conn)
+    exists = path.is_file() and path.stat().st_size > 0
+    if attached:
+        if exists:
+            return ArchiveState("ok", path, archived)
+        conn.execute("DETACH DATABASE archive")
+    if not exists:
+        if archived:
+            return ArchiveState("missing", path, archived,
+                                f"the archive {path} is missing: {archived} archived orders "
+                                "cannot be searched (put the file back to search them)")
+        return ArchiveState("none", path, 0)
+    try:
+        with open(path, "rb") as f:
+            header = f.read(16)
+    except OSError as exc:
+        return ArchiveState("damaged", path, archived, f"the archive {path} cannot be read: "
+                            f"{exc.strerror}; only the store is searched")
+    if header != SQLITE_HEADER:
+        return ArchiveState("damaged", path, archived, f"the archive {path} is not a SQLite "
+                            "database (bad header); only the store is searched")
+    try:
+        conn.execute("ATTACH DATABASE ? AS archive", (f"{path.resolve().as_uri()}?mode=ro",))
+        app_id = conn.execute("PRAGMA archive.application_id").fetchone()[0]
+        if app_id != ARCHIVE_APPLICATION_ID:
+            conn.execute("DETACH DATABASE archive")
+            return ArchiveState("damaged", path, archived, f"the archive {path} is not a "
+                                f"labconsole archive (application_id={app_id}); only the store is searched")
+        conn.execute("SELECT 1 FROM archive.orders LIMIT 1").fetchall()
+        conn.execute("SELECT v FROM archive.orders_fts_config LIMIT 1").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return archive_lost(conn, ArchiveState("ok", path, archived), exc)
+    return ArchiveState("ok", path, archived)
+
+
+def archive_lost(conn: sqlite3.Connection, state: ArchiveState, exc: sqlite3.DatabaseError) -> ArchiveState:
+    """Detach an archive that failed a read; the state that says so."""
+    try:
+        conn.execute("DETACH DATABASE archive")
+    except sqlite3.DatabaseError:
+        pass
+    return ArchiveState("damaged", state.path, state.archived_orders,
+                        f"the archive {state.path} is damaged ({exc}); only the store is searched")
 
 
 # ---------------------------------------------------------------------- SQL
@@ -521,7 +542,9 @@ def _page_sql(conn: sqlite3.Connection, schema: str, query: HistoryQuery, cursor
 
 
 def _narrow_range(conn: sqlite3.Connection, schema: str, query: HistoryQuery, cap: int) -> str | None:
-    """The index of the query's time range if it holds fewer than ``cap`` rows, else None."""
+    """The index of the query's time range if it should lead: it holds fewer than ``cap`` rows,
+    or fewer than ``10 * cap`` and fewer than the rows after it (the newest-first scan would
+    walk those before reaching the range: arrival order follows time), else None."""
     best: tuple[int, str] | None = None
     for column, index, low, high in (("created", "orders_by_created", query.created_from, query.created_to),
                                      ("ended", "orders_by_ended", query.ended_from, query.ended_to)):
@@ -530,9 +553,16 @@ def _narrow_range(conn: sqlite3.Connection, schema: str, query: HistoryQuery, ca
         bounds = " AND ".join([*([f"{column} >= ?"] if low is not None else []),
                                *([f"{column} < ?"] if high is not None else [])])
         values = [v for v in (low, high) if v is not None]
-        n = conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM {schema}.orders INDEXED BY {index} "
-                         f"WHERE {bounds} LIMIT ?)", (*values, cap)).fetchone()[0]
-        if n < cap and (best is None or n < best[0]):
+        count = f"SELECT count(*) FROM (SELECT 1 FROM {schema}.orders INDEXED BY {index} WHERE {{}} LIMIT ?)"
+        n = conn.execute(count.format(bounds), (*values, cap)).fetchone()[0]
+        if n >= cap and high is not None:  # wide: lead only if the scan would walk more rows first
+            n = conn.execute(count.format(bounds), (*values, 10 * cap)).fetchone()[0]
+            later = conn.execute(count.format(f"{column} >= ?"), (high, n + 1)).fetchone()[0]
+            if n >= 10 * cap or later <= n:
+                continue
+        elif n >= cap:
+            continue
+        if best is None or n < best[0]:
             best = (n, index)
     return best[1] if best is not None else None
 
@@ -588,26 +618,52 @@ def live_window_scan(conn: sqlite3.Connection, cutoff: float,
     return _as_runs(conn.execute(_live_window_sql(_ADOPTED_SQL), {"cut": cutoff}), adopted)
 
 
+def _adopted_sql(schema: str) -> str:
+    """:data:`_ADOPTED_SQL` for the rows of ``schema``'s orders read as ``o``."""
+    return (f", CASE WHEN o.parent_id IS NULL OR EXISTS (SELECT 1 FROM {schema}.runs WHERE run_id = o.parent_id) "
+            f"THEN 0 ELSE EXISTS (SELECT 1 FROM {schema}.runs WHERE run_id = o.id) END")
+
+
 def rows_of(conn: sqlite3.Connection, order_ids: Sequence[str],
-            adopted: dict[str, str]) -> Iterator[tuple[Any, ...]]:
+            adopted: dict[str, str], *, archive: bool = False) -> Iterator[tuple[Any, ...]]:
     """The rows of ``order_ids`` (those the store holds; any order), as :func:`live_window_scan`
-    gives them, 500 ids a query."""
+    gives them, 500 ids a query. With ``archive`` (attached to ``conn``), those the store no
+    longer holds are read from the archive after them."""
     cols = ", ".join(ORDER_ROW_COLUMNS)
+    found: set[str] = set()
     for i in range(0, len(order_ids), 500):
         part = json.dumps(list(order_ids[i:i + 500]))
+        for row in _as_runs(conn.execute(
+                f"SELECT {cols}{_ADOPTED_SQL} FROM orders WHERE id IN (SELECT value FROM json_each(?)) "
+                "ORDER BY seq", (part,)), adopted):
+            found.add(row[0])
+            yield row
+    if not archive:
+        return
+    rest = [o for o in dict.fromkeys(order_ids) if o not in found]
+    acols = ", ".join(f"o.{c}" for c in ORDER_ROW_COLUMNS)
+    for i in range(0, len(rest), 500):
+        part = json.dumps(rest[i:i + 500])
         yield from _as_runs(conn.execute(
-            f"SELECT {cols}{_ADOPTED_SQL} FROM orders WHERE id IN (SELECT value FROM json_each(?)) "
-            "ORDER BY seq", (part,)), adopted)
+            f"SELECT {acols}{_adopted_sql('archive')} FROM archive.orders o "
+            "WHERE o.id IN (SELECT value FROM json_each(?)) ORDER BY o.seq", (part,)), adopted)
 
 
 def rows_ended_between(conn: sqlite3.Connection, start: float, end: float,
-                       adopted: dict[str, str]) -> Iterator[tuple[Any, ...]]:
+                       adopted: dict[str, str], *, archive: bool = False) -> Iterator[tuple[Any, ...]]:
     """The rows of the orders that ended after ``start`` and at or before ``end`` (an index
-    range), as :func:`live_window_scan` gives them."""
+    range), as :func:`live_window_scan` gives them. With ``archive`` (attached to ``conn``),
+    the archived ones follow (a copy whose order is still in the store is left out)."""
     cols = ", ".join(ORDER_ROW_COLUMNS)
-    return _as_runs(conn.execute(
+    yield from _as_runs(conn.execute(
         f"SELECT {cols}{_ADOPTED_SQL} FROM orders INDEXED BY orders_by_ended WHERE ended > ? AND ended <= ? "
         "ORDER BY seq", (start, end)), adopted)
+    if archive:
+        acols = ", ".join(f"o.{c}" for c in ORDER_ROW_COLUMNS)
+        yield from _as_runs(conn.execute(
+            f"SELECT {acols}{_adopted_sql('archive')} FROM archive.orders o INDEXED BY orders_by_ended "
+            f"WHERE o.ended > ? AND o.ended <= ? AND {_pending('archive')[0]} ORDER BY o.seq",
+            (start, end)), adopted)
 
 
 def step_orders(conn: sqlite3.Connection, run_ids: Iterable[str]) -> dict[str, dict[str, str]]:
@@ -662,6 +718,6 @@ def _interrupted(exc: BaseException) -> bool:
         getattr(exc, "sqlite_errorname", "") == "SQLITE_INTERRUPT" or "interrupted" in str(exc))
 
 
-__all__ = ["ROW_COLUMNS", "ArchiveState", "DashboardCounts", "HistoryPage", "HistoryQuery",
+__all__ = ["ROW_COLUMNS", "ArchiveState", "archive_attached", "archive_lost", "attach_archive", "DashboardCounts", "HistoryPage", "HistoryQuery",
            "HistorySearch", "Reach", "SearchSuperseded", "dashboard_counts", "fts_expression",
            "live_window_rows", "live_window_scan", "rows_ended_between", "rows_of", "step_orders"]

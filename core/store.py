@@ -1048,9 +1048,13 @@ class Store:
                            json.loads(r[6]) if r[6] else None) for r in rows]
 
     def verify_chain(self) -> audit_chain.Report:
-        """Walk the hash chains of ``transitions`` and ``audit``; the report names the first broken
-        or missing row of each (see :mod:`core.audit_chain`)."""
-        return self.read_sync(lambda c: audit_chain.verify(c, str(self.path)))
+        """Walk the hash chains of ``transitions`` and ``audit``, the archive's transitions
+        included; the report names the first broken or missing row of each (see
+        :mod:`core.audit_chain`)."""
+        from core.archive import archive_path  # the archive module builds on this one
+
+        archive = archive_path(self.path)
+        return self.read_sync(lambda c: audit_chain.verify(c, str(self.path), archive))
 
     def export_chain(self, start: float, end: float) -> dict[str, Any]:
         """The chained rows from ``start`` to ``end`` (epoch seconds) with their hashes and the hash

@@ -16,12 +16,18 @@ replays the transitions between it and the moment along the ``transitions_by_at`
 jump replays fewer than ``every`` rows however long the log is. A scrub (the next moment from
 the one shown) replays only the rows between the two when it moves forward.
 
+Orders moved to the archive (:mod:`core.archive`) are part of the past: when the archive file
+can be read it is attached read-only and its transitions are replayed with the store's, in one
+(time, seq) order, and its order rows stand in for the ones the store no longer holds. A missing
+or damaged archive does not stop a moment: it is built from the store alone and
+:attr:`Moment.archive` says what is left out (:attr:`Moment.archive_note`).
+
 Snapshots are derived data and never wrong for long: the rows written after the last
 :meth:`TimeMachine.refresh` (recorded as a ``seq`` in ``meta``) are checked on every jump, and a
 snapshot later than the earliest of them (a row written with an older time, such as a bulk import)
-is not used; the next refresh deletes it and rebuilds from the snapshot before. Orders moved to
-the archive take their transitions with them, so archiving drops every snapshot too (the store's
-``archive.orders`` count is kept with the watermark).
+is not used; the next refresh deletes it and rebuilds from the snapshot before. Archiving drops
+every snapshot too (the store's ``archive.orders`` count is kept with the watermark), and so does
+a change in whether the archive could be read (a snapshot records whether it replayed it).
 
 Nothing here runs on the event loop: the async methods read on the store's reader threads and
 write snapshots on its writer thread; the ``*_sync`` ones run on the calling thread.
@@ -45,8 +51,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from core.archive import FINISHED_STATUSES, META_ARCHIVED
+from core.archive import FINISHED_STATUSES, META_ARCHIVED, archive_path
 from core.errors import InputError
+from core.history import ArchiveState, archive_lost, attach_archive
 from core.orders import OrderStatus
 from core.store import ORDER_ROW_COLUMNS, ORDER_ROW_SQL, Store
 
@@ -54,7 +61,8 @@ _ALL_STATUSES = tuple(int(s) for s in OrderStatus)
 OPEN_STATUSES = frozenset(int(s) for s in OrderStatus if s not in FINISHED_STATUSES)
 """Statuses of an order that is not finished (kept in snapshots, shown as open at a moment)."""
 META_KEY = "timetravel.checked"
-"""``meta`` key: ``{"seq": last transition seq the snapshots were checked against, "archived": n}``."""
+"""``meta`` key: ``{"seq": last transition seq the snapshots were checked against, "archived": n,
+"with_archive": whether they replayed the archive's transitions too}``."""
 SNAPSHOT_FORMAT = 1
 _TRANSITION_COLS = "seq, order_id, from_status, to_status, at, who, why"
 _REPLAY_COLS = "seq, order_id, from_status, to_status, at"
@@ -191,6 +199,24 @@ class Moment:
     head: int = 0
     """The last transition ``seq`` in the log when it was built."""
     seconds: float = 0.0
+    archive: ArchiveState | None = None
+    """The archive when it was built: ``ok`` (its orders are part of the moment), ``none`` (there
+    is none), ``missing`` or ``damaged`` (the moment holds the store's orders only)."""
+
+    @property
+    def with_archive(self) -> bool:
+        """Whether the archive's orders are part of the moment."""
+        return self.archive is not None and self.archive.state == "ok"
+
+    @property
+    def archive_note(self) -> str | None:
+        """What the moment leaves out because the archive could not be read (None: nothing)."""
+        if self.archive is None or self.archive.ok:
+            return None
+        n = self.archive.archived_orders
+        what = "is missing" if self.archive.state == "missing" else "cannot be read"
+        return (f"{n:,} archived orders are left out: the archive {self.archive.path} {what} "
+                "(the store's orders are shown)")
 
     @property
     def open_orders(self) -> dict[str, tuple[int, float]]:
@@ -228,10 +254,13 @@ class TimeMachine:
     """Rebuilds moments of one store. One per store; thread-safe for reads (no shared cursor)."""
 
     def __init__(self, store: Store, *, every: int = 5_000, window: float = 3600.0,
-                 limit: int = 200, row_limit: int = 500, instruments: Sequence[str] | None = None) -> None:
+                 limit: int = 200, row_limit: int = 500, instruments: Sequence[str] | None = None,
+                 archive: str | os.PathLike[str] | None = None) -> None:
         if every < 100:
             raise ValueError(f"every must be at least 100 transitions, not {every}")
         self.store = store
+        self.archive_path = Path(archive) if archive is not None else archive_path(store.path)
+        """The archive whose orders are part of the past (next to the store unless given)."""
         self.every = every
         self.window = window
         self.limit = limit
@@ -266,10 +295,20 @@ class TimeMachine:
         return RefreshReport(plan["dropped"], len(plan["snapshots"]), plan["replayed"], time.perf_counter() - t0)
 
     def _plan(self, conn: sqlite3.Connection) -> dict[str, Any]:
+        archive = attach_archive(conn, self.archive_path)
+        try:
+            return self._plan_in(conn, archive.state == "ok")
+        except sqlite3.DatabaseError as exc:
+            if archive.state != "ok" or _interrupted(exc):
+                raise
+            archive_lost(conn, archive, exc)
+            return self._plan_in(conn, False)
+
+    def _plan_in(self, conn: sqlite3.Connection, with_archive: bool) -> dict[str, Any]:
         conn.execute("BEGIN")
         try:
-            head = conn.execute("SELECT coalesce(max(seq), 0) FROM transitions").fetchone()[0]
-            valid_to = _valid_to(conn)
+            head = conn.execute("SELECT coalesce(max(seq), 0) FROM main.transitions").fetchone()[0]
+            valid_to = _valid_to(conn, with_archive)
             dropped = conn.execute("SELECT count(*) FROM timetravel_snapshots WHERE at > ?",
                                    (valid_to,)).fetchone()[0]
             base = conn.execute("SELECT data FROM timetravel_snapshots WHERE at <= ? ORDER BY at DESC, seq DESC "
@@ -277,8 +316,8 @@ class TimeMachine:
             state = OrderState.decode(base[0]) if base is not None else OrderState()
             snapshots: list[tuple[float, int, int, bytes]] = []
             replayed = 0
-            cur = conn.execute(f"SELECT {_REPLAY_COLS} FROM transitions WHERE at >= ? ORDER BY at, seq",
-                               (state.position[0] if base is not None else float("-inf"),))
+            cur = conn.execute(*_log(_REPLAY_COLS, "at >= ?", (state.position[0] if base is not None
+                                                                else float("-inf"),), with_archive))
             while True:
                 chunk = cur.fetchmany(self.every - (state.applied % self.every) or self.every)
                 if not chunk:
@@ -288,7 +327,7 @@ class TimeMachine:
                 if applied and state.applied % self.every == 0:
                     snapshots.append((state.position[0], state.position[1], state.applied, state.encode()))
             return {"head": head, "valid_to": valid_to, "dropped": dropped, "snapshots": snapshots,
-                    "replayed": replayed, "archived": _archived(conn)}
+                    "replayed": replayed, "archived": _archived(conn), "with_archive": with_archive}
         finally:
             conn.execute("COMMIT")
 
@@ -300,7 +339,8 @@ class TimeMachine:
                          "VALUES (?, ?, ?, ?)", part["snapshots"])
         if part["last"]:  # rows written between the plan and now are checked by the next jump or refresh
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                         (META_KEY, json.dumps({"seq": part["head"], "archived": part["archived"]})))
+                         (META_KEY, json.dumps({"seq": part["head"], "archived": part["archived"],
+                                                "with_archive": part["with_archive"]})))
 
     def snapshot_count(self) -> int:
         count: int = self.store.read_sync(
@@ -324,28 +364,42 @@ class TimeMachine:
 
     def _moment(self, conn: sqlite3.Connection, at: float, previous: Moment | None,
                 use_snapshots: bool) -> Moment:
+        archive = attach_archive(conn, self.archive_path)  # outside a transaction: ATTACH needs it
+        try:
+            return self._moment_in(conn, at, previous, use_snapshots, archive)
+        except sqlite3.DatabaseError as exc:
+            if archive.state != "ok" or _interrupted(exc):
+                raise
+            # the archive failed a read (damaged since it was attached): the store alone
+            return self._moment_in(conn, at, previous, use_snapshots, archive_lost(conn, archive, exc))
+
+    def _moment_in(self, conn: sqlite3.Connection, at: float, previous: Moment | None,
+                   use_snapshots: bool, archive: ArchiveState) -> Moment:
         t0 = time.perf_counter()
         at = float(at)
+        with_archive = archive.state == "ok"
         conn.execute("BEGIN")
         try:
-            head = conn.execute("SELECT coalesce(max(seq), 0) FROM transitions").fetchone()[0]
-            valid_to = _valid_to(conn) if use_snapshots else float("-inf")
+            # the store is read first: an archive batch copies its orders before the store lets
+            # them go, so the archive read after it holds every order the store no longer has
+            head = conn.execute("SELECT coalesce(max(seq), 0) FROM main.transitions").fetchone()[0]
+            valid_to = _valid_to(conn, with_archive) if use_snapshots else float("-inf")
             snapshot_at: float | None = None
-            if use_snapshots and previous is not None and previous.at <= at and _unchanged_before(
-                    conn, previous.head, previous.at):
+            if use_snapshots and previous is not None and previous.at <= at and \
+                    previous.with_archive == with_archive and _unchanged_before(conn, previous.head, previous.at):
                 state = previous.state.copy()  # a forward scrub: only the rows in between
             else:
                 state = self._snapshot(conn, at, valid_to) if use_snapshots else OrderState()
                 snapshot_at = state.position[0] if state.applied else None
             if state.applied:
-                rows = conn.execute(f"SELECT {_REPLAY_COLS} FROM transitions WHERE at >= ? AND at <= ? "
-                                    "ORDER BY at, seq", (state.position[0], at))
+                rows = conn.execute(*_log(_REPLAY_COLS, "at >= ? AND at <= ?", (state.position[0], at),
+                                          with_archive))
             else:
-                rows = conn.execute(f"SELECT {_REPLAY_COLS} FROM transitions WHERE at <= ? ORDER BY at, seq",
-                                    (at,))
+                rows = conn.execute(*_log(_REPLAY_COLS, "at <= ?", (at,), with_archive))
             replayed = state.apply(rows)
-            moment = Moment(at, state, self._recent(conn, at), self._instruments(conn, at, state),
-                            self._inbox(conn, at), self._actions(conn, at), {}, replayed, snapshot_at, head)
+            moment = Moment(at, state, self._recent(conn, at, with_archive), self._instruments(conn, at, state),
+                            self._inbox(conn, at), self._actions(conn, at), {}, replayed, snapshot_at, head,
+                            archive=archive)
             moment.rows = self._rows(conn, moment)
             moment.instruments = self._with_running(moment)
         finally:
@@ -367,10 +421,10 @@ class TimeMachine:
         self._cache = (key, state)
         return state.copy()
 
-    def _recent(self, conn: sqlite3.Connection, at: float) -> list[LogRow]:
-        return [LogRow(*r) for r in conn.execute(
-            f"SELECT {_TRANSITION_COLS} FROM transitions WHERE at > ? AND at <= ? ORDER BY at DESC, seq DESC "
-            "LIMIT ?", (at - self.window, at, self.limit))]
+    def _recent(self, conn: sqlite3.Connection, at: float, with_archive: bool) -> list[LogRow]:
+        sql, params = _log(_TRANSITION_COLS, "at > ? AND at <= ?", (at - self.window, at), with_archive,
+                           order="ORDER BY at DESC, seq DESC LIMIT ?")
+        return [LogRow(*r) for r in conn.execute(sql, (*params, self.limit))]
 
     def _instruments(self, conn: sqlite3.Connection, at: float, state: OrderState) -> dict[str, InstrumentAt]:
         ids = self.instruments
@@ -403,7 +457,7 @@ class TimeMachine:
         running = {int(OrderStatus.Running), int(OrderStatus.Paused)}
         ids = [oid for oid, (status, _since) in moment.state.open.items() if status in running][:self.row_limit]
         ids += [r.order_id for r in moment.recent]
-        return order_rows(conn, ids)
+        return order_rows(conn, ids, archive=moment.with_archive)
 
     def _with_running(self, moment: Moment) -> dict[str, InstrumentAt]:
         """Fill in the steps running on each instrument from the open orders when its log names none."""
@@ -424,39 +478,63 @@ class TimeMachine:
     # ------------------------------------------------------------------ reach and export
 
     def reach_sync(self) -> tuple[float, float] | None:
-        """The first and last transition times (None: the log is empty)."""
-        row = self.store.read_sync(lambda c: c.execute("SELECT min(at), max(at) FROM transitions").fetchone())
-        return None if row[0] is None else (row[0], row[1])
+        """The first and last transition times, the archive's included (None: the log is empty)."""
+        return self.store.read_sync(self._reach)
 
     async def reach(self) -> tuple[float, float] | None:
-        row = await self.store.read(lambda c: c.execute("SELECT min(at), max(at) FROM transitions").fetchone())
-        return None if row[0] is None else (row[0], row[1])
+        return await self.store.read(self._reach)
+
+    def _reach(self, conn: sqlite3.Connection) -> tuple[float, float] | None:
+        first, last = conn.execute("SELECT min(at), max(at) FROM main.transitions").fetchone()
+        archive = attach_archive(conn, self.archive_path)
+        if archive.state == "ok":
+            try:
+                older = conn.execute("SELECT min(at) FROM archive.transitions").fetchone()[0]
+            except sqlite3.DatabaseError as exc:
+                if _interrupted(exc):
+                    raise
+                archive_lost(conn, archive, exc)
+            else:
+                if older is not None:
+                    first, last = (older, older) if first is None else (min(first, older), last)
+        return None if first is None else (first, last)
 
     def export_sync(self, path: str | os.PathLike[str], start: float, end: float) -> ExportReport:
         """Write the transitions and operator actions of ``[start, end]`` to a CSV file, in time
         order (the file is written whole or not at all)."""
         if end < start:
             raise InputError.at(f"the period ends ({_iso(end)}) before it starts ({_iso(start)})", field="end")
-        return self.store.read_sync(lambda c: _export(c, Path(path), start, end))
+        return self.store.read_sync(lambda c: self._export(c, Path(path), start, end))
 
     async def export(self, path: str | os.PathLike[str], start: float, end: float) -> ExportReport:
         if end < start:
             raise InputError.at(f"the period ends ({_iso(end)}) before it starts ({_iso(start)})", field="end")
-        return await self.store.read(lambda c: _export(c, Path(path), start, end))
+        return await self.store.read(lambda c: self._export(c, Path(path), start, end))
+
+    def _export(self, conn: sqlite3.Connection, path: Path, start: float, end: float) -> ExportReport:
+        """The period's rows, the archived orders' transitions included when the archive can be read."""
+        archive = attach_archive(conn, self.archive_path)
+        try:
+            return _export(conn, path, start, end, archive.state == "ok")
+        except sqlite3.DatabaseError as exc:
+            if archive.state != "ok" or _interrupted(exc):
+                raise
+            archive_lost(conn, archive, exc)
+            return _export(conn, path, start, end, False)
 
 
 EXPORT_COLUMNS = ("kind", "seq", "at", "at_epoch", "order_or_target", "from_status", "to_status_or_action",
                   "who", "why_or_reason")
 
 
-def _export(conn: sqlite3.Connection, path: Path, start: float, end: float) -> ExportReport:
+def _export(conn: sqlite3.Connection, path: Path, start: float, end: float, with_archive: bool = False
+            ) -> ExportReport:
     path = path.expanduser()
     counts = {"transition": 0, "action": 0}
 
     def transitions() -> Iterator[tuple[float, int, list[Any]]]:
         for seq, oid, frm, to, at, who, why in conn.execute(
-                f"SELECT {_TRANSITION_COLS} FROM transitions WHERE at >= ? AND at <= ? ORDER BY at, seq",
-                (start, end)):
+                *_log(_TRANSITION_COLS, "at >= ? AND at <= ?", (start, end), with_archive)):
             counts["transition"] += 1
             yield at, 0, ["transition", seq, _iso(at), repr(at), oid,
                           OrderStatus(frm).name if frm is not None else "", OrderStatus(to).name, who, why or ""]
@@ -496,50 +574,91 @@ def _parts(plan: dict[str, Any]) -> list[dict[str, Any]]:
             for i, chunk in enumerate(chunks)]
 
 
-def statuses_at(conn: sqlite3.Connection, order_ids: Sequence[str], at: float) -> dict[str, int]:
+def statuses_at(conn: sqlite3.Connection, order_ids: Sequence[str], at: float, *,
+                archive: bool = False) -> dict[str, int]:
     """Each order's status after its last transition at or before ``at`` (500 ids a query; the
-    log's order is (at, seq): several rows may share a time). Orders with none are left out."""
+    log's order is (at, seq): several rows may share a time). Orders with none are left out.
+    With ``archive`` (attached to ``conn``) the archive's transitions count too (a pending copy
+    repeats the store's rows, seq and all, and changes nothing)."""
     out: dict[str, int] = {}
     for i in range(0, len(order_ids), 500):
         part = order_ids[i:i + 500]
+        marks = ",".join("?" * len(part))
+        source = "main.transitions"
+        params: list[Any] = [at, *part]
+        if archive:
+            source = (f"(SELECT seq, order_id, to_status, at FROM main.transitions WHERE order_id IN ({marks}) "
+                      f"UNION ALL SELECT seq, order_id, to_status, at FROM archive.transitions "
+                      f"WHERE order_id IN ({marks}))")
+            params = [*part, *part, at, *part]
         out.update(conn.execute(
             "SELECT order_id, to_status FROM (SELECT order_id, to_status, row_number() OVER "
-            "(PARTITION BY order_id ORDER BY at DESC, seq DESC) AS n FROM transitions "
-            f"WHERE at <= ? AND order_id IN ({','.join('?' * len(part))})) WHERE n = 1",
-            [at, *part]).fetchall())
+            f"(PARTITION BY order_id ORDER BY at DESC, seq DESC) AS n FROM {source} "
+            f"WHERE at <= ? AND order_id IN ({marks})) WHERE n = 1", params).fetchall())
     return out
 
 
-def order_rows(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
-    """The light rows of these orders by id (primary-key look-ups, 500 at a time)."""
+def order_rows(conn: sqlite3.Connection, ids: Sequence[str], *, archive: bool = False) -> dict[str, tuple[Any, ...]]:
+    """The light rows of these orders by id (primary-key look-ups, 500 at a time); with
+    ``archive`` (attached to ``conn``), those the store no longer holds from the archive."""
     out: dict[str, tuple[Any, ...]] = {}
     unique = list(dict.fromkeys(ids))
-    for i in range(0, len(unique), 500):
-        part = unique[i:i + 500]
-        for r in conn.execute(f"SELECT {ORDER_ROW_SQL} FROM orders WHERE id IN ({','.join('?' * len(part))})",
-                              part):
-            out[r[0]] = r
+    for schema in ("main", "archive") if archive else ("main",):
+        for i in range(0, len(unique), 500):
+            part = unique[i:i + 500]
+            for r in conn.execute(f"SELECT {ORDER_ROW_SQL} FROM {schema}.orders "
+                                  f"WHERE id IN ({','.join('?' * len(part))})", part):
+                out.setdefault(r[0], r)
+        unique = [i for i in unique if i not in out]
     return out
+
+
+def attach_for(conn: sqlite3.Connection, moment: Moment) -> bool:
+    """Attach the archive ``moment`` was built with to ``conn`` (a reader of the same store), so
+    the moment's archived orders can be read there; whether it could (False: the store alone)."""
+    if not moment.with_archive or moment.archive is None:
+        return False
+    return attach_archive(conn, moment.archive.path).state == "ok"
+
+
+def _log(cols: str, where: str, params: Sequence[Any], with_archive: bool,
+         order: str = "ORDER BY at, seq") -> tuple[str, list[Any]]:
+    """A read of the transition log (``where`` on its columns), the archive's rows included
+    with ``with_archive``: the two index walks merged in ``order``. An archive copy whose order is
+    still in the store (an archive batch that has not let go of it yet) is left out."""
+    sql = f"SELECT {cols} FROM main.transitions WHERE {where}"
+    if not with_archive:
+        return f"{sql} {order}", list(params)
+    # the pending ids (at most a batch) are read once, not probed per row
+    return (f"{sql} UNION ALL SELECT {cols} FROM archive.transitions WHERE {where} AND order_id NOT IN "
+            "(SELECT p.id FROM archive.pending p WHERE EXISTS (SELECT 1 FROM main.orders m WHERE m.id = p.id)) "
+            f"{order}", [*params, *params])
+
+
+def _interrupted(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and (
+        getattr(exc, "sqlite_errorname", "") == "SQLITE_INTERRUPT" or "interrupted" in str(exc))
 
 
 def _archived(conn: sqlite3.Connection) -> str | None:
-    row = conn.execute("SELECT value FROM meta WHERE key = ?", (META_ARCHIVED,)).fetchone()
+    row = conn.execute("SELECT value FROM main.meta WHERE key = ?", (META_ARCHIVED,)).fetchone()
     return row[0] if row is not None else None
 
 
-def _valid_to(conn: sqlite3.Connection) -> float:
+def _valid_to(conn: sqlite3.Connection, with_archive: bool = False) -> float:
     """The latest time a snapshot may have and still be right: before the earliest transition
-    written after the last check (``inf``: all are right; ``-inf``: none, archiving moved rows)."""
-    row = conn.execute("SELECT value FROM meta WHERE key = ?", (META_KEY,)).fetchone()
+    written after the last check (``inf``: all are right; ``-inf``: none, archiving moved rows,
+    or the snapshots were built with the archive and it cannot be read now, or the other way)."""
+    row = conn.execute("SELECT value FROM main.meta WHERE key = ?", (META_KEY,)).fetchone()
     if row is None:
         return float("-inf")
     checked = json.loads(row[0])
-    if checked.get("archived") != _archived(conn):
+    if checked.get("archived") != _archived(conn) or bool(checked.get("with_archive")) != with_archive:
         return float("-inf")
-    head = conn.execute("SELECT coalesce(max(seq), 0) FROM transitions").fetchone()[0]
+    head = conn.execute("SELECT coalesce(max(seq), 0) FROM main.transitions").fetchone()[0]
     if head < checked["seq"]:
         return float("-inf")  # rows removed: the snapshots no longer describe this log
-    late = conn.execute("SELECT min(at + 0) FROM transitions WHERE seq > ?", (checked["seq"],)).fetchone()[0]
+    late = conn.execute("SELECT min(at + 0) FROM main.transitions WHERE seq > ?", (checked["seq"],)).fetchone()[0]
     return float("inf") if late is None else float(late)
 
 
@@ -547,7 +666,7 @@ def _unchanged_before(conn: sqlite3.Connection, head: int, at: float) -> bool:
     """Whether no transition written after ``head`` lies at or before ``at`` (then a moment built
     at ``head`` is still right up to ``at``)."""
     # at + 0: walk the rows after head on the primary key, not the whole time index for min()
-    late = conn.execute("SELECT min(at + 0) FROM transitions WHERE seq > ?", (head,)).fetchone()[0]
+    late = conn.execute("SELECT min(at + 0) FROM main.transitions WHERE seq > ?", (head,)).fetchone()[0]
     return late is None or late > at
 
 

@@ -40,6 +40,7 @@ from PySide6.QtCore import (
     QRect,
     QRectF,
     Qt,
+    QTimer,
     Signal,
     Slot,
 )
@@ -69,6 +70,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.archive import FINISHED_STATUSES
 from core.backup import find_config
 from core.errors import ConfigError, LabconsoleError
 from core.events import StepChanged, StepProgress
@@ -87,7 +89,7 @@ from core.history import (
     stored_count,
 )
 from core.orders import OrderStatus
-from core.timetravel import OPEN_STATUSES, Moment, statuses_at
+from core.timetravel import OPEN_STATUSES, Moment, attach_for, statuses_at
 from core.users import os_user
 from panels.actions import (
     ACTIONS,
@@ -151,6 +153,10 @@ RESELECT_LIMIT = 20_000
 """Up to this many selected orders are selected again after the table is rebuilt."""
 HISTORY_PAGE = 200
 """Rows per page of "Search all history"."""
+PRUNE_EVERY_MS = 300_000
+"""How often finished orders that aged out of the live window leave the Jobs table (they age
+by days: a few minutes late is never seen)."""
+_FINISHED = frozenset(int(s) for s in FINISHED_STATUSES)
 HISTORY_COUNT_CAP = 100_000
 """Matches of a history search are counted up to this many ("over 100,000 match")."""
 EXPAND_ALL_KEYS = "Ctrl+Shift+Right"
@@ -256,7 +262,12 @@ class JobsPanel(Panel):
         self.stored_orders = 0
         """Orders in the store when the table was loaded (the live window is part of them)."""
         self.older_orders = 0
-        """Orders of the store left out of the live window when it was loaded."""
+        """Orders of the store left out of the live window (when it was loaded, and since)."""
+        self.prune_timer = QTimer(self)
+        """Every :data:`PRUNE_EVERY_MS` the finished orders that aged out of the live window leave
+        the table (:meth:`prune_live_window`): one timer, started once the table is loaded."""
+        self.prune_timer.setInterval(PRUNE_EVERY_MS)
+        self.prune_timer.timeout.connect(self.prune_live_window)
         self.live_model = model = OrdersTableModel(self, now=now)
         """The live window: every unfinished order and those finished in the last ``live_days``.
         Runs are rows that expand to their steps (collapsed at first)."""
@@ -510,7 +521,32 @@ class JobsPanel(Panel):
             self._on_forecast(self._forecast_result)
         if self.moment is not None:  # the past was asked for before the orders were read
             self.show_moment(self.moment)
+        self.prune_timer.start()
         return len(prepared.index.all)
+
+    @Slot()
+    def prune_live_window(self) -> int:
+        """Drop from the table the finished orders that are older than :attr:`live_days` now
+        (ended before the cut-off, or created before it without an end), as a new load would
+        leave them out: a run goes with its steps, and not while any order of it is unfinished.
+        One pass over the rows; the rows of the others (and their selection) stay. Returns how
+        many orders left."""
+        if not self._loaded:
+            return 0
+        model = self.live_model
+        every = model.ix.all
+        cutoff = model.now() - self.live_days * DAY
+        aged = [r for r in every.values() if r[STATUS] in _FINISHED
+                and (r[ENDED] if r[ENDED] is not None else r[CREATED]) < cutoff]
+        if not aged:
+            return 0
+        unfinished_runs = {r[PARENT] or r[ID] for r in every.values() if r[STATUS] not in _FINISHED}
+        gone = [r[ID] for r in aged if (r[PARENT] or r[ID]) not in unfinished_runs]
+        removed = model.remove(gone)
+        if removed:
+            self.older_orders += removed
+            self._update_summary()
+        return removed
 
     # ------------------------------------------------------------------ ETAs
 
@@ -609,8 +645,10 @@ class JobsPanel(Panel):
         if self.model is not past:
             self._set_model(past)
         self._load_note = False
-        self._show_status(Feedback("ok", f"{past.total:,} orders as they stood at {when(moment.at)}; "
-                                         "read only"))
+        note = moment.archive_note
+        self._show_status(Feedback("error" if note else "ok",
+                                   f"{past.total:,} orders as they stood at {when(moment.at)}; read only"
+                                   + (f"; {note}" if note else "")))
         self._update_summary()
         self._update_buttons()
 
@@ -1419,6 +1457,7 @@ class JobsPanel(Panel):
         """Stop the filter bar's timers, running actions, the panel's own dialogs, and following
         the forecast and the past."""
         self.filter_bar.shutdown()
+        self.prune_timer.stop()
         self._cancel_history()
         if self.forecast is not None:
             self.forecast.remove_listener(self._on_forecast)
@@ -1440,7 +1479,8 @@ def rows_at(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]], moment: M
 
     ``rows`` are the rows at hand (the live window); with ``window`` (seconds), the orders open
     at the moment and those that ended in the ``window`` before it are read from the store too
-    when ``rows`` lack them (a moment older than the live window).
+    when ``rows`` lack them (a moment older than the live window), and from the archive when the
+    moment was built with it (orders archived since).
 
     Orders created after it are left out. An order open then has its status then from the
     moment; one finished before it and untouched since keeps its row; any other (finished then,
@@ -1453,12 +1493,14 @@ def rows_at(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]], moment: M
     out: list[tuple[Any, ...]] = []
     unsure: list[tuple[Any, ...]] = []
     rows = list(rows)
+    archive = attach_for(conn, moment)
     if window is not None:
         have = {r[ID] for r in rows}
         adopted: dict[str, str] = {}
-        rows.extend(rows_of(conn, [o for o in opened if o not in have], adopted))
+        rows.extend(rows_of(conn, [o for o in opened if o not in have], adopted, archive=archive))
         have.update(opened)
-        rows.extend(r for r in rows_ended_between(conn, at - window, at, adopted) if r[ID] not in have)
+        rows.extend(r for r in rows_ended_between(conn, at - window, at, adopted, archive=archive)
+                    if r[ID] not in have)
     for r in rows:
         created = r[CREATED]
         if created is None or created > at:
@@ -1470,7 +1512,7 @@ def rows_at(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]], moment: M
             out.append(r)
         else:
             unsure.append(r)
-    last = statuses_at(conn, [r[ID] for r in unsure], at)
+    last = statuses_at(conn, [r[ID] for r in unsure], at, archive=archive)
     for r in unsure:
         status = last.get(r[ID])
         if status is not None:

@@ -464,6 +464,23 @@ class OrderIndex:
             new_name = True
         return stored, new_name
 
+    def drop(self, ids: Iterable[str]) -> None:
+        """Forget these orders (and their places in their runs)."""
+        every, children, position, fraction = self.all, self.children, self.position, self.fraction
+        for oid in ids:
+            row = every.pop(oid, None)
+            if row is None:
+                continue
+            fraction.pop(oid, None)
+            position.pop(oid, None)
+            children.pop(oid, None)
+            parent = row[PARENT]
+            kids = children.get(parent) if parent is not None else None
+            if kids is not None:
+                kids.remove(oid)
+                if not kids:
+                    del children[parent]
+
     # ------------------------------------------------------------------ derived values
 
     def progress(self, row: Row) -> float | None:
@@ -1040,6 +1057,37 @@ class OrdersTableModel(QAbstractTableModel):
         self._update(touched, mutate)
         if new_names:
             self.distinct_changed.emit()
+
+    def remove(self, ids: Iterable[str]) -> int:
+        """Drop these orders (a run with its steps): their rows leave the view, one removal
+        each (a rebuild for very many), and the other rows stay selected. Returns how many were
+        dropped."""
+        every, children = self.ix.all, self.ix.children
+        gone = dict.fromkeys(oid for oid in ids if oid in every)
+        for oid in list(gone):
+            gone.update(dict.fromkeys(k for k in children.get(oid, ()) if k in every))
+        if not gone:
+            return 0
+        pred, key = self._pred, self._keyfn
+        shown = [(oid, key(every[oid])) for oid in gone if pred is None or pred(every[oid])]
+        others: set[str] = set()
+        for oid in gone:  # a run that keeps its other steps: its progress and current step change
+            parent = every[oid][PARENT]
+            if parent is not None and parent in every and parent not in gone:
+                others.add(parent)
+                if self._tree is not None:
+                    others.update(k for k in children.get(parent, ()) if k not in gone)
+        if len(shown) > max(REBUILD_THRESHOLD, len(self._rows) // 50):
+            self.ix.drop(gone)
+            self._rebuild_keeping_selection()
+            self.rows_changed.emit()
+            return len(gone)
+        for oid, old in shown:  # placed while the index still knows their runs (their ties)
+            self._move(oid, old, None)
+        self._update(others, lambda: self.ix.drop(gone))
+        if shown:
+            self.rows_changed.emit()
+        return len(gone)
 
     def apply_progress(self, fractions: Mapping[str, float | None]) -> None:
         """Instruments' progress reports (order id -> 0..1) of one frame."""

@@ -92,7 +92,9 @@ class PastBanner(QLabel):
         if moment is None:
             self.hide()
             return
-        self.setText(f"Showing {when(moment.at)} — read only. Press Now (time bar) to return to live.")
+        text = f"Showing {when(moment.at)} — read only. Press Now (time bar) to return to live."
+        note = moment.archive_note
+        self.setText(f"{text}\n{note[0].upper()}{note[1:]}." if note else text)
         self.show()
 
 

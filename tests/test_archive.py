@@ -408,3 +408,29 @@ def test_cancelling_an_online_archive_leaves_everything_in_one_place(store):
     assert 0 < len(archived - live) < len(everything)
     Archiver(store).run_sync(NOW - 60 * DAY)
     assert ids_in(store.path) == set() and ids_in(archive) == everything and pending_in(archive) == set()
+
+
+def test_the_hash_chain_of_transitions_spans_the_store_and_the_archive(aged, store):
+    """Archived transitions keep their hashes: `audit verify` walks store and archive as one
+    chain, names a changed archived row, and says so when the archive file is missing."""
+    assert store.verify_chain().ok
+    Archiver(store, batch_orders=3).run_sync(NOW - 60 * DAY)
+    archive = store.path.with_name(ARCHIVE_FILENAME)
+    report = store.verify_chain()
+    assert report.ok, report.render()
+    moved = len(ids_in(archive, "transitions", "seq"))
+    assert f"with the archive {archive}: {moved} transitions of 8 archived orders" in report.render()
+    chain = next(c for c in report.chains if c.table == "transitions")
+    assert chain.rows == len(ids_in(store.path, "transitions", "seq")) + moved
+
+    seq = min(ids_in(archive, "transitions", "seq"))
+    with sqlite3.connect(archive) as conn:
+        conn.execute("UPDATE transitions SET why = 'edited' WHERE seq = ?", (seq,))
+    report = store.verify_chain()
+    assert not report.ok and report.first_problem.seq == seq
+    assert "changed" in report.first_problem.what
+
+    archive.rename(archive.with_name("elsewhere.sqlite3"))
+    report = store.verify_chain()
+    assert not report.ok and "missing (removed)" in report.first_problem.what
+    assert f"the archive {archive} is missing" in report.render()

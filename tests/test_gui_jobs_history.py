@@ -33,12 +33,13 @@ NOW = time.time()
 class Panel:
     """The Jobs panel over ``store`` in a window, loaded."""
 
-    def __init__(self, store, qtbot, qrun, *, live_days: float | None = None, size=(1280, 720)) -> None:
+    def __init__(self, store, qtbot, qrun, *, live_days: float | None = None, size=(1280, 720),
+                 now=time.time) -> None:
         self.runtime = Runtime.build(store.path.parent, store=store, workcell=None, metrics=False)
         self.bridge = EventBridge(self.runtime.ledger.bus, interval_ms=10)
         self.window = QSplitter()
         self.window.resize(*size)
-        self.jobs = JobsPanel(self.runtime, self.bridge, self.window, live_days=live_days)
+        self.jobs = JobsPanel(self.runtime, self.bridge, self.window, live_days=live_days, now=now)
         self.window.addWidget(self.jobs)
         qtbot.addWidget(self.window)
         self.window.show()
@@ -118,6 +119,54 @@ def test_an_old_order_that_changes_joins_the_window(store, ages, qtbot, qrun):
         qrun(panel.runtime.ledger.set_status(run, OrderStatus.Running, who="alice", why="retry"))
         qtbot.waitUntil(lambda: panel.jobs.model.get(run) is not None, timeout=5000)
         assert panel.jobs.model.get(run)[4] == int(OrderStatus.Running)
+    finally:
+        panel.close()
+
+
+class JumpClock:
+    """Wall time plus an offset a test moves forward (days pass in an instant)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+
+def test_finished_orders_leave_the_table_as_they_age_past_live_days(store, ages, qtbot, qrun):
+    """Six days later the run finished two days ago is eight days old: the periodic prune takes
+    it out of the table (with its steps) while the console runs; the run canceled an hour ago,
+    the live runs and their old finished steps stay, and so does the selection of another row."""
+    clock = JumpClock()
+    panel = Panel(store, qtbot, qrun, now=clock.now)
+    jobs = panel.jobs
+    try:
+        model = jobs.live_model
+        assert jobs.prune_timer.isActive()
+        assert all(model.get(o) is not None for o in ages["recent"])
+        older = jobs.older_orders
+        jobs.expand_button.click()
+        assert jobs.select_orders([ages["today"][0], ages["old_running"][1]]) == 2
+        jobs.prune_timer.setInterval(20)  # the timer of the running console, ticking faster
+        qtbot.wait(100)
+        assert all(model.get(o) is not None for o in ages["recent"]), "nothing aged out yet"
+        clock.offset = 6 * DAY
+        qtbot.waitUntil(lambda: model.get(ages["recent"][0]) is None, timeout=5000)
+        assert not any(model.get(o) for o in ages["recent"]), "the run leaves with its steps"
+        live = {*ages["old_running"], *ages["old_queued"], *ages["today"]}
+        assert set(model.ix.all) == live
+        assert model.rowCount() == len(live)
+        assert sorted(jobs.selected_ids()) == sorted([ages["today"][0], ages["old_running"][1]])
+        assert jobs.older_orders == older + len(ages["recent"])
+        assert f"{jobs.older_orders} older" in jobs.summary.text()
+        # the canceled run ages out a day later; the live runs never do
+        clock.offset = 8 * DAY
+        qtbot.waitUntil(lambda: model.get(ages["today"][0]) is None, timeout=5000)
+        left = {*ages["old_running"], *ages["old_queued"]}
+        assert set(model.ix.all) == left
+        assert jobs.selected_ids() == [ages["old_running"][1]]
+        # what the prune left is what a new load reads
+        assert qrun(jobs.load()) == len(left) and set(jobs.live_model.ix.all) == left
     finally:
         panel.close()
 

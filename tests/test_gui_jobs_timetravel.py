@@ -246,3 +246,98 @@ def test_a_moment_older_than_the_live_window_lists_the_orders_of_then(store, qru
     assert then == {running: int(OrderStatus.Running), finished: int(OrderStatus.Complete)}
     assert later not in then and long_ago not in then
     assert store.read_sync(lambda c: rows_at(c, [], moment)) == [], "without a window: the rows given only"
+
+
+def test_orders_archived_since_stand_in_a_past_moment_with_their_status_then(store, qrun, qtbot):
+    """The orders of a month ago are archived now: the moment still lists the one running then
+    (Running) and the one finished in the window before it (Complete), read from the archive.
+    Without the archive file the banner and the moment say what is left out."""
+    from core.archive import ARCHIVE_FILENAME, Archiver
+    from core.history import DAY
+    from core.ledger import Ledger
+    from core.orders import Order
+    from panels.jobs import rows_at
+    from panels.timetravel import PastBanner
+
+    clock = VirtualClock.for_store(store)
+    store.clock = clock
+    ledger = Ledger(store)
+
+    def order(name: str) -> str:
+        return qrun(ledger.create_order(Order(templateName=name))).identifier
+
+    def to(oid: str, *statuses: OrderStatus) -> None:
+        for status in statuses:
+            qrun(ledger.set_status(oid, status, why=None))
+
+    running = order("PlateReader.ReadPlate")
+    to(running, OrderStatus.Scheduled, OrderStatus.Running)
+    finished = order("Incubator.Incubate")
+    to(finished, OrderStatus.Scheduled, OrderStatus.Running)
+    qrun(clock.advance(3600))
+    to(finished, OrderStatus.Complete)
+    qrun(clock.advance(3600))
+    at = clock.now()
+    qrun(clock.advance(DAY))
+    to(running, OrderStatus.Complete)
+    qrun(clock.advance(30 * DAY))
+    result = Archiver(store).run_sync(clock.now() - 7 * DAY)
+    assert result.orders == 2 and store.count_orders() == 0
+
+    moment = qrun(TimeMachine(store).moment(at))
+    assert moment.status_of(running) is OrderStatus.Running and moment.archive_note is None
+    assert moment.rows[running][2] == "PlateReader.ReadPlate"
+    then = {r[0]: r[STATUS] for r in store.read_sync(lambda c: rows_at(c, [], moment, 7 * DAY))}
+    assert then == {running: int(OrderStatus.Running), finished: int(OrderStatus.Complete)}
+
+    archive = store.path.with_name(ARCHIVE_FILENAME)
+    archive.rename(archive.with_name("moved.sqlite3"))
+    moment = qrun(TimeMachine(store).moment(at))
+    assert moment.open_orders == {} and moment.archive.state == "missing"
+    assert store.read_sync(lambda c: rows_at(c, [], moment, 7 * DAY)) == []
+    banner = PastBanner()
+    qtbot.addWidget(banner)
+    banner.show_moment(moment)
+    assert "2 archived orders are left out" in banner.text() and str(archive) in banner.text()
+
+
+def test_the_time_bar_shows_archived_runs_and_says_when_the_archive_is_missing(window_lab, qtbot):
+    """The finished runs are archived while the console runs: going back to when a plate was
+    being read still shows that run Running, read from the archive; with the archive file
+    gone the past holds the store's orders and the banner says how many are left out."""
+    from core.archive import ARCHIVE_FILENAME, Archiver
+
+    rt, window, busy_at, runs = window_lab
+    jobs, bar = window.jobs, window.time_bar
+    result = Archiver(rt.store).run_sync(rt.clock.now() + 1)
+    assert result.orders >= 2 * len(runs) and not rt.store.order_rows("id = ?", (runs[0],))
+    jobs.filter_bar.choose_view("All orders")
+
+    def go(at: float) -> None:
+        loads = window.time_travel.loads
+        bar.field.setText(when(at))
+        qtbot.keyClick(bar.field, Qt.Key.Key_Return)
+        qtbot.waitUntil(lambda: window.time_travel.loads > loads and jobs.model is jobs.past_model
+                        and jobs._past_task is not None and jobs._past_task.done(), timeout=10_000)
+
+    go(busy_at)
+    statuses = {r: jobs.past_model.get(r) for r in runs}
+    assert all(row is not None for row in statuses.values()), "the archived runs stood then"
+    assert OrderStatus.Running in {OrderStatus(row[STATUS]) for row in statuses.values()}
+    assert "left out" not in jobs.past_banner.text()
+
+    archive = rt.store.path.with_name(ARCHIVE_FILENAME)
+    archive.rename(archive.with_name("moved-away.sqlite3"))
+    go(busy_at + 0.5)
+    assert not any(jobs.past_model.get(r) for r in runs)
+    banner = jobs.past_banner.text()
+    assert f"{result.orders} archived orders are left out" in banner and str(archive) in banner
+    assert "left out" in jobs.status_line.text()
+    window.docks["Jobs"].raise_()
+    for theme in ("light", "dark"):
+        window.set_theme(theme)
+        for w, h in ((1280, 720), (1920, 1080)):
+            window.resize(w, h)
+            qtbot.wait(60)
+            save_screenshot(window, f"jobs-past-archive-missing-{w}x{h}-{theme}")
+    window.set_theme("light")

@@ -103,3 +103,33 @@ def test_a_step_match_brings_its_run_and_reveal_expands_it(qapp):
     assert model.index(0, 0).data() == "▾ R1" and model.index(2, 0).data().strip() == "S2"
     model.set_tree(False)
     assert [model.order_id(i) for i in range(model.rowCount())] == ["S2"]
+
+
+@pytest.mark.parametrize("tree", [False, True])
+@pytest.mark.parametrize("column", ["created", "status", "progress"])
+def test_removing_runs_and_single_steps_keeps_the_table_exact(qapp, column, tree):
+    """Orders leave the live window (runs with their steps, and now and then one step of a run
+    that stays): the rows shown are the oracle's after each removal, flat or as a tree, sorted
+    either way, and the index forgets them (a step's place in its run too)."""
+    from tests.test_gui_jobs_model import check as check_flat
+
+    rng = random.Random(7 + COLUMN_KEYS.index(column))
+    model = OrdersTableModel(now=lambda: NOW)
+    model.reset(dataset(rng, 150))
+    model.set_tree(tree)
+    for order in (Qt.SortOrder.AscendingOrder, Qt.SortOrder.DescendingOrder):
+        model.sort(COLUMN_KEYS.index(column), order)
+        if tree:
+            for run in rng.sample([o for o, r in model.ix.all.items() if r[PARENT] is None], 20):
+                model.set_expanded(run, True)
+        for _ in range(5):
+            runs = [o for o, r in model.ix.all.items() if r[PARENT] is None]
+            steps = [o for o, r in model.ix.all.items() if r[PARENT] is not None]
+            gone = rng.sample(runs, 4) + rng.sample(steps, 2)
+            expected = set(model.ix.all) - set(gone) - {k for g in gone for k in model.ix.children.get(g, ())}
+            before = set(model.ix.all)
+            assert model.remove(gone) == len(before - expected)
+            assert set(model.ix.all) == expected
+            assert all(k in expected for kids in model.ix.children.values() for k in kids)
+            (check if tree else check_flat)(model)
+    assert model.remove(["Order_99999"]) == 0

@@ -288,3 +288,84 @@ def test_moments_stay_right_after_a_kill_and_reopen(tmp_path):
         first, last = machine.reach_sync()
         for at in (last, (first + last) / 2):
             same(machine.moment_sync(at), truth(db, at))
+
+
+def truth_with_archive(db: Path, archive: Path, at: float) -> tuple[dict[str, int], dict[int, int]]:
+    """:func:`truth` over the store's transitions and the archive's (each transition once)."""
+    conn = sqlite3.connect(db)
+    conn.execute("ATTACH ? AS archive", (str(archive),))
+    last: dict[str, int] = {}
+    for oid, to in conn.execute(
+            "SELECT order_id, to_status FROM (SELECT * FROM main.transitions UNION SELECT * FROM archive.transitions) "
+            "WHERE at <= ? ORDER BY at, seq", (at,)):
+        last[oid] = to
+    conn.close()
+    counts: dict[int, int] = {}
+    for status in last.values():
+        counts[status] = counts.get(status, 0) + 1
+    return {o: s for o, s in last.items() if s in OPEN_STATUSES}, counts
+
+
+def test_archived_orders_stand_in_past_moments_with_their_status_then(clocked, tmp_path):
+    """Orders archived since stood open then: every moment before the cut-off lists them with
+    their status then, from snapshots or from the start, and the export of a period holds their
+    transitions. Without the archive file the moment says so and shows the store's orders."""
+    from core.archive import ARCHIVE_FILENAME, Archiver
+
+    store, clock = clocked
+    history(store, clock, 1500)
+    cut = T0 + (clock.t - T0) * 0.6
+    result = Archiver(store).run_sync(cut)
+    assert result.orders > 50
+    archive = store.path.with_name(ARCHIVE_FILENAME)
+    archived = {r[0] for r in sqlite3.connect(archive).execute("SELECT id FROM orders")}
+    machine = TimeMachine(store, every=100, window=30)
+    rng = random.Random(8)
+    moments = [rng.uniform(T0, cut) for _ in range(12)]
+    shown_archived = 0
+    for use_snapshots in (False, True):
+        if use_snapshots:
+            assert machine.refresh_sync().built > 0
+        for at in moments:
+            moment = machine.moment_sync(at)
+            same(moment, truth_with_archive(store.path, archive, at))
+            assert moment.archive is not None and moment.archive.state == "ok" and moment.archive_note is None
+            if use_snapshots:
+                assert moment.replayed < 100 + 50  # from a snapshot that holds the archived orders
+            open_archived = archived & set(moment.open_orders)
+            shown_archived += len(open_archived)
+            running = {o for o in open_archived if moment.status_of(o) is OrderStatus.Running}
+            assert running <= set(moment.rows)  # their rows are there for the views (template, instrument)
+    assert shown_archived > 20, "the moments before the cut-off held archived orders open then"
+    # the recent transitions and the export of a period include the archived orders' rows
+    at = moments[0]
+    recent = {r.seq for r in machine.moment_sync(at).recent}
+    conn = sqlite3.connect(archive)
+    in_window = {r[0] for r in conn.execute("SELECT seq FROM transitions WHERE at > ? AND at <= ?", (at - 30, at))}
+    conn.close()
+    assert in_window <= recent
+    report = machine.export_sync(tmp_path / "period.csv", T0, cut)
+    with open(report.path, newline="") as fh:
+        exported = {r["order_or_target"] for r in csv.DictReader(fh) if r["kind"] == "transition"}
+    assert archived <= exported
+    assert machine.reach_sync()[0] <= T0 + 3.0
+
+    # no archive file: the past is the store's, and says what it leaves out
+    moved = archive.with_name("elsewhere.sqlite3")
+    archive.rename(moved)
+    for suffix in ("-wal", "-shm"):
+        Path(str(archive) + suffix).unlink(missing_ok=True)
+    moment = machine.moment_sync(moments[1])
+    same(moment, truth(store.path, moments[1]))
+    assert moment.archive is not None and moment.archive.state == "missing"
+    assert f"{result.orders:,} archived orders are left out" in moment.archive_note
+    assert str(archive) in moment.archive_note
+    # damaged: not a database
+    archive.write_bytes(b"this is not a database" * 100)
+    moment = machine.moment_sync(moments[1])
+    same(moment, truth(store.path, moments[1]))
+    assert moment.archive.state == "damaged" and "cannot be read" in moment.archive_note
+    # back in place: the archived orders are part of the past again
+    archive.unlink()
+    moved.rename(archive)
+    same(machine.moment_sync(moments[1]), truth_with_archive(store.path, archive, moments[1]))
