@@ -81,8 +81,9 @@ def pct(values: list[float], q: float) -> float:
 # ---------------------------------------------------------------------- generation
 
 
-def generate(path: Path, n: int, now: float, seed: int = 11) -> None:
-    """About ``n`` orders as runs with steps, written in large transactions (synchronous=OFF)."""
+def generate(path: Path, n: int, now: float, seed: int = 11, recent: float = 0.10) -> None:
+    """About ``n`` orders as runs with steps, written in large transactions (synchronous=OFF);
+    a share ``recent`` of the runs made in the last 7 days, the rest over the year before."""
     Store(path).open().close()  # schema, migrations
     rng = random.Random(seed)
     conn = sqlite3.connect(path, isolation_level=None)
@@ -98,7 +99,7 @@ def generate(path: Path, n: int, now: float, seed: int = 11) -> None:
         plan.append(rng.choice(names))
         planned += 1 + len(WORKFLOWS[plan[-1]])
     # created in time order, as a real store fills up (seq and rowid grow with time)
-    times = sorted(now - rng.uniform(0, 7 * DAY) if rng.random() < 0.10 else now - rng.uniform(8 * DAY, 365 * DAY)
+    times = sorted(now - rng.uniform(0, 7 * DAY) if rng.random() < recent else now - rng.uniform(8 * DAY, 365 * DAY)
                    for _ in plan)
     upcoming = iter(zip(plan, times, strict=True))
     while made < n:
@@ -459,17 +460,23 @@ def main() -> None:
     ap.add_argument("--archive-only", action="store_true", help="measure the online archive alone")
     ap.add_argument("--lag-seconds", type=float, default=5.0)
     ap.add_argument("--generate-only", action="store_true", help="make the cached store and stop")
+    ap.add_argument("--live-orders", type=int, default=None, metavar="N",
+                    help="about N orders made in the last 7 days (default: 10 %% of --orders); "
+                         "e.g. --orders 10000000 --live-orders 100000 is ten times the history of "
+                         "the default 1,000,000 with the same live work")
     args = ap.parse_args()
     sys.setswitchinterval(0.001)
     args.cache.mkdir(parents=True, exist_ok=True)
-    source = args.cache / f"orders-{args.orders}.sqlite3"
-    stamp = args.cache / f"orders-{args.orders}.now"
+    recent = 0.10 if args.live_orders is None else min(1.0, args.live_orders / args.orders)
+    name = f"orders-{args.orders}" + ("" if args.live_orders is None else f"-live{args.live_orders}")
+    source = args.cache / f"{name}.sqlite3"
+    stamp = args.cache / f"{name}.now"
     if not source.exists() or not stamp.exists():
         print(f"generating {args.orders:,} orders into {source} (kept for later runs)")
         stamp.unlink(missing_ok=True)
         source.unlink(missing_ok=True)
         now = time.time()
-        generate(source, args.orders, now)
+        generate(source, args.orders, now, recent=recent)
         stamp.write_text(str(now))
     now = float(stamp.read_text())
     if args.generate_only:
