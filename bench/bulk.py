@@ -8,7 +8,7 @@ against a baseline measured in the same run: the same transitions and audit entr
 straight through the store in chunks of 400, set-based as the engine writes them (a
 ``WriteBatch``: the writes alone, no engine, no events), on a second store with the same runs.
 
-usage: python bench/bulk.py [--runs 10000]
+usage: python bench/bulk.py [--runs 10000] [--chunk 400]
 """
 
 from __future__ import annotations
@@ -61,8 +61,10 @@ async def make_runs(data_dir: Path, n: int) -> tuple[Runtime, list[str]]:
     return rt, runs
 
 
-async def bulk(data_dir: Path, n: int) -> dict[str, Any]:
+async def bulk(data_dir: Path, n: int, chunk: int | None = None) -> dict[str, Any]:
     rt, runs = await make_runs(data_dir, n)
+    if chunk is not None:
+        rt.bulk_chunk = chunk
     lags: list[float] = []
     done = asyncio.Event()
 
@@ -130,9 +132,10 @@ def _write_batch(ops: list[Any], conn: Any) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=10_000)
+    ap.add_argument("--chunk", type=int, default=None, help="orders per transaction (Runtime.bulk_chunk)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="lc-bench-bulk-"))
-    b = asyncio.run(bulk(tmp / "bulk", args.runs))
+    b = asyncio.run(bulk(tmp / "bulk", args.runs, args.chunk))
     f = asyncio.run(floor(tmp / "floor", args.runs))
     print(f"bulk cancel of {args.runs:,} runs (2 steps each) through Runtime.bulk, headless")
     print(f"  Runtime.bulk : {b['seconds']:.2f} s ({b['ok']:,} canceled), loop CPU {b['loop_cpu']:.2f} s, "
