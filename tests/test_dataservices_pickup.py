@@ -1,0 +1,108 @@
+"""The pickup's bookkeeping of orders it could not take (embedded Data Services, real HTTP from a
+client on 127.0.0.1, a real store): a skipped order is left alone until its retry is due, the
+poll loop wakes for it then, and once it is picked up the status bar forgets it; each reason is
+logged once per order, a new reason again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from test_dataservices_link import FAST_CELL
+
+from core.dataservices.client import DataServicesClient
+from core.dataservices.link import DataServicesLink, LinkState
+from core.orders import Order, OrderStatus
+from core.runtime import SAMPLE_TEMPLATES, Runtime
+from core.store import DB_FILENAME, Store
+from core.workcell import parse_workcell
+
+
+async def until(predicate, timeout: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < end, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def embedded(data_dir) -> tuple[Runtime, DataServicesLink, list[LinkState]]:
+    store = Store(data_dir / DB_FILENAME).open()
+    runtime = Runtime.build(data_dir, store=store, workcell=parse_workcell(FAST_CELL))
+    await runtime.start(templates_dir=SAMPLE_TEMPLATES)
+    link = DataServicesLink(runtime, None, poll_interval=0.05, port=0, timeout=2.0)
+    shown: list[LinkState] = []
+    link.on_state = lambda state: shown.append(LinkState(**vars(state)))
+    await link.start()
+    return runtime, link, shown
+
+
+def test_a_skipped_order_waits_for_its_retry_then_is_picked_up_and_forgotten(data_dir, caplog):
+    caplog.set_level(logging.WARNING, logger="core.dataservices.link")
+
+    async def scenario():
+        runtime, link, shown = await embedded(data_dir)
+        try:
+            client = DataServicesClient(link.state.url)
+            # refused earlier (as when the server would not hand it over): tried again in 3 s
+            link._pickup_failed("SEAL-1", "the server refused to hand it over: HTTP 503")  # noqa: SLF001
+            link._pickup_failed("SEAL-1", "the server refused to hand it over: HTTP 503", retry_after=3.0)  # noqa: SLF001
+            link._pickup_failed("SEAL-2", "cannot be read: x", retry_after=6.0)  # noqa: SLF001
+            skipped = (link.state.skipped, link.state.pickup_error)
+            polls = link.polls
+            created = asyncio.get_running_loop().time()
+            for oid in ("SEAL-1", "SEAL-2"):
+                await client.create_order(Order(identifier=oid, templateName="Sealer.Seal",
+                                                restrictToModuleIds="Sealer1"))
+            await until(lambda: link.polls >= polls + 2)  # the creations were announced and read
+            while_skipped = [(await client.get_order(oid)).assignedTo for oid in ("SEAL-1", "SEAL-2")]
+            await until(lambda: link.state.skipped == 1, timeout=25)  # woken when the retry is due
+            waited = asyncio.get_running_loop().time() - created
+            half = (link.state.skipped, link.state.pickup_error)
+            await until(lambda: link.state.skipped == 0, timeout=25)
+            done = []
+            for oid in ("SEAL-1", "SEAL-2"):
+                order = await client.get_order(oid)
+                while order.status is not OrderStatus.Complete:
+                    await asyncio.sleep(0.05)
+                    order = await client.get_order(oid)
+                done.append(order.status)
+            await client.close()
+            return skipped, while_skipped, waited, half, link.state, shown, done
+        finally:
+            await link.stop()
+            await runtime.close()
+
+    skipped, while_skipped, waited, half, state, shown, done = asyncio.run(scenario())
+    assert skipped == (2, "SEAL-2: cannot be read: x")
+    assert while_skipped == [None, None], "not claimed before its retry is due"
+    assert waited >= 2.5 and waited < 25, "picked up when due, before the 30 s sweep"
+    assert half == (1, "SEAL-2: cannot be read: x"), "the error stays while one is still skipped"
+    assert (state.skipped, state.pickup_error) == (0, None)
+    assert done == [OrderStatus.Complete, OrderStatus.Complete]
+    assert shown[-1].skipped == 0 and shown[-1].pickup_error is None, "the status bar was told"
+    said = [r.getMessage() for r in caplog.records if "is not picked up" in r.getMessage()]
+    assert said == ["Data Services: order SEAL-1 is not picked up: the server refused to hand it over: HTTP 503",
+                    "Data Services: order SEAL-2 is not picked up: cannot be read: x"], "once per reason"
+
+
+def test_a_new_reason_for_a_skipped_order_is_logged_again(data_dir, caplog):
+    caplog.set_level(logging.WARNING, logger="core.dataservices.link")
+
+    async def scenario():
+        runtime, link, _shown = await embedded(data_dir)
+        try:
+            for reason in ("first", "first", "second", "second", "first"):
+                link._pickup_failed("", reason, retry_after=60)  # noqa: SLF001 - an order without an id
+            link._picked_up("")  # noqa: SLF001
+            link._picked_up("never-skipped")  # noqa: SLF001
+            return link.state, link.describe()
+        finally:
+            await link.stop()
+            await runtime.close()
+
+    state, described = asyncio.run(scenario())
+    said = [r.getMessage() for r in caplog.records if "is not picked up" in r.getMessage()]
+    assert said == [f"Data Services: order (no id) is not picked up: {r}" for r in ("first", "second", "first")]
+    assert (state.skipped, state.pickup_error) == (0, None)
+    assert "not picked up" not in described
