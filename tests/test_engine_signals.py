@@ -1,0 +1,135 @@
+"""What the engine tells the window and keeps across a restart: step events name the instrument
+the step runs on; an operator action that settles inbox items says which run; whatever an
+executor raises becomes a failure with a code (its own, or the exception's class); a failed
+step's error and code read back the same after a restart. Real store, virtual clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+from enginekit import Kit, run_kit, template
+
+from core.engine import RunStatus
+from core.events import StepChanged
+from core.inbox import Inbox, InboxChanged
+from core.states import StepStatus
+from core.store import Store
+
+ASK = template("Ask", [{"id": "ask", "kind": "prompt", "parameters": {
+    "message": "Plate loaded?", "fields": [{"name": "ok", "type": "yesno"}]}}])
+
+
+def test_step_events_name_the_instrument_the_step_runs_on(data_dir):
+    async def scenario(kit: Kit):
+        seen: list[StepChanged] = []
+        kit.ledger.bus.subscribe(seen.append, StepChanged)
+        await kit.publish(template("Read", [{"id": "read", "kind": "PlateReader.ReadPlate"}]))
+        run_id = await kit.run("Read")
+        await kit.until_done(run_id)
+        return seen
+
+    seen = run_kit(data_dir, scenario, durations={"*": 5.0})
+    by_status = {e.status: e for e in seen if e.step_id == "read"}
+    assert by_status[StepStatus.RUNNING].instrument == "simulator"
+    assert by_status[StepStatus.COMPLETED].instrument == "simulator"
+
+
+FRAGILE = template("Fragile", [{"id": "read", "kind": "PlateReader.ReadPlate", "retry_policy": {"max_attempts": 1}},
+                               {"id": "after", "kind": "noop", "depends_on": ["read"]}], failure_policy="pause")
+
+
+def test_an_operator_action_that_settles_items_names_the_run(data_dir):
+    """Skipping a step settles that step's item; retrying every failed step of a run settles the
+    run's items: either way the window is told which run."""
+
+    async def scenario(kit: Kit):
+        inbox = Inbox(kit.engine)
+        told: list[InboxChanged] = []
+        kit.ledger.bus.subscribe(told.append, InboxChanged)
+        await kit.publish(ASK)
+        await kit.publish(FRAGILE)
+        asking, fragile = await kit.run("Ask"), await kit.run("Fragile")
+        await kit.until_done(fragile)
+        opened = len(inbox.items())
+        told.clear()
+        await kit.engine.skip_step(asking, "ask", {"ok": True}, who="carl", reason="done by hand")
+        await kit.clock.settle()
+        after_skip = [(e.run_id, e.state) for e in told]
+        told.clear()
+        await kit.engine.retry_step(fragile, None, who="carl", reason="reader fixed")
+        await kit.until_done(fragile)
+        return asking, fragile, opened, after_skip, [(e.run_id, e.state) for e in told], inbox.items()
+
+    asking, fragile, opened, after_skip, after_retry, still_open = run_kit(
+        data_dir, scenario, fail_kinds={"PlateReader.ReadPlate": 1})
+    assert opened == 2
+    assert (asking, "answered") in after_skip and all(run == asking for run, _ in after_skip)
+    assert (fragile, "answered") in after_retry and all(run == fragile for run, _ in after_retry)
+    assert still_open == []
+
+
+class Broken(Exception):
+    code = "LampBroken"
+    retryable = False
+
+
+def test_whatever_an_executor_raises_fails_the_step_with_a_code(data_dir):
+    def outputs(request):
+        if request.parameters.get("how") == "plain":
+            raise RuntimeError("reader jammed")
+        raise Broken("lamp broke")
+
+    async def scenario(kit: Kit):
+        for how in ("plain", "coded"):
+            await kit.publish(template(f"Read {how}", [{
+                "id": "read", "kind": "PlateReader.ReadPlate", "parameters": {"how": how},
+                "retry_policy": {"max_attempts": 2, "initial_interval": "1s", "jitter": 0}}]))
+        plain = await kit.run("Read plain")
+        coded = await kit.run("Read coded")
+        await kit.until_done(plain)
+        await kit.until_done(coded)
+        return kit.steps(plain)["read"], kit.steps(coded)["read"], kit.engine.run_status(plain)
+
+    plain, coded, status = run_kit(data_dir, scenario, outputs=outputs)
+    assert status is RunStatus.FAILED
+    assert (plain["status"], plain["error_code"], plain["attempt"]) == ("failed", "RuntimeError", 2)
+    assert "reader jammed" in plain["error"]
+    # its own code, and not retried: it said it cannot be
+    assert (coded["status"], coded["error_code"], coded["attempt"]) == ("failed", "LampBroken", 1)
+    assert "lamp broke" in coded["error"]
+
+
+def test_a_failed_steps_error_and_code_read_back_the_same_after_a_restart(data_dir):
+    """A paused run's failed step reads back as it was; a run whose other branch was still
+    running when the console stopped ends failed with the failed step's message, not its code."""
+    branches = template("Branches", [{"id": "read", "kind": "PlateReader.ReadPlate", "retry_policy": {"max_attempts": 1}},
+                                     {"id": "wait", "kind": "delay", "parameters": {"seconds": "100s"}}],
+                        failure_policy="continue")
+
+    async def scenario():
+        store = Store(data_dir / "engine.sqlite3").open()
+        kit = Kit(store, fail_kinds={"PlateReader.ReadPlate": 2})
+        await kit.engine.start()
+        await kit.publish(FRAGILE)
+        await kit.publish(branches)
+        paused, failing = await kit.run("Fragile"), await kit.run("Branches")
+        await kit.until_done(paused)
+        await kit.clock.advance(50)
+        before = kit.steps(paused)["read"]
+        await kit.engine.close()
+        kit = Kit(store)  # the console restarts
+        await kit.engine.start()
+        await kit.until_done(failing)
+        after = kit.steps(paused)["read"]
+        ended = (kit.engine.run_status(paused), kit.engine.run_status(failing), kit.engine.get_instance(failing))
+        await kit.engine.close()
+        store.close()
+        return before, after, ended
+
+    before, after, (paused, failing, run) = asyncio.run(scenario())
+    assert paused is RunStatus.PAUSED
+    assert before["error_code"] == "SimulatedFailure" and "failed (simulated)" in before["error"]
+    assert {k: after[k] for k in ("status", "error", "error_code", "attempt")} == \
+        {k: before[k] for k in ("status", "error", "error_code", "attempt")}
+    assert failing is RunStatus.FAILED
+    assert run["error"] == "step 'read' failed: PlateReader.ReadPlate failed (simulated)"
