@@ -11,7 +11,7 @@ import sqlite3
 import pytest
 
 import core.store as store_module
-from core.orders import Order
+from core.orders import Order, OrderStatus
 from core.store import Store
 
 
@@ -177,3 +177,31 @@ def test_needing_attention_is_empty_when_nothing_waits(store):
     add_runs(store, [("A", None)])
     put_steps(store, [("A", "read", "completed", None, 1.0, 2.0)])
     assert store.needing_attention() == []
+
+
+def test_orders_by_id_prefix_finds_each_spelling_with_template_and_status(store):
+    """``order_1`` finds ``Order_1…`` (typed, capitalised, upper or lower case), by id, at most
+    ``limit``, each as (id, template name, status)."""
+    ids = add_orders(store, 12)  # Order_00001 … Order_00012
+    store.write_sync(store.status_op(ids[10], OrderStatus.Canceled, who="t"))
+    store.write_sync(lambda c: store.new_order_op(Order(identifier="order_lower", templateName="Sealer.Seal"),
+                                                  who="t")(c))
+    assert store.orders_by_id_prefix("order_0001") == [
+        ("Order_00010", "Reader.Read", int(OrderStatus.Created)),
+        ("Order_00011", "Reader.Read", int(OrderStatus.Canceled)),
+        ("Order_00012", "Reader.Read", int(OrderStatus.Created))]
+    assert store.orders_by_id_prefix("ORDER_0000", limit=3) == [
+        (f"Order_0000{n}", "Reader.Read", int(OrderStatus.Created)) for n in (1, 2, 3)]
+    assert store.orders_by_id_prefix("Order_l") == [("order_lower", "Sealer.Seal", int(OrderStatus.Created))]
+    assert store.orders_by_id_prefix("  ") == [] and store.orders_by_id_prefix("Nothing") == []
+
+
+def test_scan_order_rows_gives_every_row_in_arrival_order(store):
+    ids = add_orders(store, 30)
+    store.write_sync(store.update_op(ids[3], {"notes": "changed"}))  # a change keeps its place
+
+    def consume(rows):
+        return [(r[0], r[2]) for r in rows]
+
+    assert store.scan_order_rows(consume) == [(oid, "Reader.Read") for oid in ids]
+    assert store.scan_order_rows(lambda rows: sum(1 for _ in rows)) == 30
