@@ -192,6 +192,8 @@ def test_orders_by_id_prefix_finds_each_spelling_with_template_and_status(store)
         ("Order_00012", "Reader.Read", int(OrderStatus.Created))]
     assert store.orders_by_id_prefix("ORDER_0000", limit=3) == [
         (f"Order_0000{n}", "Reader.Read", int(OrderStatus.Created)) for n in (1, 2, 3)]
+    # two spellings find two each: the first two by id are kept
+    assert [r[0] for r in store.orders_by_id_prefix("order_", limit=2)] == ["Order_00001", "Order_00002"]
     assert store.orders_by_id_prefix("Order_l") == [("order_lower", "Sealer.Seal", int(OrderStatus.Created))]
     assert store.orders_by_id_prefix("  ") == [] and store.orders_by_id_prefix("Nothing") == []
 
