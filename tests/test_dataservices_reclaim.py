@@ -85,3 +85,43 @@ def test_reclaim_rounds_follow_the_latest_heartbeat_of_each_console(tmp_path):
     assert again == [], "taken once"
     assert after_stop == [held], "its last heartbeat (lease 0) frees what it held"
     assert taken == 3
+
+
+def test_owner_of_names_the_console_an_order_is_assigned_to(tmp_path):
+    """A console without a workcell (no dispatcher) on a shared Data Services: its heartbeat says
+    it has nothing queued; an order assigned to another console that beats is that console's
+    (its latest heartbeat), one assigned to itself or to nobody is its own (None)."""
+    ds_dir, b_dir = tmp_path / "ds", tmp_path / "b"
+    ds_dir.mkdir()
+    b_dir.mkdir()
+
+    async def scenario():
+        ds_store = Store(ds_dir / DB_FILENAME).open()
+        server = EmbeddedDataServices(ds_store, port=0)
+        url = await server.start()
+        store = Store(b_dir / DB_FILENAME).open()
+        runtime = Runtime.build(b_dir, store=store, workcell=None, metrics=False)
+        await runtime.start(templates_dir=None)
+        link = DataServicesLink(runtime, DataServicesSettings(url, "test"), module_id="cell-b", lease=30,
+                                timeout=5.0)
+        site = DataServicesClient(url)
+        try:
+            await link.claim_module_id()  # posts its first heartbeat
+            await site.publish_event(beat("cell-a", "inst-a", time.time(), 30))
+            owners = {who: await link.owner_of(["Order_1"], who) for who in ("cell-a", "cell-q", "cell-b", None)}
+            mine = next(m for m in await link.fleet() if m.beat.module_id == "cell-b")
+            return owners, mine
+        finally:
+            await site.close()
+            await link.stop()
+            await runtime.close()
+            await server.stop()
+            ds_store.close()
+
+    owners, mine = asyncio.run(scenario())
+    a = owners["cell-a"]
+    assert not isinstance(a, str) and a is not None
+    assert (a.beat.module_id, a.beat.instance, a.alive) == ("cell-a", "inst-a", True)
+    assert owners["cell-q"] is None, "no heartbeat from it: nothing to show"
+    assert owners["cell-b"] is None and owners[None] is None, "its own, or nobody's"
+    assert (mine.beat.queue_depth, mine.beat.running, mine.beat.instruments, mine.alive) == (0, 0, {}, True)

@@ -133,3 +133,28 @@ def test_a_failed_steps_error_and_code_read_back_the_same_after_a_restart(data_d
         {k: before[k] for k in ("status", "error", "error_code", "attempt")}
     assert failing is RunStatus.FAILED
     assert run["error"] == "step 'read' failed: PlateReader.ReadPlate failed (simulated)"
+
+
+def test_statistics_count_each_outcome_with_no_completed_run_too(data_dir):
+    async def scenario(kit: Kit):
+        await kit.publish(template("Read", [{"id": "read", "kind": "PlateReader.ReadPlate",
+                                             "retry_policy": {"max_attempts": 1}}]))
+        await kit.publish(template("Idle", [{"id": "n", "kind": "noop"}]))
+        failed = [await kit.run("Read") for _ in range(2)]
+        for run_id in failed:
+            await kit.until_done(run_id)
+        only_failed = kit.engine.get_statistics("Read")
+        done = await kit.run("Read")
+        await kit.until_done(done)
+        return only_failed, kit.engine.get_statistics("Read"), kit.engine.get_statistics("Idle"), \
+            kit.engine.get_statistics()
+
+    only_failed, mixed, idle, overall = run_kit(data_dir, scenario, durations={"*": 5.0},
+                                                fail_kinds={"PlateReader.ReadPlate": 2})
+    assert (only_failed["total_instances"], only_failed["failed_instances"], only_failed["completed_instances"]) == \
+        (2, 2, 0)
+    assert only_failed["success_rate"] == 0.0 and only_failed["avg_duration_seconds"] == 0.0
+    assert (mixed["total_instances"], mixed["completed_instances"], mixed["success_rate"]) == (3, 1, 33.3)
+    assert mixed["avg_duration_seconds"] == 5.0
+    assert idle["total_instances"] == 0 and idle["success_rate"] == 0.0
+    assert overall["total_instances"] == 3
