@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 
 import pytest
 
@@ -207,3 +208,31 @@ def test_scan_order_rows_gives_every_row_in_arrival_order(store):
 
     assert store.scan_order_rows(consume) == [(oid, "Reader.Read") for oid in ids]
     assert store.scan_order_rows(lambda rows: sum(1 for _ in rows)) == 30
+
+
+@pytest.mark.parametrize("level, pragma", [("normal", 1), ("Full", 2), ("extra", 3), ("OFF", 0)])
+def test_synchronous_is_taken_in_any_case_and_applied(data_dir, level, pragma):
+    store = Store(data_dir / "s.sqlite3", synchronous=level).open()
+    try:
+        assert store.synchronous == level.upper()
+        assert store.write_sync(lambda c: c.execute("PRAGMA synchronous").fetchone()[0]) == pragma
+    finally:
+        store.close()
+
+
+def test_a_closed_store_opens_again_and_reads_on_the_same_thread(data_dir):
+    """Close drops the calling thread's reader with the others: the store opened again reads
+    through a new one (what the writer committed before the close is there). Its writer thread
+    is named, for thread dumps."""
+    store = Store(data_dir / "s.sqlite3").open()
+    try:
+        assert "store-writer" in {t.name for t in threading.enumerate()}
+        ids = add_orders(store, 3)
+        assert store.count_orders() == 3
+        store.close()
+        store.open()
+        more = add_orders(store, 2)
+        assert store.count_orders() == 5 and store.get_order(ids[0]).identifier == ids[0]
+        assert store.get_order(more[1]).identifier == more[1]
+    finally:
+        store.close()
