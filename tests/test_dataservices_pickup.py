@@ -106,3 +106,30 @@ def test_a_new_reason_for_a_skipped_order_is_logged_again(data_dir, caplog):
     assert said == [f"Data Services: order (no id) is not picked up: {r}" for r in ("first", "second", "first")]
     assert (state.skipped, state.pickup_error) == (0, None)
     assert "not picked up" not in described
+
+
+def test_declared_compatible_versions_match_the_template_name_in_any_case(data_dir):
+    """``[DATA SERVICES] compatible`` names a template as the site spells it: an order for a
+    version in the range runs with this console's latest, whatever the case of either name; one
+    outside the range is refused, saying which version it asks for."""
+    from packaging.specifiers import SpecifierSet
+
+    from core.dataservices.config import DataServicesSettings
+
+    async def scenario():
+        store = Store(data_dir / DB_FILENAME).open()
+        runtime = Runtime.build(data_dir, store=store, workcell=None, metrics=False)
+        await runtime.start(templates_dir=SAMPLE_TEMPLATES)
+        try:
+            name = next(t.name for t in runtime.templates() if t.name == "Cell Prep")
+            link = DataServicesLink(runtime, DataServicesSettings("http://127.0.0.1:9", "test"),
+                                    compatible={"CELL PREP": SpecifierSet(">=2,<50")})
+            return {version: link.route(Order(templateName=spelling, templateVersion=version))
+                    for spelling, version in ((name, "7"), ("cell prep", "49"), (name, "50"), (name, None))}
+        finally:
+            await runtime.close()
+
+    routes = asyncio.run(scenario())
+    assert routes["7"] == ("workflow", None) and routes["49"] == ("workflow", None)
+    assert routes["50"] == (None, "asks for Cell Prep v50")
+    assert routes[None] == ("workflow", None)
