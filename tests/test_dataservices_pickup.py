@@ -26,9 +26,9 @@ async def until(predicate, timeout: float = 20.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def embedded(data_dir) -> tuple[Runtime, DataServicesLink, list[LinkState]]:
+async def embedded(data_dir, cell: str = FAST_CELL) -> tuple[Runtime, DataServicesLink, list[LinkState]]:
     store = Store(data_dir / DB_FILENAME).open()
-    runtime = Runtime.build(data_dir, store=store, workcell=parse_workcell(FAST_CELL))
+    runtime = Runtime.build(data_dir, store=store, workcell=parse_workcell(cell))
     await runtime.start(templates_dir=SAMPLE_TEMPLATES)
     link = DataServicesLink(runtime, None, poll_interval=0.05, port=0, timeout=2.0)
     shown: list[LinkState] = []
@@ -133,3 +133,38 @@ def test_declared_compatible_versions_match_the_template_name_in_any_case(data_d
     assert routes["7"] == ("workflow", None) and routes["49"] == ("workflow", None)
     assert routes["50"] == (None, "asks for Cell Prep v50")
     assert routes[None] == ("workflow", None)
+
+
+TWO_SEALERS = """
+name: two sealers
+seed: 1
+heartbeat_interval: 1s
+stale_timeout: 10s
+instruments:
+  - {id: Sealer1, kind: Sealer, driver: simulated, capabilities: {Sealer.Seal: {duration: 3s, jitter: 0s}}}
+  - {id: Sealer2, kind: Sealer, driver: simulated, capabilities: {Sealer.Seal: {duration: 3s, jitter: 0s}}}
+"""
+
+
+def test_a_module_order_keeps_its_restriction_strategy(data_dir):
+    """Three module orders for Sealer1 while it is busy with the first: the one with the default
+    FullRestriction waits for Sealer1, the UnlessBusy one goes to Sealer2."""
+
+    async def scenario():
+        runtime, link, _shown = await embedded(data_dir, TWO_SEALERS)
+        try:
+            client = DataServicesClient(link.state.url)
+            ids = [await client.create_order(Order(templateName="Sealer.Seal", restrictToModuleIds="Sealer1",
+                                                   moduleRestrictionStrategy=strategy))
+                   for strategy in ("FullRestriction", "FullRestriction", "UnlessBusy")]
+            done = []
+            for oid in ids:
+                await until(lambda oid=oid: runtime.store.get_order(oid).status is OrderStatus.Complete, timeout=60)
+                done.append((await client.get_order(oid)).assignedTo)
+            await client.close()
+            return done
+        finally:
+            await link.stop()
+            await runtime.close()
+
+    assert asyncio.run(scenario()) == ["Sealer1", "Sealer1", "Sealer2"]
