@@ -168,3 +168,45 @@ def test_a_module_order_keeps_its_restriction_strategy(data_dir):
             await runtime.close()
 
     assert asyncio.run(scenario()) == ["Sealer1", "Sealer1", "Sealer2"]
+
+
+HOLD = {"name": "Hold plate", "definition": {"steps": [
+    {"id": "hold", "kind": "delay", "parameters": {"seconds": "3s"}},
+    {"id": "seal", "kind": "Sealer.Seal", "depends_on": ["hold"]}]}}
+
+
+def test_an_order_whose_run_was_under_way_at_a_restart_is_answered_after_it(data_dir):
+    """Embedded: the console stops while the run answering an order is under way; started again
+    on the same data directory, it finishes the run and completes the order."""
+    from core.templates import template_from_dict
+
+    async def first() -> str:
+        runtime, link, _shown = await embedded(data_dir)
+        try:
+            await runtime.engine.publish(template_from_dict(HOLD))
+            client = DataServicesClient(link.state.url)
+            oid = await client.create_order(Order(templateName="Hold plate"))
+            await until(lambda: bool(runtime.store.runs_for_orders([oid])))
+            run_id = runtime.store.runs_for_orders([oid])[oid]
+            await until(lambda: runtime.engine.get_instance(run_id)["steps"][0]["status"] == "running")
+            await client.close()
+            return oid
+        finally:
+            await link.stop()
+            await runtime.close()
+
+    async def second(oid: str):
+        runtime, link, _shown = await embedded(data_dir)
+        try:
+            client = DataServicesClient(link.state.url)
+            await until(lambda: runtime.store.get_order(oid).status is OrderStatus.Complete, timeout=60)
+            done = await client.get_order(oid)
+            await client.close()
+            return done
+        finally:
+            await link.stop()
+            await runtime.close()
+
+    oid = asyncio.run(first())
+    done = asyncio.run(second(oid))
+    assert done.status is OrderStatus.Complete
