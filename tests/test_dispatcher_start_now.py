@@ -69,3 +69,31 @@ def test_start_now_refuses_an_order_not_waiting_in_the_queue_and_records_nothing
     assert status is JobStatus.RUNNING
     assert refusals == ["Order_soon is not waiting in the queue", "Order_unknown is not waiting in the queue"]
     assert not [a for a in audit if a.action == "start now"]
+
+
+def test_a_step_request_for_a_slot_waits_for_it_only_when_it_asks_for_first_available_slot(data_dir):
+    """The dispatcher as the engine's executor: an order with FirstAvailableSlot and a start time
+    an hour away waits for it; the same time with ImmediateExecution goes at once."""
+    from core.engine.types import StepRequest
+    from core.orders import SchedulingStrategy
+
+    def request(order_id: str, strategy: SchedulingStrategy, at: float) -> StepRequest:
+        order = Order(identifier=order_id, templateName="PlateReader.ReadPlate", schedulingStrategy=strategy,
+                      scheduledStartTime=to_datetime(at))
+        return StepRequest(run_id="R", step_id=order_id, order_id=order_id, kind="PlateReader.ReadPlate",
+                           parameters={}, attempt=1, order=order)
+
+    async def scenario(kit):
+        at = kit.clock.now() + HOUR
+        slot = asyncio.ensure_future(kit.dispatcher.execute(
+            request("Order_slot", SchedulingStrategy.FirstAvailableSlot, at), lambda *_: None))
+        now = asyncio.ensure_future(kit.dispatcher.execute(
+            request("Order_now", SchedulingStrategy.ImmediateExecution, at), lambda *_: None))
+        await kit.until(now.done, limit=600)
+        early = (slot.done(), kit.dispatcher.why_waiting("Order_slot"))
+        await kit.until(slot.done, limit=2 * HOUR)
+        return early, kit.clock.now() - (at - HOUR), slot.result()
+
+    (slot_done, reasons), waited, outputs = run_dkit(data_dir, scenario)
+    assert not slot_done and any(r.startswith("scheduled for ") for r in reasons)
+    assert waited >= HOUR and "absorbance" in outputs
