@@ -236,3 +236,23 @@ def test_a_closed_store_opens_again_and_reads_on_the_same_thread(data_dir):
         assert store.get_order(more[1]).identifier == more[1]
     finally:
         store.close()
+
+
+def test_a_writer_never_idle_takes_a_batch_of_the_text_backlog_with_its_writes(data_dir, monkeypatch):
+    """Past TEXT_INDEX_BEHIND orders out of date, every TEXT_INDEX_CHECK_EVERY-th commit indexes
+    a batch along with its write, until the backlog is down to the bound (never idle here)."""
+    monkeypatch.setattr(store_module, "TEXT_INDEX_IDLE", 3600.0)
+    monkeypatch.setattr(store_module, "TEXT_INDEX_BEHIND", 10)
+    monkeypatch.setattr(store_module, "TEXT_INDEX_BATCH", 5)
+    monkeypatch.setattr(store_module, "TEXT_INDEX_CHECK_EVERY", 2)
+    store = Store(data_dir / "s.sqlite3").open()
+    try:
+        add_orders(store, 30)  # commit 1: not a check
+        seen = [(pending(store), store.text_indexed)]
+        for n in range(8):
+            store.write_sync(store.audit_op("t", "note", None, f"write {n}"))
+            seen.append((pending(store), store.text_indexed))
+        assert seen == [(30, 0), (25, 5), (25, 5), (20, 10), (20, 10), (15, 15), (15, 15), (10, 20), (10, 20)]
+        assert indexed(store) == 20
+    finally:
+        store.close()
