@@ -249,10 +249,10 @@ def test_a_writer_never_idle_takes_a_batch_of_the_text_backlog_with_its_writes(d
     try:
         add_orders(store, 30)  # commit 1: not a check
         seen = [(pending(store), store.text_indexed)]
-        for n in range(8):
+        for n in range(10):
             store.write_sync(store.audit_op("t", "note", None, f"write {n}"))
             seen.append((pending(store), store.text_indexed))
-        assert seen == [(30, 0), (25, 5), (25, 5), (20, 10), (20, 10), (15, 15), (15, 15), (10, 20), (10, 20)]
+        assert seen == [(30, 0), (25, 5), (25, 5), (20, 10), (20, 10), (15, 15), (15, 15), (10, 20), (10, 20), (10, 20), (10, 20)]
         assert indexed(store) == 20
     finally:
         store.close()
