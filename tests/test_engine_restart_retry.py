@@ -53,3 +53,33 @@ def test_a_step_waiting_to_retry_is_retried_when_due_after_a_restart(data_dir):
     read = after["read"]
     assert read["status"] == "completed" and read["attempt"] == 2
     assert read["started_at"] == pytest.approx(before["next_attempt_at"], abs=1.0)
+
+
+def test_a_runs_deadline_still_holds_after_a_restart(data_dir):
+    """A run with a 2 h timeout, restarted 1 h in during a 3 h wait: it times out at its
+    original deadline (2 h after it started), not 2 h after the restart, nor never."""
+    slow = template("Slow", [{"id": "wait", "kind": "delay", "parameters": {"seconds": "3h"}},
+                             {"id": "after", "kind": "noop", "depends_on": ["wait"]}],
+                    default_timeout_seconds="2h")
+
+    async def scenario():
+        store = Store(data_dir / "engine.sqlite3").open()
+        kit = Kit(store)
+        await kit.engine.start()
+        await kit.publish(slow)
+        started = kit.clock.now()
+        run_id = await kit.run("Slow")
+        await kit.clock.advance(3600)
+        await kit.engine.close()
+        kit = Kit(store)  # the console restarts
+        await kit.engine.start()
+        await kit.until_done(run_id)
+        ended = kit.clock.now()
+        inst = kit.engine.get_instance(run_id)
+        await kit.engine.close()
+        store.close()
+        return started, ended, inst
+
+    started, ended, inst = asyncio.run(scenario())
+    assert inst["status"] == "failed" and "timed out after 7200 s" in inst["error"]
+    assert ended - started == pytest.approx(7200, abs=5)
