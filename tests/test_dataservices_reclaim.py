@@ -125,3 +125,70 @@ def test_owner_of_names_the_console_an_order_is_assigned_to(tmp_path):
     assert owners["cell-q"] is None, "no heartbeat from it: nothing to show"
     assert owners["cell-b"] is None and owners[None] is None, "its own, or nobody's"
     assert (mine.beat.queue_depth, mine.beat.running, mine.beat.instruments, mine.alive) == (0, 0, {}, True)
+
+
+QUICK = {"name": "Quick seal", "definition": {"steps": [{"id": "seal", "kind": "Sealer.Seal"}]}}
+
+
+def test_an_order_adopted_just_before_a_stop_gets_its_run_at_the_next_start(tmp_path):
+    """Remote mode: the console stopped after it claimed an order and linked its local copy, but
+    before it created the run (the copy says Running, no run exists). Started again, it creates
+    the run, runs it and answers the order."""
+    from core.orders import OrderStatus
+    from core.templates import template_from_dict
+
+    ds_dir, b_dir = tmp_path / "ds", tmp_path / "b"
+    ds_dir.mkdir()
+    b_dir.mkdir()
+
+    async def console(url: str) -> tuple[Runtime, DataServicesLink]:
+        store = Store(b_dir / DB_FILENAME).open()
+        runtime = Runtime.build(b_dir, store=store, workcell=parse_workcell(FAST_CELL))
+        await runtime.start(templates_dir=None)
+        return runtime, DataServicesLink(runtime, DataServicesSettings(url, "test"), module_id="cell-b",
+                                         lease=30, timeout=5.0, poll_interval=0.1)
+
+    async def scenario():
+        ds_store = Store(ds_dir / DB_FILENAME).open()
+        server = EmbeddedDataServices(ds_store, port=0)
+        url = await server.start()
+        site = DataServicesClient(url)
+        try:
+            runtime, link = await console(url)
+            try:
+                await runtime.engine.publish(template_from_dict(QUICK))
+                await link.claim_module_id()
+                assert link.leases is not None
+                oid = await site.create_order(Order(templateName="Quick seal"))
+                # what the pickup does up to the moment it stopped: try-assign, the claim mark,
+                # the local copy linked to it and set Running
+                assert await site.try_assign(oid, "cell-b") and await link.leases.claim(oid)
+                order = await site.get_order(oid)
+                mirror = await runtime.ledger.create_order(order.model_copy(update={
+                    "identifier": None, "assignedTo": "cell-b", "status": OrderStatus.Created}),
+                    who=f"Data Services {oid}")
+                await link._link(mirror.identifier or "", oid, adopted=True)  # noqa: SLF001
+                await runtime.ledger.set_status(mirror.identifier or "", OrderStatus.Running, who="cell-b")
+                assert runtime.store.runs_for_orders([mirror.identifier or ""]) == {}
+            finally:
+                await link.stop()
+                await runtime.close()
+            runtime, link = await console(url)  # started again
+            try:
+                await link.start()
+                loop = asyncio.get_running_loop()
+                end = loop.time() + 60
+                while (await site.get_order(oid)).status is not OrderStatus.Complete:
+                    assert loop.time() < end, "the order was not answered"
+                    await asyncio.sleep(0.1)
+                return runtime.store.runs_for_orders([mirror.identifier or ""])
+            finally:
+                await link.stop()
+                await runtime.close()
+        finally:
+            await site.close()
+            await server.stop()
+            ds_store.close()
+
+    runs = asyncio.run(scenario())
+    assert len(runs) == 1, "one run was made for it at the start"
