@@ -83,3 +83,35 @@ def test_a_runs_deadline_still_holds_after_a_restart(data_dir):
     started, ended, inst = asyncio.run(scenario())
     assert inst["status"] == "failed" and "timed out after 7200 s" in inst["error"]
     assert ended - started == pytest.approx(7200, abs=5)
+
+
+def test_a_restart_reruns_an_interrupted_idempotent_step_and_asks_about_the_other(data_dir):
+    """Two steps were executing when the console stopped: the idempotent one runs again, the
+    other becomes "outcome unknown" and the run is paused for the operator."""
+    both = template("Both", [{"id": "wash", "kind": "Washer.Wash", "idempotent": True},
+                             {"id": "seal", "kind": "Sealer.Seal"}])
+
+    async def scenario():
+        store = Store(data_dir / "engine.sqlite3").open()
+        kit = Kit(store, durations={"*": 100.0})
+        await kit.engine.start()
+        await kit.publish(both)
+        run_id = await kit.run("Both")
+        await kit.clock.advance(10)
+        before = {k: v["status"] for k, v in kit.steps(run_id).items()}
+        await kit.engine.close()
+        kit = Kit(store, durations={"*": 100.0})  # the console restarts
+        await kit.engine.start()
+        await kit.clock.advance(1)
+        status = kit.engine.run_status(run_id)
+        await kit.clock.advance(150)
+        after = {k: v["status"] for k, v in kit.steps(run_id).items()}
+        calls = [c.kind for c in kit.executor.calls]
+        await kit.engine.close()
+        store.close()
+        return before, after, status, calls
+
+    before, after, status, calls = asyncio.run(scenario())
+    assert before == {"wash": "running", "seal": "running"}
+    assert after == {"wash": "completed", "seal": "unknown"}
+    assert status is RunStatus.PAUSED and calls == ["Washer.Wash"]

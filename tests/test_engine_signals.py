@@ -158,3 +158,8 @@ def test_statistics_count_each_outcome_with_no_completed_run_too(data_dir):
     assert mixed["avg_duration_seconds"] == 5.0
     assert idle["total_instances"] == 0 and idle["success_rate"] == 0.0
     assert overall["total_instances"] == 3
+    assert set(mixed) == {"total_instances", "running_instances", "pending_instances", "paused_instances",
+                          "completed_instances", "failed_instances", "cancelled_instances", "success_rate",
+                          "avg_duration_seconds"}
+    assert (mixed["paused_instances"], mixed["running_instances"], mixed["pending_instances"],
+            mixed["cancelled_instances"]) == (0, 0, 0, 0)

@@ -256,3 +256,11 @@ def test_a_writer_never_idle_takes_a_batch_of_the_text_backlog_with_its_writes(d
         assert indexed(store) == 20
     finally:
         store.close()
+
+
+def test_order_log_tells_each_transition_with_who_and_why(store):
+    [oid] = add_orders(store, 1)
+    store.write_sync(store.status_op(oid, OrderStatus.Canceled, who="ann", why="plate dropped"))
+    texts = [(kind, order, text) for _, kind, order, text in store.order_log([oid])]
+    assert texts[:2] == [("transition", oid, "Created by t"),
+                         ("transition", oid, "Created → Canceled by ann: plate dropped")]
