@@ -163,3 +163,20 @@ def test_statistics_count_each_outcome_with_no_completed_run_too(data_dir):
                           "avg_duration_seconds"}
     assert (mixed["paused_instances"], mixed["running_instances"], mixed["pending_instances"],
             mixed["cancelled_instances"]) == (0, 0, 0, 0)
+
+
+def test_progress_points_at_the_first_unfinished_step_and_at_the_last_when_done(data_dir):
+    async def scenario(kit: Kit):
+        await kit.publish(template("Three", [{"id": "a", "kind": "noop"},
+                                             {"id": "b", "kind": "PlateReader.ReadPlate", "depends_on": ["a"]},
+                                             {"id": "c", "kind": "noop", "depends_on": ["b"]}]))
+        run_id = await kit.run("Three")
+        await kit.clock.advance(5)
+        midway = kit.engine.get_workflow_progress(run_id)
+        await kit.until_done(run_id)
+        return midway, kit.engine.get_workflow_progress(run_id)
+
+    midway, done = run_kit(data_dir, scenario, durations={"PlateReader.ReadPlate": 60.0})
+    assert (midway["current_step"], midway["completed_tasks"], midway["running_tasks"], midway["progress"]) == \
+        (1, 1, 1, 33)
+    assert (done["current_step"], done["completed_tasks"], done["progress"], done["total_steps"]) == (2, 3, 100, 3)
