@@ -180,3 +180,24 @@ def test_progress_points_at_the_first_unfinished_step_and_at_the_last_when_done(
     assert (midway["current_step"], midway["completed_tasks"], midway["running_tasks"], midway["progress"]) == \
         (1, 1, 1, 33)
     assert (done["current_step"], done["completed_tasks"], done["progress"], done["total_steps"]) == (2, 3, 100, 3)
+
+
+def test_a_signed_retry_keeps_its_signature_in_each_steps_audit_entry(data_dir):
+    from core.engine.control import Act, Action
+
+    signature = {"user": "ann", "role": "supervisor", "meaning": "approved", "at": 1.0, "action": "retry"}
+
+    async def scenario(kit: Kit):
+        await kit.publish(FRAGILE)
+        run_id = await kit.run("Fragile")
+        await kit.until_done(run_id)
+        [error] = await kit.engine.act([Action(act=Act.RETRY, run_id=run_id, who="ann", reason="fixed",
+                                               signature=signature)])
+        await kit.until_done(run_id)
+        return error, kit.steps(run_id)["read"]["order_id"], kit.store.audit_entries(), kit.engine.run_status(run_id)
+
+    error, order_id, audit, status = run_kit(data_dir, scenario, fail_kinds={"PlateReader.ReadPlate": 1})
+    assert error is None and status is RunStatus.COMPLETED
+    [entry] = [a for a in audit if a.action == "retry step"]
+    assert (entry.who, entry.target, entry.reason) == ("ann", order_id, "fixed")
+    assert entry.details == {"signature": signature}
