@@ -97,3 +97,28 @@ def test_a_step_request_for_a_slot_waits_for_it_only_when_it_asks_for_first_avai
     (slot_done, reasons), waited, outputs = run_dkit(data_dir, scenario)
     assert not slot_done and any(r.startswith("scheduled for ") for r in reasons)
     assert waited >= HOUR and "absorbance" in outputs
+
+
+def test_claim_reserves_a_free_instrument_and_the_extra_capabilities_at_once(data_dir):
+    """``claim`` (the engine's fast path for a step that would go at once): a read that also
+    needs the arm gets a reader and the arm together; a second one finds the arm taken and is
+    left to the queue; released, the arm is free again."""
+    from core.engine.types import StepRequest
+
+    def request(order_id: str) -> StepRequest:
+        return StepRequest(run_id="R", step_id=order_id, order_id=order_id, kind="PlateReader.ReadPlate",
+                           parameters={}, attempt=1, reserve=("RobotArm.MovePlate",),
+                           order=Order(identifier=order_id, templateName="PlateReader.ReadPlate"))
+
+    async def scenario(kit):
+        first, second = request("Order_a"), request("Order_b")
+        got = kit.dispatcher.claim(first)
+        arm_taken = not kit.dispatcher.instruments["Arm"].accepts_work
+        again = kit.dispatcher.claim(second)
+        kit.dispatcher.unclaim(first)
+        return got, arm_taken, again, kit.dispatcher.instruments["Arm"].accepts_work
+
+    got, arm_taken, again, arm_free = run_dkit(data_dir, scenario)
+    assert got in ("Reader1", "Reader2") and arm_taken
+    assert again is None, "no arm left: it waits in the queue"
+    assert arm_free
