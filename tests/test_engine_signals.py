@@ -201,3 +201,15 @@ def test_a_signed_retry_keeps_its_signature_in_each_steps_audit_entry(data_dir):
     [entry] = [a for a in audit if a.action == "retry step"]
     assert (entry.who, entry.target, entry.reason) == ("ann", order_id, "fixed")
     assert entry.details == {"signature": signature}
+
+
+def test_outputs_reach_data_services_as_typed_parameters_and_json_for_the_rest():
+    from core.engine.types import to_parameter
+    from core.orders import ParameterValueType
+
+    assert [(p.value, p.valueType) for p in (to_parameter("ok", True), to_parameter("n", 3),
+                                              to_parameter("od", 0.25), to_parameter("s", "x"))] == [
+        ("True", ParameterValueType.BOOLEAN), ("3", ParameterValueType.INTEGER),
+        ("0.25", ParameterValueType.DOUBLE), ("x", ParameterValueType.STRING)]
+    wells = to_parameter("wells", {"A1": [0.1, 0.2]})
+    assert (wells.name, wells.value, wells.valueType) == ("wells", '{"A1": [0.1, 0.2]}', ParameterValueType.OTHER)

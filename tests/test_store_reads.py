@@ -264,3 +264,13 @@ def test_order_log_tells_each_transition_with_who_and_why(store):
     texts = [(kind, order, text) for _, kind, order, text in store.order_log([oid])]
     assert texts[:2] == [("transition", oid, "Created by t"),
                          ("transition", oid, "Created → Canceled by ann: plate dropped")]
+
+
+def test_a_store_in_a_directory_not_made_yet_makes_it_with_its_parents(tmp_path):
+    path = tmp_path / "lab" / "console" / "data" / "s.sqlite3"
+    store = Store(path).open()
+    try:
+        add_orders(store, 1)
+        assert path.is_file() and store.count_orders() == 1
+    finally:
+        store.close()
