@@ -961,10 +961,13 @@ class Inbox:
         return len(raised)
 
     async def resend(self, item_id: int, *, who: str | None = None, reason: str | None = None) -> int:
-        """Send an item's failed notifications again (audited); how many were queued."""
+        """Send an item's failed notifications again (audited); how many were queued. A signed-in
+        user whose role may not is refused (PermissionDenied naming the role)."""
+        who = who or os_user()
+        authorize(self.store, who, "notify again")
         if self.notifier is None:
             raise StateError("no notifications are configured ([NOTIFICATIONS] of config.ini)")
-        count = await self.notifier.resend(item_id, who=who or os_user(), reason=reason)
+        count = await self.notifier.resend(item_id, who=who, reason=reason)
         if count:
             self.bus.publish(InboxChanged(item_id=item_id, state="notified"))
         return count

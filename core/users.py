@@ -75,7 +75,7 @@ def os_user() -> str:
 
 PERMISSIONS: dict[str, str] = {
     **dict.fromkeys(("start run", "cancel", "retry", "recover", "skip", "pause", "resume", "reprioritise",
-                     "start now", "send to", "answer"), "operator"),
+                     "start now", "send to", "answer", "notify again"), "operator"),
     **dict.fromkeys(("template publish", "out of service", "release", "enable", "disable", "reconnect",
                      "playbook", "schedules"), "supervisor"),
     "users": "admin",

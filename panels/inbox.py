@@ -73,6 +73,7 @@ KIND_LABELS = {"prompt": "Prompt", "error": "Paused error", "approval": "Approva
                "proposal": "Playbook proposal", "window": "Time window"}
 AGE_TICK_MS = 5000
 ANSWER_TIP = "Send the answer: checked against the form, then applied and audited in one step"
+RESEND_TIP = "Send the notifications that were given up once more"
 NARROW = 820
 """Below this width the answer form goes under the list."""
 _Index = QModelIndex | QPersistentModelIndex
@@ -182,6 +183,8 @@ class AnswerForm(QWidget):
         """The field the last refusal named (its editor gets the focus)."""
         self.refused: str | None = None
         """Why the signed-in user may not answer (None: they may); the Answer button says it."""
+        self.resend_refused: str | None = None
+        """Why the signed-in user may not send notifications again (None: they may)."""
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 4, 4, 4)
         self.heading = QLabel("Select an item to answer it")
@@ -199,7 +202,7 @@ class AnswerForm(QWidget):
         keep_styled(self.notices, lambda t: f"#inboxNotices {{ color: {t.colors['muted']}; }} "
                                             f"#inboxNotices[failing=\"true\"] {{ color: {t.colors['text_error']}; }}")
         self.resend_button = QPushButton("Notify again")
-        self.resend_button.setToolTip("Send the notifications that were given up once more")
+        self.resend_button.setToolTip(RESEND_TIP)
         self.resend_button.clicked.connect(lambda: self.item is not None and self.resend.emit(self.item))
         self.resend_button.hide()
         notices = QHBoxLayout()
@@ -269,6 +272,12 @@ class AnswerForm(QWidget):
         role may not answer (the tooltip says why)."""
         self.answer_button.setEnabled(self.item is not None and self.refused is None and not busy)
         self.answer_button.setToolTip(self.refused or ANSWER_TIP)
+
+    def offer_resend(self, *, busy: bool = False) -> None:
+        """Enable Notify again unless a resend is on its way or the signed-in user's role may not
+        (the tooltip says why)."""
+        self.resend_button.setEnabled(self.resend_refused is None and not busy)
+        self.resend_button.setToolTip(self.resend_refused or RESEND_TIP)
 
     def _show_notices(self, item: InboxItem | None) -> None:
         notices = item.notices if item is not None else []
@@ -531,6 +540,8 @@ class InboxPanel(QWidget):
         self.who = user.name if user is not None else os_user()
         self.form.refused = refusal(user, "answer") if user is not None else None
         self.form.offer_answer()
+        self.form.resend_refused = refusal(user, "notify again") if user is not None else None
+        self.form.offer_resend()
 
     def select_item(self, item_id: int) -> bool:
         row = self.model.row_of(item_id)
@@ -569,10 +580,13 @@ class InboxPanel(QWidget):
 
     @Slot(object)
     def _resend(self, item: InboxItem) -> None:
-        self.form.resend_button.setEnabled(False)
+        if self.form.resend_refused is not None:
+            self._say(self.form.resend_refused, "bad")
+            return
+        self.form.offer_resend(busy=True)
 
         def done(task: asyncio.Task[Any]) -> None:
-            self.form.resend_button.setEnabled(True)
+            self.form.offer_resend()
             if task.cancelled():
                 return
             exc = task.exception()

@@ -11,6 +11,7 @@ from typing import Any
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QAbstractSpinBox,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
@@ -92,11 +93,14 @@ class PlaybookPanel(QWidget):
         self.enabled = QCheckBox("Enabled")
         self.enabled.setChecked(True)
         form = QFormLayout()
+        self.fields: tuple[QWidget, ...] = ()
+        """The form's fields: read-only while the signed-in user may not change the playbook."""
         for label, widget in (("Rule id", self.rule_id), ("Error", self.error_code), ("Capability", self.capability),
                               ("Instrument", self.instrument), ("Template", self.template),
                               ("Response", self.response), ("Retry up to", self.max_attempts),
                               ("Backoff from", self.backoff), ("Outputs", self.outputs), ("", self.enabled)):
             form.addRow(label, widget)
+            self.fields += (widget,)
         self.save_button = QPushButton("Save rule")
         self.save_button.clicked.connect(self.save)
         self.remove_button = QPushButton("Remove")
@@ -136,13 +140,21 @@ class PlaybookPanel(QWidget):
 
     def set_user(self, user: User | None) -> None:
         """Who is signed in (None: single-user mode): recorded as *who*; when their role may not
-        change the playbook, its changing buttons are disabled, the tooltip saying why."""
+        change the playbook, its changing buttons are disabled, the tooltip saying why, and the
+        form's fields are read-only (a selected rule is still shown in them)."""
         self.user = user
         self.who = user.name if user is not None else os_user()
         refused = refusal(user, "playbook") if user is not None else None
         for key, button in self.changing.items():
             button.setEnabled(refused is None)
             button.setToolTip(refused or TIPS[key])
+        for widget in self.fields:
+            set_editable(widget, refused is None)
+            widget.setToolTip(refused or "")
+
+    def editable(self) -> bool:
+        """Whether the form's fields take input."""
+        return all(is_editable(w) for w in self.fields)
 
     @staticmethod
     def _choices(values: list[str]) -> QComboBox:
@@ -259,3 +271,18 @@ class PlaybookPanel(QWidget):
 
     def shutdown(self) -> None:
         self.tasks.cancel_all()
+
+
+def set_editable(widget: QWidget, editable: bool) -> None:
+    """Text and number fields become read-only (their text can still be selected and copied);
+    choices and check boxes, which have no read-only state, are disabled."""
+    if isinstance(widget, (QLineEdit, QPlainTextEdit, QAbstractSpinBox)):
+        widget.setReadOnly(not editable)
+    else:
+        widget.setEnabled(editable)
+
+
+def is_editable(widget: QWidget) -> bool:
+    if isinstance(widget, (QLineEdit, QPlainTextEdit, QAbstractSpinBox)):
+        return not widget.isReadOnly() and widget.isEnabled()
+    return widget.isEnabled()

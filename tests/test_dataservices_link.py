@@ -116,10 +116,13 @@ def test_outbox_survives_the_server_going_away_mid_burst(tmp_path):
             second = [await runtime.start_run("Quick", who="op", allow_duplicate=True) for _ in range(3)]
             await until(lambda: all(not runtime.run_is_active(r) for r in first + second))
             await until(lambda: link.state.error is not None and link.outbox_depth() > 0)
+            # the status bar's outbox figure follows what waits to be delivered
+            await until(lambda: link.state.outbox == link.outbox_depth() > 0, timeout=60)
             depth_while_down = link.outbox_depth()
+            assert f"outbox {link.state.outbox}" in link.describe()
             server = EmbeddedDataServices(remote_store, port=18207)
             await server.start()                     # back
-            await until(lambda: link.outbox_depth() == 0, timeout=60)
+            await until(lambda: link.outbox_depth() == 0 and link.state.outbox == 0, timeout=60)
             local = {}
             for run_id in first + second:
                 inst = runtime.engine.get_instance(run_id)

@@ -373,6 +373,7 @@ def test_stale_heartbeat_takes_instrument_offline_mid_order(data_dir, idempotent
     assert status is ModuleStatus.Offline and "heartbeat stale" in detail
     if idempotent:
         assert step["status"] in ("retrying", "queued")  # retried, waits for an instrument
+        assert step["error_code"] == "InstrumentUnavailable", "it may run again: not an unknown outcome"
     else:
         assert step["status"] == "unknown" and step["error_code"] == "OutcomeUnknown"
         assert kit.engine.get_instance(run_id)["status"] == "paused"

@@ -13,6 +13,7 @@ from test_gui_templates import env  # noqa: F401 - the Templates panel over a st
 
 from core import users
 from core.users import PermissionDenied, SignaturePolicy
+from panels.playbook import is_editable
 from panels.signature import SignatureDialog
 from panels.theme import apply_theme
 
@@ -190,6 +191,8 @@ def test_the_window_disables_what_the_signed_in_role_may_not_do(store, data_dir,
         inbox.select_item(inbox.model.rows[0].id)
         assert inbox.form.answer_button.isEnabled()
         assert all(b.isEnabled() for b in playbook.changing.values())
+        assert playbook.editable() and len(playbook.fields) == 10
+        assert inbox.form.resend_button.isEnabled()
         assert schedules.actions_by_key["add"].isEnabled()
 
         session_task = qloop.create_task(start_session(window, rt, 15))
@@ -214,6 +217,10 @@ def test_the_window_disables_what_the_signed_in_role_may_not_do(store, data_dir,
             assert not button.isEnabled()
             assert button.toolTip() == _needs("vic", "viewer", "playbook", "supervisor")
         assert playbook.export_button.isEnabled()  # reading is for everyone
+        assert not any(is_editable(w) for w in playbook.fields)  # no field takes input
+        assert all(w.toolTip() == _needs("vic", "viewer", "playbook", "supervisor") for w in playbook.fields)
+        assert not inbox.form.resend_button.isEnabled()
+        assert inbox.form.resend_button.toolTip() == _needs("vic", "viewer", "notify again", "operator")
         for action in schedules.actions_by_key.values():
             assert not action.isEnabled()
             assert action.toolTip() == _needs("vic", "viewer", "schedules", "supervisor")
@@ -244,6 +251,9 @@ def test_the_window_disables_what_the_signed_in_role_may_not_do(store, data_dir,
         assert not inbox.form.answer_button.toolTip().startswith("answer:")
         assert not playbook.save_button.isEnabled()
         assert playbook.save_button.toolTip() == _needs("bob", "operator", "playbook", "supervisor")
+        assert not any(is_editable(w) for w in playbook.fields)
+        assert inbox.form.resend_button.isEnabled()
+        assert not inbox.form.resend_button.toolTip().startswith("notify again:")
         assert not schedules.actions_by_key["add"].isEnabled()
 
         window.idle_lock.lock()
@@ -251,6 +261,7 @@ def test_the_window_disables_what_the_signed_in_role_may_not_do(store, data_dir,
         qtbot.waitUntil(lambda: not window.idle_lock.is_locked, timeout=10_000)
         assert all(b.isEnabled() for b in playbook.changing.values())
         assert playbook.save_button.toolTip().startswith("Add the rule")
+        assert playbook.editable() and all(w.toolTip() == "" for w in playbook.fields)
         assert schedules.actions_by_key["add"].isEnabled() and schedules.actions_by_key["blackout"].isEnabled()
         assert not schedules.actions_by_key["edit"].isEnabled()  # no schedule is selected
         assert schedules.actions_by_key["add"].toolTip() == "Add a schedule for a published template"

@@ -216,6 +216,43 @@ def test_a_delivery_that_keeps_failing_is_given_up_visible_and_sent_again_on_req
     assert any(a.action == "resend notification" and a.who == "ann" and a.reason == "receiver fixed" for a in audit)
 
 
+def test_notify_again_is_refused_to_a_viewer_naming_the_role_and_sends_nothing(data_dir, monkeypatch):
+    """With named users on, a viewer may not send an item's notifications again: refused naming
+    the user, their role and the role needed; nothing is queued or audited. An operator may."""
+    from core import users
+
+    monkeypatch.setattr(users, "SCRYPT_N", 2**12)
+    monkeypatch.setattr(users, "_DUMMY_HASH", None)
+
+    async def scenario(kit: Kit, url: str):
+        users.add_user(kit.store, "vic", "viewer", "vic-password", who="root")
+        users.add_user(kit.store, "bob", "operator", "bob-password", who="root")
+        notifier = Notifier(kit.store, NotifySettings(webhook_url=url, attempts=1),
+                            clock=kit.clock, bus=kit.ledger.bus)
+        inbox = Inbox(kit.engine, escalate_after={"prompt": 600}, notifier=notifier)
+        await kit.publish(ASK)
+        await kit.run("AskNight")
+        await kit.clock.settle()
+        await kit.clock.advance(700)
+        await inbox.escalate()
+        [item] = inbox.items()
+        await notifier.deliver_due()  # HTTP 500 on the only attempt: given up
+        with pytest.raises(users.PermissionDenied) as refused:
+            await inbox.resend(item.id, who="vic")
+        after_refusal = (inbox.item(item.id).notices[0].state,
+                         [a.action for a in kit.store.audit_entries() if a.action == "resend notification"])
+        sent = await inbox.resend(item.id, who="bob")
+        return str(refused.value), after_refusal, sent, kit.store.audit_entries()
+
+    with Receiver([500, 200]) as receiver:
+        message, after_refusal, sent, audit = run_kit(data_dir, lambda kit: scenario(kit, receiver.url))
+    assert message == ("notify again: 'vic' is signed in as viewer; notify again needs the operator role "
+                       "or above")
+    assert after_refusal == ("failed", [])
+    assert sent == 1
+    assert [a.who for a in audit if a.action == "resend notification"] == ["bob"]
+
+
 def test_nobody_listening_is_a_failed_attempt_and_answered_items_are_not_sent(data_dir):
     async def scenario(kit: Kit):
         url = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there

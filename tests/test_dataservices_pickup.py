@@ -1,0 +1,212 @@
+"""The pickup's bookkeeping of orders it could not take (embedded Data Services, real HTTP from a
+client on 127.0.0.1, a real store): a skipped order is left alone until its retry is due, the
+poll loop wakes for it then, and once it is picked up the status bar forgets it; each reason is
+logged once per order, a new reason again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from test_dataservices_link import FAST_CELL
+
+from core.dataservices.client import DataServicesClient
+from core.dataservices.link import DataServicesLink, LinkState
+from core.orders import Order, OrderStatus
+from core.runtime import SAMPLE_TEMPLATES, Runtime
+from core.store import DB_FILENAME, Store
+from core.workcell import parse_workcell
+
+
+async def until(predicate, timeout: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < end, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def embedded(data_dir, cell: str = FAST_CELL) -> tuple[Runtime, DataServicesLink, list[LinkState]]:
+    store = Store(data_dir / DB_FILENAME).open()
+    runtime = Runtime.build(data_dir, store=store, workcell=parse_workcell(cell))
+    await runtime.start(templates_dir=SAMPLE_TEMPLATES)
+    link = DataServicesLink(runtime, None, poll_interval=0.05, port=0, timeout=2.0)
+    shown: list[LinkState] = []
+    link.on_state = lambda state: shown.append(LinkState(**vars(state)))
+    await link.start()
+    return runtime, link, shown
+
+
+def test_a_skipped_order_waits_for_its_retry_then_is_picked_up_and_forgotten(data_dir, caplog):
+    caplog.set_level(logging.WARNING, logger="core.dataservices.link")
+
+    async def scenario():
+        runtime, link, shown = await embedded(data_dir)
+        try:
+            client = DataServicesClient(link.state.url)
+            # refused earlier (as when the server would not hand it over): tried again in 3 s
+            link._pickup_failed("SEAL-1", "the server refused to hand it over: HTTP 503")  # noqa: SLF001
+            link._pickup_failed("SEAL-1", "the server refused to hand it over: HTTP 503", retry_after=3.0)  # noqa: SLF001
+            link._pickup_failed("SEAL-2", "cannot be read: x", retry_after=6.0)  # noqa: SLF001
+            skipped = (link.state.skipped, link.state.pickup_error)
+            polls = link.polls
+            created = asyncio.get_running_loop().time()
+            for oid in ("SEAL-1", "SEAL-2"):
+                await client.create_order(Order(identifier=oid, templateName="Sealer.Seal",
+                                                restrictToModuleIds="Sealer1"))
+            await until(lambda: link.polls >= polls + 2)  # the creations were announced and read
+            while_skipped = [(await client.get_order(oid)).assignedTo for oid in ("SEAL-1", "SEAL-2")]
+            await until(lambda: link.state.skipped == 1, timeout=25)  # woken when the retry is due
+            waited = asyncio.get_running_loop().time() - created
+            half = (link.state.skipped, link.state.pickup_error)
+            await until(lambda: link.state.skipped == 0, timeout=25)
+            done = []
+            for oid in ("SEAL-1", "SEAL-2"):
+                order = await client.get_order(oid)
+                while order.status is not OrderStatus.Complete:
+                    await asyncio.sleep(0.05)
+                    order = await client.get_order(oid)
+                done.append(order.status)
+            await client.close()
+            return skipped, while_skipped, waited, half, link.state, shown, done
+        finally:
+            await link.stop()
+            await runtime.close()
+
+    skipped, while_skipped, waited, half, state, shown, done = asyncio.run(scenario())
+    assert skipped == (2, "SEAL-2: cannot be read: x")
+    assert while_skipped == [None, None], "not claimed before its retry is due"
+    assert waited >= 2.5 and waited < 25, "picked up when due, before the 30 s sweep"
+    assert half == (1, "SEAL-2: cannot be read: x"), "the error stays while one is still skipped"
+    assert (state.skipped, state.pickup_error) == (0, None)
+    assert done == [OrderStatus.Complete, OrderStatus.Complete]
+    assert shown[-1].skipped == 0 and shown[-1].pickup_error is None, "the status bar was told"
+    said = [r.getMessage() for r in caplog.records if "is not picked up" in r.getMessage()]
+    assert said == ["Data Services: order SEAL-1 is not picked up: the server refused to hand it over: HTTP 503",
+                    "Data Services: order SEAL-2 is not picked up: cannot be read: x"], "once per reason"
+
+
+def test_a_new_reason_for_a_skipped_order_is_logged_again(data_dir, caplog):
+    caplog.set_level(logging.WARNING, logger="core.dataservices.link")
+
+    async def scenario():
+        runtime, link, _shown = await embedded(data_dir)
+        try:
+            for reason in ("first", "first", "second", "second", "first"):
+                link._pickup_failed("", reason, retry_after=60)  # noqa: SLF001 - an order without an id
+            link._picked_up("")  # noqa: SLF001
+            link._picked_up("never-skipped")  # noqa: SLF001
+            return link.state, link.describe()
+        finally:
+            await link.stop()
+            await runtime.close()
+
+    state, described = asyncio.run(scenario())
+    said = [r.getMessage() for r in caplog.records if "is not picked up" in r.getMessage()]
+    assert said == [f"Data Services: order (no id) is not picked up: {r}" for r in ("first", "second", "first")]
+    assert (state.skipped, state.pickup_error) == (0, None)
+    assert "not picked up" not in described
+
+
+def test_declared_compatible_versions_match_the_template_name_in_any_case(data_dir):
+    """``[DATA SERVICES] compatible`` names a template as the site spells it: an order for a
+    version in the range runs with this console's latest, whatever the case of either name; one
+    outside the range is refused, saying which version it asks for."""
+    from packaging.specifiers import SpecifierSet
+
+    from core.dataservices.config import DataServicesSettings
+
+    async def scenario():
+        store = Store(data_dir / DB_FILENAME).open()
+        runtime = Runtime.build(data_dir, store=store, workcell=None, metrics=False)
+        await runtime.start(templates_dir=SAMPLE_TEMPLATES)
+        try:
+            name = next(t.name for t in runtime.templates() if t.name == "Cell Prep")
+            link = DataServicesLink(runtime, DataServicesSettings("http://127.0.0.1:9", "test"),
+                                    compatible={"CELL PREP": SpecifierSet(">=2,<50")})
+            return {version: link.route(Order(templateName=spelling, templateVersion=version))
+                    for spelling, version in ((name, "7"), ("cell prep", "49"), (name, "50"), (name, None))}
+        finally:
+            await runtime.close()
+
+    routes = asyncio.run(scenario())
+    assert routes["7"] == ("workflow", None) and routes["49"] == ("workflow", None)
+    assert routes["50"] == (None, "asks for Cell Prep v50")
+    assert routes[None] == ("workflow", None)
+
+
+TWO_SEALERS = """
+name: two sealers
+seed: 1
+heartbeat_interval: 1s
+stale_timeout: 10s
+instruments:
+  - {id: Sealer1, kind: Sealer, driver: simulated, capabilities: {Sealer.Seal: {duration: 3s, jitter: 0s}}}
+  - {id: Sealer2, kind: Sealer, driver: simulated, capabilities: {Sealer.Seal: {duration: 3s, jitter: 0s}}}
+"""
+
+
+def test_a_module_order_keeps_its_restriction_strategy(data_dir):
+    """Three module orders for Sealer1 while it is busy with the first: the one with the default
+    FullRestriction waits for Sealer1, the UnlessBusy one goes to Sealer2."""
+
+    async def scenario():
+        runtime, link, _shown = await embedded(data_dir, TWO_SEALERS)
+        try:
+            client = DataServicesClient(link.state.url)
+            ids = [await client.create_order(Order(templateName="Sealer.Seal", restrictToModuleIds="Sealer1",
+                                                   moduleRestrictionStrategy=strategy))
+                   for strategy in ("FullRestriction", "FullRestriction", "UnlessBusy")]
+            done = []
+            for oid in ids:
+                await until(lambda oid=oid: runtime.store.get_order(oid).status is OrderStatus.Complete, timeout=60)
+                done.append((await client.get_order(oid)).assignedTo)
+            await client.close()
+            return done
+        finally:
+            await link.stop()
+            await runtime.close()
+
+    assert asyncio.run(scenario()) == ["Sealer1", "Sealer1", "Sealer2"]
+
+
+HOLD = {"name": "Hold plate", "definition": {"steps": [
+    {"id": "hold", "kind": "delay", "parameters": {"seconds": "3s"}},
+    {"id": "seal", "kind": "Sealer.Seal", "depends_on": ["hold"]}]}}
+
+
+def test_an_order_whose_run_was_under_way_at_a_restart_is_answered_after_it(data_dir):
+    """Embedded: the console stops while the run answering an order is under way; started again
+    on the same data directory, it finishes the run and completes the order."""
+    from core.templates import template_from_dict
+
+    async def first() -> str:
+        runtime, link, _shown = await embedded(data_dir)
+        try:
+            await runtime.engine.publish(template_from_dict(HOLD))
+            client = DataServicesClient(link.state.url)
+            oid = await client.create_order(Order(templateName="Hold plate"))
+            await until(lambda: bool(runtime.store.runs_for_orders([oid])))
+            run_id = runtime.store.runs_for_orders([oid])[oid]
+            await until(lambda: runtime.engine.get_instance(run_id)["steps"][0]["status"] == "running")
+            await client.close()
+            return oid
+        finally:
+            await link.stop()
+            await runtime.close()
+
+    async def second(oid: str):
+        runtime, link, _shown = await embedded(data_dir)
+        try:
+            client = DataServicesClient(link.state.url)
+            await until(lambda: runtime.store.get_order(oid).status is OrderStatus.Complete, timeout=60)
+            done = await client.get_order(oid)
+            await client.close()
+            return done
+        finally:
+            await link.stop()
+            await runtime.close()
+
+    oid = asyncio.run(first())
+    done = asyncio.run(second(oid))
+    assert done.status is OrderStatus.Complete

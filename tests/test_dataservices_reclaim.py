@@ -1,0 +1,194 @@
+"""Reclaiming the orders of consoles that are gone, round by round (remote mode: a Data Services
+on 127.0.0.1 over real HTTP, heartbeats and claim marks posted as other consoles would): a quick
+round with every console's latest heartbeat alive reads no orders and takes nothing; a thorough
+round also takes what a live console won but never held, and what a console gone long ago left;
+a console's last heartbeat (lease 0) makes its held orders takeable at once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from test_dataservices_link import FAST_CELL
+
+from core.dataservices.client import DataServicesClient
+from core.dataservices.config import DataServicesSettings
+from core.dataservices.fleet import ModuleBeat
+from core.dataservices.leases import Leases
+from core.dataservices.link import DataServicesLink
+from core.dataservices.server import EmbeddedDataServices
+from core.orders import Order
+from core.runtime import SAMPLE_TEMPLATES, Runtime
+from core.store import DB_FILENAME, Store
+from core.workcell import parse_workcell
+
+LEASE = 1.0
+"""The reclaiming console's lease (seconds): claim marks older than this may be taken over."""
+
+
+def beat(module_id: str, instance: str, at: float, lease: float, held: tuple[str, ...] = ()) -> dict:
+    return ModuleBeat(module_id=module_id, instance=instance, host="bench-pc", pid=4242, at=at, lease=lease,
+                      held=held).event()
+
+
+def test_reclaim_rounds_follow_the_latest_heartbeat_of_each_console(tmp_path):
+    ds_dir, b_dir = tmp_path / "ds", tmp_path / "b"
+    ds_dir.mkdir()
+    b_dir.mkdir()
+
+    async def scenario():
+        ds_store = Store(ds_dir / DB_FILENAME).open()
+        server = EmbeddedDataServices(ds_store, port=0)
+        url = await server.start()
+        store = Store(b_dir / DB_FILENAME).open()
+        runtime = Runtime.build(b_dir, store=store, workcell=parse_workcell(FAST_CELL))
+        await runtime.start(templates_dir=SAMPLE_TEMPLATES)
+        link = DataServicesLink(runtime, DataServicesSettings(url, "test"), module_id="cell-b", lease=LEASE,
+                                timeout=5.0)
+        site = DataServicesClient(url)
+        try:
+            await link.claim_module_id()  # its identity and leases; no loops: the rounds are run here
+            now = time.time()
+            held, won, left = [await site.create_order(Order(templateName="Sealer.Seal")) for _ in range(3)]
+            a = Leases(site, "cell-a", "inst-a", lease=30, now=time.time)
+            z = Leases(site, "cell-z", "inst-z", lease=LEASE, now=time.time)
+            for oid, leases in ((held, a), (won, a), (left, z)):
+                assert await site.try_assign(oid, leases.module_id)
+                assert await leases.claim(oid)
+            # cell-a is alive and holds one of its two orders; cell-z beat last 10 s ago, then went
+            await site.publish_event(beat("cell-a", "inst-a", now, 30, held=(held,)))
+            await site.publish_event(beat("cell-z", "inst-z", now - 10, LEASE, held=(left,)))
+            await asyncio.sleep(LEASE + 0.3)  # the claim marks are older than a lease now
+
+            async def round_(thorough: bool, a_lease: float = 30) -> list[str]:
+                """A round right after cell-a's heartbeat and this console's own."""
+                assert link.client is not None and link.identity is not None
+                await site.publish_event(beat("cell-a", "inst-a", time.time(), a_lease, held=(held,)))
+                await link.client.publish_event(link.identity.beat(lease=30).event())
+                return sorted(await link.reclaim_once(thorough=thorough))
+
+            quick = await round_(False)
+            thorough = await round_(True)
+            again = await round_(True)
+            after_stop = await round_(False, a_lease=0)  # cell-a's last heartbeat: it stopped
+            return (held, won, left), quick, thorough, again, after_stop, link.taken_over
+        finally:
+            await site.close()
+            await link.stop()
+            await runtime.close()
+            await server.stop()
+            ds_store.close()
+
+    (held, won, left), quick, thorough, again, after_stop, taken = asyncio.run(scenario())
+    assert quick == [], "every latest heartbeat alive: a quick round takes nothing"
+    assert thorough == sorted([won, left]), "won by a live console but not held; left by one gone long ago"
+    assert again == [], "taken once"
+    assert after_stop == [held], "its last heartbeat (lease 0) frees what it held"
+    assert taken == 3
+
+
+def test_owner_of_names_the_console_an_order_is_assigned_to(tmp_path):
+    """A console without a workcell (no dispatcher) on a shared Data Services: its heartbeat says
+    it has nothing queued; an order assigned to another console that beats is that console's
+    (its latest heartbeat), one assigned to itself or to nobody is its own (None)."""
+    ds_dir, b_dir = tmp_path / "ds", tmp_path / "b"
+    ds_dir.mkdir()
+    b_dir.mkdir()
+
+    async def scenario():
+        ds_store = Store(ds_dir / DB_FILENAME).open()
+        server = EmbeddedDataServices(ds_store, port=0)
+        url = await server.start()
+        store = Store(b_dir / DB_FILENAME).open()
+        runtime = Runtime.build(b_dir, store=store, workcell=None, metrics=False)
+        await runtime.start(templates_dir=None)
+        link = DataServicesLink(runtime, DataServicesSettings(url, "test"), module_id="cell-b", lease=30,
+                                timeout=5.0)
+        site = DataServicesClient(url)
+        try:
+            await link.claim_module_id()  # posts its first heartbeat
+            await site.publish_event(beat("cell-a", "inst-a", time.time(), 30))
+            owners = {who: await link.owner_of(["Order_1"], who) for who in ("cell-a", "cell-q", "cell-b", None)}
+            mine = next(m for m in await link.fleet() if m.beat.module_id == "cell-b")
+            return owners, mine
+        finally:
+            await site.close()
+            await link.stop()
+            await runtime.close()
+            await server.stop()
+            ds_store.close()
+
+    owners, mine = asyncio.run(scenario())
+    a = owners["cell-a"]
+    assert not isinstance(a, str) and a is not None
+    assert (a.beat.module_id, a.beat.instance, a.alive) == ("cell-a", "inst-a", True)
+    assert owners["cell-q"] is None, "no heartbeat from it: nothing to show"
+    assert owners["cell-b"] is None and owners[None] is None, "its own, or nobody's"
+    assert (mine.beat.queue_depth, mine.beat.running, mine.beat.instruments, mine.alive) == (0, 0, {}, True)
+
+
+QUICK = {"name": "Quick seal", "definition": {"steps": [{"id": "seal", "kind": "Sealer.Seal"}]}}
+
+
+def test_an_order_adopted_just_before_a_stop_gets_its_run_at_the_next_start(tmp_path):
+    """Remote mode: the console stopped after it claimed an order and linked its local copy, but
+    before it created the run (the copy says Running, no run exists). Started again, it creates
+    the run, runs it and answers the order."""
+    from core.orders import OrderStatus
+    from core.templates import template_from_dict
+
+    ds_dir, b_dir = tmp_path / "ds", tmp_path / "b"
+    ds_dir.mkdir()
+    b_dir.mkdir()
+
+    async def console(url: str) -> tuple[Runtime, DataServicesLink]:
+        store = Store(b_dir / DB_FILENAME).open()
+        runtime = Runtime.build(b_dir, store=store, workcell=parse_workcell(FAST_CELL))
+        await runtime.start(templates_dir=None)
+        return runtime, DataServicesLink(runtime, DataServicesSettings(url, "test"), module_id="cell-b",
+                                         lease=30, timeout=5.0, poll_interval=0.1)
+
+    async def scenario():
+        ds_store = Store(ds_dir / DB_FILENAME).open()
+        server = EmbeddedDataServices(ds_store, port=0)
+        url = await server.start()
+        site = DataServicesClient(url)
+        try:
+            runtime, link = await console(url)
+            try:
+                await runtime.engine.publish(template_from_dict(QUICK))
+                await link.claim_module_id()
+                assert link.leases is not None
+                oid = await site.create_order(Order(templateName="Quick seal"))
+                # what the pickup does up to the moment it stopped: try-assign, the claim mark,
+                # the local copy linked to it and set Running
+                assert await site.try_assign(oid, "cell-b") and await link.leases.claim(oid)
+                order = await site.get_order(oid)
+                mirror = await runtime.ledger.create_order(order.model_copy(update={
+                    "identifier": None, "assignedTo": "cell-b", "status": OrderStatus.Created}),
+                    who=f"Data Services {oid}")
+                await link._link(mirror.identifier or "", oid, adopted=True)  # noqa: SLF001
+                await runtime.ledger.set_status(mirror.identifier or "", OrderStatus.Running, who="cell-b")
+                assert runtime.store.runs_for_orders([mirror.identifier or ""]) == {}
+            finally:
+                await link.stop()
+                await runtime.close()
+            runtime, link = await console(url)  # started again
+            try:
+                await link.start()
+                loop = asyncio.get_running_loop()
+                end = loop.time() + 60
+                while (await site.get_order(oid)).status is not OrderStatus.Complete:
+                    assert loop.time() < end, "the order was not answered"
+                    await asyncio.sleep(0.1)
+                return runtime.store.runs_for_orders([mirror.identifier or ""])
+            finally:
+                await link.stop()
+                await runtime.close()
+        finally:
+            await site.close()
+            await server.stop()
+            ds_store.close()
+
+    runs = asyncio.run(scenario())
+    assert len(runs) == 1, "one run was made for it at the start"
