@@ -135,10 +135,12 @@ class Runtime:
     """Keyword arguments of :class:`~core.archive.ScheduledArchive` (``first_delay``)."""
     signatures: SignaturePolicy = field(default_factory=SignaturePolicy)
     """Which operator actions need an electronic signature ([SIGNATURES] require of config.ini)."""
-    bulk_chunk: int = 400
+    bulk_chunk: int = 100
     """At most this many orders per transaction in bulk actions. They are planned, and their
     events published, in parts of about :data:`BULK_SLICE` seconds of the loop's time each, so
-    the window never stalls."""
+    the window never stalls. 100 against 400, 10,000 runs canceled (``bench/bulk.py --chunk``,
+    quiet): 5.5 against 6.6 s, loop lag p99 12 against 17 ms, max 41–57 against 80–109 ms; the
+    writer's Python work on a larger transaction holds the GIL longer."""
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
     _signatures_used: set[str] = field(default_factory=set)
     """Seals of the signatures already recorded: each signs one action."""
