@@ -210,3 +210,41 @@ def test_an_order_whose_run_was_under_way_at_a_restart_is_answered_after_it(data
     oid = asyncio.run(first())
     done = asyncio.run(second(oid))
     assert done.status is OrderStatus.Complete
+
+
+def test_an_answered_order_is_forgotten_and_not_answered_again_at_the_next_start(data_dir):
+    """Embedded: once the run made for an order ends and the order is answered, the console no
+    longer watches that run; it kept the watch in its store and answered it again at each start."""
+    from core.templates import template_from_dict
+
+    def watches(runtime) -> list[str]:
+        return runtime.store.read_sync(lambda c: [k for (k,) in c.execute(
+            "SELECT key FROM meta WHERE key LIKE 'ds_watch:%'")])
+
+    async def first() -> tuple[str, list[str], int]:
+        runtime, link, _shown = await embedded(data_dir)
+        try:
+            await runtime.engine.publish(template_from_dict(HOLD))
+            client = DataServicesClient(link.state.url)
+            oid = await client.create_order(Order(templateName="Hold plate"))
+            await until(lambda: runtime.store.get_order(oid).status is OrderStatus.Complete, timeout=60)
+            await until(lambda: not watches(runtime))
+            await client.close()
+            return oid, watches(runtime), len(runtime.store.transitions(oid))
+        finally:
+            await link.stop()
+            await runtime.close()
+
+    async def second(oid: str) -> tuple[OrderStatus, int]:
+        runtime, link, _shown = await embedded(data_dir)
+        try:
+            await asyncio.sleep(1.0)  # the link has answered what it found to answer by now
+            return runtime.store.get_order(oid).status, len(runtime.store.transitions(oid))
+        finally:
+            await link.stop()
+            await runtime.close()
+
+    oid, left, transitions = asyncio.run(first())
+    assert left == []
+    status, again = asyncio.run(second(oid))
+    assert status is OrderStatus.Complete and again == transitions

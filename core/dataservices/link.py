@@ -1056,7 +1056,19 @@ class DataServicesLink:
         self._watch.pop(event.order_id, None)
         run = self.runtime.store.get_order(event.order_id)
         outputs = {p.name: p.typed_value for p in run.outputParameters}  # Success stays a Boolean
-        self._spawn(self._answer(answer, event.to_status, run.statusDetails, outputs))
+        self._spawn(self._answer_watched(event.order_id, answer, event.to_status, run.statusDetails, outputs))
+
+    async def _answer_watched(self, run_id: str, answer_id: str, status: OrderStatus, why: str | None,
+                              outputs: dict[str, Any] | None) -> None:
+        """Answer the order a run was made for, then forget that the run answers it (a watch left
+        behind was answered again at every start). An order answered so already is only forgotten."""
+        try:
+            answered = self.runtime.store.get_order(answer_id).status is status
+        except LabconsoleError:
+            answered = False
+        if not answered:
+            await self._answer(answer_id, status, why, outputs)
+        await self._forget_watch(run_id)
 
     async def _save_watch(self, run_id: str, answer_id: str) -> None:
         await self.runtime.store.write(lambda c: c.execute(
