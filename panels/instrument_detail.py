@@ -344,6 +344,11 @@ class InstrumentDetail(QDialog):
         self._store_dirty = True
         self.refresh()
 
+    @property
+    def reading(self) -> bool:
+        """A read of the store is under way, or due at the next refresh."""
+        return self._store_dirty or self._again or (self._read is not None and not self._read.done())
+
     def note_change(self) -> None:
         """Something about this instrument changed: read the store at the next refresh."""
         self._store_dirty = True

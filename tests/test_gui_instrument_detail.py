@@ -76,7 +76,7 @@ def test_detail_shows_running_next_log_and_today(cell, qtbot, qrun):
     rt, clock, panel = cell
     hog1, hog2, free = _busy_readers(rt, clock, qrun)
     window = _open(qtbot, panel, "Reader2")
-    qtbot.waitUntil(lambda: window.log.rowCount() >= 2)
+    qtbot.waitUntil(lambda: window.log.rowCount() >= 2 and not window.reading)
     save_screenshot(panel, "robots-panel-details-action")
     # the store is read again only when something about the instrument changed
     loads = []
