@@ -135,8 +135,8 @@ def generate(path: Path, n: int, now: float, seed: int = 11, recent: float = 0.1
                     status, details = OrderStatus.Error, rng.choice(ERRORS)
                 elif run_status is OrderStatus.Running and index == 0:
                     status = OrderStatus.Running
-                elif run_status is OrderStatus.Canceled:
-                    status = OrderStatus.Canceled
+                elif run_status is OrderStatus.Canceled or (failed_at is not None and not recent):
+                    status = OrderStatus.Canceled  # a failed run of last month: an operator closed it
                 else:
                     status = OrderStatus.Created
                 started = ended = None
