@@ -303,7 +303,7 @@ def forecast_rows(rows: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]],
 def forecast_stored(path: str, instruments: tuple[InstrumentState, ...],
                     templates: dict[tuple[str, int | None], WorkflowTemplate], now: float,
                     scheduled: Sequence[tuple[Any, float]], model: DurationsModel, *,
-                    asked: frozenset[tuple[str, int | None]] = frozenset(),
+                    asked: frozenset[tuple[str, int | None]],
                     samples: int = SAMPLES, seed: int = 0) -> ForecastResult:
     """:func:`forecast_rows` over the state read here from the store file at ``path``.
 

@@ -730,16 +730,7 @@ class Store:
     @staticmethod
     def _fail(batch: list[_Op], err: StoreError) -> None:
         """Deliver ``err`` to every write of ``batch`` not answered yet."""
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Op, bool, Any]]] = {}
-        for op in batch:
-            if op.loop is None:
-                if not op.future.done():
-                    op.future.set_exception(err)
-            else:
-                by_loop.setdefault(op.loop, []).append((op, False, err))
-        for loop, items in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # loop closed: nobody is waiting any more
-                loop.call_soon_threadsafe(_deliver, items)
+        _hand_back([(op, False, err) for op in batch])
 
     def _index_when_idle(self, conn: sqlite3.Connection) -> bool:
         """Index one batch of the orders whose text index entry is out of date; whether more wait."""
@@ -786,21 +777,7 @@ class Store:
         seconds = time.perf_counter() - t0
         self.commit_count += 1
         self.commit_seconds += seconds
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Op, bool, Any]]] = {}
-        for item in results:
-            op = item[0]
-            if op.loop is None:
-                if item[1]:
-                    op.future.set_result(item[2])
-                else:
-                    op.future.set_exception(item[2])
-            else:
-                by_loop.setdefault(op.loop, []).append(item)
-        for loop, items in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_deliver, items)
-            except RuntimeError:  # loop closed: nobody is waiting any more
-                pass
+        _hand_back(results)
 
     def _submit(self, fn: Callable[[sqlite3.Connection], T], *, rider: bool = False) -> asyncio.Future[T]:
         if self._thread is None:
@@ -1259,6 +1236,20 @@ def wire_fields(changes: dict[str, Any]) -> dict[str, Any]:
         wire = probe.to_wire()
         return {key: wire[key] for key in changes}
     return probe.model_dump(mode="json", include=set(changes))
+
+
+def _hand_back(results: list[tuple[_Op, bool, Any]]) -> None:
+    """From the writer thread: each (op, ok, value) to its caller, a synchronous caller at once,
+    an asynchronous one through its loop (one callback per loop)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Op, bool, Any]]] = {}
+    for item in results:
+        if item[0].loop is None:
+            _deliver([item])
+        else:
+            by_loop.setdefault(item[0].loop, []).append(item)
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # loop closed: nobody is waiting any more
+            loop.call_soon_threadsafe(_deliver, items)
 
 
 def _deliver(items: list[tuple[_Op, bool, Any]]) -> None:

@@ -989,15 +989,22 @@ class DataServicesLink:
         if job:
             await self._forget_job(order_id)
 
-    async def _save_job(self, answer_id: str) -> None:
+    async def _remember(self, key: str, value: str) -> None:
+        """Keep ``key`` = ``value`` in the store's meta table (what the link must know after a restart)."""
         await self.runtime.store.write(lambda c: c.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (JOB_PREFIX + answer_id, "")))
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)))
 
-    async def _forget_job(self, answer_id: str) -> None:
+    async def _forget(self, key: str) -> None:
         def op(c: sqlite3.Connection) -> None:
-            c.execute("DELETE FROM meta WHERE key = ?", (JOB_PREFIX + answer_id,))
+            c.execute("DELETE FROM meta WHERE key = ?", (key,))
 
         await self.runtime.store.write(op)
+
+    async def _save_job(self, answer_id: str) -> None:
+        await self._remember(JOB_PREFIX + answer_id, "")
+
+    async def _forget_job(self, answer_id: str) -> None:
+        await self._forget(JOB_PREFIX + answer_id)
 
     async def _resume_module_jobs(self) -> list[str]:
         """The module jobs in flight when the console stopped, after a restart. One that had not
@@ -1071,14 +1078,10 @@ class DataServicesLink:
         await self._forget_watch(run_id)
 
     async def _save_watch(self, run_id: str, answer_id: str) -> None:
-        await self.runtime.store.write(lambda c: c.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (f"ds_watch:{run_id}", answer_id)))
+        await self._remember(f"ds_watch:{run_id}", answer_id)
 
     async def _forget_watch(self, run_id: str) -> None:
-        def op(c: sqlite3.Connection) -> None:
-            c.execute("DELETE FROM meta WHERE key = ?", (f"ds_watch:{run_id}",))
-
-        await self.runtime.store.write(op)
+        await self._forget(f"ds_watch:{run_id}")
 
     async def _restore_watches(self) -> None:
         rows = await self.runtime.store.read(lambda c: c.execute(
