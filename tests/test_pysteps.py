@@ -213,9 +213,10 @@ def test_cancel_kills_the_python_steps_worker_and_the_next_call_gets_a_new_one(d
     def gone(pid: int) -> bool:
         try:
             os.kill(pid, 0)
-        except ProcessLookupError:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except (ProcessLookupError, FileNotFoundError):  # reaped, possibly between the two calls
             return True
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"  # killed, not reaped
+        return stat.split(")")[-1].split()[0] == "Z"  # killed, not reaped
 
     async def body(engine):
         t = await engine.publish(template_from_dict(hang))
