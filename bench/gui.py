@@ -75,6 +75,7 @@ from PySide6.QtWidgets import QApplication, QTableView, QVBoxLayout, QWidget  # 
 
 from console.app import settings_for  # noqa: E402
 from console.main_window import MainWindow  # noqa: E402
+from core import gcpolicy  # noqa: E402
 from core.events import StepProgress  # noqa: E402
 from core.orders import Order, OrderStatus  # noqa: E402
 from core.runtime import Runtime  # noqa: E402
@@ -149,12 +150,26 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
-async def lag_during(window: MainWindow, coro: Any) -> tuple[Any, list[float]]:
+async def lag_during(window: MainWindow, coro: Any, passes: list[float] | None = None
+                     ) -> tuple[Any, list[float]]:
+    """Await ``coro`` with the window's loop-lag probe recording; the seconds of each full garbage
+    collection meanwhile go to ``passes``."""
+    started: list[float] = []
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if info["generation"] == 2 and passes is not None:
+            if phase == "start":
+                started.append(time.perf_counter())
+            elif started:
+                passes.append(time.perf_counter() - started.pop())
+
+    gc.callbacks.insert(0, on_gc)  # before the policy's own callback, which may freeze at "stop"
     window.lag_probe.record_all()
     try:
         result = await coro
     finally:
         lags = window.lag_probe.stop_recording()
+        gc.callbacks.remove(on_gc)
     return result, lags
 
 
@@ -303,6 +318,8 @@ async def main(args: argparse.Namespace) -> None:
 
     # ------------------------------------------------------------------ window ready
     print("window ready", flush=True)
+    if not args.no_gc_freeze:
+        gcpolicy.enable()  # the console's collector policy (console/app.py, core/gcpolicy.py)
     t0 = time.perf_counter()
     runtime = Runtime.build(data_dir, store=store)
     await runtime.start()
@@ -474,7 +491,8 @@ async def main(args: argparse.Namespace) -> None:
     print(f"  ({len(runs):,} runs created and started in {time.perf_counter() - t:.1f} s)", flush=True)
     await asyncio.sleep(1.0)
     t = time.perf_counter()
-    results, lags = await lag_during(window, runtime.bulk("cancel", runs, who="bench", reason="benchmark"))
+    passes: list[float] = []
+    results, lags = await lag_during(window, runtime.bulk("cancel", runs, who="bench", reason="benchmark"), passes)
     t_bulk = time.perf_counter() - t
     ok = sum(r.ok for r in results)
     floor_ids = [r[0] for r in await store.read(lambda _c: store.order_rows(
@@ -495,6 +513,10 @@ async def main(args: argparse.Namespace) -> None:
     stats = lag_stats(lags) or (0.0, 0.0, 0.0)
     report.add("bulk cancel lag p99", stats[1] * 1000, "ms", "<= 16 ms", idle[1] * 1000, "idle", "{:.1f}")
     report.add("bulk cancel lag max", stats[2] * 1000, "ms", "<= 50 ms", idle[2] * 1000, "idle", "{:.1f}")
+    report.add(f"  full garbage collections during it: {len(passes)}, longest (ms)",
+               max(passes, default=0.0) * 1000, "ms", "", fmt="{:.0f}")
+    report.add(f"  their total; slow passes that froze their survivors so far: "
+               f"{gcpolicy.frozen_after_slow_passes()}", sum(passes) * 1000, "ms", "", fmt="{:.0f}")
 
     # ------------------------------------------------------------------ memory
     report.add("RSS before the bulk runs (current)", rss_before_bulk, "MB", "",
@@ -574,7 +596,8 @@ def run() -> None:
     parser.add_argument("--proxy-rows", type=int, default=100_000, help="rows of the proxy baseline")
     parser.add_argument("--repeats", type=int, default=15, help="chart redraws to take the median of")
     parser.add_argument("--no-gc-freeze", action="store_true",
-                        help="skip the gc.freeze() the console does once the orders are loaded")
+                        help="without the console's collector policy: no gc.freeze() once the orders are "
+                             "loaded, no freeze after a slow full collection (core/gcpolicy.py)")
     parser.add_argument("--year", type=Path, default=None, metavar="STORE",
                         help="window ready and RSS over a copy of STORE: live window against every order")
     parser.add_argument("--baselines", help=argparse.SUPPRESS)

@@ -15,6 +15,14 @@ window holds the orders (``console/app.py``). Reference counting still frees fro
 only a reference cycle among them outlives its last use, so a young-generation collection runs
 first (about a millisecond) and young garbage is not frozen.
 
+Long-lived objects also pile up while the console runs: 10,000 runs created after the window
+loaded made each later full collection a 450-630 ms stall, eight or nine of them during a bulk
+cancel of those runs (``bench/gui.py``). So, once enabled, a full collection that took longer
+than :data:`SLOW_FULL_PASS` freezes what survived it. That is the one moment nothing collectable
+is left to freeze: the pass has just freed every unreachable cycle. The next full collections
+then cost what was allocated since, as after :func:`settle`. What is frozen and later becomes a
+cycle's garbage stays allocated; what refcounting frees (nearly everything) is freed as ever.
+
 It is a policy of the process, not of a library: the console turns it on (:func:`enable`) and
 so does ``bench/drivers.py``; tests and embedding programs keep the collector as it is.
 """
@@ -22,16 +30,44 @@ so does ``bench/drivers.py``; tests and embedding programs keep the collector as
 from __future__ import annotations
 
 import gc
+import time
+from typing import Any
 
-__all__ = ["enable", "enabled", "settle"]
+__all__ = ["SLOW_FULL_PASS", "enable", "enabled", "frozen_after_slow_passes", "settle"]
+
+SLOW_FULL_PASS = 0.025
+"""Seconds: a full collection this long freezes what survived it (once enabled)."""
 
 _enabled = False
+_pass_started = 0.0
+_slow_freezes = 0
 
 
 def enable(on: bool = True) -> None:
-    """Turn :func:`settle` on (the console process) or off."""
+    """Turn :func:`settle` and the freeze after a slow full collection on (the console process)
+    or off."""
     global _enabled
     _enabled = on
+    if on and _after_full_pass not in gc.callbacks:
+        gc.callbacks.append(_after_full_pass)
+    elif not on and _after_full_pass in gc.callbacks:
+        gc.callbacks.remove(_after_full_pass)
+
+
+def frozen_after_slow_passes() -> int:
+    """How many slow full collections froze their survivors since the process started."""
+    return _slow_freezes
+
+
+def _after_full_pass(phase: str, info: dict[str, Any]) -> None:
+    global _pass_started, _slow_freezes
+    if info["generation"] != 2:
+        return
+    if phase == "start":
+        _pass_started = time.perf_counter()
+    elif time.perf_counter() - _pass_started >= SLOW_FULL_PASS:
+        gc.freeze()  # the survivors of the pass: no garbage among them
+        _slow_freezes += 1
 
 
 def enabled() -> bool:

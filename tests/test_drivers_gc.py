@@ -92,3 +92,37 @@ def test_garbage_is_collected_not_frozen(policy):
     del garbage
     assert gcpolicy.settle() > 0
     assert gone() is None and not _tracked(kept)
+
+
+def test_a_slow_full_collection_freezes_what_survived_it_and_frees_the_garbage(policy, monkeypatch):
+    """Long-lived objects built while the console runs (10,000 new runs) made every later full
+    collection a 450-630 ms stall (bench/gui.py); a slow pass now freezes its survivors."""
+    monkeypatch.setattr(gcpolicy, "SLOW_FULL_PASS", 0.0)  # every full pass counts as slow
+    gc.unfreeze()
+    garbage = Node()
+    gone = weakref.ref(garbage)
+    kept = Node()
+    del garbage
+    slow = gcpolicy.frozen_after_slow_passes()
+    gc.collect()
+    assert gone() is None  # the pass freed the cycle before anything was frozen
+    assert not _tracked(kept) and gc.get_freeze_count() > 0
+    assert gcpolicy.frozen_after_slow_passes() == slow + 1
+    young = Node()
+    gc.collect(1)  # a young collection never freezes
+    assert _tracked(young) and gcpolicy.frozen_after_slow_passes() == slow + 1
+
+
+def test_a_quick_full_collection_freezes_nothing_nor_does_one_without_the_policy(policy, monkeypatch):
+    monkeypatch.setattr(gcpolicy, "SLOW_FULL_PASS", 3600.0)
+    gc.unfreeze()
+    kept = Node()
+    gc.collect()
+    assert _tracked(kept) and gc.get_freeze_count() == 0
+    gcpolicy.enable(False)
+    monkeypatch.setattr(gcpolicy, "SLOW_FULL_PASS", 0.0)
+    gc.collect()
+    assert _tracked(kept) and gc.get_freeze_count() == 0
+    gcpolicy.enable()
+    gcpolicy.enable()  # enabling twice watches once
+    assert gc.callbacks.count(gcpolicy._after_full_pass) == 1
