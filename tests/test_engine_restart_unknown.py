@@ -313,3 +313,32 @@ def test_policy_abort_ends_a_run_paused_on_an_unknown_step_once_the_error_handle
     inst, after = _kit_run(tmp_path, data, outputs, {"X.A": 10.0, "X.B": 50.0, "X.Park": 100.0}, scenario)
     assert after == {"a": "unknown", "b": "failed", "park": "completed"}
     assert inst["status"] == "failed" and inst["error"] == "step 'b' failed: plate dropped"
+
+
+def test_an_aborted_run_whose_failed_step_is_retried_waits_for_the_unknown_step_again(tmp_path):
+    """Abort decided the run's end, then the operator retried the failed step before the error
+    handler ended: that decision is undone, so the run ends only once the unknown step is settled."""
+    data = {"name": "AbortRetried", "definition": {"failure_policy": "abort", "error_handlers": {"b": "park"},
+            "steps": [{"id": "a", "kind": "X.A"}, {"id": "b", "kind": "X.B"},
+                      {"id": "park", "kind": "X.Park"}]}}
+    failing = {"a": [StepFailure("link lost after the command", "OutcomeUnknown", retryable=False,
+                                 outcome_unknown=True)],
+               "b": [StepFailure("plate dropped", "Dropped", retryable=False)]}
+
+    def outputs(request: StepRequest) -> dict[str, Any]:
+        if failing.get(request.step_id):
+            raise failing[request.step_id].pop(0)
+        return {"Success": True}
+
+    async def scenario(kit: Kit, run_id: str):
+        await kit.clock.run_until(lambda: statuses(kit, run_id)["b"] == "failed")
+        await kit.engine.retry_step(run_id, "b", who="operator")
+        await kit.engine.cancel_step(run_id, "b", who="operator", reason="not needed after all")
+        await kit.clock.run_until(lambda: statuses(kit, run_id)["park"] == "completed")
+        waiting = kit.engine.run_status(run_id), statuses(kit, run_id)
+        await kit.engine.skip_step(run_id, "a", who="operator", reason="checked: done")
+        return waiting, kit.engine.run_status(run_id)
+
+    waiting, status = _kit_run(tmp_path, data, outputs, {"X.A": 10.0, "X.B": 50.0, "X.Park": 100.0}, scenario)
+    assert waiting == (RunStatus.PAUSED, {"a": "unknown", "b": "cancelled", "park": "completed"})
+    assert status is RunStatus.CANCELLED
