@@ -34,7 +34,7 @@ def test_restart_resumes_runs_without_rerunning_finished_steps(tmp_path):
         if line.startswith("RUN "):
             run_id = line.split()[1]
         elif line.startswith("STEP "):
-            _, step, status = line.split()
+            _, step, status = line.split()[:3]
             if status == "running":
                 running.add(step)
     proc.send_signal(signal.SIGKILL)

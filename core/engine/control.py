@@ -205,10 +205,7 @@ class OperatorControl(DagEngine):
             run.paused = False
             run.done.clear()
             d.run(run, RunStatus.RUNNING, f"Resumed by {who}", who=who)
-            due = [s for s in run.steps.values() if s.status is StepStatus.RETRYING
-                   and s.next_attempt_at is not None and s.next_attempt_at <= self.clock.now()]
-            if due:
-                self._queue(d, run, due)
+            self._queue_due_retries(d, run)
             self._advance(d, run)
         elif a.act is Act.RETRY:
             chosen = [state] if state is not None else \
@@ -328,9 +325,18 @@ class OperatorControl(DagEngine):
         run.ended = None
         if run.status is not RunStatus.RUNNING:
             d.run(run, RunStatus.RUNNING, f"Continued by {who}", who=who)
+        self._queue_due_retries(d, run)
         self._advance(d, run)
 
+    def _queue_due_retries(self, d: Decision, run: RunState) -> None:
+        """Retries that fell due while the run was paused (their timer found it paused) go now."""
+        due = [s for s in run.steps.values() if s.status is StepStatus.RETRYING
+               and s.next_attempt_at is not None and s.next_attempt_at <= self.clock.now()]
+        if due:
+            self._queue(d, run, due)
+
     def _reset(self, d: Decision, run: RunState, states: list[StepState], why: str) -> None:
+        run.ending = False  # the step that aborted the run may be among them: its fate is open again
         for state in states:
             state.cancel_timer()
             state.attempt = 0

@@ -9,7 +9,10 @@ in one transaction, then events go out, then attempts start.
 Steps whose dependencies are met start together. A false condition skips a step; its dependants
 proceed. A failed step is retried with capped exponential backoff and jitter; when it fails for
 good its error handler runs, then the template's failure policy applies: ``abort`` cancels what
-is left, ``pause`` waits for the operator, ``continue`` lets other branches go on.
+is left, ``pause`` waits for the operator, ``continue`` lets other branches go on. A run paused on a
+step that needs the operator (failed, or its outcome unknown) does not end when its other branches
+do: the operator's decision (retry, skip, recover, resume, cancel), policy ``abort`` or the run's
+timeout ends it.
 
 Time is read only through the injected clock; every deadline sits in one timer heap. On a
 timeout or cancel the instrument is asked to stop before the step is marked. After a crash,
@@ -638,6 +641,7 @@ class DagEngine:
             inbox.record_error(self, d, run, state)
             d.then.append(run.done.set)
         elif policy is FailurePolicy.ABORT:
+            run.ending = True
             self._abort_rest(d, run, f"aborted: step '{state.step.id}' failed", keep=handler_id)
             self._maybe_finish(d, run)
         else:
@@ -662,7 +666,10 @@ class DagEngine:
         if run.unfinished - idle_handlers > 0:
             return
         real = [s for s in run.steps.values() if not run.is_handler_waiting(s)]
-        failed = next((s for s in real if s.status.needs_operator), None)
+        if run.paused and not run.ending and any(s.status.needs_operator for s in real):
+            return  # paused on a failed or unknown step: the operator's decision ends it (or goes on)
+        failed = next((s for s in real if s.status is StepStatus.FAILED), None) or \
+            next((s for s in real if s.status.needs_operator), None)
         if failed is not None:
             status, detail = RunStatus.FAILED, f"step '{failed.step.id}' failed: {failed.error}"
         elif any(s.status is StepStatus.CANCELLED for s in real):

@@ -2,7 +2,8 @@
 
 Finished steps are kept; a step that was queued is queued again; a step that was executing is
 re-run only if it is idempotent (or built in), otherwise it becomes "outcome unknown" and the run
-waits for the operator.
+waits for the operator: it stays paused when the re-run steps end, until the unknown step is
+retried, skipped (marked done) or recovered, or the run is canceled.
 """
 
 from __future__ import annotations

@@ -112,6 +112,9 @@ class RunState:
     steps: dict[str, StepState] = field(default_factory=dict)
     recovery_attempts: int = 0
     paused: bool = False
+    ending: bool = False
+    """The failure policy aborted the run: it ends once its error handler has run, even while it
+    is paused on a step that needs the operator (in memory only: after a restart an operator decides)."""
     error: str | None = None
     created: float = 0.0
     started: float | None = None
