@@ -640,6 +640,12 @@ class Dispatcher:
             raise
         except asyncio.CancelledError:
             # the caller (the engine) gave up: leave the queue, or stop the instrument
+            # nobody waits for the outcome any more: the job no longer keeps it (as above), and an
+            # outcome that came as the engine gave up (a withdrawn step) counts as taken
+            future, job.future = job.future, None
+            if future is not None and future.done() and not future.cancelled():
+                future.exception()
+            del future  # (this frame stays in the CancelledError's traceback)
             if job.status is JobStatus.QUEUED:
                 self.queue.take(job, JobStatus.CANCELLED)
                 self.queue.forget(job)
@@ -648,8 +654,10 @@ class Dispatcher:
                 job.task.cancel()
             raise
 
-    async def cancel(self, request: Any) -> bool:
-        """Stop the step: dequeue it if waiting; ask its instrument to stop if running."""
+    def withdraw(self, request: Any) -> bool | None:
+        """Stop the step at once if nothing of it runs on an instrument: True once it left the
+        queue (or its claim), False when it is not here or already ended, None when it runs on an
+        instrument (:meth:`cancel` then asks the instrument)."""
         order_id = request.order_id if not isinstance(request, str) else request
         claimed = self._claimed.pop(order_id, None)
         if claimed is not None:  # claimed, not started: nothing runs on the instrument yet
@@ -664,6 +672,15 @@ class Dispatcher:
             if job.future and not job.future.done():
                 job.future.set_exception(OrderCancelled(f"order {order_id} cancelled while queued"))
             return True
+        return None
+
+    async def cancel(self, request: Any) -> bool:
+        """Stop the step: dequeue it if waiting; ask its instrument to stop if running."""
+        withdrawn = self.withdraw(request)
+        if withdrawn is not None:
+            return withdrawn
+        order_id = request.order_id if not isinstance(request, str) else request
+        job = self.queue.jobs[order_id]
         main = self.instruments.get(job.instruments[0]) if job.instruments else None
         confirmed = False
         if main is not None:

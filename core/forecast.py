@@ -741,6 +741,8 @@ class Forecast:
         self._listeners: list[Callable[[ForecastResult], Any]] = []
         self._subs: list[Subscription] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._quiet_from = 0.0
+        """Loop time after which the next forecast is made (``debounce`` after the last change)."""
         self._task: asyncio.Task[None] | None = None
         self._again = False
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
@@ -796,18 +798,24 @@ class Forecast:
         self._schedule()
 
     def _schedule(self) -> None:
-        """(Re)start the debounce timer; a forecast in progress is followed by one more."""
+        """Move the forecast to ``debounce`` seconds after now; a forecast in progress is followed
+        by one more. One timer at most: a change while it is set only notes the time (a bulk
+        cancel of 10,000 runs sends 30,000 changes; under qasync each timer is a Qt timer)."""
         if self._task is not None and not self._task.done():
             self._again = True
             return
         loop = asyncio.get_running_loop()
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = loop.call_later(self.debounce, self._fire)
+        self._quiet_from = loop.time() + self.debounce
+        if self._timer is None:
+            self._timer = loop.call_at(self._quiet_from, self._fire)
 
     def _fire(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._quiet_from:  # changed since the timer was set: wait for quiet
+            self._timer = loop.call_at(self._quiet_from, self._fire)
+            return
         self._timer = None
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="forecast")
+        self._task = loop.create_task(self._run(), name="forecast")
 
     async def _run(self) -> None:
         try:

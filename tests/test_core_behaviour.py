@@ -18,6 +18,7 @@ from core.dataservices.config import DataServicesSettings
 from core.dataservices.link import DataServicesLink
 from core.dataservices.server import EmbeddedDataServices
 from core.engine import RunStatus
+from core.engine.control import Act, Action
 from core.engine.state import Timers
 from core.errors import IllegalTransitionError, StoreError
 from core.orders import Order
@@ -178,3 +179,35 @@ def test_engine_timers_due_at_the_same_instant_all_fire_in_the_order_they_were_s
         return fired
 
     assert asyncio.run(scenario()) == ["earlier", "first", "second", "third"]
+
+
+def test_canceling_many_queued_steps_together_takes_them_out_without_a_task_each(data_dir):
+    """Queued steps leave the dispatcher's queue at once (``withdraw``): a bulk cancel of 10,000
+    waiting runs made 10,000 tasks only to be told each step was dequeued."""
+    async def scenario(kit):
+        await kit.dispatcher.take_out_of_service("Sealer", who="ann", reason="cleaning")
+        await kit.publish("Seal", SEAL)
+        runs = [await kit.run("Seal", {"n": i}) for i in range(40)]
+        await kit.until(lambda: len(kit.dispatcher.queue) == 40)
+        loop = asyncio.get_running_loop()
+        made = []
+        factory = loop.get_task_factory()
+        loop.set_task_factory(lambda lp, coro, **kw: made.append(coro) or (
+            factory(lp, coro, **kw) if factory else asyncio.Task(coro, loop=lp, **kw)))
+        try:
+            errors = await kit.engine.act([Action(act=Act.CANCEL, run_id=r, who="ann", reason="drill")
+                                           for r in runs])
+        finally:
+            loop.set_task_factory(factory)
+        queue_left = len(kit.dispatcher.queue)
+        await kit.dispatcher.release("Sealer", who="ann", reason="clean")
+        await kit.clock.advance(600)
+        sealer = {v.id: v for v in kit.dispatcher.view()}["Sealer"]
+        return errors, made, queue_left, [kit.status(r) for r in runs], sealer, \
+            {kit.steps(r)["seal"]["status"] for r in runs}
+
+    errors, made, queue_left, statuses, sealer, step_statuses = run_dkit(data_dir, scenario)
+    assert errors == [None] * 40 and statuses == [RunStatus.CANCELLED] * 40
+    assert queue_left == 0 and step_statuses == {"cancelled"}
+    assert sealer.completed == 0 and sealer.running == ()
+    assert len(made) < 10, f"{len(made)} tasks to cancel 40 queued steps"

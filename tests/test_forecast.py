@@ -214,3 +214,43 @@ def test_the_console_process_does_not_read_the_runs_for_a_forecast(data_dir, mon
     runs, result = asyncio.run(scenario())
     assert set(runs) <= set(result.runs)
     assert all(result.runs[r].ok and result.runs[r].p50 > 0 for r in runs)
+
+
+def test_a_storm_of_changes_keeps_one_timer_and_forecasts_once_after_the_quiet(data_dir):
+    """A bulk cancel of 10,000 runs sends 30,000 changes: each restarted the debounce timer, and
+    under qasync every timer is a Qt timer started and killed."""
+    async def scenario():
+        rt = Runtime.build(data_dir, workcell=parse_workcell(CELL), seed=2, metrics=False)
+        await rt.start(templates_dir=None)
+        fc = Forecast(rt, samples=2, debounce=0.1)
+        forecast_made = asyncio.Event()
+        fc.add_listener(lambda _result: forecast_made.set())
+        await fc.start(history=False)
+        await asyncio.wait_for(forecast_made.wait(), 30)
+        forecast_made.clear()
+        loop = asyncio.get_running_loop()
+        timers = []
+        for name in ("call_later", "call_at"):
+            real = getattr(loop, name)
+            setattr(loop, name, lambda *a, _real=real, **k: timers.append(a) or _real(*a, **k))
+        made = fc.made
+        t0 = loop.time()
+        try:
+            while loop.time() - t0 < 0.4:  # changes keep coming for 4 debounce periods
+                for _ in range(100):
+                    fc._changed(None)
+                await asyncio.sleep(0.01)
+            during = fc.made - made
+            await asyncio.wait_for(forecast_made.wait(), 30)
+            quiet_after = loop.time() - t0
+        finally:
+            del loop.call_later, loop.call_at
+        await fc.close()
+        await rt.close()
+        return during, fc.made - made, quiet_after, timers
+
+    during, after, quiet_after, timers = asyncio.run(scenario())
+    assert during == 0  # nothing while the changes came
+    assert after == 1 and quiet_after >= 0.4 + 0.1 - 0.02
+    forecast_timers = [t for t in timers if getattr(t[1], "__name__", "") == "_fire"]
+    assert len(forecast_timers) <= 10, f"{len(forecast_timers)} timers for about 4,000 changes"

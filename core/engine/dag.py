@@ -104,6 +104,7 @@ class DagEngine:
         """Seconds from "step ready" to "executor called", the most recent ones (for benchmarks)."""
         self._claim: Callable[[StepRequest], str | None] | None = getattr(executor, "claim", None)
         self._unclaim: Callable[[StepRequest], None] | None = getattr(executor, "unclaim", None)
+        self._withdraw: Callable[[StepRequest], bool | None] | None = getattr(executor, "withdraw", None)
         """The executor's :class:`~core.engine.types.ClaimingExecutor` side, when it has one."""
 
     # ------------------------------------------------------------------ lifecycle
@@ -294,9 +295,25 @@ class DagEngine:
         """Ask each attempt's instrument to stop (all at once), then cancel the attempts' tasks.
         Built-in steps (delay, prompt, python ...) have no instrument: cancelling their task stops them."""
         on_instruments = [(r, t) for r, t in asks if r.kind not in _BUILTIN]
-        answers = await asyncio.gather(*(self.executor.cancel(r) for r, _ in on_instruments),
-                                       return_exceptions=True)
-        for (request, _task), answer in zip(on_instruments, answers, strict=True):
+        answered: list[tuple[StepRequest, bool | BaseException]] = []
+        if self._withdraw is not None:  # waiting steps leave the queue at once: no task each
+            under_way = []
+            for request, task in on_instruments:
+                withdrawn: bool | BaseException | None
+                try:
+                    withdrawn = self._withdraw(request)
+                except Exception as exc:  # noqa: BLE001 - reported below, as a failed cancel would be
+                    withdrawn = exc
+                if withdrawn is None:
+                    under_way.append((request, task))
+                else:
+                    answered.append((request, withdrawn))
+            on_instruments = under_way
+        if on_instruments:
+            answers = await asyncio.gather(*(self.executor.cancel(r) for r, _ in on_instruments),
+                                           return_exceptions=True)
+            answered += zip((r for r, _ in on_instruments), answers, strict=True)
+        for request, answer in answered:
             if answer is not True:
                 log.warning("instrument did not confirm it stopped %s%s", request.order_id,
                             f": {answer}" if isinstance(answer, BaseException) else "")

@@ -99,11 +99,18 @@ class ClaimingExecutor(StepExecutor, Protocol):
     ``unclaim(request)``
         The claimed step will not be executed (stopped before it was launched): free the
         instrument. Must not raise for a request that was never claimed.
+    ``withdraw(request)``
+        Stop the step at once when nothing of it runs on an instrument (waiting in the queue, or
+        claimed): True once withdrawn, False when it is not there or already ended, None when it
+        runs on an instrument. The engine asks it first and awaits ``cancel`` only for None: a
+        bulk cancel of 10,000 queued steps then needs no task per step.
     """
 
     def claim(self, request: StepRequest) -> str | None: ...
 
     def unclaim(self, request: StepRequest) -> None: ...
+
+    def withdraw(self, request: StepRequest) -> bool | None: ...
 
 
 async def started(request: StepRequest, instrument: str | None) -> None:
