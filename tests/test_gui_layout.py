@@ -173,3 +173,30 @@ def test_the_playbook_form_fits_the_narrow_area_beside_jobs(window, qtbot):
         if not panel.side_by_side():
             assert panel.table.width() == panel.form_side.width(), tag  # both take the dock's width
         save_screenshot(window, f"layout-playbook-{tag}")
+
+
+def test_a_layout_saved_with_the_nine_tabs_together_gives_way_to_the_default(store, data_dir, qtbot, qapp):
+    """A layout saved before the two tab groups would bring the nine cut tabs back at every start."""
+    runtime = Runtime.build(data_dir, store=store, metrics=False)
+    settings = settings_for(data_dir)
+    old = MainWindow(runtime, settings)
+    qtbot.addWidget(old)
+    old.resize(1280, 720)
+    old.show()
+    for name in ("Templates", "Schedules", "Playbook", "Metrics"):
+        old.tabifyDockWidget(old.docks["Detail"], old.docks[name])
+    QApplication.processEvents()
+    state = old.saveState(2)  # as the version before the two groups saved it
+    old.close()  # saves the layout
+    settings.setValue("main/state", state)
+    settings.sync()
+    again = MainWindow(runtime, settings_for(data_dir))
+    qtbot.addWidget(again)
+    again.show()
+    QApplication.processEvents()
+    assert again.width() <= 1280, again.size()
+    groups = sorted(({bar.tabText(i) for i in range(bar.count())} for bar in shown_tab_bars(again)), key=len)
+    assert groups == sorted(({t.replace(" (12)", "") for t in g} for g in GROUPS), key=len), groups
+    for bar in shown_tab_bars(again):
+        assert not cut_titles(bar), cut_titles(bar)
+    again.close()
