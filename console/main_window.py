@@ -6,7 +6,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Slot
+from PySide6.QtCore import QByteArray, QEvent, QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QResizeEvent, QShowEvent
 from PySide6.QtWidgets import (
     QApplication,
@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QMenu,
     QScrollArea,
     QSystemTrayIcon,
+    QTabBar,
     QWidget,
 )
 
@@ -58,7 +59,8 @@ from panels.timetravel import TimeTravel, TimeTravelBar
 from panels.widgets import LoopLagIndicator, LoopLagProbe
 
 log = logging.getLogger(__name__)
-STATE_VERSION = 2
+STATE_VERSION = 3
+"""Of the saved dock layout: a layout saved by an older version gives way to the default one."""
 DASHBOARD_KEY = "ui/dashboard_expanded"
 """Whether the Dashboard shows its sections below the KPI cards (compact by default)."""
 
@@ -124,22 +126,30 @@ class MainWindow(QMainWindow):
         self._add_dock("Jobs", self.jobs, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._add_dock("Detail", self.detail, Qt.DockWidgetArea.RightDockWidgetArea)
         self._add_dock("Robots", self.robots, Qt.DockWidgetArea.RightDockWidgetArea)
-        self._add_dock("Metrics", self.metrics, Qt.DockWidgetArea.RightDockWidgetArea)
-        self._add_dock("Templates", self.templates, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._add_dock("Metrics", self.metrics, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self._add_dock("Templates", self.templates, Qt.DockWidgetArea.LeftDockWidgetArea)
         # the Schedules panel (list, calendar, forecast) scrolls in a short dock instead of
         # raising the window's minimum height beyond a 720-pixel screen
         schedules = QScrollArea()
         schedules.setWidgetResizable(True)
         schedules.setFrameShape(QFrame.Shape.NoFrame)
         schedules.setWidget(self.schedules)
-        self._add_dock("Schedules", schedules, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._add_dock("Schedules", schedules, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._add_dock("Inbox", self.inbox, Qt.DockWidgetArea.RightDockWidgetArea)
-        self._add_dock("Playbook", self.playbook, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._add_dock("Playbook", self.playbook, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._add_dock("Timeline", self.timeline, Qt.DockWidgetArea.RightDockWidgetArea)
         self._add_dock("Fleet", self.fleet, Qt.DockWidgetArea.RightDockWidgetArea)
-        for name in ("Robots", "Metrics", "Templates", "Schedules", "Inbox", "Playbook", "Timeline", "Fleet"):
-            self.tabifyDockWidget(self.docks["Detail"], self.docks[name])
-        self.docks["Detail"].raise_()
+        # two tab groups, so that every tab's title is shown whole at 1280x720: the wide workspaces
+        # beside Jobs, what shows the selected order and the workcell's state beside Detail.
+        # The layout is off meanwhile: Qt lays the window out while it makes the second group's
+        # tab bar, which made a second, stray bar (drawn over Jobs, never updated)
+        self.layout().setEnabled(False)
+        for group, names in (("Jobs", ("Templates", "Schedules", "Playbook", "Metrics")),
+                             ("Detail", ("Robots", "Inbox", "Timeline", "Fleet"))):
+            for name in names:
+                self.tabifyDockWidget(self.docks[group], self.docks[name])
+            self.docks[group].raise_()
+        self.layout().setEnabled(True)
         self._on_inbox_counts(len(self.inbox.model.all), sum(i.escalated for i in self.inbox.model.all))
         self._layout_pending = True
 
@@ -475,6 +485,14 @@ class MainWindow(QMainWindow):
             top = self.dashboard.compact_height()
             self.resizeDocks([dashboard, jobs], [top, self.height() - top],
                              Qt.Orientation.Vertical)
+
+    def event(self, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.ChildPolished and isinstance(bar := event.child(), QTabBar):
+            # a dock tab bar (Qt makes one per tab group) shows every title whole: where a
+            # group's tabs do not fit (docks the operator moved into a narrow area) it scrolls
+            bar.setElideMode(Qt.TextElideMode.ElideNone)
+            bar.setUsesScrollButtons(True)
+        return super().event(event)
 
     def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
         super().showEvent(event)

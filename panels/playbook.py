@@ -9,22 +9,22 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtGui import QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QAbstractSpinBox,
+    QBoxLayout,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
-    QFrame,
-    QHBoxLayout,
+    QGridLayout,
     QHeaderView,
     QLabel,
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
-    QScrollArea,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
@@ -37,13 +37,21 @@ from core.errors import InputError, LabconsoleError
 from core.playbook import RESPONSES, Playbook, Rule
 from core.users import User, os_user, refusal
 from panels.theme import current_theme, keep_styled
-from panels.widgets import TaskKeeper
+from panels.widgets import TaskKeeper, VerticalScrollArea
 
 COLUMNS = ("Rule", "Error", "Capability", "Instrument", "Template", "Response", "On")
 TIPS = {"save": "Add the rule, or replace the rule with the same id (audited)",
         "remove": "Remove the rule with this id (audited)",
         "import": "Add or replace the rules of a YAML or JSON file (audited)"}
 """The changing buttons' tooltips while the signed-in user may change the playbook."""
+CHOICE_CHARS = 10
+"""Characters a choice box keeps room for; longer names are shown whole in its list."""
+TABLE_STRETCH, FORM_STRETCH = 3, 2
+"""How the rules table and the form share the panel's width, side by side."""
+STACKED_STRETCH = 1, 2
+"""How they share its height, the form under the table (the form is the taller)."""
+STACKED_ROWS = 4
+"""Rules the table shows at least, the form under it (the form scrolls for them)."""
 
 
 class PlaybookPanel(QWidget):
@@ -93,6 +101,9 @@ class PlaybookPanel(QWidget):
         self.enabled = QCheckBox("Enabled")
         self.enabled.setChecked(True)
         form = QFormLayout()
+        # the fields take the width the dock gives; a field too narrow for its label goes under it
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         self.fields: tuple[QWidget, ...] = ()
         """The form's fields: read-only while the signed-in user may not change the playbook."""
         for label, widget in (("Rule id", self.rule_id), ("Error", self.error_code), ("Capability", self.capability),
@@ -116,27 +127,53 @@ class PlaybookPanel(QWidget):
         self.feedback.setObjectName("playbookFeedback")
         self.feedback.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         keep_styled(self.feedback, lambda t: "")
-        buttons = QHBoxLayout()
-        for b in (self.save_button, self.remove_button):
-            buttons.addWidget(b)
-        buttons.addStretch(1)
-        for b in (self.import_button, self.export_button):
-            buttons.addWidget(b)
+        buttons = QGridLayout()  # two a row: the form stays narrow enough for a side dock
+        for n, b in enumerate((self.save_button, self.remove_button, self.import_button, self.export_button)):
+            buttons.addWidget(b, n // 2, n % 2)
         editor = QWidget()
-        right = QVBoxLayout(editor)
-        right.addLayout(form)
-        right.addLayout(buttons)
-        right.addWidget(self.feedback)
-        right.addStretch(1)
-        scroll = QScrollArea()  # the form scrolls in a short dock instead of making the window taller
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setWidget(editor)
-        layout = QHBoxLayout(self)
-        layout.addWidget(self.table, 3)
-        layout.addWidget(scroll, 2)
+        fields = QVBoxLayout(editor)
+        fields.addLayout(form)
+        fields.addStretch(1)
+        # the fields scroll (vertically only) in a short dock instead of making the window taller;
+        # the buttons and the feedback stay in sight under them
+        self.form_area = VerticalScrollArea(editor)
+        self.form_side = QWidget()
+        side = QVBoxLayout(self.form_side)
+        side.setContentsMargins(0, 0, 0, 0)
+        side.addWidget(self.form_area)  # as tall as the form where there is room, else shorter
+        side.addLayout(buttons)
+        side.addWidget(self.feedback)
+        side.addStretch(1)
+        self.split = QBoxLayout(QBoxLayout.Direction.LeftToRight, self)
+        self.split.addWidget(self.table, TABLE_STRETCH)
+        self.split.addWidget(self.form_side, FORM_STRETCH)
         self.show_rules()
         self.set_user(None)
+
+    def side_by_side(self) -> bool:
+        """Whether the rules table and the form stand side by side (else the form is under the table)."""
+        return self.split.direction() == QBoxLayout.Direction.LeftToRight
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        # side by side when the table's share keeps every column title whole (the columns share
+        # its width equally) and the form's share holds the form; in a narrower dock the form
+        # goes under the table and both take the dock's whole width
+        header = self.table.horizontalHeader()
+        table = header.count() * max(header.sectionSizeHint(c) for c in range(header.count())) \
+            + 2 * self.table.frameWidth() + self.table.verticalScrollBar().sizeHint().width()
+        margins = self.split.contentsMargins()
+        room = event.size().width() - margins.left() - margins.right() - self.split.spacing()
+        share = room / (TABLE_STRETCH + FORM_STRETCH)
+        wide = share * TABLE_STRETCH >= table and share * FORM_STRETCH >= self.form_side.minimumSizeHint().width()
+        direction = QBoxLayout.Direction.LeftToRight if wide else QBoxLayout.Direction.TopToBottom
+        if self.split.direction() != direction:
+            self.split.setDirection(direction)
+            for n, stretch in enumerate((TABLE_STRETCH, FORM_STRETCH) if wide else STACKED_STRETCH):
+                self.split.setStretch(n, stretch)
+            rows = 0 if wide else self.table.verticalHeader().defaultSectionSize() * STACKED_ROWS \
+                + self.table.horizontalHeader().sizeHint().height() + 2 * self.table.frameWidth()
+            self.table.setMinimumHeight(rows)
 
     def set_user(self, user: User | None) -> None:
         """Who is signed in (None: single-user mode): recorded as *who*; when their role may not
@@ -160,8 +197,14 @@ class PlaybookPanel(QWidget):
     def _choices(values: list[str]) -> QComboBox:
         box = QComboBox()
         box.setEditable(True)
+        # sized for a few characters, not for the longest name: it grows with the form
+        box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        box.setMinimumContentsLength(CHOICE_CHARS)
         box.addItem("")
         box.addItems(values)
+        view = box.view()  # its list is as wide as the longest name, wider than the box if need be
+        view.setMinimumWidth(view.sizeHintForColumn(0) + 2 * view.frameWidth()
+                             + view.verticalScrollBar().sizeHint().width())
         if (line := box.lineEdit()) is not None:
             line.setPlaceholderText("any")
         return box

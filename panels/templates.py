@@ -373,6 +373,8 @@ class TemplatesPanel(Panel):
         self._usage_timer.stop()
         for task in list(self._tasks):
             task.cancel()
+        # a task that finished just now is gone too (its done callback would drop it a turn later)
+        self._tasks = {task for task in self._tasks if not task.done()}
         for dialog in (self.run_form, self._file_dialog):
             if dialog is not None:
                 dialog.close()

@@ -1,5 +1,6 @@
-"""Small widgets the panels share: KPI cards, a status breakdown bar, a reason dialog, a card
-grid, a task keeper for operator actions, and the event-loop lag probe with its indicator."""
+"""Small widgets the panels share: KPI cards, a status breakdown bar, a form's scroll area, a reason
+dialog, a card grid, a task keeper for operator actions, and the event-loop lag probe with its
+indicator."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from PySide6.QtCore import QRectF, Qt, QTimer, Signal, Slot
+from PySide6.QtCore import QEvent, QObject, QRectF, QSize, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QColor, QPainter, QPainterPath, QPaintEvent
 from PySide6.QtWidgets import (
     QDialog,
@@ -21,6 +22,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QScrollArea,
     QSizePolicy,
     QVBoxLayout,
     QWidget,
@@ -210,6 +212,42 @@ class ElidedLabel(QLabel):
         width = max(0, self.width())
         self.setText(self.fontMetrics().elidedText(self._full, Qt.TextElideMode.ElideRight, width)
                      if width else self._full)
+
+
+class VerticalScrollArea(QScrollArea):
+    """A frameless scroll area for a form in a dock: it scrolls vertically only, the form takes the
+    whole width given, and the area is never narrower than the form's minimum width (with room for
+    the vertical scroll bar), so nothing of the form is cut at the right."""
+
+    def __init__(self, widget: QWidget, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setWidget(widget)
+        widget.installEventFilter(self)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        hint = super().minimumSizeHint()
+        widget = self.widget()
+        if widget is None:
+            return hint
+        width = widget.minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width() \
+            + 2 * self.frameWidth()
+        return QSize(max(hint.width(), width), hint.height())
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        # the whole form where there is room (Qt caps a scroll area's hint at 24 lines of text)
+        hint = super().sizeHint()
+        widget = self.widget()
+        if widget is None:
+            return hint
+        return QSize(hint.width(), widget.sizeHint().height() + 2 * self.frameWidth())
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()  # the form's minimum width may have changed (a font, a longer label)
+        return super().eventFilter(watched, event)
 
 
 class ReasonDialog(QDialog):

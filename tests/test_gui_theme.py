@@ -150,8 +150,9 @@ def test_screenshots_of_the_console_at_work(big_store, data_dir, qtbot, qrun, li
                 tag = f"{width}x{height}-{theme}"
                 window.set_theme(theme)
                 window.dashboard.set_expanded(False)
+                window.docks["Jobs"].raise_()  # Templates (raised below) shares its area
                 window.docks["Detail"].raise_()
-                qtbot.waitUntil(lambda: window.detail.isVisible())
+                qtbot.waitUntil(lambda: window.detail.isVisible() and window.jobs.isVisible())
                 QApplication.processEvents()
                 shots[f"main-window-{tag}"] = save_screenshot(window, f"main-window-{tag}")
                 shots[f"jobs-{tag}"] = save_screenshot(window.jobs, f"jobs-{tag}")
