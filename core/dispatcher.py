@@ -153,6 +153,8 @@ class Job:
     future: asyncio.Future[dict[str, Any]] | None = None
     task: asyncio.Task[None] | None = None
     interrupt: DriverError | None = None
+    launched: bool = False
+    """The instrument was asked to run it (before: taken for it, nothing started there)."""
     on_started: Any = None
     progress: ProgressSink | None = None
     closes: float | None = None
@@ -672,6 +674,15 @@ class Dispatcher:
             if job.future and not job.future.done():
                 job.future.set_exception(OrderCancelled(f"order {order_id} cancelled while queued"))
             return True
+        if not job.launched and job.task is not None:  # dispatched, its start not recorded yet
+            insts = [self.instruments[i] for i in job.instruments]
+            self._unassign(job, JobStatus.CANCELLED)
+            if insts:
+                self._idle(insts[0], insts[1:])
+            job.task.cancel()
+            if job.future and not job.future.done():
+                job.future.set_exception(OrderCancelled(f"order {order_id} cancelled before it started"))
+            return True
         return None
 
     async def cancel(self, request: Any) -> bool:
@@ -850,10 +861,15 @@ class Dispatcher:
         if job.on_started is not None:  # committed before the instrument starts
             pending = job.on_started(main.id)
             if inspect.isawaitable(pending):
-                await pending
+                try:
+                    await pending
+                except asyncio.CancelledError:  # given up before the instrument was asked
+                    await self._release(job, main, extras, JobStatus.CANCELLED)
+                    raise
         order = job.order.model_copy(update={"assignedTo": main.id})
         outcome: tuple[bool, dict[str, Any] | BaseException]
         try:
+            job.launched = True
             outputs = await main.driver.execute(order, job.progress or (lambda f, v: None))
             outcome = (True, outputs)
         except asyncio.CancelledError:

@@ -13,6 +13,7 @@ from dispatchkit import WORKCELL, run_dkit
 from core.clock import to_datetime
 from core.dispatcher import JOB_ORDER_STATUS, Job, JobQueue, JobStatus
 from core.drivers import OrderCancelled
+from core.engine import RunStatus
 from core.errors import DuplicateSubmissionError, IllegalTransitionError, StateError
 from core.orders import ModuleRestrictionStrategy, ModuleStatus, Order, OrderStatus
 
@@ -473,3 +474,33 @@ def test_a_cancelled_queued_step_leaves_no_cycle_for_the_garbage_collector(data_
 
     left, runs = run_dkit(data_dir, scenario)
     assert left == [], f"{len(left)} cancel errors wait for the garbage collector"
+
+
+def test_a_job_canceled_while_its_start_is_recorded_frees_its_instrument(data_dir):
+    """The engine cancels a step's attempt while the dispatcher waits for its Running transition
+    to commit (the instrument taken, nothing started on it): the instrument must be free again,
+    not held by a job nobody runs (later steps for it would queue for ever)."""
+    async def scenario(kit):
+        recorded = asyncio.get_running_loop().create_future()  # the commit never comes
+        order = Order(identifier="Order_77", templateName="PlateReader.ReadPlate")
+        job = Job("Order_77", order, "PlateReader.ReadPlate", on_started=lambda _inst: recorded)
+        attempt = asyncio.ensure_future(kit.dispatcher.submit(job))
+        await kit.until(lambda: job.status is JobStatus.RUNNING)
+        taken = {v.id: v.running for v in kit.dispatcher.view()}
+        withdrawn = kit.dispatcher.withdraw(job.order_id)  # as the engine stops an attempt
+        confirmed = await kit.dispatcher.cancel(job.order_id)
+        attempt.cancel()
+        await asyncio.gather(attempt, return_exceptions=True)
+        await kit.clock.advance(1)
+        left = {v.id: v.running for v in kit.dispatcher.view()}
+        await kit.publish("Read", [READ])
+        after = await kit.run("Read")
+        await kit.until_done(after)
+        return taken, withdrawn, confirmed, job, left, kit.status(after)
+
+    taken, withdrawn, confirmed, job, left, after = run_dkit(data_dir, scenario)
+    assert any("Order_77" in running for running in taken.values())
+    assert withdrawn is True and confirmed is False  # nothing ran on the instrument: withdrawn at once
+    assert job.status is JobStatus.CANCELLED
+    assert not any("Order_77" in running for running in left.values()), left
+    assert after is RunStatus.COMPLETED
