@@ -445,15 +445,7 @@ class DagEngine:
                       moduleRestrictionStrategy=step.module_restriction,
                       inputParameters=to_parameters(params))
         attempt = state.attempt
-
-        def on_started(instrument: str | None) -> Awaitable[None] | None:
-            """The write of the Running transition; executors await it before the instrument
-            starts, so a crash can never leave an executing step recorded as queued."""
-            if state.attempt == attempt and state.status is StepStatus.QUEUED and state.request is request:
-                state.instrument = instrument
-                return self._mark_running(run, state, request)
-            return None
-
+        on_started = _OnStarted(self, run, state, attempt)
         opens, closes = windows.bounds(step, {sid: st.ended for sid, st in run.steps.items()}) \
             if step.start_within is not None else (None, None)
         request = StepRequest(run_id=run.run_id, step_id=step.id, order_id=state.order_id, kind=step.kind,
@@ -470,6 +462,17 @@ class DagEngine:
         state.request = request
         state.stop_reason = None
         return request
+
+    def _on_started(self, run: RunState, state: StepState, attempt: int, callback: _OnStarted,
+                    instrument: str | None) -> Awaitable[None] | None:
+        """The write of the Running transition; executors await it before the instrument
+        starts, so a crash can never leave an executing step recorded as queued."""
+        request = state.request
+        if state.attempt == attempt and state.status is StepStatus.QUEUED and request is not None \
+                and request.started is callback:
+            state.instrument = instrument
+            return self._mark_running(run, state, request)
+        return None
 
     async def _mark_running(self, run: RunState, state: StepState, request: StepRequest) -> None:
         if state.request is not request or state.status is not StepStatus.QUEUED:
@@ -529,7 +532,12 @@ class DagEngine:
         # racing a completion) must not cut it off between its commit and its follow-ups.
         except asyncio.CancelledError:
             if state.stop_reason is not StopReason.TIMEOUT or self.tasks.closing:
-                raise  # a decision recorded the outcome (or the engine is closing)
+                # a decision recorded the outcome (or the engine is closing). The task keeps the
+                # error, whose traceback holds this frame: without the step's reference back to
+                # the task, reference counting frees the run instead of a full collection
+                if state.task is asyncio.current_task():
+                    state.task = None
+                raise
             await asyncio.shield(self._on_failure(run, state, self._timed_out(run, state)))
             return
         except Exception as exc:  # noqa: BLE001 - every failure is classified
@@ -728,6 +736,8 @@ class DagEngine:
             return
         del self._runs[run.run_id]
         self._ended[run.run_id] = run.status
+        for state in run.steps.values():  # its start callback refers back to the step and run:
+            state.request = None  # a cycle, freed only by a full collection (or never, frozen)
 
     async def _run_timed_out(self, run: RunState) -> None:
         if run.status not in RUN_FINAL:
@@ -799,3 +809,17 @@ class DagEngine:
 
     def is_active(self, run_id: str) -> bool:
         return run_id in self._runs and self._runs[run_id].status not in RUN_FINAL
+
+
+class _OnStarted:
+    """A request's ``started`` callback (:meth:`DagEngine._on_started`). It finds its request
+    through the step, not a reference of its own: a request and a closure over it would form a
+    cycle holding the step and its run, which only a full collection frees."""
+
+    __slots__ = ("engine", "run", "state", "attempt")
+
+    def __init__(self, engine: DagEngine, run: RunState, state: StepState, attempt: int) -> None:
+        self.engine, self.run, self.state, self.attempt = engine, run, state, attempt
+
+    def __call__(self, instrument: str | None) -> Awaitable[None] | None:
+        return self.engine._on_started(self.run, self.state, self.attempt, self, instrument)  # noqa: SLF001 - its own
