@@ -21,7 +21,9 @@ cancel of those runs (``bench/gui.py``). So, once enabled, a full collection tha
 than :data:`SLOW_FULL_PASS` freezes what survived it. That is the one moment nothing collectable
 is left to freeze: the pass has just freed every unreachable cycle. The next full collections
 then cost what was allocated since, as after :func:`settle`. What is frozen and later becomes a
-cycle's garbage stays allocated; what refcounting frees (nearly everything) is freed as ever.
+cycle's garbage stays allocated; what refcounting frees is freed as ever. The engine's runs,
+steps, requests and attempts hold no cycle once finished (``tests/test_write_batch.py``): after
+a bulk cancel of 10,000 runs in the window the frozen generation held no garbage.
 
 It is a policy of the process, not of a library: the console turns it on (:func:`enable`) and
 so does ``bench/drivers.py``; tests and embedding programs keep the collector as it is.
