@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -291,10 +292,10 @@ def test_policy_pause_keeps_the_run_paused_on_a_failed_step_when_the_other_branc
     assert status is RunStatus.COMPLETED and after == {"a": "completed", "b": "completed"}
 
 
-def test_policy_abort_ends_a_run_paused_on_an_unknown_step_once_the_error_handler_has_run(tmp_path):
-    """``a``'s outcome is unknown (run paused), then ``b`` fails for good: abort decides the run's
-    end, which comes once ``b``'s error handler has run; the error names ``b``."""
-    data = {"name": "AbortHandled", "definition": {"failure_policy": "abort", "error_handlers": {"b": "park"},
+def _abort_with_handler(name: str) -> tuple[dict[str, Any], Callable[[StepRequest], dict[str, Any]]]:
+    """A run of two parallel steps under policy abort, ``b`` with an error handler: ``a``'s
+    outcome comes back unknown, ``b`` fails for good, every later attempt succeeds."""
+    data = {"name": name, "definition": {"failure_policy": "abort", "error_handlers": {"b": "park"},
             "steps": [{"id": "a", "kind": "X.A"}, {"id": "b", "kind": "X.B"},
                       {"id": "park", "kind": "X.Park"}]}}
     failing = {"a": [StepFailure("link lost after the command", "OutcomeUnknown", retryable=False,
@@ -305,6 +306,14 @@ def test_policy_abort_ends_a_run_paused_on_an_unknown_step_once_the_error_handle
         if failing.get(request.step_id):
             raise failing[request.step_id].pop(0)
         return {"Success": True}
+
+    return data, outputs
+
+
+def test_policy_abort_ends_a_run_paused_on_an_unknown_step_once_the_error_handler_has_run(tmp_path):
+    """``a``'s outcome is unknown (run paused), then ``b`` fails for good: abort decides the run's
+    end, which comes once ``b``'s error handler has run; the error names ``b``."""
+    data, outputs = _abort_with_handler("AbortHandled")
 
     async def scenario(kit: Kit, run_id: str):
         await kit.clock.run_until(lambda: kit.engine.run_status(run_id) in RUN_FINAL, limit=3600)
@@ -318,17 +327,7 @@ def test_policy_abort_ends_a_run_paused_on_an_unknown_step_once_the_error_handle
 def test_an_aborted_run_whose_failed_step_is_retried_waits_for_the_unknown_step_again(tmp_path):
     """Abort decided the run's end, then the operator retried the failed step before the error
     handler ended: that decision is undone, so the run ends only once the unknown step is settled."""
-    data = {"name": "AbortRetried", "definition": {"failure_policy": "abort", "error_handlers": {"b": "park"},
-            "steps": [{"id": "a", "kind": "X.A"}, {"id": "b", "kind": "X.B"},
-                      {"id": "park", "kind": "X.Park"}]}}
-    failing = {"a": [StepFailure("link lost after the command", "OutcomeUnknown", retryable=False,
-                                 outcome_unknown=True)],
-               "b": [StepFailure("plate dropped", "Dropped", retryable=False)]}
-
-    def outputs(request: StepRequest) -> dict[str, Any]:
-        if failing.get(request.step_id):
-            raise failing[request.step_id].pop(0)
-        return {"Success": True}
+    data, outputs = _abort_with_handler("AbortRetried")
 
     async def scenario(kit: Kit, run_id: str):
         await kit.clock.run_until(lambda: statuses(kit, run_id)["b"] == "failed")
