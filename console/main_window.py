@@ -6,7 +6,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QEvent, QSettings, Qt, QTimer, Slot
+from PySide6.QtCore import QByteArray, QChildEvent, QEvent, QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QResizeEvent, QShowEvent
 from PySide6.QtWidgets import (
     QApplication,
@@ -143,13 +143,15 @@ class MainWindow(QMainWindow):
         # beside Jobs, what shows the selected order and the workcell's state beside Detail.
         # The layout is off meanwhile: Qt lays the window out while it makes the second group's
         # tab bar, which made a second, stray bar (drawn over Jobs, never updated)
-        self.layout().setEnabled(False)
+        layout = self.layout()
+        assert layout is not None  # a QMainWindow always has its own
+        layout.setEnabled(False)
         for group, names in (("Jobs", ("Templates", "Schedules", "Playbook", "Metrics")),
                              ("Detail", ("Robots", "Inbox", "Timeline", "Fleet"))):
             for name in names:
                 self.tabifyDockWidget(self.docks[group], self.docks[name])
             self.docks[group].raise_()
-        self.layout().setEnabled(True)
+        layout.setEnabled(True)
         self._on_inbox_counts(len(self.inbox.model.all), sum(i.escalated for i in self.inbox.model.all))
         self._layout_pending = True
 
@@ -487,7 +489,8 @@ class MainWindow(QMainWindow):
                              Qt.Orientation.Vertical)
 
     def event(self, event: QEvent) -> bool:
-        if event.type() == QEvent.Type.ChildPolished and isinstance(bar := event.child(), QTabBar):
+        if event.type() == QEvent.Type.ChildPolished and isinstance(event, QChildEvent) \
+                and isinstance(bar := event.child(), QTabBar):
             # a dock tab bar (Qt makes one per tab group) shows every title whole: where a
             # group's tabs do not fit (docks the operator moved into a narrow area) it scrolls
             bar.setElideMode(Qt.TextElideMode.ElideNone)
