@@ -270,8 +270,14 @@ def test_inputs_are_checked_and_statistics_and_queries(data_dir):
     assert stats["success_rate"] == 100.0 and stats["avg_duration_seconds"] == pytest.approx(2.0)  # a, then b and c together
     high, total = kit.engine.query_instances(priority_min=20, template="Diamond")
     assert total == 3 and {r["id"] for r in high} == set(ids[2:])
+    assert sorted((r["priority"], r["template_name"], r["status"]) for r in high) == [
+        (20, "Diamond", "completed"), (30, "Diamond", "completed"), (40, "Diamond", "completed")]
     done, total = kit.engine.query_instances(status="completed")
     assert total == 5
+    steps = kit.engine.get_instance(ids[0])["steps"]
+    assert [(s["id"], s["name"], s["kind"]) for s in steps] == [
+        ("a", "a", "LiquidHandler.Transfer"), ("b", "b", "PlateReader.ReadPlate"), ("c", "c", "Sealer.Seal"),
+        ("d", "d", "noop")]
     plan = kit.store.read_sync(lambda c: c.execute(
         "EXPLAIN QUERY PLAN SELECT count(*) FROM runs WHERE priority >= 20").fetchall())
     assert "USING" in str(plan) and "INDEX" in str(plan).upper()
