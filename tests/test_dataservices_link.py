@@ -4,6 +4,7 @@ and the outbox surviving a server that goes away mid-burst."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 from helpers.bdm_support import run_bdm_script
@@ -207,3 +208,45 @@ def test_data_services_lifecycle_fields_reach_the_run(data_dir):
     assert waiting == "pending" and started >= later - 0.05
     assert priorities == {OrderPriority.Elevated}
     assert OrderStatus.Validated in history and history.index(OrderStatus.Validated) < history.index(OrderStatus.Running)
+
+
+def test_a_remote_order_that_vanished_is_logged_with_its_run_and_unlinked(tmp_path, caplog):
+    """Remote mode: the twin of a running run is deleted on Data Services; the run's next status
+    finds it gone and the console logs which remote order of which run."""
+    console_dir, remote_dir = tmp_path / "console", tmp_path / "remote"
+    console_dir.mkdir()
+    remote_dir.mkdir()
+
+    def twin_of(runtime, local_id):
+        row = runtime.store.read_sync(lambda c: c.execute(
+            "SELECT remote_id FROM ds_links WHERE local_id = ?", (local_id,)).fetchone())
+        return row[0] if row else None
+
+    def gone():
+        return [r.getMessage() for r in caplog.records if "is gone" in r.getMessage()]
+
+    async def scenario():
+        remote_store = Store(remote_dir / DB_FILENAME).open()
+        server = EmbeddedDataServices(remote_store, port=0)
+        url = await server.start()
+        runtime, link = await console(console_dir, DataServicesSettings(url, "test"), port=18213)
+        try:
+            await runtime.engine.publish(template_from_dict({"name": "Held", "definition": {"steps": [
+                {"id": "wait", "kind": "delay", "parameters": {"seconds": "1"}},
+                {"id": "b", "kind": "noop", "depends_on": ["wait"]}]}}))
+            run_id = await runtime.start_run("Held", who="op")
+            await until(lambda: twin_of(runtime, run_id) is not None)
+            first = twin_of(runtime, run_id)
+            await until(lambda: remote_store.get_order(first).status is OrderStatus.Running)
+            remote_store.write_sync(lambda c: c.execute("DELETE FROM orders WHERE id = ?", (first,)))
+            await until(lambda: bool(gone()))
+            return run_id, first
+        finally:
+            await link.stop()
+            await runtime.close()
+            await server.stop()
+            remote_store.close()
+
+    with caplog.at_level(logging.WARNING, logger="core.dataservices.link"):
+        run_id, first = asyncio.run(scenario())
+    assert gone()[0] == f"remote order {first} of {run_id} is gone; relinking"
