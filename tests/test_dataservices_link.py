@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from helpers.bdm_support import run_bdm_script
 
+from core.dataservices import server as server_module
 from core.dataservices.client import DataServicesClient
 from core.dataservices.config import DataServicesSettings
-from core.dataservices.link import DataServicesLink
+from core.dataservices.link import PICKUP_BATCH, DataServicesLink
 from core.dataservices.models import OrderTemplate
 from core.dataservices.server import EmbeddedDataServices
 from core.orders import Order, OrderStatus
@@ -250,3 +252,51 @@ def test_a_remote_order_that_vanished_is_logged_with_its_run_and_unlinked(tmp_pa
     with caplog.at_level(logging.WARNING, logger="core.dataservices.link"):
         run_id, first = asyncio.run(scenario())
     assert gone()[0] == f"remote order {first} of {run_id} is gone; relinking"
+
+
+def test_a_data_services_without_the_v3_unassigned_route_is_read_through_v2_in_pages(tmp_path, caplog,
+                                                                                   monkeypatch):
+    """Remote mode against a Data Services that lacks ``GET v3.0/orders/unassigned`` (the embedded
+    one without that route): the console says so once, reads v2 ``UnassignedOrders`` a page at a
+    time, and picks up from it."""
+    console_dir, remote_dir = tmp_path / "console", tmp_path / "remote"
+    console_dir.mkdir()
+    remote_dir.mkdir()
+    asked: list[tuple[str | None, str | None]] = []
+
+    class OlderDataServices(server_module.DataServicesApp):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            v2 = next(r for r in self.routes if r.version == "v2.0" and r.path == "OrderService/UnassignedOrders")
+
+            async def recording(c):
+                asked.append((c.query.get("limit"), c.query.get("offset")))
+                return await v2.handler(c)
+
+            self.routes = [replace(r, handler=recording) if r is v2 else r for r in self.routes
+                           if not (r.version == "v3.0" and r.path == "orders/unassigned")]
+
+    monkeypatch.setattr(server_module, "DataServicesApp", OlderDataServices)
+
+    async def scenario():
+        remote_store = Store(remote_dir / DB_FILENAME).open()
+        server = EmbeddedDataServices(remote_store, port=0)
+        url = await server.start()
+        site = DataServicesClient(url)
+        waiting = await site.create_order(Order(templateName="Sealer.Seal"))
+        runtime, link = await console(console_dir, DataServicesSettings(url, "test"), port=18215)
+        try:
+            await until(lambda: remote_store.get_order(waiting).status is OrderStatus.Complete)
+            return remote_store.get_order(waiting).assignedTo, link.module_id
+        finally:
+            await site.close()
+            await link.stop()
+            await runtime.close()
+            await server.stop()
+            remote_store.close()
+
+    with caplog.at_level(logging.WARNING, logger="core.dataservices.link"):
+        assigned, module_id = asyncio.run(scenario())
+    assert asked and set(asked) == {(str(PICKUP_BATCH), "0")}
+    assert assigned == module_id
+    assert len([r for r in caplog.records if "has no GET" in r.getMessage()]) == 1
