@@ -234,6 +234,23 @@ def test_skip_failed_step_with_outputs(data_dir):
     steps = kit.steps(run_id)
     assert steps["a"]["status"] == "skipped" and steps["a"]["outputs"] == {"value": 42}
     assert kit.store.get_order(steps["b"]["order_id"]).get_input_parameter_value("v") == 42
+    skipped = kit.store.transitions(steps["a"]["order_id"])[-1]
+    assert (skipped.who, skipped.why) == ("erin", "Skipped by erin: measured by hand")
+    assert kit.store.step_status_of(steps["a"]["order_id"]) == "skipped"
+    assert kit.store.step_status_of(run_id) is None  # a run's own order is no step's
+
+
+def test_start_workflow_creates_and_starts_a_run(data_dir):
+    async def scenario(kit):
+        await kit.publish(template("Two", [{"id": "a", "kind": "X.A"}, {"id": "b", "kind": "noop", "depends_on": ["a"]}]))
+        run_id = await kit.engine.start_workflow("Two", {}, priority=70, who="lims")
+        await kit.until_done(run_id)
+        return run_id, kit
+
+    run_id, kit = run_kit(data_dir, scenario)
+    instance = kit.engine.get_instance(run_id)
+    assert (instance["template_name"], instance["priority"], instance["status"]) == ("Two", 70, "completed")
+    assert kit.store.transitions(run_id)[0].who == "lims"
 
 
 def test_skipping_a_failed_step_runs_the_dependants_its_failure_skipped(data_dir):
