@@ -12,7 +12,7 @@ import pytest
 from dispatchkit import WORKCELL, run_dkit
 
 from core.clock import to_datetime
-from core.dispatcher import JOB_ORDER_STATUS, Job, JobQueue, JobStatus
+from core.dispatcher import JOB_ORDER_STATUS, Job, JobQueue, JobStatus, instrument_state
 from core.drivers import InstrumentUnavailable, OrderCancelled
 from core.engine import RunStatus
 from core.errors import DuplicateSubmissionError, IllegalTransitionError, StateError
@@ -538,3 +538,17 @@ def test_a_failed_disconnect_is_logged_and_the_instrument_counts_as_disconnected
     assert (connecting, ok, connected) == (False, True, True)
     failed = [r.getMessage() for r in caplog.records if "disconnect failed" in r.getMessage()]
     assert failed[:2] == ["Sealer: disconnect failed: cable cut"] * 2
+
+
+def test_each_instrument_is_shown_in_one_state(data_dir):
+    """Module status first for trouble, then the operator's decisions, then Busy or Ready."""
+    async def scenario(kit):
+        states = [{v.id: instrument_state(v) for v in kit.dispatcher.view()}]
+        await kit.dispatcher.set_enabled("Sealer", False, who="cy")
+        await kit.dispatcher.take_out_of_service("Reader1", who="cy", reason="lamp")
+        states.append({v.id: instrument_state(v) for v in kit.dispatcher.view()})
+        return states
+
+    idle, decided = run_dkit(data_dir, scenario)
+    assert set(idle.values()) == {"Ready"}
+    assert (decided["Sealer"], decided["Reader1"], decided["Reader2"]) == ("Disabled", "OutOfService", "Ready")
