@@ -248,3 +248,34 @@ def test_an_answered_order_is_forgotten_and_not_answered_again_at_the_next_start
     assert left == []
     status, again = asyncio.run(second(oid))
     assert status is OrderStatus.Complete and again == transitions
+
+
+def test_an_order_that_cannot_be_read_is_skipped_naming_it_and_the_others_are_picked_up(data_dir, caplog):
+    caplog.set_level(logging.WARNING, logger="core.dataservices.link")
+
+    async def scenario():
+        runtime, link, _shown = await embedded(data_dir)
+        try:
+            async with DataServicesClient(link.state.url) as client:
+                # stored by an older or foreign writer: a priority no model knows
+                create = runtime.store.new_order_op(Order(identifier="BAD-1", templateName="Sealer.Seal"), who="lims")
+
+                def unreadable(c):
+                    create(c)
+                    c.execute("UPDATE orders SET data = json_set(data, '$.priority', 'Bogus') WHERE id = 'BAD-1'")
+
+                await runtime.store.write(unreadable)
+                bad = "BAD-1"
+                good = await client.create_order(Order(templateName="Sealer.Seal"))
+                await until(lambda: runtime.store.get_order(good).status is OrderStatus.Complete)
+                status = runtime.store.order_rows("id = ?", [bad])[0][4]
+                return bad, OrderStatus(status), link.state.skipped
+        finally:
+            await link.stop()
+            await runtime.close()
+
+    bad, status, _skipped = asyncio.run(scenario())
+    assert status is OrderStatus.Created
+    said = [r.getMessage() for r in caplog.records if "cannot be read: " in r.getMessage()]
+    assert said and said[0].startswith(f"Data Services: order {bad} is not picked up: cannot be read: ")
+    assert f"order {bad}: priority: " in said[0], said
