@@ -279,3 +279,19 @@ def test_an_order_that_cannot_be_read_is_skipped_naming_it_and_the_others_are_pi
     said = [r.getMessage() for r in caplog.records if "cannot be read: " in r.getMessage()]
     assert said and said[0].startswith(f"Data Services: order {bad} is not picked up: cannot be read: ")
     assert f"order {bad}: priority: " in said[0], said
+
+
+def test_a_module_job_that_fails_on_its_instrument_ends_in_error_saying_why(data_dir):
+    async def scenario():
+        runtime, link, _shown = await embedded(data_dir)
+        try:
+            runtime.dispatcher.instruments["Sealer1"].driver.inject(fail_next=1)
+            async with DataServicesClient(link.state.url) as client:
+                job = await client.create_order(Order(templateName="Sealer.Seal"))
+                await until(lambda: runtime.store.get_order(job).status is OrderStatus.Error)
+                return (await client.get_order(job)).statusDetails  # as the LIMS sees it
+        finally:
+            await link.stop()
+            await runtime.close()
+
+    assert asyncio.run(scenario()) == "DriverError: Sealer1: Sealer.Seal of order Order_00001 failed (simulated fault)"
