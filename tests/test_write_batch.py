@@ -480,17 +480,18 @@ def test_maybe_asks_once_per_kind_for_every_announced_key_in_chunks(tmp_path):
                      batch.maybe("a", "B0002", fetch("a"))]
             calls_a = [(kind, len(keys)) for kind, keys in asked]
             found += [batch.maybe("a", "B0003", fetch("a")), batch.maybe("a", "zzz", fetch("a")),
-                      batch.maybe("b", "B0002", fetch("b")), batch.maybe("b", "B0000", fetch("b"))]
+                      batch.maybe("b", "B0002", fetch("b")), batch.maybe("b", "B0000", fetch("b")),
+                      batch.maybe("c", "B0001", fetch("c"))]  # a kind nobody announced
             batch.flush()
             found.append(batch.maybe("a", "B0001", fetch("a")))
             return found, calls_a
 
         found, calls_a = store.write_sync(answers)
-        assert found == [True, False, True, False, False, True, True, True]
+        assert found == [True, False, True, False, False, True, True, True, True]
         assert calls_a == [("a", 500), ("a", 500), ("a", 2)]
         # announced or asked before: no call; after the flush the announced keys are asked again
-        assert asked[3:6] == [("a", ["zzz"]), ("b", ["B0002", "B0002"]), ("b", ["B0000"])]
-        assert [(kind, len(keys)) for kind, keys in asked[6:]] == [("a", 500), ("a", 500), ("a", 2)]
+        assert asked[3:7] == [("a", ["zzz"]), ("b", ["B0002", "B0002"]), ("b", ["B0000"]), ("c", ["B0001"])]
+        assert [(kind, len(keys)) for kind, keys in asked[7:]] == [("a", 500), ("a", 500), ("a", 2)]
     finally:
         store.close()
 
