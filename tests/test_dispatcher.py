@@ -547,6 +547,8 @@ def test_each_instrument_is_shown_in_one_state(data_dir):
         await kit.dispatcher.set_enabled("Sealer", False, who="cy")
         await kit.dispatcher.take_out_of_service("Reader1", who="cy", reason="lamp")
         states.append({v.id: instrument_state(v) for v in kit.dispatcher.view()})
+        with pytest.raises(StateError, match="^Reader2 is in service$"):
+            await kit.dispatcher.release("Reader2", who="cy")
         return states
 
     idle, decided = run_dkit(data_dir, scenario)

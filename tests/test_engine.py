@@ -318,6 +318,7 @@ def test_inputs_are_checked_and_statistics_and_queries(data_dir):
         (20, "Diamond", "completed"), (30, "Diamond", "completed"), (40, "Diamond", "completed")]
     done, total = kit.engine.query_instances(status="completed")
     assert total == 5
+    assert kit.engine.query_instances(status="failed") == ([], 0)
     steps = kit.engine.get_instance(ids[0])["steps"]
     assert [(s["id"], s["name"], s["kind"]) for s in steps] == [
         ("a", "a", "LiquidHandler.Transfer"), ("b", "b", "PlateReader.ReadPlate"), ("c", "c", "Sealer.Seal"),

@@ -286,6 +286,12 @@ def test_an_orders_log_words_instrument_rows_with_and_without_detail(store):
     store.write_sync(lambda c: c.executemany(
         "INSERT INTO instrument_log (instrument_id, at, from_status, to_status, detail, order_ids) "
         "VALUES (?,?,?,?,?,?)", rows))
+    store.clock = type("At", (), {"now": staticmethod(lambda: 12.0)})()
+    store.write_sync(store.new_order_op(Order(identifier="O1", templateName="Seal"), who="lims"))
+    # at the same moment: the transition, then the audit entry, then the instrument (as read)
+    store.write_sync(store.audit_op("ann", "note", "O1"))
     assert store.order_log(["O1"]) == [(10.0, "instrument", "O1", "Sealer Ready"),
                                        (11.0, "instrument", "O1", "Sealer Ready → Busy: running O1"),
+                                       (12.0, "transition", "O1", "Created by lims"),
+                                       (12.0, "audit", "O1", "note by ann"),
                                        (12.0, "instrument", "O1", "Sealer Busy → Ready")]
