@@ -6,6 +6,7 @@ logged once per order, a new reason again."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 from test_dataservices_link import FAST_CELL
@@ -295,3 +296,32 @@ def test_a_module_job_that_fails_on_its_instrument_ends_in_error_saying_why(data
             await runtime.close()
 
     assert asyncio.run(scenario()) == "DriverError: Sealer1: Sealer.Seal of order Order_00001 failed (simulated fault)"
+
+
+def test_an_order_with_text_no_store_takes_is_skipped_and_the_orders_after_it_are_read(data_dir, caplog):
+    """An order stored (by an older writer) with a lone surrogate in its notes is skipped for
+    good, naming the field; the waiting orders listed after it are still picked up."""
+    caplog.set_level(logging.WARNING, logger="core.dataservices.link")
+
+    async def scenario():
+        runtime, link, _shown = await embedded(data_dir)
+        try:
+            create = runtime.store.new_order_op(Order(identifier="BAD-2", templateName="Sealer.Seal"), who="lims")
+
+            def unstorable(c):
+                create(c)
+                data = json.loads(c.execute("SELECT data FROM orders WHERE id = 'BAD-2'").fetchone()[0])
+                c.execute("UPDATE orders SET data = ? WHERE id = 'BAD-2'", (json.dumps({**data, "notes": "\ud800"}),))
+
+            await runtime.store.write(unstorable)
+            async with DataServicesClient(link.state.url) as client:
+                good = await client.create_order(Order(templateName="Sealer.Seal"))
+                await until(lambda: runtime.store.get_order(good).status is OrderStatus.Complete)
+            return OrderStatus(runtime.store.order_rows("id = 'BAD-2'")[0][4])
+        finally:
+            await link.stop()
+            await runtime.close()
+
+    assert asyncio.run(scenario()) is OrderStatus.Created
+    said = [r.getMessage() for r in caplog.records if "order BAD-2 is not picked up" in r.getMessage()]
+    assert said and "notes" in said[0], said
