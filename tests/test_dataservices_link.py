@@ -8,7 +8,9 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from helpers.bdm_support import run_bdm_script
+from starlette.responses import Response
 
 from core.dataservices import server as server_module
 from core.dataservices.client import DataServicesClient
@@ -16,6 +18,7 @@ from core.dataservices.config import DataServicesSettings
 from core.dataservices.link import PICKUP_BATCH, DataServicesLink
 from core.dataservices.models import OrderTemplate
 from core.dataservices.server import EmbeddedDataServices
+from core.errors import DataServicesError
 from core.orders import Order, OrderStatus
 from core.runtime import SAMPLE_TEMPLATES, Runtime
 from core.store import DB_FILENAME, Store
@@ -300,3 +303,42 @@ def test_a_data_services_without_the_v3_unassigned_route_is_read_through_v2_in_p
     assert asked and set(asked) == {(str(PICKUP_BATCH), "0")}
     assert assigned == module_id
     assert len([r for r in caplog.records if "has no GET" in r.getMessage()]) == 1
+
+
+def test_a_list_of_waiting_orders_that_is_not_a_list_is_refused_naming_the_server(tmp_path, monkeypatch):
+    console_dir, remote_dir = tmp_path / "console", tmp_path / "remote"
+    console_dir.mkdir()
+    remote_dir.mkdir()
+
+    class OddDataServices(server_module.DataServicesApp):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+
+            async def an_object(c):
+                return Response('{"orders": []}', 200, media_type="application/json")
+
+            self.routes = [replace(r, handler=an_object) if r.path in ("orders/unassigned",
+                                                                        "OrderService/UnassignedOrders") else r
+                           for r in self.routes]
+
+    monkeypatch.setattr(server_module, "DataServicesApp", OddDataServices)
+
+    async def scenario():
+        remote_store = Store(remote_dir / DB_FILENAME).open()
+        server = EmbeddedDataServices(remote_store, port=0)
+        url = await server.start()
+        runtime, link = await console(console_dir, DataServicesSettings(url, "test"), port=18217)
+        try:
+            with pytest.raises(DataServicesError) as refused:
+                await link.poll_once()
+            await until(lambda: link.state.error is not None)
+            return url, str(refused.value), link.state.error
+        finally:
+            await link.stop()
+            await runtime.close()
+            await server.stop()
+            remote_store.close()
+
+    url, refused, shown = asyncio.run(scenario())
+    assert refused == f"Data Services at {url}: expected a JSON list of orders, got dict"
+    assert shown == "expected a JSON list of orders, got dict"
