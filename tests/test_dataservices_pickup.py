@@ -290,6 +290,9 @@ def test_a_module_job_that_fails_on_its_instrument_ends_in_error_saying_why(data
             async with DataServicesClient(link.state.url) as client:
                 job = await client.create_order(Order(templateName="Sealer.Seal"))
                 await until(lambda: runtime.store.get_order(job).status is OrderStatus.Error)
+                # answered: nothing is left for a restart to resume
+                await until(lambda: not runtime.store.read_sync(lambda c: c.execute(
+                    "SELECT key FROM meta WHERE key LIKE 'ds_job:%'").fetchall()), timeout=5)
                 return (await client.get_order(job)).statusDetails  # as the LIMS sees it
         finally:
             await link.stop()
