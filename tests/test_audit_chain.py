@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -127,7 +128,7 @@ def test_rows_inserted_in_bulk_are_chained(store):
     assert report.chains[0].rows > 300
 
 
-def test_an_older_store_is_chained_once_when_it_migrates(data_dir, monkeypatch):
+def test_an_older_store_is_chained_once_when_it_migrates(data_dir, monkeypatch, caplog):
     import core.store as store_module
 
     path = data_dir / DB_FILENAME
@@ -143,8 +144,10 @@ def test_an_older_store_is_chained_once_when_it_migrates(data_dir, monkeypatch):
     old.write_sync(legacy)
     old.close()
     monkeypatch.undo()
-    with Store(path).open() as s:
+    with caplog.at_level(logging.INFO, logger="core.store"), Store(path).open() as s:
         assert s.read_sync(lambda c: c.execute("PRAGMA user_version").fetchone()[0]) == store_module.SCHEMA_VERSION
+        [started] = [r.getMessage() for r in caplog.records if "audit chain started" in r.msg]
+        assert started.startswith(f"{path}: audit chain started: ") and "'sealed_through_seq': 5" in started
         report = s.verify_chain()
         assert report.ok, report.render()
         assert report.start["transitions"] == {"sealed_through_seq": 5, "rows": 5}

@@ -77,3 +77,31 @@ def test_a_change_that_leaves_no_order_to_claim_does_not_wake_the_link(data_dir)
     woken, after = asyncio.run(scenario())
     assert woken >= 1, "the new waiting order woke the link"
     assert after == woken, "an assigned, running order and an event leave nothing to claim"
+
+
+def test_a_template_registered_on_the_server_wakes_the_link(data_dir):
+    """A new template may make a waiting order one this console can run: the link looks again."""
+    async def scenario():
+        store = Store(data_dir / DB_FILENAME).open()
+        runtime = Runtime.build(data_dir, store=store, workcell=None, metrics=False)
+        await runtime.start(templates_dir=None)
+        link = DataServicesLink(runtime, None, poll_interval=3600.0, port=0, timeout=5.0)
+        await link.start()
+        try:
+            for _ in range(500):  # the read at start is done
+                if link.polls:
+                    break
+                await asyncio.sleep(0.01)
+            before = link.wakeups
+            async with DataServicesClient(link.state.url, timeout=5) as lims:
+                await lims.register_template({"name": "Plate.Count"})
+            for _ in range(500):
+                if link.wakeups > before:
+                    break
+                await asyncio.sleep(0.01)
+            return link.wakeups - before
+        finally:
+            await link.stop()
+            await runtime.close()
+
+    assert asyncio.run(scenario()) == 1

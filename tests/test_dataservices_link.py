@@ -4,15 +4,21 @@ and the outbox surviving a server that goes away mid-burst."""
 from __future__ import annotations
 
 import asyncio
+import logging
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from helpers.bdm_support import run_bdm_script
+from starlette.responses import Response
 
+from core.dataservices import server as server_module
 from core.dataservices.client import DataServicesClient
 from core.dataservices.config import DataServicesSettings
-from core.dataservices.link import DataServicesLink
+from core.dataservices.link import PICKUP_BATCH, DataServicesLink
 from core.dataservices.models import OrderTemplate
 from core.dataservices.server import EmbeddedDataServices
+from core.errors import DataServicesError
 from core.orders import Order, OrderStatus
 from core.runtime import SAMPLE_TEMPLATES, Runtime
 from core.store import DB_FILENAME, Store
@@ -207,3 +213,132 @@ def test_data_services_lifecycle_fields_reach_the_run(data_dir):
     assert waiting == "pending" and started >= later - 0.05
     assert priorities == {OrderPriority.Elevated}
     assert OrderStatus.Validated in history and history.index(OrderStatus.Validated) < history.index(OrderStatus.Running)
+
+
+def test_a_remote_order_that_vanished_is_logged_with_its_run_and_unlinked(tmp_path, caplog):
+    """Remote mode: the twin of a running run is deleted on Data Services; the run's next status
+    finds it gone and the console logs which remote order of which run."""
+    console_dir, remote_dir = tmp_path / "console", tmp_path / "remote"
+    console_dir.mkdir()
+    remote_dir.mkdir()
+
+    def twin_of(runtime, local_id):
+        row = runtime.store.read_sync(lambda c: c.execute(
+            "SELECT remote_id FROM ds_links WHERE local_id = ?", (local_id,)).fetchone())
+        return row[0] if row else None
+
+    def gone():
+        return [r.getMessage() for r in caplog.records if "is gone" in r.getMessage()]
+
+    async def scenario():
+        remote_store = Store(remote_dir / DB_FILENAME).open()
+        server = EmbeddedDataServices(remote_store, port=0)
+        url = await server.start()
+        runtime, link = await console(console_dir, DataServicesSettings(url, "test"), port=18213)
+        try:
+            await runtime.engine.publish(template_from_dict({"name": "Held", "definition": {"steps": [
+                {"id": "wait", "kind": "delay", "parameters": {"seconds": "1"}},
+                {"id": "b", "kind": "noop", "depends_on": ["wait"]}]}}))
+            run_id = await runtime.start_run("Held", who="op")
+            await until(lambda: twin_of(runtime, run_id) is not None)
+            first = twin_of(runtime, run_id)
+            await until(lambda: remote_store.get_order(first).status is OrderStatus.Running)
+            remote_store.write_sync(lambda c: c.execute("DELETE FROM orders WHERE id = ?", (first,)))
+            await until(lambda: bool(gone()))
+            return run_id, first
+        finally:
+            await link.stop()
+            await runtime.close()
+            await server.stop()
+            remote_store.close()
+
+    with caplog.at_level(logging.WARNING, logger="core.dataservices.link"):
+        run_id, first = asyncio.run(scenario())
+    assert gone()[0] == f"remote order {first} of {run_id} is gone; relinking"
+
+
+def test_a_data_services_without_the_v3_unassigned_route_is_read_through_v2_in_pages(tmp_path, caplog,
+                                                                                   monkeypatch):
+    """Remote mode against a Data Services that lacks ``GET v3.0/orders/unassigned`` (the embedded
+    one without that route): the console says so once, reads v2 ``UnassignedOrders`` a page at a
+    time, and picks up from it."""
+    console_dir, remote_dir = tmp_path / "console", tmp_path / "remote"
+    console_dir.mkdir()
+    remote_dir.mkdir()
+    asked: list[tuple[str | None, str | None]] = []
+
+    class OlderDataServices(server_module.DataServicesApp):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            v2 = next(r for r in self.routes if r.version == "v2.0" and r.path == "OrderService/UnassignedOrders")
+
+            async def recording(c):
+                asked.append((c.query.get("limit"), c.query.get("offset")))
+                return await v2.handler(c)
+
+            self.routes = [replace(r, handler=recording) if r is v2 else r for r in self.routes
+                           if not (r.version == "v3.0" and r.path == "orders/unassigned")]
+
+    monkeypatch.setattr(server_module, "DataServicesApp", OlderDataServices)
+
+    async def scenario():
+        remote_store = Store(remote_dir / DB_FILENAME).open()
+        server = EmbeddedDataServices(remote_store, port=0)
+        url = await server.start()
+        site = DataServicesClient(url)
+        waiting = await site.create_order(Order(templateName="Sealer.Seal"))
+        runtime, link = await console(console_dir, DataServicesSettings(url, "test"), port=18215)
+        try:
+            await until(lambda: remote_store.get_order(waiting).status is OrderStatus.Complete)
+            return remote_store.get_order(waiting).assignedTo, link.module_id
+        finally:
+            await site.close()
+            await link.stop()
+            await runtime.close()
+            await server.stop()
+            remote_store.close()
+
+    with caplog.at_level(logging.WARNING, logger="core.dataservices.link"):
+        assigned, module_id = asyncio.run(scenario())
+    assert asked and set(asked) == {(str(PICKUP_BATCH), "0")}
+    assert assigned == module_id
+    assert len([r for r in caplog.records if "has no GET" in r.getMessage()]) == 1
+
+
+def test_a_list_of_waiting_orders_that_is_not_a_list_is_refused_naming_the_server(tmp_path, monkeypatch):
+    console_dir, remote_dir = tmp_path / "console", tmp_path / "remote"
+    console_dir.mkdir()
+    remote_dir.mkdir()
+
+    class OddDataServices(server_module.DataServicesApp):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+
+            async def an_object(c):
+                return Response('{"orders": []}', 200, media_type="application/json")
+
+            self.routes = [replace(r, handler=an_object) if r.path in ("orders/unassigned",
+                                                                        "OrderService/UnassignedOrders") else r
+                           for r in self.routes]
+
+    monkeypatch.setattr(server_module, "DataServicesApp", OddDataServices)
+
+    async def scenario():
+        remote_store = Store(remote_dir / DB_FILENAME).open()
+        server = EmbeddedDataServices(remote_store, port=0)
+        url = await server.start()
+        runtime, link = await console(console_dir, DataServicesSettings(url, "test"), port=18217)
+        try:
+            with pytest.raises(DataServicesError) as refused:
+                await link.poll_once()
+            await until(lambda: link.state.error is not None)
+            return url, str(refused.value), link.state.error
+        finally:
+            await link.stop()
+            await runtime.close()
+            await server.stop()
+            remote_store.close()
+
+    url, refused, shown = asyncio.run(scenario())
+    assert refused == f"Data Services at {url}: expected a JSON list of orders, got dict"
+    assert shown == "expected a JSON list of orders, got dict"

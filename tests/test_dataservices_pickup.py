@@ -6,6 +6,7 @@ logged once per order, a new reason again."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 from test_dataservices_link import FAST_CELL
@@ -248,3 +249,82 @@ def test_an_answered_order_is_forgotten_and_not_answered_again_at_the_next_start
     assert left == []
     status, again = asyncio.run(second(oid))
     assert status is OrderStatus.Complete and again == transitions
+
+
+def test_an_order_that_cannot_be_read_is_skipped_naming_it_and_the_others_are_picked_up(data_dir, caplog):
+    caplog.set_level(logging.WARNING, logger="core.dataservices.link")
+
+    async def scenario():
+        runtime, link, _shown = await embedded(data_dir)
+        try:
+            async with DataServicesClient(link.state.url) as client:
+                # stored by an older or foreign writer: a priority no model knows
+                create = runtime.store.new_order_op(Order(identifier="BAD-1", templateName="Sealer.Seal"), who="lims")
+
+                def unreadable(c):
+                    create(c)
+                    c.execute("UPDATE orders SET data = json_set(data, '$.priority', 'Bogus') WHERE id = 'BAD-1'")
+
+                await runtime.store.write(unreadable)
+                bad = "BAD-1"
+                good = await client.create_order(Order(templateName="Sealer.Seal"))
+                await until(lambda: runtime.store.get_order(good).status is OrderStatus.Complete)
+                status = runtime.store.order_rows("id = ?", [bad])[0][4]
+                return bad, OrderStatus(status), link.state.skipped
+        finally:
+            await link.stop()
+            await runtime.close()
+
+    bad, status, _skipped = asyncio.run(scenario())
+    assert status is OrderStatus.Created
+    said = [r.getMessage() for r in caplog.records if "cannot be read: " in r.getMessage()]
+    assert said and said[0].startswith(f"Data Services: order {bad} is not picked up: cannot be read: ")
+    assert f"order {bad}: priority: " in said[0], said
+
+
+def test_a_module_job_that_fails_on_its_instrument_ends_in_error_saying_why(data_dir):
+    async def scenario():
+        runtime, link, _shown = await embedded(data_dir)
+        try:
+            runtime.dispatcher.instruments["Sealer1"].driver.inject(fail_next=1)
+            async with DataServicesClient(link.state.url) as client:
+                job = await client.create_order(Order(templateName="Sealer.Seal"))
+                await until(lambda: runtime.store.get_order(job).status is OrderStatus.Error)
+                # answered: nothing is left for a restart to resume
+                await until(lambda: not runtime.store.read_sync(lambda c: c.execute(
+                    "SELECT key FROM meta WHERE key LIKE 'ds_job:%'").fetchall()), timeout=5)
+                return (await client.get_order(job)).statusDetails  # as the LIMS sees it
+        finally:
+            await link.stop()
+            await runtime.close()
+
+    assert asyncio.run(scenario()) == "DriverError: Sealer1: Sealer.Seal of order Order_00001 failed (simulated fault)"
+
+
+def test_an_order_with_text_no_store_takes_is_skipped_and_the_orders_after_it_are_read(data_dir, caplog):
+    """An order stored (by an older writer) with a lone surrogate in its notes is skipped for
+    good, naming the field; the waiting orders listed after it are still picked up."""
+    caplog.set_level(logging.WARNING, logger="core.dataservices.link")
+
+    async def scenario():
+        runtime, link, _shown = await embedded(data_dir)
+        try:
+            create = runtime.store.new_order_op(Order(identifier="BAD-2", templateName="Sealer.Seal"), who="lims")
+
+            def unstorable(c):
+                create(c)
+                data = json.loads(c.execute("SELECT data FROM orders WHERE id = 'BAD-2'").fetchone()[0])
+                c.execute("UPDATE orders SET data = ? WHERE id = 'BAD-2'", (json.dumps({**data, "notes": "\ud800"}),))
+
+            await runtime.store.write(unstorable)
+            async with DataServicesClient(link.state.url) as client:
+                good = await client.create_order(Order(templateName="Sealer.Seal"))
+                await until(lambda: runtime.store.get_order(good).status is OrderStatus.Complete)
+            return OrderStatus(runtime.store.order_rows("id = 'BAD-2'")[0][4])
+        finally:
+            await link.stop()
+            await runtime.close()
+
+    assert asyncio.run(scenario()) is OrderStatus.Created
+    said = [r.getMessage() for r in caplog.records if "order BAD-2 is not picked up" in r.getMessage()]
+    assert said and "notes" in said[0], said

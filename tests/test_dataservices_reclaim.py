@@ -48,6 +48,7 @@ def test_reclaim_rounds_follow_the_latest_heartbeat_of_each_console(tmp_path):
         site = DataServicesClient(url)
         try:
             await link.claim_module_id()  # its identity and leases; no loops: the rounds are run here
+            assert link.client.timeout == 5.0  # the link's own timeout, not the client's default
             now = time.time()
             held, won, left = [await site.create_order(Order(templateName="Sealer.Seal")) for _ in range(3)]
             a = Leases(site, "cell-a", "inst-a", lease=30, now=time.time)

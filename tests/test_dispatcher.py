@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import weakref
 
 import pytest
 from dispatchkit import WORKCELL, run_dkit
 
 from core.clock import to_datetime
-from core.dispatcher import JOB_ORDER_STATUS, Job, JobQueue, JobStatus
-from core.drivers import OrderCancelled
+from core.dispatcher import JOB_ORDER_STATUS, Job, JobQueue, JobStatus, instrument_state
+from core.drivers import InstrumentUnavailable, OrderCancelled
 from core.engine import RunStatus
 from core.errors import DuplicateSubmissionError, IllegalTransitionError, StateError
 from core.orders import ModuleRestrictionStrategy, ModuleStatus, Order, OrderStatus
@@ -504,3 +505,52 @@ def test_a_job_canceled_while_its_start_is_recorded_frees_its_instrument(data_di
     assert job.status is JobStatus.CANCELLED
     assert not any("Order_77" in running for running in left.values()), left
     assert after is RunStatus.COMPLETED
+
+
+def test_a_failed_disconnect_is_logged_and_the_instrument_counts_as_disconnected_until_it_connects(data_dir, caplog):
+    """A reconnect whose disconnect fails logs why and goes on: while the driver connects again the
+    instrument is not connected; closing the dispatcher logs a failed disconnect too."""
+    async def scenario(kit):
+        driver = kit.drivers["Sealer"]
+        inst = kit.dispatcher.instruments["Sealer"]
+        entered, gate, connect = asyncio.Event(), asyncio.Event(), driver.connect
+
+        async def failing_disconnect():
+            raise InstrumentUnavailable("cable cut", instrument_id="Sealer")
+
+        async def slow_connect():
+            entered.set()
+            await gate.wait()
+            await connect()
+
+        driver.disconnect, driver.connect = failing_disconnect, slow_connect
+        reconnect = asyncio.create_task(kit.dispatcher.reconnect("Sealer", who="cy", reason="cable reseated"))
+        await entered.wait()
+        connecting = inst.connected
+        gate.set()
+        ok = await reconnect
+        connected = inst.connected
+        await kit.dispatcher.close()
+        return connecting, ok, connected
+
+    with caplog.at_level(logging.WARNING, logger="core.dispatcher"):
+        connecting, ok, connected = run_dkit(data_dir, scenario)
+    assert (connecting, ok, connected) == (False, True, True)
+    failed = [r.getMessage() for r in caplog.records if "disconnect failed" in r.getMessage()]
+    assert failed[:2] == ["Sealer: disconnect failed: cable cut"] * 2
+
+
+def test_each_instrument_is_shown_in_one_state(data_dir):
+    """Module status first for trouble, then the operator's decisions, then Busy or Ready."""
+    async def scenario(kit):
+        states = [{v.id: instrument_state(v) for v in kit.dispatcher.view()}]
+        await kit.dispatcher.set_enabled("Sealer", False, who="cy")
+        await kit.dispatcher.take_out_of_service("Reader1", who="cy", reason="lamp")
+        states.append({v.id: instrument_state(v) for v in kit.dispatcher.view()})
+        with pytest.raises(StateError, match="^Reader2 is in service$"):
+            await kit.dispatcher.release("Reader2", who="cy")
+        return states
+
+    idle, decided = run_dkit(data_dir, scenario)
+    assert set(idle.values()) == {"Ready"}
+    assert (decided["Sealer"], decided["Reader1"], decided["Reader2"]) == ("Disabled", "OutOfService", "Ready")

@@ -140,6 +140,9 @@ def test_pause_policy_then_operator_retries_the_step(data_dir):
     assert kit.engine.get_instance(run_id)["status"] == "completed"
     audit = kit.store.audit_entries(kit.steps(run_id)["a"]["order_id"])
     assert [(a.who, a.action, a.reason) for a in audit] == [("alice", "retry step", "plate reseated")]
+    # the retry sends the failed step again; its dependant, which never ran, is not reset
+    whys = {step: [t.why for t in kit.store.transitions(kit.steps(run_id)[step]["order_id"])] for step in "ab"}
+    assert "Retry requested by alice" in whys["a"] and "Retry requested by alice" not in whys["b"]
 
 
 def test_pause_lets_running_steps_finish_and_starts_nothing_new(data_dir):
@@ -231,6 +234,47 @@ def test_skip_failed_step_with_outputs(data_dir):
     steps = kit.steps(run_id)
     assert steps["a"]["status"] == "skipped" and steps["a"]["outputs"] == {"value": 42}
     assert kit.store.get_order(steps["b"]["order_id"]).get_input_parameter_value("v") == 42
+    skipped = kit.store.transitions(steps["a"]["order_id"])[-1]
+    assert (skipped.who, skipped.why) == ("erin", "Skipped by erin: measured by hand")
+    assert kit.store.step_status_of(steps["a"]["order_id"]) == "skipped"
+    assert kit.store.step_status_of(run_id) is None  # a run's own order is no step's
+
+
+def test_start_workflow_creates_and_starts_a_run(data_dir):
+    async def scenario(kit):
+        await kit.publish(template("Two", [{"id": "a", "kind": "X.A"}, {"id": "b", "kind": "noop", "depends_on": ["a"]}]))
+        run_id = await kit.engine.start_workflow("Two", {}, priority=70, who="lims")
+        await kit.until_done(run_id)
+        return run_id, kit
+
+    run_id, kit = run_kit(data_dir, scenario)
+    instance = kit.engine.get_instance(run_id)
+    assert (instance["template_name"], instance["priority"], instance["status"]) == ("Two", 70, "completed")
+    assert kit.store.transitions(run_id)[0].who == "lims"
+
+
+def test_skipping_a_failed_step_runs_the_dependants_its_failure_skipped(data_dir):
+    """With failure_policy continue a failed step's dependants are skipped; the operator's skip of
+    the failed step (with its outputs) sends them again, with those outputs."""
+    async def scenario(kit):
+        await kit.publish(template("Skip", [
+            {"id": "a", "kind": "X.A"},
+            {"id": "b", "kind": "X.B", "depends_on": ["a"], "input_mapping": {"v": "step_outputs.a.value"}}],
+            failure_policy="continue"))
+        run_id = await kit.run("Skip")
+        await kit.until_done(run_id)
+        before = kit.steps(run_id)["b"]["status"]
+        await kit.engine.skip_step(run_id, "a", {"value": 7}, who="erin", reason="measured by hand")
+        await kit.until_done(run_id)
+        return run_id, before, kit
+
+    run_id, before, kit = run_kit(data_dir, scenario, fail_kinds={"X.A": 1})
+    steps = kit.steps(run_id)
+    assert before == "skipped"
+    assert (steps["a"]["status"], steps["b"]["status"]) == ("skipped", "completed")
+    assert kit.store.get_order(steps["b"]["order_id"]).get_input_parameter_value("v") == 7
+    assert [c.kind for c in kit.executor.calls] == ["X.A", "X.B"]
+    assert "upstream step skipped by operator" in [t.why for t in kit.store.transitions(steps["b"]["order_id"])]
 
 
 def test_run_timeout_and_long_delay_steps(data_dir):
@@ -270,8 +314,15 @@ def test_inputs_are_checked_and_statistics_and_queries(data_dir):
     assert stats["success_rate"] == 100.0 and stats["avg_duration_seconds"] == pytest.approx(2.0)  # a, then b and c together
     high, total = kit.engine.query_instances(priority_min=20, template="Diamond")
     assert total == 3 and {r["id"] for r in high} == set(ids[2:])
+    assert sorted((r["priority"], r["template_name"], r["status"]) for r in high) == [
+        (20, "Diamond", "completed"), (30, "Diamond", "completed"), (40, "Diamond", "completed")]
     done, total = kit.engine.query_instances(status="completed")
     assert total == 5
+    assert kit.engine.query_instances(status="failed") == ([], 0)
+    steps = kit.engine.get_instance(ids[0])["steps"]
+    assert [(s["id"], s["name"], s["kind"]) for s in steps] == [
+        ("a", "a", "LiquidHandler.Transfer"), ("b", "b", "PlateReader.ReadPlate"), ("c", "c", "Sealer.Seal"),
+        ("d", "d", "noop")]
     plan = kit.store.read_sync(lambda c: c.execute(
         "EXPLAIN QUERY PLAN SELECT count(*) FROM runs WHERE priority >= 20").fetchall())
     assert "USING" in str(plan) and "INDEX" in str(plan).upper()

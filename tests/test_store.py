@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import sqlite3
 import statistics
 import threading
@@ -16,6 +18,7 @@ from core.errors import (
     IllegalTransitionError,
     OrderNotFoundError,
     SchemaTooNewError,
+    StoreError,
 )
 from core.events import EventBus, OrderCreated, OrderStatusChanged
 from core.ledger import Ledger
@@ -362,3 +365,10 @@ def test_a_batch_that_fails_outside_its_operations_is_refused_and_the_writer_liv
     assert "ZeroDivisionError" in str(refused) and not isinstance(refused, TimeoutError)
     assert kept.templateName == "Kept"
     assert names == ["Kept"]
+
+
+def test_a_store_path_that_is_not_a_regular_file_is_refused_naming_it(tmp_path):
+    path = tmp_path / "labconsole.sqlite3"
+    os.mkfifo(path)
+    with pytest.raises(StoreError, match=rf"{re.escape(str(path))}.*is not a regular file"):
+        Store(path).open()

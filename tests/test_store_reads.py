@@ -274,3 +274,24 @@ def test_a_store_in_a_directory_not_made_yet_makes_it_with_its_parents(tmp_path)
         assert path.is_file() and store.count_orders() == 1
     finally:
         store.close()
+
+
+def test_an_orders_log_words_instrument_rows_with_and_without_detail(store):
+    """What the dispatcher writes to ``instrument_log`` for an order, in time order: a first row
+    (no previous state), a change with its detail and one without."""
+    rows = [("Sealer", 10.0, None, "Ready", None, '["O1"]'),
+            ("Sealer", 11.0, "Ready", "Busy", "running O1", '["O1", "O2"]'),
+            ("Sealer", 12.0, "Busy", "Ready", "", '["O1"]'),
+            ("Reader", 13.0, "Ready", "Busy", "running O3", '["O3"]')]
+    store.write_sync(lambda c: c.executemany(
+        "INSERT INTO instrument_log (instrument_id, at, from_status, to_status, detail, order_ids) "
+        "VALUES (?,?,?,?,?,?)", rows))
+    store.clock = type("At", (), {"now": staticmethod(lambda: 12.0)})()
+    store.write_sync(store.new_order_op(Order(identifier="O1", templateName="Seal"), who="lims"))
+    # at the same moment: the transition, then the audit entry, then the instrument (as read)
+    store.write_sync(store.audit_op("ann", "note", "O1"))
+    assert store.order_log(["O1"]) == [(10.0, "instrument", "O1", "Sealer Ready"),
+                                       (11.0, "instrument", "O1", "Sealer Ready → Busy: running O1"),
+                                       (12.0, "transition", "O1", "Created by lims"),
+                                       (12.0, "audit", "O1", "note by ann"),
+                                       (12.0, "instrument", "O1", "Sealer Busy → Ready")]
