@@ -310,7 +310,10 @@ def _parameters(v: Any) -> Any:
         return []
     if isinstance(v, dict):  # {"Result": "done", "Ok": "True"} (BDM SetOutputParameters)
         return [{"name": k, "value": val} for k, val in v.items()]
-    return list(v)
+    if isinstance(v, (list, tuple)):
+        return list(v)
+    # a ValueError is reported with the field's name (a TypeError would escape validation)
+    raise ValueError(f"a list of parameters or an object of name: value, not {type(v).__name__}")
 
 
 ParameterList = Annotated[list[Parameter], BeforeValidator(_parameters)]

@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 
+import pytest
 from test_dataservices_link import FAST_CELL
 
 from core.dataservices.client import DataServicesClient
@@ -251,19 +252,23 @@ def test_an_answered_order_is_forgotten_and_not_answered_again_at_the_next_start
     assert status is OrderStatus.Complete and again == transitions
 
 
-def test_an_order_that_cannot_be_read_is_skipped_naming_it_and_the_others_are_picked_up(data_dir, caplog):
+@pytest.mark.parametrize(("field", "sql_value"), [("priority", "'Bogus'"), ("inputParameters", "5")])
+def test_an_order_that_cannot_be_read_is_skipped_naming_it_and_the_others_are_picked_up(data_dir, caplog, field,
+                                                                                         sql_value):
+    """Stored by an older or foreign writer: a priority no model knows, parameters that are not
+    a list (every poll of the link failed on it, "'int' object is not iterable", and no order was
+    picked up any more)."""
     caplog.set_level(logging.WARNING, logger="core.dataservices.link")
 
     async def scenario():
         runtime, link, _shown = await embedded(data_dir)
         try:
             async with DataServicesClient(link.state.url) as client:
-                # stored by an older or foreign writer: a priority no model knows
                 create = runtime.store.new_order_op(Order(identifier="BAD-1", templateName="Sealer.Seal"), who="lims")
 
                 def unreadable(c):
                     create(c)
-                    c.execute("UPDATE orders SET data = json_set(data, '$.priority', 'Bogus') WHERE id = 'BAD-1'")
+                    c.execute(f"UPDATE orders SET data = json_set(data, '$.{field}', {sql_value}) WHERE id = 'BAD-1'")
 
                 await runtime.store.write(unreadable)
                 bad = "BAD-1"
@@ -279,7 +284,7 @@ def test_an_order_that_cannot_be_read_is_skipped_naming_it_and_the_others_are_pi
     assert status is OrderStatus.Created
     said = [r.getMessage() for r in caplog.records if "cannot be read: " in r.getMessage()]
     assert said and said[0].startswith(f"Data Services: order {bad} is not picked up: cannot be read: ")
-    assert f"order {bad}: priority: " in said[0], said
+    assert f"order {bad}: {field}: " in said[0], said
 
 
 def test_a_module_job_that_fails_on_its_instrument_ends_in_error_saying_why(data_dir):
