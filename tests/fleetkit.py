@@ -288,7 +288,16 @@ def three_workcells(tmp: Path, orders: int, over: float, *, lease: float = 3.0, 
             waited[name] += runqueue_seconds(p.proc.pid) - queued[name]
         cpu["data-services"] += cpu_seconds(ds.proc.pid) - start["data-services"]
         waited["data-services"] += runqueue_seconds(ds.proc.pid) - queued["data-services"]
-        everything, marks = asyncio.run(_evidence(url))
+        # a console answers the LIMS's order, then its outbox delivers its own run's last
+        # transitions: the run's order on Data Services may trail the answer by a round
+        wanted = set(created["ids"])
+        deadline = time.monotonic() + 30.0
+        while True:
+            everything, marks = asyncio.run(_evidence(url))
+            ran = {o.parentIdentifier for o in everything if o.status is OrderStatus.Complete}
+            if wanted <= ran or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
     finally:
         if lims is not None and lims.poll() is None:
             lims.kill()
