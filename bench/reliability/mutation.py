@@ -12,14 +12,22 @@ mutants. Score: mutants killed (a test failed, or it timed out) out of those che
 mutants count as survivors. The run stops at ``--budget`` seconds of wall time (mutmut's own
 per-mutant limit is ``timeout_multiplier`` times the tests' clean duration); what was checked by
 then is scored and the figure says how many were not. ``--report`` gets each survivor's diff.
+
+Equivalent mutants are set aside before sampling, counted and named in the report: those that only
+change the case of an SQL statement's keywords or names (SQLite reads ``SELECT`` and ``select``
+alike), which no test can tell apart. A case change inside a quoted SQL value (``'Canceled'``) or in
+any other string is a real mutant.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import copy
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -27,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,6 +86,58 @@ def exit_codes(work: Path) -> dict[str, int | None]:
     return codes
 
 
+SQL_START = re.compile(r"\s*(SELECT|INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER|PRAGMA|WITH|BEGIN|COMMIT|"
+                       r"ROLLBACK|SAVEPOINT|RELEASE|VACUUM|ANALYZE|REINDEX|ATTACH|DETACH)\b", re.IGNORECASE)
+SQL_VALUE = re.compile(r"'(?:[^']|'')*'")
+"""A quoted value inside an SQL statement: its case matters."""
+
+
+def sql_case_blind(text: str) -> str:
+    """An SQL statement as SQLite compares it: keywords and names in any case, quoted values as written."""
+    if not SQL_START.match(text):
+        return text
+    out, at = [], 0
+    for value in SQL_VALUE.finditer(text):
+        out += [text[at:value.start()].lower(), value.group()]
+        at = value.end()
+    return "".join([*out, text[at:].lower()])
+
+
+class _SqlCaseBlind(ast.NodeTransformer):
+    def visit_Constant(self, node: ast.Constant) -> ast.Constant:
+        return ast.Constant(sql_case_blind(node.value)) if isinstance(node.value, str) else node
+
+
+def _shape(fn: ast.FunctionDef | ast.AsyncFunctionDef, *, blind: bool) -> str:
+    body = ast.Module(body=copy.deepcopy(fn.body), type_ignores=[])
+    return ast.dump(_SqlCaseBlind().visit(body) if blind else body)
+
+
+def equivalent_mutants(work: Path, names: Iterable[str]) -> set[str]:
+    """The mutants among ``names`` whose function differs from its original only in the case of an
+    SQL statement (see the module's docstring). A name is ``module.function__mutmut_N``; the mutated
+    module in ``work/mutants`` holds each mutant and the ``__mutmut_orig`` copy it was made from."""
+    by_module: dict[str, list[str]] = {}
+    for name in names:
+        module, _, function = name.partition(".x")
+        by_module.setdefault(module, []).append("x" + function)
+    found: set[str] = set()
+    for module, functions in by_module.items():
+        path = work / "mutants" / Path(*module.split(".")).with_suffix(".py")
+        if not path.is_file():
+            continue
+        defs = {node.name: node for node in ast.walk(ast.parse(path.read_text()))
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)}
+        for function in functions:
+            mutant, orig = defs.get(function), defs.get(re.sub(r"__mutmut_\d+$", "__mutmut_orig", function))
+            if mutant is None or orig is None:
+                continue
+            if (_shape(mutant, blind=False) != _shape(orig, blind=False)
+                    and _shape(mutant, blind=True) == _shape(orig, blind=True)):
+                found.add(f"{module}.{function}")
+    return found
+
+
 def module_of(name: str) -> str:
     """``core.engine.control.xǁOperatorControlǁ_plan__mutmut_3`` -> ``core/engine``."""
     path = name.split(".x")[0].split(".")
@@ -102,12 +163,15 @@ def main() -> None:
         left = lambda: args.budget - (time.monotonic() - started)  # noqa: E731
         names: list[str] = []
         chosen: list[str] = []
+        equivalent: set[str] = set()
         if args.quick:
             # generates the mutants and maps tests to functions; the name matches no mutant
             mutmut(work, log, left(), "run", "labconsole.generate-only*")
             names = sorted(exit_codes(work))
             if not names:
                 fail(f"mutmut generated no mutants ({log_tail(log)})")
+            equivalent = equivalent_mutants(work, names)
+            names = [n for n in names if n not in equivalent]
             chosen = random.Random(args.seed).sample(names, min(args.quick, len(names)))
         code, stopped = mutmut(work, log, left(), "run", "--max-children", str(args.max_children), *chosen)
         codes = exit_codes(work)
@@ -120,9 +184,11 @@ def main() -> None:
             fail(f"mutmut checked no mutant (exit {code}{', budget reached' if stopped else ''}): {log_tail(log)}")
         score = killed / total
         survivors = sorted(n for n, c in checked.items() if status_by_exit_code[c] in ("survived", "no tests"))
-        write_report(work, log, args.report, survivors, checked, status_by_exit_code)
+        write_report(work, log, args.report, survivors, checked, status_by_exit_code, equivalent)
         detail = ", ".join(f"{s} {n}" for s, n in sorted(status.items()))
         sample = f"{len(chosen)} sampled of {len(names)}, seed {args.seed}" if chosen else f"all {len(names)}"
+        if equivalent:
+            sample += f"; {len(equivalent)} equivalent set aside (SQL in another case)"
         if stopped:
             detail += f"; stopped at the {args.budget:g} s budget"
         rows = [{"figure": f"mutation score, mutmut ({sample}; {detail})",
@@ -156,13 +222,15 @@ def log_tail(log: Path, lines: int = 3) -> str:
 
 
 def write_report(work: Path, log: Path, report: Path, survivors: list[str], checked: dict[str, int | None],
-                 status_by_exit_code: dict[int | None, str]) -> None:
+                 status_by_exit_code: dict[int | None, str], equivalent: set[str]) -> None:
     parts = [f"{len(survivors)} survivors of {len(checked)} sampled mutants\n"]
     for name in survivors:
         shown = subprocess.run([*MUTMUT, "show", name], cwd=work, capture_output=True, text=True,
                                env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
         parts.append(shown.stdout or f"# {name}: {status_by_exit_code[checked[name]]}\n")
     parts.append("\nsampled: " + ", ".join(f"{n} {status_by_exit_code[c]}" for n, c in sorted(checked.items())) + "\n")
+    parts.append(f"\nset aside as equivalent (SQL in another case), {len(equivalent)}: "
+                 + ", ".join(sorted(equivalent)) + "\n")
     report.write_text("\n".join(parts))
 
 
