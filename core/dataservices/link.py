@@ -474,7 +474,7 @@ class DataServicesLink:
                 and not {m.lower() for m in restricted} & WORKFLOW_ENGINE_NAMES:
             return None, None  # meant for another module
         name = (order.templateName or "").lower()
-        template = next((t for t in self.runtime.templates() if t.name.lower() == name), None)
+        template = self._template(name)
         if template is not None:
             # a parent workflow that scripts drive (seed 000's OrderScheduler pattern) is theirs
             if SCRIPT_DRIVEN_TAG in template.tags:
@@ -492,6 +492,10 @@ class DataServicesLink:
             if name in capabilities and (not restricted or mine):
                 return "module", None
         return None, None
+
+    def _template(self, name: str) -> Any:
+        """The latest published template called ``name`` in any case, or None."""
+        return next((t for t in self.runtime.templates() if t.name.lower() == name.lower()), None)
 
     def _runnable(self, template: Any) -> bool:
         """Does this workcell offer every capability the template's steps need?"""
@@ -905,6 +909,9 @@ class DataServicesLink:
 
     async def _adopt(self, order: Order, kind: str) -> None:
         remote_id = order.identifier or ""
+        template = self._template(order.templateName or "") if kind == "workflow" else None
+        if template is not None:  # the name as published: an order may spell it in another case
+            order = order.model_copy(update={"templateName": template.name})
         inputs = {p.name: p.typed_value for p in order.inputParameters if p.value not in (None, "")}
         version = (self._version_for(order, order.templateName or "") or None) if kind == "workflow" else None
         problems: list[str] = []
