@@ -378,9 +378,11 @@ def test_a_step_of_an_order_taken_over_before_it_started_never_starts_and_its_ru
                 assert await other.take(second, await other.holding(second))  # the sealer is still busy
                 mirrors = _adopted(rt)
                 runs = rt.store.runs_for_orders(list(mirrors.values()))
-                for oid, status in ((second, OrderStatus.Canceled), (first, OrderStatus.Complete)):
-                    await _until(lambda oid=oid, status=status: rt.store.get_order(runs[mirrors[oid]]).status
-                                 is status, 20, f"the run of {oid} ends {status.name}")
+                for order_id, status in ((runs[mirrors[second]], OrderStatus.Canceled),
+                                         (mirrors[second], OrderStatus.Canceled),
+                                         (runs[mirrors[first]], OrderStatus.Complete)):
+                    await _until(lambda order_id=order_id, status=status: rt.store.get_order(order_id).status
+                                 is status, 20, f"{order_id} ends {status.name}")
                 step = rt.engine.get_instance(runs[mirrors[second]])["steps"][0]["order_id"]
                 return ((first, second), mirrors, {oid: rt.store.get_order(mirrors[oid]) for oid in (first, second)},
                         [t.to_status for t in rt.store.transitions(step)], rt.store.get_order(step))
