@@ -1,7 +1,8 @@
 """The Data Services link on a shared Data Services (remote mode, real HTTP to 127.0.0.1, real
 SQLite stores), round by round: the schedule of its reclaim rounds, the note saying why an order
 waits, what it finds at a start about the orders it held (kept, re-claimed, lost to another
-console), how it drops the copies it lost, and an order it can neither run nor report."""
+console), how it drops the copies it lost, an order it can neither run nor report, which orders
+it takes and how many, and what its status bar says."""
 
 from __future__ import annotations
 
@@ -479,3 +480,103 @@ def test_an_order_naming_a_template_in_another_case_runs_that_template(tmp_path)
     assert {oid: (r.templateName, r.templateVersion) for oid, r in made.items()} == {
         latest: ("Mix", "2"), first: ("Mix", "1")}
     assert all(o.status is not OrderStatus.Error for o in remote.values()), [o.statusDetails for o in remote.values()]
+
+
+CELL = """
+name: cell
+heartbeat_interval: 10m
+stale_timeout: 2h
+instruments:
+  - {id: Sealer1, kind: Sealer, driver: simulated, options: {connect_time: 0s},
+     capabilities: {Sealer.Seal: {duration: 50ms, jitter: 0s}}}
+  - {id: Reader1, kind: PlateReader, driver: simulated, options: {connect_time: 0s},
+     capabilities: {PlateReader.ReadPlate: {duration: 50ms, jitter: 0s}}}
+"""
+
+
+def test_which_orders_a_console_on_a_shared_data_services_takes(tmp_path):
+    """A workflow order needs a published template (any case) whose steps this workcell can do,
+    in a version it has; an order restricted to modules must name this console, one of its
+    instruments or the workflow engine; a capability order needs the capability; the console's
+    own copies are not taken. A version it lacks is a reason worth telling."""
+    async def scenario():  # noqa: ANN202
+        d = tmp_path / "cell"
+        rt = Runtime.build(d, store=Store(d / DB_FILENAME).open(), workcell=parse_workcell(CELL), metrics=False)
+        await rt.start(templates_dir=None)
+        try:
+            await rt.engine.publish(template_from_dict(SEAL))
+            await rt.engine.publish(template_from_dict({**SEAL, "description": "second"}))
+            await rt.engine.publish(template_from_dict({"name": "Cover plate", "definition": {"steps": [
+                {"id": "lid", "kind": "Lidder.Lid"}]}}))  # no lidder in this workcell
+            link = _link(rt, "cell", "http://127.0.0.1:9")  # never reached: routing reads nothing
+            cases = {
+                "named": Order(templateName="seal PLATE"),
+                "to this console": Order(templateName="Seal plate", restrictToModuleIds="cell-q, cell"),
+                "to its instrument": Order(templateName="Seal plate", restrictToModuleIds="Sealer1"),
+                "to the engine": Order(templateName="Seal plate", restrictToModuleIds="Workflow Execution Engine"),
+                "to another": Order(templateName="Seal plate", restrictToModuleIds="cell-q"),
+                "version": Order(templateName="Seal plate", templateVersion="v1"),
+                "missing version": Order(templateName="Seal plate", templateVersion="9"),
+                "bad version": Order(templateName="Seal plate", templateVersion="seven"),
+                "version 0": Order(templateName="Seal plate", templateVersion="v0"),
+                "cannot do": Order(templateName="Cover plate"),
+                "capability": Order(templateName="sealer.seal"),
+                "capability here": Order(templateName="Sealer.Seal", restrictToModuleIds="Reader1,Sealer1"),
+                "capability there": Order(templateName="Sealer.Seal", restrictToModuleIds="cell-q"),
+                "unknown": Order(templateName="Thaw"),
+                "its own copy": Order(templateName="Seal plate", createdBy="cell Order_00003"),
+            }
+            return {k: link.route(o) for k, o in cases.items()}, await link.fleet()
+        finally:
+            await rt.close()
+
+    routes, fleet = asyncio.run(scenario())
+    assert routes == {
+        "named": ("workflow", None), "to this console": ("workflow", None), "to its instrument": ("workflow", None),
+        "to the engine": ("workflow", None), "to another": (None, None), "version": ("workflow", None),
+        "missing version": (None, "asks for Seal plate v9"),
+        "bad version": (None, "asks for Seal plate version 'seven', not a number"),
+        "version 0": (None, "asks for Seal plate v0"),
+        "cannot do": (None, None), "capability": ("module", None), "capability here": ("module", None),
+        "capability there": (None, None), "unknown": (None, None), "its own copy": (None, None)}
+    assert fleet == [], "not connected yet: no console to show"
+
+
+def test_a_console_claims_no_more_than_its_backlog(tmp_path):
+    """With a backlog of two, a console claims two of three waiting orders (their runs wait for
+    their slot, so they stay unstarted); the third stays on the Data Services for others."""
+    async def scenario():  # noqa: ANN202
+        shared = Store(tmp_path / "shared" / DB_FILENAME).open()
+        async with EmbeddedDataServices(shared, port=0) as server, DataServicesClient(server.url) as site:
+            rt, _ = await _console(tmp_path, "cell", server.url)
+            link = DataServicesLink(rt, DataServicesSettings(server.url, "test"), module_id="cell", backlog=2)
+            try:
+                await link.claim_module_id()
+                later = Order(templateName="Mix", scheduledStartTime=datetime.now(UTC) + timedelta(hours=1),
+                              schedulingStrategy=SchedulingStrategy.FirstAvailableSlot)
+                ids = [await site.create_order(later) for _ in range(3)]
+                adopted = await link.poll_once()
+                again = await link.poll_once()
+                left = await site.get_order(ids[2])
+                return ids, adopted, again, left, link.unstarted()
+            finally:
+                await _close(rt, link)
+        shared.close()
+
+    ids, adopted, again, left, unstarted = asyncio.run(scenario())
+    assert adopted == ids[:2] and again == [] and unstarted == 2
+    assert not left.assignedTo
+
+
+def test_the_status_bar_text_names_the_orders_not_picked_up():
+    from core.dataservices.link import LinkState
+
+    down = LinkState("remote", "http://lims:8105", error="connection refused", outbox=3, skipped=1,
+                     pickup_error="Order_7: cannot be read")
+    assert down.describe() == ("Data Services http://lims:8105: unreachable (connection refused) · outbox 3"
+                               " · 1 order not picked up (latest Order_7: cannot be read)")
+    up = LinkState("remote", "http://lims:8105", connected=True, skipped=2, pickup_error="Order_9: refused")
+    assert up.describe() == ("Data Services http://lims:8105: connected · outbox 0"
+                             " · 2 orders not picked up (latest Order_9: refused)")
+    assert LinkState("remote", "http://lims:8105").describe() == "Data Services http://lims:8105: connecting · outbox 0"
+    assert LinkState("embedded", "http://127.0.0.1:8105").describe() == "Data Services: embedded at http://127.0.0.1:8105"
