@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from enginekit import run_kit, template
 
-from core.engine import RunStatus
+from core.engine import RunStatus, tables
 from core.errors import IllegalTransitionError, InputError, StateError
 from core.orders import OrderStatus
 
@@ -369,3 +369,52 @@ def test_console_picks_up_runs_created_and_cancelled_elsewhere(data_dir):
     assert kit.engine.run_status(run_id) is RunStatus.CANCELLED
     assert [c.step_id for c in kit.executor.calls] == ["a"]  # b never started
     assert kit.executor.cancelled  # the instrument was asked to stop a
+
+
+def test_a_query_without_a_filter_lists_every_run_newest_first_with_the_total(data_dir):
+    async def scenario(kit):
+        await kit.publish(template("One", [{"id": "a", "kind": "noop"}]))
+        await kit.publish(template("Two", [{"id": "a", "kind": "noop"}]))
+        ids = []
+        for name in ("One", "Two", "One"):
+            ids.append(await kit.run(name))
+            await kit.until_done(ids[-1])
+            await kit.clock.advance(60)  # each run created a minute after the one before
+        every = kit.engine.query_instances()
+        page = kit.engine.query_instances(limit=1, offset=1)
+        ones = kit.engine.query_instances(template="One")
+        return ids, every, page, ones
+
+    ids, (every, total), (page, page_total), (ones, ones_total) = run_kit(data_dir, scenario)
+    assert total == 3 and [r["id"] for r in every] == ids[::-1]
+    assert [r["template_name"] for r in every] == ["One", "Two", "One"]
+    assert {r["status"] for r in every} == {"completed"}
+    assert page_total == 3 and [r["id"] for r in page] == [ids[1]]
+    assert ones_total == 2 and [r["id"] for r in ones] == [ids[2], ids[0]]
+
+
+def test_recovery_resumes_the_unfinished_runs_listed_after_one_already_loaded(data_dir):
+    """A run this engine already holds is left as it is; the unfinished runs the store lists
+    after it (oldest first) are still resumed."""
+    from core.engine import Engine
+
+    async def scenario(kit):
+        await kit.publish(template("Long", [{"id": "a", "kind": "X.Y"}]))
+        held = await kit.run("Long")  # running here
+        await kit.clock.advance(10)
+        other = Engine(kit.ledger, kit.executor, clock=kit.clock)  # e.g. the command line
+        waiting = await other.create_instance("Long", {})  # unfinished, in the store only
+        listed = kit.store.read_sync(lambda c: tables.unfinished(c))
+        resumed = await kit.engine.recover_in_flight()
+        await kit.until_done(held)
+        if waiting in resumed:  # else it never runs: the assertions below say so
+            await kit.until_done(waiting)
+        return held, waiting, listed, resumed, kit
+
+    held, waiting, listed, resumed, kit = run_kit(data_dir, scenario, durations={"*": 60})
+    assert listed == [held, waiting], "the loaded run comes first: the check proves nothing otherwise"
+    assert resumed == [waiting]
+    assert kit.engine.run_status(held) is RunStatus.COMPLETED
+    assert kit.engine.run_status(waiting) is RunStatus.COMPLETED
+    assert sorted(c.order_id for c in kit.executor.calls) == sorted(
+        kit.steps(r)["a"]["order_id"] for r in (held, waiting)), "each step run once"
