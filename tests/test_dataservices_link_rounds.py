@@ -24,7 +24,7 @@ from core.dataservices.leases import Leases
 from core.dataservices.link import SWEEP_EVERY, DataServicesLink
 from core.dataservices.server import EmbeddedDataServices
 from core.errors import DataServicesError, OrderNotFoundError, StoreError
-from core.orders import Order, OrderStatus, SchedulingStrategy
+from core.orders import Order, OrderStatus, Parameter, SchedulingStrategy
 from core.runtime import Runtime
 from core.store import DB_FILENAME, Store
 from core.templates import template_from_dict
@@ -587,3 +587,42 @@ def test_the_status_bar_text_names_the_orders_not_picked_up():
                              " · 2 orders not picked up (latest Order_9: refused)")
     assert LinkState("remote", "http://lims:8105").describe() == "Data Services http://lims:8105: connecting · outbox 0"
     assert LinkState("embedded", "http://127.0.0.1:8105").describe() == "Data Services: embedded at http://127.0.0.1:8105"
+
+
+def test_two_orders_for_the_same_template_with_the_same_inputs_both_run(tmp_path):
+    """A LIMS may order the same thing twice on purpose (the same sample on two plates): each
+    Data Services order gets its own run, even with the same template, inputs and requester,
+    which the console would refuse as a duplicate submission from an operator."""
+    dilute = {"name": "Dilute", "inputs": [{"name": "sample", "type": "string"}],
+              "definition": {"steps": [{"id": "dilute", "kind": "noop"}]}}
+
+    async def scenario():  # noqa: ANN202
+        shared = Store(tmp_path / "shared" / DB_FILENAME).open()
+        async with EmbeddedDataServices(shared, port=0) as server, DataServicesClient(server.url) as site:
+            rt, link = await _console(tmp_path, "cell", server.url)
+            await rt.engine.publish(template_from_dict(dilute))
+            try:
+                await link.claim_module_id()
+                same = Order(templateName="Dilute", createdBy="lims", inputParameters=[Parameter("sample", "S-17")])
+                ids = [await site.create_order(same) for _ in range(2)]
+                adopted = await link.poll_once()
+                mirrors = _adopted(rt)
+                runs = rt.store.runs_for_orders([mirrors[o] for o in ids if o in mirrors])
+                for run in runs.values():
+                    await _until(lambda run=run: rt.store.get_order(run).status is OrderStatus.Complete, 20,
+                                 f"run {run} ends")
+                made = {oid: rt.engine.get_instance(runs[mirrors[oid]]) for oid in ids if mirrors.get(oid) in runs}
+                copies = {oid: rt.store.get_order(mirrors[oid]) for oid in ids if oid in mirrors}
+            finally:
+                await _close(rt, link)
+        shared.close()
+        return ids, adopted, made, copies
+
+    ids, adopted, made, copies = asyncio.run(scenario())
+    assert adopted == ids
+    assert [copies[oid].status for oid in ids] == [OrderStatus.Running] * 2, \
+        [copies[oid].statusDetails for oid in copies]
+    assert sorted(made) == sorted(ids), "a run for each order"
+    assert made[ids[0]]["id"] != made[ids[1]]["id"]
+    assert [(r["template_name"], r["input_data"], r["status"]) for r in made.values()] == [
+        ("Dilute", {"sample": "S-17"}, "completed")] * 2
