@@ -114,6 +114,36 @@ def test_priorities_decide_who_gets_the_single_sealer(data_dir):
     assert ordered == [runs[0], elevated, runs[1], runs[2]]
 
 
+def test_a_pass_with_jobs_waiting_for_busy_instruments_ends_quietly_and_they_run_later(data_dir):
+    """Four reads for two readers: while both read, every dispatch pass (the arm and the sealer
+    are free, nothing waiting suits them) ends without assigning anything and without an error
+    on the event loop; the two waiting reads start when the readers free up."""
+    async def scenario(kit):
+        loop = asyncio.get_running_loop()
+        errors: list[dict] = []
+        previous = loop.get_exception_handler()
+        loop.set_exception_handler(lambda _loop, context: errors.append(context))
+        try:
+            await kit.publish("Read", [READ])
+            runs = [await kit.run("Read") for _ in range(4)]
+            await kit.clock.advance(1)
+            early = sorted(kit.steps(r)["read"]["status"] for r in runs)
+            kit.dispatcher.kick()  # one more pass while both readers are busy
+            await kit.clock.settle()
+            await kit.until_done(*runs)
+            starts = sorted(kit.steps(r)["read"]["started_at"] - kit.steps(runs[0])["read"]["started_at"]
+                            for r in runs)
+            return early, starts, [kit.status(r) for r in runs], errors
+        finally:
+            loop.set_exception_handler(previous)
+
+    early, starts, statuses, errors = run_dkit(data_dir, scenario)
+    assert early == ["queued", "queued", "running", "running"], "more reads than readers: two wait"
+    assert not errors, [c.get("exception") or c.get("message") for c in errors]
+    assert statuses == [RunStatus.COMPLETED] * 4
+    assert starts == pytest.approx([0, 0, 60, 60], abs=1)
+
+
 def test_module_restriction_strategies(data_dir):
     """Each strategy with Reader2 listed while Reader2 is busy, then while it is in Error/Offline."""
 
