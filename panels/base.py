@@ -7,7 +7,9 @@ A panel subclasses :class:`Panel` and says what differs:
   :meth:`Panel.wants_refresh` narrows it (the Jobs table ticks only once its orders are loaded,
   the Detail panel only while a live timeline is shown). After such a condition changed, the
   panel calls :meth:`Panel.update_refresh`.
-- :meth:`Panel.on_shown`: what to read again when the panel comes into view.
+- :meth:`Panel.on_shown`: what to read again when the panel comes into view;
+  :meth:`Panel.when_shown` defers a redraw of a hidden panel until then (a panel in a background
+  tab does not redraw for every forecast or frame it is sent).
 - :meth:`Panel.apply_theme`: what to recolour when a theme is applied (called once per theme
   change, never per paint).
 - :meth:`Panel.on_shutdown`: what else to stop at close (tasks, dialogs).
@@ -53,6 +55,7 @@ class Panel(QWidget):
         self.runtime = runtime
         self.bridge = bridge
         self._links: list[tuple[Any, Callable[..., Any]]] = []
+        self._deferred: dict[Callable[[], None], None] = {}
         self._shut_down = False
         self.refresh_timer = QTimer(self)
         self.refresh_timer.setObjectName("panelRefresh")
@@ -76,6 +79,16 @@ class Panel(QWidget):
 
     def on_shown(self) -> None:
         """The panel came into view (before its refresh timer starts)."""
+
+    def when_shown(self, redraw: Callable[[], None]) -> None:
+        """Run ``redraw`` now if the panel is shown, else once when it comes into view (however
+        many times it was asked for meanwhile)."""
+        if self._shut_down:
+            return
+        if self.isVisible():
+            redraw()
+        else:
+            self._deferred[redraw] = None
 
     def apply_theme(self, theme: Theme) -> None:
         """A theme was applied: recolour what the palette does not reach."""
@@ -111,6 +124,9 @@ class Panel(QWidget):
         super().showEvent(event)
         if self._shut_down:
             return
+        deferred, self._deferred = self._deferred, {}
+        for redraw in deferred:
+            redraw()
         self.on_shown()
         self.update_refresh()
 
@@ -124,6 +140,7 @@ class Panel(QWidget):
             return
         self._shut_down = True
         self.refresh_timer.stop()
+        self._deferred.clear()
         links, self._links = self._links, []
         for signal, slot in links:
             disconnect_quietly(signal, slot)

@@ -271,10 +271,8 @@ class TimelinePanel(Panel):
 
     def set_forecast(self, result: ForecastResult) -> None:
         """Show a new forecast (a :class:`core.forecast.Forecast` listener)."""
-        if self.is_shut_down:
-            return
         self.result = result
-        self._show()
+        self.when_shown(self._show)
 
     def _show(self) -> None:
         bars = bars_from(self.result)

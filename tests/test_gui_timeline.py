@@ -4,6 +4,8 @@ the forecast puts them — over a real runtime on a virtual clock in the main wi
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 from conftest import save_screenshot
 from PySide6.QtCore import QPointF
@@ -17,7 +19,7 @@ from core.runtime import Runtime
 from core.states import StepStatus
 from core.templates import template_from_dict
 from core.workcell import parse_workcell
-from panels.timeline import bars_from
+from panels.timeline import TimelinePanel, bars_from
 
 CELL = """
 name: timeline cell
@@ -75,6 +77,29 @@ def window(store, data_dir, qtbot, qrun):
     yield rt, clock, w, runs
     w.close()
     qrun(rt.close())
+
+
+def test_a_hidden_timeline_draws_the_newest_forecast_when_it_is_shown(window, qtbot, qrun):
+    """A forecast of thousands of runs took 40 ms of the loop to draw in a Timeline nobody saw
+    (a tab behind Detail)."""
+    rt, clock, w, runs = window
+    panel = TimelinePanel(rt, w.bridge)
+    qtbot.addWidget(panel)
+    w.forecast.add_listener(panel.set_forecast)
+    try:
+        first = qrun(w.forecast.refresh())
+        qrun(clock.advance(30))
+        newest = qrun(w.forecast.refresh())
+        assert panel.result is newest and newest is not first, "the newest forecast is kept"
+        assert panel.canvas.bars == [] and panel.summary.text().startswith("No forecast yet"), "not drawn"
+        panel.resize(900, 400)
+        panel.show()
+        qtbot.waitExposed(panel)
+        assert panel.canvas.bars and {b.run_id for b in panel.canvas.bars} <= set(runs)
+        assert f"forecast of {datetime.fromtimestamp(newest.at):%H:%M:%S}" in panel.summary.text()
+    finally:
+        w.forecast.remove_listener(panel.set_forecast)
+        panel.shutdown()
 
 
 def test_timeline_shows_running_and_forecast_bars_on_each_instrument(window, qtbot):
