@@ -327,37 +327,45 @@ def _card_background(view: QListView) -> None:
         keep_palette(widget, {QPalette.ColorRole.Base: "card"})  # and again at each theme change
 
 
-def activity_lines(events: Iterable[Any], known: dict[str, ModuleStatus]) -> list[Line]:
-    """What of a frame's events belongs in "recent activity" (oldest first).
+def activity_lines(events: Iterable[Any], known: dict[str, ModuleStatus], limit: int | None = None) -> list[Line]:
+    """What of a frame's events belongs in "recent activity" (oldest first); only the newest
+    ``limit`` lines are made (a bulk cancel sends thousands of run changes in one frame, and the
+    list keeps a few hundred).
 
     ``known`` holds each instrument's last status and is updated, so "back online" can be told.
     """
-    out: list[Line] = []
+    kept: list[Line | Any] = []
     for e in events:
-        at = e.at.timestamp()
-        if isinstance(e, OperatorAction):
-            target = f" {e.target}" if e.target else ""
-            reason = f" — {e.reason}" if e.reason else ""
-            out.append(Line(at, icon("user"), f"{e.who}: {e.action}{target}{reason}"))
-        elif isinstance(e, RunChanged) and e.status in RUN_STATUS_AS_ORDER:
-            if e.status == "running" and e.detail != "started":
-                continue
-            verb = "started" if e.status == "running" else e.status
-            detail = f" — {e.detail}" if e.detail and e.status in ("failed", "paused") else ""
-            out.append(Line(at, status_icon(RUN_STATUS_AS_ORDER[e.status]),
-                            f"{e.run_id} {e.template_name} {verb}{detail}", e.detail or ""))
-        elif isinstance(e, InstrumentStatusChanged):
+        if isinstance(e, InstrumentStatusChanged):
             before = known.get(e.instrument_id)
             known[e.instrument_id] = e.status
             state = module_state(e.status, enabled=e.enabled, in_service=e.in_service)
             if e.status in (ModuleStatus.Offline, ModuleStatus.Error) and before != e.status:
                 word = "offline" if e.status is ModuleStatus.Offline else "in error"
-                out.append(Line(at, state_icon(state), f"{e.instrument_id} {word}"
-                                + (f" — {e.detail}" if e.detail else "")))
+                kept.append(Line(e.at.timestamp(), state_icon(state), f"{e.instrument_id} {word}"
+                                 + (f" — {e.detail}" if e.detail else "")))
             elif before in (ModuleStatus.Offline, ModuleStatus.Error) \
                     and e.status in (ModuleStatus.Ready, ModuleStatus.Busy):
-                out.append(Line(at, state_icon(state), f"{e.instrument_id} back ({e.status.name})"))
-    return out
+                kept.append(Line(e.at.timestamp(), state_icon(state), f"{e.instrument_id} back ({e.status.name})"))
+        elif isinstance(e, OperatorAction) or (
+                isinstance(e, RunChanged) and e.status in RUN_STATUS_AS_ORDER
+                and (e.status != "running" or e.detail == "started")):
+            kept.append(e)
+    if limit is not None:
+        kept = kept[-limit:] if limit > 0 else []
+    return [k if isinstance(k, Line) else _activity_line(k) for k in kept]
+
+
+def _activity_line(e: OperatorAction | RunChanged) -> Line:
+    at = e.at.timestamp()
+    if isinstance(e, OperatorAction):
+        target = f" {e.target}" if e.target else ""
+        reason = f" — {e.reason}" if e.reason else ""
+        return Line(at, icon("user"), f"{e.who}: {e.action}{target}{reason}")
+    verb = "started" if e.status == "running" else e.status
+    detail = f" — {e.detail}" if e.detail and e.status in ("failed", "paused") else ""
+    return Line(at, status_icon(RUN_STATUS_AS_ORDER[e.status]),
+                f"{e.run_id} {e.template_name} {verb}{detail}", e.detail or "")
 
 
 def past_activity(m: Moment) -> list[Line]:
@@ -612,7 +620,7 @@ class DashboardPanel(Panel):
         now = time.time()
         events, self._pending = self._pending, []
         self.alerts.note(events, now)
-        self.activity_model.prepend(activity_lines(events, self._known))
+        self.activity_model.prepend(activity_lines(events, self._known, self.activity_model.limit))
         metrics = self.runtime.metrics
         instruments = self.runtime.instruments()
         for v in instruments:

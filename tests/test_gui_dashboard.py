@@ -10,10 +10,13 @@ from PySide6.QtCore import Qt
 from console.bridge import EventBridge
 from core.clock import VirtualClock
 from core.dispatcher import InstrumentView
+from core.events import InstrumentStatusChanged, RunChanged
 from core.orders import ModuleStatus
 from core.runtime import Runtime
+from core.states import RunStatus
 from core.templates import template_from_dict
 from core.workcell import parse_workcell
+from panels import dashboard as dashboard_module
 from panels.dashboard import CRITICAL, TICK_MS, WARNING, AlertBook, DashboardPanel
 
 FLOW = {"name": "Flow", "inputs": [{"name": "plate", "type": "string"}], "definition": {"steps": [
@@ -179,3 +182,27 @@ def test_alert_rules():
     # critical before warning, whatever their age
     alerts = book.evaluate(500.0, views, failures, done)
     assert [a.severity for a in alerts] == [CRITICAL, CRITICAL, WARNING]
+
+
+def test_a_frame_of_thousands_of_run_changes_makes_only_the_activity_lines_the_list_keeps(qapp):
+    """A bulk cancel sends thousands of run changes in one frame; each line drawn with its icon took
+    most of the Dashboard's refresh (16 ms a refresh, loaded) while the list keeps 200."""
+    made: list[str] = []
+    events = [InstrumentStatusChanged(instrument_id="Arm", status=ModuleStatus.Offline, detail="cable")]
+    events += [RunChanged(run_id=f"r{i}", template_name="Seal", template_version=1, status=RunStatus.CANCELLED)
+               for i in range(5000)]
+    events += [RunChanged(run_id="r-busy", template_name="Seal", template_version=1, status=RunStatus.RUNNING,
+                          detail="step seal running"),  # not a line: only a run's start is
+               InstrumentStatusChanged(instrument_id="Arm", status=ModuleStatus.Ready)]
+    known: dict[str, ModuleStatus] = {}
+    original = dashboard_module.status_icon
+    dashboard_module.status_icon = lambda status: made.append(status.name) or original(status)
+    try:
+        lines = dashboard_module.activity_lines(events, known, 200)
+    finally:
+        dashboard_module.status_icon = original
+    assert len(lines) == 200 and len(made) == 199, "only the lines the list keeps are made"
+    assert [line.text for line in lines[:2]] == ["r4801 Seal cancelled", "r4802 Seal cancelled"]
+    assert lines[-1].text == "Arm back (Ready)" and known == {"Arm": ModuleStatus.Ready}
+    everything = dashboard_module.activity_lines(events, {})
+    assert len(everything) == 5002 and everything[0].text == "Arm offline — cable"
