@@ -255,6 +255,58 @@ def test_least_loaded_weighs_running_orders_by_capacity(data_dir):
     assert placed == ["Reader1", "Reader2", "Reader1", "Reader2", "Reader1", "Reader1"]
 
 
+def test_affinity_keeps_each_workflow_on_the_instrument_its_earlier_runs_used(data_dir):
+    """Under the affinity strategy a new run of a workflow reads on the reader that workflow's
+    last run used: two workflows that first ran side by side, each on its own reader, keep to
+    their own reader."""
+    async def scenario(kit):
+        await kit.publish("ReadA", [READ])
+        await kit.publish("ReadB", [READ])
+        first_b = await kit.run("ReadB")  # both readers idle: Reader1, the first by id
+        await kit.clock.advance(1)
+        first_a = await kit.run("ReadA")  # Reader1 busy: Reader2
+        await kit.until_done(first_b, first_a)
+        placed = [("ReadB", kit.steps(first_b)["read"]["instrument"]),
+                  ("ReadA", kit.steps(first_a)["read"]["instrument"])]
+        for name in ("ReadA", "ReadB", "ReadA"):  # one at a time, both readers idle each time
+            run_id = await kit.run(name)
+            await kit.until_done(run_id)
+            placed.append((name, kit.steps(run_id)["read"]["instrument"]))
+        return placed
+
+    # each time both readers are idle and have read equally long: without the workflow's own
+    # history every read would go to Reader1
+    assert run_dkit(data_dir, scenario, strategy="affinity") == [
+        ("ReadB", "Reader1"), ("ReadA", "Reader2"), ("ReadA", "Reader2"), ("ReadB", "Reader1"), ("ReadA", "Reader2")]
+
+
+def test_many_kicks_in_one_loop_turn_make_one_dispatch_pass(data_dir):
+    """Every status change kicks the dispatcher; the kicks made before the loop turns over are
+    served by a single dispatch pass, and a kick after that pass asks for a new one."""
+    async def scenario(kit):
+        d = kit.dispatcher
+        passes: list[float] = []
+        real = d._dispatch_pass  # noqa: SLF001
+
+        def counted() -> None:
+            passes.append(kit.clock.now())
+            real()
+
+        d._dispatch_pass = counted  # noqa: SLF001
+        for _ in range(5):
+            d.kick()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        after_five = len(passes)
+        d.kick()
+        d.kick()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return after_five, len(passes)
+
+    assert run_dkit(data_dir, scenario) == (1, 2)
+
+
 def test_atomic_reservation_has_no_deadlock_where_naive_locking_has(data_dir):
     """Two steps each need the arm and a reader. Naive one-at-a-time locking in opposite orders
     deadlocks; the dispatcher reserves both or neither."""
