@@ -50,6 +50,7 @@ def test_send_a_queued_step_to_an_instrument(data_dir):
         assert kit.store.get_order(a).restrictToModuleIds is None
 
         job = await kit.dispatcher.send_to(a, "Reader2", who="ann", reason="Reader1 needs recalibration")
+        row = kit.store.order_rows("id = ?", (a,))[0]  # before the dispatch pass it asked for
         assert job.restrict == ("Reader2",) and job.strategy is ModuleRestrictionStrategy.FullRestriction
         stored = kit.store.get_order(a)
         assert stored.restrictToModuleIds == "Reader2"
@@ -58,7 +59,10 @@ def test_send_a_queued_step_to_an_instrument(data_dir):
         assert (entry.who, entry.action, entry.reason) == ("ann", "send to instrument", "Reader1 needs recalibration")
         assert entry.details == {"instrument": "Reader2", "before": {"restrictToModuleIds": None,
                                                                      "moduleRestrictionStrategy": "NoRestriction"}}
-        assert any(isinstance(e, OrderUpdated) and e.order_id == a for e in events)
+        # the views redraw the step's table row from the event: it carries the new row and names
+        # the fields that changed
+        updated = [e for e in events if isinstance(e, OrderUpdated) and e.order_id == a]
+        assert [(e.fields, e.row) for e in updated] == [(("restrictToModuleIds", "moduleRestrictionStrategy"), row)]
         assert any(isinstance(e, OperatorAction) and e.target == a for e in events)
         assert "restricted to Reader2 (FullRestriction)" in kit.dispatcher.why_waiting(a)
         # Reader1 frees first and takes the step pinned to it; the sent one waits for Reader2
