@@ -10,6 +10,7 @@ import pytest
 from enginekit import Kit, template
 
 from core.engine import RunStatus
+from core.events import RunChanged
 from core.store import Store
 
 FLAKY = template("Flaky", [
@@ -101,17 +102,23 @@ def test_a_restart_reruns_an_interrupted_idempotent_step_and_asks_about_the_othe
         before = {k: v["status"] for k, v in kit.steps(run_id).items()}
         await kit.engine.close()
         kit = Kit(store, durations={"*": 100.0})  # the console restarts
+        shown: list[RunChanged] = []
+        kit.ledger.bus.subscribe(shown.append, RunChanged)
         await kit.engine.start()
         await kit.clock.advance(1)
         status = kit.engine.run_status(run_id)
+        said = ([(e.status, e.detail) for e in shown if e.run_id == run_id], store.get_order(run_id).statusDetails,
+                store.transitions(run_id)[-1].why)
         await kit.clock.advance(150)
         after = {k: v["status"] for k, v in kit.steps(run_id).items()}
         calls = [c.kind for c in kit.executor.calls]
         await kit.engine.close()
         store.close()
-        return before, after, status, calls
+        return before, after, status, calls, said
 
-    before, after, status, calls = asyncio.run(scenario())
+    before, after, status, calls, said = asyncio.run(scenario())
+    why = "waiting for the operator after a restart: a step's outcome is unknown"
+    assert said == ([(RunStatus.PAUSED, why)], why, why), "the run says why it waits, as shown and as stored"
     assert before == {"wash": "running", "seal": "running"}
     assert after == {"wash": "completed", "seal": "unknown"}
     assert status is RunStatus.PAUSED and calls == ["Washer.Wash"]
