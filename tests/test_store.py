@@ -372,3 +372,30 @@ def test_a_store_path_that_is_not_a_regular_file_is_refused_naming_it(tmp_path):
     os.mkfifo(path)
     with pytest.raises(StoreError, match=rf"{re.escape(str(path))}.*is not a regular file"):
         Store(path).open()
+
+
+def test_a_data_directory_this_user_cannot_write_in_is_refused_naming_it(tmp_path, monkeypatch):
+    """The store writes its -wal and -shm files next to the database: a directory the user may
+    read but not write in is refused before anything is created there. (Root writes anywhere,
+    so an unprivileged user's answer is given for that one directory; the others are real.)"""
+    locked = tmp_path / "shared-readonly"
+    locked.mkdir()
+    real_access = os.access
+    asked: list[int] = []
+
+    def access(path, mode, **kw):  # noqa: ANN001, ANN003, ANN202
+        if os.fspath(path) == os.fspath(locked):
+            asked.append(mode)
+            if mode & os.W_OK:
+                return False
+        return real_access(path, mode, **kw)
+
+    monkeypatch.setattr(os, "access", access)
+    with pytest.raises(StoreError, match=rf"{re.escape(str(locked / DB_FILENAME))}: the directory "
+                                         rf"{re.escape(str(locked))} is not writable \(the store writes its -wal "
+                                         r"and -shm files next to it\); make it writable or choose another --data-dir"):
+        Store(locked / DB_FILENAME).open()
+    assert asked and list(locked.iterdir()) == [], "nothing is created in it"
+    writable = tmp_path / "writable"
+    writable.mkdir()
+    Store(writable / DB_FILENAME).open().close()  # the real answer for any other directory
