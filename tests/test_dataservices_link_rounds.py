@@ -350,6 +350,70 @@ def test_at_a_start_the_copies_another_console_took_over_are_dropped_and_their_r
                           f"{OrderNotFoundError('Order_09998')}")]
 
 
+def test_the_local_copy_of_an_adopted_order_is_assigned_to_this_console(tmp_path):
+    """The copy a console keeps of an order it claimed shows this console's module id as the
+    one it is assigned to, as the Data Services order does (the order as listed was assigned to
+    nobody)."""
+    async def scenario():  # noqa: ANN202
+        shared = Store(tmp_path / "shared" / DB_FILENAME).open()
+        async with EmbeddedDataServices(shared, port=0) as server, DataServicesClient(server.url) as site:
+            rt, link = await _console(tmp_path, "cell", server.url)
+            try:
+                await link.claim_module_id()
+                later = Order(templateName="Mix", scheduledStartTime=datetime.now(UTC) + timedelta(hours=1),
+                              schedulingStrategy=SchedulingStrategy.FirstAvailableSlot)
+                oid = await site.create_order(later)
+                assert await link.poll_once() == [oid]
+                copy = rt.store.get_order(_adopted(rt)[oid])
+                row = rt.store.order_rows("id = ?", (copy.identifier,))[0]
+                remote = await site.get_order(oid)
+            finally:
+                await _close(rt, link)
+        shared.close()
+        return copy, row, remote
+
+    copy, row, remote = asyncio.run(scenario())
+    assert (copy.assignedTo, copy.status) == ("cell", OrderStatus.Running)
+    assert row[7] == "cell", "the orders table shows it too"
+    assert remote.assignedTo == "cell"
+
+
+def test_a_dropped_copy_with_no_reason_stored_says_another_console_took_it(tmp_path):
+    """A copy dropped with no note of which console took its order over (the note is written
+    before each drop, so only a store that lost it gets here) still ends Canceled saying why:
+    its waiting run is cancelled and the copy closed, both "taken over by another console"."""
+    async def scenario():  # noqa: ANN202
+        shared = Store(tmp_path / "shared" / DB_FILENAME).open()
+        async with EmbeddedDataServices(shared, port=0) as server, DataServicesClient(server.url) as site:
+            rt, link = await _console(tmp_path, "cell", server.url)
+            try:
+                await link.claim_module_id()
+                later = Order(templateName="Mix", scheduledStartTime=datetime.now(UTC) + timedelta(hours=1),
+                              schedulingStrategy=SchedulingStrategy.FirstAvailableSlot)
+                oid = await site.create_order(later)
+                assert await link.poll_once() == [oid]
+                local = _adopted(rt)[oid]
+                run_id = rt.store.runs_for_orders([local])[local]
+                assert _meta(rt, "ds_lost:") == {}
+                await link._drop(local)  # noqa: SLF001 - what a start does for each copy it lost
+                await _until(lambda: rt.store.get_order(run_id).status is OrderStatus.Canceled, 20,
+                             "the run is cancelled")
+                copy, run = rt.store.get_order(local), rt.store.get_order(run_id)
+                last = {i: rt.store.transitions(i)[-1] for i in (local, run_id)}
+            finally:
+                await _close(rt, link)
+        shared.close()
+        return copy, run, last
+
+    copy, run, last = asyncio.run(scenario())
+    reason = "taken over by another console"
+    assert (copy.status, copy.statusDetails) == (OrderStatus.Canceled, reason)
+    assert (last[copy.identifier].to_status, last[copy.identifier].who, last[copy.identifier].why) == (
+        OrderStatus.Canceled, "cell", reason)
+    assert (run.status, run.statusDetails, last[run.identifier].why) == (
+        OrderStatus.Canceled, f"Canceled by cell: {reason}", f"Canceled by cell: {reason}")
+
+
 ONE_SEALER = """
 name: one sealer
 heartbeat_interval: 10m
