@@ -65,6 +65,9 @@ def test_retry_backoff_runs_hours_of_virtual_time_instantly(data_dir):
     log = [t.why for t in kit.store.transitions(step["order_id"]) if t.why and t.why.startswith("Retry")]
     assert log[0].startswith("Retry 2/4 in 1800.0 s after SimulatedFailure")
     assert len(log) == 3
+    # the progress report counts the retries of each task (attempts after the first)
+    tasks = {t["id"]: t for t in kit.engine.get_workflow_progress(run_id)["tasks"]}
+    assert tasks["read"]["retry_count"] == 3 and tasks["read"]["status"] == "completed"
 
 
 def test_timeout_stops_the_instrument_first_then_retries_then_fails(data_dir):
@@ -251,6 +254,17 @@ def test_start_workflow_creates_and_starts_a_run(data_dir):
     instance = kit.engine.get_instance(run_id)
     assert (instance["template_name"], instance["priority"], instance["status"]) == ("Two", 70, "completed")
     assert kit.store.transitions(run_id)[0].who == "lims"
+
+
+def test_start_workflow_without_a_priority_runs_at_priority_50(data_dir):
+    async def scenario(kit):
+        await kit.publish(template("One", [{"id": "a", "kind": "X.A"}]))
+        run_id = await kit.engine.start_workflow("One", {})
+        await kit.until_done(run_id)
+        return run_id, kit
+
+    run_id, kit = run_kit(data_dir, scenario)
+    assert kit.engine.get_instance(run_id)["priority"] == 50
 
 
 def test_skipping_a_failed_step_runs_the_dependants_its_failure_skipped(data_dir):
