@@ -12,6 +12,7 @@ import threading
 import pytest
 
 import core.store as store_module
+from core.engine import tables
 from core.orders import Order, OrderStatus
 from core.store import Store
 
@@ -295,3 +296,20 @@ def test_an_orders_log_words_instrument_rows_with_and_without_detail(store):
                                        (12.0, "transition", "O1", "Created by lims"),
                                        (12.0, "audit", "O1", "note by ann"),
                                        (12.0, "instrument", "O1", "Sealer Busy → Ready")]
+
+
+def test_the_targets_of_a_bulk_action_cross_their_500_id_batches(store):
+    """1,001 runs and a step of each, asked in one list (five queries of at most 500 ids): every
+    run and every step is found, the 501st and the last included; other ids are left out."""
+    runs = [f"R{i:04d}" for i in range(1001)]
+    add_runs(store, [(r, None) for r in runs])
+    put_steps(store, [(r, "read", "running", None, 1.0, None) for r in runs])
+    steps = [f"{r}/read" for r in runs]
+    found = store.read_sync(lambda c: tables.targets(c, [*runs, *steps, "no-such-order"]))
+    assert len(found) == 2002
+    assert found["R0500"] == ("R0500", None) and found["R1000"] == ("R1000", None)
+    assert found["R0500/read"] == ("R0500", "read") and found["R0000/read"] == ("R0000", "read")
+    assert all(found[r] == (r, None) for r in runs)
+    assert all(found[f"{r}/read"] == (r, "read") for r in runs)
+    found = store.read_sync(lambda c: tables.targets(c, runs))
+    assert sorted(found) == runs
