@@ -67,6 +67,12 @@ def test_order_of_service_and_reprioritise():
     assert q2.ahead_of(b) == 1 and q2.ahead_of(a) == 0
     with pytest.raises(StateError, match="not queued"):
         q2.reprioritise("zzz", priority=1)
+    # a priority out of range is refused naming it, and the job keeps its place and priority
+    with pytest.raises(ValueError, match=r"^priority must be 0\.\.100, not 101$"):
+        q2.reprioritise("a", priority=101)
+    with pytest.raises(ValueError, match=r"^priority must be 0\.\.100, not -1$"):
+        q2.reprioritise("b", priority=-1)
+    assert (a.priority, b.priority) == (5, 20) and q2.head(("any", "C")) is a
 
 
 def test_cancelled_queued_jobs_do_not_stay_in_the_heaps():
