@@ -222,9 +222,21 @@ def test_garbage_file_is_refused_and_untouched(tmp_path):
     path = tmp_path / DB_FILENAME
     path.write_bytes(b"this is a spreadsheet, not a database" * 100)
     before = path.read_bytes()
-    with pytest.raises(CorruptDatabaseError, match=str(path)):
+    with pytest.raises(CorruptDatabaseError, match=str(path)) as refused:
         Store(path).open()
     assert path.read_bytes() == before
+    # with no backup the message ends with what to do, and names no backup
+    assert str(refused.value).endswith("is not a SQLite database (bad header); it was left untouched — restore "
+                                       "from a backup with `labconsole store restore BACKUP`, or move it away")
+    assert "latest backup" not in str(refused.value)
+    # with backups it names the newest one after the advice
+    (tmp_path / "backups").mkdir()
+    for name in ("labconsole-20240601-100140.sqlite3", "labconsole-20240602-090000.sqlite3"):
+        (tmp_path / "backups" / name).write_bytes(b"")
+    with pytest.raises(CorruptDatabaseError) as refused:
+        Store(path).open()
+    newest = tmp_path / "backups" / "labconsole-20240602-090000.sqlite3"
+    assert str(refused.value).endswith(f"or move it away (latest backup: {newest})")
 
 
 def test_damaged_database_is_refused(tmp_path):
