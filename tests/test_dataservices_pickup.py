@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 
 import pytest
 from test_dataservices_link import FAST_CELL
@@ -28,11 +29,12 @@ async def until(predicate, timeout: float = 20.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def embedded(data_dir, cell: str = FAST_CELL) -> tuple[Runtime, DataServicesLink, list[LinkState]]:
+async def embedded(data_dir, cell: str = FAST_CELL,
+                   **kw) -> tuple[Runtime, DataServicesLink, list[LinkState]]:
     store = Store(data_dir / DB_FILENAME).open()
     runtime = Runtime.build(data_dir, store=store, workcell=parse_workcell(cell))
     await runtime.start(templates_dir=SAMPLE_TEMPLATES)
-    link = DataServicesLink(runtime, None, poll_interval=0.05, port=0, timeout=2.0)
+    link = DataServicesLink(runtime, None, poll_interval=0.05, port=0, timeout=2.0, **kw)
     shown: list[LinkState] = []
     link.on_state = lambda state: shown.append(LinkState(**vars(state)))
     await link.start()
@@ -333,3 +335,93 @@ def test_an_order_with_text_no_store_takes_is_skipped_and_the_orders_after_it_ar
     assert asyncio.run(scenario()) is OrderStatus.Created
     said = [r.getMessage() for r in caplog.records if "order BAD-2 is not picked up" in r.getMessage()]
     assert said and "notes" in said[0], said
+
+
+def test_an_order_with_rejected_inputs_is_set_invalid_by_this_console(data_dir):
+    """The Invalid transition of an order whose inputs the template rejects names the console's
+    module id (as set in its settings) as who did it, and the reasons."""
+    from core.orders import Parameter
+
+    async def scenario():
+        runtime, link, _shown = await embedded(data_dir, module_id="cell-7")
+        try:
+            client = DataServicesClient(link.state.url)
+            bad = await client.create_order(Order(templateName="Cell Prep",
+                                                  inputParameters=[Parameter("Plate Count", "many")]))
+            await until(lambda: runtime.order(bad).status is OrderStatus.Invalid)
+            await client.close()
+            return runtime.history(bad)
+        finally:
+            await link.stop()
+            await runtime.close()
+
+    history = asyncio.run(scenario())
+    invalid = [t for t in history if t.to_status is OrderStatus.Invalid]
+    assert len(invalid) == 1 and invalid[0].who == "cell-7"
+    assert (invalid[0].why or "").startswith("inputs rejected: ") and "Plate Count" in (invalid[0].why or "")
+
+
+def _stored(db, rows: list[tuple[str, str, str | None, str]]) -> None:
+    """Orders ``(id, template, assigned to, stored JSON)`` written as they are, oldest first."""
+    store = Store(db).open()
+    store.close()
+    with sqlite3.connect(db) as conn:
+        conn.executemany(
+            "INSERT INTO orders (id, seq, template_name, status, priority, assigned_to, created, updated, data) "
+            "VALUES (?, ?, ?, 0, 0, ?, 0, 0, ?)",
+            [(oid, i + 1, template, assigned, data) for i, (oid, template, assigned, data) in enumerate(rows)])
+    conn.close()
+
+
+def test_a_waiting_order_without_an_identifier_is_shown_as_having_no_id(data_dir, caplog):
+    """A stored order whose text has no identifier (and cannot be read) is skipped; the status bar
+    and the log say "(no id)" rather than inventing one; the readable order after it runs."""
+    caplog.set_level(logging.WARNING, logger="core.dataservices.link")
+    nameless = json.dumps({"templateName": "Sealer.Seal", "status": 0, "notes": "\ud800"}, ensure_ascii=True)
+    good = Order(identifier="SEAL-1", templateName="Sealer.Seal", restrictToModuleIds="Sealer1",
+                 status=OrderStatus.Created)
+    _stored(data_dir / DB_FILENAME, [("Legacy_9", "Sealer.Seal", None, nameless),
+                                     ("SEAL-1", "Sealer.Seal", None, good.to_json())])
+
+    async def scenario():
+        runtime, link, _shown = await embedded(data_dir)
+        try:
+            await until(lambda: runtime.store.get_order("SEAL-1").status is OrderStatus.Complete)
+            return link.state, link.describe()
+        finally:
+            await link.stop()
+            await runtime.close()
+
+    state, described = asyncio.run(scenario())
+    assert state.skipped == 1
+    assert state.pickup_error is not None and state.pickup_error.startswith("(no id): ")
+    assert "XXXX" not in described and "1 order not picked up" in described
+    said = [r.getMessage() for r in caplog.records if "is not picked up" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("Data Services: order (no id) is not picked up: ")
+
+
+def test_orders_assigned_to_other_modules_never_hide_an_unassigned_one(data_dir):
+    """Embedded: 250 waiting orders already assigned to another module stand before an unassigned
+    one (more than one pickup reads); the console picks up the unassigned one and leaves the
+    others to their module."""
+    rows = [(f"OTHER-{i:03d}", "Sealer.Seal", "cell-2",
+             Order(identifier=f"OTHER-{i:03d}", templateName="Sealer.Seal", restrictToModuleIds="Sealer1",
+                   assignedTo="cell-2", status=OrderStatus.Created).to_json()) for i in range(250)]
+    mine = Order(identifier="SEAL-1", templateName="Sealer.Seal", restrictToModuleIds="Sealer1",
+                 status=OrderStatus.Created)
+    _stored(data_dir / DB_FILENAME, [*rows, ("SEAL-1", "Sealer.Seal", None, mine.to_json())])
+
+    async def scenario():
+        runtime, link, _shown = await embedded(data_dir)
+        try:
+            await until(lambda: runtime.store.get_order("SEAL-1").status is OrderStatus.Complete)
+            others = [runtime.store.get_order(f"OTHER-{i:03d}") for i in (0, 199, 249)]
+            return runtime.store.get_order("SEAL-1"), others, link.state
+        finally:
+            await link.stop()
+            await runtime.close()
+
+    done, others, state = asyncio.run(scenario())
+    assert (done.status, done.assignedTo) == (OrderStatus.Complete, "Sealer1")  # run on this cell's sealer
+    assert all((o.assignedTo, o.status) == ("cell-2", OrderStatus.Created) for o in others)
+    assert (state.skipped, state.pickup_error) == (0, None)
