@@ -194,6 +194,38 @@ def test_why_an_order_waits_is_written_once_for_each_new_text(tmp_path):
     assert order.status is OrderStatus.Created and not order.assignedTo
 
 
+def test_why_an_order_waits_names_only_consoles_heard_from_in_the_last_two_leases(tmp_path):
+    """A console whose last heartbeat is two and a half leases old is gone: the note on an order
+    no console here can run lists the versions of the consoles still heard from, not its."""
+    async def scenario():  # noqa: ANN202
+        shared = Store(tmp_path / "shared" / DB_FILENAME).open()
+        server = EmbeddedDataServices(shared, port=0)
+        url = await server.start()
+        rt, link = await _console(tmp_path, "cell", url)
+        site = DataServicesClient(url)
+        try:
+            await link.claim_module_id()
+            oid = await site.create_order(Order(templateName="Mix", templateVersion="7"))
+            now = time.time()
+            for module, at, templates in (("cell-y", now - 2.5 * link.lease, ("Mix@7",)),
+                                          ("cell-z", now, ("Mix@8",))):
+                await site.publish_event(ModuleBeat(module_id=module, instance=f"inst-{module}", host="pc", pid=7,
+                                                    at=at, lease=link.lease, templates=templates).event())
+            heard = [m.beat.module_id for m in await link.fleet()]
+            assert await link.poll_once() == []
+            return heard, await site.get_order(oid)
+        finally:
+            await site.close()
+            await _close(rt, link)
+            await server.stop()
+            shared.close()
+
+    heard, order = asyncio.run(scenario())
+    assert heard == ["cell", "cell-z"]
+    assert order.statusDetails == "waiting: asks for Mix v7; cell has v1, v2; cell-z has v8"
+    assert order.status is OrderStatus.Created and not order.assignedTo
+
+
 def test_a_note_the_data_services_refuses_is_logged_naming_the_order(tmp_path, caplog, monkeypatch):
     caplog.set_level(logging.INFO, logger=LOG)
     refuse: set[str] = set()
