@@ -109,6 +109,33 @@ def test_abort_policy_runs_the_error_handler_and_cancels_the_rest(data_dir):
     assert kit.store.get_order(run_id).status is OrderStatus.Error
 
 
+def test_an_aborted_run_ends_only_after_its_error_handler_with_other_handlers_cancelled(data_dir):
+    """Abort with two error handlers: the failed step's handler runs to its end before the run
+    ends; the handler of a step that never failed is cancelled with the rest."""
+    async def scenario(kit):
+        await kit.publish(template("Abort2", [
+            {"id": "a", "kind": "Robot.Move"},
+            {"id": "b", "kind": "Reader.Read", "depends_on": ["a"]},
+            {"id": "c", "kind": "Sealer.Seal", "depends_on": ["b"]},
+            {"id": "park", "kind": "Robot.Park"},
+            {"id": "alarm", "kind": "Horn.Sound"},
+        ], error_handlers={"b": "park", "c": "alarm"}, failure_policy="abort"))
+        run_id = await kit.run("Abort2")
+        used = await kit.until_done(run_id)
+        return run_id, used, kit
+
+    run_id, used, kit = run_kit(data_dir, scenario, fail_kinds={"Reader.Read": 5}, durations={"*": 60})
+    steps = kit.steps(run_id)
+    assert [steps[s]["status"] for s in ("a", "b", "c", "park", "alarm")] == [
+        "completed", "failed", "cancelled", "completed", "cancelled"]
+    inst = kit.engine.get_instance(run_id)
+    assert inst["status"] == "failed" and "step 'b' failed" in inst["error"]
+    assert used == pytest.approx(180)  # a, the failed read of b, then park
+    assert kit.store.get_order(steps["park"]["order_id"]).status is OrderStatus.Complete
+    assert [t.to_status for t in kit.store.transitions(run_id)][-1] is OrderStatus.Error
+    assert sum(1 for c in kit.executor.calls if c.kind == "Robot.Park") == 1
+
+
 def test_continue_policy_lets_other_branches_finish(data_dir):
     async def scenario(kit):
         await kit.publish(template("Cont", [
