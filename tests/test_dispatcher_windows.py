@@ -75,6 +75,27 @@ def test_a_broken_window_is_recorded_on_the_run_with_by_how_much(data_dir):
     assert deadline_late["step"] is None and deadline_late["late_by"] == pytest.approx(15, abs=0.01)
 
 
+def test_a_broken_window_is_recorded_without_a_deadline_and_none_without_a_window(data_dir):
+    """No deadline: the broken window of a run is still recorded; a late run of a template with
+    neither windows nor a deadline records nothing."""
+    async def scenario(kit):
+        await kit.publish("Plain", [SEAL])
+        await kit.publish("Loose", [MOVE, {**SEAL, "depends_on": ["move"]}])
+        await kit.publish("Tight", [MOVE, {**SEAL, "depends_on": ["move"],
+                                           "start_within": {"after": "move", "max": "4s"}}])
+        plain = await kit.run("Plain")    # holds the sealer 0..20 s
+        loose = await kit.run("Loose")    # its seal waits for the sealer too, with no window
+        tight = await kit.run("Tight")
+        await kit.until_done(plain, loose, tight)
+        return kit.engine.get_instance(loose), kit.engine.get_instance(tight)
+
+    loose, tight = run_dkit(data_dir, scenario)
+    assert loose["late"] == [] and loose["status"] == "completed"
+    (step_late,) = tight["late"]
+    assert (step_late["step"], step_late["after"], step_late["limit"]) == ("seal", "move", 4)
+    assert step_late["late_by"] > 0
+
+
 def test_a_minimum_delay_holds_the_step_back(data_dir):
     async def scenario(kit):
         await kit.publish("Rest", [MOVE, {**SEAL, "depends_on": ["move"], "min_delay": "30s"}])
