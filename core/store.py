@@ -1083,10 +1083,6 @@ class Store:
             out.update(self.read_sync(functools.partial(_pairs, sql=sql, params=part)))
         return out
 
-    def run_ids(self) -> set[str]:
-        """Every run's order id (one pass over the runs' primary key index)."""
-        return self.read_sync(lambda c: {r[0] for r in c.execute("SELECT run_id FROM runs")})
-
     def runs_for_orders(self, order_ids: Sequence[str]) -> dict[str, str]:
         """The run made for each of these orders (orders claimed from Data Services; the newest
         run when there are several): ``order id -> run id``; other orders are left out."""
