@@ -7,8 +7,10 @@ it takes and how many, and what its status bar says."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,6 +57,37 @@ def _link(rt: Runtime, name: str, url: str, *, lease: float = 30.0) -> DataServi
 async def _close(rt: Runtime, link: DataServicesLink) -> None:
     await link.stop()
     await rt.close()
+
+
+@contextlib.asynccontextmanager
+async def _site(root: Path) -> AsyncIterator[tuple[EmbeddedDataServices, DataServicesClient]]:
+    """A Data Services on 127.0.0.1 over a store of its own, and a client of it (a LIMS)."""
+    shared = Store(root / "shared" / DB_FILENAME).open()
+    try:
+        async with EmbeddedDataServices(shared, port=0) as server, DataServicesClient(server.url) as site:
+            yield server, site
+    finally:
+        shared.close()
+
+
+@contextlib.asynccontextmanager
+async def _cell(root: Path, url: str, name: str = "cell") -> AsyncIterator[tuple[Runtime, DataServicesLink]]:
+    """:func:`_console` for the length of a block, closed after it."""
+    rt, link = await _console(root, name, url)
+    try:
+        yield rt, link
+    finally:
+        await _close(rt, link)
+
+
+async def _adopt_later(link: DataServicesLink, site: DataServicesClient) -> str:
+    """A LIMS order for Mix an hour from now, adopted by ``link`` (its run waits): its id."""
+    await link.claim_module_id()
+    later = Order(templateName="Mix", scheduledStartTime=datetime.now(UTC) + timedelta(hours=1),
+                  schedulingStrategy=SchedulingStrategy.FirstAvailableSlot)
+    oid = await site.create_order(later)
+    assert await link.poll_once() == [oid]
+    return oid
 
 
 async def _until(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
@@ -232,18 +265,12 @@ def test_a_note_the_data_services_refuses_is_logged_naming_the_order(tmp_path, c
     _refusing(monkeypatch, "PUT", "orders/{id}", refuse)
 
     async def scenario():  # noqa: ANN202
-        shared = Store(tmp_path / "shared" / DB_FILENAME).open()
-        async with EmbeddedDataServices(shared, port=0) as server, DataServicesClient(server.url) as site:
-            rt, link = await _console(tmp_path, "cell", server.url)
-            try:
-                await link.claim_module_id()
-                oid = await site.create_order(Order(templateName="Mix", templateVersion="7"))
-                refuse.add(oid)
-                assert await link.poll_once() == []
-                return oid, await site.get_order(oid)
-            finally:
-                await _close(rt, link)
-        shared.close()
+        async with _site(tmp_path) as (server, site), _cell(tmp_path, server.url) as (rt, link):
+            await link.claim_module_id()
+            oid = await site.create_order(Order(templateName="Mix", templateVersion="7"))
+            refuse.add(oid)
+            assert await link.poll_once() == []
+            return oid, await site.get_order(oid)
 
     oid, order = asyncio.run(scenario())
     said = [(r.levelno, r.getMessage()) for r in caplog.records if "why it waits" in r.getMessage()]
@@ -387,21 +414,11 @@ def test_the_local_copy_of_an_adopted_order_is_assigned_to_this_console(tmp_path
     one it is assigned to, as the Data Services order does (the order as listed was assigned to
     nobody)."""
     async def scenario():  # noqa: ANN202
-        shared = Store(tmp_path / "shared" / DB_FILENAME).open()
-        async with EmbeddedDataServices(shared, port=0) as server, DataServicesClient(server.url) as site:
-            rt, link = await _console(tmp_path, "cell", server.url)
-            try:
-                await link.claim_module_id()
-                later = Order(templateName="Mix", scheduledStartTime=datetime.now(UTC) + timedelta(hours=1),
-                              schedulingStrategy=SchedulingStrategy.FirstAvailableSlot)
-                oid = await site.create_order(later)
-                assert await link.poll_once() == [oid]
-                copy = rt.store.get_order(_adopted(rt)[oid])
-                row = rt.store.order_rows("id = ?", (copy.identifier,))[0]
-                remote = await site.get_order(oid)
-            finally:
-                await _close(rt, link)
-        shared.close()
+        async with _site(tmp_path) as (server, site), _cell(tmp_path, server.url) as (rt, link):
+            oid = await _adopt_later(link, site)
+            copy = rt.store.get_order(_adopted(rt)[oid])
+            row = rt.store.order_rows("id = ?", (copy.identifier,))[0]
+            remote = await site.get_order(oid)
         return copy, row, remote
 
     copy, row, remote = asyncio.run(scenario())
@@ -415,26 +432,16 @@ def test_a_dropped_copy_with_no_reason_stored_says_another_console_took_it(tmp_p
     before each drop, so only a store that lost it gets here) still ends Canceled saying why:
     its waiting run is cancelled and the copy closed, both "taken over by another console"."""
     async def scenario():  # noqa: ANN202
-        shared = Store(tmp_path / "shared" / DB_FILENAME).open()
-        async with EmbeddedDataServices(shared, port=0) as server, DataServicesClient(server.url) as site:
-            rt, link = await _console(tmp_path, "cell", server.url)
-            try:
-                await link.claim_module_id()
-                later = Order(templateName="Mix", scheduledStartTime=datetime.now(UTC) + timedelta(hours=1),
-                              schedulingStrategy=SchedulingStrategy.FirstAvailableSlot)
-                oid = await site.create_order(later)
-                assert await link.poll_once() == [oid]
-                local = _adopted(rt)[oid]
-                run_id = rt.store.runs_for_orders([local])[local]
-                assert _meta(rt, "ds_lost:") == {}
-                await link._drop(local)  # noqa: SLF001 - what a start does for each copy it lost
-                await _until(lambda: rt.store.get_order(run_id).status is OrderStatus.Canceled, 20,
-                             "the run is cancelled")
-                copy, run = rt.store.get_order(local), rt.store.get_order(run_id)
-                last = {i: rt.store.transitions(i)[-1] for i in (local, run_id)}
-            finally:
-                await _close(rt, link)
-        shared.close()
+        async with _site(tmp_path) as (server, site), _cell(tmp_path, server.url) as (rt, link):
+            oid = await _adopt_later(link, site)
+            local = _adopted(rt)[oid]
+            run_id = rt.store.runs_for_orders([local])[local]
+            assert _meta(rt, "ds_lost:") == {}
+            await link._drop(local)  # noqa: SLF001 - what a start does for each copy it lost
+            await _until(lambda: rt.store.get_order(run_id).status is OrderStatus.Canceled, 20,
+                         "the run is cancelled")
+            copy, run = rt.store.get_order(local), rt.store.get_order(run_id)
+            last = {i: rt.store.transitions(i)[-1] for i in (local, run_id)}
         return copy, run, last
 
     copy, run, last = asyncio.run(scenario())
@@ -557,25 +564,19 @@ def test_an_order_naming_a_template_in_another_case_runs_that_template(tmp_path)
     so the console claims these orders and runs its Mix (the version asked for, else the latest)
     instead of ending them in Error as orders for a template it does not have."""
     async def scenario():  # noqa: ANN202
-        shared = Store(tmp_path / "shared" / DB_FILENAME).open()
-        async with EmbeddedDataServices(shared, port=0) as server, DataServicesClient(server.url) as site:
-            rt, link = await _console(tmp_path, "cell", server.url)
-            try:
-                await link.claim_module_id()
-                latest = await site.create_order(Order(templateName="mix"))
-                first = await site.create_order(Order(templateName="MIX", templateVersion="1"))
-                adopted = await link.poll_once()
-                mirrors = _adopted(rt)
-                runs = rt.store.runs_for_orders([mirrors[o] for o in (latest, first) if o in mirrors])
-                for run in runs.values():
-                    await _until(lambda run=run: rt.store.get_order(run).status is OrderStatus.Complete, 20,
-                                 f"run {run} ends")
-                made = {oid: rt.store.get_order(runs[mirrors[oid]]) for oid in (latest, first)
-                        if mirrors.get(oid) in runs}
-                remote = {oid: await site.get_order(oid) for oid in (latest, first)}
-            finally:
-                await _close(rt, link)
-        shared.close()
+        async with _site(tmp_path) as (server, site), _cell(tmp_path, server.url) as (rt, link):
+            await link.claim_module_id()
+            latest = await site.create_order(Order(templateName="mix"))
+            first = await site.create_order(Order(templateName="MIX", templateVersion="1"))
+            adopted = await link.poll_once()
+            mirrors = _adopted(rt)
+            runs = rt.store.runs_for_orders([mirrors[o] for o in (latest, first) if o in mirrors])
+            for run in runs.values():
+                await _until(lambda run=run: rt.store.get_order(run).status is OrderStatus.Complete, 20,
+                             f"run {run} ends")
+            made = {oid: rt.store.get_order(runs[mirrors[oid]]) for oid in (latest, first)
+                    if mirrors.get(oid) in runs}
+            remote = {oid: await site.get_order(oid) for oid in (latest, first)}
         return (latest, first), adopted, made, remote
 
     (latest, first), adopted, made, remote = asyncio.run(scenario())
