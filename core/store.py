@@ -231,8 +231,11 @@ class UpdateOp:
         if found is None:
             raise OrderNotFoundError(self.order_id)
         o = Order.model_validate_json(found[0])
+        notes = o.notes
         for key, value in self.changes.items():
             setattr(o, key, value)
+        if o.notes != notes:  # noted with the values the text index holds (the trigger does not read notes)
+            conn.execute(_NOTE_TEXT_SQL.format(marks="?"), (self.order_id,))
         npri = found[1] if self.numeric_priority is None else self.numeric_priority
         _write_order(conn, o, self.store.now(), npri)
         return o, _order_row(o, npri)
@@ -1345,17 +1348,8 @@ def _order_row(o: Order, numeric_priority: int) -> tuple[Any, ...]:
             _ts(o.actualStartTime), _ts(o.actualEndTime), o.statusDetails)
 
 
-_NOTE_NOTES_SQL = ("INSERT OR IGNORE INTO orders_fts_pending (seq, indexed, id, template, instrument, details, "
-                   "notes) SELECT seq, 1, id, template_name, assigned_to, status_details, "
-                   "json_extract(data, '$.notes') FROM orders WHERE id = ? AND json_extract(data, '$.notes') IS NOT ?")
-"""Note an order for the text index before a write changes its notes (the trigger watches the other
-indexed values; only :func:`_write_order` can change notes, so the trigger need not parse every
-updated order's JSON)."""
-
-
 def _write_order(conn: sqlite3.Connection, o: Order, now: datetime,
                  numeric_priority: int | None = None) -> None:
-    conn.execute(_NOTE_NOTES_SQL, (o.identifier, o.notes))
     conn.execute(
         "UPDATE orders SET parent_id=?, run_after_id=?, template_name=?, template_version=?, "
         "status=?, priority=?, numeric_priority=COALESCE(?, numeric_priority), assigned_to=?, "

@@ -1,5 +1,5 @@
 -- v15: a change of an order's notes is noted for the text index by the store's writer, which
--- knows when notes change (only a full rewrite of the order can), instead of by the trigger: the
+-- knows when notes change (only an update of the order's fields can), instead of by the trigger: the
 -- trigger compared the notes of every updated order, two JSON parses of the order per transition
 -- (about 40 % of the writer's time for transitions that change no indexed value).
 DROP TRIGGER orders_fts_update;
