@@ -585,7 +585,6 @@ class SchedulesPanel(Panel):
         self.forecast_label.setVisible(False)
         self.forecast_table.setVisible(False)
         self.forecast = None
-        self._forecast_result: Any = None
         self.set_forecast(forecast)
         self._update_actions()
 
@@ -803,13 +802,15 @@ class SchedulesPanel(Panel):
 
     # ------------------------------------------------------------------ forecast
 
-    def _on_forecast(self, result: Any) -> None:
-        """A new forecast (called on the event loop's thread): shown now, or when the panel is."""
-        self._forecast_result = result
+    def _on_forecast(self, _result: Any) -> None:
+        """A new forecast (called on the event loop's thread, once it is the forecast's result):
+        shown now, or when the panel is."""
         self.when_shown(self._show_forecast)
 
     def _show_forecast(self) -> None:
-        result = self._forecast_result
+        result = self.forecast.result if self.forecast is not None else None
+        if result is None:
+            return
         rows = sorted(result.runs.values(), key=lambda r: (not r.ok, r.p50))[:200]
         self.forecast_table.setRowCount(len(rows))
         now, zone = result.at, self.zone
