@@ -86,6 +86,8 @@ def test_timeout_stops_the_instrument_first_then_retries_then_fails(data_dir):
     assert step["status"] == "failed" and step["error_code"] == "Timeout" and step["attempt"] == 2
     assert kit.executor.cancelled == [step["order_id"], step["order_id"]]
     assert used == pytest.approx(300 + 10 + 300)
+    # the engine enforces the timeout; every attempt an executor gets also carries it
+    assert [(c.attempt, c.timeout) for c in kit.executor.calls] == [(1, 300.0), (2, 300.0)]
 
 
 def test_abort_policy_runs_the_error_handler_and_cancels_the_rest(data_dir):
@@ -349,7 +351,9 @@ def test_inputs_are_checked_and_statistics_and_queries(data_dir):
     error, ids, kit = run_kit(data_dir, scenario, durations={"*": 1})
     text = str(error)
     assert "seal: 'maybe' is not a boolean" in text and "extra: unknown input" in text
-    assert "plate: required input missing" in text
+    assert "inputs of Diamond: plate: required input missing" in text
+    assert [str(p) for p in error.problems if p.message == "required input missing"] == [
+        "inputs of Diamond: plate: required input missing"]
     stats = kit.engine.get_statistics("Diamond")
     assert stats["total_instances"] == 5 and stats["completed_instances"] == 5
     assert stats["success_rate"] == 100.0 and stats["avg_duration_seconds"] == pytest.approx(2.0)  # a, then b and c together
@@ -357,6 +361,11 @@ def test_inputs_are_checked_and_statistics_and_queries(data_dir):
     assert total == 3 and {r["id"] for r in high} == set(ids[2:])
     assert sorted((r["priority"], r["template_name"], r["status"]) for r in high) == [
         (20, "Diamond", "completed"), (30, "Diamond", "completed"), (40, "Diamond", "completed")]
+    # a row carries the run's times (epoch seconds on the virtual clock, which starts at 1.8e9)
+    start = 1_800_000_000.0
+    assert next(r for r in high if r["id"] == ids[2]) == {
+        "id": ids[2], "template_name": "Diamond", "template_version": 1, "status": "completed",
+        "priority": 20, "created_at": start, "started_at": start, "completed_at": start + 2, "error": None}
     done, total = kit.engine.query_instances(status="completed")
     assert total == 5
     assert kit.engine.query_instances(status="failed") == ([], 0)
