@@ -165,6 +165,9 @@ def test_pause_policy_then_operator_retries_the_step(data_dir):
         paused = kit.engine.get_instance(run_id)["status"]
         await kit.engine.retry_step(run_id, "a", who="alice", reason="plate reseated")
         await kit.until_done(run_id)
+        with pytest.raises(StateError) as nothing_to_retry:
+            await kit.engine.retry_step(run_id, None, who="alice")
+        assert str(nothing_to_retry.value) == f"run {run_id} has no failed step to retry"
         return run_id, paused, kit
 
     run_id, paused, kit = run_kit(data_dir, scenario, fail_kinds={"Reader.Read": 1})
@@ -397,6 +400,10 @@ def test_versions_are_immutable_and_runs_record_theirs(data_dir):
     history = kit.engine.templates.history("V")
     assert [h["version"] for h in history] == [1, 2] and history[0]["published_by"] == "labconsole"
     assert RunStatus.COMPLETED.value == kit.engine.get_instance(r2)["status"]
+    # each new version is audited with its number; the identical re-publish writes nothing
+    assert [(a.who, a.action, a.reason, a.details) for a in kit.store.audit_entries("V")] == [
+        ("labconsole", "publish template", None, {"version": 1}),
+        ("labconsole", "publish template", None, {"version": 2})]
 
 
 def test_console_picks_up_runs_created_and_cancelled_elsewhere(data_dir):

@@ -112,13 +112,18 @@ def test_a_restart_reruns_an_interrupted_idempotent_step_and_asks_about_the_othe
         await kit.clock.advance(150)
         after = {k: v["status"] for k, v in kit.steps(run_id).items()}
         calls = [c.kind for c in kit.executor.calls]
+        wash = [(t.to_status.name, t.why) for t in store.transitions(kit.steps(run_id)["wash"]["order_id"])]
         await kit.engine.close()
         store.close()
-        return before, after, status, calls, said
+        return before, after, status, calls, said, wash
 
-    before, after, status, calls, said = asyncio.run(scenario())
+    before, after, status, calls, said, wash = asyncio.run(scenario())
     why = "waiting for the operator after a restart: a step's outcome is unknown"
     assert said == ([(RunStatus.PAUSED, why)], why, why), "the run says why it waits, as shown and as stored"
     assert before == {"wash": "running", "seal": "running"}
     assert after == {"wash": "completed", "seal": "unknown"}
     assert status is RunStatus.PAUSED and calls == ["Washer.Wash"]
+    # the idempotent step's record says why it went back to the start, and then ran again
+    assert wash == [("Created", None), ("Scheduled", None), ("Running", None),
+                    ("Created", "Re-run after restart (idempotent step)"), ("Scheduled", "attempt 2"),
+                    ("Running", None), ("Complete", None)]
