@@ -405,17 +405,24 @@ def test_why_waiting_names_missing_capability_and_offline_modules(data_dir):
     async def scenario(kit):
         await kit.publish("Cent", [{"id": "c", "kind": "Centrifuge.Spin"}])
         await kit.publish("Read", [READ])
+        await kit.publish("Cold", [{"id": "seal", "kind": "Sealer.Seal", "reserve": ["Incubator.Hold"]}])
         c = await kit.run("Cent")
+        cold = await kit.run("Cold")
         await kit.dispatcher.set_enabled("Reader1", False, who="ann", reason="lamp change")
         await kit.dispatcher.take_out_of_service("Reader2", who="ann", reason="cleaning")
         r = await kit.run("Read")
         await kit.clock.advance(5)
-        return kit.steps(c)["c"], kit.dispatcher.why_waiting(kit.steps(r)["read"]["order_id"]), kit
+        return (kit.steps(c)["c"], kit.steps(cold)["seal"],
+                kit.dispatcher.why_waiting(kit.steps(r)["read"]["order_id"]), kit)
 
-    cent, read, kit = run_dkit(data_dir, scenario)
+    cent, seal, read, kit = run_dkit(data_dir, scenario)
     # a capability nobody offers would wait forever: the step fails at once, saying so
     assert cent["status"] == "failed" and cent["error_code"] == "NoCapability"
     assert "no instrument of this workcell offers 'Centrifuge.Spin'" in cent["error"]
+    # so does one it would hold besides its own (its reserve), though its own kind is offered
+    assert (seal["status"], seal["error_code"]) == ("failed", "NoCapability")
+    assert seal["error"] == ("no instrument of this workcell offers 'Incubator.Hold' "
+                             "(offered: PlateReader.ReadPlate, RobotArm.MovePlate, Sealer.Seal)")
     assert read == ["Reader1 is disabled", "Reader2 is out of service (manual work)"]
     audit = [(a.who, a.action, a.target, a.reason) for a in kit.store.audit_entries()]
     assert ("ann", "disable instrument", "Reader1", "lamp change") in audit
