@@ -612,6 +612,8 @@ def test_which_orders_a_console_on_a_shared_data_services_takes(tmp_path):
             await rt.engine.publish(template_from_dict({**SEAL, "description": "second"}))
             await rt.engine.publish(template_from_dict({"name": "Cover plate", "definition": {"steps": [
                 {"id": "lid", "kind": "Lidder.Lid"}]}}))  # no lidder in this workcell
+            # a template with a placeholder-like name: an order naming no template is not for it
+            await rt.engine.publish(template_from_dict({**SEAL, "name": "XXXX"}))
             link = _link(rt, "cell", "http://127.0.0.1:9")  # never reached: routing reads nothing
             cases = {
                 "named": Order(templateName="seal PLATE"),
@@ -629,6 +631,7 @@ def test_which_orders_a_console_on_a_shared_data_services_takes(tmp_path):
                 "capability there": Order(templateName="Sealer.Seal", restrictToModuleIds="cell-q"),
                 "unknown": Order(templateName="Thaw"),
                 "its own copy": Order(templateName="Seal plate", createdBy="cell Order_00003"),
+                "no template": Order(), "empty template": Order(templateName=""),
             }
             return {k: link.route(o) for k, o in cases.items()}, await link.fleet()
         finally:
@@ -642,7 +645,8 @@ def test_which_orders_a_console_on_a_shared_data_services_takes(tmp_path):
         "bad version": (None, "asks for Seal plate version 'seven', not a number"),
         "version 0": (None, "asks for Seal plate v0"),
         "cannot do": (None, None), "capability": ("module", None), "capability here": ("module", None),
-        "capability there": (None, None), "unknown": (None, None), "its own copy": (None, None)}
+        "capability there": (None, None), "unknown": (None, None), "its own copy": (None, None),
+        "no template": (None, None), "empty template": (None, None)}
     assert fleet == [], "not connected yet: no console to show"
 
 
