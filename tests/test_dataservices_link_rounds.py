@@ -21,12 +21,12 @@ from core.dataservices import server as server_module
 from core.dataservices.backend import ServerChange
 from core.dataservices.client import DataServicesClient
 from core.dataservices.config import DataServicesSettings
-from core.dataservices.fleet import ModuleBeat
+from core.dataservices.fleet import ModuleBeat, recent_beats
 from core.dataservices.leases import Leases
 from core.dataservices.link import SWEEP_EVERY, DataServicesLink
 from core.dataservices.server import EmbeddedDataServices
 from core.errors import DataServicesError, OrderNotFoundError, StoreError
-from core.orders import Order, OrderStatus, Parameter, SchedulingStrategy
+from core.orders import ModuleStatus, Order, OrderStatus, Parameter, SchedulingStrategy
 from core.runtime import Runtime
 from core.store import DB_FILENAME, Store
 from core.templates import template_from_dict
@@ -648,6 +648,37 @@ def test_which_orders_a_console_on_a_shared_data_services_takes(tmp_path):
         "capability there": (None, None), "unknown": (None, None), "its own copy": (None, None),
         "no template": (None, None), "empty template": (None, None)}
     assert fleet == [], "not connected yet: no console to show"
+
+
+def test_a_heartbeat_describes_the_console_to_the_others(tmp_path):
+    """What another console (or the Fleet panel) reads of this one on the Data Services: the
+    templates it runs, the capabilities of its workcell (sorted), its queue, its instruments
+    and its workcell's name."""
+    async def scenario():  # noqa: ANN202
+        d = tmp_path / "cell"
+        rt = Runtime.build(d, store=Store(d / DB_FILENAME).open(), workcell=parse_workcell(CELL), metrics=False)
+        await rt.start(templates_dir=None)
+        try:
+            await rt.engine.publish(template_from_dict(SEAL))
+            await rt.engine.publish(template_from_dict({**SEAL, "description": "second"}))
+            await _until(lambda: all(v.status is ModuleStatus.Ready for v in rt.dispatcher.view()), 20,
+                         "the instruments connected")
+            async with _site(tmp_path) as (server, site):
+                link = _link(rt, "cell", server.url)
+                try:
+                    await link.claim_module_id()  # posts its first heartbeat
+                    beats = await recent_beats(site, time.time() - 60, module_id="cell")
+                finally:
+                    await link.stop()
+        finally:
+            await rt.close()
+        return beats
+
+    (beat,) = asyncio.run(scenario())
+    assert (beat.templates, beat.capabilities) == (("Seal plate@1", "Seal plate@2"),
+                                                   ("PlateReader.ReadPlate", "Sealer.Seal"))
+    assert (beat.queue_depth, beat.running, beat.instruments) == (0, 0, {"Reader1": "Ready", "Sealer1": "Ready"})
+    assert (beat.held, beat.running_orders, beat.workcell, beat.hosts_data_services) == ((), (), "cell", False)
 
 
 def test_a_console_claims_no_more_than_its_backlog(tmp_path):
