@@ -707,6 +707,32 @@ def test_a_console_claims_no_more_than_its_backlog(tmp_path):
     assert not left.assignedTo
 
 
+def test_a_delivery_the_data_services_does_not_answer_marks_the_link_not_connected(tmp_path):
+    """The outbound loop sends the console's runs; once the Data Services stops answering, the
+    link is marked not connected (False, with the cause), as its listeners and its status bar
+    text show, and the run waits in the outbox."""
+    async def scenario():  # noqa: ANN202
+        async with _site(tmp_path) as (server, _site_client), _cell(tmp_path, server.url) as (rt, link):
+            shown: list[tuple[bool | None, str | None]] = []
+            link.on_state = lambda state: shown.append((state.connected, state.error))
+            await link.claim_module_id()
+            link.tasks.spawn(link._outbound_loop(), "outbound")  # noqa: SLF001 - the loop start() runs
+            await rt.start_run("Mix", who="op", allow_duplicate=True)
+            await _until(lambda: link.state.connected and link.state.outbox == 0, 20, "the run delivered")
+            url = server.url
+            await server.stop()
+            await rt.start_run("Stir", who="op", allow_duplicate=True)
+            await _until(lambda: link.state.error is not None and link.state.outbox > 0, 20,
+                         "the delivery failed, the run in the outbox")
+            state = link.state
+            return list(shown), (state.connected, state.error, state.outbox), link.describe(), url
+
+    shown, (connected, cause, outbox), text, url = asyncio.run(scenario())
+    assert connected is False and cause.startswith("cannot connect: "), (connected, cause)
+    assert shown == [(True, None), (False, cause)]
+    assert text == f"Data Services {url}: unreachable ({cause}) · outbox {outbox}"
+
+
 def test_the_status_bar_text_names_the_orders_not_picked_up():
     from core.dataservices.link import LinkState
 
