@@ -25,6 +25,12 @@ cycle's garbage stays allocated; what refcounting frees is freed as ever. The en
 steps, requests and attempts hold no cycle once finished (``tests/test_write_batch.py``): after
 a bulk cancel of 10,000 runs in the window the frozen generation held no garbage.
 
+A bulk action allocates fast for seconds (its plans, records and events, and what the window
+makes of them): full collections came every second or so, each walking everything made since
+the last freeze (10 passes, up to 56 ms, during a bulk cancel of 10,000 runs in ``bench/gui.py``).
+Inside :func:`no_full_passes` only the young generations are collected, as they fill; at its end
+what survived is frozen, as after :func:`settle`, so no later full collection walks it either.
+
 It is a policy of the process, not of a library: the console turns it on (:func:`enable`) and
 so does ``bench/drivers.py``; tests and embedding programs keep the collector as it is.
 """
@@ -33,9 +39,11 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["SLOW_FULL_PASS", "enable", "enabled", "frozen_after_slow_passes", "settle"]
+__all__ = ["SLOW_FULL_PASS", "enable", "enabled", "frozen_after_slow_passes", "no_full_passes", "settle"]
 
 SLOW_FULL_PASS = 0.025
 """Seconds: a full collection this long freezes what survived it (once enabled)."""
@@ -43,6 +51,10 @@ SLOW_FULL_PASS = 0.025
 _enabled = False
 _pass_started = 0.0
 _slow_freezes = 0
+_holds = 0
+"""How many :func:`no_full_passes` blocks are open (bulk actions may overlap)."""
+_full_threshold = 0
+"""The oldest generation's threshold to restore when the last block closes."""
 
 
 def enable(on: bool = True) -> None:
@@ -84,3 +96,26 @@ def settle() -> int | None:
     gc.collect(1)
     gc.freeze()
     return gc.get_freeze_count()
+
+
+@contextmanager
+def no_full_passes() -> Iterator[None]:
+    """If enabled: no full (generation 2) collection while the block runs, young ones as ever;
+    when the last open block closes, the old threshold is back and what survived is frozen
+    (:func:`settle`). Blocks may overlap (two bulk actions at once)."""
+    global _holds, _full_threshold
+    if not _enabled:
+        yield
+        return
+    if _holds == 0:
+        young, middle, _full_threshold = gc.get_threshold()
+        gc.set_threshold(young, middle, 2**31 - 1)  # the pass count never gets there
+    _holds += 1
+    try:
+        yield
+    finally:
+        _holds -= 1
+        if _holds == 0:
+            young, middle, _ = gc.get_threshold()
+            gc.set_threshold(young, middle, _full_threshold)
+            settle()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core import gcpolicy
 from core.clock import Clock, SystemClock
 from core.dispatcher import Dispatcher, InstrumentView, LoadBalancing
 from core.engine import Act, Action, Engine, SimulatedExecutor, StepExecutor, tables
@@ -432,67 +433,68 @@ class Runtime:
             who = signature.user
             options["signature"] = signature.record()
         who = who or os_user()
-        found = await self.store.read(lambda c: tables.targets(c, order_ids))
-        results: dict[str, ActionResult] = {
-            oid: ActionResult(oid, False, f"{oid} is not a labconsole run or step")
-            for oid in order_ids if oid not in found}
-        ordered = sorted((oid for oid in dict.fromkeys(order_ids) if oid in found),
-                         key=lambda oid: found[oid][1] is not None)  # runs first
-        covered: set[str] = set()
-        total = len(order_ids)
-        left: list[str] = []
-        size, i = min(self.bulk_chunk, 20), 0  # the first part is small: it measures the cost
-        first, taken, cpu = True, 0, 0.0
-        chunks: list[list[str]] = []  # the orders of each part of the transaction under way
+        with gcpolicy.no_full_passes():  # its allocations: young collections only, then frozen
+            found = await self.store.read(lambda c: tables.targets(c, order_ids))
+            results: dict[str, ActionResult] = {
+                oid: ActionResult(oid, False, f"{oid} is not a labconsole run or step")
+                for oid in order_ids if oid not in found}
+            ordered = sorted((oid for oid in dict.fromkeys(order_ids) if oid in found),
+                             key=lambda oid: found[oid][1] is not None)  # runs first
+            covered: set[str] = set()
+            total = len(order_ids)
+            left: list[str] = []
+            size, i = min(self.bulk_chunk, 20), 0  # the first part is small: it measures the cost
+            first, taken, cpu = True, 0, 0.0
+            chunks: list[list[str]] = []  # the orders of each part of the transaction under way
 
-        async def next_part() -> list[Action] | None:
-            """The next part of the transaction under way: about BULK_SLICE of the loop's time
-            to plan, at most ``bulk_chunk`` orders in all; runs and steps never share one (a step
-            of a run canceled in an earlier transaction counts as done with it)."""
-            nonlocal first, taken, cpu, size, i
-            if not first:
-                size = _next_chunk(size, time.thread_time() - cpu, self.bulk_chunk)
-                if taken >= self.bulk_chunk or i >= len(ordered) or (stop is not None and stop.is_set()) \
-                        or (found[ordered[i - 1]][1] is None) != (found[ordered[i]][1] is None):
-                    return None
+            async def next_part() -> list[Action] | None:
+                """The next part of the transaction under way: about BULK_SLICE of the loop's time
+                to plan, at most ``bulk_chunk`` orders in all; runs and steps never share one (a step
+                of a run canceled in an earlier transaction counts as done with it)."""
+                nonlocal first, taken, cpu, size, i
+                if not first:
+                    size = _next_chunk(size, time.thread_time() - cpu, self.bulk_chunk)
+                    if taken >= self.bulk_chunk or i >= len(ordered) or (stop is not None and stop.is_set()) \
+                            or (found[ordered[i - 1]][1] is None) != (found[ordered[i]][1] is None):
+                        return None
+                    await asyncio.sleep(0)
+                first = False
+                part = ordered[i:i + min(size, self.bulk_chunk - taken)]
+                i += len(part)
+                taken += len(part)
+                chunk, actions = [], []
+                for oid in part:
+                    run_id, step_id = found[oid]
+                    if step_id is not None and run_id in covered and action in ("cancel", "retry"):
+                        results[oid] = ActionResult(oid, True, f"done with its run {run_id}")
+                        continue
+                    chunk.append(oid)
+                    actions.append(_action(action, OrderTarget(oid, run_id, step_id), who, reason, options))
+                chunks.append(chunk)
+                cpu = time.thread_time()  # the loop thread's own work: planning this part
+                return actions
+
+            while i < len(ordered):
+                if stop is not None and stop.is_set():
+                    left = ordered[i:]
+                    break
+                first, taken = True, 0
+                chunks.clear()
+                done = await self.engine.act_together(next_part)
+                for chunk, (actions, errors) in zip(chunks, done, strict=True):
+                    for oid, act, error in zip(chunk, actions, errors, strict=True):
+                        results[oid] = ActionResult(oid, error is None, _DONE[action](act) if error is None else str(error))
+                        if error is None and act.step_id is None:
+                            covered.add(act.run_id)
+                if progress is not None:
+                    progress(len(results), total)
                 await asyncio.sleep(0)
-            first = False
-            part = ordered[i:i + min(size, self.bulk_chunk - taken)]
-            i += len(part)
-            taken += len(part)
-            chunk, actions = [], []
-            for oid in part:
-                run_id, step_id = found[oid]
-                if step_id is not None and run_id in covered and action in ("cancel", "retry"):
-                    results[oid] = ActionResult(oid, True, f"done with its run {run_id}")
-                    continue
-                chunk.append(oid)
-                actions.append(_action(action, OrderTarget(oid, run_id, step_id), who, reason, options))
-            chunks.append(chunk)
-            cpu = time.thread_time()  # the loop thread's own work: planning this part
-            return actions
-
-        while i < len(ordered):
-            if stop is not None and stop.is_set():
-                left = ordered[i:]
-                break
-            first, taken = True, 0
-            chunks.clear()
-            done = await self.engine.act_together(next_part)
-            for chunk, (actions, errors) in zip(chunks, done, strict=True):
-                for oid, act, error in zip(chunk, actions, errors, strict=True):
-                    results[oid] = ActionResult(oid, error is None, _DONE[action](act) if error is None else str(error))
-                    if error is None and act.step_id is None:
-                        covered.add(act.run_id)
-            if progress is not None:
-                progress(len(results), total)
-            await asyncio.sleep(0)
-        outcome = BulkResult((results[oid] for oid in order_ids if oid in results), left)
-        summary: dict[str, Any] = {"orders": total, "done": sum(r.ok for r in outcome), "left": len(left)}
-        if signature is not None:
-            summary["signature"] = signature.record()
-        await self.store.audit(who, f"bulk {action}", None, reason, summary)
-        return outcome
+            outcome = BulkResult((results[oid] for oid in order_ids if oid in results), left)
+            summary: dict[str, Any] = {"orders": total, "done": sum(r.ok for r in outcome), "left": len(left)}
+            if signature is not None:
+                summary["signature"] = signature.record()
+            await self.store.audit(who, f"bulk {action}", None, reason, summary)
+            return outcome
 
     def preview(self, order_ids: Iterable[str]) -> dict[str, Any]:
         """What a bulk action would touch: counts and the runs involved."""

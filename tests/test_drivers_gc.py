@@ -126,3 +126,81 @@ def test_a_quick_full_collection_freezes_nothing_nor_does_one_without_the_policy
     gcpolicy.enable()
     gcpolicy.enable()  # enabling twice watches once
     assert gc.callbacks.count(gcpolicy._after_full_pass) == 1
+
+
+HOLD = {"steps": [{"id": "hold", "kind": "Hold.Forever"}, {"id": "b", "kind": "Reader.Read", "depends_on": ["hold"]}]}
+
+
+def _full_passes_during_a_bulk_cancel(tmp_path) -> tuple[list[int], tuple[int, int, int], int, int]:
+    """Cancel 120 held runs in bulk with full collections made as frequent as they can be; the
+    generations collected meanwhile, the thresholds and the frozen count after, and those before."""
+    from core.clock import SystemClock
+    from core.engine import SimulatedExecutor
+    from core.runtime import Runtime
+
+    generations: list[int] = []
+    on = [False]
+
+    def seen(phase: str, info: dict) -> None:
+        if on[0] and phase == "start":
+            generations.append(info["generation"])
+
+    async def main() -> tuple[int, int]:
+        executor = SimulatedExecutor(SystemClock(), hang_kinds=["Hold.Forever"])
+        rt = Runtime.build(tmp_path, executor=executor, workcell=None, metrics=False)
+        rt.bulk_chunk = 40
+        await rt.start(templates_dir=None)
+        try:
+            await rt.engine.create_template("Hold", HOLD)
+            runs = [await rt.start_run("Hold", {}, who="lab", allow_duplicate=True) for _ in range(120)]
+            while len(executor.calls) < len(runs):  # noqa: ASYNC110 - a plain list the executor fills
+                await asyncio.sleep(0.01)
+            frozen = gc.get_freeze_count()
+            on[0] = True
+            try:
+                results = await rt.bulk("cancel", runs, who="ann", reason="drill")
+            finally:
+                on[0] = False
+            assert all(r.ok for r in results) and len(results) == len(runs)
+            return frozen, gc.get_freeze_count()
+        finally:
+            await rt.close()
+
+    old = gc.get_threshold()
+    gc.set_threshold(50, 1, 1)  # a full collection at every other young one, as far as counts go
+    gc.callbacks.append(seen)
+    try:
+        frozen_before, frozen_after = asyncio.run(main())
+        return generations, gc.get_threshold(), frozen_before, frozen_after
+    finally:
+        gc.callbacks.remove(seen)
+        gc.set_threshold(*old)
+
+
+def test_a_bulk_action_makes_no_full_collection_and_freezes_what_survived_it(tmp_path, policy):
+    """A bulk cancel of 10,000 runs in the window set off 10 full collections of up to 56 ms each
+    (bench/gui.py): inside a bulk action only the young generations are collected."""
+    gc.unfreeze()
+    generations, threshold, frozen_before, frozen_after = _full_passes_during_a_bulk_cancel(tmp_path)
+    assert generations and 2 not in generations, f"{generations.count(2)} full collections"
+    assert threshold == (50, 1, 1), "the threshold is back once the action is done"
+    assert frozen_after > frozen_before, "what survived the action is frozen, as after settle"
+
+
+def test_without_the_policy_a_bulk_action_leaves_the_collector_as_it_is(tmp_path):
+    generations, threshold, frozen_before, frozen_after = _full_passes_during_a_bulk_cancel(tmp_path)
+    assert 2 in generations and threshold == (50, 1, 1) and frozen_after == frozen_before
+
+
+def test_overlapping_blocks_restore_the_threshold_once_the_last_one_closes(policy):
+    old = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        with gcpolicy.no_full_passes():
+            with gcpolicy.no_full_passes():
+                assert gc.get_threshold()[2] > 10**9
+            assert gc.get_threshold()[2] > 10**9, "the outer block still holds"
+        assert gc.get_threshold() == (700, 10, 10)
+    finally:
+        gc.set_threshold(*old)
+        gc.unfreeze()
