@@ -25,6 +25,7 @@ from console.bridge import EventBridge
 from core.api import RuntimeApi
 from core.forecast import Forecast, WindowWarnings
 from core.playbook import Playbook
+from panels.base import Panel
 from panels.dashboard import DashboardPanel
 from panels.detail import DetailPanel
 from panels.fleet import FleetPanel
@@ -271,6 +272,8 @@ class MainWindow(QMainWindow):
         dock = QDockWidget(name, self)
         dock.setObjectName(f"dock{name}")
         dock.setWidget(widget)
+        if isinstance(widget, Panel):  # a tab behind another is covered, not hidden: tell the panel
+            dock.visibilityChanged.connect(widget.set_tab_shown)
         self.addDockWidget(area, dock)
         self.docks[name] = dock
 

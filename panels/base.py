@@ -10,6 +10,10 @@ A panel subclasses :class:`Panel` and says what differs:
 - :meth:`Panel.on_shown`: what to read again when the panel comes into view;
   :meth:`Panel.when_shown` defers a redraw of a hidden panel until then (a panel in a background
   tab does not redraw for every forecast or frame it is sent).
+
+"Shown" means in view: a panel in a tab behind another of its dock area is visible to Qt (only
+covered), so the main window tells it when its tab is selected or not (:meth:`Panel.set_tab_shown`,
+from its dock's ``visibilityChanged``); :meth:`Panel.in_view` is both.
 - :meth:`Panel.apply_theme`: what to recolour when a theme is applied (called once per theme
   change, never per paint).
 - :meth:`Panel.on_shutdown`: what else to stop at close (tasks, dialogs).
@@ -57,6 +61,8 @@ class Panel(QWidget):
         self._links: list[tuple[Any, Callable[..., Any]]] = []
         self._deferred: dict[Callable[[], None], None] = {}
         self._shut_down = False
+        self._tab_shown = True
+        """False while the panel's tab is behind another of its dock area."""
         self.refresh_timer = QTimer(self)
         self.refresh_timer.setObjectName("panelRefresh")
         self.refresh_timer.setInterval(self.REFRESH_MS or 1000)
@@ -80,12 +86,16 @@ class Panel(QWidget):
     def on_shown(self) -> None:
         """The panel came into view (before its refresh timer starts)."""
 
+    def in_view(self) -> bool:
+        """Shown, and not behind another tab of its dock area."""
+        return self._tab_shown and self.isVisible()
+
     def when_shown(self, redraw: Callable[[], None]) -> None:
-        """Run ``redraw`` now if the panel is shown, else once when it comes into view (however
+        """Run ``redraw`` now if the panel is in view, else once when it comes into view (however
         many times it was asked for meanwhile)."""
         if self._shut_down:
             return
-        if self.isVisible():
+        if self.in_view():
             redraw()
         else:
             self._deferred[redraw] = None
@@ -104,7 +114,7 @@ class Panel(QWidget):
 
     def update_refresh(self) -> None:
         """Start or stop the refresh timer to match visibility and :meth:`wants_refresh`."""
-        if not self._shut_down and self.isVisible() and self.wants_refresh():
+        if not self._shut_down and self.in_view() and self.wants_refresh():
             if not self.refresh_timer.isActive():
                 self.refresh_timer.start()
         else:
@@ -120,15 +130,29 @@ class Panel(QWidget):
         if not self._shut_down:
             self.apply_theme(theme)
 
-    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
-        super().showEvent(event)
-        if self._shut_down:
+    def set_tab_shown(self, shown: bool) -> None:
+        """The panel's tab was selected (True) or another tab of its dock area was (False): the
+        dock's ``visibilityChanged``, connected by the main window."""
+        if shown == self._tab_shown:
+            return
+        self._tab_shown = shown
+        if shown:
+            self._came_into_view()
+        else:
+            self.refresh_timer.stop()
+
+    def _came_into_view(self) -> None:
+        if self._shut_down or not self.in_view():
             return
         deferred, self._deferred = self._deferred, {}
         for redraw in deferred:
             redraw()
         self.on_shown()
         self.update_refresh()
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
+        super().showEvent(event)
+        self._came_into_view()
 
     def hideEvent(self, event: QHideEvent) -> None:  # noqa: N802
         super().hideEvent(event)
