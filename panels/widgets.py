@@ -362,6 +362,11 @@ class LoopLagProbe:
 
     Under qasync an asyncio timer is a Qt timer, so the overshoot includes Qt's own dispatch
     (painting, slots). Samples of the last ``keep_seconds`` are kept for :meth:`percentiles`.
+
+    While recording (:meth:`record_all`) each sample's *own* part is kept too: the lag, but at most
+    the CPU time the loop's thread used meanwhile. The rest of a lag is time the thread waited
+    (for a core of a busy machine, or for the GIL), not work the loop did; on a loaded machine
+    the two tell the code's stalls from the machine's.
     """
 
     def __init__(self, interval: float = 0.005, keep_seconds: float = 10.0) -> None:
@@ -372,6 +377,8 @@ class LoopLagProbe:
         self._task: asyncio.Task[None] | None = None
         self.all_lags: list[float] | None = None
         """Every sample since :meth:`record_all` (for benchmarks); None when not recording."""
+        self.own_lags: list[float] = []
+        """The loop thread's own part of each sample of the last recording (see above)."""
 
     def start(self) -> None:
         """Start probing on the running loop (idempotent)."""
@@ -390,6 +397,7 @@ class LoopLagProbe:
     def record_all(self) -> None:
         """Also keep every sample from now on (until :meth:`stop_recording`)."""
         self.all_lags = []
+        self.own_lags = []
 
     def stop_recording(self) -> list[float]:
         lags, self.all_lags = self.all_lags or [], None
@@ -397,10 +405,10 @@ class LoopLagProbe:
 
     async def _run(self) -> None:
         interval = self.interval
-        clock = time.perf_counter
+        clock, cpu = time.perf_counter, time.thread_time
         with contextlib.suppress(asyncio.CancelledError):
             while True:
-                t0 = clock()
+                t0, c0 = clock(), cpu()
                 await asyncio.sleep(interval)
                 now = clock()
                 lag = max(0.0, now - t0 - interval)
@@ -408,6 +416,7 @@ class LoopLagProbe:
                 self._lags.append(lag)
                 if self.all_lags is not None:
                     self.all_lags.append(lag)
+                    self.own_lags.append(min(lag, cpu() - c0))
                 horizon = now - self.keep_seconds
                 while self._times and self._times[0] < horizon:
                     self._times.popleft()
