@@ -222,3 +222,29 @@ def test_cli_refuses_bad_dates_and_files(data_dir, tmp_path, capsys):
     bad.write_text('{"format": "something else"}')
     assert cli(["audit", "verify", "--file", str(bad)]) == 2
     assert "not a labconsole audit export" in capsys.readouterr().err
+
+
+def test_a_signature_in_progress_goes_to_its_target_only(store):
+    """Under a signature for target X, the audit rows of its actions on X carry it; a row on Y
+    written in the same block does not; a signature for no target (a bulk action) goes to all."""
+    record = {"user": "ann", "role": "admin", "meaning": "approval", "at": 1.0, "action": "pause"}
+    token = audit_chain.SIGNING.set((frozenset({"pause"}), "order-x", record))
+    try:
+        store.write_sync(store.audit_op("ann", "pause", "order-x", "look", {"n": 1}))
+        store.write_sync(store.audit_op("ann", "pause", "order-y", "look", {"n": 2}))
+        store.write_sync(store.audit_op("ann", "resume", "order-x", None, None))
+    finally:
+        audit_chain.SIGNING.reset(token)
+    token = audit_chain.SIGNING.set((frozenset({"pause"}), None, record))
+    try:
+        store.write_sync(store.audit_op("ann", "pause", "order-z", None, None))
+    finally:
+        audit_chain.SIGNING.reset(token)
+    store.write_sync(store.audit_op("ann", "pause", "order-x", None, None))
+    got = [(e.target, e.action, e.details) for e in store.audit_entries()]
+    assert got == [("order-x", "pause", {"n": 1, "signature": record}),
+                   ("order-y", "pause", {"n": 2}),
+                   ("order-x", "resume", None),
+                   ("order-z", "pause", {"signature": record}),
+                   ("order-x", "pause", None)]
+    assert store.verify_chain().ok
