@@ -475,3 +475,24 @@ def test_recovery_resumes_the_unfinished_runs_listed_after_one_already_loaded(da
     assert kit.engine.run_status(waiting) is RunStatus.COMPLETED
     assert sorted(c.order_id for c in kit.executor.calls) == sorted(
         kit.steps(r)["a"]["order_id"] for r in (held, waiting)), "each step run once"
+
+
+def test_a_run_is_stamped_with_its_engines_clock(data_dir):
+    """The run's order, its steps' orders and its row all carry the creating engine's time, even
+    when that engine keeps another clock than the store (e.g. the command line's)."""
+    from datetime import UTC, datetime
+
+    from core.clock import VirtualClock
+    from core.engine import Engine
+
+    async def scenario(kit):
+        await kit.publish(template("Stamp", [{"id": "a", "kind": "X.Y"}, {"id": "b", "kind": "X.Y"}]))
+        other = Engine(kit.ledger, kit.executor, clock=VirtualClock(start=1_900_000_000.0))
+        return await other.create_instance("Stamp", {}), kit
+
+    run_id, kit = run_kit(data_dir, scenario)
+    at = datetime.fromtimestamp(1_900_000_000.0, UTC)
+    assert kit.store.get_order(run_id).creationTime == at
+    assert [kit.store.get_order(s["order_id"]).creationTime for s in kit.steps(run_id).values()] == [at, at]
+    rows, _ = kit.engine.query_instances(template="Stamp")
+    assert [r["created_at"] for r in rows] == [1_900_000_000.0]
