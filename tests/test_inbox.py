@@ -283,3 +283,21 @@ def test_hands_in_the_cell_lock_is_refused_without_instruments(data_dir):
             await inbox.lock(["Sealer1"], who="ann")
 
     run_kit(data_dir, scenario)
+
+
+def test_a_run_that_ends_unanswered_closes_its_items_naming_how_it_ended(data_dir):
+    async def scenario(kit: Kit):
+        inbox = Inbox(kit.engine)
+        await kit.publish(template("Waits", [
+            {"id": "ask", "kind": "prompt", "parameters": {"message": "Load the plate", "fields": FIELDS}}],
+            default_timeout_seconds="1h"))
+        run_id = await kit.run("Waits")
+        await kit.clock.settle()
+        [item] = inbox.items()
+        assert item.state == "open"
+        await kit.until_done(run_id)
+        return kit.engine.get_instance(run_id)["status"], inbox.item(item.id)
+
+    status, item = run_kit(data_dir, scenario)
+    assert status == "failed"
+    assert (item.state, item.answer, item.answered_by) == ("answered", {"action": "run failed"}, "engine")
