@@ -496,3 +496,18 @@ def test_a_run_is_stamped_with_its_engines_clock(data_dir):
     assert [kit.store.get_order(s["order_id"]).creationTime for s in kit.steps(run_id).values()] == [at, at]
     rows, _ = kit.engine.query_instances(template="Stamp")
     assert [r["created_at"] for r in rows] == [1_900_000_000.0]
+
+
+def test_a_simulated_failure_rate_fails_steps_saying_so(data_dir):
+    async def scenario(kit):
+        await kit.publish(template("Unlucky", [{"id": "read", "kind": "PlateReader.ReadPlate"}]))
+        run_id = await kit.run("Unlucky")
+        await kit.until_done(run_id)
+        return run_id, kit
+
+    run_id, kit = run_kit(data_dir, scenario, failure_rate=1.0)
+    step = kit.steps(run_id)["read"]
+    text = "PlateReader.ReadPlate failed (simulated, rate 1.0)"
+    assert (step["status"], step["error"], step["error_code"]) == ("failed", text, "SimulatedFailure")
+    assert kit.store.get_order(step["order_id"]).statusDetails == f"SimulatedFailure: {text}"
+    assert kit.engine.get_instance(run_id)["error"] == f"step 'read' failed: {text}"
