@@ -649,3 +649,22 @@ def test_each_instrument_is_shown_in_one_state(data_dir):
     idle, decided = run_dkit(data_dir, scenario)
     assert set(idle.values()) == {"Ready"}
     assert (decided["Sealer"], decided["Reader1"], decided["Reader2"]) == ("Disabled", "OutOfService", "Ready")
+
+
+def test_a_disconnected_instrument_is_tried_again_when_its_reconnect_time_comes(data_dir):
+    """After a failed connect the instrument is tried again stale_timeout (30 s) later: at that
+    very heartbeat round, not one round after it."""
+    async def scenario(kit):
+        t0 = kit.clock.now()
+        kit.drivers["Sealer"].inject(connect_fail=1)
+        ok = await kit.dispatcher.reconnect("Sealer", who="cy", reason="cable reseated")
+        await kit.clock.advance(30)
+        log = kit.store.read_sync(lambda c: c.execute(
+            "SELECT at, to_status, detail FROM instrument_log WHERE instrument_id='Sealer' AND at >= ? "
+            "ORDER BY seq", (t0,)).fetchall())
+        return ok, [(at - t0, status, detail) for at, status, detail in log]
+
+    ok, log = run_dkit(data_dir, scenario)
+    assert ok is False
+    assert log[-2:] == [(0.0, "Offline", "connect failed: Sealer: connection refused (simulated)"),
+                        (30.0, "Ready", "ready")]
