@@ -193,3 +193,52 @@ def test_an_order_adopted_just_before_a_stop_gets_its_run_at_the_next_start(tmp_
 
     runs = asyncio.run(scenario())
     assert len(runs) == 1, "one run was made for it at the start"
+
+
+def test_an_order_this_console_has_is_not_taken_again_while_its_own_heartbeat_lapsed(tmp_path):
+    """This console took an order over and has not started it (its instrument is disabled); its
+    own heartbeat then lapsed (the machine slept) and the takeover's mark is older than a lease:
+    a round before its next heartbeat finds the order held by no live console, but this console
+    has its copy already, and does not make a second one."""
+    ds_dir, b_dir = tmp_path / "ds", tmp_path / "b"
+    ds_dir.mkdir()
+    b_dir.mkdir()
+
+    async def scenario():
+        ds_store = Store(ds_dir / DB_FILENAME).open()
+        server = EmbeddedDataServices(ds_store, port=0)
+        url = await server.start()
+        store = Store(b_dir / DB_FILENAME).open()
+        runtime = Runtime.build(b_dir, store=store, workcell=parse_workcell(FAST_CELL))
+        await runtime.start(templates_dir=SAMPLE_TEMPLATES)
+        link = DataServicesLink(runtime, DataServicesSettings(url, "test"), module_id="cell-b", lease=LEASE,
+                                timeout=5.0)
+        site = DataServicesClient(url)
+        try:
+            await link.claim_module_id()  # its identity and leases; no loops: the rounds are run here
+            assert link.client is not None and link.identity is not None and runtime.dispatcher is not None
+            await runtime.dispatcher.set_enabled("Sealer1", False, who="cy", reason="cleaning")
+            left = await site.create_order(Order(templateName="Sealer.Seal"))
+            z = Leases(site, "cell-z", "inst-z", lease=LEASE, now=time.time)
+            assert await site.try_assign(left, "cell-z") and await z.claim(left)
+            await site.publish_event(beat("cell-z", "inst-z", time.time() - 10, LEASE, held=(left,)))
+            await asyncio.sleep(LEASE + 0.3)  # cell-z's claim mark is older than a lease now
+            await link.client.publish_event(link.identity.beat(lease=LEASE).event())
+            rounds = [await link.reclaim_once(thorough=True)]
+            await asyncio.sleep(LEASE + 0.3)  # this console's heartbeat and the takeover's mark age
+            rounds.append(await link.reclaim_once(thorough=True))
+            mirrors = store.read_sync(lambda c: c.execute(
+                "SELECT id FROM orders WHERE template_name = 'Sealer.Seal'").fetchall())
+            copies = [store.transitions(oid)[0].who for (oid,) in mirrors]
+            return left, rounds, link.taken_over, copies
+        finally:
+            await site.close()
+            await link.stop()
+            await runtime.close()
+            await server.stop()
+            ds_store.close()
+
+    left, rounds, taken, copies = asyncio.run(scenario())
+    assert rounds == [[left], []]
+    assert taken == 1
+    assert copies == [f"Data Services {left}"], "one local copy of it"
