@@ -242,3 +242,43 @@ def test_an_order_this_console_has_is_not_taken_again_while_its_own_heartbeat_la
     assert rounds == [[left], []]
     assert taken == 1
     assert copies == [f"Data Services {left}"], "one local copy of it"
+
+
+def test_a_round_reads_every_page_of_waiting_orders(tmp_path):
+    """More waiting orders than the Data Services client's default page (100) come before the
+    one a gone console left: a thorough round still finds and takes it."""
+    ds_dir, b_dir = tmp_path / "ds", tmp_path / "b"
+    ds_dir.mkdir()
+    b_dir.mkdir()
+
+    async def scenario():
+        ds_store = Store(ds_dir / DB_FILENAME).open()
+        server = EmbeddedDataServices(ds_store, port=0)
+        url = await server.start()
+        store = Store(b_dir / DB_FILENAME).open()
+        runtime = Runtime.build(b_dir, store=store, workcell=parse_workcell(FAST_CELL))
+        await runtime.start(templates_dir=SAMPLE_TEMPLATES)
+        link = DataServicesLink(runtime, DataServicesSettings(url, "test"), module_id="cell-b", lease=LEASE,
+                                timeout=5.0)
+        site = DataServicesClient(url)
+        try:
+            await link.claim_module_id()  # its identity and leases; no loops: the round is run here
+            assert link.client is not None and link.identity is not None
+            # a page of orders waiting for a module, older than the one left
+            await asyncio.gather(*(site.create_order(Order(templateName="Sealer.Seal")) for _ in range(100)))
+            left = await site.create_order(Order(templateName="Sealer.Seal"))
+            z = Leases(site, "cell-z", "inst-z", lease=LEASE, now=time.time)
+            assert await site.try_assign(left, "cell-z") and await z.claim(left)
+            await site.publish_event(beat("cell-z", "inst-z", time.time() - 10, LEASE, held=(left,)))
+            await asyncio.sleep(LEASE + 0.3)  # cell-z's claim mark is older than a lease now
+            await link.client.publish_event(link.identity.beat(lease=30).event())
+            return left, await link.reclaim_once(thorough=True)
+        finally:
+            await site.close()
+            await link.stop()
+            await runtime.close()
+            await server.stop()
+            ds_store.close()
+
+    left, taken = asyncio.run(scenario())
+    assert taken == [left]
