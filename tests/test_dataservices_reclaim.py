@@ -282,3 +282,67 @@ def test_a_round_reads_every_page_of_waiting_orders(tmp_path):
 
     left, taken = asyncio.run(scenario())
     assert taken == [left]
+
+
+def test_a_step_waits_for_a_data_services_that_is_down_to_record_its_start(tmp_path):
+    """A taken-over order's first step records its start on the Data Services before it runs;
+    while the Data Services does not answer (several tries in a row) the step waits, and it runs
+    once the Data Services is back."""
+    from core.orders import OrderStatus
+
+    ds_dir, b_dir = tmp_path / "ds", tmp_path / "b"
+    ds_dir.mkdir()
+    b_dir.mkdir()
+
+    async def scenario():
+        ds_store = Store(ds_dir / DB_FILENAME).open()
+        server = EmbeddedDataServices(ds_store, port=0)
+        url = await server.start()
+        store = Store(b_dir / DB_FILENAME).open()
+        runtime = Runtime.build(b_dir, store=store, workcell=parse_workcell(FAST_CELL))
+        await runtime.start(templates_dir=SAMPLE_TEMPLATES)
+        link = DataServicesLink(runtime, DataServicesSettings(url, "test"), module_id="cell-b", lease=LEASE,
+                                timeout=2.0)
+        site = DataServicesClient(url)
+        loop = asyncio.get_running_loop()
+        try:
+            await link.claim_module_id()  # its identity and leases; no loops: the round is run here
+            assert link.client is not None and link.identity is not None and runtime.dispatcher is not None
+            await runtime.dispatcher.set_enabled("Sealer1", False, who="cy", reason="cleaning")
+            left = await site.create_order(Order(templateName="Sealer.Seal"))
+            z = Leases(site, "cell-z", "inst-z", lease=LEASE, now=time.time)
+            assert await site.try_assign(left, "cell-z") and await z.claim(left)
+            await site.publish_event(beat("cell-z", "inst-z", time.time() - 10, LEASE, held=(left,)))
+            await asyncio.sleep(LEASE + 0.3)  # cell-z's claim mark is older than a lease now
+            await link.client.publish_event(link.identity.beat(lease=30).event())
+            assert await link.reclaim_once(thorough=True) == [left]
+            [(mirror,)] = store.read_sync(lambda c: c.execute(
+                "SELECT id FROM orders WHERE template_name = 'Sealer.Seal'").fetchall())
+            port = int(url.rsplit(":", 1)[1].split("/")[0])
+            await server.stop()  # the Data Services goes down; then the sealer is free
+            await runtime.dispatcher.set_enabled("Sealer1", True, who="cy", reason="clean")
+            end = loop.time() + 20
+            while link.state.connected is not False:
+                assert loop.time() < end, "the step did not try to record its start"
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)  # tried again after 0.2 s and 0.4 s more: refused each time
+            down = store.get_order(mirror).status
+            server = EmbeddedDataServices(ds_store, port=port, port_attempts=1)
+            await server.start()
+            final = (OrderStatus.Complete, OrderStatus.Error, OrderStatus.Canceled)
+            while (after := store.get_order(mirror)).status not in final:
+                assert loop.time() < end + 30, f"the step did not run: {after.status}"
+                await asyncio.sleep(0.05)
+            marks = await link.leases.marks(left)
+            return down, (after.status, after.statusDetails), [(m.kind, m.module_id) for m in marks]
+        finally:
+            await site.close()
+            await link.stop()
+            await runtime.close()
+            await server.stop()
+            ds_store.close()
+
+    down, after, marks = asyncio.run(scenario())
+    assert down is OrderStatus.Running, "waiting: not run, not failed"
+    assert after[0] is OrderStatus.Complete, after
+    assert marks == [("claim", "cell-z"), ("takeover", "cell-b"), ("start", "cell-b")]
