@@ -411,3 +411,30 @@ def test_a_data_directory_this_user_cannot_write_in_is_refused_naming_it(tmp_pat
     writable = tmp_path / "writable"
     writable.mkdir()
     Store(writable / DB_FILENAME).open().close()  # the real answer for any other directory
+
+
+def test_a_batch_that_fails_outside_its_operations_fails_its_writes_and_the_writer_goes_on(
+        store, monkeypatch, caplog):
+    """A fault of the writer itself between a batch's operations and its commit (here the text
+    index check, every batch): the batch's writes fail naming the file and the cause, nothing of
+    them is stored, the log says so with the file, and the next write goes through."""
+    import logging
+
+    import core.store as store_module
+
+    real = store_module.text_pending
+
+    def broken(conn, cap):
+        raise RuntimeError("index check broke")
+
+    monkeypatch.setattr(store_module, "TEXT_INDEX_CHECK_EVERY", 1)
+    monkeypatch.setattr(store_module, "text_pending", broken)
+    with caplog.at_level(logging.ERROR, logger="core.store"), pytest.raises(StoreError) as info:
+        store.write_sync(store.audit_op("ann", "pause", "Order_1", "lost"))
+    assert str(info.value) == f"{store.path}: write failed: RuntimeError('index check broke')"
+    [record] = [r for r in caplog.records if r.name == "core.store"]
+    assert record.getMessage() == f"{store.path}: a write batch failed outside its operations"
+    assert record.exc_info is not None and "index check broke" in str(record.exc_info[1])
+    monkeypatch.setattr(store_module, "text_pending", real)
+    store.write_sync(store.audit_op("ann", "pause", "Order_1", "kept"))
+    assert [e.reason for e in store.audit_entries("Order_1")] == ["kept"]
