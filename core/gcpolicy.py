@@ -27,8 +27,11 @@ a bulk cancel of 10,000 runs in the window the frozen generation held no garbage
 
 A bulk action allocates fast for seconds (its plans, records and events, and what the window
 makes of them): full collections came every second or so, each walking everything made since
-the last freeze (10 passes, up to 56 ms, during a bulk cancel of 10,000 runs in ``bench/gui.py``).
-Inside :func:`no_full_passes` only the young generations are collected, as they fill; at its end
+the last freeze (10 passes, up to 56 ms, during a bulk cancel of 10,000 runs in ``bench/gui.py``),
+and young ones ran inside its planning steps, 5-10 ms each of a 15-20 ms step (while old runs
+are freed, the youngest generation's count goes down with each freed object, so it grows large
+between collections). Inside :func:`collecting_apart` the collector runs the young generations
+in loop steps of their own, never in the middle of another; no full collection; at its end
 what survived is frozen, as after :func:`settle`, so no later full collection walks it either.
 
 It is a policy of the process, not of a library: the console turns it on (:func:`enable`) and
@@ -37,13 +40,15 @@ so does ``bench/drivers.py``; tests and embedding programs keep the collector as
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-__all__ = ["SLOW_FULL_PASS", "enable", "enabled", "frozen_after_slow_passes", "no_full_passes", "settle"]
+__all__ = ["SLOW_FULL_PASS", "YOUNG_EVERY", "collecting_apart", "enable", "enabled",
+           "frozen_after_slow_passes", "settle"]
 
 SLOW_FULL_PASS = 0.025
 """Seconds: a full collection this long freezes what survived it (once enabled)."""
@@ -51,10 +56,12 @@ SLOW_FULL_PASS = 0.025
 _enabled = False
 _pass_started = 0.0
 _slow_freezes = 0
+YOUNG_EVERY = 0.004
+"""Seconds between the young collections' loop steps inside :func:`collecting_apart`."""
+
 _holds = 0
-"""How many :func:`no_full_passes` blocks are open (bulk actions may overlap)."""
-_full_threshold = 0
-"""The oldest generation's threshold to restore when the last block closes."""
+"""How many :func:`collecting_apart` blocks are open (bulk actions may overlap)."""
+_collector: asyncio.Task[None] | None = None
 
 
 def enable(on: bool = True) -> None:
@@ -98,24 +105,37 @@ def settle() -> int | None:
     return gc.get_freeze_count()
 
 
-@contextmanager
-def no_full_passes() -> Iterator[None]:
-    """If enabled: no full (generation 2) collection while the block runs, young ones as ever;
-    when the last open block closes, the old threshold is back and what survived is frozen
-    (:func:`settle`). Blocks may overlap (two bulk actions at once)."""
-    global _holds, _full_threshold
+@asynccontextmanager
+async def collecting_apart() -> AsyncIterator[None]:
+    """If enabled: while the block runs, automatic collection is off and the young generations
+    are collected by a task of their own, in loop steps of their own, whenever they are due
+    (:data:`YOUNG_EVERY`); no full collection; when the last open block closes, automatic
+    collection is back and what survived is frozen (:func:`settle`). Blocks may overlap (two
+    bulk actions at once)."""
+    global _holds, _collector
     if not _enabled:
         yield
         return
     if _holds == 0:
-        young, middle, _full_threshold = gc.get_threshold()
-        gc.set_threshold(young, middle, 2**31 - 1)  # the pass count never gets there
+        gc.disable()
+        _collector = asyncio.get_running_loop().create_task(_collect_young(), name="young collections")
     _holds += 1
     try:
         yield
     finally:
         _holds -= 1
         if _holds == 0:
-            young, middle, _ = gc.get_threshold()
-            gc.set_threshold(young, middle, _full_threshold)
+            if _collector is not None:
+                _collector.cancel()
+                _collector = None
+            gc.enable()
             settle()
+
+
+async def _collect_young() -> None:
+    """The youngest generation at every wake (its count is no measure of its size: freeing an
+    older object counts down too), the middle one as often as it would be."""
+    middle = gc.get_threshold()[1]
+    while True:
+        await asyncio.sleep(YOUNG_EVERY)
+        gc.collect(1 if gc.get_count()[1] >= middle else 0)

@@ -433,7 +433,7 @@ class Runtime:
             who = signature.user
             options["signature"] = signature.record()
         who = who or os_user()
-        with gcpolicy.no_full_passes():  # its allocations: young collections only, then frozen
+        async with gcpolicy.collecting_apart():  # young collections in steps of their own, then frozen
             found = await self.store.read(lambda c: tables.targets(c, order_ids))
             results: dict[str, ActionResult] = {
                 oid: ActionResult(oid, False, f"{oid} is not a labconsole run or step")

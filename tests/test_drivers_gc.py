@@ -178,13 +178,43 @@ def _full_passes_during_a_bulk_cancel(tmp_path) -> tuple[list[int], tuple[int, i
 
 
 def test_a_bulk_action_makes_no_full_collection_and_freezes_what_survived_it(tmp_path, policy):
-    """A bulk cancel of 10,000 runs in the window set off 10 full collections of up to 56 ms each
-    (bench/gui.py): inside a bulk action only the young generations are collected."""
+    """A bulk cancel of 10,000 runs in the window set off 10 full collections of up to 56 ms each,
+    and young ones inside its planning steps (bench/gui.py): inside a bulk action only the young
+    generations are collected, by a task of their own."""
     gc.unfreeze()
     generations, threshold, frozen_before, frozen_after = _full_passes_during_a_bulk_cancel(tmp_path)
-    assert generations and 2 not in generations, f"{generations.count(2)} full collections"
-    assert threshold == (50, 1, 1), "the threshold is back once the action is done"
+    assert 2 not in generations, f"{generations.count(2)} full collections"
+    assert gc.isenabled() and threshold == (50, 1, 1), "automatic collection is back once the action is done"
     assert frozen_after > frozen_before, "what survived the action is frozen, as after settle"
+
+
+def test_inside_the_block_young_collections_run_in_loop_steps_of_their_own(policy):
+    """No automatic collection in the middle of a step: the collector's task runs them between."""
+    inside: list[bool] = []
+    stepping = [False]
+
+    def seen(phase: str, info: dict) -> None:
+        if phase == "start":
+            inside.append(stepping[0])
+
+    async def main() -> list[int]:
+        async with gcpolicy.collecting_apart():
+            assert not gc.isenabled()
+            for _ in range(20):
+                stepping[0] = True
+                junk = [[i] for i in range(5_000)]  # many young containers in one step
+                stepping[0] = False
+                del junk
+                await asyncio.sleep(gcpolicy.YOUNG_EVERY)
+        return gc.get_count()
+
+    gc.callbacks.append(seen)
+    try:
+        asyncio.run(main())
+    finally:
+        gc.callbacks.remove(seen)
+    assert inside and not any(inside), f"{sum(inside)} collections inside a step, {len(inside)} in all"
+    assert gc.isenabled()
 
 
 def test_without_the_policy_a_bulk_action_leaves_the_collector_as_it_is(tmp_path):
@@ -192,15 +222,16 @@ def test_without_the_policy_a_bulk_action_leaves_the_collector_as_it_is(tmp_path
     assert 2 in generations and threshold == (50, 1, 1) and frozen_after == frozen_before
 
 
-def test_overlapping_blocks_restore_the_threshold_once_the_last_one_closes(policy):
-    old = gc.get_threshold()
+def test_overlapping_blocks_turn_automatic_collection_back_on_once_the_last_one_closes(policy):
+    async def main() -> None:
+        async with gcpolicy.collecting_apart():
+            async with gcpolicy.collecting_apart():
+                assert not gc.isenabled()
+            assert not gc.isenabled(), "the outer block still holds"
+        assert gc.isenabled()
+
     try:
-        gc.set_threshold(700, 10, 10)
-        with gcpolicy.no_full_passes():
-            with gcpolicy.no_full_passes():
-                assert gc.get_threshold()[2] > 10**9
-            assert gc.get_threshold()[2] > 10**9, "the outer block still holds"
-        assert gc.get_threshold() == (700, 10, 10)
+        asyncio.run(main())
     finally:
-        gc.set_threshold(*old)
+        gc.enable()
         gc.unfreeze()
