@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from enginekit import run_kit, template
 
@@ -511,3 +513,33 @@ def test_a_simulated_failure_rate_fails_steps_saying_so(data_dir):
     assert (step["status"], step["error"], step["error_code"]) == ("failed", text, "SimulatedFailure")
     assert kit.store.get_order(step["order_id"]).statusDetails == f"SimulatedFailure: {text}"
     assert kit.engine.get_instance(run_id)["error"] == f"step 'read' failed: {text}"
+
+
+def test_wait_returns_when_the_run_ends_or_pauses_for_the_operator(data_dir):
+    """``wait`` answers with the run's status once it completes or pauses for the operator, answers
+    at once for a run that already ended (even one no longer held in memory), and gives up after
+    ``timeout`` seconds when the run is still going."""
+    async def scenario(kit):
+        await kit.publish(template("Seq", [{"id": "a", "kind": "X.Y"}, {"id": "b", "kind": "X.Y", "depends_on": ["a"]}]))
+        await kit.publish(template("Pause", [{"id": "a", "kind": "Reader.Read"}], failure_policy="pause"))
+        run_id = await kit.run("Seq")
+        waiter = asyncio.create_task(kit.engine.wait(run_id))
+        # time does not move on its own here: the run cannot end, so the bounded wait gives up
+        with pytest.raises(TimeoutError):
+            await kit.engine.wait(run_id, timeout=0.2)
+        running = kit.engine.get_instance(run_id)["status"]
+        await kit.until_done(run_id)
+        ended = await asyncio.wait_for(waiter, 30)
+        again = await kit.engine.wait(run_id, timeout=30)
+        paused_id = await kit.run("Pause")
+        paused_waiter = asyncio.create_task(kit.engine.wait(paused_id, timeout=30))
+        await kit.until_done(paused_id)
+        paused = await paused_waiter
+        return running, ended, again, paused, kit.engine.get_instance(paused_id)
+
+    running, ended, again, paused, instance = run_kit(data_dir, scenario, durations={"*": 60},
+                                                      fail_kinds={"Reader.Read": 1})
+    assert running == "running"
+    assert ended is RunStatus.COMPLETED and again is RunStatus.COMPLETED
+    assert paused is RunStatus.PAUSED and instance["status"] == "paused"
+    assert instance["steps"][0]["status"] == "failed"
