@@ -238,3 +238,30 @@ def test_an_instrument_claimed_for_a_step_whose_record_failed_is_given_back(data
 
     failed, status, running = run_dkit(data_dir, scenario)
     assert failed == [True] and status is RunStatus.COMPLETED and not running
+
+
+def test_a_new_priority_is_announced_with_the_stored_row_of_the_run_and_of_each_step(data_dir):
+    """The views move a reprioritised run and its steps from the OrderUpdated events alone: one per
+    order, naming the priority as the changed field, carrying the row as committed."""
+    from core.events import OrderUpdated
+
+    async def scenario(kit):
+        await kit.publish(template("Two", [
+            {"id": "a", "kind": "X.A"},
+            {"id": "b", "kind": "X.B", "depends_on": ["a"]}], failure_policy="pause"))
+        run_id = await kit.run("Two")
+        await kit.until_done(run_id)  # paused: a failed
+        seen: list[tuple[OrderUpdated, list[tuple]]] = []
+        kit.ledger.bus.subscribe(
+            lambda e: seen.append((e, kit.store.order_rows("id = ?", (e.order_id,)))), OrderUpdated)
+        await kit.engine.reprioritise(run_id, 80, who="erin", reason="urgent plate")
+        return run_id, seen, kit
+
+    run_id, seen, kit = run_kit(data_dir, scenario, fail_kinds={"X.A": 1})
+    steps = kit.steps(run_id)
+    assert sorted(e.order_id for e, _ in seen) == sorted([run_id, steps["a"]["order_id"], steps["b"]["order_id"]])
+    at = ORDER_ROW_COLUMNS.index("numeric_priority")
+    for event, stored in seen:
+        assert event.fields == ("priority",)
+        assert event.row[at] == 80
+        assert [tuple(event.row)] == [tuple(r) for r in stored]  # already committed when announced
