@@ -668,3 +668,38 @@ def test_a_disconnected_instrument_is_tried_again_when_its_reconnect_time_comes(
     assert ok is False
     assert log[-2:] == [(0.0, "Offline", "connect failed: Sealer: connection refused (simulated)"),
                         (30.0, "Ready", "ready")]
+
+
+def test_a_step_refused_before_it_starts_ends_with_the_refusal_and_frees_its_instrument(data_dir):
+    """When the console may not start a step (the check before the start says no, or cannot be
+    made), the step ends with that reason instead of waiting for ever, nothing runs on the
+    instrument, and the next step for it runs."""
+    async def scenario(kit):
+        refusals = iter([RuntimeError("Data Services: HTTP 503: lease service down"), False])
+
+        async def admit(job):
+            answer = next(refusals, True)
+            if isinstance(answer, BaseException):
+                raise answer
+            return answer
+
+        kit.dispatcher.admit = admit
+        await kit.publish("Seal", [{"id": "seal", "kind": "Sealer.Seal"}], failure_policy="abort")
+        failed = await kit.run("Seal")
+        await kit.until_done(failed)
+        not_held = await kit.run("Seal")
+        await kit.until_done(not_held)
+        after = await kit.run("Seal")
+        await kit.until_done(after)
+        return {r: (kit.status(r), kit.steps(r)["seal"]) for r in (failed, not_held, after)}, \
+            [failed, not_held, after], kit
+
+    seen, (failed, not_held, after), kit = run_dkit(data_dir, scenario)
+    status, step = seen[failed]
+    assert (status, step["status"], step["error"]) == (RunStatus.FAILED, "failed",
+                                                       "Data Services: HTTP 503: lease service down")
+    status, step = seen[not_held]
+    assert (status, step["status"]) == (RunStatus.FAILED, "failed")
+    assert step["error"] == f"order {step['order_id']} was not started: this console no longer holds it"
+    assert kit.store.transitions(step["order_id"])[-1].why.startswith("OrderCancelled: ")
+    assert seen[after][0] is RunStatus.COMPLETED
