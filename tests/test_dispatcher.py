@@ -703,3 +703,28 @@ def test_a_step_refused_before_it_starts_ends_with_the_refusal_and_frees_its_ins
     assert step["error"] == f"order {step['order_id']} was not started: this console no longer holds it"
     assert kit.store.transitions(step["order_id"])[-1].why.startswith("OrderCancelled: ")
     assert seen[after][0] is RunStatus.COMPLETED
+
+
+def test_a_stop_the_instrument_fails_to_answer_is_reported_as_not_confirmed(data_dir, caplog):
+    """The operator cancels a run while its step runs and the instrument's link fails when asked
+    to stop: the console must not claim the instrument stopped; the log says it did not confirm."""
+    async def scenario(kit):
+        await kit.publish("Seal", [{"id": "s", "kind": "Sealer.Seal", "parameters": {"duration": 600}}])
+        run_id = await kit.run("Seal")
+        await kit.clock.advance(10)
+        order_id = kit.steps(run_id)["s"]["order_id"]
+
+        async def link_lost(_order_id):
+            raise InstrumentUnavailable("Sealer: link lost while asking it to stop", instrument_id="Sealer")
+
+        kit.drivers["Sealer"].cancel = link_lost  # the edge: a link that drops at that moment
+        with caplog.at_level(logging.WARNING):
+            await kit.engine.cancel(run_id, who="ann", reason="wrong plate")
+            await kit.clock.advance(1)
+        return order_id, kit.status(run_id)
+
+    order_id, status = run_dkit(data_dir, scenario)
+    assert status is RunStatus.CANCELLED
+    messages = [r.getMessage() for r in caplog.records]
+    assert f"Sealer: cancel of {order_id} failed: Sealer: link lost while asking it to stop" in messages
+    assert f"instrument did not confirm it stopped {order_id}" in messages
