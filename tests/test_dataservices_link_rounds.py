@@ -784,3 +784,31 @@ def test_two_orders_for_the_same_template_with_the_same_inputs_both_run(tmp_path
     assert made[ids[0]]["id"] != made[ids[1]]["id"]
     assert [(r["template_name"], r["input_data"], r["status"]) for r in made.values()] == [
         ("Dilute", {"sample": "S-17"}, "completed")] * 2
+
+
+def test_an_order_the_data_services_refuses_to_hand_over_is_skipped_and_the_poll_goes_on(tmp_path, caplog, monkeypatch):
+    """The Data Services answers the claim of one order with an error (HTTP 409): that order is
+    not picked up, saying the server refused it and why, and the same poll adopts the next one."""
+    caplog.set_level(logging.WARNING, logger=LOG)
+    refuse: set[str] = set()
+    _refusing(monkeypatch, "POST", "orders/{id}/try-assign", refuse)
+
+    async def scenario():  # noqa: ANN202
+        async with _site(tmp_path) as (_server, site), _cell(tmp_path, _server.url) as (rt, link):
+            await link.claim_module_id()
+            bad = await site.create_order(Order(templateName="Mix"))
+            refuse.add(bad)
+            good = await site.create_order(Order(templateName="Stir"))
+            adopted = await link.poll_once()
+            state = (link.state.skipped, link.state.pickup_error)
+            orders = {oid: await site.get_order(oid) for oid in (bad, good)}
+            return (bad, good), adopted, state, _adopted(rt), orders
+
+    (bad, good), adopted, state, links, orders = asyncio.run(scenario())
+    assert adopted == [good] and list(links) == [good]
+    assert orders[bad].assignedTo is None and orders[bad].status is OrderStatus.Created
+    assert orders[good].assignedTo == "cell"
+    reason = "the server refused to hand it over: HTTP 409 Conflict (answer: the order is locked)"
+    said = [r.getMessage() for r in caplog.records if "is not picked up" in r.getMessage()]
+    assert said == [f"Data Services: order {bad} is not picked up: {reason}"]
+    assert state == (1, f"{bad}: {reason}")
