@@ -4,6 +4,7 @@ an archived order leaves the index with what it was indexed with. On a real stor
 
 from __future__ import annotations
 
+import logging
 import random
 import sqlite3
 import time
@@ -95,5 +96,27 @@ def test_the_index_matches_the_orders_after_changes_deletes_and_catch_ups(data_d
             expected = {oid for oid, o in now.items()
                         if word in (o.statusDetails, o.assignedTo, o.notes)}
             assert fts_ids(store, word) == expected, word
+    finally:
+        store.close()
+
+
+def test_a_failed_catch_up_names_the_database_error_and_keeps_the_orders_noted(data_dir, caplog):
+    """The text index cannot be written (here: its table is gone): the writer says why, in
+    SQLite's words, and the orders stay noted for the next try; the orders themselves are kept."""
+    caplog.set_level(logging.WARNING, logger="core.store")
+    store = Store(data_dir / "s.sqlite3").open()
+    try:
+        store.write_sync(lambda c: c.execute("DROP TABLE orders_fts"))
+        made = store.write_sync(store.new_order_op(Order(templateName="Sealer.Seal", notes="gamma"), who="t"))[0]
+
+        def said() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "text index not brought up to date" in r.getMessage()]
+
+        deadline = time.monotonic() + 30
+        while not said() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert said()[0] == (f"{store.path}: text index not brought up to date: no such table: orders_fts "
+                             "(next try after the next write)")
+        assert pending(store) == 1 and store.get_order(made.identifier).notes == "gamma"
     finally:
         store.close()
