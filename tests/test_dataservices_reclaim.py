@@ -7,7 +7,11 @@ a console's last heartbeat (lease 0) makes its held orders takeable at once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
 
 from test_dataservices_link import FAST_CELL
 
@@ -31,24 +35,68 @@ def beat(module_id: str, instance: str, at: float, lease: float, held: tuple[str
                       held=held).event()
 
 
-def test_reclaim_rounds_follow_the_latest_heartbeat_of_each_console(tmp_path):
+@dataclass
+class Cell:
+    """A Data Services on 127.0.0.1 (its own store), this console (``cell-b``: runtime and link,
+    its identity claimed, no loops: the rounds are run by the test) and a client of the site."""
+
+    ds_store: Store
+    server: EmbeddedDataServices
+    url: str
+    store: Store
+    runtime: Runtime
+    link: DataServicesLink
+    site: DataServicesClient
+
+
+@contextlib.asynccontextmanager
+async def _cell(tmp_path: Path, *, lease: float = LEASE, timeout: float = 5.0,
+                workcell: bool = True) -> AsyncIterator[Cell]:
     ds_dir, b_dir = tmp_path / "ds", tmp_path / "b"
     ds_dir.mkdir()
     b_dir.mkdir()
-
-    async def scenario():
-        ds_store = Store(ds_dir / DB_FILENAME).open()
-        server = EmbeddedDataServices(ds_store, port=0)
-        url = await server.start()
-        store = Store(b_dir / DB_FILENAME).open()
+    ds_store = Store(ds_dir / DB_FILENAME).open()
+    server = EmbeddedDataServices(ds_store, port=0)
+    url = await server.start()
+    store = Store(b_dir / DB_FILENAME).open()
+    if workcell:
         runtime = Runtime.build(b_dir, store=store, workcell=parse_workcell(FAST_CELL))
         await runtime.start(templates_dir=SAMPLE_TEMPLATES)
-        link = DataServicesLink(runtime, DataServicesSettings(url, "test"), module_id="cell-b", lease=LEASE,
-                                timeout=5.0)
-        site = DataServicesClient(url)
-        try:
-            await link.claim_module_id()  # its identity and leases; no loops: the rounds are run here
-            assert link.client.timeout == 5.0  # the link's own timeout, not the client's default
+    else:
+        runtime = Runtime.build(b_dir, store=store, workcell=None, metrics=False)
+        await runtime.start(templates_dir=None)
+    link = DataServicesLink(runtime, DataServicesSettings(url, "test"), module_id="cell-b", lease=lease,
+                            timeout=timeout)
+    cell = Cell(ds_store, server, url, store, runtime, link, DataServicesClient(url))
+    try:
+        await link.claim_module_id()  # its identity and leases (posts its first heartbeat)
+        yield cell
+    finally:
+        await cell.site.close()
+        await link.stop()
+        await runtime.close()
+        await cell.server.stop()
+        ds_store.close()
+
+
+async def _left_by_a_gone_console(c: Cell, own_lease: float = 30) -> str:
+    """An order cell-z won and marked, cell-z's last heartbeat 10 s ago; returned once the claim
+    mark is older than a lease; then this console beats (with ``own_lease``)."""
+    left = await c.site.create_order(Order(templateName="Sealer.Seal"))
+    z = Leases(c.site, "cell-z", "inst-z", lease=LEASE, now=time.time)
+    assert await c.site.try_assign(left, "cell-z") and await z.claim(left)
+    await c.site.publish_event(beat("cell-z", "inst-z", time.time() - 10, LEASE, held=(left,)))
+    await asyncio.sleep(LEASE + 0.3)
+    assert c.link.client is not None and c.link.identity is not None
+    await c.link.client.publish_event(c.link.identity.beat(lease=own_lease).event())
+    return left
+
+
+def test_reclaim_rounds_follow_the_latest_heartbeat_of_each_console(tmp_path):
+    async def scenario():
+        async with _cell(tmp_path) as c:
+            link, site = c.link, c.site
+            assert link.client is not None and link.client.timeout == 5.0  # the link's own timeout, not the client's default
             now = time.time()
             held, won, left = [await site.create_order(Order(templateName="Sealer.Seal")) for _ in range(3)]
             a = Leases(site, "cell-a", "inst-a", lease=30, now=time.time)
@@ -73,12 +121,6 @@ def test_reclaim_rounds_follow_the_latest_heartbeat_of_each_console(tmp_path):
             again = await round_(True)
             after_stop = await round_(False, a_lease=0)  # cell-a's last heartbeat: it stopped
             return (held, won, left), quick, thorough, again, after_stop, link.taken_over
-        finally:
-            await site.close()
-            await link.stop()
-            await runtime.close()
-            await server.stop()
-            ds_store.close()
 
     (held, won, left), quick, thorough, again, after_stop, taken = asyncio.run(scenario())
     assert quick == [], "every latest heartbeat alive: a quick round takes nothing"
@@ -92,32 +134,12 @@ def test_owner_of_names_the_console_an_order_is_assigned_to(tmp_path):
     """A console without a workcell (no dispatcher) on a shared Data Services: its heartbeat says
     it has nothing queued; an order assigned to another console that beats is that console's
     (its latest heartbeat), one assigned to itself or to nobody is its own (None)."""
-    ds_dir, b_dir = tmp_path / "ds", tmp_path / "b"
-    ds_dir.mkdir()
-    b_dir.mkdir()
-
     async def scenario():
-        ds_store = Store(ds_dir / DB_FILENAME).open()
-        server = EmbeddedDataServices(ds_store, port=0)
-        url = await server.start()
-        store = Store(b_dir / DB_FILENAME).open()
-        runtime = Runtime.build(b_dir, store=store, workcell=None, metrics=False)
-        await runtime.start(templates_dir=None)
-        link = DataServicesLink(runtime, DataServicesSettings(url, "test"), module_id="cell-b", lease=30,
-                                timeout=5.0)
-        site = DataServicesClient(url)
-        try:
-            await link.claim_module_id()  # posts its first heartbeat
-            await site.publish_event(beat("cell-a", "inst-a", time.time(), 30))
-            owners = {who: await link.owner_of(["Order_1"], who) for who in ("cell-a", "cell-q", "cell-b", None)}
-            mine = next(m for m in await link.fleet() if m.beat.module_id == "cell-b")
+        async with _cell(tmp_path, lease=30, workcell=False) as c:
+            await c.site.publish_event(beat("cell-a", "inst-a", time.time(), 30))
+            owners = {who: await c.link.owner_of(["Order_1"], who) for who in ("cell-a", "cell-q", "cell-b", None)}
+            mine = next(m for m in await c.link.fleet() if m.beat.module_id == "cell-b")
             return owners, mine
-        finally:
-            await site.close()
-            await link.stop()
-            await runtime.close()
-            await server.stop()
-            ds_store.close()
 
     owners, mine = asyncio.run(scenario())
     a = owners["cell-a"]
@@ -200,43 +222,18 @@ def test_an_order_this_console_has_is_not_taken_again_while_its_own_heartbeat_la
     own heartbeat then lapsed (the machine slept) and the takeover's mark is older than a lease:
     a round before its next heartbeat finds the order held by no live console, but this console
     has its copy already, and does not make a second one."""
-    ds_dir, b_dir = tmp_path / "ds", tmp_path / "b"
-    ds_dir.mkdir()
-    b_dir.mkdir()
-
     async def scenario():
-        ds_store = Store(ds_dir / DB_FILENAME).open()
-        server = EmbeddedDataServices(ds_store, port=0)
-        url = await server.start()
-        store = Store(b_dir / DB_FILENAME).open()
-        runtime = Runtime.build(b_dir, store=store, workcell=parse_workcell(FAST_CELL))
-        await runtime.start(templates_dir=SAMPLE_TEMPLATES)
-        link = DataServicesLink(runtime, DataServicesSettings(url, "test"), module_id="cell-b", lease=LEASE,
-                                timeout=5.0)
-        site = DataServicesClient(url)
-        try:
-            await link.claim_module_id()  # its identity and leases; no loops: the rounds are run here
-            assert link.client is not None and link.identity is not None and runtime.dispatcher is not None
-            await runtime.dispatcher.set_enabled("Sealer1", False, who="cy", reason="cleaning")
-            left = await site.create_order(Order(templateName="Sealer.Seal"))
-            z = Leases(site, "cell-z", "inst-z", lease=LEASE, now=time.time)
-            assert await site.try_assign(left, "cell-z") and await z.claim(left)
-            await site.publish_event(beat("cell-z", "inst-z", time.time() - 10, LEASE, held=(left,)))
-            await asyncio.sleep(LEASE + 0.3)  # cell-z's claim mark is older than a lease now
-            await link.client.publish_event(link.identity.beat(lease=LEASE).event())
-            rounds = [await link.reclaim_once(thorough=True)]
+        async with _cell(tmp_path) as c:
+            assert c.runtime.dispatcher is not None
+            await c.runtime.dispatcher.set_enabled("Sealer1", False, who="cy", reason="cleaning")
+            left = await _left_by_a_gone_console(c, own_lease=LEASE)
+            rounds = [await c.link.reclaim_once(thorough=True)]
             await asyncio.sleep(LEASE + 0.3)  # this console's heartbeat and the takeover's mark age
-            rounds.append(await link.reclaim_once(thorough=True))
-            mirrors = store.read_sync(lambda c: c.execute(
+            rounds.append(await c.link.reclaim_once(thorough=True))
+            mirrors = c.store.read_sync(lambda conn: conn.execute(
                 "SELECT id FROM orders WHERE template_name = 'Sealer.Seal'").fetchall())
-            copies = [store.transitions(oid)[0].who for (oid,) in mirrors]
-            return left, rounds, link.taken_over, copies
-        finally:
-            await site.close()
-            await link.stop()
-            await runtime.close()
-            await server.stop()
-            ds_store.close()
+            copies = [c.store.transitions(oid)[0].who for (oid,) in mirrors]
+            return left, rounds, c.link.taken_over, copies
 
     left, rounds, taken, copies = asyncio.run(scenario())
     assert rounds == [[left], []]
@@ -247,38 +244,12 @@ def test_an_order_this_console_has_is_not_taken_again_while_its_own_heartbeat_la
 def test_a_round_reads_every_page_of_waiting_orders(tmp_path):
     """More waiting orders than the Data Services client's default page (100) come before the
     one a gone console left: a thorough round still finds and takes it."""
-    ds_dir, b_dir = tmp_path / "ds", tmp_path / "b"
-    ds_dir.mkdir()
-    b_dir.mkdir()
-
     async def scenario():
-        ds_store = Store(ds_dir / DB_FILENAME).open()
-        server = EmbeddedDataServices(ds_store, port=0)
-        url = await server.start()
-        store = Store(b_dir / DB_FILENAME).open()
-        runtime = Runtime.build(b_dir, store=store, workcell=parse_workcell(FAST_CELL))
-        await runtime.start(templates_dir=SAMPLE_TEMPLATES)
-        link = DataServicesLink(runtime, DataServicesSettings(url, "test"), module_id="cell-b", lease=LEASE,
-                                timeout=5.0)
-        site = DataServicesClient(url)
-        try:
-            await link.claim_module_id()  # its identity and leases; no loops: the round is run here
-            assert link.client is not None and link.identity is not None
+        async with _cell(tmp_path) as c:
             # a page of orders waiting for a module, older than the one left
-            await asyncio.gather(*(site.create_order(Order(templateName="Sealer.Seal")) for _ in range(100)))
-            left = await site.create_order(Order(templateName="Sealer.Seal"))
-            z = Leases(site, "cell-z", "inst-z", lease=LEASE, now=time.time)
-            assert await site.try_assign(left, "cell-z") and await z.claim(left)
-            await site.publish_event(beat("cell-z", "inst-z", time.time() - 10, LEASE, held=(left,)))
-            await asyncio.sleep(LEASE + 0.3)  # cell-z's claim mark is older than a lease now
-            await link.client.publish_event(link.identity.beat(lease=30).event())
-            return left, await link.reclaim_once(thorough=True)
-        finally:
-            await site.close()
-            await link.stop()
-            await runtime.close()
-            await server.stop()
-            ds_store.close()
+            await asyncio.gather(*(c.site.create_order(Order(templateName="Sealer.Seal")) for _ in range(100)))
+            left = await _left_by_a_gone_console(c)
+            return left, await c.link.reclaim_once(thorough=True)
 
     left, taken = asyncio.run(scenario())
     assert taken == [left]
@@ -290,36 +261,18 @@ def test_a_step_waits_for_a_data_services_that_is_down_to_record_its_start(tmp_p
     once the Data Services is back."""
     from core.orders import OrderStatus
 
-    ds_dir, b_dir = tmp_path / "ds", tmp_path / "b"
-    ds_dir.mkdir()
-    b_dir.mkdir()
-
     async def scenario():
-        ds_store = Store(ds_dir / DB_FILENAME).open()
-        server = EmbeddedDataServices(ds_store, port=0)
-        url = await server.start()
-        store = Store(b_dir / DB_FILENAME).open()
-        runtime = Runtime.build(b_dir, store=store, workcell=parse_workcell(FAST_CELL))
-        await runtime.start(templates_dir=SAMPLE_TEMPLATES)
-        link = DataServicesLink(runtime, DataServicesSettings(url, "test"), module_id="cell-b", lease=LEASE,
-                                timeout=2.0)
-        site = DataServicesClient(url)
         loop = asyncio.get_running_loop()
-        try:
-            await link.claim_module_id()  # its identity and leases; no loops: the round is run here
-            assert link.client is not None and link.identity is not None and runtime.dispatcher is not None
+        async with _cell(tmp_path, timeout=2.0) as c:
+            link, store, runtime = c.link, c.store, c.runtime
+            assert runtime.dispatcher is not None
             await runtime.dispatcher.set_enabled("Sealer1", False, who="cy", reason="cleaning")
-            left = await site.create_order(Order(templateName="Sealer.Seal"))
-            z = Leases(site, "cell-z", "inst-z", lease=LEASE, now=time.time)
-            assert await site.try_assign(left, "cell-z") and await z.claim(left)
-            await site.publish_event(beat("cell-z", "inst-z", time.time() - 10, LEASE, held=(left,)))
-            await asyncio.sleep(LEASE + 0.3)  # cell-z's claim mark is older than a lease now
-            await link.client.publish_event(link.identity.beat(lease=30).event())
+            left = await _left_by_a_gone_console(c)
             assert await link.reclaim_once(thorough=True) == [left]
-            [(mirror,)] = store.read_sync(lambda c: c.execute(
+            [(mirror,)] = store.read_sync(lambda conn: conn.execute(
                 "SELECT id FROM orders WHERE template_name = 'Sealer.Seal'").fetchall())
-            port = int(url.rsplit(":", 1)[1].split("/")[0])
-            await server.stop()  # the Data Services goes down; then the sealer is free
+            port = int(c.url.rsplit(":", 1)[1].split("/")[0])
+            await c.server.stop()  # the Data Services goes down; then the sealer is free
             await runtime.dispatcher.set_enabled("Sealer1", True, who="cy", reason="clean")
             end = loop.time() + 20
             while link.state.connected is not False:
@@ -327,20 +280,15 @@ def test_a_step_waits_for_a_data_services_that_is_down_to_record_its_start(tmp_p
                 await asyncio.sleep(0.05)
             await asyncio.sleep(1.0)  # tried again after 0.2 s and 0.4 s more: refused each time
             down = store.get_order(mirror).status
-            server = EmbeddedDataServices(ds_store, port=port, port_attempts=1)
-            await server.start()
+            c.server = EmbeddedDataServices(c.ds_store, port=port, port_attempts=1)
+            await c.server.start()
             final = (OrderStatus.Complete, OrderStatus.Error, OrderStatus.Canceled)
             while (after := store.get_order(mirror)).status not in final:
                 assert loop.time() < end + 30, f"the step did not run: {after.status}"
                 await asyncio.sleep(0.05)
+            assert link.leases is not None
             marks = await link.leases.marks(left)
             return down, (after.status, after.statusDetails), [(m.kind, m.module_id) for m in marks]
-        finally:
-            await site.close()
-            await link.stop()
-            await runtime.close()
-            await server.stop()
-            ds_store.close()
 
     down, after, marks = asyncio.run(scenario())
     assert down is OrderStatus.Running, "waiting: not run, not failed"
