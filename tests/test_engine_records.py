@@ -19,13 +19,18 @@ from core.orders import ModuleRestrictionStrategy, Order
 from core.store import ORDER_ROW_COLUMNS, Store
 
 
+async def _paused_at_its_first_step(kit) -> str:
+    """A run of two steps, paused because its first one failed (the kit fails X.A once)."""
+    await kit.publish(template("Two", [
+        {"id": "a", "kind": "X.A"},
+        {"id": "b", "kind": "X.B", "depends_on": ["a"]}], failure_policy="pause"))
+    run_id = await kit.run("Two")
+    await kit.until_done(run_id)
+    return run_id
+
 def test_skip_and_reprioritise_of_a_step_are_recorded_on_that_step_with_the_reason(data_dir):
     async def scenario(kit):
-        await kit.publish(template("Two", [
-            {"id": "a", "kind": "X.A"},
-            {"id": "b", "kind": "X.B", "depends_on": ["a"]}], failure_policy="pause"))
-        run_id = await kit.run("Two")
-        await kit.until_done(run_id)  # paused: a failed
+        run_id = await _paused_at_its_first_step(kit)
         await kit.engine.reprioritise(run_id, 80, step_id="b", who="erin", reason="urgent plate")
         await kit.engine.skip_step(run_id, "a", {"value": 1}, who="erin", reason="measured by hand")
         await kit.until_done(run_id)
@@ -246,11 +251,7 @@ def test_a_new_priority_is_announced_with_the_stored_row_of_the_run_and_of_each_
     from core.events import OrderUpdated
 
     async def scenario(kit):
-        await kit.publish(template("Two", [
-            {"id": "a", "kind": "X.A"},
-            {"id": "b", "kind": "X.B", "depends_on": ["a"]}], failure_policy="pause"))
-        run_id = await kit.run("Two")
-        await kit.until_done(run_id)  # paused: a failed
+        run_id = await _paused_at_its_first_step(kit)
         seen: list[tuple[OrderUpdated, list[tuple]]] = []
         kit.ledger.bus.subscribe(
             lambda e: seen.append((e, kit.store.order_rows("id = ?", (e.order_id,)))), OrderUpdated)
