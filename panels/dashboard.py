@@ -353,19 +353,23 @@ def activity_lines(events: Iterable[Any], known: dict[str, ModuleStatus], limit:
             kept.append(e)
     if limit is not None:
         kept = kept[-limit:] if limit > 0 else []
-    return [k if isinstance(k, Line) else _activity_line(k) for k in kept]
+    icons: dict[OrderStatus | None, QIcon] = {}  # a handful of icons for hundreds of lines
+    return [k if isinstance(k, Line) else _activity_line(k, icons) for k in kept]
 
 
-def _activity_line(e: OperatorAction | RunChanged) -> Line:
+def _activity_line(e: OperatorAction | RunChanged, icons: dict[OrderStatus | None, QIcon]) -> Line:
+    """``icons``: the icons made so far (None: the operator's), shared by the lines of a frame."""
     at = e.at.timestamp()
     if isinstance(e, OperatorAction):
         target = f" {e.target}" if e.target else ""
         reason = f" — {e.reason}" if e.reason else ""
-        return Line(at, icon("user"), f"{e.who}: {e.action}{target}{reason}")
+        mark = icons.get(None) or icons.setdefault(None, icon("user"))
+        return Line(at, mark, f"{e.who}: {e.action}{target}{reason}")
     verb = "started" if e.status == "running" else e.status
     detail = f" — {e.detail}" if e.detail and e.status in ("failed", "paused") else ""
-    return Line(at, status_icon(RUN_STATUS_AS_ORDER[e.status]),
-                f"{e.run_id} {e.template_name} {verb}{detail}", e.detail or "")
+    status = RUN_STATUS_AS_ORDER[e.status]
+    mark = icons.get(status) or icons.setdefault(status, status_icon(status))
+    return Line(at, mark, f"{e.run_id} {e.template_name} {verb}{detail}", e.detail or "")
 
 
 def past_activity(m: Moment) -> list[Line]:

@@ -195,13 +195,16 @@ def test_a_frame_of_thousands_of_run_changes_makes_only_the_activity_lines_the_l
                           detail="step seal running"),  # not a line: only a run's start is
                InstrumentStatusChanged(instrument_id="Arm", status=ModuleStatus.Ready)]
     known: dict[str, ModuleStatus] = {}
-    original = dashboard_module.status_icon
-    dashboard_module.status_icon = lambda status: made.append(status.name) or original(status)
+    icons: list[str] = []
+    original, original_icon = dashboard_module._activity_line, dashboard_module.status_icon
+    dashboard_module._activity_line = lambda e, cache: made.append(e.run_id) or original(e, cache)
+    dashboard_module.status_icon = lambda status: icons.append(status.name) or original_icon(status)
     try:
         lines = dashboard_module.activity_lines(events, known, 200)
     finally:
-        dashboard_module.status_icon = original
+        dashboard_module._activity_line, dashboard_module.status_icon = original, original_icon
     assert len(lines) == 200 and len(made) == 199, "only the lines the list keeps are made"
+    assert icons == ["Canceled"], "one icon for the frame's lines of one status"
     assert [line.text for line in lines[:2]] == ["r4801 Seal cancelled", "r4802 Seal cancelled"]
     assert lines[-1].text == "Arm back (Ready)" and known == {"Arm": ModuleStatus.Ready}
     everything = dashboard_module.activity_lines(events, {})
