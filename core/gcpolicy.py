@@ -134,8 +134,10 @@ async def collecting_apart() -> AsyncIterator[None]:
 
 async def _collect_young() -> None:
     """The youngest generation at every wake (its count is no measure of its size: freeing an
-    older object counts down too), the middle one as often as it would be."""
-    middle = gc.get_threshold()[1]
+    older object counts down too), the middle one too at every other wake (left to its usual
+    ten young passes it held what survived 40 ms of a bulk action: 10-17 ms a pass)."""
+    wakes = 0
     while True:
         await asyncio.sleep(YOUNG_EVERY)
-        gc.collect(1 if gc.get_count()[1] >= middle else 0)
+        wakes += 1
+        gc.collect(wakes % 2)
