@@ -175,6 +175,10 @@ class Job:
 
 
 COMPACT_AFTER = 256
+RELEASE_PER_TAKE = 50
+"""Entries a compaction took out that each later :meth:`JobQueue.take` frees."""
+RELEASE_PER_ROUND = 500
+"""Entries a compaction took out that each heartbeat round frees (when nothing is taken)."""
 """Jobs cancelled or timed out while queued before the queue's heaps are rebuilt without them."""
 
 
@@ -185,7 +189,10 @@ class JobQueue:
     changed (reprioritised), is dropped. Jobs with a future ``scheduled`` start (FirstAvailableSlot)
     wait in a time heap until :meth:`release_due` moves them in. Once the heaps hold more dropped
     entries than queued ones (a bulk cancel of queued steps: nothing may pop them for hours), they
-    are rebuilt without them, so a cancelled job, its order and its run are not kept alive.
+    are rebuilt without them, so a cancelled job, its order and its run are not kept alive. The
+    dropped entries are let go a few at a time (:data:`RELEASE_PER_TAKE` at each later
+    :meth:`take`, the rest by :meth:`release` from the dispatcher's heartbeat round): freeing the
+    jobs and orders of 5,000 canceled steps at once was 24-48 ms of one loop step of a bulk cancel.
     """
 
     def __init__(self) -> None:
@@ -197,6 +204,8 @@ class JobQueue:
         self.queued = 0
         self._dropped = 0
         """Jobs that left the queue with their entries still in the heaps since the last compact."""
+        self._let_go: list[Any] = []
+        """Entries a compaction took out of the heaps, freed a few at a time."""
 
     def __len__(self) -> int:
         return self.queued
@@ -268,16 +277,28 @@ class JobQueue:
             self._dropped += 1
             if self._dropped > COMPACT_AFTER and self._dropped > self.queued:
                 self.compact()
+        if self._let_go:
+            self.release(RELEASE_PER_TAKE)
 
     def compact(self) -> None:
         """Rebuild the heaps with only the entries of queued jobs at their current version (in
-        place: a caller holding a heap sees the change)."""
+        place: a caller holding a heap sees the change); the others wait to be let go."""
+        let_go = self._let_go
         for heap in self.heaps.values():
+            let_go += [e for e in heap if e[3].status is not JobStatus.QUEUED or e[1] != e[3].version]
             heap[:] = [e for e in heap if e[3].status is JobStatus.QUEUED and e[1] == e[3].version]
             heapq.heapify(heap)
+        let_go += [e for e in self._later if e[2].status is not JobStatus.QUEUED]
         self._later[:] = [e for e in self._later if e[2].status is JobStatus.QUEUED]
         heapq.heapify(self._later)
         self._dropped = 0
+
+    def release(self, most: int) -> int:
+        """Free at most ``most`` of the entries compactions took out (their jobs, orders and
+        runs, when nothing else holds them); how many are left."""
+        if most > 0:
+            del self._let_go[-most:]
+        return len(self._let_go)
 
     def reprioritise(self, order_id: str, *, priority: int | None = None, biosero: int | None = None) -> Job:
         job = self.jobs.get(order_id)
@@ -965,6 +986,7 @@ class Dispatcher:
             await sleep_or_wake(self.clock, wake - self.clock.now(), self._rearm)
 
     async def _heartbeat_round(self, now: float) -> None:
+        self.queue.release(RELEASE_PER_ROUND)
         for inst in self.instruments.values():
             if not inst.enabled:
                 continue
