@@ -42,6 +42,18 @@ def test_busy_seconds_from_the_log_state_at_the_start_and_gaps(store):
     assert store.instrument_busy_seconds("R3", 0.0, 60.0) == 0.0
 
 
+def test_busy_seconds_add_up_every_busy_span_inside_the_window(store):
+    _log(store, [
+        ("R1", 100.0, "Ready", "Busy", "", "[]"),
+        ("R1", 110.0, "Busy", "Ready", "", "[]"),      # 10 s
+        ("R1", 120.0, "Ready", "Busy", "", "[]"),
+        ("R1", 140.0, "Busy", "Ready", "", "[]"),      # 20 s
+        ("R1", 150.0, "Ready", "Busy", "", "[]"),
+        ("R1", 155.0, "Busy", "Ready", "", "[]"),      # 5 s
+    ])
+    assert store.instrument_busy_seconds("R1", 90.0, 200.0) == pytest.approx(35.0)
+
+
 def test_orders_by_id_prefix_ignores_case_and_is_bounded(store):
     made = demo.generate(store, 300)
     assert made >= 300
