@@ -173,6 +173,27 @@ def test_acting_from_elsewhere_settles_the_item_and_names_who(data_dir):
     assert item.state == "answered" and item.answer == {"action": "skip step: from the jobs table"}
 
 
+def test_recovering_from_elsewhere_settles_the_runs_error_item(data_dir):
+    async def scenario(kit: Kit):
+        inbox = Inbox(kit.engine)
+        await kit.publish(template("Fragile", [
+            {"id": "prep", "kind": "noop"},
+            {"id": "read", "kind": "PlateReader.ReadPlate", "depends_on": ["prep"],
+             "retry_policy": {"max_attempts": 1}},
+        ], failure_policy="pause"))
+        run_id = await kit.run("Fragile")
+        await kit.until_done(run_id)
+        [item] = inbox.items()
+        assert item.kind == "error" and item.state == "open"
+        await kit.engine.recover(run_id, "prep", who="carl", reason="reader cleaned")
+        await kit.until_done(run_id)
+        return inbox.item(item.id), kit.engine.run_status(run_id)
+
+    item, status = run_kit(data_dir, scenario, fail_kinds={"PlateReader.ReadPlate": 1})
+    assert status is RunStatus.COMPLETED
+    assert (item.state, item.answered_by, item.answer) == ("answered", "carl", {"action": "recover: reader cleaned"})
+
+
 def test_approval_needs_a_second_person_and_rejection_fails_the_step(data_dir):
     async def scenario(kit: Kit):
         inbox = Inbox(kit.engine)
