@@ -218,6 +218,23 @@ def test_pause_and_resume_are_recorded_on_the_run_under_the_operators_name(data_
     assert moves == [("Paused by bob: door open", "bob"), ("Resumed by carol", "carol")]
 
 
+def test_a_mapping_to_a_missing_output_fails_the_step_saying_which_mapping(data_dir):
+    async def scenario(kit):
+        await kit.publish(template("Map", [
+            {"id": "a", "kind": "noop"},
+            {"id": "b", "kind": "X.Y", "depends_on": ["a"], "input_mapping": {"volume": "step_outputs.a.volume"}},
+        ], failure_policy="abort"))
+        run_id = await kit.run("Map")
+        await kit.until_done(run_id)
+        return run_id, kit
+
+    run_id, kit = run_kit(data_dir, scenario)
+    b = kit.steps(run_id)["b"]
+    assert kit.engine.get_instance(run_id)["status"] == "failed"
+    assert b["status"] == "failed"
+    assert "input mapping volume <- step_outputs.a.volume: no such value" in b["error"]
+
+
 def test_cancel_run_and_cancel_step(data_dir):
     async def scenario(kit):
         await kit.publish(template("Two", [{"id": "a", "kind": "X.Y"}, {"id": "b", "kind": "X.Z"},
