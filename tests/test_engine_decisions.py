@@ -8,6 +8,7 @@ from enginekit import run_kit, template
 
 from core.engine import RunStatus, StepStatus
 from core.engine.dag import FIRST_WAVE
+from core.events import OperatorAction
 from core.orders import OrderStatus
 
 FIVE = template("Five", [
@@ -42,6 +43,22 @@ def test_cancel_of_a_five_step_run_is_one_commit_with_its_audit_entry(tmp_path):
     last = {t.order_id: t for t in kit.store.transitions() if t.to_status is OrderStatus.Canceled}
     assert set(last) == {run_id, *(s["order_id"] for s in steps)}
     assert {t.who for t in last.values()} == {"ann"}
+
+
+def test_an_operator_action_on_a_run_is_announced_after_its_audit_entry(tmp_path):
+    async def scenario(kit):
+        await kit.publish(FIVE)
+        run_id = await kit.run("Five")
+        await kit.clock.run_until(lambda: kit.steps(run_id)["a"]["status"] == "running")
+        seen: list[OperatorAction] = []
+        kit.ledger.bus.subscribe(seen.append, OperatorAction)
+        await kit.engine.cancel(run_id, who="ann", reason="wrong plate")
+        await kit.clock.settle()
+        return run_id, seen, kit
+
+    run_id, seen, kit = run_kit(tmp_path, scenario, hang_kinds=["Hold.Forever"])
+    assert [(e.who, e.action, e.target, e.reason) for e in seen] == [("ann", "cancel run", run_id, "wrong plate")]
+    assert [(a.who, a.action) for a in kit.store.audit_entries(run_id)] == [("ann", "cancel run")]
 
 
 def test_a_completion_and_the_next_steps_start_share_one_commit(tmp_path):
