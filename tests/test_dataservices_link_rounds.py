@@ -733,6 +733,60 @@ def test_a_delivery_the_data_services_does_not_answer_marks_the_link_not_connect
     assert text == f"Data Services {url}: unreachable ({cause}) · outbox {outbox}"
 
 
+def test_a_successful_read_of_the_orders_marks_the_link_connected(tmp_path):
+    """The inbound loop alone (no delivery yet): once it has read the orders and picked up the
+    one meant for this console, its listeners and its status bar text say connected."""
+    async def scenario():  # noqa: ANN202
+        async with _site(tmp_path) as (server, site), _cell(tmp_path, server.url) as (rt, link):
+            shown: list[tuple[bool | None, str | None]] = []
+            link.on_state = lambda state: shown.append((state.connected, state.error))
+            await link.claim_module_id()
+            oid = await site.create_order(Order(templateName="Mix"))
+            link.tasks.spawn(link._inbound_loop(), "inbound")  # noqa: SLF001 - the loop start() runs
+            await _until(lambda: oid in _adopted(rt), 20, "the order picked up")
+            await _until(lambda: shown, 5, "the link state announced")
+            return list(shown), link.describe(), server.url
+
+    shown, text, url = asyncio.run(scenario())
+    assert shown[0] == (True, None)
+    assert text == f"Data Services {url}: connected · outbox 0"
+
+
+def test_the_delivered_count_adds_up_every_delivery(tmp_path):
+    async def scenario():  # noqa: ANN202
+        async with _site(tmp_path) as (server, _site_client), _cell(tmp_path, server.url) as (rt, link):
+            await link.claim_module_id()
+            counts = []
+            for name in ("Mix", "Stir"):
+                run_id = await rt.start_run(name, who="op", allow_duplicate=True)
+                await _until(lambda run_id=run_id: rt.engine.run_status(run_id).value == "completed", 20,
+                             f"the {name} run done")
+                counts.append(await link.deliver_pending())
+            return counts, link.state.delivered
+
+    counts, delivered = asyncio.run(scenario())
+    assert all(n > 0 for n in counts), counts
+    assert delivered == sum(counts)
+
+
+def test_the_fleet_is_not_read_again_within_max_age(tmp_path):
+    """A heartbeat posted after the fleet was read shows only once the reading is older than
+    ``max_age`` (or at once with the default ``max_age`` of 0)."""
+    async def scenario():  # noqa: ANN202
+        async with _site(tmp_path) as (server, site), _cell(tmp_path, server.url) as (rt, link):
+            await link.claim_module_id()
+            first = [m.beat.module_id for m in await link.fleet()]
+            await site.publish_event(ModuleBeat(module_id="cell-z", instance="inst-z", host="pc", pid=7,
+                                                at=time.time(), lease=link.lease).event())
+            cached = [m.beat.module_id for m in await link.fleet(max_age=600)]
+            fresh = [m.beat.module_id for m in await link.fleet()]
+            return first, cached, fresh
+
+    first, cached, fresh = asyncio.run(scenario())
+    assert first == cached == ["cell"]
+    assert fresh == ["cell", "cell-z"]
+
+
 def test_the_status_bar_text_names_the_orders_not_picked_up():
     from core.dataservices.link import LinkState
 

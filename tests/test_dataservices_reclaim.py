@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -239,6 +240,20 @@ def test_an_order_this_console_has_is_not_taken_again_while_its_own_heartbeat_la
     assert rounds == [[left], []]
     assert taken == 1
     assert copies == [f"Data Services {left}"], "one local copy of it"
+
+
+def test_an_order_taken_over_is_logged_naming_it_and_the_console_that_left_it(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="core.dataservices.link")
+
+    async def scenario():
+        async with _cell(tmp_path) as c:
+            left = await _left_by_a_gone_console(c)
+            return left, await c.link.reclaim_once(thorough=True)
+
+    left, taken = asyncio.run(scenario())
+    assert taken == [left]
+    said = [r.getMessage() for r in caplog.records if r.name == "core.dataservices.link" and "taken over" in r.getMessage()]
+    assert said == [f"Data Services: order {left} of cell-z taken over (its console is gone, it had not started)"]
 
 
 def test_a_round_reads_every_page_of_waiting_orders(tmp_path):
