@@ -275,8 +275,7 @@ class DagEngine:
         follow-ups then run in a loop step of their own."""
         stops = [ask for d in decisions for ask in d.stops]
         if stops:
-            if len(decisions) > 1:
-                await asyncio.sleep(0)  # not in the loop step of the last part's planning
+            await asyncio.sleep(0)  # not in the loop step of the (last part's) planning
             await self._stop_attempts(stops)
         try:
             results = await self.store.write(functools.partial(apply_all, decisions)) \
