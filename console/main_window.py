@@ -272,8 +272,9 @@ class MainWindow(QMainWindow):
         dock = QDockWidget(name, self)
         dock.setObjectName(f"dock{name}")
         dock.setWidget(widget)
-        if isinstance(widget, Panel):  # a tab behind another is covered, not hidden: tell the panel
-            dock.visibilityChanged.connect(widget.set_tab_shown)
+        panel = widget.widget() if isinstance(widget, QScrollArea) else widget
+        if isinstance(panel, Panel):  # a tab behind another is covered, not hidden: tell the panel
+            dock.visibilityChanged.connect(panel.set_tab_shown)
         self.addDockWidget(area, dock)
         self.docks[name] = dock
 

@@ -120,6 +120,13 @@ def test_a_timeline_in_a_tab_behind_detail_neither_draws_nor_ticks_until_its_tab
     qtbot.waitUntil(lambda: panel.in_view())
     assert stamp in panel.summary.text() and panel.refresh_timer.isActive()
     assert not w.detail.in_view() and not w.detail.refresh_timer.isActive()
+    # a panel that scrolls in its dock (Schedules) is told too: it drew each forecast behind Jobs
+    w.docks["Jobs"].raise_()
+    qtbot.waitUntil(lambda: w.schedules.visibleRegion().isEmpty())
+    assert not w.schedules.in_view() and not w.schedules.refresh_timer.isActive()
+    w.docks["Schedules"].raise_()
+    qtbot.waitUntil(lambda: w.schedules.in_view())
+    assert w.schedules.refresh_timer.isActive()
 
 
 def test_timeline_shows_running_and_forecast_bars_on_each_instrument(window, qtbot):
