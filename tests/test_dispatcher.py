@@ -603,6 +603,30 @@ def test_a_cancelled_queued_step_leaves_no_cycle_for_the_garbage_collector(data_
     assert left == [], f"{len(left)} cancel errors wait for the garbage collector"
 
 
+
+def test_the_heartbeat_round_lets_go_of_what_a_compaction_took_out(data_dir, monkeypatch):
+    """Canceled queued steps with nothing taken from the queue after them: the dispatcher's
+    heartbeat rounds free what the compaction kept to let go of later."""
+    import core.dispatcher as dispatcher_module
+
+    monkeypatch.setattr(dispatcher_module, "COMPACT_AFTER", 4)  # a compaction after a few cancels
+    monkeypatch.setattr(dispatcher_module, "RELEASE_PER_TAKE", 0)  # only the rounds let go
+
+    async def scenario(kit):
+        await kit.publish("Seal", [{"id": "s", "kind": "Sealer.Seal"}])
+        runs = [await kit.run("Seal") for _ in range(12)]  # one Sealer: one runs, the rest queue
+        await kit.clock.settle()
+        for run_id in runs[1:10]:
+            await kit.engine.cancel(run_id, who="ann")
+        await kit.clock.settle()
+        kept = kit.dispatcher.queue.release(0)
+        await kit.clock.advance(3 * kit.dispatcher.heartbeat_interval)
+        return kept, kit.dispatcher.queue.release(0)
+
+    kept, left = run_dkit(data_dir, scenario)
+    assert kept > 0, "the compaction kept the old entries to let go of later"
+    assert left == 0, "the heartbeat rounds let go of them"
+
 def test_a_job_canceled_while_its_start_is_recorded_frees_its_instrument(data_dir):
     """The engine cancels a step's attempt while the dispatcher waits for its Running transition
     to commit (the instrument taken, nothing started on it): the instrument must be free again,
