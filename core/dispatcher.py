@@ -175,11 +175,11 @@ class Job:
 
 
 COMPACT_AFTER = 256
+"""Jobs cancelled or timed out while queued before the queue's heaps are rebuilt without them."""
 RELEASE_PER_TAKE = 5
 """Entries a compaction took out that each later :meth:`JobQueue.take` frees."""
 RELEASE_PER_ROUND = 500
 """Entries a compaction took out that each heartbeat round frees (when nothing is taken)."""
-"""Jobs cancelled or timed out while queued before the queue's heaps are rebuilt without them."""
 
 
 class JobQueue:

@@ -53,12 +53,12 @@ __all__ = ["SLOW_FULL_PASS", "YOUNG_EVERY", "collecting_apart", "enable", "enabl
 SLOW_FULL_PASS = 0.025
 """Seconds: a full collection this long freezes what survived it (once enabled)."""
 
-_enabled = False
-_pass_started = 0.0
-_slow_freezes = 0
 YOUNG_EVERY = 0.004
 """Seconds between the young collections' loop steps inside :func:`collecting_apart`."""
 
+_enabled = False
+_pass_started = 0.0
+_slow_freezes = 0
 _holds = 0
 """How many :func:`collecting_apart` blocks are open (bulk actions may overlap)."""
 _collector: asyncio.Task[None] | None = None
