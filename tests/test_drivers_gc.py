@@ -167,8 +167,6 @@ def _full_passes_during_a_bulk_cancel(tmp_path) -> tuple[list[int], tuple[int, i
             await rt.close()
 
     old = gc.get_threshold()
-    gc.collect()
-    gc.freeze()  # what earlier tests left: out of the counts that decide a full collection
     gc.set_threshold(50, 1, 1)  # a full collection at every other young one, as far as counts go
     gc.callbacks.append(seen)
     try:
@@ -177,7 +175,6 @@ def _full_passes_during_a_bulk_cancel(tmp_path) -> tuple[list[int], tuple[int, i
     finally:
         gc.callbacks.remove(seen)
         gc.set_threshold(*old)
-        gc.unfreeze()
 
 
 def test_a_bulk_action_makes_no_full_collection_and_freezes_what_survived_it(tmp_path, policy):
