@@ -481,6 +481,9 @@ async def main(args: argparse.Namespace) -> None:
 
     # ------------------------------------------------------------------ bulk cancel
     print(f"bulk cancel of {args.bulk:,} runs", flush=True)
+    # the default layout's tabs, as an operator has them who selects runs in Jobs and cancels them
+    # (the stream above left Metrics in front of Jobs)
+    window.docks["Jobs"].raise_()
     window.docks["Detail"].raise_()
     t = time.perf_counter()
     runs = []

@@ -139,6 +139,7 @@ from panels.jobs_model import (
 )
 from panels.style import SKIPPED, status_color
 from panels.timetravel import PastBanner, when
+from panels.widgets import PaintPacer
 
 if TYPE_CHECKING:
     from core.api import RuntimeApi
@@ -149,6 +150,8 @@ log = logging.getLogger(__name__)
 
 TICK_MS = 1000
 """How often running durations of the visible rows are repainted."""
+PAINT_MS = 125
+"""At most how often the rows repaint while changes flood in (:class:`PaintPacer`)."""
 RESELECT_LIMIT = 20_000
 """Up to this many selected orders are selected again after the table is rebuilt."""
 HISTORY_PAGE = 200
@@ -368,6 +371,11 @@ class JobsPanel(Panel):
         model.reorder_requested.connect(self.move_run)
         self.view.doubleClicked.connect(self._on_activated)
         self.view.activated.connect(self._on_activated)
+        # under a flood of changes (a bulk action) the rows repaint a few times a second, not
+        # after each delivery; the operator's input still repaints at once
+        self.pacer = PaintPacer(self.view.viewport(), PAINT_MS, watch=(self.view,))
+        for bar in (self.view.verticalScrollBar(), self.view.horizontalScrollBar()):
+            bar.valueChanged.connect(self.pacer.resume)
         vh = self.view.verticalHeader()
         vh.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         vh.setDefaultSectionSize(max(22, self.view.fontMetrics().height() + 8))
@@ -693,6 +701,7 @@ class JobsPanel(Panel):
     def _on_orders_changed(self, rows: dict[str, tuple[Any, ...]]) -> None:
         if self._loaded:
             self.live_model.apply(self._adopt(rows))
+            self.pacer.changed()
             if self.model is self.history_model:  # results that changed (new orders are not results)
                 known = self.history_model.ix.all
                 found = {oid: row for oid, row in rows.items() if oid in known}
@@ -744,6 +753,7 @@ class JobsPanel(Panel):
                      if isinstance(e, StepProgress) and e.progress is not None}
         if fractions:
             self.live_model.apply_progress(fractions)
+            self.pacer.changed()
         steps = {e.order_id: e.status == "skipped" for e in events if isinstance(e, StepChanged)}
         if steps:
             self.live_model.set_skipped([o for o, s in steps.items() if s], [o for o, s in steps.items() if not s])
@@ -1081,7 +1091,7 @@ class JobsPanel(Panel):
         """Queued runs of the live window (not started, or waiting) move by drag and drop."""
         if row[PARENT] is not None or row[ID] in self.archived_ids or self.moment is not None:
             return False
-        if not ACTIONS["reprioritise"].applies(OrderStatus(row[STATUS]), True, False):
+        if row[STATUS] not in ACTIONS["reprioritise"].run_statuses:  # an int: the IntEnum's set takes it
             return False
         return self.is_managed(row[ID])
 
@@ -1458,6 +1468,7 @@ class JobsPanel(Panel):
         the forecast and the past."""
         self.filter_bar.shutdown()
         self.prune_timer.stop()
+        self.pacer.resume()
         self._cancel_history()
         if self.forecast is not None:
             self.forecast.remove_listener(self._on_forecast)

@@ -251,6 +251,13 @@ PRIORITY_COLUMN = COLUMN_KEYS.index("priority")
 """The column sorting by Biosero priority, then numeric priority (the dispatch order)."""
 _TIME_POS = {COLUMN_KEYS.index("created"): CREATED, COLUMN_KEYS.index("started"): STARTED,
              COLUMN_KEYS.index("ended"): ENDED}
+_ALIGN = [int(c.align | Qt.AlignmentFlag.AlignVCenter) for c in COLUMNS]
+"""Each column's text alignment, as the views ask for it (once per cell and paint)."""
+_CELL_FLAGS = Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemNeverHasChildren
+"""A table cell's flags (QAbstractTableModel's own)."""
+_DRAG_FLAGS = _CELL_FLAGS | Qt.ItemFlag.ItemIsDragEnabled
+_DROP_FLAGS = Qt.ItemFlag.ItemIsDropEnabled
+"""Where no row is: drops go between rows."""
 
 
 class OrderIndex:
@@ -678,7 +685,7 @@ class OrdersTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             return COLUMNS[section].tip or None
         if role == Qt.ItemDataRole.TextAlignmentRole:
-            return int(COLUMNS[section].align | Qt.AlignmentFlag.AlignVCenter)
+            return _ALIGN[section]
         return None
 
     def data(self, index: ModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -707,7 +714,7 @@ class OrdersTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.FontRole:
             return self._bold if col == 0 and row[PARENT] is None else None
         if role == Qt.ItemDataRole.TextAlignmentRole:
-            return int(COLUMNS[col].align | Qt.AlignmentFlag.AlignVCenter)
+            return _ALIGN[col]
         if role == PROGRESS_ROLE:
             return self.ix.progress(row)
         if role == ORDER_ID_ROLE:
@@ -721,13 +728,13 @@ class OrdersTableModel(QAbstractTableModel):
     # ------------------------------------------------------------------ drag and drop
 
     def flags(self, index: ModelIndex) -> Qt.ItemFlag:
-        flags = super().flags(index)
+        # asked for every cell a paint draws: the flag values are combined once, not per call
         if not index.isValid():
-            return flags | Qt.ItemFlag.ItemIsDropEnabled  # drops go between rows
+            return _DROP_FLAGS  # drops go between rows
         r = index.row()
         if 0 <= r < len(self._rows) and self.draggable(self.row_data(r)):
-            flags |= Qt.ItemFlag.ItemIsDragEnabled
-        return flags
+            return _DRAG_FLAGS
+        return _CELL_FLAGS
 
     def mimeTypes(self) -> list[str]:  # noqa: N802
         return [ORDER_MIME]

@@ -1,6 +1,6 @@
 """Small widgets the panels share: KPI cards, a status breakdown bar, a form's scroll area, a reason
-dialog, a card grid, a task keeper for operator actions, and the event-loop lag probe with its
-indicator."""
+dialog, a card grid, a task keeper for operator actions, a paint pacer for views that changes
+flood, and the event-loop lag probe with its indicator."""
 
 from __future__ import annotations
 
@@ -355,6 +355,66 @@ class TaskKeeper:
 
 
 # ---------------------------------------------------------------------------- loop lag
+
+
+class PaintPacer(QObject):
+    """Repaints a view at most every ``interval_ms`` while changes flood in.
+
+    Call :meth:`changed` after each change of what the view shows. A change that comes sooner
+    than ``interval_ms`` after the last one let through holds the view's updates back
+    (``setUpdatesEnabled(False)``) until the interval is over; then one repaint shows all of them.
+    The operator's own input (a click, a key, the wheel, the scroll bar) lets the view paint at
+    once. Under a flood (a bulk action, thousands of transitions a second) the view then paints a
+    few times a second instead of after every delivery: a paint of a 30-row table is 6-11 ms of
+    the loop thread, and the bridge delivers up to about 30 frames a second.
+    """
+
+    INPUT = frozenset({QEvent.Type.MouseButtonPress, QEvent.Type.MouseButtonDblClick, QEvent.Type.Wheel,
+                       QEvent.Type.KeyPress, QEvent.Type.Resize, QEvent.Type.Show})
+
+    def __init__(self, view: QWidget, interval_ms: int = 125, *, watch: Sequence[QObject] = ()) -> None:
+        super().__init__(view)
+        self.view = view
+        self.interval = interval_ms / 1000.0
+        self.held_back = 0
+        """How many changes came while the view was held (for the status of a flood)."""
+        self._last = -1e9
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self.resume)
+        for obj in (view, *watch):
+            obj.installEventFilter(self)
+
+    @property
+    def holding(self) -> bool:
+        return self._timer.isActive()
+
+    def changed(self) -> None:
+        """What the view shows changed: let it paint now, or hold it until the interval is over."""
+        if self._timer.isActive():
+            self.held_back += 1
+            return
+        now = time.monotonic()
+        wait = self._last + self.interval - now
+        if wait <= 0:
+            self._last = now
+            return
+        self.held_back += 1
+        self.view.setUpdatesEnabled(False)
+        self._timer.start(max(1, int(wait * 1000 + 0.999)))
+
+    @Slot()
+    def resume(self) -> None:
+        """Let the view paint what it held back (at once, whatever the interval)."""
+        self._timer.stop()
+        self._last = time.monotonic()
+        if not self.view.updatesEnabled():
+            self.view.setUpdatesEnabled(True)  # and Qt repaints it whole
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
+        if event.type() in self.INPUT and self._timer.isActive():
+            self.resume()
+        return False
 
 
 class LoopLagProbe:

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from conftest import save_screenshot
 from dispatchkit import WORKCELL
-from PySide6.QtCore import QPoint, Qt, QTimer
+from PySide6.QtCore import QEvent, QObject, QPoint, Qt, QTimer
 from PySide6.QtGui import QAction
+from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QSplitter
 
 from console.bridge import EventBridge
@@ -26,8 +27,9 @@ from core.templates import template_from_dict
 from core.users import os_user
 from core.workcell import parse_workcell
 from panels.dialogs import BulkDialog, MessageDialog, NameDialog, PriorityDialog, ReasonDialog
-from panels.jobs import STATUS_COLUMN, JobsPanel
+from panels.jobs import PAINT_MS, STATUS_COLUMN, JobsPanel
 from panels.jobs_filter import OrderFilter
+from panels.jobs_filter import DETAILS
 from panels.jobs_model import COLUMN_KEYS
 
 FLOW = {"name": "Plate Read", "inputs": [{"name": "plate", "type": "string"}],
@@ -510,3 +512,57 @@ def test_screenshot_of_a_busy_workcell(faulty_lab):
     lab.qtbot.wait(30)
     path = save_screenshot(lab.window, "jobs-panel-workcell")
     assert path.stat().st_size > 20_000
+
+
+# --------------------------------------------------------------------------- repaints under a flood
+
+
+class _Paints(QObject):
+    """Counts the paint events a widget receives."""
+
+    def __init__(self, widget) -> None:
+        super().__init__(widget)
+        self.count = 0
+        widget.installEventFilter(self)
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802
+        if event.type() == QEvent.Type.Paint:
+            self.count += 1
+        return False
+
+
+def test_a_flood_of_changes_repaints_the_rows_a_few_times_a_second_and_input_at_once(lab):
+    """A bulk cancel in the window repainted the Jobs rows after each of the bridge's deliveries
+    (about 30 a second, 6-11 ms each, bench/gui.py): a flood now repaints them at most every
+    PAINT_MS, the last change shown; the operator's own input repaints at once."""
+    (run_id,) = lab.start_runs(1)
+    lab.sync()
+    lab.load()
+    jobs, viewport = lab.jobs, lab.jobs.view.viewport()
+    lab.qtbot.waitUntil(lambda: viewport.isVisible() and jobs.live_model.get(run_id) is not None, timeout=5000)
+    QApplication.processEvents()
+    lab.qtbot.waitUntil(lambda: not jobs.pacer.holding, timeout=5000)
+    paints = _Paints(viewport)
+    deliveries = 30
+    row = jobs.live_model.get(run_id)
+    started = time.monotonic()
+    for n in range(deliveries):
+        lab.bridge.orders_changed.emit({run_id: (*row[:DETAILS], f"change {n}", *row[DETAILS + 1:])})
+        QApplication.processEvents()  # where Qt paints what changed
+    elapsed = time.monotonic() - started
+    assert jobs.pacer.holding and not viewport.updatesEnabled(), "the last changes wait for the interval"
+    allowed = 2 + int(elapsed / (PAINT_MS / 1000.0))
+    assert paints.count <= min(allowed, deliveries // 3), f"{paints.count} paints for {deliveries} deliveries in {elapsed:.2f} s"
+    held = paints.count
+    lab.qtbot.waitUntil(lambda: paints.count > held, timeout=5000)  # the interval over: one paint shows them
+    assert viewport.updatesEnabled() and not jobs.pacer.holding
+    model = jobs.model
+    details = model.index(model.row_of(run_id), COLUMN_KEYS.index("details")).data()
+    assert details == f"change {deliveries - 1}"
+
+    for n in range(3):  # flooding again, then the operator presses a key
+        lab.bridge.orders_changed.emit({run_id: (*row[:DETAILS], f"again {n}", *row[DETAILS + 1:])})
+        QApplication.processEvents()
+    assert jobs.pacer.holding
+    QTest.keyClick(jobs.view, Qt.Key.Key_End)
+    assert viewport.updatesEnabled() and not jobs.pacer.holding, "input lets the rows paint at once"
