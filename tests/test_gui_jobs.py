@@ -28,8 +28,7 @@ from core.users import os_user
 from core.workcell import parse_workcell
 from panels.dialogs import BulkDialog, MessageDialog, NameDialog, PriorityDialog, ReasonDialog
 from panels.jobs import PAINT_MS, STATUS_COLUMN, JobsPanel
-from panels.jobs_filter import OrderFilter
-from panels.jobs_filter import DETAILS
+from panels.jobs_filter import DETAILS, OrderFilter
 from panels.jobs_model import COLUMN_KEYS
 
 FLOW = {"name": "Plate Read", "inputs": [{"name": "plate", "type": "string"}],
