@@ -374,8 +374,8 @@ class JobsPanel(Panel):
         # under a flood of changes (a bulk action) the rows repaint a few times a second, not
         # after each delivery; the operator's input still repaints at once
         self.pacer = PaintPacer(self.view.viewport(), PAINT_MS, watch=(self.view,))
-        for bar in (self.view.verticalScrollBar(), self.view.horizontalScrollBar()):
-            bar.valueChanged.connect(self.pacer.resume)
+        for scroll in (self.view.verticalScrollBar(), self.view.horizontalScrollBar()):
+            scroll.valueChanged.connect(self.pacer.resume)
         vh = self.view.verticalHeader()
         vh.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         vh.setDefaultSectionSize(max(22, self.view.fontMetrics().height() + 8))
