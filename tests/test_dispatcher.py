@@ -16,6 +16,7 @@ from core.dispatcher import JOB_ORDER_STATUS, Job, JobQueue, JobStatus, instrume
 from core.drivers import InstrumentUnavailable, OrderCancelled
 from core.engine import RunStatus
 from core.errors import DuplicateSubmissionError, IllegalTransitionError, StateError
+from core.events import InstrumentStatusChanged
 from core.orders import ModuleRestrictionStrategy, ModuleStatus, Order, OrderStatus
 
 READ = {"id": "read", "kind": "PlateReader.ReadPlate"}
@@ -783,3 +784,26 @@ def test_a_stop_the_instrument_fails_to_answer_is_reported_as_not_confirmed(data
     messages = [r.getMessage() for r in caplog.records]
     assert f"Sealer: cancel of {order_id} failed: Sealer: link lost while asking it to stop" in messages
     assert f"instrument did not confirm it stopped {order_id}" in messages
+
+
+def test_each_recorded_status_change_is_announced_to_subscribers(data_dir):
+    """Every Ready/Busy change the instrument log records reaches the bus's subscribers (the
+    dashboard and the Data Services link follow instruments through them), with what changed."""
+    async def scenario(kit):
+        await kit.publish("Seal", [{"id": "s", "kind": "Sealer.Seal"}])
+        seen: list[tuple[ModuleStatus, str, tuple[str, ...]]] = []
+        kit.ledger.bus.subscribe(
+            lambda e: seen.append((e.status, e.detail, e.current_orders)) if e.instrument_id == "Sealer" else None,
+            InstrumentStatusChanged)
+        run_id = await kit.run("Seal")
+        await kit.until_done(run_id)
+        await kit.clock.advance(1)
+        log = kit.store.read_sync(lambda c: c.execute(
+            "SELECT to_status FROM instrument_log WHERE instrument_id='Sealer' ORDER BY seq").fetchall())
+        return list(seen), [r[0] for r in log], kit.steps(run_id)["s"]["order_id"], kit.status(run_id)
+
+    seen, log, order_id, status = run_dkit(data_dir, scenario)
+    assert status is RunStatus.COMPLETED
+    assert log == ["Ready", "Busy", "Ready"]
+    running, ready = (ModuleStatus.Busy, f"running {order_id}", (order_id,)), (ModuleStatus.Ready, "ready", ())
+    assert running in seen and ready in seen and seen.index(running) < seen.index(ready)
