@@ -257,6 +257,53 @@ def test_a_remote_order_that_vanished_is_logged_with_its_run_and_unlinked(tmp_pa
     assert gone()[0] == f"remote order {first} of {run_id} is gone; relinking"
 
 
+def test_a_run_whose_remote_order_vanished_gets_a_new_twin_that_follows_it(tmp_path):
+    """Remote mode: the twin of a running run is deleted on Data Services; the console forgets the
+    link, creates a new twin and reports the run's later states to it, up to Complete."""
+    console_dir, remote_dir = tmp_path / "console", tmp_path / "remote"
+    console_dir.mkdir()
+    remote_dir.mkdir()
+
+    def twin_of(runtime, local_id):
+        row = runtime.store.read_sync(lambda c: c.execute(
+            "SELECT remote_id FROM ds_links WHERE local_id = ?", (local_id,)).fetchone())
+        return row[0] if row else None
+
+    def remote_orders(remote_store, local_id):
+        rows = remote_store.read_sync(lambda c: c.execute("SELECT data FROM orders ORDER BY seq").fetchall())
+        orders = [Order.model_validate_json(r[0]) for r in rows]
+        return [o.status for o in orders if (o.createdBy or "").endswith(f" {local_id}")]
+
+    async def scenario():
+        remote_store = Store(remote_dir / DB_FILENAME).open()
+        server = EmbeddedDataServices(remote_store, port=0)
+        url = await server.start()
+        runtime, link = await console(console_dir, DataServicesSettings(url, "test"), port=18219)
+        try:
+            await runtime.engine.publish(template_from_dict({"name": "Held", "definition": {"steps": [
+                {"id": "wait", "kind": "delay", "parameters": {"seconds": "1"}},
+                {"id": "b", "kind": "noop", "depends_on": ["wait"]}]}}))
+            run_id = await runtime.start_run("Held", who="op")
+            await until(lambda: twin_of(runtime, run_id) is not None)
+            first = twin_of(runtime, run_id)
+            await until(lambda: remote_store.get_order(first).status is OrderStatus.Running)
+            remote_store.write_sync(lambda c: (  # purged there, its creation record too
+                c.execute("DELETE FROM orders WHERE id = ?", (first,)),
+                c.execute("DELETE FROM ds_idempotency WHERE order_id = ?", (first,))))
+            await until(lambda: remote_orders(remote_store, run_id) == [OrderStatus.Complete], timeout=15)
+            second = twin_of(runtime, run_id)
+            return run_id, remote_store.get_order(second), runtime.order(run_id).status
+        finally:
+            await link.stop()
+            await runtime.close()
+            await server.stop()
+            remote_store.close()
+
+    run_id, twin, local = asyncio.run(scenario())
+    assert twin.templateName == "Held" and twin.createdBy.endswith(f" {run_id}")
+    assert (twin.status, local) == (OrderStatus.Complete, OrderStatus.Complete)
+
+
 def test_a_data_services_without_the_v3_unassigned_route_is_read_through_v2_in_pages(tmp_path, caplog,
                                                                                    monkeypatch):
     """Remote mode against a Data Services that lacks ``GET v3.0/orders/unassigned`` (the embedded
