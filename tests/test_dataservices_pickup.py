@@ -139,6 +139,33 @@ def test_declared_compatible_versions_match_the_template_name_in_any_case(data_d
     assert routes[None] == ("workflow", None)
 
 
+def test_an_order_for_version_zero_in_the_declared_range_runs_with_the_latest(data_dir):
+    """Sites whose Data Services numbers template versions from 0: ``Cell Prep<3`` declares v0,
+    v1 and v2 compatible, so an order asking for ``0`` or ``v0`` runs with this console's latest
+    (the console has no version 0 of its own); ``v3`` is outside the range and refused."""
+    from packaging.specifiers import SpecifierSet
+
+    from core.dataservices.config import DataServicesSettings
+
+    async def scenario():
+        store = Store(data_dir / DB_FILENAME).open()
+        runtime = Runtime.build(data_dir, store=store, workcell=None, metrics=False)
+        await runtime.start(templates_dir=SAMPLE_TEMPLATES)
+        try:
+            link = DataServicesLink(runtime, DataServicesSettings("http://127.0.0.1:9", "test"),
+                                    compatible={"Cell Prep": SpecifierSet("<3")})
+            versions = runtime.engine.templates.versions("Cell Prep")
+            return versions, {version: link.route(Order(templateName="Cell Prep", templateVersion=version))
+                              for version in ("0", "v0", "v3")}
+        finally:
+            await runtime.close()
+
+    versions, routes = asyncio.run(scenario())
+    assert 0 not in versions and 3 not in versions
+    assert routes["0"] == routes["v0"] == ("workflow", None)
+    assert routes["v3"] == (None, "asks for Cell Prep v3")
+
+
 TWO_SEALERS = """
 name: two sealers
 seed: 1
