@@ -99,3 +99,37 @@ def test_module_jobs_in_flight_are_resumed_after_a_restart_a_started_one_is_not_
     assert started.status is OrderStatus.Error, "a read under way when the console stopped is not run again"
     assert "outcome unknown" in (started.statusDetails or "") and "Reader1" in (started.statusDetails or "")
     assert left == 0, "nothing left to resume"
+
+
+def test_an_embedded_console_s_heartbeat_names_the_job_under_way_apart_from_the_one_queued(tmp_path):
+    """Embedded mode: the console claims two reads for its one reader; the fleet sees it hold
+    both and run only the one under way on Reader1 (the other waits in its queue)."""
+    cell = parse_workcell(ONE_SLOW_READER)
+    d = tmp_path / "cell"
+    d.mkdir()
+
+    async def scenario():  # noqa: ANN202
+        # a read takes 36 s here: the first stays under way while the heartbeats are read
+        rt = Runtime.build(d, store=Store(d / DB_FILENAME).open(), clock=ScaledClock(200),
+                           workcell=cell, metrics=False)
+        link = DataServicesLink(rt, None, module_id="cell-1", port=0, poll_interval=0.1, lease=3.0)
+        await rt.start(templates_dir=fleetkit.TEMPLATES, link=link)
+        try:
+            async with DataServicesClient(link.state.url) as lims:
+                ids = [await lims.create_order(Order(templateName=READ)) for _ in range(2)]
+
+            async def listed():  # noqa: ANN202
+                beat = next((m.beat for m in await link.fleet() if m.beat.module_id == "cell-1"), None)
+                return beat if beat is not None and set(beat.held) == set(ids) and beat.running_orders else None
+
+            beat = await fleetkit.until(listed, 20, "cell-1 lists both reads it holds and one it runs")
+            assert rt.dispatcher is not None
+            under_way = list(rt.dispatcher.instruments["Reader1"].running)
+            return ids, beat, under_way, len(rt.dispatcher.queue)
+        finally:
+            await rt.close()
+
+    ids, beat, under_way, queued = asyncio.run(scenario())
+    assert len(under_way) == 1 and under_way[0] in ids and queued == 1
+    assert beat.running_orders == tuple(under_way), "the queued read is held, not running"
+    assert beat.running == 1 and beat.queue_depth == 1
