@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 
 import pytest
 
+from core.dataservices.backend import DataServicesBackend
 from core.dataservices.config import DataServicesSettings, module_id_from_ini
 from core.dataservices.fleet import HEARTBEAT_TOPIC, ModuleBeat
 from core.dataservices.link import DataServicesLink
@@ -70,3 +73,40 @@ def test_a_heartbeat_that_is_not_one_is_ignored():
 
     assert ModuleBeat.from_event(EventMessage(topic=HEARTBEAT_TOPIC, data="{not json")) is None
     assert ModuleBeat.from_event(EventMessage(topic=HEARTBEAT_TOPIC, data='{"module_id": 1}')) is None
+
+
+def test_an_embedded_console_removes_day_old_heartbeats_and_its_hourly_round_goes_on_quietly(tmp_path, caplog):
+    """Embedded mode: heartbeats days old (of a console long gone) are removed from the console's
+    own Data Services as it starts; the round that removes them then waits for the next hour
+    without anything reported as failed."""
+    async def scenario():  # noqa: ANN202
+        d = tmp_path / "cell"
+        store = Store(d / DB_FILENAME).open()
+        old = await DataServicesBackend(store).publish_event(
+            {"topic": HEARTBEAT_TOPIC, "moduleId": "gone-console", "data": "{}"})
+        store.write_sync(lambda c: c.execute("UPDATE ds_events SET created = ? WHERE event_id = ?",
+                                             (time.time() - 3 * 86_400, old)))
+
+        def kept() -> bool:
+            return store.read_sync(lambda c: c.execute(
+                "SELECT count(*) FROM ds_events WHERE event_id = ?", (old,)).fetchone()[0]) == 1
+
+        was_kept = kept()
+        rt = Runtime.build(d, store=store, workcell=None, metrics=False)
+        link = DataServicesLink(rt, None, module_id="cell-1", port=0, lease=30)
+        await rt.start(templates_dir=None, link=link)
+        try:
+            for _ in range(500):
+                if not kept():
+                    break
+                await asyncio.sleep(0.01)
+            removed = not kept()
+            await asyncio.sleep(0.2)  # the round is asleep until the next hour
+            return was_kept, removed
+        finally:
+            await rt.close()
+
+    with caplog.at_level(logging.ERROR):
+        was_kept, removed = asyncio.run(scenario())
+    assert was_kept and removed
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
