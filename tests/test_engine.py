@@ -233,6 +233,26 @@ def test_a_retry_that_fell_due_while_paused_goes_when_the_run_is_resumed(data_di
     assert [c.kind for c in kit.executor.calls] == ["PlateReader.ReadPlate"] * 2 + ["Sealer.Seal"]
 
 
+def test_a_condition_that_fails_at_run_time_fails_its_step_saying_why(data_dir):
+    """A condition reading an input the run was not given fails its step (not the engine); the
+    step's error, its order's details and the run's error say what went wrong in the condition."""
+    async def scenario(kit):
+        await kit.publish(template("Cond", [
+            {"id": "a", "kind": "noop"},
+            {"id": "b", "kind": "noop", "depends_on": ["a"], "condition": "input_data['volume'] > 1"}]))
+        run_id = await kit.run("Cond")
+        await kit.until_done(run_id)
+        return run_id, kit
+
+    run_id, kit = run_kit(data_dir, scenario)
+    b = kit.steps(run_id)["b"]
+    said = "condition \"input_data['volume'] > 1\" failed: KeyError: 'volume'"
+    assert (b["status"], b["error_code"], b["error"]) == ("failed", "ConditionError", said)
+    assert kit.store.get_order(b["order_id"]).statusDetails == f"ConditionError: {said}"
+    inst = kit.engine.get_instance(run_id)
+    assert (inst["status"], inst["error"]) == ("failed", f"step 'b' failed: {said}")
+
+
 def test_a_mapping_to_a_missing_output_fails_the_step_saying_which_mapping(data_dir):
     async def scenario(kit):
         await kit.publish(template("Map", [
