@@ -13,6 +13,7 @@ import time
 import pytest
 
 from core.errors import (
+    ConfigError,
     CorruptDatabaseError,
     ForeignDatabaseError,
     IllegalTransitionError,
@@ -23,7 +24,14 @@ from core.errors import (
 from core.events import EventBus, OrderCreated, OrderStatusChanged
 from core.ledger import Ledger
 from core.orders import Order, OrderStatus
-from core.store import APPLICATION_ID, DB_FILENAME, SCHEMA_VERSION, Store, resolve_data_dir
+from core.store import (
+    APPLICATION_ID,
+    DB_FILENAME,
+    SCHEMA_VERSION,
+    Store,
+    default_data_dir,
+    resolve_data_dir,
+)
 
 
 def test_new_store_is_wal_versioned_and_ours(store):
@@ -39,6 +47,27 @@ def test_data_dir_flag_beats_environment(tmp_path, monkeypatch):
     assert resolve_data_dir() == tmp_path / "env"
     assert resolve_data_dir(tmp_path / "flag") == tmp_path / "flag"
     assert (tmp_path / "flag").is_dir()
+
+
+def test_a_data_dir_that_is_a_file_is_refused_naming_where_it_came_from(tmp_path, monkeypatch):
+    """The flag, the environment variable or the platform's default: the error names the one used."""
+    blocker = tmp_path / "labconsole"
+    blocker.write_text("x")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))  # the platform's default is then the file
+    assert default_data_dir() == blocker, "the user data dir follows $XDG_DATA_HOME (Linux)"
+    said = {}
+    for source, flag, env in [("--data-dir", blocker, None), ("LABCONSOLE_DATA_DIR", None, blocker),
+                              ("data dir", None, None)]:
+        if env is None:
+            monkeypatch.delenv("LABCONSOLE_DATA_DIR", raising=False)
+        else:
+            monkeypatch.setenv("LABCONSOLE_DATA_DIR", str(env))
+        with pytest.raises(ConfigError) as refused:
+            resolve_data_dir(flag)
+        said[source] = str(refused.value).splitlines()[-1].strip()
+    assert said == {source: f"{source}: {blocker} exists and is not a directory"
+                    for source in ("--data-dir", "LABCONSOLE_DATA_DIR", "data dir")}
+    assert blocker.read_text() == "x"
 
 
 def test_transitions_and_audit_are_logged_with_who_and_why(store):
