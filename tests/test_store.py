@@ -7,11 +7,16 @@ import os
 import re
 import sqlite3
 import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
+import core.store
 from core.errors import (
     ConfigError,
     CorruptDatabaseError,
@@ -413,6 +418,39 @@ def test_a_store_path_that_is_not_a_regular_file_is_refused_naming_it(tmp_path):
     os.mkfifo(path)
     with pytest.raises(StoreError, match=rf"{re.escape(str(path))}.*is not a regular file"):
         Store(path).open()
+
+
+_READ_AS_NOBODY = """
+import os, sys
+from pathlib import Path
+from core.errors import StoreError
+from core.store import Store
+os.setegid(65534)
+os.seteuid(65534)  # the permission check (real user: root) allows the file; the read (nobody) does not
+try:
+    Store(Path(sys.argv[1])).open().close()
+except StoreError as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "seteuid") or os.geteuid() != 0,
+                    reason="needs root: a file the permission check allows but reading refuses")
+def test_a_store_file_that_cannot_be_read_is_refused_naming_it_and_left_untouched():
+    """The file passed the permission check but opening it for reading fails (its permissions
+    changed, a network disk, another program holding it): refused naming the file and the reason."""
+    with tempfile.TemporaryDirectory() as folder:
+        place = Path(folder)
+        place.chmod(0o777)  # the unprivileged reader may create the store's lock file here
+        path = place / DB_FILENAME
+        path.write_bytes(b"SQLite format 3\x00" + b"\x00" * 100)
+        path.chmod(0o600)
+        code = Path(core.store.__file__).resolve().parents[1]
+        said = subprocess.run([sys.executable, "-c", _READ_AS_NOBODY, str(path)], capture_output=True,
+                              text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(code)})
+        assert said.stderr == ""
+        assert said.stdout.strip() == f"{path}: cannot be read: Permission denied"
+        assert path.read_bytes() == b"SQLite format 3\x00" + b"\x00" * 100
 
 
 def test_a_data_directory_this_user_cannot_write_in_is_refused_naming_it(tmp_path, monkeypatch):
