@@ -441,16 +441,19 @@ def test_a_store_file_that_cannot_be_read_is_refused_naming_it_and_left_untouche
     changed, a network disk, another program holding it): refused naming the file and the reason."""
     with tempfile.TemporaryDirectory() as folder:
         place = Path(folder)
-        place.chmod(0o777)  # the unprivileged reader may create the store's lock file here
+        place.chmod(0o777)  # the unprivileged reader may reach the store's files
         path = place / DB_FILENAME
-        path.write_bytes(b"SQLite format 3\x00" + b"\x00" * 100)
-        path.chmod(0o600)
+        Store(path).open().close()
+        for other in place.iterdir():  # the unprivileged reader may use the store's lock file
+            other.chmod(0o600 if other == path else 0o666)
+        before = path.read_bytes()
         code = Path(core.store.__file__).resolve().parents[1]
         said = subprocess.run([sys.executable, "-c", _READ_AS_NOBODY, str(path)], capture_output=True,
                               text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(code)})
         assert said.stderr == ""
         assert said.stdout.strip() == f"{path}: cannot be read: Permission denied"
-        assert path.read_bytes() == b"SQLite format 3\x00" + b"\x00" * 100
+        assert path.read_bytes() == before
+        Store(path).open().close()  # readable again for its owner: nothing was lost
 
 
 def test_a_data_directory_this_user_cannot_write_in_is_refused_naming_it(tmp_path, monkeypatch):
