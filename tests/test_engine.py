@@ -205,6 +205,54 @@ def test_pause_lets_running_steps_finish_and_starts_nothing_new(data_dir):
     assert moves == [("Paused by bob: door open", "bob"), ("Resumed by carol", "carol")]
 
 
+def test_a_retry_that_fell_due_while_paused_goes_when_the_run_is_resumed(data_dir):
+    """The retry's time passes while the run is paused: nothing is sent then; on resume the
+    step is sent at once (its timer has already fired) and the run completes."""
+    async def scenario(kit):
+        await kit.publish(template("Flaky", [
+            {"id": "read", "kind": "PlateReader.ReadPlate",
+             "retry_policy": {"max_attempts": 2, "initial_interval": "30m", "jitter": 0}},
+            {"id": "seal", "kind": "Sealer.Seal", "depends_on": ["read"]}]))
+        run_id = await kit.run("Flaky")
+        await kit.clock.run_until(lambda: kit.steps(run_id)["read"]["status"] == "retrying")
+        await kit.engine.pause(run_id, who="bob")
+        await kit.clock.advance(3600)  # the retry falls due while the run is paused
+        during = kit.steps(run_id)["read"]["status"], len(kit.executor.calls)
+        await kit.engine.resume(run_id, who="bob")
+        resumed = kit.clock.now()
+        await kit.until_done(run_id, limit=3600)
+        return run_id, during, resumed, kit
+
+    run_id, during, resumed, kit = run_kit(data_dir, scenario, fail_kinds={"PlateReader.ReadPlate": 1},
+                                           durations={"*": 10})
+    assert during == ("retrying", 1), "nothing is sent while the run is paused"
+    assert kit.engine.get_instance(run_id)["status"] == "completed"
+    read = kit.steps(run_id)["read"]
+    assert read["status"] == "completed" and read["attempt"] == 2
+    assert read["started_at"] == pytest.approx(resumed, abs=1.0), "sent on resume, not later"
+    assert [c.kind for c in kit.executor.calls] == ["PlateReader.ReadPlate"] * 2 + ["Sealer.Seal"]
+
+
+def test_a_condition_that_fails_at_run_time_fails_its_step_saying_why(data_dir):
+    """A condition reading an input the run was not given fails its step (not the engine); the
+    step's error, its order's details and the run's error say what went wrong in the condition."""
+    async def scenario(kit):
+        await kit.publish(template("Cond", [
+            {"id": "a", "kind": "noop"},
+            {"id": "b", "kind": "noop", "depends_on": ["a"], "condition": "input_data['volume'] > 1"}]))
+        run_id = await kit.run("Cond")
+        await kit.until_done(run_id)
+        return run_id, kit
+
+    run_id, kit = run_kit(data_dir, scenario)
+    b = kit.steps(run_id)["b"]
+    said = "condition \"input_data['volume'] > 1\" failed: KeyError: 'volume'"
+    assert (b["status"], b["error_code"], b["error"]) == ("failed", "ConditionError", said)
+    assert kit.store.get_order(b["order_id"]).statusDetails == f"ConditionError: {said}"
+    inst = kit.engine.get_instance(run_id)
+    assert (inst["status"], inst["error"]) == ("failed", f"step 'b' failed: {said}")
+
+
 def test_a_mapping_to_a_missing_output_fails_the_step_saying_which_mapping(data_dir):
     async def scenario(kit):
         await kit.publish(template("Map", [

@@ -17,6 +17,8 @@ from core.errors import ConfigError, InputError, NotFoundError, StoreError
 from core.inbox import Inbox, InboxChanged
 from core.orders import ModuleRestrictionStrategy, Order
 from core.store import ORDER_ROW_COLUMNS, Store
+from core.templates import template_from_dict
+from core.users import PermissionDenied, add_user
 
 
 async def _paused_at_its_first_step(kit) -> str:
@@ -266,3 +268,24 @@ def test_a_new_priority_is_announced_with_the_stored_row_of_the_run_and_of_each_
         assert event.fields == ("priority",)
         assert event.row[at] == 80
         assert [tuple(event.row)] == [tuple(r) for r in stored]  # already committed when announced
+
+
+def test_a_template_published_by_a_user_whose_role_may_not_is_refused_and_nothing_is_stored(data_dir):
+    """With users set up, an operator may not publish: refused naming the role, no version stored
+    and nothing audited; a supervisor's publish is stored and audited under that name."""
+    async def scenario(kit):
+        add_user(kit.store, "ann", "admin", "correct horse battery", who="setup")
+        add_user(kit.store, "bob", "operator", "staple battery horse", who="ann")
+        add_user(kit.store, "cat", "supervisor", "battery staple correct", who="ann")
+        data = template("Guarded", [{"id": "a", "kind": "noop"}])
+        with pytest.raises(PermissionDenied) as refused:
+            await kit.engine.publish(template_from_dict(data), who="bob")
+        stored = kit.engine.templates.names()
+        published = await kit.engine.publish(template_from_dict(data), who="cat")
+        return str(refused.value), stored, published.version, kit.store.audit_entries("Guarded")
+
+    refused, stored, version, audit = run_kit(data_dir, scenario)
+    assert refused == ("template publish: 'bob' is signed in as operator; template publish needs the "
+                       "supervisor role or above")
+    assert stored == [] and version == 1
+    assert [(a.who, a.action, a.details) for a in audit] == [("cat", "publish template", {"version": 1})]

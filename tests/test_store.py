@@ -7,12 +7,18 @@ import os
 import re
 import sqlite3
 import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
+import core.store
 from core.errors import (
+    ConfigError,
     CorruptDatabaseError,
     ForeignDatabaseError,
     IllegalTransitionError,
@@ -23,7 +29,14 @@ from core.errors import (
 from core.events import EventBus, OrderCreated, OrderStatusChanged
 from core.ledger import Ledger
 from core.orders import Order, OrderStatus
-from core.store import APPLICATION_ID, DB_FILENAME, SCHEMA_VERSION, Store, resolve_data_dir
+from core.store import (
+    APPLICATION_ID,
+    DB_FILENAME,
+    SCHEMA_VERSION,
+    Store,
+    default_data_dir,
+    resolve_data_dir,
+)
 
 
 def test_new_store_is_wal_versioned_and_ours(store):
@@ -39,6 +52,27 @@ def test_data_dir_flag_beats_environment(tmp_path, monkeypatch):
     assert resolve_data_dir() == tmp_path / "env"
     assert resolve_data_dir(tmp_path / "flag") == tmp_path / "flag"
     assert (tmp_path / "flag").is_dir()
+
+
+def test_a_data_dir_that_is_a_file_is_refused_naming_where_it_came_from(tmp_path, monkeypatch):
+    """The flag, the environment variable or the platform's default: the error names the one used."""
+    blocker = tmp_path / "labconsole"
+    blocker.write_text("x")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))  # the platform's default is then the file
+    assert default_data_dir() == blocker, "the user data dir follows $XDG_DATA_HOME (Linux)"
+    said = {}
+    for source, flag, env in [("--data-dir", blocker, None), ("LABCONSOLE_DATA_DIR", None, blocker),
+                              ("data dir", None, None)]:
+        if env is None:
+            monkeypatch.delenv("LABCONSOLE_DATA_DIR", raising=False)
+        else:
+            monkeypatch.setenv("LABCONSOLE_DATA_DIR", str(env))
+        with pytest.raises(ConfigError) as refused:
+            resolve_data_dir(flag)
+        said[source] = str(refused.value).splitlines()[-1].strip()
+    assert said == {source: f"{source}: {blocker} exists and is not a directory"
+                    for source in ("--data-dir", "LABCONSOLE_DATA_DIR", "data dir")}
+    assert blocker.read_text() == "x"
 
 
 def test_transitions_and_audit_are_logged_with_who_and_why(store):
@@ -384,6 +418,42 @@ def test_a_store_path_that_is_not_a_regular_file_is_refused_naming_it(tmp_path):
     os.mkfifo(path)
     with pytest.raises(StoreError, match=rf"{re.escape(str(path))}.*is not a regular file"):
         Store(path).open()
+
+
+_READ_AS_NOBODY = """
+import os, sys
+from pathlib import Path
+from core.errors import StoreError
+from core.store import Store
+os.setegid(65534)
+os.seteuid(65534)  # the permission check (real user: root) allows the file; the read (nobody) does not
+try:
+    Store(Path(sys.argv[1])).open().close()
+except StoreError as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "seteuid") or os.geteuid() != 0,
+                    reason="needs root: a file the permission check allows but reading refuses")
+def test_a_store_file_that_cannot_be_read_is_refused_naming_it_and_left_untouched():
+    """The file passed the permission check but opening it for reading fails (its permissions
+    changed, a network disk, another program holding it): refused naming the file and the reason."""
+    with tempfile.TemporaryDirectory() as folder:
+        place = Path(folder)
+        place.chmod(0o777)  # the unprivileged reader may reach the store's files
+        path = place / DB_FILENAME
+        Store(path).open().close()
+        for other in place.iterdir():  # the unprivileged reader may use the store's lock file
+            other.chmod(0o600 if other == path else 0o666)
+        before = path.read_bytes()
+        code = Path(core.store.__file__).resolve().parents[1]
+        said = subprocess.run([sys.executable, "-c", _READ_AS_NOBODY, str(path)], capture_output=True,
+                              text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(code)})
+        assert said.stderr == ""
+        assert said.stdout.strip() == f"{path}: cannot be read: Permission denied"
+        assert path.read_bytes() == before
+        Store(path).open().close()  # readable again for its owner: nothing was lost
 
 
 def test_a_data_directory_this_user_cannot_write_in_is_refused_naming_it(tmp_path, monkeypatch):
