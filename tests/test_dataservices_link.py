@@ -257,9 +257,13 @@ def test_a_remote_order_that_vanished_is_logged_with_its_run_and_unlinked(tmp_pa
     assert gone()[0] == f"remote order {first} of {run_id} is gone; relinking"
 
 
-def test_a_run_whose_remote_order_vanished_gets_a_new_twin_that_follows_it(tmp_path):
+@pytest.mark.parametrize("keys_kept", [False, True], ids=["purged-with-its-key", "key-kept"])
+def test_a_run_whose_remote_order_vanished_gets_a_new_twin_that_follows_it(tmp_path, keys_kept):
     """Remote mode: the twin of a running run is deleted on Data Services; the console forgets the
-    link, creates a new twin and reports the run's later states to it, up to Complete."""
+    link, creates a new twin and reports the run's later states to it, up to Complete. A Data
+    Services that deletes an order but keeps its creation key answered the console's second create
+    with the deleted order (same key), which vanished again at each round: the new twin's key names
+    the one that vanished."""
     console_dir, remote_dir = tmp_path / "console", tmp_path / "remote"
     console_dir.mkdir()
     remote_dir.mkdir()
@@ -287,11 +291,12 @@ def test_a_run_whose_remote_order_vanished_gets_a_new_twin_that_follows_it(tmp_p
             await until(lambda: twin_of(runtime, run_id) is not None)
             first = twin_of(runtime, run_id)
             await until(lambda: remote_store.get_order(first).status is OrderStatus.Running)
-            remote_store.write_sync(lambda c: (  # purged there, its creation record too
+            remote_store.write_sync(lambda c: (  # purged there, maybe its creation record too
                 c.execute("DELETE FROM orders WHERE id = ?", (first,)),
-                c.execute("DELETE FROM ds_idempotency WHERE order_id = ?", (first,))))
+                None if keys_kept else c.execute("DELETE FROM ds_idempotency WHERE order_id = ?", (first,))))
             await until(lambda: remote_orders(remote_store, run_id) == [OrderStatus.Complete], timeout=15)
             second = twin_of(runtime, run_id)
+            assert second != first
             return run_id, remote_store.get_order(second), runtime.order(run_id).status
         finally:
             await link.stop()

@@ -92,6 +92,8 @@ SCRIPT_DRIVEN_TAG = "script-driven"
 script that created them (the parent "workflow order" of Biosero's OrderScheduler pattern); the
 console runs it only when started from the console itself."""
 CURSOR_KEY = "ds_outbox_cursor"
+VANISHED_KEY = "ds_vanished:"
+"""Prefix of the meta key holding, per local order, the last remote twin that vanished."""
 SKIP_CREATORS = ("demo",)
 """Orders made by these creators (demo history) are not sent to a remote Data Services."""
 PICKUP_BATCH = 200
@@ -1201,15 +1203,20 @@ class DataServicesLink:
             await self.client.update_order_status(remote, current.status, current.statusDetails)
         except OrderNotFoundError:
             log.warning("remote order %s of %s is gone; relinking", remote, local_id)
-            await self.runtime.store.write(lambda c: c.execute("DELETE FROM ds_links WHERE local_id = ?", (local_id,)))
+            await self.runtime.store.write(lambda c: (  # the next twin's key names the one that vanished
+                c.execute("DELETE FROM ds_links WHERE local_id = ?", (local_id,)),
+                c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (VANISHED_KEY + local_id, remote))))
             raise DataServicesError(self.client.base_url, f"order {remote} vanished; will recreate") from None
 
     def _create_key(self, local_id: str) -> str:
         """The idempotency key of the remote twin of ``local_id``: unique on a Data Services that
-        several consoles share (each numbers its orders from Order_00001)."""
-        if self.identity is not None:
-            return f"labconsole:{self.identity.instance}:{local_id}"
-        return f"labconsole:{local_id}"
+        several consoles share (each numbers its orders from Order_00001). A twin made after one
+        vanished names that one: a Data Services that deleted an order but kept its key would
+        otherwise answer with the deleted order again."""
+        key = f"labconsole:{self.identity.instance}:{local_id}" if self.identity is not None else f"labconsole:{local_id}"
+        row = self.runtime.store.read_sync(lambda c: c.execute(
+            "SELECT value FROM meta WHERE key = ?", (VANISHED_KEY + local_id,)).fetchone())
+        return key if row is None else f"{key}:after:{row[0]}"
 
     def _mark(self, ok: bool, error: str | None) -> None:
         if self.state.connected != ok or self.state.error != error:
