@@ -334,6 +334,12 @@ def activity_lines(events: Iterable[Any], known: dict[str, ModuleStatus], limit:
 
     ``known`` holds each instrument's last status and is updated, so "back online" can be told.
     """
+    return make_activity_lines(activity_of(events, known), limit)
+
+
+def activity_of(events: Iterable[Any], known: dict[str, ModuleStatus]) -> list[Line | Any]:
+    """The events that make a line of "recent activity" (instruments' ones already as lines), in
+    order; ``known`` as for :func:`activity_lines`."""
     kept: list[Line | Any] = []
     for e in events:
         if isinstance(e, InstrumentStatusChanged):
@@ -351,6 +357,11 @@ def activity_lines(events: Iterable[Any], known: dict[str, ModuleStatus], limit:
                 isinstance(e, RunChanged) and e.status in RUN_STATUS_AS_ORDER
                 and (e.status != "running" or e.detail == "started")):
             kept.append(e)
+    return kept
+
+
+def make_activity_lines(kept: Sequence[Line | Any], limit: int | None = None) -> list[Line]:
+    """The lines of what :func:`activity_of` kept: the newest ``limit`` of them."""
     if limit is not None:
         kept = kept[-limit:] if limit > 0 else []
     icons: dict[OrderStatus | None, QIcon] = {}  # a handful of icons for hundreds of lines
@@ -595,8 +606,13 @@ class DashboardPanel(Panel):
     def _on_events(self, events: list[Any]) -> None:
         if events:
             self._dirty = self._counts_dirty = True
-        self._pending.extend(e for e in events
-                             if isinstance(e, OperatorAction | RunChanged | InstrumentStatusChanged | StepChanged))
+        # sorted out as they come (a frame at a time), not all at the next tick: under a bulk action
+        # a second of events is thousands, 3-5 ms of one loop step
+        self.alerts.note(events, time.time())
+        self._pending.extend(activity_of(events, self._known))
+        limit = self.activity_model.limit
+        if len(self._pending) > 2 * limit:
+            del self._pending[:-limit]
 
     def set_forecast(self, forecast: Any) -> None:
         """Alert on the windows and deadlines ``forecast`` (core.forecast.Forecast) says will break."""
@@ -622,9 +638,8 @@ class DashboardPanel(Panel):
             self._show_past(self.moment)
             return
         now = time.time()
-        events, self._pending = self._pending, []
-        self.alerts.note(events, now)
-        self.activity_model.prepend(activity_lines(events, self._known, self.activity_model.limit))
+        kept, self._pending = self._pending, []
+        self.activity_model.prepend(make_activity_lines(kept, self.activity_model.limit))
         metrics = self.runtime.metrics
         instruments = self.runtime.instruments()
         for v in instruments:
