@@ -7,9 +7,10 @@ event, no asyncio task per event (specs/performance.md B.6: 40-120x cheaper). Th
 runs only while something is pending, so an idle console has no running timers.
 
 A frame of many order rows (a bulk action changes thousands of orders a second) is handed over
-in parts of at most ``step_rows`` rows, each in a loop step of its own, the frame's events with
-the last part (an event never arrives before its order's row): applying 300 rows to the Jobs
-table took 7-19 ms of one step.
+in parts of at most ``step_rows`` rows, each in a loop step of its own, then the frame's events
+in a step of their own (an event never arrives before its order's row): applying 300 rows to the
+Jobs table took 7-19 ms of one step, and a bulk action's frame holds hundreds of events that
+every panel sorts out. A small frame is handed over in one step, rows then events.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class EventBridge(QObject):
         self.frames = 0
         self.events_seen = 0
         self.step_rows = step_rows
+        self._parted = False
+        """The frame under way was handed over in parts."""
+        self._due: list[Event] | None = None
+        """The events of the rows handed over in the last step: they go in the next one."""
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(interval_ms)
@@ -56,14 +61,30 @@ class EventBridge(QObject):
 
     @Slot()
     def _deliver_part(self) -> None:
-        """A frame, or its next ``step_rows`` rows when it has more (events with the last part)."""
-        if len(self._rows) <= self.step_rows:
-            self.flush()
-            return
+        """A frame; or of a large one its next ``step_rows`` rows, or its events after its last part."""
         self._timer.stop()
+        if self._due is not None:
+            events, self._due = self._due, None
+            self.events.emit(events)
+            if self._rows or self._events:  # what came meanwhile: the next frame
+                self._timer.start()
+            return
+        if len(self._rows) <= self.step_rows:
+            if not self._parted:
+                self.flush()
+                return
+            self._parted = False  # the last part; its events in the next step
+            rows, self._rows = self._rows, {}
+            self._due, self._events = self._events, []
+            self.frames += 1
+            if rows:
+                self.orders_changed.emit(rows)
+            self._next_part.start()
+            return
         part = dict(islice(self._rows.items(), self.step_rows))
         for order_id in part:
             del self._rows[order_id]
+        self._parted = True
         self.frames += 1
         self.orders_changed.emit(part)
         self._next_part.start()
@@ -73,8 +94,8 @@ class EventBridge(QObject):
         """Deliver all that is pending now (also called by tests instead of waiting a frame)."""
         self._timer.stop()
         self._next_part.stop()
-        rows, events = self._rows, self._events
-        self._rows, self._events = {}, []
+        rows, events = self._rows, (self._due or []) + self._events
+        self._rows, self._events, self._due, self._parted = {}, [], None, False
         if not rows and not events:
             return
         self.frames += 1

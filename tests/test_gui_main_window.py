@@ -107,8 +107,8 @@ def test_bridge_coalesces_thousands_of_events_into_one_frame(store, qtbot, qrun)
 
 def test_a_frame_of_many_rows_is_handed_over_in_parts_with_its_events_after_the_last(store, qtbot, qrun):
     """Applying a bulk action's 300 rows a frame to the Jobs table took 7-19 ms of one loop step:
-    a large frame comes in parts of ``step_rows`` rows, each in a step of its own, and its events
-    never before the rows of their orders."""
+    a large frame comes in parts of ``step_rows`` rows, each in a step of its own, then its events
+    in a step of their own (hundreds, which every panel sorts out), never before their rows."""
     core = Ledger(store)
     bridge = EventBridge(core.bus, interval_ms=5, step_rows=100)
     seen: list[tuple[str, int, int]] = []  # (signal, size, loop step)
@@ -130,7 +130,7 @@ def test_a_frame_of_many_rows_is_handed_over_in_parts_with_its_events_after_the_
     assert [(kind, size) for kind, size, _ in seen] == [("rows", 100), ("rows", 100), ("rows", 50), ("events", 250)]
     steps = [at for _, _, at in seen]
     assert steps[0] < steps[1] < steps[2], "each part in a loop step of its own"
-    assert steps[3] == steps[2], "the events with the last part"
+    assert steps[3] > steps[2], "the events in a step after the last part's"
     # a small frame is one emission, as before; flush() hands over everything at once
     for oid in ids[:3]:
         core.bus.publish(OrderUpdated(order_id=oid, row=(oid,) + (None,) * 11))
