@@ -4,6 +4,7 @@ and the outbox surviving a server that goes away mid-burst."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -215,42 +216,50 @@ def test_data_services_lifecycle_fields_reach_the_run(data_dir):
     assert OrderStatus.Validated in history and history.index(OrderStatus.Validated) < history.index(OrderStatus.Running)
 
 
-def test_a_remote_order_that_vanished_is_logged_with_its_run_and_unlinked(tmp_path, caplog):
-    """Remote mode: the twin of a running run is deleted on Data Services; the run's next status
-    finds it gone and the console logs which remote order of which run."""
+def _twin_of(runtime, local_id):
+    row = runtime.store.read_sync(lambda c: c.execute(
+        "SELECT remote_id FROM ds_links WHERE local_id = ?", (local_id,)).fetchone())
+    return row[0] if row else None
+
+
+@contextlib.asynccontextmanager
+async def _a_run_with_a_running_twin(tmp_path, port):
+    """Remote mode: a console and a Data Services apart, a run under way whose twin there is
+    Running; yields (runtime, remote store, run id, its twin's id)."""
     console_dir, remote_dir = tmp_path / "console", tmp_path / "remote"
     console_dir.mkdir()
     remote_dir.mkdir()
+    remote_store = Store(remote_dir / DB_FILENAME).open()
+    server = EmbeddedDataServices(remote_store, port=0)
+    url = await server.start()
+    runtime, link = await console(console_dir, DataServicesSettings(url, "test"), port=port)
+    try:
+        await runtime.engine.publish(template_from_dict({"name": "Held", "definition": {"steps": [
+            {"id": "wait", "kind": "delay", "parameters": {"seconds": "1"}},
+            {"id": "b", "kind": "noop", "depends_on": ["wait"]}]}}))
+        run_id = await runtime.start_run("Held", who="op")
+        await until(lambda: _twin_of(runtime, run_id) is not None)
+        first = _twin_of(runtime, run_id)
+        await until(lambda: remote_store.get_order(first).status is OrderStatus.Running)
+        yield runtime, remote_store, run_id, first
+    finally:
+        await link.stop()
+        await runtime.close()
+        await server.stop()
+        remote_store.close()
 
-    def twin_of(runtime, local_id):
-        row = runtime.store.read_sync(lambda c: c.execute(
-            "SELECT remote_id FROM ds_links WHERE local_id = ?", (local_id,)).fetchone())
-        return row[0] if row else None
 
+def test_a_remote_order_that_vanished_is_logged_with_its_run_and_unlinked(tmp_path, caplog):
+    """Remote mode: the twin of a running run is deleted on Data Services; the run's next status
+    finds it gone and the console logs which remote order of which run."""
     def gone():
         return [r.getMessage() for r in caplog.records if "is gone" in r.getMessage()]
 
     async def scenario():
-        remote_store = Store(remote_dir / DB_FILENAME).open()
-        server = EmbeddedDataServices(remote_store, port=0)
-        url = await server.start()
-        runtime, link = await console(console_dir, DataServicesSettings(url, "test"), port=18213)
-        try:
-            await runtime.engine.publish(template_from_dict({"name": "Held", "definition": {"steps": [
-                {"id": "wait", "kind": "delay", "parameters": {"seconds": "1"}},
-                {"id": "b", "kind": "noop", "depends_on": ["wait"]}]}}))
-            run_id = await runtime.start_run("Held", who="op")
-            await until(lambda: twin_of(runtime, run_id) is not None)
-            first = twin_of(runtime, run_id)
-            await until(lambda: remote_store.get_order(first).status is OrderStatus.Running)
+        async with _a_run_with_a_running_twin(tmp_path, 18213) as (_runtime, remote_store, run_id, first):
             remote_store.write_sync(lambda c: c.execute("DELETE FROM orders WHERE id = ?", (first,)))
             await until(lambda: bool(gone()))
             return run_id, first
-        finally:
-            await link.stop()
-            await runtime.close()
-            await server.stop()
-            remote_store.close()
 
     with caplog.at_level(logging.WARNING, logger="core.dataservices.link"):
         run_id, first = asyncio.run(scenario())
@@ -264,45 +273,20 @@ def test_a_run_whose_remote_order_vanished_gets_a_new_twin_that_follows_it(tmp_p
     Services that deletes an order but keeps its creation key answered the console's second create
     with the deleted order (same key), which vanished again at each round: the new twin's key names
     the one that vanished."""
-    console_dir, remote_dir = tmp_path / "console", tmp_path / "remote"
-    console_dir.mkdir()
-    remote_dir.mkdir()
-
-    def twin_of(runtime, local_id):
-        row = runtime.store.read_sync(lambda c: c.execute(
-            "SELECT remote_id FROM ds_links WHERE local_id = ?", (local_id,)).fetchone())
-        return row[0] if row else None
-
     def remote_orders(remote_store, local_id):
         rows = remote_store.read_sync(lambda c: c.execute("SELECT data FROM orders ORDER BY seq").fetchall())
         orders = [Order.model_validate_json(r[0]) for r in rows]
         return [o.status for o in orders if (o.createdBy or "").endswith(f" {local_id}")]
 
     async def scenario():
-        remote_store = Store(remote_dir / DB_FILENAME).open()
-        server = EmbeddedDataServices(remote_store, port=0)
-        url = await server.start()
-        runtime, link = await console(console_dir, DataServicesSettings(url, "test"), port=18219)
-        try:
-            await runtime.engine.publish(template_from_dict({"name": "Held", "definition": {"steps": [
-                {"id": "wait", "kind": "delay", "parameters": {"seconds": "1"}},
-                {"id": "b", "kind": "noop", "depends_on": ["wait"]}]}}))
-            run_id = await runtime.start_run("Held", who="op")
-            await until(lambda: twin_of(runtime, run_id) is not None)
-            first = twin_of(runtime, run_id)
-            await until(lambda: remote_store.get_order(first).status is OrderStatus.Running)
+        async with _a_run_with_a_running_twin(tmp_path, 18219) as (runtime, remote_store, run_id, first):
             remote_store.write_sync(lambda c: (  # purged there, maybe its creation record too
                 c.execute("DELETE FROM orders WHERE id = ?", (first,)),
                 None if keys_kept else c.execute("DELETE FROM ds_idempotency WHERE order_id = ?", (first,))))
             await until(lambda: remote_orders(remote_store, run_id) == [OrderStatus.Complete], timeout=15)
-            second = twin_of(runtime, run_id)
+            second = _twin_of(runtime, run_id)
             assert second != first
             return run_id, remote_store.get_order(second), runtime.order(run_id).status
-        finally:
-            await link.stop()
-            await runtime.close()
-            await server.stop()
-            remote_store.close()
 
     run_id, twin, local = asyncio.run(scenario())
     assert twin.templateName == "Held" and twin.createdBy.endswith(f" {run_id}")
