@@ -807,3 +807,28 @@ def test_each_recorded_status_change_is_announced_to_subscribers(data_dir):
     assert log == ["Ready", "Busy", "Ready"]
     running, ready = (ModuleStatus.Busy, f"running {order_id}", (order_id,)), (ModuleStatus.Ready, "ready", ())
     assert running in seen and ready in seen and seen.index(running) < seen.index(ready)
+
+
+def test_a_step_given_up_as_its_instrument_goes_offline_counts_as_failed_on_that_instrument(data_dir):
+    """The instrument is found offline mid-step and, in the same turn, the engine gives up waiting
+    for the step: the step still ends with the loss of the instrument (a failure counted on it),
+    not as a plain cancellation that would hide what happened."""
+    async def scenario(kit):
+        order = Order(identifier="Order_88", templateName="Sealer.Seal")
+        job = Job("Order_88", order, "Sealer.Seal")
+        attempt = asyncio.ensure_future(kit.dispatcher.submit(job))
+        await kit.until(lambda: job.status is JobStatus.RUNNING and job.launched)
+        sealer = kit.dispatcher.instruments["Sealer"]
+        before = {v.id: v.failed for v in kit.dispatcher.view()}["Sealer"]
+        lost = asyncio.ensure_future(kit.dispatcher._went_offline(sealer, "heartbeat stale for 95 s"))
+        attempt.cancel()  # the engine gives up in the same loop turn
+        await asyncio.gather(attempt, lost, return_exceptions=True)
+        await kit.clock.advance(1)
+        view = {v.id: v for v in kit.dispatcher.view()}["Sealer"]
+        return before, view, job.status
+
+    before, sealer, status = run_dkit(data_dir, scenario)
+    assert sealer.status is ModuleStatus.Offline
+    assert not sealer.running
+    assert status is JobStatus.FAILED
+    assert (before, sealer.failed) == (0, 1)
