@@ -378,3 +378,60 @@ def test_a_list_of_waiting_orders_that_is_not_a_list_is_refused_naming_the_serve
     url, refused, shown = asyncio.run(scenario())
     assert refused == f"Data Services at {url}: expected a JSON list of orders, got dict"
     assert shown == "expected a JSON list of orders, got dict"
+
+
+def test_a_shared_data_services_is_asked_only_for_this_consoles_templates_a_few_times_its_backlog(tmp_path,
+                                                                                               monkeypatch):
+    """Remote mode: the waiting orders are read through v3 ``orders/unassigned`` filtered by the
+    templates and capabilities this console has, at most four times its backlog at once; an order
+    for it waiting behind many of another workcell's orders is still picked up."""
+    console_dir, remote_dir = tmp_path / "console", tmp_path / "remote"
+    console_dir.mkdir()
+    remote_dir.mkdir()
+    asked: list[tuple[list[str], str | None, str | None]] = []
+
+    class RecordingDataServices(server_module.DataServicesApp):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            v3 = next(r for r in self.routes if r.version == "v3.0" and r.path == "orders/unassigned")
+
+            async def recording(c):
+                asked.append((c.query.getlist("templateName"), c.query.get("limit"), c.query.get("offset")))
+                return await v3.handler(c)
+
+            self.routes = [replace(r, handler=recording) if r is v3 else r for r in self.routes]
+
+    monkeypatch.setattr(server_module, "DataServicesApp", RecordingDataServices)
+
+    async def scenario():
+        remote_store = Store(remote_dir / DB_FILENAME).open()
+        server = EmbeddedDataServices(remote_store, port=0)
+        url = await server.start()
+        site = DataServicesClient(url)
+        for _ in range(90):  # another workcell's backlog, older than the order for this console
+            await site.create_order(Order(templateName="Centrifuge.Spin"))
+        waiting = await site.create_order(Order(templateName="Sealer.Seal"))
+        store = Store(console_dir / DB_FILENAME).open()
+        runtime = Runtime.build(console_dir, store=store, workcell=parse_workcell(FAST_CELL))
+        await runtime.start(templates_dir=SAMPLE_TEMPLATES)
+        link = DataServicesLink(runtime, DataServicesSettings(url, "test"), poll_interval=0.1, port=18219,
+                                timeout=2.0, backlog=20)
+        await link.start()
+        try:
+            await until(lambda: asked, timeout=10)
+            assert "Sealer.Seal" in asked[0][0] and "Centrifuge.Spin" not in asked[0][0], asked[0]
+            await until(lambda: remote_store.get_order(waiting).status is OrderStatus.Complete)
+            return remote_store.get_order(waiting).assignedTo, link.module_id
+        finally:
+            await site.close()
+            await link.stop()
+            await runtime.close()
+            await server.stop()
+            remote_store.close()
+
+    assigned, module_id = asyncio.run(scenario())
+    assert assigned == module_id
+    assert asked
+    names = asked[0][0]
+    assert "Sealer.Seal" in names and "Centrifuge.Spin" not in names
+    assert {(tuple(n), limit, offset) for n, limit, offset in asked} == {(tuple(names), "80", "0")}
