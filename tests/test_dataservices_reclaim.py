@@ -309,3 +309,20 @@ def test_a_step_waits_for_a_data_services_that_is_down_to_record_its_start(tmp_p
     assert down is OrderStatus.Running, "waiting: not run, not failed"
     assert after[0] is OrderStatus.Complete, after
     assert marks == [("claim", "cell-z"), ("takeover", "cell-b"), ("start", "cell-b")]
+
+
+def test_owner_of_says_in_the_log_that_the_consoles_were_not_read_when_data_services_is_gone(tmp_path, caplog):
+    """The shared Data Services stopped answering: the owner of an order assigned to another
+    console is not known (None), and the log says the consoles were not read, and why."""
+    async def scenario():
+        async with _cell(tmp_path, lease=LEASE, workcell=False) as c:
+            await c.server.stop()
+            await asyncio.sleep(LEASE / 3 + 0.1)  # the heartbeats read at the claim are too old now
+            with caplog.at_level(logging.INFO, logger="core.dataservices.link"):
+                owner = await c.link.owner_of(["Order_1"], "cell-a")
+            return owner
+
+    owner = asyncio.run(scenario())
+    assert owner is None
+    said = [r.getMessage() for r in caplog.records if r.name == "core.dataservices.link"]
+    assert any(m.startswith("Data Services: consoles not read: cannot connect") for m in said), said
