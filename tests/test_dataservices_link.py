@@ -435,3 +435,25 @@ def test_a_shared_data_services_is_asked_only_for_this_consoles_templates_a_few_
     names = asked[0][0]
     assert "Sealer.Seal" in names and "Centrifuge.Spin" not in names
     assert {(tuple(n), limit, offset) for n, limit, offset in asked} == {(tuple(names), "80", "0")}
+
+
+def test_the_consoles_workflows_are_offered_as_templates_of_the_labconsole_workflow_category(data_dir):
+    """Embedded: each published workflow is an order template of the Data Services, in the
+    "labconsole workflow" category, for this console's module, with its inputs."""
+    async def scenario():
+        runtime, link = await console(data_dir, port=18221)
+        try:
+            client = DataServicesClient(link.state.url)
+            listed = await client.list_templates()
+            await client.close()
+            return listed, {t.name: t for t in runtime.templates()}, link.module_id
+        finally:
+            await link.stop()
+            await runtime.close()
+
+    listed, workflows, module_id = asyncio.run(scenario())
+    ours = {t.name: t for t in listed if t.name in workflows}
+    assert set(ours) == set(workflows) and ours
+    for name, t in ours.items():
+        assert (t.category, t.availableModuleIds) == ("labconsole workflow", module_id), name
+        assert [p.name for p in t.inputParameters or []] == [p.name for p in workflows[name].inputs], name
