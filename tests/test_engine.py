@@ -625,3 +625,15 @@ def test_a_steps_progress_reaches_the_views_naming_its_order(data_dir):
 
     order_id, told = run_kit(data_dir, scenario, durations={"*": 60})
     assert [(e.order_id, e.progress, e.values) for e in told] == [(order_id, 1.0, None)]
+
+
+def test_a_refused_input_names_the_type_it_expected(data_dir):
+    async def scenario(kit):
+        await kit.publish(DIAMOND)
+        with pytest.raises(InputError) as info:
+            await kit.engine.create_instance("Diamond", {"seal": "maybe", "plate": "PL1"})
+        return info.value
+
+    error = run_kit(data_dir, scenario)
+    assert [str(p) for p in error.problems] == [
+        "inputs of Diamond: seal: 'maybe' is not a boolean (expected boolean)"]
