@@ -514,3 +514,15 @@ def test_a_batch_whose_transaction_fails_in_sqlite_fails_its_writes_naming_the_f
     monkeypatch.setattr(store_module, "text_pending", real)
     store.write_sync(store.audit_op("ann", "pause", "Order_1", "kept"))
     assert [e.reason for e in store.audit_entries("Order_1")] == ["kept"]
+
+
+def test_an_audit_entry_reads_back_with_when_who_and_what(store):
+    class Clock:
+        def now(self) -> float:
+            return 1_700_000_123.5
+
+    store.clock = Clock()
+    store.write_sync(store.audit_op("ann", "pause", "Order_1", "door open", {"step": "read"}))
+    [entry] = store.audit_entries("Order_1")
+    assert (entry.at, entry.who, entry.action, entry.target, entry.reason, entry.details) == (
+        1_700_000_123.5, "ann", "pause", "Order_1", "door open", {"step": "read"})
