@@ -9,6 +9,7 @@ from enginekit import run_kit, template
 
 from core.engine import RunStatus, tables
 from core.errors import IllegalTransitionError, InputError, StateError
+from core.events import StepProgress
 from core.orders import OrderStatus
 
 DIAMOND = template("Diamond", [
@@ -611,3 +612,28 @@ def test_wait_returns_when_the_run_ends_or_pauses_for_the_operator(data_dir):
     assert ended is RunStatus.COMPLETED and again is RunStatus.COMPLETED
     assert paused is RunStatus.PAUSED and instance["status"] == "paused"
     assert instance["steps"][0]["status"] == "failed"
+
+
+def test_a_steps_progress_reaches_the_views_naming_its_order(data_dir):
+    async def scenario(kit):
+        told: list[StepProgress] = []
+        kit.ledger.bus.subscribe(told.append, StepProgress)
+        await kit.publish(template("Read", [{"id": "read", "kind": "PlateReader.ReadPlate"}]))
+        run_id = await kit.run("Read")
+        await kit.until_done(run_id)
+        return kit.steps(run_id)["read"]["order_id"], told
+
+    order_id, told = run_kit(data_dir, scenario, durations={"*": 60})
+    assert [(e.order_id, e.progress, e.values) for e in told] == [(order_id, 1.0, None)]
+
+
+def test_a_refused_input_names_the_type_it_expected(data_dir):
+    async def scenario(kit):
+        await kit.publish(DIAMOND)
+        with pytest.raises(InputError) as info:
+            await kit.engine.create_instance("Diamond", {"seal": "maybe", "plate": "PL1"})
+        return info.value
+
+    error = run_kit(data_dir, scenario)
+    assert [str(p) for p in error.problems] == [
+        "inputs of Diamond: seal: 'maybe' is not a boolean (expected boolean)"]

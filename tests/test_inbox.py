@@ -10,7 +10,7 @@ from enginekit import Kit, run_kit, template
 
 from core.engine import RunStatus
 from core.errors import InputError, StateError, TemplateError
-from core.inbox import AlreadyAnsweredError, Inbox, check_answer, parse_form
+from core.inbox import AlreadyAnsweredError, Inbox, InboxChanged, check_answer, parse_form
 from core.store import Store
 from core.templates import template_from_dict
 
@@ -322,3 +322,20 @@ def test_a_run_that_ends_unanswered_closes_its_items_naming_how_it_ended(data_di
     status, item = run_kit(data_dir, scenario)
     assert status == "failed"
     assert (item.state, item.answer, item.answered_by) == ("answered", {"action": "run failed"}, "engine")
+
+
+def test_a_run_that_ends_unanswered_tells_the_windows_which_runs_items_closed(data_dir):
+    async def scenario(kit: Kit):
+        told: list[InboxChanged] = []
+        kit.ledger.bus.subscribe(told.append, InboxChanged)
+        await kit.publish(template("Waits", [
+            {"id": "ask", "kind": "prompt", "parameters": {"message": "Load the plate", "fields": FIELDS}}],
+            default_timeout_seconds="1h"))
+        run_id = await kit.run("Waits")
+        await kit.clock.settle()
+        await kit.until_done(run_id)
+        await kit.clock.settle()
+        return run_id, [(e.run_id, e.state) for e in told if e.state == "answered"]
+
+    run_id, answered = run_kit(data_dir, scenario)
+    assert answered == [(run_id, "answered")]

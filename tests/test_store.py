@@ -492,3 +492,37 @@ def test_a_batch_that_fails_outside_its_operations_fails_its_writes_and_the_writ
     monkeypatch.setattr(store_module, "text_pending", real)
     store.write_sync(store.audit_op("ann", "pause", "Order_1", "kept"))
     assert [e.reason for e in store.audit_entries("Order_1")] == ["kept"]
+
+
+def test_a_batch_whose_transaction_fails_in_sqlite_fails_its_writes_naming_the_file_and_the_cause(
+        store, monkeypatch):
+    """SQLite refusing the batch's transaction itself (here a disk fault met by the text index
+    check before the commit): the batch's writes fail with the file and SQLite's words, nothing
+    of them is stored, and the next write goes through."""
+    import core.store as store_module
+
+    real = store_module.text_pending
+
+    def disk_fault(conn, cap):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store_module, "TEXT_INDEX_CHECK_EVERY", 1)
+    monkeypatch.setattr(store_module, "text_pending", disk_fault)
+    with pytest.raises(StoreError) as info:
+        store.write_sync(store.audit_op("ann", "pause", "Order_1", "lost"))
+    assert str(info.value) == f"{store.path}: commit failed: disk I/O error"
+    monkeypatch.setattr(store_module, "text_pending", real)
+    store.write_sync(store.audit_op("ann", "pause", "Order_1", "kept"))
+    assert [e.reason for e in store.audit_entries("Order_1")] == ["kept"]
+
+
+def test_an_audit_entry_reads_back_with_when_who_and_what(store):
+    class Clock:
+        def now(self) -> float:
+            return 1_700_000_123.5
+
+    store.clock = Clock()
+    store.write_sync(store.audit_op("ann", "pause", "Order_1", "door open", {"step": "read"}))
+    [entry] = store.audit_entries("Order_1")
+    assert (entry.at, entry.who, entry.action, entry.target, entry.reason, entry.details) == (
+        1_700_000_123.5, "ann", "pause", "Order_1", "door open", {"step": "read"})

@@ -9,6 +9,7 @@ import random
 import sqlite3
 import time
 
+import core.store as store_module
 from core.history import HistoryQuery, HistorySearch
 from core.orders import Order, OrderStatus
 from core.store import Store, index_pending_text
@@ -118,5 +119,26 @@ def test_a_failed_catch_up_names_the_database_error_and_keeps_the_orders_noted(d
         assert said()[0] == (f"{store.path}: text index not brought up to date: no such table: orders_fts "
                              "(next try after the next write)")
         assert pending(store) == 1 and store.get_order(made.identifier).notes == "gamma"
+    finally:
+        store.close()
+
+
+def test_the_count_of_orders_indexed_when_idle_adds_up_over_batches(data_dir, monkeypatch):
+    """A backlog longer than one batch is indexed in several idle batches; the store's count of
+    orders indexed is their sum (12 orders in batches of 5: 5 + 5 + 2)."""
+    monkeypatch.setattr(store_module, "TEXT_INDEX_BATCH", 5)
+    store = Store(data_dir / "s.sqlite3").open()
+    try:
+        def twelve(conn: sqlite3.Connection) -> list[str]:
+            return [store.new_order_op(Order(templateName="Sealer.Seal", notes=w), who="t")(conn)[0].identifier
+                    for w in WORDS[:12]]
+
+        ids = store.write_sync(twelve)
+        deadline = time.monotonic() + 30
+        while pending(store) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        store.write_sync(lambda c: None)  # the writer has finished its last idle batch
+        assert (pending(store), store.text_indexed) == (0, 12)
+        assert fts_ids(store, WORDS[11]) == {ids[11]}
     finally:
         store.close()
