@@ -90,6 +90,10 @@ def _clock(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).strftime("%H:%M:%S") if ts else ""
 
 
+NOTHING_SHOWN = "Select an order in the Jobs table to see its details."
+"""What the panel says while no order is selected."""
+
+
 @dataclass
 class DetailData:
     """What the panel shows about one order, read in one go off the loop."""
@@ -238,7 +242,7 @@ class DetailPanel(Panel):
         self.last_feedback: Feedback | None = None
 
         self.pages = QStackedWidget(self)
-        self.empty = QLabel("Select an order in the Jobs table to see its details.", self)
+        self.empty = QLabel(NOTHING_SHOWN, self)
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty.setWordWrap(True)
         self.pages.addWidget(self.empty)
@@ -386,6 +390,7 @@ class DetailPanel(Panel):
         self.order_id = order_id
         if order_id is None:
             self.data = None
+            self.empty.setText(NOTHING_SHOWN)  # not what was last said of another order
             self.pages.setCurrentIndex(0)
             self._live = False
             self.update_refresh()
@@ -393,6 +398,8 @@ class DetailPanel(Panel):
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self._again = False
+        if self.pages.currentIndex() == 0:  # an order is selected: never "select an order" meanwhile
+            self.empty.setText(f"Loading {order_id}…")
         try:
             self._task = asyncio.get_running_loop().create_task(self._load(order_id),
                                                                 name=f"detail {order_id}")

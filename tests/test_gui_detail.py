@@ -270,3 +270,22 @@ def test_main_window_shows_the_selected_order_in_detail(store, data_dir, qtbot, 
     window.close()
     running = [t for panel in (jobs, detail) for t in panel.findChildren(QTimer) if t.isActive()]
     assert not running, "the window's close shuts the panels down"
+
+
+def test_while_an_order_loads_or_after_a_missing_one_the_panel_never_says_something_stale(lab):
+    """Selecting an order said "Select an order in the Jobs table" until its details were read
+    (the screenshots caught it at 1280x720), and after an order that could not be read, clearing
+    the selection kept saying that order's error."""
+    (run_id,) = lab.start_runs(1)
+    lab.load()
+    detail = lab.detail
+    assert detail.empty.text() == "Select an order in the Jobs table to see its details."
+    task = detail.show_order(run_id)
+    assert detail.pages.currentIndex() == 0 and detail.empty.text() == f"Loading {run_id}…"
+    lab.qtbot.waitUntil(task.done, timeout=5000)
+    assert detail.pages.currentIndex() == 1 and detail.data.order_id == run_id
+    task = detail.show_order("Order_99999")
+    lab.qtbot.waitUntil(task.done, timeout=5000)
+    assert detail.pages.currentIndex() == 0 and detail.empty.text().startswith("Order_99999: ")
+    detail.show_order(None)
+    assert detail.empty.text() == "Select an order in the Jobs table to see its details."
