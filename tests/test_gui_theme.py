@@ -141,7 +141,10 @@ def test_screenshots_of_the_console_at_work(big_store, data_dir, qtbot, qrun, li
         window.robots.refresh()
         window.metrics.set_range(3600.0)
 
-        window.jobs.select_order(window.jobs.model.order_id(0))
+        first = window.jobs.model.order_id(0)
+        window.jobs.select_order(first)
+        qtbot.waitUntil(lambda: window.detail.data is not None and window.detail.data.order_id == first,
+                        timeout=10_000)  # the shots show its details, not them being read
         shots: dict[str, Path] = {}
         for width, height in ((1280, 720), (1920, 1080)):
             window.resize(width, height)
