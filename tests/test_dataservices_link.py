@@ -216,6 +216,25 @@ def test_data_services_lifecycle_fields_reach_the_run(data_dir):
     assert OrderStatus.Validated in history and history.index(OrderStatus.Validated) < history.index(OrderStatus.Running)
 
 
+@contextlib.asynccontextmanager
+async def _data_services_apart(remote_dir):
+    """A Data Services of its own (its store in ``remote_dir``) for a console in remote mode;
+    yields its store and its address."""
+    remote_store = Store(remote_dir / DB_FILENAME).open()
+    server = EmbeddedDataServices(remote_store, port=0)
+    try:
+        yield remote_store, await server.start()
+    finally:
+        await server.stop()
+        remote_store.close()
+
+
+async def _close(*closers) -> None:
+    """Close what a scenario opened, in order."""
+    for close in closers:
+        await close()
+
+
 def _twin_of(runtime, local_id):
     row = runtime.store.read_sync(lambda c: c.execute(
         "SELECT remote_id FROM ds_links WHERE local_id = ?", (local_id,)).fetchone())
@@ -229,24 +248,20 @@ async def _a_run_with_a_running_twin(tmp_path, port):
     console_dir, remote_dir = tmp_path / "console", tmp_path / "remote"
     console_dir.mkdir()
     remote_dir.mkdir()
-    remote_store = Store(remote_dir / DB_FILENAME).open()
-    server = EmbeddedDataServices(remote_store, port=0)
-    url = await server.start()
-    runtime, link = await console(console_dir, DataServicesSettings(url, "test"), port=port)
-    try:
-        await runtime.engine.publish(template_from_dict({"name": "Held", "definition": {"steps": [
-            {"id": "wait", "kind": "delay", "parameters": {"seconds": "1"}},
-            {"id": "b", "kind": "noop", "depends_on": ["wait"]}]}}))
-        run_id = await runtime.start_run("Held", who="op")
-        await until(lambda: _twin_of(runtime, run_id) is not None)
-        first = _twin_of(runtime, run_id)
-        await until(lambda: remote_store.get_order(first).status is OrderStatus.Running)
-        yield runtime, remote_store, run_id, first
-    finally:
-        await link.stop()
-        await runtime.close()
-        await server.stop()
-        remote_store.close()
+    async with _data_services_apart(remote_dir) as (remote_store, url):
+        runtime, link = await console(console_dir, DataServicesSettings(url, "test"), port=port)
+        try:
+            await runtime.engine.publish(template_from_dict({"name": "Held", "definition": {"steps": [
+                {"id": "wait", "kind": "delay", "parameters": {"seconds": "1"}},
+                {"id": "b", "kind": "noop", "depends_on": ["wait"]}]}}))
+            run_id = await runtime.start_run("Held", who="op")
+            await until(lambda: _twin_of(runtime, run_id) is not None)
+            first = _twin_of(runtime, run_id)
+            await until(lambda: remote_store.get_order(first).status is OrderStatus.Running)
+            yield runtime, remote_store, run_id, first
+        finally:
+            await link.stop()
+            await runtime.close()
 
 
 def test_a_remote_order_that_vanished_is_logged_with_its_run_and_unlinked(tmp_path, caplog):
@@ -318,21 +333,15 @@ def test_a_data_services_without_the_v3_unassigned_route_is_read_through_v2_in_p
     monkeypatch.setattr(server_module, "DataServicesApp", OlderDataServices)
 
     async def scenario():
-        remote_store = Store(remote_dir / DB_FILENAME).open()
-        server = EmbeddedDataServices(remote_store, port=0)
-        url = await server.start()
-        site = DataServicesClient(url)
-        waiting = await site.create_order(Order(templateName="Sealer.Seal"))
-        runtime, link = await console(console_dir, DataServicesSettings(url, "test"), port=18215)
-        try:
-            await until(lambda: remote_store.get_order(waiting).status is OrderStatus.Complete)
-            return remote_store.get_order(waiting).assignedTo, link.module_id
-        finally:
-            await site.close()
-            await link.stop()
-            await runtime.close()
-            await server.stop()
-            remote_store.close()
+        async with _data_services_apart(remote_dir) as (remote_store, url):
+            site = DataServicesClient(url)
+            waiting = await site.create_order(Order(templateName="Sealer.Seal"))
+            runtime, link = await console(console_dir, DataServicesSettings(url, "test"), port=18215)
+            try:
+                await until(lambda: remote_store.get_order(waiting).status is OrderStatus.Complete)
+                return remote_store.get_order(waiting).assignedTo, link.module_id
+            finally:
+                await _close(site.close, link.stop, runtime.close)
 
     with caplog.at_level(logging.WARNING, logger="core.dataservices.link"):
         assigned, module_id = asyncio.run(scenario())
@@ -404,30 +413,24 @@ def test_a_shared_data_services_is_asked_only_for_this_consoles_templates_a_few_
     monkeypatch.setattr(server_module, "DataServicesApp", RecordingDataServices)
 
     async def scenario():
-        remote_store = Store(remote_dir / DB_FILENAME).open()
-        server = EmbeddedDataServices(remote_store, port=0)
-        url = await server.start()
-        site = DataServicesClient(url)
-        for _ in range(90):  # another workcell's backlog, older than the order for this console
-            await site.create_order(Order(templateName="Centrifuge.Spin"))
-        waiting = await site.create_order(Order(templateName="Sealer.Seal"))
-        store = Store(console_dir / DB_FILENAME).open()
-        runtime = Runtime.build(console_dir, store=store, workcell=parse_workcell(FAST_CELL))
-        await runtime.start(templates_dir=SAMPLE_TEMPLATES)
-        link = DataServicesLink(runtime, DataServicesSettings(url, "test"), poll_interval=0.1, port=18219,
-                                timeout=2.0, backlog=20)
-        await link.start()
-        try:
-            await until(lambda: asked, timeout=10)
-            assert "Sealer.Seal" in asked[0][0] and "Centrifuge.Spin" not in asked[0][0], asked[0]
-            await until(lambda: remote_store.get_order(waiting).status is OrderStatus.Complete)
-            return remote_store.get_order(waiting).assignedTo, link.module_id
-        finally:
-            await site.close()
-            await link.stop()
-            await runtime.close()
-            await server.stop()
-            remote_store.close()
+        async with _data_services_apart(remote_dir) as (remote_store, url):
+            site = DataServicesClient(url)
+            for _ in range(90):  # another workcell's backlog, older than the order for this console
+                await site.create_order(Order(templateName="Centrifuge.Spin"))
+            waiting = await site.create_order(Order(templateName="Sealer.Seal"))
+            store = Store(console_dir / DB_FILENAME).open()
+            runtime = Runtime.build(console_dir, store=store, workcell=parse_workcell(FAST_CELL))
+            await runtime.start(templates_dir=SAMPLE_TEMPLATES)
+            link = DataServicesLink(runtime, DataServicesSettings(url, "test"), poll_interval=0.1, port=18219,
+                                    timeout=2.0, backlog=20)
+            await link.start()
+            try:
+                await until(lambda: asked, timeout=10)
+                assert "Sealer.Seal" in asked[0][0] and "Centrifuge.Spin" not in asked[0][0], asked[0]
+                await until(lambda: remote_store.get_order(waiting).status is OrderStatus.Complete)
+                return remote_store.get_order(waiting).assignedTo, link.module_id
+            finally:
+                await _close(site.close, link.stop, runtime.close)
 
     assigned, module_id = asyncio.run(scenario())
     assert assigned == module_id
