@@ -376,8 +376,6 @@ class PaintPacer(QObject):
         super().__init__(view)
         self.view = view
         self.interval = interval_ms / 1000.0
-        self.held_back = 0
-        """How many changes came while the view was held (for the status of a flood)."""
         self._last = -1e9
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -392,14 +390,12 @@ class PaintPacer(QObject):
     def changed(self) -> None:
         """What the view shows changed: let it paint now, or hold it until the interval is over."""
         if self._timer.isActive():
-            self.held_back += 1
             return
         now = time.monotonic()
         wait = self._last + self.interval - now
         if wait <= 0:
             self._last = now
             return
-        self.held_back += 1
         self.view.setUpdatesEnabled(False)
         self._timer.start(max(1, int(wait * 1000 + 0.999)))
 
